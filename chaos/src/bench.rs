@@ -1,0 +1,227 @@
+//! Benchmarks against a real local cluster: framework-store write throughput and commit
+//! latency by number of concurrent clients, and leader failover time.
+//!
+//! Both start their own cluster of real `drover master` processes (fsync on, as always: there
+//! is no switch to turn it off) in a temporary directory, so the figures are reproducible by one
+//! command. Latencies are measured by the client, end to end: request sent to reply received,
+//! which includes the gRPC round trip, the leader's fsync, replication to and fsync on a quorum,
+//! and apply.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use drover_client::{MasterClient, RetryPolicy};
+
+use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
+
+/// Figures for one client count.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WriteFigures {
+    pub clients: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct WriteBenchOptions {
+    pub masters: u64,
+    pub client_counts: Vec<usize>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub value_bytes: usize,
+    /// Separate HTTP/2 connections the clients are spread over.
+    pub connections: usize,
+}
+
+/// Percentile (0..=100) of sorted samples, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+async fn start_cluster(
+    binary: PathBuf,
+    dir: PathBuf,
+    masters: u64,
+) -> Result<LocalCluster, ClusterError> {
+    let spec = ClusterSpec::on_free_ports(binary, dir, masters)?;
+    let cluster = LocalCluster::start(spec).await?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    Ok(cluster)
+}
+
+/// Runs the write benchmark; `report` is called with each client count's figures as they come.
+pub async fn store_writes(
+    binary: PathBuf,
+    dir: PathBuf,
+    opts: &WriteBenchOptions,
+    mut report: impl FnMut(&WriteFigures),
+) -> Result<Vec<WriteFigures>, ClusterError> {
+    let mut cluster = start_cluster(binary, dir, opts.masters).await?;
+    let addrs = cluster.addrs();
+    let clients: Vec<MasterClient> = (0..opts.connections.max(1))
+        .map(|_| MasterClient::new(&addrs))
+        .collect::<Result<_, _>>()?;
+    let value = vec![b'x'; opts.value_bytes];
+    let mut all = Vec::new();
+    for &n in &opts.client_counts {
+        // Warm up: connections, leader discovery, allocator and page cache.
+        run_writers(&clients, n, opts.warmup, &value).await;
+        let (samples, errors, elapsed) = run_writers(&clients, n, opts.duration, &value).await;
+        let mut sorted = samples;
+        sorted.sort_unstable();
+        let f = WriteFigures {
+            clients: n,
+            ops: sorted.len() as u64,
+            errors,
+            seconds: elapsed.as_secs_f64(),
+            ops_per_sec: sorted.len() as f64 / elapsed.as_secs_f64(),
+            p50_ms: percentile_ms(&sorted, 50.0),
+            p99_ms: percentile_ms(&sorted, 99.0),
+            max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        };
+        report(&f);
+        all.push(f);
+    }
+    cluster.stop_all(Duration::from_secs(10)).await?;
+    Ok(all)
+}
+
+/// `n` closed-loop writers for `duration`; returns per-op latencies, errors and elapsed time.
+async fn run_writers(
+    clients: &[MasterClient],
+    n: usize,
+    duration: Duration,
+    value: &[u8],
+) -> (Vec<Duration>, u64, Duration) {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..n {
+        let client = clients[w % clients.len()].clone();
+        let value = value.to_vec();
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let key = format!("w{w}/k{}", i % 64);
+                i += 1;
+                let t = Instant::now();
+                match client.put("bench", &key, value.clone()).await {
+                    Ok(_) => samples.push(t.elapsed()),
+                    Err(e) => {
+                        if errors == 0 {
+                            tracing::warn!(writer = w, "write failed: {e}");
+                        }
+                        errors += 1
+                    }
+                }
+            }
+            (samples, errors)
+        });
+    }
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((s, e)) = r {
+            samples.extend(s);
+            errors += e;
+        }
+    }
+    (samples, errors, started.elapsed())
+}
+
+/// Figures of the failover benchmark.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FailoverFigures {
+    pub trials: Vec<f64>,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Kills the leader with SIGKILL `trials` times; each time measures from the kill until a write
+/// is committed by a new leader. The killed master is restarted and caught up between trials.
+pub async fn failover(
+    binary: PathBuf,
+    dir: PathBuf,
+    masters: u64,
+    trials: usize,
+    mut report: impl FnMut(usize, Duration, u64, u64),
+) -> Result<FailoverFigures, ClusterError> {
+    let mut cluster = start_cluster(binary, dir, masters).await?;
+    let probe = MasterClient::with_policy(
+        &cluster.addrs(),
+        RetryPolicy {
+            deadline: Duration::from_secs(30),
+            backoff_start: Duration::from_millis(2),
+            backoff_max: Duration::from_millis(10),
+        },
+    )?;
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        // Every replica caught up before the kill, so the trial measures failover only.
+        crate::wait::wait_until("all masters caught up", Duration::from_secs(30), || {
+            let cluster = &cluster;
+            async move {
+                let mut behind = Vec::new();
+                for m in cluster.masters() {
+                    let s = cluster.status(m.id).await.map_err(|e| e.to_string())?;
+                    if s.applied_index < leader.committed_index {
+                        behind.push(m.id);
+                    }
+                }
+                if behind.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("behind: {behind:?}"))
+                }
+            }
+        })
+        .await?;
+        probe.put("bench", "failover", b"before".to_vec()).await?;
+        let killed = leader.node_id;
+        let t0 = Instant::now();
+        cluster.kill(killed).await?;
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            match probe
+                .put(
+                    "bench",
+                    &format!("failover/{trial}/{attempt}"),
+                    b"after".to_vec(),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(drover_client::ClientError::Ambiguous(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let took = t0.elapsed();
+        let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        report(trial + 1, took, killed, new_leader.node_id);
+        times.push(took);
+        cluster.start_master(killed)?;
+    }
+    cluster.stop_all(Duration::from_secs(10)).await?;
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    Ok(FailoverFigures {
+        trials: times.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
+        p50_ms: percentile_ms(&sorted, 50.0),
+        p99_ms: percentile_ms(&sorted, 99.0),
+        max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    })
+}

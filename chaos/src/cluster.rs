@@ -1,0 +1,464 @@
+//! Local clusters of real `drover master` processes on loopback.
+//!
+//! Owns the child processes it starts: each runs with its own data directory and log file
+//! under the cluster's base directory, and every child still running is killed when the
+//! [`LocalCluster`] is dropped, so a failing test never leaks processes. Faults are real: SIGKILL,
+//! SIGTERM, SIGSTOP/SIGCONT, wiping a data directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use drover_client::MasterClient;
+use drover_proto::master::StatusReply;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::wait::{wait_until, WaitError};
+
+pub type MasterId = u64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("master {0} is not part of this cluster")]
+    UnknownMaster(MasterId),
+    #[error("master {0} is already running")]
+    AlreadyRunning(MasterId),
+    #[error("master {0} is not running")]
+    NotRunning(MasterId),
+    #[error("signal to master {id}: {source}")]
+    Signal {
+        id: MasterId,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    #[error(transparent)]
+    Client(#[from] drover_client::ClientError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let what = what.into();
+    move |source| ClusterError::Io { what, source }
+}
+
+/// What cluster to run.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// The `drover` binary.
+    pub binary: PathBuf,
+    /// Data directories and logs go under here.
+    pub base_dir: PathBuf,
+    /// `id -> port`, all on `host`.
+    pub ports: BTreeMap<MasterId, u16>,
+    pub host: String,
+    /// Extra arguments for every `drover master`.
+    pub master_args: Vec<String>,
+    /// Send the children's output to files (true) or inherit the terminal (false).
+    pub log_to_files: bool,
+}
+
+impl ClusterSpec {
+    /// `masters` masters on free loopback ports.
+    pub fn on_free_ports(
+        binary: PathBuf,
+        base_dir: PathBuf,
+        masters: u64,
+    ) -> Result<Self, ClusterError> {
+        let mut ports = BTreeMap::new();
+        for id in 1..=masters {
+            ports.insert(id, free_port()?);
+        }
+        Ok(Self {
+            binary,
+            base_dir,
+            ports,
+            host: "127.0.0.1".into(),
+            master_args: Vec::new(),
+            log_to_files: true,
+        })
+    }
+
+    /// `masters` masters on `base_port`, `base_port + 2`, … (the odd ports are for agents).
+    pub fn on_ports_from(binary: PathBuf, base_dir: PathBuf, masters: u64, base_port: u16) -> Self {
+        let ports = (1..=masters)
+            .map(|id| (id, base_port + 2 * (id as u16 - 1)))
+            .collect();
+        Self {
+            binary,
+            base_dir,
+            ports,
+            host: "127.0.0.1".into(),
+            master_args: Vec::new(),
+            log_to_files: true,
+        }
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16, ClusterError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
+}
+
+/// One master process slot: its address and directories, and the process if it runs.
+pub struct MasterProcess {
+    pub id: MasterId,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// The founding peers string it was started with.
+    peers: String,
+    child: Option<Child>,
+}
+
+impl MasterProcess {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    spec: ClusterSpec,
+    masters: BTreeMap<MasterId, MasterProcess>,
+    client: MasterClient,
+}
+
+impl LocalCluster {
+    /// Prepares the directories; starts nothing.
+    pub fn new(spec: ClusterSpec) -> Result<Self, ClusterError> {
+        fs::create_dir_all(&spec.base_dir)
+            .map_err(io(format!("creating {}", spec.base_dir.display())))?;
+        let peers = spec
+            .ports
+            .iter()
+            .map(|(id, port)| format!("{id}={}:{port}", spec.host))
+            .collect::<Vec<_>>()
+            .join(",");
+        let masters = spec
+            .ports
+            .iter()
+            .map(|(&id, &port)| {
+                let m = MasterProcess {
+                    id,
+                    addr: format!("{}:{port}", spec.host),
+                    data_dir: spec.base_dir.join(format!("master-{id}")),
+                    log_path: spec.base_dir.join(format!("master-{id}.log")),
+                    peers: peers.clone(),
+                    child: None,
+                };
+                (id, m)
+            })
+            .collect::<BTreeMap<_, _>>();
+        let addrs: Vec<String> = masters.values().map(|m| m.addr.clone()).collect();
+        let client = MasterClient::new(&addrs)?;
+        Ok(Self {
+            spec,
+            masters,
+            client,
+        })
+    }
+
+    /// Prepares and starts every master.
+    pub async fn start(spec: ClusterSpec) -> Result<Self, ClusterError> {
+        let mut c = Self::new(spec)?;
+        let ids: Vec<MasterId> = c.masters.keys().copied().collect();
+        for id in ids {
+            c.start_master(id)?;
+        }
+        Ok(c)
+    }
+
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    pub fn masters(&self) -> impl Iterator<Item = &MasterProcess> {
+        self.masters.values()
+    }
+
+    pub fn master(&self, id: MasterId) -> Result<&MasterProcess, ClusterError> {
+        self.masters.get(&id).ok_or(ClusterError::UnknownMaster(id))
+    }
+
+    /// Every master's address, running or not.
+    pub fn addrs(&self) -> Vec<String> {
+        self.masters.values().map(|m| m.addr.clone()).collect()
+    }
+
+    /// A leader-following client for this cluster.
+    pub fn client(&self) -> MasterClient {
+        self.client.clone()
+    }
+
+    /// Registers a master that is not a founding member (to be added with add-master) on a
+    /// free port. Its `--peers` lists the founders so it can report what it sees.
+    pub fn add_master_slot(&mut self, id: MasterId) -> Result<&MasterProcess, ClusterError> {
+        let port = free_port()?;
+        let peers = self
+            .masters
+            .values()
+            .next()
+            .map(|m| m.peers.clone())
+            .unwrap_or_default();
+        let m = MasterProcess {
+            id,
+            addr: format!("{}:{port}", self.spec.host),
+            data_dir: self.spec.base_dir.join(format!("master-{id}")),
+            log_path: self.spec.base_dir.join(format!("master-{id}.log")),
+            peers,
+            child: None,
+        };
+        self.masters.insert(id, m);
+        self.master(id)
+    }
+
+    /// Starts master `id` (again) with the same flags as before.
+    pub fn start_master(&mut self, id: MasterId) -> Result<(), ClusterError> {
+        let spec = self.spec.clone();
+        let m = self
+            .masters
+            .get_mut(&id)
+            .ok_or(ClusterError::UnknownMaster(id))?;
+        if m.child.is_some() {
+            return Err(ClusterError::AlreadyRunning(id));
+        }
+        let mut cmd = Command::new(&spec.binary);
+        cmd.arg("master")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&m.addr)
+            .arg("--peers")
+            .arg(&m.peers)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(&spec.master_args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if spec.log_to_files {
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&m.log_path)
+                .map_err(io(format!("opening {}", m.log_path.display())))?;
+            let log2 = log.try_clone().map_err(io("cloning log handle"))?;
+            cmd.stdout(log).stderr(log2);
+        }
+        let child = cmd.spawn().map_err(io(format!(
+            "starting {} master {id}",
+            spec.binary.display()
+        )))?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    fn signal(&self, id: MasterId, sig: Signal) -> Result<(), ClusterError> {
+        let m = self.master(id)?;
+        let pid = m.pid().ok_or(ClusterError::NotRunning(id))?;
+        signal::kill(Pid::from_raw(pid as i32), sig)
+            .map_err(|source| ClusterError::Signal { id, source })
+    }
+
+    /// SIGKILL: the process dies at once, with no chance to flush anything.
+    pub async fn kill(&mut self, id: MasterId) -> Result<(), ClusterError> {
+        let m = self
+            .masters
+            .get_mut(&id)
+            .ok_or(ClusterError::UnknownMaster(id))?;
+        let mut child = m.child.take().ok_or(ClusterError::NotRunning(id))?;
+        // A stopped process must be resumed to die promptly from SIGKILL's point of view of
+        // waitpid; SIGKILL works on stopped processes, so no SIGCONT is needed.
+        child
+            .start_kill()
+            .map_err(io(format!("killing master {id}")))?;
+        child
+            .wait()
+            .await
+            .map_err(io(format!("reaping master {id}")))?;
+        Ok(())
+    }
+
+    /// SIGTERM, then wait up to `grace` for a clean exit, then SIGKILL.
+    pub async fn stop(&mut self, id: MasterId, grace: Duration) -> Result<(), ClusterError> {
+        let _ = self.signal(id, Signal::SIGCONT);
+        self.signal(id, Signal::SIGTERM)?;
+        let m = self
+            .masters
+            .get_mut(&id)
+            .ok_or(ClusterError::UnknownMaster(id))?;
+        let mut child = m.child.take().ok_or(ClusterError::NotRunning(id))?;
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(r) => {
+                r.map_err(io(format!("reaping master {id}")))?;
+            }
+            Err(_) => {
+                tracing::warn!(id, "master did not stop within {grace:?}; killing it");
+                child
+                    .start_kill()
+                    .map_err(io(format!("killing master {id}")))?;
+                child
+                    .wait()
+                    .await
+                    .map_err(io(format!("reaping master {id}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the process freezes (a long GC pause, a stuck VM).
+    pub fn pause(&self, id: MasterId) -> Result<(), ClusterError> {
+        self.signal(id, Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self, id: MasterId) -> Result<(), ClusterError> {
+        self.signal(id, Signal::SIGCONT)
+    }
+
+    /// Deletes master `id`'s data directory (it must not be running).
+    pub fn wipe(&mut self, id: MasterId) -> Result<(), ClusterError> {
+        let m = self.master(id)?;
+        if m.is_running() {
+            return Err(ClusterError::AlreadyRunning(id));
+        }
+        if m.data_dir.exists() {
+            fs::remove_dir_all(&m.data_dir)
+                .map_err(io(format!("wiping {}", m.data_dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Whether master `id`'s process has exited on its own; reaps it if so.
+    pub fn exited(
+        &mut self,
+        id: MasterId,
+    ) -> Result<Option<std::process::ExitStatus>, ClusterError> {
+        let m = self
+            .masters
+            .get_mut(&id)
+            .ok_or(ClusterError::UnknownMaster(id))?;
+        let Some(child) = m.child.as_mut() else {
+            return Err(ClusterError::NotRunning(id));
+        };
+        let status = child
+            .try_wait()
+            .map_err(io(format!("polling master {id}")))?;
+        if status.is_some() {
+            m.child = None;
+        }
+        Ok(status)
+    }
+
+    /// Status of master `id`, straight from it.
+    pub async fn status(&self, id: MasterId) -> Result<StatusReply, ClusterError> {
+        let m = self.master(id)?;
+        Ok(self
+            .client
+            .status_of(&m.addr, Duration::from_secs(1))
+            .await?)
+    }
+
+    /// Waits until a running master reports itself leader and every other running master
+    /// that answers agrees on it (or knows no leader yet); returns its status.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<StatusReply, ClusterError> {
+        let running: Vec<(MasterId, String)> = self
+            .masters
+            .values()
+            .filter(|m| m.is_running())
+            .map(|m| (m.id, m.addr.clone()))
+            .collect();
+        let client = self.client.clone();
+        Ok(wait_until("a leader", timeout, || {
+            let running = running.clone();
+            let client = client.clone();
+            async move {
+                let mut leader: Option<StatusReply> = None;
+                let mut seen = Vec::new();
+                for (id, addr) in &running {
+                    match client.status_of(addr, Duration::from_millis(500)).await {
+                        Ok(s) => {
+                            seen.push(format!(
+                                "{id}: {} term {} leader {}",
+                                s.role, s.term, s.leader_id
+                            ));
+                            if s.role == "leader" {
+                                leader = Some(s);
+                            }
+                        }
+                        Err(e) => seen.push(format!("{id}: {e}")),
+                    }
+                }
+                match leader {
+                    Some(l) if l.committed_index >= l.last_log_index => Ok(l),
+                    Some(_) => Err(format!(
+                        "leader has not committed its first entry yet: {seen:?}"
+                    )),
+                    None => Err(format!("{seen:?}")),
+                }
+            }
+        })
+        .await?)
+    }
+
+    /// Stops every running master with SIGTERM (SIGKILL after `grace`).
+    pub async fn stop_all(&mut self, grace: Duration) -> Result<(), ClusterError> {
+        let ids: Vec<MasterId> = self
+            .masters
+            .values()
+            .filter(|m| m.is_running())
+            .map(|m| m.id)
+            .collect();
+        for id in &ids {
+            let _ = self.signal(*id, Signal::SIGCONT);
+            let _ = self.signal(*id, Signal::SIGTERM);
+        }
+        for id in ids {
+            let m = self
+                .masters
+                .get_mut(&id)
+                .ok_or(ClusterError::UnknownMaster(id))?;
+            if let Some(mut child) = m.child.take() {
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The base directory.
+    pub fn base_dir(&self) -> &Path {
+        &self.spec.base_dir
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for m in self.masters.values_mut() {
+            if let Some(child) = m.child.as_mut() {
+                if let Some(pid) = child.id() {
+                    let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+                }
+                let _ = child.start_kill();
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Cluster administration and introspection (`drover.master.v1.Cluster`): status from any
+//! replica, and replacing replicas on the leader.
+//!
+//! Adding a master is two steps, so the cluster never waits on a replica that has not caught
+//! up: it joins as a learner (openraft streams it the log or a snapshot), and becomes a voter
+//! only once the leader sees it within the replication lag threshold. The new replica must be
+//! running and answer Hello: its incarnation goes into the membership, which is what keeps a
+//! wiped replica from rejoining under its old id.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use drover_proto::master::cluster_server::Cluster;
+use drover_proto::master::{
+    AddMasterRequest, Member, MembershipReply, RemoveMasterRequest, StatusReply, StatusRequest,
+};
+use drover_proto::raft::raft_service_client::RaftServiceClient;
+use drover_proto::raft::HelloRequest;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use tonic::{Request, Response, Status};
+
+use crate::identity::Identity;
+use crate::raft::network::peer_channel;
+use crate::raft::{MasterId, MasterNode, RaftMetrics};
+use crate::replicated::Replicated;
+
+/// How long a new replica's Hello may take.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct ClusterService {
+    replicated: Replicated,
+    identity: std::sync::Arc<Identity>,
+    catch_up_timeout: Duration,
+}
+
+impl ClusterService {
+    pub fn new(
+        replicated: Replicated,
+        identity: std::sync::Arc<Identity>,
+        catch_up_timeout: Duration,
+    ) -> Self {
+        Self {
+            replicated,
+            identity,
+            catch_up_timeout,
+        }
+    }
+
+    fn members(metrics: &RaftMetrics) -> Vec<Member> {
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<MasterId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map_or(0, |l| l.index),
+            })
+            .collect()
+    }
+
+    fn membership_reply(&self, log_index: u64) -> MembershipReply {
+        let metrics = self.replicated.raft().metrics();
+        let m = metrics.borrow();
+        MembershipReply {
+            members: Self::members(&m),
+            log_index,
+        }
+    }
+
+    fn write_error(
+        e: RaftError<MasterId, ClientWriteError<MasterId, MasterNode>>,
+        r: &Replicated,
+    ) -> Status {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => r
+                .check_leader()
+                .err()
+                .map(Status::from)
+                .unwrap_or_else(|| Status::unavailable("leadership changed; retry")),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                Status::failed_precondition(format!("membership change refused: {c}"))
+            }
+            RaftError::Fatal(f) => Status::unavailable(format!("the Raft node stopped: {f}")),
+        }
+    }
+}
+
+/// Checks `host:port`.
+fn check_addr(addr: &str) -> Result<(), Status> {
+    let bad = || Status::invalid_argument(format!("addr: expected host:port, got {addr:?}"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        let raft = self.replicated.raft();
+        let committed = raft
+            .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
+            .await
+            .map_err(|e| Status::unavailable(format!("the Raft node stopped: {e}")))?;
+        let metrics = raft.metrics();
+        let m = metrics.borrow().clone();
+        let leader_id = m.current_leader.unwrap_or(0);
+        let leader_addr = m
+            .current_leader
+            .and_then(|id| m.membership_config.membership().get_node(&id))
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Ok(Response::new(StatusReply {
+            node_id: m.id,
+            cluster_id: self
+                .identity
+                .cluster_id()
+                .map(|c| c.0.clone())
+                .unwrap_or_default(),
+            term: m.current_term,
+            leader_id,
+            leader_addr,
+            role: role.into(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: committed,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            members: Self::members(&m),
+        }))
+    }
+
+    async fn add_master(
+        &self,
+        request: Request<AddMasterRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let req = request.into_inner();
+        self.replicated.check_leader()?;
+        if req.id == 0 {
+            return Err(Status::invalid_argument("id: must be greater than 0"));
+        }
+        check_addr(&req.addr)?;
+        {
+            let metrics = self.replicated.raft().metrics();
+            let m = metrics.borrow();
+            if m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == req.id)
+            {
+                return Err(Status::already_exists(format!(
+                    "id: master {} is already a voter",
+                    req.id
+                )));
+            }
+        }
+        let channel =
+            peer_channel(&req.addr).map_err(|e| Status::invalid_argument(format!("addr: {e}")))?;
+        let hello = tokio::time::timeout(
+            HELLO_TIMEOUT,
+            RaftServiceClient::new(channel).hello(HelloRequest {
+                cluster_id: self.identity.cluster_id().map(|c| c.0.clone()).unwrap_or_default(),
+                from_node: self.identity.node_id(),
+            }),
+        )
+        .await
+        .map_err(|_| Status::failed_precondition(format!("master {} at {} did not answer within {HELLO_TIMEOUT:?}; start it first (drover master --id {} --listen {} ...)", req.id, req.addr, req.id, req.addr)))?
+        .map_err(|e| Status::failed_precondition(format!("cannot reach master {} at {}: {}; start it first (drover master --id {} --listen {} ...)", req.id, req.addr, e.message(), req.id, req.addr)))?
+        .into_inner();
+        if hello.node_id != req.id {
+            return Err(Status::invalid_argument(format!(
+                "id: the master at {} is master {}, not {}",
+                req.addr, hello.node_id, req.id
+            )));
+        }
+        let ours = self
+            .identity
+            .cluster_id()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
+        if !hello.cluster_id.is_empty() && hello.cluster_id != ours {
+            return Err(Status::failed_precondition(format!(
+                "master {} belongs to another cluster ({}); give it an empty --data-dir",
+                req.id, hello.cluster_id
+            )));
+        }
+        let node = MasterNode {
+            addr: req.addr.clone(),
+            incarnation: crate::identity::Incarnation(hello.incarnation),
+        };
+        tracing::info!(id = req.id, addr = %req.addr, "adding master as learner");
+        let raft = self.replicated.raft();
+        match tokio::time::timeout(self.catch_up_timeout, raft.add_learner(req.id, node, true)).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "master {} joined as a learner but did not catch up within {:?}; it stays a learner (retry add-master to promote it)",
+                    req.id, self.catch_up_timeout
+                )))
+            }
+            Ok(r) => r.map_err(|e| Self::write_error(e, &self.replicated))?,
+        };
+        tracing::info!(id = req.id, "learner caught up; promoting to voter");
+        let resp = raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), false)
+            .await
+            .map_err(|e| Self::write_error(e, &self.replicated))?;
+        Ok(Response::new(self.membership_reply(resp.log_id.index)))
+    }
+
+    async fn remove_master(
+        &self,
+        request: Request<RemoveMasterRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let req = request.into_inner();
+        self.replicated.check_leader()?;
+        let voters: BTreeSet<MasterId> = {
+            let metrics = self.replicated.raft().metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().voter_ids().collect()
+        };
+        if !voters.contains(&req.id) {
+            return Err(Status::not_found(format!(
+                "id: master {} is not a voter",
+                req.id
+            )));
+        }
+        if voters.len() == 1 {
+            return Err(Status::failed_precondition("cannot remove the last voter"));
+        }
+        tracing::info!(id = req.id, "removing master");
+        let resp = self
+            .replicated
+            .raft()
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false)
+            .await
+            .map_err(|e| Self::write_error(e, &self.replicated))?;
+        Ok(Response::new(self.membership_reply(resp.log_id.index)))
+    }
+}

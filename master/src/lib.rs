@@ -1,0 +1,29 @@
+//! Drover's master: a replica of the cluster's state, replicated with Raft (openraft) over
+//! RocksDB, serving gRPC and HTTP on one port.
+//!
+//! Layout (DESIGN.md, "Workspace layout"):
+//! - [`registry`]: the pure replicated state machine (no I/O, time passed in).
+//! - [`raft`]: openraft's storage and network over RocksDB, snapshot files and tonic.
+//! - [`replicated`]: proposing operations and linearizable reads, for the services;
+//!   [`proposer`] batches concurrent writes into Raft entries.
+//! - [`store_service`], [`cluster_service`], [`http`]: the API edges.
+//! - [`identity`], [`bootstrap`]: who this replica is and how a cluster forms exactly once.
+//! - [`server`]: wires one master process together; [`config`] its settings;
+//!   [`metrics`] every metric it exports.
+
+pub mod bootstrap;
+pub mod cluster_service;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod proposer;
+pub mod raft;
+pub mod registry;
+pub mod replicated;
+pub mod server;
+pub mod store_service;
+
+pub use config::{parse_peers, MasterConfig};
+pub use server::{run, MasterError};

@@ -1,0 +1,137 @@
+//! The master's metrics: every name, its description and the histogram buckets, in one place.
+//!
+//! Names are in base units (`_seconds`, `_bytes`, `_total`). Histograms have explicit buckets so
+//! that they render as Prometheus histograms, which can be aggregated across replicas (summaries
+//! cannot). The gauges that mirror openraft's own metrics are set by one task,
+//! [`crate::server`]'s metrics watcher; the rest are recorded where the event happens.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+
+pub const RAFT_IS_LEADER: &str = "drover_master_raft_is_leader";
+pub const RAFT_TERM: &str = "drover_master_raft_term";
+pub const RAFT_LEADER_ID: &str = "drover_master_raft_leader_id";
+pub const RAFT_LAST_LOG_INDEX: &str = "drover_master_raft_last_log_index";
+pub const RAFT_COMMIT_INDEX: &str = "drover_master_raft_commit_index";
+pub const RAFT_APPLIED_INDEX: &str = "drover_master_raft_applied_index";
+pub const RAFT_SNAPSHOT_INDEX: &str = "drover_master_raft_snapshot_index";
+pub const RAFT_PURGED_INDEX: &str = "drover_master_raft_purged_index";
+pub const RAFT_MEMBERS: &str = "drover_master_raft_members";
+pub const RAFT_APPEND_SECONDS: &str = "drover_master_raft_append_seconds";
+pub const RAFT_APPENDED_ENTRIES_TOTAL: &str = "drover_master_raft_appended_entries_total";
+pub const RAFT_FSYNC_SECONDS: &str = "drover_master_raft_fsync_seconds";
+pub const RAFT_COMMIT_SECONDS: &str = "drover_master_raft_commit_seconds";
+pub const RAFT_APPLIED_ENTRIES_TOTAL: &str = "drover_master_raft_applied_entries_total";
+pub const RAFT_SNAPSHOTS_TOTAL: &str = "drover_master_raft_snapshots_total";
+pub const RAFT_SNAPSHOT_SECONDS: &str = "drover_master_raft_snapshot_seconds";
+pub const RAFT_SNAPSHOT_BYTES: &str = "drover_master_raft_snapshot_bytes";
+pub const RAFT_SNAPSHOT_INSTALLS_TOTAL: &str = "drover_master_raft_snapshot_installs_total";
+pub const RAFT_RPC_SECONDS: &str = "drover_master_raft_rpc_seconds";
+pub const RAFT_RPC_FAILURES_TOTAL: &str = "drover_master_raft_rpc_failures_total";
+pub const RAFT_REJECTED_REQUESTS_TOTAL: &str = "drover_master_raft_rejected_requests_total";
+pub const STORE_OPERATIONS_TOTAL: &str = "drover_master_store_operations_total";
+pub const STORE_KEYS: &str = "drover_master_store_keys";
+
+/// Latency buckets, seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder and describes every metric. Call once.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_gauge!(
+        RAFT_IS_LEADER,
+        "1 if this replica is the Raft leader, else 0"
+    );
+    describe_gauge!(RAFT_TERM, "Current Raft term of this replica");
+    describe_gauge!(
+        RAFT_LEADER_ID,
+        "Id of the leader this replica knows of, 0 if none"
+    );
+    describe_gauge!(
+        RAFT_LAST_LOG_INDEX,
+        "Index of the last entry in this replica's log"
+    );
+    describe_gauge!(
+        RAFT_COMMIT_INDEX,
+        "Highest log index this replica knows is committed"
+    );
+    describe_gauge!(
+        RAFT_APPLIED_INDEX,
+        "Highest log index applied to this replica's registry"
+    );
+    describe_gauge!(
+        RAFT_SNAPSHOT_INDEX,
+        "Last log index covered by this replica's snapshot"
+    );
+    describe_gauge!(
+        RAFT_PURGED_INDEX,
+        "Highest log index purged from this replica's log"
+    );
+    describe_gauge!(
+        RAFT_MEMBERS,
+        "Voters in the current membership, as this replica sees it"
+    );
+    describe_histogram!(
+        RAFT_APPEND_SECONDS,
+        Unit::Seconds,
+        "Time from a log append until it is fsynced and reported durable"
+    );
+    describe_counter!(RAFT_APPENDED_ENTRIES_TOTAL, "Log entries appended");
+    describe_histogram!(
+        RAFT_FSYNC_SECONDS,
+        Unit::Seconds,
+        "Duration of one WAL fsync (one fsync covers every append queued behind it)"
+    );
+    describe_histogram!(
+        RAFT_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time from proposing a command on the leader until it is committed and applied"
+    );
+    describe_counter!(
+        RAFT_APPLIED_ENTRIES_TOTAL,
+        "Log entries applied to the registry"
+    );
+    describe_counter!(RAFT_SNAPSHOTS_TOTAL, "Snapshots built by this replica");
+    describe_histogram!(
+        RAFT_SNAPSHOT_SECONDS,
+        Unit::Seconds,
+        "Time to build one snapshot (encode, write, fsync, rename)"
+    );
+    describe_gauge!(
+        RAFT_SNAPSHOT_BYTES,
+        Unit::Bytes,
+        "Size of the current snapshot file"
+    );
+    describe_counter!(
+        RAFT_SNAPSHOT_INSTALLS_TOTAL,
+        "Snapshots received from a leader and installed"
+    );
+    describe_histogram!(
+        RAFT_RPC_SECONDS,
+        Unit::Seconds,
+        "Duration of Raft RPCs sent to peers, by rpc"
+    );
+    describe_counter!(
+        RAFT_RPC_FAILURES_TOTAL,
+        "Raft RPCs to peers that failed, by rpc and kind"
+    );
+    describe_counter!(
+        RAFT_REJECTED_REQUESTS_TOTAL,
+        "Raft requests this replica refused (wrong cluster, wrong incarnation, bad payload), by reason"
+    );
+    describe_counter!(
+        STORE_OPERATIONS_TOTAL,
+        "Framework store operations served, by op and outcome"
+    );
+    describe_gauge!(STORE_KEYS, "Keys in the framework store, all frameworks");
+}

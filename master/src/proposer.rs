@@ -1,0 +1,199 @@
+//! Batches concurrent writes into Raft entries.
+//!
+//! Owns the queue of writes waiting to be proposed on this leader. openraft 0.9 appends each
+//! entry with its own fsync, one after the other, so one entry per client write would cap a
+//! leader at one write per fsync. The proposer instead puts every write waiting in its queue
+//! into one entry (a [`Proposal`], applied in order), with at most
+//! [`MAX_INFLIGHT_PROPOSALS`] entries proposed and not yet applied. An idle leader therefore
+//! proposes a lone write at once (no added latency), and a busy one sends fewer, larger
+//! entries: the batch size follows the load, like group commit.
+//!
+//! Every limit is a constant here: queue depth, operations and bytes per entry, entries in
+//! flight.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::raft::{MasterId, MasterNode, Raft};
+use crate::registry::{Op, Outcome, Proposal, StoreOp};
+use crate::replicated::ReplicaError;
+
+/// Writes waiting to be proposed; a full queue makes callers wait.
+pub const MAX_QUEUED_WRITES: usize = 16 * 1024;
+/// Most operations in one entry.
+pub const MAX_OPS_PER_PROPOSAL: usize = 2048;
+/// Most payload bytes (keys and values) in one entry; a single larger write still goes alone.
+pub const MAX_PROPOSAL_BYTES: usize = 4 * 1024 * 1024;
+/// Entries proposed and not yet applied.
+pub const MAX_INFLIGHT_PROPOSALS: usize = 4;
+
+type Reply = oneshot::Sender<Result<Outcome, ReplicaError>>;
+
+struct Pending {
+    op: Op,
+    reply: Reply,
+}
+
+fn payload_bytes(op: &Op) -> usize {
+    match op {
+        Op::Store(StoreOp::Put { key, value, .. }) => key.as_str().len() + value.len(),
+        Op::Store(StoreOp::Delete { key, .. }) => key.as_str().len(),
+        Op::Store(StoreOp::CompareAndSet {
+            key,
+            new_value,
+            expected,
+            ..
+        }) => {
+            let e = match expected {
+                crate::registry::Expectation::Value(v) => v.len(),
+                _ => 8,
+            };
+            key.as_str().len() + new_value.len() + e
+        }
+    }
+}
+
+/// The handle services use to submit writes.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Creates the proposer and the loop that must be spawned to run it.
+    pub fn new(raft: Raft, me: MasterId) -> (Self, impl std::future::Future<Output = ()> + Send) {
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_WRITES);
+        (Self { tx }, run(raft, me, rx))
+    }
+
+    /// Queues `op` and waits for its outcome.
+    pub async fn submit(&self, op: Op) -> Result<Outcome, ReplicaError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { op, reply })
+            .await
+            .map_err(|_| ReplicaError::Stopped("the proposer stopped".into()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(ReplicaError::Lost("the proposer dropped the write".into())))
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn run(raft: Raft, me: MasterId, mut rx: mpsc::Receiver<Pending>) {
+    let mut inflight = FuturesUnordered::new();
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => loop {
+                tokio::select! {
+                    Some(()) = inflight.next(), if !inflight.is_empty() => {}
+                    p = rx.recv() => match p {
+                        Some(p) => break p,
+                        None => {
+                            // Queue closed: let what is in flight finish.
+                            while inflight.next().await.is_some() {}
+                            return;
+                        }
+                    },
+                }
+            },
+        };
+        // Wait for room; whatever queues meanwhile joins this entry.
+        while inflight.len() >= MAX_INFLIGHT_PROPOSALS {
+            inflight.next().await;
+        }
+        let mut bytes = payload_bytes(&first.op);
+        let mut batch = vec![first];
+        while batch.len() < MAX_OPS_PER_PROPOSAL {
+            let Ok(p) = rx.try_recv() else { break };
+            let b = payload_bytes(&p.op);
+            if bytes + b > MAX_PROPOSAL_BYTES {
+                carry = Some(p);
+                break;
+            }
+            bytes += b;
+            batch.push(p);
+        }
+        let (ops, replies): (Vec<Op>, Vec<Reply>) =
+            batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        let proposal = Proposal {
+            proposed_at_ms: now_ms(),
+            ops,
+        };
+        match raft.client_write_ff(proposal).await {
+            Err(fatal) => {
+                for r in replies {
+                    let _ = r.send(Err(ReplicaError::Stopped(fatal.to_string())));
+                }
+            }
+            Ok(response) => inflight.push(async move { deliver(me, response.await, replies) }),
+        }
+    }
+}
+
+type WriteResult = Result<
+    Result<
+        openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+        ClientWriteError<MasterId, MasterNode>,
+    >,
+    tokio::sync::oneshot::error::RecvError,
+>;
+
+fn deliver(me: MasterId, result: WriteResult, replies: Vec<Reply>) {
+    match result {
+        Ok(Ok(resp)) => {
+            let n = replies.len();
+            if resp.data.len() != n {
+                // Cannot happen: apply returns one outcome per operation.
+                for r in replies {
+                    let _ = r.send(Err(ReplicaError::Stopped(format!(
+                        "apply returned {} outcomes for {n} operations",
+                        resp.data.len()
+                    ))));
+                }
+                return;
+            }
+            for (r, outcome) in replies.into_iter().zip(resp.data) {
+                let _ = r.send(Ok(outcome));
+            }
+        }
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+            let leader = f
+                .leader_id
+                .zip(f.leader_node)
+                .filter(|(id, _)| *id != me)
+                .map(|(id, n)| (id, n.addr));
+            for r in replies {
+                let _ = r.send(Err(ReplicaError::NotLeader {
+                    me,
+                    leader: leader.clone(),
+                }));
+            }
+        }
+        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+            for r in replies {
+                let _ = r.send(Err(ReplicaError::Stopped(e.to_string())));
+            }
+        }
+        Err(_) => {
+            // openraft dropped the responder: leadership was lost with the entry in the log;
+            // a new leader may or may not commit it.
+            for r in replies {
+                let _ = r.send(Err(ReplicaError::Lost(
+                    "leadership changed while the write was in flight".into(),
+                )));
+            }
+        }
+    }
+}

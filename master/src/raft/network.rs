@@ -1,0 +1,385 @@
+//! The client side of the Raft transport: openraft's `RaftNetworkFactory` and `RaftNetwork`
+//! over tonic.
+//!
+//! Owns one gRPC channel per peer, created lazily and reused by every replication stream, vote
+//! and snapshot to that peer (HTTP/2 multiplexes them), and kept across leaderships. Failures
+//! are sorted for openraft: a refused connection or a peer that refuses us (other cluster,
+//! wiped replica) is `Unreachable`, which makes openraft back off exponentially; a batch too big
+//! for one message is `PayloadTooLarge` with a hint, which makes openraft resend fewer entries.
+//! Snapshots are streamed from their file in chunks, so their size is not bounded by the gRPC
+//! message limit.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drover_proto::raft::raft_service_client::RaftServiceClient;
+use drover_proto::raft::{RaftHeader, RaftRequest, SnapshotChunk};
+use futures::StreamExt;
+use openraft::error::{
+    Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, OptionalSend};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+
+use super::codec;
+use super::{MasterId, MasterNode, Snapshot, TypeConfig, Vote};
+use crate::identity::Identity;
+use crate::metrics as m;
+
+/// Largest message the transport sends or accepts, bytes. An AppendEntries batch larger than
+/// this is split (openraft resends fewer entries); one entry always fits, because a store value
+/// is at most 1 MiB.
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Size of one snapshot chunk on the wire, bytes.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Slowest snapshot transfer rate tolerated before a transfer is abandoned, bytes per second.
+const MIN_SNAPSHOT_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+/// Backoff towards an unreachable peer: from 50 ms doubling to 1 s.
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Creates a lazily-connecting channel to a peer, with the transport's settings.
+pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(drover_client::channel::endpoint(addr)?.connect_lazy())
+}
+
+/// Creates one [`PeerClient`] per replication target; caches channels by peer.
+pub struct NetworkFactory {
+    identity: Arc<Identity>,
+    channels: HashMap<(MasterId, String), Channel>,
+}
+
+impl NetworkFactory {
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self {
+            identity,
+            channels: HashMap::new(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: MasterId, node: &MasterNode) -> PeerClient {
+        let key = (target, node.addr.clone());
+        let channel = match self.channels.get(&key) {
+            Some(c) => Ok(c.clone()),
+            None => match peer_channel(&node.addr) {
+                Ok(c) => {
+                    self.channels.insert(key, c.clone());
+                    Ok(c)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        PeerClient {
+            target,
+            node: node.clone(),
+            client: channel.map(|c| {
+                RaftServiceClient::new(c)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            }),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    target: MasterId,
+    node: MasterNode,
+    /// Err when the peer's address cannot even form a URI; every RPC then reports it unreachable.
+    client: Result<RaftServiceClient<Channel>, String>,
+    identity: Arc<Identity>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportFailure(String);
+
+fn failure(rpc: &'static str, kind: &'static str) {
+    metrics::counter!(m::RAFT_RPC_FAILURES_TOTAL, "rpc" => rpc, "kind" => kind).increment(1);
+}
+
+impl PeerClient {
+    fn header(&self) -> RaftHeader {
+        RaftHeader {
+            cluster_id: self
+                .identity
+                .cluster_id()
+                .map(|c| c.0.clone())
+                .unwrap_or_default(),
+            from_node: self.identity.node_id(),
+            to_node: self.target,
+            to_incarnation: self.node.incarnation.0.clone(),
+        }
+    }
+
+    fn client(&self) -> Result<RaftServiceClient<Channel>, Unreachable> {
+        self.client.clone().map_err(|e| {
+            Unreachable::new(&TransportFailure(format!(
+                "peer {} address {:?} is invalid: {e}",
+                self.target, self.node.addr
+            )))
+        })
+    }
+
+    /// Classifies a failed call for openraft.
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        rpc: &'static str,
+        status: tonic::Status,
+    ) -> RPCError<MasterId, MasterNode, RaftError<MasterId, E>> {
+        let msg = TransportFailure(format!(
+            "{rpc} to master {} at {}: {}: {}",
+            self.target,
+            self.node.addr,
+            status.code(),
+            status.message()
+        ));
+        match status.code() {
+            // Not listening, connection lost, or the peer refuses us: back off.
+            tonic::Code::Unavailable | tonic::Code::FailedPrecondition | tonic::Code::Unknown => {
+                failure(rpc, "unreachable");
+                RPCError::Unreachable(Unreachable::new(&msg))
+            }
+            _ => {
+                failure(rpc, "network");
+                RPCError::Network(NetworkError::new(&msg))
+            }
+        }
+    }
+
+    async fn unary<Req, Resp, E>(
+        &mut self,
+        rpc: &'static str,
+        request: &Req,
+        option: &RPCOption,
+        call: impl FnOnce(
+            RaftServiceClient<Channel>,
+            tonic::Request<RaftRequest>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn Future<
+                        Output = Result<
+                            tonic::Response<drover_proto::raft::RaftReply>,
+                            tonic::Status,
+                        >,
+                    > + Send,
+            >,
+        >,
+    ) -> Result<Resp, RPCError<MasterId, MasterNode, RaftError<MasterId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = codec::encode("raft request", request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let client = self.client()?;
+        let mut req = tonic::Request::new(RaftRequest {
+            header: Some(self.header()),
+            payload,
+        });
+        req.set_timeout(option.hard_ttl());
+        let started = Instant::now();
+        let reply = match tokio::time::timeout(option.hard_ttl(), call(client, req)).await {
+            Err(_) => {
+                failure(rpc, "timeout");
+                return Err(RPCError::Timeout(Timeout {
+                    action: if rpc == "vote" {
+                        RPCTypes::Vote
+                    } else {
+                        RPCTypes::AppendEntries
+                    },
+                    id: self.identity.node_id(),
+                    target: self.target,
+                    timeout: option.hard_ttl(),
+                }));
+            }
+            Ok(Err(status)) => return Err(self.rpc_error(rpc, status)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        metrics::histogram!(m::RAFT_RPC_SECONDS, "rpc" => rpc).record(started.elapsed());
+        let result: Result<Resp, RaftError<MasterId, E>> =
+            codec::decode("raft reply", &reply.payload)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<MasterId>, RPCError<MasterId, MasterNode, RaftError<MasterId>>>
+    {
+        // A batch whose encoding would exceed the message limit goes back to openraft with a
+        // hint to send fewer entries.
+        let n = rpc.entries.len();
+        if n > 1 {
+            let size = postcard::experimental::serialized_size(&rpc).unwrap_or(0);
+            if size > MAX_RAFT_MESSAGE_BYTES {
+                let fit = ((n as u128 * MAX_RAFT_MESSAGE_BYTES as u128) / size as u128).max(1);
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(fit as u64),
+                ));
+            }
+        }
+        self.unary("append_entries", &rpc, &option, |mut c, r| {
+            Box::pin(async move { c.append_entries(r).await })
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<MasterId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MasterId>, RPCError<MasterId, MasterNode, RaftError<MasterId>>> {
+        self.unary("vote", &rpc, &option, |mut c, r| {
+            Box::pin(async move { c.vote(r).await })
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<MasterId>, StreamingError<TypeConfig, Fatal<MasterId>>> {
+        let started = Instant::now();
+        let path = snapshot.snapshot.path.clone();
+        let storage_err = |e: &dyn std::fmt::Display| {
+            StreamingError::StorageError(
+                openraft::StorageIOError::read_snapshot(None, AnyError::error(e.to_string()))
+                    .into(),
+            )
+        };
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| storage_err(&format!("open {}: {e}", path.display())))?;
+        let size = file.metadata().await.map_err(|e| storage_err(&e))?.len();
+        let meta = codec::encode("snapshot meta", &(vote, snapshot.meta.clone()))
+            .map_err(|e| storage_err(&e))?;
+        let header = self.header();
+
+        // The stream reads the file one chunk at a time as tonic pulls it.
+        let first = SnapshotChunk {
+            header: Some(header),
+            meta,
+            data: Vec::new(),
+        };
+        let body = futures::stream::once(async move { first }).chain(futures::stream::unfold(
+            (file, false),
+            |(mut file, done)| async move {
+                if done {
+                    return None;
+                }
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read(&mut buf[filled..]).await {
+                        Ok(0) => break,
+                        Ok(k) => filled += k,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading snapshot file for transfer");
+                            // Ending the stream early makes the receiver's checksum fail.
+                            return None;
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return None;
+                }
+                buf.truncate(filled);
+                let last = filled < SNAPSHOT_CHUNK_BYTES;
+                Some((
+                    SnapshotChunk {
+                        header: None,
+                        meta: Vec::new(),
+                        data: buf,
+                    },
+                    (file, last),
+                ))
+            },
+        ));
+
+        let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        let budget =
+            option.hard_ttl() + Duration::from_secs(size / MIN_SNAPSHOT_RATE_BYTES_PER_SEC + 1);
+        let call = async move { client.install_snapshot(body).await };
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = tokio::time::timeout(budget, call) => r,
+        };
+        let reply = match reply {
+            Err(_) => {
+                failure("install_snapshot", "timeout");
+                return Err(StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.identity.node_id(),
+                    target: self.target,
+                    timeout: budget,
+                }));
+            }
+            Ok(Err(status)) => {
+                return Err(
+                    match self.rpc_error::<Fatal<MasterId>>("install_snapshot", status) {
+                        RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                        other => StreamingError::Network(NetworkError::new(&other)),
+                    },
+                )
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        metrics::histogram!(m::RAFT_RPC_SECONDS, "rpc" => "install_snapshot")
+            .record(started.elapsed());
+        let result: Result<SnapshotResponse<MasterId>, Fatal<MasterId>> =
+            codec::decode("snapshot reply", &reply.payload)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        tracing::info!(
+            target = self.target,
+            bytes = size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "sent snapshot"
+        );
+        result.map_err(|e| {
+            StreamingError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+
+    fn backoff(&self) -> Backoff {
+        let mut next = BACKOFF_START;
+        Backoff::new(std::iter::from_fn(move || {
+            let cur = next;
+            next = (next * 2).min(BACKOFF_MAX);
+            Some(cur)
+        }))
+    }
+}

@@ -1,0 +1,319 @@
+//! Snapshot files: the on-disk format, and the directory that keeps the current snapshot.
+//!
+//! Owns `<data-dir>/snapshots/`. A snapshot is one file:
+//!
+//! ```text
+//! "DROVSNAP" | format u32 LE | meta length u32 LE | meta (postcard SnapshotMeta)
+//!            | body length u64 LE | body (postcard Registry) | crc32 u32 LE of all before
+//! ```
+//!
+//! Files are written to a temporary name, fsynced, renamed into place and the directory is
+//! fsynced, so a crash leaves either the old snapshot or the new one, never half of one. After a
+//! new snapshot is in place every older one is deleted; at most one snapshot is current. A file
+//! whose checksum does not match is refused, never loaded.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::codec;
+use super::SnapshotMeta;
+use crate::registry::Registry;
+
+const MAGIC: &[u8; 8] = b"DROVSNAP";
+const FORMAT_VERSION: u32 = 1;
+const SUFFIX: &str = ".snap";
+/// Largest snapshot metadata accepted, bytes (it holds the membership, which is small).
+const MAX_META_BYTES: u32 = 1024 * 1024;
+
+/// openraft's `SnapshotData`: a handle to a snapshot file. Reading it is the network's job
+/// (streamed to a follower); writing it is this module's.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("snapshot {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("snapshot encoding: {0}")]
+    Codec(#[from] codec::CodecError),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The snapshot directory. Shared by the state machine (install, current) and the snapshot
+/// builder task (write); `finalize` serialises the rename-and-clean-up step between them.
+#[derive(Debug)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+    incoming: PathBuf,
+    finalize: Mutex<()>,
+}
+
+impl SnapshotDir {
+    /// Opens `dir`, creating it, and removes leftovers of interrupted writes and transfers.
+    pub fn open(dir: &Path) -> Result<Self, SnapshotError> {
+        let incoming = dir.join("incoming");
+        fs::create_dir_all(&incoming).map_err(io_at(&incoming))?;
+        for leftover in fs::read_dir(&incoming).map_err(io_at(&incoming))? {
+            let path = leftover.map_err(io_at(&incoming))?.path();
+            fs::remove_file(&path).map_err(io_at(&path))?;
+        }
+        for f in fs::read_dir(dir).map_err(io_at(dir))? {
+            let path = f.map_err(io_at(dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(".tmp-") {
+                fs::remove_file(&path).map_err(io_at(&path))?;
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            incoming,
+            finalize: Mutex::new(()),
+        })
+    }
+
+    /// A fresh path under `incoming/` for a snapshot being received.
+    pub fn incoming_path(&self) -> PathBuf {
+        self.incoming
+            .join(format!("{}{SUFFIX}", uuid::Uuid::new_v4().simple()))
+    }
+
+    fn final_path(&self, meta: &SnapshotMeta) -> PathBuf {
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.dir.join(format!(
+            "snapshot-{index:020}-{}{SUFFIX}",
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    /// Writes `registry` as the snapshot described by `meta` and makes it current.
+    /// Blocking: call from a blocking thread.
+    pub fn write(
+        &self,
+        meta: &SnapshotMeta,
+        registry: &Registry,
+    ) -> Result<(PathBuf, u64), SnapshotError> {
+        let bytes = encode(meta, registry)?;
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        {
+            let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
+            f.write_all(&bytes).map_err(io_at(&tmp))?;
+            f.sync_all().map_err(io_at(&tmp))?;
+        }
+        let path = self.finalize(&tmp, meta)?;
+        Ok((path, bytes.len() as u64))
+    }
+
+    /// Verifies the received snapshot `file`, loads it, and makes it current. Returns the
+    /// registry it holds. Blocking.
+    pub fn install(
+        &self,
+        meta: &SnapshotMeta,
+        file: &SnapshotFile,
+    ) -> Result<Registry, SnapshotError> {
+        let (stored_meta, registry) = load(&file.path)?;
+        if stored_meta.last_log_id != meta.last_log_id
+            || stored_meta.last_membership != meta.last_membership
+        {
+            return Err(SnapshotError::Corrupt {
+                path: file.path.clone(),
+                reason: format!(
+                    "file holds snapshot {}, the leader announced {}",
+                    stored_meta.snapshot_id, meta.snapshot_id
+                ),
+            });
+        }
+        let staged = if file.path.parent() == Some(self.incoming.as_path()) {
+            File::open(&file.path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_at(&file.path))?;
+            file.path.clone()
+        } else {
+            // Not one of ours (a local copy): copy rather than move someone else's file.
+            let tmp = self
+                .dir
+                .join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+            fs::copy(&file.path, &tmp).map_err(io_at(&tmp))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_at(&tmp))?;
+            tmp
+        };
+        self.finalize(&staged, meta)?;
+        Ok(registry)
+    }
+
+    /// Renames `staged` into place, fsyncs the directory and deletes older snapshots. If a
+    /// newer snapshot is already current, `staged` is discarded instead.
+    fn finalize(&self, staged: &Path, meta: &SnapshotMeta) -> Result<PathBuf, SnapshotError> {
+        let _guard = self.finalize.lock().unwrap_or_else(|p| p.into_inner());
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        if let Some((cur_index, cur_path)) = self.newest()? {
+            if cur_index > index {
+                fs::remove_file(staged).map_err(io_at(staged))?;
+                return Ok(cur_path);
+            }
+        }
+        let path = self.final_path(meta);
+        fs::rename(staged, &path).map_err(io_at(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(&self.dir))?;
+        for (_, old) in self.all()? {
+            if old != path {
+                fs::remove_file(&old).map_err(io_at(&old))?;
+            }
+        }
+        Ok(path)
+    }
+
+    fn all(&self) -> Result<Vec<(u64, PathBuf)>, SnapshotError> {
+        let mut out = Vec::new();
+        for f in fs::read_dir(&self.dir).map_err(io_at(&self.dir))? {
+            let path = f.map_err(io_at(&self.dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix("snapshot-") else {
+                continue;
+            };
+            if !rest.ends_with(SUFFIX) {
+                continue;
+            }
+            if let Some(Ok(index)) = rest.split('-').next().map(str::parse::<u64>) {
+                out.push((index, path));
+            }
+        }
+        Ok(out)
+    }
+
+    fn newest(&self) -> Result<Option<(u64, PathBuf)>, SnapshotError> {
+        Ok(self.all()?.into_iter().max_by_key(|(i, _)| *i))
+    }
+
+    /// The current snapshot's metadata and file, if there is one.
+    pub fn current(&self) -> Result<Option<(SnapshotMeta, PathBuf)>, SnapshotError> {
+        let _guard = self.finalize.lock().unwrap_or_else(|p| p.into_inner());
+        match self.newest()? {
+            None => Ok(None),
+            Some((_, path)) => Ok(Some((read_meta(&path)?, path))),
+        }
+    }
+
+    /// Loads the current snapshot, verifying its checksum.
+    pub fn load_current(&self) -> Result<Option<(SnapshotMeta, Registry, u64)>, SnapshotError> {
+        let newest = {
+            let _guard = self.finalize.lock().unwrap_or_else(|p| p.into_inner());
+            self.newest()?
+        };
+        match newest {
+            None => Ok(None),
+            Some((_, path)) => {
+                let size = fs::metadata(&path).map_err(io_at(&path))?.len();
+                let (meta, registry) = load(&path)?;
+                Ok(Some((meta, registry, size)))
+            }
+        }
+    }
+}
+
+fn encode(meta: &SnapshotMeta, registry: &Registry) -> Result<Vec<u8>, SnapshotError> {
+    let meta_bytes = codec::encode("snapshot meta", meta)?;
+    let body = codec::encode("snapshot body", registry)?;
+    let mut out = Vec::with_capacity(8 + 4 + 4 + meta_bytes.len() + 8 + body.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta_bytes);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> SnapshotError {
+    SnapshotError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn read_header(path: &Path, r: &mut impl Read) -> Result<Vec<u8>, SnapshotError> {
+    let mut head = [0u8; 16];
+    r.read_exact(&mut head)
+        .map_err(|e| corrupt(path, format!("short header: {e}")))?;
+    if &head[..8] != MAGIC {
+        return Err(corrupt(path, "not a Drover snapshot (bad magic)"));
+    }
+    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if version != FORMAT_VERSION {
+        return Err(corrupt(
+            path,
+            format!("format {version}, this build reads {FORMAT_VERSION}"),
+        ));
+    }
+    let meta_len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
+    if meta_len > MAX_META_BYTES {
+        return Err(corrupt(path, format!("metadata of {meta_len} bytes")));
+    }
+    let mut meta = vec![0u8; meta_len as usize];
+    r.read_exact(&mut meta)
+        .map_err(|e| corrupt(path, format!("short metadata: {e}")))?;
+    Ok(meta)
+}
+
+/// Reads only the metadata of a snapshot file.
+pub fn read_meta(path: &Path) -> Result<SnapshotMeta, SnapshotError> {
+    let mut f = File::open(path).map_err(io_at(path))?;
+    let meta = read_header(path, &mut f)?;
+    codec::decode("snapshot meta", &meta).map_err(|e| corrupt(path, e.to_string()))
+}
+
+/// Reads and verifies a whole snapshot file.
+pub fn load(path: &Path) -> Result<(SnapshotMeta, Registry), SnapshotError> {
+    let bytes = fs::read(path).map_err(io_at(path))?;
+    if bytes.len() < 16 + 8 + 4 {
+        return Err(corrupt(path, format!("only {} bytes", bytes.len())));
+    }
+    let (content, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(content) != stored {
+        return Err(corrupt(path, "checksum mismatch"));
+    }
+    let mut r = content;
+    let meta_bytes = read_header(path, &mut r)?;
+    let meta: SnapshotMeta =
+        codec::decode("snapshot meta", &meta_bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    if r.len() < 8 {
+        return Err(corrupt(path, "missing body length"));
+    }
+    let (len, body) = r.split_at(8);
+    let len = u64::from_le_bytes(len.try_into().map_err(|_| corrupt(path, "body length"))?);
+    if len != body.len() as u64 {
+        return Err(corrupt(
+            path,
+            format!("body is {} bytes, header says {len}", body.len()),
+        ));
+    }
+    let registry: Registry =
+        codec::decode("snapshot body", body).map_err(|e| corrupt(path, e.to_string()))?;
+    Ok((meta, registry))
+}

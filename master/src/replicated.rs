@@ -1,0 +1,184 @@
+//! The one door to the replicated state for the master's services: propose a command (on the
+//! leader, with a deadline) and take a linearizable read view.
+//!
+//! Owns the mapping from openraft's errors to what a caller can act on ([`ReplicaError`]) and,
+//! at the gRPC edge, to a `Status` that tells a client whether it may retry elsewhere. A refusal
+//! because this replica is not the leader happens before anything is proposed and says so
+//! (metadata `drover-not-leader`); a deadline that passes after proposing says the outcome is
+//! unknown.
+
+use std::time::{Duration, Instant};
+
+use drover_proto::metadata;
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::metrics as m;
+use crate::proposer::Proposer;
+use crate::raft::state_machine::AppliedState;
+use crate::raft::{MasterId, MasterNode, Raft};
+use crate::registry::{Op, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("master {me} is not the leader{}", leader_suffix(.leader))]
+    NotLeader {
+        me: MasterId,
+        leader: Option<(MasterId, String)>,
+    },
+    #[error(
+        "not committed within {0:?}; the outcome is unknown (is a quorum of masters reachable?)"
+    )]
+    WriteTimeout(Duration),
+    #[error("could not confirm leadership with a quorum within {0:?}")]
+    ReadTimeout(Duration),
+    #[error("no quorum confirmed this replica's leadership: {0}")]
+    NoQuorum(String),
+    #[error("the Raft node stopped: {0}")]
+    Stopped(String),
+    #[error("the outcome is unknown: {0}")]
+    Lost(String),
+}
+
+fn leader_suffix(leader: &Option<(MasterId, String)>) -> String {
+    match leader {
+        Some((id, addr)) => format!("; the leader is master {id} at {addr}"),
+        None => "; no leader is known yet (an election may be under way)".to_string(),
+    }
+}
+
+impl From<ReplicaError> for Status {
+    fn from(e: ReplicaError) -> Status {
+        match &e {
+            ReplicaError::NotLeader { leader, .. } => {
+                let mut s = Status::unavailable(e.to_string());
+                let md = s.metadata_mut();
+                md.insert(metadata::NOT_LEADER, "1".parse().expect("ascii"));
+                if let Some((id, addr)) = leader {
+                    if let Ok(v) = id.to_string().parse() {
+                        md.insert(metadata::LEADER_ID, v);
+                    }
+                    if let Ok(v) = addr.parse() {
+                        md.insert(metadata::LEADER_ADDR, v);
+                    }
+                }
+                s
+            }
+            ReplicaError::WriteTimeout(_) => Status::deadline_exceeded(e.to_string()),
+            ReplicaError::ReadTimeout(_) | ReplicaError::NoQuorum(_) => {
+                Status::unavailable(e.to_string())
+            }
+            ReplicaError::Stopped(_) | ReplicaError::Lost(_) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Proposes commands and serves read views. Cheap to clone.
+#[derive(Clone)]
+pub struct Replicated {
+    raft: Raft,
+    me: MasterId,
+    applied: watch::Receiver<AppliedState>,
+    proposer: Proposer,
+    write_timeout: Duration,
+}
+
+impl Replicated {
+    pub fn new(
+        raft: Raft,
+        me: MasterId,
+        applied: watch::Receiver<AppliedState>,
+        proposer: Proposer,
+        write_timeout: Duration,
+    ) -> Self {
+        Self {
+            raft,
+            me,
+            applied,
+            proposer,
+            write_timeout,
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The leader this replica knows of, with its address.
+    pub fn leader(&self) -> Option<(MasterId, MasterNode)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    fn not_leader(&self, hint: Option<(MasterId, MasterNode)>) -> ReplicaError {
+        ReplicaError::NotLeader {
+            me: self.me,
+            leader: hint
+                .filter(|(id, _)| *id != self.me)
+                .map(|(id, n)| (id, n.addr)),
+        }
+    }
+
+    /// Fails fast, before proposing anything, when this replica knows it is not the leader.
+    pub fn check_leader(&self) -> Result<(), ReplicaError> {
+        match self.leader() {
+            Some((id, _)) if id == self.me => Ok(()),
+            other => Err(self.not_leader(other)),
+        }
+    }
+
+    fn forward(&self, f: ForwardToLeader<MasterId, MasterNode>) -> ReplicaError {
+        self.not_leader(f.leader_id.zip(f.leader_node))
+    }
+
+    /// Proposes `op` (batched with concurrent writes, see [`crate::proposer`]) and waits until
+    /// it is committed and applied. Returns what applying it did.
+    pub async fn propose(&self, op: Op) -> Result<Outcome, ReplicaError> {
+        self.check_leader()?;
+        let started = Instant::now();
+        match tokio::time::timeout(self.write_timeout, self.proposer.submit(op)).await {
+            Err(_) => Err(ReplicaError::WriteTimeout(self.write_timeout)),
+            Ok(r) => {
+                if r.is_ok() {
+                    metrics::histogram!(m::RAFT_COMMIT_SECONDS).record(started.elapsed());
+                }
+                r
+            }
+        }
+    }
+
+    /// A view of the registry that reflects every write committed before this call started
+    /// (read-index: the leader confirms with a quorum that it still leads, then waits for its
+    /// state machine to reach the commit index it had).
+    pub async fn read(&self) -> Result<AppliedState, ReplicaError> {
+        self.check_leader()?;
+        let read_log_id =
+            match tokio::time::timeout(self.write_timeout, self.raft.get_read_log_id()).await {
+                Err(_) => return Err(ReplicaError::ReadTimeout(self.write_timeout)),
+                Ok(Ok((read_log_id, _applied))) => read_log_id,
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    return Err(self.forward(f))
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
+                    return Err(ReplicaError::NoQuorum(q.to_string()))
+                }
+                Ok(Err(RaftError::Fatal(f))) => return Err(ReplicaError::Stopped(f.to_string())),
+            };
+        let need = read_log_id.map_or(0, |l| l.index);
+        let mut rx = self.applied.clone();
+        let wait = async {
+            rx.wait_for(|s| s.last_applied.map_or(0, |l| l.index) >= need)
+                .await
+                .map(|state| state.clone())
+        };
+        match tokio::time::timeout(self.write_timeout, wait).await {
+            Err(_) => Err(ReplicaError::ReadTimeout(self.write_timeout)),
+            Ok(Err(_)) => Err(ReplicaError::Stopped("state machine closed".into())),
+            Ok(Ok(state)) => Ok(state),
+        }
+    }
+}

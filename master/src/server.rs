@@ -1,0 +1,234 @@
+//! One master process: opens its storage, starts its Raft node, serves gRPC and HTTP on one
+//! port, and shuts all of it down in order.
+//!
+//! Owns the tasks it spawns (metrics watcher, recorder upkeep, bootstrap) in a `JoinSet` that
+//! is aborted on the way out. Shutdown order: stop accepting requests, stop Raft (which drops
+//! the log store, whose syncer flushes and fires what is queued), then close RocksDB.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::master::cluster_server::ClusterServer;
+use drover_proto::master::framework_store_server::FrameworkStoreServer;
+use drover_proto::raft::raft_service_server::RaftServiceServer;
+use metrics_exporter_prometheus::PrometheusHandle;
+use openraft::ServerState;
+use tokio::task::JoinSet;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+use crate::cluster_service::ClusterService;
+use crate::config::MasterConfig;
+use crate::identity::Identity;
+use crate::metrics as m;
+use crate::proposer::Proposer;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, MAX_RAFT_MESSAGE_BYTES};
+use crate::raft::service::RaftTransport;
+use crate::raft::snapshot::SnapshotDir;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{MasterId, Raft};
+use crate::replicated::Replicated;
+use crate::store_service::{StoreService, MAX_REQUEST_BYTES};
+use crate::{bootstrap, db, http};
+
+/// Most concurrent requests per client connection; more wait in HTTP/2 flow control.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] db::OpenError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::raft::snapshot::SnapshotError),
+    #[error("raft configuration: {0}")]
+    Config(String),
+    #[error("starting raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+}
+
+/// Runs a master until `shutdown` resolves or bootstrap finds it must not go on.
+pub async fn run(
+    config: MasterConfig,
+    prometheus: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MasterError> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| MasterError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let db = db::open(&data_dir.join("raft"))?;
+    let identity = Arc::new(Identity::load_or_create(db.clone(), config.id)?);
+    tracing::info!(
+        id = config.id,
+        incarnation = %identity.incarnation(),
+        cluster = ?identity.cluster_id().map(|c| c.to_string()),
+        addr = %config.advertised_addr(),
+        "starting master"
+    );
+    let snapshots = Arc::new(SnapshotDir::open(&data_dir.join("snapshots"))?);
+    let state_machine = StateMachine::open(snapshots.clone())?;
+    let applied = state_machine.subscribe();
+    let raft_config = config
+        .raft_config()
+        .validate()
+        .map_err(|e| MasterError::Config(e.to_string()))?;
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        NetworkFactory::new(identity.clone()),
+        LogStore::new(db.clone()),
+        state_machine,
+    )
+    .await
+    .map_err(|e| MasterError::Raft(e.to_string()))?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MasterError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let mut tasks = JoinSet::new();
+    let (proposer, proposer_loop) = Proposer::new(raft.clone(), config.id);
+    tasks.spawn(proposer_loop);
+    let replicated = Replicated::new(
+        raft.clone(),
+        config.id,
+        applied,
+        proposer,
+        config.write_timeout,
+    );
+    let routes = Routes::from(http::router(http::HttpState {
+        raft: raft.clone(),
+        me: config.id,
+        prometheus: prometheus.clone(),
+    }))
+    .add_service(
+        RaftServiceServer::new(RaftTransport::new(
+            raft.clone(),
+            identity.clone(),
+            snapshots,
+        ))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+    )
+    .add_service(
+        FrameworkStoreServer::new(StoreService::new(replicated.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(ClusterServer::new(ClusterService::new(
+        replicated.clone(),
+        identity.clone(),
+        config.catch_up_timeout,
+    )));
+
+    tasks.spawn(watch_metrics(raft.clone(), config.id));
+    tasks.spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            prometheus.run_upkeep();
+        }
+    });
+    let (bootstrap_tx, bootstrap_rx) = tokio::sync::oneshot::channel();
+    {
+        let (raft, identity, peers) = (raft.clone(), identity.clone(), config.peers.clone());
+        tasks.spawn(async move {
+            let r = bootstrap::run(raft, identity, peers).await;
+            let _ = bootstrap_tx.send(r);
+        });
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_rx.await;
+        });
+    let mut server = std::pin::pin!(server);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut bootstrap_rx = bootstrap_rx;
+    let mut bootstrap_done = false;
+    let outcome: Result<(), MasterError> = loop {
+        tokio::select! {
+            r = &mut server => break r.map_err(MasterError::from),
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                let _ = stop_tx.send(());
+                break (&mut server).await.map_err(MasterError::from);
+            }
+            r = &mut bootstrap_rx, if !bootstrap_done => {
+                bootstrap_done = true;
+                if let Ok(Err(e)) = r {
+                    tracing::error!("{e}");
+                    let _ = stop_tx.send(());
+                    let _ = (&mut server).await;
+                    break Err(e.into());
+                }
+            }
+        }
+    };
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    drop(raft);
+    drop(replicated);
+    tracing::info!("master stopped");
+    outcome
+}
+
+/// Mirrors openraft's metrics into Prometheus gauges; the only writer of those gauges.
+async fn watch_metrics(raft: Raft, me: MasterId) {
+    let mut rx = raft.metrics();
+    loop {
+        {
+            let mm = rx.borrow_and_update();
+            let is_leader = mm.state == ServerState::Leader;
+            metrics::gauge!(m::RAFT_IS_LEADER).set(if is_leader { 1.0 } else { 0.0 });
+            metrics::gauge!(m::RAFT_TERM).set(mm.current_term as f64);
+            metrics::gauge!(m::RAFT_LEADER_ID).set(mm.current_leader.unwrap_or(0) as f64);
+            metrics::gauge!(m::RAFT_LAST_LOG_INDEX).set(mm.last_log_index.unwrap_or(0) as f64);
+            metrics::gauge!(m::RAFT_APPLIED_INDEX)
+                .set(mm.last_applied.map_or(0, |l| l.index) as f64);
+            metrics::gauge!(m::RAFT_SNAPSHOT_INDEX).set(mm.snapshot.map_or(0, |l| l.index) as f64);
+            metrics::gauge!(m::RAFT_PURGED_INDEX).set(mm.purged.map_or(0, |l| l.index) as f64);
+            metrics::gauge!(m::RAFT_MEMBERS)
+                .set(mm.membership_config.membership().voter_ids().count() as f64);
+            if is_leader {
+                tracing::trace!(me, term = mm.current_term, "leader");
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

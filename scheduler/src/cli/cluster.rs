@@ -1,0 +1,89 @@
+//! `drover leader` and `drover cluster …`: finding the leader, the cluster's state, and
+//! replacing masters.
+
+use std::time::Duration;
+
+use drover_client::MasterClient;
+use drover_proto::master::MembershipReply;
+
+use super::{CliError, Exit};
+
+/// Prints the leader as JSON: `{"leader_id":2,"leader_addr":"127.0.0.1:5052","term":7}`.
+pub async fn leader(client: &MasterClient) -> Result<Exit, CliError> {
+    let s = client.leader_status().await?;
+    let body = serde_json::json!({
+        "leader_id": s.leader_id,
+        "leader_addr": s.leader_addr,
+        "term": s.term,
+    });
+    println!("{body}");
+    Ok(Exit::Success)
+}
+
+/// Prints the leader's view of the membership and every reachable master's own status.
+pub async fn status(client: &MasterClient, masters: &[String]) -> Result<Exit, CliError> {
+    let leader = client.leader_status().await?;
+    println!(
+        "cluster {}  term {}  leader master {} at {}",
+        leader.cluster_id, leader.term, leader.leader_id, leader.leader_addr
+    );
+    println!(
+        "{:<4} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>10}",
+        "id", "addr", "voter", "role", "last_log", "committed", "applied", "snapshot"
+    );
+    let mut addrs: Vec<String> = leader.members.iter().map(|m| m.addr.clone()).collect();
+    for a in masters {
+        if !addrs.contains(a) {
+            addrs.push(a.clone());
+        }
+    }
+    for addr in addrs {
+        let member = leader.members.iter().find(|m| m.addr == addr);
+        let voter = member.map_or("-", |m| if m.voter { "yes" } else { "learner" });
+        match client.status_of(&addr, Duration::from_secs(1)).await {
+            Ok(s) => println!(
+                "{:<4} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>10}",
+                s.node_id,
+                addr,
+                voter,
+                s.role,
+                s.last_log_index,
+                s.committed_index,
+                s.applied_index,
+                s.snapshot_index
+            ),
+            Err(e) => println!(
+                "{:<4} {:<22} {:<8} unreachable: {e}",
+                member.map_or("?".to_string(), |m| m.id.to_string()),
+                addr,
+                voter
+            ),
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn print_membership(m: &MembershipReply) {
+    println!("membership committed at log index {}:", m.log_index);
+    for member in &m.members {
+        println!(
+            "  master {} at {} ({})",
+            member.id,
+            member.addr,
+            if member.voter { "voter" } else { "learner" }
+        );
+    }
+}
+
+pub async fn add_master(client: &MasterClient, id: u64, addr: &str) -> Result<Exit, CliError> {
+    eprintln!("adding master {id} at {addr}: joining as a learner, then promoting once caught up…");
+    let m = client.add_master(id, addr).await?;
+    print_membership(&m);
+    Ok(Exit::Success)
+}
+
+pub async fn remove_master(client: &MasterClient, id: u64) -> Result<Exit, CliError> {
+    let m = client.remove_master(id).await?;
+    print_membership(&m);
+    Ok(Exit::Success)
+}

@@ -1,0 +1,22 @@
+//! The command-line client: what `drover store`, `drover cluster` and `drover leader` do once
+//! their arguments are parsed. Output goes to stdout (results) and stderr (diagnostics); the
+//! exit status follows grep: 0 success, 1 "no" (key absent, compare-and-set refused), 2 error.
+
+pub mod cluster;
+pub mod store;
+
+/// How a command ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// The answer is "no": the key does not exist, or a compare-and-set did not apply.
+    No,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] drover_client::ClientError),
+    #[error("{0}")]
+    Usage(String),
+}

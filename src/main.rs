@@ -1,0 +1,449 @@
+//! `drover`: the one binary. This file only parses arguments, sets up logging and hands over
+//! to the crate that does the work.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use drover_client::MasterClient;
+use drover_scheduler::cli::{self, store::CasExpectation, store::StoreCommand, Exit};
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Drover: a highly available cluster manager"
+)]
+struct Cli {
+    /// Log format: human (default) or json.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_LOG_FORMAT",
+        default_value = "human"
+    )]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "debug,openraft=info".
+    #[arg(long, global = true, env = "DROVER_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a master replica (Raft over RocksDB; gRPC and HTTP on one port).
+    Master(MasterArgs),
+    /// Read and write a framework's replicated store.
+    Store(StoreArgs),
+    /// Inspect the masters and replace them.
+    Cluster(ClusterArgs),
+    /// Print the current leader as JSON.
+    Leader(MastersArg),
+    /// Run a local cluster in child processes until Ctrl-C.
+    Up(UpArgs),
+    /// Measure the cluster: store write throughput and latency, leader failover time.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct MastersArg {
+    /// Masters to contact, any subset of the cluster (host:port,…).
+    #[arg(
+        long,
+        env = "DROVER_MASTERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:5050,127.0.0.1:5052,127.0.0.1:5054"
+    )]
+    masters: Vec<String>,
+}
+
+#[derive(Args)]
+struct MasterArgs {
+    /// This master's id in the cluster (a positive integer, never reused).
+    #[arg(long, env = "DROVER_MASTER_ID")]
+    id: u64,
+    /// Address to listen on for gRPC and HTTP.
+    #[arg(long, env = "DROVER_LISTEN", default_value = "127.0.0.1:5050")]
+    listen: std::net::SocketAddr,
+    /// The founding masters, this one included: 1=host:port,2=host:port,…
+    #[arg(long, env = "DROVER_PEERS")]
+    peers: String,
+    /// Where this master keeps its Raft log, snapshots and identity.
+    #[arg(long, env = "DROVER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Leader heartbeat interval, milliseconds.
+    #[arg(long, env = "DROVER_HEARTBEAT_MS", default_value_t = 30)]
+    heartbeat_ms: u64,
+    /// Election timeout range, milliseconds. A follower campaigns after hearing nothing from
+    /// its leader for MAX (the leader lease) plus a timeout drawn in [MIN, MAX) at start.
+    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MIN_MS", default_value_t = 100)]
+    election_timeout_min_ms: u64,
+    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MAX_MS", default_value_t = 200)]
+    election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "DROVER_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Log entries kept behind the latest snapshot.
+    #[arg(long, env = "DROVER_KEEP_LOGS", default_value_t = 1_000)]
+    keep_logs: u64,
+    /// How long a write or linearizable read may wait for a quorum, milliseconds.
+    #[arg(long, env = "DROVER_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
+    write_timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    masters: MastersArg,
+    /// The framework whose store to use.
+    #[arg(long, env = "DROVER_FRAMEWORK", default_value = "default")]
+    framework: String,
+    #[command(subcommand)]
+    op: StoreOp,
+}
+
+#[derive(Subcommand)]
+enum StoreOp {
+    /// Write VALUE under KEY; prints the new version.
+    Put { key: String, value: String },
+    /// Print the value of KEY (exit 1 if absent).
+    Get {
+        key: String,
+        /// Also print the version (to stderr).
+        #[arg(long)]
+        show_version: bool,
+    },
+    /// Delete KEY.
+    Delete { key: String },
+    /// Set KEY to NEW only if it holds EXPECTED (exit 1 if it does not).
+    Cas {
+        key: String,
+        /// EXPECTED NEW, or only NEW with --absent.
+        #[arg(num_args = 1..=2, required = true)]
+        values: Vec<String>,
+        /// Read EXPECTED as a version number instead of a value.
+        #[arg(long, conflicts_with = "absent")]
+        by_version: bool,
+        /// Require KEY to be absent; give only NEW.
+        #[arg(long)]
+        absent: bool,
+    },
+    /// List keys in order.
+    List {
+        #[arg(long, default_value = "")]
+        start_after: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    #[command(flatten)]
+    masters: MastersArg,
+    #[command(subcommand)]
+    op: ClusterOp,
+}
+
+#[derive(Subcommand)]
+enum ClusterOp {
+    /// The leader's view of the membership and each master's own state.
+    Status,
+    /// Add a running, empty master: learner first, voter once caught up.
+    AddMaster {
+        #[arg(long)]
+        id: u64,
+        /// Its host:port.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a master from the cluster.
+    RemoveMaster {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// How many masters (3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
+    masters: u64,
+    /// Where data and logs go.
+    #[arg(long, default_value = ".drover")]
+    data_dir: PathBuf,
+    /// First master port; masters use it and every second port after it.
+    #[arg(long, default_value_t = 5050)]
+    base_port: u16,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Store write throughput and commit latency at several client counts (fsync on).
+    Store {
+        #[arg(long, default_value_t = 3)]
+        masters: u64,
+        /// Concurrent clients, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        clients: Vec<usize>,
+        /// Measured seconds per client count.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Warm-up seconds before each measurement.
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        value_bytes: usize,
+        /// HTTP/2 connections the clients are spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+    /// SIGKILL the leader repeatedly; time until a new leader commits a write.
+    Failover {
+        #[arg(long, default_value_t = 3)]
+        masters: u64,
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+    },
+}
+
+fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.as_deref().unwrap_or(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn client(m: &MastersArg) -> anyhow::Result<MasterClient> {
+    Ok(MasterClient::new(&m.masters)?)
+}
+
+fn exit(r: Result<Exit, cli::CliError>) -> ExitCode {
+    match r {
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::No) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
+    let peers =
+        drover_master::parse_peers(&a.peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
+    if a.election_timeout_min_ms <= a.heartbeat_ms
+        || a.election_timeout_max_ms <= a.election_timeout_min_ms
+    {
+        anyhow::bail!(
+            "need --heartbeat-ms < --election-timeout-min-ms < --election-timeout-max-ms"
+        );
+    }
+    let mut config = drover_master::MasterConfig::new(a.id, a.listen, peers, a.data_dir);
+    config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
+    config.election_timeout_min = Duration::from_millis(a.election_timeout_min_ms);
+    config.election_timeout_max = Duration::from_millis(a.election_timeout_max_ms);
+    config.snapshot_every_entries = a.snapshot_every;
+    config.keep_entries_after_snapshot = a.keep_logs;
+    config.write_timeout = Duration::from_millis(a.write_timeout_ms);
+    let prometheus =
+        drover_master::metrics::install().context("installing the metrics recorder")?;
+    drover_master::run(config, prometheus, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_write_figures(f: &drover_chaos::bench::WriteFigures) {
+    println!(
+        "clients {:>4}  {:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} ok, {} errors in {:.1} s)",
+        f.clients, f.ops_per_sec, f.p50_ms, f.p99_ms, f.max_ms, f.ops, f.errors, f.seconds
+    );
+}
+
+async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
+    let binary = std::env::current_exe().context("locating the drover binary")?;
+    let dir = std::env::temp_dir().join(format!("drover-bench-{}", std::process::id()));
+    let result = match what {
+        BenchWhat::Store {
+            masters,
+            clients,
+            seconds,
+            warmup_seconds,
+            value_bytes,
+            connections,
+        } => {
+            println!(
+                "store write benchmark: {masters} masters on loopback, fsync on (every log append and vote is fsynced before it is acknowledged), {value_bytes}-byte values, {seconds} s per run"
+            );
+            let opts = drover_chaos::bench::WriteBenchOptions {
+                masters,
+                client_counts: clients,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(warmup_seconds),
+                value_bytes,
+                connections,
+            };
+            drover_chaos::bench::store_writes(binary, dir.clone(), &opts, print_write_figures)
+                .await
+                .map(|_| ())
+        }
+        BenchWhat::Failover { masters, trials } => {
+            println!("failover benchmark: {masters} masters, fsync on, SIGKILL the leader {trials} times");
+            drover_chaos::bench::failover(binary, dir.clone(), masters, trials, |trial, took, old, new| {
+                println!(
+                    "trial {trial:>3}: killed master {old}; master {new} committed a write after {:.1} ms",
+                    took.as_secs_f64() * 1000.0
+                );
+            })
+            .await
+            .map(|f| {
+                println!(
+                    "failover over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                    f.trials.len(),
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.max_ms
+                );
+            })
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result?)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let server = matches!(cli.command, Command::Master(_) | Command::Up(_));
+    init_logging(
+        cli.log_format,
+        cli.log,
+        if server { "info,openraft=warn" } else { "warn" },
+    );
+    let result: anyhow::Result<ExitCode> = async {
+        Ok(match cli.command {
+            Command::Master(a) => {
+                run_master(a).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Store(s) => {
+                let c = client(&s.masters)?;
+                let cmd = match s.op {
+                    StoreOp::Put { key, value } => StoreCommand::Put { key, value },
+                    StoreOp::Get { key, show_version } => StoreCommand::Get { key, show_version },
+                    StoreOp::Delete { key } => StoreCommand::Delete { key },
+                    StoreOp::Cas {
+                        key,
+                        mut values,
+                        by_version,
+                        absent,
+                    } => {
+                        let (expected, new) = match (absent, values.len()) {
+                            (true, 1) => (CasExpectation::Absent, values.remove(0)),
+                            (false, 2) => {
+                                let new = values.remove(1);
+                                let exp = values.remove(0);
+                                let expected = if by_version {
+                                    CasExpectation::Version(exp.parse().with_context(|| {
+                                        format!("EXPECTED: {exp:?} is not a version number")
+                                    })?)
+                                } else {
+                                    CasExpectation::Value(exp)
+                                };
+                                (expected, new)
+                            }
+                            (true, _) => anyhow::bail!("cas --absent takes KEY NEW"),
+                            (false, _) => anyhow::bail!("cas takes KEY EXPECTED NEW"),
+                        };
+                        StoreCommand::Cas { key, expected, new }
+                    }
+                    StoreOp::List { start_after, limit } => {
+                        StoreCommand::List { start_after, limit }
+                    }
+                };
+                exit(cli::store::run(&c, &s.framework, cmd).await)
+            }
+            Command::Cluster(c) => {
+                let client = client(&c.masters)?;
+                exit(match c.op {
+                    ClusterOp::Status => cli::cluster::status(&client, &c.masters.masters).await,
+                    ClusterOp::AddMaster { id, addr } => {
+                        cli::cluster::add_master(
+                            &client.with_deadline(Duration::from_secs(120)),
+                            id,
+                            &addr,
+                        )
+                        .await
+                    }
+                    ClusterOp::RemoveMaster { id } => {
+                        cli::cluster::remove_master(
+                            &client.with_deadline(Duration::from_secs(30)),
+                            id,
+                        )
+                        .await
+                    }
+                })
+            }
+            Command::Leader(m) => exit(cli::cluster::leader(&client(&m)?).await),
+            Command::Up(u) => {
+                let binary = std::env::current_exe().context("locating the drover binary")?;
+                drover_chaos::up::run(drover_chaos::up::UpOptions {
+                    binary,
+                    base_dir: u.data_dir,
+                    masters: u.masters,
+                    base_port: u.base_port,
+                    master_args: Vec::new(),
+                })
+                .await?;
+                ExitCode::SUCCESS
+            }
+            Command::Bench(b) => {
+                run_bench(b.what).await?;
+                ExitCode::SUCCESS
+            }
+        })
+    }
+    .await;
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

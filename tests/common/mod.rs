@@ -1,0 +1,137 @@
+//! The shared harness of the end-to-end tests: real `drover` processes on loopback with their
+//! data in a temporary directory, helpers to run the CLI and read metrics, and the tail of every
+//! master's log printed when a test fails.
+
+#![allow(dead_code)]
+
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drover_chaos::{ClusterSpec, LocalCluster};
+
+#[allow(unused_imports)]
+pub use drover_chaos::wait_until;
+
+/// How long a test waits for a cluster to elect a leader.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_drover"))
+}
+
+/// A local cluster that lives as long as the test; its processes are killed and its directory
+/// removed on drop.
+pub struct TestCluster {
+    cluster: LocalCluster,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Deref for TestCluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.cluster
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for m in self.cluster.masters() {
+                let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- master {} log (last {} lines) ----", m.id, tail.len());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        // Kill the processes before the directory goes.
+        let _ = &mut self.cluster;
+        self.dir.take();
+    }
+}
+
+/// Starts `masters` masters with `args` added to each and waits for a leader.
+pub async fn start(masters: u64, args: &[&str]) -> TestCluster {
+    let c = prepare(masters, args);
+    let mut c = c;
+    let ids: Vec<u64> = c.masters().map(|m| m.id).collect();
+    for id in ids {
+        c.start_master(id).expect("start master");
+    }
+    c.wait_for_leader(LEADER_TIMEOUT)
+        .await
+        .expect("leader elected");
+    c
+}
+
+/// Prepares a cluster of `masters` without starting anything.
+pub fn prepare(masters: u64, args: &[&str]) -> TestCluster {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec =
+        ClusterSpec::on_free_ports(binary(), dir.path().to_path_buf(), masters).expect("ports");
+    spec.master_args = args.iter().map(|s| s.to_string()).collect();
+    TestCluster {
+        cluster: LocalCluster::new(spec).expect("cluster"),
+        dir: Some(dir),
+    }
+}
+
+/// Output of one `drover` CLI run.
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `drover ARGS…` to completion (bounded by a timeout).
+pub async fn cli(args: &[&str]) -> CliOutput {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(binary())
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("CLI finished in time")
+    .expect("CLI ran");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// GET `http://addr/path`, returning status and body.
+pub async fn try_http_get(addr: &str, path: &str) -> Result<(u16, String), reqwest::Error> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// GET `http://addr/path` from a master that must be up.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    try_http_get(addr, path).await.expect("HTTP request")
+}
+
+/// The value of metric `name` (with exactly these labels, e.g. `{reason="x"}`, or "") on `addr`;
+/// None when it is absent or the master does not answer.
+pub async fn metric(addr: &str, name_and_labels: &str) -> Option<f64> {
+    let (_, body) = try_http_get(addr, "/metrics").await.ok()?;
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == name_and_labels).then(|| v.parse().ok()).flatten()
+    })
+}

@@ -1,0 +1,105 @@
+//! Log compaction: a follower that was away while the log moved past a snapshot and was purged
+//! catches up by snapshot transfer, and the snapshot is larger than a gRPC message may be.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{metric, start, wait_until, LEADER_TIMEOUT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
+    let mut c = start(3, &["--snapshot-every", "40", "--keep-logs", "5"]).await;
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    let lagging = c
+        .masters()
+        .map(|m| m.id)
+        .find(|id| *id != leader.node_id)
+        .unwrap();
+    c.stop(lagging, Duration::from_secs(10)).await.unwrap();
+    let stopped_at = c.status(leader.node_id).await.unwrap().last_log_index;
+
+    // 80 values of 100 KiB: the registry, hence the snapshot, is about 8 MiB, twice tonic's
+    // default 4 MiB message limit; snapshots go out in 1 MiB chunks.
+    let client = c.client();
+    let value = vec![7u8; 100 * 1024];
+    for i in 0..80 {
+        client
+            .put("t", &format!("big-{i}"), value.clone())
+            .await
+            .expect("write");
+    }
+    let leader_addr = c.master(leader.node_id).unwrap().addr.clone();
+    wait_until(
+        "leader purged its log past the stopped follower",
+        Duration::from_secs(30),
+        || {
+            let c = &c;
+            async move {
+                let s = c.status(leader.node_id).await.map_err(|e| e.to_string())?;
+                if s.purged_index > stopped_at && s.snapshot_index > stopped_at {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "purged {} snapshot {}",
+                        s.purged_index, s.snapshot_index
+                    ))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let snapshot_bytes = metric(&leader_addr, "drover_master_raft_snapshot_bytes")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        snapshot_bytes > 4.0 * 1024.0 * 1024.0,
+        "snapshot is only {snapshot_bytes} bytes"
+    );
+
+    c.start_master(lagging).unwrap();
+    let target = c.status(leader.node_id).await.unwrap().committed_index;
+    wait_until(
+        "lagging follower caught up",
+        Duration::from_secs(60),
+        || {
+            let c = &c;
+            async move {
+                let s = c.status(lagging).await.map_err(|e| e.to_string())?;
+                if s.applied_index >= target {
+                    Ok(s)
+                } else {
+                    Err(format!("applied {} of {target}", s.applied_index))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let lagging_addr = c.master(lagging).unwrap().addr.clone();
+    let installs = metric(&lagging_addr, "drover_master_raft_snapshot_installs_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        installs >= 1.0,
+        "the follower caught up without installing a snapshot"
+    );
+
+    // The caught-up follower holds the data: with the third master stopped, the leader needs it
+    // to commit, and reads still see every value.
+    let third = c
+        .masters()
+        .map(|m| m.id)
+        .find(|id| *id != leader.node_id && *id != lagging)
+        .unwrap();
+    c.stop(third, Duration::from_secs(10)).await.unwrap();
+    client
+        .put("t", "needs-the-follower", b"1".to_vec())
+        .await
+        .expect("commit with the caught-up follower");
+    for i in (0..80).step_by(13) {
+        let got = client.get("t", &format!("big-{i}")).await.unwrap();
+        assert_eq!(got.map(|v| v.value.len()), Some(100 * 1024));
+    }
+}
