@@ -68,18 +68,22 @@ struct MastersArg {
 
 #[derive(Args)]
 struct MasterArgs {
-    /// This master's id in the cluster (a positive integer, never reused).
+    /// A TOML file with any of these settings (same names, e.g. `heartbeat_ms = 30`). Flags and
+    /// DROVER_* variables win over the file, the file over the defaults.
+    #[arg(long, env = "DROVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// This master's id in the cluster (a positive integer, never reused). Required.
     #[arg(long, env = "DROVER_MASTER_ID")]
-    id: u64,
+    id: Option<u64>,
     /// Address to listen on for gRPC and HTTP.
     #[arg(long, env = "DROVER_LISTEN", default_value = "127.0.0.1:5050")]
     listen: std::net::SocketAddr,
-    /// The founding masters, this one included: 1=host:port,2=host:port,…
+    /// The founding masters, this one included: 1=host:port,2=host:port,… Required.
     #[arg(long, env = "DROVER_PEERS")]
-    peers: String,
-    /// Where this master keeps its Raft log, snapshots and identity.
+    peers: Option<String>,
+    /// Where this master keeps its Raft log, snapshots and identity. Required.
     #[arg(long, env = "DROVER_DATA_DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// Leader heartbeat interval, milliseconds.
     #[arg(long, env = "DROVER_HEARTBEAT_MS", default_value_t = 30)]
     heartbeat_ms: u64,
@@ -265,9 +269,68 @@ async fn shutdown_signal() {
     }
 }
 
+/// `drover master --config FILE`: the master's settings in TOML.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MasterFile {
+    id: Option<u64>,
+    listen: Option<std::net::SocketAddr>,
+    peers: Option<String>,
+    data_dir: Option<PathBuf>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    keep_logs: Option<u64>,
+    write_timeout_ms: Option<u64>,
+}
+
+/// Fills every setting not given by flag or environment from the config file.
+fn merge_master_file(mut a: MasterArgs, given: &clap::ArgMatches) -> anyhow::Result<MasterArgs> {
+    let Some(path) = &a.config else {
+        return Ok(a);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let f: MasterFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let explicit = |id: &str| {
+        matches!(
+            given.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! fill {
+        ($($field:ident),*) => {$(
+            if !explicit(stringify!($field)) {
+                if let Some(v) = f.$field {
+                    a.$field = v.into();
+                }
+            }
+        )*};
+    }
+    fill!(
+        id,
+        listen,
+        peers,
+        data_dir,
+        heartbeat_ms,
+        election_timeout_min_ms,
+        election_timeout_max_ms,
+        snapshot_every,
+        keep_logs,
+        write_timeout_ms
+    );
+    Ok(a)
+}
+
 async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
-    let peers =
-        drover_master::parse_peers(&a.peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
+    let missing =
+        |what: &str| anyhow::anyhow!("{what} is required (flag, DROVER_* variable or config file)");
+    let id = a.id.ok_or_else(|| missing("--id"))?;
+    let peers = a.peers.as_deref().ok_or_else(|| missing("--peers"))?;
+    let data_dir = a.data_dir.clone().ok_or_else(|| missing("--data-dir"))?;
+    let peers = drover_master::parse_peers(peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
     if a.election_timeout_min_ms <= a.heartbeat_ms
         || a.election_timeout_max_ms <= a.election_timeout_min_ms
     {
@@ -275,7 +338,7 @@ async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
             "need --heartbeat-ms < --election-timeout-min-ms < --election-timeout-max-ms"
         );
     }
-    let mut config = drover_master::MasterConfig::new(a.id, a.listen, peers, a.data_dir);
+    let mut config = drover_master::MasterConfig::new(id, a.listen, peers, data_dir);
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
     config.election_timeout_min = Duration::from_millis(a.election_timeout_min_ms);
     config.election_timeout_max = Duration::from_millis(a.election_timeout_max_ms);
@@ -348,7 +411,11 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let server = matches!(cli.command, Command::Master(_) | Command::Up(_));
     init_logging(
         cli.log_format,
@@ -358,7 +425,10 @@ async fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = async {
         Ok(match cli.command {
             Command::Master(a) => {
-                run_master(a).await?;
+                let given = matches
+                    .subcommand_matches("master")
+                    .expect("the master subcommand matched");
+                run_master(merge_master_file(a, given)?).await?;
                 ExitCode::SUCCESS
             }
             Command::Store(s) => {
