@@ -34,7 +34,7 @@ async fn config_file_supplies_settings_flags_win_and_sigterm_exits_cleanly() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = MasterClient::new(&[addr.clone()]).unwrap();
+    let client = MasterClient::new(std::slice::from_ref(&addr)).unwrap();
     let status = wait_until("the single master leads", Duration::from_secs(30), || {
         let client = client.clone();
         let addr = addr.clone();
