@@ -102,6 +102,9 @@ struct MasterArgs {
     /// How long a write or linearizable read may wait for a quorum, milliseconds.
     #[arg(long, env = "DROVER_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
     write_timeout_ms: u64,
+    /// Source IP for connections to other masters (default: chosen by the kernel).
+    #[arg(long, env = "DROVER_PEER_BIND_IP")]
+    peer_bind_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -283,6 +286,7 @@ struct MasterFile {
     snapshot_every: Option<u64>,
     keep_logs: Option<u64>,
     write_timeout_ms: Option<u64>,
+    peer_bind_ip: Option<std::net::IpAddr>,
 }
 
 /// Fills every setting not given by flag or environment from the config file.
@@ -319,7 +323,8 @@ fn merge_master_file(mut a: MasterArgs, given: &clap::ArgMatches) -> anyhow::Res
         election_timeout_max_ms,
         snapshot_every,
         keep_logs,
-        write_timeout_ms
+        write_timeout_ms,
+        peer_bind_ip
     );
     Ok(a)
 }
@@ -345,6 +350,7 @@ async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     config.snapshot_every_entries = a.snapshot_every;
     config.keep_entries_after_snapshot = a.keep_logs;
     config.write_timeout = Duration::from_millis(a.write_timeout_ms);
+    config.peer_bind_ip = a.peer_bind_ip;
     let prometheus =
         drover_master::metrics::install().context("installing the metrics recorder")?;
     drover_master::run(config, prometheus, shutdown_signal()).await?;

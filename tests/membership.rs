@@ -41,6 +41,7 @@ async fn dead_master_is_replaced_without_downtime() {
 
     let new_addr = c.add_master_slot(4).unwrap().addr.clone();
     c.start_master(4).unwrap();
+    c.wait_until_serving(4, LEADER_TIMEOUT).await.unwrap();
     let masters = c.addrs().join(",");
     let add = cli(&[
         "cluster",

@@ -18,6 +18,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+use crate::net::FaultyNetwork;
 use crate::wait::{wait_until, WaitError};
 
 pub type MasterId = u64;
@@ -67,6 +68,9 @@ pub struct ClusterSpec {
     pub master_args: Vec<String>,
     /// Send the children's output to files (true) or inherit the terminal (false).
     pub log_to_files: bool,
+    /// Put a fault-injecting proxy ([`crate::net`]) in front of every master, so that links
+    /// between masters can be cut.
+    pub proxied: bool,
 }
 
 impl ClusterSpec {
@@ -87,6 +91,7 @@ impl ClusterSpec {
             host: "127.0.0.1".into(),
             master_args: Vec::new(),
             log_to_files: true,
+            proxied: false,
         })
     }
 
@@ -102,6 +107,7 @@ impl ClusterSpec {
             host: "127.0.0.1".into(),
             master_args: Vec::new(),
             log_to_files: true,
+            proxied: false,
         }
     }
 }
@@ -112,10 +118,31 @@ pub fn free_port() -> Result<u16, ClusterError> {
     Ok(l.local_addr().map_err(io("finding a free port"))?.port())
 }
 
+/// The address peers use for master `id` listening on `addr`: its proxy's in a proxied cluster.
+fn advertise(
+    net: Option<&mut FaultyNetwork>,
+    id: MasterId,
+    addr: &str,
+) -> Result<String, ClusterError> {
+    match net {
+        None => Ok(addr.to_string()),
+        Some(n) => {
+            let backend = addr.parse().map_err(|_| ClusterError::Io {
+                what: format!("{addr} is not an IP address and port"),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            })?;
+            Ok(n.add(id, backend)?.to_string())
+        }
+    }
+}
+
 /// One master process slot: its address and directories, and the process if it runs.
 pub struct MasterProcess {
     pub id: MasterId,
+    /// Where it listens; clients use this address.
     pub addr: String,
+    /// Where its peers reach it: `addr`, or its proxy's address in a proxied cluster.
+    pub advertised: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     /// The founding peers string it was started with.
@@ -138,41 +165,54 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     masters: BTreeMap<MasterId, MasterProcess>,
     client: MasterClient,
+    net: Option<FaultyNetwork>,
 }
 
 impl LocalCluster {
-    /// Prepares the directories; starts nothing.
+    /// Prepares the directories (and the proxies of a proxied cluster, which needs a tokio
+    /// runtime); starts no master.
     pub fn new(spec: ClusterSpec) -> Result<Self, ClusterError> {
         fs::create_dir_all(&spec.base_dir)
             .map_err(io(format!("creating {}", spec.base_dir.display())))?;
-        let peers = spec
-            .ports
-            .iter()
-            .map(|(id, port)| format!("{id}={}:{port}", spec.host))
-            .collect::<Vec<_>>()
-            .join(",");
-        let masters = spec
-            .ports
-            .iter()
-            .map(|(&id, &port)| {
-                let m = MasterProcess {
+        let mut net = spec.proxied.then(FaultyNetwork::new);
+        let mut masters = BTreeMap::new();
+        for (&id, &port) in &spec.ports {
+            let addr = format!("{}:{port}", spec.host);
+            let advertised = advertise(net.as_mut(), id, &addr)?;
+            masters.insert(
+                id,
+                MasterProcess {
                     id,
-                    addr: format!("{}:{port}", spec.host),
+                    addr,
+                    advertised,
                     data_dir: spec.base_dir.join(format!("master-{id}")),
                     log_path: spec.base_dir.join(format!("master-{id}.log")),
-                    peers: peers.clone(),
+                    peers: String::new(),
                     child: None,
-                };
-                (id, m)
-            })
-            .collect::<BTreeMap<_, _>>();
+                },
+            );
+        }
+        let peers = masters
+            .values()
+            .map(|m| format!("{}={}", m.id, m.advertised))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in masters.values_mut() {
+            m.peers = peers.clone();
+        }
         let addrs: Vec<String> = masters.values().map(|m| m.addr.clone()).collect();
         let client = MasterClient::new(&addrs)?;
         Ok(Self {
             spec,
             masters,
             client,
+            net,
         })
+    }
+
+    /// The fault layer of a proxied cluster.
+    pub fn net(&self) -> Option<&FaultyNetwork> {
+        self.net.as_ref()
     }
 
     /// Prepares and starts every master.
@@ -211,6 +251,8 @@ impl LocalCluster {
     /// free port. Its `--peers` lists the founders so it can report what it sees.
     pub fn add_master_slot(&mut self, id: MasterId) -> Result<&MasterProcess, ClusterError> {
         let port = free_port()?;
+        let addr = format!("{}:{port}", self.spec.host);
+        let advertised = advertise(self.net.as_mut(), id, &addr)?;
         let peers = self
             .masters
             .values()
@@ -219,7 +261,8 @@ impl LocalCluster {
             .unwrap_or_default();
         let m = MasterProcess {
             id,
-            addr: format!("{}:{port}", self.spec.host),
+            addr,
+            advertised,
             data_dir: self.spec.base_dir.join(format!("master-{id}")),
             log_path: self.spec.base_dir.join(format!("master-{id}.log")),
             peers,
@@ -250,6 +293,17 @@ impl LocalCluster {
             .arg("--data-dir")
             .arg(&m.data_dir)
             .args(&spec.master_args)
+            .args(
+                spec.proxied
+                    .then(|| {
+                        [
+                            "--peer-bind-ip".to_string(),
+                            crate::net::peer_ip(id).to_string(),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if spec.log_to_files {
@@ -373,6 +427,20 @@ impl LocalCluster {
             .client
             .status_of(&m.addr, Duration::from_secs(1))
             .await?)
+    }
+
+    /// Waits until master `id` answers a status request.
+    pub async fn wait_until_serving(
+        &self,
+        id: MasterId,
+        timeout: Duration,
+    ) -> Result<StatusReply, ClusterError> {
+        Ok(
+            wait_until(&format!("master {id} serving"), timeout, || async move {
+                self.status(id).await.map_err(|e| e.to_string())
+            })
+            .await?,
+        )
     }
 
     /// Waits until a running master reports itself leader and every other running master

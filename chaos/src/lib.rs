@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod linearizability;
+pub mod net;
 pub mod up;
 pub mod wait;
 

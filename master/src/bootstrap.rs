@@ -19,7 +19,7 @@ use drover_proto::raft::HelloRequest;
 use openraft::error::{InitializeError, RaftError};
 
 use crate::identity::{ClusterId, Identity, Incarnation};
-use crate::raft::network::peer_channel;
+use crate::raft::network::PeerDialer;
 use crate::raft::{MasterId, MasterNode, Raft};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,8 +52,13 @@ struct PeerAnswer {
     cluster: String,
 }
 
-async fn hello(me: MasterId, id: MasterId, addr: &str) -> Result<PeerAnswer, String> {
-    let channel = peer_channel(addr).map_err(|e| e.to_string())?;
+async fn hello(
+    dialer: PeerDialer,
+    me: MasterId,
+    id: MasterId,
+    addr: &str,
+) -> Result<PeerAnswer, String> {
+    let channel = dialer.channel(addr).map_err(|e| e.to_string())?;
     let mut client = RaftServiceClient::new(channel);
     let call = client.hello(HelloRequest {
         cluster_id: String::new(),
@@ -82,6 +87,7 @@ pub async fn run(
     raft: Raft,
     identity: Arc<Identity>,
     peers: BTreeMap<MasterId, String>,
+    dialer: PeerDialer,
 ) -> Result<(), BootstrapError> {
     let me = identity.node_id();
     let initialized = raft
@@ -93,10 +99,10 @@ pub async fn run(
     }
     let Some(my_addr) = peers.get(&me).cloned() else {
         // Not one of the founding members: it joins when an operator adds it.
-        return wait_to_be_added(raft, me, peers).await;
+        return wait_to_be_added(raft, me, peers, dialer).await;
     };
     if peers.keys().next() != Some(&me) {
-        return wait_to_be_added(raft, me, peers).await;
+        return wait_to_be_added(raft, me, peers, dialer).await;
     }
 
     tracing::info!(peers = ?peers, "pristine founding replica with the smallest id: bootstrapping the cluster");
@@ -105,7 +111,7 @@ pub async fn run(
         let mut answers = Vec::new();
         let mut missing = Vec::new();
         for (&id, addr) in peers.iter().filter(|(id, _)| **id != me) {
-            match hello(me, id, addr).await {
+            match hello(dialer, me, id, addr).await {
                 Ok(a) => answers.push(a),
                 Err(e) => missing.push(format!("master {id} at {addr}: {e}")),
             }
@@ -166,6 +172,7 @@ async fn wait_to_be_added(
     raft: Raft,
     me: MasterId,
     peers: BTreeMap<MasterId, String>,
+    dialer: PeerDialer,
 ) -> Result<(), BootstrapError> {
     tracing::info!("pristine replica: waiting for the leader to contact it");
     let mut metrics = raft.metrics();
@@ -183,7 +190,7 @@ async fn wait_to_be_added(
             Err(_) => {
                 let mut seen = Vec::new();
                 for (&id, addr) in peers.iter().filter(|(id, _)| **id != me) {
-                    if let Ok(a) = hello(me, id, addr).await {
+                    if let Ok(a) = hello(dialer, me, id, addr).await {
                         if !a.cluster.is_empty() {
                             seen.push(format!("master {id} is in cluster {}", a.cluster));
                         }

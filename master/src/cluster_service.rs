@@ -21,7 +21,7 @@ use openraft::{ChangeMembers, ServerState};
 use tonic::{Request, Response, Status};
 
 use crate::identity::Identity;
-use crate::raft::network::peer_channel;
+use crate::raft::network::PeerDialer;
 use crate::raft::{MasterId, MasterNode, RaftMetrics};
 use crate::replicated::Replicated;
 
@@ -31,6 +31,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct ClusterService {
     replicated: Replicated,
     identity: std::sync::Arc<Identity>,
+    dialer: PeerDialer,
     catch_up_timeout: Duration,
 }
 
@@ -38,11 +39,13 @@ impl ClusterService {
     pub fn new(
         replicated: Replicated,
         identity: std::sync::Arc<Identity>,
+        dialer: PeerDialer,
         catch_up_timeout: Duration,
     ) -> Self {
         Self {
             replicated,
             identity,
+            dialer,
             catch_up_timeout,
         }
     }
@@ -172,8 +175,10 @@ impl Cluster for ClusterService {
                 )));
             }
         }
-        let channel =
-            peer_channel(&req.addr).map_err(|e| Status::invalid_argument(format!("addr: {e}")))?;
+        let channel = self
+            .dialer
+            .channel(&req.addr)
+            .map_err(|e| Status::invalid_argument(format!("addr: {e}")))?;
         let hello = tokio::time::timeout(
             HELLO_TIMEOUT,
             RaftServiceClient::new(channel).hello(HelloRequest {

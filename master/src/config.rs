@@ -32,6 +32,8 @@ pub struct MasterConfig {
     pub write_timeout: Duration,
     /// How long `add-master` waits for a new replica to catch up before making it a voter.
     pub catch_up_timeout: Duration,
+    /// Source address for connections to other masters; None lets the kernel choose.
+    pub peer_bind_ip: Option<std::net::IpAddr>,
 }
 
 impl MasterConfig {
@@ -54,6 +56,7 @@ impl MasterConfig {
             keep_entries_after_snapshot: 1_000,
             write_timeout: Duration::from_secs(5),
             catch_up_timeout: Duration::from_secs(60),
+            peer_bind_ip: None,
         }
     }
 

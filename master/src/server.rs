@@ -24,7 +24,7 @@ use crate::identity::Identity;
 use crate::metrics as m;
 use crate::proposer::Proposer;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{NetworkFactory, MAX_RAFT_MESSAGE_BYTES};
+use crate::raft::network::{NetworkFactory, PeerDialer, MAX_RAFT_MESSAGE_BYTES};
 use crate::raft::service::RaftTransport;
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::StateMachine;
@@ -89,6 +89,9 @@ pub async fn run(
     let snapshots = Arc::new(SnapshotDir::open(&data_dir.join("snapshots"))?);
     let state_machine = StateMachine::open(snapshots.clone())?;
     let applied = state_machine.subscribe();
+    let dialer = PeerDialer {
+        bind_ip: config.peer_bind_ip,
+    };
     let raft_config = config
         .raft_config()
         .validate()
@@ -96,7 +99,7 @@ pub async fn run(
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        NetworkFactory::new(identity.clone()),
+        NetworkFactory::new(identity.clone(), dialer),
         LogStore::new(db.clone()),
         state_machine,
     )
@@ -143,6 +146,7 @@ pub async fn run(
     .add_service(ClusterServer::new(ClusterService::new(
         replicated.clone(),
         identity.clone(),
+        dialer,
         config.catch_up_timeout,
     )));
 
@@ -157,7 +161,7 @@ pub async fn run(
     {
         let (raft, identity, peers) = (raft.clone(), identity.clone(), config.peers.clone());
         tasks.spawn(async move {
-            let r = bootstrap::run(raft, identity, peers).await;
+            let r = bootstrap::run(raft, identity, peers, dialer).await;
             let _ = bootstrap_tx.send(r);
         });
     }

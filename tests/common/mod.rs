@@ -60,8 +60,15 @@ impl Drop for TestCluster {
 
 /// Starts `masters` masters with `args` added to each and waits for a leader.
 pub async fn start(masters: u64, args: &[&str]) -> TestCluster {
-    let c = prepare(masters, args);
-    let mut c = c;
+    launch(prepare(masters, args, false)).await
+}
+
+/// Like [`start`], with a fault-injecting proxy between masters (`cluster.net()`).
+pub async fn start_proxied(masters: u64, args: &[&str]) -> TestCluster {
+    launch(prepare(masters, args, true)).await
+}
+
+async fn launch(mut c: TestCluster) -> TestCluster {
     let ids: Vec<u64> = c.masters().map(|m| m.id).collect();
     for id in ids {
         c.start_master(id).expect("start master");
@@ -73,11 +80,12 @@ pub async fn start(masters: u64, args: &[&str]) -> TestCluster {
 }
 
 /// Prepares a cluster of `masters` without starting anything.
-pub fn prepare(masters: u64, args: &[&str]) -> TestCluster {
+pub fn prepare(masters: u64, args: &[&str], proxied: bool) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec =
         ClusterSpec::on_free_ports(binary(), dir.path().to_path_buf(), masters).expect("ports");
     spec.master_args = args.iter().map(|s| s.to_string()).collect();
+    spec.proxied = proxied;
     TestCluster {
         cluster: LocalCluster::new(spec).expect("cluster"),
         dir: Some(dir),

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,21 +49,35 @@ const MIN_SNAPSHOT_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Creates a lazily-connecting channel to a peer, with the transport's settings.
-pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(drover_client::channel::endpoint(addr)?.connect_lazy())
+/// How this master connects to other masters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerDialer {
+    /// Source address of outgoing connections (a multi-homed host picks its interface; a
+    /// fault-injecting proxy tells masters apart by it). None lets the kernel choose.
+    pub bind_ip: Option<IpAddr>,
+}
+
+impl PeerDialer {
+    /// A lazily-connecting channel to the master at `addr`, with the transport's settings.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        Ok(drover_client::channel::endpoint(addr)?
+            .local_address(self.bind_ip)
+            .connect_lazy())
+    }
 }
 
 /// Creates one [`PeerClient`] per replication target; caches channels by peer.
 pub struct NetworkFactory {
     identity: Arc<Identity>,
+    dialer: PeerDialer,
     channels: HashMap<(MasterId, String), Channel>,
 }
 
 impl NetworkFactory {
-    pub fn new(identity: Arc<Identity>) -> Self {
+    pub fn new(identity: Arc<Identity>, dialer: PeerDialer) -> Self {
         Self {
             identity,
+            dialer,
             channels: HashMap::new(),
         }
     }
@@ -75,7 +90,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         let key = (target, node.addr.clone());
         let channel = match self.channels.get(&key) {
             Some(c) => Ok(c.clone()),
-            None => match peer_channel(&node.addr) {
+            None => match self.dialer.channel(&node.addr) {
                 Ok(c) => {
                     self.channels.insert(key, c.clone());
                     Ok(c)

@@ -1,0 +1,171 @@
+//! The fault layer for partitions: a TCP proxy in front of every master that can cut links
+//! between masters, in one direction or both, while clients keep reaching every master.
+//!
+//! Each master advertises its proxy's address to its peers (`--peers`) and binds its outgoing
+//! peer connections to its own loopback address (`--peer-bind-ip 127.0.0.<10+id>`), so a proxy
+//! knows which master a connection comes from. A cut link closes the connections already open
+//! on it and refuses new ones; connections from any other address (clients, tests) always pass.
+//! Cuts are directional: `cut(a, b)` stops `a` reaching `b`'s proxy, and with it everything `a`
+//! sends to `b` and the answers to it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::cluster::{ClusterError, MasterId};
+
+/// The loopback address master `id` binds its peer connections to.
+pub fn peer_ip(id: MasterId) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
+}
+
+fn master_of(ip: IpAddr) -> Option<MasterId> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (o[0] == 127 && o[1] == 0 && o[2] == 0 && o[3] > 10).then(|| (o[3] - 10) as MasterId)
+        }
+        IpAddr::V6(_) => None,
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// (from, to) pairs that are cut.
+    cut: HashSet<(MasterId, MasterId)>,
+    /// Open proxied connections by (from, to).
+    open: HashMap<(MasterId, MasterId), Vec<AbortHandle>>,
+}
+
+/// The proxies of one cluster. Dropping it stops them.
+pub struct FaultyNetwork {
+    state: Arc<Mutex<State>>,
+    proxies: JoinSet<()>,
+    /// Proxy address by master.
+    pub fronts: BTreeMap<MasterId, SocketAddr>,
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FaultyNetwork {
+    /// An empty fault layer; [`add`](Self::add) puts a proxy in front of each master. Must be
+    /// called within a tokio runtime, which runs the proxies.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::default())),
+            proxies: JoinSet::new(),
+            fronts: BTreeMap::new(),
+        }
+    }
+
+    /// Starts a proxy on a free loopback port in front of master `to` at `backend`; returns
+    /// the proxy's address, which the master advertises to its peers.
+    pub fn add(&mut self, to: MasterId, backend: SocketAddr) -> Result<SocketAddr, ClusterError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| ClusterError::Io { what, source }
+        };
+        let std_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a proxy"))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(io("configuring a proxy"))?;
+        let front = std_listener.local_addr().map_err(io("proxy address"))?;
+        let listener = TcpListener::from_std(std_listener).map_err(io("registering a proxy"))?;
+        self.fronts.insert(to, front);
+        self.proxies
+            .spawn(serve(listener, to, backend, self.state.clone()));
+        Ok(front)
+    }
+
+    /// Stops `from` from reaching `to` (one direction).
+    pub fn cut(&self, from: MasterId, to: MasterId) {
+        let mut s = lock(&self.state);
+        s.cut.insert((from, to));
+        for h in s.open.remove(&(from, to)).unwrap_or_default() {
+            h.abort();
+        }
+    }
+
+    /// Splits the masters into groups that cannot reach each other (both directions).
+    pub fn partition(&self, groups: &[&[MasterId]]) {
+        for (i, a) in groups.iter().enumerate() {
+            for b in groups.iter().skip(i + 1) {
+                for &x in a.iter() {
+                    for &y in b.iter() {
+                        self.cut(x, y);
+                        self.cut(y, x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts `id` off from every other master.
+    pub fn isolate(&self, id: MasterId) {
+        let others: Vec<MasterId> = self.fronts.keys().copied().filter(|x| *x != id).collect();
+        self.partition(&[&[id], &others]);
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        lock(&self.state).cut.clear();
+    }
+}
+
+impl Default for FaultyNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for FaultyNetwork {
+    fn drop(&mut self) {
+        self.proxies.abort_all();
+        for (_, handles) in lock(&self.state).open.drain() {
+            for h in handles {
+                h.abort();
+            }
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, to: MasterId, backend: SocketAddr, state: Arc<Mutex<State>>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((inbound, peer)) = accepted else { continue };
+                let from = master_of(peer.ip());
+                let key = from.map(|f| (f, to));
+                if let Some(k) = key {
+                    if lock(&state).cut.contains(&k) {
+                        drop(inbound);
+                        continue;
+                    }
+                }
+                let handle = conns.spawn(pump(inbound, backend));
+                if let Some(k) = key {
+                    let mut s = lock(&state);
+                    s.open.entry(k).or_default().retain(|h| !h.is_finished());
+                    s.open.entry(k).or_default().push(handle);
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn pump(mut inbound: TcpStream, backend: SocketAddr) {
+    let Ok(mut outbound) = TcpStream::connect(backend).await else {
+        return;
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+}

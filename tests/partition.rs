@@ -1,0 +1,189 @@
+//! Real partitions (a proxy cuts links between masters): the side without a majority can
+//! neither commit nor serve linearizable reads, even with the old leader on it; the majority
+//! elects a new leader and goes on; after healing, the old leader follows and what it could not
+//! commit is gone.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start_proxied, wait_until, LEADER_TIMEOUT};
+use drover_client::{MasterClient, RetryPolicy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_cannot_commit_or_read_and_the_majority_goes_on() {
+    let c = start_proxied(3, &["--write-timeout-ms", "1000"]).await;
+    c.client().put("t", "before", b"1".to_vec()).await.unwrap();
+    let old = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    let majority: Vec<u64> = c
+        .masters()
+        .map(|m| m.id)
+        .filter(|id| *id != old.node_id)
+        .collect();
+    let majority_addrs: Vec<String> = majority
+        .iter()
+        .map(|id| c.master(*id).unwrap().addr.clone())
+        .collect();
+
+    c.net().unwrap().isolate(old.node_id);
+
+    let new_leader = wait_until(
+        "the majority elects a new leader",
+        Duration::from_secs(20),
+        || {
+            let c = &c;
+            let majority = majority.clone();
+            async move {
+                for id in &majority {
+                    if let Ok(s) = c.status(*id).await {
+                        if s.role == "leader" && s.term > old.term {
+                            return Ok(s);
+                        }
+                    }
+                }
+                Err("no leader among the majority yet".to_string())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let majority_client = MasterClient::new(&majority_addrs).unwrap();
+    majority_client
+        .put("t", "majority", b"2".to_vec())
+        .await
+        .expect("the majority commits");
+
+    let lone = MasterClient::with_policy(
+        &[c.master(old.node_id).unwrap().addr.clone()],
+        RetryPolicy {
+            deadline: Duration::from_secs(3),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let w = lone.put("t", "minority", b"x".to_vec()).await;
+    assert!(
+        w.is_err(),
+        "the isolated old leader acknowledged a write: {w:?}"
+    );
+    let r = lone.get("t", "before").await;
+    assert!(r.is_err(), "the isolated old leader served a read: {r:?}");
+
+    c.net().unwrap().heal();
+    let committed = majority_client
+        .leader_status()
+        .await
+        .unwrap()
+        .committed_index;
+    wait_until(
+        "the old leader follows the new one",
+        Duration::from_secs(20),
+        || {
+            let c = &c;
+            async move {
+                let s = c.status(old.node_id).await.map_err(|e| e.to_string())?;
+                if s.role == "follower" && s.term >= new_leader.term && s.applied_index >= committed
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} term {} applied {}",
+                        s.role, s.term, s.applied_index
+                    ))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let client = c.client();
+    assert_eq!(
+        client.get("t", "majority").await.unwrap().map(|v| v.value),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(
+        client.get("t", "minority").await.unwrap(),
+        None,
+        "an entry the isolated leader could not commit survived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_masters_split_two_three_only_the_three_commit() {
+    let c = start_proxied(5, &["--write-timeout-ms", "1000"]).await;
+    let old = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    // The old leader and one other on the minority side.
+    let mut ids: Vec<u64> = c.masters().map(|m| m.id).collect();
+    ids.retain(|id| *id != old.node_id);
+    let minority = [old.node_id, ids[0]];
+    let majority = [ids[1], ids[2], ids[3]];
+    c.net().unwrap().partition(&[&minority, &majority]);
+
+    let addrs = |ids: &[u64]| -> Vec<String> {
+        ids.iter()
+            .map(|id| c.master(*id).unwrap().addr.clone())
+            .collect()
+    };
+    let short = RetryPolicy {
+        deadline: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let minority_client = MasterClient::with_policy(&addrs(&minority), short).unwrap();
+    // Until the three elect, a follower among them may still point a client at the old leader.
+    wait_until("the three elect a leader", Duration::from_secs(20), || {
+        let c = &c;
+        async move {
+            for id in &majority {
+                if let Ok(s) = c.status(*id).await {
+                    if s.role == "leader" && s.term > old.term {
+                        return Ok(());
+                    }
+                }
+            }
+            Err("no leader among the three yet".to_string())
+        }
+    })
+    .await
+    .unwrap();
+    let majority_client = MasterClient::new(&addrs(&majority)).unwrap();
+    majority_client
+        .put("t", "three", b"3".to_vec())
+        .await
+        .expect("three of five commit");
+    assert!(
+        minority_client
+            .put("t", "two", b"2".to_vec())
+            .await
+            .is_err(),
+        "two of five committed"
+    );
+    c.net().unwrap().heal();
+    wait_until(
+        "every master agrees after healing",
+        Duration::from_secs(20),
+        || {
+            let c = &c;
+            async move {
+                let leaders: std::collections::BTreeSet<u64> = {
+                    let mut set = std::collections::BTreeSet::new();
+                    for m in c.masters() {
+                        set.insert(c.status(m.id).await.map_err(|e| e.to_string())?.leader_id);
+                    }
+                    set
+                };
+                if leaders.len() == 1 && !leaders.contains(&0) {
+                    Ok(())
+                } else {
+                    Err(format!("leaders seen: {leaders:?}"))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.client().get("t", "two").await.unwrap(), None);
+    assert_eq!(
+        c.client().get("t", "three").await.unwrap().map(|v| v.value),
+        Some(b"3".to_vec())
+    );
+}
