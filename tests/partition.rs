@@ -27,26 +27,10 @@ async fn isolated_leader_cannot_commit_or_read_and_the_majority_goes_on() {
 
     c.net().unwrap().isolate(old.node_id);
 
-    let new_leader = wait_until(
-        "the majority elects a new leader",
-        Duration::from_secs(20),
-        || {
-            let c = &c;
-            let majority = majority.clone();
-            async move {
-                for id in &majority {
-                    if let Ok(s) = c.status(*id).await {
-                        if s.role == "leader" && s.term > old.term {
-                            return Ok(s);
-                        }
-                    }
-                }
-                Err("no leader among the majority yet".to_string())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let new_leader = c
+        .wait_for_leader_among(&majority, old.term, Duration::from_secs(20))
+        .await
+        .unwrap();
     let majority_client = MasterClient::new(&majority_addrs).unwrap();
     majority_client
         .put("t", "majority", b"2".to_vec())
@@ -75,24 +59,21 @@ async fn isolated_leader_cannot_commit_or_read_and_the_majority_goes_on() {
         .await
         .unwrap()
         .committed_index;
-    wait_until(
+    let follows = |s: &drover_proto::master::StatusReply| {
+        if s.role == "follower" && s.term >= new_leader.term && s.applied_index >= committed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} term {} applied {}",
+                s.role, s.term, s.applied_index
+            ))
+        }
+    };
+    c.wait_for_status(
+        old.node_id,
         "the old leader follows the new one",
         Duration::from_secs(20),
-        || {
-            let c = &c;
-            async move {
-                let s = c.status(old.node_id).await.map_err(|e| e.to_string())?;
-                if s.role == "follower" && s.term >= new_leader.term && s.applied_index >= committed
-                {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} term {} applied {}",
-                        s.role, s.term, s.applied_index
-                    ))
-                }
-            }
-        },
+        follows,
     )
     .await
     .unwrap();
@@ -130,21 +111,9 @@ async fn five_masters_split_two_three_only_the_three_commit() {
     };
     let minority_client = MasterClient::with_policy(&addrs(&minority), short).unwrap();
     // Until the three elect, a follower among them may still point a client at the old leader.
-    wait_until("the three elect a leader", Duration::from_secs(20), || {
-        let c = &c;
-        async move {
-            for id in &majority {
-                if let Ok(s) = c.status(*id).await {
-                    if s.role == "leader" && s.term > old.term {
-                        return Ok(());
-                    }
-                }
-            }
-            Err("no leader among the three yet".to_string())
-        }
-    })
-    .await
-    .unwrap();
+    c.wait_for_leader_among(&majority, old.term, Duration::from_secs(20))
+        .await
+        .unwrap();
     let majority_client = MasterClient::new(&addrs(&majority)).unwrap();
     majority_client
         .put("t", "three", b"3".to_vec())

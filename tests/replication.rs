@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start, wait_until, LEADER_TIMEOUT};
+use common::{start, LEADER_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_masters_acknowledged_write_survives_leader_kill() {
@@ -174,18 +174,15 @@ async fn restart_with_same_flags_rejoins() {
         .await
         .unwrap()
         .committed_index;
-    wait_until(
+    c.wait_for_status(
+        follower,
         "restarted follower caught up",
         Duration::from_secs(20),
-        || {
-            let c = &c;
-            async move {
-                let s = c.status(follower).await.map_err(|e| e.to_string())?;
-                if s.applied_index >= leader_commit && s.role == "follower" {
-                    Ok(())
-                } else {
-                    Err(format!("{} applied {}", s.role, s.applied_index))
-                }
+        |s| {
+            if s.applied_index >= leader_commit && s.role == "follower" {
+                Ok(())
+            } else {
+                Err(format!("{} applied {}", s.role, s.applied_index))
             }
         },
     )

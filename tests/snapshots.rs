@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric, start, wait_until, LEADER_TIMEOUT};
+use common::{metric, start, LEADER_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
@@ -30,23 +30,21 @@ async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
             .expect("write");
     }
     let leader_addr = c.master(leader.node_id).unwrap().addr.clone();
-    wait_until(
-        "leader purged its log past the stopped follower",
+    let purged = |s: &drover_proto::master::StatusReply| {
+        if s.purged_index > stopped_at && s.snapshot_index > stopped_at {
+            Ok(())
+        } else {
+            Err(format!(
+                "purged {} snapshot {}",
+                s.purged_index, s.snapshot_index
+            ))
+        }
+    };
+    c.wait_for_status(
+        leader.node_id,
+        "leader purged past the stopped follower",
         Duration::from_secs(30),
-        || {
-            let c = &c;
-            async move {
-                let s = c.status(leader.node_id).await.map_err(|e| e.to_string())?;
-                if s.purged_index > stopped_at && s.snapshot_index > stopped_at {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "purged {} snapshot {}",
-                        s.purged_index, s.snapshot_index
-                    ))
-                }
-            }
-        },
+        purged,
     )
     .await
     .unwrap();
@@ -60,18 +58,15 @@ async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
 
     c.start_master(lagging).unwrap();
     let target = c.status(leader.node_id).await.unwrap().committed_index;
-    wait_until(
+    c.wait_for_status(
+        lagging,
         "lagging follower caught up",
         Duration::from_secs(60),
-        || {
-            let c = &c;
-            async move {
-                let s = c.status(lagging).await.map_err(|e| e.to_string())?;
-                if s.applied_index >= target {
-                    Ok(s)
-                } else {
-                    Err(format!("applied {} of {target}", s.applied_index))
-                }
+        |s| {
+            if s.applied_index >= target {
+                Ok(())
+            } else {
+                Err(format!("applied {} of {target}", s.applied_index))
             }
         },
     )

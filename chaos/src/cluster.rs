@@ -118,6 +118,18 @@ pub fn free_port() -> Result<u16, ClusterError> {
     Ok(l.local_addr().map_err(io("finding a free port"))?.port())
 }
 
+/// SIGKILL (works on a stopped process too) and wait for the exit.
+async fn kill_and_reap(id: MasterId, mut child: Child) -> Result<(), ClusterError> {
+    child
+        .start_kill()
+        .map_err(io(format!("killing master {id}")))?;
+    child
+        .wait()
+        .await
+        .map_err(io(format!("reaping master {id}")))?;
+    Ok(())
+}
+
 /// The address peers use for master `id` listening on `addr`: its proxy's in a proxied cluster.
 fn advertise(
     net: Option<&mut FaultyNetwork>,
@@ -332,48 +344,39 @@ impl LocalCluster {
 
     /// SIGKILL: the process dies at once, with no chance to flush anything.
     pub async fn kill(&mut self, id: MasterId) -> Result<(), ClusterError> {
-        let m = self
-            .masters
-            .get_mut(&id)
-            .ok_or(ClusterError::UnknownMaster(id))?;
-        let mut child = m.child.take().ok_or(ClusterError::NotRunning(id))?;
-        // A stopped process must be resumed to die promptly from SIGKILL's point of view of
-        // waitpid; SIGKILL works on stopped processes, so no SIGCONT is needed.
-        child
-            .start_kill()
-            .map_err(io(format!("killing master {id}")))?;
-        child
-            .wait()
-            .await
-            .map_err(io(format!("reaping master {id}")))?;
-        Ok(())
+        let child = self.take_child(id)?;
+        kill_and_reap(id, child).await
     }
 
     /// SIGTERM, then wait up to `grace` for a clean exit, then SIGKILL.
     pub async fn stop(&mut self, id: MasterId, grace: Duration) -> Result<(), ClusterError> {
+        self.terminate(id)?;
+        self.reap(id, grace).await
+    }
+
+    /// Sends SIGCONT (a paused master could not act on what follows) and SIGTERM.
+    fn terminate(&self, id: MasterId) -> Result<(), ClusterError> {
         let _ = self.signal(id, Signal::SIGCONT);
-        self.signal(id, Signal::SIGTERM)?;
+        self.signal(id, Signal::SIGTERM)
+    }
+
+    fn take_child(&mut self, id: MasterId) -> Result<Child, ClusterError> {
         let m = self
             .masters
             .get_mut(&id)
             .ok_or(ClusterError::UnknownMaster(id))?;
-        let mut child = m.child.take().ok_or(ClusterError::NotRunning(id))?;
-        match tokio::time::timeout(grace, child.wait()).await {
-            Ok(r) => {
-                r.map_err(io(format!("reaping master {id}")))?;
-            }
-            Err(_) => {
-                tracing::warn!(id, "master did not stop within {grace:?}; killing it");
-                child
-                    .start_kill()
-                    .map_err(io(format!("killing master {id}")))?;
-                child
-                    .wait()
-                    .await
-                    .map_err(io(format!("reaping master {id}")))?;
-            }
+        m.child.take().ok_or(ClusterError::NotRunning(id))
+    }
+
+    /// Waits up to `grace` for master `id` to exit, then SIGKILLs it.
+    async fn reap(&mut self, id: MasterId, grace: Duration) -> Result<(), ClusterError> {
+        let mut child = self.take_child(id)?;
+        if let Ok(r) = tokio::time::timeout(grace, child.wait()).await {
+            r.map_err(io(format!("reaping master {id}")))?;
+            return Ok(());
         }
-        Ok(())
+        tracing::warn!(id, "master did not stop within {grace:?}; killing it");
+        kill_and_reap(id, child).await
     }
 
     /// SIGSTOP: the process freezes (a long GC pause, a stuck VM).
@@ -429,6 +432,23 @@ impl LocalCluster {
             .await?)
     }
 
+    /// Waits until master `id`'s own status passes `check` (which says what it saw when it
+    /// does not); returns `check`'s value.
+    pub async fn wait_for_status<T>(
+        &self,
+        id: MasterId,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&StatusReply) -> Result<T, String>,
+    ) -> Result<T, ClusterError> {
+        let check = &check;
+        Ok(wait_until(what, timeout, || async move {
+            let s = self.status(id).await.map_err(|e| e.to_string())?;
+            check(&s)
+        })
+        .await?)
+    }
+
     /// Waits until master `id` answers a status request.
     pub async fn wait_until_serving(
         &self,
@@ -443,44 +463,47 @@ impl LocalCluster {
         )
     }
 
-    /// Waits until a running master reports itself leader and every other running master
-    /// that answers agrees on it (or knows no leader yet); returns its status.
+    /// Waits until a running master reports itself leader and has committed an entry of its
+    /// term (so it can serve); returns its status.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<StatusReply, ClusterError> {
-        let running: Vec<(MasterId, String)> = self
+        let running: Vec<MasterId> = self
             .masters
             .values()
             .filter(|m| m.is_running())
-            .map(|m| (m.id, m.addr.clone()))
+            .map(|m| m.id)
             .collect();
-        let client = self.client.clone();
-        Ok(wait_until("a leader", timeout, || {
-            let running = running.clone();
-            let client = client.clone();
-            async move {
-                let mut leader: Option<StatusReply> = None;
-                let mut seen = Vec::new();
-                for (id, addr) in &running {
-                    match client.status_of(addr, Duration::from_millis(500)).await {
-                        Ok(s) => {
-                            seen.push(format!(
-                                "{id}: {} term {} leader {}",
-                                s.role, s.term, s.leader_id
-                            ));
-                            if s.role == "leader" {
-                                leader = Some(s);
-                            }
+        self.wait_for_leader_among(&running, 0, timeout).await
+    }
+
+    /// Waits until one of `ids` reports itself leader in a term above `above_term` and has
+    /// committed an entry of its term; returns its status.
+    pub async fn wait_for_leader_among(
+        &self,
+        ids: &[MasterId],
+        above_term: u64,
+        timeout: Duration,
+    ) -> Result<StatusReply, ClusterError> {
+        Ok(wait_until("a leader", timeout, || async move {
+            let mut seen = Vec::new();
+            for id in ids {
+                match self.status(*id).await {
+                    Ok(s) if s.role == "leader" && s.term > above_term => {
+                        if s.committed_index >= s.last_log_index {
+                            return Ok(s);
                         }
-                        Err(e) => seen.push(format!("{id}: {e}")),
+                        seen.push(format!(
+                            "{id}: leader of term {}, not committed yet",
+                            s.term
+                        ));
                     }
-                }
-                match leader {
-                    Some(l) if l.committed_index >= l.last_log_index => Ok(l),
-                    Some(_) => Err(format!(
-                        "leader has not committed its first entry yet: {seen:?}"
+                    Ok(s) => seen.push(format!(
+                        "{id}: {} term {} leader {}",
+                        s.role, s.term, s.leader_id
                     )),
-                    None => Err(format!("{seen:?}")),
+                    Err(e) => seen.push(format!("{id}: {e}")),
                 }
             }
+            Err(format!("{seen:?}"))
         })
         .await?)
     }
@@ -493,21 +516,12 @@ impl LocalCluster {
             .filter(|m| m.is_running())
             .map(|m| m.id)
             .collect();
+        // All at once, so that they shut down in parallel.
         for id in &ids {
-            let _ = self.signal(*id, Signal::SIGCONT);
-            let _ = self.signal(*id, Signal::SIGTERM);
+            let _ = self.terminate(*id);
         }
         for id in ids {
-            let m = self
-                .masters
-                .get_mut(&id)
-                .ok_or(ClusterError::UnknownMaster(id))?;
-            if let Some(mut child) = m.child.take() {
-                if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                }
-            }
+            self.reap(id, grace).await?;
         }
         Ok(())
     }

@@ -102,8 +102,7 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
         .enumerate()
         .filter(|(_, o)| o.ret.is_some() || !matches!(o.op, Op::Read { .. }))
         .collect();
-    let n = ops.len();
-    let mut events: Vec<Event> = Vec::with_capacity(2 * n);
+    let mut events: Vec<Event> = Vec::with_capacity(2 * ops.len());
     for (i, (_, o)) in ops.iter().enumerate() {
         events.push(Event {
             kind: Kind::Call,
@@ -122,115 +121,41 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
     // concurrent (the permissive reading).
     events.sort_by_key(|e| (e.time, e.kind == Kind::Return));
 
-    // A doubly linked list over `events` (index `len` is the head sentinel), so that placed
-    // operations can be unlinked and relinked in LIFO order.
-    let len = events.len();
-    let head = len;
-    let end = usize::MAX;
-    let mut next = vec![end; len + 1];
-    let mut prev = vec![head; len + 1];
-    for i in 0..len {
-        next[i] = if i + 1 < len { i + 1 } else { end };
-        prev[i] = if i == 0 { head } else { i - 1 };
-    }
-    next[head] = if len > 0 { 0 } else { end };
-    let mut return_of = vec![end; n];
-    let mut call_of = vec![end; n];
-    let mut returns_left = 0usize;
-    for (i, e) in events.iter().enumerate() {
-        match e.kind {
-            Kind::Call => call_of[e.op] = i,
-            Kind::Return => {
-                return_of[e.op] = i;
-                returns_left += 1;
-            }
-        }
-    }
-
-    let unlink = |i: usize, next: &mut Vec<usize>, prev: &mut Vec<usize>| {
-        let (p, nx) = (prev[i], next[i]);
-        next[p] = nx;
-        if nx != end {
-            prev[nx] = p;
-        }
-    };
-    let relink = |i: usize, next: &mut Vec<usize>, prev: &mut Vec<usize>| {
-        let (p, nx) = (prev[i], next[i]);
-        next[p] = i;
-        if nx != end {
-            prev[nx] = i;
-        }
-    };
-
-    let words = n.div_ceil(64).max(1);
-    let mut placed = vec![0u64; words];
-    let mut state = initial;
+    let mut search = Search::new(&events, ops.len(), initial);
     let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
-    // (op, state before it)
-    let mut stack: Vec<(usize, Value)> = Vec::new();
-    let mut cursor = next[head];
-    while returns_left > 0 {
-        if cursor == end {
+    let mut cursor = search.first();
+    while search.returns_left > 0 {
+        let Some(e) = cursor.map(|c| &events[c]) else {
             // Only unplaceable unknown-outcome calls remain ahead: backtrack.
-            match stack.pop() {
-                None => return Verdict::NotLinearizable { stuck_at: 0 },
-                Some((op, before)) => {
-                    cursor = undo(
-                        op,
-                        before,
-                        &mut state,
-                        &mut placed,
-                        &return_of,
-                        &call_of,
-                        &mut returns_left,
-                        &mut next,
-                        &mut prev,
-                        relink,
-                    );
+            match search.backtrack() {
+                Some(c) => {
+                    cursor = c;
                     continue;
                 }
+                None => return Verdict::NotLinearizable { stuck_at: 0 },
             }
-        }
-        let e = &events[cursor];
+        };
+        let here = cursor.expect("checked above");
         match e.kind {
             Kind::Call => {
                 let (_, o) = ops[e.op];
-                if let Some(new_state) = step(&state, &o.op, o.ret.is_some()) {
-                    let mut new_placed = placed.clone();
-                    new_placed[e.op / 64] |= 1 << (e.op % 64);
-                    if seen.insert((new_placed.clone(), new_state.clone())) {
-                        stack.push((e.op, std::mem::replace(&mut state, new_state)));
-                        placed = new_placed;
-                        unlink(cursor, &mut next, &mut prev);
-                        if return_of[e.op] != end {
-                            unlink(return_of[e.op], &mut next, &mut prev);
-                            returns_left -= 1;
-                        }
-                        cursor = next[head];
+                if let Some(new_state) = step(&search.state, &o.op, o.ret.is_some()) {
+                    let mut placed = search.placed.clone();
+                    placed[e.op / 64] |= 1 << (e.op % 64);
+                    if seen.insert((placed.clone(), new_state.clone())) {
+                        search.place(here, e.op, placed, new_state);
+                        cursor = search.first();
                         continue;
                     }
                 }
-                cursor = next[cursor];
+                cursor = search.after(here);
             }
-            Kind::Return => match stack.pop() {
+            Kind::Return => match search.backtrack() {
+                Some(c) => cursor = c,
                 None => {
                     return Verdict::NotLinearizable {
                         stuck_at: ops[e.op].0,
                     }
-                }
-                Some((op, before)) => {
-                    cursor = undo(
-                        op,
-                        before,
-                        &mut state,
-                        &mut placed,
-                        &return_of,
-                        &call_of,
-                        &mut returns_left,
-                        &mut next,
-                        &mut prev,
-                        relink,
-                    );
                 }
             },
         }
@@ -238,29 +163,109 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
     Verdict::Linearizable
 }
 
-/// Takes back the last placed operation; returns where the search resumes (just after its
-/// call).
-#[allow(clippy::too_many_arguments)]
-fn undo(
-    op: usize,
-    before: Value,
-    state: &mut Value,
-    placed: &mut [u64],
-    return_of: &[usize],
-    call_of: &[usize],
-    returns_left: &mut usize,
-    next: &mut Vec<usize>,
-    prev: &mut Vec<usize>,
-    relink: impl Fn(usize, &mut Vec<usize>, &mut Vec<usize>),
-) -> usize {
-    *state = before;
-    placed[op / 64] &= !(1 << (op % 64));
-    if return_of[op] != usize::MAX {
-        relink(return_of[op], next, prev);
-        *returns_left += 1;
+/// The search state: the events not yet placed, as a doubly linked list (so that placing an
+/// operation unlinks its call and return, and backtracking relinks them in LIFO order), the
+/// register state, and the stack of placed operations.
+struct Search {
+    /// `next[i]`/`prev[i]` over event indexes; index `head` is the sentinel; `END` ends it.
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    head: usize,
+    call_of: Vec<usize>,
+    return_of: Vec<Option<usize>>,
+    placed: Vec<u64>,
+    state: Value,
+    returns_left: usize,
+    /// (operation, its call event, placed set and state before it)
+    stack: Vec<(usize, usize, Vec<u64>, Value)>,
+}
+
+const END: usize = usize::MAX;
+
+impl Search {
+    fn new(events: &[Event], n_ops: usize, initial: Value) -> Self {
+        let len = events.len();
+        let head = len;
+        let mut next = vec![END; len + 1];
+        let mut prev = vec![head; len + 1];
+        for i in 0..len {
+            next[i] = if i + 1 < len { i + 1 } else { END };
+            prev[i] = if i == 0 { head } else { i - 1 };
+        }
+        next[head] = if len > 0 { 0 } else { END };
+        let mut call_of = vec![END; n_ops];
+        let mut return_of = vec![None; n_ops];
+        for (i, e) in events.iter().enumerate() {
+            match e.kind {
+                Kind::Call => call_of[e.op] = i,
+                Kind::Return => return_of[e.op] = Some(i),
+            }
+        }
+        Self {
+            next,
+            prev,
+            head,
+            call_of,
+            returns_left: return_of.iter().flatten().count(),
+            return_of,
+            placed: vec![0u64; n_ops.div_ceil(64).max(1)],
+            state: initial,
+            stack: Vec::new(),
+        }
     }
-    relink(call_of[op], next, prev);
-    next[call_of[op]]
+
+    fn first(&self) -> Option<usize> {
+        let f = self.next[self.head];
+        (f != END).then_some(f)
+    }
+
+    fn after(&self, i: usize) -> Option<usize> {
+        let n = self.next[i];
+        (n != END).then_some(n)
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (p, n) = (self.prev[i], self.next[i]);
+        self.next[p] = n;
+        if n != END {
+            self.prev[n] = p;
+        }
+    }
+
+    fn relink(&mut self, i: usize) {
+        let (p, n) = (self.prev[i], self.next[i]);
+        self.next[p] = i;
+        if n != END {
+            self.prev[n] = i;
+        }
+    }
+
+    /// Linearizes operation `op` (whose call is event `call`) here.
+    fn place(&mut self, call: usize, op: usize, placed: Vec<u64>, state: Value) {
+        let before_placed = std::mem::replace(&mut self.placed, placed);
+        let before_state = std::mem::replace(&mut self.state, state);
+        self.stack.push((op, call, before_placed, before_state));
+        self.unlink(call);
+        if let Some(r) = self.return_of[op] {
+            self.unlink(r);
+            self.returns_left -= 1;
+        }
+    }
+
+    /// Takes back the last placed operation. Returns where the search resumes (just after its
+    /// call), or None when nothing is left to take back.
+    fn backtrack(&mut self) -> Option<Option<usize>> {
+        let (op, call, placed, state) = self.stack.pop()?;
+        self.placed = placed;
+        self.state = state;
+        if let Some(r) = self.return_of[op] {
+            self.relink(r);
+            self.returns_left += 1;
+        }
+        self.relink(call);
+        debug_assert_eq!(self.call_of[op], call);
+        Some(self.after(call))
+    }
 }
 
 #[cfg(test)]
@@ -385,5 +390,97 @@ mod tests {
             unknown(5, Op::Write { value: vec![7] }),
         ];
         assert!(matches!(check(&h, None), Verdict::NotLinearizable { .. }));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        #[derive(Debug, Clone)]
+        enum Kind {
+            Read,
+            Write(u8),
+            Delete,
+            Cas(Option<u8>, u8),
+        }
+
+        fn kind() -> impl Strategy<Value = Kind> {
+            prop_oneof![
+                Just(Kind::Read),
+                (0..4u8).prop_map(Kind::Write),
+                Just(Kind::Delete),
+                (proptest::option::of(0..4u8), 0..4u8).prop_map(|(e, n)| Kind::Cas(e, n)),
+            ]
+        }
+
+        /// Operations with random intervals, each taking effect at a random point inside its
+        /// interval; results computed by running them in that order.
+        fn history() -> impl Strategy<Value = Vec<Operation>> {
+            proptest::collection::vec((kind(), 0..100u64, 1..30u64, 0..1000u32), 1..25).prop_map(
+                |specs| {
+                    let mut timed: Vec<(u64, u64, u64, Kind)> = specs
+                        .into_iter()
+                        .map(|(k, start, len, at)| {
+                            let point = start * 1000 + (at as u64 * len * 1000) / 1000;
+                            (start * 1000, (start + len) * 1000 + 1, point, k)
+                        })
+                        .collect();
+                    timed.sort_by_key(|t| t.2);
+                    let mut state: Value = None;
+                    timed
+                        .into_iter()
+                        .map(|(call, ret, _, k)| {
+                            let op = match k {
+                                Kind::Read => Op::Read {
+                                    value: state.clone(),
+                                },
+                                Kind::Write(v) => {
+                                    state = Some(vec![v]);
+                                    Op::Write { value: vec![v] }
+                                }
+                                Kind::Delete => {
+                                    state = None;
+                                    Op::Delete
+                                }
+                                Kind::Cas(e, n) => {
+                                    let expected = e.map(|e| vec![e]);
+                                    let ok = expected == state;
+                                    if ok {
+                                        state = Some(vec![n]);
+                                    }
+                                    Op::Cas {
+                                        expected,
+                                        new: vec![n],
+                                        succeeded: ok,
+                                    }
+                                }
+                            };
+                            Operation {
+                                call,
+                                ret: Some(ret),
+                                op,
+                            }
+                        })
+                        .collect()
+                },
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn histories_that_happened_are_linearizable(h in history()) {
+                prop_assert_eq!(check(&h, None), Verdict::Linearizable);
+            }
+
+            #[test]
+            fn a_read_of_a_value_never_written_is_caught(h in history(), pick in any::<prop::sample::Index>()) {
+                let mut h = h;
+                let i = pick.index(h.len());
+                h[i].op = Op::Read { value: Some(vec![99]) };
+                let caught = matches!(check(&h, None), Verdict::NotLinearizable { .. });
+                prop_assert!(caught, "a read of 99 was accepted");
+            }
+        }
     }
 }
