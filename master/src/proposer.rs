@@ -113,10 +113,19 @@ async fn run(raft: Raft, me: MasterId, mut rx: mpsc::Receiver<Pending>) {
         while inflight.len() >= MAX_INFLIGHT_PROPOSALS {
             inflight.next().await;
         }
-        let mut bytes = payload_bytes(&first.op);
-        let mut batch = vec![first];
+        // A caller whose deadline passed while its write waited here has been told the outcome
+        // is unknown; not proposing it at all is the cleaner of the two outcomes.
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        if !first.reply.is_closed() {
+            bytes = payload_bytes(&first.op);
+            batch.push(first);
+        }
         while batch.len() < MAX_OPS_PER_PROPOSAL {
             let Ok(p) = rx.try_recv() else { break };
+            if p.reply.is_closed() {
+                continue;
+            }
             let b = payload_bytes(&p.op);
             if bytes + b > MAX_PROPOSAL_BYTES {
                 carry = Some(p);
@@ -124,6 +133,9 @@ async fn run(raft: Raft, me: MasterId, mut rx: mpsc::Receiver<Pending>) {
             }
             bytes += b;
             batch.push(p);
+        }
+        if batch.is_empty() {
+            continue;
         }
         let (ops, replies): (Vec<Op>, Vec<Reply>) =
             batch.into_iter().map(|p| (p.op, p.reply)).unzip();
