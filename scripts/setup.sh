@@ -10,7 +10,10 @@ missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 # bindgen (rocksdb's bindings) loads libclang at build time.
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
+# Match libclang itself (libclang.so, libclang-14.so.1), not libclang-cpp, which some images
+# carry without it.
+if ! ls /usr/lib/llvm-*/lib/ 2>/dev/null | grep -Eq '^libclang(-[0-9.]+)?\.so' \
+  && ! ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
   missing+=(libclang-dev)
 fi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

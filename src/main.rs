@@ -105,6 +105,10 @@ struct MasterArgs {
     /// Source IP for connections to other masters (default: chosen by the kernel).
     #[arg(long, env = "DROVER_PEER_BIND_IP")]
     peer_bind_ip: Option<std::net::IpAddr>,
+    /// How long `cluster add-master` waits on this leader for the new learner to catch up
+    /// before it gives up (the learner stays; add-master again promotes it), milliseconds.
+    #[arg(long, env = "DROVER_CATCH_UP_TIMEOUT_MS", default_value_t = 60_000)]
+    catch_up_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -287,6 +291,7 @@ struct MasterFile {
     keep_logs: Option<u64>,
     write_timeout_ms: Option<u64>,
     peer_bind_ip: Option<std::net::IpAddr>,
+    catch_up_timeout_ms: Option<u64>,
 }
 
 /// Fills every setting not given by flag or environment from the config file.
@@ -324,7 +329,8 @@ fn merge_master_file(mut a: MasterArgs, given: &clap::ArgMatches) -> anyhow::Res
         snapshot_every,
         keep_logs,
         write_timeout_ms,
-        peer_bind_ip
+        peer_bind_ip,
+        catch_up_timeout_ms
     );
     Ok(a)
 }
@@ -351,6 +357,7 @@ async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     config.keep_entries_after_snapshot = a.keep_logs;
     config.write_timeout = Duration::from_millis(a.write_timeout_ms);
     config.peer_bind_ip = a.peer_bind_ip;
+    config.catch_up_timeout = Duration::from_millis(a.catch_up_timeout_ms);
     let prometheus =
         drover_master::metrics::install().context("installing the metrics recorder")?;
     drover_master::run(config, prometheus, shutdown_signal()).await?;

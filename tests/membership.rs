@@ -178,3 +178,99 @@ async fn wiped_founder_refuses_to_bootstrap_again() {
         .await
         .expect("the other two go on");
 }
+
+/// An add-master that gave up before its learner caught up leaves a learner behind. If that
+/// replica comes back with a fresh data directory, add-master replaces the learner's record
+/// (address and incarnation) rather than keeping the dead incarnation; and a learner can be
+/// removed like a voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_learner_is_replaced_or_removed() {
+    // A 1 ms catch-up budget: every add-master stops after adding the learner.
+    let mut c = start(3, &["--catch-up-timeout-ms", "1"]).await;
+    let client = c.client();
+    for i in 0..20 {
+        client.put("t", &format!("k{i}"), vec![1]).await.unwrap();
+    }
+    let new_addr = c.add_master_slot(4).unwrap().addr.clone();
+    let masters = c.addrs().join(",");
+    let add = || {
+        let masters = masters.clone();
+        let new_addr = new_addr.clone();
+        async move {
+            cli(&[
+                "cluster",
+                "--masters",
+                &masters,
+                "add-master",
+                "--id",
+                "4",
+                "--addr",
+                &new_addr,
+            ])
+            .await
+        }
+    };
+    let learner_of = |status: &drover_proto::master::StatusReply| {
+        status.members.iter().find(|m| m.id == 4).map(|m| m.voter)
+    };
+
+    c.start_master(4).unwrap();
+    c.wait_until_serving(4, LEADER_TIMEOUT).await.unwrap();
+    let first = add().await;
+    assert_ne!(
+        first.code, 0,
+        "a 1 ms catch-up cannot finish: {}",
+        first.stdout
+    );
+    assert!(
+        first.stderr.contains("learner"),
+        "the error says the learner stays: {}",
+        first.stderr
+    );
+    wait_until("master 4 is a learner", Duration::from_secs(10), || async {
+        let status = client.leader_status().await.map_err(|e| e.to_string())?;
+        match learner_of(&status) {
+            Some(false) => Ok(()),
+            other => Err(format!("master 4: {other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+
+    // Master 4 comes back empty: a new incarnation. add-master must replace the record.
+    c.stop(4, Duration::from_secs(10)).await.unwrap();
+    c.wipe(4).unwrap();
+    c.start_master(4).unwrap();
+    c.wait_until_serving(4, LEADER_TIMEOUT).await.unwrap();
+    let _ = add().await;
+    c.wait_for_status(4, "master 4 replicated to", Duration::from_secs(20), |s| {
+        if s.applied_index >= 20 && !s.cluster_id.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "applied {} cluster {:?}",
+                s.applied_index, s.cluster_id
+            ))
+        }
+    })
+    .await
+    // Until add-master replaced the record, the leader kept addressing the old incarnation and
+    // the new replica refused it all: without the replacement this wait times out.
+    .expect("the new incarnation of master 4 is replicated to");
+    let remove = cli(&[
+        "cluster",
+        "--masters",
+        &masters,
+        "remove-master",
+        "--id",
+        "4",
+    ])
+    .await;
+    assert_eq!(remove.code, 0, "remove learner: {}", remove.stderr);
+    let status = client.leader_status().await.unwrap();
+    assert_eq!(learner_of(&status), None, "master 4 is gone");
+    client
+        .put("t", "after", vec![2])
+        .await
+        .expect("the cluster commits");
+}

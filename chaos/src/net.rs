@@ -17,9 +17,14 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::cluster::{ClusterError, MasterId};
 
-/// The loopback address master `id` binds its peer connections to.
+/// Highest master id the fault layer can tell apart (127.0.0.11 … 127.0.0.254).
+pub const MAX_PROXIED_MASTER: MasterId = 244;
+
+/// The loopback address master `id` binds its peer connections to (1 ≤ id ≤
+/// [`MAX_PROXIED_MASTER`]; [`FaultyNetwork::add`] refuses others).
 pub fn peer_ip(id: MasterId) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
+    let last = u8::try_from(10 + id.min(MAX_PROXIED_MASTER)).unwrap_or(u8::MAX);
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
 fn master_of(ip: IpAddr) -> Option<MasterId> {
@@ -66,6 +71,14 @@ impl FaultyNetwork {
     /// Starts a proxy on a free loopback port in front of master `to` at `backend`; returns
     /// the proxy's address, which the master advertises to its peers.
     pub fn add(&mut self, to: MasterId, backend: SocketAddr) -> Result<SocketAddr, ClusterError> {
+        if to == 0 || to > MAX_PROXIED_MASTER {
+            return Err(ClusterError::Io {
+                what: format!("putting master {to} behind the fault layer"),
+                source: std::io::Error::other(format!(
+                    "master ids 1..={MAX_PROXIED_MASTER} only: each maps to 127.0.0.(10+id)"
+                )),
+            });
+        }
         let io = |what: &str| {
             let what = what.to_string();
             move |source| ClusterError::Io { what, source }
@@ -141,20 +154,21 @@ async fn serve(listener: TcpListener, to: MasterId, backend: SocketAddr, state: 
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((inbound, peer)) = accepted else { continue };
-                let from = master_of(peer.ip());
-                let key = from.map(|f| (f, to));
-                if let Some(k) = key {
-                    if lock(&state).cut.contains(&k) {
-                        drop(inbound);
-                        continue;
-                    }
+                let Some(k) = master_of(peer.ip()).map(|f| (f, to)) else {
+                    conns.spawn(pump(inbound, backend));
+                    continue;
+                };
+                // Check, start and register under one lock, so a cut made meanwhile either
+                // refuses this connection or finds it registered and closes it.
+                let mut s = lock(&state);
+                if s.cut.contains(&k) {
+                    drop(inbound);
+                    continue;
                 }
                 let handle = conns.spawn(pump(inbound, backend));
-                if let Some(k) = key {
-                    let mut s = lock(&state);
-                    s.open.entry(k).or_default().retain(|h| !h.is_finished());
-                    s.open.entry(k).or_default().push(handle);
-                }
+                let open = s.open.entry(k).or_default();
+                open.retain(|h| !h.is_finished());
+                open.push(handle);
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }

@@ -106,6 +106,24 @@ fn never_sent(status: &Status) -> bool {
     false
 }
 
+/// Whether a master answering `code` certainly did not apply the write: it refused the request
+/// as such (bad argument, failed precondition, limit reached) before or instead of proposing
+/// it. Every other failure of a write leaves its outcome unknown.
+fn refused_before_proposing(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+            | Code::ResourceExhausted
+    )
+}
+
 /// A follower's refusal: `Some(hint)` where hint is the leader's address when known.
 fn redirect(status: &Status) -> Option<Option<String>> {
     if status.code() != Code::Unavailable {
@@ -220,18 +238,17 @@ impl MasterClient {
                     ))
             {
                 *lock(&self.inner.leader) = None;
-            } else if matches!(
-                status.code(),
-                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
-            ) {
+            } else if retry == Retry::Always || refused_before_proposing(status.code()) {
+                return Err(ClientError::Rejected(status));
+            } else {
+                // A write that failed any other way (timeout, lost connection, an internal
+                // error) may have been proposed and may yet commit.
                 *lock(&self.inner.leader) = None;
                 return Err(ClientError::Ambiguous(format!(
                     "{addr}: {}: {}",
                     status.code(),
                     status.message()
                 )));
-            } else {
-                return Err(ClientError::Rejected(status));
             }
             tracing::debug!(%addr, code = ?status.code(), message = status.message(), "retrying");
             if started.elapsed() >= policy.deadline {

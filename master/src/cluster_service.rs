@@ -211,8 +211,26 @@ impl Cluster for ClusterService {
             addr: req.addr.clone(),
             incarnation: crate::identity::Incarnation(hello.incarnation),
         };
-        tracing::info!(id = req.id, addr = %req.addr, "adding master as learner");
         let raft = self.replicated.raft();
+        let existing_learner = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().get_node(&req.id).cloned()
+        };
+        if let Some(old) = existing_learner.filter(|old| *old != node) {
+            // A learner left over from an add-master that did not finish, now restarted with a
+            // fresh data directory or another address: replace its record, or the membership
+            // would keep naming an incarnation that no longer exists. A learner has no vote, so
+            // replacing it cannot split the cluster.
+            tracing::info!(id = req.id, old = %old.addr, new = %req.addr, "replacing learner's address and incarnation");
+            raft.change_membership(
+                ChangeMembers::SetNodes(std::collections::BTreeMap::from([(req.id, node.clone())])),
+                true,
+            )
+            .await
+            .map_err(|e| Self::write_error(e, &self.replicated))?;
+        }
+        tracing::info!(id = req.id, addr = %req.addr, "adding master as learner");
         match tokio::time::timeout(self.catch_up_timeout, raft.add_learner(req.id, node, true)).await {
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
@@ -236,14 +254,29 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MembershipReply>, Status> {
         let req = request.into_inner();
         self.replicated.check_leader()?;
-        let voters: BTreeSet<MasterId> = {
+        let (voters, learner): (BTreeSet<MasterId>, bool) = {
             let metrics = self.replicated.raft().metrics();
             let m = metrics.borrow();
-            m.membership_config.membership().voter_ids().collect()
+            let membership = m.membership_config.membership();
+            let found = (
+                membership.voter_ids().collect(),
+                membership.learner_ids().any(|l| l == req.id),
+            );
+            found
         };
+        if learner {
+            tracing::info!(id = req.id, "removing learner");
+            let resp = self
+                .replicated
+                .raft()
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([req.id])), false)
+                .await
+                .map_err(|e| Self::write_error(e, &self.replicated))?;
+            return Ok(Response::new(self.membership_reply(resp.log_id.index)));
+        }
         if !voters.contains(&req.id) {
             return Err(Status::not_found(format!(
-                "id: master {} is not a voter",
+                "id: master {} is not a member",
                 req.id
             )));
         }

@@ -3,6 +3,7 @@
 //!
 //! Layout (DESIGN.md, "Workspace layout"):
 //! - [`registry`]: the pure replicated state machine (no I/O, time passed in).
+//! - [`allocator`]: the pure DRF allocator (no I/O, time passed in); [`ids`] the names it uses.
 //! - [`raft`]: openraft's storage and network over RocksDB, snapshot files and tonic.
 //! - [`replicated`]: proposing operations and linearizable reads, for the services;
 //!   [`proposer`] batches concurrent writes into Raft entries.
@@ -11,12 +12,14 @@
 //! - [`server`]: wires one master process together; [`config`] its settings;
 //!   [`metrics`] every metric it exports.
 
+pub mod allocator;
 pub mod bootstrap;
 pub mod cluster_service;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod identity;
+pub mod ids;
 pub mod metrics;
 pub mod proposer;
 pub mod raft;

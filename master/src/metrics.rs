@@ -2,8 +2,10 @@
 //!
 //! Names are in base units (`_seconds`, `_bytes`, `_total`). Histograms have explicit buckets so
 //! that they render as Prometheus histograms, which can be aggregated across replicas (summaries
-//! cannot). The gauges that mirror openraft's own metrics are set by one task,
-//! [`crate::server`]'s metrics watcher; the rest are recorded where the event happens.
+//! cannot). The gauges that mirror openraft's own metrics (leader, term, last log, applied,
+//! snapshot and purged index, members) are set only by [`crate::server`]'s metrics watcher;
+//! the commit index, which openraft does not publish, by the log store when it is saved; the
+//! rest are recorded where the event happens.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};

@@ -64,6 +64,8 @@ pub enum MasterError {
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("raft stopped on a fatal error: {0}; the process exits so that a supervisor restarts it from its data directory")]
+    Fatal(String),
 }
 
 /// Runs a master until `shutdown` resolves or bootstrap finds it must not go on.
@@ -180,6 +182,8 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut bootstrap_rx = bootstrap_rx;
     let mut bootstrap_done = false;
+    let fatal = wait_for_fatal(raft.clone());
+    let mut fatal = std::pin::pin!(fatal);
     let outcome: Result<(), MasterError> = loop {
         tokio::select! {
             r = &mut server => break r.map_err(MasterError::from),
@@ -187,6 +191,12 @@ pub async fn run(
                 tracing::info!("shutting down");
                 let _ = stop_tx.send(());
                 break (&mut server).await.map_err(MasterError::from);
+            }
+            e = &mut fatal => {
+                tracing::error!(error = %e, "raft stopped");
+                let _ = stop_tx.send(());
+                let _ = (&mut server).await;
+                break Err(MasterError::Fatal(e));
             }
             r = &mut bootstrap_rx, if !bootstrap_done => {
                 bootstrap_done = true;
@@ -208,6 +218,21 @@ pub async fn run(
     drop(replicated);
     tracing::info!("master stopped");
     outcome
+}
+
+/// Resolves with the error once openraft stops on a fatal error (a storage failure, a panic in
+/// its core): the replica can serve nothing after that, and staying up would only hide it.
+async fn wait_for_fatal(raft: Raft) -> String {
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(e) = &rx.borrow_and_update().running_state {
+            return e.to_string();
+        }
+        if rx.changed().await.is_err() {
+            // The metrics sender is gone only when the core stopped.
+            return "raft core stopped".to_string();
+        }
+    }
 }
 
 /// Mirrors openraft's metrics into Prometheus gauges; the only writer of those gauges.

@@ -23,6 +23,7 @@ pub fn binary() -> PathBuf {
 /// A local cluster that lives as long as the test; its processes are killed and its directory
 /// removed on drop.
 pub struct TestCluster {
+    // Declared before `dir`: fields drop in declaration order.
     cluster: LocalCluster,
     dir: Option<tempfile::TempDir>,
 }
@@ -52,9 +53,8 @@ impl Drop for TestCluster {
                 }
             }
         }
-        // Kill the processes before the directory goes.
-        let _ = &mut self.cluster;
-        self.dir.take();
+        // The fields drop after this, in order: `cluster` SIGKILLs the masters, then `dir`
+        // removes their directories.
     }
 }
 

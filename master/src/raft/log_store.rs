@@ -23,7 +23,6 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -240,10 +239,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         metrics::counter!(m::RAFT_APPENDED_ENTRIES_TOTAL).increment(count);
         match &self.syncer {
-            Some(s) => s.enqueue(PendingFlush {
-                callback,
-                queued_at,
-            }),
+            Some(s) => {
+                s.enqueue(PendingFlush {
+                    callback,
+                    queued_at,
+                })
+                .await
+            }
             None => callback.log_io_completed(Err(io::Error::other("log store is shutting down"))),
         }
         Ok(())
@@ -271,9 +273,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_key(0),
             log_key(log_id.index.saturating_add(1)),
         );
-        self.write_synced(batch, ErrorSubject::Logs)?;
-        metrics::gauge!(m::RAFT_PURGED_INDEX).set(log_id.index as f64);
-        Ok(())
+        self.write_synced(batch, ErrorSubject::Logs)
     }
 }
 
@@ -284,13 +284,13 @@ struct PendingFlush {
 
 /// The group-commit thread: one fsync for everything queued, then the callbacks in order.
 struct Syncer {
-    tx: mpsc::SyncSender<PendingFlush>,
+    tx: tokio::sync::mpsc::Sender<PendingFlush>,
     thread: thread::JoinHandle<()>,
 }
 
 impl Syncer {
     fn start(db: Arc<DB>) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<PendingFlush>(SYNC_QUEUE_DEPTH);
+        let (tx, rx) = tokio::sync::mpsc::channel::<PendingFlush>(SYNC_QUEUE_DEPTH);
         let thread = thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || Self::run(db, rx))
@@ -298,16 +298,18 @@ impl Syncer {
         Self { tx, thread }
     }
 
-    fn enqueue(&self, p: PendingFlush) {
-        if let Err(mpsc::SendError(p)) = self.tx.send(p) {
+    /// Queues `p` for the next fsync; waits (without blocking the runtime) while the queue
+    /// is full.
+    async fn enqueue(&self, p: PendingFlush) {
+        if let Err(tokio::sync::mpsc::error::SendError(p)) = self.tx.send(p).await {
             p.callback
                 .log_io_completed(Err(io::Error::other("log sync thread stopped")));
         }
     }
 
-    fn run(db: Arc<DB>, rx: mpsc::Receiver<PendingFlush>) {
+    fn run(db: Arc<DB>, mut rx: tokio::sync::mpsc::Receiver<PendingFlush>) {
         let mut batch: Vec<PendingFlush> = Vec::with_capacity(256);
-        while let Ok(first) = rx.recv() {
+        while let Some(first) = rx.blocking_recv() {
             batch.push(first);
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);

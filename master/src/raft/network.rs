@@ -292,9 +292,22 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                     .into(),
             )
         };
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| storage_err(&format!("open {}: {e}", path.display())))?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            // A newer snapshot replaced this one between openraft picking it and this open:
+            // not a storage failure (which would stop the replica); the next attempt picks the
+            // newer one. Once open, the file stays readable even if it is replaced.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                failure("install_snapshot", "replaced");
+                return Err(StreamingError::Network(NetworkError::new(
+                    &TransportFailure(format!(
+                        "snapshot {} was replaced before it was sent",
+                        path.display()
+                    )),
+                )));
+            }
+            Err(e) => return Err(storage_err(&format!("open {}: {e}", path.display()))),
+        };
         let size = file.metadata().await.map_err(|e| storage_err(&e))?.len();
         let meta = codec::encode("snapshot meta", &(vote, snapshot.meta.clone()))
             .map_err(|e| storage_err(&e))?;
@@ -320,7 +333,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                         Ok(k) => filled += k,
                         Err(e) => {
                             tracing::warn!(error = %e, "reading snapshot file for transfer");
-                            // Ending the stream early makes the receiver's checksum fail.
+                            // Ending the stream early makes the receiver's verification fail
+                            // and refuse the transfer; openraft then sends it again.
                             return None;
                         }
                     }

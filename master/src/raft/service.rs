@@ -25,13 +25,17 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec;
-use super::snapshot::{SnapshotDir, SnapshotFile};
+use super::snapshot::{self, SnapshotDir, SnapshotFile};
 use super::{MasterId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::identity::{ClusterId, Identity};
 use crate::metrics as m;
 
-/// Largest snapshot accepted from a leader, bytes.
-pub const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+/// Largest snapshot accepted from a leader, bytes. The registry lives in memory, so a snapshot
+/// near this size would not fit a master anyway.
+pub const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+/// Longest wait for the next chunk of a snapshot before the transfer is abandoned (the leader
+/// starts over); bounds what a stalled sender holds.
+const SNAPSHOT_CHUNK_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct RaftTransport {
     raft: Raft,
@@ -171,7 +175,17 @@ impl RaftService for RaftTransport {
         let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
         let mut total = first.data.len() as u64;
         file.write_all(&first.data).await.map_err(io)?;
-        while let Some(chunk) = stream.message().await? {
+        loop {
+            let chunk =
+                match tokio::time::timeout(SNAPSHOT_CHUNK_IDLE_TIMEOUT, stream.message()).await {
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(format!(
+                    "snapshot stream idle for {SNAPSHOT_CHUNK_IDLE_TIMEOUT:?} after {total} bytes"
+                )))
+                    }
+                    Ok(r) => r?,
+                };
+            let Some(chunk) = chunk else { break };
             total += chunk.data.len() as u64;
             if total > MAX_SNAPSHOT_BYTES {
                 return Err(Status::resource_exhausted(format!(
@@ -182,6 +196,18 @@ impl RaftService for RaftTransport {
         }
         file.sync_all().await.map_err(io)?;
         drop(file);
+        // openraft treats a failed install as a storage failure and stops the replica, so a
+        // transfer that arrived damaged or cut short is refused here and the leader retries.
+        let (file_path, announced) = (path.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || snapshot::verify(&file_path, &announced))
+            .await
+            .map_err(|e| Status::internal(format!("verifying snapshot: {e}")))?
+            .map_err(|e| {
+                metrics::counter!(m::RAFT_REJECTED_REQUESTS_TOTAL, "reason" => "corrupt_snapshot")
+                    .increment(1);
+                tracing::warn!(error = %e, bytes = total, "refused a damaged snapshot transfer");
+                Status::data_loss(format!("snapshot transfer damaged: {e}"))
+            })?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = total, "received snapshot");
         let snapshot = Snapshot {
             meta,

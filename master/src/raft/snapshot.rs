@@ -55,6 +55,22 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     }
 }
 
+/// The current snapshot after a write or an install.
+#[derive(Debug)]
+pub struct CurrentSnapshot {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub meta: SnapshotMeta,
+}
+
+impl CurrentSnapshot {
+    fn read(path: PathBuf) -> Result<Self, SnapshotError> {
+        let bytes = fs::metadata(&path).map_err(io_at(&path))?.len();
+        let meta = read_meta(&path)?;
+        Ok(Self { path, bytes, meta })
+    }
+}
+
 /// The snapshot directory. Shared by the state machine (install, current) and the snapshot
 /// builder task (write); `finalize` serialises the rename-and-clean-up step between them.
 #[derive(Debug)]
@@ -101,13 +117,15 @@ impl SnapshotDir {
         ))
     }
 
-    /// Writes `registry` as the snapshot described by `meta` and makes it current.
-    /// Blocking: call from a blocking thread.
+    /// Writes `registry` as the snapshot described by `meta` and makes it current, unless a
+    /// newer snapshot became current meanwhile (one installed from the leader while this one was
+    /// built). Returns what is current afterwards: its file, size and metadata, which are `meta`
+    /// unless the newer one won. Blocking: call from a blocking thread.
     pub fn write(
         &self,
         meta: &SnapshotMeta,
         registry: &Registry,
-    ) -> Result<(PathBuf, u64), SnapshotError> {
+    ) -> Result<CurrentSnapshot, SnapshotError> {
         let bytes = encode(meta, registry)?;
         let tmp = self
             .dir
@@ -117,8 +135,7 @@ impl SnapshotDir {
             f.write_all(&bytes).map_err(io_at(&tmp))?;
             f.sync_all().map_err(io_at(&tmp))?;
         }
-        let path = self.finalize(&tmp, meta)?;
-        Ok((path, bytes.len() as u64))
+        self.finalize(&tmp, meta)
     }
 
     /// Verifies the received snapshot `file`, loads it, and makes it current. Returns the
@@ -156,21 +173,29 @@ impl SnapshotDir {
                 .map_err(io_at(&tmp))?;
             tmp
         };
+        // openraft installs only snapshots past what this replica applied, and every local
+        // snapshot was built from applied state, so the installed one is never older than the
+        // current file; were it so, the newer file stays and the log replays onto this state.
         self.finalize(&staged, meta)?;
         Ok(registry)
     }
 
     /// Renames `staged` into place, fsyncs the directory and deletes older snapshots. If a
     /// newer snapshot is already current, `staged` is discarded instead.
-    fn finalize(&self, staged: &Path, meta: &SnapshotMeta) -> Result<PathBuf, SnapshotError> {
+    fn finalize(
+        &self,
+        staged: &Path,
+        meta: &SnapshotMeta,
+    ) -> Result<CurrentSnapshot, SnapshotError> {
         let _guard = self.finalize.lock().unwrap_or_else(|p| p.into_inner());
         let index = meta.last_log_id.map_or(0, |l| l.index);
         if let Some((cur_index, cur_path)) = self.newest()? {
             if cur_index > index {
                 fs::remove_file(staged).map_err(io_at(staged))?;
-                return Ok(cur_path);
+                return CurrentSnapshot::read(cur_path);
             }
         }
+        let bytes = fs::metadata(staged).map_err(io_at(staged))?.len();
         let path = self.final_path(meta);
         fs::rename(staged, &path).map_err(io_at(&path))?;
         File::open(&self.dir)
@@ -181,7 +206,11 @@ impl SnapshotDir {
                 fs::remove_file(&old).map_err(io_at(&old))?;
             }
         }
-        Ok(path)
+        Ok(CurrentSnapshot {
+            path,
+            bytes,
+            meta: meta.clone(),
+        })
     }
 
     fn all(&self) -> Result<Vec<(u64, PathBuf)>, SnapshotError> {
@@ -287,6 +316,71 @@ pub fn read_meta(path: &Path) -> Result<SnapshotMeta, SnapshotError> {
     codec::decode("snapshot meta", &meta).map_err(|e| corrupt(path, e.to_string()))
 }
 
+/// Checks that `path` is a complete snapshot file with an intact checksum whose metadata is
+/// `expected`, reading it in pieces (nothing but the metadata is decoded). A receiver runs this
+/// before handing a transferred file to openraft, whose install treats any failure as fatal:
+/// a transfer cut short or damaged on the way must be refused and retried, not installed.
+/// Blocking.
+pub fn verify(path: &Path, expected: &SnapshotMeta) -> Result<(), SnapshotError> {
+    let mut f = io::BufReader::new(File::open(path).map_err(io_at(path))?);
+    let size = fs::metadata(path).map_err(io_at(path))?.len();
+    if size < 16 + 8 + 4 {
+        return Err(corrupt(path, format!("only {size} bytes")));
+    }
+    // Hash everything but the trailing checksum while reading the header through the hasher.
+    let mut hashed = HashingReader {
+        inner: (&mut f).take(size - 4),
+        hasher: crc32fast::Hasher::new(),
+    };
+    let meta_bytes = read_header(path, &mut hashed)?;
+    let meta: SnapshotMeta =
+        codec::decode("snapshot meta", &meta_bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    if meta.last_log_id != expected.last_log_id || meta.last_membership != expected.last_membership
+    {
+        return Err(corrupt(
+            path,
+            format!(
+                "file holds snapshot {}, the leader announced {}",
+                meta.snapshot_id, expected.snapshot_id
+            ),
+        ));
+    }
+    let mut len = [0u8; 8];
+    hashed
+        .read_exact(&mut len)
+        .map_err(|e| corrupt(path, format!("missing body length: {e}")))?;
+    let body_len = u64::from_le_bytes(len);
+    let expected_size = 16 + meta_bytes.len() as u64 + 8 + body_len + 4;
+    if expected_size != size {
+        return Err(corrupt(
+            path,
+            format!("file is {size} bytes, its header says {expected_size}"),
+        ));
+    }
+    io::copy(&mut hashed, &mut io::sink()).map_err(io_at(path))?;
+    let computed = hashed.hasher.finalize();
+    let mut crc = [0u8; 4];
+    f.read_exact(&mut crc).map_err(io_at(path))?;
+    if u32::from_le_bytes(crc) != computed {
+        return Err(corrupt(path, "checksum mismatch"));
+    }
+    Ok(())
+}
+
+/// A reader that feeds what passes through it to a CRC32.
+struct HashingReader<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Reads and verifies a whole snapshot file.
 pub fn load(path: &Path) -> Result<(SnapshotMeta, Registry), SnapshotError> {
     let bytes = fs::read(path).map_err(io_at(path))?;
@@ -316,4 +410,109 @@ pub fn load(path: &Path) -> Result<(SnapshotMeta, Registry), SnapshotError> {
     let registry: Registry =
         codec::decode("snapshot body", body).map_err(|e| corrupt(path, e.to_string()))?;
     Ok((meta, registry))
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::registry::{FrameworkName, Op, Proposal, StoreKey, StoreOp};
+
+    fn sample(index: u64) -> (SnapshotMeta, Registry) {
+        let mut registry = Registry::default();
+        let ops = (0..100)
+            .map(|i| {
+                Op::Store(StoreOp::Put {
+                    framework: FrameworkName::new("f").unwrap(),
+                    key: StoreKey::new(&format!("k{i}")).unwrap(),
+                    value: vec![i as u8; 300].into(),
+                })
+            })
+            .collect();
+        registry.apply(
+            index,
+            &Proposal {
+                proposed_at_ms: 1,
+                ops,
+            },
+        );
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), index)),
+            last_membership: Default::default(),
+            snapshot_id: format!("2-{index}"),
+        };
+        (meta, registry)
+    }
+
+    #[test]
+    fn verify_accepts_an_intact_file_and_load_returns_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        let (meta, registry) = sample(10);
+        let written = snaps.write(&meta, &registry).unwrap();
+        let path = written.path;
+        assert_eq!(fs::metadata(&path).unwrap().len(), written.bytes);
+        verify(&path, &meta).unwrap();
+        let (loaded_meta, loaded) = load(&path).unwrap();
+        assert_eq!(loaded_meta, meta);
+        assert_eq!(loaded, registry);
+    }
+
+    /// Every way a transfer can go wrong is refused before install: cut short anywhere, one
+    /// byte flipped anywhere, grown, or a different snapshot than the one announced.
+    #[test]
+    fn verify_refuses_damaged_or_mismatched_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        let (meta, registry) = sample(10);
+        let path = snaps.write(&meta, &registry).unwrap().path;
+        let good = fs::read(&path).unwrap();
+        let probe = dir.path().join("probe");
+        let refused = |bytes: &[u8], m: &SnapshotMeta| {
+            fs::write(&probe, bytes).unwrap();
+            matches!(verify(&probe, m), Err(SnapshotError::Corrupt { .. }))
+        };
+        for cut in [
+            0,
+            1,
+            15,
+            16,
+            40,
+            good.len() / 2,
+            good.len() - 5,
+            good.len() - 1,
+        ] {
+            assert!(refused(&good[..cut], &meta), "cut at {cut} accepted");
+        }
+        for at in (0..good.len()).step_by(97).chain([good.len() - 1]) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            assert!(refused(&bad, &meta), "flip at {at} accepted");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(refused(&longer, &meta));
+        let (other, _) = sample(11);
+        assert!(refused(&good, &other));
+        assert!(!refused(&good, &meta));
+    }
+
+    /// A snapshot older than the current one does not replace it, and the caller is told which
+    /// file and metadata are current.
+    #[test]
+    fn an_older_snapshot_does_not_replace_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        let (new_meta, new_reg) = sample(20);
+        let new_path = snaps.write(&new_meta, &new_reg).unwrap().path;
+        let (old_meta, old_reg) = sample(10);
+        let won = snaps.write(&old_meta, &old_reg).unwrap();
+        assert_eq!(won.path, new_path);
+        assert_eq!(won.meta, new_meta);
+        let (cur_meta, cur_path) = snaps.current().unwrap().unwrap();
+        assert_eq!(cur_meta, new_meta);
+        assert_eq!(cur_path, new_path);
+        assert_eq!(snaps.all().unwrap().len(), 1);
+    }
 }

@@ -54,8 +54,6 @@ impl StateMachine {
             Some((meta, registry, size)) => {
                 tracing::info!(snapshot = %meta.snapshot_id, "loaded snapshot");
                 metrics::gauge!(m::RAFT_SNAPSHOT_BYTES).set(size as f64);
-                metrics::gauge!(m::RAFT_SNAPSHOT_INDEX)
-                    .set(meta.last_log_id.map_or(0, |l| l.index) as f64);
                 (registry, meta.last_log_id, meta.last_membership)
             }
             None => (Registry::default(), None, StoredMembership::default()),
@@ -114,9 +112,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             out.push(outcome);
         }
         metrics::counter!(m::RAFT_APPLIED_ENTRIES_TOTAL).increment(out.len() as u64);
-        if let Some(l) = self.last_applied {
-            metrics::gauge!(m::RAFT_APPLIED_INDEX).set(l.index as f64);
-        }
         self.publish();
         Ok(out)
     }
@@ -157,10 +152,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.last_membership = meta.last_membership.clone();
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installed snapshot");
         metrics::counter!(m::RAFT_SNAPSHOT_INSTALLS_TOTAL).increment(1);
-        if let Some(l) = self.last_applied {
-            metrics::gauge!(m::RAFT_APPLIED_INDEX).set(l.index as f64);
-            metrics::gauge!(m::RAFT_SNAPSHOT_INDEX).set(l.index as f64);
-        }
         self.publish();
         Ok(())
     }
@@ -211,7 +202,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let dir = self.snapshots.clone();
         let registry = self.registry.clone();
         let meta_c = meta.clone();
-        let (path, size) = tokio::task::spawn_blocking(move || dir.write(&meta_c, &registry))
+        let current = tokio::task::spawn_blocking(move || dir.write(&meta_c, &registry))
             .await
             .map_err(|e| {
                 snap_err(SnapshotError::Corrupt {
@@ -222,12 +213,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(snap_err)?;
         metrics::counter!(m::RAFT_SNAPSHOTS_TOTAL).increment(1);
         metrics::histogram!(m::RAFT_SNAPSHOT_SECONDS).record(started.elapsed());
-        metrics::gauge!(m::RAFT_SNAPSHOT_BYTES).set(size as f64);
-        metrics::gauge!(m::RAFT_SNAPSHOT_INDEX).set(meta.last_log_id.map_or(0, |l| l.index) as f64);
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = size, elapsed_ms = started.elapsed().as_millis() as u64, "built snapshot");
+        metrics::gauge!(m::RAFT_SNAPSHOT_BYTES).set(current.bytes as f64);
+        if current.meta.snapshot_id == meta.snapshot_id {
+            tracing::info!(snapshot = %meta.snapshot_id, bytes = current.bytes, elapsed_ms = started.elapsed().as_millis() as u64, "built snapshot");
+        } else {
+            tracing::info!(built = %meta.snapshot_id, current = %current.meta.snapshot_id, "a newer snapshot was installed while this one was built; keeping the newer");
+        }
+        // What is returned must describe the file it points to: a follower checks the two
+        // against each other.
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(SnapshotFile { path }),
+            meta: current.meta,
+            snapshot: Box::new(SnapshotFile { path: current.path }),
         })
     }
 }

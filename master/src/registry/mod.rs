@@ -19,7 +19,7 @@ pub use store::{
     Versioned,
 };
 
-/// Index of an entry in the Raft log; also the version of what that entry wrote.
+/// Index of an entry in the Raft log.
 pub type LogIndex = u64;
 
 /// One Raft entry's payload: operations from concurrent clients, batched by the leader and

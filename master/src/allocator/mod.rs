@@ -1,0 +1,504 @@
+//! The DRF allocator: decides which framework is offered which agent's free resources.
+//!
+//! Owns the leader's soft allocation state: each agent's total and what is allocated on it to
+//! each framework (offered or in use by tasks), role weights, frameworks' suppression and their
+//! offer filters. It is rebuilt from the replicated registry when a master becomes leader.
+//!
+//! Pure: no I/O, no clock (time comes in as `now_ms`), no randomness. The master's allocator
+//! task owns one `Allocator`, feeds it events and calls [`Allocator::allocate`] on a short
+//! batching interval and after events that free resources; it commits the offers it returns
+//! before sending them.
+//!
+//! Policy, as Mesos's hierarchical DRF allocator:
+//! - each cycle visits the active agents (starting one further each cycle, so no agent is
+//!   always first) and offers an agent's whole free bundle to one framework;
+//! - the framework is chosen in two levels: first the role with the lowest weighted dominant
+//!   share (dominant share / weight), then, in it, the framework with the lowest dominant share;
+//!   ties go to the smaller name, so a given history always yields the same offers;
+//! - shares count everything allocated (offered + used), against the total of active agents;
+//! - a framework is skipped while it is suppressed, or for an agent whose free bundle is within
+//!   what it refused there (DECLINE with `refuse_seconds`) until that filter expires; REVIVE
+//!   clears its filters;
+//! - a free bundle smaller than [`AllocatorConfig::min_allocatable`] is not offered.
+//!
+//! Invariant (checked by property tests): on every agent, the sum of allocations never exceeds
+//! its total, so no offer ever carries a resource that is not free.
+
+use std::collections::BTreeMap;
+
+use drover_resources::{Resources, Scalar, CPUS, MEM};
+
+use crate::ids::{AgentId, FrameworkId, Role};
+
+#[cfg(test)]
+mod tests;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AllocatorError {
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+    #[error("unknown framework {0}")]
+    UnknownFramework(FrameworkId),
+    #[error("agent {0} is already known")]
+    DuplicateAgent(AgentId),
+    #[error("framework {0} is already known")]
+    DuplicateFramework(FrameworkId),
+    #[error("role {role}: weight {weight} must be a positive finite number")]
+    BadWeight { role: Role, weight: f64 },
+    #[error("recovering {resources} for framework {framework} on agent {agent}, which holds only {held}")]
+    NotAllocated {
+        framework: FrameworkId,
+        agent: AgentId,
+        /// The bundles, in Mesos syntax (kept small: this error travels in every `Result`).
+        resources: String,
+        held: String,
+    },
+    #[error("allocating on agent {agent}: {reason}")]
+    Overcommit { agent: AgentId, reason: String },
+}
+
+/// Tunables of the allocation policy.
+#[derive(Debug, Clone)]
+pub struct AllocatorConfig {
+    /// A free bundle is offered only if it has at least this much cpus or this much mem
+    /// (Mesos's `--min_allocatable_resources` default: `cpus:0.01|mem:32`).
+    pub min_allocatable: Vec<Resources>,
+    /// Most filters one framework may hold; a DECLINE beyond it replaces the oldest.
+    pub max_filters_per_framework: usize,
+}
+
+impl Default for AllocatorConfig {
+    fn default() -> Self {
+        let one = |name: &str, amount: f64| {
+            Resources::empty()
+                .with_scalar(name, Scalar::from_f64(name, amount).expect("constant"))
+                .expect("constant")
+        };
+        Self {
+            min_allocatable: vec![one(CPUS, 0.01), one(MEM, 32.0)],
+            max_filters_per_framework: 10_000,
+        }
+    }
+}
+
+/// One decision: offer `resources` on `agent` to `framework`. Already counted as allocated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    pub framework: FrameworkId,
+    pub agent: AgentId,
+    pub resources: Resources,
+}
+
+/// "Do not offer me these resources on this agent again before `until_ms`."
+#[derive(Debug, Clone)]
+struct Filter {
+    agent: AgentId,
+    resources: Resources,
+    until_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct AgentSlot {
+    total: Resources,
+    /// Allocated to each framework (offered or used). Never sums above `total`.
+    allocated: BTreeMap<FrameworkId, Resources>,
+    /// Sum of `allocated`, kept to avoid re-adding it on every visit.
+    allocated_sum: Resources,
+    /// Only active agents are offered and count towards the total (not unreachable, draining).
+    active: bool,
+}
+
+impl AgentSlot {
+    fn free(&self) -> Resources {
+        self.total.saturating_sub(&self.allocated_sum)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FrameworkSlot {
+    role: Role,
+    allocated: Resources,
+    suppressed: bool,
+    filters: Vec<Filter>,
+}
+
+/// A framework's or role's standing, for metrics and the state endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    pub allocated: Resources,
+    pub dominant_share: f64,
+}
+
+/// The allocator. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct Allocator {
+    config: AllocatorConfig,
+    agents: BTreeMap<AgentId, AgentSlot>,
+    frameworks: BTreeMap<FrameworkId, FrameworkSlot>,
+    weights: BTreeMap<Role, f64>,
+    /// Allocated per role (sum over its frameworks).
+    role_allocated: BTreeMap<Role, Resources>,
+    /// Sum of the totals of active agents: the denominator of every share.
+    total: Resources,
+    /// Cycles run; rotates where each cycle starts among the agents.
+    cycles: u64,
+}
+
+impl Allocator {
+    pub fn new(config: AllocatorConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Adds an active agent with `total` resources, of which `used` are already allocated to
+    /// frameworks (running tasks found in the registry when rebuilding after failover).
+    pub fn add_agent(
+        &mut self,
+        id: AgentId,
+        total: Resources,
+        used: impl IntoIterator<Item = (FrameworkId, Resources)>,
+    ) -> Result<(), AllocatorError> {
+        if self.agents.contains_key(&id) {
+            return Err(AllocatorError::DuplicateAgent(id));
+        }
+        self.agents.insert(
+            id.clone(),
+            AgentSlot {
+                total: total.clone(),
+                allocated: BTreeMap::new(),
+                allocated_sum: Resources::empty(),
+                active: true,
+            },
+        );
+        self.total = self
+            .total
+            .checked_add(&total)
+            .map_err(|e| AllocatorError::Overcommit {
+                agent: id.clone(),
+                reason: e.to_string(),
+            })?;
+        for (framework, resources) in used {
+            self.allocate_on(&id, &framework, &resources)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets an agent (gone); its allocations go with it.
+    pub fn remove_agent(&mut self, id: &AgentId) -> Result<(), AllocatorError> {
+        let slot = self
+            .agents
+            .remove(id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(id.clone()))?;
+        if slot.active {
+            self.total = self.total.saturating_sub(&slot.total);
+        }
+        for (fw, res) in slot.allocated {
+            self.release(&fw, &res);
+        }
+        Ok(())
+    }
+
+    /// Stops (`false`) or resumes (`true`) offering an agent: unreachable or draining agents
+    /// are inactive. Their allocations stay until recovered.
+    pub fn set_agent_active(&mut self, id: &AgentId, active: bool) -> Result<(), AllocatorError> {
+        let slot = self
+            .agents
+            .get_mut(id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(id.clone()))?;
+        if slot.active == active {
+            return Ok(());
+        }
+        slot.active = active;
+        self.total = if active {
+            self.total
+                .checked_add(&slot.total)
+                .map_err(|e| AllocatorError::Overcommit {
+                    agent: id.clone(),
+                    reason: e.to_string(),
+                })?
+        } else {
+            self.total.saturating_sub(&slot.total)
+        };
+        Ok(())
+    }
+
+    pub fn add_framework(&mut self, id: FrameworkId, role: Role) -> Result<(), AllocatorError> {
+        if self.frameworks.contains_key(&id) {
+            return Err(AllocatorError::DuplicateFramework(id));
+        }
+        self.role_allocated.entry(role.clone()).or_default();
+        self.frameworks.insert(
+            id,
+            FrameworkSlot {
+                role,
+                allocated: Resources::empty(),
+                suppressed: false,
+                filters: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets a framework (torn down) and frees everything allocated to it.
+    pub fn remove_framework(&mut self, id: &FrameworkId) -> Result<(), AllocatorError> {
+        if !self.frameworks.contains_key(id) {
+            return Err(AllocatorError::UnknownFramework(id.clone()));
+        }
+        for slot in self.agents.values_mut() {
+            if let Some(res) = slot.allocated.remove(id) {
+                slot.allocated_sum = slot.allocated_sum.saturating_sub(&res);
+            }
+        }
+        let fw = self.frameworks.remove(id).expect("checked above");
+        if let Some(r) = self.role_allocated.get_mut(&fw.role) {
+            *r = r.saturating_sub(&fw.allocated);
+        }
+        if !self.frameworks.values().any(|f| f.role == fw.role) {
+            self.role_allocated.remove(&fw.role);
+        }
+        Ok(())
+    }
+
+    /// Sets a role's weight (default 1): a role with weight 3 converges to three times the
+    /// dominant share of a role with weight 1.
+    pub fn set_weight(&mut self, role: Role, weight: f64) -> Result<(), AllocatorError> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(AllocatorError::BadWeight { role, weight });
+        }
+        self.weights.insert(role, weight);
+        Ok(())
+    }
+
+    /// SUPPRESS: no offers to this framework until it revives.
+    pub fn suppress(&mut self, id: &FrameworkId) -> Result<(), AllocatorError> {
+        self.framework_mut(id)?.suppressed = true;
+        Ok(())
+    }
+
+    /// REVIVE: offers again, and every filter of the framework is dropped (as Mesos).
+    pub fn revive(&mut self, id: &FrameworkId) -> Result<(), AllocatorError> {
+        let fw = self.framework_mut(id)?;
+        fw.suppressed = false;
+        fw.filters.clear();
+        Ok(())
+    }
+
+    fn framework_mut(&mut self, id: &FrameworkId) -> Result<&mut FrameworkSlot, AllocatorError> {
+        self.frameworks
+            .get_mut(id)
+            .ok_or_else(|| AllocatorError::UnknownFramework(id.clone()))
+    }
+
+    /// Resources allocated to `framework` on `agent` come back: an offer declined, rescinded or
+    /// expired, the unused part of an accepted offer, or a finished task's. With `refuse`
+    /// `(now_ms, refuse_ms)`, the framework is not offered them on that agent again before
+    /// `now_ms + refuse_ms`.
+    pub fn recover(
+        &mut self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        resources: &Resources,
+        refuse: Option<(u64, u64)>,
+    ) -> Result<(), AllocatorError> {
+        if !self.frameworks.contains_key(framework) {
+            return Err(AllocatorError::UnknownFramework(framework.clone()));
+        }
+        let slot = self
+            .agents
+            .get_mut(agent)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent.clone()))?;
+        let held = slot.allocated.get(framework).cloned().unwrap_or_default();
+        let left = held
+            .checked_sub(resources)
+            .map_err(|_| AllocatorError::NotAllocated {
+                framework: framework.clone(),
+                agent: agent.clone(),
+                resources: resources.to_string(),
+                held: held.to_string(),
+            })?;
+        if left.is_empty() {
+            slot.allocated.remove(framework);
+        } else {
+            slot.allocated.insert(framework.clone(), left);
+        }
+        slot.allocated_sum = slot.allocated_sum.saturating_sub(resources);
+        self.release(framework, resources);
+        if let Some((now_ms, refuse_ms)) = refuse.filter(|(_, r)| *r > 0) {
+            let max = self.config.max_filters_per_framework;
+            let fw = self.framework_mut(framework)?;
+            if fw.filters.len() >= max {
+                fw.filters.remove(0);
+            }
+            fw.filters.push(Filter {
+                agent: agent.clone(),
+                resources: resources.clone(),
+                until_ms: now_ms.saturating_add(refuse_ms),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes `resources` out of the framework's and its role's allocation.
+    fn release(&mut self, framework: &FrameworkId, resources: &Resources) {
+        if let Some(fw) = self.frameworks.get_mut(framework) {
+            fw.allocated = fw.allocated.saturating_sub(resources);
+            if let Some(r) = self.role_allocated.get_mut(&fw.role) {
+                *r = r.saturating_sub(resources);
+            }
+        }
+    }
+
+    /// Counts `resources` on `agent` as allocated to `framework`; refuses what is not free.
+    fn allocate_on(
+        &mut self,
+        agent: &AgentId,
+        framework: &FrameworkId,
+        resources: &Resources,
+    ) -> Result<(), AllocatorError> {
+        let fw = self
+            .frameworks
+            .get_mut(framework)
+            .ok_or_else(|| AllocatorError::UnknownFramework(framework.clone()))?;
+        let slot = self
+            .agents
+            .get_mut(agent)
+            .ok_or_else(|| AllocatorError::UnknownAgent(agent.clone()))?;
+        let overcommit = |e: drover_resources::ResourceError| AllocatorError::Overcommit {
+            agent: agent.clone(),
+            reason: e.to_string(),
+        };
+        slot.free().checked_sub(resources).map_err(overcommit)?;
+        let sum = slot
+            .allocated_sum
+            .checked_add(resources)
+            .map_err(overcommit)?;
+        let mine = slot
+            .allocated
+            .get(framework)
+            .cloned()
+            .unwrap_or_default()
+            .checked_add(resources)
+            .map_err(overcommit)?;
+        let fw_total = fw.allocated.checked_add(resources).map_err(overcommit)?;
+        let role = self.role_allocated.entry(fw.role.clone()).or_default();
+        *role = role.checked_add(resources).map_err(overcommit)?;
+        slot.allocated_sum = sum;
+        slot.allocated.insert(framework.clone(), mine);
+        fw.allocated = fw_total;
+        Ok(())
+    }
+
+    fn allocatable(&self, free: &Resources) -> bool {
+        !free.is_empty()
+            && (self.config.min_allocatable.is_empty()
+                || self.config.min_allocatable.iter().any(|m| free.contains(m)))
+    }
+
+    fn weight(&self, role: &Role) -> f64 {
+        self.weights.get(role).copied().unwrap_or(1.0)
+    }
+
+    /// Whether `framework` refuses `free` on `agent` at `now_ms`.
+    fn filtered(fw: &FrameworkSlot, agent: &AgentId, free: &Resources, now_ms: u64) -> bool {
+        fw.filters
+            .iter()
+            .any(|f| f.until_ms > now_ms && &f.agent == agent && f.resources.contains(free))
+    }
+
+    /// The framework to offer `free` on `agent` to: lowest weighted role share, then lowest
+    /// framework share; ties to the smaller name.
+    fn pick(&self, agent: &AgentId, free: &Resources, now_ms: u64) -> Option<FrameworkId> {
+        self.frameworks
+            .iter()
+            .filter(|(_, fw)| !fw.suppressed && !Self::filtered(fw, agent, free, now_ms))
+            .map(|(id, fw)| {
+                let role_share = self
+                    .role_allocated
+                    .get(&fw.role)
+                    .map_or(0.0, |r| r.dominant_share(&self.total))
+                    / self.weight(&fw.role);
+                let fw_share = fw.allocated.dominant_share(&self.total);
+                (role_share, &fw.role, fw_share, id)
+            })
+            .min_by(|a, b| {
+                a.0.total_cmp(&b.0)
+                    .then_with(|| a.1.cmp(b.1))
+                    .then_with(|| a.2.total_cmp(&b.2))
+                    .then_with(|| a.3.cmp(b.3))
+            })
+            .map(|(_, _, _, id)| id.clone())
+    }
+
+    /// Runs one allocation cycle at `now_ms`: drops expired filters, then offers each active
+    /// agent's free resources to the framework DRF picks. What it returns is already counted
+    /// as allocated; the caller turns each into an offer (or recovers it if it cannot).
+    pub fn allocate(&mut self, now_ms: u64) -> Vec<Allocation> {
+        for fw in self.frameworks.values_mut() {
+            fw.filters.retain(|f| f.until_ms > now_ms);
+        }
+        let ids: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.active)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let start = (self.cycles % ids.len() as u64) as usize;
+        self.cycles = self.cycles.wrapping_add(1);
+        let mut out = Vec::new();
+        for agent in ids[start..].iter().chain(ids[..start].iter()) {
+            let free = self.agents[agent].free();
+            if !self.allocatable(&free) {
+                continue;
+            }
+            let Some(framework) = self.pick(agent, &free, now_ms) else {
+                continue;
+            };
+            // `free` is free by construction; a failure here is a bug, reported not hidden.
+            match self.allocate_on(agent, &framework, &free) {
+                Ok(()) => out.push(Allocation {
+                    framework,
+                    agent: agent.clone(),
+                    resources: free,
+                }),
+                Err(e) => tracing::error!(error = %e, "allocator bookkeeping is inconsistent"),
+            }
+        }
+        out
+    }
+
+    /// What `framework` holds and its dominant share.
+    pub fn framework_share(&self, id: &FrameworkId) -> Option<Share> {
+        self.frameworks.get(id).map(|fw| Share {
+            allocated: fw.allocated.clone(),
+            dominant_share: fw.allocated.dominant_share(&self.total),
+        })
+    }
+
+    /// What `role` holds and its dominant share (not divided by its weight).
+    pub fn role_share(&self, role: &Role) -> Option<Share> {
+        self.role_allocated.get(role).map(|r| Share {
+            allocated: r.clone(),
+            dominant_share: r.dominant_share(&self.total),
+        })
+    }
+
+    /// Free resources on `agent`.
+    pub fn free(&self, agent: &AgentId) -> Option<Resources> {
+        self.agents.get(agent).map(AgentSlot::free)
+    }
+
+    /// What is allocated on `agent`, by framework.
+    pub fn allocated_on(&self, agent: &AgentId) -> Option<&BTreeMap<FrameworkId, Resources>> {
+        self.agents.get(agent).map(|a| &a.allocated)
+    }
+
+    /// The total of active agents.
+    pub fn total(&self) -> &Resources {
+        &self.total
+    }
+}
