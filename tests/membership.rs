@@ -7,6 +7,34 @@ use std::time::Duration;
 
 use common::{cli, metric, start, wait_until, LEADER_TIMEOUT};
 
+async fn add_master(masters: &str, id: u64, addr: &str) -> common::CliOutput {
+    let id = id.to_string();
+    cli(&[
+        "cluster",
+        "--masters",
+        masters,
+        "add-master",
+        "--id",
+        &id,
+        "--addr",
+        addr,
+    ])
+    .await
+}
+
+async fn remove_master(masters: &str, id: u64) -> common::CliOutput {
+    let id = id.to_string();
+    cli(&[
+        "cluster",
+        "--masters",
+        masters,
+        "remove-master",
+        "--id",
+        &id,
+    ])
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_master_is_replaced_without_downtime() {
     let mut c = start(3, &[]).await;
@@ -43,27 +71,9 @@ async fn dead_master_is_replaced_without_downtime() {
     c.start_master(4).unwrap();
     c.wait_until_serving(4, LEADER_TIMEOUT).await.unwrap();
     let masters = c.addrs().join(",");
-    let add = cli(&[
-        "cluster",
-        "--masters",
-        &masters,
-        "add-master",
-        "--id",
-        "4",
-        "--addr",
-        &new_addr,
-    ])
-    .await;
+    let add = add_master(&masters, 4, &new_addr).await;
     assert_eq!(add.code, 0, "add-master: {}{}", add.stdout, add.stderr);
-    let remove = cli(&[
-        "cluster",
-        "--masters",
-        &masters,
-        "remove-master",
-        "--id",
-        &dead.to_string(),
-    ])
-    .await;
+    let remove = remove_master(&masters, dead).await;
     assert_eq!(
         remove.code, 0,
         "remove-master: {}{}",
@@ -193,23 +203,7 @@ async fn unfinished_learner_is_replaced_or_removed() {
     }
     let new_addr = c.add_master_slot(4).unwrap().addr.clone();
     let masters = c.addrs().join(",");
-    let add = || {
-        let masters = masters.clone();
-        let new_addr = new_addr.clone();
-        async move {
-            cli(&[
-                "cluster",
-                "--masters",
-                &masters,
-                "add-master",
-                "--id",
-                "4",
-                "--addr",
-                &new_addr,
-            ])
-            .await
-        }
-    };
+    let add = || add_master(&masters, 4, &new_addr);
     let learner_of = |status: &drover_proto::master::StatusReply| {
         status.members.iter().find(|m| m.id == 4).map(|m| m.voter)
     };
@@ -257,15 +251,7 @@ async fn unfinished_learner_is_replaced_or_removed() {
     // Until add-master replaced the record, the leader kept addressing the old incarnation and
     // the new replica refused it all: without the replacement this wait times out.
     .expect("the new incarnation of master 4 is replicated to");
-    let remove = cli(&[
-        "cluster",
-        "--masters",
-        &masters,
-        "remove-master",
-        "--id",
-        "4",
-    ])
-    .await;
+    let remove = remove_master(&masters, 4).await;
     assert_eq!(remove.code, 0, "remove learner: {}", remove.stderr);
     let status = client.leader_status().await.unwrap();
     assert_eq!(learner_of(&status), None, "master 4 is gone");

@@ -56,6 +56,22 @@ fn progressive_fill(a: &mut Allocator, frameworks: &mut [SimFramework]) {
     panic!("allocation did not settle");
 }
 
+fn sim(name: &str, task: Resources) -> SimFramework {
+    SimFramework {
+        id: fw(name),
+        task,
+        tasks: BTreeMap::new(),
+    }
+}
+
+/// The DRF paper's users: A runs <1 CPU, 4 GB> tasks, B <3 CPUs, 1 GB>.
+fn drf_paper_users() -> Vec<SimFramework> {
+    vec![
+        sim("a", res("cpus:1;mem:4096")),
+        sim("b", res("cpus:3;mem:1024")),
+    ]
+}
+
 fn count(f: &SimFramework) -> u32 {
     f.tasks.values().sum()
 }
@@ -70,18 +86,7 @@ fn drf_paper_two_user_example() {
     for name in ["a", "b"] {
         a.add_framework(fw(name), Role::default_role()).unwrap();
     }
-    let mut sims = vec![
-        SimFramework {
-            id: fw("a"),
-            task: res("cpus:1;mem:4096"),
-            tasks: BTreeMap::new(),
-        },
-        SimFramework {
-            id: fw("b"),
-            task: res("cpus:3;mem:1024"),
-            tasks: BTreeMap::new(),
-        },
-    ];
+    let mut sims = drf_paper_users();
     progressive_fill(&mut a, &mut sims);
     assert_eq!(count(&sims[0]), 3, "user A's tasks");
     assert_eq!(count(&sims[1]), 2, "user B's tasks");
@@ -102,18 +107,7 @@ fn drf_paper_example_over_many_agents() {
     for name in ["a", "b"] {
         a.add_framework(fw(name), Role::default_role()).unwrap();
     }
-    let mut sims = vec![
-        SimFramework {
-            id: fw("a"),
-            task: res("cpus:1;mem:4096"),
-            tasks: BTreeMap::new(),
-        },
-        SimFramework {
-            id: fw("b"),
-            task: res("cpus:3;mem:1024"),
-            tasks: BTreeMap::new(),
-        },
-    ];
+    let mut sims = drf_paper_users();
     progressive_fill(&mut a, &mut sims);
     // Packing per agent bounds what DRF can reach: A's 4 GB tasks fit once per 6 GB agent,
     // B's take a whole agent's CPUs. Both end with equal dominant shares within one task.
@@ -140,11 +134,7 @@ fn weighted_roles_converge_to_weighted_shares() {
     a.add_framework(fw("h"), role("heavy")).unwrap();
     let task = res("cpus:1;mem:256");
     let mut sims = vec![
-        SimFramework {
-            id: fw("l"),
-            task: task.clone(),
-            tasks: BTreeMap::new(),
-        },
+        sim("l", task.clone()),
         SimFramework {
             id: fw("h"),
             task,
