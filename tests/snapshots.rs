@@ -1,15 +1,17 @@
 //! Log compaction: a follower that was away while the log moved past a snapshot and was purged
-//! catches up by snapshot transfer, and the snapshot is larger than a gRPC message may be.
+//! catches up by snapshot transfer, and the snapshot is larger than the largest gRPC message the
+//! masters accept (it goes out in chunks).
 
 mod common;
 
 use std::time::Duration;
 
 use common::{metric, start, LEADER_TIMEOUT};
+use drover_master::raft::network::MAX_RAFT_MESSAGE_BYTES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
-    let mut c = start(3, &["--snapshot-every", "40", "--keep-logs", "5"]).await;
+    let mut c = start(3, &["--snapshot-every", "25", "--keep-logs", "5"]).await;
     let leader = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
     let lagging = c
         .masters()
@@ -19,13 +21,20 @@ async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
     c.stop(lagging, Duration::from_secs(10)).await.unwrap();
     let stopped_at = c.status(leader.node_id).await.unwrap().last_log_index;
 
-    // 80 values of 100 KiB: the registry, hence the snapshot, is about 8 MiB, twice tonic's
-    // default 4 MiB message limit; snapshots go out in 1 MiB chunks.
+    // 72 values of 1 MiB: the registry, hence the snapshot, is about 72 MiB, more than the
+    // 64 MiB the Raft transport accepts in one message; snapshots go out in 1 MiB chunks.
     let client = c.client();
-    let value = vec![7u8; 100 * 1024];
-    for i in 0..80 {
+    let value = vec![7u8; 1024 * 1024];
+    for i in 0..72 {
         client
             .put("t", &format!("big-{i}"), value.clone())
+            .await
+            .expect("write");
+    }
+    // Small writes after them move the log on: masters purge in batches of 64 entries.
+    for i in 0..60 {
+        client
+            .put("t", &format!("small-{i}"), b"x".to_vec())
             .await
             .expect("write");
     }
@@ -52,8 +61,8 @@ async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
         .await
         .unwrap_or(0.0);
     assert!(
-        snapshot_bytes > 4.0 * 1024.0 * 1024.0,
-        "snapshot is only {snapshot_bytes} bytes"
+        snapshot_bytes > MAX_RAFT_MESSAGE_BYTES as f64,
+        "snapshot is only {snapshot_bytes} bytes, not more than one message may carry"
     );
 
     c.start_master(lagging).unwrap();
@@ -93,8 +102,8 @@ async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
         .put("t", "needs-the-follower", b"1".to_vec())
         .await
         .expect("commit with the caught-up follower");
-    for i in (0..80).step_by(13) {
+    for i in (0..72).step_by(13) {
         let got = client.get("t", &format!("big-{i}")).await.unwrap();
-        assert_eq!(got.map(|v| v.value.len()), Some(100 * 1024));
+        assert_eq!(got.map(|v| v.value.len()), Some(1024 * 1024));
     }
 }
