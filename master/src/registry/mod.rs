@@ -11,6 +11,7 @@
 //! linearizable readers and the snapshot builder work on clones while apply goes on.
 
 pub mod store;
+pub mod task_state;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,7 @@ pub use store::{
     Expectation, FrameworkName, FrameworkStore, StoreError, StoreKey, StoreOp, StoreOutcome,
     Versioned,
 };
+pub use task_state::{IllegalTransition, TaskState};
 
 /// Index of an entry in the Raft log.
 pub type LogIndex = u64;
