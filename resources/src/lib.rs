@@ -325,6 +325,30 @@ impl Resources {
         Ok(out)
     }
 
+    /// `self + other` for sums that are bounded by construction (what is committed on one
+    /// agent): scalars stop at the largest amount, a name of the other kind is skipped.
+    pub fn saturating_add(&self, other: &Resources) -> Resources {
+        let mut out = self.clone();
+        for (n, v) in &other.scalars {
+            if out.ranges.contains_key(n) {
+                continue;
+            }
+            let sum = out
+                .scalar(n.as_str())
+                .checked_add(*v)
+                .unwrap_or(Scalar::MAX);
+            out.scalars.insert(n.clone(), sum);
+        }
+        for (n, r) in &other.ranges {
+            if out.scalars.contains_key(n) {
+                continue;
+            }
+            let union = out.ranges(n.as_str()).union(r);
+            out.ranges.insert(n.clone(), union);
+        }
+        out
+    }
+
     /// What is in `self` and not in `other`, never below zero (for "what is left").
     pub fn saturating_sub(&self, other: &Resources) -> Resources {
         let mut out = self.clone();

@@ -10,6 +10,7 @@
 //! The state is made of persistent, structurally shared maps, so cloning a `Registry` is O(1):
 //! linearizable readers and the snapshot builder work on clones while apply goes on.
 
+pub mod cluster;
 pub mod store;
 pub mod task_state;
 

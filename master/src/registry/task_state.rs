@@ -44,7 +44,7 @@ pub enum TaskState {
 }
 
 /// A refused status update: the move from `from` to `to` is not legal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("illegal task state transition {from:?} -> {to:?}")]
 pub struct IllegalTransition {
     pub from: TaskState,

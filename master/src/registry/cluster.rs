@@ -1,0 +1,411 @@
+//! The cluster part of the registry: agents, frameworks, offers and tasks, and the operations
+//! that change them (DESIGN.md, "Replicated state").
+//!
+//! Owns the rules every replica applies identically: an offer is created only if the agent can
+//! hold it (outstanding offers + live tasks ≤ its total: invariant 3, resource safety); ACCEPT
+//! consumes its offers and creates its tasks as STAGING in one step, or changes nothing (an
+//! offer is consumed at most once: invariant 4); a status update is applied once per uuid and
+//! only along a legal transition (invariant 2). Pure: time arrives in the operation, stamped by
+//! the leader. Not yet reached from the log: the offer cycle's services will propose these.
+
+use imbl::OrdMap;
+use serde::{Deserialize, Serialize};
+
+use drover_resources::{Attributes, Resources};
+
+use super::task_state::{IllegalTransition, TaskState};
+use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+
+/// Most tasks one ACCEPT may launch.
+pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
+/// Most offers one ACCEPT may name.
+pub const MAX_OFFERS_PER_ACCEPT: usize = 100;
+/// Status updates kept per task (the newest; older acknowledged ones are dropped first).
+pub const MAX_UPDATES_PER_TASK: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentState {
+    Active,
+    Unreachable,
+    Draining,
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub hostname: String,
+    pub addr: String,
+    pub total: Resources,
+    pub attributes: Attributes,
+    pub state: AgentState,
+    pub registered_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkRecord {
+    pub id: FrameworkId,
+    pub name: String,
+    pub role: Role,
+    pub principal: String,
+    pub failover_timeout_ms: u64,
+    pub subscribed_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferRecord {
+    pub id: OfferId,
+    pub framework: FrameworkId,
+    pub agent: AgentId,
+    pub resources: Resources,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// What a task runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub name: String,
+    pub resources: Resources,
+    /// Run with `/bin/sh -c`.
+    pub command: String,
+}
+
+/// One status update as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub uuid: uuid::Uuid,
+    pub state: TaskState,
+    pub message: String,
+    pub at_ms: u64,
+    /// Whether the framework acknowledged it.
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub spec: TaskSpec,
+    pub framework: FrameworkId,
+    pub agent: AgentId,
+    pub state: TaskState,
+    /// The updates, oldest first.
+    pub updates: Vec<StatusRecord>,
+}
+
+/// Operations on the cluster state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClusterOp {
+    RegisterAgent(AgentRecord),
+    SetAgentState {
+        agent: AgentId,
+        state: AgentState,
+    },
+    SubscribeFramework(FrameworkRecord),
+    CreateOffers(Vec<OfferRecord>),
+    /// Declined, rescinded or expired.
+    RemoveOffers(Vec<OfferId>),
+    Accept {
+        framework: FrameworkId,
+        offers: Vec<OfferId>,
+        tasks: Vec<TaskSpec>,
+    },
+    StatusUpdate {
+        framework: FrameworkId,
+        task: TaskId,
+        uuid: uuid::Uuid,
+        state: TaskState,
+        message: String,
+        at_ms: u64,
+    },
+    Acknowledge {
+        framework: FrameworkId,
+        task: TaskId,
+        uuid: uuid::Uuid,
+    },
+}
+
+/// Why an operation changed nothing. Sent back to the proposer, which maps it to a status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClusterError {
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+    #[error("agent {0} is not active")]
+    AgentNotActive(AgentId),
+    #[error("unknown framework {0}")]
+    UnknownFramework(FrameworkId),
+    #[error("offer {0} is not outstanding (already used, declined, rescinded or expired)")]
+    OfferNotOutstanding(OfferId),
+    #[error("offer {offer} belongs to another framework")]
+    OfferOfAnotherFramework { offer: OfferId },
+    #[error("offer {0} is already outstanding")]
+    DuplicateOffer(OfferId),
+    #[error("offers: all offers of one ACCEPT must be for the same agent")]
+    OffersOnSeveralAgents,
+    #[error("offers: between 1 and {MAX_OFFERS_PER_ACCEPT} offers")]
+    OfferCount,
+    #[error("tasks: at most {MAX_TASKS_PER_ACCEPT} tasks")]
+    TaskCount,
+    #[error("task {0}: a task with this id exists")]
+    DuplicateTask(TaskId),
+    #[error("tasks: need {need}, the offers hold {offered}")]
+    DoesNotFit { need: String, offered: String },
+    #[error("agent {agent}: offering {resources} would exceed its total ({reason})")]
+    Overcommit {
+        agent: AgentId,
+        resources: String,
+        reason: String,
+    },
+    #[error("unknown task {0}")]
+    UnknownTask(TaskId),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClusterOutcome {
+    Done,
+    /// ACCEPT: the resources of the offers that no task uses, to hand back to the allocator.
+    Accepted {
+        agent: AgentId,
+        unused: Resources,
+    },
+    /// A status update with a uuid already recorded: acknowledge again, nothing applied.
+    Duplicate,
+    Refused(ClusterError),
+}
+
+/// Agents, frameworks, offers and tasks. Persistent maps: cloning is O(1).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    agents: OrdMap<AgentId, AgentRecord>,
+    frameworks: OrdMap<FrameworkId, FrameworkRecord>,
+    offers: OrdMap<OfferId, OfferRecord>,
+    tasks: OrdMap<(FrameworkId, TaskId), TaskRecord>,
+}
+
+impl ClusterState {
+    pub fn agent(&self, id: &AgentId) -> Option<&AgentRecord> {
+        self.agents.get(id)
+    }
+    pub fn framework(&self, id: &FrameworkId) -> Option<&FrameworkRecord> {
+        self.frameworks.get(id)
+    }
+    pub fn offer(&self, id: &OfferId) -> Option<&OfferRecord> {
+        self.offers.get(id)
+    }
+    pub fn task(&self, framework: &FrameworkId, task: &TaskId) -> Option<&TaskRecord> {
+        self.tasks.get(&(framework.clone(), task.clone()))
+    }
+    pub fn agents(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.agents.values()
+    }
+    pub fn offers(&self) -> impl Iterator<Item = &OfferRecord> {
+        self.offers.values()
+    }
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.tasks.values()
+    }
+
+    /// Everything committed on `agent`: outstanding offers plus live tasks. Invariant 3 says
+    /// this never exceeds the agent's total.
+    pub fn committed_on(&self, agent: &AgentId) -> Resources {
+        let offers = self.offers.values().filter(|o| &o.agent == agent);
+        let tasks = self
+            .tasks
+            .values()
+            .filter(|t| &t.agent == agent && !t.state.is_terminal());
+        offers
+            .map(|o| &o.resources)
+            .chain(tasks.map(|t| &t.spec.resources))
+            .fold(Resources::empty(), |acc, r| acc.saturating_add(r))
+    }
+
+    pub fn apply(&mut self, op: &ClusterOp) -> ClusterOutcome {
+        match self.try_apply(op) {
+            Ok(o) => o,
+            Err(e) => ClusterOutcome::Refused(e),
+        }
+    }
+
+    fn try_apply(&mut self, op: &ClusterOp) -> Result<ClusterOutcome, ClusterError> {
+        match op {
+            ClusterOp::RegisterAgent(a) => {
+                self.agents.insert(a.id.clone(), a.clone());
+                Ok(ClusterOutcome::Done)
+            }
+            ClusterOp::SetAgentState { agent, state } => {
+                let a = self
+                    .agents
+                    .get_mut(agent)
+                    .ok_or_else(|| ClusterError::UnknownAgent(agent.clone()))?;
+                a.state = *state;
+                Ok(ClusterOutcome::Done)
+            }
+            ClusterOp::SubscribeFramework(f) => {
+                self.frameworks.insert(f.id.clone(), f.clone());
+                Ok(ClusterOutcome::Done)
+            }
+            ClusterOp::CreateOffers(offers) => self.create_offers(offers),
+            ClusterOp::RemoveOffers(ids) => {
+                for id in ids {
+                    self.offers.remove(id);
+                }
+                Ok(ClusterOutcome::Done)
+            }
+            ClusterOp::Accept {
+                framework,
+                offers,
+                tasks,
+            } => self.accept(framework, offers, tasks),
+            ClusterOp::StatusUpdate {
+                framework,
+                task,
+                uuid,
+                state,
+                message,
+                at_ms,
+            } => {
+                let t = self
+                    .tasks
+                    .get_mut(&(framework.clone(), task.clone()))
+                    .ok_or_else(|| ClusterError::UnknownTask(task.clone()))?;
+                if t.updates.iter().any(|u| u.uuid == *uuid) {
+                    return Ok(ClusterOutcome::Duplicate);
+                }
+                t.state = t.state.transition(*state)?;
+                t.updates.push(StatusRecord {
+                    uuid: *uuid,
+                    state: *state,
+                    message: message.clone(),
+                    at_ms: *at_ms,
+                    acknowledged: false,
+                });
+                while t.updates.len() > MAX_UPDATES_PER_TASK {
+                    let drop_at = t.updates.iter().position(|u| u.acknowledged).unwrap_or(0);
+                    t.updates.remove(drop_at);
+                }
+                Ok(ClusterOutcome::Done)
+            }
+            ClusterOp::Acknowledge {
+                framework,
+                task,
+                uuid,
+            } => {
+                let t = self
+                    .tasks
+                    .get_mut(&(framework.clone(), task.clone()))
+                    .ok_or_else(|| ClusterError::UnknownTask(task.clone()))?;
+                for u in t.updates.iter_mut().filter(|u| u.uuid == *uuid) {
+                    u.acknowledged = true;
+                }
+                Ok(ClusterOutcome::Done)
+            }
+        }
+    }
+
+    /// All offers are created or none: each must be new, for a known framework and an active
+    /// agent, and fit what the agent has left.
+    fn create_offers(&mut self, offers: &[OfferRecord]) -> Result<ClusterOutcome, ClusterError> {
+        let mut next = self.clone();
+        for o in offers {
+            if next.offers.contains_key(&o.id) {
+                return Err(ClusterError::DuplicateOffer(o.id.clone()));
+            }
+            if !next.frameworks.contains_key(&o.framework) {
+                return Err(ClusterError::UnknownFramework(o.framework.clone()));
+            }
+            let agent = next
+                .agents
+                .get(&o.agent)
+                .ok_or_else(|| ClusterError::UnknownAgent(o.agent.clone()))?;
+            if agent.state != AgentState::Active {
+                return Err(ClusterError::AgentNotActive(o.agent.clone()));
+            }
+            agent
+                .total
+                .checked_sub(&next.committed_on(&o.agent))
+                .and_then(|free| free.checked_sub(&o.resources))
+                .map_err(|e| ClusterError::Overcommit {
+                    agent: o.agent.clone(),
+                    resources: o.resources.to_string(),
+                    reason: e.to_string(),
+                })?;
+            next.offers.insert(o.id.clone(), o.clone());
+        }
+        *self = next;
+        Ok(ClusterOutcome::Done)
+    }
+
+    fn accept(
+        &mut self,
+        framework: &FrameworkId,
+        offer_ids: &[OfferId],
+        tasks: &[TaskSpec],
+    ) -> Result<ClusterOutcome, ClusterError> {
+        if offer_ids.is_empty() || offer_ids.len() > MAX_OFFERS_PER_ACCEPT {
+            return Err(ClusterError::OfferCount);
+        }
+        if tasks.len() > MAX_TASKS_PER_ACCEPT {
+            return Err(ClusterError::TaskCount);
+        }
+        if !self.frameworks.contains_key(framework) {
+            return Err(ClusterError::UnknownFramework(framework.clone()));
+        }
+        let mut agent: Option<&AgentId> = None;
+        let mut offered = Resources::empty();
+        for (i, id) in offer_ids.iter().enumerate() {
+            if offer_ids[..i].contains(id) {
+                return Err(ClusterError::OfferNotOutstanding(id.clone()));
+            }
+            let o = self
+                .offers
+                .get(id)
+                .ok_or_else(|| ClusterError::OfferNotOutstanding(id.clone()))?;
+            if &o.framework != framework {
+                return Err(ClusterError::OfferOfAnotherFramework { offer: id.clone() });
+            }
+            if agent.is_some_and(|a| a != &o.agent) {
+                return Err(ClusterError::OffersOnSeveralAgents);
+            }
+            agent = Some(&o.agent);
+            offered = offered.saturating_add(&o.resources);
+        }
+        let agent = agent.cloned().ok_or(ClusterError::OfferCount)?;
+        let mut need = Resources::empty();
+        for (i, t) in tasks.iter().enumerate() {
+            if tasks[..i].iter().any(|o| o.id == t.id)
+                || self.tasks.contains_key(&(framework.clone(), t.id.clone()))
+            {
+                return Err(ClusterError::DuplicateTask(t.id.clone()));
+            }
+            need = need.saturating_add(&t.resources);
+        }
+        let unused = offered
+            .checked_sub(&need)
+            .map_err(|_| ClusterError::DoesNotFit {
+                need: need.to_string(),
+                offered: offered.to_string(),
+            })?;
+        for id in offer_ids {
+            self.offers.remove(id);
+        }
+        for t in tasks {
+            self.tasks.insert(
+                (framework.clone(), t.id.clone()),
+                TaskRecord {
+                    spec: t.clone(),
+                    framework: framework.clone(),
+                    agent: agent.clone(),
+                    state: TaskState::Staging,
+                    updates: Vec::new(),
+                },
+            );
+        }
+        Ok(ClusterOutcome::Accepted { agent, unused })
+    }
+}
+
+#[cfg(test)]
+mod tests;

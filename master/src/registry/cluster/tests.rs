@@ -1,0 +1,267 @@
+//! The cluster state's rules: resource safety, offers consumed once, status updates once per
+//! uuid and only forward.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn res(t: &str) -> Resources {
+    t.parse().unwrap()
+}
+fn fw(n: &str) -> FrameworkId {
+    FrameworkId::new(n).unwrap()
+}
+fn agent(n: &str) -> AgentId {
+    AgentId::new(n).unwrap()
+}
+fn offer_id(n: usize) -> OfferId {
+    OfferId::new(&format!("o{n}")).unwrap()
+}
+fn task_id(n: &str) -> TaskId {
+    TaskId::new(n).unwrap()
+}
+
+fn with_agent_and_framework() -> ClusterState {
+    let mut s = ClusterState::default();
+    let ops = [
+        ClusterOp::RegisterAgent(AgentRecord {
+            id: agent("a1"),
+            hostname: "h".into(),
+            addr: "127.0.0.1:5051".into(),
+            total: res("cpus:4;mem:4096;ports:[31000-31009]"),
+            attributes: Attributes::default(),
+            state: AgentState::Active,
+            registered_at_ms: 0,
+        }),
+        ClusterOp::SubscribeFramework(FrameworkRecord {
+            id: fw("f"),
+            name: "f".into(),
+            role: Role::default_role(),
+            principal: String::new(),
+            failover_timeout_ms: 0,
+            subscribed_at_ms: 0,
+        }),
+        ClusterOp::SubscribeFramework(FrameworkRecord {
+            id: fw("g"),
+            name: "g".into(),
+            role: Role::default_role(),
+            principal: String::new(),
+            failover_timeout_ms: 0,
+            subscribed_at_ms: 0,
+        }),
+    ];
+    for op in ops {
+        assert_eq!(s.apply(&op), ClusterOutcome::Done);
+    }
+    s
+}
+
+fn offer(n: usize, framework: &str, resources: &str) -> OfferRecord {
+    OfferRecord {
+        id: offer_id(n),
+        framework: fw(framework),
+        agent: agent("a1"),
+        resources: res(resources),
+        created_at_ms: 0,
+        expires_at_ms: 60_000,
+    }
+}
+
+fn task(id: &str, resources: &str) -> TaskSpec {
+    TaskSpec {
+        id: task_id(id),
+        name: id.into(),
+        resources: res(resources),
+        command: "true".into(),
+    }
+}
+
+fn accept(framework: &str, offers: &[usize], tasks: Vec<TaskSpec>) -> ClusterOp {
+    ClusterOp::Accept {
+        framework: fw(framework),
+        offers: offers.iter().map(|n| offer_id(*n)).collect(),
+        tasks,
+    }
+}
+
+#[test]
+fn offers_never_exceed_the_agent() {
+    let mut s = with_agent_and_framework();
+    let op = ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:3;mem:1024")]);
+    assert_eq!(s.apply(&op), ClusterOutcome::Done);
+    // 3 + 2 cpus > 4: refused whole, including the offer that would have fitted.
+    let op = ClusterOp::CreateOffers(vec![
+        offer(2, "g", "cpus:1"),
+        offer(3, "g", "cpus:1;mem:10"),
+    ]);
+    assert!(matches!(
+        s.apply(&op),
+        ClusterOutcome::Refused(ClusterError::Overcommit { .. })
+    ));
+    assert!(s.offer(&offer_id(2)).is_none(), "all or nothing");
+    assert_eq!(s.committed_on(&agent("a1")), res("cpus:3;mem:1024"));
+}
+
+#[test]
+fn accept_consumes_offers_once_and_creates_staging_tasks() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![offer(
+        1,
+        "f",
+        "cpus:4;mem:4096;ports:[31000-31009]",
+    )]));
+    let op = accept(
+        "f",
+        &[1],
+        vec![
+            task("t1", "cpus:1;mem:128;ports:[31000-31000]"),
+            task("t2", "cpus:1;mem:128"),
+        ],
+    );
+    assert_eq!(
+        s.apply(&op),
+        ClusterOutcome::Accepted {
+            agent: agent("a1"),
+            unused: res("cpus:2;mem:3840;ports:[31001-31009]")
+        }
+    );
+    assert_eq!(
+        s.task(&fw("f"), &task_id("t1")).unwrap().state,
+        TaskState::Staging
+    );
+    // The same offer again: not outstanding. Nothing changes.
+    let before = s.clone();
+    let again = accept("f", &[1], vec![task("t3", "cpus:1")]);
+    assert_eq!(
+        s.apply(&again),
+        ClusterOutcome::Refused(ClusterError::OfferNotOutstanding(offer_id(1)))
+    );
+    assert_eq!(s, before);
+    // The tasks hold their resources: an offer for more than is left is refused.
+    let op = ClusterOp::CreateOffers(vec![offer(2, "g", "cpus:3")]);
+    assert!(matches!(s.apply(&op), ClusterOutcome::Refused(_)));
+}
+
+#[test]
+fn accept_validates_everything_before_changing_anything() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![
+        offer(1, "f", "cpus:1;mem:128"),
+        offer(2, "g", "cpus:1;mem:128"),
+    ]));
+    let before = s.clone();
+    for (op, want) in [
+        (
+            accept("f", &[2], vec![task("t", "cpus:1")]),
+            ClusterError::OfferOfAnotherFramework { offer: offer_id(2) },
+        ),
+        (
+            accept("f", &[1], vec![task("t", "cpus:2")]),
+            ClusterError::DoesNotFit {
+                need: "cpus:2".into(),
+                offered: "cpus:1;mem:128".into(),
+            },
+        ),
+        (
+            accept(
+                "f",
+                &[1],
+                vec![task("t", "cpus:0.5"), task("t", "cpus:0.5")],
+            ),
+            ClusterError::DuplicateTask(task_id("t")),
+        ),
+        (
+            accept("f", &[1, 1], vec![]),
+            ClusterError::OfferNotOutstanding(offer_id(1)),
+        ),
+        (accept("f", &[], vec![]), ClusterError::OfferCount),
+        (
+            accept("nobody", &[1], vec![]),
+            ClusterError::UnknownFramework(fw("nobody")),
+        ),
+    ] {
+        assert_eq!(s.apply(&op), ClusterOutcome::Refused(want));
+        assert_eq!(s, before, "a refused ACCEPT changed the state");
+    }
+}
+
+#[test]
+fn status_updates_apply_once_per_uuid_and_only_forward() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:1")]));
+    s.apply(&accept("f", &[1], vec![task("t", "cpus:1")]));
+    let update = |state, uuid: u128| ClusterOp::StatusUpdate {
+        framework: fw("f"),
+        task: task_id("t"),
+        uuid: uuid::Uuid::from_u128(uuid),
+        state,
+        message: String::new(),
+        at_ms: 1,
+    };
+    assert_eq!(
+        s.apply(&update(TaskState::Running, 1)),
+        ClusterOutcome::Done
+    );
+    assert_eq!(
+        s.apply(&update(TaskState::Running, 1)),
+        ClusterOutcome::Duplicate
+    );
+    assert_eq!(s.task(&fw("f"), &task_id("t")).unwrap().updates.len(), 1);
+    assert_eq!(
+        s.apply(&update(TaskState::Finished, 2)),
+        ClusterOutcome::Done
+    );
+    assert_eq!(
+        s.apply(&update(TaskState::Running, 3)),
+        ClusterOutcome::Refused(ClusterError::Illegal(IllegalTransition {
+            from: TaskState::Finished,
+            to: TaskState::Running
+        }))
+    );
+    // A finished task no longer holds its resources.
+    assert_eq!(s.committed_on(&agent("a1")), Resources::empty());
+    s.apply(&ClusterOp::Acknowledge {
+        framework: fw("f"),
+        task: task_id("t"),
+        uuid: uuid::Uuid::from_u128(2),
+    });
+    let t = s.task(&fw("f"), &task_id("t")).unwrap();
+    assert!(t.updates.iter().any(|u| u.acknowledged));
+}
+
+proptest! {
+    /// Invariant 3 over random offer, accept, update and remove sequences: what is committed on
+    /// the agent never exceeds its total, and a refused operation changes nothing.
+    #[test]
+    fn resource_safety_holds_in_every_state(ops in prop::collection::vec(
+        (0..4u8, 0..6usize, 1..4u64, 0..3u8), 1..60)
+    ) {
+        let mut s = with_agent_and_framework();
+        let total = s.agent(&agent("a1")).unwrap().total.clone();
+        let mut task_n = 0;
+        for (kind, n, cpus, which) in ops {
+            let framework = if which == 0 { "f" } else { "g" };
+            let op = match kind {
+                0 => ClusterOp::CreateOffers(vec![offer(n, framework, &format!("cpus:{cpus};mem:{}", cpus * 256))]),
+                1 => {
+                    task_n += 1;
+                    accept(framework, &[n], vec![task(&format!("t{task_n}"), &format!("cpus:{}", cpus.min(2)))])
+                }
+                2 => ClusterOp::StatusUpdate {
+                    framework: fw(framework),
+                    task: task_id(&format!("t{}", n + 1)),
+                    uuid: uuid::Uuid::from_u128(n as u128 * 7 + cpus as u128),
+                    state: [TaskState::Running, TaskState::Finished, TaskState::Failed][which as usize],
+                    message: String::new(),
+                    at_ms: 1,
+                },
+                _ => ClusterOp::RemoveOffers(vec![offer_id(n)]),
+            };
+            let before = s.clone();
+            if let ClusterOutcome::Refused(_) = s.apply(&op) {
+                prop_assert_eq!(&s, &before);
+            }
+            prop_assert!(total.contains(&s.committed_on(&agent("a1"))));
+        }
+    }
+}
