@@ -163,6 +163,28 @@ pub struct MasterProcess {
 }
 
 impl MasterProcess {
+    /// A slot for master `id` listening on `port`, with its directories under the spec's base
+    /// directory and, in a proxied cluster, a proxy in front of it; not started.
+    fn slot(
+        spec: &ClusterSpec,
+        net: Option<&mut FaultyNetwork>,
+        id: MasterId,
+        port: u16,
+        peers: String,
+    ) -> Result<Self, ClusterError> {
+        let addr = format!("{}:{port}", spec.host);
+        let advertised = advertise(net, id, &addr)?;
+        Ok(Self {
+            id,
+            addr,
+            advertised,
+            data_dir: spec.base_dir.join(format!("master-{id}")),
+            log_path: spec.base_dir.join(format!("master-{id}.log")),
+            peers,
+            child: None,
+        })
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -189,20 +211,9 @@ impl LocalCluster {
         let mut net = spec.proxied.then(FaultyNetwork::new);
         let mut masters = BTreeMap::new();
         for (&id, &port) in &spec.ports {
-            let addr = format!("{}:{port}", spec.host);
-            let advertised = advertise(net.as_mut(), id, &addr)?;
-            masters.insert(
-                id,
-                MasterProcess {
-                    id,
-                    addr,
-                    advertised,
-                    data_dir: spec.base_dir.join(format!("master-{id}")),
-                    log_path: spec.base_dir.join(format!("master-{id}.log")),
-                    peers: String::new(),
-                    child: None,
-                },
-            );
+            // The founders' peer list is known once every slot has its advertised address.
+            let m = MasterProcess::slot(&spec, net.as_mut(), id, port, String::new())?;
+            masters.insert(id, m);
         }
         let peers = masters
             .values()
@@ -263,23 +274,13 @@ impl LocalCluster {
     /// free port. Its `--peers` lists the founders so it can report what it sees.
     pub fn add_master_slot(&mut self, id: MasterId) -> Result<&MasterProcess, ClusterError> {
         let port = free_port()?;
-        let addr = format!("{}:{port}", self.spec.host);
-        let advertised = advertise(self.net.as_mut(), id, &addr)?;
         let peers = self
             .masters
             .values()
             .next()
             .map(|m| m.peers.clone())
             .unwrap_or_default();
-        let m = MasterProcess {
-            id,
-            addr,
-            advertised,
-            data_dir: self.spec.base_dir.join(format!("master-{id}")),
-            log_path: self.spec.base_dir.join(format!("master-{id}.log")),
-            peers,
-            child: None,
-        };
+        let m = MasterProcess::slot(&self.spec, self.net.as_mut(), id, port, peers)?;
         self.masters.insert(id, m);
         self.master(id)
     }

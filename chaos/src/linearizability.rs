@@ -125,7 +125,7 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
     let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
     let mut cursor = search.first();
     while search.returns_left > 0 {
-        let Some(e) = cursor.map(|c| &events[c]) else {
+        let Some(here) = cursor else {
             // Only unplaceable unknown-outcome calls remain ahead: backtrack.
             match search.backtrack() {
                 Some(c) => {
@@ -135,7 +135,7 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
                 None => return Verdict::NotLinearizable { stuck_at: 0 },
             }
         };
-        let here = cursor.expect("checked above");
+        let e = &events[here];
         match e.kind {
             Kind::Call => {
                 let (_, o) = ops[e.op];

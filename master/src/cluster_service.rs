@@ -264,30 +264,25 @@ impl Cluster for ClusterService {
             );
             found
         };
-        if learner {
+        let ids = BTreeSet::from([req.id]);
+        let change = if learner {
             tracing::info!(id = req.id, "removing learner");
-            let resp = self
-                .replicated
-                .raft()
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([req.id])), false)
-                .await
-                .map_err(|e| Self::write_error(e, &self.replicated))?;
-            return Ok(Response::new(self.membership_reply(resp.log_id.index)));
-        }
-        if !voters.contains(&req.id) {
+            ChangeMembers::RemoveNodes(ids)
+        } else if !voters.contains(&req.id) {
             return Err(Status::not_found(format!(
                 "id: master {} is not a member",
                 req.id
             )));
-        }
-        if voters.len() == 1 {
+        } else if voters.len() == 1 {
             return Err(Status::failed_precondition("cannot remove the last voter"));
-        }
-        tracing::info!(id = req.id, "removing master");
+        } else {
+            tracing::info!(id = req.id, "removing master");
+            ChangeMembers::RemoveVoters(ids)
+        };
         let resp = self
             .replicated
             .raft()
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([req.id])), false)
+            .change_membership(change, false)
             .await
             .map_err(|e| Self::write_error(e, &self.replicated))?;
         Ok(Response::new(self.membership_reply(resp.log_id.index)))

@@ -118,8 +118,12 @@ pub const MEM: &str = "mem";
 pub const DISK: &str = "disk";
 pub const PORTS: &str = "ports";
 
-fn name(n: &str) -> ResourceName {
-    ResourceName(n.to_string())
+/// Lets the maps keyed by name be looked up with a `&str`, without building a name. Sound
+/// because a name's order and equality are its string's.
+impl std::borrow::Borrow<str> for ResourceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A bundle of resources. See the module docs for its invariants.
@@ -216,18 +220,12 @@ impl Resources {
 
     /// The amount of scalar `name` (zero when absent).
     pub fn scalar(&self, name: &str) -> Scalar {
-        self.scalars
-            .get(&self::name(name))
-            .copied()
-            .unwrap_or(Scalar::ZERO)
+        self.scalars.get(name).copied().unwrap_or(Scalar::ZERO)
     }
 
     /// The range set `name` (empty when absent).
     pub fn ranges(&self, name: &str) -> Ranges {
-        self.ranges
-            .get(&self::name(name))
-            .cloned()
-            .unwrap_or_default()
+        self.ranges.get(name).cloned().unwrap_or_default()
     }
 
     pub fn cpus(&self) -> Scalar {
@@ -286,7 +284,10 @@ impl Resources {
             if out.scalars.contains_key(n) {
                 return Err(ResourceError::KindMismatch(n.0.clone()));
             }
-            let union = out.ranges(n.as_str()).union(r);
+            let union = match out.ranges.get(n) {
+                Some(have) => have.union(r),
+                None => r.clone(),
+            };
             out.ranges.insert(n.clone(), union);
         }
         if out.scalars.len() + out.ranges.len() > MAX_NAMES {
@@ -312,7 +313,7 @@ impl Resources {
             out = out.with_scalar_named(n.clone(), left);
         }
         for (n, need) in &other.ranges {
-            let have = self.ranges(n.as_str());
+            let have = self.ranges.get(n).cloned().unwrap_or_default();
             if !have.contains(need) {
                 return Err(ResourceError::Insufficient {
                     name: n.0.clone(),
@@ -323,30 +324,6 @@ impl Resources {
             out = out.with_ranges_named(n.clone(), have.difference(need));
         }
         Ok(out)
-    }
-
-    /// `self + other` for sums that are bounded by construction (what is committed on one
-    /// agent): scalars stop at the largest amount, a name of the other kind is skipped.
-    pub fn saturating_add(&self, other: &Resources) -> Resources {
-        let mut out = self.clone();
-        for (n, v) in &other.scalars {
-            if out.ranges.contains_key(n) {
-                continue;
-            }
-            let sum = out
-                .scalar(n.as_str())
-                .checked_add(*v)
-                .unwrap_or(Scalar::MAX);
-            out.scalars.insert(n.clone(), sum);
-        }
-        for (n, r) in &other.ranges {
-            if out.scalars.contains_key(n) {
-                continue;
-            }
-            let union = out.ranges(n.as_str()).union(r);
-            out.ranges.insert(n.clone(), union);
-        }
-        out
     }
 
     /// What is in `self` and not in `other`, never below zero (for "what is left").

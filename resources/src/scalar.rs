@@ -16,8 +16,6 @@ pub struct Scalar(u64);
 
 impl Scalar {
     pub const ZERO: Scalar = Scalar(0);
-    /// The largest amount, 2^53 thousandths.
-    pub const MAX: Scalar = Scalar(MAX_MILLI);
 
     /// `milli` thousandths; fails above 2^53.
     pub fn from_milli(milli: u64) -> Option<Self> {

@@ -206,10 +206,3 @@ fn well_known_names_have_their_kind() {
     assert!("ports:[1-2]".parse::<Resources>().is_ok());
     assert!("bandwidth:[1-2];licenses:3".parse::<Resources>().is_ok());
 }
-
-proptest! {
-    #[test]
-    fn saturating_add_equals_checked_add_when_it_fits(a in resources_strategy(), b in resources_strategy()) {
-        prop_assert_eq!(a.saturating_add(&b), a.checked_add(&b).unwrap());
-    }
-}

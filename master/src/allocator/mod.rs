@@ -163,24 +163,34 @@ impl Allocator {
         if self.agents.contains_key(&id) {
             return Err(AllocatorError::DuplicateAgent(id));
         }
+        // Check everything before changing anything: a refused agent leaves no trace.
+        let used: Vec<(FrameworkId, Resources)> = used.into_iter().collect();
+        let overcommit = |e: drover_resources::ResourceError| AllocatorError::Overcommit {
+            agent: id.clone(),
+            reason: e.to_string(),
+        };
+        let mut used_sum = Resources::empty();
+        for (framework, resources) in &used {
+            if !self.frameworks.contains_key(framework) {
+                return Err(AllocatorError::UnknownFramework(framework.clone()));
+            }
+            used_sum = used_sum.checked_add(resources).map_err(overcommit)?;
+        }
+        total.checked_sub(&used_sum).map_err(overcommit)?;
+        let new_total = self.total.checked_add(&total).map_err(overcommit)?;
+
+        self.total = new_total;
         self.agents.insert(
             id.clone(),
             AgentSlot {
-                total: total.clone(),
+                total,
                 allocated: BTreeMap::new(),
                 allocated_sum: Resources::empty(),
                 active: true,
             },
         );
-        self.total = self
-            .total
-            .checked_add(&total)
-            .map_err(|e| AllocatorError::Overcommit {
-                agent: id.clone(),
-                reason: e.to_string(),
-            })?;
-        for (framework, resources) in used {
-            self.allocate_on(&id, &framework, &resources)?;
+        for (framework, resources) in &used {
+            self.allocate_on(&id, framework, resources)?;
         }
         Ok(())
     }

@@ -21,6 +21,14 @@ fn role(name: &str) -> Role {
     Role::new(name).unwrap()
 }
 
+/// An allocator with agent a000 of `total` and framework "f" in the default role.
+fn one_agent_one_framework(total: &str) -> Allocator {
+    let mut a = Allocator::new(AllocatorConfig::default());
+    a.add_agent(agent(0), res(total), []).unwrap();
+    a.add_framework(fw("f"), Role::default_role()).unwrap();
+    a
+}
+
 /// A framework in a simulation: launches tasks of one shape from each offer, as many as it
 /// wants, and declines the rest for `refuse_ms`.
 struct SimFramework {
@@ -176,9 +184,7 @@ fn roles_first_then_frameworks() {
 
 #[test]
 fn suppress_stops_offers_and_revive_brings_them_back() {
-    let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent(agent(0), res("cpus:2;mem:2048"), []).unwrap();
-    a.add_framework(fw("f"), Role::default_role()).unwrap();
+    let mut a = one_agent_one_framework("cpus:2;mem:2048");
     a.suppress(&fw("f")).unwrap();
     assert!(a.allocate(0).is_empty());
     a.revive(&fw("f")).unwrap();
@@ -189,9 +195,7 @@ fn suppress_stops_offers_and_revive_brings_them_back() {
 
 #[test]
 fn a_declined_agent_comes_back_after_the_filter_or_on_revive() {
-    let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent(agent(0), res("cpus:2;mem:2048"), []).unwrap();
-    a.add_framework(fw("f"), Role::default_role()).unwrap();
+    let mut a = one_agent_one_framework("cpus:2;mem:2048");
     let o = a.allocate(0).pop().unwrap();
     a.recover(&o.framework, &o.agent, &o.resources, Some((0, 5_000)))
         .unwrap();
@@ -201,9 +205,7 @@ fn a_declined_agent_comes_back_after_the_filter_or_on_revive() {
     let o = a.allocate(5_000);
     assert!(o.is_empty(), "already offered");
 
-    let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent(agent(0), res("cpus:2;mem:2048"), []).unwrap();
-    a.add_framework(fw("f"), Role::default_role()).unwrap();
+    let mut a = one_agent_one_framework("cpus:2;mem:2048");
     let o = a.allocate(0).pop().unwrap();
     a.recover(&o.framework, &o.agent, &o.resources, Some((0, 60_000)))
         .unwrap();
@@ -216,13 +218,6 @@ fn a_declined_agent_comes_back_after_the_filter_or_on_revive() {
 /// (Mesos semantics: the framework refused those resources, not the agent).
 #[test]
 fn a_filter_does_not_hide_more_resources_than_it_refused() {
-    let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent(
-        agent(0),
-        res("cpus:4;mem:4096"),
-        [(fw("g"), res("cpus:2;mem:2048"))],
-    )
-    .unwrap_err(); // "g" is not registered yet
     let mut a = Allocator::new(AllocatorConfig::default());
     a.add_framework(fw("f"), Role::default_role()).unwrap();
     a.add_framework(fw("g"), Role::default_role()).unwrap();
@@ -246,6 +241,35 @@ fn a_filter_does_not_hide_more_resources_than_it_refused() {
     assert_eq!(o[0].resources, res("cpus:4;mem:4096"));
 }
 
+/// An agent refused at registration (its running tasks name an unknown framework, or use more
+/// than it has) leaves no trace: no agent, no total, no allocation.
+#[test]
+fn a_refused_agent_leaves_no_trace() {
+    let mut a = one_agent_one_framework("cpus:1;mem:1024");
+    let before_total = a.total().clone();
+    let err = a
+        .add_agent(
+            agent(1),
+            res("cpus:4;mem:4096"),
+            [(fw("f"), res("cpus:1")), (fw("g"), res("cpus:1"))],
+        )
+        .unwrap_err();
+    assert_eq!(err, AllocatorError::UnknownFramework(fw("g")));
+    let err = a
+        .add_agent(agent(1), res("cpus:4;mem:4096"), [(fw("f"), res("cpus:5"))])
+        .unwrap_err();
+    assert!(matches!(err, AllocatorError::Overcommit { .. }), "{err}");
+    assert_eq!(a.free(&agent(1)), None);
+    assert_eq!(a.total(), &before_total);
+    assert_eq!(
+        a.framework_share(&fw("f")).unwrap().allocated,
+        Resources::empty()
+    );
+    a.add_agent(agent(1), res("cpus:4;mem:4096"), [(fw("f"), res("cpus:1"))])
+        .unwrap();
+    assert_eq!(a.free(&agent(1)), Some(res("cpus:3;mem:4096")));
+}
+
 #[test]
 fn inactive_agents_are_not_offered_and_do_not_count() {
     let mut a = Allocator::new(AllocatorConfig::default());
@@ -261,18 +285,13 @@ fn inactive_agents_are_not_offered_and_do_not_count() {
 
 #[test]
 fn tiny_leftovers_are_not_offered() {
-    let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent(agent(0), res("cpus:0.005;mem:16;disk:100"), [])
-        .unwrap();
-    a.add_framework(fw("f"), Role::default_role()).unwrap();
+    let mut a = one_agent_one_framework("cpus:0.005;mem:16;disk:100");
     assert!(a.allocate(0).is_empty());
 }
 
 #[test]
 fn recovering_what_was_not_allocated_is_refused() {
-    let mut a = Allocator::new(AllocatorConfig::default());
-    a.add_agent(agent(0), res("cpus:2;mem:2048"), []).unwrap();
-    a.add_framework(fw("f"), Role::default_role()).unwrap();
+    let mut a = one_agent_one_framework("cpus:2;mem:2048");
     let err = a
         .recover(&fw("f"), &agent(0), &res("cpus:1"), None)
         .unwrap_err();

@@ -137,6 +137,20 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// The next chunk of a snapshot stream (None at its end), waiting at most
+/// [`SNAPSHOT_CHUNK_IDLE_TIMEOUT`]; `received` bytes so far, for the error.
+async fn next_chunk(
+    stream: &mut Streaming<SnapshotChunk>,
+    received: u64,
+) -> Result<Option<SnapshotChunk>, Status> {
+    match tokio::time::timeout(SNAPSHOT_CHUNK_IDLE_TIMEOUT, stream.message()).await {
+        Ok(r) => r,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "snapshot stream idle for {SNAPSHOT_CHUNK_IDLE_TIMEOUT:?} after {received} bytes"
+        ))),
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftTransport {
     async fn append_entries(
@@ -161,8 +175,7 @@ impl RaftService for RaftTransport {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
+        let first = next_chunk(&mut stream, 0)
             .await?
             .ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))?;
         self.admit(first.header.as_ref())?;
@@ -173,26 +186,17 @@ impl RaftService for RaftTransport {
             Status::internal(format!("writing snapshot {}: {e}", path.display()))
         };
         let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-        let mut total = first.data.len() as u64;
-        file.write_all(&first.data).await.map_err(io)?;
-        loop {
-            let chunk =
-                match tokio::time::timeout(SNAPSHOT_CHUNK_IDLE_TIMEOUT, stream.message()).await {
-                    Err(_) => {
-                        return Err(Status::deadline_exceeded(format!(
-                    "snapshot stream idle for {SNAPSHOT_CHUNK_IDLE_TIMEOUT:?} after {total} bytes"
-                )))
-                    }
-                    Ok(r) => r?,
-                };
-            let Some(chunk) = chunk else { break };
-            total += chunk.data.len() as u64;
+        let mut total = 0u64;
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            total += c.data.len() as u64;
             if total > MAX_SNAPSHOT_BYTES {
                 return Err(Status::resource_exhausted(format!(
                     "snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes"
                 )));
             }
-            file.write_all(&chunk.data).await.map_err(io)?;
+            file.write_all(&c.data).await.map_err(io)?;
+            chunk = next_chunk(&mut stream, total).await?;
         }
         file.sync_all().await.map_err(io)?;
         drop(file);

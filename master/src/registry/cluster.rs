@@ -20,7 +20,8 @@ use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
 /// Most offers one ACCEPT may name.
 pub const MAX_OFFERS_PER_ACCEPT: usize = 100;
-/// Status updates kept per task (the newest; older acknowledged ones are dropped first).
+/// Status updates kept per task: the oldest acknowledged one makes room for a new one; with
+/// all of them unacknowledged, a new update is refused.
 pub const MAX_UPDATES_PER_TASK: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +159,8 @@ pub enum ClusterError {
     },
     #[error("unknown task {0}")]
     UnknownTask(TaskId),
+    #[error("task {0}: {MAX_UPDATES_PER_TASK} status updates are unacknowledged; retry after the framework acknowledges")]
+    TooManyUnacknowledged(TaskId),
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
 }
@@ -183,6 +186,10 @@ pub struct ClusterState {
     frameworks: OrdMap<FrameworkId, FrameworkRecord>,
     offers: OrdMap<OfferId, OfferRecord>,
     tasks: OrdMap<(FrameworkId, TaskId), TaskRecord>,
+    /// Per agent, its outstanding offers plus its live tasks, kept up to date by every
+    /// operation so that checking an offer does not scan every offer and task (apply runs on
+    /// every replica for every offer). Tests recount it after every operation.
+    committed: OrdMap<AgentId, Resources>,
 }
 
 impl ClusterState {
@@ -211,15 +218,39 @@ impl ClusterState {
     /// Everything committed on `agent`: outstanding offers plus live tasks. Invariant 3 says
     /// this never exceeds the agent's total.
     pub fn committed_on(&self, agent: &AgentId) -> Resources {
-        let offers = self.offers.values().filter(|o| &o.agent == agent);
-        let tasks = self
-            .tasks
-            .values()
-            .filter(|t| &t.agent == agent && !t.state.is_terminal());
-        offers
-            .map(|o| &o.resources)
-            .chain(tasks.map(|t| &t.spec.resources))
-            .fold(Resources::empty(), |acc, r| acc.saturating_add(r))
+        self.committed.get(agent).cloned().unwrap_or_default()
+    }
+
+    fn commit(&mut self, agent: &AgentId, resources: &Resources) -> Result<(), ClusterError> {
+        let sum = self
+            .committed_on(agent)
+            .checked_add(resources)
+            .map_err(|e| ClusterError::Overcommit {
+                agent: agent.clone(),
+                resources: resources.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.committed.insert(agent.clone(), sum);
+        Ok(())
+    }
+
+    fn release(&mut self, agent: &AgentId, resources: &Resources) {
+        let left = self.committed_on(agent).saturating_sub(resources);
+        if left.is_empty() {
+            self.committed.remove(agent);
+        } else {
+            self.committed.insert(agent.clone(), left);
+        }
+    }
+
+    fn task_mut(
+        &mut self,
+        framework: &FrameworkId,
+        task: &TaskId,
+    ) -> Result<&mut TaskRecord, ClusterError> {
+        self.tasks
+            .get_mut(&(framework.clone(), task.clone()))
+            .ok_or_else(|| ClusterError::UnknownTask(task.clone()))
     }
 
     pub fn apply(&mut self, op: &ClusterOp) -> ClusterOutcome {
@@ -250,7 +281,9 @@ impl ClusterState {
             ClusterOp::CreateOffers(offers) => self.create_offers(offers),
             ClusterOp::RemoveOffers(ids) => {
                 for id in ids {
-                    self.offers.remove(id);
+                    if let Some(o) = self.offers.remove(id) {
+                        self.release(&o.agent, &o.resources);
+                    }
                 }
                 Ok(ClusterOutcome::Done)
             }
@@ -267,14 +300,24 @@ impl ClusterState {
                 message,
                 at_ms,
             } => {
-                let t = self
-                    .tasks
-                    .get_mut(&(framework.clone(), task.clone()))
-                    .ok_or_else(|| ClusterError::UnknownTask(task.clone()))?;
+                let t = self.task_mut(framework, task)?;
                 if t.updates.iter().any(|u| u.uuid == *uuid) {
                     return Ok(ClusterOutcome::Duplicate);
                 }
-                t.state = t.state.transition(*state)?;
+                let next = t.state.transition(*state)?;
+                // Only acknowledged updates may be forgotten: an unacknowledged one must still
+                // reach the framework. With none to drop, the update is refused and the agent
+                // retries it once the framework has acknowledged.
+                if t.updates.len() >= MAX_UPDATES_PER_TASK {
+                    let acked = t
+                        .updates
+                        .iter()
+                        .position(|u| u.acknowledged)
+                        .ok_or(ClusterError::TooManyUnacknowledged(task.clone()))?;
+                    t.updates.remove(acked);
+                }
+                let ended = !t.state.is_terminal() && next.is_terminal();
+                t.state = next;
                 t.updates.push(StatusRecord {
                     uuid: *uuid,
                     state: *state,
@@ -282,9 +325,9 @@ impl ClusterState {
                     at_ms: *at_ms,
                     acknowledged: false,
                 });
-                while t.updates.len() > MAX_UPDATES_PER_TASK {
-                    let drop_at = t.updates.iter().position(|u| u.acknowledged).unwrap_or(0);
-                    t.updates.remove(drop_at);
+                if ended {
+                    let (agent, resources) = (t.agent.clone(), t.spec.resources.clone());
+                    self.release(&agent, &resources);
                 }
                 Ok(ClusterOutcome::Done)
             }
@@ -293,10 +336,7 @@ impl ClusterState {
                 task,
                 uuid,
             } => {
-                let t = self
-                    .tasks
-                    .get_mut(&(framework.clone(), task.clone()))
-                    .ok_or_else(|| ClusterError::UnknownTask(task.clone()))?;
+                let t = self.task_mut(framework, task)?;
                 for u in t.updates.iter_mut().filter(|u| u.uuid == *uuid) {
                     u.acknowledged = true;
                 }
@@ -332,6 +372,7 @@ impl ClusterState {
                     resources: o.resources.to_string(),
                     reason: e.to_string(),
                 })?;
+            next.commit(&o.agent, &o.resources)?;
             next.offers.insert(o.id.clone(), o.clone());
         }
         *self = next;
@@ -370,7 +411,13 @@ impl ClusterState {
                 return Err(ClusterError::OffersOnSeveralAgents);
             }
             agent = Some(&o.agent);
-            offered = offered.saturating_add(&o.resources);
+            offered = offered
+                .checked_add(&o.resources)
+                .map_err(|_| ClusterError::Overcommit {
+                    agent: o.agent.clone(),
+                    resources: o.resources.to_string(),
+                    reason: "the offers' sum overflows".into(),
+                })?;
         }
         let agent = agent.cloned().ok_or(ClusterError::OfferCount)?;
         let mut need = Resources::empty();
@@ -380,7 +427,12 @@ impl ClusterState {
             {
                 return Err(ClusterError::DuplicateTask(t.id.clone()));
             }
-            need = need.saturating_add(&t.resources);
+            need = need
+                .checked_add(&t.resources)
+                .map_err(|e| ClusterError::DoesNotFit {
+                    need: format!("more than {need} ({e})"),
+                    offered: offered.to_string(),
+                })?;
         }
         let unused = offered
             .checked_sub(&need)
@@ -391,6 +443,8 @@ impl ClusterState {
         for id in offer_ids {
             self.offers.remove(id);
         }
+        // The offers' resources stay committed on the agent, now as tasks, except the unused.
+        self.release(&agent, &unused);
         for t in tasks {
             self.tasks.insert(
                 (framework.clone(), t.id.clone()),

@@ -21,6 +21,21 @@ fn task_id(n: &str) -> TaskId {
     TaskId::new(n).unwrap()
 }
 
+/// What is committed on `agent`, counted from scratch: the index must always agree.
+fn recount(s: &ClusterState, agent: &AgentId) -> Resources {
+    let offers = s
+        .offers()
+        .filter(|o| &o.agent == agent)
+        .map(|o| &o.resources);
+    let tasks = s
+        .tasks()
+        .filter(|t| &t.agent == agent && !t.state.is_terminal())
+        .map(|t| &t.spec.resources);
+    offers
+        .chain(tasks)
+        .fold(Resources::empty(), |acc, r| acc.checked_add(r).unwrap())
+}
+
 fn with_agent_and_framework() -> ClusterState {
     let mut s = ClusterState::default();
     let ops = [
@@ -229,6 +244,42 @@ fn status_updates_apply_once_per_uuid_and_only_forward() {
     assert!(t.updates.iter().any(|u| u.acknowledged));
 }
 
+/// A framework that never acknowledges cannot make the master forget an update it has not
+/// seen: past the bound, new updates are refused (the agent retries them) instead.
+#[test]
+fn unacknowledged_updates_are_never_dropped() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:1")]));
+    s.apply(&accept("f", &[1], vec![task("t", "cpus:1")]));
+    let running = |uuid: u128| ClusterOp::StatusUpdate {
+        framework: fw("f"),
+        task: task_id("t"),
+        uuid: uuid::Uuid::from_u128(uuid),
+        state: TaskState::Running,
+        message: String::new(),
+        at_ms: 1,
+    };
+    for n in 0..MAX_UPDATES_PER_TASK as u128 {
+        assert_eq!(s.apply(&running(n)), ClusterOutcome::Done);
+    }
+    assert_eq!(
+        s.apply(&running(1_000)),
+        ClusterOutcome::Refused(ClusterError::TooManyUnacknowledged(task_id("t")))
+    );
+    s.apply(&ClusterOp::Acknowledge {
+        framework: fw("f"),
+        task: task_id("t"),
+        uuid: uuid::Uuid::from_u128(5),
+    });
+    assert_eq!(s.apply(&running(1_000)), ClusterOutcome::Done);
+    let t = s.task(&fw("f"), &task_id("t")).unwrap();
+    assert_eq!(t.updates.len(), MAX_UPDATES_PER_TASK);
+    assert!(
+        t.updates.iter().all(|u| !u.acknowledged),
+        "only the acknowledged update was dropped"
+    );
+}
+
 proptest! {
     /// Invariant 3 over random offer, accept, update and remove sequences: what is committed on
     /// the agent never exceeds its total, and a refused operation changes nothing.
@@ -261,6 +312,7 @@ proptest! {
             if let ClusterOutcome::Refused(_) = s.apply(&op) {
                 prop_assert_eq!(&s, &before);
             }
+            prop_assert_eq!(s.committed_on(&agent("a1")), recount(&s, &agent("a1")));
             prop_assert!(total.contains(&s.committed_on(&agent("a1"))));
         }
     }
