@@ -13,14 +13,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A base port with base, base+2 and base+4 free a moment ago.
 fn free_base_port() -> u16 {
-    for _ in 0..100 {
-        let base = rand::random_range(10_000u16..30_000) * 2;
-        let free = (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + 2 * i)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no free ports");
+    // Three masters on every second port.
+    drover_chaos::cluster::free_port_block(3, 2).expect("free ports")
 }
 
 /// Starts `drover up`, reads its output until it says it is up, returns the child and the lines.

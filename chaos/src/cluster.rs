@@ -112,10 +112,41 @@ impl ClusterSpec {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// Where test and benchmark clusters take their ports: below Linux's default ephemeral range
+/// (32768–60999), so that the source port of some outgoing connection cannot take a port
+/// between the moment it was found free and the moment a master binds it.
+const PORT_RANGE: std::ops::Range<u32> = 20_000..32_000;
+/// Ports this process handed out so far (it never hands one out twice).
+static PORTS_HANDED_OUT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A port that was free a moment ago on 127.0.0.1 and that this process has not handed out
+/// before.
 pub fn free_port() -> Result<u16, ClusterError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
+    free_port_block(1, 1)
+}
+
+/// The first of `count` ports `stride` apart (`drover up` uses every second port), all free a
+/// moment ago on 127.0.0.1 and none handed out by this process before. Each process starts at
+/// its own place in the range, so test binaries running side by side rarely probe the same.
+pub fn free_port_block(count: u16, stride: u16) -> Result<u16, ClusterError> {
+    use std::sync::atomic::Ordering;
+    let width = u32::from(count.max(1)) * u32::from(stride.max(1));
+    let span = PORT_RANGE.end - PORT_RANGE.start - width;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span / width {
+        let n = PORTS_HANDED_OUT.fetch_add(width, Ordering::Relaxed);
+        let base = PORT_RANGE.start + (start + n) % span;
+        let all_free = (0..u32::from(count)).all(|i| {
+            TcpListener::bind(("127.0.0.1", (base + i * u32::from(stride)) as u16)).is_ok()
+        });
+        if all_free {
+            return Ok(base as u16);
+        }
+    }
+    Err(ClusterError::Io {
+        what: format!("finding {count} free ports {stride} apart"),
+        source: std::io::ErrorKind::AddrInUse.into(),
+    })
 }
 
 /// SIGKILL (works on a stopped process too) and wait for the exit.
