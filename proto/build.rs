@@ -8,7 +8,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment yet.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
-    let protos = ["proto/drover/raft.proto", "proto/drover/master.proto"];
+    let protos = [
+        "proto/drover/raft.proto",
+        "proto/drover/master.proto",
+        "proto/drover/types.proto",
+        "proto/drover/scheduler.proto",
+        "proto/drover/agent.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -52,6 +52,14 @@ enum Command {
     Up(UpArgs),
     /// Measure the cluster: store write throughput and latency, leader failover time.
     Bench(BenchArgs),
+    /// Run one command as a task on the cluster, print its statuses, exit with its status
+    /// (in the spirit of mesos-execute): `drover run -- 'echo hi'`.
+    Run(drover_scheduler::run::RunArgs),
+    /// Run an agent: register with the leader, offer this machine's resources, run tasks.
+    Agent(drover_agent::AgentArgs),
+    /// Internal: one task's executor, started by the agent.
+    #[command(hide = true)]
+    Executor(drover_agent::ExecutorArgs),
 }
 
 #[derive(Args, Clone)]
@@ -109,6 +117,22 @@ struct MasterArgs {
     /// before it gives up (the learner stays; add-master again promotes it), milliseconds.
     #[arg(long, env = "DROVER_CATCH_UP_TIMEOUT_MS", default_value_t = 60_000)]
     catch_up_timeout_ms: u64,
+    /// How often the leader runs a full DRF allocation cycle, milliseconds (events such as a
+    /// new agent, freed resources or REVIVE also trigger one).
+    #[arg(long, env = "DROVER_ALLOCATION_INTERVAL_MS", default_value_t = 1_000)]
+    allocation_interval_ms: u64,
+    /// An offer unused for this long is rescinded, milliseconds.
+    #[arg(long, env = "DROVER_OFFER_TIMEOUT_MS", default_value_t = 60_000)]
+    offer_timeout_ms: u64,
+    /// How often agents heartbeat, milliseconds (told to agents when they register).
+    #[arg(long, env = "DROVER_AGENT_HEARTBEAT_MS", default_value_t = 1_000)]
+    agent_heartbeat_ms: u64,
+    /// An agent silent for this long is marked UNREACHABLE, milliseconds.
+    #[arg(long, env = "DROVER_AGENT_TIMEOUT_MS", default_value_t = 10_000)]
+    agent_timeout_ms: u64,
+    /// How often subscribed frameworks get a HEARTBEAT event, milliseconds.
+    #[arg(long, env = "DROVER_FRAMEWORK_HEARTBEAT_MS", default_value_t = 5_000)]
+    framework_heartbeat_ms: u64,
 }
 
 #[derive(Args)]
@@ -182,6 +206,8 @@ enum ClusterOp {
         #[arg(long)]
         id: u64,
     },
+    /// Set a role's weight for DRF (default 1): weight 3 gets three times the share of 1.
+    SetWeight { role: String, weight: f64 },
 }
 
 #[derive(Args)]
@@ -189,6 +215,9 @@ struct UpArgs {
     /// How many masters (3 or 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=7))]
     masters: u64,
+    /// How many agents (on the odd ports after the first master's).
+    #[arg(long, default_value_t = 2)]
+    agents: usize,
     /// Where data and logs go.
     #[arg(long, default_value = ".drover")]
     data_dir: PathBuf,
@@ -292,6 +321,11 @@ struct MasterFile {
     write_timeout_ms: Option<u64>,
     peer_bind_ip: Option<std::net::IpAddr>,
     catch_up_timeout_ms: Option<u64>,
+    allocation_interval_ms: Option<u64>,
+    offer_timeout_ms: Option<u64>,
+    agent_heartbeat_ms: Option<u64>,
+    agent_timeout_ms: Option<u64>,
+    framework_heartbeat_ms: Option<u64>,
 }
 
 /// Fills every setting not given by flag or environment from the config file.
@@ -330,7 +364,12 @@ fn merge_master_file(mut a: MasterArgs, given: &clap::ArgMatches) -> anyhow::Res
         keep_logs,
         write_timeout_ms,
         peer_bind_ip,
-        catch_up_timeout_ms
+        catch_up_timeout_ms,
+        allocation_interval_ms,
+        offer_timeout_ms,
+        agent_heartbeat_ms,
+        agent_timeout_ms,
+        framework_heartbeat_ms
     );
     Ok(a)
 }
@@ -358,6 +397,25 @@ async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     config.write_timeout = Duration::from_millis(a.write_timeout_ms);
     config.peer_bind_ip = a.peer_bind_ip;
     config.catch_up_timeout = Duration::from_millis(a.catch_up_timeout_ms);
+    for (flag, v) in [
+        ("--allocation-interval-ms", a.allocation_interval_ms),
+        ("--offer-timeout-ms", a.offer_timeout_ms),
+        ("--agent-heartbeat-ms", a.agent_heartbeat_ms),
+        ("--agent-timeout-ms", a.agent_timeout_ms),
+        ("--framework-heartbeat-ms", a.framework_heartbeat_ms),
+    ] {
+        if v == 0 {
+            anyhow::bail!("{flag} must be greater than 0");
+        }
+    }
+    if a.agent_timeout_ms <= a.agent_heartbeat_ms {
+        anyhow::bail!("need --agent-heartbeat-ms < --agent-timeout-ms");
+    }
+    config.offers.allocation_interval = Duration::from_millis(a.allocation_interval_ms);
+    config.offers.offer_timeout = Duration::from_millis(a.offer_timeout_ms);
+    config.offers.agent_heartbeat_interval = Duration::from_millis(a.agent_heartbeat_ms);
+    config.offers.agent_timeout = Duration::from_millis(a.agent_timeout_ms);
+    config.offers.framework_heartbeat_interval = Duration::from_millis(a.framework_heartbeat_ms);
     let prometheus =
         drover_master::metrics::install().context("installing the metrics recorder")?;
     drover_master::run(config, prometheus, shutdown_signal()).await?;
@@ -429,7 +487,10 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    let server = matches!(cli.command, Command::Master(_) | Command::Up(_));
+    let server = matches!(
+        cli.command,
+        Command::Master(_) | Command::Up(_) | Command::Agent(_) | Command::Executor(_)
+    );
     init_logging(
         cli.log_format,
         cli.log,
@@ -500,6 +561,15 @@ async fn main() -> ExitCode {
                         )
                         .await
                     }
+                    ClusterOp::SetWeight { role, weight } => {
+                        match client.set_role_weight(&role, weight).await {
+                            Ok(()) => {
+                                println!("role {role}: weight {weight}");
+                                Ok(Exit::Success)
+                            }
+                            Err(e) => Err(e.into()),
+                        }
+                    }
                 })
             }
             Command::Leader(m) => exit(cli::cluster::leader(&client(&m)?).await),
@@ -509,8 +579,10 @@ async fn main() -> ExitCode {
                     binary,
                     base_dir: u.data_dir,
                     masters: u.masters,
+                    agents: u.agents,
                     base_port: u.base_port,
                     master_args: Vec::new(),
+                    agent_args: Vec::new(),
                 })
                 .await?;
                 ExitCode::SUCCESS
@@ -519,6 +591,26 @@ async fn main() -> ExitCode {
                 run_bench(b.what).await?;
                 ExitCode::SUCCESS
             }
+            Command::Agent(args) => {
+                let prometheus =
+                    drover_agent::metrics::install().context("installing the metrics recorder")?;
+                drover_agent::run(args, prometheus, shutdown_signal()).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Executor(args) => match drover_agent::run_executor(args).await {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("drover executor: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Command::Run(args) => match drover_scheduler::run::run(args).await {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("drover run: {e}");
+                    ExitCode::from(e.exit_code().clamp(0, 255) as u8)
+                }
+            },
         })
     }
     .await;

@@ -11,10 +11,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// A base port with base, base+2 and base+4 free a moment ago.
+/// A base port with base to base+4 free a moment ago: three masters on every second port, two
+/// agents on the ports between.
 fn free_base_port() -> u16 {
-    // Three masters on every second port.
-    drover_chaos::cluster::free_port_block(3, 2).expect("free ports")
+    drover_chaos::cluster::free_port_block(5, 1).expect("free ports")
 }
 
 /// Starts `drover up`, reads its output until it says it is up, returns the child and the lines.
@@ -76,9 +76,21 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
         .iter()
         .map(|p| format!("127.0.0.1:{p}"))
         .collect();
+    for port in [base + 1, base + 3] {
+        assert!(text.contains(&format!("grpc://127.0.0.1:{port}")), "{text}");
+    }
     let client = MasterClient::new(&addrs).unwrap();
     client.put("up", "k", b"kept".to_vec()).await.unwrap();
     let cluster_id = client.leader_status().await.unwrap().cluster_id;
+
+    // Its two agents take tasks: `drover run` with nothing but the masters.
+    let out = common::cli(&["run", "--masters", &addrs.join(","), "--", "echo hi"]).await;
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stdout.contains("TASK_FINISHED"), "{}", out.stdout);
 
     interrupt_and_wait(&mut child).await;
     for a in &addrs {

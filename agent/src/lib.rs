@@ -1,5 +1,52 @@
 //! Drover's agent: registers with the leading master, advertises its resources, runs tasks
-//! through `drover executor` processes and reports their status (DESIGN.md, steps 7 to 10).
+//! through `drover executor` processes and reports their status reliably (DESIGN.md, steps 7
+//! to 10).
 //!
-//! Not built yet: the offer cycle issue delivers it. The crate exists so that the workspace
-//! has the layout DESIGN.md fixes.
+//! The two entry points the `drover` binary calls:
+//!
+//! - [`run`] (`drover agent`, flags in [`AgentArgs`]): the agent process, until its shutdown
+//!   future resolves. With `--simulate N` it runs N simulated agents instead ([`simulate`]).
+//! - [`run_executor`] (`drover executor`, flags in [`ExecutorArgs`]): the per-task executor
+//!   the agent starts; its `Ok` value is the process exit status.
+//!
+//! How the parts fit (one owner per piece of state, each reached through a bounded channel):
+//!
+//! ```text
+//!  master ──RunTask/KillTask──▶ service ──▶ launcher (task table) ──spawn──▶ drover executor
+//!                                                ▲                               │ /bin/sh -c
+//!                                                │ kill        executor_socket ◀─┘ updates (JSON lines)
+//!                                                └──────────────────┤
+//!  master ◀──UpdateStatus── status_updates (checkpoint, per-task order, retry) ◀┘
+//!  master ◀──Register/Heartbeat── register (one loop per agent)
+//! ```
+//!
+//! On-disk layout: see [`layout`]. Executor protocol: see [`protocol`]. Durable formats: see
+//! [`checkpoint`].
+
+pub mod cgroups;
+pub mod checkpoint;
+pub mod config;
+pub mod executor;
+pub mod executor_socket;
+pub mod http;
+pub mod ids;
+pub mod launcher;
+pub mod layout;
+pub mod metrics;
+pub mod protocol;
+pub mod register;
+pub mod server;
+pub mod service;
+pub mod simulate;
+pub mod status_updates;
+pub mod task;
+pub mod update;
+
+/// Test support: a fake master's agent registry. Used by this crate's tests and available to
+/// end-to-end tests elsewhere; not part of the agent.
+#[doc(hidden)]
+pub mod testing;
+
+pub use config::{AgentArgs, AgentConfig, ConfigError};
+pub use executor::{run_executor, ExecutorArgs, ExecutorError};
+pub use server::{run, run_with_config, AgentError};

@@ -1,4 +1,4 @@
-//! Local clusters of real `drover master` processes on loopback.
+//! Local clusters of real `drover master` and `drover agent` processes on loopback.
 //!
 //! Owns the child processes it starts: each runs with its own data directory and log file
 //! under the cluster's base directory, and every child still running is killed when the
@@ -17,6 +17,10 @@ use drover_proto::master::StatusReply;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+
+mod agents;
+
+pub use agents::{kill_executors, AgentProcess};
 
 use crate::net::FaultyNetwork;
 use crate::wait::{wait_until, WaitError};
@@ -37,6 +41,12 @@ pub enum ClusterError {
     AlreadyRunning(MasterId),
     #[error("master {0} is not running")]
     NotRunning(MasterId),
+    #[error("agent {0} is not part of this cluster")]
+    UnknownAgent(usize),
+    #[error("agent {0} is already running")]
+    AgentRunning(usize),
+    #[error("agent {0} is not running")]
+    AgentNotRunning(usize),
     #[error("signal to master {id}: {source}")]
     Signal {
         id: MasterId,
@@ -71,6 +81,10 @@ pub struct ClusterSpec {
     /// Put a fault-injecting proxy ([`crate::net`]) in front of every master, so that links
     /// between masters can be cut.
     pub proxied: bool,
+    /// One agent per entry, listening on that port of `host`.
+    pub agent_ports: Vec<u16>,
+    /// Extra arguments for every `drover agent` (e.g. `--resources …`).
+    pub agent_args: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -92,11 +106,28 @@ impl ClusterSpec {
             master_args: Vec::new(),
             log_to_files: true,
             proxied: false,
+            agent_ports: Vec::new(),
+            agent_args: Vec::new(),
         })
     }
 
-    /// `masters` masters on `base_port`, `base_port + 2`, … (the odd ports are for agents).
-    pub fn on_ports_from(binary: PathBuf, base_dir: PathBuf, masters: u64, base_port: u16) -> Self {
+    /// Adds `count` agents on free ports.
+    pub fn with_agents(mut self, count: usize) -> Result<Self, ClusterError> {
+        for _ in 0..count {
+            self.agent_ports.push(free_port()?);
+        }
+        Ok(self)
+    }
+
+    /// `masters` masters on `base_port`, `base_port + 2`, …; `agents` agents on the odd ports
+    /// between them, `base_port + 1`, `base_port + 3`, ….
+    pub fn on_ports_from(
+        binary: PathBuf,
+        base_dir: PathBuf,
+        masters: u64,
+        agents: usize,
+        base_port: u16,
+    ) -> Self {
         let ports = (1..=masters)
             .map(|id| (id, base_port + 2 * (id as u16 - 1)))
             .collect();
@@ -108,6 +139,8 @@ impl ClusterSpec {
             master_args: Vec::new(),
             log_to_files: true,
             proxied: false,
+            agent_ports: (0..agents as u16).map(|i| base_port + 1 + 2 * i).collect(),
+            agent_args: Vec::new(),
         }
     }
 }
@@ -229,6 +262,7 @@ impl MasterProcess {
 pub struct LocalCluster {
     spec: ClusterSpec,
     masters: BTreeMap<MasterId, MasterProcess>,
+    agents: Vec<AgentProcess>,
     client: MasterClient,
     net: Option<FaultyNetwork>,
 }
@@ -256,9 +290,16 @@ impl LocalCluster {
         }
         let addrs: Vec<String> = masters.values().map(|m| m.addr.clone()).collect();
         let client = MasterClient::new(&addrs)?;
+        let agents = spec
+            .agent_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| AgentProcess::slot(&spec.base_dir, &spec.host, i, *port))
+            .collect();
         Ok(Self {
             spec,
             masters,
+            agents,
             client,
             net,
         })
@@ -269,12 +310,15 @@ impl LocalCluster {
         self.net.as_ref()
     }
 
-    /// Prepares and starts every master.
+    /// Prepares and starts every master and agent.
     pub async fn start(spec: ClusterSpec) -> Result<Self, ClusterError> {
         let mut c = Self::new(spec)?;
         let ids: Vec<MasterId> = c.masters.keys().copied().collect();
         for id in ids {
             c.start_master(id)?;
+        }
+        for i in 0..c.agents.len() {
+            c.start_agent(i)?;
         }
         Ok(c)
     }
@@ -540,8 +584,10 @@ impl LocalCluster {
         .await?)
     }
 
-    /// Stops every running master with SIGTERM (SIGKILL after `grace`).
+    /// Stops every agent (and the executors they started), then every running master, with
+    /// SIGTERM (SIGKILL after `grace`).
     pub async fn stop_all(&mut self, grace: Duration) -> Result<(), ClusterError> {
+        self.stop_agents(grace).await?;
         let ids: Vec<MasterId> = self
             .masters
             .values()
@@ -566,6 +612,12 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        for a in &mut self.agents {
+            if let Some(child) = a.child.as_mut() {
+                let _ = child.start_kill();
+            }
+            kill_executors(&a.work_dir);
+        }
         for m in self.masters.values_mut() {
             if let Some(child) = m.child.as_mut() {
                 if let Some(pid) = child.id() {

@@ -1,8 +1,9 @@
 //! `drover up`: a whole local cluster in child processes, until Ctrl-C or SIGTERM.
 //!
-//! Masters listen on 127.0.0.1 from `base_port` in steps of two (5050, 5052, 5054 by default;
-//! the odd ports are left for agents), keep their data under `base_dir` (`./.drover/`) and log
-//! to files there. Running it again restarts the same cluster from its data.
+//! Masters listen on 127.0.0.1 from `base_port` in steps of two (5050, 5052, 5054 by default),
+//! agents on the odd ports between them (5051, 5053), everything keeps its data under
+//! `base_dir` (`./.drover/`) and logs to files there. Running it again restarts the same
+//! cluster from its data (agents keep their ids).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,8 +16,10 @@ pub struct UpOptions {
     pub binary: PathBuf,
     pub base_dir: PathBuf,
     pub masters: u64,
+    pub agents: usize,
     pub base_port: u16,
     pub master_args: Vec<String>,
+    pub agent_args: Vec<String>,
 }
 
 pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
@@ -24,12 +27,15 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         opts.binary,
         opts.base_dir.clone(),
         opts.masters,
+        opts.agents,
         opts.base_port,
     );
     spec.master_args = opts.master_args;
+    spec.agent_args = opts.agent_args;
     println!(
-        "starting {} masters (data and logs under {})…",
+        "starting {} masters and {} agents (data and logs under {})…",
         opts.masters,
+        opts.agents,
         opts.base_dir.display()
     );
     let mut cluster = LocalCluster::start(spec).await?;
@@ -62,9 +68,22 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         );
         println!("            log {}", m.log_path.display());
     }
+    for a in cluster.agents() {
+        println!(
+            "  agent {}   grpc://{}  http://{}/health",
+            a.index, a.addr, a.addr
+        );
+        println!(
+            "            work dir {}  log {}",
+            a.work_dir.display(),
+            a.log_path.display()
+        );
+    }
     let masters = cluster.addrs().join(",");
     println!();
-    println!("Try:  drover store --masters {masters} put greeting hello");
+    println!("Try:  drover run -- 'echo hello from drover'");
+    println!("      curl http://{}/v1/state", leader.leader_addr);
+    println!("      drover store --masters {masters} put greeting hello");
     println!("      drover store --masters {masters} get greeting");
     println!("      drover cluster --masters {masters} status");
     println!("Press Ctrl-C to stop.");
@@ -79,6 +98,10 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = tick.tick() => {
+                for i in cluster.exited_agents() {
+                    let log = cluster.agent(i).map(|a| a.log_path.display().to_string()).unwrap_or_default();
+                    eprintln!("agent {i} exited; see {log}");
+                }
                 let ids: Vec<u64> = cluster.masters().filter(|m| m.is_running()).map(|m| m.id).collect();
                 for id in ids {
                     if let Ok(Some(status)) = cluster.exited(id) {

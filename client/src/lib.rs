@@ -13,4 +13,4 @@
 pub mod channel;
 mod master;
 
-pub use master::{ClientError, MasterClient, RetryPolicy};
+pub use master::{ClientError, MasterClient, RetryPolicy, MAX_REPLY_BYTES};

@@ -19,7 +19,7 @@ use tonic::{Code, Status};
 use crate::channel;
 
 /// Largest message the client accepts from a master, bytes.
-const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 /// Redirects followed in a row before the client waits (a leader hint can be stale during an
 /// election).
 const MAX_REDIRECTS_WITHOUT_WAIT: u32 = 3;
@@ -266,6 +266,30 @@ impl MasterClient {
         }
     }
 
+    /// Runs a call that is safe to repeat (a read, a subscription, an idempotent request) on
+    /// the leader: `f` gets a channel to the master tried and the time left before the
+    /// deadline, and is tried again, elsewhere if need be, until it succeeds, a master refuses
+    /// it for good, or the deadline passes. Services outside this crate (the framework and
+    /// agent APIs) use it with their own generated clients.
+    pub async fn call_idempotent<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call(Retry::Always, f).await
+    }
+
+    /// Runs a call that must not be applied twice on the leader: it is repeated only when it
+    /// certainly did not take effect (a follower's redirect, a refused connection); any other
+    /// failure is [`ClientError::Ambiguous`] or [`ClientError::Rejected`].
+    pub async fn call_once<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call(Retry::OnlyIfNotApplied, f).await
+    }
+
     fn store(ch: Channel) -> FrameworkStoreClient<Channel> {
         FrameworkStoreClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
     }
@@ -411,6 +435,24 @@ impl MasterClient {
                     }
                     Err(st)
                 }
+            }
+        })
+        .await
+    }
+
+    /// Sets `role`'s DRF weight (committed by the leader). Setting the same weight twice is
+    /// harmless, so it is retried like a read.
+    pub async fn set_role_weight(&self, role: &str, weight: f64) -> Result<(), ClientError> {
+        let req = drover_proto::master::SetRoleWeightRequest {
+            role: role.into(),
+            weight,
+        };
+        self.call(Retry::Always, |ch, t| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(t);
+            async move {
+                Self::cluster(ch).set_role_weight(r).await?;
+                Ok(())
             }
         })
         .await

@@ -33,6 +33,7 @@ pub struct ClusterService {
     identity: std::sync::Arc<Identity>,
     dialer: PeerDialer,
     catch_up_timeout: Duration,
+    leader: crate::leader::LeaderHandle,
 }
 
 impl ClusterService {
@@ -41,12 +42,14 @@ impl ClusterService {
         identity: std::sync::Arc<Identity>,
         dialer: PeerDialer,
         catch_up_timeout: Duration,
+        leader: crate::leader::LeaderHandle,
     ) -> Self {
         Self {
             replicated,
             identity,
             dialer,
             catch_up_timeout,
+            leader,
         }
     }
 
@@ -246,6 +249,30 @@ impl Cluster for ClusterService {
             .await
             .map_err(|e| Self::write_error(e, &self.replicated))?;
         Ok(Response::new(self.membership_reply(resp.log_id.index)))
+    }
+
+    async fn set_role_weight(
+        &self,
+        request: Request<drover_proto::master::SetRoleWeightRequest>,
+    ) -> Result<Response<drover_proto::master::SetRoleWeightReply>, Status> {
+        let r = request.into_inner();
+        let role = crate::ids::Role::new(&r.role)
+            .map_err(|e| Status::invalid_argument(format!("role: {e}")))?;
+        if !(r.weight.is_finite() && r.weight > 0.0 && r.weight <= 1e6) {
+            return Err(Status::invalid_argument(format!(
+                "weight: {} must be a number in (0, 1000000]",
+                r.weight
+            )));
+        }
+        let weight = r.weight;
+        self.leader
+            .ask(|reply| crate::leader::Command::SetRoleWeight {
+                role,
+                weight,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(drover_proto::master::SetRoleWeightReply {}))
     }
 
     async fn remove_master(

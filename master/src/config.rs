@@ -34,6 +34,43 @@ pub struct MasterConfig {
     pub catch_up_timeout: Duration,
     /// Source address for connections to other masters; None lets the kernel choose.
     pub peer_bind_ip: Option<std::net::IpAddr>,
+    /// The leader's offer cycle: allocation, offers, agent health.
+    pub offers: OfferCycleConfig,
+}
+
+/// Timing of the leader's offer cycle (see [`crate::leader`]).
+#[derive(Clone, Debug)]
+pub struct OfferCycleConfig {
+    /// A full allocation cycle runs this often; events (an agent added, resources freed, a
+    /// REVIVE) also trigger one after [`Self::allocation_batch`].
+    pub allocation_interval: Duration,
+    /// How long events are batched before the allocation they trigger.
+    pub allocation_batch: Duration,
+    /// An offer not used within this long is rescinded.
+    pub offer_timeout: Duration,
+    /// How often agents heartbeat (told to them when they register).
+    pub agent_heartbeat_interval: Duration,
+    /// An agent silent for this long is marked UNREACHABLE (committed).
+    pub agent_timeout: Duration,
+    /// How often the leader sends HEARTBEAT to each subscribed framework.
+    pub framework_heartbeat_interval: Duration,
+    /// Filter applied by DECLINE and to ACCEPT's unused resources when the framework gives
+    /// none (Mesos's default: 5 s).
+    pub default_refuse: Duration,
+}
+
+impl Default for OfferCycleConfig {
+    fn default() -> Self {
+        Self {
+            allocation_interval: Duration::from_secs(1),
+            allocation_batch: Duration::from_millis(5),
+            offer_timeout: Duration::from_secs(60),
+            agent_heartbeat_interval: Duration::from_secs(1),
+            agent_timeout: Duration::from_secs(10),
+            framework_heartbeat_interval: Duration::from_secs(5),
+            default_refuse: Duration::from_secs(5),
+        }
+    }
 }
 
 impl MasterConfig {
@@ -57,6 +94,7 @@ impl MasterConfig {
             write_timeout: Duration::from_secs(5),
             catch_up_timeout: Duration::from_secs(60),
             peer_bind_ip: None,
+            offers: OfferCycleConfig::default(),
         }
     }
 

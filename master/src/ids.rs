@@ -105,6 +105,13 @@ id_type!(
     "'*' or 1 to 256 bytes of letters, digits, '.', '_', ':', '-' and inner '/'"
 );
 
+impl TaskId {
+    /// The smallest valid task id in sort order (`-`): a range start for "every task of…".
+    pub fn lowest() -> Self {
+        Self("-".into())
+    }
+}
+
 impl Role {
     /// The default role, `*`.
     pub fn default_role() -> Self {
@@ -123,6 +130,10 @@ mod tests {
         assert!(TaskId::new("a b").is_err());
         assert!(TaskId::new(&"x".repeat(MAX_ID_BYTES + 1)).is_err());
         assert!(AgentId::new("*").is_err());
+        assert!(TaskId::new("-").is_ok());
+        assert!(TaskId::lowest() < TaskId::new("--").unwrap());
+        assert!(TaskId::lowest() < TaskId::new(".").unwrap());
+        assert!(TaskId::lowest() < TaskId::new("0").unwrap());
         assert!(Role::new("*").is_ok());
         assert!(Role::new("eng/web").is_ok());
         assert!(Role::new("/eng").is_err());

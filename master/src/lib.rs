@@ -7,11 +7,15 @@
 //! - [`raft`]: openraft's storage and network over RocksDB, snapshot files and tonic.
 //! - [`replicated`]: proposing operations and linearizable reads, for the services;
 //!   [`proposer`] batches concurrent writes into Raft entries.
-//! - [`store_service`], [`cluster_service`], [`http`]: the API edges.
+//! - [`leader`]: the offer cycle a leader runs (allocation, offers, agent health, status
+//!   relay), rebuilt from the registry on every leadership change.
+//! - [`store_service`], [`cluster_service`], [`scheduler_service`] (the framework API),
+//!   [`agent_service`] (the agent registry), [`http`]: the API edges.
 //! - [`identity`], [`bootstrap`]: who this replica is and how a cluster forms exactly once.
 //! - [`server`]: wires one master process together; [`config`] its settings;
 //!   [`metrics`] every metric it exports.
 
+pub mod agent_service;
 pub mod allocator;
 pub mod bootstrap;
 pub mod cluster_service;
@@ -20,11 +24,13 @@ pub mod db;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod leader;
 pub mod metrics;
 pub mod proposer;
 pub mod raft;
 pub mod registry;
 pub mod replicated;
+pub mod scheduler_service;
 pub mod server;
 pub mod store_service;
 

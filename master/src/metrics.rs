@@ -33,6 +33,16 @@ pub const RAFT_RPC_FAILURES_TOTAL: &str = "drover_master_raft_rpc_failures_total
 pub const RAFT_REJECTED_REQUESTS_TOTAL: &str = "drover_master_raft_rejected_requests_total";
 pub const STORE_OPERATIONS_TOTAL: &str = "drover_master_store_operations_total";
 pub const STORE_KEYS: &str = "drover_master_store_keys";
+pub const AGENTS: &str = "drover_master_agents";
+pub const FRAMEWORKS: &str = "drover_master_frameworks";
+pub const FRAMEWORKS_CONNECTED: &str = "drover_master_frameworks_connected";
+pub const TASKS: &str = "drover_master_tasks";
+pub const OFFERS_OUTSTANDING: &str = "drover_master_offers_outstanding";
+pub const OFFERS_TOTAL: &str = "drover_master_offers_total";
+pub const TASKS_LAUNCHED_TOTAL: &str = "drover_master_tasks_launched_total";
+pub const ALLOCATION_SECONDS: &str = "drover_master_allocation_seconds";
+pub const STATUS_UPDATES_TOTAL: &str = "drover_master_status_updates_total";
+pub const STATUS_UPDATE_COMMIT_SECONDS: &str = "drover_master_status_update_commit_seconds";
 
 /// Latency buckets, seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -136,4 +146,70 @@ fn describe() {
         "Framework store operations served, by op and outcome"
     );
     describe_gauge!(STORE_KEYS, "Keys in the framework store, all frameworks");
+    describe_gauge!(AGENTS, "Agents in the registry, by state");
+    describe_gauge!(FRAMEWORKS, "Frameworks in the registry, by state");
+    describe_gauge!(
+        FRAMEWORKS_CONNECTED,
+        "Frameworks with an open event stream to this leader"
+    );
+    describe_gauge!(TASKS, "Tasks in the registry, by state");
+    describe_gauge!(
+        OFFERS_OUTSTANDING,
+        "Offers committed and neither used, declined nor rescinded"
+    );
+    describe_counter!(OFFERS_TOTAL, "Offers committed and sent by this leader");
+    describe_counter!(
+        TASKS_LAUNCHED_TOTAL,
+        "Tasks committed by ACCEPT on this leader"
+    );
+    describe_histogram!(
+        ALLOCATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one DRF allocation cycle"
+    );
+    describe_counter!(
+        STATUS_UPDATES_TOTAL,
+        "Status updates from agents, by stage (received, acked after commit, forwarded to the framework)"
+    );
+    describe_histogram!(
+        STATUS_UPDATE_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time from an agent's status update reaching the leader until it is committed"
+    );
+}
+
+/// Sets the registry-derived gauges (agents, frameworks and tasks by state) from `registry`.
+/// Every replica runs it, so a follower's numbers can be compared with the leader's.
+pub fn set_registry_gauges(registry: &crate::registry::Registry) {
+    use std::collections::BTreeMap;
+    let cluster = registry.cluster();
+    let mut agents: BTreeMap<String, u64> = BTreeMap::new();
+    for a in cluster.agents() {
+        *agents
+            .entry(format!("{:?}", a.state).to_lowercase())
+            .or_default() += 1;
+    }
+    for state in ["active", "unreachable", "draining", "gone"] {
+        let n = agents.get(state).copied().unwrap_or(0);
+        metrics::gauge!(AGENTS, "state" => state).set(n as f64);
+    }
+    let (mut active, mut torn_down) = (0u64, 0u64);
+    for f in cluster.frameworks() {
+        if f.torn_down {
+            torn_down += 1;
+        } else {
+            active += 1;
+        }
+    }
+    metrics::gauge!(FRAMEWORKS, "state" => "active").set(active as f64);
+    metrics::gauge!(FRAMEWORKS, "state" => "torn_down").set(torn_down as f64);
+    let mut tasks: BTreeMap<crate::registry::TaskState, u64> = BTreeMap::new();
+    for t in cluster.tasks() {
+        *tasks.entry(t.state).or_default() += 1;
+    }
+    for state in crate::registry::TaskState::ALL {
+        let n = tasks.get(&state).copied().unwrap_or(0);
+        let name = crate::leader::convert::state_to_proto(state).as_str_name();
+        metrics::gauge!(TASKS, "state" => name).set(n as f64);
+    }
 }

@@ -54,6 +54,9 @@ fn payload_bytes(op: &Op) -> usize {
             };
             key.as_str().len() + new_value.len() + e
         }
+        // Cluster operations are small except ACCEPT (bounded by the framework API's request
+        // size) and batches of offers: count them by their encoded size.
+        Op::Cluster(op) => postcard::experimental::serialized_size(op).unwrap_or(1024),
     }
 }
 

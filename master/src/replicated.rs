@@ -151,6 +151,25 @@ impl Replicated {
         }
     }
 
+    /// Proposes `op` and waits for its outcome however long it takes: for the leader's own
+    /// bookkeeping, which must see every outcome (see [`crate::leader::conductor`]). It ends
+    /// when the entry is applied or when leadership is lost.
+    pub async fn propose_untimed(&self, op: Op) -> Result<Outcome, ReplicaError> {
+        self.check_leader()?;
+        let started = Instant::now();
+        let r = self.proposer.submit(op).await;
+        if r.is_ok() {
+            metrics::histogram!(m::RAFT_COMMIT_SECONDS).record(started.elapsed());
+        }
+        r
+    }
+
+    /// The state this replica has applied, without asking a quorum: possibly stale on a
+    /// follower; on the leader it holds every outcome its proposals have returned.
+    pub fn applied(&self) -> AppliedState {
+        self.applied.borrow().clone()
+    }
+
     /// A view of the registry that reflects every write committed before this call started
     /// (read-index: the leader confirms with a quorum that it still leads, then waits for its
     /// state machine to reach the commit index it had).

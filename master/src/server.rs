@@ -12,12 +12,15 @@ use std::time::Duration;
 use drover_proto::master::cluster_server::ClusterServer;
 use drover_proto::master::framework_store_server::FrameworkStoreServer;
 use drover_proto::raft::raft_service_server::RaftServiceServer;
+use drover_proto::v1::agent_registry_server::AgentRegistryServer;
+use drover_proto::v1::scheduler_server::SchedulerServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use openraft::ServerState;
 use tokio::task::JoinSet;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
+use crate::agent_service::AgentService;
 use crate::cluster_service::ClusterService;
 use crate::config::MasterConfig;
 use crate::identity::Identity;
@@ -30,6 +33,7 @@ use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MasterId, Raft};
 use crate::replicated::Replicated;
+use crate::scheduler_service::SchedulerService;
 use crate::store_service::{StoreService, MAX_REQUEST_BYTES};
 use crate::{bootstrap, db, http};
 
@@ -91,6 +95,7 @@ pub async fn run(
     let snapshots = Arc::new(SnapshotDir::open(&data_dir.join("snapshots"))?);
     let state_machine = StateMachine::open(snapshots.clone())?;
     let applied = state_machine.subscribe();
+    let applied_for_http = applied.clone();
     let dialer = PeerDialer {
         bind_ip: config.peer_bind_ip,
     };
@@ -126,10 +131,19 @@ pub async fn run(
         proposer,
         config.write_timeout,
     );
+    let (leader, leader_watcher) = crate::leader::start(
+        config.id,
+        replicated.clone(),
+        config.offers.clone(),
+        config.write_timeout,
+    );
+    tasks.spawn(leader_watcher);
+    tasks.spawn(registry_gauges(applied_for_http.clone()));
     let routes = Routes::from(http::router(http::HttpState {
         raft: raft.clone(),
         me: config.id,
         prometheus: prometheus.clone(),
+        applied: applied_for_http,
     }))
     .add_service(
         RaftServiceServer::new(RaftTransport::new(
@@ -150,7 +164,16 @@ pub async fn run(
         identity.clone(),
         dialer,
         config.catch_up_timeout,
-    )));
+        leader.clone(),
+    )))
+    .add_service(
+        SchedulerServer::new(SchedulerService::new(leader.clone()))
+            .max_decoding_message_size(crate::scheduler_service::MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        AgentRegistryServer::new(AgentService::new(leader))
+            .max_decoding_message_size(crate::agent_service::MAX_REQUEST_BYTES),
+    );
 
     tasks.spawn(watch_metrics(raft.clone(), config.id));
     tasks.spawn(async move {
@@ -231,6 +254,21 @@ async fn wait_for_fatal(raft: Raft) -> String {
         if rx.changed().await.is_err() {
             // The metrics sender is gone only when the core stopped.
             return "raft core stopped".to_string();
+        }
+    }
+}
+
+/// Keeps the registry-derived gauges (agents, frameworks, tasks by state) current, at most
+/// once a second.
+async fn registry_gauges(
+    mut applied: tokio::sync::watch::Receiver<crate::raft::state_machine::AppliedState>,
+) {
+    loop {
+        let registry = applied.borrow_and_update().registry.clone();
+        m::set_registry_gauges(&registry);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if applied.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -89,6 +89,7 @@ impl StoreService {
                 Err(Status::invalid_argument(e.to_string()))
             }
             Outcome::Store(o) => Ok(o),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }
 }

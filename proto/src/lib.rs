@@ -11,6 +11,13 @@ pub mod master {
     tonic::include_proto!("drover.master.v1");
 }
 
+/// The offer cycle's APIs: the framework API (`Scheduler`, served by the leading master), the
+/// agent registry (served by the leading master for agents) and the `Agent` service (served by
+/// each agent), with the types they share.
+pub mod v1 {
+    tonic::include_proto!("drover.v1");
+}
+
 /// gRPC metadata keys a follower sets on its UNAVAILABLE answer to point at the leader.
 pub mod metadata {
     /// The leader's node id, decimal.
@@ -20,4 +27,11 @@ pub mod metadata {
     /// Set (to "1") on every refusal by a replica that is not the leader. The request was not
     /// proposed, so a client may send it to another master without risk of applying it twice.
     pub const NOT_LEADER: &str = "drover-not-leader";
+    /// Set on a framework call refused because its caller is not the framework's live stream
+    /// on this leader (FAILED_PRECONDITION; nothing was applied): `replaced` when a newer
+    /// subscription took over, `not-subscribed` when this leader has no stream for the
+    /// framework (e.g. it was elected since). The framework re-subscribes and sends it again.
+    pub const STALE_CALLER: &str = "drover-stale-caller";
+    pub const STALE_CALLER_REPLACED: &str = "replaced";
+    pub const STALE_CALLER_NOT_SUBSCRIBED: &str = "not-subscribed";
 }

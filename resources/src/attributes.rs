@@ -35,7 +35,7 @@ impl fmt::Debug for AttributeValue {
 
 /// An agent's attributes, by name.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Attributes(BTreeMap<String, AttributeValue>);
+pub struct Attributes(pub(crate) BTreeMap<String, AttributeValue>);
 
 impl Attributes {
     pub fn get(&self, name: &str) -> Option<&AttributeValue> {

@@ -15,9 +15,10 @@
 //!
 //! Text form is Mesos's: `cpus:4;mem:8192;disk:10240;ports:[31000-32000]`.
 
-mod attributes;
+pub mod attributes;
 mod ranges;
 mod scalar;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;

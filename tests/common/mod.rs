@@ -52,6 +52,18 @@ impl Drop for TestCluster {
                     eprintln!("{line}");
                 }
             }
+            for a in self.cluster.agents() {
+                let log = std::fs::read_to_string(&a.log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!(
+                    "---- agent {} log (last {} lines) ----",
+                    a.index,
+                    tail.len()
+                );
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
         }
         // The fields drop after this, in order: `cluster` SIGKILLs the masters, then `dir`
         // removes their directories.
@@ -77,6 +89,68 @@ async fn launch(mut c: TestCluster) -> TestCluster {
         .await
         .expect("leader elected");
     c
+}
+
+/// Starts `masters` masters (with `master_args`) and `agents` agents (with `agent_args`), and
+/// waits until the leader has registered `expect_agents` active agents (a simulating agent
+/// process registers several).
+pub async fn start_with_agents(
+    masters: u64,
+    master_args: &[&str],
+    agents: usize,
+    agent_args: &[&str],
+    expect_agents: usize,
+) -> TestCluster {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = ClusterSpec::on_free_ports(binary(), dir.path().to_path_buf(), masters)
+        .expect("ports")
+        .with_agents(agents)
+        .expect("agent ports");
+    spec.master_args = master_args.iter().map(|s| s.to_string()).collect();
+    spec.agent_args = agent_args.iter().map(|s| s.to_string()).collect();
+    let c = TestCluster {
+        cluster: LocalCluster::new(spec).expect("cluster"),
+        dir: Some(dir),
+    };
+    let mut c = launch(c).await;
+    for i in 0..agents {
+        c.start_agent(i).expect("start agent");
+    }
+    wait_for_agents(&c, expect_agents).await;
+    c
+}
+
+/// The leader's `/v1/state` as JSON.
+pub async fn leader_state(c: &LocalCluster) -> Result<serde_json::Value, String> {
+    let leader = c
+        .wait_for_leader(LEADER_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (code, body) = try_http_get(&leader.leader_addr, "/v1/state")
+        .await
+        .map_err(|e| e.to_string())?;
+    if code != 200 {
+        return Err(format!("/v1/state answered {code}: {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| e.to_string())
+}
+
+/// Waits until the leader's registry holds `n` active agents.
+pub async fn wait_for_agents(c: &LocalCluster, n: usize) {
+    wait_until("agents registered", Duration::from_secs(60), || async {
+        let state = leader_state(c).await?;
+        let active = state["agents"]
+            .as_array()
+            .map(|a| a.iter().filter(|a| a["state"] == "ACTIVE").count())
+            .unwrap_or(0);
+        if active >= n {
+            Ok(())
+        } else {
+            Err(format!("{active} of {n} agents active"))
+        }
+    })
+    .await
+    .expect("agents registered");
 }
 
 /// Prepares a cluster of `masters` without starting anything.

@@ -497,6 +497,11 @@ impl Allocator {
         })
     }
 
+    /// The total of `agent`, if known.
+    pub fn agent_total(&self, agent: &AgentId) -> Option<&Resources> {
+        self.agents.get(agent).map(|a| &a.total)
+    }
+
     /// Free resources on `agent`.
     pub fn free(&self, agent: &AgentId) -> Option<Resources> {
         self.agents.get(agent).map(AgentSlot::free)

@@ -8,6 +8,8 @@
 //! only along a legal transition (invariant 2). Pure: time arrives in the operation, stamped by
 //! the leader. Not yet reached from the log: the offer cycle's services will propose these.
 
+use std::collections::BTreeMap;
+
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +53,10 @@ pub struct FrameworkRecord {
     pub principal: String,
     pub failover_timeout_ms: u64,
     pub subscribed_at_ms: u64,
+    /// TEARDOWN happened: the framework may not subscribe again; its record stays while its
+    /// tasks end.
+    #[serde(default)]
+    pub torn_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,15 +77,37 @@ pub struct TaskSpec {
     pub resources: Resources,
     /// Run with `/bin/sh -c`.
     pub command: String,
+    pub environment: BTreeMap<String, String>,
+    /// SIGTERM-to-SIGKILL grace period on kill; 0 means the agent's default.
+    pub kill_grace_ms: u64,
+}
+
+/// Who produced a status update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusSource {
+    Executor,
+    Agent,
+    Master,
+}
+
+/// One status update, as the agent (or the master) reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub uuid: uuid::Uuid,
+    pub state: TaskState,
+    pub source: StatusSource,
+    pub reason: String,
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// When it was created (by its source), milliseconds since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// One status update as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecord {
-    pub uuid: uuid::Uuid,
-    pub state: TaskState,
-    pub message: String,
-    pub at_ms: u64,
+    pub update: StatusUpdate,
     /// Whether the framework acknowledged it.
     pub acknowledged: bool,
 }
@@ -102,9 +130,17 @@ pub enum ClusterOp {
         agent: AgentId,
         state: AgentState,
     },
+    /// Adds a framework, or updates a known one that subscribes again.
     SubscribeFramework(FrameworkRecord),
+    /// Removes the framework's offers and marks it torn down. Its tasks are killed by the
+    /// leader; their terminal updates still apply.
+    TeardownFramework(FrameworkId),
+    SetRoleWeight {
+        role: Role,
+        weight: f64,
+    },
     CreateOffers(Vec<OfferRecord>),
-    /// Declined, rescinded or expired.
+    /// Declined, rescinded or expired. Ids no longer outstanding are skipped.
     RemoveOffers(Vec<OfferId>),
     Accept {
         framework: FrameworkId,
@@ -114,10 +150,7 @@ pub enum ClusterOp {
     StatusUpdate {
         framework: FrameworkId,
         task: TaskId,
-        uuid: uuid::Uuid,
-        state: TaskState,
-        message: String,
-        at_ms: u64,
+        update: StatusUpdate,
     },
     Acknowledge {
         framework: FrameworkId,
@@ -135,6 +168,12 @@ pub enum ClusterError {
     AgentNotActive(AgentId),
     #[error("unknown framework {0}")]
     UnknownFramework(FrameworkId),
+    #[error("framework {0} was torn down")]
+    FrameworkTornDown(FrameworkId),
+    #[error("framework {framework}: its role is {role}; a framework cannot change role")]
+    RoleChange { framework: FrameworkId, role: Role },
+    #[error("role {role}: weight {weight} must be a positive finite number")]
+    BadWeight { role: Role, weight: f64 },
     #[error("offer {0} is not outstanding (already used, declined, rescinded or expired)")]
     OfferNotOutstanding(OfferId),
     #[error("offer {offer} belongs to another framework")]
@@ -174,8 +213,20 @@ pub enum ClusterOutcome {
         agent: AgentId,
         unused: Resources,
     },
+    /// Offers removed (by RemoveOffers or TeardownFramework): only those that were still
+    /// outstanding, so their resources go back to the allocator exactly once.
+    Removed(Vec<OfferRecord>),
+    /// A status update applied to a task on `agent`; `released` holds the task's resources
+    /// when this update ended it.
+    StatusApplied {
+        agent: AgentId,
+        released: Option<Resources>,
+    },
     /// A status update with a uuid already recorded: acknowledge again, nothing applied.
-    Duplicate,
+    /// `acknowledged` tells whether the framework has it already.
+    Duplicate {
+        acknowledged: bool,
+    },
     Refused(ClusterError),
 }
 
@@ -184,6 +235,8 @@ pub enum ClusterOutcome {
 pub struct ClusterState {
     agents: OrdMap<AgentId, AgentRecord>,
     frameworks: OrdMap<FrameworkId, FrameworkRecord>,
+    /// Role weights set by operators (default 1).
+    roles: OrdMap<Role, f64>,
     offers: OrdMap<OfferId, OfferRecord>,
     tasks: OrdMap<(FrameworkId, TaskId), TaskRecord>,
     /// Per agent, its outstanding offers plus its live tasks, kept up to date by every
@@ -207,6 +260,24 @@ impl ClusterState {
     }
     pub fn agents(&self) -> impl Iterator<Item = &AgentRecord> {
         self.agents.values()
+    }
+    pub fn frameworks(&self) -> impl Iterator<Item = &FrameworkRecord> {
+        self.frameworks.values()
+    }
+    /// Role weights set by operators.
+    pub fn role_weights(&self) -> impl Iterator<Item = (&Role, f64)> {
+        self.roles.iter().map(|(r, w)| (r, *w))
+    }
+    /// The tasks of one framework, in task id order.
+    pub fn tasks_of<'a>(
+        &'a self,
+        framework: &'a FrameworkId,
+    ) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        let start = (framework.clone(), TaskId::lowest());
+        self.tasks
+            .range(start..)
+            .take_while(move |((f, _), _)| f == framework)
+            .map(|(_, t)| t)
     }
     pub fn offers(&self) -> impl Iterator<Item = &OfferRecord> {
         self.offers.values()
@@ -275,18 +346,46 @@ impl ClusterState {
                 Ok(ClusterOutcome::Done)
             }
             ClusterOp::SubscribeFramework(f) => {
+                if let Some(known) = self.frameworks.get(&f.id) {
+                    if known.torn_down {
+                        return Err(ClusterError::FrameworkTornDown(f.id.clone()));
+                    }
+                    if known.role != f.role {
+                        return Err(ClusterError::RoleChange {
+                            framework: f.id.clone(),
+                            role: known.role.clone(),
+                        });
+                    }
+                }
                 self.frameworks.insert(f.id.clone(), f.clone());
                 Ok(ClusterOutcome::Done)
             }
-            ClusterOp::CreateOffers(offers) => self.create_offers(offers),
-            ClusterOp::RemoveOffers(ids) => {
-                for id in ids {
-                    if let Some(o) = self.offers.remove(id) {
-                        self.release(&o.agent, &o.resources);
-                    }
+            ClusterOp::TeardownFramework(id) => {
+                let f = self
+                    .frameworks
+                    .get_mut(id)
+                    .ok_or_else(|| ClusterError::UnknownFramework(id.clone()))?;
+                f.torn_down = true;
+                let ids: Vec<OfferId> = self
+                    .offers
+                    .values()
+                    .filter(|o| &o.framework == id)
+                    .map(|o| o.id.clone())
+                    .collect();
+                Ok(ClusterOutcome::Removed(self.remove_offers(&ids)))
+            }
+            ClusterOp::SetRoleWeight { role, weight } => {
+                if !(weight.is_finite() && *weight > 0.0) {
+                    return Err(ClusterError::BadWeight {
+                        role: role.clone(),
+                        weight: *weight,
+                    });
                 }
+                self.roles.insert(role.clone(), *weight);
                 Ok(ClusterOutcome::Done)
             }
+            ClusterOp::CreateOffers(offers) => self.create_offers(offers),
+            ClusterOp::RemoveOffers(ids) => Ok(ClusterOutcome::Removed(self.remove_offers(ids))),
             ClusterOp::Accept {
                 framework,
                 offers,
@@ -295,16 +394,15 @@ impl ClusterState {
             ClusterOp::StatusUpdate {
                 framework,
                 task,
-                uuid,
-                state,
-                message,
-                at_ms,
+                update,
             } => {
                 let t = self.task_mut(framework, task)?;
-                if t.updates.iter().any(|u| u.uuid == *uuid) {
-                    return Ok(ClusterOutcome::Duplicate);
+                if let Some(u) = t.updates.iter().find(|u| u.update.uuid == update.uuid) {
+                    return Ok(ClusterOutcome::Duplicate {
+                        acknowledged: u.acknowledged,
+                    });
                 }
-                let next = t.state.transition(*state)?;
+                let next = t.state.transition(update.state)?;
                 // Only acknowledged updates may be forgotten: an unacknowledged one must still
                 // reach the framework. With none to drop, the update is refused and the agent
                 // retries it once the framework has acknowledged.
@@ -319,17 +417,15 @@ impl ClusterState {
                 let ended = !t.state.is_terminal() && next.is_terminal();
                 t.state = next;
                 t.updates.push(StatusRecord {
-                    uuid: *uuid,
-                    state: *state,
-                    message: message.clone(),
-                    at_ms: *at_ms,
+                    update: update.clone(),
                     acknowledged: false,
                 });
-                if ended {
-                    let (agent, resources) = (t.agent.clone(), t.spec.resources.clone());
-                    self.release(&agent, &resources);
+                let agent = t.agent.clone();
+                let released = ended.then(|| t.spec.resources.clone());
+                if let Some(r) = &released {
+                    self.release(&agent, r);
                 }
-                Ok(ClusterOutcome::Done)
+                Ok(ClusterOutcome::StatusApplied { agent, released })
             }
             ClusterOp::Acknowledge {
                 framework,
@@ -337,12 +433,23 @@ impl ClusterState {
                 uuid,
             } => {
                 let t = self.task_mut(framework, task)?;
-                for u in t.updates.iter_mut().filter(|u| u.uuid == *uuid) {
+                for u in t.updates.iter_mut().filter(|u| u.update.uuid == *uuid) {
                     u.acknowledged = true;
                 }
                 Ok(ClusterOutcome::Done)
             }
         }
+    }
+
+    fn remove_offers(&mut self, ids: &[OfferId]) -> Vec<OfferRecord> {
+        let mut removed = Vec::new();
+        for id in ids {
+            if let Some(o) = self.offers.remove(id) {
+                self.release(&o.agent, &o.resources);
+                removed.push(o);
+            }
+        }
+        removed
     }
 
     /// All offers are created or none: each must be new, for a known framework and an active
@@ -353,8 +460,12 @@ impl ClusterState {
             if next.offers.contains_key(&o.id) {
                 return Err(ClusterError::DuplicateOffer(o.id.clone()));
             }
-            if !next.frameworks.contains_key(&o.framework) {
-                return Err(ClusterError::UnknownFramework(o.framework.clone()));
+            match next.frameworks.get(&o.framework) {
+                None => return Err(ClusterError::UnknownFramework(o.framework.clone())),
+                Some(f) if f.torn_down => {
+                    return Err(ClusterError::FrameworkTornDown(o.framework.clone()))
+                }
+                Some(_) => {}
             }
             let agent = next
                 .agents
@@ -391,8 +502,12 @@ impl ClusterState {
         if tasks.len() > MAX_TASKS_PER_ACCEPT {
             return Err(ClusterError::TaskCount);
         }
-        if !self.frameworks.contains_key(framework) {
-            return Err(ClusterError::UnknownFramework(framework.clone()));
+        match self.frameworks.get(framework) {
+            None => return Err(ClusterError::UnknownFramework(framework.clone())),
+            Some(f) if f.torn_down => {
+                return Err(ClusterError::FrameworkTornDown(framework.clone()))
+            }
+            Some(_) => {}
         }
         let mut agent: Option<&AgentId> = None;
         let mut offered = Resources::empty();

@@ -1,7 +1,7 @@
 //! The registry: everything the masters replicate, as a pure state machine.
 //!
-//! Owns the replicated state (so far: the framework store; agents, frameworks, offers and tasks
-//! join it in later issues) and the operations that change it. [`Registry::apply`] is
+//! Owns the replicated state (the framework store; agents, frameworks, offers, tasks and role
+//! weights in [`cluster`]) and the operations that change it. [`Registry::apply`] is
 //! deterministic: it takes a proposal (one Raft entry: a batch of operations from concurrent
 //! clients, applied in order) and the log index it was committed at, and returns each
 //! operation's outcome. It never reads a clock, a file or a socket; the leader stamps its time
@@ -16,6 +16,7 @@ pub mod task_state;
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{ClusterOp, ClusterOutcome, ClusterState};
 pub use store::{
     Expectation, FrameworkName, FrameworkStore, StoreError, StoreKey, StoreOp, StoreOutcome,
     Versioned,
@@ -40,18 +41,22 @@ pub struct Proposal {
 pub enum Op {
     /// A write to a framework's store.
     Store(StoreOp),
+    /// A change to agents, frameworks, offers, tasks or roles.
+    Cluster(ClusterOp),
 }
 
 /// The result of applying one operation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Store(StoreOutcome),
+    Cluster(ClusterOutcome),
 }
 
 /// The replicated state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     store: FrameworkStore,
+    cluster: ClusterState,
 }
 
 impl Registry {
@@ -64,11 +69,17 @@ impl Registry {
     fn apply_op(&mut self, op: &Op) -> Outcome {
         match op {
             Op::Store(op) => Outcome::Store(self.store.apply(op)),
+            Op::Cluster(op) => Outcome::Cluster(self.cluster.apply(op)),
         }
     }
 
     /// The framework store, for reads.
     pub fn store(&self) -> &FrameworkStore {
         &self.store
+    }
+
+    /// Agents, frameworks, offers, tasks and roles, for reads.
+    pub fn cluster(&self) -> &ClusterState {
+        &self.cluster
     }
 }

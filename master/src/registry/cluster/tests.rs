@@ -55,6 +55,7 @@ fn with_agent_and_framework() -> ClusterState {
             principal: String::new(),
             failover_timeout_ms: 0,
             subscribed_at_ms: 0,
+            torn_down: false,
         }),
         ClusterOp::SubscribeFramework(FrameworkRecord {
             id: fw("g"),
@@ -63,6 +64,7 @@ fn with_agent_and_framework() -> ClusterState {
             principal: String::new(),
             failover_timeout_ms: 0,
             subscribed_at_ms: 0,
+            torn_down: false,
         }),
     ];
     for op in ops {
@@ -88,6 +90,21 @@ fn task(id: &str, resources: &str) -> TaskSpec {
         name: id.into(),
         resources: res(resources),
         command: "true".into(),
+        environment: Default::default(),
+        kill_grace_ms: 0,
+    }
+}
+
+fn status(state: TaskState, uuid: u128) -> StatusUpdate {
+    StatusUpdate {
+        uuid: uuid::Uuid::from_u128(uuid),
+        state,
+        source: StatusSource::Executor,
+        reason: String::new(),
+        message: String::new(),
+        exit_code: None,
+        signal: None,
+        at_ms: 1,
     }
 }
 
@@ -208,23 +225,23 @@ fn status_updates_apply_once_per_uuid_and_only_forward() {
     let update = |state, uuid: u128| ClusterOp::StatusUpdate {
         framework: fw("f"),
         task: task_id("t"),
-        uuid: uuid::Uuid::from_u128(uuid),
-        state,
-        message: String::new(),
-        at_ms: 1,
+        update: status(state, uuid),
     };
+    let applied = |released: Option<&str>| ClusterOutcome::StatusApplied {
+        agent: agent("a1"),
+        released: released.map(res),
+    };
+    assert_eq!(s.apply(&update(TaskState::Running, 1)), applied(None));
     assert_eq!(
         s.apply(&update(TaskState::Running, 1)),
-        ClusterOutcome::Done
-    );
-    assert_eq!(
-        s.apply(&update(TaskState::Running, 1)),
-        ClusterOutcome::Duplicate
+        ClusterOutcome::Duplicate {
+            acknowledged: false
+        }
     );
     assert_eq!(s.task(&fw("f"), &task_id("t")).unwrap().updates.len(), 1);
     assert_eq!(
         s.apply(&update(TaskState::Finished, 2)),
-        ClusterOutcome::Done
+        applied(Some("cpus:1"))
     );
     assert_eq!(
         s.apply(&update(TaskState::Running, 3)),
@@ -242,6 +259,10 @@ fn status_updates_apply_once_per_uuid_and_only_forward() {
     });
     let t = s.task(&fw("f"), &task_id("t")).unwrap();
     assert!(t.updates.iter().any(|u| u.acknowledged));
+    assert_eq!(
+        s.apply(&update(TaskState::Finished, 2)),
+        ClusterOutcome::Duplicate { acknowledged: true }
+    );
 }
 
 /// A framework that never acknowledges cannot make the master forget an update it has not
@@ -254,13 +275,13 @@ fn unacknowledged_updates_are_never_dropped() {
     let running = |uuid: u128| ClusterOp::StatusUpdate {
         framework: fw("f"),
         task: task_id("t"),
-        uuid: uuid::Uuid::from_u128(uuid),
-        state: TaskState::Running,
-        message: String::new(),
-        at_ms: 1,
+        update: status(TaskState::Running, uuid),
     };
     for n in 0..MAX_UPDATES_PER_TASK as u128 {
-        assert_eq!(s.apply(&running(n)), ClusterOutcome::Done);
+        assert!(matches!(
+            s.apply(&running(n)),
+            ClusterOutcome::StatusApplied { .. }
+        ));
     }
     assert_eq!(
         s.apply(&running(1_000)),
@@ -271,7 +292,10 @@ fn unacknowledged_updates_are_never_dropped() {
         task: task_id("t"),
         uuid: uuid::Uuid::from_u128(5),
     });
-    assert_eq!(s.apply(&running(1_000)), ClusterOutcome::Done);
+    assert!(matches!(
+        s.apply(&running(1_000)),
+        ClusterOutcome::StatusApplied { .. }
+    ));
     let t = s.task(&fw("f"), &task_id("t")).unwrap();
     assert_eq!(t.updates.len(), MAX_UPDATES_PER_TASK);
     assert!(
@@ -301,10 +325,10 @@ proptest! {
                 2 => ClusterOp::StatusUpdate {
                     framework: fw(framework),
                     task: task_id(&format!("t{}", n + 1)),
-                    uuid: uuid::Uuid::from_u128(n as u128 * 7 + cpus as u128),
-                    state: [TaskState::Running, TaskState::Finished, TaskState::Failed][which as usize],
-                    message: String::new(),
-                    at_ms: 1,
+                    update: status(
+                        [TaskState::Running, TaskState::Finished, TaskState::Failed][which as usize],
+                        n as u128 * 7 + cpus as u128,
+                    ),
                 },
                 _ => ClusterOp::RemoveOffers(vec![offer_id(n)]),
             };
@@ -316,4 +340,75 @@ proptest! {
             prop_assert!(total.contains(&s.committed_on(&agent("a1"))));
         }
     }
+}
+
+#[test]
+fn removing_offers_reports_only_those_still_outstanding() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![
+        offer(1, "f", "cpus:1"),
+        offer(2, "f", "cpus:1"),
+    ]));
+    s.apply(&accept("f", &[1], vec![]));
+    match s.apply(&ClusterOp::RemoveOffers(vec![offer_id(1), offer_id(2)])) {
+        ClusterOutcome::Removed(removed) => {
+            let ids: Vec<_> = removed.iter().map(|o| o.id.clone()).collect();
+            assert_eq!(ids, vec![offer_id(2)], "offer 1 was consumed by ACCEPT");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        s.apply(&ClusterOp::RemoveOffers(vec![offer_id(2)])),
+        ClusterOutcome::Removed(vec![])
+    );
+}
+
+#[test]
+fn a_torn_down_framework_gets_no_offers_and_cannot_come_back() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:1")]));
+    match s.apply(&ClusterOp::TeardownFramework(fw("f"))) {
+        ClusterOutcome::Removed(removed) => assert_eq!(removed.len(), 1),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(s.committed_on(&agent("a1")), Resources::empty());
+    assert_eq!(
+        s.apply(&ClusterOp::CreateOffers(vec![offer(2, "f", "cpus:1")])),
+        ClusterOutcome::Refused(ClusterError::FrameworkTornDown(fw("f")))
+    );
+    let again = FrameworkRecord {
+        id: fw("f"),
+        name: "f".into(),
+        role: Role::default_role(),
+        principal: String::new(),
+        failover_timeout_ms: 0,
+        subscribed_at_ms: 1,
+        torn_down: false,
+    };
+    assert_eq!(
+        s.apply(&ClusterOp::SubscribeFramework(again)),
+        ClusterOutcome::Refused(ClusterError::FrameworkTornDown(fw("f")))
+    );
+}
+
+#[test]
+fn tasks_of_lists_one_framework_only() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![
+        offer(1, "f", "cpus:1"),
+        offer(2, "g", "cpus:1"),
+    ]));
+    s.apply(&accept(
+        "f",
+        &[1],
+        vec![task("a", "cpus:0.5"), task("b", "cpus:0.5")],
+    ));
+    s.apply(&accept("g", &[2], vec![task("a", "cpus:1")]));
+    let ids: Vec<_> = s
+        .tasks_of(&fw("f"))
+        .map(|t| t.spec.id.to_string())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(s.tasks_of(&fw("g")).count(), 1);
+    assert_eq!(s.tasks_of(&fw("nobody")).count(), 0);
 }

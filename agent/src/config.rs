@@ -1,0 +1,406 @@
+//! The agent's settings: the `drover agent` flags ([`AgentArgs`]), checked into an
+//! [`AgentConfig`], and the detection of what this host offers when `--resources` leaves a
+//! resource out.
+//!
+//! Every flag can also be set by an environment variable: `DROVER_MASTERS` (shared with the
+//! other subcommands), the rest `DROVER_AGENT_*` so that a shell that configures a master and an
+//! agent does not mix their `--listen` or `--work-dir`. A refusal names the flag.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drover_resources::{Attributes, Resources};
+
+/// Most simulated agents in one process.
+pub const MAX_SIMULATED: usize = 100_000;
+/// Memory kept for the system, MiB, when detecting `mem`.
+pub const MEM_RESERVE_MIB: u64 = 1024;
+/// Least `mem` detected, MiB.
+pub const MIN_MEM_MIB: u64 = 256;
+/// Disk kept for the system, MiB, when detecting `disk`.
+pub const DISK_RESERVE_MIB: u64 = 5 * 1024;
+/// Ports offered when `--resources` names none.
+pub const DEFAULT_PORTS: &str = "[31000-32000]";
+/// What each simulated agent offers when `--resources` does not say.
+pub const SIMULATED_RESOURCES: &str = "cpus:4;mem:8192;disk:65536;ports:[31000-32000]";
+/// Bounds of `--heartbeat-interval-ms`.
+pub const MIN_HEARTBEAT_MS: u64 = 100;
+pub const MAX_HEARTBEAT_MS: u64 = 60_000;
+/// Longest `--executor-grace-ms`.
+pub const MAX_EXECUTOR_GRACE_MS: u64 = 3_600_000;
+
+/// `drover agent`: run an agent (or, with --simulate N, N simulated agents).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Masters to contact, any subset of the cluster (host:port,…).
+    #[arg(
+        long,
+        env = "DROVER_MASTERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:5050,127.0.0.1:5052,127.0.0.1:5054"
+    )]
+    pub masters: Vec<String>,
+    /// Where the agent keeps its id, task checkpoints and sandboxes. Required.
+    #[arg(long, env = "DROVER_AGENT_WORK_DIR")]
+    pub work_dir: PathBuf,
+    /// Address the Agent service (gRPC) and /health, /metrics (HTTP) listen on.
+    #[arg(long, env = "DROVER_AGENT_LISTEN", default_value = "127.0.0.1:5051")]
+    pub listen: SocketAddr,
+    /// Address masters dial to reach this agent, host:port (default: the listen address; with
+    /// an unspecified listen IP, the hostname and the listen port).
+    #[arg(long, env = "DROVER_AGENT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Hostname reported to the masters (default: the system's).
+    #[arg(long, env = "DROVER_AGENT_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Resources offered, Mesos syntax, e.g. "cpus:4;mem:8192;ports:[31000-32000]". Names
+    /// given override the detected ones (cpus: available parallelism; mem: total memory minus
+    /// 1 GiB, at least 256 MiB; disk: the work directory's file system minus 5 GiB; ports:
+    /// [31000-32000]); names left out keep them.
+    #[arg(long, env = "DROVER_AGENT_RESOURCES")]
+    pub resources: Option<String>,
+    /// Attributes, e.g. "rack:a;zone:z1".
+    #[arg(long, env = "DROVER_AGENT_ATTRIBUTES", default_value = "")]
+    pub attributes: String,
+    /// Heartbeat interval, milliseconds; the master's, when it gives one, wins.
+    #[arg(
+        long,
+        env = "DROVER_AGENT_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub heartbeat_interval_ms: u64,
+    /// SIGTERM-to-SIGKILL grace when killing a task that set none, milliseconds.
+    #[arg(long, env = "DROVER_AGENT_EXECUTOR_GRACE_MS", default_value_t = 3000)]
+    pub executor_grace_ms: u64,
+    /// Run N simulated agents in this process instead of a real one (tasks are timers).
+    #[arg(long, env = "DROVER_AGENT_SIMULATE", default_value_t = 0)]
+    pub simulate: usize,
+    /// Program and arguments that start an executor (default: this program, "executor").
+    #[arg(
+        long,
+        env = "DROVER_AGENT_EXECUTOR_COMMAND",
+        hide = true,
+        num_args = 1..,
+        value_delimiter = ' '
+    )]
+    pub executor_command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{flag}: {reason}")]
+    Invalid { flag: &'static str, reason: String },
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// The checked settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub masters: Vec<String>,
+    pub work_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `None`: derived from the bound listen address.
+    pub advertise: Option<String>,
+    pub hostname: String,
+    pub resources: Resources,
+    pub attributes: Attributes,
+    pub heartbeat_interval: Duration,
+    pub executor_grace: Duration,
+    /// Simulated agents; 0 for a real agent.
+    pub simulate: usize,
+    pub executor_command: Vec<OsString>,
+}
+
+impl AgentConfig {
+    /// Checks the flags and detects what they leave out. Creates the work directory (its file
+    /// system is measured for `disk`).
+    pub fn from_args(args: AgentArgs) -> Result<Self, ConfigError> {
+        let masters: Vec<String> = args
+            .masters
+            .iter()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if masters.is_empty() {
+            return Err(invalid("masters", "give at least one master, host:port"));
+        }
+        for m in &masters {
+            drover_client::channel::endpoint(m)
+                .map_err(|e| invalid("masters", format!("{m:?}: {e}")))?;
+        }
+        if args.work_dir.as_os_str().is_empty() {
+            return Err(invalid("work-dir", "required"));
+        }
+        std::fs::create_dir_all(&args.work_dir).map_err(|e| {
+            invalid(
+                "work-dir",
+                format!("cannot create {}: {e}", args.work_dir.display()),
+            )
+        })?;
+        let work_dir = std::fs::canonicalize(&args.work_dir)
+            .map_err(|e| invalid("work-dir", format!("{}: {e}", args.work_dir.display())))?;
+        if let Some(a) = &args.advertise {
+            if a.trim().is_empty() || !a.contains(':') {
+                return Err(invalid("advertise", format!("{a:?}: expected host:port")));
+            }
+        }
+        let hostname = match args.hostname {
+            Some(h) => h,
+            None => nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .map_err(|e| {
+                    invalid(
+                        "hostname",
+                        format!("cannot read the system hostname ({e}); set it"),
+                    )
+                })?,
+        };
+        if hostname.is_empty() || hostname.len() > 255 {
+            return Err(invalid("hostname", "1 to 255 bytes"));
+        }
+        if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&args.heartbeat_interval_ms) {
+            return Err(invalid(
+                "heartbeat-interval-ms",
+                format!("between {MIN_HEARTBEAT_MS} and {MAX_HEARTBEAT_MS}"),
+            ));
+        }
+        if args.executor_grace_ms > MAX_EXECUTOR_GRACE_MS {
+            return Err(invalid(
+                "executor-grace-ms",
+                format!("at most {MAX_EXECUTOR_GRACE_MS}"),
+            ));
+        }
+        if args.simulate > MAX_SIMULATED {
+            return Err(invalid("simulate", format!("at most {MAX_SIMULATED}")));
+        }
+        let explicit = match &args.resources {
+            Some(text) => text
+                .parse::<Resources>()
+                .map_err(|e| invalid("resources", e.to_string()))?,
+            None => Resources::empty(),
+        };
+        let base = if args.simulate > 0 {
+            SIMULATED_RESOURCES
+                .parse::<Resources>()
+                .map_err(|e| invalid("resources", e.to_string()))?
+        } else {
+            detect_resources(&work_dir)
+        };
+        let resources = overlay(base, &explicit).map_err(|e| invalid("resources", e))?;
+        let attributes = args
+            .attributes
+            .parse::<Attributes>()
+            .map_err(|e| invalid("attributes", e.to_string()))?;
+        let executor_command = if args.executor_command.is_empty() {
+            crate::launcher::default_executor_command().map_err(|e| {
+                invalid(
+                    "executor-command",
+                    format!("cannot find this program ({e}); give the executor command"),
+                )
+            })?
+        } else {
+            args.executor_command.iter().map(OsString::from).collect()
+        };
+        Ok(AgentConfig {
+            masters,
+            work_dir,
+            listen: args.listen,
+            advertise: args.advertise,
+            hostname,
+            resources,
+            attributes,
+            heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+            executor_grace: Duration::from_millis(args.executor_grace_ms),
+            simulate: args.simulate,
+            executor_command,
+        })
+    }
+
+    /// The address masters dial, given the address actually bound.
+    pub fn advertised(&self, bound: SocketAddr) -> String {
+        match &self.advertise {
+            Some(a) => a.clone(),
+            None if bound.ip().is_unspecified() => format!("{}:{}", self.hostname, bound.port()),
+            None => bound.to_string(),
+        }
+    }
+}
+
+/// `base` with every resource named in `explicit` replaced by the explicit amount.
+pub fn overlay(base: Resources, explicit: &Resources) -> Result<Resources, String> {
+    let mut out = base;
+    for (name, amount) in explicit.scalars() {
+        out = out
+            .with_scalar(name.as_str(), amount)
+            .map_err(|e| e.to_string())?;
+    }
+    for (name, ranges) in explicit.range_sets() {
+        out = out
+            .with_ranges(name.as_str(), ranges.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// `MemTotal` of `/proc/meminfo`, MiB.
+fn mem_total_mib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The memory offered: total minus the reserve, at least [`MIN_MEM_MIB`].
+fn offered_mem_mib(total_mib: u64) -> u64 {
+    total_mib.saturating_sub(MEM_RESERVE_MIB).max(MIN_MEM_MIB)
+}
+
+/// What this host offers (see [`AgentArgs::resources`]). Anything it cannot measure it leaves
+/// out, with a warning.
+pub fn detect_resources(work_dir: &Path) -> Resources {
+    let mut text = Vec::new();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    text.push(format!("cpus:{cpus}"));
+    match std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .as_deref()
+        .and_then(mem_total_mib)
+    {
+        Some(total) => text.push(format!("mem:{}", offered_mem_mib(total))),
+        None => tracing::warn!(
+            "cannot read MemTotal from /proc/meminfo; offering no mem (set --resources)"
+        ),
+    }
+    match nix::sys::statvfs::statvfs(work_dir) {
+        Ok(s) => {
+            let total_mib = s.blocks().saturating_mul(s.fragment_size()) / (1024 * 1024);
+            let disk = total_mib.saturating_sub(DISK_RESERVE_MIB);
+            if disk > 0 {
+                text.push(format!("disk:{disk}"));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot measure the work directory's file system; offering no disk (set --resources)")
+        }
+    }
+    text.push(format!("ports:{DEFAULT_PORTS}"));
+    text.join(";").parse().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "detected resources do not parse; offering none");
+        Resources::empty()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<AgentConfig, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+            .expect("flags parse");
+        AgentConfig::from_args(cli.agent)
+    }
+
+    #[test]
+    fn explicit_resources_override_detected_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wd = dir.path().display().to_string();
+        let c = parse(&[
+            "--work-dir",
+            &wd,
+            "--resources",
+            "cpus:0.5;gpus:1",
+            "--hostname",
+            "h",
+        ])
+        .expect("valid");
+        assert_eq!(c.resources.cpus().milli(), 500);
+        assert_eq!(c.resources.scalar("gpus").milli(), 1000);
+        assert!(c.resources.mem_mib().milli() >= MIN_MEM_MIB * 1000);
+        assert_eq!(c.resources.ports().values().next(), Some(31000));
+        assert_eq!(c.masters.len(), 3);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.executor_grace, Duration::from_secs(3));
+        assert_eq!(
+            c.advertised("127.0.0.1:5051".parse().expect("addr")),
+            "127.0.0.1:5051"
+        );
+        assert_eq!(
+            c.advertised("0.0.0.0:5051".parse().expect("addr")),
+            "h:5051"
+        );
+    }
+
+    #[test]
+    fn simulated_agents_default_to_the_simulated_bundle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wd = dir.path().display().to_string();
+        let c = parse(&[
+            "--work-dir",
+            &wd,
+            "--simulate",
+            "3",
+            "--resources",
+            "mem:100",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.resources.to_string(),
+            "cpus:4;disk:65536;mem:100;ports:[31000-32000]"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_flag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wd = dir.path().display().to_string();
+        let flag_of = |args: &[&str]| match parse(args) {
+            Err(ConfigError::Invalid { flag, .. }) => flag,
+            Ok(_) => panic!("{args:?} accepted"),
+        };
+        assert_eq!(
+            flag_of(&["--work-dir", &wd, "--resources", "cpus:x"]),
+            "resources"
+        );
+        assert_eq!(
+            flag_of(&["--work-dir", &wd, "--attributes", "rack"]),
+            "attributes"
+        );
+        assert_eq!(
+            flag_of(&["--work-dir", &wd, "--heartbeat-interval-ms", "1"]),
+            "heartbeat-interval-ms"
+        );
+        assert_eq!(flag_of(&["--work-dir", &wd, "--masters", ","]), "masters");
+        assert_eq!(
+            flag_of(&["--work-dir", &wd, "--advertise", "nohost"]),
+            "advertise"
+        );
+    }
+
+    #[test]
+    fn memory_detection() {
+        assert_eq!(
+            mem_total_mib("MemTotal:       24683656 kB\nMemFree: 1 kB\n"),
+            Some(24105)
+        );
+        assert_eq!(mem_total_mib("nothing"), None);
+        assert_eq!(offered_mem_mib(24105), 23081);
+        assert_eq!(offered_mem_mib(512), MIN_MEM_MIB);
+    }
+}

@@ -1,0 +1,481 @@
+//! `drover executor`: the process that runs one task for the agent and reports on it.
+//!
+//! The agent starts one per task, in its own session, so that it outlives the agent (an agent
+//! restart or upgrade does not touch running tasks). The executor reads the task's
+//! `task.json`, reports `TASK_STARTING`, puts the command's processes in the task's cgroup
+//! (when the agent found cgroups usable), runs the command with `/bin/sh -c` in its own
+//! process group with the sandbox as working directory and `sandbox/stdout`, `sandbox/stderr`
+//! as output, reports `TASK_RUNNING`, and when the command ends reports `TASK_FINISHED` (exit
+//! 0), `TASK_FAILED` (another exit status, or a signal it was not asked to take) or
+//! `TASK_KILLED` (after a kill request). Every update gets a fresh uuid here, is first
+//! appended to `executor_updates.log` in the task directory, then goes to the agent over the
+//! socket (see [`crate::protocol`]) until acknowledged.
+//!
+//! A kill is SIGTERM to the command's process group, then SIGKILL to the group once the grace
+//! period is over. SIGTERM to the executor itself is taken as a kill request with the task's
+//! grace. After the command ends, whatever is left of its process group and cgroup is
+//! killed. The executor exits once its terminal update is acknowledged, or after
+//! [`MAX_ACK_WAIT`], logging that it gave up.
+//!
+//! The task's environment is built, not inherited: `PATH` (the executor's, or a default),
+//! then the task's `command.environment`, then the agent's own variables, which win:
+//! `PORT0`…`PORTn`, `PORT` (= `PORT0`) and `PORTS` (comma list) from the task's `ports` in
+//! order, `DROVER_SANDBOX`, `DROVER_TASK_ID`, `DROVER_FRAMEWORK_ID`, `DROVER_AGENT_ID`.
+
+mod group;
+mod link;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use crate::cgroups::{self, TaskCgroup};
+use crate::checkpoint;
+use crate::layout::TaskDir;
+use crate::protocol::FromExecutor;
+use crate::task::{LaunchSpec, LAUNCH_SPEC_VERSION};
+use crate::update::{Source, StatusUpdate, TaskState};
+
+use group::signal_group;
+
+pub use link::Link;
+
+/// How long an executor waits for the agent to acknowledge its last update before it exits
+/// anyway.
+pub const MAX_ACK_WAIT: Duration = Duration::from_secs(300);
+/// `PATH` for a task when the executor has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Largest `task.json` read, bytes.
+const MAX_TASK_JSON_BYTES: u64 = 1024 * 1024;
+
+/// Exit status of an executor that delivered its terminal update.
+pub const EXIT_OK: i32 = 0;
+/// Exit status of an executor that gave up waiting for the agent's acknowledgement.
+pub const EXIT_UNACKNOWLEDGED: i32 = 2;
+
+/// `drover executor`: internal, started by the agent.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecutorArgs {
+    /// The task's directory (holds task.json; the sandbox is inside).
+    #[arg(long, env = "DROVER_EXECUTOR_TASK_DIR")]
+    pub task_dir: PathBuf,
+    /// The agent's Unix socket.
+    #[arg(long, env = "DROVER_EXECUTOR_AGENT_SOCKET")]
+    pub agent_socket: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("{path}: {source}")]
+    ReadTask {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: larger than {MAX_TASK_JSON_BYTES} bytes")]
+    TaskTooLarge { path: PathBuf },
+    #[error("{path}: not a task this executor understands: {source}")]
+    DecodeTask {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: task.json version {found}, this executor reads version {LAUNCH_SPEC_VERSION}"
+    )]
+    Version { path: PathBuf, found: u32 },
+    #[error("cannot listen for SIGTERM: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the executor until its task is over and reported. Returns the process exit status:
+/// [`EXIT_OK`], or [`EXIT_UNACKNOWLEDGED`] when the agent never acknowledged the end.
+pub async fn run_executor(args: ExecutorArgs) -> Result<i32, ExecutorError> {
+    let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ExecutorError::Signal)?;
+    run(args, Some(sigterm)).await
+}
+
+fn read_spec(dir: &TaskDir) -> Result<LaunchSpec, ExecutorError> {
+    let path = dir.task_json();
+    let meta = std::fs::metadata(&path).map_err(|source| ExecutorError::ReadTask {
+        path: path.clone(),
+        source,
+    })?;
+    if meta.len() > MAX_TASK_JSON_BYTES {
+        return Err(ExecutorError::TaskTooLarge { path });
+    }
+    let bytes = std::fs::read(&path).map_err(|source| ExecutorError::ReadTask {
+        path: path.clone(),
+        source,
+    })?;
+    let spec: LaunchSpec =
+        serde_json::from_slice(&bytes).map_err(|source| ExecutorError::DecodeTask {
+            path: path.clone(),
+            source,
+        })?;
+    if spec.version != LAUNCH_SPEC_VERSION {
+        return Err(ExecutorError::Version {
+            path,
+            found: spec.version,
+        });
+    }
+    Ok(spec)
+}
+
+/// The command's environment (see the module docs).
+pub fn environment(spec: &LaunchSpec, sandbox: &std::path::Path) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
+    );
+    env.extend(spec.task.environment.clone());
+    let ports = spec.task.ports();
+    for (i, p) in ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), p.to_string());
+    }
+    if let Some(p) = ports.first() {
+        env.insert("PORT".to_string(), p.to_string());
+    }
+    env.insert(
+        "PORTS".to_string(),
+        ports
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    env.insert("DROVER_SANDBOX".to_string(), sandbox.display().to_string());
+    env.insert("DROVER_TASK_ID".to_string(), spec.task.task_id.to_string());
+    env.insert(
+        "DROVER_FRAMEWORK_ID".to_string(),
+        spec.framework_id.to_string(),
+    );
+    env.insert("DROVER_AGENT_ID".to_string(), spec.agent_id.to_string());
+    env
+}
+
+/// Reports and checkpoints the executor's updates.
+struct Reporter {
+    spec: LaunchSpec,
+    dir: TaskDir,
+    link: Link,
+}
+
+impl Reporter {
+    async fn report(
+        &mut self,
+        state: TaskState,
+        reason: &str,
+        message: String,
+        status: Option<ExitStatus>,
+    ) {
+        let update = StatusUpdate::new(
+            self.spec.agent_id.clone(),
+            self.spec.framework_id.clone(),
+            self.spec.task.task_id.clone(),
+            state,
+            Source::Executor,
+            reason,
+            message,
+        )
+        .with_exit_code(status.and_then(|s| s.code()))
+        .with_signal(status.and_then(|s| s.signal()));
+        tracing::info!(task = %update.task_id, state = ?state, reason, message = %update.message, uuid = %update.uuid, "status update");
+        let path = self.dir.executor_updates_log();
+        let record = update.clone();
+        let r =
+            tokio::task::spawn_blocking(move || checkpoint::append_record(&path, &record)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot checkpoint the update locally; sending it anyway")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot checkpoint the update locally; sending it anyway")
+            }
+        }
+        self.link.send(update).await;
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
+}
+
+/// What the command's end means for the task.
+fn terminal(status: ExitStatus, killed: Option<&KillState>) -> (TaskState, &'static str, String) {
+    let how = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by {}", signal_name(s)),
+        (None, None) => format!("ended ({status})"),
+    };
+    if let Some(k) = killed {
+        let escalated = if k.sigkill_sent {
+            " after the grace period ran out"
+        } else {
+            ""
+        };
+        return (
+            TaskState::Killed,
+            "killed",
+            format!("killed on request: {how}{escalated}"),
+        );
+    }
+    match (status.code(), status.signal()) {
+        (Some(0), _) => (TaskState::Finished, "command_exited", how),
+        (Some(_), _) => (TaskState::Failed, "command_exited", how),
+        (None, Some(_)) => (TaskState::Failed, "command_signaled", how),
+        (None, None) => (TaskState::Failed, "command_exited", how),
+    }
+}
+
+struct KillState {
+    deadline: Instant,
+    sigkill_sent: bool,
+}
+
+/// The executor, with an optional SIGTERM stream (tests run it in-process without one).
+pub(crate) async fn run(
+    args: ExecutorArgs,
+    mut sigterm: Option<tokio::signal::unix::Signal>,
+) -> Result<i32, ExecutorError> {
+    let dir = TaskDir(args.task_dir.clone());
+    let spec = read_spec(&dir)?;
+    group::become_subreaper();
+    tracing::info!(
+        task = %spec.task.task_id,
+        framework = %spec.framework_id,
+        pid = std::process::id(),
+        "executor starting"
+    );
+    let link = Link::start(
+        args.agent_socket.clone(),
+        FromExecutor::Hello {
+            framework_id: spec.framework_id.clone(),
+            task_id: spec.task.task_id.clone(),
+            pid: std::process::id(),
+        },
+    );
+    let mut reporter = Reporter {
+        spec: spec.clone(),
+        dir: dir.clone(),
+        link,
+    };
+    reporter
+        .report(
+            TaskState::Starting,
+            "starting",
+            "starting the command".into(),
+            None,
+        )
+        .await;
+
+    let cgroup = match TaskCgroup::create(
+        &spec.cgroups,
+        &cgroups::cgroup_name(spec.framework_id.as_str(), spec.task.task_id.as_str()),
+        &spec.task.resources,
+    ) {
+        Ok(cg) => cg,
+        Err(e) => {
+            reporter
+                .report(
+                    TaskState::Failed,
+                    "executor_failed",
+                    format!("cannot set up the task's limits: {e}"),
+                    None,
+                )
+                .await;
+            return finish(reporter).await;
+        }
+    };
+    let child = match spawn(&spec, &dir, cgroup.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(cg) = cgroup {
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(error = %e, "cannot remove the task's cgroup");
+                }
+            }
+            reporter
+                .report(
+                    TaskState::Failed,
+                    "executor_failed",
+                    format!("cannot start the command: {e}"),
+                    None,
+                )
+                .await;
+            return finish(reporter).await;
+        }
+    };
+    let mut child = child;
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    if let Err(e) = checkpoint::write_atomic(&dir.command_pid(), format!("{pgid}\n").as_bytes()) {
+        tracing::warn!(error = %e, "cannot record the command's pid");
+    }
+    reporter
+        .report(
+            TaskState::Running,
+            "running",
+            format!("command running as process group {pgid}"),
+            None,
+        )
+        .await;
+
+    let mut kill: Option<KillState> = None;
+    let status = loop {
+        let deadline = kill
+            .as_ref()
+            .filter(|k| !k.sigkill_sent)
+            .map(|k| k.deadline);
+        tokio::select! {
+            status = child.wait() => break status,
+            grace = reporter.link.kills.recv() => {
+                if let Some(grace) = grace {
+                    request_kill(&mut kill, pgid, grace);
+                }
+            }
+            Some(()) = async {
+                match sigterm.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("SIGTERM: killing the task");
+                let grace = spec.kill_grace(None);
+                request_kill(&mut kill, pgid, grace);
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!(pgid, "grace period over: SIGKILL to the process group");
+                signal_group(pgid, Signal::SIGKILL);
+                if let Some(k) = kill.as_mut() {
+                    k.sigkill_sent = true;
+                }
+            }
+        }
+    };
+    // Nothing of the task outlives its command: the rest of the group, then the cgroup.
+    let cleanup = tokio::task::spawn_blocking(move || {
+        if !group::kill_and_reap(pgid) {
+            tracing::warn!(pgid, "processes of the task's group are still there");
+        }
+        if let Some(cg) = cgroup {
+            cg.kill_all();
+            if let Err(e) = cg.remove() {
+                tracing::warn!(error = %e, "cannot remove the task's cgroup");
+            }
+        }
+    })
+    .await;
+    if let Err(e) = cleanup {
+        tracing::warn!(error = %e, "cleaning up after the task failed");
+    }
+    match status {
+        Ok(status) => {
+            let (state, reason, message) = terminal(status, kill.as_ref());
+            reporter.report(state, reason, message, Some(status)).await;
+        }
+        Err(e) => {
+            reporter
+                .report(
+                    TaskState::Failed,
+                    "executor_failed",
+                    format!("lost track of the command: {e}"),
+                    None,
+                )
+                .await;
+        }
+    }
+    finish(reporter).await
+}
+
+/// Waits for the agent to acknowledge everything; the executor's exit status.
+async fn finish(mut reporter: Reporter) -> Result<i32, ExecutorError> {
+    if reporter.link.all_acked(MAX_ACK_WAIT).await {
+        tracing::info!("terminal update acknowledged; executor exiting");
+        Ok(EXIT_OK)
+    } else {
+        tracing::error!(
+            wait_s = MAX_ACK_WAIT.as_secs(),
+            "the agent did not acknowledge the terminal update; giving up"
+        );
+        Ok(EXIT_UNACKNOWLEDGED)
+    }
+}
+
+fn request_kill(kill: &mut Option<KillState>, pgid: i32, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    match kill {
+        Some(k) => {
+            // A second request may only shorten the grace.
+            if deadline < k.deadline {
+                k.deadline = deadline;
+            }
+        }
+        None => {
+            tracing::info!(
+                pgid,
+                grace_ms = grace.as_millis() as u64,
+                "kill requested: SIGTERM to the process group"
+            );
+            signal_group(pgid, Signal::SIGTERM);
+            *kill = Some(KillState {
+                deadline,
+                sigkill_sent: false,
+            });
+        }
+    }
+}
+
+/// Starts `/bin/sh -c COMMAND` in its own process group (and cgroup).
+fn spawn(
+    spec: &LaunchSpec,
+    dir: &TaskDir,
+    cgroup: Option<&TaskCgroup>,
+) -> std::io::Result<tokio::process::Child> {
+    let sandbox = dir.sandbox();
+    std::fs::create_dir_all(&sandbox)?;
+    let output = |name: &str| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sandbox.join(name))
+    };
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&spec.task.shell)
+        .current_dir(&sandbox)
+        .env_clear()
+        .envs(environment(spec, &sandbox))
+        .stdin(Stdio::null())
+        .stdout(output("stdout")?)
+        .stderr(output("stderr")?)
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cg) = cgroup {
+        let fds = cg.procs_fds();
+        // SAFETY: join_in_child only calls write(2) on descriptors the parent keeps open
+        // until spawn returns; it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || cgroups::join_in_child(&fds));
+        }
+    }
+    cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests;

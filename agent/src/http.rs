@@ -1,0 +1,61 @@
+//! HTTP endpoints on the agent's port, next to gRPC: `GET /health` and `GET /metrics`
+//! (Prometheus text format).
+//!
+//! Owns nothing: answers are read at request time from the registration counter and the
+//! Prometheus recorder.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub prometheus: PrometheusHandle,
+    /// Agents this process runs (1, or N when simulating).
+    pub agents: usize,
+    pub simulated: bool,
+    /// How many of them are registered now.
+    pub registered: Arc<AtomicUsize>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    simulated: bool,
+    agents: usize,
+    registered: usize,
+}
+
+/// 200 while the process serves; `registered` says whether masters know it yet.
+async fn health(State(s): State<HttpState>) -> impl IntoResponse {
+    Json(Health {
+        status: "ok",
+        simulated: s.simulated,
+        agents: s.agents,
+        registered: s.registered.load(Ordering::Relaxed),
+    })
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.prometheus.render(),
+    )
+}

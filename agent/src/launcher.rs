@@ -1,0 +1,542 @@
+//! The real agent's task table: starts one `drover executor` per task, routes kill requests to
+//! it, and notices executors that die without reporting.
+//!
+//! One actor owns the table; the Agent service, the executor socket and the executors'
+//! waiters reach it through [`Launcher`], a bounded channel. What it keeps:
+//!
+//! - **RunTask is idempotent** per (framework, task): a task in the table, or with a
+//!   `task.json` on disk (an earlier life of this agent ran it), is not started again.
+//! - **Checkpoint before start**: the task directory, `sandbox/` and `task.json` are created
+//!   and fsynced before the executor is spawned; the executor's pid is recorded in
+//!   `executor.pid`. The executor is spawned in its own session (`setsid`), and is never killed
+//!   when the agent stops: it outlives the agent by design.
+//! - **No silent ends**: an executor that cannot be started makes the agent report
+//!   `TASK_FAILED` (source agent, reason `executor_failed`); one that exits before its task's
+//!   terminal update reached the agent makes it report `TASK_FAILED` (reason
+//!   `executor_terminated`).
+//! - **Bounded**: finished tasks are remembered (for the task gauge and kill answers) up to
+//!   [`MAX_COMPLETED_TASKS`]; the oldest are forgotten.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::cgroups::CgroupMode;
+use crate::checkpoint::{self, CheckpointError};
+use crate::ids::{AgentId, FrameworkId, TaskId};
+use crate::layout::{Layout, TaskDir};
+use crate::metrics as m;
+use crate::protocol::ToExecutor;
+use crate::status_updates::StatusUpdates;
+use crate::task::{KillTask, LaunchSpec, RunTask, LAUNCH_SPEC_VERSION};
+use crate::update::{Source, StatusUpdate, TaskState};
+
+/// Finished tasks remembered.
+pub const MAX_COMPLETED_TASKS: usize = 1000;
+/// Depth of the launcher's request channel.
+const CHANNEL_DEPTH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("agent_id: this agent is {actual}, not {requested}")]
+    WrongAgent { requested: AgentId, actual: AgentId },
+    #[error("agent_id: no agent of this process is {0}")]
+    UnknownAgent(AgentId),
+    #[error("this agent has not registered with a master yet; try again")]
+    NotRegistered,
+    #[error("task {task} of framework {framework} is not known here")]
+    NotFound {
+        framework: FrameworkId,
+        task: TaskId,
+    },
+    #[error("cannot checkpoint the task: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the agent is shutting down")]
+    Stopped,
+}
+
+#[derive(Clone, Debug)]
+pub struct LauncherConfig {
+    pub layout: Layout,
+    /// Program and leading arguments that start an executor (`drover executor`).
+    pub executor_command: Vec<OsString>,
+    pub default_kill_grace: Duration,
+    pub cgroups: CgroupMode,
+}
+
+type Key = (FrameworkId, TaskId);
+
+enum Msg {
+    Run {
+        req: RunTask,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    },
+    Kill {
+        req: KillTask,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    },
+    Connected {
+        key: Key,
+        conn: mpsc::Sender<ToExecutor>,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    },
+    Disconnected {
+        key: Key,
+        conn: mpsc::Sender<ToExecutor>,
+    },
+    StateSeen {
+        key: Key,
+        state: TaskState,
+    },
+    Exited {
+        key: Key,
+        status: Result<ExitStatus, String>,
+    },
+    Registered(AgentId),
+}
+
+/// The handle to the task table. Cheap to clone.
+#[derive(Clone)]
+pub struct Launcher {
+    tx: mpsc::Sender<Msg>,
+}
+
+struct Entry {
+    agent_id: AgentId,
+    state: TaskState,
+    kill_grace: Option<Duration>,
+    /// The connected executor, if any.
+    conn: Option<mpsc::Sender<ToExecutor>>,
+    /// The grace of a kill asked for; re-sent to an executor that reconnects.
+    kill_requested: Option<Duration>,
+}
+
+struct Actor {
+    config: LauncherConfig,
+    updates: StatusUpdates,
+    agent_id: Option<AgentId>,
+    tasks: HashMap<Key, Entry>,
+    completed: VecDeque<Key>,
+    waiters: JoinSet<()>,
+    me: mpsc::WeakSender<Msg>,
+}
+
+impl Launcher {
+    /// Starts the task table. It stops when every handle is gone, or with the returned task.
+    pub fn start(
+        config: LauncherConfig,
+        updates: StatusUpdates,
+    ) -> (Launcher, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let actor = Actor {
+            config,
+            updates,
+            agent_id: None,
+            tasks: HashMap::new(),
+            completed: VecDeque::new(),
+            waiters: JoinSet::new(),
+            me: tx.downgrade(),
+        };
+        (Launcher { tx }, tokio::spawn(actor.run(rx)))
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, TaskError>>) -> Msg,
+    ) -> Result<T, TaskError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| TaskError::Stopped)?;
+        rx.await.map_err(|_| TaskError::Stopped)?
+    }
+
+    pub async fn run_task(&self, req: RunTask) -> Result<(), TaskError> {
+        self.ask(|reply| Msg::Run { req, reply }).await
+    }
+
+    pub async fn kill_task(&self, req: KillTask) -> Result<(), TaskError> {
+        self.ask(|reply| Msg::Kill { req, reply }).await
+    }
+
+    /// An executor said hello: kill requests for its task go to `conn` from now on.
+    pub async fn connected(
+        &self,
+        framework: FrameworkId,
+        task: TaskId,
+        conn: mpsc::Sender<ToExecutor>,
+    ) -> Result<(), TaskError> {
+        self.ask(|reply| Msg::Connected {
+            key: (framework, task),
+            conn,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn disconnected(
+        &self,
+        framework: FrameworkId,
+        task: TaskId,
+        conn: mpsc::Sender<ToExecutor>,
+    ) {
+        let _ = self
+            .tx
+            .send(Msg::Disconnected {
+                key: (framework, task),
+                conn,
+            })
+            .await;
+    }
+
+    /// An update of the task was checkpointed (call before acknowledging it to the executor).
+    pub async fn state_seen(&self, framework: FrameworkId, task: TaskId, state: TaskState) {
+        let _ = self
+            .tx
+            .send(Msg::StateSeen {
+                key: (framework, task),
+                state,
+            })
+            .await;
+    }
+
+    /// The agent (re)registered under `id`.
+    pub async fn registered(&self, id: AgentId) {
+        let _ = self.tx.send(Msg::Registered(id)).await;
+    }
+}
+
+/// Reads `task.json` of a task directory, if there is a valid one.
+fn read_launch_spec(dir: &TaskDir) -> Option<LaunchSpec> {
+    let bytes = std::fs::read(dir.task_json()).ok()?;
+    serde_json::from_slice::<LaunchSpec>(&bytes)
+        .ok()
+        .filter(|s| s.version == LAUNCH_SPEC_VERSION)
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => break,
+                },
+                Some(_) = self.waiters.join_next(), if !self.waiters.is_empty() => {}
+            }
+        }
+        // Dropping the waiters (with the actor) leaves the executors running: they outlive
+        // the agent.
+        for (_, e) in self.tasks.drain() {
+            m::task_state_changed(Some(e.state), None);
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Run { req, reply } => {
+                let r = self.run_task(req).await;
+                let _ = reply.send(r);
+            }
+            Msg::Kill { req, reply } => {
+                let r = self.kill_task(req).await;
+                let _ = reply.send(r);
+            }
+            Msg::Connected { key, conn, reply } => {
+                let r = self.connected(key, conn).await;
+                let _ = reply.send(r);
+            }
+            Msg::Disconnected { key, conn } => {
+                if let Some(e) = self.tasks.get_mut(&key) {
+                    if e.conn.as_ref().is_some_and(|c| c.same_channel(&conn)) {
+                        e.conn = None;
+                    }
+                }
+            }
+            Msg::StateSeen { key, state } => self.set_state(&key, state),
+            Msg::Exited { key, status } => self.exited(key, status).await,
+            Msg::Registered(id) => {
+                if self.agent_id.as_ref() != Some(&id) {
+                    tracing::info!(agent_id = %id, "task table now answers as this agent");
+                }
+                self.agent_id = Some(id);
+            }
+        }
+    }
+
+    fn check_agent(&self, requested: &AgentId) -> Result<(), TaskError> {
+        match &self.agent_id {
+            None => Err(TaskError::NotRegistered),
+            Some(actual) if actual != requested => Err(TaskError::WrongAgent {
+                requested: requested.clone(),
+                actual: actual.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn set_state(&mut self, key: &Key, state: TaskState) {
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let was = e.state;
+        if was.is_terminal() {
+            return;
+        }
+        e.state = state;
+        m::task_state_changed(Some(was), Some(state));
+        if state.is_terminal() {
+            self.completed.push_back(key.clone());
+            while self.completed.len() > MAX_COMPLETED_TASKS {
+                if let Some(old) = self.completed.pop_front() {
+                    if let Some(e) = self.tasks.remove(&old) {
+                        m::task_state_changed(Some(e.state), None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, key: Key, entry: Entry) {
+        m::task_state_changed(None, Some(entry.state));
+        self.tasks.insert(key, entry);
+    }
+
+    /// Takes a task an earlier life of this agent started back into the table.
+    async fn adopt(&mut self, key: &Key) -> bool {
+        if self.tasks.contains_key(key) {
+            return true;
+        }
+        let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
+        let Ok(Some(spec)) = tokio::task::spawn_blocking(move || read_launch_spec(&dir)).await
+        else {
+            return false;
+        };
+        tracing::info!(task = %key.1, framework = %key.0, "adopting a task started before this agent's restart");
+        self.insert(
+            key.clone(),
+            Entry {
+                agent_id: spec.agent_id,
+                state: TaskState::Staging,
+                kill_grace: spec.task.kill_grace_ms.map(Duration::from_millis),
+                conn: None,
+                kill_requested: None,
+            },
+        );
+        true
+    }
+
+    async fn run_task(&mut self, req: RunTask) -> Result<(), TaskError> {
+        self.check_agent(&req.agent_id)?;
+        let key = (req.framework_id.clone(), req.task.task_id.clone());
+        if self.adopt(&key).await {
+            tracing::debug!(task = %key.1, framework = %key.0, "RunTask for a known task: nothing to do");
+            return Ok(());
+        }
+        let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
+        let spec = LaunchSpec {
+            version: LAUNCH_SPEC_VERSION,
+            agent_id: req.agent_id.clone(),
+            framework_id: req.framework_id.clone(),
+            task: req.task.clone(),
+            default_kill_grace_ms: self.config.default_kill_grace.as_millis() as u64,
+            cgroups: self.config.cgroups.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| CheckpointError::Encode {
+            path: dir.task_json(),
+            source: e,
+        })?;
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            checkpoint::create_dir_all_durable(&d.sandbox())?;
+            checkpoint::write_atomic(&d.task_json(), &json)
+        })
+        .await
+        .map_err(|e| CheckpointError::Io {
+            path: dir.0.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        self.insert(
+            key.clone(),
+            Entry {
+                agent_id: req.agent_id.clone(),
+                state: TaskState::Staging,
+                kill_grace: req.task.kill_grace_ms.map(Duration::from_millis),
+                conn: None,
+                kill_requested: None,
+            },
+        );
+        match self.spawn_executor(&key, &dir) {
+            Ok(pid) => {
+                tracing::info!(task = %key.1, framework = %key.0, executor_pid = pid, "task launched");
+                let path = dir.executor_pid();
+                let r = tokio::task::spawn_blocking(move || {
+                    checkpoint::write_atomic(&path, format!("{pid}\n").as_bytes())
+                })
+                .await;
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::warn!(task = %key.1, "cannot record the executor's pid");
+                }
+            }
+            Err(e) => {
+                tracing::error!(task = %key.1, framework = %key.0, error = %e, "cannot start the executor");
+                self.report_failure(
+                    &key,
+                    "executor_failed",
+                    format!("cannot start the executor: {e}"),
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_executor(&mut self, key: &Key, dir: &TaskDir) -> std::io::Result<u32> {
+        let (program, args) = self
+            .config
+            .executor_command
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("no executor command configured"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.executor_log())?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .arg("--task-dir")
+            .arg(&dir.0)
+            .arg("--agent-socket")
+            .arg(self.config.layout.socket())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(false);
+        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        let (me, key) = (self.me.clone(), key.clone());
+        self.waiters.spawn(async move {
+            let status = child.wait().await.map_err(|e| e.to_string());
+            if let Some(tx) = me.upgrade() {
+                let _ = tx.send(Msg::Exited { key, status }).await;
+            }
+        });
+        Ok(pid)
+    }
+
+    /// Reports the end of a task on the executor's behalf.
+    async fn report_failure(&mut self, key: &Key, reason: &str, message: String) {
+        let Some(agent_id) = self.tasks.get(key).map(|e| e.agent_id.clone()) else {
+            return;
+        };
+        let update = StatusUpdate::new(
+            agent_id,
+            key.0.clone(),
+            key.1.clone(),
+            TaskState::Failed,
+            Source::Agent,
+            reason,
+            message,
+        );
+        if let Err(e) = self.updates.update(update).await {
+            tracing::error!(task = %key.1, error = %e, "cannot report the task's failure");
+        }
+        self.set_state(key, TaskState::Failed);
+    }
+
+    async fn kill_task(&mut self, req: KillTask) -> Result<(), TaskError> {
+        self.check_agent(&req.agent_id)?;
+        let key = (req.framework_id.clone(), req.task_id.clone());
+        if !self.adopt(&key).await {
+            return Err(TaskError::NotFound {
+                framework: key.0,
+                task: key.1,
+            });
+        }
+        let default = self.config.default_kill_grace;
+        let Some(e) = self.tasks.get_mut(&key) else {
+            return Err(TaskError::NotFound {
+                framework: key.0,
+                task: key.1,
+            });
+        };
+        if e.state.is_terminal() {
+            return Ok(());
+        }
+        let grace = req.grace.or(e.kill_grace).unwrap_or(default);
+        let grace = e.kill_requested.map_or(grace, |g| g.min(grace));
+        e.kill_requested = Some(grace);
+        tracing::info!(task = %key.1, framework = %key.0, grace_ms = grace.as_millis() as u64, connected = e.conn.is_some(), "killing task");
+        if let Some(conn) = &e.conn {
+            let kill = ToExecutor::Kill {
+                grace_ms: grace.as_millis() as u64,
+            };
+            if conn.try_send(kill).is_err() {
+                tracing::warn!(task = %key.1, "executor busy; the kill goes when it reconnects");
+            }
+        }
+        Ok(())
+    }
+
+    async fn connected(
+        &mut self,
+        key: Key,
+        conn: mpsc::Sender<ToExecutor>,
+    ) -> Result<(), TaskError> {
+        if !self.adopt(&key).await {
+            return Err(TaskError::NotFound {
+                framework: key.0,
+                task: key.1,
+            });
+        }
+        if let Some(e) = self.tasks.get_mut(&key) {
+            if let Some(grace) = e.kill_requested {
+                let _ = conn.try_send(ToExecutor::Kill {
+                    grace_ms: grace.as_millis() as u64,
+                });
+            }
+            e.conn = Some(conn);
+        }
+        Ok(())
+    }
+
+    async fn exited(&mut self, key: Key, status: Result<ExitStatus, String>) {
+        let how = match &status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown status ({e})"),
+        };
+        let Some(e) = self.tasks.get(&key) else {
+            return;
+        };
+        if e.state.is_terminal() {
+            tracing::debug!(task = %key.1, status = %how, "executor exited");
+            return;
+        }
+        tracing::warn!(task = %key.1, framework = %key.0, status = %how, "executor exited before its task ended");
+        self.report_failure(
+            &key,
+            "executor_terminated",
+            format!("the executor ended ({how}) before reporting the end of the task"),
+        )
+        .await;
+    }
+}
+
+/// The default executor command: this program, `executor`.
+pub fn default_executor_command() -> std::io::Result<Vec<OsString>> {
+    let exe: PathBuf = std::env::current_exe()?;
+    Ok(vec![exe.into_os_string(), OsString::from("executor")])
+}

@@ -1,0 +1,101 @@
+//! Where everything lives under the agent's work directory. The one place that builds paths,
+//! so the layout below is the whole truth:
+//!
+//! ```text
+//! WORK_DIR/
+//!   meta/agent_id                       the id the master assigned (atomic write)
+//!   agent.sock                          Unix socket executors connect to
+//!   frameworks/<framework_id>/tasks/<task_id>/
+//!     task.json                         the task as launched: the executor's input (atomic)
+//!     executor.pid                      pid of the task's `drover executor` (atomic)
+//!     executor.log                      the executor's own log (its stderr)
+//!     command.pid                       pid (= process group id) of the task's command
+//!     updates.log                       status updates and their acks (record log, agent)
+//!     executor_updates.log              every update the executor made (record log, executor)
+//!     sandbox/                          the command's working directory
+//!       stdout, stderr                  the command's output
+//!   sim-<i>/meta/agent_id               one per simulated agent (--simulate)
+//! ```
+//!
+//! Ids are validated (see [`crate::ids`]) before they are used here, so a path built from them
+//! stays inside the work directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::ids::{FrameworkId, TaskId};
+
+/// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    work_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            work_dir: work_dir.into(),
+        }
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// The agent id file of the real agent.
+    pub fn agent_id_file(&self) -> PathBuf {
+        self.work_dir.join("meta").join("agent_id")
+    }
+
+    /// The agent id file of simulated agent `index`.
+    pub fn sim_agent_id_file(&self, index: usize) -> PathBuf {
+        self.work_dir
+            .join(format!("sim-{index}"))
+            .join("meta")
+            .join("agent_id")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.work_dir.join("agent.sock")
+    }
+
+    pub fn frameworks_dir(&self) -> PathBuf {
+        self.work_dir.join("frameworks")
+    }
+
+    pub fn task_dir(&self, framework: &FrameworkId, task: &TaskId) -> PathBuf {
+        self.frameworks_dir()
+            .join(framework.as_str())
+            .join("tasks")
+            .join(task.as_str())
+    }
+}
+
+/// The files of one task directory.
+#[derive(Clone, Debug)]
+pub struct TaskDir(pub PathBuf);
+
+impl TaskDir {
+    pub fn task_json(&self) -> PathBuf {
+        self.0.join("task.json")
+    }
+    pub fn executor_pid(&self) -> PathBuf {
+        self.0.join("executor.pid")
+    }
+    pub fn executor_log(&self) -> PathBuf {
+        self.0.join("executor.log")
+    }
+    pub fn command_pid(&self) -> PathBuf {
+        self.0.join("command.pid")
+    }
+    pub fn updates_log(&self) -> PathBuf {
+        self.0.join("updates.log")
+    }
+    pub fn executor_updates_log(&self) -> PathBuf {
+        self.0.join("executor_updates.log")
+    }
+    pub fn sandbox(&self) -> PathBuf {
+        self.0.join("sandbox")
+    }
+}

@@ -1,0 +1,71 @@
+//! The agent's metrics: every name and its description, in one place.
+//!
+//! Names are in base units. Who writes what: the task tables ([`crate::launcher`] and
+//! [`crate::simulate`]) keep `drover_agent_tasks{state}` (tasks this process knows, by their
+//! latest state; finished ones until they are forgotten); the status update manager counts
+//! `drover_agent_status_updates_total{outcome}`; the registration loops keep
+//! `drover_agent_registered` (registered agents: 0 or 1, or up to N when simulating);
+//! [`crate::server`] sets `drover_agent_simulated`.
+
+use metrics::{describe_counter, describe_gauge};
+
+use crate::update::TaskState;
+
+pub const TASKS: &str = "drover_agent_tasks";
+pub const STATUS_UPDATES_TOTAL: &str = "drover_agent_status_updates_total";
+pub const REGISTERED: &str = "drover_agent_registered";
+pub const SIMULATED: &str = "drover_agent_simulated";
+pub const EXECUTOR_CONNECTIONS: &str = "drover_agent_executor_connections";
+
+/// `outcome` label values of [`STATUS_UPDATES_TOTAL`].
+pub const OUTCOME_SENT: &str = "sent";
+pub const OUTCOME_ACKED: &str = "acked";
+pub const OUTCOME_DROPPED: &str = "dropped";
+pub const OUTCOME_RETRIED: &str = "retried";
+
+/// Installs the process-wide Prometheus recorder and describes every metric. Call once.
+pub fn install(
+) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
+{
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Describes every metric. Idempotent; call once at start.
+pub fn describe() {
+    describe_gauge!(
+        TASKS,
+        "Tasks this agent process knows, by latest state (finished ones until forgotten)"
+    );
+    describe_counter!(
+        STATUS_UPDATES_TOTAL,
+        "Status updates sent to the master (first attempts), retried, acknowledged or dropped, by outcome"
+    );
+    describe_gauge!(
+        REGISTERED,
+        "Agents of this process registered with the leading master (0 or 1; up to N when simulating)"
+    );
+    describe_gauge!(SIMULATED, "1 if this process runs simulated agents, else 0");
+    describe_gauge!(
+        EXECUTOR_CONNECTIONS,
+        "Executors connected to this agent's socket"
+    );
+}
+
+/// Moves one task between state gauges (`from` None: a new task; `to` None: forgotten).
+pub fn task_state_changed(from: Option<TaskState>, to: Option<TaskState>) {
+    if from == to {
+        return;
+    }
+    if let Some(f) = from {
+        metrics::gauge!(TASKS, "state" => f.label()).decrement(1.0);
+    }
+    if let Some(t) = to {
+        metrics::gauge!(TASKS, "state" => t.label()).increment(1.0);
+    }
+}
+
+pub fn status_update(outcome: &'static str) {
+    metrics::counter!(STATUS_UPDATES_TOTAL, "outcome" => outcome).increment(1);
+}

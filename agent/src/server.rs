@@ -1,0 +1,316 @@
+//! One agent process: wires the parts together, serves gRPC and HTTP on one port, and shuts
+//! down in order.
+//!
+//! A real agent: cgroup detection (logged once), the status update manager (checkpointing to
+//! disk, resending what an earlier life left unacknowledged), the task table
+//! ([`Launcher`]), the executor socket, one registration loop, and the Agent service. With
+//! `--simulate N`: the status update manager in memory, the [`Simulator`], N registration loops.
+//!
+//! Owns every task it spawns (a `JoinSet` plus the actors' handles), all stopped on the way out.
+//! Shutdown order: stop accepting requests, stop registering and heartbeating, close the
+//! executor socket, stop the task table and the status update manager. Executors are left
+//! running (they outlive the agent by design and reconnect to its next life); everything
+//! acknowledged to anyone is already on disk, so there is nothing to flush.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_client::{ClientError, MasterClient};
+use drover_proto::v1::agent_server::AgentServer;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+use crate::cgroups::{self, CgroupMode};
+use crate::config::{AgentArgs, AgentConfig, ConfigError};
+use crate::executor_socket::{self, SocketError};
+use crate::launcher::{Launcher, LauncherConfig};
+use crate::layout::{Layout, MAX_SOCKET_PATH_BYTES};
+use crate::metrics as m;
+use crate::register::{self, IdFileError, Identity, Registered, Registrar};
+use crate::service::{AgentService, Backend, MAX_REQUEST_BYTES};
+use crate::simulate::Simulator;
+use crate::status_updates::{self, Checkpointing, StatusUpdates};
+use crate::{http, ids::AgentId};
+
+/// Most concurrent requests per connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Most registrations in flight at once (matters with many simulated agents).
+const MAX_CONCURRENT_REGISTRATIONS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--masters: {0}")]
+    Masters(ClientError),
+    #[error("--listen {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    IdFile(#[from] IdFileError),
+    #[error("--work-dir: the executor socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes; use a shorter work directory")]
+    SocketPath { path: String },
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("serving: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Runs an agent (or `--simulate N` simulated agents) until `shutdown` resolves.
+pub async fn run(
+    args: AgentArgs,
+    prometheus: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let config = tokio::task::spawn_blocking(move || AgentConfig::from_args(args))
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))??;
+    run_with_config(config, prometheus, shutdown).await
+}
+
+/// [`run`] with checked settings.
+pub async fn run_with_config(
+    config: AgentConfig,
+    prometheus: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    m::describe();
+    let simulated = config.simulate > 0;
+    metrics::gauge!(m::SIMULATED).set(if simulated { 1.0 } else { 0.0 });
+    let layout = Layout::new(&config.work_dir);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| AgentError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let advertise = config.advertised(bound);
+    let client = MasterClient::new(&config.masters).map_err(AgentError::Masters)?;
+    let registered = Arc::new(AtomicUsize::new(0));
+    let limiter = Arc::new(Semaphore::new(MAX_CONCURRENT_REGISTRATIONS));
+    let (reg_tx, reg_rx) = mpsc::channel::<Registered>(1024);
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut actors: Vec<JoinHandle<()>> = Vec::new();
+
+    let (backend, manager) = if simulated {
+        let n = config.simulate;
+        tracing::info!(
+            agents = n,
+            listen = %bound,
+            advertise = %advertise,
+            resources = %config.resources,
+            work_dir = %config.work_dir.display(),
+            "SIMULATED agents starting: {n} simulated agents in this process; tasks are timers, not processes; status updates are checkpointed in memory only"
+        );
+        let (updates, manager) = StatusUpdates::start(
+            client.clone(),
+            status_updates::Config::new(Checkpointing::Memory),
+        );
+        let (sim, actor) = Simulator::start(n, updates);
+        actors.push(actor);
+        let attributes = if config.attributes.get("simulated").is_some() {
+            config.attributes.clone()
+        } else {
+            format!("{};simulated:true", config.attributes)
+                .parse()
+                .map_err(|e| AgentError::Internal(format!("attributes: {e}")))?
+        };
+        let id_layout = layout.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|i| register::load_agent_id(&id_layout.sim_agent_id_file(i)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))??;
+        for (i, stored_id) in stored.into_iter().enumerate() {
+            let r = Registrar {
+                identity: Identity {
+                    index: i,
+                    simulated: true,
+                    id_file: layout.sim_agent_id_file(i),
+                    hostname: format!("sim-{i}"),
+                    addr: advertise.clone(),
+                    resources: config.resources.clone(),
+                    attributes: attributes.clone(),
+                },
+                stored_id,
+                client: client.clone(),
+                default_interval: config.heartbeat_interval,
+                stagger: config.heartbeat_interval.mul_f64(i as f64 / n as f64),
+                limiter: limiter.clone(),
+                on_registered: reg_tx.clone(),
+                registered: registered.clone(),
+                quiet: n > 10,
+            };
+            tasks.spawn(r.run());
+        }
+        tasks.spawn(forward_simulated(reg_rx, sim.clone(), n));
+        (Backend::Simulated(sim), manager)
+    } else {
+        let socket = layout.socket();
+        if socket.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+            return Err(AgentError::SocketPath {
+                path: socket.display().to_string(),
+            });
+        }
+        let mode = tokio::task::spawn_blocking(cgroups::detect)
+            .await
+            .unwrap_or_else(|e| CgroupMode::none(format!("detection failed: {e}")));
+        match &mode {
+            CgroupMode::None { .. } => tracing::warn!("{}", mode.describe()),
+            _ => tracing::info!("{}", mode.describe()),
+        }
+        let id_file = layout.agent_id_file();
+        let stored_id = register::load_agent_id(&id_file)?;
+        tracing::info!(
+            listen = %bound,
+            advertise = %advertise,
+            hostname = %config.hostname,
+            resources = %config.resources,
+            attributes = %config.attributes,
+            work_dir = %config.work_dir.display(),
+            agent_id = ?stored_id.as_ref().map(AgentId::as_str),
+            "agent starting"
+        );
+        let (updates, manager) = StatusUpdates::start(
+            client.clone(),
+            status_updates::Config::new(Checkpointing::Disk(layout.clone())),
+        );
+        let (launcher, actor) = Launcher::start(
+            LauncherConfig {
+                layout: layout.clone(),
+                executor_command: config.executor_command.clone(),
+                default_kill_grace: config.executor_grace,
+                cgroups: mode,
+            },
+            updates.clone(),
+        );
+        actors.push(actor);
+        let unix = executor_socket::bind(&socket)?;
+        tasks.spawn(executor_socket::serve(unix, launcher.clone(), updates));
+        let r = Registrar {
+            identity: Identity {
+                index: 0,
+                simulated: false,
+                id_file,
+                hostname: config.hostname.clone(),
+                addr: advertise.clone(),
+                resources: config.resources.clone(),
+                attributes: config.attributes.clone(),
+            },
+            stored_id,
+            client: client.clone(),
+            default_interval: config.heartbeat_interval,
+            stagger: Duration::ZERO,
+            limiter: limiter.clone(),
+            on_registered: reg_tx.clone(),
+            registered: registered.clone(),
+            quiet: false,
+        };
+        tasks.spawn(r.run());
+        let l = launcher.clone();
+        tasks.spawn(async move {
+            let mut reg_rx = reg_rx;
+            while let Some((_, id)) = reg_rx.recv().await {
+                l.registered(id).await;
+            }
+        });
+        (Backend::Real(launcher), manager)
+    };
+    drop(reg_tx);
+
+    {
+        let prometheus = prometheus.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                prometheus.run_upkeep();
+            }
+        });
+    }
+    let routes = Routes::from(http::router(http::HttpState {
+        prometheus,
+        agents: config.simulate.max(1),
+        simulated,
+        registered,
+    }))
+    .add_service(
+        AgentServer::new(AgentService::new(backend))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stop_rx.await;
+            },
+        );
+    let mut server = std::pin::pin!(server);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let outcome = tokio::select! {
+        r = &mut server => r.map_err(AgentError::from),
+        _ = &mut shutdown => {
+            tracing::info!(simulated, "agent shutting down; executors keep running");
+            let _ = stop_tx.send(());
+            (&mut server).await.map_err(AgentError::from)
+        }
+    };
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    for a in actors {
+        a.abort();
+        let _ = a.await;
+    }
+    manager.stop().await;
+    if !simulated {
+        let _ = std::fs::remove_file(layout.socket());
+    }
+    tracing::info!(simulated, "agent stopped");
+    outcome
+}
+
+/// Tells the simulator which id each simulated agent has, and logs registration progress.
+async fn forward_simulated(mut rx: mpsc::Receiver<Registered>, sim: Simulator, n: usize) {
+    let mut seen = vec![false; n];
+    let mut count = 0usize;
+    let step = (n / 10).max(1);
+    while let Some((i, id)) = rx.recv().await {
+        sim.registered(i, id).await;
+        if let Some(s) = seen.get_mut(i) {
+            if !*s {
+                *s = true;
+                count += 1;
+                if count.is_multiple_of(step) || count == n {
+                    tracing::info!(
+                        registered = count,
+                        agents = n,
+                        "simulated agents registered: {count}/{n}"
+                    );
+                }
+            }
+        }
+    }
+}

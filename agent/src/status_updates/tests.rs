@@ -1,0 +1,260 @@
+use std::io::Write;
+
+use drover_proto::v1;
+
+use super::*;
+use crate::testing::{wait_for, FakeMaster};
+use crate::update::{Source, TaskState};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn update(task: &str, state: TaskState) -> StatusUpdate {
+    StatusUpdate::new(
+        AgentId::new("agent-1").expect("id"),
+        FrameworkId::new("fw-1").expect("id"),
+        TaskId::new(task).expect("id"),
+        state,
+        Source::Executor,
+        "test",
+        format!("{task} {state:?}"),
+    )
+}
+
+fn fast(checkpointing: Checkpointing) -> Config {
+    Config {
+        checkpointing,
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(100),
+        send_timeout: Duration::from_secs(1),
+    }
+}
+
+fn records(layout: &Layout, task: &str) -> Vec<Record> {
+    let path = TaskDir(layout.task_dir(
+        &FrameworkId::new("fw-1").expect("id"),
+        &TaskId::new(task).expect("id"),
+    ))
+    .updates_log();
+    checkpoint::read_records::<Record>(&path)
+        .expect("read log")
+        .records
+}
+
+async fn drained(updates: &StatusUpdates) -> bool {
+    updates.pending().await.expect("pending") == 0
+}
+
+#[tokio::test]
+async fn updates_reach_the_master_in_order_one_in_flight_per_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    let fake = FakeMaster::with_update_delay(Duration::from_millis(15));
+    let addr = fake.serve().await;
+    let (updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&addr),
+        fast(Checkpointing::Disk(layout.clone())),
+    );
+    let tasks = ["t1", "t2", "t3"];
+    let states = [TaskState::Starting, TaskState::Running, TaskState::Finished];
+    let mut sent: HashMap<&str, Vec<String>> = HashMap::new();
+    for state in states {
+        for task in tasks {
+            let u = update(task, state);
+            sent.entry(task).or_default().push(u.uuid.to_string());
+            updates.update(u).await.expect("checkpointed");
+        }
+    }
+    wait_for(DEADLINE, "every update acknowledged", || drained(&updates)).await;
+    for task in tasks {
+        let applied = fake.applied_for(task);
+        let uuids: Vec<String> = applied.iter().map(|(_, u)| u.clone()).collect();
+        assert_eq!(uuids, sent[task], "order of {task}");
+        let states_seen: Vec<i32> = applied.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            states_seen,
+            vec![
+                v1::TaskState::TaskStarting as i32,
+                v1::TaskState::TaskRunning as i32,
+                v1::TaskState::TaskFinished as i32
+            ]
+        );
+        // Each update, then its ack, in the log.
+        let log = records(&layout, task);
+        assert_eq!(log.len(), 6, "{log:?}");
+        let acked = log
+            .iter()
+            .filter(|r| matches!(r, Record::Acked { .. }))
+            .count();
+        assert_eq!(acked, 3);
+    }
+    assert!(
+        !fake.state().overlap,
+        "two updates of one task were in flight at once"
+    );
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn retries_until_the_master_acknowledges() {
+    let fake = FakeMaster::default();
+    fake.state().unavailable_remaining = 4;
+    let addr = fake.serve().await;
+    let (updates, manager) =
+        StatusUpdates::start(FakeMaster::client(&addr), fast(Checkpointing::Memory));
+    let u = update("t1", TaskState::Running);
+    updates.update(u.clone()).await.expect("accepted");
+    wait_for(DEADLINE, "the update acknowledged", || drained(&updates)).await;
+    assert_eq!(
+        fake.applied_for("t1"),
+        vec![(v1::TaskState::TaskRunning as i32, u.uuid.to_string())]
+    );
+    assert!(
+        fake.state().calls.len() >= 5,
+        "sent {} times",
+        fake.state().calls.len()
+    );
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_update_is_dropped_and_the_next_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    let fake = FakeMaster::default();
+    fake.state().refuse_tasks.insert("t1".into());
+    let addr = fake.serve().await;
+    let (updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&addr),
+        fast(Checkpointing::Disk(layout.clone())),
+    );
+    updates
+        .update(update("t1", TaskState::Running))
+        .await
+        .expect("accepted");
+    updates
+        .update(update("t1", TaskState::Finished))
+        .await
+        .expect("accepted");
+    updates
+        .update(update("t2", TaskState::Running))
+        .await
+        .expect("accepted");
+    wait_for(DEADLINE, "every update settled", || drained(&updates)).await;
+    assert!(fake.applied_for("t1").is_empty());
+    assert_eq!(fake.applied_for("t2").len(), 1);
+    // Refused once each: no retry of a refusal.
+    let t1_calls = fake
+        .state()
+        .calls
+        .iter()
+        .filter(|(_, s)| s.task_id == "t1")
+        .count();
+    assert_eq!(t1_calls, 2);
+    let dropped = records(&layout, "t1")
+        .into_iter()
+        .filter(|r| matches!(r, Record::Dropped { reason, .. } if reason.contains("FailedPrecondition")))
+        .count();
+    assert_eq!(dropped, 2);
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn a_resent_update_is_checkpointed_and_sent_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    let fake = FakeMaster::with_update_delay(Duration::from_millis(20));
+    let addr = fake.serve().await;
+    let (updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&addr),
+        fast(Checkpointing::Disk(layout.clone())),
+    );
+    let u = update("t1", TaskState::Running);
+    updates.update(u.clone()).await.expect("accepted");
+    updates
+        .update(u.clone())
+        .await
+        .expect("a resend is acknowledged too");
+    wait_for(DEADLINE, "the update acknowledged", || drained(&updates)).await;
+    // And once more after the master acknowledged it.
+    updates
+        .update(u.clone())
+        .await
+        .expect("a late resend is acknowledged too");
+    assert_eq!(updates.pending().await.expect("pending"), 0);
+    assert_eq!(fake.state().calls.len(), 1);
+    let log = records(&layout, "t1");
+    let copies = log
+        .iter()
+        .filter(|r| matches!(r, Record::Update { update } if update.uuid == u.uuid))
+        .count();
+    assert_eq!(copies, 1, "{log:?}");
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn unacknowledged_updates_are_resent_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    // First life: no master answers.
+    let dead = FakeMaster::default();
+    dead.state().unavailable_remaining = usize::MAX;
+    let dead_addr = dead.serve().await;
+    let (updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&dead_addr),
+        fast(Checkpointing::Disk(layout.clone())),
+    );
+    let sent: Vec<StatusUpdate> = [TaskState::Starting, TaskState::Running, TaskState::Failed]
+        .into_iter()
+        .map(|s| update("t1", s))
+        .collect();
+    for u in &sent {
+        updates.update(u.clone()).await.expect("accepted");
+    }
+    manager.stop().await;
+    // A crash in the middle of a later append leaves a torn line.
+    let log = TaskDir(layout.task_dir(
+        &FrameworkId::new("fw-1").expect("id"),
+        &TaskId::new("t1").expect("id"),
+    ))
+    .updates_log();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| f.write_all(b"1234abcd {\"record\":\"ack"))
+        .expect("tear the log");
+
+    // Second life: a master that answers.
+    let fake = FakeMaster::default();
+    let addr = fake.serve().await;
+    let (updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&addr),
+        fast(Checkpointing::Disk(layout.clone())),
+    );
+    wait_for(DEADLINE, "recovered updates acknowledged", || async {
+        fake.applied_for("t1").len() == 3 && drained(&updates).await
+    })
+    .await;
+    let uuids: Vec<String> = fake.applied_for("t1").into_iter().map(|(_, u)| u).collect();
+    let want: Vec<String> = sent.iter().map(|u| u.uuid.to_string()).collect();
+    assert_eq!(uuids, want);
+    // The torn tail was cut: the log reads clean, three updates and three acks.
+    let replay = checkpoint::read_records::<Record>(&log).expect("read");
+    assert!(replay.skipped.is_empty(), "{:?}", replay.skipped);
+    assert_eq!(replay.records.len(), 6);
+    manager.stop().await;
+
+    // Third life: nothing left to send, and a late resend by the executor is recognised.
+    let (updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&addr),
+        fast(Checkpointing::Disk(layout.clone())),
+    );
+    assert_eq!(updates.pending().await.expect("pending"), 0);
+    let calls = fake.state().calls.len();
+    updates
+        .update(sent[2].clone())
+        .await
+        .expect("a late resend is acknowledged");
+    assert_eq!(updates.pending().await.expect("pending"), 0);
+    assert_eq!(fake.state().calls.len(), calls);
+    manager.stop().await;
+}

@@ -1,0 +1,183 @@
+//! The agents of a local cluster: `drover agent` processes, each with its own work directory,
+//! listen port and log file under the cluster's base directory.
+//!
+//! Owns the agent child processes (killed when the cluster is dropped, like the masters).
+//! Executors are started by the agents in their own sessions, on purpose (they outlive an
+//! agent restart), so the cluster also kills every executor process group recorded in the
+//! agents' work directories when it stops or is dropped: a test never leaks a task.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::{io, ClusterError, LocalCluster};
+
+/// One agent slot: address, work directory, log, and the process if it runs.
+pub struct AgentProcess {
+    pub index: usize,
+    pub addr: String,
+    pub work_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub(super) child: Option<Child>,
+}
+
+impl AgentProcess {
+    pub(super) fn slot(base_dir: &Path, host: &str, index: usize, port: u16) -> Self {
+        Self {
+            index,
+            addr: format!("{host}:{port}"),
+            work_dir: base_dir.join(format!("agent-{index}")),
+            log_path: base_dir.join(format!("agent-{index}.log")),
+            child: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
+/// Process ids written by executors under `dir` (files named `*.pid`), at any depth up to
+/// the task directories.
+fn executor_pids(dir: &Path, depth: usize, out: &mut Vec<i32>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() && depth > 0 {
+            executor_pids(&path, depth - 1, out);
+        } else if kind.is_file() && path.extension().is_some_and(|x| x == "pid") {
+            if let Some(pid) = fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .filter(|p| *p > 1)
+            {
+                out.push(pid);
+            }
+        }
+    }
+}
+
+/// SIGKILLs the process groups of every executor and task recorded under `work_dir`.
+pub fn kill_executors(work_dir: &Path) {
+    let mut pids = Vec::new();
+    executor_pids(work_dir, 6, &mut pids);
+    for pid in pids {
+        // Executors and tasks lead their own process groups.
+        let _ = signal::kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+impl LocalCluster {
+    pub fn agents(&self) -> impl Iterator<Item = &AgentProcess> {
+        self.agents.iter()
+    }
+
+    pub fn agent(&self, index: usize) -> Result<&AgentProcess, ClusterError> {
+        self.agents
+            .get(index)
+            .ok_or(ClusterError::UnknownAgent(index))
+    }
+
+    /// Starts agent `index` (again), registered with every master of the cluster.
+    pub fn start_agent(&mut self, index: usize) -> Result<(), ClusterError> {
+        let masters = self.addrs().join(",");
+        let spec = self.spec.clone();
+        let a = self
+            .agents
+            .get_mut(index)
+            .ok_or(ClusterError::UnknownAgent(index))?;
+        if a.child.is_some() {
+            return Err(ClusterError::AgentRunning(index));
+        }
+        fs::create_dir_all(&a.work_dir)
+            .map_err(io(format!("creating {}", a.work_dir.display())))?;
+        let mut cmd = Command::new(&spec.binary);
+        cmd.arg("agent")
+            .arg("--masters")
+            .arg(&masters)
+            .arg("--work-dir")
+            .arg(&a.work_dir)
+            .arg("--listen")
+            .arg(&a.addr)
+            .args(&spec.agent_args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if spec.log_to_files {
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&a.log_path)
+                .map_err(io(format!("opening {}", a.log_path.display())))?;
+            let log2 = log.try_clone().map_err(io("cloning log handle"))?;
+            cmd.stdout(log).stderr(log2);
+        }
+        let child = cmd.spawn().map_err(io(format!(
+            "starting {} agent {index}",
+            spec.binary.display()
+        )))?;
+        a.child = Some(child);
+        Ok(())
+    }
+
+    /// Agents that were running and have exited since (their slots are marked stopped).
+    pub fn exited_agents(&mut self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for a in &mut self.agents {
+            if let Some(child) = a.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    a.child = None;
+                    out.push(a.index);
+                }
+            }
+        }
+        out
+    }
+
+    /// SIGKILLs agent `index` (its executors keep running, as they would on a real host).
+    pub async fn kill_agent(&mut self, index: usize) -> Result<(), ClusterError> {
+        let a = self
+            .agents
+            .get_mut(index)
+            .ok_or(ClusterError::UnknownAgent(index))?;
+        let mut child = a.child.take().ok_or(ClusterError::AgentNotRunning(index))?;
+        let _ = child.start_kill();
+        child
+            .wait()
+            .await
+            .map_err(io(format!("reaping agent {index}")))?;
+        Ok(())
+    }
+
+    /// SIGTERMs every running agent, waits up to `grace`, then SIGKILLs; then kills every
+    /// executor the agents started.
+    pub(super) async fn stop_agents(&mut self, grace: Duration) -> Result<(), ClusterError> {
+        for a in &self.agents {
+            if let Some(pid) = a.pid() {
+                let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+        for a in &mut self.agents {
+            if let Some(mut child) = a.child.take() {
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+            kill_executors(&a.work_dir);
+        }
+        Ok(())
+    }
+}

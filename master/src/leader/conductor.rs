@@ -1,0 +1,1250 @@
+//! The conductor: the one task that owns the leader's offer cycle while this replica leads.
+//!
+//! Owns the soft state DESIGN.md puts on the leader only: the DRF [`Allocator`], the subscribed
+//! frameworks' event streams, agents' last heartbeats, outstanding offers' expiry times, and the
+//! launches and kills in flight to agents. Every change to the cluster goes through Raft first:
+//! the conductor proposes a [`ClusterOp`] and acts on its committed outcome (and only on that),
+//! so that an offer is sent only after it is committed, a launch only after ACCEPT is, and an
+//! agent's status update is acknowledged only after it is.
+//!
+//! The allocator's bookkeeping follows committed outcomes exactly: resources go back to it when
+//! an outcome says they were released (offers removed, ACCEPT's unused part, a task that ended).
+//! Proposals are awaited without a deadline here (a caller's deadline is its own affair), so
+//! no outcome is missed; when leadership ends, the whole conductor is dropped and the next
+//! leader rebuilds from the registry.
+//!
+//! Commands come from the gRPC services over a bounded queue; proposals in flight are futures
+//! the loop polls; one timer drives allocation, offer expiry, agent timeouts and heartbeats.
+//! Allocation runs every `allocation_interval`, and early (after `allocation_batch`) when
+//! resources appear: an agent registers, a task ends, a framework subscribes or revives.
+//! Resources a framework hands back (DECLINE, ACCEPT's unused part, rescinds) wait for the
+//! periodic cycle, so that a framework declining without a filter cannot spin offers through
+//! the Raft log.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use drover_proto::v1;
+use drover_resources::Resources;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tonic::Status;
+
+use super::agents::{self, AgentChannels, AgentMessage};
+use super::convert;
+use crate::allocator::{Allocator, AllocatorConfig};
+use crate::config::OfferCycleConfig;
+use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+use crate::metrics as m;
+use crate::raft::MasterId;
+use crate::registry::cluster::{
+    AgentRecord, AgentState, ClusterError, ClusterOp, ClusterOutcome, ClusterState,
+    FrameworkRecord, OfferRecord, StatusUpdate, TaskSpec,
+};
+use crate::registry::{Op, Outcome};
+use crate::replicated::{ReplicaError, Replicated};
+
+/// Events queued per framework stream; a framework that falls this far behind is disconnected
+/// (it re-subscribes and gets every unacknowledged update again).
+pub const EVENT_QUEUE: usize = 4096;
+/// Most tasks one implicit RECONCILE answers.
+pub const MAX_RECONCILE: usize = 10_000;
+
+type Reply<T> = oneshot::Sender<Result<T, Status>>;
+pub type EventSender = mpsc::Sender<Result<v1::Event, Status>>;
+
+/// Who makes a framework call: the framework and the stream SUBSCRIBED gave it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub framework: FrameworkId,
+    pub stream_id: String,
+}
+
+/// A framework call, validated by the service.
+#[derive(Debug)]
+pub enum Call {
+    Accept {
+        offers: Vec<OfferId>,
+        tasks: Vec<TaskSpec>,
+        refuse_ms: Option<u64>,
+    },
+    Decline {
+        offers: Vec<OfferId>,
+        refuse_ms: Option<u64>,
+    },
+    Suppress,
+    Revive,
+    Kill {
+        task: TaskId,
+        grace_ms: Option<u64>,
+    },
+    Acknowledge {
+        task: TaskId,
+        uuid: uuid::Uuid,
+    },
+    Reconcile {
+        tasks: Vec<String>,
+    },
+    Teardown,
+}
+
+/// What the services ask of the conductor.
+pub enum Command {
+    Subscribe {
+        framework: FrameworkRecord,
+        /// Whether the framework gave its id (a re-subscription) or got a fresh one.
+        resubscribe: bool,
+        events: EventSender,
+        reply: Reply<()>,
+    },
+    Call {
+        caller: Caller,
+        call: Call,
+        reply: Reply<()>,
+    },
+    RegisterAgent {
+        agent: AgentRecord,
+        reply: Reply<v1::RegisterReply>,
+    },
+    AgentHeartbeat {
+        agent: AgentId,
+        reply: Reply<bool>,
+    },
+    StatusUpdate {
+        agent: AgentId,
+        framework: FrameworkId,
+        task: TaskId,
+        update: StatusUpdate,
+        reply: Reply<()>,
+    },
+    SetRoleWeight {
+        role: Role,
+        weight: f64,
+        reply: Reply<()>,
+    },
+}
+
+/// What to do once a proposal's outcome is known.
+enum After {
+    Subscribed {
+        framework: FrameworkRecord,
+        resubscribe: bool,
+        events: EventSender,
+        reply: Reply<()>,
+    },
+    OffersCreated(Vec<OfferRecord>),
+    Accepted {
+        framework: FrameworkId,
+        offers: Vec<OfferId>,
+        tasks: Vec<TaskSpec>,
+        refuse_ms: u64,
+        reply: Reply<()>,
+    },
+    Declined {
+        framework: FrameworkId,
+        refuse_ms: u64,
+        reply: Reply<()>,
+    },
+    /// Expired, or rescinded (agent unreachable, framework gone): tell the framework.
+    Rescinded,
+    TornDown {
+        framework: FrameworkId,
+        reply: Reply<()>,
+    },
+    AgentRegistered {
+        agent: AgentRecord,
+        reply: Reply<v1::RegisterReply>,
+    },
+    AgentUnreachable(AgentId),
+    StatusApplied {
+        framework: FrameworkId,
+        task: TaskId,
+        update: StatusUpdate,
+        started: Instant,
+        reply: Reply<()>,
+    },
+    Acknowledged(Reply<()>),
+    WeightSet {
+        role: Role,
+        weight: f64,
+        reply: Reply<()>,
+    },
+}
+
+struct Completion {
+    result: Result<ClusterOutcome, ReplicaError>,
+    after: After,
+}
+
+struct Connection {
+    stream_id: String,
+    events: EventSender,
+}
+
+struct Outstanding {
+    framework: FrameworkId,
+    expires_at_ms: u64,
+}
+
+pub struct Conductor {
+    me: MasterId,
+    replicated: Replicated,
+    config: OfferCycleConfig,
+    allocator: Allocator,
+    connections: HashMap<FrameworkId, Connection>,
+    /// Frameworks that asked for no offers (SUPPRESS), torn down, or not connected: the
+    /// allocator's suppression is the union of these.
+    self_suppressed: HashSet<FrameworkId>,
+    torn_down: HashSet<FrameworkId>,
+    last_heartbeat: HashMap<AgentId, Instant>,
+    /// Agents with an UNREACHABLE proposal in flight, so it is proposed once.
+    marking_unreachable: HashSet<AgentId>,
+    offers: BTreeMap<OfferId, Outstanding>,
+    /// Offers with a removal in flight, so that expiry proposes each once.
+    removing: HashSet<OfferId>,
+    pending: FuturesUnordered<BoxFuture<'static, Completion>>,
+    to_agents: JoinSet<()>,
+    channels: AgentChannels,
+    allocation_due: Option<tokio::time::Instant>,
+    last_framework_heartbeat: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// The status a refused cluster operation is reported with.
+fn refusal(e: &ClusterError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ClusterError::UnknownAgent(_)
+        | ClusterError::UnknownFramework(_)
+        | ClusterError::UnknownTask(_) => Status::not_found(msg),
+        ClusterError::OfferNotOutstanding(_)
+        | ClusterError::OfferOfAnotherFramework { .. }
+        | ClusterError::AgentNotActive(_)
+        | ClusterError::FrameworkTornDown(_)
+        | ClusterError::RoleChange { .. }
+        | ClusterError::Illegal(_) => Status::failed_precondition(msg),
+        ClusterError::TooManyUnacknowledged(_) => Status::resource_exhausted(msg),
+        ClusterError::OffersOnSeveralAgents
+        | ClusterError::OfferCount
+        | ClusterError::TaskCount
+        | ClusterError::DuplicateTask(_)
+        | ClusterError::DoesNotFit { .. }
+        | ClusterError::BadWeight { .. } => Status::invalid_argument(msg),
+        ClusterError::DuplicateOffer(_) | ClusterError::Overcommit { .. } => Status::internal(msg),
+    }
+}
+
+fn event(e: v1::event::Event) -> v1::Event {
+    v1::Event { event: Some(e) }
+}
+
+impl Conductor {
+    pub fn new(me: MasterId, replicated: Replicated, config: OfferCycleConfig) -> Self {
+        Self {
+            me,
+            replicated,
+            config,
+            allocator: Allocator::new(AllocatorConfig::default()),
+            connections: HashMap::new(),
+            self_suppressed: HashSet::new(),
+            torn_down: HashSet::new(),
+            last_heartbeat: HashMap::new(),
+            marking_unreachable: HashSet::new(),
+            offers: BTreeMap::new(),
+            removing: HashSet::new(),
+            pending: FuturesUnordered::new(),
+            to_agents: JoinSet::new(),
+            channels: AgentChannels::default(),
+            allocation_due: None,
+            last_framework_heartbeat: Instant::now(),
+        }
+    }
+
+    /// The registry as applied on this replica: on the leader it holds every committed
+    /// outcome the conductor has seen.
+    fn state(&self) -> ClusterState {
+        self.replicated.applied().registry.cluster().clone()
+    }
+
+    /// Runs until leadership ends (the watcher aborts it) or the command queue closes.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // A linearizable read: every entry committed before this term is applied.
+        let state = loop {
+            match self.replicated.read().await {
+                Ok(s) => break s.registry.cluster().clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "offer cycle waits for the registry");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        self.rebuild(&state);
+        let mut tick =
+            tokio::time::interval(self.config.allocation_interval.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_allocation = Instant::now();
+        loop {
+            let due = self.allocation_due;
+            tokio::select! {
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => self.completed(done),
+                Some(_) = self.to_agents.join_next(), if !self.to_agents.is_empty() => {}
+                _ = tick.tick() => {
+                    self.housekeeping();
+                    if last_allocation.elapsed() >= self.config.allocation_interval {
+                        self.allocation_due = Some(tokio::time::Instant::now());
+                    }
+                }
+                _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
+                    self.allocation_due = None;
+                    last_allocation = Instant::now();
+                    self.allocate();
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the soft state from the registry: frameworks (none connected yet, so none is
+    /// offered anything until it subscribes), agents with what is allocated on them
+    /// (outstanding offers and live tasks), role weights, offer expiry times.
+    fn rebuild(&mut self, state: &ClusterState) {
+        let started = Instant::now();
+        let mut allocator = Allocator::new(AllocatorConfig::default());
+        for (role, weight) in state.role_weights() {
+            if let Err(e) = allocator.set_weight(role.clone(), weight) {
+                tracing::error!(error = %e, "rebuilding the allocator");
+            }
+        }
+        for f in state.frameworks() {
+            if let Err(e) = allocator.add_framework(f.id.clone(), f.role.clone()) {
+                tracing::error!(error = %e, "rebuilding the allocator");
+            }
+            let _ = allocator.suppress(&f.id);
+            if f.torn_down {
+                self.torn_down.insert(f.id.clone());
+            }
+        }
+        let now = Instant::now();
+        let mut used = used_by_agent(state);
+        for a in state.agents() {
+            if a.state == AgentState::Gone {
+                continue;
+            }
+            let used = used.remove(&a.id).unwrap_or_default();
+            if let Err(e) = allocator.add_agent(a.id.clone(), a.total.clone(), used) {
+                tracing::error!(agent = %a.id, error = %e, "rebuilding the allocator");
+                continue;
+            }
+            if a.state == AgentState::Active {
+                self.last_heartbeat.insert(a.id.clone(), now);
+            } else {
+                let _ = allocator.set_agent_active(&a.id, false);
+            }
+        }
+        for o in state.offers() {
+            self.offers.insert(
+                o.id.clone(),
+                Outstanding {
+                    framework: o.framework.clone(),
+                    expires_at_ms: o.expires_at_ms,
+                },
+            );
+        }
+        self.allocator = allocator;
+        tracing::info!(
+            me = self.me,
+            agents = self.last_heartbeat.len(),
+            offers = self.offers.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "offer cycle rebuilt from the registry"
+        );
+    }
+
+    fn propose(&mut self, op: ClusterOp, after: After) {
+        let replicated = self.replicated.clone();
+        self.pending.push(
+            async move {
+                let result = match replicated.propose_untimed(Op::Cluster(op)).await {
+                    Ok(Outcome::Cluster(o)) => Ok(o),
+                    Ok(other) => Err(ReplicaError::Stopped(format!(
+                        "unexpected outcome {other:?}"
+                    ))),
+                    Err(e) => Err(e),
+                };
+                Completion { result, after }
+            }
+            .boxed(),
+        );
+    }
+
+    fn allocate_soon(&mut self) {
+        if self.allocation_due.is_none() {
+            self.allocation_due = Some(tokio::time::Instant::now() + self.config.allocation_batch);
+        }
+    }
+
+    fn update_suppression(&mut self, f: &FrameworkId) {
+        let off = self.self_suppressed.contains(f)
+            || self.torn_down.contains(f)
+            || !self.connections.contains_key(f);
+        let r = if off {
+            self.allocator.suppress(f)
+        } else {
+            self.allocator.revive(f)
+        };
+        if let Err(e) = r {
+            tracing::warn!(framework = %f, error = %e, "allocator");
+        }
+    }
+
+    /// Sends an event to a framework's stream; a full or closed stream disconnects it.
+    fn send(&mut self, framework: &FrameworkId, e: v1::event::Event) -> bool {
+        let Some(c) = self.connections.get(framework) else {
+            return false;
+        };
+        match c.events.try_send(Ok(event(e))) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(%framework, "framework is not reading its events; disconnecting it");
+                self.disconnect(framework);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.disconnect(framework);
+                false
+            }
+        }
+    }
+
+    /// The framework's stream is gone: no more offers to it, and its outstanding offers are
+    /// rescinded so that others can use the resources. Its tasks keep running.
+    fn disconnect(&mut self, framework: &FrameworkId) {
+        if self.connections.remove(framework).is_some() {
+            tracing::info!(%framework, "framework disconnected");
+            self.update_suppression(framework);
+            let ids: Vec<OfferId> = self
+                .offers
+                .iter()
+                .filter(|(id, o)| &o.framework == framework && !self.removing.contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.remove_offers(ids, After::Rescinded);
+        }
+    }
+
+    fn remove_offers(&mut self, ids: Vec<OfferId>, after: After) {
+        if ids.is_empty() {
+            if let After::Declined { reply, .. } = after {
+                let _ = reply.send(Ok(()));
+            }
+            return;
+        }
+        self.removing.extend(ids.iter().cloned());
+        self.propose(ClusterOp::RemoveOffers(ids), after);
+    }
+
+    fn check_caller(&self, caller: &Caller) -> Result<(), Status> {
+        use drover_proto::metadata::{
+            STALE_CALLER, STALE_CALLER_NOT_SUBSCRIBED, STALE_CALLER_REPLACED,
+        };
+        let (mut status, why) = match self.connections.get(&caller.framework) {
+            Some(c) if c.stream_id == caller.stream_id => return Ok(()),
+            Some(_) => (
+                Status::failed_precondition(
+                    "caller.stream_id: not the framework's live stream (a newer subscription replaced it)",
+                ),
+                STALE_CALLER_REPLACED,
+            ),
+            None => (
+                Status::failed_precondition(format!(
+                    "caller.framework_id: framework {} is not subscribed to this leader; subscribe first",
+                    caller.framework
+                )),
+                STALE_CALLER_NOT_SUBSCRIBED,
+            ),
+        };
+        status.metadata_mut().insert(
+            STALE_CALLER,
+            tonic::metadata::MetadataValue::from_static(why),
+        );
+        Err(status)
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Subscribe {
+                framework,
+                resubscribe,
+                events,
+                reply,
+            } => {
+                if self.torn_down.contains(&framework.id) {
+                    let _ = reply.send(Err(Status::failed_precondition(format!(
+                        "framework.id: framework {} was torn down",
+                        framework.id
+                    ))));
+                    return;
+                }
+                self.propose(
+                    ClusterOp::SubscribeFramework(framework.clone()),
+                    After::Subscribed {
+                        framework,
+                        resubscribe,
+                        events,
+                        reply,
+                    },
+                );
+            }
+            Command::Call {
+                caller,
+                call,
+                reply,
+            } => {
+                // TEARDOWN again (a retry whose answer was lost) is answered as done.
+                if matches!(call, Call::Teardown) && self.torn_down.contains(&caller.framework) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                if let Err(e) = self.check_caller(&caller) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                self.call(caller.framework, call, reply);
+            }
+            Command::RegisterAgent { agent, reply } => {
+                let op = ClusterOp::RegisterAgent(agent.clone());
+                self.propose(op, After::AgentRegistered { agent, reply });
+            }
+            Command::AgentHeartbeat { agent, reply } => {
+                let active = self
+                    .state()
+                    .agent(&agent)
+                    .is_some_and(|a| a.state == AgentState::Active);
+                if active {
+                    self.last_heartbeat.insert(agent, Instant::now());
+                }
+                let _ = reply.send(Ok(!active));
+            }
+            Command::StatusUpdate {
+                agent,
+                framework,
+                task,
+                update,
+                reply,
+            } => {
+                metrics::counter!(m::STATUS_UPDATES_TOTAL, "stage" => "received").increment(1);
+                let state = self.state();
+                match state.task(&framework, &task) {
+                    None => {
+                        let _ = reply.send(Err(Status::not_found(format!(
+                            "status.task_id: framework {framework} has no task {task}"
+                        ))));
+                        return;
+                    }
+                    Some(t) if t.agent != agent => {
+                        let _ = reply.send(Err(Status::failed_precondition(format!(
+                            "status.task_id: task {task} runs on agent {}, not {agent}",
+                            t.agent
+                        ))));
+                        return;
+                    }
+                    Some(_) => {}
+                }
+                let op = ClusterOp::StatusUpdate {
+                    framework: framework.clone(),
+                    task: task.clone(),
+                    update: update.clone(),
+                };
+                self.propose(
+                    op,
+                    After::StatusApplied {
+                        framework,
+                        task,
+                        update,
+                        started: Instant::now(),
+                        reply,
+                    },
+                );
+            }
+            Command::SetRoleWeight {
+                role,
+                weight,
+                reply,
+            } => {
+                let op = ClusterOp::SetRoleWeight {
+                    role: role.clone(),
+                    weight,
+                };
+                self.propose(
+                    op,
+                    After::WeightSet {
+                        role,
+                        weight,
+                        reply,
+                    },
+                );
+            }
+        }
+    }
+
+    fn call(&mut self, framework: FrameworkId, call: Call, reply: Reply<()>) {
+        let default_refuse = ms(self.config.default_refuse);
+        match call {
+            Call::Accept {
+                offers,
+                tasks,
+                refuse_ms,
+            } => {
+                let op = ClusterOp::Accept {
+                    framework: framework.clone(),
+                    offers: offers.clone(),
+                    tasks: tasks.clone(),
+                };
+                self.propose(
+                    op,
+                    After::Accepted {
+                        framework,
+                        offers,
+                        tasks,
+                        refuse_ms: refuse_ms.unwrap_or(default_refuse),
+                        reply,
+                    },
+                );
+            }
+            Call::Decline { offers, refuse_ms } => {
+                // Only this framework's outstanding offers; others' ids are ignored, as Mesos.
+                let ids = offers
+                    .into_iter()
+                    .filter(|id| {
+                        self.offers
+                            .get(id)
+                            .is_some_and(|o| o.framework == framework)
+                            && !self.removing.contains(id)
+                    })
+                    .collect();
+                let after = After::Declined {
+                    framework,
+                    refuse_ms: refuse_ms.unwrap_or(default_refuse),
+                    reply,
+                };
+                self.remove_offers(ids, after);
+            }
+            Call::Suppress => {
+                self.self_suppressed.insert(framework.clone());
+                self.update_suppression(&framework);
+                let _ = reply.send(Ok(()));
+            }
+            Call::Revive => {
+                self.self_suppressed.remove(&framework);
+                self.update_suppression(&framework);
+                self.allocate_soon();
+                let _ = reply.send(Ok(()));
+            }
+            Call::Kill { task, grace_ms } => {
+                let state = self.state();
+                let r = match state.task(&framework, &task) {
+                    None => Err(Status::not_found(format!(
+                        "task_id: framework {framework} has no task {task}"
+                    ))),
+                    Some(t) if t.state.is_terminal() => Ok(()),
+                    Some(t) => {
+                        let grace = grace_ms.unwrap_or(t.spec.kill_grace_ms);
+                        self.kill_on_agent(&state, &framework, &t.agent, &task, grace);
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Call::Acknowledge { task, uuid } => {
+                let op = ClusterOp::Acknowledge {
+                    framework,
+                    task,
+                    uuid,
+                };
+                self.propose(op, After::Acknowledged(reply));
+            }
+            Call::Reconcile { tasks } => {
+                let state = self.state();
+                let now = now_ms();
+                let statuses: Vec<v1::TaskStatus> = if tasks.is_empty() {
+                    state
+                        .tasks_of(&framework)
+                        .filter(|t| !t.state.is_terminal())
+                        .take(MAX_RECONCILE)
+                        .map(|t| convert::reconciliation_status(t, now))
+                        .collect()
+                } else {
+                    tasks
+                        .iter()
+                        .map(|id| {
+                            TaskId::new(id)
+                                .ok()
+                                .and_then(|tid| state.task(&framework, &tid))
+                                .map(|t| convert::reconciliation_status(t, now))
+                                .unwrap_or_else(|| convert::unknown_task_status(id, now))
+                        })
+                        .collect()
+                };
+                for s in statuses {
+                    if !self.send(
+                        &framework,
+                        v1::event::Event::Update(v1::Update { status: Some(s) }),
+                    ) {
+                        break;
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Call::Teardown => {
+                self.propose(
+                    ClusterOp::TeardownFramework(framework.clone()),
+                    After::TornDown { framework, reply },
+                );
+            }
+        }
+    }
+
+    fn kill_on_agent(
+        &mut self,
+        state: &ClusterState,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskId,
+        grace_ms: u64,
+    ) {
+        let Some(a) = state.agent(agent) else { return };
+        let Some(ch) = self.channels.channel(agent, &a.addr) else {
+            return;
+        };
+        let req = v1::KillTaskRequest {
+            agent_id: agent.to_string(),
+            framework_id: framework.to_string(),
+            task_id: task.to_string(),
+            grace_seconds: grace_ms as f64 / 1000.0,
+        };
+        self.to_agents
+            .spawn(agents::send(ch, agent.clone(), AgentMessage::Kill(req)).map(|_| ()));
+    }
+
+    fn completed(&mut self, done: Completion) {
+        let Completion { result, after } = done;
+        // A proposal that failed (leadership lost, the node stopping) changed nothing this
+        // conductor can know of: answer the caller; the next leader rebuilds from the log.
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %e, "proposal failed");
+                self.fail(after, Status::from(e));
+                return;
+            }
+        };
+        if let ClusterOutcome::Refused(e) = &outcome {
+            let status = refusal(e);
+            tracing::debug!(error = %e, "refused");
+            // Allocations that were not turned into offers go back.
+            if let After::OffersCreated(offers) = &after {
+                tracing::error!(error = %e, "offers were refused; returning them to the allocator");
+                for o in offers {
+                    let _ = self
+                        .allocator
+                        .recover(&o.framework, &o.agent, &o.resources, None);
+                }
+            }
+            if let After::Declined { .. } | After::Rescinded = &after {
+                // RemoveOffers is never refused.
+            }
+            self.fail(after, status);
+            return;
+        }
+        match after {
+            After::Subscribed {
+                framework,
+                resubscribe,
+                events,
+                reply,
+            } => self.subscribed(framework, resubscribe, events, reply),
+            After::OffersCreated(offers) => self.offers_created(offers),
+            After::Accepted {
+                framework,
+                offers,
+                tasks,
+                refuse_ms,
+                reply,
+            } => {
+                let ClusterOutcome::Accepted { agent, unused } = outcome else {
+                    let _ = reply.send(Err(Status::internal("unexpected outcome")));
+                    return;
+                };
+                // The offers are consumed; drop their timers.
+                let state = self.state();
+                for id in &offers {
+                    self.offers.remove(id);
+                    self.removing.remove(id);
+                }
+                if !unused.is_empty() {
+                    let refuse = (refuse_ms > 0).then(|| (now_ms(), refuse_ms));
+                    if let Err(e) = self.allocator.recover(&framework, &agent, &unused, refuse) {
+                        tracing::error!(error = %e, "allocator");
+                    }
+                }
+                metrics::counter!(m::TASKS_LAUNCHED_TOTAL).increment(tasks.len() as u64);
+                if let Some(a) = state.agent(&agent) {
+                    if let Some(ch) = self.channels.channel(&agent, &a.addr) {
+                        for t in &tasks {
+                            let req = v1::RunTaskRequest {
+                                agent_id: agent.to_string(),
+                                framework_id: framework.to_string(),
+                                task: Some(convert::task_to_proto(t)),
+                            };
+                            self.to_agents.spawn(
+                                agents::send(ch.clone(), agent.clone(), AgentMessage::Run(req))
+                                    .map(|_| ()),
+                            );
+                        }
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            After::Declined {
+                framework,
+                refuse_ms,
+                reply,
+            } => {
+                let refuse = (refuse_ms > 0).then(|| (now_ms(), refuse_ms));
+                self.offers_removed(&outcome, refuse, Some(&framework));
+                let _ = reply.send(Ok(()));
+            }
+            After::Rescinded => self.offers_removed(&outcome, None, None),
+            After::TornDown { framework, reply } => {
+                self.offers_removed(&outcome, None, Some(&framework));
+                self.torn_down.insert(framework.clone());
+                self.connections.remove(&framework);
+                self.update_suppression(&framework);
+                let state = self.state();
+                let live: Vec<(AgentId, TaskId, u64)> = state
+                    .tasks_of(&framework)
+                    .filter(|t| !t.state.is_terminal())
+                    .map(|t| (t.agent.clone(), t.spec.id.clone(), t.spec.kill_grace_ms))
+                    .collect();
+                for (agent, task, grace) in live {
+                    self.kill_on_agent(&state, &framework, &agent, &task, grace);
+                }
+                tracing::info!(%framework, "framework torn down");
+                let _ = reply.send(Ok(()));
+            }
+            After::AgentRegistered { agent, reply } => {
+                let known_total = self.allocator.agent_total(&agent.id).cloned();
+                let r = match known_total {
+                    // Known with the same resources (a re-registration): offer it again.
+                    Some(total) if total == agent.total => {
+                        self.allocator.set_agent_active(&agent.id, true)
+                    }
+                    // New (nothing allocated on it yet), or its resources changed: (re)add it
+                    // with what the registry has on it.
+                    known => {
+                        let used = if known.is_some() {
+                            let _ = self.allocator.remove_agent(&agent.id);
+                            used_on(&self.state(), &agent.id)
+                        } else {
+                            Vec::new()
+                        };
+                        self.allocator
+                            .add_agent(agent.id.clone(), agent.total.clone(), used)
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::error!(agent = %agent.id, error = %e, "allocator refused a registered agent");
+                }
+                self.last_heartbeat.insert(agent.id.clone(), Instant::now());
+                self.marking_unreachable.remove(&agent.id);
+                tracing::info!(agent = %agent.id, hostname = %agent.hostname, addr = %agent.addr, resources = %agent.total, "agent registered");
+                self.allocate_soon();
+                let _ = reply.send(Ok(v1::RegisterReply {
+                    agent_id: agent.id.to_string(),
+                    master_id: self.me,
+                    heartbeat_interval_seconds: self.config.agent_heartbeat_interval.as_secs_f64(),
+                }));
+            }
+            After::AgentUnreachable(agent) => {
+                self.marking_unreachable.remove(&agent);
+                self.last_heartbeat.remove(&agent);
+                let _ = self.allocator.set_agent_active(&agent, false);
+                tracing::warn!(%agent, "agent marked unreachable");
+            }
+            After::StatusApplied {
+                framework,
+                task,
+                update,
+                started,
+                reply,
+            } => {
+                metrics::histogram!(m::STATUS_UPDATE_COMMIT_SECONDS).record(started.elapsed());
+                let forward = match &outcome {
+                    ClusterOutcome::StatusApplied { agent, released } => {
+                        if let Some(r) = released {
+                            if let Err(e) = self.allocator.recover(&framework, agent, r, None) {
+                                tracing::error!(error = %e, "allocator");
+                            }
+                            self.allocate_soon();
+                        }
+                        true
+                    }
+                    ClusterOutcome::Duplicate { acknowledged } => !acknowledged,
+                    _ => false,
+                };
+                metrics::counter!(m::STATUS_UPDATES_TOTAL, "stage" => "acked").increment(1);
+                let _ = reply.send(Ok(()));
+                if forward {
+                    let state = self.state();
+                    if let Some(t) = state.task(&framework, &task) {
+                        let status = convert::status_to_proto(t, &update);
+                        if self.send(
+                            &framework,
+                            v1::event::Event::Update(v1::Update {
+                                status: Some(status),
+                            }),
+                        ) {
+                            metrics::counter!(m::STATUS_UPDATES_TOTAL, "stage" => "forwarded")
+                                .increment(1);
+                        }
+                    }
+                }
+            }
+            After::Acknowledged(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+            After::WeightSet {
+                role,
+                weight,
+                reply,
+            } => {
+                let r = self
+                    .allocator
+                    .set_weight(role, weight)
+                    .map_err(|e| Status::invalid_argument(e.to_string()));
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Answers the caller behind `after` with `status`.
+    fn fail(&mut self, after: After, status: Status) {
+        match after {
+            After::Subscribed { reply, .. }
+            | After::Accepted { reply, .. }
+            | After::Declined { reply, .. }
+            | After::TornDown { reply, .. }
+            | After::StatusApplied { reply, .. }
+            | After::Acknowledged(reply)
+            | After::WeightSet { reply, .. } => {
+                let _ = reply.send(Err(status));
+            }
+            After::AgentRegistered { reply, .. } => {
+                let _ = reply.send(Err(status));
+            }
+            After::AgentUnreachable(agent) => {
+                self.marking_unreachable.remove(&agent);
+            }
+            After::OffersCreated(offers) => {
+                // The outcome is unknown (leadership is ending): the next leader rebuilds.
+                for o in offers {
+                    let _ = self
+                        .allocator
+                        .recover(&o.framework, &o.agent, &o.resources, None);
+                }
+            }
+            After::Rescinded => {}
+        }
+    }
+
+    fn subscribed(
+        &mut self,
+        framework: FrameworkRecord,
+        resubscribe: bool,
+        events: EventSender,
+        reply: Reply<()>,
+    ) {
+        let id = framework.id.clone();
+        if self.allocator.framework_share(&id).is_none() {
+            if let Err(e) = self
+                .allocator
+                .add_framework(id.clone(), framework.role.clone())
+            {
+                let _ = reply.send(Err(Status::internal(e.to_string())));
+                return;
+            }
+        }
+        if let Some(old) = self.connections.remove(&id) {
+            let _ = old
+                .events
+                .try_send(Ok(event(v1::event::Event::Error(v1::Error {
+                    message: "framework failed over to a new subscription".into(),
+                }))));
+        }
+        let stream_id = convert::fresh_id();
+        self.connections.insert(
+            id.clone(),
+            Connection {
+                stream_id: stream_id.clone(),
+                events,
+            },
+        );
+        self.self_suppressed.remove(&id);
+        self.update_suppression(&id);
+        tracing::info!(framework = %id, name = %framework.name, role = %framework.role, resubscribe, "framework subscribed");
+        let subscribed = v1::event::Event::Subscribed(v1::Subscribed {
+            framework_id: id.to_string(),
+            stream_id,
+            heartbeat_interval_seconds: self.config.framework_heartbeat_interval.as_secs_f64(),
+            master_id: self.me,
+        });
+        if !self.send(&id, subscribed) {
+            let _ = reply.send(Err(Status::unavailable("the stream closed")));
+            return;
+        }
+        // Every update the framework has not acknowledged, in order; then its offers.
+        let state = self.state();
+        let mut redeliver = Vec::new();
+        for t in state.tasks_of(&id) {
+            for u in t.updates.iter().filter(|u| !u.acknowledged) {
+                redeliver.push(convert::status_to_proto(t, &u.update));
+            }
+        }
+        for s in redeliver {
+            if !self.send(
+                &id,
+                v1::event::Event::Update(v1::Update { status: Some(s) }),
+            ) {
+                break;
+            }
+        }
+        let offers: Vec<v1::Offer> = state
+            .offers()
+            .filter(|o| o.framework == id && !self.removing.contains(&o.id))
+            .map(|o| convert::offer_to_proto(o, state.agent(&o.agent)))
+            .collect();
+        if !offers.is_empty() {
+            self.send(&id, v1::event::Event::Offers(v1::Offers { offers }));
+        }
+        self.allocate_soon();
+        let _ = reply.send(Ok(()));
+    }
+
+    fn offers_created(&mut self, offers: Vec<OfferRecord>) {
+        let state = self.state();
+        let mut by_framework: BTreeMap<FrameworkId, Vec<v1::Offer>> = BTreeMap::new();
+        for o in &offers {
+            self.offers.insert(
+                o.id.clone(),
+                Outstanding {
+                    framework: o.framework.clone(),
+                    expires_at_ms: o.expires_at_ms,
+                },
+            );
+            by_framework
+                .entry(o.framework.clone())
+                .or_default()
+                .push(convert::offer_to_proto(o, state.agent(&o.agent)));
+        }
+        metrics::counter!(m::OFFERS_TOTAL).increment(offers.len() as u64);
+        let mut orphans = Vec::new();
+        for (framework, list) in by_framework {
+            // A framework that went away while the offers were being committed gets none:
+            // they are rescinded at once rather than left to expire.
+            let ids: Vec<OfferId> = list
+                .iter()
+                .filter_map(|o| OfferId::new(&o.id).ok())
+                .collect();
+            if !self.send(
+                &framework,
+                v1::event::Event::Offers(v1::Offers { offers: list }),
+            ) {
+                orphans.extend(ids);
+            }
+        }
+        orphans.retain(|id| !self.removing.contains(id));
+        self.remove_offers(orphans, After::Rescinded);
+    }
+
+    /// Offers the registry removed: their resources go back (with the framework's filter for
+    /// a DECLINE); the framework is told of the others (RESCIND).
+    fn offers_removed(
+        &mut self,
+        outcome: &ClusterOutcome,
+        refuse: Option<(u64, u64)>,
+        declined_by: Option<&FrameworkId>,
+    ) {
+        let ClusterOutcome::Removed(removed) = outcome else {
+            return;
+        };
+        for o in removed {
+            self.offers.remove(&o.id);
+            self.removing.remove(&o.id);
+            if let Err(e) = self
+                .allocator
+                .recover(&o.framework, &o.agent, &o.resources, refuse)
+            {
+                tracing::error!(error = %e, "allocator");
+            }
+            if declined_by != Some(&o.framework) {
+                self.send(
+                    &o.framework.clone(),
+                    v1::event::Event::Rescind(v1::Rescind {
+                        offer_id: o.id.to_string(),
+                    }),
+                );
+            }
+        }
+        // Ids whose removal found nothing (consumed meanwhile) are no longer in flight.
+        let state = self.state();
+        self.removing.retain(|id| state.offer(id).is_some());
+        // No early allocation here: the periodic cycle offers these again. Triggering one
+        // would let a framework that declines with no filter spin offers through the log.
+    }
+
+    fn allocate(&mut self) {
+        let started = Instant::now();
+        let now = now_ms();
+        let allocations = self.allocator.allocate(now);
+        metrics::histogram!(m::ALLOCATION_SECONDS).record(started.elapsed());
+        if allocations.is_empty() {
+            return;
+        }
+        let expires = now + ms(self.config.offer_timeout);
+        let offers: Vec<OfferRecord> = allocations
+            .into_iter()
+            .filter_map(|a| {
+                Some(OfferRecord {
+                    id: OfferId::new(&convert::fresh_id()).ok()?,
+                    framework: a.framework,
+                    agent: a.agent,
+                    resources: a.resources,
+                    created_at_ms: now,
+                    expires_at_ms: expires,
+                })
+            })
+            .collect();
+        self.propose(
+            ClusterOp::CreateOffers(offers.clone()),
+            After::OffersCreated(offers),
+        );
+    }
+
+    /// Once per tick: expired offers, silent agents, closed framework streams, heartbeats.
+    fn housekeeping(&mut self) {
+        let now = now_ms();
+        let expired: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(id, o)| o.expires_at_ms <= now && !self.removing.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !expired.is_empty() {
+            tracing::debug!(count = expired.len(), "rescinding expired offers");
+            self.remove_offers(expired, After::Rescinded);
+        }
+
+        let timeout = self.config.agent_timeout;
+        let silent: Vec<AgentId> = self
+            .last_heartbeat
+            .iter()
+            .filter(|(id, seen)| {
+                seen.elapsed() > timeout && !self.marking_unreachable.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for agent in silent {
+            tracing::warn!(%agent, ?timeout, "agent missed its heartbeats");
+            self.marking_unreachable.insert(agent.clone());
+            self.propose(
+                ClusterOp::SetAgentState {
+                    agent: agent.clone(),
+                    state: AgentState::Unreachable,
+                },
+                After::AgentUnreachable(agent.clone()),
+            );
+            let ids: Vec<OfferId> = self
+                .state()
+                .offers()
+                .filter(|o| o.agent == agent && !self.removing.contains(&o.id))
+                .map(|o| o.id.clone())
+                .collect();
+            self.remove_offers(ids, After::Rescinded);
+        }
+
+        let closed: Vec<FrameworkId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.events.is_closed())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for f in closed {
+            self.disconnect(&f);
+        }
+        if self.last_framework_heartbeat.elapsed() >= self.config.framework_heartbeat_interval {
+            self.last_framework_heartbeat = Instant::now();
+            let ids: Vec<FrameworkId> = self.connections.keys().cloned().collect();
+            for f in ids {
+                self.send(&f, v1::event::Event::Heartbeat(v1::Heartbeat {}));
+            }
+        }
+        self.gauges();
+    }
+
+    fn gauges(&self) {
+        metrics::gauge!(m::OFFERS_OUTSTANDING).set(self.offers.len() as f64);
+        metrics::gauge!(m::FRAMEWORKS_CONNECTED).set(self.connections.len() as f64);
+    }
+}
+
+type Used = Vec<(FrameworkId, Resources)>;
+
+/// What is allocated on every agent, by framework: outstanding offers and live tasks. One
+/// pass over the registry (rebuilding after failover).
+fn used_by_agent(state: &ClusterState) -> HashMap<AgentId, Used> {
+    let mut used: HashMap<AgentId, BTreeMap<FrameworkId, Resources>> = HashMap::new();
+    let offers = state
+        .offers()
+        .map(|o| (&o.agent, &o.framework, &o.resources));
+    let tasks = state
+        .tasks()
+        .filter(|t| !t.state.is_terminal())
+        .map(|t| (&t.agent, &t.framework, &t.spec.resources));
+    for (a, f, r) in offers.chain(tasks) {
+        let e = used
+            .entry(a.clone())
+            .or_default()
+            .entry(f.clone())
+            .or_default();
+        match e.checked_add(r) {
+            Ok(sum) => *e = sum,
+            Err(err) => {
+                tracing::error!(agent = %a, error = %err, "registry holds an overflowing sum")
+            }
+        }
+    }
+    used.into_iter()
+        .map(|(a, m)| (a, m.into_iter().collect()))
+        .collect()
+}
+
+/// What is allocated on one agent (an agent whose resources changed re-registering).
+fn used_on(state: &ClusterState, agent: &AgentId) -> Used {
+    used_by_agent(state).remove(agent).unwrap_or_default()
+}

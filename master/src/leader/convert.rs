@@ -1,0 +1,458 @@
+//! Conversions between the wire types of the framework and agent APIs (`drover.v1`) and the
+//! registry's types, with the validation every field from the network gets: ids, names, sizes,
+//! resources, states. Errors name the field at fault (they become INVALID_ARGUMENT).
+
+use std::collections::BTreeMap;
+
+use drover_proto::v1;
+use drover_resources::{Attributes, Resources};
+use tonic::Status;
+
+use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+use crate::registry::cluster::{
+    AgentRecord, FrameworkRecord, OfferRecord, StatusRecord, StatusSource, StatusUpdate,
+    TaskRecord, TaskSpec, MAX_OFFERS_PER_ACCEPT, MAX_TASKS_PER_ACCEPT,
+};
+use crate::registry::TaskState;
+
+/// Longest name, principal, hostname, reason or address accepted, bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest status message kept, bytes (longer ones are cut, not refused).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+/// Longest shell command, bytes.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Most environment variables per task, and the longest name or value.
+pub const MAX_ENV_VARS: usize = 256;
+pub const MAX_ENV_BYTES: usize = 16 * 1024;
+/// Longest failover timeout or refuse filter accepted: a week.
+pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+pub fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+pub fn framework_id(field: &str, s: &str) -> Result<FrameworkId, Status> {
+    FrameworkId::new(s).map_err(|e| invalid(field, e))
+}
+pub fn agent_id(field: &str, s: &str) -> Result<AgentId, Status> {
+    AgentId::new(s).map_err(|e| invalid(field, e))
+}
+pub fn task_id(field: &str, s: &str) -> Result<TaskId, Status> {
+    TaskId::new(s).map_err(|e| invalid(field, e))
+}
+pub fn offer_id(field: &str, s: &str) -> Result<OfferId, Status> {
+    OfferId::new(s).map_err(|e| invalid(field, e))
+}
+
+pub fn text(field: &str, s: &str, max: usize) -> Result<String, Status> {
+    if s.len() > max {
+        return Err(invalid(field, format!("longer than {max} bytes")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(field, "holds control characters"));
+    }
+    Ok(s.to_string())
+}
+
+/// Seconds from the network to milliseconds: finite, non-negative, at most [`MAX_SECONDS`].
+pub fn seconds_to_ms(field: &str, s: f64) -> Result<u64, Status> {
+    if !s.is_finite() || !(0.0..=MAX_SECONDS).contains(&s) {
+        return Err(invalid(
+            field,
+            format!("{s} is not between 0 and {MAX_SECONDS} seconds"),
+        ));
+    }
+    Ok((s * 1000.0).round() as u64)
+}
+
+pub fn uuid(field: &str, s: &str) -> Result<uuid::Uuid, Status> {
+    uuid::Uuid::parse_str(s).map_err(|e| invalid(field, e))
+}
+
+/// A new, unique id for an offer, framework or agent.
+pub fn fresh_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn state_to_proto(s: TaskState) -> v1::TaskState {
+    match s {
+        TaskState::Staging => v1::TaskState::TaskStaging,
+        TaskState::Starting => v1::TaskState::TaskStarting,
+        TaskState::Running => v1::TaskState::TaskRunning,
+        TaskState::Killing => v1::TaskState::TaskKilling,
+        TaskState::Unreachable => v1::TaskState::TaskUnreachable,
+        TaskState::Finished => v1::TaskState::TaskFinished,
+        TaskState::Failed => v1::TaskState::TaskFailed,
+        TaskState::Killed => v1::TaskState::TaskKilled,
+        TaskState::Lost => v1::TaskState::TaskLost,
+        TaskState::Error => v1::TaskState::TaskError,
+        TaskState::Dropped => v1::TaskState::TaskDropped,
+        TaskState::Gone => v1::TaskState::TaskGone,
+        TaskState::GoneByOperator => v1::TaskState::TaskGoneByOperator,
+    }
+}
+
+pub fn state_from_proto(field: &str, raw: i32) -> Result<TaskState, Status> {
+    let s =
+        v1::TaskState::try_from(raw).map_err(|_| invalid(field, format!("unknown state {raw}")))?;
+    Ok(match s {
+        v1::TaskState::TaskStaging => TaskState::Staging,
+        v1::TaskState::TaskStarting => TaskState::Starting,
+        v1::TaskState::TaskRunning => TaskState::Running,
+        v1::TaskState::TaskKilling => TaskState::Killing,
+        v1::TaskState::TaskUnreachable => TaskState::Unreachable,
+        v1::TaskState::TaskFinished => TaskState::Finished,
+        v1::TaskState::TaskFailed => TaskState::Failed,
+        v1::TaskState::TaskKilled => TaskState::Killed,
+        v1::TaskState::TaskLost => TaskState::Lost,
+        v1::TaskState::TaskError => TaskState::Error,
+        v1::TaskState::TaskDropped => TaskState::Dropped,
+        v1::TaskState::TaskGone => TaskState::Gone,
+        v1::TaskState::TaskGoneByOperator => TaskState::GoneByOperator,
+        v1::TaskState::Unspecified | v1::TaskState::TaskUnknown => {
+            return Err(invalid(
+                field,
+                format!("{} cannot be reported", s.as_str_name()),
+            ))
+        }
+    })
+}
+
+fn source_to_proto(s: StatusSource) -> v1::StatusSource {
+    match s {
+        StatusSource::Executor => v1::StatusSource::SourceExecutor,
+        StatusSource::Agent => v1::StatusSource::SourceAgent,
+        StatusSource::Master => v1::StatusSource::SourceMaster,
+    }
+}
+
+/// A status update an agent reports; the agent names only executor or agent sources.
+pub fn status_from_proto(s: &v1::TaskStatus) -> Result<(TaskId, StatusUpdate), Status> {
+    let task = task_id("status.task_id", &s.task_id)?;
+    let source = match v1::StatusSource::try_from(s.source) {
+        Ok(v1::StatusSource::SourceExecutor) => StatusSource::Executor,
+        Ok(v1::StatusSource::SourceAgent) => StatusSource::Agent,
+        _ => {
+            return Err(invalid(
+                "status.source",
+                "must be SOURCE_EXECUTOR or SOURCE_AGENT",
+            ))
+        }
+    };
+    let mut message = s.message.clone();
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    Ok((
+        task,
+        StatusUpdate {
+            uuid: uuid("status.uuid", &s.uuid)?,
+            state: state_from_proto("status.state", s.state)?,
+            source,
+            reason: text("status.reason", &s.reason, MAX_NAME_BYTES)?,
+            message,
+            exit_code: s.exit_code,
+            signal: s.signal,
+            at_ms: s.timestamp_ms,
+        },
+    ))
+}
+
+/// A recorded update as the framework sees it.
+pub fn status_to_proto(task: &TaskRecord, u: &StatusUpdate) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task.spec.id.to_string(),
+        agent_id: task.agent.to_string(),
+        state: state_to_proto(u.state) as i32,
+        uuid: u.uuid.to_string(),
+        source: source_to_proto(u.source) as i32,
+        reason: u.reason.clone(),
+        message: u.message.clone(),
+        exit_code: u.exit_code,
+        signal: u.signal,
+        timestamp_ms: u.at_ms,
+    }
+}
+
+/// The task's latest state, for RECONCILE: no uuid (not to be acknowledged).
+pub fn reconciliation_status(task: &TaskRecord, now_ms: u64) -> v1::TaskStatus {
+    let last: Option<&StatusRecord> = task.updates.last();
+    v1::TaskStatus {
+        task_id: task.spec.id.to_string(),
+        agent_id: task.agent.to_string(),
+        state: state_to_proto(task.state) as i32,
+        uuid: String::new(),
+        source: v1::StatusSource::SourceMaster as i32,
+        reason: "reconciliation".into(),
+        message: last.map(|u| u.update.message.clone()).unwrap_or_default(),
+        exit_code: last.and_then(|u| u.update.exit_code),
+        signal: last.and_then(|u| u.update.signal),
+        timestamp_ms: now_ms,
+    }
+}
+
+/// RECONCILE's answer for a task the master never heard of.
+pub fn unknown_task_status(task: &str, now_ms: u64) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task.to_string(),
+        state: v1::TaskState::TaskUnknown as i32,
+        source: v1::StatusSource::SourceMaster as i32,
+        reason: "reconciliation".into(),
+        message: "the master has no record of this task".into(),
+        timestamp_ms: now_ms,
+        ..Default::default()
+    }
+}
+
+pub fn resources(field: &str, items: &[v1::Resource]) -> Result<Resources, Status> {
+    Resources::from_proto(items).map_err(|e| invalid(field, e))
+}
+
+/// A task to launch, from ACCEPT.
+pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
+    let field = |f: &str| format!("launch[{i}].{f}");
+    let command = t
+        .command
+        .as_ref()
+        .ok_or_else(|| invalid(&field("command"), "missing"))?;
+    if command.shell.trim().is_empty() {
+        return Err(invalid(&field("command.shell"), "empty"));
+    }
+    if command.shell.len() > MAX_COMMAND_BYTES {
+        return Err(invalid(
+            &field("command.shell"),
+            format!("longer than {MAX_COMMAND_BYTES} bytes"),
+        ));
+    }
+    if command.environment.len() > MAX_ENV_VARS {
+        return Err(invalid(
+            &field("command.environment"),
+            format!("more than {MAX_ENV_VARS} variables"),
+        ));
+    }
+    let mut environment = BTreeMap::new();
+    for (k, v) in &command.environment {
+        let ok_name = !k.is_empty()
+            && k.len() <= MAX_NAME_BYTES
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !k.as_bytes()[0].is_ascii_digit();
+        if !ok_name {
+            return Err(invalid(
+                &field("command.environment"),
+                format!("{k:?} is not a variable name"),
+            ));
+        }
+        if v.len() > MAX_ENV_BYTES || v.contains('\0') {
+            return Err(invalid(
+                &field(&format!("command.environment.{k}")),
+                format!("at most {MAX_ENV_BYTES} bytes, no NUL"),
+            ));
+        }
+        environment.insert(k.clone(), v.clone());
+    }
+    let resources = resources(&field("resources"), &t.resources)?;
+    if resources.is_empty() {
+        return Err(invalid(&field("resources"), "a task needs some resources"));
+    }
+    Ok(TaskSpec {
+        id: task_id(&field("task_id"), &t.task_id)?,
+        name: text(&field("name"), &t.name, MAX_NAME_BYTES)?,
+        resources,
+        command: command.shell.clone(),
+        environment,
+        kill_grace_ms: seconds_to_ms(&field("kill_grace_seconds"), t.kill_grace_seconds)?,
+    })
+}
+
+pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
+    v1::TaskInfo {
+        task_id: t.id.to_string(),
+        name: t.name.clone(),
+        resources: t.resources.to_proto(),
+        command: Some(v1::CommandInfo {
+            shell: t.command.clone(),
+            environment: t.environment.clone().into_iter().collect(),
+        }),
+        kill_grace_seconds: t.kill_grace_ms as f64 / 1000.0,
+    }
+}
+
+/// The validated parts of an ACCEPT.
+pub fn accept_from_proto(
+    offer_ids: &[String],
+    launch: &[v1::TaskInfo],
+) -> Result<(Vec<OfferId>, Vec<TaskSpec>), Status> {
+    if offer_ids.is_empty() || offer_ids.len() > MAX_OFFERS_PER_ACCEPT {
+        return Err(invalid(
+            "offer_ids",
+            format!("between 1 and {MAX_OFFERS_PER_ACCEPT} offers"),
+        ));
+    }
+    if launch.len() > MAX_TASKS_PER_ACCEPT {
+        return Err(invalid(
+            "launch",
+            format!("at most {MAX_TASKS_PER_ACCEPT} tasks"),
+        ));
+    }
+    let offers = offer_ids
+        .iter()
+        .enumerate()
+        .map(|(i, o)| offer_id(&format!("offer_ids[{i}]"), o))
+        .collect::<Result<_, _>>()?;
+    let tasks = launch
+        .iter()
+        .enumerate()
+        .map(|(i, t)| task_from_proto(i, t))
+        .collect::<Result<_, _>>()?;
+    Ok((offers, tasks))
+}
+
+pub fn offer_ids(field: &str, ids: &[String]) -> Result<Vec<OfferId>, Status> {
+    if ids.is_empty() || ids.len() > MAX_OFFERS_PER_ACCEPT {
+        return Err(invalid(
+            field,
+            format!("between 1 and {MAX_OFFERS_PER_ACCEPT} offers"),
+        ));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, o)| offer_id(&format!("{field}[{i}]"), o))
+        .collect()
+}
+
+pub fn offer_to_proto(o: &OfferRecord, agent: Option<&AgentRecord>) -> v1::Offer {
+    v1::Offer {
+        id: o.id.to_string(),
+        framework_id: o.framework.to_string(),
+        agent_id: o.agent.to_string(),
+        hostname: agent.map(|a| a.hostname.clone()).unwrap_or_default(),
+        resources: o.resources.to_proto(),
+        attributes: agent.map(|a| a.attributes.to_proto()).unwrap_or_default(),
+        expires_at_ms: o.expires_at_ms,
+    }
+}
+
+/// A framework's subscription, validated; the id is the given one or a fresh one.
+pub fn framework_from_proto(f: &v1::FrameworkInfo, now_ms: u64) -> Result<FrameworkRecord, Status> {
+    if f.name.trim().is_empty() {
+        return Err(invalid("framework.name", "empty"));
+    }
+    let role = if f.role.is_empty() {
+        Role::default_role()
+    } else {
+        Role::new(&f.role).map_err(|e| invalid("framework.role", e))?
+    };
+    let id = if f.id.is_empty() {
+        FrameworkId::new(&fresh_id()).map_err(|e| Status::internal(e.to_string()))?
+    } else {
+        framework_id("framework.id", &f.id)?
+    };
+    Ok(FrameworkRecord {
+        id,
+        name: text("framework.name", &f.name, MAX_NAME_BYTES)?,
+        role,
+        principal: text("framework.principal", &f.principal, MAX_NAME_BYTES)?,
+        failover_timeout_ms: seconds_to_ms(
+            "framework.failover_timeout_seconds",
+            f.failover_timeout_seconds,
+        )?,
+        subscribed_at_ms: now_ms,
+        torn_down: false,
+    })
+}
+
+/// An agent's registration, validated; the id is the given one or a fresh one.
+pub fn agent_from_proto(a: &v1::AgentInfo, now_ms: u64) -> Result<AgentRecord, Status> {
+    let id = if a.id.is_empty() {
+        AgentId::new(&fresh_id()).map_err(|e| Status::internal(e.to_string()))?
+    } else {
+        agent_id("agent.id", &a.id)?
+    };
+    let addr = text("agent.addr", &a.addr, MAX_NAME_BYTES)?;
+    if drover_client::channel::endpoint(&addr).is_err() || addr.is_empty() {
+        return Err(invalid("agent.addr", format!("{addr:?} is not host:port")));
+    }
+    let total = resources("agent.resources", &a.resources)?;
+    if total.is_empty() {
+        return Err(invalid("agent.resources", "an agent needs some resources"));
+    }
+    Ok(AgentRecord {
+        id,
+        hostname: text("agent.hostname", &a.hostname, MAX_NAME_BYTES)?,
+        addr,
+        total,
+        attributes: Attributes::from_proto(&a.attributes)
+            .map_err(|e| invalid("agent.attributes", e))?,
+        state: crate::registry::cluster::AgentState::Active,
+        registered_at_ms: now_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips() {
+        for s in TaskState::ALL {
+            assert_eq!(state_from_proto("s", state_to_proto(s) as i32).unwrap(), s);
+        }
+        assert!(state_from_proto("s", 0).is_err());
+        assert!(state_from_proto("s", 999).is_err());
+        assert!(state_from_proto("s", v1::TaskState::TaskUnknown as i32).is_err());
+    }
+
+    #[test]
+    fn bad_tasks_name_the_field() {
+        let good = v1::TaskInfo {
+            task_id: "t".into(),
+            name: "t".into(),
+            resources: "cpus:1".parse::<Resources>().unwrap().to_proto(),
+            command: Some(v1::CommandInfo {
+                shell: "true".into(),
+                environment: Default::default(),
+            }),
+            kill_grace_seconds: 1.0,
+        };
+        assert!(task_from_proto(0, &good).is_ok());
+        type Mutation = Box<dyn Fn(&mut v1::TaskInfo)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|t| t.task_id = "a b".into()), "launch[3].task_id"),
+            (Box::new(|t| t.command = None), "launch[3].command"),
+            (
+                Box::new(|t| t.command.as_mut().unwrap().shell = " ".into()),
+                "launch[3].command.shell",
+            ),
+            (Box::new(|t| t.resources.clear()), "launch[3].resources"),
+            (
+                Box::new(|t| t.kill_grace_seconds = f64::INFINITY),
+                "launch[3].kill_grace_seconds",
+            ),
+            (
+                Box::new(|t| {
+                    t.command
+                        .as_mut()
+                        .unwrap()
+                        .environment
+                        .insert("1BAD".into(), "x".into());
+                }),
+                "launch[3].command.environment",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut t = good.clone();
+            mutate(&mut t);
+            let e = task_from_proto(3, &t).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().starts_with(field),
+                "{} should name {field}",
+                e.message()
+            );
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The leader's offer cycle: what a master does only while it leads.
+//!
+//! Owns the start and stop of the [`conductor`]: a watcher follows openraft's metrics and,
+//! when this replica becomes leader, starts a fresh conductor (which rebuilds its soft state —
+//! the allocator, offer timers, agent liveness — from the replicated registry); when it stops
+//! leading, the conductor is dropped with every framework stream it held, so frameworks
+//! re-subscribe to the new leader. The gRPC services reach the current conductor through a
+//! [`LeaderHandle`]; on a follower they answer UNAVAILABLE with the leader hint.
+//!
+//! Everything the conductor changes goes through Raft first; its own state is only what can be
+//! rebuilt (DESIGN.md, "Replicated state": soft state on the leader only).
+
+pub mod agents;
+pub mod conductor;
+pub mod convert;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use crate::config::OfferCycleConfig;
+use crate::raft::MasterId;
+use crate::replicated::Replicated;
+
+pub use conductor::{Call, Caller, Command};
+
+/// Commands waiting for the conductor; a full queue makes callers wait (back-pressure).
+pub const MAX_QUEUED_COMMANDS: usize = 16 * 1024;
+
+/// The services' door to the conductor of the current leadership, if this replica leads.
+#[derive(Clone)]
+pub struct LeaderHandle {
+    current: Arc<Mutex<Option<mpsc::Sender<Command>>>>,
+    replicated: Replicated,
+    timeout: Duration,
+}
+
+impl LeaderHandle {
+    fn sender(&self) -> Result<mpsc::Sender<Command>, Status> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match current {
+            Some(tx) if !tx.is_closed() => Ok(tx),
+            _ => {
+                // Not leading (the hint says who is), or leading but not ready yet.
+                self.replicated.check_leader().map_err(Status::from)?;
+                let mut s = Status::unavailable(
+                    "this master has just become leader and is rebuilding its offer cycle; retry",
+                );
+                s.metadata_mut().insert(
+                    drover_proto::metadata::NOT_LEADER,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                Err(s)
+            }
+        }
+    }
+
+    /// Sends a command built around a reply channel and waits for the answer, within the
+    /// write timeout (past it, the outcome is unknown: DEADLINE_EXCEEDED).
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Command,
+    ) -> Result<T, Status> {
+        let tx = self.sender()?;
+        let (reply, rx) = oneshot::channel();
+        let work = async {
+            tx.send(make(reply))
+                .await
+                .map_err(|_| Status::unavailable("leadership ended; retry at the new leader"))?;
+            rx.await
+                .map_err(|_| Status::unavailable("leadership ended; retry at the new leader"))?
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {:?}; the outcome is unknown",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Sends a command that needs no answer (a heartbeat); fails only when not leading.
+    pub fn tell(&self, command: Command) -> Result<(), Status> {
+        self.sender()?
+            .try_send(command)
+            .map_err(|_| Status::unavailable("the leader is overloaded; retry"))
+    }
+}
+
+/// Starts the watcher that runs a conductor whenever this replica leads. Returns the handle
+/// the services use and the watcher's future (to spawn).
+pub fn start(
+    me: MasterId,
+    replicated: Replicated,
+    config: OfferCycleConfig,
+    timeout: Duration,
+) -> (LeaderHandle, impl std::future::Future<Output = ()> + Send) {
+    let handle = LeaderHandle {
+        current: Arc::new(Mutex::new(None)),
+        replicated: replicated.clone(),
+        timeout,
+    };
+    let current = handle.current.clone();
+    let watcher = async move {
+        let mut metrics = replicated.raft().metrics();
+        let mut running: Option<(u64, tokio::task::JoinHandle<()>)> = None;
+        loop {
+            let (leading, term) = {
+                let m = metrics.borrow_and_update();
+                (
+                    m.state == ServerState::Leader && m.current_leader == Some(me),
+                    m.current_term,
+                )
+            };
+            let stale = running
+                .as_ref()
+                .is_some_and(|(t, h)| !leading || *t != term || h.is_finished());
+            if stale {
+                if let Some((t, h)) = running.take() {
+                    h.abort();
+                    *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    tracing::info!(term = t, "offer cycle stopped: no longer leader");
+                }
+            }
+            if leading && running.is_none() {
+                let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMANDS);
+                let c = conductor::Conductor::new(me, replicated.clone(), config.clone());
+                let h = tokio::spawn(c.run(rx));
+                *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+                tracing::info!(term, "offer cycle started: this master leads");
+                running = Some((term, h));
+            }
+            if metrics.changed().await.is_err() {
+                if let Some((_, h)) = running.take() {
+                    h.abort();
+                }
+                return;
+            }
+        }
+    };
+    (handle, watcher)
+}

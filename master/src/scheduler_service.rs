@@ -1,0 +1,183 @@
+//! The framework API's gRPC service (`drover.v1.Scheduler`), served by every master and
+//! answered by the leader's conductor.
+//!
+//! Owns the API edge only: it validates each request and names the field at fault, turns it
+//! into a conductor command and maps the answer to a status. It keeps no state; the event
+//! stream of SUBSCRIBE is a bounded queue the conductor fills.
+
+use std::pin::Pin;
+
+use drover_proto::v1;
+use drover_proto::v1::scheduler_server::Scheduler;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::leader::conductor::EVENT_QUEUE;
+use crate::leader::convert::{self, invalid};
+use crate::leader::{Call, Caller, Command, LeaderHandle};
+
+/// Largest framework API request decoded, bytes (an ACCEPT of many tasks).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct SchedulerService {
+    leader: LeaderHandle,
+}
+
+impl SchedulerService {
+    pub fn new(leader: LeaderHandle) -> Self {
+        Self { leader }
+    }
+
+    async fn call(
+        &self,
+        caller: Option<v1::Caller>,
+        call: Call,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let caller = caller.ok_or_else(|| invalid("caller", "missing"))?;
+        let caller = Caller {
+            framework: convert::framework_id("caller.framework_id", &caller.framework_id)?,
+            stream_id: caller.stream_id,
+        };
+        self.leader
+            .ask(|reply| Command::Call {
+                caller,
+                call,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(v1::CallReply {}))
+    }
+}
+
+fn refuse_ms(field: &str, s: Option<f64>) -> Result<Option<u64>, Status> {
+    s.map(|s| convert::seconds_to_ms(field, s)).transpose()
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Scheduler for SchedulerService {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let info = request
+            .into_inner()
+            .framework
+            .ok_or_else(|| invalid("framework", "missing"))?;
+        let resubscribe = !info.id.is_empty();
+        let framework = convert::framework_from_proto(&info, now_ms())?;
+        let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        self.leader
+            .ask(|reply| Command::Subscribe {
+                framework,
+                resubscribe,
+                events,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn accept(
+        &self,
+        request: Request<v1::AcceptRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let r = request.into_inner();
+        let (offers, tasks) = convert::accept_from_proto(&r.offer_ids, &r.launch)?;
+        let refuse_ms = refuse_ms("refuse_seconds", r.refuse_seconds)?;
+        self.call(
+            r.caller,
+            Call::Accept {
+                offers,
+                tasks,
+                refuse_ms,
+            },
+        )
+        .await
+    }
+
+    async fn decline(
+        &self,
+        request: Request<v1::DeclineRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let r = request.into_inner();
+        let offers = convert::offer_ids("offer_ids", &r.offer_ids)?;
+        let refuse_ms = refuse_ms("refuse_seconds", r.refuse_seconds)?;
+        self.call(r.caller, Call::Decline { offers, refuse_ms })
+            .await
+    }
+
+    async fn suppress(
+        &self,
+        request: Request<v1::SuppressRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        self.call(request.into_inner().caller, Call::Suppress).await
+    }
+
+    async fn revive(
+        &self,
+        request: Request<v1::ReviveRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        self.call(request.into_inner().caller, Call::Revive).await
+    }
+
+    async fn kill(
+        &self,
+        request: Request<v1::KillRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let r = request.into_inner();
+        let task = convert::task_id("task_id", &r.task_id)?;
+        let grace_ms = refuse_ms("grace_seconds", r.grace_seconds)?;
+        self.call(r.caller, Call::Kill { task, grace_ms }).await
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<v1::AcknowledgeRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let r = request.into_inner();
+        let task = convert::task_id("task_id", &r.task_id)?;
+        let uuid = convert::uuid("uuid", &r.uuid)?;
+        self.call(r.caller, Call::Acknowledge { task, uuid }).await
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let r = request.into_inner();
+        if r.task_ids.len() > crate::leader::conductor::MAX_RECONCILE {
+            return Err(invalid(
+                "task_ids",
+                format!(
+                    "at most {} per call",
+                    crate::leader::conductor::MAX_RECONCILE
+                ),
+            ));
+        }
+        for (i, t) in r.task_ids.iter().enumerate() {
+            convert::text(&format!("task_ids[{i}]"), t, crate::ids::MAX_ID_BYTES)?;
+        }
+        self.call(r.caller, Call::Reconcile { tasks: r.task_ids })
+            .await
+    }
+
+    async fn teardown(
+        &self,
+        request: Request<v1::TeardownRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        self.call(request.into_inner().caller, Call::Teardown).await
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

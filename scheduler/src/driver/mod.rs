@@ -1,0 +1,495 @@
+//! The framework driver: what any Rust framework (the `drover scheduler`, `drover run`, a
+//! user's own) uses to speak the framework API (`drover.v1.Scheduler`) to the masters.
+//!
+//! [`Driver::start`] spawns one background task (`connection`) that owns the subscription: it
+//! finds the leader through [`MasterClient`], subscribes, keeps the framework id and the live
+//! stream id, hands every event to the framework through a bounded [`EventStream`], and
+//! re-subscribes with the framework id (bounded exponential backoff) when the stream breaks,
+//! ends, or is silent for `heartbeat_misses` heartbeat intervals. The [`Driver`] handle is
+//! cheap to clone; its calls go straight to the leader, stamped with the live session.
+//!
+//! What the driver never does: repeat an ACCEPT whose outcome is unknown (that is the caller's
+//! decision, see [`DriverError::Ambiguous`]), acknowledge updates on the framework's behalf, or
+//! de-duplicate updates (after a failover the master re-sends what was not acknowledged; the
+//! framework recognises a repeat by its uuid).
+//!
+//! The driver stops when [`Driver::stop`] or a successful [`Driver::teardown`] is called, when
+//! the master sends ERROR, when the [`EventStream`] is dropped, or when every [`Driver`] handle
+//! is dropped; the event stream then ends.
+
+mod connection;
+mod rpc;
+mod types;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use drover_client::{MasterClient, RetryPolicy};
+use drover_proto::v1::scheduler_client::SchedulerClient;
+use drover_proto::v1::{self, CallReply, TaskInfo, TaskStatus};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use connection::{Connection, Control, LinkState, Session};
+use rpc::Repeat;
+
+pub use types::{
+    is_terminal, AgentId, DriverEvent, FrameworkId, FrameworkInfo, Offer, OfferId, TaskId,
+};
+
+/// Most pending control requests (stop, teardown) from the handles to the background task.
+const CONTROL_BUFFER: usize = 8;
+/// How many times a call is re-sent after the master refused it because the stream it named
+/// was replaced meanwhile (a failover under the call). Each re-send is certainly safe: the
+/// refusal means the call was not applied.
+const MAX_STALE_STREAM_RETRIES: u32 = 2;
+/// Most offer ids in one ACCEPT or DECLINE, and most tasks in one ACCEPT.
+pub const MAX_IDS_PER_CALL: usize = 1000;
+
+/// Tunables; [`Default`] suits a framework on a LAN.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    /// Events buffered for the framework before the driver stops reading the stream.
+    pub event_buffer: usize,
+    /// Heartbeat intervals of silence after which the stream is given up and re-opened.
+    pub heartbeat_misses: u32,
+    /// Total time one call may take, following the leader through a failover.
+    pub call_timeout: Duration,
+    /// Time one attempt on one master may take (so one hung master does not eat
+    /// `call_timeout`).
+    pub attempt_timeout: Duration,
+    /// Time one subscription round (over every master) may take before backing off.
+    pub subscribe_timeout: Duration,
+    /// First wait before re-subscribing; doubles after each failure up to the max, and is
+    /// reset once a subscription delivered an event.
+    pub resubscribe_backoff_start: Duration,
+    pub resubscribe_backoff_max: Duration,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        Self {
+            event_buffer: 64,
+            heartbeat_misses: 3,
+            call_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            subscribe_timeout: Duration::from_secs(15),
+            resubscribe_backoff_start: Duration::from_millis(100),
+            resubscribe_backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DriverError {
+    #[error(
+        "the driver is not subscribed to a master (not yet, or it is re-subscribing); \
+         wait for DriverEvent::Subscribed"
+    )]
+    NotSubscribed,
+    #[error("the driver has stopped")]
+    Stopped,
+    #[error("the outcome is unknown (the call may or may not have taken effect): {0}")]
+    Ambiguous(String),
+    #[error("the master refused the call: {:?}: {}", .0.code(), .0.message())]
+    Rejected(Status),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("--masters: {0}")]
+    Masters(String),
+}
+
+/// The events of one driver, in order. Ends when the driver stops.
+pub struct EventStream {
+    rx: mpsc::Receiver<DriverEvent>,
+}
+
+impl EventStream {
+    /// The next event, or `None` once the driver has stopped.
+    pub async fn next_event(&mut self) -> Option<DriverEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl futures::Stream for EventStream {
+    type Item = DriverEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DriverEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+struct Shared {
+    client: MasterClient,
+    state: watch::Receiver<LinkState>,
+    control: mpsc::Sender<Control>,
+    options: DriverOptions,
+}
+
+/// A handle on a running driver. Cheap to clone; the driver stops when the last handle is
+/// dropped.
+#[derive(Clone)]
+pub struct Driver {
+    shared: Arc<Shared>,
+}
+
+impl Driver {
+    /// Starts a driver for the framework `info` on the masters at `masters` (`host:port`, any
+    /// subset of the cluster). Must be called within a tokio runtime. The first event is
+    /// [`DriverEvent::Subscribed`] once a leader accepted the framework.
+    pub fn start(
+        masters: &[String],
+        info: FrameworkInfo,
+        options: DriverOptions,
+    ) -> Result<(Driver, EventStream), DriverError> {
+        let policy = RetryPolicy {
+            deadline: options.call_timeout,
+            ..RetryPolicy::default()
+        };
+        let client = MasterClient::with_policy(masters, policy)
+            .map_err(|e| DriverError::Masters(e.to_string()))?;
+        let (state_tx, state_rx) = watch::channel(LinkState {
+            framework_id: info.id.clone(),
+            ..LinkState::default()
+        });
+        let (events_tx, events_rx) = mpsc::channel(options.event_buffer.max(1));
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_BUFFER);
+        let connection = Connection::new(
+            client.clone(),
+            info,
+            options.clone(),
+            state_tx,
+            events_tx,
+            control_rx,
+        );
+        // Owned through the control channel: it ends when the last handle is dropped.
+        tokio::spawn(connection.run());
+        let driver = Driver {
+            shared: Arc::new(Shared {
+                client,
+                state: state_rx,
+                control: control_tx,
+                options,
+            }),
+        };
+        Ok((driver, EventStream { rx: events_rx }))
+    }
+
+    /// The framework's id, once the master gave one (kept across re-subscriptions).
+    pub fn framework_id(&self) -> Option<FrameworkId> {
+        self.shared.state.borrow().framework_id.clone()
+    }
+
+    /// Whether a stream to the leader is open right now.
+    pub fn is_subscribed(&self) -> bool {
+        self.shared.state.borrow().session.is_some()
+    }
+
+    /// Launches `tasks` on the offers' resources, consuming the offers (which must all be of
+    /// one agent); `refuse_seconds` filters the resources left unused. Sent at most once: on
+    /// [`DriverError::Ambiguous`] the tasks may or may not have been launched; find out with
+    /// [`Driver::reconcile`] before launching them again.
+    pub async fn accept(
+        &self,
+        offer_ids: &[OfferId],
+        tasks: Vec<TaskInfo>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), DriverError> {
+        check_ids("offer_ids", offer_ids.len())?;
+        if tasks.len() > MAX_IDS_PER_CALL {
+            return Err(DriverError::InvalidArgument {
+                field: "tasks",
+                reason: format!("at most {MAX_IDS_PER_CALL} per ACCEPT"),
+            });
+        }
+        check_refuse(refuse_seconds)?;
+        let offer_ids = ids(offer_ids);
+        self.call(
+            Repeat::AtMostOnce,
+            |caller| v1::AcceptRequest {
+                caller: Some(caller),
+                offer_ids: offer_ids.clone(),
+                launch: tasks.clone(),
+                refuse_seconds,
+            },
+            |mut c, r| async move { c.accept(r).await },
+        )
+        .await
+    }
+
+    /// Returns offers unused; with `refuse_seconds` they are not offered again on those agents
+    /// for that long (the master's default is 5 s).
+    pub async fn decline(
+        &self,
+        offer_ids: &[OfferId],
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), DriverError> {
+        if offer_ids.is_empty() {
+            return Ok(());
+        }
+        check_ids("offer_ids", offer_ids.len())?;
+        check_refuse(refuse_seconds)?;
+        let offer_ids = ids(offer_ids);
+        self.call(
+            Repeat::Idempotent,
+            |caller| v1::DeclineRequest {
+                caller: Some(caller),
+                offer_ids: offer_ids.clone(),
+                refuse_seconds,
+            },
+            |mut c, r| async move { c.decline(r).await },
+        )
+        .await
+    }
+
+    /// No more offers until [`Driver::revive`].
+    pub async fn suppress(&self) -> Result<(), DriverError> {
+        self.call(
+            Repeat::Idempotent,
+            |caller| v1::SuppressRequest {
+                caller: Some(caller),
+            },
+            |mut c, r| async move { c.suppress(r).await },
+        )
+        .await
+    }
+
+    /// Offers again, forgetting every decline filter.
+    pub async fn revive(&self) -> Result<(), DriverError> {
+        self.call(
+            Repeat::Idempotent,
+            |caller| v1::ReviveRequest {
+                caller: Some(caller),
+            },
+            |mut c, r| async move { c.revive(r).await },
+        )
+        .await
+    }
+
+    /// Kills a task; `grace` overrides its SIGTERM-to-SIGKILL grace period. The outcome comes
+    /// as an update (TASK_KILLED, or another terminal state if it ended first).
+    pub async fn kill(&self, task_id: &TaskId, grace: Option<Duration>) -> Result<(), DriverError> {
+        let task_id = task_id.as_str().to_string();
+        let grace_seconds = grace.map(|g| g.as_secs_f64());
+        self.call(
+            Repeat::Idempotent,
+            |caller| v1::KillRequest {
+                caller: Some(caller),
+                task_id: task_id.clone(),
+                grace_seconds,
+            },
+            |mut c, r| async move { c.kill(r).await },
+        )
+        .await
+    }
+
+    /// Tells the master the framework has `status`, so it stops redelivering it. A no-op for
+    /// an update without a uuid (an answer to RECONCILE).
+    pub async fn acknowledge(&self, status: &TaskStatus) -> Result<(), DriverError> {
+        if status.uuid.is_empty() {
+            return Ok(());
+        }
+        let task_id = status.task_id.clone();
+        let uuid = status.uuid.clone();
+        self.call(
+            Repeat::Idempotent,
+            |caller| v1::AcknowledgeRequest {
+                caller: Some(caller),
+                task_id: task_id.clone(),
+                uuid: uuid.clone(),
+            },
+            |mut c, r| async move { c.acknowledge(r).await },
+        )
+        .await
+    }
+
+    /// Asks for the latest state of `task_ids` (or, when empty, of every live task of the
+    /// framework). The answers come as [`DriverEvent::Update`]s without a uuid; a task the
+    /// master never heard of is answered TASK_UNKNOWN.
+    pub async fn reconcile(&self, task_ids: &[TaskId]) -> Result<(), DriverError> {
+        if task_ids.len() > MAX_IDS_PER_CALL {
+            return Err(DriverError::InvalidArgument {
+                field: "task_ids",
+                reason: format!(
+                    "at most {MAX_IDS_PER_CALL} per call, got {}",
+                    task_ids.len()
+                ),
+            });
+        }
+        let task_ids: Vec<String> = task_ids.iter().map(|t| t.as_str().to_string()).collect();
+        self.call(
+            Repeat::Idempotent,
+            |caller| v1::ReconcileRequest {
+                caller: Some(caller),
+                task_ids: task_ids.clone(),
+            },
+            |mut c, r| async move { c.reconcile(r).await },
+        )
+        .await
+    }
+
+    /// Kills every task of the framework, removes it from the cluster, and stops the driver.
+    /// While re-subscribing, the teardown waits for the new subscription (bound it with a
+    /// timeout if need be). On error the driver keeps running.
+    pub async fn teardown(&self) -> Result<(), DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .control
+            .send(Control::Teardown(tx))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.unwrap_or(Err(DriverError::Stopped))
+    }
+
+    /// Stops the driver without tearing the framework down (its tasks keep running for the
+    /// framework's failover timeout, so that a new driver with its id can take over), and
+    /// waits until the background task has ended.
+    pub async fn stop(&self) {
+        let _ = self.shared.control.send(Control::Stop).await;
+        let mut state = self.shared.state.clone();
+        // An error means the task is gone, which is what we wait for.
+        let _ = state.wait_for(|s| s.stopped).await;
+    }
+
+    /// The live session, waiting (up to `call_timeout`) while the driver re-subscribes.
+    async fn session(&self) -> Result<Session, DriverError> {
+        let mut state = self.shared.state.clone();
+        {
+            let now = state.borrow_and_update();
+            if now.stopped {
+                return Err(DriverError::Stopped);
+            }
+            if let Some(s) = &now.session {
+                return Ok(s.clone());
+            }
+            if now.framework_id.is_none() {
+                return Err(DriverError::NotSubscribed);
+            }
+        }
+        let waited = tokio::time::timeout(
+            self.shared.options.call_timeout,
+            state.wait_for(|s| s.stopped || s.session.is_some()),
+        )
+        .await;
+        match waited {
+            Err(_) => Err(DriverError::NotSubscribed),
+            Ok(Err(_)) => Err(DriverError::Stopped),
+            Ok(Ok(s)) => match &s.session {
+                Some(session) if !s.stopped => Ok(session.clone()),
+                _ => Err(DriverError::Stopped),
+            },
+        }
+    }
+
+    /// After the leader refused a call for naming `used`'s stream: waits (up to
+    /// `call_timeout`) for a different live stream. `leader_lost_it` asks the background task
+    /// to re-subscribe at once (the leader does not know the stream at all).
+    async fn await_new_stream(&self, used: &Session, leader_lost_it: bool) -> bool {
+        if leader_lost_it {
+            let _ = self
+                .shared
+                .control
+                .send(Control::StreamUnknown {
+                    stream_id: used.stream_id.clone(),
+                })
+                .await;
+        }
+        let mut state = self.shared.state.clone();
+        let changed = tokio::time::timeout(
+            self.shared.options.call_timeout,
+            state.wait_for(|s| s.stopped || s.session.as_ref().is_some_and(|s| s != used)),
+        )
+        .await;
+        matches!(changed, Ok(Ok(s)) if !s.stopped)
+    }
+
+    async fn call<R, F, Fut>(
+        &self,
+        repeat: Repeat,
+        build: impl Fn(v1::Caller) -> R,
+        rpc: F,
+    ) -> Result<(), DriverError>
+    where
+        R: Clone,
+        F: Fn(SchedulerClient<Channel>, Request<R>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<CallReply>, Status>>,
+    {
+        let mut stale_retries = 0;
+        loop {
+            let session = self.session().await?;
+            let r = rpc::unary(
+                &self.shared.client,
+                repeat,
+                self.shared.options.attempt_timeout,
+                build(session.caller()),
+                &rpc,
+            )
+            .await;
+            let refusal = match r {
+                Ok(()) => return Ok(()),
+                Err(drover_client::ClientError::Rejected(s)) => s,
+                Err(e) => return Err(e.into()),
+            };
+            // A refusal of the caller (the stream is not the framework's live one on this
+            // leader; the master marks it with `drover-stale-caller`) was not applied, so once
+            // a new stream is up the call is sent again on it.
+            let marker = refusal
+                .metadata()
+                .get(drover_proto::metadata::STALE_CALLER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let stale = refusal.code() == Code::FailedPrecondition && marker.is_some();
+            if !stale || stale_retries >= MAX_STALE_STREAM_RETRIES {
+                return Err(DriverError::Rejected(refusal));
+            }
+            stale_retries += 1;
+            let leader_lost_it =
+                marker.as_deref() == Some(drover_proto::metadata::STALE_CALLER_NOT_SUBSCRIBED);
+            tracing::debug!(
+                message = refusal.message(),
+                "stale stream; waiting for a new one"
+            );
+            if !self.await_new_stream(&session, leader_lost_it).await {
+                return Err(DriverError::Rejected(refusal));
+            }
+        }
+    }
+}
+
+fn ids(ids: &[OfferId]) -> Vec<String> {
+    ids.iter().map(|i| i.as_str().to_string()).collect()
+}
+
+fn check_ids(field: &'static str, n: usize) -> Result<(), DriverError> {
+    if n == 0 {
+        return Err(DriverError::InvalidArgument {
+            field,
+            reason: "name at least one".into(),
+        });
+    }
+    if n > MAX_IDS_PER_CALL {
+        return Err(DriverError::InvalidArgument {
+            field,
+            reason: format!("at most {MAX_IDS_PER_CALL} per call, got {n}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_refuse(refuse_seconds: Option<f64>) -> Result<(), DriverError> {
+    match refuse_seconds {
+        Some(s) if !s.is_finite() || s < 0.0 => Err(DriverError::InvalidArgument {
+            field: "refuse_seconds",
+            reason: format!("{s}: must be a finite number of seconds, 0 or more"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The offer cycle end to end, on real processes: three masters, real agents (executors running
+//! real shell commands) or simulated ones, and frameworks built on the driver library.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_proto::v1;
+use drover_scheduler::driver::{
+    Driver, DriverEvent, DriverOptions, EventStream, FrameworkInfo, Offer,
+};
+
+use common::{cli, leader_state, start_with_agents, wait_until};
+
+const AGENT_RESOURCES: &str = "cpus:2;mem:2048;disk:1024;ports:[31000-31099]";
+
+/// The next event that is not a heartbeat-like notice, within `timeout`.
+async fn next(events: &mut EventStream, timeout: Duration) -> Option<DriverEvent> {
+    tokio::time::timeout(timeout, events.next_event())
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn subscribe(masters: &[String], name: &str, role: &str) -> (Driver, EventStream) {
+    let mut info = FrameworkInfo::new(name);
+    info.role = role.into();
+    let (driver, mut events) =
+        Driver::start(masters, info, DriverOptions::default()).expect("driver starts");
+    loop {
+        match next(&mut events, Duration::from_secs(30)).await {
+            Some(DriverEvent::Subscribed { .. }) => break,
+            Some(DriverEvent::Disconnected { .. }) => continue,
+            other => panic!("{name}: expected SUBSCRIBED, got {other:?}"),
+        }
+    }
+    (driver, events)
+}
+
+/// Waits for the next OFFERS event (skipping others) within `timeout`.
+async fn next_offers(events: &mut EventStream, timeout: Duration) -> Option<Vec<Offer>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next(events, left).await? {
+            DriverEvent::Offers(o) => return Some(o),
+            DriverEvent::Error(e) => panic!("driver error: {e}"),
+            _ => continue,
+        }
+    }
+}
+
+/// `drover run -- 'echo hello; exit 3'`: the client sees every state, ending in FAILED with exit
+/// code 3, exits 3, and the task's sandbox holds what it printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_reports_every_state_and_exits_with_the_task_status() {
+    let c = start_with_agents(3, &[], 2, &["--resources", AGENT_RESOURCES], 2).await;
+    let masters = c.addrs().join(",");
+    let out = cli(&[
+        "run",
+        "--masters",
+        &masters,
+        "--name",
+        "e2e",
+        "--task-id",
+        "hello-task",
+        "--cpus",
+        "0.5",
+        "--mem",
+        "64",
+        "--",
+        "echo hello; exit 3",
+    ])
+    .await;
+    assert_eq!(
+        out.code, 3,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    let states: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "TASK_STAGING",
+            "TASK_STARTING",
+            "TASK_RUNNING",
+            "TASK_FAILED"
+        ],
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stdout.contains("exit code 3"), "{}", out.stdout);
+
+    // The sandbox's stdout, on whichever agent ran it.
+    let sandboxes: Vec<String> = c
+        .agents()
+        .filter_map(|a| find_file(&a.work_dir, "stdout"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    assert!(
+        sandboxes.iter().any(|s| s.contains("hello")),
+        "no sandbox stdout holds hello: {sandboxes:?}"
+    );
+
+    // The registry agrees, on the leader, with every update acknowledged.
+    let state = leader_state(&c).await.unwrap();
+    let task = state["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "hello-task")
+        .expect("task in /v1/state")
+        .clone();
+    assert_eq!(task["state"], "TASK_FAILED", "{task}");
+    let last = task["updates"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["exit_code"], 3, "{task}");
+    assert!(
+        task["updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["acknowledged"] == true),
+        "{task}"
+    );
+    // The framework was torn down and the agent's resources are all free again.
+    for a in state["agents"].as_array().unwrap() {
+        assert_eq!(a["used"], "", "{a}");
+    }
+}
+
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        } else if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// A framework with nothing to run declines; once it SUPPRESSes it gets no offers at all (even
+/// after its decline filters have run out); REVIVE brings them back at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_framework_declines_suppress_stops_offers_and_revive_restarts_them() {
+    let c = start_with_agents(
+        3,
+        &["--allocation-interval-ms", "100"],
+        1,
+        &["--resources", AGENT_RESOURCES],
+        1,
+    )
+    .await;
+    let (driver, mut events) = subscribe(&c.addrs(), "idle", "*").await;
+
+    let offers = next_offers(&mut events, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
+    driver.decline(&ids, Some(0.2)).await.expect("decline");
+    // The filter ran out: the same resources come back. SUPPRESS does not rescind what is
+    // already offered, so decline that too.
+    let offers = next_offers(&mut events, Duration::from_secs(10))
+        .await
+        .expect("offered again after the filter");
+    driver.suppress().await.expect("suppress");
+    let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
+    driver.decline(&ids, Some(0.0)).await.expect("decline");
+    // Offers sent before SUPPRESS took effect may still arrive; decline them, then expect
+    // silence for several allocation intervals and filter lifetimes.
+    let mut quiet = false;
+    for _ in 0..10 {
+        match next_offers(&mut events, Duration::from_secs(2)).await {
+            Some(o) => {
+                let ids: Vec<_> = o.iter().map(|o| o.id.clone()).collect();
+                driver.decline(&ids, Some(0.0)).await.expect("decline");
+            }
+            None => {
+                quiet = true;
+                break;
+            }
+        }
+    }
+    assert!(quiet, "offers kept coming while suppressed");
+
+    driver.revive().await.expect("revive");
+    next_offers(&mut events, Duration::from_secs(5))
+        .await
+        .expect("offers again after REVIVE");
+    driver.teardown().await.expect("teardown");
+}
+
+/// Weighted DRF, two frameworks in two roles with weights 1 and 3, identical one-cpu tasks
+/// launched one per offer on 16 cpus of simulated agents: they converge to 4 and 12 tasks
+/// (weighted dominant shares 0.25 / 1 and 0.75 / 3), where equal weights would give 8 and 8.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_roles_with_weights_one_and_three_converge_to_weighted_drf_shares() {
+    let c = start_with_agents(
+        3,
+        &["--allocation-interval-ms", "50"],
+        1,
+        &[
+            "--simulate",
+            "4",
+            "--resources",
+            "cpus:4;mem:4096;disk:1024",
+        ],
+        4,
+    )
+    .await;
+    let out = cli(&[
+        "cluster",
+        "--masters",
+        &c.addrs().join(","),
+        "set-weight",
+        "heavy",
+        "3",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    let masters = c.addrs();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, role) in [("light-fw", "light"), ("heavy-fw", "heavy")] {
+        let masters = masters.clone();
+        tasks.spawn(async move {
+            let (driver, mut events) = subscribe(&masters, name, role).await;
+            let mut launched = 0usize;
+            // Launch one task per offer, hand the rest back at once (refuse 0), until offers
+            // stop coming: the cluster is full.
+            while let Some(offers) = next_offers(&mut events, Duration::from_secs(3)).await {
+                for o in offers {
+                    if o.resources.cpus().as_f64() < 1.0 {
+                        // What is left without cpus is of no use: refuse it for the rest of
+                        // the test (a short filter would have it offered back and forth).
+                        driver
+                            .decline(std::slice::from_ref(&o.id), Some(600.0))
+                            .await
+                            .ok();
+                        continue;
+                    }
+                    let task = v1::TaskInfo {
+                        task_id: format!("{name}-{launched}"),
+                        name: "sleeper".into(),
+                        resources: "cpus:1;mem:256"
+                            .parse::<drover_resources::Resources>()
+                            .unwrap()
+                            .to_proto(),
+                        command: Some(v1::CommandInfo {
+                            shell: "sleep 600".into(),
+                            environment: Default::default(),
+                        }),
+                        kill_grace_seconds: 0.0,
+                    };
+                    match driver
+                        .accept(std::slice::from_ref(&o.id), vec![task], Some(0.0))
+                        .await
+                    {
+                        Ok(()) => launched += 1,
+                        Err(e) => eprintln!("{name}: accept refused: {e}"),
+                    }
+                }
+            }
+            (name, launched, driver)
+        });
+    }
+    let mut launched = BTreeMap::new();
+    let mut drivers = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (name, n, driver) = r.expect("framework task");
+        launched.insert(name, n);
+        drivers.push(driver);
+    }
+    let (light, heavy) = (launched["light-fw"], launched["heavy-fw"]);
+    assert_eq!(light + heavy, 16, "the cluster fills: {launched:?}");
+    assert!(
+        (3..=5).contains(&light) && (11..=13).contains(&heavy),
+        "weighted DRF shares are 4 and 12 tasks; got {launched:?}"
+    );
+
+    // The registry holds exactly those tasks, and never more than an agent's total.
+    wait_until("tasks committed", Duration::from_secs(10), || async {
+        let state = leader_state(&c).await?;
+        let n = state["tasks"].as_array().map_or(0, |t| t.len());
+        if n == 16 {
+            Ok(())
+        } else {
+            Err(format!("{n} tasks"))
+        }
+    })
+    .await
+    .unwrap();
+    for d in drivers {
+        d.teardown().await.ok();
+    }
+}
+
+/// `/v1/state` and the offer-cycle metrics answer on every master.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_and_metrics_show_agents_on_every_master() {
+    let c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
+    for m in c.masters() {
+        let addr = m.addr.clone();
+        wait_until("follower state", Duration::from_secs(10), || {
+            let addr = addr.clone();
+            async move {
+                let (_, body) = common::try_http_get(&addr, "/v1/state")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                if v["agents"].as_array().map_or(0, |a| a.len()) == 1 {
+                    Ok(())
+                } else {
+                    Err(body)
+                }
+            }
+        })
+        .await
+        .unwrap();
+        wait_until("agent gauge", Duration::from_secs(10), || {
+            let addr = addr.clone();
+            async move {
+                match common::metric(&addr, r#"drover_master_agents{state="active"}"#).await {
+                    Some(1.0) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    }
+}
