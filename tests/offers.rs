@@ -340,3 +340,156 @@ async fn state_and_metrics_show_agents_on_every_master() {
         .unwrap();
     }
 }
+
+/// Waits for the next UPDATE (acknowledging it) within `timeout`, skipping other events.
+async fn next_update(
+    driver: &Driver,
+    events: &mut EventStream,
+    timeout: Duration,
+) -> Option<v1::TaskStatus> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next(events, left).await? {
+            DriverEvent::Update(s) => {
+                driver.acknowledge(&s).await.expect("acknowledge");
+                return Some(s);
+            }
+            DriverEvent::Offers(o) => {
+                let ids: Vec<_> = o.iter().map(|o| o.id.clone()).collect();
+                driver.decline(&ids, Some(60.0)).await.ok();
+            }
+            DriverEvent::Error(e) => panic!("driver error: {e}"),
+            _ => {}
+        }
+    }
+}
+
+fn state_of(s: &v1::TaskStatus) -> v1::TaskState {
+    v1::TaskState::try_from(s.state).unwrap_or(v1::TaskState::Unspecified)
+}
+
+/// KILL reaches the executor on a real agent: the task goes TASK_KILLED, its process is gone,
+/// and RECONCILE (explicit, and for an unknown id) answers from the registry.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_ends_a_running_task_and_reconcile_answers_from_the_registry() {
+    let c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
+    let (driver, mut events) = subscribe(&c.addrs(), "killer", "*").await;
+    let offers = next_offers(&mut events, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    let task = v1::TaskInfo {
+        task_id: "long".into(),
+        name: "long".into(),
+        resources: "cpus:0.5;mem:32"
+            .parse::<drover_resources::Resources>()
+            .unwrap()
+            .to_proto(),
+        command: Some(v1::CommandInfo {
+            shell: "echo $$ > pid; exec sleep 600".into(),
+            environment: Default::default(),
+        }),
+        kill_grace_seconds: 1.0,
+    };
+    driver
+        .accept(std::slice::from_ref(&offers[0].id), vec![task], None)
+        .await
+        .expect("accept");
+    loop {
+        let s = next_update(&driver, &mut events, Duration::from_secs(20))
+            .await
+            .expect("an update");
+        if state_of(&s) == v1::TaskState::TaskRunning {
+            break;
+        }
+    }
+    let pid_file = wait_until("pid file", Duration::from_secs(10), || async {
+        c.agents()
+            .find_map(|a| find_file(&a.work_dir, "pid"))
+            .ok_or_else(|| "no pid file yet".to_string())
+    })
+    .await
+    .unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    driver
+        .kill(&drover_scheduler::driver::TaskId::new("long"), None)
+        .await
+        .expect("kill");
+    let killed = next_update(&driver, &mut events, Duration::from_secs(20))
+        .await
+        .expect("a terminal update");
+    assert_eq!(state_of(&killed), v1::TaskState::TaskKilled, "{killed:?}");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        "the task's process {pid} still exists"
+    );
+
+    driver
+        .reconcile(&[
+            drover_scheduler::driver::TaskId::new("long"),
+            drover_scheduler::driver::TaskId::new("never-launched"),
+        ])
+        .await
+        .expect("reconcile");
+    let mut answers = BTreeMap::new();
+    while answers.len() < 2 {
+        let s = next_update(&driver, &mut events, Duration::from_secs(10))
+            .await
+            .expect("reconciliation answers");
+        assert!(
+            s.uuid.is_empty(),
+            "reconciliation answers carry no uuid: {s:?}"
+        );
+        answers.insert(s.task_id.clone(), state_of(&s));
+    }
+    assert_eq!(answers["long"], v1::TaskState::TaskKilled);
+    assert_eq!(answers["never-launched"], v1::TaskState::TaskUnknown);
+    driver.teardown().await.expect("teardown");
+}
+
+/// An agent that stops heartbeating (SIGKILL) is marked UNREACHABLE in the registry after the
+/// configured timeout, and its offers are rescinded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_agent_becomes_unreachable_and_its_offers_are_rescinded() {
+    let mut c = start_with_agents(
+        3,
+        &["--agent-timeout-ms", "1500", "--agent-heartbeat-ms", "300"],
+        1,
+        &["--resources", AGENT_RESOURCES],
+        1,
+    )
+    .await;
+    let (_driver, mut events) = subscribe(&c.addrs(), "watcher", "*").await;
+    let offers = next_offers(&mut events, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    c.kill_agent(0).await.unwrap();
+    // The outstanding offer is rescinded…
+    let rescinded = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match events.next_event().await {
+                Some(DriverEvent::Rescind(id)) => return id,
+                Some(_) => continue,
+                None => panic!("driver stopped"),
+            }
+        }
+    })
+    .await
+    .expect("a RESCIND");
+    assert_eq!(rescinded, offers[0].id);
+    // …and the registry says UNREACHABLE.
+    wait_until("agent unreachable", Duration::from_secs(15), || async {
+        let state = leader_state(&c).await?;
+        match state["agents"][0]["state"].as_str() {
+            Some("UNREACHABLE") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+}

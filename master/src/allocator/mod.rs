@@ -210,6 +210,28 @@ impl Allocator {
         Ok(())
     }
 
+    /// Changes an agent's total (it re-registered with other resources), keeping what is
+    /// allocated on it; refused if the new total does not cover that.
+    pub fn set_total(&mut self, id: &AgentId, total: Resources) -> Result<(), AllocatorError> {
+        let slot = self
+            .agents
+            .get(id)
+            .ok_or_else(|| AllocatorError::UnknownAgent(id.clone()))?;
+        let overcommit = |e: drover_resources::ResourceError| AllocatorError::Overcommit {
+            agent: id.clone(),
+            reason: e.to_string(),
+        };
+        total.checked_sub(&slot.allocated_sum).map_err(overcommit)?;
+        if slot.active {
+            let without = self.total.saturating_sub(&slot.total);
+            self.total = without.checked_add(&total).map_err(overcommit)?;
+        }
+        if let Some(slot) = self.agents.get_mut(id) {
+            slot.total = total;
+        }
+        Ok(())
+    }
+
     /// Stops (`false`) or resumes (`true`) offering an agent: unreachable or draining agents
     /// are inactive. Their allocations stay until recovered.
     pub fn set_agent_active(&mut self, id: &AgentId, active: bool) -> Result<(), AllocatorError> {

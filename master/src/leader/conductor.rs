@@ -50,8 +50,14 @@ use crate::replicated::{ReplicaError, Replicated};
 /// Events queued per framework stream; a framework that falls this far behind is disconnected
 /// (it re-subscribes and gets every unacknowledged update again).
 pub const EVENT_QUEUE: usize = 4096;
-/// Most tasks one implicit RECONCILE answers.
-pub const MAX_RECONCILE: usize = 10_000;
+/// Unacknowledged updates re-sent at once when a framework subscribes; the rest follow one per
+/// acknowledgement, so a large backlog never overflows the stream.
+pub const REDELIVERY_BURST: usize = EVENT_QUEUE / 2;
+/// Most tasks one RECONCILE answers (at most half the stream's queue).
+pub const MAX_RECONCILE: usize = EVENT_QUEUE / 2;
+/// Proposals in flight from the conductor; past it, commands wait in their queue (whose bound
+/// makes the services wait in turn).
+pub const MAX_PENDING_PROPOSALS: usize = 8 * 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, Status>>;
 pub type EventSender = mpsc::Sender<Result<v1::Event, Status>>;
@@ -166,7 +172,10 @@ enum After {
         started: Instant,
         reply: Reply<()>,
     },
-    Acknowledged(Reply<()>),
+    Acknowledged {
+        framework: FrameworkId,
+        reply: Reply<()>,
+    },
     WeightSet {
         role: Role,
         weight: f64,
@@ -182,6 +191,8 @@ struct Completion {
 struct Connection {
     stream_id: String,
     events: EventSender,
+    /// Unacknowledged updates not sent yet (beyond [`REDELIVERY_BURST`] at subscription).
+    backlog: std::collections::VecDeque<v1::TaskStatus>,
 }
 
 struct Outstanding {
@@ -231,6 +242,8 @@ fn refusal(e: &ClusterError) -> Status {
         | ClusterError::UnknownFramework(_)
         | ClusterError::UnknownTask(_) => Status::not_found(msg),
         ClusterError::OfferNotOutstanding(_)
+        | ClusterError::WrongAgent { .. }
+        | ClusterError::ShrunkBelowTasks { .. }
         | ClusterError::OfferOfAnotherFramework { .. }
         | ClusterError::AgentNotActive(_)
         | ClusterError::FrameworkTornDown(_)
@@ -299,7 +312,7 @@ impl Conductor {
         loop {
             let due = self.allocation_due;
             tokio::select! {
-                c = commands.recv() => match c {
+                c = commands.recv(), if self.pending.len() < MAX_PENDING_PROPOSALS => match c {
                     Some(c) => self.command(c),
                     None => return,
                 },
@@ -367,7 +380,29 @@ impl Conductor {
             );
         }
         self.allocator = allocator;
+        // Launches and kills the previous leader may not have delivered: RunTask for every
+        // STAGING task (the agent ignores a launch it already has), KillTask for every live
+        // task of a torn-down framework.
+        let mut relaunched = 0usize;
+        for t in state.tasks() {
+            if t.state.is_terminal() {
+                continue;
+            }
+            if self.torn_down.contains(&t.framework) {
+                self.kill_on_agent(
+                    state,
+                    &t.framework,
+                    &t.agent,
+                    &t.spec.id,
+                    t.spec.kill_grace_ms,
+                );
+            } else if t.state == crate::registry::TaskState::Staging {
+                self.run_on_agent(state, &t.framework, &t.agent, &t.spec);
+                relaunched += 1;
+            }
+        }
         tracing::info!(
+            relaunched,
             me = self.me,
             agents = self.last_heartbeat.len(),
             offers = self.offers.len(),
@@ -549,24 +584,11 @@ impl Conductor {
                 reply,
             } => {
                 metrics::counter!(m::STATUS_UPDATES_TOTAL, "stage" => "received").increment(1);
-                let state = self.state();
-                match state.task(&framework, &task) {
-                    None => {
-                        let _ = reply.send(Err(Status::not_found(format!(
-                            "status.task_id: framework {framework} has no task {task}"
-                        ))));
-                        return;
-                    }
-                    Some(t) if t.agent != agent => {
-                        let _ = reply.send(Err(Status::failed_precondition(format!(
-                            "status.task_id: task {task} runs on agent {}, not {agent}",
-                            t.agent
-                        ))));
-                        return;
-                    }
-                    Some(_) => {}
-                }
+                // No check against this replica's own state first: a leader cut off from the
+                // others may not know the task yet, and a refusal is final for the agent.
+                // Only a committed refusal is answered as one.
                 let op = ClusterOp::StatusUpdate {
+                    agent,
                     framework: framework.clone(),
                     task: task.clone(),
                     update: update.clone(),
@@ -673,11 +695,11 @@ impl Conductor {
             }
             Call::Acknowledge { task, uuid } => {
                 let op = ClusterOp::Acknowledge {
-                    framework,
+                    framework: framework.clone(),
                     task,
                     uuid,
                 };
-                self.propose(op, After::Acknowledged(reply));
+                self.propose(op, After::Acknowledged { framework, reply });
             }
             Call::Reconcile { tasks } => {
                 let state = self.state();
@@ -718,6 +740,26 @@ impl Conductor {
                 );
             }
         }
+    }
+
+    fn run_on_agent(
+        &mut self,
+        state: &ClusterState,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskSpec,
+    ) {
+        let Some(a) = state.agent(agent) else { return };
+        let Some(ch) = self.channels.channel(agent, &a.addr) else {
+            return;
+        };
+        let req = v1::RunTaskRequest {
+            agent_id: agent.to_string(),
+            framework_id: framework.to_string(),
+            task: Some(convert::task_to_proto(task)),
+        };
+        self.to_agents
+            .spawn(agents::send(ch, agent.clone(), AgentMessage::Run(req)).map(|_| ()));
     }
 
     fn kill_on_agent(
@@ -779,7 +821,21 @@ impl Conductor {
                 events,
                 reply,
             } => self.subscribed(framework, resubscribe, events, reply),
-            After::OffersCreated(offers) => self.offers_created(offers),
+            After::OffersCreated(mut offers) => {
+                if let ClusterOutcome::OffersCreated { refused } = &outcome {
+                    for (id, e) in refused {
+                        tracing::warn!(offer = %id, error = %e, "offer refused by the registry; resources return to the allocator");
+                        if let Some(o) = offers.iter().find(|o| &o.id == id) {
+                            let _ =
+                                self.allocator
+                                    .recover(&o.framework, &o.agent, &o.resources, None);
+                        }
+                    }
+                    let refused: HashSet<&OfferId> = refused.iter().map(|(id, _)| id).collect();
+                    offers.retain(|o| !refused.contains(&o.id));
+                }
+                self.offers_created(offers)
+            }
             After::Accepted {
                 framework,
                 offers,
@@ -804,19 +860,10 @@ impl Conductor {
                     }
                 }
                 metrics::counter!(m::TASKS_LAUNCHED_TOTAL).increment(tasks.len() as u64);
-                if let Some(a) = state.agent(&agent) {
-                    if let Some(ch) = self.channels.channel(&agent, &a.addr) {
-                        for t in &tasks {
-                            let req = v1::RunTaskRequest {
-                                agent_id: agent.to_string(),
-                                framework_id: framework.to_string(),
-                                task: Some(convert::task_to_proto(t)),
-                            };
-                            self.to_agents.spawn(
-                                agents::send(ch.clone(), agent.clone(), AgentMessage::Run(req))
-                                    .map(|_| ()),
-                            );
-                        }
+                // A TEARDOWN committed meanwhile is killing these: do not launch them.
+                if !self.torn_down.contains(&framework) {
+                    for t in &tasks {
+                        self.run_on_agent(&state, &framework, &agent, t);
                     }
                 }
                 let _ = reply.send(Ok(()));
@@ -849,24 +896,24 @@ impl Conductor {
                 let _ = reply.send(Ok(()));
             }
             After::AgentRegistered { agent, reply } => {
-                let known_total = self.allocator.agent_total(&agent.id).cloned();
-                let r = match known_total {
-                    // Known with the same resources (a re-registration): offer it again.
-                    Some(total) if total == agent.total => {
-                        self.allocator.set_agent_active(&agent.id, true)
-                    }
-                    // New (nothing allocated on it yet), or its resources changed: (re)add it
-                    // with what the registry has on it.
-                    known => {
-                        let used = if known.is_some() {
-                            let _ = self.allocator.remove_agent(&agent.id);
-                            used_on(&self.state(), &agent.id)
-                        } else {
-                            Vec::new()
-                        };
-                        self.allocator
-                            .add_agent(agent.id.clone(), agent.total.clone(), used)
-                    }
+                // Its old offers were removed with the registration.
+                self.offers_removed(&outcome, None, None);
+                let r = if self.allocator.agent_total(&agent.id).is_some() {
+                    // A re-registration: same allocations, possibly another total.
+                    self.allocator
+                        .set_total(&agent.id, agent.total.clone())
+                        .and_then(|()| self.allocator.set_agent_active(&agent.id, true))
+                } else {
+                    // New to this leader's allocator; the registry may still hold live tasks
+                    // on it (an agent this leader had not offered, e.g. one that was gone).
+                    let state = self.state();
+                    let used = if state.committed_on(&agent.id).is_empty() {
+                        Vec::new()
+                    } else {
+                        used_on(&state, &agent.id)
+                    };
+                    self.allocator
+                        .add_agent(agent.id.clone(), agent.total.clone(), used)
                 };
                 if let Err(e) = r {
                     tracing::error!(agent = %agent.id, error = %e, "allocator refused a registered agent");
@@ -882,6 +929,8 @@ impl Conductor {
                 }));
             }
             After::AgentUnreachable(agent) => {
+                // Its offers were removed in the same command: rescind them.
+                self.offers_removed(&outcome, None, None);
                 self.marking_unreachable.remove(&agent);
                 self.last_heartbeat.remove(&agent);
                 let _ = self.allocator.set_agent_active(&agent, false);
@@ -926,8 +975,19 @@ impl Conductor {
                     }
                 }
             }
-            After::Acknowledged(reply) => {
+            After::Acknowledged { framework, reply } => {
                 let _ = reply.send(Ok(()));
+                // One acknowledgement makes room for one more update of the backlog.
+                let next = self
+                    .connections
+                    .get_mut(&framework)
+                    .and_then(|c| c.backlog.pop_front());
+                if let Some(s) = next {
+                    self.send(
+                        &framework,
+                        v1::event::Event::Update(v1::Update { status: Some(s) }),
+                    );
+                }
             }
             After::WeightSet {
                 role,
@@ -951,7 +1011,7 @@ impl Conductor {
             | After::Declined { reply, .. }
             | After::TornDown { reply, .. }
             | After::StatusApplied { reply, .. }
-            | After::Acknowledged(reply)
+            | After::Acknowledged { reply, .. }
             | After::WeightSet { reply, .. } => {
                 let _ = reply.send(Err(status));
             }
@@ -1003,6 +1063,7 @@ impl Conductor {
             Connection {
                 stream_id: stream_id.clone(),
                 events,
+                backlog: Default::default(),
             },
         );
         self.self_suppressed.remove(&id);
@@ -1026,6 +1087,11 @@ impl Conductor {
                 redeliver.push(convert::status_to_proto(t, &u.update));
             }
         }
+        let rest = if redeliver.len() > REDELIVERY_BURST {
+            redeliver.split_off(REDELIVERY_BURST)
+        } else {
+            Vec::new()
+        };
         for s in redeliver {
             if !self.send(
                 &id,
@@ -1033,6 +1099,9 @@ impl Conductor {
             ) {
                 break;
             }
+        }
+        if let Some(c) = self.connections.get_mut(&id) {
+            c.backlog.extend(rest);
         }
         let offers: Vec<v1::Offer> = state
             .offers()
@@ -1179,13 +1248,6 @@ impl Conductor {
                 },
                 After::AgentUnreachable(agent.clone()),
             );
-            let ids: Vec<OfferId> = self
-                .state()
-                .offers()
-                .filter(|o| o.agent == agent && !self.removing.contains(&o.id))
-                .map(|o| o.id.clone())
-                .collect();
-            self.remove_offers(ids, After::Rescinded);
         }
 
         let closed: Vec<FrameworkId> = self

@@ -137,7 +137,25 @@ pub fn start(
                 tracing::info!(term, "offer cycle started: this master leads");
                 running = Some((term, h));
             }
-            if metrics.changed().await.is_err() {
+            // Wake on a metrics change, or when the conductor ends by itself (it should not:
+            // then it is restarted rather than leaving the services answering "retry").
+            let changed = match running.as_mut() {
+                Some((_, h)) => tokio::select! {
+                    c = metrics.changed() => c.is_ok(),
+                    r = h => {
+                        if let Err(e) = r {
+                            if e.is_panic() {
+                                tracing::error!(error = %e, "the offer cycle panicked; restarting it");
+                            }
+                        }
+                        running = None;
+                        *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        true
+                    }
+                },
+                None => metrics.changed().await.is_ok(),
+            };
+            if !changed {
                 if let Some((_, h)) = running.take() {
                     h.abort();
                 }

@@ -125,7 +125,10 @@ pub struct TaskRecord {
 /// Operations on the cluster state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClusterOp {
+    /// Adds an agent, or re-registers a known one (its offers are removed: they were made
+    /// from its old description).
     RegisterAgent(AgentRecord),
+    /// A state other than ACTIVE also removes the agent's offers.
     SetAgentState {
         agent: AgentId,
         state: AgentState,
@@ -139,6 +142,7 @@ pub enum ClusterOp {
         role: Role,
         weight: f64,
     },
+    /// Each offer is created if it is valid and fits; the others are refused one by one.
     CreateOffers(Vec<OfferRecord>),
     /// Declined, rescinded or expired. Ids no longer outstanding are skipped.
     RemoveOffers(Vec<OfferId>),
@@ -147,7 +151,9 @@ pub enum ClusterOp {
         offers: Vec<OfferId>,
         tasks: Vec<TaskSpec>,
     },
+    /// From `agent`, which must be the agent the task was launched on.
     StatusUpdate {
+        agent: AgentId,
         framework: FrameworkId,
         task: TaskId,
         update: StatusUpdate,
@@ -198,6 +204,18 @@ pub enum ClusterError {
     },
     #[error("unknown task {0}")]
     UnknownTask(TaskId),
+    #[error("task {task} runs on agent {runs_on}, not {agent}")]
+    WrongAgent {
+        task: TaskId,
+        agent: AgentId,
+        runs_on: AgentId,
+    },
+    #[error("agent {agent}: resources {total} do not cover its live tasks ({live})")]
+    ShrunkBelowTasks {
+        agent: AgentId,
+        total: String,
+        live: String,
+    },
     #[error("task {0}: {MAX_UPDATES_PER_TASK} status updates are unacknowledged; retry after the framework acknowledges")]
     TooManyUnacknowledged(TaskId),
     #[error(transparent)]
@@ -208,6 +226,10 @@ pub enum ClusterError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClusterOutcome {
     Done,
+    /// CREATE OFFERS: the offers refused (all others were created).
+    OffersCreated {
+        refused: Vec<(OfferId, ClusterError)>,
+    },
     /// ACCEPT: the resources of the offers that no task uses, to hand back to the allocator.
     Accepted {
         agent: AgentId,
@@ -334,8 +356,22 @@ impl ClusterState {
     fn try_apply(&mut self, op: &ClusterOp) -> Result<ClusterOutcome, ClusterError> {
         match op {
             ClusterOp::RegisterAgent(a) => {
+                let mut removed = Vec::new();
+                if self.agents.contains_key(&a.id) {
+                    let mut next = self.clone();
+                    removed = next.remove_offers(&next.offers_on(&a.id));
+                    let live = next.committed_on(&a.id);
+                    if !a.total.contains(&live) {
+                        return Err(ClusterError::ShrunkBelowTasks {
+                            agent: a.id.clone(),
+                            total: a.total.to_string(),
+                            live: live.to_string(),
+                        });
+                    }
+                    *self = next;
+                }
                 self.agents.insert(a.id.clone(), a.clone());
-                Ok(ClusterOutcome::Done)
+                Ok(ClusterOutcome::Removed(removed))
             }
             ClusterOp::SetAgentState { agent, state } => {
                 let a = self
@@ -343,7 +379,12 @@ impl ClusterState {
                     .get_mut(agent)
                     .ok_or_else(|| ClusterError::UnknownAgent(agent.clone()))?;
                 a.state = *state;
-                Ok(ClusterOutcome::Done)
+                let removed = if *state == AgentState::Active {
+                    Vec::new()
+                } else {
+                    self.remove_offers(&self.offers_on(agent))
+                };
+                Ok(ClusterOutcome::Removed(removed))
             }
             ClusterOp::SubscribeFramework(f) => {
                 if let Some(known) = self.frameworks.get(&f.id) {
@@ -392,11 +433,19 @@ impl ClusterState {
                 tasks,
             } => self.accept(framework, offers, tasks),
             ClusterOp::StatusUpdate {
+                agent,
                 framework,
                 task,
                 update,
             } => {
                 let t = self.task_mut(framework, task)?;
+                if &t.agent != agent {
+                    return Err(ClusterError::WrongAgent {
+                        task: task.clone(),
+                        agent: agent.clone(),
+                        runs_on: t.agent.clone(),
+                    });
+                }
                 if let Some(u) = t.updates.iter().find(|u| u.update.uuid == update.uuid) {
                     return Ok(ClusterOutcome::Duplicate {
                         acknowledged: u.acknowledged,
@@ -441,6 +490,15 @@ impl ClusterState {
         }
     }
 
+    /// The ids of the offers outstanding on `agent` (a scan: agents change state rarely).
+    fn offers_on(&self, agent: &AgentId) -> Vec<OfferId> {
+        self.offers
+            .values()
+            .filter(|o| &o.agent == agent)
+            .map(|o| o.id.clone())
+            .collect()
+    }
+
     fn remove_offers(&mut self, ids: &[OfferId]) -> Vec<OfferRecord> {
         let mut removed = Vec::new();
         for id in ids {
@@ -452,42 +510,49 @@ impl ClusterState {
         removed
     }
 
-    /// All offers are created or none: each must be new, for a known framework and an active
-    /// agent, and fit what the agent has left.
+    /// Creates each offer that is new, for a known framework and an active agent, and fits
+    /// what the agent has left; refuses the others one by one (one bad offer does not hold up
+    /// the rest of an allocation cycle).
     fn create_offers(&mut self, offers: &[OfferRecord]) -> Result<ClusterOutcome, ClusterError> {
-        let mut next = self.clone();
+        let mut refused = Vec::new();
         for o in offers {
-            if next.offers.contains_key(&o.id) {
-                return Err(ClusterError::DuplicateOffer(o.id.clone()));
+            if let Err(e) = self.create_offer(o) {
+                refused.push((o.id.clone(), e));
             }
-            match next.frameworks.get(&o.framework) {
-                None => return Err(ClusterError::UnknownFramework(o.framework.clone())),
-                Some(f) if f.torn_down => {
-                    return Err(ClusterError::FrameworkTornDown(o.framework.clone()))
-                }
-                Some(_) => {}
-            }
-            let agent = next
-                .agents
-                .get(&o.agent)
-                .ok_or_else(|| ClusterError::UnknownAgent(o.agent.clone()))?;
-            if agent.state != AgentState::Active {
-                return Err(ClusterError::AgentNotActive(o.agent.clone()));
-            }
-            agent
-                .total
-                .checked_sub(&next.committed_on(&o.agent))
-                .and_then(|free| free.checked_sub(&o.resources))
-                .map_err(|e| ClusterError::Overcommit {
-                    agent: o.agent.clone(),
-                    resources: o.resources.to_string(),
-                    reason: e.to_string(),
-                })?;
-            next.commit(&o.agent, &o.resources)?;
-            next.offers.insert(o.id.clone(), o.clone());
         }
-        *self = next;
-        Ok(ClusterOutcome::Done)
+        Ok(ClusterOutcome::OffersCreated { refused })
+    }
+
+    fn create_offer(&mut self, o: &OfferRecord) -> Result<(), ClusterError> {
+        if self.offers.contains_key(&o.id) {
+            return Err(ClusterError::DuplicateOffer(o.id.clone()));
+        }
+        match self.frameworks.get(&o.framework) {
+            None => return Err(ClusterError::UnknownFramework(o.framework.clone())),
+            Some(f) if f.torn_down => {
+                return Err(ClusterError::FrameworkTornDown(o.framework.clone()))
+            }
+            Some(_) => {}
+        }
+        let agent = self
+            .agents
+            .get(&o.agent)
+            .ok_or_else(|| ClusterError::UnknownAgent(o.agent.clone()))?;
+        if agent.state != AgentState::Active {
+            return Err(ClusterError::AgentNotActive(o.agent.clone()));
+        }
+        agent
+            .total
+            .checked_sub(&self.committed_on(&o.agent))
+            .and_then(|free| free.checked_sub(&o.resources))
+            .map_err(|e| ClusterError::Overcommit {
+                agent: o.agent.clone(),
+                resources: o.resources.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.commit(&o.agent, &o.resources)?;
+        self.offers.insert(o.id.clone(), o.clone());
+        Ok(())
     }
 
     fn accept(
@@ -535,6 +600,9 @@ impl ClusterState {
                 })?;
         }
         let agent = agent.cloned().ok_or(ClusterError::OfferCount)?;
+        if self.agents.get(&agent).map(|a| a.state) != Some(AgentState::Active) {
+            return Err(ClusterError::AgentNotActive(agent));
+        }
         let mut need = Resources::empty();
         for (i, t) in tasks.iter().enumerate() {
             if tasks[..i].iter().any(|o| o.id == t.id)

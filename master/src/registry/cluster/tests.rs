@@ -68,9 +68,22 @@ fn with_agent_and_framework() -> ClusterState {
         }),
     ];
     for op in ops {
-        assert_eq!(s.apply(&op), ClusterOutcome::Done);
+        assert!(matches!(
+            s.apply(&op),
+            ClusterOutcome::Done | ClusterOutcome::Removed(_)
+        ));
     }
     s
+}
+
+/// The ids CreateOffers refused.
+fn refused(o: ClusterOutcome) -> Vec<OfferId> {
+    match o {
+        ClusterOutcome::OffersCreated { refused } => {
+            refused.into_iter().map(|(id, _)| id).collect()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 fn offer(n: usize, framework: &str, resources: &str) -> OfferRecord {
@@ -120,18 +133,22 @@ fn accept(framework: &str, offers: &[usize], tasks: Vec<TaskSpec>) -> ClusterOp 
 fn offers_never_exceed_the_agent() {
     let mut s = with_agent_and_framework();
     let op = ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:3;mem:1024")]);
-    assert_eq!(s.apply(&op), ClusterOutcome::Done);
-    // 3 + 2 cpus > 4: refused whole, including the offer that would have fitted.
+    assert!(refused(s.apply(&op)).is_empty());
+    // 3 + 1 fits; one more cpu does not: that offer alone is refused.
     let op = ClusterOp::CreateOffers(vec![
         offer(2, "g", "cpus:1"),
         offer(3, "g", "cpus:1;mem:10"),
     ]);
-    assert!(matches!(
-        s.apply(&op),
-        ClusterOutcome::Refused(ClusterError::Overcommit { .. })
-    ));
-    assert!(s.offer(&offer_id(2)).is_none(), "all or nothing");
-    assert_eq!(s.committed_on(&agent("a1")), res("cpus:3;mem:1024"));
+    match s.apply(&op) {
+        ClusterOutcome::OffersCreated { refused } => {
+            assert_eq!(refused.len(), 1);
+            assert_eq!(refused[0].0, offer_id(3));
+            assert!(matches!(refused[0].1, ClusterError::Overcommit { .. }));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(s.offer(&offer_id(2)).is_some());
+    assert_eq!(s.committed_on(&agent("a1")), res("cpus:4;mem:1024"));
 }
 
 #[test]
@@ -171,7 +188,7 @@ fn accept_consumes_offers_once_and_creates_staging_tasks() {
     assert_eq!(s, before);
     // The tasks hold their resources: an offer for more than is left is refused.
     let op = ClusterOp::CreateOffers(vec![offer(2, "g", "cpus:3")]);
-    assert!(matches!(s.apply(&op), ClusterOutcome::Refused(_)));
+    assert_eq!(refused(s.apply(&op)), vec![offer_id(2)]);
 }
 
 #[test]
@@ -223,6 +240,7 @@ fn status_updates_apply_once_per_uuid_and_only_forward() {
     s.apply(&ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:1")]));
     s.apply(&accept("f", &[1], vec![task("t", "cpus:1")]));
     let update = |state, uuid: u128| ClusterOp::StatusUpdate {
+        agent: agent("a1"),
         framework: fw("f"),
         task: task_id("t"),
         update: status(state, uuid),
@@ -273,6 +291,7 @@ fn unacknowledged_updates_are_never_dropped() {
     s.apply(&ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:1")]));
     s.apply(&accept("f", &[1], vec![task("t", "cpus:1")]));
     let running = |uuid: u128| ClusterOp::StatusUpdate {
+        agent: agent("a1"),
         framework: fw("f"),
         task: task_id("t"),
         update: status(TaskState::Running, uuid),
@@ -323,6 +342,7 @@ proptest! {
                     accept(framework, &[n], vec![task(&format!("t{task_n}"), &format!("cpus:{}", cpus.min(2)))])
                 }
                 2 => ClusterOp::StatusUpdate {
+                    agent: agent("a1"),
                     framework: fw(framework),
                     task: task_id(&format!("t{}", n + 1)),
                     update: status(
@@ -374,7 +394,9 @@ fn a_torn_down_framework_gets_no_offers_and_cannot_come_back() {
     assert_eq!(s.committed_on(&agent("a1")), Resources::empty());
     assert_eq!(
         s.apply(&ClusterOp::CreateOffers(vec![offer(2, "f", "cpus:1")])),
-        ClusterOutcome::Refused(ClusterError::FrameworkTornDown(fw("f")))
+        ClusterOutcome::OffersCreated {
+            refused: vec![(offer_id(2), ClusterError::FrameworkTornDown(fw("f")))]
+        }
     );
     let again = FrameworkRecord {
         id: fw("f"),
@@ -411,4 +433,69 @@ fn tasks_of_lists_one_framework_only() {
     assert_eq!(ids, ["a", "b"]);
     assert_eq!(s.tasks_of(&fw("g")).count(), 1);
     assert_eq!(s.tasks_of(&fw("nobody")).count(), 0);
+}
+
+#[test]
+fn updates_from_another_agent_are_refused() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:1")]));
+    s.apply(&accept("f", &[1], vec![task("t", "cpus:1")]));
+    let op = ClusterOp::StatusUpdate {
+        agent: agent("impostor"),
+        framework: fw("f"),
+        task: task_id("t"),
+        update: status(TaskState::Running, 1),
+    };
+    assert!(matches!(
+        s.apply(&op),
+        ClusterOutcome::Refused(ClusterError::WrongAgent { .. })
+    ));
+}
+
+#[test]
+fn an_agent_leaving_active_loses_its_offers_and_takes_no_accept() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![
+        offer(1, "f", "cpus:1"),
+        offer(2, "f", "cpus:1"),
+    ]));
+    // An ACCEPT that raced the state change finds the agent unreachable.
+    let mut racing = s.clone();
+    racing.agents.get_mut(&agent("a1")).unwrap().state = AgentState::Unreachable;
+    assert_eq!(
+        racing.apply(&accept("f", &[1], vec![task("t", "cpus:1")])),
+        ClusterOutcome::Refused(ClusterError::AgentNotActive(agent("a1")))
+    );
+    match s.apply(&ClusterOp::SetAgentState {
+        agent: agent("a1"),
+        state: AgentState::Unreachable,
+    }) {
+        ClusterOutcome::Removed(r) => assert_eq!(r.len(), 2),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(s.committed_on(&agent("a1")), Resources::empty());
+}
+
+#[test]
+fn re_registration_drops_offers_and_refuses_shrinking_below_live_tasks() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![
+        offer(1, "f", "cpus:2"),
+        offer(2, "f", "cpus:2"),
+    ]));
+    s.apply(&accept("f", &[1], vec![task("t", "cpus:2")]));
+    let mut a = s.agent(&agent("a1")).unwrap().clone();
+    a.total = res("cpus:1;mem:4096");
+    let before = s.clone();
+    assert!(matches!(
+        s.apply(&ClusterOp::RegisterAgent(a.clone())),
+        ClusterOutcome::Refused(ClusterError::ShrunkBelowTasks { .. })
+    ));
+    assert_eq!(s, before);
+    a.total = res("cpus:8;mem:4096");
+    match s.apply(&ClusterOp::RegisterAgent(a)) {
+        ClusterOutcome::Removed(r) => assert_eq!(r.len(), 1, "offer 2 dropped"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(s.committed_on(&agent("a1")), res("cpus:2"));
 }
