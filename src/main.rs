@@ -125,10 +125,10 @@ struct MasterArgs {
     #[arg(long, env = "DROVER_OFFER_TIMEOUT_MS", default_value_t = 60_000)]
     offer_timeout_ms: u64,
     /// How often agents heartbeat, milliseconds (told to agents when they register).
-    #[arg(long, env = "DROVER_AGENT_HEARTBEAT_MS", default_value_t = 1_000)]
+    #[arg(long, env = "DROVER_AGENT_HEARTBEAT_MS", default_value_t = 5_000)]
     agent_heartbeat_ms: u64,
     /// An agent silent for this long is marked UNREACHABLE, milliseconds.
-    #[arg(long, env = "DROVER_AGENT_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "DROVER_AGENT_TIMEOUT_MS", default_value_t = 30_000)]
     agent_timeout_ms: u64,
     /// How often subscribed frameworks get a HEARTBEAT event, milliseconds.
     #[arg(long, env = "DROVER_FRAMEWORK_HEARTBEAT_MS", default_value_t = 5_000)]
@@ -252,6 +252,59 @@ enum BenchWhat {
         /// HTTP/2 connections the clients are spread over.
         #[arg(long, default_value_t = 4)]
         connections: usize,
+    },
+    /// One DRF allocation cycle, the allocator alone (no I/O): 1 000 agents × 100 frameworks
+    /// and 10 000 × 1 000 by default; median, p99 and max.
+    Allocator {
+        /// Scenarios as AGENTSxFRAMEWORKS.
+        #[arg(long, value_delimiter = ',', default_value = "1000x100,10000x1000")]
+        sizes: Vec<String>,
+        /// Roles the frameworks are spread over (weights 1, 2, 3, …).
+        #[arg(long, default_value_t = 10)]
+        roles: usize,
+        /// Timed cycles per scenario.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        /// Rounds of "every framework declines everything" before the second cycle.
+        #[arg(long, default_value_t = 10)]
+        decline_rounds: usize,
+    },
+    /// Tasks launched per second from ACCEPT to RUNNING, and their latency, through 3 masters
+    /// (fsync on) and real agents or (`--simulate`) simulated ones; then the masters' memory.
+    Launch {
+        #[arg(long, default_value_t = 3)]
+        masters: u64,
+        /// Agents: real `drover agent` processes running real executors, or with
+        /// `--simulate` that many simulated agents in one process (tasks are timers).
+        #[arg(long, default_value_t = 2)]
+        agents: usize,
+        #[arg(long)]
+        simulate: bool,
+        /// Each agent's resources.
+        #[arg(
+            long,
+            default_value = "cpus:64;mem:65536;disk:65536;ports:[31000-32000]"
+        )]
+        agent_resources: String,
+        #[arg(long, default_value_t = 500)]
+        tasks: usize,
+        #[arg(long, default_value = "cpus:0.1;mem:32")]
+        task_resources: String,
+        /// The tasks' command (for simulated agents, `sleep N` is a timer of N seconds).
+        #[arg(long, default_value = "sleep 1")]
+        command: String,
+        /// Most tasks launched from one offer.
+        #[arg(long, default_value_t = 10)]
+        per_offer: usize,
+        /// Framework calls (ACCEPT, ACKNOWLEDGE) in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Whole-run deadline, seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout_seconds: u64,
+        /// Extra arguments for every master, e.g. `--master-arg=--allocation-interval-ms=200`.
+        #[arg(long = "master-arg", allow_hyphen_values = true)]
+        master_args: Vec<String>,
     },
     /// SIGKILL the leader repeatedly; time until a new leader commits a write.
     Failover {
@@ -429,10 +482,53 @@ fn print_write_figures(f: &drover_chaos::bench::WriteFigures) {
     );
 }
 
+/// `drover bench allocator`: the allocator alone, in this process.
+fn bench_allocator(
+    sizes: &[String],
+    roles: usize,
+    samples: usize,
+    decline_rounds: usize,
+) -> anyhow::Result<()> {
+    use drover_master::allocator::bench;
+    println!(
+        "allocator benchmark: one DRF allocation cycle, the pure allocator in one thread (no I/O), {roles} weighted roles, {samples} samples per cycle"
+    );
+    for size in sizes {
+        let (agents, frameworks) = size
+            .split_once('x')
+            .and_then(|(a, f)| Some((a.parse::<usize>().ok()?, f.parse::<usize>().ok()?)))
+            .with_context(|| {
+                format!("--sizes: {size:?} is not AGENTSxFRAMEWORKS, e.g. 1000x100")
+            })?;
+        let scenario = bench::Scenario {
+            agents,
+            frameworks,
+            roles: roles.clamp(1, frameworks.max(1)),
+            samples,
+            decline_rounds,
+        };
+        for f in bench::run(&scenario, |step| {
+            eprintln!("  {agents} agents × {frameworks} frameworks: {step}")
+        }) {
+            println!(
+                "{:>6} agents × {:>5} frameworks  {:<8}  {:>6} offers  median {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  ({} samples)",
+                f.agents, f.frameworks, f.name, f.offers, f.median_ms, f.p99_ms, f.max_ms, f.samples
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("locating the drover binary")?;
     let dir = std::env::temp_dir().join(format!("drover-bench-{}", std::process::id()));
     let result = match what {
+        BenchWhat::Allocator {
+            sizes,
+            roles,
+            samples,
+            decline_rounds,
+        } => return bench_allocator(&sizes, roles, samples, decline_rounds),
         BenchWhat::Store {
             masters,
             clients,
@@ -455,6 +551,75 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
             drover_chaos::bench::store_writes(binary, dir.clone(), &opts, print_write_figures)
                 .await
                 .map(|_| ())
+        }
+        BenchWhat::Launch {
+            masters,
+            agents,
+            simulate,
+            agent_resources,
+            tasks,
+            task_resources,
+            command,
+            per_offer,
+            concurrency,
+            timeout_seconds,
+            master_args,
+        } => {
+            let kind = if simulate {
+                "SIMULATED agents (tasks are timers, no processes; in one agent process)"
+            } else {
+                "real agents (every task a real executor process)"
+            };
+            println!(
+                "launch benchmark: {masters} masters on loopback, fsync on, {agents} {kind}, {tasks} tasks of {task_resources} running {command:?}, up to {per_offer} per offer"
+            );
+            let opts = drover_chaos::bench::launch::LaunchBenchOptions {
+                masters,
+                agents,
+                simulate,
+                agent_resources,
+                tasks,
+                task_resources,
+                command,
+                per_offer,
+                concurrency,
+                master_args,
+                timeout: Duration::from_secs(timeout_seconds),
+            };
+            let f = drover_chaos::bench::launch::launch(binary, dir.clone(), &opts, |line| {
+                eprintln!("  {line}");
+            })
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let f = f?;
+            let sim = if f.simulated {
+                " [SIMULATED agents]"
+            } else {
+                ""
+            };
+            println!(
+                "{} of {} tasks RUNNING ({} failed) in {:.2} s from the first ACCEPT: {:.0} launches/s{sim}",
+                f.running, f.tasks, f.failed, f.seconds, f.launches_per_sec
+            );
+            println!(
+                "ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs){sim}",
+                f.p50_ms, f.p99_ms, f.max_ms, f.accepts
+            );
+            println!(
+                "{} agents registered in {:.1} s{sim}",
+                f.agents, f.registration_seconds
+            );
+            for m in &f.masters {
+                println!(
+                    "master {}{}: resident memory {:.0} MiB with {} agents and {} tasks in the registry{sim}",
+                    m.id,
+                    if m.leader { " (leader)" } else { "" },
+                    m.rss_mib,
+                    f.agents,
+                    f.tasks_in_registry
+                );
+            }
+            return Ok(());
         }
         BenchWhat::Failover { masters, trials } => {
             println!("failover benchmark: {masters} masters, fsync on, SIGKILL the leader {trials} times");

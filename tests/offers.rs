@@ -370,7 +370,7 @@ fn state_of(s: &v1::TaskStatus) -> v1::TaskState {
 }
 
 /// KILL reaches the executor on a real agent: the task goes TASK_KILLED, its process is gone,
-/// and RECONCILE (explicit, and for an unknown id) answers from the registry.
+/// its resources are offered again, and RECONCILE (explicit, and for an unknown id) answers from the registry.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_ends_a_running_task_and_reconcile_answers_from_the_registry() {
     let c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
@@ -428,6 +428,16 @@ async fn kill_ends_a_running_task_and_reconcile_answers_from_the_registry() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
         "the task's process {pid} still exists"
     );
+    // Its resources are offered again: the whole agent is free.
+    let whole: drover_resources::Resources = AGENT_RESOURCES.parse().unwrap();
+    loop {
+        let offers = next_offers(&mut events, Duration::from_secs(20))
+            .await
+            .expect("the killed task's resources offered again");
+        if offers.iter().any(|o| o.resources == whole) {
+            break;
+        }
+    }
 
     driver
         .reconcile(&[
@@ -492,4 +502,240 @@ async fn a_silent_agent_becomes_unreachable_and_its_offers_are_rescinded() {
     })
     .await
     .unwrap();
+}
+
+/// The offers and tasks of the leader's registry, as comparable text.
+async fn offers_and_tasks(c: &drover_chaos::LocalCluster) -> (Vec<String>, Vec<String>) {
+    let state = leader_state(c).await.expect("state");
+    let list = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = state[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    (list("offers"), list("tasks"))
+}
+
+fn small_task(id: &str, resources: &str) -> v1::TaskInfo {
+    v1::TaskInfo {
+        task_id: id.into(),
+        name: id.into(),
+        resources: resources
+            .parse::<drover_resources::Resources>()
+            .unwrap()
+            .to_proto(),
+        command: Some(v1::CommandInfo {
+            shell: "sleep 600".into(),
+            environment: Default::default(),
+        }),
+        kill_grace_seconds: 1.0,
+    }
+}
+
+/// Expects `result` to be the master's refusal with `code`, its message containing `says`.
+fn refused(
+    result: Result<(), drover_scheduler::driver::DriverError>,
+    code: tonic::Code,
+    says: &str,
+) {
+    match result {
+        Err(drover_scheduler::driver::DriverError::Rejected(s)) => {
+            assert_eq!(s.code(), code, "{s:?}");
+            assert!(
+                s.message().contains(says),
+                "{:?} lacks {says:?}",
+                s.message()
+            );
+        }
+        other => panic!("expected a refusal ({code:?}, {says:?}), got {other:?}"),
+    }
+}
+
+/// ACCEPT of another framework's offer, of an unknown one, of one declined earlier or used
+/// already, or with tasks that do not fit or repeat an id: each is refused with a status that
+/// says why, and none changes the registry's offers or tasks.
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_of_a_foreign_stale_or_used_offer_or_of_too_much_is_refused_and_changes_nothing() {
+    let c = start_with_agents(
+        3,
+        &["--allocation-interval-ms", "200"],
+        2,
+        &["--resources", AGENT_RESOURCES],
+        2,
+    )
+    .await;
+    let (alpha, mut alpha_events) = subscribe(&c.addrs(), "alpha", "*").await;
+    // Alpha, alone, is offered both agents.
+    let mut alpha_offers: Vec<Offer> = Vec::new();
+    while alpha_offers.len() < 2 {
+        let more = next_offers(&mut alpha_events, Duration::from_secs(10))
+            .await
+            .expect("offers for alpha");
+        alpha_offers.extend(more);
+    }
+    let (beta, mut beta_events) = subscribe(&c.addrs(), "beta", "*").await;
+    // Alpha declines the second agent for long; the next cycle offers it to beta.
+    let declined = alpha_offers.pop().unwrap();
+    alpha
+        .decline(std::slice::from_ref(&declined.id), Some(600.0))
+        .await
+        .expect("decline");
+    let beta_offer = next_offers(&mut beta_events, Duration::from_secs(10))
+        .await
+        .expect("an offer for beta")
+        .remove(0);
+    assert_eq!(beta_offer.agent_id, declined.agent_id);
+    let kept = alpha_offers.pop().unwrap();
+    let before = offers_and_tasks(&c).await;
+    assert_eq!(before.0.len(), 2, "{before:?}");
+    assert!(before.1.is_empty(), "{before:?}");
+
+    let one = || vec![small_task("t1", "cpus:0.5;mem:64")];
+    refused(
+        beta.accept(std::slice::from_ref(&kept.id), one(), None)
+            .await,
+        tonic::Code::FailedPrecondition,
+        "belongs to another framework",
+    );
+    refused(
+        alpha
+            .accept(std::slice::from_ref(&declined.id), one(), None)
+            .await,
+        tonic::Code::FailedPrecondition,
+        "not outstanding",
+    );
+    refused(
+        alpha
+            .accept(
+                &[drover_scheduler::driver::OfferId::new("no-such-offer")],
+                one(),
+                None,
+            )
+            .await,
+        tonic::Code::FailedPrecondition,
+        "not outstanding",
+    );
+    refused(
+        alpha
+            .accept(
+                std::slice::from_ref(&kept.id),
+                vec![small_task("big", "cpus:64;mem:64")],
+                None,
+            )
+            .await,
+        tonic::Code::InvalidArgument,
+        "the offers hold",
+    );
+    refused(
+        alpha
+            .accept(
+                std::slice::from_ref(&kept.id),
+                vec![
+                    small_task("twin", "cpus:0.5;mem:64"),
+                    small_task("twin", "cpus:0.5;mem:64"),
+                ],
+                None,
+            )
+            .await,
+        tonic::Code::InvalidArgument,
+        "a task with this id exists",
+    );
+    refused(
+        alpha
+            .accept(&[kept.id.clone(), beta_offer.id.clone()], one(), None)
+            .await,
+        tonic::Code::FailedPrecondition,
+        "belongs to another framework",
+    );
+    assert_eq!(
+        offers_and_tasks(&c).await,
+        before,
+        "a refused ACCEPT changed the registry"
+    );
+
+    // A good ACCEPT consumes the offer once; the same offer again is refused and launches
+    // nothing more.
+    alpha
+        .accept(std::slice::from_ref(&kept.id), one(), None)
+        .await
+        .expect("accept");
+    refused(
+        alpha
+            .accept(
+                std::slice::from_ref(&kept.id),
+                vec![small_task("t2", "cpus:0.5;mem:64")],
+                None,
+            )
+            .await,
+        tonic::Code::FailedPrecondition,
+        "not outstanding",
+    );
+    let state = leader_state(&c).await.unwrap();
+    let tasks: Vec<&str> = state["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(tasks, ["t1"], "{state}");
+    assert!(
+        state["offers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["id"] != kept.id.as_str()),
+        "the used offer is still outstanding: {state}"
+    );
+    alpha.teardown().await.expect("teardown");
+    beta.teardown().await.expect("teardown");
+}
+
+/// A task that goes over its memory limit is killed by the kernel and reported TASK_FAILED
+/// with the memory reason, where the host has cgroups (the test says when it cannot run).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_over_its_memory_limit_is_reported_failed_for_memory() {
+    if let drover_agent::cgroups::CgroupMode::None { reason } = drover_agent::cgroups::detect() {
+        eprintln!("skipped: this host gives the agent no cgroups, so no memory limit: {reason}");
+        return;
+    }
+    let c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
+    let masters = c.addrs().join(",");
+    let out = cli(&[
+        "run",
+        "--masters",
+        &masters,
+        "--name",
+        "hog",
+        "--task-id",
+        "hog-task",
+        "--cpus",
+        "0.5",
+        "--mem",
+        "32",
+        "--",
+        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived",
+    ])
+    .await;
+    assert_ne!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    let last = out.stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("TASK_FAILED"), "stdout:\n{}", out.stdout);
+    assert!(last.contains("memory limit of 32 MiB exceeded"), "{last}");
+    let state = leader_state(&c).await.unwrap();
+    let task = state["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "hog-task")
+        .expect("task in /v1/state")
+        .clone();
+    let end = task["updates"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(end["reason"], "memory_limit", "{task}");
 }

@@ -277,6 +277,18 @@ pub struct TaskCgroup {
     dirs: Vec<PathBuf>,
     procs: Vec<File>,
     v2: bool,
+    /// The directory whose memory controller limits the task, when it has a memory limit.
+    memory: Option<PathBuf>,
+    /// The memory limit, bytes (0: none).
+    memory_limit_bytes: u64,
+}
+
+/// The kernel's OOM killer acted inside a task's cgroup: the task went over its memory limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLimitHit {
+    /// Processes the OOM killer killed in the cgroup.
+    pub oom_kills: u64,
+    pub limit_bytes: u64,
 }
 
 impl TaskCgroup {
@@ -291,7 +303,7 @@ impl TaskCgroup {
         let mem_bytes = resources.mem_mib().milli().saturating_mul(1024 * 1024) / 1000;
         let quota_us = (cpus_milli * CPU_PERIOD_US / 1000).max(MIN_CPU_QUOTA_US);
         let mut limits: Vec<(PathBuf, &str, String)> = Vec::new();
-        let (dirs, v2) = match mode {
+        let (dirs, v2, memory) = match mode {
             CgroupMode::None { .. } => return Ok(None),
             CgroupMode::V2 { parent } => {
                 let dir = parent.join(name);
@@ -305,7 +317,8 @@ impl TaskCgroup {
                 if mem_bytes > 0 {
                     limits.push((dir.clone(), "memory.max", mem_bytes.to_string()));
                 }
-                (vec![dir], true)
+                let memory = (mem_bytes > 0).then(|| dir.clone());
+                (vec![dir], true, memory)
             }
             CgroupMode::V1 { cpu, memory } => {
                 let (cpu_dir, mem_dir) = (cpu.join(name), memory.join(name));
@@ -329,7 +342,8 @@ impl TaskCgroup {
                         mem_bytes.to_string(),
                     ));
                 }
-                (vec![cpu_dir, mem_dir], false)
+                let memory = (mem_bytes > 0).then(|| mem_dir.clone());
+                (vec![cpu_dir, mem_dir], false, memory)
             }
         };
         let fail = |path: &Path, reason: String| CgroupError {
@@ -340,6 +354,8 @@ impl TaskCgroup {
             dirs: Vec::new(),
             procs: Vec::new(),
             v2,
+            memory,
+            memory_limit_bytes: mem_bytes,
         };
         for d in &dirs {
             mkdir(d).map_err(|r| fail(d, r))?;
@@ -366,6 +382,24 @@ impl TaskCgroup {
 
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// Whether the OOM killer acted in the task's cgroup (read before [`TaskCgroup::remove`]).
+    /// v2 counts in `memory.events`, v1 in `memory.oom_control` (kernels from 4.13); the key
+    /// is `oom_kill` in both.
+    pub fn memory_limit_hit(&self) -> Option<MemoryLimitHit> {
+        let dir = self.memory.as_ref()?;
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        let text = fs::read_to_string(dir.join(file)).ok()?;
+        let oom_kills = oom_kill_count(&text)?;
+        (oom_kills > 0).then_some(MemoryLimitHit {
+            oom_kills,
+            limit_bytes: self.memory_limit_bytes,
+        })
     }
 
     fn pids(&self) -> Vec<i32> {
@@ -423,6 +457,16 @@ impl TaskCgroup {
     }
 }
 
+/// The `oom_kill N` line of `memory.events` (v2) or `memory.oom_control` (v1).
+fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == "oom_kill")
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
 /// Moves the calling process into the cgroups whose `cgroup.procs` are open as `fds` (writing
 /// "0" means "me"). Only async-signal-safe calls: meant for `pre_exec`, between fork and exec.
 pub fn join_in_child(fds: &[RawFd]) -> io::Result<()> {
@@ -445,6 +489,15 @@ cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
 cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 ";
+
+    #[test]
+    fn reads_the_oom_kill_count_of_both_versions() {
+        let v2 = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n";
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(oom_kill_count(v2), Some(1));
+        assert_eq!(oom_kill_count(v1), Some(2));
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), None);
+    }
 
     #[test]
     fn parses_proc_mounts() {

@@ -73,7 +73,8 @@ type Key = (FrameworkId, TaskId);
 
 enum Msg {
     Run {
-        req: RunTask,
+        // Boxed: a task (its resources held inline) is much larger than the other messages.
+        req: Box<RunTask>,
         reply: oneshot::Sender<Result<(), TaskError>>,
     },
     Kill {
@@ -158,7 +159,11 @@ impl Launcher {
     }
 
     pub async fn run_task(&self, req: RunTask) -> Result<(), TaskError> {
-        self.ask(|reply| Msg::Run { req, reply }).await
+        self.ask(|reply| Msg::Run {
+            req: Box::new(req),
+            reply,
+        })
+        .await
     }
 
     pub async fn kill_task(&self, req: KillTask) -> Result<(), TaskError> {
@@ -241,7 +246,7 @@ impl Actor {
     async fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Run { req, reply } => {
-                let r = self.run_task(req).await;
+                let r = self.run_task(*req).await;
                 let _ = reply.send(r);
             }
             Msg::Kill { req, reply } => {

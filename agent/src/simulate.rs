@@ -78,7 +78,8 @@ type Key = (AgentId, FrameworkId, TaskId);
 
 enum Msg {
     Run {
-        req: RunTask,
+        // Boxed: a task (its resources held inline) is much larger than the other messages.
+        req: Box<RunTask>,
         reply: oneshot::Sender<Result<(), TaskError>>,
     },
     Kill {
@@ -145,7 +146,11 @@ impl Simulator {
     }
 
     pub async fn run_task(&self, req: RunTask) -> Result<(), TaskError> {
-        self.ask(|reply| Msg::Run { req, reply }).await
+        self.ask(|reply| Msg::Run {
+            req: Box::new(req),
+            reply,
+        })
+        .await
     }
 
     pub async fn kill_task(&self, req: KillTask) -> Result<(), TaskError> {
@@ -176,7 +181,7 @@ impl Actor {
     async fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Run { req, reply } => {
-                let r = self.run_task(req).await;
+                let r = self.run_task(*req).await;
                 let _ = reply.send(r);
             }
             Msg::Kill { req, reply } => {

@@ -1,5 +1,6 @@
 //! Benchmarks against a real local cluster: framework-store write throughput and commit
-//! latency by number of concurrent clients, and leader failover time.
+//! latency by number of concurrent clients, leader failover time, and ([`launch`]) tasks
+//! launched per second from ACCEPT to RUNNING.
 //!
 //! Both start their own cluster of real `drover master` processes (fsync on, as always: there
 //! is no switch to turn it off) in a temporary directory, so the figures are reproducible by one
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 use drover_client::{MasterClient, RetryPolicy};
 
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
+
+pub mod launch;
 
 /// Figures for one client count.
 #[derive(Clone, Debug, serde::Serialize)]

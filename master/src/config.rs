@@ -65,8 +65,8 @@ impl Default for OfferCycleConfig {
             allocation_interval: Duration::from_secs(1),
             allocation_batch: Duration::from_millis(5),
             offer_timeout: Duration::from_secs(60),
-            agent_heartbeat_interval: Duration::from_secs(1),
-            agent_timeout: Duration::from_secs(10),
+            agent_heartbeat_interval: Duration::from_secs(5),
+            agent_timeout: Duration::from_secs(30),
             framework_heartbeat_interval: Duration::from_secs(5),
             default_refuse: Duration::from_secs(5),
         }

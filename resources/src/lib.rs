@@ -16,19 +16,22 @@
 //! Text form is Mesos's: `cpus:4;mem:8192;disk:10240;ports:[31000-32000]`.
 
 pub mod attributes;
+mod names;
 mod ranges;
 mod scalar;
 mod wire;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use attributes::{AttributeValue, Attributes};
 pub use ranges::{Range, Ranges};
 pub use scalar::Scalar;
+
+use names::NameMap;
 
 /// Longest resource or attribute text accepted, bytes.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -56,9 +59,11 @@ pub enum ResourceError {
 }
 
 /// A resource name: lowercase ASCII letters, digits, `_`, `-` and `.`, starting with a letter.
+/// Shared, so that copying a bundle (the allocator does it for every agent it visits) copies
+/// no text.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ResourceName(String);
+pub struct ResourceName(Arc<str>);
 
 impl ResourceName {
     pub fn new(name: &str) -> Result<Self, ResourceError> {
@@ -81,7 +86,7 @@ impl ResourceName {
                 "a name has only lowercase letters, digits, '_', '-' and '.'",
             ));
         }
-        Ok(Self(name.to_string()))
+        Ok(Self(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -98,7 +103,7 @@ impl TryFrom<String> for ResourceName {
 
 impl From<ResourceName> for String {
     fn from(n: ResourceName) -> String {
-        n.0
+        n.0.to_string()
     }
 }
 
@@ -127,12 +132,19 @@ impl std::borrow::Borrow<str> for ResourceName {
     }
 }
 
+impl AsRef<str> for ResourceName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A bundle of resources. See the module docs for its invariants.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ResourcesRepr", into = "ResourcesRepr")]
 pub struct Resources {
-    scalars: BTreeMap<ResourceName, Scalar>,
-    ranges: BTreeMap<ResourceName, Ranges>,
+    /// Inline room for the usual scalars (cpus, mem, disk, gpus) and one range set (ports).
+    scalars: NameMap<Scalar, 4>,
+    ranges: NameMap<Ranges, 1>,
 }
 
 /// The serialised form; deserialising re-checks the invariants, so a bundle read from a peer or
@@ -273,17 +285,17 @@ impl Resources {
         let mut out = self.clone();
         for (n, v) in &other.scalars {
             if out.ranges.contains_key(n) {
-                return Err(ResourceError::KindMismatch(n.0.clone()));
+                return Err(ResourceError::KindMismatch(n.0.to_string()));
             }
             let sum = out
                 .scalar(n.as_str())
                 .checked_add(*v)
-                .ok_or_else(|| ResourceError::Overflow(n.0.clone()))?;
+                .ok_or_else(|| ResourceError::Overflow(n.0.to_string()))?;
             out.scalars.insert(n.clone(), sum);
         }
         for (n, r) in &other.ranges {
             if out.scalars.contains_key(n) {
-                return Err(ResourceError::KindMismatch(n.0.clone()));
+                return Err(ResourceError::KindMismatch(n.0.to_string()));
             }
             let union = match out.ranges.get(n) {
                 Some(have) => have.union(r),
@@ -307,7 +319,7 @@ impl Resources {
             let left = have
                 .checked_sub(*need)
                 .ok_or_else(|| ResourceError::Insufficient {
-                    name: n.0.clone(),
+                    name: n.0.to_string(),
                     need: need.to_string(),
                     have: have.to_string(),
                 })?;
@@ -317,7 +329,7 @@ impl Resources {
             let have = self.ranges.get(n).cloned().unwrap_or_default();
             if !have.contains(need) {
                 return Err(ResourceError::Insufficient {
-                    name: n.0.clone(),
+                    name: n.0.to_string(),
                     need: need.to_string(),
                     have: have.to_string(),
                 });
@@ -407,13 +419,13 @@ impl FromStr for Resources {
             let value = value.trim();
             let is_ranges = value.starts_with('[');
             let kind_error = |expected: &str| ResourceError::Invalid {
-                name: n.0.clone(),
+                name: n.0.to_string(),
                 reason: format!("{value:?}: {} is always {expected}", n.0),
             };
-            if n.0 == PORTS && !is_ranges {
+            if &*n.0 == PORTS && !is_ranges {
                 return Err(kind_error("a range set, e.g. [31000-32000]"));
             }
-            if [CPUS, MEM, DISK, "gpus"].contains(&n.0.as_str()) && is_ranges {
+            if [CPUS, MEM, DISK, "gpus"].contains(&&*n.0) && is_ranges {
                 return Err(kind_error("a number"));
             }
             let one = if is_ranges {
@@ -422,13 +434,13 @@ impl FromStr for Resources {
                     value
                         .parse::<Ranges>()
                         .map_err(|reason| ResourceError::Invalid {
-                            name: n.0.clone(),
+                            name: n.0.to_string(),
                             reason,
                         })?,
                 )
             } else {
                 let amount = value.parse::<f64>().map_err(|_| ResourceError::Invalid {
-                    name: n.0.clone(),
+                    name: n.0.to_string(),
                     reason: format!("{value:?} is neither a number nor [ranges]"),
                 })?;
                 Resources::empty().with_scalar_named(n.clone(), Scalar::from_f64(&n.0, amount)?)

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// Most intervals in one range set: a bound on what one agent's `--resources` can allocate.
 pub const MAX_INTERVALS: usize = 4096;
@@ -19,12 +20,12 @@ pub struct Range {
 /// before the next begins (adjacent ones are merged), so equal sets are equal values.
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "Vec<Range>", into = "Vec<Range>")]
-pub struct Ranges(Vec<Range>);
+pub struct Ranges(SmallVec<[Range; 1]>);
 
 impl Ranges {
     /// The set covering `intervals` (in any order, overlapping or not).
     pub fn new(intervals: impl IntoIterator<Item = (u64, u64)>) -> Result<Self, String> {
-        let mut v: Vec<Range> = Vec::new();
+        let mut v: SmallVec<[Range; 1]> = SmallVec::new();
         for (begin, end) in intervals {
             if begin > end {
                 return Err(format!("range {begin}-{end} ends before it begins"));
@@ -37,9 +38,9 @@ impl Ranges {
         Ok(Self::normalized(v))
     }
 
-    fn normalized(mut v: Vec<Range>) -> Self {
+    fn normalized(mut v: SmallVec<[Range; 1]>) -> Self {
         v.sort();
-        let mut out: Vec<Range> = Vec::with_capacity(v.len());
+        let mut out: SmallVec<[Range; 1]> = SmallVec::with_capacity(v.len());
         for r in v {
             match out.last_mut() {
                 Some(last) if r.begin <= last.end.saturating_add(1) => {
@@ -93,7 +94,7 @@ impl Ranges {
 
     /// The integers of `self` not in `other`.
     pub fn difference(&self, other: &Ranges) -> Ranges {
-        let mut out = Vec::new();
+        let mut out = SmallVec::new();
         for r in &self.0 {
             let mut begin = r.begin;
             let mut done = false;
@@ -124,7 +125,7 @@ impl Ranges {
     /// The `n` lowest integers of the set, or None if it holds fewer.
     pub fn first(&self, n: u64) -> Option<Ranges> {
         let mut left = n;
-        let mut out = Vec::new();
+        let mut out = SmallVec::new();
         for r in &self.0 {
             if left == 0 {
                 break;
@@ -150,7 +151,7 @@ impl TryFrom<Vec<Range>> for Ranges {
 
 impl From<Ranges> for Vec<Range> {
     fn from(r: Ranges) -> Vec<Range> {
-        r.0
+        r.0.into_vec()
     }
 }
 

@@ -35,7 +35,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use crate::cgroups::{self, TaskCgroup};
+use crate::cgroups::{self, MemoryLimitHit, TaskCgroup};
 use crate::checkpoint;
 use crate::layout::TaskDir;
 use crate::protocol::FromExecutor;
@@ -212,13 +212,35 @@ fn signal_name(signal: i32) -> String {
         .unwrap_or_else(|_| format!("signal {signal}"))
 }
 
+/// The reason of a task the kernel killed for going over its memory limit.
+pub const REASON_MEMORY_LIMIT: &str = "memory_limit";
+
 /// What the command's end means for the task.
-fn terminal(status: ExitStatus, killed: Option<&KillState>) -> (TaskState, &'static str, String) {
+fn terminal(
+    status: ExitStatus,
+    killed: Option<&KillState>,
+    memory: Option<&MemoryLimitHit>,
+) -> (TaskState, &'static str, String) {
     let how = match (status.code(), status.signal()) {
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(s)) => format!("killed by {}", signal_name(s)),
         (None, None) => format!("ended ({status})"),
     };
+    // Over its limit, a task fails whatever its command made of the kill (a shell may turn
+    // its child's SIGKILL into exit status 137), and even while a kill was under way: the
+    // kernel ended it, not the request (Mesos: REASON_CONTAINER_LIMITATION_MEMORY).
+    if let Some(hit) = memory {
+        return (
+            TaskState::Failed,
+            REASON_MEMORY_LIMIT,
+            format!(
+                "memory limit of {} MiB exceeded: the kernel's OOM killer killed {} process{} of the task; the command {how}",
+                hit.limit_bytes / (1024 * 1024),
+                hit.oom_kills,
+                if hit.oom_kills == 1 { "" } else { "es" },
+            ),
+        );
+    }
     if let Some(k) = killed {
         let escalated = if k.sigkill_sent {
             " after the grace period ran out"
@@ -369,24 +391,27 @@ pub(crate) async fn run(
         }
     };
     // Nothing of the task outlives its command: the rest of the group, then the cgroup.
+    // Whether the kernel's OOM killer acted is read from the cgroup before it goes.
     let cleanup = tokio::task::spawn_blocking(move || {
         if !group::kill_and_reap(pgid) {
             tracing::warn!(pgid, "processes of the task's group are still there");
         }
-        if let Some(cg) = cgroup {
-            cg.kill_all();
-            if let Err(e) = cg.remove() {
-                tracing::warn!(error = %e, "cannot remove the task's cgroup");
-            }
+        let cg = cgroup?;
+        let hit = cg.memory_limit_hit();
+        cg.kill_all();
+        if let Err(e) = cg.remove() {
+            tracing::warn!(error = %e, "cannot remove the task's cgroup");
         }
+        hit
     })
     .await;
-    if let Err(e) = cleanup {
+    let memory_hit = cleanup.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cleaning up after the task failed");
-    }
+        None
+    });
     match status {
         Ok(status) => {
-            let (state, reason, message) = terminal(status, kill.as_ref());
+            let (state, reason, message) = terminal(status, kill.as_ref(), memory_hit.as_ref());
             reporter.report(state, reason, message, Some(status)).await;
         }
         Err(e) => {

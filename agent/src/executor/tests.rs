@@ -363,6 +363,49 @@ async fn the_command_runs_in_its_cgroup_when_the_host_allows() {
     }
 }
 
+/// A command that holds 300 MB in a shell variable, under a 32 MiB limit.
+pub(crate) const MEMORY_HOG: &str = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived";
+
+#[tokio::test]
+async fn a_command_over_its_memory_limit_fails_with_the_memory_reason() {
+    let mode = crate::cgroups::detect();
+    if let CgroupMode::None { reason } = &mode {
+        eprintln!("skipped: no cgroups on this host, so no memory limit to hit: {reason}");
+        return;
+    }
+    let s = start(launch_spec(MEMORY_HOG, &[], "cpus:1;mem:32", mode)).await;
+    let mut agent = Conn::accept(&s.listener).await;
+    assert_eq!(agent.take().await.state, TaskState::Starting);
+    assert_eq!(agent.take().await.state, TaskState::Running);
+    let end = agent.take().await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert_eq!(end.reason, REASON_MEMORY_LIMIT, "{end:?}");
+    assert!(end.message.contains("memory limit of 32 MiB"), "{end:?}");
+    let out = read(&s.task_dir.sandbox().join("stdout"));
+    assert!(!out.contains("survived"), "{out}");
+    assert_eq!(exit_of(s.executor).await, EXIT_OK);
+}
+
+#[tokio::test]
+async fn the_same_command_without_a_limit_succeeds() {
+    // The control for the test above: the command itself is fine when memory is not capped
+    // (no cgroup: the mode says none).
+    let s = start(launch_spec(
+        MEMORY_HOG,
+        &[],
+        "cpus:1;mem:32",
+        CgroupMode::none("test"),
+    ))
+    .await;
+    let mut agent = Conn::accept(&s.listener).await;
+    agent.take().await;
+    agent.take().await;
+    let end = agent.take().await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert!(read(&s.task_dir.sandbox().join("stdout")).contains("survived"));
+    assert_eq!(exit_of(s.executor).await, EXIT_OK);
+}
+
 fn libc_sigterm() -> i32 {
     Signal::SIGTERM as i32
 }

@@ -24,14 +24,18 @@
 //! Invariant (checked by property tests): on every agent, the sum of allocations never exceeds
 //! its total, so no offer ever carries a resource that is not free.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use drover_resources::{Resources, Scalar, CPUS, MEM};
 
 use crate::ids::{AgentId, FrameworkId, Role};
 
+pub mod bench;
+mod order;
 #[cfg(test)]
 mod tests;
+
+use order::{Filters, Key, Order};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AllocatorError {
@@ -89,14 +93,6 @@ pub struct Allocation {
     pub resources: Resources,
 }
 
-/// "Do not offer me these resources on this agent again before `until_ms`."
-#[derive(Debug, Clone)]
-struct Filter {
-    agent: AgentId,
-    resources: Resources,
-    until_ms: u64,
-}
-
 #[derive(Debug, Clone)]
 struct AgentSlot {
     total: Resources,
@@ -119,7 +115,7 @@ struct FrameworkSlot {
     role: Role,
     allocated: Resources,
     suppressed: bool,
-    filters: Vec<Filter>,
+    filters: Filters,
 }
 
 /// A framework's or role's standing, for metrics and the state endpoint.
@@ -267,7 +263,7 @@ impl Allocator {
                 role,
                 allocated: Resources::empty(),
                 suppressed: false,
-                filters: Vec::new(),
+                filters: Filters::default(),
             },
         );
         Ok(())
@@ -360,14 +356,12 @@ impl Allocator {
         if let Some((now_ms, refuse_ms)) = refuse.filter(|(_, r)| *r > 0) {
             let max = self.config.max_filters_per_framework;
             let fw = self.framework_mut(framework)?;
-            if fw.filters.len() >= max {
-                fw.filters.remove(0);
-            }
-            fw.filters.push(Filter {
-                agent: agent.clone(),
-                resources: resources.clone(),
-                until_ms: now_ms.saturating_add(refuse_ms),
-            });
+            fw.filters.add(
+                agent.clone(),
+                resources.clone(),
+                now_ms.saturating_add(refuse_ms),
+                max,
+            );
         }
         Ok(())
     }
@@ -397,106 +391,97 @@ impl Allocator {
             .agents
             .get_mut(agent)
             .ok_or_else(|| AllocatorError::UnknownAgent(agent.clone()))?;
-        let overcommit = |e: drover_resources::ResourceError| AllocatorError::Overcommit {
-            agent: agent.clone(),
-            reason: e.to_string(),
-        };
-        slot.free().checked_sub(resources).map_err(overcommit)?;
-        let sum = slot
-            .allocated_sum
-            .checked_add(resources)
-            .map_err(overcommit)?;
-        let mine = slot
-            .allocated
-            .get(framework)
-            .cloned()
-            .unwrap_or_default()
-            .checked_add(resources)
-            .map_err(overcommit)?;
-        let fw_total = fw.allocated.checked_add(resources).map_err(overcommit)?;
         let role = self.role_allocated.entry(fw.role.clone()).or_default();
-        *role = role.checked_add(resources).map_err(overcommit)?;
-        slot.allocated_sum = sum;
-        slot.allocated.insert(framework.clone(), mine);
-        fw.allocated = fw_total;
-        Ok(())
-    }
-
-    fn allocatable(&self, free: &Resources) -> bool {
-        !free.is_empty()
-            && (self.config.min_allocatable.is_empty()
-                || self.config.min_allocatable.iter().any(|m| free.contains(m)))
-    }
-
-    fn weight(&self, role: &Role) -> f64 {
-        self.weights.get(role).copied().unwrap_or(1.0)
-    }
-
-    /// Whether `framework` refuses `free` on `agent` at `now_ms`.
-    fn filtered(fw: &FrameworkSlot, agent: &AgentId, free: &Resources, now_ms: u64) -> bool {
-        fw.filters
-            .iter()
-            .any(|f| f.until_ms > now_ms && &f.agent == agent && f.resources.contains(free))
-    }
-
-    /// The framework to offer `free` on `agent` to: lowest weighted role share, then lowest
-    /// framework share; ties to the smaller name.
-    fn pick(&self, agent: &AgentId, free: &Resources, now_ms: u64) -> Option<FrameworkId> {
-        self.frameworks
-            .iter()
-            .filter(|(_, fw)| !fw.suppressed && !Self::filtered(fw, agent, free, now_ms))
-            .map(|(id, fw)| {
-                let role_share = self
-                    .role_allocated
-                    .get(&fw.role)
-                    .map_or(0.0, |r| r.dominant_share(&self.total))
-                    / self.weight(&fw.role);
-                let fw_share = fw.allocated.dominant_share(&self.total);
-                (role_share, &fw.role, fw_share, id)
-            })
-            .min_by(|a, b| {
-                a.0.total_cmp(&b.0)
-                    .then_with(|| a.1.cmp(b.1))
-                    .then_with(|| a.2.total_cmp(&b.2))
-                    .then_with(|| a.3.cmp(b.3))
-            })
-            .map(|(_, _, _, id)| id.clone())
+        charge(agent, slot, framework, fw, role, resources)
     }
 
     /// Runs one allocation cycle at `now_ms`: drops expired filters, then offers each active
     /// agent's free resources to the framework DRF picks. What it returns is already counted
     /// as allocated; the caller turns each into an offer (or recovers it if it cannot).
+    ///
+    /// Works on the slots directly (no lookup by name per agent): the frameworks that take
+    /// offers and their roles are numbered in name order for the cycle, and the [`Order`]
+    /// keeps them sorted by share, so picking is a walk from its front and an allocation
+    /// moves two keys.
     pub fn allocate(&mut self, now_ms: u64) -> Vec<Allocation> {
-        for fw in self.frameworks.values_mut() {
-            fw.filters.retain(|f| f.until_ms > now_ms);
+        let Allocator {
+            config,
+            agents,
+            frameworks,
+            weights,
+            role_allocated,
+            total,
+            cycles,
+        } = self;
+        for fw in frameworks.values_mut() {
+            fw.filters.expire(now_ms);
         }
-        let ids: Vec<AgentId> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| a.active)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if ids.is_empty() {
+        let mut slots: Vec<(&AgentId, &mut AgentSlot)> =
+            agents.iter_mut().filter(|(_, a)| a.active).collect();
+        if slots.is_empty() {
             return Vec::new();
         }
-        let start = (self.cycles % ids.len() as u64) as usize;
-        self.cycles = self.cycles.wrapping_add(1);
+        let start = (*cycles % slots.len() as u64) as usize;
+        *cycles = cycles.wrapping_add(1);
+        slots.rotate_left(start);
+
+        // The frameworks that take offers, and their roles, each numbered in name order (so
+        // that index order is the tie-break DRF's rule names).
+        let mut fws: Vec<(&FrameworkId, &mut FrameworkSlot)> = frameworks
+            .iter_mut()
+            .filter(|(_, fw)| !fw.suppressed)
+            .collect();
+        let wanted: BTreeSet<&Role> = fws.iter().map(|(_, fw)| &fw.role).collect();
+        let mut roles: Vec<(&Role, &mut Resources)> = role_allocated
+            .iter_mut()
+            .filter(|(r, _)| wanted.contains(r))
+            .collect();
+        drop(wanted);
+        let role_of: Vec<usize> = fws
+            .iter()
+            .map(|(_, fw)| {
+                roles
+                    .binary_search_by(|(r, _)| (*r).cmp(&fw.role))
+                    .expect("every framework's role has an entry")
+            })
+            .collect();
+        let weight = |role: &Role| weights.get(role).copied().unwrap_or(1.0);
+        let role_weights: Vec<f64> = roles.iter().map(|(r, _)| weight(r)).collect();
+        let role_key = |i: usize, allocated: &Resources| {
+            Key(allocated.dominant_share(total) / role_weights[i])
+        };
+        let mut order = Order::new(roles.len());
+        for (i, (_, allocated)) in roles.iter().enumerate() {
+            order.set_role(i, role_key(i, allocated));
+        }
+        for (i, (_, fw)) in fws.iter().enumerate() {
+            order.set_framework(i, role_of[i], Key(fw.allocated.dominant_share(total)));
+        }
+
         let mut out = Vec::new();
-        for agent in ids[start..].iter().chain(ids[..start].iter()) {
-            let free = self.agents[agent].free();
-            if !self.allocatable(&free) {
+        for (agent, slot) in slots {
+            let free = slot.free();
+            if !allocatable(config, &free) {
                 continue;
             }
-            let Some(framework) = self.pick(agent, &free, now_ms) else {
+            // The lowest weighted role share, then the lowest framework share; ties to the
+            // smaller name. Skips frameworks whose filters refuse this bundle here.
+            let Some(f) = order.first(|f| !fws[f].1.filters.refuses(agent, &free, now_ms)) else {
                 continue;
             };
+            let r = role_of[f];
+            let (framework, fw) = &mut fws[f];
             // `free` is free by construction; a failure here is a bug, reported not hidden.
-            match self.allocate_on(agent, &framework, &free) {
-                Ok(()) => out.push(Allocation {
-                    framework,
-                    agent: agent.clone(),
-                    resources: free,
-                }),
+            match charge(agent, slot, framework, fw, roles[r].1, &free) {
+                Ok(()) => {
+                    order.set_framework(f, r, Key(fw.allocated.dominant_share(total)));
+                    order.set_role(r, role_key(r, roles[r].1));
+                    out.push(Allocation {
+                        framework: (*framework).clone(),
+                        agent: agent.clone(),
+                        resources: free,
+                    })
+                }
                 Err(e) => tracing::error!(error = %e, "allocator bookkeeping is inconsistent"),
             }
         }
@@ -538,4 +523,54 @@ impl Allocator {
     pub fn total(&self) -> &Resources {
         &self.total
     }
+}
+
+/// Whether a free bundle is worth offering (at least one of the minimums).
+fn allocatable(config: &AllocatorConfig, free: &Resources) -> bool {
+    !free.is_empty()
+        && (config.min_allocatable.is_empty()
+            || config.min_allocatable.iter().any(|m| free.contains(m)))
+}
+
+/// Counts `resources` as allocated to `framework` on the agent, in its framework's and its
+/// role's sums; refuses (changing nothing) what is not free on the agent.
+fn charge(
+    agent: &AgentId,
+    slot: &mut AgentSlot,
+    framework: &FrameworkId,
+    fw: &mut FrameworkSlot,
+    role: &mut Resources,
+    resources: &Resources,
+) -> Result<(), AllocatorError> {
+    let overcommit = |e: drover_resources::ResourceError| AllocatorError::Overcommit {
+        agent: agent.clone(),
+        reason: e.to_string(),
+    };
+    let sum = slot
+        .allocated_sum
+        .checked_add(resources)
+        .map_err(overcommit)?;
+    if !slot.total.contains(&sum) {
+        // Name what is short, as a subtraction does.
+        let short = slot
+            .total
+            .checked_sub(&sum)
+            .err()
+            .map_or_else(|| "exceeds the total".to_string(), |e| e.to_string());
+        return Err(AllocatorError::Overcommit {
+            agent: agent.clone(),
+            reason: short,
+        });
+    }
+    let mine = match slot.allocated.get(framework) {
+        Some(held) => held.checked_add(resources).map_err(overcommit)?,
+        None => resources.clone(),
+    };
+    let fw_total = fw.allocated.checked_add(resources).map_err(overcommit)?;
+    let role_total = role.checked_add(resources).map_err(overcommit)?;
+    slot.allocated_sum = sum;
+    slot.allocated.insert(framework.clone(), mine);
+    fw.allocated = fw_total;
+    *role = role_total;
+    Ok(())
 }

@@ -55,6 +55,8 @@ pub const EVENT_QUEUE: usize = 4096;
 pub const REDELIVERY_BURST: usize = EVENT_QUEUE / 2;
 /// Most tasks one RECONCILE answers (at most half the stream's queue).
 pub const MAX_RECONCILE: usize = EVENT_QUEUE / 2;
+/// Most offers in one OFFERS event (each is a few hundred bytes).
+pub const MAX_OFFERS_PER_EVENT: usize = 1000;
 /// Proposals in flight from the conductor; past it, commands wait in their queue (whose bound
 /// makes the services wait in turn).
 pub const MAX_PENDING_PROPOSALS: usize = 8 * 1024;
@@ -1136,15 +1138,22 @@ impl Conductor {
         for (framework, list) in by_framework {
             // A framework that went away while the offers were being committed gets none:
             // they are rescinded at once rather than left to expire.
-            let ids: Vec<OfferId> = list
-                .iter()
-                .filter_map(|o| OfferId::new(&o.id).ok())
-                .collect();
-            if !self.send(
-                &framework,
-                v1::event::Event::Offers(v1::Offers { offers: list }),
-            ) {
-                orphans.extend(ids);
+            // In events of a bounded size: a lone framework on a large cluster is offered
+            // every agent at once.
+            let mut list = list;
+            while !list.is_empty() {
+                let rest = list.split_off(list.len().min(MAX_OFFERS_PER_EVENT));
+                let ids: Vec<OfferId> = list
+                    .iter()
+                    .filter_map(|o| OfferId::new(&o.id).ok())
+                    .collect();
+                if !self.send(
+                    &framework,
+                    v1::event::Event::Offers(v1::Offers { offers: list }),
+                ) {
+                    orphans.extend(ids);
+                }
+                list = rest;
             }
         }
         orphans.retain(|id| !self.removing.contains(id));

@@ -311,11 +311,14 @@ pub fn accept_from_proto(
     Ok((offers, tasks))
 }
 
+/// Most offers one DECLINE may name.
+pub const MAX_OFFERS_PER_DECLINE: usize = 10_000;
+
 pub fn offer_ids(field: &str, ids: &[String]) -> Result<Vec<OfferId>, Status> {
-    if ids.is_empty() || ids.len() > MAX_OFFERS_PER_ACCEPT {
+    if ids.is_empty() || ids.len() > MAX_OFFERS_PER_DECLINE {
         return Err(invalid(
             field,
-            format!("between 1 and {MAX_OFFERS_PER_ACCEPT} offers"),
+            format!("between 1 and {MAX_OFFERS_PER_DECLINE} offers"),
         ));
     }
     ids.iter()

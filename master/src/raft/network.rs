@@ -45,6 +45,14 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Slowest snapshot transfer rate tolerated before a transfer is abandoned, bytes per second.
 const MIN_SNAPSHOT_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+/// openraft gives every AppendEntries the heartbeat interval as its deadline (30 ms by default),
+/// which a follower cannot meet for a batch of megabytes (decode, append, fsync). Such a batch
+/// timed out on every retry, so the follower heard nothing, campaigned, and the next leader
+/// met the same batch: an election storm. A request above this size gets, on top of openraft's
+/// deadline, time for this transfer and processing rate plus [`LARGE_APPEND_SLACK`].
+const LARGE_APPEND_BYTES: usize = 64 * 1024;
+const MIN_APPEND_RATE_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
+const LARGE_APPEND_SLACK: Duration = Duration::from_millis(200);
 /// Backoff towards an unreachable peer: from 50 ms doubling to 1 s.
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -204,13 +212,21 @@ impl PeerClient {
         let payload = codec::encode("raft request", request)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let client = self.client()?;
+        let payload_len = payload.len();
         let mut req = tonic::Request::new(RaftRequest {
             header: Some(self.header()),
             payload,
         });
-        req.set_timeout(option.hard_ttl());
+        let budget = if payload_len > LARGE_APPEND_BYTES {
+            option.hard_ttl()
+                + LARGE_APPEND_SLACK
+                + Duration::from_secs_f64(payload_len as f64 / MIN_APPEND_RATE_BYTES_PER_SEC)
+        } else {
+            option.hard_ttl()
+        };
+        req.set_timeout(budget);
         let started = Instant::now();
-        let reply = match tokio::time::timeout(option.hard_ttl(), call(client, req)).await {
+        let reply = match tokio::time::timeout(budget, call(client, req)).await {
             Err(_) => {
                 failure(rpc, "timeout");
                 return Err(RPCError::Timeout(Timeout {
@@ -221,7 +237,7 @@ impl PeerClient {
                     },
                     id: self.identity.node_id(),
                     target: self.target,
-                    timeout: option.hard_ttl(),
+                    timeout: budget,
                 }));
             }
             Ok(Err(status)) => return Err(self.rpc_error(rpc, status)),

@@ -229,22 +229,23 @@ impl Driver {
         offer_ids: &[OfferId],
         refuse_seconds: Option<f64>,
     ) -> Result<(), DriverError> {
-        if offer_ids.is_empty() {
-            return Ok(());
-        }
-        check_ids("offer_ids", offer_ids.len())?;
         check_refuse(refuse_seconds)?;
-        let offer_ids = ids(offer_ids);
-        self.call(
-            Repeat::Idempotent,
-            |caller| v1::DeclineRequest {
-                caller: Some(caller),
-                offer_ids: offer_ids.clone(),
-                refuse_seconds,
-            },
-            |mut c, r| async move { c.decline(r).await },
-        )
-        .await
+        // Any number of offers (a lone framework on a large cluster gets one per agent), in
+        // calls of at most MAX_IDS_PER_CALL.
+        for chunk in offer_ids.chunks(MAX_IDS_PER_CALL) {
+            let offer_ids = ids(chunk);
+            self.call(
+                Repeat::Idempotent,
+                |caller| v1::DeclineRequest {
+                    caller: Some(caller),
+                    offer_ids: offer_ids.clone(),
+                    refuse_seconds,
+                },
+                |mut c, r| async move { c.decline(r).await },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// No more offers until [`Driver::revive`].
