@@ -305,6 +305,9 @@ enum BenchWhat {
         /// Extra arguments for every master, e.g. `--master-arg=--allocation-interval-ms=200`.
         #[arg(long = "master-arg", allow_hyphen_values = true)]
         master_args: Vec<String>,
+        /// Keep the cluster's directory (data and every process's log) after the run.
+        #[arg(long)]
+        keep: bool,
     },
     /// SIGKILL the leader repeatedly; time until a new leader commits a write.
     Failover {
@@ -564,6 +567,7 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
             concurrency,
             timeout_seconds,
             master_args,
+            keep,
         } => {
             let kind = if simulate {
                 "SIMULATED agents (tasks are timers, no processes; in one agent process)"
@@ -590,7 +594,11 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 eprintln!("  {line}");
             })
             .await;
-            let _ = std::fs::remove_dir_all(&dir);
+            if keep {
+                println!("kept the cluster's directory: {}", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
             let f = f?;
             let sim = if f.simulated {
                 " [SIMULATED agents]"
@@ -645,13 +653,32 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
     Ok(result?)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    // An executor (one per task) runs on one thread: hundreds of them share the host.
+    let runtime = if matches!(cli.command, Command::Executor(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run(cli, matches)),
+        Err(e) => {
+            eprintln!("drover: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
     let server = matches!(
         cli.command,
         Command::Master(_) | Command::Up(_) | Command::Agent(_) | Command::Executor(_)

@@ -7,8 +7,10 @@
 //! - **RunTask is idempotent** per (framework, task): a task in the table, or with a
 //!   `task.json` on disk (an earlier life of this agent ran it), is not started again.
 //! - **Checkpoint before start**: the task directory, `sandbox/` and `task.json` are created
-//!   and fsynced before the executor is spawned; the executor's pid is recorded in
-//!   `executor.pid`. The executor is spawned in its own session (`setsid`), and is never killed
+//!   and fsynced before the executor is spawned (and before RunTask is answered); the
+//!   executor's pid is recorded in `executor.pid`. The file work runs off the actor, so tasks
+//!   are prepared concurrently and a burst of launches is not a queue of fsyncs; the task is
+//!   in the table from the start, so a repeated RunTask or a kill meanwhile finds it. The executor is spawned in its own process group (and ignores SIGHUP), and is never killed
 //!   when the agent stops: it outlives the agent by design.
 //! - **No silent ends**: an executor that cannot be started makes the agent report
 //!   `TASK_FAILED` (source agent, reason `executor_failed`); one that exits before its task's
@@ -99,6 +101,25 @@ enum Msg {
         status: Result<ExitStatus, String>,
     },
     Registered(AgentId),
+    /// The off-actor part of a launch ended.
+    Prepared {
+        key: Key,
+        dir: TaskDir,
+        outcome: Launch,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    },
+}
+
+/// How the off-actor part of a launch (checkpoint, then start the executor) ended.
+enum Launch {
+    /// `task.json` was already there: an earlier life of this agent started the task.
+    Adopted,
+    /// Checkpointed and started: the executor's pid.
+    Started(u32),
+    /// Checkpointed, but the executor could not be started.
+    SpawnFailed(std::io::Error),
+    /// Not checkpointed: not started.
+    CheckpointFailed(CheckpointError),
 }
 
 /// The handle to the task table. Cheap to clone.
@@ -217,6 +238,37 @@ impl Launcher {
     }
 }
 
+/// The command that starts the executor of the task in `dir`, its output to the task's
+/// `executor.log`.
+fn executor_command(
+    command: &[OsString],
+    socket: &std::path::Path,
+    dir: &TaskDir,
+) -> std::io::Result<tokio::process::Command> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("no executor command configured"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.executor_log())?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .arg("--task-dir")
+        .arg(&dir.0)
+        .arg("--agent-socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(false)
+        // Its own process group: a signal to the agent's group (Ctrl-C in a terminal,
+        // a supervisor stopping the agent) does not reach it. No `pre_exec`, so the
+        // standard library can use posix_spawn instead of forking the agent.
+        .process_group(0);
+    Ok(cmd)
+}
+
 /// Reads `task.json` of a task directory, if there is a valid one.
 fn read_launch_spec(dir: &TaskDir) -> Option<LaunchSpec> {
     let bytes = std::fs::read(dir.task_json()).ok()?;
@@ -245,10 +297,13 @@ impl Actor {
 
     async fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Run { req, reply } => {
-                let r = self.run_task(*req).await;
-                let _ = reply.send(r);
-            }
+            Msg::Run { req, reply } => self.run_task(*req, reply),
+            Msg::Prepared {
+                key,
+                dir,
+                outcome,
+                reply,
+            } => self.prepared(key, dir, outcome, reply).await,
             Msg::Kill { req, reply } => {
                 let r = self.kill_task(req).await;
                 let _ = reply.send(r);
@@ -337,12 +392,18 @@ impl Actor {
         true
     }
 
-    async fn run_task(&mut self, req: RunTask) -> Result<(), TaskError> {
-        self.check_agent(&req.agent_id)?;
+    /// Takes a RunTask: a task already in the table is not started again; a new one enters
+    /// the table at once and is prepared on disk off the actor ([`Msg::Prepared`] follows).
+    fn run_task(&mut self, req: RunTask, reply: oneshot::Sender<Result<(), TaskError>>) {
+        if let Err(e) = self.check_agent(&req.agent_id) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let key = (req.framework_id.clone(), req.task.task_id.clone());
-        if self.adopt(&key).await {
+        if self.tasks.contains_key(&key) {
             tracing::debug!(task = %key.1, framework = %key.0, "RunTask for a known task: nothing to do");
-            return Ok(());
+            let _ = reply.send(Ok(()));
+            return;
         }
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
         let spec = LaunchSpec {
@@ -353,20 +414,16 @@ impl Actor {
             default_kill_grace_ms: self.config.default_kill_grace.as_millis() as u64,
             cgroups: self.config.cgroups.clone(),
         };
-        let json = serde_json::to_vec_pretty(&spec).map_err(|e| CheckpointError::Encode {
-            path: dir.task_json(),
-            source: e,
-        })?;
-        let d = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            checkpoint::create_dir_all_durable(&d.sandbox())?;
-            checkpoint::write_atomic(&d.task_json(), &json)
-        })
-        .await
-        .map_err(|e| CheckpointError::Io {
-            path: dir.0.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        let json = match serde_json::to_vec_pretty(&spec) {
+            Ok(j) => j,
+            Err(e) => {
+                let _ = reply.send(Err(TaskError::Checkpoint(CheckpointError::Encode {
+                    path: dir.task_json(),
+                    source: e,
+                })));
+                return;
+            }
+        };
         self.insert(
             key.clone(),
             Entry {
@@ -377,19 +434,98 @@ impl Actor {
                 kill_requested: None,
             },
         );
-        match self.spawn_executor(&key, &dir) {
-            Ok(pid) => {
-                tracing::info!(task = %key.1, framework = %key.0, executor_pid = pid, "task launched");
-                let path = dir.executor_pid();
-                let r = tokio::task::spawn_blocking(move || {
-                    checkpoint::write_atomic(&path, format!("{pid}\n").as_bytes())
+        let (program, socket) = (
+            self.config.executor_command.clone(),
+            self.config.layout.socket(),
+        );
+        let me = self.me.clone();
+        // Checkpoint, start and wait for the executor, off the actor: several launches go on
+        // at once, and the actor keeps serving (spawning waits for the child's exec, which on
+        // a busy host takes milliseconds).
+        self.waiters.spawn(async move {
+            let d = dir.clone();
+            let prepared = tokio::task::spawn_blocking(move || {
+                if read_launch_spec(&d).is_some() {
+                    return Ok(false);
+                }
+                checkpoint::create_dir_all_durable(&d.sandbox())?;
+                checkpoint::write_atomic(&d.task_json(), &json)?;
+                Ok(true)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(CheckpointError::Io {
+                    path: dir.0.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+            let (outcome, child) = match prepared {
+                Ok(false) => (Launch::Adopted, None),
+                Err(e) => (Launch::CheckpointFailed(e), None),
+                Ok(true) => {
+                    let spawned = match executor_command(&program, &socket, &dir) {
+                        Ok(mut cmd) => tokio::task::spawn_blocking(move || cmd.spawn())
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+                        Err(e) => Err(e),
+                    };
+                    match spawned {
+                        Ok(child) => (Launch::Started(child.id().unwrap_or(0)), Some(child)),
+                        Err(e) => (Launch::SpawnFailed(e), None),
+                    }
+                }
+            };
+            let Some(tx) = me.upgrade() else {
+                return;
+            };
+            let _ = tx
+                .send(Msg::Prepared {
+                    key: key.clone(),
+                    dir,
+                    outcome,
+                    reply,
                 })
                 .await;
-                if !matches!(r, Ok(Ok(()))) {
-                    tracing::warn!(task = %key.1, "cannot record the executor's pid");
-                }
+            if let Some(mut child) = child {
+                let status = child.wait().await.map_err(|e| e.to_string());
+                let _ = tx.send(Msg::Exited { key, status }).await;
             }
-            Err(e) => {
+        });
+    }
+
+    /// A launch's off-actor part ended: record the executor, or report why it cannot run.
+    async fn prepared(
+        &mut self,
+        key: Key,
+        dir: TaskDir,
+        outcome: Launch,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    ) {
+        match outcome {
+            Launch::Adopted => {
+                tracing::info!(task = %key.1, framework = %key.0, "adopting a task started before this agent's restart");
+                let _ = reply.send(Ok(()));
+            }
+            Launch::CheckpointFailed(e) => {
+                // Not started: out of the table, so that a retry prepares it again.
+                if let Some(e) = self.tasks.remove(&key) {
+                    m::task_state_changed(Some(e.state), None);
+                }
+                let _ = reply.send(Err(TaskError::Checkpoint(e)));
+            }
+            Launch::Started(pid) => {
+                tracing::info!(task = %key.1, framework = %key.0, executor_pid = pid, "task launched");
+                let path = dir.executor_pid();
+                let task = key.1.clone();
+                // Nothing waits for the pid file: only recovery reads it.
+                tokio::task::spawn_blocking(move || {
+                    if checkpoint::write_atomic(&path, format!("{pid}\n").as_bytes()).is_err() {
+                        tracing::warn!(%task, "cannot record the executor's pid");
+                    }
+                });
+                let _ = reply.send(Ok(()));
+            }
+            Launch::SpawnFailed(e) => {
                 tracing::error!(task = %key.1, framework = %key.0, error = %e, "cannot start the executor");
                 self.report_failure(
                     &key,
@@ -397,49 +533,9 @@ impl Actor {
                     format!("cannot start the executor: {e}"),
                 )
                 .await;
+                let _ = reply.send(Ok(()));
             }
         }
-        Ok(())
-    }
-
-    fn spawn_executor(&mut self, key: &Key, dir: &TaskDir) -> std::io::Result<u32> {
-        let (program, args) = self
-            .config
-            .executor_command
-            .split_first()
-            .ok_or_else(|| std::io::Error::other("no executor command configured"))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.executor_log())?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .arg("--task-dir")
-            .arg(&dir.0)
-            .arg("--agent-socket")
-            .arg(self.config.layout.socket())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(false);
-        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let mut child = cmd.spawn()?;
-        let pid = child.id().unwrap_or(0);
-        let (me, key) = (self.me.clone(), key.clone());
-        self.waiters.spawn(async move {
-            let status = child.wait().await.map_err(|e| e.to_string());
-            if let Some(tx) = me.upgrade() {
-                let _ = tx.send(Msg::Exited { key, status }).await;
-            }
-        });
-        Ok(pid)
     }
 
     /// Reports the end of a task on the executor's behalf.

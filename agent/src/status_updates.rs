@@ -7,6 +7,12 @@
 //! - **Checkpoint before send.** [`StatusUpdates::update`] returns only once the update is
 //!   appended to the task's `updates.log` and fsynced; only then may the caller (the executor
 //!   link) acknowledge it to the executor. Nothing is sent to the master before that.
+//!   Checkpoint writes run off the actor, one at a time per task (so a task's log keeps its
+//!   order) and concurrently across tasks (so a burst of launches is not a queue of fsyncs,
+//!   and the filesystem can commit them together); the actor keeps serving meanwhile.
+//!   The record of an acknowledgement is written the same way, but nothing waits for it: if
+//!   it is lost, the update is sent again after a restart and the master acknowledges a known
+//!   uuid again.
 //! - **Per task, in order, one in flight.** Each task has a queue; its head is sent with
 //!   `AgentRegistry.UpdateStatus` through [`MasterClient`] (which follows the leader), retried
 //!   with exponential backoff ([`BACKOFF_MIN`] → [`BACKOFF_MAX`], jittered) until the master
@@ -163,6 +169,7 @@ impl StatusUpdates {
             pending_total: 0,
             senders: JoinSet::new(),
             done_tx,
+            writers: JoinSet::new(),
         };
         let handle = tokio::spawn(actor.run(rx, done_rx));
         (StatusUpdates { tx }, Manager { handle })
@@ -190,13 +197,53 @@ impl StatusUpdates {
     }
 }
 
+/// A record waiting for (or being written to) a task's log.
+struct Write {
+    record: Record,
+    /// For an update: who waits for it to be durable (the caller, and any resend meanwhile).
+    waiters: Vec<oneshot::Sender<Result<(), UpdateError>>>,
+}
+
 #[derive(Default)]
 struct Stream {
+    /// Durable and not yet acknowledged by the master, in order; the head is sent.
     queue: VecDeque<StatusUpdate>,
     in_flight: bool,
     seen: HashSet<Uuid>,
+    /// Records not yet in the log, in order; the head is being written when `writing`.
+    to_write: VecDeque<Write>,
+    writing: bool,
     /// Whether the task is in `Actor::idle`.
     idle: bool,
+}
+
+impl Stream {
+    /// Updates accepted but not yet acknowledged (durable or still being written).
+    fn unacknowledged(&self) -> usize {
+        self.queue.len()
+            + self
+                .to_write
+                .iter()
+                .filter(|w| matches!(w.record, Record::Update { .. }))
+                .count()
+    }
+
+    /// The waiters of an update still being written, if `uuid` is one.
+    fn waiters_of(
+        &mut self,
+        uuid: Uuid,
+    ) -> Option<&mut Vec<oneshot::Sender<Result<(), UpdateError>>>> {
+        self.to_write.iter_mut().find_map(|w| match &w.record {
+            Record::Update { update } if update.uuid == uuid => Some(&mut w.waiters),
+            _ => None,
+        })
+    }
+}
+
+/// A checkpoint write that ended.
+struct Written {
+    key: Key,
+    result: Result<(), CheckpointError>,
 }
 
 struct Actor {
@@ -208,6 +255,8 @@ struct Actor {
     pending_total: usize,
     senders: JoinSet<()>,
     done_tx: mpsc::Sender<Done>,
+    /// Checkpoint writes in flight, one per task at most.
+    writers: JoinSet<Written>,
 }
 
 fn key_of(u: &StatusUpdate) -> Key {
@@ -242,16 +291,17 @@ impl Actor {
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Update { update, reply }) => {
-                        let r = self.accept(update).await;
-                        let _ = reply.send(r);
-                    }
+                    Some(Command::Update { update, reply }) => self.accept(update, reply),
                     Some(Command::Pending { reply }) => {
                         let _ = reply.send(self.pending_total);
                     }
                     None => break,
                 },
-                Some(done) = done_rx.recv() => self.finished(done).await,
+                Some(done) = done_rx.recv() => self.finished(done),
+                Some(w) = self.writers.join_next(), if !self.writers.is_empty() => match w {
+                    Ok(w) => self.written(w),
+                    Err(e) => tracing::error!(error = %e, "a checkpoint write failed to run"),
+                },
                 // Reap finished senders so the set does not grow.
                 Some(_) = self.senders.join_next(), if !self.senders.is_empty() => {}
             }
@@ -267,17 +317,95 @@ impl Actor {
         }
     }
 
-    async fn append(&self, key: &Key, record: Record) -> Result<(), CheckpointError> {
-        let Some(path) = self.log_path(key) else {
-            return Ok(());
+    /// Queues `write` for the task's log and starts it if none is in flight for the task.
+    fn queue_write(&mut self, key: &Key, write: Write) {
+        let stream = self.streams.entry(key.clone()).or_default();
+        stream.to_write.push_back(write);
+        self.start_write(key);
+    }
+
+    /// Starts the next write of the task's log, off the actor, unless one is in flight.
+    fn start_write(&mut self, key: &Key) {
+        let path = self.log_path(key);
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
         };
-        blocking(move || {
-            if let Some(dir) = path.parent() {
-                checkpoint::create_dir_all_durable(dir)?;
+        if stream.writing {
+            return;
+        }
+        let Some(head) = stream.to_write.front() else {
+            return;
+        };
+        stream.writing = true;
+        let Some(path) = path else {
+            // In memory: nothing to wait for.
+            self.written(Written {
+                key: key.clone(),
+                result: Ok(()),
+            });
+            return;
+        };
+        let record = head.record.clone();
+        let key = key.clone();
+        self.writers.spawn(async move {
+            let result = blocking(move || {
+                if let Some(dir) = path.parent() {
+                    checkpoint::create_dir_all_durable(dir)?;
+                }
+                checkpoint::append_record(&path, &record)
+            })
+            .await;
+            Written { key, result }
+        });
+    }
+
+    /// A write of a task's log ended: an update becomes sendable (or is refused to its
+    /// callers), and the task's next write starts.
+    fn written(&mut self, w: Written) {
+        let Some(stream) = self.streams.get_mut(&w.key) else {
+            return;
+        };
+        stream.writing = false;
+        let Some(done) = stream.to_write.pop_front() else {
+            return;
+        };
+        match (done.record, w.result) {
+            (Record::Update { update }, Ok(())) => {
+                tracing::debug!(
+                    task = %update.task_id,
+                    framework = %update.framework_id,
+                    state = ?update.state,
+                    uuid = %update.uuid,
+                    "status update checkpointed"
+                );
+                stream.queue.push_back(update);
+                for reply in done.waiters {
+                    let _ = reply.send(Ok(()));
+                }
+                self.maybe_send(&w.key);
             }
-            checkpoint::append_record(&path, &record)
-        })
-        .await
+            (Record::Update { update }, Err(e)) => {
+                tracing::error!(task = %update.task_id, uuid = %update.uuid, error = %e, "cannot checkpoint a status update");
+                stream.seen.remove(&update.uuid);
+                self.pending_total = self.pending_total.saturating_sub(1);
+                let mut waiters = done.waiters.into_iter();
+                if let Some(first) = waiters.next() {
+                    let _ = first.send(Err(UpdateError::Checkpoint(e)));
+                }
+                for reply in waiters {
+                    let _ = reply.send(Err(UpdateError::Stopped));
+                }
+            }
+            (Record::Acked { uuid } | Record::Dropped { uuid, .. }, Err(e)) => {
+                // The update was delivered; without the record it is sent again after a
+                // restart, and the master acknowledges a known uuid again without applying
+                // it twice.
+                tracing::error!(error = %e, %uuid, "cannot record the acknowledgement");
+            }
+            (_, Ok(())) => {}
+        }
+        self.start_write(&w.key);
+        self.maybe_idle(&w.key);
     }
 
     fn adopt(&mut self, recovered: Vec<(Key, Vec<StatusUpdate>, HashSet<Uuid>)>) {
@@ -305,9 +433,8 @@ impl Actor {
                 key.clone(),
                 Stream {
                     queue: pending.into(),
-                    in_flight: false,
                     seen,
-                    idle: false,
+                    ..Stream::default()
                 },
             );
             self.maybe_send(&key);
@@ -321,47 +448,50 @@ impl Actor {
         }
     }
 
-    async fn accept(&mut self, update: StatusUpdate) -> Result<(), UpdateError> {
+    /// Takes an update from the executor link: known uuids are answered at once (or when
+    /// their write ends), new ones are queued for their task's log; `reply` is answered once
+    /// the update is durable.
+    fn accept(&mut self, update: StatusUpdate, reply: oneshot::Sender<Result<(), UpdateError>>) {
         let update = update.bounded();
         let key = key_of(&update);
-        if let Some(s) = self.streams.get(&key) {
+        if let Some(s) = self.streams.get_mut(&key) {
             if s.seen.contains(&update.uuid) {
-                return Ok(());
+                match s.waiters_of(update.uuid) {
+                    Some(waiters) => waiters.push(reply),
+                    None => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                return;
             }
-            if s.queue.len() >= MAX_PENDING_PER_TASK {
-                return Err(UpdateError::QueueFull("per task"));
-            }
-            if s.seen.len() >= MAX_UPDATES_PER_TASK {
-                return Err(UpdateError::QueueFull("updates per task"));
+            let refusal = if s.unacknowledged() >= MAX_PENDING_PER_TASK {
+                Some("per task")
+            } else if s.seen.len() >= MAX_UPDATES_PER_TASK {
+                Some("updates per task")
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
+                let _ = reply.send(Err(UpdateError::QueueFull(why)));
+                return;
             }
         }
         if self.pending_total >= MAX_PENDING_TOTAL {
-            return Err(UpdateError::QueueFull("all tasks"));
+            let _ = reply.send(Err(UpdateError::QueueFull("all tasks")));
+            return;
         }
-        self.append(
-            &key,
-            Record::Update {
-                update: update.clone(),
-            },
-        )
-        .await?;
-        tracing::debug!(
-            task = %update.task_id,
-            framework = %update.framework_id,
-            state = ?update.state,
-            uuid = %update.uuid,
-            "status update checkpointed"
-        );
         let stream = self.streams.entry(key.clone()).or_default();
         stream.seen.insert(update.uuid);
-        stream.queue.push_back(update);
-        if stream.idle {
-            stream.idle = false;
-            self.idle.retain(|k| k != &key);
-        }
+        // Its entry in `self.idle` goes stale; forgetting skips streams that are not idle.
+        stream.idle = false;
         self.pending_total += 1;
-        self.maybe_send(&key);
-        Ok(())
+        self.queue_write(
+            &key,
+            Write {
+                record: Record::Update { update },
+                waiters: vec![reply],
+            },
+        );
     }
 
     fn maybe_send(&mut self, key: &Key) {
@@ -388,7 +518,7 @@ impl Actor {
         });
     }
 
-    async fn finished(&mut self, done: Done) {
+    fn finished(&mut self, done: Done) {
         let record = match &done.outcome {
             Outcome::Acked => {
                 m::status_update(m::OUTCOME_ACKED);
@@ -402,11 +532,6 @@ impl Actor {
                 }
             }
         };
-        if let Err(e) = self.append(&done.key, record).await {
-            // The update was delivered; without the record it is sent again after a restart,
-            // and the master acknowledges a known uuid again without applying it twice.
-            tracing::error!(error = %e, uuid = %done.uuid, "cannot record the acknowledgement");
-        }
         let Some(stream) = self.streams.get_mut(&done.key) else {
             return;
         };
@@ -415,18 +540,40 @@ impl Actor {
             stream.queue.pop_front();
             self.pending_total = self.pending_total.saturating_sub(1);
         }
-        if stream.queue.is_empty() {
-            if !stream.idle {
-                stream.idle = true;
-                self.idle.push_back(done.key.clone());
+        self.queue_write(
+            &done.key,
+            Write {
+                record,
+                waiters: Vec::new(),
+            },
+        );
+        self.maybe_send(&done.key);
+        self.maybe_idle(&done.key);
+    }
+
+    /// A task with nothing pending and nothing to write joins the idle ones; beyond
+    /// [`MAX_IDLE_TASKS`] the oldest are forgotten.
+    fn maybe_idle(&mut self, key: &Key) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        if !stream.queue.is_empty() || !stream.to_write.is_empty() || stream.idle {
+            return;
+        }
+        stream.idle = true;
+        self.idle.push_back(key.clone());
+        while self.idle.len() > MAX_IDLE_TASKS {
+            let Some(old) = self.idle.pop_front() else {
+                break;
+            };
+            // A forgotten task must not be mid-write; one that became busy again is not idle.
+            if self
+                .streams
+                .get(&old)
+                .is_some_and(|s| s.idle && s.to_write.is_empty())
+            {
+                self.streams.remove(&old);
             }
-            while self.idle.len() > MAX_IDLE_TASKS {
-                if let Some(old) = self.idle.pop_front() {
-                    self.streams.remove(&old);
-                }
-            }
-        } else {
-            self.maybe_send(&done.key);
         }
     }
 }

@@ -406,9 +406,11 @@ async fn simulated_agents() {
     }
     // Each writes the id the master gave it once the reply is in, just after the fake master
     // recorded the registration.
-    wait_for(DEADLINE, "every simulated agent's id checkpointed", || async {
-        (0..3).all(|i| dir.path().join(format!("sim-{i}/meta/agent_id")).exists())
-    })
+    wait_for(
+        DEADLINE,
+        "every simulated agent's id checkpointed",
+        || async { (0..3).all(|i| dir.path().join(format!("sim-{i}/meta/agent_id")).exists()) },
+    )
     .await;
     let mut client = connect(&infos[0].addr).await;
     let health = http_get(&infos[0].addr, "/health").await;

@@ -21,6 +21,7 @@ pub const RAFT_PURGED_INDEX: &str = "drover_master_raft_purged_index";
 pub const RAFT_MEMBERS: &str = "drover_master_raft_members";
 pub const RAFT_APPEND_SECONDS: &str = "drover_master_raft_append_seconds";
 pub const RAFT_APPENDED_ENTRIES_TOTAL: &str = "drover_master_raft_appended_entries_total";
+pub const RAFT_LOG_READS_TOTAL: &str = "drover_master_raft_log_reads_total";
 pub const RAFT_FSYNC_SECONDS: &str = "drover_master_raft_fsync_seconds";
 pub const RAFT_COMMIT_SECONDS: &str = "drover_master_raft_commit_seconds";
 pub const RAFT_APPLIED_ENTRIES_TOTAL: &str = "drover_master_raft_applied_entries_total";
@@ -99,6 +100,10 @@ fn describe() {
         "Time from a log append until it is fsynced and reported durable"
     );
     describe_counter!(RAFT_APPENDED_ENTRIES_TOTAL, "Log entries appended");
+    describe_counter!(
+        RAFT_LOG_READS_TOTAL,
+        "Log reads (replication, apply), by where they were served from (memory, disk)"
+    );
     describe_histogram!(
         RAFT_FSYNC_SECONDS,
         Unit::Seconds,

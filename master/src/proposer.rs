@@ -142,9 +142,16 @@ async fn run(raft: Raft, me: MasterId, mut rx: mpsc::Receiver<Pending>) {
         }
         let (ops, replies): (Vec<Op>, Vec<Reply>) =
             batch.into_iter().map(|p| (p.op, p.reply)).unzip();
-        let proposal = Proposal {
-            proposed_at_ms: now_ms(),
-            ops,
+        let proposal = match Proposal::new(now_ms(), ops) {
+            Ok(p) => p,
+            Err(e) => {
+                // A bug, not a client's fault: refuse the batch rather than stop.
+                tracing::error!(error = %e, "cannot encode a proposal");
+                for r in replies {
+                    let _ = r.send(Err(ReplicaError::Stopped(e.to_string())));
+                }
+                continue;
+            }
         };
         match raft.client_write_ff(proposal).await {
             Err(fatal) => {

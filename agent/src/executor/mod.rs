@@ -97,6 +97,14 @@ pub enum ExecutorError {
 /// Runs the executor until its task is over and reported. Returns the process exit status:
 /// [`EXIT_OK`], or [`EXIT_UNACKNOWLEDGED`] when the agent never acknowledged the end.
 pub async fn run_executor(args: ExecutorArgs) -> Result<i32, ExecutorError> {
+    // The executor outlives the agent and the terminal it may have been started from: the
+    // end of that terminal's session must not end the task.
+    // SAFETY: installs SIG_IGN, no handler code runs.
+    if let Err(e) =
+        unsafe { nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn) }
+    {
+        tracing::warn!(error = %e, "cannot ignore SIGHUP");
+    }
     let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ExecutorError::Signal)?;
     run(args, Some(sigterm)).await

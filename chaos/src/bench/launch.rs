@@ -210,14 +210,14 @@ impl Run {
         }
     }
 
-    async fn update(&mut self, status: v1::TaskStatus) {
+    fn update(&mut self, status: v1::TaskStatus) {
         let state = v1::TaskState::try_from(status.state).unwrap_or(v1::TaskState::Unspecified);
         if !status.uuid.is_empty() {
-            let permit = self.permits.clone().acquire_owned().await;
+            // Not gated by the permits: the event loop must keep reading (a framework that
+            // falls behind its event stream is disconnected), and each ACKNOWLEDGE is small.
             let driver = self.driver.clone();
             let s = status.clone();
             self.calls.spawn(async move {
-                let _permit = permit;
                 driver
                     .acknowledge(&s)
                     .await
@@ -359,7 +359,7 @@ pub async fn launch(
         tokio::select! {
             e = next_event(&mut events) => match e? {
                 DriverEvent::Offers(o) => run.offers(o).await,
-                DriverEvent::Update(s) => run.update(s).await,
+                DriverEvent::Update(s) => run.update(s),
                 DriverEvent::Error(e) => return Err(LaunchBenchError::Driver(e)),
                 DriverEvent::Disconnected { reason } => progress(&format!("driver disconnected: {reason}")),
                 _ => {}

@@ -15,6 +15,11 @@
 //!
 //! All writes go through one RocksDB WAL in the order they were issued, so an fsync covers every
 //! write issued before it: that is what makes the group commit correct.
+//!
+//! The newest entries are also kept in memory ([`LogCache`]: a contiguous suffix of the log,
+//! bounded by count and bytes): replication to each follower and apply read what was just
+//! appended, and serving that from memory spares a RocksDB read and a decode per entry per
+//! reader. Reads of anything older go to RocksDB.
 
 // The error type is openraft's `StorageError`, which the traits require; it is large, but it is
 // only built on the way to a fatal stop.
@@ -51,16 +56,114 @@ fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Display
     StorageIOError::new(subject, verb, openraft::AnyError::error(e.to_string())).into()
 }
 
+/// Most entries kept in memory.
+const CACHE_MAX_ENTRIES: usize = 16 * 1024;
+/// Most bytes (of encoded entries) kept in memory.
+const CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// The newest entries of the log, in memory: always a contiguous run that ends at the last
+/// entry appended since this process started (appends add at the end, a truncation cuts the
+/// end, a purge or the bounds cut the front).
+#[derive(Default)]
+struct LogCache {
+    entries: std::collections::VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl LogCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry, size: usize) {
+        // Only a contiguous run: an entry that does not follow the last one restarts it.
+        if let Some((last, _)) = self.entries.back() {
+            if last.log_id.index + 1 != entry.log_id.index {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.entries.len() > CACHE_MAX_ENTRIES || self.bytes > CACHE_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some((_, s)) => self.bytes -= s,
+                None => break,
+            }
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    fn truncate(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= index)
+        {
+            if let Some((_, s)) = self.entries.pop_back() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    /// Drops the entries up to `index`, included.
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= index)
+        {
+            if let Some((_, s)) = self.entries.pop_front() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    /// The entries of `range`, if the cache holds its start (and so everything after it).
+    fn get(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        if start < first {
+            return None;
+        }
+        // What lies beyond the cache's end lies beyond the log's: the cache ends at the last
+        // entry.
+        let skip = (start - first) as usize;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .map(|(e, _)| e)
+                .take_while(|e| range.contains(&e.log_id.index))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+type SharedCache = Arc<std::sync::Mutex<LogCache>>;
+
+fn lock(cache: &SharedCache) -> std::sync::MutexGuard<'_, LogCache> {
+    // A panic while holding the lock leaves at worst a shorter cache; keep going.
+    cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The log store handed to openraft. Owned by openraft's core task.
 pub struct LogStore {
     db: Arc<DB>,
     syncer: Option<Syncer>,
+    cache: SharedCache,
 }
 
 /// A log reader for openraft's replication tasks; reads are safe in parallel with writes.
 #[derive(Clone)]
 pub struct LogReader {
     db: Arc<DB>,
+    cache: SharedCache,
 }
 
 impl LogStore {
@@ -69,6 +172,7 @@ impl LogStore {
         Self {
             db,
             syncer: Some(syncer),
+            cache: SharedCache::default(),
         }
     }
 
@@ -148,12 +252,26 @@ fn read_range(db: &DB, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, Stora
     Ok(out)
 }
 
+/// From memory when the cache holds the whole range, else from RocksDB.
+fn read_cached(
+    db: &DB,
+    cache: &SharedCache,
+    range: impl RangeBounds<u64>,
+) -> Result<Vec<Entry>, StorageError> {
+    if let Some(entries) = lock(cache).get(&range) {
+        metrics::counter!(m::RAFT_LOG_READS_TOTAL, "from" => "memory").increment(1);
+        return Ok(entries);
+    }
+    metrics::counter!(m::RAFT_LOG_READS_TOTAL, "from" => "disk").increment(1);
+    read_range(db, range)
+}
+
 impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_range(&self.db, range)
+        read_cached(&self.db, &self.cache, range)
     }
 }
 
@@ -162,7 +280,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_range(&self.db, range)
+        read_cached(&self.db, &self.cache, range)
     }
 }
 
@@ -181,6 +299,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_reader(&mut self) -> LogReader {
         LogReader {
             db: self.db.clone(),
+            cache: self.cache.clone(),
         }
     }
 
@@ -226,10 +345,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = db::cf(&self.db, CF_LOGS);
         let mut batch = WriteBatch::default();
         let mut count = 0u64;
+        let mut cached = Vec::new();
         for entry in entries {
             let index = entry.get_log_id().index;
             let bytes = codec::encode("log entry", &entry)
                 .map_err(|e| io_err(ErrorSubject::LogIndex(index), ErrorVerb::Write, e))?;
+            cached.push((bytes.len(), entry));
             batch.put_cf(cf, log_key(index), bytes);
             count += 1;
         }
@@ -237,6 +358,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db
             .write(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        {
+            let mut cache = lock(&self.cache);
+            for (size, entry) in cached {
+                cache.push(entry, size);
+            }
+        }
         metrics::counter!(m::RAFT_APPENDED_ENTRIES_TOTAL).increment(count);
         match &self.syncer {
             Some(s) => {
@@ -259,6 +386,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_key(log_id.index),
             log_key(u64::MAX),
         );
+        // Out of memory first: a reader must not find entries that are being deleted.
+        lock(&self.cache).truncate(log_id.index);
         self.write_synced(batch, ErrorSubject::Logs)
     }
 
@@ -273,6 +402,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log_key(0),
             log_key(log_id.index.saturating_add(1)),
         );
+        lock(&self.cache).purge(log_id.index);
         self.write_synced(batch, ErrorSubject::Logs)
     }
 }
@@ -382,5 +512,55 @@ mod tests {
         let entries = store.try_get_log_entries(0..100).await.unwrap();
         let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
         assert_eq!(indexes, (6..=17).collect::<Vec<_>>());
+    }
+
+    /// Reads from memory give what RocksDB holds, through appends, truncations and purges,
+    /// and reads the cache cannot serve fall through to RocksDB.
+    #[tokio::test]
+    async fn the_cache_agrees_with_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let mut store = LogStore::new(db.clone());
+        let on_disk = |r: std::ops::Range<u64>| {
+            read_range(&db, r)
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect::<Vec<_>>()
+        };
+        for i in 1..=40 {
+            store.blocking_append([blank(1, i)]).await.unwrap();
+        }
+        store
+            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 31))
+            .await
+            .unwrap();
+        for i in 31..=50 {
+            store.blocking_append([blank(2, i)]).await.unwrap();
+        }
+        store
+            .purge(LogId::new(CommittedLeaderId::new(2, 1), 10))
+            .await
+            .unwrap();
+        for (a, b) in [(0, 100), (11, 20), (30, 33), (45, 51), (49, 1000), (5, 12)] {
+            let got: Vec<u64> = store
+                .try_get_log_entries(a..b)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect();
+            assert_eq!(got, on_disk(a..b), "range {a}..{b}");
+        }
+        let all = store.try_get_log_entries(11..).await.unwrap();
+        assert_eq!(all.len(), 40);
+        assert_eq!(
+            all[25].log_id.leader_id.term, 2,
+            "index 36 is the new term's"
+        );
+        // A new process starts with an empty cache and reads everything from RocksDB.
+        drop(store);
+        let mut reopened = LogStore::new(db.clone());
+        assert_eq!(reopened.try_get_log_entries(11..).await.unwrap().len(), 40);
     }
 }

@@ -431,13 +431,7 @@ mod tests {
                 })
             })
             .collect();
-        registry.apply(
-            index,
-            &Proposal {
-                proposed_at_ms: 1,
-                ops,
-            },
-        );
+        registry.apply(index, &Proposal::new(1, ops).unwrap());
         let meta = SnapshotMeta {
             last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), index)),
             last_membership: Default::default(),

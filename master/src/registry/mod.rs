@@ -14,6 +14,8 @@ pub mod cluster;
 pub mod store;
 pub mod task_state;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{ClusterOp, ClusterOutcome, ClusterState};
@@ -28,12 +30,94 @@ pub type LogIndex = u64;
 
 /// One Raft entry's payload: operations from concurrent clients, batched by the leader and
 /// applied in order.
+///
+/// Encoded once, when it is made or read, and shared: the log store keeps recent entries in
+/// memory and openraft copies entries for every follower's replication and for apply, so a
+/// copy is a reference count, and writing an entry (to the log, to a follower) copies bytes
+/// instead of encoding its operations again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proposal(Arc<EncodedProposal>);
+
+#[derive(Debug, PartialEq)]
+struct EncodedProposal {
+    body: ProposalBody,
+    /// `body` in postcard.
+    bytes: Vec<u8>,
+}
+
+/// What a proposal holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Proposal {
+struct ProposalBody {
     /// The proposing leader's wall clock, milliseconds since the Unix epoch. Apply uses this
     /// value, never its own clock, so that every replica computes the same result.
-    pub proposed_at_ms: u64,
-    pub ops: Vec<Op>,
+    proposed_at_ms: u64,
+    ops: Vec<Op>,
+}
+
+/// A proposal could not be encoded (an operation holds something postcard cannot write).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode a proposal: {0}")]
+pub struct ProposalEncodeError(postcard::Error);
+
+impl Proposal {
+    pub fn new(proposed_at_ms: u64, ops: Vec<Op>) -> Result<Self, ProposalEncodeError> {
+        let body = ProposalBody {
+            proposed_at_ms,
+            ops,
+        };
+        let bytes = postcard::to_stdvec(&body).map_err(ProposalEncodeError)?;
+        Ok(Self(Arc::new(EncodedProposal { body, bytes })))
+    }
+
+    pub fn proposed_at_ms(&self) -> u64 {
+        self.0.body.proposed_at_ms
+    }
+
+    pub fn ops(&self) -> &[Op] {
+        &self.0.body.ops
+    }
+
+    /// Size of its encoding, bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.0.bytes.len()
+    }
+}
+
+impl Serialize for Proposal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0.bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an encoded proposal")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        let bytes = deserializer.deserialize_bytes(Bytes)?;
+        let body: ProposalBody = postcard::from_bytes(&bytes).map_err(serde::de::Error::custom)?;
+        Ok(Self(Arc::new(EncodedProposal { body, bytes })))
+    }
 }
 
 /// The operations the registry knows.
@@ -63,7 +147,7 @@ impl Registry {
     /// Applies `proposal`, committed at log `index`, and returns each operation's outcome, in
     /// order.
     pub fn apply(&mut self, _index: LogIndex, proposal: &Proposal) -> Vec<Outcome> {
-        proposal.ops.iter().map(|op| self.apply_op(op)).collect()
+        proposal.ops().iter().map(|op| self.apply_op(op)).collect()
     }
 
     fn apply_op(&mut self, op: &Op) -> Outcome {
