@@ -296,9 +296,13 @@ enum BenchWhat {
         /// Most tasks launched from one offer.
         #[arg(long, default_value_t = 10)]
         per_offer: usize,
-        /// Framework calls (ACCEPT, ACKNOWLEDGE) in flight at once.
+        /// ACCEPTs in flight at once.
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+        /// Launch at most this many tasks per second (offers are held until the rate allows);
+        /// without it every offer is used as it arrives, so latency includes the backlog.
+        #[arg(long)]
+        rate: Option<f64>,
         /// Whole-run deadline, seconds.
         #[arg(long, default_value_t = 900)]
         timeout_seconds: u64,
@@ -565,17 +569,24 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
             command,
             per_offer,
             concurrency,
+            rate,
             timeout_seconds,
             master_args,
             keep,
         } => {
+            if let Some(r) = rate {
+                if !(r.is_finite() && r > 0.0) {
+                    anyhow::bail!("--rate: {r}: must be a positive number of tasks per second");
+                }
+            }
             let kind = if simulate {
                 "SIMULATED agents (tasks are timers, no processes; in one agent process)"
             } else {
                 "real agents (every task a real executor process)"
             };
             println!(
-                "launch benchmark: {masters} masters on loopback, fsync on, {agents} {kind}, {tasks} tasks of {task_resources} running {command:?}, up to {per_offer} per offer"
+                "launch benchmark: {masters} masters on loopback, fsync on, {agents} {kind}, {tasks} tasks of {task_resources} running {command:?}, up to {per_offer} per offer{}",
+                rate.map_or(String::new(), |r| format!(", at most {r} tasks/s"))
             );
             let opts = drover_chaos::bench::launch::LaunchBenchOptions {
                 masters,
@@ -587,6 +598,7 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 command,
                 per_offer,
                 concurrency,
+                rate,
                 master_args,
                 timeout: Duration::from_secs(timeout_seconds),
             };

@@ -56,13 +56,23 @@ impl Agent for AgentService {
         &self,
         request: Request<RunTaskRequest>,
     ) -> Result<Response<RunTaskReply>, Status> {
-        let req = RunTask::from_proto(request.get_ref()).map_err(invalid)?;
-        match &self.backend {
-            Backend::Real(l) => l.run_task(req).await,
-            Backend::Simulated(s) => s.run_task(req).await,
+        let tasks = RunTask::from_proto(request.get_ref()).map_err(invalid)?;
+        // Every task is tried; the first refusal answers the call (the master sends the
+        // whole request again only on transport failures, and launches are idempotent).
+        let mut refusal = None;
+        for req in tasks {
+            let r = match &self.backend {
+                Backend::Real(l) => l.run_task(req).await,
+                Backend::Simulated(s) => s.run_task(req).await,
+            };
+            if let Err(e) = r {
+                refusal.get_or_insert(status_of(e));
+            }
         }
-        .map_err(status_of)?;
-        Ok(Response::new(RunTaskReply {}))
+        match refusal {
+            Some(s) => Err(s),
+            None => Ok(Response::new(RunTaskReply {})),
+        }
     }
 
     async fn kill_task(

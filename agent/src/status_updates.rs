@@ -16,7 +16,16 @@
 //! - **Per task, in order, one in flight.** Each task has a queue; its head is sent with
 //!   `AgentRegistry.UpdateStatus` through [`MasterClient`] (which follows the leader), retried
 //!   with exponential backoff ([`BACKOFF_MIN`] → [`BACKOFF_MAX`], jittered) until the master
-//!   acknowledges its uuid; the ack is recorded (fsynced) and the next one goes.
+//!   acknowledges its uuid; the ack is recorded and the next one goes.
+//! - **Batched across tasks.** The heads ready to go wait in one queue; up to
+//!   [`MAX_BATCHES_IN_FLIGHT`] calls carry them, each with up to [`MAX_BATCH_UPDATES`]
+//!   updates (of different tasks) and [`MAX_BATCH_BYTES`]. Nothing lingers: a batch leaves as
+//!   soon as a call slot is free, so batches grow only while the master is busy (a burst of
+//!   launches, many simulated agents in one process), and one call then carries what would
+//!   have been hundreds. A call that fails as a whole is retried as a whole (the updates that
+//!   did commit are acknowledged again as duplicates); one refused as a whole for a reason
+//!   retrying cannot fix is split into single updates, so that one bad update does not take
+//!   the others down with it.
 //! - **Refusals retrying cannot fix** (`FAILED_PRECONDITION`, `NOT_FOUND`, `INVALID_ARGUMENT`)
 //!   are logged and the update dropped, recorded as dropped.
 //! - **Duplicates are harmless.** An update whose uuid this task already has is acknowledged
@@ -36,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drover_client::{ClientError, MasterClient};
+use drover_proto::v1;
 use drover_proto::v1::agent_registry_client::AgentRegistryClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -63,6 +73,12 @@ pub const MAX_PENDING_TOTAL: usize = 100_000;
 pub const MAX_UPDATES_PER_TASK: usize = 1024;
 /// Tasks with nothing pending whose uuids are still remembered; the oldest are forgotten.
 pub const MAX_IDLE_TASKS: usize = 10_000;
+/// Most updates in one UpdateStatus call (the master takes up to 1000).
+pub const MAX_BATCH_UPDATES: usize = 256;
+/// Most encoded bytes of updates in one call (the master takes requests up to 1 MiB).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// UpdateStatus calls in flight at once.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// Depth of the manager's request channel.
 const CHANNEL_DEPTH: usize = 1024;
 
@@ -160,18 +176,17 @@ impl StatusUpdates {
     /// [`Checkpointing::Disk`]), then serves requests and sends updates through `client`.
     pub fn start(client: MasterClient, config: Config) -> (StatusUpdates, Manager) {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let (done_tx, done_rx) = mpsc::channel(CHANNEL_DEPTH);
         let actor = Actor {
             client: client.with_deadline(config.send_timeout),
             config,
             streams: HashMap::new(),
             idle: VecDeque::new(),
             pending_total: 0,
-            senders: JoinSet::new(),
-            done_tx,
+            ready: VecDeque::new(),
+            batches: JoinSet::new(),
             writers: JoinSet::new(),
         };
-        let handle = tokio::spawn(actor.run(rx, done_rx));
+        let handle = tokio::spawn(actor.run(rx));
         (StatusUpdates { tx }, Manager { handle })
     }
 
@@ -208,6 +223,7 @@ struct Write {
 struct Stream {
     /// Durable and not yet acknowledged by the master, in order; the head is sent.
     queue: VecDeque<StatusUpdate>,
+    /// The head is waiting in `Actor::ready` or is in a call.
     in_flight: bool,
     seen: HashSet<Uuid>,
     /// Records not yet in the log, in order; the head is being written when `writing`.
@@ -253,8 +269,10 @@ struct Actor {
     /// Streams with nothing pending, oldest first: forgotten beyond [`MAX_IDLE_TASKS`].
     idle: VecDeque<Key>,
     pending_total: usize,
-    senders: JoinSet<()>,
-    done_tx: mpsc::Sender<Done>,
+    /// Tasks whose head waits for a call, in the order they became ready.
+    ready: VecDeque<Key>,
+    /// UpdateStatus calls in flight (each until all its updates are decided).
+    batches: JoinSet<Vec<Done>>,
     /// Checkpoint writes in flight, one per task at most.
     writers: JoinSet<Written>,
 }
@@ -280,7 +298,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut done_rx: mpsc::Receiver<Done>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         if let Checkpointing::Disk(layout) = &self.config.checkpointing {
             let frameworks = layout.frameworks_dir();
             match blocking(move || Ok(recover(&frameworks))).await {
@@ -297,13 +315,19 @@ impl Actor {
                     }
                     None => break,
                 },
-                Some(done) = done_rx.recv() => self.finished(done),
+                Some(b) = self.batches.join_next(), if !self.batches.is_empty() => match b {
+                    Ok(done) => {
+                        for d in done {
+                            self.finished(d);
+                        }
+                        self.pump();
+                    }
+                    Err(e) => tracing::error!(error = %e, "a status update call failed to run"),
+                },
                 Some(w) = self.writers.join_next(), if !self.writers.is_empty() => match w {
                     Ok(w) => self.written(w),
                     Err(e) => tracing::error!(error = %e, "a checkpoint write failed to run"),
                 },
-                // Reap finished senders so the set does not grow.
-                Some(_) = self.senders.join_next(), if !self.senders.is_empty() => {}
             }
         }
     }
@@ -494,30 +518,52 @@ impl Actor {
         );
     }
 
+    /// Queues the task's head for a call, unless it is already queued or in one.
     fn maybe_send(&mut self, key: &Key) {
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
-        if stream.in_flight {
+        if stream.in_flight || stream.queue.is_empty() {
             return;
         }
-        let Some(update) = stream.queue.front().cloned() else {
-            return;
-        };
         stream.in_flight = true;
-        let (client, config, done_tx, key) = (
-            self.client.clone(),
-            self.config.clone(),
-            self.done_tx.clone(),
-            key.clone(),
-        );
-        self.senders.spawn(async move {
-            let uuid = update.uuid;
-            let outcome = send_until_done(&client, &config, &update).await;
-            let _ = done_tx.send(Done { key, uuid, outcome }).await;
-        });
+        self.ready.push_back(key.clone());
+        self.pump();
     }
 
+    /// Starts calls for the ready heads while call slots are free.
+    fn pump(&mut self) {
+        while self.batches.len() < MAX_BATCHES_IN_FLIGHT && !self.ready.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while batch.len() < MAX_BATCH_UPDATES {
+                let Some(key) = self.ready.front() else {
+                    break;
+                };
+                let Some(head) = self.streams.get(key).and_then(|s| s.queue.front()) else {
+                    // Nothing left to send for it (cannot happen while it is in flight).
+                    self.ready.pop_front();
+                    continue;
+                };
+                let size = head.wire_len();
+                if !batch.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                    break;
+                }
+                bytes += size;
+                batch.push(head.clone());
+                self.ready.pop_front();
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let (client, config) = (self.client.clone(), self.config.clone());
+            self.batches
+                .spawn(async move { send_until_done(&client, &config, batch).await });
+        }
+    }
+
+    /// An update was decided (acknowledged or refused for good): it leaves its task's queue,
+    /// the outcome is recorded, and the task's next update becomes ready.
     fn finished(&mut self, done: Done) {
         let record = match &done.outcome {
             Outcome::Acked => {
@@ -586,67 +632,116 @@ fn permanent(code: Code) -> bool {
     )
 }
 
-/// Sends one update until the master acknowledges or refuses it for good.
-async fn send_until_done(client: &MasterClient, config: &Config, update: &StatusUpdate) -> Outcome {
-    let request = update.to_request();
-    let want = update.uuid.to_string();
-    let mut backoff = config.backoff_min;
-    let mut attempt = 0u64;
-    loop {
-        m::status_update(if attempt == 0 {
-            m::OUTCOME_SENT
-        } else {
-            m::OUTCOME_RETRIED
-        });
-        attempt += 1;
-        let result = client
-            .call_idempotent(|channel, time_left| {
-                let mut r = tonic::Request::new(request.clone());
-                r.set_timeout(time_left);
-                async move {
-                    Ok(AgentRegistryClient::new(channel)
-                        .update_status(r)
-                        .await?
-                        .into_inner())
+/// Sends `updates` (each of a different task) until the master has acknowledged or refused
+/// each for good.
+async fn send_until_done(
+    client: &MasterClient,
+    config: &Config,
+    updates: Vec<StatusUpdate>,
+) -> Vec<Done> {
+    let mut out = Vec::with_capacity(updates.len());
+    // Batches still to send; a batch refused as a whole comes back as single updates.
+    let mut todo = vec![updates];
+    while let Some(mut batch) = todo.pop() {
+        let mut backoff = config.backoff_min;
+        let mut attempt = 0u64;
+        while !batch.is_empty() {
+            let outcome = if attempt == 0 {
+                m::OUTCOME_SENT
+            } else {
+                m::OUTCOME_RETRIED
+            };
+            for _ in &batch {
+                m::status_update(outcome);
+            }
+            attempt += 1;
+            let request = v1::StatusUpdateRequest {
+                updates: batch.iter().map(StatusUpdate::to_wire).collect(),
+            };
+            let result = client
+                .call_idempotent(|channel, time_left| {
+                    let mut r = tonic::Request::new(request.clone());
+                    r.set_timeout(time_left);
+                    async move {
+                        Ok(AgentRegistryClient::new(channel)
+                            .update_status(r)
+                            .await?
+                            .into_inner())
+                    }
+                })
+                .await;
+            match result {
+                Ok(reply) if reply.outcomes.len() == batch.len() => {
+                    let mut again = Vec::new();
+                    for (update, o) in batch.drain(..).zip(reply.outcomes) {
+                        let done = |outcome| Done {
+                            key: key_of(&update),
+                            uuid: update.uuid,
+                            outcome,
+                        };
+                        let code = Code::from(o.code);
+                        if o.uuid != update.uuid.to_string() {
+                            tracing::warn!(task = %update.task_id, uuid = %update.uuid, acked = %o.uuid, "master answered for a different uuid; sending again");
+                            again.push(update);
+                        } else if code == Code::Ok {
+                            tracing::debug!(task = %update.task_id, state = ?update.state, uuid = %update.uuid, attempt, "status update acknowledged");
+                            out.push(done(Outcome::Acked));
+                        } else if permanent(code) {
+                            let reason = format!("{code:?}: {}", o.message);
+                            tracing::warn!(
+                                task = %update.task_id,
+                                framework = %update.framework_id,
+                                state = ?update.state,
+                                uuid = %update.uuid,
+                                %reason,
+                                "master refused the status update; dropping it"
+                            );
+                            out.push(done(Outcome::Dropped(reason)));
+                        } else {
+                            again.push(update);
+                        }
+                    }
+                    batch = again;
+                    if batch.is_empty() {
+                        break;
+                    }
                 }
-            })
-            .await;
-        match result {
-            Ok(ack) if ack.uuid == want => {
-                tracing::debug!(task = %update.task_id, state = ?update.state, uuid = %want, attempt, "status update acknowledged");
-                return Outcome::Acked;
+                Ok(reply) => tracing::warn!(
+                    updates = batch.len(),
+                    outcomes = reply.outcomes.len(),
+                    "master answered a different number of updates; sending again"
+                ),
+                Err(ClientError::Rejected(s)) if permanent(s.code()) && batch.len() > 1 => {
+                    tracing::warn!(updates = batch.len(), code = ?s.code(), error = s.message(), "master refused a whole batch; sending its updates one by one");
+                    todo.extend(batch.drain(..).map(|u| vec![u]));
+                    break;
+                }
+                Err(ClientError::Rejected(s)) if permanent(s.code()) => {
+                    let reason = format!("{:?}: {}", s.code(), s.message());
+                    for update in batch.drain(..) {
+                        tracing::warn!(task = %update.task_id, uuid = %update.uuid, %reason, "master refused the status update; dropping it");
+                        out.push(Done {
+                            key: key_of(&update),
+                            uuid: update.uuid,
+                            outcome: Outcome::Dropped(reason.clone()),
+                        });
+                    }
+                    break;
+                }
+                Err(e) => tracing::warn!(
+                    updates = batch.len(),
+                    attempt,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    error = %e,
+                    "status updates not acknowledged; will send again"
+                ),
             }
-            Ok(ack) => tracing::warn!(
-                task = %update.task_id,
-                uuid = %want,
-                acked = %ack.uuid,
-                "master acknowledged a different uuid; sending again"
-            ),
-            Err(ClientError::Rejected(s)) if permanent(s.code()) => {
-                let reason = format!("{:?}: {}", s.code(), s.message());
-                tracing::warn!(
-                    task = %update.task_id,
-                    framework = %update.framework_id,
-                    state = ?update.state,
-                    uuid = %want,
-                    %reason,
-                    "master refused the status update; dropping it"
-                );
-                return Outcome::Dropped(reason);
-            }
-            Err(e) => tracing::warn!(
-                task = %update.task_id,
-                uuid = %want,
-                attempt,
-                retry_in_ms = backoff.as_millis() as u64,
-                error = %e,
-                "status update not acknowledged; will send again"
-            ),
+            let jitter = rand::random_range(0.5..1.0);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(config.backoff_max);
         }
-        let jitter = rand::random_range(0.5..1.0);
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(config.backoff_max);
     }
+    out
 }
 
 /// Reads every task's `updates.log` under `frameworks`: per task, the updates neither

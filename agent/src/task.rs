@@ -170,20 +170,41 @@ pub struct RunTask {
 }
 
 impl RunTask {
-    pub fn from_proto(req: &v1::RunTaskRequest) -> Result<Self, InvalidField> {
+    /// Most tasks in one request.
+    pub const MAX_PER_REQUEST: usize = 1000;
+
+    /// The request's tasks, each validated (a bad one refuses the request, naming
+    /// `tasks[i].field`).
+    pub fn from_proto(req: &v1::RunTaskRequest) -> Result<Vec<Self>, InvalidField> {
         let agent_id =
             AgentId::new(&req.agent_id).map_err(|e| invalid("agent_id", e.to_string()))?;
         let framework_id = FrameworkId::new(&req.framework_id)
             .map_err(|e| invalid("framework_id", e.to_string()))?;
-        let task = req
-            .task
-            .as_ref()
-            .ok_or_else(|| invalid("task", "missing"))?;
-        Ok(RunTask {
-            agent_id,
-            framework_id,
-            task: TaskSpec::from_proto(task)?,
-        })
+        if req.tasks.is_empty() {
+            return Err(invalid("tasks", "name at least one task"));
+        }
+        if req.tasks.len() > Self::MAX_PER_REQUEST {
+            return Err(invalid(
+                "tasks",
+                format!("at most {} per request", Self::MAX_PER_REQUEST),
+            ));
+        }
+        req.tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| {
+                let task = TaskSpec::from_proto(task).map_err(|mut e| {
+                    // TaskSpec names its fields `task.…`.
+                    e.field = e.field.replacen("task", &format!("tasks[{i}]"), 1);
+                    e
+                })?;
+                Ok(RunTask {
+                    agent_id: agent_id.clone(),
+                    framework_id: framework_id.clone(),
+                    task,
+                })
+            })
+            .collect()
     }
 }
 
@@ -240,7 +261,7 @@ mod tests {
         v1::RunTaskRequest {
             agent_id: "agent-1".into(),
             framework_id: "fw-1".into(),
-            task: Some(v1::TaskInfo {
+            tasks: vec![v1::TaskInfo {
                 task_id: "t1".into(),
                 name: "web".into(),
                 resources: "cpus:1;mem:128;ports:[31000-31001]"
@@ -252,7 +273,7 @@ mod tests {
                     environment: [("A".to_string(), "1".to_string())].into_iter().collect(),
                 }),
                 kill_grace_seconds: 0.5,
-            }),
+            }],
         }
     }
 
@@ -264,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_good_request_parses() {
-        let r = RunTask::from_proto(&good()).expect("valid");
+        let r = RunTask::from_proto(&good()).expect("valid").remove(0);
         assert_eq!(r.task.ports(), vec![31000, 31001]);
         assert_eq!(r.task.kill_grace_ms, Some(500));
     }
@@ -278,41 +299,40 @@ mod tests {
         r.framework_id = "../x".into();
         assert_eq!(field_of(r), "framework_id");
         let mut r = good();
-        r.task = None;
-        assert_eq!(field_of(r), "task");
+        r.tasks.clear();
+        assert_eq!(field_of(r), "tasks");
         let mut r = good();
-        r.task.as_mut().expect("task").task_id = String::new();
-        assert_eq!(field_of(r), "task.task_id");
+        let second = r.tasks[0].clone();
+        r.tasks.push(v1::TaskInfo {
+            task_id: String::new(),
+            ..second
+        });
+        assert_eq!(field_of(r), "tasks[1].task_id");
         let mut r = good();
-        r.task.as_mut().expect("task").command = None;
-        assert_eq!(field_of(r), "task.command");
+        r.tasks[0].task_id = String::new();
+        assert_eq!(field_of(r), "tasks[0].task_id");
         let mut r = good();
-        r.task
-            .as_mut()
-            .expect("task")
-            .command
-            .as_mut()
-            .expect("cmd")
-            .shell = " ".into();
-        assert_eq!(field_of(r), "task.command.shell");
+        r.tasks[0].command = None;
+        assert_eq!(field_of(r), "tasks[0].command");
         let mut r = good();
-        r.task.as_mut().expect("task").resources = vec![v1::Resource {
+        r.tasks[0].command.as_mut().expect("cmd").shell = " ".into();
+        assert_eq!(field_of(r), "tasks[0].command.shell");
+        let mut r = good();
+        r.tasks[0].resources = vec![v1::Resource {
             name: "cpus".into(),
             value: Some(v1::resource::Value::Scalar(f64::NAN)),
         }];
-        assert_eq!(field_of(r), "task.resources");
+        assert_eq!(field_of(r), "tasks[0].resources");
         let mut r = good();
-        r.task.as_mut().expect("task").kill_grace_seconds = -1.0;
-        assert_eq!(field_of(r), "task.kill_grace_seconds");
+        r.tasks[0].kill_grace_seconds = -1.0;
+        assert_eq!(field_of(r), "tasks[0].kill_grace_seconds");
         let mut r = good();
-        r.task
-            .as_mut()
-            .expect("task")
+        r.tasks[0]
             .command
             .as_mut()
             .expect("cmd")
             .environment
             .insert("A=B".into(), "x".into());
-        assert_eq!(field_of(r), "task.command.environment");
+        assert_eq!(field_of(r), "tasks[0].command.environment");
     }
 }

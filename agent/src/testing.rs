@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use drover_client::{MasterClient, RetryPolicy};
 use drover_proto::v1::agent_registry_server::{AgentRegistry, AgentRegistryServer};
 use drover_proto::v1::{
-    HeartbeatReply, HeartbeatRequest, RegisterReply, RegisterRequest, StatusUpdateAck,
-    StatusUpdateRequest, TaskStatus,
+    HeartbeatReply, HeartbeatRequest, RegisterReply, RegisterRequest, StatusUpdateOutcome,
+    StatusUpdateReply, StatusUpdateRequest, TaskStatus,
 };
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -38,14 +38,18 @@ where
 /// What the fake master saw and how it answers.
 #[derive(Default)]
 pub struct FakeState {
-    /// Every UpdateStatus call, in arrival order.
+    /// Every update of every UpdateStatus call, in arrival order.
     pub calls: Vec<(String, TaskStatus)>,
+    /// The number of updates in each UpdateStatus call, in arrival order.
+    pub batches: Vec<usize>,
     /// Updates applied (first time a uuid was seen), in order.
     pub applied: Vec<TaskStatus>,
     /// Answer this many UpdateStatus calls with UNAVAILABLE first.
     pub unavailable_remaining: usize,
     /// Tasks whose updates are refused with FAILED_PRECONDITION.
     pub refuse_tasks: HashSet<String>,
+    /// Tasks whose updates make the whole call fail with INVALID_ARGUMENT.
+    pub refuse_calls_with_task: HashSet<String>,
     /// UpdateStatus calls in progress, per task, and whether two ever overlapped.
     pub in_flight: HashMap<String, usize>,
     pub overlap: bool,
@@ -163,38 +167,66 @@ impl AgentRegistry for FakeMaster {
     async fn update_status(
         &self,
         request: Request<StatusUpdateRequest>,
-    ) -> Result<Response<StatusUpdateAck>, Status> {
+    ) -> Result<Response<StatusUpdateReply>, Status> {
         let req = request.into_inner();
-        let status = req
-            .status
-            .ok_or_else(|| Status::invalid_argument("status: missing"))?;
-        let task = status.task_id.clone();
+        let mut items = Vec::new();
+        for u in req.updates {
+            let status = u
+                .status
+                .ok_or_else(|| Status::invalid_argument("status: missing"))?;
+            items.push((u.framework_id, status));
+        }
         {
             let mut s = self.state();
-            s.calls.push((req.framework_id.clone(), status.clone()));
-            let n = s.in_flight.entry(task.clone()).or_default();
-            *n += 1;
-            if *n > 1 {
-                s.overlap = true;
+            s.batches.push(items.len());
+            for (framework, status) in &items {
+                s.calls.push((framework.clone(), status.clone()));
+                let n = s.in_flight.entry(status.task_id.clone()).or_default();
+                *n += 1;
+                if *n > 1 {
+                    s.overlap = true;
+                }
             }
         }
         tokio::time::sleep(self.update_delay).await;
         let mut s = self.state();
-        if let Some(n) = s.in_flight.get_mut(&task) {
-            *n -= 1;
+        for (_, status) in &items {
+            if let Some(n) = s.in_flight.get_mut(&status.task_id) {
+                *n -= 1;
+            }
         }
         if s.unavailable_remaining > 0 {
             s.unavailable_remaining -= 1;
             return Err(Status::unavailable("fake master: try again"));
         }
-        if s.refuse_tasks.contains(&task) {
-            return Err(Status::failed_precondition(
-                "fake master: illegal transition",
-            ));
+        if let Some((_, bad)) = items
+            .iter()
+            .find(|(_, st)| s.refuse_calls_with_task.contains(&st.task_id))
+        {
+            return Err(Status::invalid_argument(format!(
+                "updates[?].status: fake master: malformed update of {}",
+                bad.task_id
+            )));
         }
-        if !s.applied.iter().any(|a| a.uuid == status.uuid) {
-            s.applied.push(status.clone());
+        let mut outcomes = Vec::new();
+        for (_, status) in items {
+            let (code, message) = if s.refuse_tasks.contains(&status.task_id) {
+                (
+                    tonic::Code::FailedPrecondition,
+                    "fake master: illegal transition".to_string(),
+                )
+            } else {
+                if !s.applied.iter().any(|a| a.uuid == status.uuid) {
+                    s.applied.push(status.clone());
+                }
+                (tonic::Code::Ok, String::new())
+            };
+            outcomes.push(StatusUpdateOutcome {
+                uuid: status.uuid,
+                code: code as i32,
+                message,
+            });
         }
-        Ok(Response::new(StatusUpdateAck { uuid: status.uuid }))
+        Ok(Response::new(StatusUpdateReply { outcomes }))
     }
 }

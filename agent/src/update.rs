@@ -211,13 +211,24 @@ impl StatusUpdate {
         }
     }
 
-    /// The request that sends this update to the master.
-    pub fn to_request(&self) -> v1::StatusUpdateRequest {
-        v1::StatusUpdateRequest {
+    /// This update as one item of an UpdateStatus call.
+    pub fn to_wire(&self) -> v1::AgentStatusUpdate {
+        v1::AgentStatusUpdate {
             agent_id: self.agent_id.to_string(),
             framework_id: self.framework_id.to_string(),
             status: Some(self.to_proto()),
         }
+    }
+
+    /// About how many bytes [`StatusUpdate::to_wire`] encodes to (an upper bound for
+    /// sizing batches without encoding).
+    pub fn wire_len(&self) -> usize {
+        // Ids, uuid, enums, numbers and framing are well under 512 bytes together.
+        512 + self.agent_id.as_str().len()
+            + self.framework_id.as_str().len()
+            + self.task_id.as_str().len()
+            + self.reason.len()
+            + self.message.len()
     }
 }
 

@@ -246,7 +246,7 @@ async fn real_agent() {
     let run = |t: TaskInfo| RunTaskRequest {
         agent_id: agent_id.into(),
         framework_id: "fw-1".into(),
-        task: Some(t),
+        tasks: vec![t],
     };
     client
         .run_task(run(task("t1", "echo hello $PORT0; exit 3")))
@@ -308,7 +308,7 @@ async fn real_agent() {
         .await
         .expect_err("no command");
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("task.command"), "{}", e.message());
+    assert!(e.message().contains("tasks[0].command"), "{}", e.message());
     let e = client
         .kill_task(KillTaskRequest {
             agent_id: agent_id.into(),
@@ -380,7 +380,7 @@ async fn executor_cannot_start() {
         .run_task(RunTaskRequest {
             agent_id: "agent-1".into(),
             framework_id: "fw-1".into(),
-            task: Some(task("t1", "true")),
+            tasks: vec![task("t1", "true")],
         })
         .await
         .expect("RunTask");
@@ -425,7 +425,7 @@ async fn simulated_agents() {
                     .run_task(RunTaskRequest {
                         agent_id: format!("agent-{n}"),
                         framework_id: "fw-1".into(),
-                        task: Some(task(&format!("s{n}"), "sleep 0.05")),
+                        tasks: vec![task(&format!("s{n}"), "sleep 0.05")],
                     })
                     .await
                     .is_ok();

@@ -3,7 +3,9 @@
 //!
 //! Owns the API edge only: validation with the field at fault, and the mapping of the
 //! conductor's answers to statuses. A status update is answered (acknowledged) only after it
-//! is committed; a duplicate is acknowledged again.
+//! is committed; a duplicate is acknowledged again. Agents send status updates in batches
+//! (one RPC for many tasks' updates): each update is its own conductor command, so they commit
+//! together in the proposer's entries, and the call is answered with one outcome per update.
 
 use drover_proto::v1;
 use drover_proto::v1::agent_registry_server::AgentRegistry;
@@ -14,6 +16,8 @@ use crate::leader::{Command, LeaderHandle};
 
 /// Largest agent API request decoded, bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Most status updates in one UpdateStatus.
+pub const MAX_UPDATES_PER_CALL: usize = 1000;
 
 pub struct AgentService {
     leader: LeaderHandle,
@@ -65,25 +69,81 @@ impl AgentRegistry for AgentService {
     async fn update_status(
         &self,
         request: Request<v1::StatusUpdateRequest>,
-    ) -> Result<Response<v1::StatusUpdateAck>, Status> {
+    ) -> Result<Response<v1::StatusUpdateReply>, Status> {
         let r = request.into_inner();
-        let agent = convert::agent_id("agent_id", &r.agent_id)?;
-        let framework = convert::framework_id("framework_id", &r.framework_id)?;
-        let status = r.status.ok_or_else(|| invalid("status", "missing"))?;
-        if !status.agent_id.is_empty() && status.agent_id != r.agent_id {
-            return Err(invalid("status.agent_id", "differs from agent_id"));
+        if r.updates.is_empty() {
+            return Err(invalid("updates", "send at least one"));
         }
-        let (task, update) = convert::status_from_proto(&status)?;
-        let uuid = update.uuid.to_string();
-        self.leader
-            .ask(|reply| Command::StatusUpdate {
-                agent,
-                framework,
-                task,
-                update,
-                reply,
-            })
-            .await?;
-        Ok(Response::new(v1::StatusUpdateAck { uuid }))
+        if r.updates.len() > MAX_UPDATES_PER_CALL {
+            return Err(invalid(
+                "updates",
+                format!(
+                    "at most {MAX_UPDATES_PER_CALL} per call, got {}",
+                    r.updates.len()
+                ),
+            ));
+        }
+        // A malformed update fails the whole call (the agent's bug, not a state to record);
+        // each well-formed one is then decided on its own.
+        let mut commands = Vec::with_capacity(r.updates.len());
+        for (i, u) in r.updates.iter().enumerate() {
+            let field = |f: &str| format!("updates[{i}].{f}");
+            let agent = convert::agent_id(&field("agent_id"), &u.agent_id)?;
+            let framework = convert::framework_id(&field("framework_id"), &u.framework_id)?;
+            let status = u
+                .status
+                .as_ref()
+                .ok_or_else(|| invalid(&field("status"), "missing"))?;
+            if !status.agent_id.is_empty() && status.agent_id != u.agent_id {
+                return Err(invalid(&field("status.agent_id"), "differs from agent_id"));
+            }
+            let (task, update) = convert::status_from_proto(status).map_err(|e| {
+                Status::new(e.code(), format!("{}: {}", field("status"), e.message()))
+            })?;
+            commands.push((agent, framework, task, update));
+        }
+        let answers = futures::future::join_all(commands.into_iter().map(
+            |(agent, framework, task, update)| {
+                let uuid = update.uuid.to_string();
+                async move {
+                    let r = self
+                        .leader
+                        .ask(|reply| Command::StatusUpdate {
+                            agent,
+                            framework,
+                            task,
+                            update,
+                            reply,
+                        })
+                        .await;
+                    (uuid, r)
+                }
+            },
+        ))
+        .await;
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for (uuid, answer) in answers {
+            let (code, message) = match answer {
+                Ok(()) => (tonic::Code::Ok, String::new()),
+                Err(s) if is_final_refusal(s.code()) => (s.code(), s.message().to_string()),
+                // Undecided (leadership lost, no leader): the agent sends the whole batch
+                // again; what did commit is acknowledged then as a duplicate.
+                Err(s) => return Err(s),
+            };
+            outcomes.push(v1::StatusUpdateOutcome {
+                uuid,
+                code: code as i32,
+                message,
+            });
+        }
+        Ok(Response::new(v1::StatusUpdateReply { outcomes }))
     }
+}
+
+/// A refusal that retrying cannot change (the agent drops the update).
+fn is_final_refusal(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument
+    )
 }

@@ -22,6 +22,7 @@ pub const RAFT_MEMBERS: &str = "drover_master_raft_members";
 pub const RAFT_APPEND_SECONDS: &str = "drover_master_raft_append_seconds";
 pub const RAFT_APPENDED_ENTRIES_TOTAL: &str = "drover_master_raft_appended_entries_total";
 pub const RAFT_LOG_READS_TOTAL: &str = "drover_master_raft_log_reads_total";
+pub const RAFT_APPEND_SPLITS_TOTAL: &str = "drover_master_raft_append_splits_total";
 pub const RAFT_FSYNC_SECONDS: &str = "drover_master_raft_fsync_seconds";
 pub const RAFT_COMMIT_SECONDS: &str = "drover_master_raft_commit_seconds";
 pub const RAFT_APPLIED_ENTRIES_TOTAL: &str = "drover_master_raft_applied_entries_total";
@@ -100,6 +101,10 @@ fn describe() {
         "Time from a log append until it is fsynced and reported durable"
     );
     describe_counter!(RAFT_APPENDED_ENTRIES_TOTAL, "Log entries appended");
+    describe_counter!(
+        RAFT_APPEND_SPLITS_TOTAL,
+        "AppendEntries requests sent back to openraft to be resent with fewer entries"
+    );
     describe_counter!(
         RAFT_LOG_READS_TOTAL,
         "Log reads (replication, apply), by where they were served from (memory, disk)"

@@ -20,6 +20,8 @@ use crate::leader::{Call, Caller, Command, LeaderHandle};
 
 /// Largest framework API request decoded, bytes (an ACCEPT of many tasks).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Most updates acknowledged in one ACKNOWLEDGE.
+pub const MAX_ACKS_PER_CALL: usize = 1000;
 
 pub struct SchedulerService {
     leader: LeaderHandle,
@@ -141,9 +143,32 @@ impl Scheduler for SchedulerService {
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::CallReply>, Status> {
         let r = request.into_inner();
-        let task = convert::task_id("task_id", &r.task_id)?;
-        let uuid = convert::uuid("uuid", &r.uuid)?;
-        self.call(r.caller, Call::Acknowledge { task, uuid }).await
+        if r.acks.is_empty() {
+            return Err(invalid("acks", "name at least one update"));
+        }
+        if r.acks.len() > MAX_ACKS_PER_CALL {
+            return Err(invalid(
+                "acks",
+                format!("at most {MAX_ACKS_PER_CALL} per call, got {}", r.acks.len()),
+            ));
+        }
+        let mut acks = Vec::with_capacity(r.acks.len());
+        for (i, a) in r.acks.iter().enumerate() {
+            let task = convert::task_id(&format!("acks[{i}].task_id"), &a.task_id)?;
+            let uuid = convert::uuid(&format!("acks[{i}].uuid"), &a.uuid)?;
+            acks.push((task, uuid));
+        }
+        // Each acknowledgement is its own command (and operation): they commit together in
+        // the proposer's batches, and the call is answered once all are committed.
+        let answers = futures::future::join_all(
+            acks.into_iter()
+                .map(|(task, uuid)| self.call(r.caller.clone(), Call::Acknowledge { task, uuid })),
+        )
+        .await;
+        for a in answers {
+            a?;
+        }
+        Ok(Response::new(v1::CallReply {}))
     }
 
     async fn reconcile(

@@ -43,7 +43,10 @@ pub(crate) struct Calls {
 
 impl Calls {
     pub fn ack_uuids(&self) -> Vec<&str> {
-        self.acks.iter().map(|a| a.uuid.as_str()).collect()
+        self.acks
+            .iter()
+            .flat_map(|a| a.acks.iter().map(|a| a.uuid.as_str()))
+            .collect()
     }
 }
 

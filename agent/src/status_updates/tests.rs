@@ -95,6 +95,89 @@ async fn updates_reach_the_master_in_order_one_in_flight_per_task() {
 }
 
 #[tokio::test]
+async fn updates_of_many_tasks_share_calls_while_the_master_is_busy() {
+    // Each call takes 50 ms: while the first calls are out, the other tasks' updates gather
+    // into few calls instead of one call each.
+    let fake = FakeMaster::with_update_delay(Duration::from_millis(50));
+    let addr = fake.serve().await;
+    let (updates, manager) =
+        StatusUpdates::start(FakeMaster::client(&addr), fast(Checkpointing::Memory));
+    let tasks: Vec<String> = (0..200).map(|n| format!("t{n}")).collect();
+    for state in [TaskState::Starting, TaskState::Running] {
+        for task in &tasks {
+            updates.update(update(task, state)).await.expect("accepted");
+        }
+    }
+    wait_for(DEADLINE, "every update acknowledged", || drained(&updates)).await;
+    let s = fake.state();
+    assert_eq!(s.applied.len(), 400);
+    let largest = s.batches.iter().copied().max().unwrap_or(0);
+    assert!(
+        largest > 1,
+        "no call carried more than one update: {:?}",
+        s.batches
+    );
+    assert!(largest <= MAX_BATCH_UPDATES, "a call of {largest} updates");
+    assert!(
+        s.batches.len() < 200,
+        "{} calls for 400 updates",
+        s.batches.len()
+    );
+    assert!(!s.overlap, "two updates of one task were in flight at once");
+    for task in &tasks {
+        let states: Vec<i32> = fake_applied(&s, task);
+        assert_eq!(
+            states,
+            vec![
+                v1::TaskState::TaskStarting as i32,
+                v1::TaskState::TaskRunning as i32
+            ],
+            "order of {task}"
+        );
+    }
+    drop(s);
+    manager.stop().await;
+}
+
+fn fake_applied(s: &crate::testing::FakeState, task: &str) -> Vec<i32> {
+    s.applied
+        .iter()
+        .filter(|a| a.task_id == task)
+        .map(|a| a.state)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_refused_as_a_whole_is_sent_update_by_update() {
+    // One malformed update makes the master refuse its whole call; the others still land.
+    // Calls take 30 ms, so the first updates take the call slots and the later ones, "bad"
+    // among them, gather into one call.
+    let fake = FakeMaster::with_update_delay(Duration::from_millis(30));
+    fake.state().refuse_calls_with_task.insert("bad".into());
+    let addr = fake.serve().await;
+    let (updates, manager) =
+        StatusUpdates::start(FakeMaster::client(&addr), fast(Checkpointing::Memory));
+    let mut tasks: Vec<String> = (0..10).map(|n| format!("t{n}")).collect();
+    tasks.insert(8, "bad".into());
+    for task in &tasks {
+        updates
+            .update(update(task, TaskState::Running))
+            .await
+            .expect("accepted");
+    }
+    wait_for(DEADLINE, "every update decided", || drained(&updates)).await;
+    let s = fake.state();
+    for task in tasks.iter().filter(|t| *t != "bad") {
+        assert_eq!(fake_applied(&s, task).len(), 1, "{task}");
+    }
+    assert!(fake_applied(&s, "bad").is_empty());
+    let sends_of_bad = s.calls.iter().filter(|(_, c)| c.task_id == "bad").count();
+    assert_eq!(sends_of_bad, 2, "in its batch, then alone: {:?}", s.batches);
+    drop(s);
+    manager.stop().await;
+}
+
+#[tokio::test]
 async fn retries_until_the_master_acknowledges() {
     let fake = FakeMaster::default();
     fake.state().unavailable_remaining = 4;

@@ -42,8 +42,11 @@ pub struct LaunchBenchOptions {
     pub command: String,
     /// Most tasks launched from one offer.
     pub per_offer: usize,
-    /// ACCEPTs (and acknowledgements) in flight at once.
+    /// ACCEPTs in flight at once.
     pub concurrency: usize,
+    /// Tasks launched per second at most (offers are held until the rate allows their use);
+    /// `None`: every offer is used as it arrives.
+    pub rate: Option<f64>,
     /// Extra arguments for every master.
     pub master_args: Vec<String>,
     /// The whole run's deadline.
@@ -148,6 +151,8 @@ struct Run {
     /// Task numbers not launched yet.
     pending: VecDeque<usize>,
     sent: HashMap<String, Instant>,
+    /// ACCEPTs as they leave (task ids, when), from the calls' tasks.
+    sent_tx: tokio::sync::mpsc::UnboundedSender<(Vec<String>, Instant)>,
     latencies: Vec<Duration>,
     first_accept: Option<Instant>,
     last_running: Option<Instant>,
@@ -155,7 +160,19 @@ struct Run {
     accepts: usize,
     calls: JoinSet<Result<(), (Vec<String>, String)>>,
     permits: Arc<Semaphore>,
+    /// Offers kept for later use (with `rate`), oldest first.
+    held: VecDeque<Offer>,
+    /// Tasks put into ACCEPTs so far.
+    launched: usize,
+    started: Option<Instant>,
+    /// Updates received and not yet acknowledged; they go together once the calls in
+    /// flight (at most [`ACKS_IN_FLIGHT`]) return, as a framework under load would.
+    unacked: Vec<v1::TaskStatus>,
+    acks: JoinSet<Result<(), String>>,
 }
+
+/// ACKNOWLEDGE calls in flight at once.
+const ACKS_IN_FLIGHT: usize = 2;
 
 impl Run {
     fn task_info(&self, n: usize) -> v1::TaskInfo {
@@ -171,35 +188,18 @@ impl Run {
         }
     }
 
-    async fn offers(&mut self, offers: Vec<Offer>) {
+    /// New offers: those no task fits are declined for the rest of the run; the others are
+    /// used now or, with a rate, when it allows.
+    fn offers(&mut self, offers: Vec<Offer>) {
         let mut unused: Vec<OfferId> = Vec::new();
         for o in offers {
-            let k = fits(&o.resources, &self.task, self.opts.per_offer).min(self.pending.len());
-            if k == 0 {
+            if fits(&o.resources, &self.task, 1) == 0 || self.pending.len() <= self.committed() {
                 unused.push(o.id);
-                continue;
+            } else {
+                self.held.push_back(o);
             }
-            let numbers: Vec<usize> = (0..k).filter_map(|_| self.pending.pop_front()).collect();
-            let tasks: Vec<v1::TaskInfo> = numbers.into_iter().map(|n| self.task_info(n)).collect();
-            let now = Instant::now();
-            self.first_accept.get_or_insert(now);
-            for t in &tasks {
-                self.sent.insert(t.task_id.clone(), now);
-            }
-            self.accepts += 1;
-            let permit = self.permits.clone().acquire_owned().await;
-            let driver = self.driver.clone();
-            self.calls.spawn(async move {
-                let _permit = permit;
-                let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
-                driver
-                    .accept(std::slice::from_ref(&o.id), tasks, None)
-                    .await
-                    .map_err(|e| (ids, e.to_string()))
-            });
         }
         if !unused.is_empty() {
-            // Not needed: keep them away for the rest of the run.
             let driver = self.driver.clone();
             self.calls.spawn(async move {
                 driver
@@ -208,21 +208,70 @@ impl Run {
                     .map_err(|e| (Vec::new(), e.to_string()))
             });
         }
+        self.release();
+    }
+
+    /// Tasks that the held offers will take (each offer takes up to `per_offer`).
+    fn committed(&self) -> usize {
+        self.held.len() * self.opts.per_offer
+    }
+
+    fn rescinded(&mut self, id: &OfferId) {
+        self.held.retain(|o| &o.id != id);
+    }
+
+    /// Sends ACCEPTs for held offers as far as the rate allows (all of them without one).
+    fn release(&mut self) {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let allowed = match self.opts.rate {
+            Some(rate) => (started.elapsed().as_secs_f64() * rate).floor() as usize + 1,
+            None => usize::MAX,
+        };
+        while self.launched < allowed && !self.pending.is_empty() {
+            let Some(o) = self.held.pop_front() else {
+                break;
+            };
+            let k = fits(&o.resources, &self.task, self.opts.per_offer)
+                .min(self.pending.len())
+                .min(allowed - self.launched);
+            let numbers: Vec<usize> = (0..k).filter_map(|_| self.pending.pop_front()).collect();
+            let tasks: Vec<v1::TaskInfo> = numbers.into_iter().map(|n| self.task_info(n)).collect();
+            self.launched += tasks.len();
+            self.accepts += 1;
+            let permits = self.permits.clone();
+            let driver = self.driver.clone();
+            let (sent_tx, ids): (_, Vec<String>) = (
+                self.sent_tx.clone(),
+                tasks.iter().map(|t| t.task_id.clone()).collect(),
+            );
+            self.calls.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                // Latency counts from here: the ACCEPT leaves the framework.
+                let _ = sent_tx.send((ids.clone(), Instant::now()));
+                driver
+                    .accept(std::slice::from_ref(&o.id), tasks, None)
+                    .await
+                    .map_err(|e| (ids, e.to_string()))
+            });
+        }
+    }
+
+    /// ACCEPTs that left: their tasks' clocks start.
+    fn accepted(&mut self, ids: Vec<String>, at: Instant) {
+        self.first_accept.get_or_insert(at);
+        for id in ids {
+            // An update that arrived before this (cannot, as the ACCEPT commits first) wins.
+            self.sent.entry(id).or_insert(at);
+        }
     }
 
     fn update(&mut self, status: v1::TaskStatus) {
         let state = v1::TaskState::try_from(status.state).unwrap_or(v1::TaskState::Unspecified);
         if !status.uuid.is_empty() {
             // Not gated by the permits: the event loop must keep reading (a framework that
-            // falls behind its event stream is disconnected), and each ACKNOWLEDGE is small.
-            let driver = self.driver.clone();
-            let s = status.clone();
-            self.calls.spawn(async move {
-                driver
-                    .acknowledge(&s)
-                    .await
-                    .map_err(|e| (Vec::new(), e.to_string()))
-            });
+            // falls behind its event stream is disconnected).
+            self.unacked.push(status.clone());
+            self.flush_acks();
         }
         let Some(sent) = self.sent.get(&status.task_id).copied() else {
             return;
@@ -241,6 +290,31 @@ impl Run {
                 tracing::warn!(task = %status.task_id, state = ?state, message = %status.message, "a task ended before it ran");
             }
         }
+    }
+
+    /// Acknowledges what was received, if a call slot is free.
+    fn flush_acks(&mut self) {
+        while self.acks.len() < ACKS_IN_FLIGHT && !self.unacked.is_empty() {
+            let n = self
+                .unacked
+                .len()
+                .min(drover_scheduler::driver::MAX_IDS_PER_CALL);
+            let batch: Vec<v1::TaskStatus> = self.unacked.drain(..n).collect();
+            let driver = self.driver.clone();
+            self.acks.spawn(async move {
+                driver
+                    .acknowledge_all(&batch)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+    }
+
+    fn finished_ack(&mut self, r: Result<Result<(), String>, tokio::task::JoinError>) {
+        if let Ok(Err(e)) = r {
+            tracing::warn!("ACKNOWLEDGE failed: {e}");
+        }
+        self.flush_acks();
     }
 
     fn finished_call(
@@ -328,6 +402,7 @@ pub async fn launch(
         DriverOptions::default(),
     )
     .map_err(|e| LaunchBenchError::Driver(e.to_string()))?;
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut run = Run {
         driver: driver.clone(),
         task,
@@ -341,7 +416,15 @@ pub async fn launch(
         accepts: 0,
         calls: JoinSet::new(),
         permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
+        held: VecDeque::new(),
+        launched: 0,
+        started: None,
+        sent_tx,
+        unacked: Vec::new(),
+        acks: JoinSet::new(),
     };
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_report = Instant::now();
     while !run.done() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -358,13 +441,17 @@ pub async fn launch(
         }
         tokio::select! {
             e = next_event(&mut events) => match e? {
-                DriverEvent::Offers(o) => run.offers(o).await,
+                DriverEvent::Offers(o) => run.offers(o),
+                DriverEvent::Rescind(id) => run.rescinded(&id),
                 DriverEvent::Update(s) => run.update(s),
                 DriverEvent::Error(e) => return Err(LaunchBenchError::Driver(e)),
                 DriverEvent::Disconnected { reason } => progress(&format!("driver disconnected: {reason}")),
                 _ => {}
             },
             Some(r) = run.calls.join_next() => run.finished_call(r),
+            Some(r) = run.acks.join_next() => run.finished_ack(r),
+            Some((ids, at)) = sent_rx.recv() => run.accepted(ids, at),
+            _ = tick.tick(), if run.opts.rate.is_some() => run.release(),
             _ = tokio::time::sleep(left) => {}
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
@@ -380,6 +467,9 @@ pub async fn launch(
     }
     while let Some(r) = run.calls.join_next().await {
         run.finished_call(r);
+    }
+    while let Some(r) = run.acks.join_next().await {
+        run.finished_ack(r);
     }
 
     // Memory with every task still in the registry.

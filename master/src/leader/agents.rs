@@ -1,4 +1,5 @@
-//! Messages from the leader to agents: RunTask and KillTask over the `drover.v1.Agent` service.
+//! Messages from the leader to agents: RunTask (the tasks of one ACCEPT together) and KillTask
+//! over the `drover.v1.Agent` service.
 //!
 //! Owns one lazily connected channel per agent address and the retry policy for these calls:
 //! a launch or kill is retried with backoff for a bounded time, since both are idempotent on
@@ -63,9 +64,14 @@ pub async fn send(channel: Channel, agent: AgentId, message: AgentMessage) -> bo
             }
         };
         let what = match &message {
-            AgentMessage::Run(r) => {
-                format!("launch of {}", r.task.as_ref().map_or("?", |t| &t.task_id))
-            }
+            AgentMessage::Run(r) => match r.tasks.as_slice() {
+                [t] => format!("launch of {}", t.task_id),
+                ts => format!(
+                    "launch of {} tasks ({}…)",
+                    ts.len(),
+                    ts.first().map_or("?", |t| &t.task_id)
+                ),
+            },
             AgentMessage::Kill(r) => format!("kill of {}", r.task_id),
         };
         match r {

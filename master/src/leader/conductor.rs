@@ -55,6 +55,10 @@ pub const EVENT_QUEUE: usize = 4096;
 pub const REDELIVERY_BURST: usize = EVENT_QUEUE / 2;
 /// Most tasks one RECONCILE answers (at most half the stream's queue).
 pub const MAX_RECONCILE: usize = EVENT_QUEUE / 2;
+/// Most offers in one CreateOffers command (each is a few hundred bytes encoded).
+pub const MAX_OFFERS_PER_COMMAND: usize = 256;
+/// Most tasks in one RunTask to an agent (the agent takes up to 1000).
+pub const MAX_TASKS_PER_RUN: usize = 1000;
 /// Most offers in one OFFERS event (each is a few hundred bytes).
 pub const MAX_OFFERS_PER_EVENT: usize = 1000;
 /// Proposals in flight from the conductor; past it, commands wait in their queue (whose bound
@@ -386,6 +390,7 @@ impl Conductor {
         // STAGING task (the agent ignores a launch it already has), KillTask for every live
         // task of a torn-down framework.
         let mut relaunched = 0usize;
+        let mut staging: HashMap<(&FrameworkId, &AgentId), Vec<TaskSpec>> = HashMap::new();
         for t in state.tasks() {
             if t.state.is_terminal() {
                 continue;
@@ -399,8 +404,16 @@ impl Conductor {
                     t.spec.kill_grace_ms,
                 );
             } else if t.state == crate::registry::TaskState::Staging {
-                self.run_on_agent(state, &t.framework, &t.agent, &t.spec);
+                staging
+                    .entry((&t.framework, &t.agent))
+                    .or_default()
+                    .push(t.spec.clone());
                 relaunched += 1;
+            }
+        }
+        for ((framework, agent), tasks) in staging {
+            for chunk in tasks.chunks(MAX_TASKS_PER_RUN) {
+                self.run_on_agent(state, framework, agent, chunk);
             }
         }
         tracing::info!(
@@ -749,7 +762,7 @@ impl Conductor {
         state: &ClusterState,
         framework: &FrameworkId,
         agent: &AgentId,
-        task: &TaskSpec,
+        tasks: &[TaskSpec],
     ) {
         let Some(a) = state.agent(agent) else { return };
         let Some(ch) = self.channels.channel(agent, &a.addr) else {
@@ -758,7 +771,7 @@ impl Conductor {
         let req = v1::RunTaskRequest {
             agent_id: agent.to_string(),
             framework_id: framework.to_string(),
-            task: Some(convert::task_to_proto(task)),
+            tasks: tasks.iter().map(convert::task_to_proto).collect(),
         };
         self.to_agents
             .spawn(agents::send(ch, agent.clone(), AgentMessage::Run(req)).map(|_| ()));
@@ -864,8 +877,8 @@ impl Conductor {
                 metrics::counter!(m::TASKS_LAUNCHED_TOTAL).increment(tasks.len() as u64);
                 // A TEARDOWN committed meanwhile is killing these: do not launch them.
                 if !self.torn_down.contains(&framework) {
-                    for t in &tasks {
-                        self.run_on_agent(&state, &framework, &agent, t);
+                    for chunk in tasks.chunks(MAX_TASKS_PER_RUN) {
+                        self.run_on_agent(&state, &framework, &agent, chunk);
                     }
                 }
                 let _ = reply.send(Ok(()));
@@ -1218,10 +1231,18 @@ impl Conductor {
                 })
             })
             .collect();
-        self.propose(
-            ClusterOp::CreateOffers(offers.clone()),
-            After::OffersCreated(offers),
-        );
+        // In commands of bounded size, each its own entry at most: a cycle over a large
+        // cluster makes thousands of offers, and an entry must replicate within openraft's
+        // per-request deadline (see `raft::network`).
+        let mut offers = offers;
+        while !offers.is_empty() {
+            let rest = offers.split_off(offers.len().min(MAX_OFFERS_PER_COMMAND));
+            self.propose(
+                ClusterOp::CreateOffers(offers.clone()),
+                After::OffersCreated(offers),
+            );
+            offers = rest;
+        }
     }
 
     /// Once per tick: expired offers, silent agents, closed framework streams, heartbeats.

@@ -5,7 +5,15 @@
 //! and snapshot to that peer (HTTP/2 multiplexes them), and kept across leaderships. Failures
 //! are sorted for openraft: a refused connection or a peer that refuses us (other cluster,
 //! wiped replica) is `Unreachable`, which makes openraft back off exponentially; a batch too big
-//! for one message is `PayloadTooLarge` with a hint, which makes openraft resend fewer entries.
+//! for one request is `PayloadTooLarge` with a hint, which makes openraft resend fewer entries.
+//!
+//! "Too big" is much smaller than the message limit: openraft 0.9 gives every AppendEntries
+//! the heartbeat interval (30 ms by default) as its deadline and retries a timed-out request
+//! unchanged, so a batch a follower cannot receive, decode, append and fsync within that time
+//! would time out forever, the follower would hear nothing, campaign, and the next leader
+//! would meet the same batch (this happened with 10 000 agents: thousands of offers in one
+//! command). Requests are therefore held to [`APPEND_BUDGET_BYTES`], and entries are kept
+//! below it too (the proposer's bound, offers committed in chunks).
 //! Snapshots are streamed from their file in chunks, so their size is not bounded by the gRPC
 //! message limit.
 
@@ -45,14 +53,9 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Slowest snapshot transfer rate tolerated before a transfer is abandoned, bytes per second.
 const MIN_SNAPSHOT_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
-/// openraft gives every AppendEntries the heartbeat interval as its deadline (30 ms by default),
-/// which a follower cannot meet for a batch of megabytes (decode, append, fsync). Such a batch
-/// timed out on every retry, so the follower heard nothing, campaigned, and the next leader
-/// met the same batch: an election storm. A request above this size gets, on top of openraft's
-/// deadline, time for this transfer and processing rate plus [`LARGE_APPEND_SLACK`].
-const LARGE_APPEND_BYTES: usize = 64 * 1024;
-const MIN_APPEND_RATE_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
-const LARGE_APPEND_SLACK: Duration = Duration::from_millis(200);
+/// Most bytes of entries in one AppendEntries (more than one entry is split to fit; a single
+/// entry goes alone whatever its size, and entries are kept smaller than this).
+pub const APPEND_BUDGET_BYTES: usize = 256 * 1024;
 /// Backoff towards an unreachable peer: from 50 ms doubling to 1 s.
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -212,18 +215,12 @@ impl PeerClient {
         let payload = codec::encode("raft request", request)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let client = self.client()?;
-        let payload_len = payload.len();
         let mut req = tonic::Request::new(RaftRequest {
             header: Some(self.header()),
             payload,
         });
-        let budget = if payload_len > LARGE_APPEND_BYTES {
-            option.hard_ttl()
-                + LARGE_APPEND_SLACK
-                + Duration::from_secs_f64(payload_len as f64 / MIN_APPEND_RATE_BYTES_PER_SEC)
-        } else {
-            option.hard_ttl()
-        };
+        // openraft cancels the call at this deadline anyway.
+        let budget = option.hard_ttl();
         req.set_timeout(budget);
         let started = Instant::now();
         let reply = match tokio::time::timeout(budget, call(client, req)).await {
@@ -264,13 +261,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<MasterId>, RPCError<MasterId, MasterNode, RaftError<MasterId>>>
     {
-        // A batch whose encoding would exceed the message limit goes back to openraft with a
-        // hint to send fewer entries.
+        // A batch larger than the budget goes back to openraft with a hint to send fewer
+        // entries (sizing is cheap: proposals carry their encoding).
         let n = rpc.entries.len();
         if n > 1 {
             let size = postcard::experimental::serialized_size(&rpc).unwrap_or(0);
-            if size > MAX_RAFT_MESSAGE_BYTES {
-                let fit = ((n as u128 * MAX_RAFT_MESSAGE_BYTES as u128) / size as u128).max(1);
+            if size > APPEND_BUDGET_BYTES {
+                metrics::counter!(m::RAFT_APPEND_SPLITS_TOTAL).increment(1);
+                let fit = ((n as u128 * APPEND_BUDGET_BYTES as u128) / size as u128).max(1);
                 return Err(RPCError::PayloadTooLarge(
                     PayloadTooLarge::new_entries_hint(fit as u64),
                 ));

@@ -13,6 +13,7 @@
 //! membership: a replica that has not yet received the entry adding a new voter must still be
 //! able to vote for it, or a membership change could leave the cluster without a leader.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use drover_proto::raft::raft_service_server::RaftService;
@@ -120,6 +121,19 @@ impl RaftTransport {
         })
     }
 
+    /// Runs a request's handling in its own task, so that it completes even when the caller
+    /// gives up: openraft cancels an AppendEntries at its heartbeat-interval deadline, which
+    /// drops this handler; a heartbeat or append that a loaded follower receives late must
+    /// still reach its Raft core (it extends the leader's lease there), or the follower
+    /// campaigns against a live leader.
+    async fn detached(
+        work: impl Future<Output = Result<Response<RaftReply>, Status>> + Send + 'static,
+    ) -> Result<Response<RaftReply>, Status> {
+        tokio::spawn(work)
+            .await
+            .map_err(|e| Status::internal(format!("request handling failed: {e}")))?
+    }
+
     fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
         let payload =
             codec::encode("raft reply", result).map_err(|e| Status::internal(e.to_string()))?;
@@ -159,15 +173,24 @@ impl RaftService for RaftTransport {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.admit(req.header.as_ref())?;
-        let rpc: AppendEntriesRequest<TypeConfig> = Self::decode("append entries", &req.payload)?;
-        Self::reply(&self.raft.append_entries(rpc).await)
+        let raft = self.raft.clone();
+        Self::detached(async move {
+            let rpc: AppendEntriesRequest<TypeConfig> =
+                Self::decode("append entries", &req.payload)?;
+            Self::reply(&raft.append_entries(rpc).await)
+        })
+        .await
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.admit(req.header.as_ref())?;
-        let rpc: VoteRequest<MasterId> = Self::decode("vote", &req.payload)?;
-        Self::reply(&self.raft.vote(rpc).await)
+        let raft = self.raft.clone();
+        Self::detached(async move {
+            let rpc: VoteRequest<MasterId> = Self::decode("vote", &req.payload)?;
+            Self::reply(&raft.vote(rpc).await)
+        })
+        .await
     }
 
     async fn install_snapshot(

@@ -292,21 +292,34 @@ impl Driver {
     /// Tells the master the framework has `status`, so it stops redelivering it. A no-op for
     /// an update without a uuid (an answer to RECONCILE).
     pub async fn acknowledge(&self, status: &TaskStatus) -> Result<(), DriverError> {
-        if status.uuid.is_empty() {
-            return Ok(());
+        self.acknowledge_all(std::slice::from_ref(status)).await
+    }
+
+    /// [`Driver::acknowledge`] for many updates at once, in calls of at most
+    /// [`MAX_IDS_PER_CALL`] (a framework that receives updates faster than it can acknowledge
+    /// them one by one collects them and acknowledges them together). Updates without a uuid
+    /// are skipped.
+    pub async fn acknowledge_all(&self, statuses: &[TaskStatus]) -> Result<(), DriverError> {
+        let acks: Vec<v1::Acknowledgement> = statuses
+            .iter()
+            .filter(|s| !s.uuid.is_empty())
+            .map(|s| v1::Acknowledgement {
+                task_id: s.task_id.clone(),
+                uuid: s.uuid.clone(),
+            })
+            .collect();
+        for chunk in acks.chunks(MAX_IDS_PER_CALL) {
+            self.call(
+                Repeat::Idempotent,
+                |caller| v1::AcknowledgeRequest {
+                    caller: Some(caller),
+                    acks: chunk.to_vec(),
+                },
+                |mut c, r| async move { c.acknowledge(r).await },
+            )
+            .await?;
         }
-        let task_id = status.task_id.clone();
-        let uuid = status.uuid.clone();
-        self.call(
-            Repeat::Idempotent,
-            |caller| v1::AcknowledgeRequest {
-                caller: Some(caller),
-                task_id: task_id.clone(),
-                uuid: uuid.clone(),
-            },
-            |mut c, r| async move { c.acknowledge(r).await },
-        )
-        .await
+        Ok(())
     }
 
     /// Asks for the latest state of `task_ids` (or, when empty, of every live task of the
