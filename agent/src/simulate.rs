@@ -11,7 +11,9 @@
 //! `sleep N` (`sleep infinity`: until killed), else 0. Exit code: `DROVER_SIM_EXIT_CODE`, else 0.
 //! Updates go through the same status update manager and master protocol as a real agent's,
 //! but are checkpointed **in memory only**: a simulated agent's tasks and unacknowledged
-//! updates do not survive its process.
+//! updates do not survive its process. When the manager's queue is full (the master is
+//! behind), a simulated task keeps its updates, in order, and offers them again every
+//! [`QUEUE_FULL_RETRY`], as a real executor does.
 //!
 //! Cheap by construction, so that 10 000 agents fit in one process: one actor owns every
 //! simulated task (reached through [`Simulator`]); a timer is a tokio task, not a thread;
@@ -28,7 +30,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::launcher::TaskError;
 use crate::metrics as m;
-use crate::status_updates::StatusUpdates;
+use crate::status_updates::{StatusUpdates, UpdateError};
 use crate::task::{KillTask, RunTask, TaskSpec};
 use crate::update::{Source, StatusUpdate, TaskState};
 
@@ -41,6 +43,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Finished simulated tasks remembered, all agents together.
 pub const MAX_COMPLETED_TASKS: usize = 100_000;
 const CHANNEL_DEPTH: usize = 4096;
+/// How long a task whose update the status update manager could not take waits before
+/// offering it again.
+pub const QUEUE_FULL_RETRY: Duration = Duration::from_millis(250);
 
 /// How a simulated task behaves: how long it runs (None: until killed) and its exit code.
 pub fn plan(task: &TaskSpec) -> (Option<Duration>, i32) {
@@ -91,6 +96,8 @@ enum Msg {
         key: Key,
         exit_code: i32,
     },
+    /// Offer the task's kept updates to the status update manager again.
+    Flush(Key),
 }
 
 /// The handle to the simulated agents' tasks. Cheap to clone.
@@ -102,6 +109,8 @@ pub struct Simulator {
 struct SimTask {
     state: TaskState,
     timer: Option<AbortHandle>,
+    /// Updates the status update manager could not take yet (its queue was full), in order.
+    unsent: VecDeque<StatusUpdate>,
 }
 
 struct Actor {
@@ -214,6 +223,7 @@ impl Actor {
                 self.report(&key, state, "command_exited", message, Some(exit_code))
                     .await;
             }
+            Msg::Flush(key) => self.flush(&key).await,
         }
     }
 
@@ -255,17 +265,54 @@ impl Actor {
             message,
         )
         .with_exit_code(exit_code);
-        if let Err(e) = self.updates.update(update).await {
-            tracing::warn!(task = %key.2, agent_id = %key.0, error = %e, "simulated: cannot queue a status update; it is lost");
+        task.unsent.push_back(update);
+        if task.unsent.len() == 1 {
+            self.flush(key).await;
         }
         if state.is_terminal() {
             self.completed.push_back(key.clone());
             while self.completed.len() > MAX_COMPLETED_TASKS {
-                if let Some(old) = self.completed.pop_front() {
-                    if let Some(t) = self.tasks.remove(&old) {
-                        m::task_state_changed(Some(t.state), None);
-                    }
+                let Some(old) = self.completed.pop_front() else {
+                    break;
+                };
+                if self.tasks.get(&old).is_some_and(|t| !t.unsent.is_empty()) {
+                    // Still has updates to deliver: forgotten later.
+                    self.completed.push_back(old);
+                    break;
                 }
+                if let Some(t) = self.tasks.remove(&old) {
+                    m::task_state_changed(Some(t.state), None);
+                }
+            }
+        }
+    }
+
+    /// Hands the task's kept updates to the status update manager, in order, until it
+    /// refuses one for a full queue (then again after [`QUEUE_FULL_RETRY`]).
+    async fn flush(&mut self, key: &Key) {
+        loop {
+            let Some(update) = self.tasks.get(key).and_then(|t| t.unsent.front().cloned()) else {
+                return;
+            };
+            match self.updates.update(update).await {
+                Ok(()) => {}
+                Err(UpdateError::QueueFull(why)) => {
+                    tracing::debug!(task = %key.2, why, "simulated: status update queue full; offering again later");
+                    let (me, k) = (self.me.clone(), key.clone());
+                    self.timers.spawn(async move {
+                        tokio::time::sleep(QUEUE_FULL_RETRY).await;
+                        if let Some(tx) = me.upgrade() {
+                            let _ = tx.send(Msg::Flush(k)).await;
+                        }
+                    });
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(task = %key.2, agent_id = %key.0, error = %e, "simulated: cannot queue a status update; it is lost");
+                }
+            }
+            if let Some(t) = self.tasks.get_mut(key) {
+                t.unsent.pop_front();
             }
         }
     }
@@ -287,6 +334,7 @@ impl Actor {
             SimTask {
                 state: TaskState::Staging,
                 timer: None,
+                unsent: VecDeque::new(),
             },
         );
         m::task_state_changed(None, Some(TaskState::Staging));

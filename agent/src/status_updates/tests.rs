@@ -109,33 +109,34 @@ async fn updates_of_many_tasks_share_calls_while_the_master_is_busy() {
         }
     }
     wait_for(DEADLINE, "every update acknowledged", || drained(&updates)).await;
-    let s = fake.state();
-    assert_eq!(s.applied.len(), 400);
-    let largest = s.batches.iter().copied().max().unwrap_or(0);
-    assert!(
-        largest > 1,
-        "no call carried more than one update: {:?}",
-        s.batches
-    );
-    assert!(largest <= MAX_BATCH_UPDATES, "a call of {largest} updates");
-    assert!(
-        s.batches.len() < 200,
-        "{} calls for 400 updates",
-        s.batches.len()
-    );
-    assert!(!s.overlap, "two updates of one task were in flight at once");
-    for task in &tasks {
-        let states: Vec<i32> = fake_applied(&s, task);
-        assert_eq!(
-            states,
-            vec![
-                v1::TaskState::TaskStarting as i32,
-                v1::TaskState::TaskRunning as i32
-            ],
-            "order of {task}"
+    {
+        let s = fake.state();
+        assert_eq!(s.applied.len(), 400);
+        let largest = s.batches.iter().copied().max().unwrap_or(0);
+        assert!(
+            largest > 1,
+            "no call carried more than one update: {:?}",
+            s.batches
         );
+        assert!(largest <= MAX_BATCH_UPDATES, "a call of {largest} updates");
+        assert!(
+            s.batches.len() < 200,
+            "{} calls for 400 updates",
+            s.batches.len()
+        );
+        assert!(!s.overlap, "two updates of one task were in flight at once");
+        for task in &tasks {
+            let states: Vec<i32> = fake_applied(&s, task);
+            assert_eq!(
+                states,
+                vec![
+                    v1::TaskState::TaskStarting as i32,
+                    v1::TaskState::TaskRunning as i32
+                ],
+                "order of {task}"
+            );
+        }
     }
-    drop(s);
     manager.stop().await;
 }
 
@@ -166,14 +167,15 @@ async fn a_batch_refused_as_a_whole_is_sent_update_by_update() {
             .expect("accepted");
     }
     wait_for(DEADLINE, "every update decided", || drained(&updates)).await;
-    let s = fake.state();
-    for task in tasks.iter().filter(|t| *t != "bad") {
-        assert_eq!(fake_applied(&s, task).len(), 1, "{task}");
+    {
+        let s = fake.state();
+        for task in tasks.iter().filter(|t| *t != "bad") {
+            assert_eq!(fake_applied(&s, task).len(), 1, "{task}");
+        }
+        assert!(fake_applied(&s, "bad").is_empty());
+        let sends_of_bad = s.calls.iter().filter(|(_, c)| c.task_id == "bad").count();
+        assert_eq!(sends_of_bad, 2, "in its batch, then alone: {:?}", s.batches);
     }
-    assert!(fake_applied(&s, "bad").is_empty());
-    let sends_of_bad = s.calls.iter().filter(|(_, c)| c.task_id == "bad").count();
-    assert_eq!(sends_of_bad, 2, "in its batch, then alone: {:?}", s.batches);
-    drop(s);
     manager.stop().await;
 }
 

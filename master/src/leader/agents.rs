@@ -19,23 +19,50 @@ use crate::ids::AgentId;
 pub const SEND_DEADLINE: Duration = Duration::from_secs(30);
 const PER_TRY: Duration = Duration::from_secs(5);
 
-/// Channels to agents, by id (re-created when an agent's address changes).
+/// Channels to agents: one per address (agents that share an address, such as the simulated
+/// agents of one process, share a connection), kept while some agent has that address.
 #[derive(Default)]
 pub struct AgentChannels {
-    by_agent: HashMap<AgentId, (String, Channel)>,
+    addr_of: HashMap<AgentId, String>,
+    /// Each address's channel and how many agents have it.
+    by_addr: HashMap<String, (Channel, usize)>,
 }
 
 impl AgentChannels {
     pub fn channel(&mut self, agent: &AgentId, addr: &str) -> Option<Channel> {
-        if let Some((a, ch)) = self.by_agent.get(agent) {
-            if a == addr {
-                return Some(ch.clone());
+        if self.addr_of.get(agent).map(String::as_str) == Some(addr) {
+            return self.by_addr.get(addr).map(|(ch, _)| ch.clone());
+        }
+        let ch = match self.by_addr.get_mut(addr) {
+            Some((ch, users)) => {
+                *users += 1;
+                ch.clone()
+            }
+            None => {
+                let ch = drover_client::channel::endpoint(addr).ok()?.connect_lazy();
+                self.by_addr.insert(addr.to_string(), (ch.clone(), 1));
+                ch
+            }
+        };
+        // A new agent, or one that moved: it no longer uses its old address.
+        if let Some(old) = self.addr_of.insert(agent.clone(), addr.to_string()) {
+            self.release(&old);
+        }
+        Some(ch)
+    }
+
+    fn release(&mut self, addr: &str) {
+        if let Some((_, users)) = self.by_addr.get_mut(addr) {
+            *users -= 1;
+            if *users == 0 {
+                self.by_addr.remove(addr);
             }
         }
-        let ch = drover_client::channel::endpoint(addr).ok()?.connect_lazy();
-        self.by_agent
-            .insert(agent.clone(), (addr.to_string(), ch.clone()));
-        Some(ch)
+    }
+
+    /// Connections held (distinct addresses).
+    pub fn connections(&self) -> usize {
+        self.by_addr.len()
     }
 }
 
@@ -94,5 +121,30 @@ pub async fn send(channel: Channel, agent: AgentId, message: AgentMessage) -> bo
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> AgentId {
+        AgentId::new(s).expect("id")
+    }
+
+    #[tokio::test]
+    async fn agents_sharing_an_address_share_a_channel_until_the_last_moves_away() {
+        let mut c = AgentChannels::default();
+        c.channel(&id("a1"), "127.0.0.1:5051").expect("channel");
+        c.channel(&id("a2"), "127.0.0.1:5051").expect("channel");
+        c.channel(&id("a1"), "127.0.0.1:5051").expect("channel");
+        assert_eq!(c.connections(), 1);
+        c.channel(&id("a3"), "127.0.0.2:5051").expect("channel");
+        assert_eq!(c.connections(), 2);
+        // a1 moves; a2 still uses the first address.
+        c.channel(&id("a1"), "127.0.0.3:5051").expect("channel");
+        assert_eq!(c.connections(), 3);
+        c.channel(&id("a2"), "127.0.0.3:5051").expect("channel");
+        assert_eq!(c.connections(), 2, "nobody uses 127.0.0.1:5051 any more");
     }
 }
