@@ -272,43 +272,8 @@ enum BenchWhat {
     /// Tasks launched per second from ACCEPT to RUNNING, and their latency, through 3 masters
     /// (fsync on) and real agents or (`--simulate`) simulated ones; then the masters' memory.
     Launch {
-        #[arg(long, default_value_t = 3)]
-        masters: u64,
-        /// Agents: real `drover agent` processes running real executors, or with
-        /// `--simulate` that many simulated agents in one process (tasks are timers).
-        #[arg(long, default_value_t = 2)]
-        agents: usize,
-        #[arg(long)]
-        simulate: bool,
-        /// Each agent's resources.
-        #[arg(
-            long,
-            default_value = "cpus:64;mem:65536;disk:65536;ports:[31000-32000]"
-        )]
-        agent_resources: String,
-        #[arg(long, default_value_t = 500)]
-        tasks: usize,
-        #[arg(long, default_value = "cpus:0.1;mem:32")]
-        task_resources: String,
-        /// The tasks' command (for simulated agents, `sleep N` is a timer of N seconds).
-        #[arg(long, default_value = "sleep 1")]
-        command: String,
-        /// Most tasks launched from one offer.
-        #[arg(long, default_value_t = 10)]
-        per_offer: usize,
-        /// ACCEPTs in flight at once.
-        #[arg(long, default_value_t = 256)]
-        concurrency: usize,
-        /// Launch at most this many tasks per second (offers are held until the rate allows);
-        /// without it every offer is used as it arrives, so latency includes the backlog.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Whole-run deadline, seconds.
-        #[arg(long, default_value_t = 900)]
-        timeout_seconds: u64,
-        /// Extra arguments for every master, e.g. `--master-arg=--allocation-interval-ms=200`.
-        #[arg(long = "master-arg", allow_hyphen_values = true)]
-        master_args: Vec<String>,
+        #[command(flatten)]
+        opts: drover_chaos::bench::launch::LaunchBenchOptions,
         /// Keep the cluster's directory (data and every process's log) after the run.
         #[arg(long)]
         keep: bool,
@@ -559,49 +524,22 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 .await
                 .map(|_| ())
         }
-        BenchWhat::Launch {
-            masters,
-            agents,
-            simulate,
-            agent_resources,
-            tasks,
-            task_resources,
-            command,
-            per_offer,
-            concurrency,
-            rate,
-            timeout_seconds,
-            master_args,
-            keep,
-        } => {
-            if let Some(r) = rate {
-                if !(r.is_finite() && r > 0.0) {
-                    anyhow::bail!("--rate: {r}: must be a positive number of tasks per second");
-                }
-            }
-            let kind = if simulate {
+        BenchWhat::Launch { opts, keep } => {
+            let kind = if opts.simulate {
                 "SIMULATED agents (tasks are timers, no processes; in one agent process)"
             } else {
                 "real agents (every task a real executor process)"
             };
             println!(
                 "launch benchmark: {masters} masters on loopback, fsync on, {agents} {kind}, {tasks} tasks of {task_resources} running {command:?}, up to {per_offer} per offer{}",
-                rate.map_or(String::new(), |r| format!(", at most {r} tasks/s"))
+                opts.rate.map_or(String::new(), |r| format!(", at most {r} tasks/s")),
+                masters = opts.masters,
+                agents = opts.agents,
+                tasks = opts.tasks,
+                task_resources = opts.task_resources,
+                command = opts.command,
+                per_offer = opts.per_offer,
             );
-            let opts = drover_chaos::bench::launch::LaunchBenchOptions {
-                masters,
-                agents,
-                simulate,
-                agent_resources,
-                tasks,
-                task_resources,
-                command,
-                per_offer,
-                concurrency,
-                rate,
-                master_args,
-                timeout: Duration::from_secs(timeout_seconds),
-            };
             let f = drover_chaos::bench::launch::launch(binary, dir.clone(), &opts, |line| {
                 eprintln!("  {line}");
             })
@@ -631,12 +569,14 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
             );
             for m in &f.masters {
                 println!(
-                    "master {}{}: resident memory {:.0} MiB with {} agents and {} tasks in the registry{sim}",
+                    "master {}{}: resident memory {} with {} agents and {} tasks in the registry{sim}",
                     m.id,
                     if m.leader { " (leader)" } else { "" },
-                    m.rss_mib,
+                    m.rss_mib
+                        .map_or_else(|| "unknown".to_string(), |r| format!("{r:.0} MiB")),
                     f.agents,
                     f.tasks_in_registry
+                        .map_or_else(|| "unknown".to_string(), |n| n.to_string())
                 );
             }
             return Ok(());

@@ -8,17 +8,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use drover_agent::checkpoint::read_records;
 use drover_proto::v1;
 use drover_scheduler::driver::{Driver, DriverEvent, DriverOptions, EventStream, FrameworkInfo};
+use tokio::time::Instant;
 
-use common::{start_with_agents, wait_until, LEADER_TIMEOUT};
+use common::{next, next_offers, shell_task, start_with_agents, wait_until, LEADER_TIMEOUT};
 
 const TASKS: usize = 8;
 /// STARTING, RUNNING, FINISHED.
 const UPDATES_PER_TASK: usize = 3;
 
 /// The uuids the master acknowledged to the agent, by task: the `acked` records of every
-/// task's `updates.log` under the agent's work directory (lines are `CRC32 JSON`).
+/// task's `updates.log` (a checkpoint record log) under the agent's work directory.
 fn acked_by_master(work_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![work_dir.to_path_buf()];
@@ -36,20 +38,14 @@ fn acked_by_master(work_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
                     .and_then(|d| d.file_name())
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                for line in text.lines() {
-                    let Some((_, json)) = line.split_once(' ') else {
-                        continue;
-                    };
-                    let Ok(record) = serde_json::from_str::<serde_json::Value>(json) else {
-                        continue;
-                    };
-                    if record["record"] == "acked" {
-                        if let Some(uuid) = record["uuid"].as_str() {
-                            out.entry(task.clone())
-                                .or_insert_with(BTreeSet::new)
-                                .insert(uuid.to_string());
-                        }
+                let Ok(replay) = read_records::<serde_json::Value>(&p) else {
+                    continue;
+                };
+                for record in replay.records.iter().filter(|r| r["record"] == "acked") {
+                    if let Some(uuid) = record["uuid"].as_str() {
+                        out.entry(task.clone())
+                            .or_insert_with(BTreeSet::new)
+                            .insert(uuid.to_string());
                     }
                 }
             }
@@ -61,13 +57,7 @@ fn acked_by_master(work_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
 /// Every update uuid of every task in the `/v1/state` of the master at `addr` (its own
 /// registry, leader or not).
 async fn updates_on(addr: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
-    let (code, body) = common::try_http_get(addr, "/v1/state")
-        .await
-        .map_err(|e| e.to_string())?;
-    if code != 200 {
-        return Err(format!("{addr}: /v1/state answered {code}"));
-    }
-    let state: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let state = common::state_at(addr).await?;
     let mut out = BTreeMap::new();
     for t in state["tasks"].as_array().into_iter().flatten() {
         let uuids = t["updates"]
@@ -102,12 +92,15 @@ async fn wait_holds(addr: &str, acked: &BTreeMap<String, BTreeSet<String>>) {
     .expect("acknowledged updates kept");
 }
 
-/// The next driver event, within 30 s.
-async fn next(events: &mut EventStream) -> DriverEvent {
-    tokio::time::timeout(Duration::from_secs(30), events.next_event())
-        .await
-        .expect("an event in time")
-        .expect("driver running")
+/// The next driver event before `deadline`; panics when none comes in time (`what` says what
+/// the test was waiting for), when the driver stopped, or on the driver's ERROR event.
+async fn next_before(events: &mut EventStream, deadline: Instant, what: &str) -> DriverEvent {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match next(events, left).await {
+        Some(DriverEvent::Error(e)) => panic!("{what}: driver error: {e}"),
+        Some(event) => event,
+        None => panic!("{what}: no event in time, or the driver stopped"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,27 +122,12 @@ async fn updates_the_master_acknowledged_survive_a_sigkill_of_the_leader() {
         DriverOptions::default(),
     )
     .expect("driver");
-    let offer = loop {
-        match next(&mut events).await {
-            DriverEvent::Offers(mut o) => break o.remove(0),
-            DriverEvent::Error(e) => panic!("{e}"),
-            _ => {}
-        }
-    };
+    let offer = next_offers(&mut events, Duration::from_secs(30))
+        .await
+        .expect("an offer")
+        .remove(0);
     let tasks: Vec<v1::TaskInfo> = (0..TASKS)
-        .map(|i| v1::TaskInfo {
-            task_id: format!("quick-{i}"),
-            name: format!("quick-{i}"),
-            resources: "cpus:0.1;mem:32"
-                .parse::<drover_resources::Resources>()
-                .unwrap()
-                .to_proto(),
-            command: Some(v1::CommandInfo {
-                shell: "exit 0".into(),
-                environment: Default::default(),
-            }),
-            kill_grace_seconds: 1.0,
-        })
+        .map(|i| shell_task(&format!("quick-{i}"), "cpus:0.1;mem:32", "exit 0"))
         .collect();
     driver
         .accept(std::slice::from_ref(&offer.id), tasks, Some(600.0))
@@ -176,6 +154,32 @@ async fn updates_the_master_acknowledged_survive_a_sigkill_of_the_leader() {
     )
     .await
     .unwrap();
+    let want: BTreeSet<String> = acked.values().flatten().cloned().collect();
+    assert_eq!(want.len(), TASKS * UPDATES_PER_TASK);
+
+    // The old leader forwards every update to the framework, which acknowledges none. Take
+    // those first deliveries off the stream now, so that none of them can pass for a
+    // redelivery by the new leader below.
+    let mut first: BTreeSet<String> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !want.is_subset(&first) {
+        match next_before(
+            &mut events,
+            deadline,
+            "first deliveries from the old leader",
+        )
+        .await
+        {
+            DriverEvent::Update(s) => {
+                first.insert(s.uuid);
+            }
+            DriverEvent::Offers(o) => {
+                let ids: Vec<_> = o.iter().map(|o| o.id.clone()).collect();
+                driver.decline(&ids, Some(600.0)).await.ok();
+            }
+            _ => {}
+        }
+    }
 
     // At once, SIGKILL the leader.
     let leader = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
@@ -192,20 +196,35 @@ async fn updates_the_master_acknowledged_survive_a_sigkill_of_the_leader() {
         wait_holds(&addr, &acked).await;
     }
 
+    // Whatever the old leader sent before it died (updates sent again, offers) is still
+    // buffered: skip it up to the driver's resubscription to a survivor.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let event = next_before(&mut events, deadline, "resubscription to a survivor").await;
+        if matches!(
+            event,
+            DriverEvent::Subscribed {
+                resubscribed: true,
+                master_id,
+                ..
+            } if master_id != old
+        ) {
+            break;
+        }
+    }
+
     // The framework acknowledged nothing: the new leader re-sends every update.
     let mut delivered: BTreeSet<String> = BTreeSet::new();
-    let want: BTreeSet<String> = acked.values().flatten().cloned().collect();
-    assert_eq!(want.len(), TASKS * UPDATES_PER_TASK);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !want.is_subset(&delivered) {
-        match next(&mut events).await {
+        match next_before(&mut events, deadline, "redeliveries from the new leader").await {
             DriverEvent::Update(s) => {
-                delivered.insert(s.uuid.clone());
+                delivered.insert(s.uuid);
             }
             DriverEvent::Offers(o) => {
                 let ids: Vec<_> = o.iter().map(|o| o.id.clone()).collect();
                 driver.decline(&ids, Some(600.0)).await.ok();
             }
-            DriverEvent::Error(e) => panic!("{e}"),
             _ => {}
         }
     }
@@ -213,17 +232,7 @@ async fn updates_the_master_acknowledged_survive_a_sigkill_of_the_leader() {
     // The killed replica, restarted, has them too.
     c.start_master(old).unwrap();
     let addr = c.master(old).unwrap().addr.clone();
-    let (code, _) = wait_until("restarted master answers", Duration::from_secs(30), || {
-        let addr = addr.clone();
-        async move {
-            common::try_http_get(&addr, "/health")
-                .await
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 200);
+    // `wait_holds` retries until the restarted master answers.
     wait_holds(&addr, &acked).await;
     driver.teardown().await.expect("teardown");
 }

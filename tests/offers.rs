@@ -11,17 +11,9 @@ use drover_scheduler::driver::{
     Driver, DriverEvent, DriverOptions, EventStream, FrameworkInfo, Offer,
 };
 
-use common::{cli, leader_state, start_with_agents, wait_until};
+use common::{cli, leader_state, next, next_offers, shell_task, start_with_agents, wait_until};
 
 const AGENT_RESOURCES: &str = "cpus:2;mem:2048;disk:1024;ports:[31000-31099]";
-
-/// The next event that is not a heartbeat-like notice, within `timeout`.
-async fn next(events: &mut EventStream, timeout: Duration) -> Option<DriverEvent> {
-    tokio::time::timeout(timeout, events.next_event())
-        .await
-        .ok()
-        .flatten()
-}
 
 async fn subscribe(masters: &[String], name: &str, role: &str) -> (Driver, EventStream) {
     let mut info = FrameworkInfo::new(name);
@@ -36,19 +28,6 @@ async fn subscribe(masters: &[String], name: &str, role: &str) -> (Driver, Event
         }
     }
     (driver, events)
-}
-
-/// Waits for the next OFFERS event (skipping others) within `timeout`.
-async fn next_offers(events: &mut EventStream, timeout: Duration) -> Option<Vec<Offer>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match next(events, left).await? {
-            DriverEvent::Offers(o) => return Some(o),
-            DriverEvent::Error(e) => panic!("driver error: {e}"),
-            _ => continue,
-        }
-    }
 }
 
 /// `drover run -- 'echo hello; exit 3'`: the client sees every state, ending in FAILED with exit
@@ -249,17 +228,9 @@ async fn two_roles_with_weights_one_and_three_converge_to_weighted_drf_shares() 
                         continue;
                     }
                     let task = v1::TaskInfo {
-                        task_id: format!("{name}-{launched}"),
                         name: "sleeper".into(),
-                        resources: "cpus:1;mem:256"
-                            .parse::<drover_resources::Resources>()
-                            .unwrap()
-                            .to_proto(),
-                        command: Some(v1::CommandInfo {
-                            shell: "sleep 600".into(),
-                            environment: Default::default(),
-                        }),
                         kill_grace_seconds: 0.0,
+                        ..shell_task(&format!("{name}-{launched}"), "cpus:1;mem:256", "sleep 600")
                     };
                     match driver
                         .accept(std::slice::from_ref(&o.id), vec![task], Some(0.0))
@@ -378,19 +349,7 @@ async fn kill_ends_a_running_task_and_reconcile_answers_from_the_registry() {
     let offers = next_offers(&mut events, Duration::from_secs(10))
         .await
         .expect("an offer");
-    let task = v1::TaskInfo {
-        task_id: "long".into(),
-        name: "long".into(),
-        resources: "cpus:0.5;mem:32"
-            .parse::<drover_resources::Resources>()
-            .unwrap()
-            .to_proto(),
-        command: Some(v1::CommandInfo {
-            shell: "echo $$ > pid; exec sleep 600".into(),
-            environment: Default::default(),
-        }),
-        kill_grace_seconds: 1.0,
-    };
+    let task = shell_task("long", "cpus:0.5;mem:32", "echo $$ > pid; exec sleep 600");
     driver
         .accept(std::slice::from_ref(&offers[0].id), vec![task], None)
         .await
@@ -520,20 +479,9 @@ async fn offers_and_tasks(c: &drover_chaos::LocalCluster) -> (Vec<String>, Vec<S
     (list("offers"), list("tasks"))
 }
 
+/// A `sleep 600` task `id` with `resources`.
 fn small_task(id: &str, resources: &str) -> v1::TaskInfo {
-    v1::TaskInfo {
-        task_id: id.into(),
-        name: id.into(),
-        resources: resources
-            .parse::<drover_resources::Resources>()
-            .unwrap()
-            .to_proto(),
-        command: Some(v1::CommandInfo {
-            shell: "sleep 600".into(),
-            environment: Default::default(),
-        }),
-        kill_grace_seconds: 1.0,
-    }
+    shell_task(id, resources, "sleep 600")
 }
 
 /// Expects `result` to be the master's refusal with `code`, its message containing `says`.

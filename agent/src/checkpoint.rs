@@ -126,6 +126,20 @@ pub fn encode_record<T: Serialize>(path: &Path, record: &T) -> Result<Vec<u8>, C
     Ok(line)
 }
 
+/// Runs blocking file work on tokio's blocking pool, off the runtime's threads; a task that
+/// could not finish (it panicked) is an I/O error on `path`.
+pub async fn off_runtime<T: Send + 'static>(
+    path: PathBuf,
+    work: impl FnOnce() -> Result<T, CheckpointError> + Send + 'static,
+) -> Result<T, CheckpointError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(CheckpointError::Io {
+            path,
+            source: io::Error::other(format!("checkpoint task failed: {e}")),
+        })
+    })
+}
+
 /// Appends `record` to the log at `path` (created if missing) and fsyncs it; when the file is
 /// new, fsyncs its directory too. Returns once the record is durable.
 pub fn append_record<T: Serialize>(path: &Path, record: &T) -> Result<(), CheckpointError> {

@@ -136,6 +136,9 @@ struct Entry {
     conn: Option<mpsc::Sender<ToExecutor>>,
     /// The grace of a kill asked for; re-sent to an executor that reconnects.
     kill_requested: Option<Duration>,
+    /// While the launch is being prepared off the actor: the answers owed to RunTasks for
+    /// the same task that came meanwhile (they get the first one's outcome).
+    preparing: Option<Vec<oneshot::Sender<Result<(), TaskError>>>>,
 }
 
 struct Actor {
@@ -179,8 +182,9 @@ impl Launcher {
         rx.await.map_err(|_| TaskError::Stopped)?
     }
 
-    pub async fn run_task(&self, req: RunTask) -> Result<(), TaskError> {
-        self.ask(|reply| Msg::Run {
+    /// Starts the tasks of one RunTask, prepared concurrently (see [`run_all`]).
+    pub async fn run_tasks(&self, reqs: Vec<RunTask>) -> Vec<Result<(), TaskError>> {
+        run_all(&self.tx, reqs, |req, reply| Msg::Run {
             req: Box::new(req),
             reply,
         })
@@ -387,6 +391,7 @@ impl Actor {
                 kill_grace: spec.task.kill_grace_ms.map(Duration::from_millis),
                 conn: None,
                 kill_requested: None,
+                preparing: None,
             },
         );
         true
@@ -400,9 +405,16 @@ impl Actor {
             return;
         }
         let key = (req.framework_id.clone(), req.task.task_id.clone());
-        if self.tasks.contains_key(&key) {
-            tracing::debug!(task = %key.1, framework = %key.0, "RunTask for a known task: nothing to do");
-            let _ = reply.send(Ok(()));
+        if let Some(entry) = self.tasks.get_mut(&key) {
+            match &mut entry.preparing {
+                // Answered with the launch's outcome: a failed preparation must not have
+                // been answered as a success.
+                Some(owed) => owed.push(reply),
+                None => {
+                    tracing::debug!(task = %key.1, framework = %key.0, "RunTask for a known task: nothing to do");
+                    let _ = reply.send(Ok(()));
+                }
+            }
             return;
         }
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
@@ -432,6 +444,7 @@ impl Actor {
                 kill_grace: req.task.kill_grace_ms.map(Duration::from_millis),
                 conn: None,
                 kill_requested: None,
+                preparing: Some(Vec::new()),
             },
         );
         let (program, socket) = (
@@ -444,7 +457,7 @@ impl Actor {
         // a busy host takes milliseconds).
         self.waiters.spawn(async move {
             let d = dir.clone();
-            let prepared = tokio::task::spawn_blocking(move || {
+            let prepared = checkpoint::off_runtime(dir.0.clone(), move || {
                 if read_launch_spec(&d).is_some() {
                     return Ok(false);
                 }
@@ -452,13 +465,7 @@ impl Actor {
                 checkpoint::write_atomic(&d.task_json(), &json)?;
                 Ok(true)
             })
-            .await
-            .unwrap_or_else(|e| {
-                Err(CheckpointError::Io {
-                    path: dir.0.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            });
+            .await;
             let (outcome, child) = match prepared {
                 Ok(false) => (Launch::Adopted, None),
                 Err(e) => (Launch::CheckpointFailed(e), None),
@@ -501,6 +508,25 @@ impl Actor {
         outcome: Launch,
         reply: oneshot::Sender<Result<(), TaskError>>,
     ) {
+        let owed = self
+            .tasks
+            .get_mut(&key)
+            .and_then(|e| e.preparing.take())
+            .unwrap_or_default();
+        // What the RunTasks that came during the preparation are told: the same as `reply`.
+        let failure = match &outcome {
+            Launch::CheckpointFailed(e) => Some(e.to_string()),
+            _ => None,
+        };
+        for r in owed {
+            let _ = r.send(match &failure {
+                None => Ok(()),
+                Some(why) => Err(TaskError::Checkpoint(CheckpointError::Io {
+                    path: dir.task_json(),
+                    source: std::io::Error::other(why.clone()),
+                })),
+            });
+        }
         match outcome {
             Launch::Adopted => {
                 tracing::info!(task = %key.1, framework = %key.0, "adopting a task started before this agent's restart");
@@ -640,4 +666,28 @@ impl Actor {
 pub fn default_executor_command() -> std::io::Result<Vec<OsString>> {
     let exe: PathBuf = std::env::current_exe()?;
     Ok(vec![exe.into_os_string(), OsString::from("executor")])
+}
+
+/// Hands every task of a RunTask to an actor (`wrap` makes its message, with the reply to
+/// send) before awaiting any answer, so that the actor works on all of them at once; returns
+/// the answers in the request's order.
+pub(crate) async fn run_all<M>(
+    actor: &mpsc::Sender<M>,
+    reqs: Vec<RunTask>,
+    wrap: impl Fn(RunTask, oneshot::Sender<Result<(), TaskError>>) -> M,
+) -> Vec<Result<(), TaskError>> {
+    let mut answers = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let (reply, rx) = oneshot::channel();
+        let sent = actor.send(wrap(req, reply)).await;
+        answers.push(sent.ok().map(|()| rx));
+    }
+    let mut out = Vec::with_capacity(answers.len());
+    for rx in answers {
+        out.push(match rx {
+            Some(rx) => rx.await.unwrap_or(Err(TaskError::Stopped)),
+            None => Err(TaskError::Stopped),
+        });
+    }
+    out
 }

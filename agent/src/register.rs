@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_client::{ClientError, MasterClient};
+use drover_client::{Backoff, ClientError, MasterClient};
 use drover_proto::v1::agent_registry_client::AgentRegistryClient;
 use drover_proto::v1::{AgentInfo, HeartbeatRequest, RegisterReply, RegisterRequest};
 use drover_resources::{Attributes, Resources};
@@ -147,7 +147,7 @@ impl Registrar {
 
     /// Registers, retrying until a master accepts; persists a new id.
     async fn register(&mut self) -> Registration {
-        let mut backoff = REGISTER_BACKOFF_MIN;
+        let mut backoff = Backoff::new(REGISTER_BACKOFF_MIN, REGISTER_BACKOFF_MAX);
         loop {
             let attempt = self.register_once(self.stored_id.as_ref()).await;
             let failure = match attempt {
@@ -171,12 +171,11 @@ impl Registrar {
             tracing::warn!(
                 simulated = self.identity.simulated,
                 hostname = %self.identity.hostname,
-                retry_in_ms = backoff.as_millis() as u64,
+                retry_within_ms = backoff.step().as_millis() as u64,
                 error = %failure,
                 "registration failed"
             );
-            tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..1.0))).await;
-            backoff = (backoff * 2).min(REGISTER_BACKOFF_MAX);
+            backoff.wait().await;
         }
     }
 
@@ -188,12 +187,7 @@ impl Registrar {
             tracing::warn!(old = %old, new = %id, simulated = self.identity.simulated, "the master gave this agent a new id");
         }
         let (path, id2) = (self.identity.id_file.clone(), id.clone());
-        tokio::task::spawn_blocking(move || store_agent_id(&path, &id2))
-            .await
-            .map_err(|e| CheckpointError::Io {
-                path: self.identity.id_file.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        checkpoint::off_runtime(path.clone(), move || store_agent_id(&path, &id2)).await?;
         self.stored_id = Some(id.clone());
         Ok(())
     }

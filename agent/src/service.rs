@@ -59,18 +59,12 @@ impl Agent for AgentService {
         let tasks = RunTask::from_proto(request.get_ref()).map_err(invalid)?;
         // Every task is tried; the first refusal answers the call (the master sends the
         // whole request again only on transport failures, and launches are idempotent).
-        let mut refusal = None;
-        for req in tasks {
-            let r = match &self.backend {
-                Backend::Real(l) => l.run_task(req).await,
-                Backend::Simulated(s) => s.run_task(req).await,
-            };
-            if let Err(e) = r {
-                refusal.get_or_insert(status_of(e));
-            }
-        }
-        match refusal {
-            Some(s) => Err(s),
+        let answers = match &self.backend {
+            Backend::Real(l) => l.run_tasks(tasks).await,
+            Backend::Simulated(s) => s.run_tasks(tasks).await,
+        };
+        match answers.into_iter().find_map(Result::err) {
+            Some(e) => Err(status_of(e)),
             None => Ok(Response::new(RunTaskReply {})),
         }
     }

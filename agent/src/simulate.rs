@@ -154,6 +154,15 @@ impl Simulator {
         rx.await.map_err(|_| TaskError::Stopped)?
     }
 
+    /// Starts the tasks of one RunTask (see [`crate::launcher::run_all`]).
+    pub async fn run_tasks(&self, reqs: Vec<RunTask>) -> Vec<Result<(), TaskError>> {
+        crate::launcher::run_all(&self.tx, reqs, |req, reply| Msg::Run {
+            req: Box::new(req),
+            reply,
+        })
+        .await
+    }
+
     pub async fn run_task(&self, req: RunTask) -> Result<(), TaskError> {
         self.ask(|reply| Msg::Run {
             req: Box::new(req),
@@ -300,7 +309,7 @@ impl Actor {
                     tracing::debug!(task = %key.2, why, "simulated: status update queue full; offering again later");
                     let (me, k) = (self.me.clone(), key.clone());
                     self.timers.spawn(async move {
-                        tokio::time::sleep(QUEUE_FULL_RETRY).await;
+                        tokio::time::sleep(drover_client::jittered(QUEUE_FULL_RETRY)).await;
                         if let Some(tx) = me.upgrade() {
                             let _ = tx.send(Msg::Flush(k)).await;
                         }

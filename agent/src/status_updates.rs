@@ -44,7 +44,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use drover_client::{ClientError, MasterClient};
+use drover_client::{Backoff, ClientError, MasterClient};
+use drover_proto::agent_api::{is_final_refusal, MAX_UPDATES_PER_CALL};
 use drover_proto::v1;
 use drover_proto::v1::agent_registry_client::AgentRegistryClient;
 use serde::{Deserialize, Serialize};
@@ -73,8 +74,10 @@ pub const MAX_PENDING_TOTAL: usize = 100_000;
 pub const MAX_UPDATES_PER_TASK: usize = 1024;
 /// Tasks with nothing pending whose uuids are still remembered; the oldest are forgotten.
 pub const MAX_IDLE_TASKS: usize = 10_000;
-/// Most updates in one UpdateStatus call (the master takes up to 1000).
+/// Most updates in one UpdateStatus call (the master takes up to
+/// [`MAX_UPDATES_PER_CALL`]).
 pub const MAX_BATCH_UPDATES: usize = 256;
+const _: () = assert!(MAX_BATCH_UPDATES <= MAX_UPDATES_PER_CALL);
 /// Most encoded bytes of updates in one call (the master takes requests up to 1 MiB).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// UpdateStatus calls in flight at once.
@@ -181,6 +184,7 @@ impl StatusUpdates {
             config,
             streams: HashMap::new(),
             idle: VecDeque::new(),
+            next_idle_stamp: 0,
             pending_total: 0,
             ready: VecDeque::new(),
             batches: JoinSet::new(),
@@ -229,8 +233,8 @@ struct Stream {
     /// Records not yet in the log, in order; the head is being written when `writing`.
     to_write: VecDeque<Write>,
     writing: bool,
-    /// Whether the task is in `Actor::idle`.
-    idle: bool,
+    /// The stamp of the task's current entry in `Actor::idle`, while it is idle.
+    idle_since: Option<u64>,
 }
 
 impl Stream {
@@ -266,8 +270,11 @@ struct Actor {
     client: MasterClient,
     config: Config,
     streams: HashMap<Key, Stream>,
-    /// Streams with nothing pending, oldest first: forgotten beyond [`MAX_IDLE_TASKS`].
-    idle: VecDeque<Key>,
+    /// Streams with nothing pending, oldest first, each with the stamp it went idle with (an
+    /// entry whose stamp is not its stream's current one is stale): forgotten beyond
+    /// [`MAX_IDLE_TASKS`].
+    idle: VecDeque<(Key, u64)>,
+    next_idle_stamp: u64,
     pending_total: usize,
     /// Tasks whose head waits for a call, in the order they became ready.
     ready: VecDeque<Key>,
@@ -285,27 +292,17 @@ fn key_of(u: &StatusUpdate) -> Key {
     )
 }
 
-/// Runs blocking file work off the runtime's threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CheckpointError> + Send + 'static,
-) -> Result<T, CheckpointError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(CheckpointError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(format!("checkpoint task failed: {e}")),
-        })
-    })
-}
-
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         if let Checkpointing::Disk(layout) = &self.config.checkpointing {
             let frameworks = layout.frameworks_dir();
-            match blocking(move || Ok(recover(&frameworks))).await {
+            let dir = frameworks.clone();
+            match checkpoint::off_runtime(dir, move || Ok(recover(&frameworks))).await {
                 Ok(recovered) => self.adopt(recovered),
                 Err(e) => tracing::error!(error = %e, "status update recovery failed"),
             }
         }
+        self.pump();
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -320,7 +317,6 @@ impl Actor {
                         for d in done {
                             self.finished(d);
                         }
-                        self.pump();
                     }
                     Err(e) => tracing::error!(error = %e, "a status update call failed to run"),
                 },
@@ -329,6 +325,9 @@ impl Actor {
                     Err(e) => tracing::error!(error = %e, "a checkpoint write failed to run"),
                 },
             }
+            // Once per event, after all it made ready: the free call slots take as much as
+            // there is.
+            self.pump();
         }
     }
 
@@ -372,7 +371,7 @@ impl Actor {
         let record = head.record.clone();
         let key = key.clone();
         self.writers.spawn(async move {
-            let result = blocking(move || {
+            let result = checkpoint::off_runtime(path.clone(), move || {
                 if let Some(dir) = path.parent() {
                     checkpoint::create_dir_all_durable(dir)?;
                 }
@@ -412,12 +411,13 @@ impl Actor {
                 tracing::error!(task = %update.task_id, uuid = %update.uuid, error = %e, "cannot checkpoint a status update");
                 stream.seen.remove(&update.uuid);
                 self.pending_total = self.pending_total.saturating_sub(1);
-                let mut waiters = done.waiters.into_iter();
-                if let Some(first) = waiters.next() {
-                    let _ = first.send(Err(UpdateError::Checkpoint(e)));
-                }
-                for reply in waiters {
-                    let _ = reply.send(Err(UpdateError::Stopped));
+                // Everyone who sent this update (the first time or again) learns why.
+                let why = e.to_string();
+                for reply in done.waiters {
+                    let _ = reply.send(Err(UpdateError::Checkpoint(CheckpointError::Io {
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(why.clone()),
+                    })));
                 }
             }
             (Record::Acked { uuid } | Record::Dropped { uuid, .. }, Err(e)) => {
@@ -438,12 +438,13 @@ impl Actor {
             if pending.is_empty() {
                 // Remembered so that a late resend from its executor is recognised.
                 if self.idle.len() < MAX_IDLE_TASKS {
-                    self.idle.push_back(key.clone());
+                    let stamp = self.idle_stamp();
+                    self.idle.push_back((key.clone(), stamp));
                     self.streams.insert(
                         key,
                         Stream {
                             seen,
-                            idle: true,
+                            idle_since: Some(stamp),
                             ..Stream::default()
                         },
                     );
@@ -506,8 +507,8 @@ impl Actor {
         }
         let stream = self.streams.entry(key.clone()).or_default();
         stream.seen.insert(update.uuid);
-        // Its entry in `self.idle` goes stale; forgetting skips streams that are not idle.
-        stream.idle = false;
+        // Its entry in `self.idle`, if any, goes stale.
+        stream.idle_since = None;
         self.pending_total += 1;
         self.queue_write(
             &key,
@@ -528,7 +529,6 @@ impl Actor {
         }
         stream.in_flight = true;
         self.ready.push_back(key.clone());
-        self.pump();
     }
 
     /// Starts calls for the ready heads while call slots are free.
@@ -586,50 +586,53 @@ impl Actor {
             stream.queue.pop_front();
             self.pending_total = self.pending_total.saturating_sub(1);
         }
-        self.queue_write(
-            &done.key,
-            Write {
-                record,
-                waiters: Vec::new(),
-            },
-        );
+        // In memory there is no log to record the outcome in.
+        if matches!(self.config.checkpointing, Checkpointing::Disk(_)) {
+            self.queue_write(
+                &done.key,
+                Write {
+                    record,
+                    waiters: Vec::new(),
+                },
+            );
+        }
         self.maybe_send(&done.key);
         self.maybe_idle(&done.key);
+    }
+
+    fn idle_stamp(&mut self) -> u64 {
+        self.next_idle_stamp += 1;
+        self.next_idle_stamp
     }
 
     /// A task with nothing pending and nothing to write joins the idle ones; beyond
     /// [`MAX_IDLE_TASKS`] the oldest are forgotten.
     fn maybe_idle(&mut self, key: &Key) {
+        let stamp = self.next_idle_stamp + 1;
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
-        if !stream.queue.is_empty() || !stream.to_write.is_empty() || stream.idle {
+        if !stream.queue.is_empty() || !stream.to_write.is_empty() || stream.idle_since.is_some() {
             return;
         }
-        stream.idle = true;
-        self.idle.push_back(key.clone());
+        self.next_idle_stamp = stamp;
+        stream.idle_since = Some(stamp);
+        self.idle.push_back((key.clone(), stamp));
         while self.idle.len() > MAX_IDLE_TASKS {
-            let Some(old) = self.idle.pop_front() else {
+            let Some((old, stamp)) = self.idle.pop_front() else {
                 break;
             };
-            // A forgotten task must not be mid-write; one that became busy again is not idle.
+            // Only an entry that is still its stream's current one: the stream is idle since
+            // then, so nothing is pending or being written.
             if self
                 .streams
                 .get(&old)
-                .is_some_and(|s| s.idle && s.to_write.is_empty())
+                .is_some_and(|s| s.idle_since == Some(stamp))
             {
                 self.streams.remove(&old);
             }
         }
     }
-}
-
-/// Whether the master refused the update for good (retrying cannot change the answer).
-fn permanent(code: Code) -> bool {
-    matches!(
-        code,
-        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
-    )
 }
 
 /// Sends `updates` (each of a different task) until the master has acknowledged or refused
@@ -643,7 +646,7 @@ async fn send_until_done(
     // Batches still to send; a batch refused as a whole comes back as single updates.
     let mut todo = vec![updates];
     while let Some(mut batch) = todo.pop() {
-        let mut backoff = config.backoff_min;
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
         let mut attempt = 0u64;
         while !batch.is_empty() {
             let outcome = if attempt == 0 {
@@ -680,13 +683,13 @@ async fn send_until_done(
                             outcome,
                         };
                         let code = Code::from(o.code);
-                        if o.uuid != update.uuid.to_string() {
+                        if Uuid::try_parse(&o.uuid).ok() != Some(update.uuid) {
                             tracing::warn!(task = %update.task_id, uuid = %update.uuid, acked = %o.uuid, "master answered for a different uuid; sending again");
                             again.push(update);
                         } else if code == Code::Ok {
                             tracing::debug!(task = %update.task_id, state = ?update.state, uuid = %update.uuid, attempt, "status update acknowledged");
                             out.push(done(Outcome::Acked));
-                        } else if permanent(code) {
+                        } else if is_final_refusal(code) {
                             let reason = format!("{code:?}: {}", o.message);
                             tracing::warn!(
                                 task = %update.task_id,
@@ -711,12 +714,12 @@ async fn send_until_done(
                     outcomes = reply.outcomes.len(),
                     "master answered a different number of updates; sending again"
                 ),
-                Err(ClientError::Rejected(s)) if permanent(s.code()) && batch.len() > 1 => {
+                Err(ClientError::Rejected(s)) if is_final_refusal(s.code()) && batch.len() > 1 => {
                     tracing::warn!(updates = batch.len(), code = ?s.code(), error = s.message(), "master refused a whole batch; sending its updates one by one");
                     todo.extend(batch.drain(..).map(|u| vec![u]));
                     break;
                 }
-                Err(ClientError::Rejected(s)) if permanent(s.code()) => {
+                Err(ClientError::Rejected(s)) if is_final_refusal(s.code()) => {
                     let reason = format!("{:?}: {}", s.code(), s.message());
                     for update in batch.drain(..) {
                         tracing::warn!(task = %update.task_id, uuid = %update.uuid, %reason, "master refused the status update; dropping it");
@@ -731,14 +734,12 @@ async fn send_until_done(
                 Err(e) => tracing::warn!(
                     updates = batch.len(),
                     attempt,
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_within_ms = backoff.step().as_millis() as u64,
                     error = %e,
                     "status updates not acknowledged; will send again"
                 ),
             }
-            let jitter = rand::random_range(0.5..1.0);
-            tokio::time::sleep(backoff.mul_f64(jitter)).await;
-            backoff = (backoff * 2).min(config.backoff_max);
+            backoff.wait().await;
         }
     }
     out

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use drover_proto::agent_api::MAX_TASKS_PER_RUN;
 use drover_proto::v1;
 use drover_resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -78,40 +79,42 @@ pub fn grace_from_seconds(field: &str, seconds: f64) -> Result<Option<Duration>,
 }
 
 impl TaskSpec {
-    /// Validates a `RunTask`'s task (`field` prefixes the names of its fields in errors).
-    pub fn from_proto(task: &v1::TaskInfo) -> Result<Self, InvalidField> {
+    /// Validates a `RunTask`'s task; `at` names it in errors (`tasks[3]` gives fields such
+    /// as `tasks[3].command.shell`).
+    pub fn from_proto(task: &v1::TaskInfo, at: &str) -> Result<Self, InvalidField> {
+        let field = |f: &str| format!("{at}.{f}");
         let task_id =
-            TaskId::new(&task.task_id).map_err(|e| invalid("task.task_id", e.to_string()))?;
+            TaskId::new(&task.task_id).map_err(|e| invalid(field("task_id"), e.to_string()))?;
         if task.name.len() > MAX_NAME_BYTES {
             return Err(invalid(
-                "task.name",
+                field("name"),
                 format!("longer than {MAX_NAME_BYTES} bytes"),
             ));
         }
         let resources = Resources::from_proto(&task.resources)
-            .map_err(|e| invalid("task.resources", e.to_string()))?;
+            .map_err(|e| invalid(field("resources"), e.to_string()))?;
         let command = task
             .command
             .as_ref()
-            .ok_or_else(|| invalid("task.command", "missing: set command.shell"))?;
+            .ok_or_else(|| invalid(field("command"), "missing: set command.shell"))?;
         if command.shell.trim().is_empty() {
             return Err(invalid(
-                "task.command.shell",
+                field("command.shell"),
                 "empty: give the command to run",
             ));
         }
         if command.shell.len() > MAX_SHELL_BYTES {
             return Err(invalid(
-                "task.command.shell",
+                field("command.shell"),
                 format!("longer than {MAX_SHELL_BYTES} bytes"),
             ));
         }
         if command.shell.contains('\0') {
-            return Err(invalid("task.command.shell", "contains a NUL byte"));
+            return Err(invalid(field("command.shell"), "contains a NUL byte"));
         }
         if command.environment.len() > MAX_ENV_VARS {
             return Err(invalid(
-                "task.command.environment",
+                field("command.environment"),
                 format!("more than {MAX_ENV_VARS} variables"),
             ));
         }
@@ -120,7 +123,7 @@ impl TaskSpec {
             env_bytes += k.len() + v.len();
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(invalid(
-                    "task.command.environment",
+                    field("command.environment"),
                     format!(
                         "{:?} is not a valid variable name",
                         k.chars().take(64).collect::<String>()
@@ -129,18 +132,18 @@ impl TaskSpec {
             }
             if v.contains('\0') {
                 return Err(invalid(
-                    "task.command.environment",
+                    field("command.environment"),
                     format!("the value of {k} contains a NUL byte"),
                 ));
             }
         }
         if env_bytes > MAX_ENV_BYTES {
             return Err(invalid(
-                "task.command.environment",
+                field("command.environment"),
                 format!("larger than {MAX_ENV_BYTES} bytes"),
             ));
         }
-        let grace = grace_from_seconds("task.kill_grace_seconds", task.kill_grace_seconds)?;
+        let grace = grace_from_seconds(&field("kill_grace_seconds"), task.kill_grace_seconds)?;
         Ok(TaskSpec {
             task_id,
             name: task.name.clone(),
@@ -170,9 +173,6 @@ pub struct RunTask {
 }
 
 impl RunTask {
-    /// Most tasks in one request.
-    pub const MAX_PER_REQUEST: usize = 1000;
-
     /// The request's tasks, each validated (a bad one refuses the request, naming
     /// `tasks[i].field`).
     pub fn from_proto(req: &v1::RunTaskRequest) -> Result<Vec<Self>, InvalidField> {
@@ -183,21 +183,17 @@ impl RunTask {
         if req.tasks.is_empty() {
             return Err(invalid("tasks", "name at least one task"));
         }
-        if req.tasks.len() > Self::MAX_PER_REQUEST {
+        if req.tasks.len() > MAX_TASKS_PER_RUN {
             return Err(invalid(
                 "tasks",
-                format!("at most {} per request", Self::MAX_PER_REQUEST),
+                format!("at most {} per request", MAX_TASKS_PER_RUN),
             ));
         }
         req.tasks
             .iter()
             .enumerate()
             .map(|(i, task)| {
-                let task = TaskSpec::from_proto(task).map_err(|mut e| {
-                    // TaskSpec names its fields `task.…`.
-                    e.field = e.field.replacen("task", &format!("tasks[{i}]"), 1);
-                    e
-                })?;
+                let task = TaskSpec::from_proto(task, &format!("tasks[{i}]"))?;
                 Ok(RunTask {
                     agent_id: agent_id.clone(),
                     framework_id: framework_id.clone(),

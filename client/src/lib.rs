@@ -10,7 +10,10 @@
 //! leader's deadline passed) is reported as [`ClientError::Ambiguous`]: it may or may not have
 //! been applied, and only the caller can decide what to do about that.
 
+mod backoff;
 pub mod channel;
 mod master;
+
+pub use backoff::{jittered, Backoff};
 
 pub use master::{ClientError, MasterClient, RetryPolicy, MAX_REPLY_BYTES};

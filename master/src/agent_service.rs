@@ -7,6 +7,7 @@
 //! (one RPC for many tasks' updates): each update is its own conductor command, so they commit
 //! together in the proposer's entries, and the call is answered with one outcome per update.
 
+use drover_proto::agent_api::{self, MAX_UPDATES_PER_CALL};
 use drover_proto::v1;
 use drover_proto::v1::agent_registry_server::AgentRegistry;
 use tonic::{Request, Response, Status};
@@ -16,8 +17,6 @@ use crate::leader::{Command, LeaderHandle};
 
 /// Largest agent API request decoded, bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-/// Most status updates in one UpdateStatus.
-pub const MAX_UPDATES_PER_CALL: usize = 1000;
 
 pub struct AgentService {
     leader: LeaderHandle,
@@ -87,19 +86,18 @@ impl AgentRegistry for AgentService {
         // each well-formed one is then decided on its own.
         let mut commands = Vec::with_capacity(r.updates.len());
         for (i, u) in r.updates.iter().enumerate() {
-            let field = |f: &str| format!("updates[{i}].{f}");
-            let agent = convert::agent_id(&field("agent_id"), &u.agent_id)?;
-            let framework = convert::framework_id(&field("framework_id"), &u.framework_id)?;
+            let at = convert::in_item("updates", i);
+            let agent = convert::agent_id("agent_id", &u.agent_id).map_err(&at)?;
+            let framework = convert::framework_id("framework_id", &u.framework_id).map_err(&at)?;
             let status = u
                 .status
                 .as_ref()
-                .ok_or_else(|| invalid(&field("status"), "missing"))?;
+                .ok_or_else(|| at(invalid("status", "missing")))?;
             if !status.agent_id.is_empty() && status.agent_id != u.agent_id {
-                return Err(invalid(&field("status.agent_id"), "differs from agent_id"));
+                return Err(at(invalid("status.agent_id", "differs from agent_id")));
             }
-            let (task, update) = convert::status_from_proto(status).map_err(|e| {
-                Status::new(e.code(), format!("{}: {}", field("status"), e.message()))
-            })?;
+            // Its own errors name `status.…` fields already.
+            let (task, update) = convert::status_from_proto(status).map_err(&at)?;
             commands.push((agent, framework, task, update));
         }
         let answers = futures::future::join_all(commands.into_iter().map(
@@ -125,7 +123,9 @@ impl AgentRegistry for AgentService {
         for (uuid, answer) in answers {
             let (code, message) = match answer {
                 Ok(()) => (tonic::Code::Ok, String::new()),
-                Err(s) if is_final_refusal(s.code()) => (s.code(), s.message().to_string()),
+                Err(s) if agent_api::is_final_refusal(s.code()) => {
+                    (s.code(), s.message().to_string())
+                }
                 // Undecided (leadership lost, no leader): the agent sends the whole batch
                 // again; what did commit is acknowledged then as a duplicate.
                 Err(s) => return Err(s),
@@ -138,12 +138,4 @@ impl AgentRegistry for AgentService {
         }
         Ok(Response::new(v1::StatusUpdateReply { outcomes }))
     }
-}
-
-/// A refusal that retrying cannot change (the agent drops the update).
-fn is_final_refusal(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument
-    )
 }

@@ -26,7 +26,8 @@ use crate::replicated::ReplicaError;
 pub const MAX_QUEUED_WRITES: usize = 16 * 1024;
 /// Most operations in one entry.
 pub const MAX_OPS_PER_PROPOSAL: usize = 2048;
-/// Most payload bytes (keys and values) in one entry; a single larger write still goes alone.
+/// Most payload bytes in one entry (a store write counts its key and value, a cluster operation
+/// its encoding); a single larger write still goes alone.
 pub const MAX_PROPOSAL_BYTES: usize = crate::raft::network::APPEND_BUDGET_BYTES;
 /// Entries proposed and not yet applied.
 pub const MAX_INFLIGHT_PROPOSALS: usize = 4;

@@ -37,20 +37,27 @@ impl SchedulerService {
         caller: Option<v1::Caller>,
         call: Call,
     ) -> Result<Response<v1::CallReply>, Status> {
-        let caller = caller.ok_or_else(|| invalid("caller", "missing"))?;
-        let caller = Caller {
-            framework: convert::framework_id("caller.framework_id", &caller.framework_id)?,
-            stream_id: caller.stream_id,
-        };
+        self.ask(caller_from(caller)?, call).await?;
+        Ok(Response::new(v1::CallReply {}))
+    }
+
+    async fn ask(&self, caller: Caller, call: Call) -> Result<(), Status> {
         self.leader
             .ask(|reply| Command::Call {
                 caller,
                 call,
                 reply,
             })
-            .await?;
-        Ok(Response::new(v1::CallReply {}))
+            .await
     }
+}
+
+fn caller_from(caller: Option<v1::Caller>) -> Result<Caller, Status> {
+    let caller = caller.ok_or_else(|| invalid("caller", "missing"))?;
+    Ok(Caller {
+        framework: convert::framework_id("caller.framework_id", &caller.framework_id)?,
+        stream_id: caller.stream_id,
+    })
 }
 
 fn refuse_ms(field: &str, s: Option<f64>) -> Result<Option<u64>, Status> {
@@ -152,17 +159,19 @@ impl Scheduler for SchedulerService {
                 format!("at most {MAX_ACKS_PER_CALL} per call, got {}", r.acks.len()),
             ));
         }
+        let caller = caller_from(r.caller)?;
         let mut acks = Vec::with_capacity(r.acks.len());
         for (i, a) in r.acks.iter().enumerate() {
-            let task = convert::task_id(&format!("acks[{i}].task_id"), &a.task_id)?;
-            let uuid = convert::uuid(&format!("acks[{i}].uuid"), &a.uuid)?;
+            let at = convert::in_item("acks", i);
+            let task = convert::task_id("task_id", &a.task_id).map_err(&at)?;
+            let uuid = convert::uuid("uuid", &a.uuid).map_err(&at)?;
             acks.push((task, uuid));
         }
         // Each acknowledgement is its own command (and operation): they commit together in
         // the proposer's batches, and the call is answered once all are committed.
         let answers = futures::future::join_all(
             acks.into_iter()
-                .map(|(task, uuid)| self.call(r.caller.clone(), Call::Acknowledge { task, uuid })),
+                .map(|(task, uuid)| self.ask(caller.clone(), Call::Acknowledge { task, uuid })),
         )
         .await;
         for a in answers {

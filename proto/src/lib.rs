@@ -35,3 +35,22 @@ pub mod metadata {
     pub const STALE_CALLER_REPLACED: &str = "replaced";
     pub const STALE_CALLER_NOT_SUBSCRIBED: &str = "not-subscribed";
 }
+
+/// The agent API's limits and refusal rules, which the master (serving) and the agent
+/// (calling) must agree on.
+pub mod agent_api {
+    /// Most status updates in one `AgentRegistry.UpdateStatus`.
+    pub const MAX_UPDATES_PER_CALL: usize = 1000;
+    /// Most tasks in one `Agent.RunTask`.
+    pub const MAX_TASKS_PER_RUN: usize = 1000;
+
+    /// Whether a status update refused with `code` is refused for good (an illegal
+    /// transition, an unknown task, a malformed update: the agent drops it) rather than
+    /// undecided (the agent sends it again).
+    pub fn is_final_refusal(code: tonic::Code) -> bool {
+        matches!(
+            code,
+            tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument
+        )
+    }
+}

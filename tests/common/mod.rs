@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use drover_chaos::{ClusterSpec, LocalCluster};
+use drover_proto::v1;
+use drover_scheduler::driver::{DriverEvent, EventStream, Offer};
 
 #[allow(unused_imports)]
 pub use drover_chaos::wait_until;
@@ -120,19 +122,64 @@ pub async fn start_with_agents(
     c
 }
 
+/// The `/v1/state` of the master at `addr` (its own registry, leader or not) as JSON.
+pub async fn state_at(addr: &str) -> Result<serde_json::Value, String> {
+    let (code, body) = try_http_get(addr, "/v1/state")
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    if code != 200 {
+        return Err(format!("{addr}: /v1/state answered {code}: {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{addr}: {e}"))
+}
+
 /// The leader's `/v1/state` as JSON.
 pub async fn leader_state(c: &LocalCluster) -> Result<serde_json::Value, String> {
     let leader = c
         .wait_for_leader(LEADER_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    let (code, body) = try_http_get(&leader.leader_addr, "/v1/state")
+    state_at(&leader.leader_addr).await
+}
+
+/// The next driver event within `timeout`; `None` on timeout or once the driver has stopped.
+pub async fn next(events: &mut EventStream, timeout: Duration) -> Option<DriverEvent> {
+    tokio::time::timeout(timeout, events.next_event())
         .await
-        .map_err(|e| e.to_string())?;
-    if code != 200 {
-        return Err(format!("/v1/state answered {code}: {body}"));
+        .ok()
+        .flatten()
+}
+
+/// Waits for the next OFFERS event (skipping others) within `timeout`; panics on the driver's
+/// ERROR event.
+pub async fn next_offers(events: &mut EventStream, timeout: Duration) -> Option<Vec<Offer>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next(events, left).await? {
+            DriverEvent::Offers(o) => return Some(o),
+            DriverEvent::Error(e) => panic!("driver error: {e}"),
+            _ => continue,
+        }
     }
-    serde_json::from_str(&body).map_err(|e| e.to_string())
+}
+
+/// A task `id` (named `id` too) with `resources` (text, e.g. `cpus:0.5;mem:64`) running
+/// `/bin/sh -c shell`, with a kill grace period of 1 s.
+pub fn shell_task(id: &str, resources: &str, shell: &str) -> v1::TaskInfo {
+    v1::TaskInfo {
+        task_id: id.into(),
+        name: id.into(),
+        resources: resources
+            .parse::<drover_resources::Resources>()
+            .unwrap()
+            .to_proto(),
+        command: Some(v1::CommandInfo {
+            shell: shell.into(),
+            environment: Default::default(),
+        }),
+        kill_grace_seconds: 1.0,
+    }
 }
 
 /// Waits until the leader's registry holds `n` active agents.

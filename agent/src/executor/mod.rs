@@ -98,12 +98,14 @@ pub enum ExecutorError {
 /// [`EXIT_OK`], or [`EXIT_UNACKNOWLEDGED`] when the agent never acknowledged the end.
 pub async fn run_executor(args: ExecutorArgs) -> Result<i32, ExecutorError> {
     // The executor outlives the agent and the terminal it may have been started from: the
-    // end of that terminal's session must not end the task.
-    // SAFETY: installs SIG_IGN, no handler code runs.
-    if let Err(e) =
-        unsafe { nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn) }
-    {
-        tracing::warn!(error = %e, "cannot ignore SIGHUP");
+    // end of that terminal's session must not end the task. SIGHUP is caught and dropped,
+    // not ignored: an ignored signal stays ignored across exec, and the task's command must
+    // start with SIGHUP at its default (a caught one is reset at exec).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move { while hangups.recv().await.is_some() {} });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP"),
     }
     let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ExecutorError::Signal)?;
@@ -234,10 +236,12 @@ fn terminal(
         (None, Some(s)) => format!("killed by {}", signal_name(s)),
         (None, None) => format!("ended ({status})"),
     };
-    // Over its limit, a task fails whatever its command made of the kill (a shell may turn
-    // its child's SIGKILL into exit status 137), and even while a kill was under way: the
-    // kernel ended it, not the request (Mesos: REASON_CONTAINER_LIMITATION_MEMORY).
-    if let Some(hit) = memory {
+    // Over its limit, a task that did not succeed fails for it, whatever its command made of
+    // the kill (a shell may turn its child's SIGKILL into exit status 137), and even while a
+    // kill was under way: the kernel ended it, not the request (Mesos:
+    // REASON_CONTAINER_LIMITATION_MEMORY). A command that exited 0 despite an OOM kill in
+    // one of its processes finished.
+    if let Some(hit) = memory.filter(|_| !status.success()) {
         return (
             TaskState::Failed,
             REASON_MEMORY_LIMIT,

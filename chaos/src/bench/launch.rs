@@ -27,30 +27,63 @@ use super::percentile_ms;
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
 use crate::wait::wait_until;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run: the options of `drover bench launch` (their doc comments are its help).
+#[derive(clap::Args, Clone, Debug)]
 pub struct LaunchBenchOptions {
+    #[arg(long, default_value_t = 3)]
     pub masters: u64,
-    /// Agents: real processes, or simulated ones in one process.
+    /// Agents: real `drover agent` processes running real executors, or with
+    /// `--simulate` that many simulated agents in one process (tasks are timers).
+    #[arg(long, default_value_t = 2)]
     pub agents: usize,
+    #[arg(long)]
     pub simulate: bool,
-    /// Each agent's resources (`--resources`).
+    /// Each agent's resources.
+    #[arg(
+        long,
+        default_value = "cpus:64;mem:65536;disk:65536;ports:[31000-32000]"
+    )]
     pub agent_resources: String,
+    #[arg(long, default_value_t = 500)]
     pub tasks: usize,
+    #[arg(long, default_value = "cpus:0.1;mem:32")]
     pub task_resources: String,
-    /// The tasks' shell command (a simulated task runs `sleep N` as a timer).
+    /// The tasks' command (for simulated agents, `sleep N` is a timer of N seconds).
+    #[arg(long, default_value = "sleep 1")]
     pub command: String,
     /// Most tasks launched from one offer.
+    #[arg(long, default_value_t = 10)]
     pub per_offer: usize,
     /// ACCEPTs in flight at once.
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// Tasks launched per second at most (offers are held until the rate allows their use);
-    /// `None`: every offer is used as it arrives.
+    /// Launch at most this many tasks per second (offers are held until the rate allows);
+    /// without it every offer is used as it arrives, so latency includes the backlog.
+    #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Extra arguments for every master.
+    /// Whole-run deadline, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_seconds: u64,
+    /// Extra arguments for every master, e.g. `--master-arg=--allocation-interval-ms=200`.
+    #[arg(long = "master-arg", allow_hyphen_values = true)]
     pub master_args: Vec<String>,
+}
+
+impl LaunchBenchOptions {
     /// The whole run's deadline.
-    pub timeout: Duration,
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+}
+
+/// `--rate`: a positive, finite number of tasks per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s}: must be a positive number of tasks per second"
+        )),
+    }
 }
 
 /// One master's resident memory after the run.
@@ -58,7 +91,8 @@ pub struct LaunchBenchOptions {
 pub struct MasterMemory {
     pub id: u64,
     pub leader: bool,
-    pub rss_mib: f64,
+    /// `None` when it could not be read.
+    pub rss_mib: Option<f64>,
 }
 
 /// What the run measured.
@@ -78,8 +112,9 @@ pub struct LaunchFigures {
     pub max_ms: f64,
     pub registration_seconds: f64,
     pub masters: Vec<MasterMemory>,
-    /// Tasks in the leader's registry when memory was read.
-    pub tasks_in_registry: u64,
+    /// Tasks in the leader's registry when memory was read; `None` when the leader's
+    /// metrics could not be read or did not have them.
+    pub tasks_in_registry: Option<u64>,
 }
 
 /// The errors of the launch benchmark.
@@ -116,16 +151,17 @@ fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
     })
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+/// A process's resident memory, MiB; `None` when `/proc` does not tell.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }
 
 /// How many tasks of `task` fit in `offered`, at most `max`.
@@ -144,27 +180,38 @@ fn fits(offered: &Resources, task: &Resources, max: usize) -> usize {
     n
 }
 
+/// Why a call of the run failed.
+enum CallError {
+    /// An ACCEPT: its tasks were not launched.
+    Accept {
+        tasks: Vec<String>,
+        error: String,
+    },
+    Decline(String),
+}
+
 struct Run {
     driver: Driver,
     task: Resources,
     opts: LaunchBenchOptions,
-    /// Task numbers not launched yet.
-    pending: VecDeque<usize>,
+    /// The next task number to launch: tasks `0..next_task` are in ACCEPTs already.
+    next_task: usize,
     sent: HashMap<String, Instant>,
     /// ACCEPTs as they leave (task ids, when), from the calls' tasks.
     sent_tx: tokio::sync::mpsc::UnboundedSender<(Vec<String>, Instant)>,
     latencies: Vec<Duration>,
+    /// When the first ACCEPT was sent: the rate's clock and the start of the throughput.
     first_accept: Option<Instant>,
     last_running: Option<Instant>,
     failed: usize,
     accepts: usize,
-    calls: JoinSet<Result<(), (Vec<String>, String)>>,
+    calls: JoinSet<Result<(), CallError>>,
     permits: Arc<Semaphore>,
-    /// Offers kept for later use (with `rate`), oldest first.
-    held: VecDeque<Offer>,
-    /// Tasks put into ACCEPTs so far.
-    launched: usize,
-    started: Option<Instant>,
+    /// Offers kept for later use (with `rate`), oldest first, each with the tasks it fits
+    /// (at most `per_offer`).
+    held: VecDeque<(OfferId, usize)>,
+    /// The sum of the tasks the held offers fit.
+    committed: usize,
     /// Updates received and not yet acknowledged; they go together once the calls in
     /// flight (at most [`ACKS_IN_FLIGHT`]) return, as a framework under load would.
     unacked: Vec<v1::TaskStatus>,
@@ -188,80 +235,103 @@ impl Run {
         }
     }
 
-    /// New offers: those no task fits are declined for the rest of the run; the others are
-    /// used now or, with a rate, when it allows.
+    /// Task numbers not launched yet.
+    fn pending(&self) -> usize {
+        self.opts.tasks - self.next_task
+    }
+
+    /// New offers: those no task fits, or not needed by the tasks not yet launched beyond
+    /// what the held offers fit, are declined for the rest of the run; the others are used
+    /// now or, with a rate, when it allows.
     fn offers(&mut self, offers: Vec<Offer>) {
         let mut unused: Vec<OfferId> = Vec::new();
         for o in offers {
-            if fits(&o.resources, &self.task, 1) == 0 || self.pending.len() <= self.committed() {
+            let fit = fits(&o.resources, &self.task, self.opts.per_offer);
+            if fit == 0 || self.pending() <= self.committed {
                 unused.push(o.id);
             } else {
-                self.held.push_back(o);
+                self.committed += fit;
+                self.held.push_back((o.id, fit));
             }
         }
-        if !unused.is_empty() {
-            let driver = self.driver.clone();
-            self.calls.spawn(async move {
-                driver
-                    .decline(&unused, Some(3600.0))
-                    .await
-                    .map_err(|e| (Vec::new(), e.to_string()))
-            });
-        }
+        self.decline(unused);
         self.release();
     }
 
-    /// Tasks that the held offers will take (each offer takes up to `per_offer`).
-    fn committed(&self) -> usize {
-        self.held.len() * self.opts.per_offer
+    /// Declines `offers` for the rest of the run (an hour).
+    fn decline(&mut self, offers: Vec<OfferId>) {
+        if offers.is_empty() {
+            return;
+        }
+        let driver = self.driver.clone();
+        self.calls.spawn(async move {
+            driver
+                .decline(&offers, Some(3600.0))
+                .await
+                .map_err(|e| CallError::Decline(e.to_string()))
+        });
     }
 
     fn rescinded(&mut self, id: &OfferId) {
-        self.held.retain(|o| &o.id != id);
+        if let Some(i) = self.held.iter().position(|(held, _)| held == id) {
+            if let Some((_, fit)) = self.held.remove(i) {
+                self.committed -= fit;
+            }
+        }
     }
 
-    /// Sends ACCEPTs for held offers as far as the rate allows (all of them without one).
+    /// Sends ACCEPTs for held offers as far as the rate allows (all of them without one);
+    /// once every task is launched, declines the offers still held.
     fn release(&mut self) {
-        let started = *self.started.get_or_insert_with(Instant::now);
+        // The rate's clock starts with the first ACCEPT, which it always allows.
         let allowed = match self.opts.rate {
-            Some(rate) => (started.elapsed().as_secs_f64() * rate).floor() as usize + 1,
+            Some(rate) => {
+                let elapsed = self.first_accept.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                ((elapsed * rate).floor() as usize).saturating_add(1)
+            }
             None => usize::MAX,
         };
-        while self.launched < allowed && !self.pending.is_empty() {
-            let Some(o) = self.held.pop_front() else {
+        let limit = allowed.min(self.opts.tasks);
+        while self.next_task < limit {
+            let Some((offer, fit)) = self.held.pop_front() else {
                 break;
             };
-            let k = fits(&o.resources, &self.task, self.opts.per_offer)
-                .min(self.pending.len())
-                .min(allowed - self.launched);
-            let numbers: Vec<usize> = (0..k).filter_map(|_| self.pending.pop_front()).collect();
-            let tasks: Vec<v1::TaskInfo> = numbers.into_iter().map(|n| self.task_info(n)).collect();
-            self.launched += tasks.len();
+            self.committed -= fit;
+            let k = fit.min(limit - self.next_task);
+            let tasks: Vec<v1::TaskInfo> = (self.next_task..self.next_task + k)
+                .map(|n| self.task_info(n))
+                .collect();
+            self.next_task += k;
             self.accepts += 1;
+            self.first_accept.get_or_insert_with(Instant::now);
             let permits = self.permits.clone();
             let driver = self.driver.clone();
-            let (sent_tx, ids): (_, Vec<String>) = (
-                self.sent_tx.clone(),
-                tasks.iter().map(|t| t.task_id.clone()).collect(),
-            );
+            let sent_tx = self.sent_tx.clone();
+            let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
             self.calls.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 // Latency counts from here: the ACCEPT leaves the framework.
                 let _ = sent_tx.send((ids.clone(), Instant::now()));
                 driver
-                    .accept(std::slice::from_ref(&o.id), tasks, None)
+                    .accept(std::slice::from_ref(&offer), tasks, None)
                     .await
-                    .map_err(|e| (ids, e.to_string()))
+                    .map_err(|e| CallError::Accept {
+                        tasks: ids,
+                        error: e.to_string(),
+                    })
             });
+        }
+        if self.pending() == 0 && !self.held.is_empty() {
+            let unused: Vec<OfferId> = self.held.drain(..).map(|(id, _)| id).collect();
+            self.committed = 0;
+            self.decline(unused);
         }
     }
 
     /// ACCEPTs that left: their tasks' clocks start.
     fn accepted(&mut self, ids: Vec<String>, at: Instant) {
-        self.first_accept.get_or_insert(at);
         for id in ids {
-            // An update that arrived before this (cannot, as the ACCEPT commits first) wins.
-            self.sent.entry(id).or_insert(at);
+            self.sent.insert(id, at);
         }
     }
 
@@ -292,14 +362,11 @@ impl Run {
         }
     }
 
-    /// Acknowledges what was received, if a call slot is free.
+    /// Acknowledges everything received so far in one call (which the driver splits as
+    /// needed), if a call slot is free.
     fn flush_acks(&mut self) {
-        while self.acks.len() < ACKS_IN_FLIGHT && !self.unacked.is_empty() {
-            let n = self
-                .unacked
-                .len()
-                .min(drover_scheduler::driver::MAX_IDS_PER_CALL);
-            let batch: Vec<v1::TaskStatus> = self.unacked.drain(..n).collect();
+        if self.acks.len() < ACKS_IN_FLIGHT && !self.unacked.is_empty() {
+            let batch = std::mem::take(&mut self.unacked);
             let driver = self.driver.clone();
             self.acks.spawn(async move {
                 driver
@@ -317,21 +384,18 @@ impl Run {
         self.flush_acks();
     }
 
-    fn finished_call(
-        &mut self,
-        r: Result<Result<(), (Vec<String>, String)>, tokio::task::JoinError>,
-    ) {
-        if let Ok(Err((ids, e))) = r {
-            if ids.is_empty() {
-                tracing::warn!("call failed: {e}");
-            } else {
-                tracing::warn!(tasks = ids.len(), "ACCEPT failed: {e}");
-                for id in ids {
+    fn finished_call(&mut self, r: Result<Result<(), CallError>, tokio::task::JoinError>) {
+        match r {
+            Ok(Err(CallError::Decline(e))) => tracing::warn!("DECLINE failed: {e}"),
+            Ok(Err(CallError::Accept { tasks, error })) => {
+                tracing::warn!(tasks = tasks.len(), "ACCEPT failed: {error}");
+                for id in tasks {
                     if self.sent.remove(&id).is_some() {
                         self.failed += 1;
                     }
                 }
             }
+            Ok(Ok(())) | Err(_) => {}
         }
     }
 
@@ -366,7 +430,7 @@ pub async fn launch(
         spec.agent_args
             .extend(["--simulate".to_string(), opts.agents.to_string()]);
     }
-    let deadline = Instant::now() + opts.timeout;
+    let deadline = Instant::now() + opts.timeout();
     let mut cluster = LocalCluster::start(spec).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let registering = Instant::now();
@@ -375,7 +439,7 @@ pub async fn launch(
     let leader_addr = leader.leader_addr.clone();
     wait_until(
         "agents registered",
-        opts.timeout.min(Duration::from_secs(600)),
+        opts.timeout().min(Duration::from_secs(600)),
         || {
             let addr = leader_addr.clone();
             async move {
@@ -407,7 +471,7 @@ pub async fn launch(
         driver: driver.clone(),
         task,
         opts: opts.clone(),
-        pending: (0..opts.tasks).collect(),
+        next_task: 0,
         sent: HashMap::new(),
         latencies: Vec::with_capacity(opts.tasks),
         first_accept: None,
@@ -417,8 +481,7 @@ pub async fn launch(
         calls: JoinSet::new(),
         permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         held: VecDeque::new(),
-        launched: 0,
-        started: None,
+        committed: 0,
         sent_tx,
         unacked: Vec::new(),
         acks: JoinSet::new(),
@@ -430,7 +493,7 @@ pub async fn launch(
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(LaunchBenchError::Timeout(
-                opts.timeout,
+                opts.timeout(),
                 format!(
                     "{} of {} tasks running, {} failed",
                     run.latencies.len(),
@@ -443,7 +506,14 @@ pub async fn launch(
             e = next_event(&mut events) => match e? {
                 DriverEvent::Offers(o) => run.offers(o),
                 DriverEvent::Rescind(id) => run.rescinded(&id),
-                DriverEvent::Update(s) => run.update(s),
+                DriverEvent::Update(s) => {
+                    // Start the clocks of the ACCEPTs that left before this update first
+                    // (`select!` may poll this branch before the channel's).
+                    while let Ok((ids, at)) = sent_rx.try_recv() {
+                        run.accepted(ids, at);
+                    }
+                    run.update(s)
+                }
                 DriverEvent::Error(e) => return Err(LaunchBenchError::Driver(e)),
                 DriverEvent::Disconnected { reason } => progress(&format!("driver disconnected: {reason}")),
                 _ => {}
@@ -461,7 +531,7 @@ pub async fn launch(
                 run.latencies.len(),
                 opts.tasks,
                 run.failed,
-                run.pending.len()
+                run.pending()
             ));
         }
     }
@@ -474,20 +544,26 @@ pub async fn launch(
 
     // Memory with every task still in the registry.
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let body = http_get(&leader.leader_addr, "/metrics")
-        .await
-        .unwrap_or_default();
-    let tasks_in_registry: f64 = body
-        .lines()
-        .filter(|l| l.starts_with("drover_master_tasks{"))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum();
+    let tasks_in_registry: Option<u64> = match http_get(&leader.leader_addr, "/metrics").await {
+        Ok(body) => {
+            let values: Vec<f64> = body
+                .lines()
+                .filter(|l| l.starts_with("drover_master_tasks{"))
+                .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
+        }
+        Err(e) => {
+            tracing::warn!("reading the leader's /metrics: {e}");
+            None
+        }
+    };
     let masters: Vec<MasterMemory> = cluster
         .masters()
         .map(|m| MasterMemory {
             id: m.id,
             leader: m.id == leader.leader_id,
-            rss_mib: m.pid().map_or(0.0, rss_mib),
+            rss_mib: m.pid().and_then(rss_mib),
         })
         .collect();
 
@@ -515,7 +591,7 @@ pub async fn launch(
         max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         registration_seconds,
         masters,
-        tasks_in_registry: tasks_in_registry as u64,
+        tasks_in_registry,
     };
     driver.teardown().await.ok();
     driver.stop().await;

@@ -156,7 +156,9 @@ mod tests {
         };
         let figures = run(&s, |_| {});
         assert_eq!(figures[0].offers, 50);
-        // After three rounds each agent has been refused by three frameworks; seven remain.
+        // After three rounds each agent has been refused by three frameworks, and the cycle
+        // still offers every agent (to one of the seven left); the loop below shows the
+        // refusals add up until none is left.
         assert_eq!(figures[1].offers, 50);
         let mut a = build(&s);
         for round in 0..10 {

@@ -114,8 +114,15 @@ impl Filters {
 }
 
 /// A share as a sort key (total order; shares are finite).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Key(pub(super) f64);
+
+/// Equality as the order has it (`total_cmp`), so that `==` and `cmp` agree.
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 
 impl Eq for Key {}
 

@@ -71,11 +71,29 @@ pub enum AgentMessage {
     Kill(v1::KillTaskRequest),
 }
 
+impl AgentMessage {
+    /// For logs: what the message asks.
+    fn describe(&self) -> String {
+        match self {
+            AgentMessage::Run(r) => match r.tasks.as_slice() {
+                [t] => format!("launch of {}", t.task_id),
+                ts => format!(
+                    "launch of {} tasks ({}…)",
+                    ts.len(),
+                    ts.first().map_or("?", |t| &t.task_id)
+                ),
+            },
+            AgentMessage::Kill(r) => format!("kill of {}", r.task_id),
+        }
+    }
+}
+
 /// Sends `message`, retrying transport failures with backoff until [`SEND_DEADLINE`]; an
 /// answer from the agent (success or refusal) ends it. Returns whether the agent accepted it.
 pub async fn send(channel: Channel, agent: AgentId, message: AgentMessage) -> bool {
     let started = std::time::Instant::now();
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff =
+        drover_client::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let mut client = AgentClient::new(channel.clone());
         let r = match &message {
@@ -90,17 +108,6 @@ pub async fn send(channel: Channel, agent: AgentId, message: AgentMessage) -> bo
                 client.kill_task(r).await.map(|_| ())
             }
         };
-        let what = match &message {
-            AgentMessage::Run(r) => match r.tasks.as_slice() {
-                [t] => format!("launch of {}", t.task_id),
-                ts => format!(
-                    "launch of {} tasks ({}…)",
-                    ts.len(),
-                    ts.first().map_or("?", |t| &t.task_id)
-                ),
-            },
-            AgentMessage::Kill(r) => format!("kill of {}", r.task_id),
-        };
         match r {
             Ok(()) => return true,
             Err(s)
@@ -112,15 +119,14 @@ pub async fn send(channel: Channel, agent: AgentId, message: AgentMessage) -> bo
                         | tonic::Code::Cancelled
                 ) && started.elapsed() < SEND_DEADLINE =>
             {
-                tracing::debug!(%agent, %what, error = %s, "agent unreachable; retrying");
+                tracing::debug!(%agent, what = %message.describe(), error = %s, "agent unreachable; retrying");
             }
             Err(s) => {
-                tracing::warn!(%agent, %what, code = ?s.code(), error = s.message(), "agent did not take it");
+                tracing::warn!(%agent, what = %message.describe(), code = ?s.code(), error = s.message(), "agent did not take it");
                 return false;
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }
 

@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use drover_proto::agent_api::MAX_TASKS_PER_RUN;
 use drover_proto::v1;
 use drover_resources::Resources;
 use futures::future::BoxFuture;
@@ -42,7 +43,7 @@ use crate::metrics as m;
 use crate::raft::MasterId;
 use crate::registry::cluster::{
     AgentRecord, AgentState, ClusterError, ClusterOp, ClusterOutcome, ClusterState,
-    FrameworkRecord, OfferRecord, StatusUpdate, TaskSpec,
+    FrameworkRecord, OfferRecord, StatusUpdate, TaskSpec, MAX_TASKS_PER_ACCEPT,
 };
 use crate::registry::{Op, Outcome};
 use crate::replicated::{ReplicaError, Replicated};
@@ -57,8 +58,7 @@ pub const REDELIVERY_BURST: usize = EVENT_QUEUE / 2;
 pub const MAX_RECONCILE: usize = EVENT_QUEUE / 2;
 /// Most offers in one CreateOffers command (each is a few hundred bytes encoded).
 pub const MAX_OFFERS_PER_COMMAND: usize = 256;
-/// Most tasks in one RunTask to an agent (the agent takes up to 1000).
-pub const MAX_TASKS_PER_RUN: usize = 1000;
+const _: () = assert!(MAX_TASKS_PER_ACCEPT <= MAX_TASKS_PER_RUN);
 /// Most offers in one OFFERS event (each is a few hundred bytes).
 pub const MAX_OFFERS_PER_EVENT: usize = 1000;
 /// Proposals in flight from the conductor; past it, commands wait in their queue (whose bound
@@ -877,9 +877,8 @@ impl Conductor {
                 metrics::counter!(m::TASKS_LAUNCHED_TOTAL).increment(tasks.len() as u64);
                 // A TEARDOWN committed meanwhile is killing these: do not launch them.
                 if !self.torn_down.contains(&framework) {
-                    for chunk in tasks.chunks(MAX_TASKS_PER_RUN) {
-                        self.run_on_agent(&state, &framework, &agent, chunk);
-                    }
+                    // One RunTask: an ACCEPT's tasks fit (`MAX_TASKS_PER_ACCEPT`).
+                    self.run_on_agent(&state, &framework, &agent, &tasks);
                 }
                 let _ = reply.send(Ok(()));
             }
@@ -1123,9 +1122,9 @@ impl Conductor {
             .filter(|o| o.framework == id && !self.removing.contains(&o.id))
             .map(|o| convert::offer_to_proto(o, state.agent(&o.agent)))
             .collect();
-        if !offers.is_empty() {
-            self.send(&id, v1::event::Event::Offers(v1::Offers { offers }));
-        }
+        // Offers this send cannot deliver stay outstanding until they expire, as before a
+        // re-subscription.
+        let _ = self.send_offers(&id, offers);
         self.allocate_soon();
         let _ = reply.send(Ok(()));
     }
@@ -1151,26 +1150,28 @@ impl Conductor {
         for (framework, list) in by_framework {
             // A framework that went away while the offers were being committed gets none:
             // they are rescinded at once rather than left to expire.
-            // In events of a bounded size: a lone framework on a large cluster is offered
-            // every agent at once.
-            let mut list = list;
-            while !list.is_empty() {
-                let rest = list.split_off(list.len().min(MAX_OFFERS_PER_EVENT));
-                let ids: Vec<OfferId> = list
-                    .iter()
-                    .filter_map(|o| OfferId::new(&o.id).ok())
-                    .collect();
-                if !self.send(
-                    &framework,
-                    v1::event::Event::Offers(v1::Offers { offers: list }),
-                ) {
-                    orphans.extend(ids);
-                }
-                list = rest;
-            }
+            orphans.extend(self.send_offers(&framework, list));
         }
         orphans.retain(|id| !self.removing.contains(id));
         self.remove_offers(orphans, After::Rescinded);
+    }
+
+    /// Sends `offers` to the framework in OFFERS events of at most [`MAX_OFFERS_PER_EVENT`]
+    /// (a lone framework on a large cluster is offered every agent at once); returns the ids
+    /// of those it could not deliver (the stream is gone or full).
+    fn send_offers(&mut self, framework: &FrameworkId, offers: Vec<v1::Offer>) -> Vec<OfferId> {
+        let mut undelivered = Vec::new();
+        for chunk in chunks_of(offers, MAX_OFFERS_PER_EVENT) {
+            let ids = chunk.iter().filter_map(|o| OfferId::new(&o.id).ok());
+            let ids: Vec<OfferId> = ids.collect();
+            if !self.send(
+                framework,
+                v1::event::Event::Offers(v1::Offers { offers: chunk }),
+            ) {
+                undelivered.extend(ids);
+            }
+        }
+        undelivered
     }
 
     /// Offers the registry removed: their resources go back (with the framework's filter for
@@ -1234,14 +1235,11 @@ impl Conductor {
         // In commands of bounded size, each its own entry at most: a cycle over a large
         // cluster makes thousands of offers, and an entry must replicate within openraft's
         // per-request deadline (see `raft::network`).
-        let mut offers = offers;
-        while !offers.is_empty() {
-            let rest = offers.split_off(offers.len().min(MAX_OFFERS_PER_COMMAND));
+        for chunk in chunks_of(offers, MAX_OFFERS_PER_COMMAND) {
             self.propose(
-                ClusterOp::CreateOffers(offers.clone()),
-                After::OffersCreated(offers),
+                ClusterOp::CreateOffers(chunk.clone()),
+                After::OffersCreated(chunk),
             );
-            offers = rest;
         }
     }
 
@@ -1339,4 +1337,13 @@ fn used_by_agent(state: &ClusterState) -> HashMap<AgentId, Used> {
 /// What is allocated on one agent (an agent whose resources changed re-registering).
 fn used_on(state: &ClusterState, agent: &AgentId) -> Used {
     used_by_agent(state).remove(agent).unwrap_or_default()
+}
+
+/// `items` in owned runs of at most `n` (the last may be shorter), without copying.
+fn chunks_of<T>(items: Vec<T>, n: usize) -> impl Iterator<Item = Vec<T>> {
+    let mut items = items.into_iter().peekable();
+    std::iter::from_fn(move || {
+        items.peek()?;
+        Some(items.by_ref().take(n.max(1)).collect())
+    })
 }

@@ -31,6 +31,13 @@ pub fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
+/// A refusal of the field of item `i` of the request's list `list`: the error of a check that
+/// named the field alone gets the item's place in front (`updates[3].agent_id: …`). Field
+/// names are so built only on failure.
+pub fn in_item(list: &str, i: usize) -> impl Fn(Status) -> Status + '_ {
+    move |e| Status::new(e.code(), format!("{list}[{i}].{}", e.message()))
+}
+
 pub fn framework_id(field: &str, s: &str) -> Result<FrameworkId, Status> {
     FrameworkId::new(s).map_err(|e| invalid(field, e))
 }

@@ -470,6 +470,7 @@ impl Syncer {
 
 #[cfg(test)]
 mod tests {
+    use crate::raft::MasterId;
     use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
     use openraft::{CommittedLeaderId, LogId, Vote};
 
@@ -477,9 +478,13 @@ mod tests {
 
     fn blank(term: u64, index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            log_id: log_id(term, index),
             payload: openraft::EntryPayload::Blank,
         }
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId<MasterId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
     }
 
     /// What was appended, voted, purged and truncated is all there after closing and
@@ -494,14 +499,8 @@ mod tests {
             for i in 1..=20 {
                 store.blocking_append([blank(3, i)]).await.unwrap();
             }
-            store
-                .purge(LogId::new(CommittedLeaderId::new(3, 1), 5))
-                .await
-                .unwrap();
-            store
-                .truncate(LogId::new(CommittedLeaderId::new(3, 1), 18))
-                .await
-                .unwrap();
+            store.purge(log_id(3, 5)).await.unwrap();
+            store.truncate(log_id(3, 18)).await.unwrap();
         }
         let db = crate::db::open(dir.path()).unwrap();
         let mut store = LogStore::new(db);
@@ -531,17 +530,22 @@ mod tests {
         for i in 1..=40 {
             store.blocking_append([blank(1, i)]).await.unwrap();
         }
-        store
-            .truncate(LogId::new(CommittedLeaderId::new(1, 1), 31))
+        store.truncate(log_id(1, 31)).await.unwrap();
+        // Between the truncation and the next append, nothing past 30 is served, from memory
+        // or disk.
+        let kept: Vec<(u64, u64)> = store
+            .try_get_log_entries(25..)
             .await
-            .unwrap();
+            .unwrap()
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect();
+        assert_eq!(kept, (25..=30).map(|i| (1, i)).collect::<Vec<_>>());
+        assert_eq!(on_disk(25..100), (25..=30).collect::<Vec<_>>());
         for i in 31..=50 {
             store.blocking_append([blank(2, i)]).await.unwrap();
         }
-        store
-            .purge(LogId::new(CommittedLeaderId::new(2, 1), 10))
-            .await
-            .unwrap();
+        store.purge(log_id(2, 10)).await.unwrap();
         for (a, b) in [(0, 100), (11, 20), (30, 33), (45, 51), (49, 1000), (5, 12)] {
             let got: Vec<u64> = store
                 .try_get_log_entries(a..b)

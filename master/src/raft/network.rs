@@ -45,9 +45,9 @@ use super::{MasterId, MasterNode, Snapshot, TypeConfig, Vote};
 use crate::identity::Identity;
 use crate::metrics as m;
 
-/// Largest message the transport sends or accepts, bytes. An AppendEntries batch larger than
-/// this is split (openraft resends fewer entries); one entry always fits, because a store value
-/// is at most 1 MiB.
+/// Largest gRPC message the transport sends or accepts, bytes (a bound on what a peer may make
+/// this replica decode; AppendEntries batches are held to the much smaller
+/// [`APPEND_BUDGET_BYTES`], and one entry always fits, because a store value is at most 1 MiB).
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Size of one snapshot chunk on the wire, bytes.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;

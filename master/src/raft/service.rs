@@ -42,7 +42,15 @@ pub struct RaftTransport {
     raft: Raft,
     identity: Arc<Identity>,
     snapshots: Arc<SnapshotDir>,
+    /// Room for requests handled in their own task ([`RaftTransport::detached`]).
+    detached: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most append and vote requests handled in their own task at once. openraft resends an
+/// append its deadline cut off, so a follower stuck on a slow disk would otherwise gather
+/// tasks (each holding a batch) for as long as it is stuck; past this, requests are handled
+/// in the caller's task.
+const MAX_DETACHED_REQUESTS: usize = 64;
 
 impl RaftTransport {
     pub fn new(raft: Raft, identity: Arc<Identity>, snapshots: Arc<SnapshotDir>) -> Self {
@@ -50,6 +58,7 @@ impl RaftTransport {
             raft,
             identity,
             snapshots,
+            detached: Arc::new(tokio::sync::Semaphore::new(MAX_DETACHED_REQUESTS)),
         }
     }
 
@@ -126,12 +135,20 @@ impl RaftTransport {
     /// drops this handler; a heartbeat or append that a loaded follower receives late must
     /// still reach its Raft core (it extends the leader's lease there), or the follower
     /// campaigns against a live leader.
+    /// At most [`MAX_DETACHED_REQUESTS`] at once; beyond, the request is handled here.
     async fn detached(
+        &self,
         work: impl Future<Output = Result<Response<RaftReply>, Status>> + Send + 'static,
     ) -> Result<Response<RaftReply>, Status> {
-        tokio::spawn(work)
-            .await
-            .map_err(|e| Status::internal(format!("request handling failed: {e}")))?
+        let Ok(room) = self.detached.clone().try_acquire_owned() else {
+            return work.await;
+        };
+        tokio::spawn(async move {
+            let _room = room;
+            work.await
+        })
+        .await
+        .map_err(|e| Status::internal(format!("request handling failed: {e}")))?
     }
 
     fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
@@ -174,7 +191,7 @@ impl RaftService for RaftTransport {
         let req = request.into_inner();
         self.admit(req.header.as_ref())?;
         let raft = self.raft.clone();
-        Self::detached(async move {
+        self.detached(async move {
             let rpc: AppendEntriesRequest<TypeConfig> =
                 Self::decode("append entries", &req.payload)?;
             Self::reply(&raft.append_entries(rpc).await)
@@ -186,7 +203,7 @@ impl RaftService for RaftTransport {
         let req = request.into_inner();
         self.admit(req.header.as_ref())?;
         let raft = self.raft.clone();
-        Self::detached(async move {
+        self.detached(async move {
             let rpc: VoteRequest<MasterId> = Self::decode("vote", &req.payload)?;
             Self::reply(&raft.vote(rpc).await)
         })

@@ -38,11 +38,20 @@ pub type LogIndex = u64;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Proposal(Arc<EncodedProposal>);
 
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 struct EncodedProposal {
     body: ProposalBody,
     /// `body` in postcard.
     bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for EncodedProposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedProposal")
+            .field("body", &self.body)
+            .field("encoded_bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// What a proposal holds.
@@ -91,30 +100,8 @@ impl Serialize for Proposal {
 
 impl<'de> Deserialize<'de> for Proposal {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Bytes;
-        impl<'de> serde::de::Visitor<'de> for Bytes {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an encoded proposal")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        let bytes = deserializer.deserialize_bytes(Bytes)?;
+        // Accepts both a byte string and a sequence of bytes (as formats differ).
+        let bytes: Vec<u8> = bytes::Bytes::deserialize(deserializer)?.into();
         let body: ProposalBody = postcard::from_bytes(&bytes).map_err(serde::de::Error::custom)?;
         Ok(Self(Arc::new(EncodedProposal { body, bytes })))
     }

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use drover_client::{ClientError, MasterClient};
+use drover_client::{Backoff, ClientError, MasterClient};
 use drover_proto::v1::{self, event, Caller, Event, SubscribeRequest};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Status, Streaming};
@@ -141,7 +141,10 @@ impl Connection {
     }
 
     async fn run_until_stopped(&mut self) {
-        let mut backoff = self.options.resubscribe_backoff_start;
+        let mut backoff = Backoff::new(
+            self.options.resubscribe_backoff_start,
+            self.options.resubscribe_backoff_max,
+        );
         loop {
             let request = SubscribeRequest {
                 framework: Some(self.info.to_proto()),
@@ -165,7 +168,7 @@ impl Connection {
                         Served::Stop => return,
                         Served::Broken(reason) => {
                             if healthy {
-                                backoff = self.options.resubscribe_backoff_start;
+                                backoff.reset(self.options.resubscribe_backoff_start);
                             }
                             reason
                         }
@@ -178,17 +181,16 @@ impl Connection {
                 }
                 Err(SubscribeError::Retry(reason)) => format!("could not subscribe: {reason}"),
             };
-            tracing::info!(%reason, retry_in = ?backoff, "re-subscribing");
+            tracing::info!(%reason, retry_within = ?backoff.step(), "re-subscribing");
             if let Flow::Stop = self
                 .forward(DriverEvent::Disconnected { reason }, None)
                 .await
             {
                 return;
             }
-            if let Flow::Stop = self.pause(jittered(backoff)).await {
+            if let Flow::Stop = self.pause(backoff.next_wait()).await {
                 return;
             }
-            backoff = (backoff * 2).min(self.options.resubscribe_backoff_max);
         }
     }
 
@@ -552,13 +554,6 @@ pub(crate) fn heartbeat_timeout(interval_seconds: f64, misses: u32) -> Duration 
     Duration::from_secs_f64(interval * f64::from(misses.max(1)))
 }
 
-/// A wait between half of `backoff` and all of it, so that many frameworks that lost the same
-/// master do not come back in lockstep.
-fn jittered(backoff: Duration) -> Duration {
-    let full = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::random_range(full / 2..=full))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,13 +565,5 @@ mod tests {
         assert_eq!(heartbeat_timeout(f64::NAN, 3), Duration::from_secs(45));
         assert_eq!(heartbeat_timeout(1e12, 1), Duration::from_secs(600));
         assert_eq!(heartbeat_timeout(1.0, 0), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn jitter_stays_within_the_backoff() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
-        }
     }
 }
