@@ -67,6 +67,8 @@ pub struct FakeMaster {
     state: Arc<Mutex<FakeState>>,
     /// How long each UpdateStatus takes.
     update_delay: Duration,
+    /// While false, UpdateStatus calls wait (after being recorded) before they are answered.
+    gate: Option<Arc<tokio::sync::watch::Sender<bool>>>,
 }
 
 impl FakeMaster {
@@ -75,6 +77,22 @@ impl FakeMaster {
         Self {
             update_delay: delay,
             ..Default::default()
+        }
+    }
+
+    /// A fake whose UpdateStatus calls are recorded and then held until
+    /// [`FakeMaster::open_gate`].
+    pub fn gated() -> Self {
+        Self {
+            gate: Some(Arc::new(tokio::sync::watch::channel(false).0)),
+            ..Default::default()
+        }
+    }
+
+    /// Lets held and later UpdateStatus calls through.
+    pub fn open_gate(&self) {
+        if let Some(g) = &self.gate {
+            g.send_replace(true);
         }
     }
 
@@ -189,6 +207,10 @@ impl AgentRegistry for FakeMaster {
             }
         }
         tokio::time::sleep(self.update_delay).await;
+        if let Some(g) = &self.gate {
+            // An error means the fake is gone; answering then does not matter.
+            let _ = g.subscribe().wait_for(|open| *open).await;
+        }
         let mut s = self.state();
         for (_, status) in &items {
             if let Some(n) = s.in_flight.get_mut(&status.task_id) {

@@ -96,9 +96,9 @@ async fn updates_reach_the_master_in_order_one_in_flight_per_task() {
 
 #[tokio::test]
 async fn updates_of_many_tasks_share_calls_while_the_master_is_busy() {
-    // Each call takes 50 ms: while the first calls are out, the other tasks' updates gather
-    // into few calls instead of one call each.
-    let fake = FakeMaster::with_update_delay(Duration::from_millis(50));
+    // The fake holds calls until the gate opens: while the first calls are out, the other
+    // tasks' updates gather into few calls instead of one call each.
+    let fake = FakeMaster::gated();
     let addr = fake.serve().await;
     let (updates, manager) =
         StatusUpdates::start(FakeMaster::client(&addr), fast(Checkpointing::Memory));
@@ -108,6 +108,11 @@ async fn updates_of_many_tasks_share_calls_while_the_master_is_busy() {
             updates.update(update(task, state)).await.expect("accepted");
         }
     }
+    wait_for(DEADLINE, "every call slot taken", || async {
+        fake.state().batches.len() == MAX_BATCHES_IN_FLIGHT
+    })
+    .await;
+    fake.open_gate();
     wait_for(DEADLINE, "every update acknowledged", || drained(&updates)).await;
     {
         let s = fake.state();
@@ -151,9 +156,9 @@ fn fake_applied(s: &crate::testing::FakeState, task: &str) -> Vec<i32> {
 #[tokio::test]
 async fn a_batch_refused_as_a_whole_is_sent_update_by_update() {
     // One malformed update makes the master refuse its whole call; the others still land.
-    // Calls take 30 ms, so the first updates take the call slots and the later ones, "bad"
-    // among them, gather into one call.
-    let fake = FakeMaster::with_update_delay(Duration::from_millis(30));
+    // The fake holds calls until the gate opens: the first updates take every call slot, so
+    // the later ones, "bad" among them, wait together and then go in one call.
+    let fake = FakeMaster::gated();
     fake.state().refuse_calls_with_task.insert("bad".into());
     let addr = fake.serve().await;
     let (updates, manager) =
@@ -166,6 +171,11 @@ async fn a_batch_refused_as_a_whole_is_sent_update_by_update() {
             .await
             .expect("accepted");
     }
+    wait_for(DEADLINE, "every call slot taken", || async {
+        fake.state().batches.len() == MAX_BATCHES_IN_FLIGHT
+    })
+    .await;
+    fake.open_gate();
     wait_for(DEADLINE, "every update decided", || drained(&updates)).await;
     {
         let s = fake.state();
