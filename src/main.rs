@@ -92,14 +92,15 @@ struct MasterArgs {
     /// Where this master keeps its Raft log, snapshots and identity. Required.
     #[arg(long, env = "DROVER_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Leader heartbeat interval, milliseconds.
-    #[arg(long, env = "DROVER_HEARTBEAT_MS", default_value_t = 30)]
+    /// Leader heartbeat interval, milliseconds. openraft 0.9 also gives every AppendEntries
+    /// this long to be answered (received, appended and fsynced by the follower).
+    #[arg(long, env = "DROVER_HEARTBEAT_MS", default_value_t = 50)]
     heartbeat_ms: u64,
     /// Election timeout range, milliseconds. A follower campaigns after hearing nothing from
     /// its leader for MAX (the leader lease) plus a timeout drawn in [MIN, MAX) at start.
-    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MIN_MS", default_value_t = 100)]
+    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MIN_MS", default_value_t = 250)]
     election_timeout_min_ms: u64,
-    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MAX_MS", default_value_t = 200)]
+    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MAX_MS", default_value_t = 500)]
     election_timeout_max_ms: u64,
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, env = "DROVER_SNAPSHOT_EVERY", default_value_t = 10_000)]
@@ -564,8 +565,8 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 f.p50_ms, f.p99_ms, f.max_ms, f.accepts
             );
             println!(
-                "{} agents registered in {:.1} s{sim}",
-                f.agents, f.registration_seconds
+                "{} agents registered in {:.1} s; leader changes during the run: {}{sim}",
+                f.agents, f.registration_seconds, f.leader_changes
             );
             for m in &f.masters {
                 println!(

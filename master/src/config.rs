@@ -20,7 +20,14 @@ pub struct MasterConfig {
     pub heartbeat_interval: Duration,
     /// openraft 0.9 draws one election timeout in `[min, max)` when the node starts, and a
     /// follower that has a leader waits `max` (the leader lease) plus that timeout without
-    /// hearing from it before it campaigns: with 100–200 ms, 300–400 ms of silence.
+    /// hearing from it before it campaigns: with 250–500 ms, 750–1000 ms of silence.
+    ///
+    /// The defaults (heartbeat 50 ms, election 250–500 ms) leave room for a busy host:
+    /// openraft 0.9 gives each AppendEntries the heartbeat interval to be answered, and with
+    /// 30 ms and 100–200 ms a loaded 2-core machine running three masters and 10 000
+    /// simulated agents lost its leader in about half of the `bench launch` runs (a follower
+    /// stalled while every replica built a large snapshot at the same index); with these, none
+    /// in four.
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     /// Build a snapshot after this many log entries since the last one.
@@ -86,9 +93,9 @@ impl MasterConfig {
             listen,
             peers,
             data_dir,
-            heartbeat_interval: Duration::from_millis(30),
-            election_timeout_min: Duration::from_millis(100),
-            election_timeout_max: Duration::from_millis(200),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(250),
+            election_timeout_max: Duration::from_millis(500),
             snapshot_every_entries: 10_000,
             keep_entries_after_snapshot: 1_000,
             write_timeout: Duration::from_secs(5),

@@ -115,6 +115,9 @@ pub struct LaunchFigures {
     /// Tasks in the leader's registry when memory was read; `None` when the leader's
     /// metrics could not be read or did not have them.
     pub tasks_in_registry: Option<u64>,
+    /// Raft terms that began between the agents' registration and the end of the run (0: the
+    /// same leader throughout).
+    pub leader_changes: u64,
 }
 
 /// The errors of the launch benchmark.
@@ -455,6 +458,7 @@ pub async fn launch(
     )
     .await?;
     let registration_seconds = registering.elapsed().as_secs_f64();
+    let first_term = cluster.wait_for_leader(Duration::from_secs(30)).await?.term;
     progress(&format!(
         "{} agents registered in {registration_seconds:.1} s; launching {} tasks",
         opts.agents, opts.tasks
@@ -544,6 +548,7 @@ pub async fn launch(
 
     // Memory with every task still in the registry.
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let leader_changes = leader.term.saturating_sub(first_term);
     let tasks_in_registry: Option<u64> = match http_get(&leader.leader_addr, "/metrics").await {
         Ok(body) => {
             let values: Vec<f64> = body
@@ -592,6 +597,7 @@ pub async fn launch(
         registration_seconds,
         masters,
         tasks_in_registry,
+        leader_changes,
     };
     driver.teardown().await.ok();
     driver.stop().await;

@@ -4,6 +4,7 @@
 //! - [`log_store`]: the log and the vote on RocksDB, synced before openraft hears they are durable.
 //! - [`state_machine`]: applies committed entries to the [`Registry`](crate::registry::Registry),
 //!   builds and installs snapshots.
+//! - [`background`]: CPU-heavy jobs (building and loading snapshots) on low-priority threads.
 //! - [`snapshot`]: the snapshot file format and the directory holding the current snapshot.
 //! - [`network`]: the client side of the transport (tonic), one channel per peer.
 //! - [`service`]: the server side of the transport, which checks that every request is for this
@@ -14,6 +15,7 @@
 //! the 0.9 series, and it ships a storage conformance suite. 0.10 is still in alpha and changes
 //! these traits from one alpha to the next.
 
+pub mod background;
 pub mod codec;
 pub mod log_store;
 pub mod network;

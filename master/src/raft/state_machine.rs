@@ -138,15 +138,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let dir = self.snapshots.clone();
         let meta_c = meta.clone();
-        let registry = tokio::task::spawn_blocking(move || dir.install(&meta_c, &snapshot))
-            .await
-            .map_err(|e| {
-                snap_err(SnapshotError::Corrupt {
-                    path: Default::default(),
-                    reason: format!("install task failed: {e}"),
-                })
-            })?
-            .map_err(snap_err)?;
+        let registry =
+            super::background::run("snapshot-install", move || dir.install(&meta_c, &snapshot))
+                .await
+                .map_err(|e| {
+                    snap_err(SnapshotError::Corrupt {
+                        path: Default::default(),
+                        reason: format!("install task failed: {e}"),
+                    })
+                })?
+                .map_err(snap_err)?;
         self.registry = registry;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
@@ -202,15 +203,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let dir = self.snapshots.clone();
         let registry = self.registry.clone();
         let meta_c = meta.clone();
-        let current = tokio::task::spawn_blocking(move || dir.write(&meta_c, &registry))
-            .await
-            .map_err(|e| {
-                snap_err(SnapshotError::Corrupt {
-                    path: Default::default(),
-                    reason: format!("snapshot task failed: {e}"),
-                })
-            })?
-            .map_err(snap_err)?;
+        let current =
+            super::background::run("snapshot-build", move || dir.write(&meta_c, &registry))
+                .await
+                .map_err(|e| {
+                    snap_err(SnapshotError::Corrupt {
+                        path: Default::default(),
+                        reason: format!("snapshot task failed: {e}"),
+                    })
+                })?
+                .map_err(snap_err)?;
         metrics::counter!(m::RAFT_SNAPSHOTS_TOTAL).increment(1);
         metrics::histogram!(m::RAFT_SNAPSHOT_SECONDS).record(started.elapsed());
         metrics::gauge!(m::RAFT_SNAPSHOT_BYTES).set(current.bytes as f64);
