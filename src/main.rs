@@ -134,6 +134,23 @@ struct MasterArgs {
     /// How often subscribed frameworks get a HEARTBEAT event, milliseconds.
     #[arg(long, env = "DROVER_FRAMEWORK_HEARTBEAT_MS", default_value_t = 5_000)]
     framework_heartbeat_ms: u64,
+    /// After a leader change, how long agents have to register again (with their tasks)
+    /// before they are marked UNREACHABLE, and the least time every framework has to
+    /// subscribe again before its failover timeout tears it down, milliseconds.
+    #[arg(
+        long,
+        env = "DROVER_AGENT_REREGISTER_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    agent_reregister_timeout_ms: u64,
+    /// An agent UNREACHABLE for this long is removed (GONE: its tasks end as TASK_GONE, and it
+    /// may not register under its id again), milliseconds.
+    #[arg(
+        long,
+        env = "DROVER_AGENT_REMOVAL_TIMEOUT_MS",
+        default_value_t = 3_600_000
+    )]
+    agent_removal_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -352,6 +369,8 @@ struct MasterFile {
     agent_heartbeat_ms: Option<u64>,
     agent_timeout_ms: Option<u64>,
     framework_heartbeat_ms: Option<u64>,
+    agent_reregister_timeout_ms: Option<u64>,
+    agent_removal_timeout_ms: Option<u64>,
 }
 
 /// Fills every setting not given by flag or environment from the config file.
@@ -395,7 +414,9 @@ fn merge_master_file(mut a: MasterArgs, given: &clap::ArgMatches) -> anyhow::Res
         offer_timeout_ms,
         agent_heartbeat_ms,
         agent_timeout_ms,
-        framework_heartbeat_ms
+        framework_heartbeat_ms,
+        agent_reregister_timeout_ms,
+        agent_removal_timeout_ms
     );
     Ok(a)
 }
@@ -429,6 +450,11 @@ async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
         ("--agent-heartbeat-ms", a.agent_heartbeat_ms),
         ("--agent-timeout-ms", a.agent_timeout_ms),
         ("--framework-heartbeat-ms", a.framework_heartbeat_ms),
+        (
+            "--agent-reregister-timeout-ms",
+            a.agent_reregister_timeout_ms,
+        ),
+        ("--agent-removal-timeout-ms", a.agent_removal_timeout_ms),
     ] {
         if v == 0 {
             anyhow::bail!("{flag} must be greater than 0");
@@ -442,6 +468,8 @@ async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     config.offers.agent_heartbeat_interval = Duration::from_millis(a.agent_heartbeat_ms);
     config.offers.agent_timeout = Duration::from_millis(a.agent_timeout_ms);
     config.offers.framework_heartbeat_interval = Duration::from_millis(a.framework_heartbeat_ms);
+    config.offers.agent_reregister_timeout = Duration::from_millis(a.agent_reregister_timeout_ms);
+    config.offers.agent_removal_timeout = Duration::from_millis(a.agent_removal_timeout_ms);
     let prometheus =
         drover_master::metrics::install().context("installing the metrics recorder")?;
     drover_master::run(config, prometheus, shutdown_signal()).await?;

@@ -77,6 +77,11 @@ pub struct AgentArgs {
     /// Run N simulated agents in this process instead of a real one (tasks are timers).
     #[arg(long, env = "DROVER_AGENT_SIMULATE", default_value_t = 0)]
     pub simulate: usize,
+    /// What to do at start with the tasks an earlier life of this agent started: reconnect
+    /// (re-attach to running executors, report what ended meanwhile) or cleanup (kill them
+    /// all, reported TASK_KILLED).
+    #[arg(long, env = "DROVER_AGENT_RECOVER", value_enum, default_value_t = crate::recovery::RecoverMode::Reconnect)]
+    pub recover: crate::recovery::RecoverMode,
     /// Program and arguments that start an executor (default: this program, "executor").
     #[arg(
         long,
@@ -117,6 +122,7 @@ pub struct AgentConfig {
     /// Simulated agents; 0 for a real agent.
     pub simulate: usize,
     pub executor_command: Vec<OsString>,
+    pub recover: crate::recovery::RecoverMode,
 }
 
 impl AgentConfig {
@@ -221,6 +227,7 @@ impl AgentConfig {
             executor_grace: Duration::from_millis(args.executor_grace_ms),
             simulate: args.simulate,
             executor_command,
+            recover: args.recover,
         })
     }
 

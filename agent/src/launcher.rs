@@ -18,6 +18,19 @@
 //!   `executor_terminated`).
 //! - **Bounded**: finished tasks are remembered (for the task gauge and kill answers) up to
 //!   [`MAX_COMPLETED_TASKS`]; the oldest are forgotten.
+//! - **Recovery** ([`Launcher::recover`], before the agent registers): every task an earlier
+//!   life of the agent started is taken back into the table from what [`crate::recovery`]
+//!   found. Updates the executor made while the agent was down are checkpointed and sent
+//!   (the task's true end, if it ended); a live executor is re-attached (it reconnects by
+//!   itself); one that died without reporting the end makes the agent report `TASK_FAILED`
+//!   (reason `executor_terminated`) after killing what is left of the command; with
+//!   `--recover cleanup` every live task is killed and reported `TASK_KILLED` (reason
+//!   `agent_cleanup`). An unreadable `task.json` fails that task alone (reason
+//!   `checkpoint_corrupt`). A re-attached executor is not this agent's child: if it
+//!   disconnects and does not come back within [`ADOPTED_RECONNECT_GRACE`] while no such
+//!   process runs, its task is reported `TASK_FAILED` (`executor_terminated`) too.
+//! - **Report** ([`Launcher::report`]): what the agent tells a master when it registers
+//!   again: its live tasks, and its ended ones whose updates the master has not acknowledged.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -34,12 +47,31 @@ use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::layout::{Layout, TaskDir};
 use crate::metrics as m;
 use crate::protocol::ToExecutor;
+use crate::recovery::{Found, RecoverMode};
 use crate::status_updates::StatusUpdates;
 use crate::task::{KillTask, LaunchSpec, RunTask, LAUNCH_SPEC_VERSION};
 use crate::update::{Source, StatusUpdate, TaskState};
 
 /// Finished tasks remembered.
 pub const MAX_COMPLETED_TASKS: usize = 1000;
+/// How long a re-attached executor (not this agent's child) may stay disconnected while no
+/// such process runs before its task is reported failed.
+pub const ADOPTED_RECONNECT_GRACE: Duration = Duration::from_secs(3);
+
+/// What recovery did, by outcome.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Live tasks whose executor still runs (re-attached).
+    pub reattached: usize,
+    /// Tasks that had ended (their end checkpointed now if the agent had missed it).
+    pub ended: usize,
+    /// Tasks whose executor died without reporting the end: reported TASK_FAILED.
+    pub executor_gone: usize,
+    /// Tasks killed by `--recover cleanup`.
+    pub cleaned: usize,
+    /// Task directories with an unreadable `task.json`: reported TASK_FAILED.
+    pub corrupt: usize,
+}
 /// Depth of the launcher's request channel.
 const CHANNEL_DEPTH: usize = 256;
 
@@ -101,6 +133,18 @@ enum Msg {
         status: Result<ExitStatus, String>,
     },
     Registered(AgentId),
+    Recover {
+        found: Vec<Found>,
+        mode: RecoverMode,
+        stored_id: Option<AgentId>,
+        reply: oneshot::Sender<RecoverySummary>,
+    },
+    Report {
+        agent: AgentId,
+        reply: oneshot::Sender<Vec<(FrameworkId, TaskId, TaskState)>>,
+    },
+    /// A re-attached executor disconnected a while ago: is it back or still running?
+    CheckAdopted(Key),
     /// The off-actor part of a launch ended.
     Prepared {
         key: Key,
@@ -139,6 +183,36 @@ struct Entry {
     /// While the launch is being prepared off the actor: the answers owed to RunTasks for
     /// the same task that came meanwhile (they get the first one's outcome).
     preparing: Option<Vec<oneshot::Sender<Result<(), TaskError>>>>,
+    /// The executor is not this agent's child (an earlier life started it): its exit is
+    /// noticed by its absence, not by waiting on it.
+    adopted: bool,
+}
+
+impl Entry {
+    /// A task an earlier life of the agent started.
+    fn recovered(agent_id: AgentId, state: TaskState, kill_grace: Option<Duration>) -> Self {
+        Entry {
+            agent_id,
+            state,
+            kill_grace,
+            conn: None,
+            kill_requested: None,
+            preparing: None,
+            adopted: true,
+        }
+    }
+}
+
+/// Kills whatever still runs of a recovered task: its executor's process group and its
+/// command's.
+fn kill_leftovers(f: &Found) {
+    use crate::executor::group::signal_group;
+    if let Some(pid) = f.executor {
+        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    if let Some(pgid) = f.command_group {
+        signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 struct Actor {
@@ -240,6 +314,37 @@ impl Launcher {
     pub async fn registered(&self, id: AgentId) {
         let _ = self.tx.send(Msg::Registered(id)).await;
     }
+
+    /// Takes back the tasks an earlier life of the agent started (see the module doc);
+    /// `stored_id` is the agent's id from its work directory.
+    pub async fn recover(
+        &self,
+        found: Vec<Found>,
+        mode: RecoverMode,
+        stored_id: Option<AgentId>,
+    ) -> RecoverySummary {
+        let (reply, rx) = oneshot::channel();
+        let msg = Msg::Recover {
+            found,
+            mode,
+            stored_id,
+            reply,
+        };
+        if self.tx.send(msg).await.is_err() {
+            return RecoverySummary::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The tasks to report when registering again as `agent`: the live ones, and the ended
+    /// ones whose updates the master has not acknowledged, each in the state the agent knows.
+    pub async fn report(&self, agent: AgentId) -> Vec<(FrameworkId, TaskId, TaskState)> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Report { agent, reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
 }
 
 /// The command that starts the executor of the task in `dir`, its output to the task's
@@ -320,8 +425,31 @@ impl Actor {
                 if let Some(e) = self.tasks.get_mut(&key) {
                     if e.conn.as_ref().is_some_and(|c| c.same_channel(&conn)) {
                         e.conn = None;
+                        if e.adopted && !e.state.is_terminal() {
+                            let me = self.me.clone();
+                            self.waiters.spawn(async move {
+                                tokio::time::sleep(ADOPTED_RECONNECT_GRACE).await;
+                                if let Some(tx) = me.upgrade() {
+                                    let _ = tx.send(Msg::CheckAdopted(key)).await;
+                                }
+                            });
+                        }
                     }
                 }
+            }
+            Msg::CheckAdopted(key) => self.check_adopted(key).await,
+            Msg::Recover {
+                found,
+                mode,
+                stored_id,
+                reply,
+            } => {
+                let summary = self.recover(found, mode, stored_id).await;
+                let _ = reply.send(summary);
+            }
+            Msg::Report { agent, reply } => {
+                let report = self.report(&agent).await;
+                let _ = reply.send(report);
             }
             Msg::StateSeen { key, state } => self.set_state(&key, state),
             Msg::Exited { key, status } => self.exited(key, status).await,
@@ -392,6 +520,7 @@ impl Actor {
                 conn: None,
                 kill_requested: None,
                 preparing: None,
+                adopted: true,
             },
         );
         true
@@ -445,6 +574,7 @@ impl Actor {
                 conn: None,
                 kill_requested: None,
                 preparing: Some(Vec::new()),
+                adopted: false,
             },
         );
         let (program, socket) = (
@@ -566,6 +696,12 @@ impl Actor {
 
     /// Reports the end of a task on the executor's behalf.
     async fn report_failure(&mut self, key: &Key, reason: &str, message: String) {
+        self.report_end(key, TaskState::Failed, reason, message)
+            .await;
+    }
+
+    /// Reports that a task ended in `state`, on the executor's behalf (source agent).
+    async fn report_end(&mut self, key: &Key, state: TaskState, reason: &str, message: String) {
         let Some(agent_id) = self.tasks.get(key).map(|e| e.agent_id.clone()) else {
             return;
         };
@@ -573,15 +709,157 @@ impl Actor {
             agent_id,
             key.0.clone(),
             key.1.clone(),
-            TaskState::Failed,
+            state,
             Source::Agent,
             reason,
             message,
         );
         if let Err(e) = self.updates.update(update).await {
-            tracing::error!(task = %key.1, error = %e, "cannot report the task's failure");
+            tracing::error!(task = %key.1, error = %e, "cannot report the task's end");
         }
-        self.set_state(key, TaskState::Failed);
+        self.set_state(key, state);
+    }
+
+    /// Takes back what an earlier life of the agent started; see the module doc.
+    async fn recover(
+        &mut self,
+        found: Vec<Found>,
+        mode: RecoverMode,
+        stored_id: Option<AgentId>,
+    ) -> RecoverySummary {
+        let mut summary = RecoverySummary::default();
+        for f in found {
+            let key = (f.framework.clone(), f.task.clone());
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let spec = match &f.spec {
+                Ok(spec) => spec.clone(),
+                Err(why) => {
+                    kill_leftovers(&f);
+                    let already_over = f.latest_state().is_some_and(TaskState::is_terminal);
+                    tracing::error!(task = %f.task, framework = %f.framework, error = %why, already_over, "recovery: the task's checkpoint is unreadable; what runs of it is killed");
+                    let Some(agent_id) = stored_id.clone() else {
+                        continue;
+                    };
+                    summary.corrupt += 1;
+                    self.insert(
+                        key.clone(),
+                        Entry::recovered(agent_id, TaskState::Staging, None),
+                    );
+                    for u in &f.unseen {
+                        self.checkpoint_unseen(&key, u).await;
+                    }
+                    if !already_over {
+                        self.report_failure(
+                            &key,
+                            "checkpoint_corrupt",
+                            format!("the agent cannot read the task's checkpoint after a restart: {why}"),
+                        )
+                        .await;
+                    }
+                    continue;
+                }
+            };
+            let grace = spec.task.kill_grace_ms.map(Duration::from_millis);
+            self.insert(
+                key.clone(),
+                Entry::recovered(spec.agent_id.clone(), TaskState::Staging, grace),
+            );
+            // The executor's updates the agent missed: its true end, if it ended meanwhile.
+            for u in &f.unseen {
+                self.checkpoint_unseen(&key, u).await;
+            }
+            let state = f.latest_state().unwrap_or(TaskState::Staging);
+            self.set_state(&key, state);
+            if state.is_terminal() {
+                summary.ended += 1;
+                continue;
+            }
+            let last = state.label();
+            match (f.executor, mode) {
+                (Some(pid), RecoverMode::Reconnect) => {
+                    summary.reattached += 1;
+                    tracing::info!(task = %key.1, framework = %key.0, executor_pid = pid, state = last, "recovery: re-attaching to a running executor");
+                }
+                (_, RecoverMode::Cleanup) => {
+                    kill_leftovers(&f);
+                    summary.cleaned += 1;
+                    self.report_end(
+                        &key,
+                        TaskState::Killed,
+                        "agent_cleanup",
+                        "killed by an agent restarted with --recover cleanup".into(),
+                    )
+                    .await;
+                }
+                (None, RecoverMode::Reconnect) => {
+                    kill_leftovers(&f);
+                    summary.executor_gone += 1;
+                    self.report_failure(
+                        &key,
+                        "executor_terminated",
+                        format!("the executor ended while the agent was down, without reporting the task's end (last state {last})"),
+                    )
+                    .await;
+                }
+            }
+        }
+        summary
+    }
+
+    /// Checkpoints and sends an update the executor made while the agent was down.
+    async fn checkpoint_unseen(&mut self, key: &Key, u: &StatusUpdate) {
+        if let Err(e) = self.updates.update(u.clone()).await {
+            tracing::error!(task = %key.1, error = %e, "recovery: cannot checkpoint an update the executor made while the agent was down");
+        }
+    }
+
+    /// A re-attached executor disconnected [`ADOPTED_RECONNECT_GRACE`] ago: if it has not
+    /// reconnected and no executor of the task runs, the task failed without a report.
+    async fn check_adopted(&mut self, key: Key) {
+        let Some(e) = self.tasks.get(&key) else {
+            return;
+        };
+        if e.conn.is_some() || e.state.is_terminal() {
+            return;
+        }
+        let dir = self.config.layout.task_dir(&key.0, &key.1);
+        let running = tokio::task::spawn_blocking(move || crate::recovery::executor_running(&dir))
+            .await
+            .unwrap_or(true);
+        if !running {
+            tracing::warn!(task = %key.1, framework = %key.0, "a re-attached executor ended without reporting its task's end");
+            self.report_failure(
+                &key,
+                "executor_terminated",
+                "the executor ended without reporting the task's end".into(),
+            )
+            .await;
+        }
+    }
+
+    /// The report for registering again as `agent`.
+    async fn report(&mut self, agent: &AgentId) -> Vec<(FrameworkId, TaskId, TaskState)> {
+        let pending = self
+            .updates
+            .unacknowledged_tasks()
+            .await
+            .unwrap_or_default();
+        let mut out: HashMap<Key, TaskState> = self
+            .tasks
+            .iter()
+            .filter(|(_, e)| &e.agent_id == agent && !e.state.is_terminal())
+            .map(|(k, e)| (k.clone(), e.state))
+            .collect();
+        for ((a, f, t), state) in pending {
+            if &a == agent {
+                let key = (f, t);
+                let known = self.tasks.get(&key).map(|e| e.state);
+                out.entry(key).or_insert(known.unwrap_or(state));
+            }
+        }
+        out.into_iter().map(|((f, t), s)| (f, t, s)).collect()
     }
 
     async fn kill_task(&mut self, req: KillTask) -> Result<(), TaskError> {

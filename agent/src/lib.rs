@@ -34,6 +34,7 @@ pub mod launcher;
 pub mod layout;
 pub mod metrics;
 pub mod protocol;
+pub mod recovery;
 pub mod register;
 pub mod server;
 pub mod service;

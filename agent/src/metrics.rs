@@ -16,6 +16,7 @@ pub const STATUS_UPDATES_TOTAL: &str = "drover_agent_status_updates_total";
 pub const REGISTERED: &str = "drover_agent_registered";
 pub const SIMULATED: &str = "drover_agent_simulated";
 pub const EXECUTOR_CONNECTIONS: &str = "drover_agent_executor_connections";
+pub const RECOVERED_TASKS_TOTAL: &str = "drover_agent_recovered_tasks_total";
 
 /// `outcome` label values of [`STATUS_UPDATES_TOTAL`].
 pub const OUTCOME_SENT: &str = "sent";
@@ -50,6 +51,10 @@ pub fn describe() {
     describe_gauge!(
         EXECUTOR_CONNECTIONS,
         "Executors connected to this agent's socket"
+    );
+    describe_counter!(
+        RECOVERED_TASKS_TOTAL,
+        "Tasks of an earlier life of the agent found at start, by outcome (reattached, ended, executor_gone, cleaned, corrupt)"
     );
 }
 

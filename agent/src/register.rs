@@ -9,6 +9,11 @@
 //! the agent (NOT_FOUND, FAILED_PRECONDITION), or when heartbeats failed for
 //! [`FAILURES_BEFORE_REREGISTER`] intervals in a row and then reach a master again (possibly a
 //! new leader, which may have lost the agent). [`MasterClient`] follows the leader.
+//!
+//! Every registration under a known id carries the agent's task report ([`Reporter`]): the
+//! master reconciles its registry against it. A registration refused because the master
+//! removed the agent (GONE) ends the loop: the agent must not come back under that id, and
+//! says so through `on_gone`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 use drover_client::{Backoff, ClientError, MasterClient};
 use drover_proto::v1::agent_registry_client::AgentRegistryClient;
-use drover_proto::v1::{AgentInfo, HeartbeatRequest, RegisterReply, RegisterRequest};
+use drover_proto::v1::{AgentInfo, HeartbeatRequest, RegisterReply, RegisterRequest, ReportedTask};
 use drover_resources::{Attributes, Resources};
 use tokio::sync::{mpsc, Semaphore};
 use tonic::Code;
@@ -91,6 +96,16 @@ pub fn store_agent_id(path: &Path, id: &AgentId) -> Result<(), CheckpointError> 
 /// Announces a (re)registration: (agent index, id).
 pub type Registered = (usize, AgentId);
 
+/// What an agent reports having when it registers again as the given id.
+pub type Reporter = Arc<
+    dyn Fn(
+            AgentId,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<ReportedTask>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Everything one registration loop needs.
 pub struct Registrar {
     pub identity: Identity,
@@ -107,7 +122,14 @@ pub struct Registrar {
     pub registered: Arc<AtomicUsize>,
     /// Log each registration at debug instead of info (many simulated agents).
     pub quiet: bool,
+    /// The task report of a registration under a known id.
+    pub reporter: Reporter,
+    /// Told (with the agent's index and id) when the master refuses the agent as GONE.
+    pub on_gone: mpsc::Sender<Registered>,
 }
+
+/// The master removed this agent: it must not register under its id again.
+struct Gone(AgentId);
 
 struct Registration {
     id: AgentId,
@@ -128,8 +150,21 @@ impl Registrar {
 
     async fn register_once(&self, id: Option<&AgentId>) -> Result<RegisterReply, ClientError> {
         let _permit = self.limiter.acquire().await;
+        let mut tasks = match id {
+            Some(id) => (self.reporter)(id.clone()).await,
+            None => Vec::new(),
+        };
+        if tasks.len() > drover_proto::agent_api::MAX_REPORTED_TASKS {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "more tasks than one registration may report; the master hears of the first {}",
+                drover_proto::agent_api::MAX_REPORTED_TASKS
+            );
+            tasks.truncate(drover_proto::agent_api::MAX_REPORTED_TASKS);
+        }
         let req = RegisterRequest {
             agent: Some(self.info(id)),
+            tasks,
         };
         self.client
             .call_idempotent(|channel, time_left| {
@@ -145,22 +180,31 @@ impl Registrar {
             .await
     }
 
-    /// Registers, retrying until a master accepts; persists a new id.
-    async fn register(&mut self) -> Registration {
+    /// Registers, retrying until a master accepts; persists a new id. Fails only when the
+    /// master removed the agent.
+    async fn register(&mut self) -> Result<Registration, Gone> {
         let mut backoff = Backoff::new(REGISTER_BACKOFF_MIN, REGISTER_BACKOFF_MAX);
         loop {
             let attempt = self.register_once(self.stored_id.as_ref()).await;
+            if let (Err(ClientError::Rejected(s)), Some(id)) = (&attempt, &self.stored_id) {
+                if s.metadata()
+                    .get(drover_proto::metadata::AGENT_GONE)
+                    .is_some()
+                {
+                    return Err(Gone(id.clone()));
+                }
+            }
             let failure = match attempt {
                 Ok(reply) => match AgentId::new(&reply.agent_id) {
                     Ok(id) => match self.adopt_id(&id).await {
                         Ok(()) => {
                             let interval = interval_from(reply.heartbeat_interval_seconds)
                                 .unwrap_or(self.default_interval);
-                            return Registration {
+                            return Ok(Registration {
                                 id,
                                 master_id: reply.master_id,
                                 interval,
-                            };
+                            });
                         }
                         Err(e) => format!("cannot persist the agent id: {e}"),
                     },
@@ -226,12 +270,20 @@ impl Registrar {
         }
     }
 
-    /// Runs forever (until its task is aborted).
+    /// Runs until its task is aborted, or the master removes the agent.
     pub async fn run(mut self) {
         tokio::time::sleep(self.stagger).await;
         let mut registered = false;
         loop {
-            let reg = self.register().await;
+            let reg = match self.register().await {
+                Ok(reg) => reg,
+                Err(Gone(id)) => {
+                    self.set_registered(&mut registered, false);
+                    tracing::error!(agent_id = %id, simulated = self.identity.simulated, "the master removed this agent (GONE); it will not register under this id again. Restart it with --recover cleanup, or remove {} to register as a new agent", self.identity.id_file.display());
+                    let _ = self.on_gone.send((self.identity.index, id)).await;
+                    return;
+                }
+            };
             self.set_registered(&mut registered, true);
             let leader = self.client.known_leader().unwrap_or_default();
             if self.quiet {
@@ -317,7 +369,21 @@ mod tests {
     use super::*;
     use crate::testing::{wait_for, FakeMaster};
 
+    /// A report of one running task, `t1` of framework `f1`.
+    fn one_task_reporter() -> Reporter {
+        Arc::new(|_id| {
+            Box::pin(async {
+                vec![ReportedTask {
+                    framework_id: "f1".into(),
+                    task_id: "t1".into(),
+                    state: drover_proto::v1::TaskState::TaskRunning as i32,
+                }]
+            })
+        })
+    }
+
     fn registrar(addr: &str, id_file: PathBuf, tx: mpsc::Sender<Registered>) -> Registrar {
+        let (on_gone, _) = mpsc::channel(1);
         Registrar {
             identity: Identity {
                 index: 0,
@@ -336,6 +402,8 @@ mod tests {
             on_registered: tx,
             registered: Arc::new(AtomicUsize::new(0)),
             quiet: false,
+            reporter: one_task_reporter(),
+            on_gone,
         }
     }
 
@@ -381,8 +449,42 @@ mod tests {
             s.registrations[1].agent.as_ref().expect("info").id,
             "agent-1"
         );
+        // A new agent reports nothing; one registering again under its id reports its tasks.
+        assert!(s.registrations[0].tasks.is_empty());
+        assert_eq!(s.registrations[1].tasks.len(), 1);
+        assert_eq!(s.registrations[1].tasks[0].task_id, "t1");
         drop(s);
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_agent_the_master_removed_stops_registering_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id_file = dir.path().join("meta/agent_id");
+        store_agent_id(&id_file, &AgentId::new("agent-9").expect("id")).expect("store");
+        let fake = FakeMaster::default();
+        fake.state().gone_agents.insert("agent-9".into());
+        let addr = fake.serve().await;
+        let (tx, _rx) = mpsc::channel(8);
+        let (gone_tx, mut gone_rx) = mpsc::channel(1);
+        let mut r = registrar(&addr, id_file.clone(), tx);
+        r.stored_id = load_agent_id(&id_file).expect("load");
+        r.on_gone = gone_tx;
+        let task = tokio::spawn(r.run());
+        let (_, id) = tokio::time::timeout(Duration::from_secs(10), gone_rx.recv())
+            .await
+            .expect("told in time")
+            .expect("told");
+        assert_eq!(id.as_str(), "agent-9");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the loop ends")
+            .expect("no panic");
+        assert_eq!(
+            fake.state().registrations.len(),
+            1,
+            "no retry under a removed id"
+        );
     }
 
     #[test]

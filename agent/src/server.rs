@@ -63,6 +63,8 @@ pub enum AgentError {
     Socket(#[from] SocketError),
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the master removed agent {0} (GONE): it cannot register under this id again; restart it with --recover cleanup, or remove its meta/agent_id to register as a new agent")]
+    Gone(AgentId),
     #[error("{0}")]
     Internal(String),
 }
@@ -104,6 +106,7 @@ pub async fn run_with_config(
     let registered = Arc::new(AtomicUsize::new(0));
     let limiter = Arc::new(Semaphore::new(MAX_CONCURRENT_REGISTRATIONS));
     let (reg_tx, reg_rx) = mpsc::channel::<Registered>(1024);
+    let (gone_tx, mut gone_rx) = mpsc::channel::<Registered>(16);
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut actors: Vec<JoinHandle<()>> = Vec::new();
 
@@ -139,6 +142,11 @@ pub async fn run_with_config(
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))??;
         for (i, stored_id) in stored.into_iter().enumerate() {
+            let s = sim.clone();
+            let reporter: register::Reporter = Arc::new(move |id| {
+                let s = s.clone();
+                Box::pin(async move { reported(s.report(id).await) })
+            });
             let r = Registrar {
                 identity: Identity {
                     index: i,
@@ -157,6 +165,8 @@ pub async fn run_with_config(
                 on_registered: reg_tx.clone(),
                 registered: registered.clone(),
                 quiet: n > 10,
+                reporter,
+                on_gone: gone_tx.clone(),
             };
             tasks.spawn(r.run());
         }
@@ -202,6 +212,38 @@ pub async fn run_with_config(
             updates.clone(),
         );
         actors.push(actor);
+        // Before registering: take back what an earlier life of the agent started, so that
+        // the first registration reports it.
+        let scan_layout = layout.clone();
+        let found = tokio::task::spawn_blocking(move || crate::recovery::scan(&scan_layout))
+            .await
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        if !found.is_empty() {
+            let n = found.len();
+            let summary = launcher
+                .recover(found, config.recover, stored_id.clone())
+                .await;
+            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "reattached")
+                .increment(summary.reattached as u64);
+            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "ended")
+                .increment(summary.ended as u64);
+            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "executor_gone")
+                .increment(summary.executor_gone as u64);
+            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "cleaned")
+                .increment(summary.cleaned as u64);
+            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "corrupt")
+                .increment(summary.corrupt as u64);
+            tracing::info!(
+                task_dirs = n,
+                reattached = summary.reattached,
+                ended = summary.ended,
+                executor_gone = summary.executor_gone,
+                cleaned = summary.cleaned,
+                corrupt = summary.corrupt,
+                mode = ?config.recover,
+                "recovered the tasks of an earlier life of this agent"
+            );
+        }
         let unix = executor_socket::bind(&socket)?;
         tasks.spawn(executor_socket::serve(unix, launcher.clone(), updates));
         let r = Registrar {
@@ -222,6 +264,14 @@ pub async fn run_with_config(
             on_registered: reg_tx.clone(),
             registered: registered.clone(),
             quiet: false,
+            reporter: {
+                let l = launcher.clone();
+                Arc::new(move |id| {
+                    let l = l.clone();
+                    Box::pin(async move { reported(l.report(id).await) })
+                })
+            },
+            on_gone: gone_tx.clone(),
         };
         tasks.spawn(r.run());
         let l = launcher.clone();
@@ -234,6 +284,7 @@ pub async fn run_with_config(
         (Backend::Real(launcher), manager)
     };
     drop(reg_tx);
+    drop(gone_tx);
 
     {
         let prometheus = prometheus.clone();
@@ -270,12 +321,29 @@ pub async fn run_with_config(
         );
     let mut server = std::pin::pin!(server);
     let mut shutdown = std::pin::pin!(shutdown);
+    // A real agent the master removed stops; a removed simulated agent stops alone.
+    let removed = async {
+        loop {
+            match gone_rx.recv().await {
+                Some((_, id)) if !simulated => return id,
+                Some((i, id)) => {
+                    tracing::error!(index = i, agent_id = %id, "simulated agent removed by the master (GONE); it stays stopped")
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
     let outcome = tokio::select! {
         r = &mut server => r.map_err(AgentError::from),
         _ = &mut shutdown => {
             tracing::info!(simulated, "agent shutting down; executors keep running");
             let _ = stop_tx.send(());
             (&mut server).await.map_err(AgentError::from)
+        }
+        id = removed => {
+            let _ = stop_tx.send(());
+            let _ = (&mut server).await;
+            Err(AgentError::Gone(id))
         }
     };
     tasks.abort_all();
@@ -290,6 +358,24 @@ pub async fn run_with_config(
     }
     tracing::info!(simulated, "agent stopped");
     outcome
+}
+
+/// A task report in the agent API's form.
+fn reported(
+    tasks: Vec<(
+        crate::ids::FrameworkId,
+        crate::ids::TaskId,
+        crate::update::TaskState,
+    )>,
+) -> Vec<drover_proto::v1::ReportedTask> {
+    tasks
+        .into_iter()
+        .map(|(f, t, s)| drover_proto::v1::ReportedTask {
+            framework_id: f.to_string(),
+            task_id: t.to_string(),
+            state: s.to_proto() as i32,
+        })
+        .collect()
 }
 
 /// Tells the simulator which id each simulated agent has, and logs registration progress.

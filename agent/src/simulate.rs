@@ -92,6 +92,10 @@ enum Msg {
         reply: oneshot::Sender<Result<(), TaskError>>,
     },
     Registered(usize, AgentId),
+    Report {
+        agent: AgentId,
+        reply: oneshot::Sender<Vec<(FrameworkId, TaskId, TaskState)>>,
+    },
     Ended {
         key: Key,
         exit_code: i32,
@@ -119,6 +123,8 @@ struct Actor {
     ids: Vec<Option<AgentId>>,
     by_id: HashMap<AgentId, usize>,
     tasks: HashMap<Key, SimTask>,
+    /// The keys of `tasks` by agent (a registration's report reads one agent's).
+    by_agent: HashMap<AgentId, std::collections::HashSet<(FrameworkId, TaskId)>>,
     completed: VecDeque<Key>,
     timers: JoinSet<()>,
     me: mpsc::WeakSender<Msg>,
@@ -135,6 +141,7 @@ impl Simulator {
             ids: vec![None; agents],
             by_id: HashMap::new(),
             tasks: HashMap::new(),
+            by_agent: HashMap::new(),
             completed: VecDeque::new(),
             timers: JoinSet::new(),
             me: tx.downgrade(),
@@ -177,6 +184,16 @@ impl Simulator {
 
     pub async fn registered(&self, index: usize, id: AgentId) {
         let _ = self.tx.send(Msg::Registered(index, id)).await;
+    }
+
+    /// What simulated agent `agent` reports when it registers again: every task it has (the
+    /// ended ones it still remembers too, so that the master waits for their last updates).
+    pub async fn report(&self, agent: AgentId) -> Vec<(FrameworkId, TaskId, TaskState)> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Report { agent, reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 }
 
@@ -233,6 +250,20 @@ impl Actor {
                     .await;
             }
             Msg::Flush(key) => self.flush(&key).await,
+            Msg::Report { agent, reply } => {
+                let report = self
+                    .by_agent
+                    .get(&agent)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(f, t)| {
+                        let key = (agent.clone(), f.clone(), t.clone());
+                        let state = self.tasks.get(&key)?.state;
+                        Some((f.clone(), t.clone(), state))
+                    })
+                    .collect();
+                let _ = reply.send(report);
+            }
         }
     }
 
@@ -291,6 +322,12 @@ impl Actor {
                 }
                 if let Some(t) = self.tasks.remove(&old) {
                     m::task_state_changed(Some(t.state), None);
+                    if let Some(keys) = self.by_agent.get_mut(&old.0) {
+                        keys.remove(&(old.1.clone(), old.2.clone()));
+                        if keys.is_empty() {
+                            self.by_agent.remove(&old.0);
+                        }
+                    }
                 }
             }
         }
@@ -346,6 +383,10 @@ impl Actor {
                 unsent: VecDeque::new(),
             },
         );
+        self.by_agent
+            .entry(key.0.clone())
+            .or_default()
+            .insert((key.1.clone(), key.2.clone()));
         m::task_state_changed(None, Some(TaskState::Staging));
         self.report(
             &key,

@@ -58,7 +58,7 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::layout::{Layout, TaskDir};
 use crate::metrics as m;
-use crate::update::StatusUpdate;
+use crate::update::{StatusUpdate, TaskState};
 
 /// First wait before resending an update the master did not acknowledge.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -132,7 +132,8 @@ enum Record {
     Dropped { uuid: Uuid, reason: String },
 }
 
-type Key = (AgentId, FrameworkId, TaskId);
+/// A task as the manager keys it: agent, framework, task.
+pub type Key = (AgentId, FrameworkId, TaskId);
 
 enum Command {
     Update {
@@ -141,6 +142,9 @@ enum Command {
     },
     Pending {
         reply: oneshot::Sender<usize>,
+    },
+    UnacknowledgedTasks {
+        reply: oneshot::Sender<Vec<(Key, TaskState)>>,
     },
 }
 
@@ -214,6 +218,18 @@ impl StatusUpdates {
             .map_err(|_| UpdateError::Stopped)?;
         rx.await.map_err(|_| UpdateError::Stopped)
     }
+
+    /// The tasks with updates the master has not acknowledged yet, each with the state of its
+    /// latest such update (an agent registering again reports them, so that the master waits
+    /// for their updates instead of calling the tasks lost).
+    pub async fn unacknowledged_tasks(&self) -> Result<Vec<(Key, TaskState)>, UpdateError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::UnacknowledgedTasks { reply })
+            .await
+            .map_err(|_| UpdateError::Stopped)?;
+        rx.await.map_err(|_| UpdateError::Stopped)
+    }
 }
 
 /// A record waiting for (or being written to) a task's log.
@@ -246,6 +262,15 @@ impl Stream {
                 .iter()
                 .filter(|w| matches!(w.record, Record::Update { .. }))
                 .count()
+    }
+
+    /// The state of the latest update not acknowledged yet, if any.
+    fn latest_unacknowledged(&self) -> Option<TaskState> {
+        let writing = self.to_write.iter().rev().find_map(|w| match &w.record {
+            Record::Update { update } => Some(update.state),
+            _ => None,
+        });
+        writing.or_else(|| self.queue.back().map(|u| u.state))
     }
 
     /// The waiters of an update still being written, if `uuid` is one.
@@ -309,6 +334,14 @@ impl Actor {
                     Some(Command::Update { update, reply }) => self.accept(update, reply),
                     Some(Command::Pending { reply }) => {
                         let _ = reply.send(self.pending_total);
+                    }
+                    Some(Command::UnacknowledgedTasks { reply }) => {
+                        let keys = self
+                            .streams
+                            .iter()
+                            .filter_map(|(k, s)| Some((k.clone(), s.latest_unacknowledged()?)))
+                            .collect();
+                        let _ = reply.send(keys);
                     }
                     None => break,
                 },
@@ -743,6 +776,22 @@ async fn send_until_done(
         }
     }
     out
+}
+
+/// Every update recorded in a task's `updates.log`, in order (acknowledged or not); empty when
+/// the log is missing or unreadable. Agent recovery reads what the agent last knew from it.
+pub fn checkpointed_updates(path: &Path) -> Vec<StatusUpdate> {
+    match checkpoint::read_records::<Record>(path) {
+        Ok(replay) => replay
+            .records
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Update { update } => Some(update),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Reads every task's `updates.log` under `frameworks`: per task, the updates neither

@@ -60,6 +60,8 @@ pub struct FakeState {
     pub known_agents: HashSet<String>,
     pub next_agent: u64,
     pub heartbeat_interval_seconds: f64,
+    /// Agents whose registration is refused as removed (GONE).
+    pub gone_agents: HashSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -157,6 +159,15 @@ impl AgentRegistry for FakeMaster {
         let req = request.into_inner();
         let mut s = self.state();
         let mut id = req.agent.as_ref().map(|a| a.id.clone()).unwrap_or_default();
+        if s.gone_agents.contains(&id) {
+            s.registrations.push(req);
+            let mut status = Status::failed_precondition(format!("agent {id} was removed"));
+            status.metadata_mut().insert(
+                drover_proto::metadata::AGENT_GONE,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            return Err(status);
+        }
         if id.is_empty() {
             s.next_agent += 1;
             id = format!("agent-{}", s.next_agent);

@@ -128,6 +128,7 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         executor_grace: Duration::from_secs(3),
         simulate,
         executor_command: executor.into_iter().map(Into::into).collect(),
+        recover: drover_agent::recovery::RecoverMode::Reconnect,
     }
 }
 

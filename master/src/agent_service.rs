@@ -41,14 +41,14 @@ impl AgentRegistry for AgentService {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterReply>, Status> {
-        let info = request
-            .into_inner()
-            .agent
-            .ok_or_else(|| invalid("agent", "missing"))?;
-        let agent = convert::agent_from_proto(&info, now_ms())?;
+        let (agent, tasks) = convert::registration_from_proto(&request.into_inner(), now_ms())?;
         let reply = self
             .leader
-            .ask(|reply| Command::RegisterAgent { agent, reply })
+            .ask(|reply| Command::RegisterAgent {
+                agent,
+                tasks,
+                reply,
+            })
             .await?;
         Ok(Response::new(reply))
     }

@@ -275,6 +275,47 @@ impl Cluster for ClusterService {
         Ok(Response::new(drover_proto::master::SetRoleWeightReply {}))
     }
 
+    async fn set_agent_state(
+        &self,
+        request: Request<drover_proto::master::SetAgentStateRequest>,
+    ) -> Result<Response<drover_proto::master::SetAgentStateReply>, Status> {
+        use crate::registry::cluster::AgentState;
+        use drover_proto::master::AgentMaintenance;
+        let r = request.into_inner();
+        let agent = crate::leader::convert::agent_id("agent_id", &r.agent_id)?;
+        let state = match AgentMaintenance::try_from(r.action) {
+            Ok(AgentMaintenance::Drain) => AgentState::Draining,
+            Ok(AgentMaintenance::Reactivate) => AgentState::Active,
+            Ok(AgentMaintenance::Remove) => AgentState::Gone,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "action: {} is not DRAIN, REACTIVATE or REMOVE",
+                    r.action
+                )))
+            }
+        };
+        let live_tasks = self
+            .leader
+            .ask(|reply| crate::leader::Command::SetAgentState {
+                agent,
+                state,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(drover_proto::master::SetAgentStateReply {
+            live_tasks,
+        }))
+    }
+
+    async fn transfer_leadership(
+        &self,
+        _request: Request<drover_proto::master::TransferLeadershipRequest>,
+    ) -> Result<Response<drover_proto::master::TransferLeadershipReply>, Status> {
+        Err(Status::unimplemented(
+            "transfer-leadership is not built yet",
+        ))
+    }
+
     async fn remove_master(
         &self,
         request: Request<RemoveMasterRequest>,

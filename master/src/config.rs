@@ -64,6 +64,11 @@ pub struct OfferCycleConfig {
     /// Filter applied by DECLINE and to ACCEPT's unused resources when the framework gives
     /// none (Mesos's default: 5 s).
     pub default_refuse: Duration,
+    /// After a leader change: how long agents have to register again with their tasks before
+    /// they are marked UNREACHABLE, and the least time every framework gets to subscribe again.
+    pub agent_reregister_timeout: Duration,
+    /// An agent UNREACHABLE this long is marked GONE.
+    pub agent_removal_timeout: Duration,
 }
 
 impl Default for OfferCycleConfig {
@@ -76,6 +81,8 @@ impl Default for OfferCycleConfig {
             agent_timeout: Duration::from_secs(30),
             framework_heartbeat_interval: Duration::from_secs(5),
             default_refuse: Duration::from_secs(5),
+            agent_reregister_timeout: Duration::from_secs(60),
+            agent_removal_timeout: Duration::from_secs(3600),
         }
     }
 }

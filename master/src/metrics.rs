@@ -45,6 +45,17 @@ pub const TASKS_LAUNCHED_TOTAL: &str = "drover_master_tasks_launched_total";
 pub const ALLOCATION_SECONDS: &str = "drover_master_allocation_seconds";
 pub const STATUS_UPDATES_TOTAL: &str = "drover_master_status_updates_total";
 pub const STATUS_UPDATE_COMMIT_SECONDS: &str = "drover_master_status_update_commit_seconds";
+pub const AGENT_REGISTRATIONS_TOTAL: &str = "drover_master_agent_registrations_total";
+pub const AGENTS_AWAITING_REREGISTRATION: &str = "drover_master_agents_awaiting_reregistration";
+pub const AGENT_RECONCILIATION_SECONDS: &str = "drover_master_agent_reconciliation_seconds";
+pub const AGENT_STATE_CHANGES_TOTAL: &str = "drover_master_agent_state_changes_total";
+pub const MASTER_TASK_UPDATES_TOTAL: &str = "drover_master_task_updates_by_master_total";
+pub const ORPHAN_KILLS_TOTAL: &str = "drover_master_orphan_task_kills_total";
+pub const TASK_RELAUNCHES_TOTAL: &str = "drover_master_task_relaunches_total";
+pub const FRAMEWORK_SUBSCRIPTIONS_TOTAL: &str = "drover_master_framework_subscriptions_total";
+pub const FRAMEWORK_FAILOVER_TIMEOUTS_TOTAL: &str =
+    "drover_master_framework_failover_timeouts_total";
+pub const RECONCILE_REQUESTS_TOTAL: &str = "drover_master_reconcile_requests_total";
 
 /// Latency buckets, seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -185,6 +196,47 @@ fn describe() {
         STATUS_UPDATE_COMMIT_SECONDS,
         Unit::Seconds,
         "Time from an agent's status update reaching the leader until it is committed"
+    );
+    describe_counter!(
+        AGENT_REGISTRATIONS_TOTAL,
+        "Agent registrations committed by this leader, by kind (new, or reregistered with its task report)"
+    );
+    describe_gauge!(
+        AGENTS_AWAITING_REREGISTRATION,
+        "Agents this leader (elected since they last registered) still waits for"
+    );
+    describe_histogram!(
+        AGENT_RECONCILIATION_SECONDS,
+        Unit::Seconds,
+        "Time from this replica becoming leader until every agent re-registered or was marked unreachable"
+    );
+    describe_counter!(
+        AGENT_STATE_CHANGES_TOTAL,
+        "Agent state changes committed by this leader, by new state and cause"
+    );
+    describe_counter!(
+        MASTER_TASK_UPDATES_TOTAL,
+        "Task status updates the master made itself (lost, unreachable, gone, back to running), by state and reason"
+    );
+    describe_counter!(
+        ORPHAN_KILLS_TOTAL,
+        "Tasks an agent reported running that the registry had ended or never had, killed"
+    );
+    describe_counter!(
+        TASK_RELAUNCHES_TOTAL,
+        "STAGING tasks whose launch was sent again (after a leader change or an agent re-registering without them)"
+    );
+    describe_counter!(
+        FRAMEWORK_SUBSCRIPTIONS_TOTAL,
+        "Framework subscriptions on this leader, by kind (new, or failover: a re-subscription with its id)"
+    );
+    describe_counter!(
+        FRAMEWORK_FAILOVER_TIMEOUTS_TOTAL,
+        "Frameworks torn down because they did not subscribe again within their failover timeout"
+    );
+    describe_counter!(
+        RECONCILE_REQUESTS_TOTAL,
+        "RECONCILE calls, by kind (explicit, implicit) and outcome (answered, throttled)"
     );
 }
 

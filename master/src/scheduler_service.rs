@@ -185,20 +185,40 @@ impl Scheduler for SchedulerService {
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::CallReply>, Status> {
         let r = request.into_inner();
-        if r.task_ids.len() > crate::leader::conductor::MAX_RECONCILE {
+        let max = crate::leader::conductor::MAX_RECONCILE_TASKS;
+        if r.task_ids.len() + r.tasks.len() > max {
             return Err(invalid(
-                "task_ids",
-                format!(
-                    "at most {} per call",
-                    crate::leader::conductor::MAX_RECONCILE
-                ),
+                "tasks",
+                format!("at most {max} tasks per call (task_ids and tasks together)"),
             ));
         }
+        let mut tasks = Vec::with_capacity(r.task_ids.len() + r.tasks.len());
         for (i, t) in r.task_ids.iter().enumerate() {
             convert::text(&format!("task_ids[{i}]"), t, crate::ids::MAX_ID_BYTES)?;
+            tasks.push((t.clone(), None));
         }
-        self.call(r.caller, Call::Reconcile { tasks: r.task_ids })
-            .await
+        for (i, t) in r.tasks.iter().enumerate() {
+            convert::text(
+                &format!("tasks[{i}].task_id"),
+                &t.task_id,
+                crate::ids::MAX_ID_BYTES,
+            )?;
+            if t.task_id.is_empty() {
+                return Err(invalid(&format!("tasks[{i}].task_id"), "empty"));
+            }
+            let agent = if t.agent_id.is_empty() {
+                None
+            } else {
+                convert::text(
+                    &format!("tasks[{i}].agent_id"),
+                    &t.agent_id,
+                    crate::ids::MAX_ID_BYTES,
+                )?;
+                Some(t.agent_id.clone())
+            };
+            tasks.push((t.task_id.clone(), agent));
+        }
+        self.call(r.caller, Call::Reconcile { tasks }).await
     }
 
     async fn teardown(

@@ -34,6 +34,9 @@ pub mod metadata {
     pub const STALE_CALLER: &str = "drover-stale-caller";
     pub const STALE_CALLER_REPLACED: &str = "replaced";
     pub const STALE_CALLER_NOT_SUBSCRIBED: &str = "not-subscribed";
+    /// Set (to "1") on a registration refused because the agent was removed (GONE): it must
+    /// not register under that id again.
+    pub const AGENT_GONE: &str = "drover-agent-gone";
 }
 
 /// The agent API's limits and refusal rules, which the master (serving) and the agent
@@ -43,6 +46,8 @@ pub mod agent_api {
     pub const MAX_UPDATES_PER_CALL: usize = 1000;
     /// Most tasks in one `Agent.RunTask`.
     pub const MAX_TASKS_PER_RUN: usize = 1000;
+    /// Most tasks one registration may report.
+    pub const MAX_REPORTED_TASKS: usize = 10_000;
 
     /// Whether a status update refused with `code` is refused for good (an illegal
     /// transition, an unknown task, a malformed update: the agent drops it) rather than

@@ -22,7 +22,7 @@
 //! `PORT0`…`PORTn`, `PORT` (= `PORT0`) and `PORTS` (comma list) from the task's `ports` in
 //! order, `DROVER_SANDBOX`, `DROVER_TASK_ID`, `DROVER_FRAMEWORK_ID`, `DROVER_AGENT_ID`.
 
-mod group;
+pub(crate) mod group;
 mod link;
 
 use std::collections::BTreeMap;

@@ -10,8 +10,9 @@ use tonic::Status;
 
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::registry::cluster::{
-    AgentRecord, FrameworkRecord, OfferRecord, StatusRecord, StatusSource, StatusUpdate,
-    TaskRecord, TaskSpec, MAX_OFFERS_PER_ACCEPT, MAX_TASKS_PER_ACCEPT,
+    AgentRecord, AgentState, FrameworkRecord, OfferRecord, ReportedTask, StatusRecord,
+    StatusSource, StatusUpdate, TaskRecord, TaskSpec, MAX_OFFERS_PER_ACCEPT, MAX_REPORTED_TASKS,
+    MAX_TASKS_PER_ACCEPT,
 };
 use crate::registry::TaskState;
 
@@ -202,14 +203,41 @@ pub fn reconciliation_status(task: &TaskRecord, now_ms: u64) -> v1::TaskStatus {
     }
 }
 
-/// RECONCILE's answer for a task the master never heard of.
-pub fn unknown_task_status(task: &str, now_ms: u64) -> v1::TaskStatus {
+/// RECONCILE's answer for a task the master never heard of, given the agent the framework
+/// says it was launched on (and that agent's state, if the registry knows it), as Mesos 1.x
+/// answers: UNREACHABLE or GONE from the agent's state, else UNKNOWN; LOST for a framework
+/// that is not partition-aware.
+pub fn unknown_task_status(
+    task: &str,
+    agent: Option<(&str, Option<AgentState>)>,
+    partition_aware: bool,
+    now_ms: u64,
+) -> v1::TaskStatus {
+    let (state, message) = match agent.and_then(|(_, s)| s) {
+        _ if !partition_aware => (
+            v1::TaskState::TaskLost,
+            "the master has no record of this task",
+        ),
+        Some(AgentState::Unreachable) => (
+            v1::TaskState::TaskUnreachable,
+            "the master has no record of this task, and its agent is unreachable",
+        ),
+        Some(AgentState::Gone) => (
+            v1::TaskState::TaskGone,
+            "the master has no record of this task, and its agent was removed",
+        ),
+        _ => (
+            v1::TaskState::TaskUnknown,
+            "the master has no record of this task",
+        ),
+    };
     v1::TaskStatus {
         task_id: task.to_string(),
-        state: v1::TaskState::TaskUnknown as i32,
+        agent_id: agent.map(|(a, _)| a.to_string()).unwrap_or_default(),
+        state: state as i32,
         source: v1::StatusSource::SourceMaster as i32,
         reason: "reconciliation".into(),
-        message: "the master has no record of this task".into(),
+        message: message.into(),
         timestamp_ms: now_ms,
         ..Default::default()
     }
@@ -372,7 +400,63 @@ pub fn framework_from_proto(f: &v1::FrameworkInfo, now_ms: u64) -> Result<Framew
         )?,
         subscribed_at_ms: now_ms,
         torn_down: false,
+        partition_aware: capabilities(&f.capabilities)?,
     })
+}
+
+/// Whether the capabilities name PARTITION_AWARE; an unknown capability is refused.
+fn capabilities(raw: &[i32]) -> Result<bool, Status> {
+    let mut partition_aware = false;
+    for (i, c) in raw.iter().enumerate() {
+        match v1::FrameworkCapability::try_from(*c) {
+            Ok(v1::FrameworkCapability::PartitionAware) => partition_aware = true,
+            _ => {
+                return Err(invalid(
+                    &format!("framework.capabilities[{i}]"),
+                    format!("unknown capability {c}"),
+                ))
+            }
+        }
+    }
+    Ok(partition_aware)
+}
+
+/// An agent's registration: the agent, and on a re-registration (the agent gave its id) the
+/// tasks it reports.
+pub fn registration_from_proto(
+    r: &v1::RegisterRequest,
+    now_ms: u64,
+) -> Result<(AgentRecord, Option<Vec<ReportedTask>>), Status> {
+    let info = r
+        .agent
+        .as_ref()
+        .ok_or_else(|| invalid("agent", "missing"))?;
+    if info.id.is_empty() && !r.tasks.is_empty() {
+        return Err(invalid(
+            "tasks",
+            "a new agent (no agent.id) cannot report tasks",
+        ));
+    }
+    if r.tasks.len() > MAX_REPORTED_TASKS {
+        return Err(invalid(
+            "tasks",
+            format!("at most {MAX_REPORTED_TASKS}, got {}", r.tasks.len()),
+        ));
+    }
+    let agent = agent_from_proto(info, now_ms)?;
+    if info.id.is_empty() {
+        return Ok((agent, None));
+    }
+    let mut tasks = Vec::with_capacity(r.tasks.len());
+    for (i, t) in r.tasks.iter().enumerate() {
+        let at = in_item("tasks", i);
+        tasks.push(ReportedTask {
+            framework: framework_id("framework_id", &t.framework_id).map_err(&at)?,
+            task: task_id("task_id", &t.task_id).map_err(&at)?,
+            state: state_from_proto("state", t.state).map_err(&at)?,
+        });
+    }
+    Ok((agent, Some(tasks)))
 }
 
 /// An agent's registration, validated; the id is the given one or a fresh one.
@@ -397,8 +481,9 @@ pub fn agent_from_proto(a: &v1::AgentInfo, now_ms: u64) -> Result<AgentRecord, S
         total,
         attributes: Attributes::from_proto(&a.attributes)
             .map_err(|e| invalid("agent.attributes", e))?,
-        state: crate::registry::cluster::AgentState::Active,
+        state: AgentState::Active,
         registered_at_ms: now_ms,
+        state_since_ms: now_ms,
     })
 }
 

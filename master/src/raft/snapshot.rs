@@ -23,7 +23,7 @@ use crate::registry::Registry;
 
 const MAGIC: &[u8; 8] = b"DROVSNAP";
 /// 2: the registry holds the cluster state (agents, frameworks, offers, tasks, roles).
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 const SUFFIX: &str = ".snap";
 /// Largest snapshot metadata accepted, bytes (it holds the membership, which is small).
 const MAX_META_BYTES: u32 = 1024 * 1024;

@@ -6,17 +6,26 @@
 //! consumes its offers and creates its tasks as STAGING in one step, or changes nothing (an
 //! offer is consumed at most once: invariant 4); a status update is applied once per uuid and
 //! only along a legal transition (invariant 2). Pure: time arrives in the operation, stamped by
-//! the leader. Not yet reached from the log: the offer cycle's services will propose these.
+//! the leader, and the uuids of updates the master makes itself (an agent unreachable, gone,
+//! or re-registering without a task) are derived from the entry's log index ([`Stamp`]), so
+//! every replica makes the same ones.
+//!
+//! Agent lifecycle and reconciliation (registration with the agent's task report, unreachable,
+//! draining, gone) live in [`agents`].
+
+mod agents;
 
 use std::collections::BTreeMap;
 
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use drover_resources::{Attributes, Resources};
 
 use super::task_state::{IllegalTransition, TaskState};
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+
+pub use agents::{ReportedTask, MAX_REPORTED_TASKS};
 
 /// Most tasks one ACCEPT may launch.
 pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
@@ -43,6 +52,9 @@ pub struct AgentRecord {
     pub attributes: Attributes,
     pub state: AgentState,
     pub registered_at_ms: u64,
+    /// When it entered its current state (the leader's clock): an UNREACHABLE agent is
+    /// removed (GONE) a timeout after this.
+    pub state_since_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,8 +67,11 @@ pub struct FrameworkRecord {
     pub subscribed_at_ms: u64,
     /// TEARDOWN happened: the framework may not subscribe again; its record stays while its
     /// tasks end.
-    #[serde(default)]
     pub torn_down: bool,
+    /// The framework understands TASK_UNREACHABLE (Mesos's PARTITION_AWARE capability): the
+    /// tasks of an unreachable agent become UNREACHABLE and may come back RUNNING. Without
+    /// it they become LOST, and are killed if their agent comes back.
+    pub partition_aware: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +119,40 @@ pub struct StatusUpdate {
     pub at_ms: u64,
 }
 
+/// A status update the master made (and applied) itself, for the leader to forward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MasterUpdate {
+    pub framework: FrameworkId,
+    pub task: TaskId,
+    pub agent: AgentId,
+    pub update: StatusUpdate,
+    /// The task's resources when this update ended it (they go back to the allocator).
+    pub released: Option<Resources>,
+}
+
+/// Where and when an operation is applied: its entry's log index, its position in the entry,
+/// and the leader's clock stamped into the entry. Apply takes time and fresh uuids only from
+/// here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub index: u64,
+    pub position: u32,
+    pub now_ms: u64,
+}
+
+/// The namespace of the uuids the master gives its own status updates (uuid v5, SHA-1: the
+/// same on every replica and every build).
+const MASTER_UPDATE_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6d1c_2a80_5f3e_4b8e_9c57_d3a1_0e42_b7f9);
+
+impl Stamp {
+    /// The uuid of the update this operation makes for `task`.
+    pub fn uuid_for(&self, framework: &FrameworkId, task: &TaskId) -> uuid::Uuid {
+        let name = format!("{}/{}/{framework}/{task}", self.index, self.position);
+        uuid::Uuid::new_v5(&MASTER_UPDATE_NAMESPACE, name.as_bytes())
+    }
+}
+
 /// One status update as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecord {
@@ -126,12 +175,20 @@ pub struct TaskRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClusterOp {
     /// Adds an agent, or re-registers a known one (its offers are removed: they were made
-    /// from its old description).
-    RegisterAgent(AgentRecord),
-    /// A state other than ACTIVE also removes the agent's offers.
+    /// from its old description). A re-registering agent reports the tasks it has (`Some`),
+    /// and the registry reconciles its own list against that report (see [`agents`]).
+    RegisterAgent {
+        agent: AgentRecord,
+        tasks: Option<Vec<ReportedTask>>,
+    },
+    /// UNREACHABLE (missed heartbeats, or no re-registration after a leader change), DRAINING
+    /// (operator: no new offers; the leader kills its tasks), ACTIVE again after draining, or
+    /// GONE (removal timeout, or `by_operator`). Any state but ACTIVE removes the agent's
+    /// offers; UNREACHABLE and GONE also change its live tasks (see [`agents`]).
     SetAgentState {
         agent: AgentId,
         state: AgentState,
+        by_operator: bool,
     },
     /// Adds a framework, or updates a known one that subscribes again.
     SubscribeFramework(FrameworkRecord),
@@ -172,6 +229,14 @@ pub enum ClusterError {
     UnknownAgent(AgentId),
     #[error("agent {0} is not active")]
     AgentNotActive(AgentId),
+    #[error("agent {0} was removed (GONE); it must register again as a new agent")]
+    AgentGone(AgentId),
+    #[error("agent {agent}: cannot go from {from:?} to {to:?}")]
+    AgentTransition {
+        agent: AgentId,
+        from: AgentState,
+        to: AgentState,
+    },
     #[error("unknown framework {0}")]
     UnknownFramework(FrameworkId),
     #[error("framework {0} was torn down")]
@@ -244,6 +309,21 @@ pub enum ClusterOutcome {
         agent: AgentId,
         released: Option<Resources>,
     },
+    /// REGISTER AGENT: the agent's old offers (removed), the updates the master made while
+    /// reconciling its report, STAGING tasks the agent does not have (to launch again), and
+    /// tasks the agent has that must not run (to kill).
+    AgentRegistered {
+        removed: Vec<OfferRecord>,
+        updates: Vec<MasterUpdate>,
+        relaunch: Vec<(FrameworkId, TaskSpec)>,
+        kill: Vec<(FrameworkId, TaskId)>,
+    },
+    /// SET AGENT STATE: the agent's offers removed and the updates the master made for its
+    /// tasks.
+    AgentStateSet {
+        removed: Vec<OfferRecord>,
+        updates: Vec<MasterUpdate>,
+    },
     /// A status update with a uuid already recorded: acknowledge again, nothing applied.
     /// `acknowledged` tells whether the framework has it already.
     Duplicate {
@@ -252,19 +332,56 @@ pub enum ClusterOutcome {
     Refused(ClusterError),
 }
 
+/// The key of a task: its framework and its id.
+pub type TaskKey = (FrameworkId, TaskId);
+
 /// Agents, frameworks, offers and tasks. Persistent maps: cloning is O(1).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredClusterState")]
 pub struct ClusterState {
     agents: OrdMap<AgentId, AgentRecord>,
     frameworks: OrdMap<FrameworkId, FrameworkRecord>,
     /// Role weights set by operators (default 1).
     roles: OrdMap<Role, f64>,
     offers: OrdMap<OfferId, OfferRecord>,
-    tasks: OrdMap<(FrameworkId, TaskId), TaskRecord>,
+    tasks: OrdMap<TaskKey, TaskRecord>,
     /// Per agent, its outstanding offers plus its live tasks, kept up to date by every
     /// operation so that checking an offer does not scan every offer and task (apply runs on
     /// every replica for every offer). Tests recount it after every operation.
     committed: OrdMap<AgentId, Resources>,
+    /// Per agent, its live (non-terminal) tasks, so that an agent's state change or
+    /// re-registration does not scan every task. Not stored: rebuilt when a snapshot loads.
+    #[serde(skip)]
+    live: OrdMap<AgentId, OrdSet<TaskKey>>,
+}
+
+/// [`ClusterState`] as stored: everything but the derived `live` index.
+#[derive(Deserialize)]
+struct StoredClusterState {
+    agents: OrdMap<AgentId, AgentRecord>,
+    frameworks: OrdMap<FrameworkId, FrameworkRecord>,
+    roles: OrdMap<Role, f64>,
+    offers: OrdMap<OfferId, OfferRecord>,
+    tasks: OrdMap<TaskKey, TaskRecord>,
+    committed: OrdMap<AgentId, Resources>,
+}
+
+impl From<StoredClusterState> for ClusterState {
+    fn from(s: StoredClusterState) -> Self {
+        let mut live: OrdMap<AgentId, OrdSet<TaskKey>> = OrdMap::new();
+        for (key, t) in s.tasks.iter().filter(|(_, t)| !t.state.is_terminal()) {
+            live.entry(t.agent.clone()).or_default().insert(key.clone());
+        }
+        ClusterState {
+            agents: s.agents,
+            frameworks: s.frameworks,
+            roles: s.roles,
+            offers: s.offers,
+            tasks: s.tasks,
+            committed: s.committed,
+            live,
+        }
+    }
 }
 
 impl ClusterState {
@@ -308,6 +425,18 @@ impl ClusterState {
         self.tasks.values()
     }
 
+    /// The live (non-terminal) tasks on `agent`.
+    pub fn live_tasks_on<'a>(
+        &'a self,
+        agent: &AgentId,
+    ) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        self.live
+            .get(agent)
+            .into_iter()
+            .flat_map(|keys| keys.iter())
+            .filter_map(|k| self.tasks.get(k))
+    }
+
     /// Everything committed on `agent`: outstanding offers plus live tasks. Invariant 3 says
     /// this never exceeds the agent's total.
     pub fn committed_on(&self, agent: &AgentId) -> Resources {
@@ -346,46 +475,41 @@ impl ClusterState {
             .ok_or_else(|| ClusterError::UnknownTask(task.clone()))
     }
 
-    pub fn apply(&mut self, op: &ClusterOp) -> ClusterOutcome {
-        match self.try_apply(op) {
+    /// Applies `op` (committed at `stamp`); a refused operation changes nothing.
+    pub fn apply_at(&mut self, op: &ClusterOp, stamp: &Stamp) -> ClusterOutcome {
+        match self.try_apply(op, stamp) {
             Ok(o) => o,
             Err(e) => ClusterOutcome::Refused(e),
         }
     }
 
-    fn try_apply(&mut self, op: &ClusterOp) -> Result<ClusterOutcome, ClusterError> {
+    /// [`Self::apply_at`] with a fresh stamp per call (tests).
+    #[cfg(test)]
+    pub fn apply(&mut self, op: &ClusterOp) -> ClusterOutcome {
+        thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(1) });
+        let index = NEXT.with(|n| {
+            let i = n.get();
+            n.set(i + 1);
+            i
+        });
+        let stamp = Stamp {
+            index,
+            position: 0,
+            now_ms: 1_000 + index,
+        };
+        self.apply_at(op, &stamp)
+    }
+
+    fn try_apply(&mut self, op: &ClusterOp, stamp: &Stamp) -> Result<ClusterOutcome, ClusterError> {
         match op {
-            ClusterOp::RegisterAgent(a) => {
-                let mut removed = Vec::new();
-                if self.agents.contains_key(&a.id) {
-                    let mut next = self.clone();
-                    removed = next.remove_offers(&next.offers_on(&a.id));
-                    let live = next.committed_on(&a.id);
-                    if !a.total.contains(&live) {
-                        return Err(ClusterError::ShrunkBelowTasks {
-                            agent: a.id.clone(),
-                            total: a.total.to_string(),
-                            live: live.to_string(),
-                        });
-                    }
-                    *self = next;
-                }
-                self.agents.insert(a.id.clone(), a.clone());
-                Ok(ClusterOutcome::Removed(removed))
+            ClusterOp::RegisterAgent { agent, tasks } => {
+                self.register_agent(agent, tasks.as_deref(), stamp)
             }
-            ClusterOp::SetAgentState { agent, state } => {
-                let a = self
-                    .agents
-                    .get_mut(agent)
-                    .ok_or_else(|| ClusterError::UnknownAgent(agent.clone()))?;
-                a.state = *state;
-                let removed = if *state == AgentState::Active {
-                    Vec::new()
-                } else {
-                    self.remove_offers(&self.offers_on(agent))
-                };
-                Ok(ClusterOutcome::Removed(removed))
-            }
+            ClusterOp::SetAgentState {
+                agent,
+                state,
+                by_operator,
+            } => self.set_agent_state(agent, *state, *by_operator, stamp),
             ClusterOp::SubscribeFramework(f) => {
                 if let Some(known) = self.frameworks.get(&f.id) {
                     if known.torn_down {
@@ -455,26 +579,17 @@ impl ClusterState {
                 // Only acknowledged updates may be forgotten: an unacknowledged one must still
                 // reach the framework. With none to drop, the update is refused and the agent
                 // retries it once the framework has acknowledged.
-                if t.updates.len() >= MAX_UPDATES_PER_TASK {
-                    let acked = t
-                        .updates
-                        .iter()
-                        .position(|u| u.acknowledged)
-                        .ok_or(ClusterError::TooManyUnacknowledged(task.clone()))?;
-                    t.updates.remove(acked);
+                if t.updates.len() >= MAX_UPDATES_PER_TASK
+                    && !t.updates.iter().any(|u| u.acknowledged)
+                {
+                    return Err(ClusterError::TooManyUnacknowledged(task.clone()));
                 }
-                let ended = !t.state.is_terminal() && next.is_terminal();
-                t.state = next;
-                t.updates.push(StatusRecord {
-                    update: update.clone(),
-                    acknowledged: false,
-                });
-                let agent = t.agent.clone();
-                let released = ended.then(|| t.spec.resources.clone());
-                if let Some(r) = &released {
-                    self.release(&agent, r);
-                }
-                Ok(ClusterOutcome::StatusApplied { agent, released })
+                let key = (framework.clone(), task.clone());
+                let released = self.record(&key, next, update.clone());
+                Ok(ClusterOutcome::StatusApplied {
+                    agent: agent.clone(),
+                    released,
+                })
             }
             ClusterOp::Acknowledge {
                 framework,
@@ -486,6 +601,51 @@ impl ClusterState {
                     u.acknowledged = true;
                 }
                 Ok(ClusterOutcome::Done)
+            }
+        }
+    }
+
+    /// Records `update` (already checked: `next` is the legal state it leads to) on the task
+    /// at `key`, dropping the oldest acknowledged update when the task holds
+    /// [`MAX_UPDATES_PER_TASK`]; keeps the indexes. Returns the task's resources when the
+    /// update ended it.
+    fn record(
+        &mut self,
+        key: &TaskKey,
+        next: TaskState,
+        update: StatusUpdate,
+    ) -> Option<Resources> {
+        let t = self.tasks.get_mut(key)?;
+        if t.updates.len() >= MAX_UPDATES_PER_TASK {
+            if let Some(acked) = t.updates.iter().position(|u| u.acknowledged) {
+                t.updates.remove(acked);
+            }
+        }
+        let ended = !t.state.is_terminal() && next.is_terminal();
+        t.state = next;
+        t.updates.push(StatusRecord {
+            update,
+            acknowledged: false,
+        });
+        if !ended {
+            return None;
+        }
+        let agent = t.agent.clone();
+        let resources = t.spec.resources.clone();
+        self.release(&agent, &resources);
+        self.unindex_live(&agent, key);
+        Some(resources)
+    }
+
+    fn index_live(&mut self, agent: &AgentId, key: TaskKey) {
+        self.live.entry(agent.clone()).or_default().insert(key);
+    }
+
+    fn unindex_live(&mut self, agent: &AgentId, key: &TaskKey) {
+        if let Some(keys) = self.live.get_mut(agent) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.live.remove(agent);
             }
         }
     }
@@ -629,8 +789,9 @@ impl ClusterState {
         // The offers' resources stay committed on the agent, now as tasks, except the unused.
         self.release(&agent, &unused);
         for t in tasks {
+            let key = (framework.clone(), t.id.clone());
             self.tasks.insert(
-                (framework.clone(), t.id.clone()),
+                key.clone(),
                 TaskRecord {
                     spec: t.clone(),
                     framework: framework.clone(),
@@ -639,10 +800,13 @@ impl ClusterState {
                     updates: Vec::new(),
                 },
             );
+            self.index_live(&agent, key);
         }
         Ok(ClusterOutcome::Accepted { agent, unused })
     }
 }
 
+#[cfg(test)]
+mod agents_tests;
 #[cfg(test)]
 mod tests;

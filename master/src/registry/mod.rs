@@ -133,15 +133,24 @@ pub struct Registry {
 impl Registry {
     /// Applies `proposal`, committed at log `index`, and returns each operation's outcome, in
     /// order.
-    pub fn apply(&mut self, _index: LogIndex, proposal: &Proposal) -> Vec<Outcome> {
-        proposal.ops().iter().map(|op| self.apply_op(op)).collect()
-    }
-
-    fn apply_op(&mut self, op: &Op) -> Outcome {
-        match op {
-            Op::Store(op) => Outcome::Store(self.store.apply(op)),
-            Op::Cluster(op) => Outcome::Cluster(self.cluster.apply(op)),
-        }
+    pub fn apply(&mut self, index: LogIndex, proposal: &Proposal) -> Vec<Outcome> {
+        let now_ms = proposal.proposed_at_ms();
+        proposal
+            .ops()
+            .iter()
+            .enumerate()
+            .map(|(position, op)| match op {
+                Op::Store(op) => Outcome::Store(self.store.apply(op)),
+                Op::Cluster(op) => {
+                    let stamp = cluster::Stamp {
+                        index,
+                        position: position as u32,
+                        now_ms,
+                    };
+                    Outcome::Cluster(self.cluster.apply_at(op, &stamp))
+                }
+            })
+            .collect()
     }
 
     /// The framework store, for reads.

@@ -324,23 +324,43 @@ impl Driver {
 
     /// Asks for the latest state of `task_ids` (or, when empty, of every live task of the
     /// framework). The answers come as [`DriverEvent::Update`]s without a uuid; a task the
-    /// master never heard of is answered TASK_UNKNOWN.
+    /// master never heard of is answered TASK_UNKNOWN (TASK_LOST if the framework is not
+    /// partition-aware).
     pub async fn reconcile(&self, task_ids: &[TaskId]) -> Result<(), DriverError> {
-        if task_ids.len() > MAX_IDS_PER_CALL {
+        let tasks: Vec<(TaskId, Option<AgentId>)> =
+            task_ids.iter().map(|t| (t.clone(), None)).collect();
+        self.reconcile_on(&tasks).await
+    }
+
+    /// Explicit reconciliation naming the agent each task was launched on, when known: a task
+    /// the master never heard of is then answered from that agent's state (TASK_UNREACHABLE,
+    /// TASK_GONE, else TASK_UNKNOWN). An empty list reconciles every live task.
+    pub async fn reconcile_on(
+        &self,
+        tasks: &[(TaskId, Option<AgentId>)],
+    ) -> Result<(), DriverError> {
+        if tasks.len() > MAX_IDS_PER_CALL {
             return Err(DriverError::InvalidArgument {
-                field: "task_ids",
-                reason: format!(
-                    "at most {MAX_IDS_PER_CALL} per call, got {}",
-                    task_ids.len()
-                ),
+                field: "tasks",
+                reason: format!("at most {MAX_IDS_PER_CALL} per call, got {}", tasks.len()),
             });
         }
-        let task_ids: Vec<String> = task_ids.iter().map(|t| t.as_str().to_string()).collect();
+        let tasks: Vec<v1::ReconcileTask> = tasks
+            .iter()
+            .map(|(t, a)| v1::ReconcileTask {
+                task_id: t.as_str().to_string(),
+                agent_id: a
+                    .as_ref()
+                    .map(|a| a.as_str().to_string())
+                    .unwrap_or_default(),
+            })
+            .collect();
         self.call(
             Repeat::Idempotent,
             |caller| v1::ReconcileRequest {
                 caller: Some(caller),
-                task_ids: task_ids.clone(),
+                task_ids: Vec::new(),
+                tasks: tasks.clone(),
             },
             |mut c, r| async move { c.reconcile(r).await },
         )

@@ -83,6 +83,10 @@ pub struct FrameworkInfo {
     /// Set to fail over an existing framework (e.g. after the scheduler process restarted);
     /// `None` for a new framework. The driver fills it in itself after the first SUBSCRIBED.
     pub id: Option<FrameworkId>,
+    /// Mesos's PARTITION_AWARE: the tasks of an unreachable agent are reported
+    /// TASK_UNREACHABLE and come back RUNNING if it returns (else TASK_LOST, and killed if it
+    /// returns).
+    pub partition_aware: bool,
 }
 
 impl FrameworkInfo {
@@ -93,6 +97,7 @@ impl FrameworkInfo {
             principal: String::new(),
             failover_timeout_seconds: 0.0,
             id: None,
+            partition_aware: false,
         }
     }
 
@@ -107,6 +112,11 @@ impl FrameworkInfo {
             role: self.role.clone(),
             principal: self.principal.clone(),
             failover_timeout_seconds: self.failover_timeout_seconds,
+            capabilities: if self.partition_aware {
+                vec![v1::FrameworkCapability::PartitionAware as i32]
+            } else {
+                Vec::new()
+            },
         }
     }
 }

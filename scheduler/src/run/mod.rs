@@ -231,6 +231,9 @@ impl Plan {
             principal: String::new(),
             failover_timeout_seconds: FAILOVER_TIMEOUT_SECONDS,
             id: None,
+            // Its task on a partitioned agent is UNREACHABLE, and RUNNING again if the agent
+            // comes back, rather than LOST and killed.
+            partition_aware: true,
         };
         Ok(Plan {
             masters,

@@ -327,7 +327,12 @@ async fn ambiguous_launch_is_reconciled_not_repeated() {
         let calls = fake
             .wait_for("RECONCILE", |c| !c.reconciles.is_empty())
             .await;
-        assert_eq!(calls.reconciles[0].task_ids, ["t1"]);
+        let asked: Vec<&str> = calls.reconciles[0]
+            .tasks
+            .iter()
+            .map(|t| t.task_id.as_str())
+            .collect();
+        assert_eq!(asked, ["t1"]);
         // The launch did commit: the answer (no uuid) says so, then the task ends.
         fake.push(update("t1", TaskState::TaskRunning, "")).await;
         fake.push(ended("t1", TaskState::TaskFinished, "u9", Some(0)))

@@ -5,24 +5,24 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn res(t: &str) -> Resources {
+pub(super) fn res(t: &str) -> Resources {
     t.parse().unwrap()
 }
-fn fw(n: &str) -> FrameworkId {
+pub(super) fn fw(n: &str) -> FrameworkId {
     FrameworkId::new(n).unwrap()
 }
-fn agent(n: &str) -> AgentId {
+pub(super) fn agent(n: &str) -> AgentId {
     AgentId::new(n).unwrap()
 }
-fn offer_id(n: usize) -> OfferId {
+pub(super) fn offer_id(n: usize) -> OfferId {
     OfferId::new(&format!("o{n}")).unwrap()
 }
-fn task_id(n: &str) -> TaskId {
+pub(super) fn task_id(n: &str) -> TaskId {
     TaskId::new(n).unwrap()
 }
 
 /// What is committed on `agent`, counted from scratch: the index must always agree.
-fn recount(s: &ClusterState, agent: &AgentId) -> Resources {
+pub(super) fn recount(s: &ClusterState, agent: &AgentId) -> Resources {
     let offers = s
         .offers()
         .filter(|o| &o.agent == agent)
@@ -36,18 +36,26 @@ fn recount(s: &ClusterState, agent: &AgentId) -> Resources {
         .fold(Resources::empty(), |acc, r| acc.checked_add(r).unwrap())
 }
 
-fn with_agent_and_framework() -> ClusterState {
+pub(super) fn agent_record(id: &str, total: &str) -> AgentRecord {
+    AgentRecord {
+        id: agent(id),
+        hostname: "h".into(),
+        addr: "127.0.0.1:5051".into(),
+        total: res(total),
+        attributes: Attributes::default(),
+        state: AgentState::Active,
+        registered_at_ms: 0,
+        state_since_ms: 0,
+    }
+}
+
+pub(super) fn with_agent_and_framework() -> ClusterState {
     let mut s = ClusterState::default();
     let ops = [
-        ClusterOp::RegisterAgent(AgentRecord {
-            id: agent("a1"),
-            hostname: "h".into(),
-            addr: "127.0.0.1:5051".into(),
-            total: res("cpus:4;mem:4096;ports:[31000-31009]"),
-            attributes: Attributes::default(),
-            state: AgentState::Active,
-            registered_at_ms: 0,
-        }),
+        ClusterOp::RegisterAgent {
+            agent: agent_record("a1", "cpus:4;mem:4096;ports:[31000-31009]"),
+            tasks: None,
+        },
         ClusterOp::SubscribeFramework(FrameworkRecord {
             id: fw("f"),
             name: "f".into(),
@@ -56,6 +64,7 @@ fn with_agent_and_framework() -> ClusterState {
             failover_timeout_ms: 0,
             subscribed_at_ms: 0,
             torn_down: false,
+            partition_aware: false,
         }),
         ClusterOp::SubscribeFramework(FrameworkRecord {
             id: fw("g"),
@@ -65,12 +74,13 @@ fn with_agent_and_framework() -> ClusterState {
             failover_timeout_ms: 0,
             subscribed_at_ms: 0,
             torn_down: false,
+            partition_aware: false,
         }),
     ];
     for op in ops {
         assert!(matches!(
             s.apply(&op),
-            ClusterOutcome::Done | ClusterOutcome::Removed(_)
+            ClusterOutcome::Done | ClusterOutcome::AgentRegistered { .. }
         ));
     }
     s
@@ -86,7 +96,7 @@ fn refused(o: ClusterOutcome) -> Vec<OfferId> {
     }
 }
 
-fn offer(n: usize, framework: &str, resources: &str) -> OfferRecord {
+pub(super) fn offer(n: usize, framework: &str, resources: &str) -> OfferRecord {
     OfferRecord {
         id: offer_id(n),
         framework: fw(framework),
@@ -97,7 +107,7 @@ fn offer(n: usize, framework: &str, resources: &str) -> OfferRecord {
     }
 }
 
-fn task(id: &str, resources: &str) -> TaskSpec {
+pub(super) fn task(id: &str, resources: &str) -> TaskSpec {
     TaskSpec {
         id: task_id(id),
         name: id.into(),
@@ -108,7 +118,7 @@ fn task(id: &str, resources: &str) -> TaskSpec {
     }
 }
 
-fn status(state: TaskState, uuid: u128) -> StatusUpdate {
+pub(super) fn status(state: TaskState, uuid: u128) -> StatusUpdate {
     StatusUpdate {
         uuid: uuid::Uuid::from_u128(uuid),
         state,
@@ -121,7 +131,7 @@ fn status(state: TaskState, uuid: u128) -> StatusUpdate {
     }
 }
 
-fn accept(framework: &str, offers: &[usize], tasks: Vec<TaskSpec>) -> ClusterOp {
+pub(super) fn accept(framework: &str, offers: &[usize], tasks: Vec<TaskSpec>) -> ClusterOp {
     ClusterOp::Accept {
         framework: fw(framework),
         offers: offers.iter().map(|n| offer_id(*n)).collect(),
@@ -406,6 +416,7 @@ fn a_torn_down_framework_gets_no_offers_and_cannot_come_back() {
         failover_timeout_ms: 0,
         subscribed_at_ms: 1,
         torn_down: false,
+        partition_aware: false,
     };
     assert_eq!(
         s.apply(&ClusterOp::SubscribeFramework(again)),
@@ -469,8 +480,9 @@ fn an_agent_leaving_active_loses_its_offers_and_takes_no_accept() {
     match s.apply(&ClusterOp::SetAgentState {
         agent: agent("a1"),
         state: AgentState::Unreachable,
+        by_operator: false,
     }) {
-        ClusterOutcome::Removed(r) => assert_eq!(r.len(), 2),
+        ClusterOutcome::AgentStateSet { removed, .. } => assert_eq!(removed.len(), 2),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(s.committed_on(&agent("a1")), Resources::empty());
@@ -488,13 +500,21 @@ fn re_registration_drops_offers_and_refuses_shrinking_below_live_tasks() {
     a.total = res("cpus:1;mem:4096");
     let before = s.clone();
     assert!(matches!(
-        s.apply(&ClusterOp::RegisterAgent(a.clone())),
+        s.apply(&ClusterOp::RegisterAgent {
+            agent: a.clone(),
+            tasks: None
+        }),
         ClusterOutcome::Refused(ClusterError::ShrunkBelowTasks { .. })
     ));
     assert_eq!(s, before);
     a.total = res("cpus:8;mem:4096");
-    match s.apply(&ClusterOp::RegisterAgent(a)) {
-        ClusterOutcome::Removed(r) => assert_eq!(r.len(), 1, "offer 2 dropped"),
+    match s.apply(&ClusterOp::RegisterAgent {
+        agent: a,
+        tasks: None,
+    }) {
+        ClusterOutcome::AgentRegistered { removed, .. } => {
+            assert_eq!(removed.len(), 1, "offer 2 dropped")
+        }
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(s.committed_on(&agent("a1")), res("cpus:2"));

@@ -20,6 +20,12 @@
 //! Resources a framework hands back (DECLINE, ACCEPT's unused part, rescinds) wait for the
 //! periodic cycle, so that a framework declining without a filter cannot spin offers through
 //! the Raft log.
+//!
+//! Recovery after a leader change and across failures (agents re-registering with their
+//! tasks, unreachable and removed agents, framework failover timeouts, reconciliation) is in
+//! [`recovery`].
+
+mod recovery;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,7 +49,7 @@ use crate::metrics as m;
 use crate::raft::MasterId;
 use crate::registry::cluster::{
     AgentRecord, AgentState, ClusterError, ClusterOp, ClusterOutcome, ClusterState,
-    FrameworkRecord, OfferRecord, StatusUpdate, TaskSpec, MAX_TASKS_PER_ACCEPT,
+    FrameworkRecord, OfferRecord, ReportedTask, StatusUpdate, TaskSpec, MAX_TASKS_PER_ACCEPT,
 };
 use crate::registry::{Op, Outcome};
 use crate::replicated::{ReplicaError, Replicated};
@@ -54,8 +60,11 @@ pub const EVENT_QUEUE: usize = 4096;
 /// Unacknowledged updates re-sent at once when a framework subscribes; the rest follow one per
 /// acknowledgement, so a large backlog never overflows the stream.
 pub const REDELIVERY_BURST: usize = EVENT_QUEUE / 2;
-/// Most tasks one RECONCILE answers (at most half the stream's queue).
-pub const MAX_RECONCILE: usize = EVENT_QUEUE / 2;
+/// Most tasks one explicit RECONCILE names.
+pub const MAX_RECONCILE_TASKS: usize = 10_000;
+/// Updates kept per framework for later sending (redelivery and reconciliation beyond what
+/// the stream holds); a framework with more is answered in part and must reconcile again.
+pub const MAX_BACKLOG: usize = 200_000;
 /// Most offers in one CreateOffers command (each is a few hundred bytes encoded).
 pub const MAX_OFFERS_PER_COMMAND: usize = 256;
 const _: () = assert!(MAX_TASKS_PER_ACCEPT <= MAX_TASKS_PER_RUN);
@@ -98,7 +107,9 @@ pub enum Call {
         uuid: uuid::Uuid,
     },
     Reconcile {
-        tasks: Vec<String>,
+        /// Task ids, each with the agent the framework says it runs on (explicit), or none
+        /// (implicit: every live task of the framework).
+        tasks: Vec<(String, Option<String>)>,
     },
     Teardown,
 }
@@ -119,7 +130,15 @@ pub enum Command {
     },
     RegisterAgent {
         agent: AgentRecord,
+        /// On a re-registration: the tasks the agent reports.
+        tasks: Option<Vec<ReportedTask>>,
         reply: Reply<v1::RegisterReply>,
+    },
+    /// Operator maintenance: DRAINING, ACTIVE again, or GONE. Answers the agent's live tasks.
+    SetAgentState {
+        agent: AgentId,
+        state: AgentState,
+        reply: Reply<u64>,
     },
     AgentHeartbeat {
         agent: AgentId,
@@ -164,13 +183,22 @@ enum After {
     Rescinded,
     TornDown {
         framework: FrameworkId,
-        reply: Reply<()>,
+        /// None when the leader tore it down itself (failover timeout).
+        reply: Option<Reply<()>>,
     },
     AgentRegistered {
         agent: AgentRecord,
+        reregistered: bool,
         reply: Reply<v1::RegisterReply>,
     },
-    AgentUnreachable(AgentId),
+    /// The agent's state changed: by the leader (unreachable, removal timeout: no reply) or
+    /// an operator.
+    AgentStateSet {
+        agent: AgentId,
+        state: AgentState,
+        cause: &'static str,
+        reply: Option<Reply<u64>>,
+    },
     StatusApplied {
         framework: FrameworkId,
         task: TaskId,
@@ -197,7 +225,9 @@ struct Completion {
 struct Connection {
     stream_id: String,
     events: EventSender,
-    /// Unacknowledged updates not sent yet (beyond [`REDELIVERY_BURST`] at subscription).
+    /// Updates not sent yet: unacknowledged ones beyond [`REDELIVERY_BURST`] at subscription,
+    /// and reconciliation answers beyond what the stream holds. Sent as the stream drains
+    /// (one per acknowledgement, and whatever fits at each tick); at most [`MAX_BACKLOG`].
     backlog: std::collections::VecDeque<v1::TaskStatus>,
 }
 
@@ -217,8 +247,11 @@ pub struct Conductor {
     self_suppressed: HashSet<FrameworkId>,
     torn_down: HashSet<FrameworkId>,
     last_heartbeat: HashMap<AgentId, Instant>,
-    /// Agents with an UNREACHABLE proposal in flight, so it is proposed once.
+    /// Agents with a state change (unreachable, gone) proposed by the leader in flight, so
+    /// that it is proposed once.
     marking_unreachable: HashSet<AgentId>,
+    /// Recovery after a leader change; see [`recovery`].
+    recovery: recovery::Recovery,
     offers: BTreeMap<OfferId, Outstanding>,
     /// Offers with a removal in flight, so that expiry proposes each once.
     removing: HashSet<OfferId>,
@@ -254,7 +287,16 @@ fn refusal(e: &ClusterError) -> Status {
         | ClusterError::AgentNotActive(_)
         | ClusterError::FrameworkTornDown(_)
         | ClusterError::RoleChange { .. }
+        | ClusterError::AgentTransition { .. }
         | ClusterError::Illegal(_) => Status::failed_precondition(msg),
+        ClusterError::AgentGone(_) => {
+            let mut s = Status::failed_precondition(msg);
+            s.metadata_mut().insert(
+                drover_proto::metadata::AGENT_GONE,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            s
+        }
         ClusterError::TooManyUnacknowledged(_) => Status::resource_exhausted(msg),
         ClusterError::OffersOnSeveralAgents
         | ClusterError::OfferCount
@@ -282,6 +324,7 @@ impl Conductor {
             torn_down: HashSet::new(),
             last_heartbeat: HashMap::new(),
             marking_unreachable: HashSet::new(),
+            recovery: Default::default(),
             offers: BTreeMap::new(),
             removing: HashSet::new(),
             pending: FuturesUnordered::new(),
@@ -389,13 +432,8 @@ impl Conductor {
         // Launches and kills the previous leader may not have delivered: RunTask for every
         // STAGING task (the agent ignores a launch it already has), KillTask for every live
         // task of a torn-down framework.
-        let mut relaunched = 0usize;
-        let mut staging: HashMap<(&FrameworkId, &AgentId), Vec<TaskSpec>> = HashMap::new();
         for t in state.tasks() {
-            if t.state.is_terminal() {
-                continue;
-            }
-            if self.torn_down.contains(&t.framework) {
+            if !t.state.is_terminal() && self.torn_down.contains(&t.framework) {
                 self.kill_on_agent(
                     state,
                     &t.framework,
@@ -403,19 +441,10 @@ impl Conductor {
                     &t.spec.id,
                     t.spec.kill_grace_ms,
                 );
-            } else if t.state == crate::registry::TaskState::Staging {
-                staging
-                    .entry((&t.framework, &t.agent))
-                    .or_default()
-                    .push(t.spec.clone());
-                relaunched += 1;
             }
         }
-        for ((framework, agent), tasks) in staging {
-            for chunk in tasks.chunks(MAX_TASKS_PER_RUN) {
-                self.run_on_agent(state, framework, agent, chunk);
-            }
-        }
+        let relaunched = self.relaunch_staging(state);
+        self.start_recovery(state);
         tracing::info!(
             relaunched,
             me = self.me,
@@ -488,6 +517,7 @@ impl Conductor {
         if self.connections.remove(framework).is_some() {
             tracing::info!(%framework, "framework disconnected");
             self.update_suppression(framework);
+            self.framework_disconnected(framework);
             let ids: Vec<OfferId> = self
                 .offers
                 .iter()
@@ -577,19 +607,27 @@ impl Conductor {
                 }
                 self.call(caller.framework, call, reply);
             }
-            Command::RegisterAgent { agent, reply } => {
-                let op = ClusterOp::RegisterAgent(agent.clone());
-                self.propose(op, After::AgentRegistered { agent, reply });
-            }
+            Command::RegisterAgent {
+                agent,
+                tasks,
+                reply,
+            } => self.register_agent(agent, tasks, reply),
+            Command::SetAgentState {
+                agent,
+                state,
+                reply,
+            } => self.maintain_agent(agent, state, reply),
             Command::AgentHeartbeat { agent, reply } => {
-                let active = self
+                // Up: ACTIVE or DRAINING. An agent a new leader has not heard from since it
+                // was elected registers again, with its tasks.
+                let up = self
                     .state()
                     .agent(&agent)
-                    .is_some_and(|a| a.state == AgentState::Active);
-                if active {
-                    self.last_heartbeat.insert(agent, Instant::now());
+                    .is_some_and(|a| matches!(a.state, AgentState::Active | AgentState::Draining));
+                if up {
+                    self.last_heartbeat.insert(agent.clone(), Instant::now());
                 }
-                let _ = reply.send(Ok(!active));
+                let _ = reply.send(Ok(!up || self.recovery.awaits(&agent)));
             }
             Command::StatusUpdate {
                 agent,
@@ -716,42 +754,14 @@ impl Conductor {
                 };
                 self.propose(op, After::Acknowledged { framework, reply });
             }
-            Call::Reconcile { tasks } => {
-                let state = self.state();
-                let now = now_ms();
-                let statuses: Vec<v1::TaskStatus> = if tasks.is_empty() {
-                    state
-                        .tasks_of(&framework)
-                        .filter(|t| !t.state.is_terminal())
-                        .take(MAX_RECONCILE)
-                        .map(|t| convert::reconciliation_status(t, now))
-                        .collect()
-                } else {
-                    tasks
-                        .iter()
-                        .map(|id| {
-                            TaskId::new(id)
-                                .ok()
-                                .and_then(|tid| state.task(&framework, &tid))
-                                .map(|t| convert::reconciliation_status(t, now))
-                                .unwrap_or_else(|| convert::unknown_task_status(id, now))
-                        })
-                        .collect()
-                };
-                for s in statuses {
-                    if !self.send(
-                        &framework,
-                        v1::event::Event::Update(v1::Update { status: Some(s) }),
-                    ) {
-                        break;
-                    }
-                }
-                let _ = reply.send(Ok(()));
-            }
+            Call::Reconcile { tasks } => self.reconcile(framework, tasks, reply),
             Call::Teardown => {
                 self.propose(
                     ClusterOp::TeardownFramework(framework.clone()),
-                    After::TornDown { framework, reply },
+                    After::TornDown {
+                        framework,
+                        reply: Some(reply),
+                    },
                 );
             }
         }
@@ -896,6 +906,7 @@ impl Conductor {
                 self.offers_removed(&outcome, None, Some(&framework));
                 self.torn_down.insert(framework.clone());
                 self.connections.remove(&framework);
+                self.framework_gone(&framework);
                 self.update_suppression(&framework);
                 let state = self.state();
                 let live: Vec<(AgentId, TaskId, u64)> = state
@@ -907,49 +918,21 @@ impl Conductor {
                     self.kill_on_agent(&state, &framework, &agent, &task, grace);
                 }
                 tracing::info!(%framework, "framework torn down");
-                let _ = reply.send(Ok(()));
-            }
-            After::AgentRegistered { agent, reply } => {
-                // Its old offers were removed with the registration.
-                self.offers_removed(&outcome, None, None);
-                let r = if self.allocator.agent_total(&agent.id).is_some() {
-                    // A re-registration: same allocations, possibly another total.
-                    self.allocator
-                        .set_total(&agent.id, agent.total.clone())
-                        .and_then(|()| self.allocator.set_agent_active(&agent.id, true))
-                } else {
-                    // New to this leader's allocator; the registry may still hold live tasks
-                    // on it (an agent this leader had not offered, e.g. one that was gone).
-                    let state = self.state();
-                    let used = if state.committed_on(&agent.id).is_empty() {
-                        Vec::new()
-                    } else {
-                        used_on(&state, &agent.id)
-                    };
-                    self.allocator
-                        .add_agent(agent.id.clone(), agent.total.clone(), used)
-                };
-                if let Err(e) = r {
-                    tracing::error!(agent = %agent.id, error = %e, "allocator refused a registered agent");
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
                 }
-                self.last_heartbeat.insert(agent.id.clone(), Instant::now());
-                self.marking_unreachable.remove(&agent.id);
-                tracing::info!(agent = %agent.id, hostname = %agent.hostname, addr = %agent.addr, resources = %agent.total, "agent registered");
-                self.allocate_soon();
-                let _ = reply.send(Ok(v1::RegisterReply {
-                    agent_id: agent.id.to_string(),
-                    master_id: self.me,
-                    heartbeat_interval_seconds: self.config.agent_heartbeat_interval.as_secs_f64(),
-                }));
             }
-            After::AgentUnreachable(agent) => {
-                // Its offers were removed in the same command: rescind them.
-                self.offers_removed(&outcome, None, None);
-                self.marking_unreachable.remove(&agent);
-                self.last_heartbeat.remove(&agent);
-                let _ = self.allocator.set_agent_active(&agent, false);
-                tracing::warn!(%agent, "agent marked unreachable");
-            }
+            After::AgentRegistered {
+                agent,
+                reregistered,
+                reply,
+            } => self.agent_registered(agent, reregistered, outcome, reply),
+            After::AgentStateSet {
+                agent,
+                state,
+                cause,
+                reply,
+            } => self.agent_state_set(agent, state, cause, outcome, reply),
             After::StatusApplied {
                 framework,
                 task,
@@ -1023,7 +1006,6 @@ impl Conductor {
             After::Subscribed { reply, .. }
             | After::Accepted { reply, .. }
             | After::Declined { reply, .. }
-            | After::TornDown { reply, .. }
             | After::StatusApplied { reply, .. }
             | After::Acknowledged { reply, .. }
             | After::WeightSet { reply, .. } => {
@@ -1032,8 +1014,17 @@ impl Conductor {
             After::AgentRegistered { reply, .. } => {
                 let _ = reply.send(Err(status));
             }
-            After::AgentUnreachable(agent) => {
+            After::TornDown { framework, reply } => {
+                self.framework_gone_failed(&framework);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(status));
+                }
+            }
+            After::AgentStateSet { agent, reply, .. } => {
                 self.marking_unreachable.remove(&agent);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(status));
+                }
             }
             After::OffersCreated(offers) => {
                 // The outcome is unknown (leadership is ending): the next leader rebuilds.
@@ -1082,6 +1073,7 @@ impl Conductor {
         );
         self.self_suppressed.remove(&id);
         self.update_suppression(&id);
+        self.framework_connected(&id, resubscribe);
         tracing::info!(framework = %id, name = %framework.name, role = %framework.role, resubscribe, "framework subscribed");
         let subscribed = v1::event::Event::Subscribed(v1::Subscribed {
             framework_id: id.to_string(),
@@ -1268,14 +1260,7 @@ impl Conductor {
             .collect();
         for agent in silent {
             tracing::warn!(%agent, ?timeout, "agent missed its heartbeats");
-            self.marking_unreachable.insert(agent.clone());
-            self.propose(
-                ClusterOp::SetAgentState {
-                    agent: agent.clone(),
-                    state: AgentState::Unreachable,
-                },
-                After::AgentUnreachable(agent.clone()),
-            );
+            self.propose_agent_state(agent, AgentState::Unreachable, "heartbeat_timeout", None);
         }
 
         let closed: Vec<FrameworkId> = self
@@ -1294,6 +1279,7 @@ impl Conductor {
                 self.send(&f, v1::event::Event::Heartbeat(v1::Heartbeat {}));
             }
         }
+        self.recovery_housekeeping();
         self.gauges();
     }
 

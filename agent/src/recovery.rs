@@ -1,0 +1,229 @@
+//! What a restarted agent finds on disk and in the process table (DESIGN.md, "Status updates
+//! and failover": an agent restarted, SIGKILL included, with the same work directory).
+//!
+//! Owns the reading side of recovery: one pass over `WORK_DIR/frameworks/*/tasks/*` and one
+//! over `/proc`, off the runtime, before the agent registers. For each task directory it
+//! reports ([`Found`]) what `task.json` says (or why it cannot be read), the last update the
+//! agent checkpointed, the updates the executor made that the agent never checkpointed (it was
+//! down when the executor sent them), and whether the executor and the command still run. A
+//! directory that cannot be read is reported on its own and does not hold up the others.
+//!
+//! What to do with each is the task table's business ([`crate::launcher`]): re-attach to a
+//! live executor (it reconnects to the agent's socket by itself), take the true end of a task
+//! that ended meanwhile from the executor's log, report `TASK_FAILED` (reason
+//! `executor_terminated`) for one whose executor died without reporting its end, and with
+//! `--recover cleanup` kill what still runs.
+//!
+//! Executors are found by their command line (`drover executor --task-dir DIR …`), not by
+//! `executor.pid`: a pid file can be missing (the agent died between spawning and recording
+//! it) or name a reused pid, a command line with the task's directory cannot.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::ids::{FrameworkId, TaskId};
+use crate::layout::{Layout, TaskDir};
+use crate::status_updates;
+use crate::task::{LaunchSpec, LAUNCH_SPEC_VERSION};
+use crate::update::{StatusUpdate, TaskState};
+
+/// `--recover`: what to do with tasks an earlier life of the agent started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecoverMode {
+    /// Re-attach to executors still running and report what ended meanwhile (Mesos's
+    /// `reconnect`).
+    #[default]
+    Reconnect,
+    /// Kill every task an earlier life started (reported TASK_KILLED, reason
+    /// `agent_cleanup`), then run as usual (Mesos's `cleanup`, without the exit).
+    Cleanup,
+}
+
+/// One task directory as recovery found it.
+#[derive(Debug)]
+pub struct Found {
+    pub framework: FrameworkId,
+    pub task: TaskId,
+    pub dir: TaskDir,
+    /// `task.json`, or why it cannot be used.
+    pub spec: Result<LaunchSpec, String>,
+    /// The latest state the agent checkpointed for it, if any.
+    pub checkpointed: Option<TaskState>,
+    /// Updates in the executor's log that the agent's log does not have, in order.
+    pub unseen: Vec<StatusUpdate>,
+    /// The pid of its executor, if one runs.
+    pub executor: Option<i32>,
+    /// The process group of its command, if any process of it runs.
+    pub command_group: Option<i32>,
+}
+
+impl Found {
+    /// The latest state known from either log.
+    pub fn latest_state(&self) -> Option<TaskState> {
+        self.unseen.last().map(|u| u.state).or(self.checkpointed)
+    }
+}
+
+/// Scans the work directory and the process table. Blocking.
+pub fn scan(layout: &Layout) -> Vec<Found> {
+    let executors = running_executors();
+    let mut found = Vec::new();
+    let Ok(frameworks) = std::fs::read_dir(layout.frameworks_dir()) else {
+        return found;
+    };
+    for fw in frameworks.filter_map(Result::ok) {
+        let Some(framework) = fw
+            .file_name()
+            .to_str()
+            .and_then(|n| FrameworkId::new(n).ok())
+        else {
+            tracing::warn!(path = %fw.path().display(), "recovery: skipping a directory that is not a framework id");
+            continue;
+        };
+        let Ok(tasks) = std::fs::read_dir(fw.path().join("tasks")) else {
+            continue;
+        };
+        for t in tasks.filter_map(Result::ok) {
+            let Some(task) = t.file_name().to_str().and_then(|n| TaskId::new(n).ok()) else {
+                tracing::warn!(path = %t.path().display(), "recovery: skipping a directory that is not a task id");
+                continue;
+            };
+            found.push(inspect(
+                framework.clone(),
+                task,
+                TaskDir(t.path()),
+                &executors,
+            ));
+        }
+    }
+    found
+}
+
+fn inspect(
+    framework: FrameworkId,
+    task: TaskId,
+    dir: TaskDir,
+    executors: &HashMap<PathBuf, i32>,
+) -> Found {
+    let spec = read_spec(&dir);
+    let agent_log = status_updates::checkpointed_updates(&dir.updates_log());
+    let seen: HashSet<uuid::Uuid> = agent_log.iter().map(|u| u.uuid).collect();
+    let unseen = executor_updates(&dir.executor_updates_log())
+        .into_iter()
+        .filter(|u| !seen.contains(&u.uuid) && u.framework_id == framework && u.task_id == task)
+        .collect();
+    let executor = executors.get(&dir.0).copied();
+    let command_group = std::fs::read_to_string(dir.command_pid())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|pgid| *pgid > 0 && !crate::executor::group::members(*pgid).is_empty());
+    Found {
+        framework,
+        task,
+        checkpointed: agent_log.last().map(|u| u.state),
+        unseen,
+        executor,
+        command_group,
+        spec,
+        dir,
+    }
+}
+
+fn read_spec(dir: &TaskDir) -> Result<LaunchSpec, String> {
+    let path = dir.task_json();
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spec: LaunchSpec =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if spec.version != LAUNCH_SPEC_VERSION {
+        return Err(format!(
+            "{}: version {}, this agent reads {LAUNCH_SPEC_VERSION}",
+            path.display(),
+            spec.version
+        ));
+    }
+    Ok(spec)
+}
+
+/// The executor's own log of its updates (what it made, whether or not the agent got it).
+fn executor_updates(path: &Path) -> Vec<StatusUpdate> {
+    match crate::checkpoint::read_records::<StatusUpdate>(path) {
+        Ok(replay) => {
+            for s in &replay.skipped {
+                tracing::warn!(path = %path.display(), line = s.line, reason = %s.reason, "recovery: skipping a bad record of an executor's log");
+            }
+            replay.records
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether an executor for the task directory `dir` runs now. Blocking.
+pub fn executor_running(dir: &Path) -> bool {
+    running_executors().contains_key(dir)
+}
+
+/// Running `drover executor` processes by the task directory on their command line.
+fn running_executors() -> HashMap<PathBuf, i32> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.filter_map(Result::ok) {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if let Some(task_dir) = executor_task_dir(&cmdline) {
+            if is_alive(pid) {
+                out.insert(task_dir, pid);
+            }
+        }
+    }
+    out
+}
+
+/// The `--task-dir` of an executor's NUL-separated command line, if it is one.
+fn executor_task_dir(cmdline: &[u8]) -> Option<PathBuf> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if !args.iter().any(|a| *a == b"executor") {
+        return None;
+    }
+    let i = args.iter().position(|a| *a == b"--task-dir")?;
+    let dir = args.get(i + 1)?;
+    Some(PathBuf::from(String::from_utf8_lossy(dir).into_owned()))
+}
+
+/// Not a zombie (`/proc/<pid>/stat` state `Z` or `X`).
+fn is_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executor_is_known_by_its_task_dir() {
+        let line = b"/usr/bin/drover\0executor\0--task-dir\0/w/frameworks/f/tasks/t\0--agent-socket\0/w/agent.sock\0";
+        assert_eq!(
+            executor_task_dir(line),
+            Some(PathBuf::from("/w/frameworks/f/tasks/t"))
+        );
+        assert_eq!(executor_task_dir(b"/bin/sleep\0infinity\0"), None);
+        assert_eq!(executor_task_dir(b"drover\0executor\0--task-dir"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive() {
+        assert!(is_alive(std::process::id() as i32));
+        assert!(!is_alive(i32::MAX));
+    }
+}
