@@ -130,6 +130,8 @@ struct AgentView {
     used: String,
     attributes: String,
     registered_at_ms: u64,
+    /// When it entered its current state.
+    state_since_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -140,6 +142,7 @@ struct FrameworkView {
     principal: String,
     failover_timeout_ms: u64,
     torn_down: bool,
+    partition_aware: bool,
 }
 
 #[derive(Serialize)]
@@ -201,6 +204,7 @@ fn view(
             used: c.committed_on(&a.id).to_string(),
             attributes: a.attributes.to_string(),
             registered_at_ms: a.registered_at_ms,
+            state_since_ms: a.state_since_ms,
         })
         .collect();
     let frameworks = c
@@ -212,6 +216,7 @@ fn view(
             principal: f.principal.clone(),
             failover_timeout_ms: f.failover_timeout_ms,
             torn_down: f.torn_down,
+            partition_aware: f.partition_aware,
         })
         .collect();
     let offers = c

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod framework;
+
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -263,4 +265,52 @@ pub async fn metric(addr: &str, name_and_labels: &str) -> Option<f64> {
         let (k, v) = l.rsplit_once(' ')?;
         (k == name_and_labels).then(|| v.parse().ok()).flatten()
     })
+}
+
+/// The directory of task `task` under an agent's work directory (any framework), if any.
+pub fn task_dir(work_dir: &std::path::Path, task: &str) -> Option<PathBuf> {
+    let frameworks = std::fs::read_dir(work_dir.join("frameworks")).ok()?;
+    frameworks
+        .flatten()
+        .map(|f| f.path().join("tasks").join(task))
+        .find(|p| p.is_dir())
+}
+
+/// Whether process `pid` exists (zombies count as gone).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|s| s == "Z" || s == "X"),
+        Err(_) => false,
+    }
+}
+
+/// The pid written to `file` (by a task's `echo $$ > file`).
+pub fn read_pid(file: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// The state of task `task` and of its agent in the `/v1/state` of the master at `addr`.
+pub async fn task_in_state(addr: &str, task: &str) -> Result<(String, String), String> {
+    let state = state_at(addr).await?;
+    let t = state["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["id"] == task)
+        .ok_or_else(|| format!("no task {task} in the registry"))?;
+    let agent = t["agent_id"].as_str().unwrap_or_default();
+    let agent_state = state["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["id"] == agent)
+        .and_then(|a| a["state"].as_str())
+        .unwrap_or("?");
+    Ok((
+        t["state"].as_str().unwrap_or("?").to_string(),
+        agent_state.to_string(),
+    ))
 }

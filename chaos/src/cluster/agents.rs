@@ -161,6 +161,26 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// SIGSTOP agent `index`: to the masters, a frozen agent is a partitioned one (its
+    /// heartbeats stop; its executors and tasks run on).
+    pub fn pause_agent(&self, index: usize) -> Result<(), ClusterError> {
+        self.signal_agent(index, Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`pause_agent`](Self::pause_agent).
+    pub fn resume_agent(&self, index: usize) -> Result<(), ClusterError> {
+        self.signal_agent(index, Signal::SIGCONT)
+    }
+
+    fn signal_agent(&self, index: usize, sig: Signal) -> Result<(), ClusterError> {
+        let pid = self
+            .agent(index)?
+            .pid()
+            .ok_or(ClusterError::AgentNotRunning(index))?;
+        signal::kill(Pid::from_raw(pid as i32), sig)
+            .map_err(|e| io(format!("signalling agent {index}"))(std::io::Error::from(e)))
+    }
+
     /// SIGTERMs every running agent, waits up to `grace`, then SIGKILLs; then kills every
     /// executor the agents started.
     pub(super) async fn stop_agents(&mut self, grace: Duration) -> Result<(), ClusterError> {
