@@ -36,7 +36,11 @@ async fn an_agent_killed_and_restarted_keeps_its_running_tasks_and_reports_what_
         Framework::info("restart", true, Duration::from_secs(120)),
     );
     f.launch(vec![
-        shell_task("long", TASK, "echo started >> runs; echo $$ > pid; exec sleep 600"),
+        shell_task(
+            "long",
+            TASK,
+            "echo started >> runs; echo $$ > pid; exec sleep 600",
+        ),
         shell_task(
             "ends",
             TASK,
@@ -85,7 +89,8 @@ async fn an_agent_killed_and_restarted_keeps_its_running_tasks_and_reports_what_
     assert_eq!(ended.exit_code, Some(7), "{ended:?}");
     assert_eq!(ended.source, v1::StatusSource::SourceExecutor as i32);
     // The task whose executor died without reporting: failed, and its command killed.
-    f.until_state("orphaned", v1::TaskState::TaskFailed, WAIT).await;
+    f.until_state("orphaned", v1::TaskState::TaskFailed, WAIT)
+        .await;
     let orphaned = f.update_in("orphaned", v1::TaskState::TaskFailed).unwrap();
     assert_eq!(orphaned.reason, "executor_terminated", "{orphaned:?}");
     wait_until("the orphaned command is killed", WAIT, || async {
@@ -99,15 +104,22 @@ async fn an_agent_killed_and_restarted_keeps_its_running_tasks_and_reports_what_
     .unwrap();
     // The long task was re-attached, not launched again: same process, one start.
     let addr = leader_addr(&c).await;
-    wait_until("the agent re-registered with 'long' running", WAIT, || async {
-        match task_in_state(&addr, "long").await? {
-            (t, a) if t == "TASK_RUNNING" && a == "ACTIVE" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    wait_until(
+        "the agent re-registered with 'long' running",
+        WAIT,
+        || async {
+            match task_in_state(&addr, "long").await? {
+                (t, a) if t == "TASK_RUNNING" && a == "ACTIVE" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await
     .unwrap();
-    assert!(process_alive(long_pid), "the long task's process was not touched");
+    assert!(
+        process_alive(long_pid),
+        "the long task's process was not touched"
+    );
     assert_eq!(f.latest("long"), Some(v1::TaskState::TaskRunning));
     let runs = std::fs::read_to_string(dir("long").join("sandbox/runs")).unwrap();
     assert_eq!(runs.lines().count(), 1, "launched once: {runs:?}");
@@ -123,7 +135,7 @@ async fn an_agent_killed_and_restarted_keeps_its_running_tasks_and_reports_what_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_cut_off_past_its_timeout_comes_back_with_its_tasks() {
-    let mut c = start_with_agents(
+    let c = start_with_agents(
         3,
         &["--agent-timeout-ms", "2000", "--agent-heartbeat-ms", "400"],
         1,
@@ -137,15 +149,27 @@ async fn an_agent_cut_off_past_its_timeout_comes_back_with_its_tasks() {
         &c.addrs(),
         Framework::info("aware", true, Duration::from_secs(120)),
     );
-    aware.launch(vec![shell_task("a1", TASK, "echo $$ > pid; exec sleep 600")]);
-    aware.until_state("a1", v1::TaskState::TaskRunning, WAIT).await;
+    aware.launch(vec![shell_task(
+        "a1",
+        TASK,
+        "echo $$ > pid; exec sleep 600",
+    )]);
+    aware
+        .until_state("a1", v1::TaskState::TaskRunning, WAIT)
+        .await;
     aware.driver.suppress().await.expect("suppress");
     let mut plain = Framework::start(
         &c.addrs(),
         Framework::info("plain", false, Duration::from_secs(120)),
     );
-    plain.launch(vec![shell_task("p1", TASK, "echo $$ > pid; exec sleep 600")]);
-    plain.until_state("p1", v1::TaskState::TaskRunning, WAIT).await;
+    plain.launch(vec![shell_task(
+        "p1",
+        TASK,
+        "echo $$ > pid; exec sleep 600",
+    )]);
+    plain
+        .until_state("p1", v1::TaskState::TaskRunning, WAIT)
+        .await;
     plain.driver.suppress().await.expect("suppress");
     let work_dir = c.agent(0).unwrap().work_dir.clone();
     let a1_pid = read_pid(&task_dir(&work_dir, "a1").unwrap().join("sandbox/pid")).unwrap();
@@ -193,7 +217,10 @@ async fn an_agent_cut_off_past_its_timeout_comes_back_with_its_tasks() {
     })
     .await
     .unwrap();
-    assert!(process_alive(a1_pid), "the partition-aware task was not touched");
+    assert!(
+        process_alive(a1_pid),
+        "the partition-aware task was not touched"
+    );
     assert_eq!(plain.latest("p1"), Some(v1::TaskState::TaskLost));
     let addr = leader_addr(&c).await;
     assert_eq!(
@@ -232,7 +259,9 @@ async fn a_scheduler_failing_over_in_time_keeps_its_tasks_and_past_it_loses_them
     first.driver.stop().await;
     drop(first);
     std::fs::write(
-        task_dir(&work_dir, "ends-meanwhile").unwrap().join("sandbox/go"),
+        task_dir(&work_dir, "ends-meanwhile")
+            .unwrap()
+            .join("sandbox/go"),
         b"",
     )
     .unwrap();
@@ -265,12 +294,16 @@ async fn a_scheduler_failing_over_in_time_keeps_its_tasks_and_past_it_loses_them
     second.driver.stop().await;
     drop(second);
     let addr = leader_addr(&c).await;
-    wait_until("the task is killed past the failover timeout", WAIT, || async {
-        match task_in_state(&addr, "keeps").await?.0.as_str() {
-            "TASK_KILLED" => Ok(()),
-            other => Err(other.to_string()),
-        }
-    })
+    wait_until(
+        "the task is killed past the failover timeout",
+        WAIT,
+        || async {
+            match task_in_state(&addr, "keeps").await?.0.as_str() {
+                "TASK_KILLED" => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
     .await
     .unwrap();
     assert!(!process_alive(keeps_pid));

@@ -98,9 +98,16 @@ impl Framework {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("{what}: not within {timeout:?}; latest states: {:?}", self.states());
+                panic!(
+                    "{what}: not within {timeout:?}; latest states: {:?}",
+                    self.states()
+                );
             }
-            let event = tokio::time::timeout(left.min(Duration::from_millis(500)), self.events.next_event()).await;
+            let event = tokio::time::timeout(
+                left.min(Duration::from_millis(500)),
+                self.events.next_event(),
+            )
+            .await;
             match event {
                 Err(_) => continue,
                 Ok(None) => panic!("{what}: the driver stopped"),
@@ -112,8 +119,10 @@ impl Framework {
     /// Waits until `task`'s latest state is `state`.
     pub async fn until_state(&mut self, task: &str, state: v1::TaskState, timeout: Duration) {
         let what = format!("{task} in {}", state.as_str_name());
-        self.until(&what, timeout, |f| (f.latest(task) == Some(state)).then_some(()))
-            .await
+        self.until(&what, timeout, |f| {
+            (f.latest(task) == Some(state)).then_some(())
+        })
+        .await
     }
 
     /// Every task's latest state.
@@ -166,12 +175,13 @@ impl Framework {
                 }
             }
             if take.is_empty() {
-                let _ = self.driver.decline(&[o.id.clone()], Some(1.0)).await;
+                let _ = self.driver.decline(std::slice::from_ref(&o.id), Some(1.0)).await;
                 continue;
             }
             let ids: Vec<String> = take.iter().map(|t| t.task_id.clone()).collect();
             for id in &ids {
-                self.launched_on.insert(id.clone(), o.agent_id.as_str().to_string());
+                self.launched_on
+                    .insert(id.clone(), o.agent_id.as_str().to_string());
             }
             if let Err(e) = self
                 .driver
