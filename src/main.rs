@@ -56,10 +56,46 @@ enum Command {
     /// (in the spirit of mesos-execute): `drover run -- 'echo hi'`.
     Run(drover_scheduler::run::RunArgs),
     /// Run an agent: register with the leader, offer this machine's resources, run tasks.
-    Agent(drover_agent::AgentArgs),
+    /// `drover agent drain|reactivate|remove AGENT` maintains one through the masters.
+    Agent(AgentCommand),
     /// Internal: one task's executor, started by the agent.
     #[command(hide = true)]
     Executor(drover_agent::ExecutorArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct AgentCommand {
+    #[command(subcommand)]
+    op: Option<AgentOp>,
+    #[command(flatten)]
+    run: Option<drover_agent::AgentArgs>,
+}
+
+#[derive(Subcommand)]
+enum AgentOp {
+    /// No new offers on AGENT; its tasks are killed with their grace period.
+    Drain {
+        agent: String,
+        /// Wait until no task is left on it (up to this many seconds; exit 1 if some are).
+        #[arg(long, num_args = 0..=1, default_missing_value = "300")]
+        wait: Option<u64>,
+        #[command(flatten)]
+        masters: MastersArg,
+    },
+    /// Undo a drain: AGENT's resources are offered again.
+    Reactivate {
+        agent: String,
+        #[command(flatten)]
+        masters: MastersArg,
+    },
+    /// Take AGENT out for good (GONE): its tasks end as TASK_GONE_BY_OPERATOR and it cannot
+    /// register under its id again.
+    Remove {
+        agent: String,
+        #[command(flatten)]
+        masters: MastersArg,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -226,6 +262,13 @@ enum ClusterOp {
     },
     /// Set a role's weight for DRF (default 1): weight 3 gets three times the share of 1.
     SetWeight { role: String, weight: f64 },
+    /// Hand leadership to another master (before restarting the leader): writes pause for
+    /// about the election timeout instead of the cluster losing its leader.
+    TransferLeader {
+        /// The master to lead (default: the most caught-up voter).
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 #[derive(Args)]
@@ -662,7 +705,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
     let server = matches!(
         cli.command,
-        Command::Master(_) | Command::Up(_) | Command::Agent(_) | Command::Executor(_)
+        Command::Master(_)
+            | Command::Up(_)
+            | Command::Agent(AgentCommand { op: None, .. })
+            | Command::Executor(_)
     );
     init_logging(
         cli.log_format,
@@ -743,6 +789,13 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                             Err(e) => Err(e.into()),
                         }
                     }
+                    ClusterOp::TransferLeader { to } => {
+                        cli::cluster::transfer_leader(
+                            &client.with_deadline(Duration::from_secs(30)),
+                            to,
+                        )
+                        .await
+                    }
                 })
             }
             Command::Leader(m) => exit(cli::cluster::leader(&client(&m)?).await),
@@ -764,10 +817,27 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                 run_bench(b.what).await?;
                 ExitCode::SUCCESS
             }
-            Command::Agent(args) => {
+            Command::Agent(AgentCommand { op: Some(op), .. }) => match op {
+                AgentOp::Drain {
+                    agent,
+                    wait,
+                    masters,
+                } => {
+                    let c = client(&masters)?;
+                    exit(cli::agents::drain(&c, &agent, wait.map(Duration::from_secs)).await)
+                }
+                AgentOp::Reactivate { agent, masters } => {
+                    exit(cli::agents::reactivate(&client(&masters)?, &agent).await)
+                }
+                AgentOp::Remove { agent, masters } => {
+                    exit(cli::agents::remove(&client(&masters)?, &agent).await)
+                }
+            },
+            Command::Agent(AgentCommand { op: None, run }) => {
+                let run = run.context("drover agent: give --work-dir (see drover agent --help)")?;
                 let prometheus =
                     drover_agent::metrics::install().context("installing the metrics recorder")?;
-                drover_agent::run(args, prometheus, shutdown_signal()).await?;
+                drover_agent::run(run, prometheus, shutdown_signal()).await?;
                 ExitCode::SUCCESS
             }
             Command::Executor(args) => match drover_agent::run_executor(args).await {

@@ -482,4 +482,43 @@ impl MasterClient {
         })
         .await
     }
+
+    /// Agent maintenance (drain, reactivate, remove); answers the agent's live tasks. The
+    /// same state again changes nothing, so the call is repeated freely.
+    pub async fn set_agent_state(
+        &self,
+        agent_id: &str,
+        action: drover_proto::master::AgentMaintenance,
+    ) -> Result<u64, ClientError> {
+        let req = drover_proto::master::SetAgentStateRequest {
+            agent_id: agent_id.into(),
+            action: action as i32,
+        };
+        self.call(Retry::Always, |ch, t| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(t);
+            async move {
+                Ok(Self::cluster(ch)
+                    .set_agent_state(r)
+                    .await?
+                    .into_inner()
+                    .live_tasks)
+            }
+        })
+        .await
+    }
+
+    /// Hands leadership to master `to` (0: the most caught-up voter): (new leader, term).
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(u64, u64), ClientError> {
+        let req = drover_proto::master::TransferLeadershipRequest { to };
+        self.call(Retry::OnlyIfNotApplied, |ch, t| {
+            let mut r = tonic::Request::new(req);
+            r.set_timeout(t);
+            async move {
+                let reply = Self::cluster(ch).transfer_leadership(r).await?.into_inner();
+                Ok((reply.leader_id, reply.term))
+            }
+        })
+        .await
+    }
 }

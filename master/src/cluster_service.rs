@@ -98,6 +98,154 @@ impl ClusterService {
     }
 }
 
+/// How long a planned leadership transfer may take before it is called off.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Restores this replica's heartbeats and elections when a transfer ends, however it ends.
+struct ElectionsBack<'a>(&'a crate::raft::Raft);
+
+impl Drop for ElectionsBack<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
+        self.0.runtime_config().elect(true);
+    }
+}
+
+impl ClusterService {
+    /// A planned leadership transfer (openraft 0.9 has none): hold writes and stop
+    /// heartbeats, wait until the target has every entry and every replica's leader lease has
+    /// run out, then ask the target to campaign. It is elected first because the others
+    /// wait out their election timeout on top of the lease; this replica does not campaign
+    /// until the transfer is over. Returns the new leader and its term.
+    async fn transfer(&self, to: MasterId) -> Result<(MasterId, u64), Status> {
+        self.replicated.check_leader()?;
+        let me = self.identity.node_id();
+        let raft = self.replicated.raft().clone();
+        let (term, target, node) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let voters: Vec<MasterId> = membership.voter_ids().filter(|v| *v != me).collect();
+            let matched = |id: &MasterId| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map_or(0, |l| l.index)
+            };
+            let target = if to != 0 {
+                if to == me {
+                    return Err(Status::invalid_argument(format!(
+                        "to: master {me} leads already"
+                    )));
+                }
+                if !voters.contains(&to) {
+                    return Err(Status::invalid_argument(format!(
+                        "to: master {to} is not a voter of this cluster"
+                    )));
+                }
+                to
+            } else {
+                *voters.iter().max_by_key(|v| matched(v)).ok_or_else(|| {
+                    Status::failed_precondition("no other voter to hand leadership to")
+                })?
+            };
+            let node = membership
+                .get_node(&target)
+                .cloned()
+                .ok_or_else(|| Status::internal("target not in the membership"))?;
+            (m.current_term, target, node)
+        };
+        tracing::info!(
+            to = target,
+            term,
+            "transferring leadership: holding writes and heartbeats"
+        );
+        let started = std::time::Instant::now();
+        let hold = self.replicated.hold_writes();
+        raft.runtime_config().heartbeat(false);
+        raft.runtime_config().elect(false);
+        let elections_back = ElectionsBack(&raft);
+        // The target has every entry.
+        let caught_up = raft
+            .wait(Some(TRANSFER_TIMEOUT))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index;
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&target).cloned().flatten())
+                        .map(|l| l.index);
+                    matched.is_some() && matched == last
+                },
+                "the target caught up",
+            )
+            .await;
+        if let Err(e) = caught_up {
+            return Err(Status::deadline_exceeded(format!(
+                "master {target} did not catch up: {e}; leadership stays here"
+            )));
+        }
+        // Every lease (the election timeout's maximum) runs out.
+        let lease = Duration::from_millis(raft.config().election_timeout_max);
+        tokio::time::sleep(lease + Duration::from_millis(50)).await;
+        let channel = self
+            .dialer
+            .channel(&node.addr)
+            .map_err(|e| Status::internal(format!("master {target} address: {e}")))?;
+        let header = drover_proto::raft::RaftHeader {
+            cluster_id: self
+                .identity
+                .cluster_id()
+                .map(|c| c.0.clone())
+                .unwrap_or_default(),
+            from_node: me,
+            to_node: target,
+            to_incarnation: node.incarnation.0.clone(),
+        };
+        let asked = tokio::time::timeout(
+            HELLO_TIMEOUT,
+            RaftServiceClient::new(channel).campaign(drover_proto::raft::RaftRequest {
+                header: Some(header),
+                payload: Vec::new(),
+            }),
+        )
+        .await;
+        match asked {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => {
+                return Err(Status::unavailable(format!(
+                    "master {target} refused to campaign: {}",
+                    s.message()
+                )))
+            }
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "master {target} did not answer the request to campaign"
+                )))
+            }
+        }
+        let elected = raft
+            .wait(Some(TRANSFER_TIMEOUT.saturating_sub(started.elapsed())))
+            .metrics(
+                |m| m.current_term > term && m.current_leader.is_some_and(|l| l != me),
+                "a new leader",
+            )
+            .await
+            .map_err(|e| Status::unavailable(format!("no new leader: {e}")))?;
+        drop(hold);
+        drop(elections_back);
+        let leader = elected.current_leader.unwrap_or(0);
+        tracing::info!(
+            leader,
+            term = elected.current_term,
+            took_ms = started.elapsed().as_millis() as u64,
+            "leadership transferred"
+        );
+        Ok((leader, elected.current_term))
+    }
+}
+
 /// Checks `host:port`.
 fn check_addr(addr: &str) -> Result<(), Status> {
     let bad = || Status::invalid_argument(format!("addr: expected host:port, got {addr:?}"));
@@ -309,10 +457,15 @@ impl Cluster for ClusterService {
 
     async fn transfer_leadership(
         &self,
-        _request: Request<drover_proto::master::TransferLeadershipRequest>,
+        request: Request<drover_proto::master::TransferLeadershipRequest>,
     ) -> Result<Response<drover_proto::master::TransferLeadershipReply>, Status> {
-        Err(Status::unimplemented(
-            "transfer-leadership is not built yet",
+        let to = request.into_inner().to;
+        let (leader, term) = self.transfer(to).await?;
+        Ok(Response::new(
+            drover_proto::master::TransferLeadershipReply {
+                leader_id: leader,
+                term,
+            },
         ))
     }
 

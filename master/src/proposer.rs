@@ -10,6 +10,11 @@
 //!
 //! Every limit is a constant here: queue depth, operations and bytes per entry, entries in
 //! flight.
+//!
+//! Writes can be held ([`Proposer::hold`]): while a [`WriteHold`] lives, batches wait here
+//! instead of being proposed (a planned leadership transfer needs the log still, so that a
+//! follower catches up and every lease runs out). They are proposed when it is dropped, or
+//! refused as not-leader if leadership moved meanwhile.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -65,13 +70,40 @@ fn payload_bytes(op: &Op) -> usize {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    held: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// While it lives, writes are held (see the module doc).
+pub struct WriteHold {
+    held: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Drop for WriteHold {
+    fn drop(&mut self) {
+        self.held.send_replace(false);
+    }
 }
 
 impl Proposer {
     /// Creates the proposer and the loop that must be spawned to run it.
     pub fn new(raft: Raft, me: MasterId) -> (Self, impl std::future::Future<Output = ()> + Send) {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_WRITES);
-        (Self { tx }, run(raft, me, rx))
+        let (held, held_rx) = tokio::sync::watch::channel(false);
+        (
+            Self {
+                tx,
+                held: std::sync::Arc::new(held),
+            },
+            run(raft, me, rx, held_rx),
+        )
+    }
+
+    /// Holds writes until the returned guard is dropped.
+    pub fn hold(&self) -> WriteHold {
+        self.held.send_replace(true);
+        WriteHold {
+            held: self.held.clone(),
+        }
     }
 
     /// Queues `op` and waits for its outcome.
@@ -93,7 +125,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(raft: Raft, me: MasterId, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft,
+    me: MasterId,
+    mut rx: mpsc::Receiver<Pending>,
+    mut held: tokio::sync::watch::Receiver<bool>,
+) {
     let mut inflight = FuturesUnordered::new();
     let mut carry: Option<Pending> = None;
     loop {
@@ -154,6 +191,11 @@ async fn run(raft: Raft, me: MasterId, mut rx: mpsc::Receiver<Pending>) {
                 continue;
             }
         };
+        while *held.borrow_and_update() {
+            if held.changed().await.is_err() {
+                break;
+            }
+        }
         match raft.client_write_ff(proposal).await {
             Err(fatal) => {
                 for r in replies {

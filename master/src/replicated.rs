@@ -105,6 +105,11 @@ impl Replicated {
         &self.raft
     }
 
+    /// Holds this replica's writes until the guard is dropped (see [`crate::proposer`]).
+    pub fn hold_writes(&self) -> crate::proposer::WriteHold {
+        self.proposer.hold()
+    }
+
     /// The leader this replica knows of, with its address.
     pub fn leader(&self) -> Option<(MasterId, MasterNode)> {
         let metrics = self.raft.metrics();

@@ -175,7 +175,10 @@ impl Framework {
                 }
             }
             if take.is_empty() {
-                let _ = self.driver.decline(std::slice::from_ref(&o.id), Some(1.0)).await;
+                let _ = self
+                    .driver
+                    .decline(std::slice::from_ref(&o.id), Some(1.0))
+                    .await;
                 continue;
             }
             let ids: Vec<String> = take.iter().map(|t| t.task_id.clone()).collect();

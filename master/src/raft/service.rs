@@ -262,6 +262,21 @@ impl RaftService for RaftTransport {
         Self::reply(&result)
     }
 
+    async fn campaign(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        self.admit(req.header.as_ref())?;
+        let from = req.header.as_ref().map_or(0, |h| h.from_node);
+        tracing::info!(leader = from, "asked to campaign (leadership transfer)");
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(format!("the Raft node stopped: {e}")))?;
+        Ok(Response::new(RaftReply {
+            payload: Vec::new(),
+        }))
+    }
+
     async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         Ok(Response::new(HelloReply {
             node_id: self.identity.node_id(),

@@ -87,3 +87,16 @@ pub async fn remove_master(client: &MasterClient, id: u64) -> Result<Exit, CliEr
     print_membership(&m);
     Ok(Exit::Success)
 }
+
+/// Hands leadership to master `to` (any caught-up voter when None), for a planned restart of
+/// the current leader.
+pub async fn transfer_leader(client: &MasterClient, to: Option<u64>) -> Result<Exit, CliError> {
+    let before = client.leader_status().await?;
+    eprintln!(
+        "moving leadership away from master {} (term {}): writes pause until a new leader is elected…",
+        before.leader_id, before.term
+    );
+    let (leader, term) = client.transfer_leadership(to.unwrap_or(0)).await?;
+    println!("{}", serde_json::json!({"leader_id": leader, "term": term}));
+    Ok(Exit::Success)
+}

@@ -1,7 +1,9 @@
-//! The command-line client: what `drover store`, `drover cluster` and `drover leader` do once
+//! The command-line client: what `drover store`, `drover cluster`, `drover agent drain|…` and
+//! `drover leader` do once
 //! their arguments are parsed. Output goes to stdout (results) and stderr (diagnostics); the
 //! exit status follows grep: 0 success, 1 "no" (key absent, compare-and-set refused), 2 error.
 
+pub mod agents;
 pub mod cluster;
 pub mod store;
 
