@@ -339,6 +339,16 @@ enum BenchWhat {
         #[arg(long)]
         keep: bool,
     },
+    /// SIGKILL the leader repeatedly with simulated agents, long-running tasks and a churn of
+    /// short ones: time until a new leader, its first offer, and its first status update
+    /// reach a framework.
+    Recovery {
+        #[command(flatten)]
+        opts: drover_chaos::bench::recovery::RecoveryBenchOptions,
+        /// Keep the cluster's directory (data and every process's log) after the run.
+        #[arg(long)]
+        keep: bool,
+    },
     /// SIGKILL the leader repeatedly; time until a new leader commits a write.
     Failover {
         #[arg(long, default_value_t = 3)]
@@ -649,6 +659,47 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                     f.agents,
                     f.tasks_in_registry
                         .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+                );
+            }
+            return Ok(());
+        }
+        BenchWhat::Recovery { opts, keep } => {
+            println!(
+                "recovery benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks running until killed, {} short tasks in flight; SIGKILL the leader {} times",
+                opts.masters, opts.agents, opts.long_tasks, opts.churn, opts.trials
+            );
+            let f = drover_chaos::bench::recovery::recovery(
+                binary,
+                dir.clone(),
+                &opts,
+                |line| eprintln!("  {line}"),
+                |trial, t| {
+                    println!(
+                        "trial {trial:>3}: killed master {}; master {} leads after {:.1} ms, first offer after {:.1} ms, first status update after {:.1} ms [SIMULATED agents]",
+                        t.killed, t.new_leader, t.leader_ms, t.offer_ms, t.update_ms
+                    )
+                },
+            )
+            .await;
+            if keep {
+                println!("kept the cluster's directory: {}", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let f = f?;
+            for (what, s) in [
+                ("new leader", &f.leader),
+                ("first offer", &f.offer),
+                ("first status update", &f.update),
+            ] {
+                println!(
+                    "{what:<20} over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} agents, {} running tasks) [SIMULATED agents]",
+                    f.trials.len(),
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.max_ms,
+                    f.agents,
+                    f.running_tasks
                 );
             }
             return Ok(());

@@ -54,7 +54,16 @@ async fn a_drained_agent_loses_its_tasks_and_offers_and_a_removed_one_never_come
     assert_eq!(out.stdout.trim(), "2", "two live tasks being killed");
     f.until_state("d1", v1::TaskState::TaskKilled, WAIT).await;
     f.until_state("d2", v1::TaskState::TaskKilled, WAIT).await;
-    let out = cli(&["agent", "drain", &agent, "--wait", "30", "--masters", &masters]).await;
+    let out = cli(&[
+        "agent",
+        "drain",
+        &agent,
+        "--wait",
+        "30",
+        "--masters",
+        &masters,
+    ])
+    .await;
     assert_eq!(out.code, 0, "stdout {}\nstderr {}", out.stdout, out.stderr);
     assert_eq!(out.stdout.trim(), "0");
     let state = leader_state(&c).await.unwrap();

@@ -65,6 +65,10 @@ fn main() {
         ("simulated_agents_register_and_run_timers", || {
             Box::pin(simulated_agents())
         }),
+        (
+            "recovery_survives_corrupt_checkpoints_and_cleans_up_on_request",
+            || Box::pin(recovery_corrupt_and_cleanup()),
+        ),
     ];
     // Opt-in (named exactly): a load check rather than a correctness test.
     if filter.as_deref() == Some("scale_10k_simulated_agents") {
@@ -390,6 +394,130 @@ async fn executor_cannot_start() {
     assert_eq!(s.source, v1::StatusSource::SourceAgent as i32);
     assert_eq!(s.reason, "executor_failed");
     agent.stop().await;
+}
+
+/// The pid a task wrote to `sandbox/pid`.
+fn task_pid(work_dir: &Path, task: &str) -> i32 {
+    std::fs::read_to_string(task_dir(work_dir, task).sandbox().join("pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|s| s == "Z" || s == "X"),
+        Err(_) => false,
+    }
+}
+
+async fn recovery_corrupt_and_cleanup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
+    let fake = FakeMaster::default();
+    let master = fake.serve().await;
+    let agent = Agent::start(config(&work_dir, &master, 0, this_program_as_executor()));
+    let info = registrations(&fake, 1).await.remove(0);
+    let mut client = connect(&info.addr).await;
+    wait_for(DEADLINE, "the agent id persisted", || {
+        let there = work_dir.join("meta/agent_id").exists();
+        async move { there }
+    })
+    .await;
+    for t in ["c1", "c2", "c3"] {
+        client
+            .run_task(RunTaskRequest {
+                agent_id: "agent-1".into(),
+                framework_id: "fw-1".into(),
+                tasks: vec![task(t, "echo $$ > pid; exec sleep 600")],
+            })
+            .await
+            .expect("RunTask");
+    }
+    for t in ["c1", "c2", "c3"] {
+        wait_state(&fake, t, v1::TaskState::TaskRunning).await;
+    }
+    let pids: Vec<i32> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|t| task_pid(&work_dir, t))
+        .collect();
+    agent.stop().await;
+
+    // While the agent is down: c1's task.json is destroyed, and a line in the middle of c2's
+    // update log is damaged.
+    std::fs::write(task_dir(&work_dir, "c1").task_json(), b"{ not json").expect("corrupt");
+    let log = task_dir(&work_dir, "c2").updates_log();
+    let text = std::fs::read_to_string(&log).expect("c2 log");
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    assert!(lines.len() >= 2, "{text}");
+    lines.insert(1, "deadbeef {\"record\":\"garbage\"".into());
+    std::fs::write(&log, lines.join("\n") + "\n").expect("damage");
+
+    let agent = Agent::start(config(&work_dir, &master, 0, this_program_as_executor()));
+    let report = wait_for_registration_report(&fake, 2).await;
+    // c1 cannot be read: failed and stopped. c2 and c3 are re-attached and reported running.
+    wait_state(&fake, "c1", v1::TaskState::TaskFailed).await;
+    let failed = fake
+        .state()
+        .applied
+        .iter()
+        .find(|s| s.task_id == "c1" && s.state == v1::TaskState::TaskFailed as i32)
+        .cloned()
+        .expect("c1 failed");
+    assert_eq!(failed.reason, "checkpoint_corrupt", "{failed:?}");
+    wait_for(DEADLINE, "c1's process is killed", || async {
+        !alive(pids[0])
+    })
+    .await;
+    for (t, pid) in [("c2", pids[1]), ("c3", pids[2])] {
+        assert!(alive(pid), "{t} runs on");
+        assert_eq!(
+            states(&fake, t),
+            vec![v1::TaskState::TaskStarting, v1::TaskState::TaskRunning],
+            "{t}: re-attached, not started again"
+        );
+        assert!(
+            report
+                .iter()
+                .any(|r| r.task_id == t && r.state == v1::TaskState::TaskRunning as i32),
+            "{t} reported running: {report:?}"
+        );
+    }
+    agent.stop().await;
+
+    // --recover cleanup: everything an earlier life started is killed and reported.
+    let mut cleanup = config(&work_dir, &master, 0, this_program_as_executor());
+    cleanup.recover = drover_agent::recovery::RecoverMode::Cleanup;
+    let agent = Agent::start(cleanup);
+    for (t, pid) in [("c2", pids[1]), ("c3", pids[2])] {
+        wait_state(&fake, t, v1::TaskState::TaskKilled).await;
+        let killed = fake
+            .state()
+            .applied
+            .iter()
+            .find(|s| s.task_id == t && s.state == v1::TaskState::TaskKilled as i32)
+            .cloned()
+            .expect("killed");
+        assert_eq!(killed.reason, "agent_cleanup");
+        wait_for(DEADLINE, "cleaned task's process gone", || async {
+            !alive(pid)
+        })
+        .await;
+    }
+    agent.stop().await;
+}
+
+/// The task report of registration number `n` (1-based) once it arrived.
+async fn wait_for_registration_report(fake: &FakeMaster, n: usize) -> Vec<v1::ReportedTask> {
+    wait_for(DEADLINE, "registration", || async {
+        fake.state().registrations.len() >= n
+    })
+    .await;
+    fake.state().registrations[n - 1].tasks.clone()
 }
 
 async fn simulated_agents() {

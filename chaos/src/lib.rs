@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod http;
 pub mod linearizability;
 pub mod net;
 pub mod up;

@@ -135,24 +135,7 @@ pub enum LaunchBenchError {
     Timeout(Duration, String),
 }
 
-/// One GET over HTTP/1.1 (the master's `/metrics`), body as text.
-async fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    let resp = reqwest::Client::new()
-        .get(format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    resp.text().await.map_err(|e| e.to_string())
-}
-
-/// The value of a metric line `name_and_labels VALUE` in a Prometheus exposition.
-fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
-    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        (k == name_and_labels).then(|| v.parse().ok()).flatten()
-    })
-}
+use crate::http::{get as http_get, metric};
 
 /// A process's resident memory, MiB; `None` when `/proc` does not tell.
 fn rss_mib(pid: u32) -> Option<f64> {

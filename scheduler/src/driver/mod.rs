@@ -67,6 +67,10 @@ pub struct DriverOptions {
     /// reset once a subscription delivered an event.
     pub resubscribe_backoff_start: Duration,
     pub resubscribe_backoff_max: Duration,
+    /// Longest wait between tries of the masters while none leads (an election): short, so
+    /// that a framework reaches a new leader soon after it is elected. A framework is one
+    /// client, so asking every master ten times a second during an election costs little.
+    pub leader_retry_max: Duration,
 }
 
 impl Default for DriverOptions {
@@ -79,6 +83,7 @@ impl Default for DriverOptions {
             subscribe_timeout: Duration::from_secs(15),
             resubscribe_backoff_start: Duration::from_millis(100),
             resubscribe_backoff_max: Duration::from_secs(5),
+            leader_retry_max: Duration::from_millis(100),
         }
     }
 }
@@ -149,6 +154,7 @@ impl Driver {
     ) -> Result<(Driver, EventStream), DriverError> {
         let policy = RetryPolicy {
             deadline: options.call_timeout,
+            backoff_max: options.leader_retry_max,
             ..RetryPolicy::default()
         };
         let client = MasterClient::with_policy(masters, policy)
