@@ -317,3 +317,71 @@ async fn a_scheduler_failing_over_in_time_keeps_its_tasks_and_past_it_loses_them
         .clone();
     assert_eq!(fw["torn_down"], true, "{fw}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciliation_after_a_leader_change_waits_for_the_tasks_agent() {
+    let mut c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
+    let mut f = Framework::start(
+        &c.addrs(),
+        Framework::info("reconciler", true, Duration::from_secs(120)),
+    );
+    f.launch(vec![shell_task("r1", TASK, "exec sleep 600")]);
+    f.until_state("r1", v1::TaskState::TaskRunning, WAIT).await;
+    f.driver.suppress().await.expect("suppress");
+
+    // The agent freezes, then the leader dies: the new leader has not heard from the agent.
+    c.pause_agent(0).unwrap();
+    let leader = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    c.kill(leader.leader_id).await.unwrap();
+    let survivors: Vec<u64> = c
+        .masters()
+        .map(|m| m.id)
+        .filter(|&id| id != leader.leader_id)
+        .collect();
+    let new = c
+        .wait_for_leader_among(&survivors, leader.term, LEADER_TIMEOUT)
+        .await
+        .expect("a new leader");
+    f.until("subscribed to the new leader", WAIT, |f| {
+        f.subscriptions
+            .iter()
+            .any(|(m, _)| *m == new.leader_id)
+            .then_some(())
+    })
+    .await;
+    let answers = |f: &Framework| {
+        f.updates
+            .iter()
+            .filter(|s| s.task_id == "r1" && s.uuid.is_empty())
+            .count()
+    };
+    let before = answers(&f);
+    f.reconcile(&["r1", "never-heard-of"]).await;
+    // The unknown task is answered at once; r1 is held while its agent is awaited.
+    f.until("the unknown task answered", WAIT, |f| {
+        (f.latest("never-heard-of") == Some(v1::TaskState::TaskUnknown)).then_some(())
+    })
+    .await;
+    f.pump(Duration::from_millis(1500)).await;
+    assert_eq!(
+        answers(&f),
+        before,
+        "r1 answered before its agent came back"
+    );
+
+    // The agent comes back and re-registers: r1 is answered, from its report.
+    c.resume_agent(0).unwrap();
+    f.until("r1 answered", WAIT, |f| (answers(f) > before).then_some(()))
+        .await;
+    let answer = f
+        .updates
+        .iter()
+        .rev()
+        .find(|s| s.task_id == "r1" && s.uuid.is_empty())
+        .unwrap();
+    assert_eq!(
+        common::framework::state_of(answer),
+        v1::TaskState::TaskRunning
+    );
+    f.driver.teardown().await.expect("teardown");
+}

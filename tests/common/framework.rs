@@ -116,6 +116,18 @@ impl Framework {
         }
     }
 
+    /// Handles events for `d` (whatever they are).
+    pub async fn pump(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match tokio::time::timeout(left, self.events.next_event()).await {
+                Err(_) => return,
+                Ok(None) => panic!("the driver stopped"),
+                Ok(Some(e)) => self.handle(e).await,
+            }
+        }
+    }
+
     /// Waits until `task`'s latest state is `state`.
     pub async fn until_state(&mut self, task: &str, state: v1::TaskState, timeout: Duration) {
         let what = format!("{task} in {}", state.as_str_name());
