@@ -371,6 +371,15 @@ fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
     }
 }
 
+/// After a benchmark: keeps its cluster's directory (and says where) or removes it.
+fn keep_or_remove(keep: bool, dir: &std::path::Path) {
+    if keep {
+        println!("kept the cluster's directory: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 fn client(m: &MastersArg) -> anyhow::Result<MasterClient> {
     Ok(MasterClient::new(&m.masters)?)
 }
@@ -626,11 +635,7 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 eprintln!("  {line}");
             })
             .await;
-            if keep {
-                println!("kept the cluster's directory: {}", dir.display());
-            } else {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+            keep_or_remove(keep, &dir);
             let f = f?;
             let sim = if f.simulated {
                 " [SIMULATED agents]"
@@ -681,11 +686,7 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 },
             )
             .await;
-            if keep {
-                println!("kept the cluster's directory: {}", dir.display());
-            } else {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+            keep_or_remove(keep, &dir);
             let f = f?;
             for (what, s) in [
                 ("new leader", &f.leader),

@@ -331,17 +331,7 @@ async fn reconciliation_after_a_leader_change_waits_for_the_tasks_agent() {
 
     // The agent freezes, then the leader dies: the new leader has not heard from the agent.
     c.pause_agent(0).unwrap();
-    let leader = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
-    c.kill(leader.leader_id).await.unwrap();
-    let survivors: Vec<u64> = c
-        .masters()
-        .map(|m| m.id)
-        .filter(|&id| id != leader.leader_id)
-        .collect();
-    let new = c
-        .wait_for_leader_among(&survivors, leader.term, LEADER_TIMEOUT)
-        .await
-        .expect("a new leader");
+    let (_, new) = c.kill_leader(LEADER_TIMEOUT).await.expect("a new leader");
     f.until("subscribed to the new leader", WAIT, |f| {
         f.subscriptions
             .iter()

@@ -14,16 +14,23 @@ use common::{cli, leader_state, shell_task, start, start_with_agents, LEADER_TIM
 const AGENT_RESOURCES: &str = "cpus:4;mem:4096;disk:1024;ports:[31000-31099]";
 const WAIT: Duration = Duration::from_secs(40);
 
+/// The agent whose `field` is `value` in a `/v1/state`.
+fn agent_in(state: &serde_json::Value, field: &str, value: &str) -> serde_json::Value {
+    state["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a[field] == value)
+        .cloned()
+        .unwrap_or_else(|| panic!("no agent with {field} {value}: {state}"))
+}
+
 /// The id of the agent listening at `addr`, from the leader's state.
 async fn agent_id_at(c: &common::TestCluster, addr: &str) -> String {
     let state = leader_state(c).await.unwrap();
-    state["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["addr"] == addr)
-        .and_then(|a| a["id"].as_str())
-        .expect("agent registered")
+    agent_in(&state, "addr", addr)["id"]
+        .as_str()
+        .expect("agent id")
         .to_string()
 }
 
@@ -67,13 +74,7 @@ async fn a_drained_agent_loses_its_tasks_and_offers_and_a_removed_one_never_come
     assert_eq!(out.code, 0, "stdout {}\nstderr {}", out.stdout, out.stderr);
     assert_eq!(out.stdout.trim(), "0");
     let state = leader_state(&c).await.unwrap();
-    let a = state["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["addr"] == agent_addr.as_str())
-        .unwrap()
-        .clone();
+    let a = agent_in(&state, "addr", &agent_addr);
     assert_eq!(a["state"], "DRAINING", "{a}");
     let on_agent = state["offers"]
         .as_array()
@@ -101,14 +102,7 @@ async fn a_drained_agent_loses_its_tasks_and_offers_and_a_removed_one_never_come
     }
     let log = std::fs::read_to_string(&c.agent(0).unwrap().log_path).unwrap();
     assert!(log.contains("GONE"), "{log}");
-    let state = leader_state(&c).await.unwrap();
-    let a = state["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == agent.as_str())
-        .unwrap()
-        .clone();
+    let a = agent_in(&leader_state(&c).await.unwrap(), "id", &agent);
     assert_eq!(a["state"], "GONE", "{a}");
     // A GONE agent cannot be made active again.
     let out = cli(&["agent", "reactivate", &agent, "--masters", &masters]).await;

@@ -145,17 +145,7 @@ async fn a_leader_killed_while_200_tasks_launch_loses_no_acknowledged_update() {
         (going >= 50).then_some(())
     })
     .await;
-    let leader = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
-    c.kill(leader.leader_id).await.unwrap();
-    let survivors: Vec<u64> = c
-        .masters()
-        .map(|m| m.id)
-        .filter(|&id| id != leader.leader_id)
-        .collect();
-    let new = c
-        .wait_for_leader_among(&survivors, leader.term, LEADER_TIMEOUT)
-        .await
-        .expect("a new leader");
+    let (leader, new) = c.kill_leader(LEADER_TIMEOUT).await.expect("a new leader");
     until_everything_ends(&mut f, 200).await;
     check_invariants(&c, &f, &new.leader_addr).await;
     // The killed master, back, holds the same.

@@ -195,8 +195,8 @@ fn executor_task_dir(cmdline: &[u8]) -> Option<PathBuf> {
     Some(PathBuf::from(String::from_utf8_lossy(dir).into_owned()))
 }
 
-/// Not a zombie (`/proc/<pid>/stat` state `Z` or `X`).
-fn is_alive(pid: i32) -> bool {
+/// Whether process `pid` exists and is not a zombie (`/proc/<pid>/stat` state `Z` or `X`).
+pub fn is_alive(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

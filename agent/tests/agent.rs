@@ -208,6 +208,16 @@ fn task_dir(work_dir: &Path, task: &str) -> TaskDir {
     ))
 }
 
+/// Waits until the agent under `work_dir` has written the id the master gave it.
+async fn wait_id_persisted(work_dir: &Path) {
+    let id_file = work_dir.join("meta/agent_id");
+    wait_for(DEADLINE, "the agent id persisted", || {
+        let there = id_file.exists();
+        async move { there }
+    })
+    .await;
+}
+
 async fn real_agent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
@@ -218,12 +228,7 @@ async fn real_agent() {
     assert_eq!(info.id, "", "first registration has no id");
     assert_eq!(info.hostname, "test-host");
     let agent_id = "agent-1";
-    let id_file = work_dir.join("meta/agent_id");
-    wait_for(DEADLINE, "the agent id persisted", || {
-        let there = id_file.exists();
-        async move { there }
-    })
-    .await;
+    wait_id_persisted(&work_dir).await;
     assert_eq!(
         std::fs::read_to_string(work_dir.join("meta/agent_id"))
             .expect("agent_id file")
@@ -406,13 +411,7 @@ fn task_pid(work_dir: &Path, task: &str) -> i32 {
 }
 
 fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|s| s == "Z" || s == "X"),
-        Err(_) => false,
-    }
+    drover_agent::recovery::is_alive(pid)
 }
 
 async fn recovery_corrupt_and_cleanup() {
@@ -423,11 +422,7 @@ async fn recovery_corrupt_and_cleanup() {
     let agent = Agent::start(config(&work_dir, &master, 0, this_program_as_executor()));
     let info = registrations(&fake, 1).await.remove(0);
     let mut client = connect(&info.addr).await;
-    wait_for(DEADLINE, "the agent id persisted", || {
-        let there = work_dir.join("meta/agent_id").exists();
-        async move { there }
-    })
-    .await;
+    wait_id_persisted(&work_dir).await;
     for t in ["c1", "c2", "c3"] {
         client
             .run_task(RunTaskRequest {

@@ -551,8 +551,30 @@ impl LocalCluster {
         self.wait_for_leader_among(&running, 0, timeout).await
     }
 
-    /// Waits until one of `ids` reports itself leader in a term above `above_term` and has
-    /// committed an entry of its term; returns its status.
+    /// SIGKILLs the current leader and waits for a surviving master to lead a later term.
+    /// Returns the old leader's status (as it was before the kill) and the new one's.
+    pub async fn kill_leader(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(StatusReply, StatusReply), ClusterError> {
+        let old = self.wait_for_leader(timeout).await?;
+        self.kill(old.leader_id).await?;
+        let survivors: Vec<MasterId> = self
+            .masters
+            .values()
+            .filter(|m| m.is_running())
+            .map(|m| m.id)
+            .collect();
+        let new = self
+            .wait_for_leader_among(&survivors, old.term, timeout)
+            .await?;
+        Ok((old, new))
+    }
+
+    /// Waits until one of `ids` reports itself leader in a term above `above_term`, has
+    /// committed an entry of its term, and no master of `ids` that answers knows a later term
+    /// (a master restarted from a leader's state claims its old leadership for a moment, until
+    /// it hears of the newer term); returns its status.
     pub async fn wait_for_leader_among(
         &self,
         ids: &[MasterId],
@@ -561,25 +583,30 @@ impl LocalCluster {
     ) -> Result<StatusReply, ClusterError> {
         Ok(wait_until("a leader", timeout, || async move {
             let mut seen = Vec::new();
+            let mut statuses = Vec::new();
             for id in ids {
                 match self.status(*id).await {
-                    Ok(s) if s.role == "leader" && s.term > above_term => {
-                        if s.committed_index >= s.last_log_index {
-                            return Ok(s);
-                        }
+                    Ok(s) => {
                         seen.push(format!(
-                            "{id}: leader of term {}, not committed yet",
-                            s.term
+                            "{id}: {} term {} leader {}",
+                            s.role, s.term, s.leader_id
                         ));
+                        statuses.push(s);
                     }
-                    Ok(s) => seen.push(format!(
-                        "{id}: {} term {} leader {}",
-                        s.role, s.term, s.leader_id
-                    )),
                     Err(e) => seen.push(format!("{id}: {e}")),
                 }
             }
-            Err(format!("{seen:?}"))
+            let latest = statuses.iter().map(|s| s.term).max().unwrap_or(0);
+            let leader = statuses.iter().find(|s| {
+                s.role == "leader"
+                    && s.term > above_term
+                    && s.term == latest
+                    && s.committed_index >= s.last_log_index
+            });
+            match leader {
+                Some(s) => Ok(s.clone()),
+                None => Err(format!("{seen:?}")),
+            }
         })
         .await?)
     }

@@ -279,13 +279,7 @@ pub fn task_dir(work_dir: &std::path::Path, task: &str) -> Option<PathBuf> {
 
 /// Whether process `pid` exists (zombies count as gone).
 pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|s| s == "Z" || s == "X"),
-        Err(_) => false,
-    }
+    drover_agent::recovery::is_alive(pid)
 }
 
 /// The pid written to `file` (by a task's `echo $$ > file`).
