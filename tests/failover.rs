@@ -134,7 +134,7 @@ async fn an_agent_killed_and_restarted_keeps_its_running_tasks_and_reports_what_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_agent_cut_off_past_its_timeout_comes_back_with_its_tasks() {
+async fn a_frozen_agent_past_its_timeout_comes_back_with_its_tasks() {
     let c = start_with_agents(
         3,
         &["--agent-timeout-ms", "2000", "--agent-heartbeat-ms", "400"],
@@ -372,6 +372,120 @@ async fn reconciliation_after_a_leader_change_waits_for_the_tasks_agent() {
     assert_eq!(
         common::framework::state_of(answer),
         v1::TaskState::TaskRunning
+    );
+    f.driver.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_partitioned_from_the_masters_comes_back_running_after_the_heal() {
+    let c = common::start_with_agents_proxied(
+        3,
+        &["--agent-timeout-ms", "2000", "--agent-heartbeat-ms", "400"],
+        1,
+        &["--resources", AGENT_RESOURCES],
+        1,
+    )
+    .await;
+    let mut f = Framework::start(
+        &c.addrs(),
+        Framework::info("partitioned", true, Duration::from_secs(120)),
+    );
+    f.launch(vec![shell_task(
+        "cut",
+        TASK,
+        "echo $$ > pid; exec sleep 600",
+    )]);
+    f.until_state("cut", v1::TaskState::TaskRunning, WAIT).await;
+    let work_dir = c.agent(0).unwrap().work_dir.clone();
+    let pid = read_pid(&task_dir(&work_dir, "cut").unwrap().join("sandbox/pid")).unwrap();
+
+    // A real cut: the agent runs on, but none of its heartbeats reaches a master.
+    let net = c.net().expect("fault layer");
+    net.isolate_agent(0);
+    f.until_state("cut", v1::TaskState::TaskUnreachable, WAIT)
+        .await;
+    let addr = leader_addr(&c).await;
+    assert_eq!(
+        task_in_state(&addr, "cut").await.unwrap(),
+        ("TASK_UNREACHABLE".to_string(), "UNREACHABLE".to_string())
+    );
+    assert!(process_alive(pid));
+
+    // Healed: the agent's heartbeats get through, it registers again with its report, and the
+    // task is RUNNING again (the same process).
+    net.heal_agent(0);
+    f.until_state("cut", v1::TaskState::TaskRunning, WAIT).await;
+    assert_eq!(
+        f.update_in("cut", v1::TaskState::TaskRunning)
+            .unwrap()
+            .reason,
+        "agent_reregistered"
+    );
+    assert!(process_alive(pid));
+    let addr = leader_addr(&c).await;
+    assert_eq!(
+        task_in_state(&addr, "cut").await.unwrap(),
+        ("TASK_RUNNING".to_string(), "ACTIVE".to_string())
+    );
+    f.driver.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_unreachable_past_the_removal_timeout_is_gone_for_good() {
+    let mut c = common::start_with_agents_proxied(
+        3,
+        &[
+            "--agent-timeout-ms",
+            "1500",
+            "--agent-heartbeat-ms",
+            "300",
+            "--agent-removal-timeout-ms",
+            "2000",
+        ],
+        1,
+        &["--resources", AGENT_RESOURCES],
+        1,
+    )
+    .await;
+    let mut f = Framework::start(
+        &c.addrs(),
+        Framework::info("removed", true, Duration::from_secs(120)),
+    );
+    f.launch(vec![shell_task(
+        "g1",
+        TASK,
+        "echo $$ > pid; exec sleep 600",
+    )]);
+    f.until_state("g1", v1::TaskState::TaskRunning, WAIT).await;
+    let work_dir = c.agent(0).unwrap().work_dir.clone();
+    let pid = read_pid(&task_dir(&work_dir, "g1").unwrap().join("sandbox/pid")).unwrap();
+    c.net().expect("fault layer").isolate_agent(0);
+    f.until_state("g1", v1::TaskState::TaskUnreachable, WAIT)
+        .await;
+    f.until_state("g1", v1::TaskState::TaskGone, WAIT).await;
+    assert_eq!(
+        f.update_in("g1", v1::TaskState::TaskGone).unwrap().reason,
+        "agent_removed"
+    );
+    assert!(process_alive(pid), "cut off, the task runs on");
+    // Back on the network, the agent is refused for good, kills its tasks and stops.
+    c.net().unwrap().heal_agent(0);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !c.exited_agents().contains(&0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the removed agent still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !process_alive(pid),
+        "a removed agent leaves nothing running"
+    );
+    let addr = leader_addr(&c).await;
+    assert_eq!(
+        task_in_state(&addr, "g1").await.unwrap(),
+        ("TASK_GONE".to_string(), "GONE".to_string())
     );
     f.driver.teardown().await.expect("teardown");
 }

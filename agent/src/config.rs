@@ -77,6 +77,10 @@ pub struct AgentArgs {
     /// Run N simulated agents in this process instead of a real one (tasks are timers).
     #[arg(long, env = "DROVER_AGENT_SIMULATE", default_value_t = 0)]
     pub simulate: usize,
+    /// Source address of connections to the masters (default: chosen by the kernel). A host
+    /// with several interfaces picks one; a test cluster's fault layer tells agents apart by it.
+    #[arg(long, env = "DROVER_AGENT_MASTER_BIND_IP")]
+    pub master_bind_ip: Option<std::net::IpAddr>,
     /// What to do at start with the tasks an earlier life of this agent started: reconnect
     /// (re-attach to running executors, report what ended meanwhile) or cleanup (kill them
     /// all, reported TASK_KILLED).
@@ -123,6 +127,7 @@ pub struct AgentConfig {
     pub simulate: usize,
     pub executor_command: Vec<OsString>,
     pub recover: crate::recovery::RecoverMode,
+    pub master_bind_ip: Option<std::net::IpAddr>,
 }
 
 impl AgentConfig {
@@ -228,6 +233,7 @@ impl AgentConfig {
             simulate: args.simulate,
             executor_command,
             recover: args.recover,
+            master_bind_ip: args.master_bind_ip,
         })
     }
 

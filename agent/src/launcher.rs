@@ -47,7 +47,7 @@ use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::layout::{Layout, TaskDir};
 use crate::metrics as m;
 use crate::protocol::ToExecutor;
-use crate::recovery::{Found, RecoverMode};
+use crate::recovery::{kill_leftovers, Found, RecoverMode};
 use crate::status_updates::StatusUpdates;
 use crate::task::{KillTask, LaunchSpec, RunTask, LAUNCH_SPEC_VERSION};
 use crate::update::{Source, StatusUpdate, TaskState};
@@ -200,18 +200,6 @@ impl Entry {
             preparing: None,
             adopted: true,
         }
-    }
-}
-
-/// Kills whatever still runs of a recovered task: its executor's process group and its
-/// command's.
-fn kill_leftovers(f: &Found) {
-    use crate::executor::group::signal_group;
-    if let Some(pid) = f.executor {
-        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-    if let Some(pgid) = f.command_group {
-        signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -64,6 +64,33 @@ impl Found {
     }
 }
 
+/// Kills whatever still runs of a found task: its executor's process group and its
+/// command's.
+pub fn kill_leftovers(f: &Found) {
+    use crate::executor::group::signal_group;
+    use nix::sys::signal::Signal;
+    if let Some(pid) = f.executor {
+        signal_group(pid, Signal::SIGKILL);
+    }
+    if let Some(pgid) = f.command_group {
+        signal_group(pgid, Signal::SIGKILL);
+    }
+}
+
+/// Kills every task under the work directory (an agent the masters removed: its tasks are
+/// over for them). Blocking.
+pub fn kill_everything(layout: &Layout) -> usize {
+    let found = scan(layout);
+    let mut killed = 0;
+    for f in &found {
+        if f.executor.is_some() || f.command_group.is_some() {
+            kill_leftovers(f);
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// Scans the work directory and the process table. Blocking.
 pub fn scan(layout: &Layout) -> Vec<Found> {
     let executors = running_executors();

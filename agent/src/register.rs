@@ -279,7 +279,7 @@ impl Registrar {
                 Ok(reg) => reg,
                 Err(Gone(id)) => {
                     self.set_registered(&mut registered, false);
-                    tracing::error!(agent_id = %id, simulated = self.identity.simulated, "the master removed this agent (GONE); it will not register under this id again. Restart it with --recover cleanup, or remove {} to register as a new agent", self.identity.id_file.display());
+                    tracing::error!(agent_id = %id, simulated = self.identity.simulated, "the master removed this agent (GONE); it will not register under this id again; remove {} to start it as a new agent", self.identity.id_file.display());
                     let _ = self.on_gone.send((self.identity.index, id)).await;
                     return;
                 }

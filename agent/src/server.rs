@@ -63,7 +63,7 @@ pub enum AgentError {
     Socket(#[from] SocketError),
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
-    #[error("the master removed agent {0} (GONE): it cannot register under this id again; restart it with --recover cleanup, or remove its meta/agent_id to register as a new agent")]
+    #[error("the master removed agent {0} (GONE): its tasks were killed and it cannot register under this id again; remove its meta/agent_id to start it as a new agent")]
     Gone(AgentId),
     #[error("{0}")]
     Internal(String),
@@ -102,7 +102,12 @@ pub async fn run_with_config(
         source,
     })?;
     let advertise = config.advertised(bound);
-    let client = MasterClient::new(&config.masters).map_err(AgentError::Masters)?;
+    let client = MasterClient::bound_to(
+        &config.masters,
+        drover_client::RetryPolicy::default(),
+        config.master_bind_ip,
+    )
+    .map_err(AgentError::Masters)?;
     let registered = Arc::new(AtomicUsize::new(0));
     let limiter = Arc::new(Semaphore::new(MAX_CONCURRENT_REGISTRATIONS));
     let (reg_tx, reg_rx) = mpsc::channel::<Registered>(1024);
@@ -343,6 +348,12 @@ pub async fn run_with_config(
         id = removed => {
             let _ = stop_tx.send(());
             let _ = (&mut server).await;
+            // Its tasks are over for the masters (TASK_GONE): nothing may keep running.
+            let kill_layout = layout.clone();
+            let killed = tokio::task::spawn_blocking(move || crate::recovery::kill_everything(&kill_layout))
+                .await
+                .unwrap_or(0);
+            tracing::error!(agent_id = %id, killed, "removed by the masters: killed every task of this agent");
             Err(AgentError::Gone(id))
         }
     };

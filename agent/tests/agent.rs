@@ -133,6 +133,7 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         simulate,
         executor_command: executor.into_iter().map(Into::into).collect(),
         recover: drover_agent::recovery::RecoverMode::Reconnect,
+        master_bind_ip: None,
     }
 }
 

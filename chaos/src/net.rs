@@ -1,12 +1,17 @@
 //! The fault layer for partitions: a TCP proxy in front of every master that can cut links
-//! between masters, in one direction or both, while clients keep reaching every master.
+//! between masters, in one direction or both, and between agents and the masters, while
+//! clients keep reaching every master.
 //!
 //! Each master advertises its proxy's address to its peers (`--peers`) and binds its outgoing
-//! peer connections to its own loopback address (`--peer-bind-ip 127.0.0.<10+id>`), so a proxy
-//! knows which master a connection comes from. A cut link closes the connections already open
-//! on it and refuses new ones; connections from any other address (clients, tests) always pass.
-//! Cuts are directional: `cut(a, b)` stops `a` reaching `b`'s proxy, and with it everything `a`
-//! sends to `b` and the answers to it.
+//! peer connections to its own loopback address (`--peer-bind-ip 127.0.0.<10+id>`); each agent
+//! reaches the masters through their proxies from its own (`--master-bind-ip
+//! 127.0.1.<1+index>`). So a proxy knows which node a connection comes from. A cut link closes
+//! the connections already open on it and refuses new ones; connections from any other address
+//! (clients, tests) always pass. Cuts are directional: `cut(a, b)` stops `a` reaching `b`'s
+//! proxy, and with it everything `a` sends to `b` and the answers to it. An agent cut off
+//! ([`FaultyNetwork::isolate_agent`]) can reach no master; the masters' own connections to the
+//! agent (launches, kills) go direct and are not cut: the partition is one-way, which is what
+//! an agent's heartbeats and status updates see.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,22 +32,39 @@ pub fn peer_ip(id: MasterId) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-fn master_of(ip: IpAddr) -> Option<MasterId> {
+/// Highest agent index the fault layer can tell apart (127.0.1.1 … 127.0.1.254).
+pub const MAX_PROXIED_AGENT: usize = 253;
+
+/// The loopback address agent `index` connects to the masters from.
+pub fn agent_ip(index: usize) -> IpAddr {
+    let last = u8::try_from(1 + index.min(MAX_PROXIED_AGENT)).unwrap_or(u8::MAX);
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, last))
+}
+
+/// Who a connection comes from, told by its source address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    Master(MasterId),
+    Agent(usize),
+}
+
+fn node_of(ip: IpAddr) -> Option<Node> {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            (o[0] == 127 && o[1] == 0 && o[2] == 0 && o[3] > 10).then(|| (o[3] - 10) as MasterId)
-        }
+        IpAddr::V4(v4) => match v4.octets() {
+            [127, 0, 0, last] if last > 10 => Some(Node::Master((last - 10) as MasterId)),
+            [127, 0, 1, last] if last > 0 => Some(Node::Agent((last - 1) as usize)),
+            _ => None,
+        },
         IpAddr::V6(_) => None,
     }
 }
 
 #[derive(Default)]
 struct State {
-    /// (from, to) pairs that are cut.
-    cut: HashSet<(MasterId, MasterId)>,
-    /// Open proxied connections by (from, to).
-    open: HashMap<(MasterId, MasterId), Vec<AbortHandle>>,
+    /// (from, to master) links that are cut.
+    cut: HashSet<(Node, MasterId)>,
+    /// Open proxied connections by (from, to master).
+    open: HashMap<(Node, MasterId), Vec<AbortHandle>>,
 }
 
 /// The proxies of one cluster. Dropping it stops them.
@@ -96,13 +118,33 @@ impl FaultyNetwork {
         Ok(front)
     }
 
-    /// Stops `from` from reaching `to` (one direction).
+    /// Stops master `from` from reaching master `to` (one direction).
     pub fn cut(&self, from: MasterId, to: MasterId) {
+        self.cut_link(Node::Master(from), to);
+    }
+
+    fn cut_link(&self, from: Node, to: MasterId) {
         let mut s = lock(&self.state);
         s.cut.insert((from, to));
         for h in s.open.remove(&(from, to)).unwrap_or_default() {
             h.abort();
         }
+    }
+
+    /// Cuts agent `index` off from every master (its heartbeats, registrations and status
+    /// updates fail; see the module doc).
+    pub fn isolate_agent(&self, index: usize) {
+        let masters: Vec<MasterId> = self.fronts.keys().copied().collect();
+        for m in masters {
+            self.cut_link(Node::Agent(index), m);
+        }
+    }
+
+    /// Restores agent `index`'s links.
+    pub fn heal_agent(&self, index: usize) {
+        lock(&self.state)
+            .cut
+            .retain(|(from, _)| *from != Node::Agent(index));
     }
 
     /// Splits the masters into groups that cannot reach each other (both directions).
@@ -154,7 +196,7 @@ async fn serve(listener: TcpListener, to: MasterId, backend: SocketAddr, state: 
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((inbound, peer)) = accepted else { continue };
-                let Some(k) = master_of(peer.ip()).map(|f| (f, to)) else {
+                let Some(k) = node_of(peer.ip()).map(|f| (f, to)) else {
                     conns.spawn(pump(inbound, backend));
                     continue;
                 };

@@ -81,6 +81,8 @@ struct Inner {
     addrs: Vec<String>,
     channels: Mutex<HashMap<String, Channel>>,
     leader: Mutex<Option<String>>,
+    /// Source address of its connections; None lets the kernel choose.
+    bind_ip: Option<std::net::IpAddr>,
 }
 
 /// A leader-following client for the masters. Cheap to clone; clones share connections.
@@ -145,6 +147,24 @@ impl MasterClient {
     }
 
     pub fn with_policy(addrs: &[String], policy: RetryPolicy) -> Result<Self, ClientError> {
+        Self::build(addrs, policy, None)
+    }
+
+    /// A client whose connections leave from `bind_ip` (a host with several addresses picks
+    /// its interface; the fault layer of a test cluster tells nodes apart by it).
+    pub fn bound_to(
+        addrs: &[String],
+        policy: RetryPolicy,
+        bind_ip: Option<std::net::IpAddr>,
+    ) -> Result<Self, ClientError> {
+        Self::build(addrs, policy, bind_ip)
+    }
+
+    fn build(
+        addrs: &[String],
+        policy: RetryPolicy,
+        bind_ip: Option<std::net::IpAddr>,
+    ) -> Result<Self, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::NoMasters);
         }
@@ -159,6 +179,7 @@ impl MasterClient {
                 addrs: addrs.to_vec(),
                 channels: Mutex::new(HashMap::new()),
                 leader: Mutex::new(None),
+                bind_ip,
             }),
             policy,
         })
@@ -190,6 +211,7 @@ impl MasterClient {
                 addr: addr.to_string(),
                 reason: e.to_string(),
             })?
+            .local_address(self.inner.bind_ip)
             .connect_lazy();
         channels.insert(addr.to_string(), c.clone());
         Ok(c)

@@ -106,6 +106,45 @@ pub async fn start_with_agents(
     agent_args: &[&str],
     expect_agents: usize,
 ) -> TestCluster {
+    start_agents_with(
+        masters,
+        master_args,
+        agents,
+        agent_args,
+        expect_agents,
+        false,
+    )
+    .await
+}
+
+/// Like [`start_with_agents`], with the fault layer (`cluster.net()`) between masters and
+/// between agents and masters.
+pub async fn start_with_agents_proxied(
+    masters: u64,
+    master_args: &[&str],
+    agents: usize,
+    agent_args: &[&str],
+    expect_agents: usize,
+) -> TestCluster {
+    start_agents_with(
+        masters,
+        master_args,
+        agents,
+        agent_args,
+        expect_agents,
+        true,
+    )
+    .await
+}
+
+async fn start_agents_with(
+    masters: u64,
+    master_args: &[&str],
+    agents: usize,
+    agent_args: &[&str],
+    expect_agents: usize,
+    proxied: bool,
+) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = ClusterSpec::on_free_ports(binary(), dir.path().to_path_buf(), masters)
         .expect("ports")
@@ -113,6 +152,7 @@ pub async fn start_with_agents(
         .expect("agent ports");
     spec.master_args = master_args.iter().map(|s| s.to_string()).collect();
     spec.agent_args = agent_args.iter().map(|s| s.to_string()).collect();
+    spec.proxied = proxied;
     let c = TestCluster {
         cluster: LocalCluster::new(spec).expect("cluster"),
         dir: Some(dir),

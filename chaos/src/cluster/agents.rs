@@ -91,9 +91,21 @@ impl LocalCluster {
             .ok_or(ClusterError::UnknownAgent(index))
     }
 
-    /// Starts agent `index` (again), registered with every master of the cluster.
+    /// Starts agent `index` (again), registered with every master of the cluster. In a proxied
+    /// cluster it reaches the masters through their proxies, from its own address
+    /// ([`crate::net::agent_ip`]), so that the fault layer can cut it off.
     pub fn start_agent(&mut self, index: usize) -> Result<(), ClusterError> {
-        let masters = self.addrs().join(",");
+        let (masters, bind) = match &self.net {
+            Some(net) => (
+                net.fronts
+                    .values()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Some(crate::net::agent_ip(index)),
+            ),
+            None => (self.addrs().join(","), None),
+        };
         let spec = self.spec.clone();
         let a = self
             .agents
@@ -113,6 +125,10 @@ impl LocalCluster {
             .arg("--listen")
             .arg(&a.addr)
             .args(&spec.agent_args)
+            .args(
+                bind.iter()
+                    .flat_map(|ip| ["--master-bind-ip".to_string(), ip.to_string()]),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if spec.log_to_files {

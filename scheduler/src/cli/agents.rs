@@ -2,8 +2,8 @@
 //!
 //! Drain stops offers on the agent and kills its tasks with their grace period; `--wait`
 //! follows it until no task is left. Remove marks the agent GONE: its remaining tasks end as
-//! TASK_GONE_BY_OPERATOR and it can never register under its id again (restart it with
-//! `--recover cleanup` to start afresh under a new id). Reactivate undoes a drain.
+//! TASK_GONE_BY_OPERATOR and it can never register under its id again (the agent kills what
+//! it still runs and exits; removing its `meta/agent_id` starts it afresh under a new id). Reactivate undoes a drain.
 
 use std::time::{Duration, Instant};
 
