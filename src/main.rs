@@ -89,8 +89,8 @@ enum AgentOp {
         #[command(flatten)]
         masters: MastersArg,
     },
-    /// Take AGENT out for good (GONE): its tasks end as TASK_GONE_BY_OPERATOR and it cannot
-    /// register under its id again.
+    /// Take AGENT out for good (GONE): its tasks end as TASK_GONE_BY_OPERATOR (TASK_LOST for
+    /// frameworks that are not partition-aware) and it cannot register under its id again.
     Remove {
         agent: String,
         #[command(flatten)]

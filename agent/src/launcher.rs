@@ -31,6 +31,9 @@
 //!   process runs, its task is reported `TASK_FAILED` (`executor_terminated`) too.
 //! - **Report** ([`Launcher::report`]): what the agent tells a master when it registers
 //!   again: its live tasks, and its ended ones whose updates the master has not acknowledged.
+//!   From the report until the registration is answered, RunTask is refused as retryable
+//!   (`Registering`): a task launched meanwhile would be missing from the report, and the
+//!   master would take it for lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -83,6 +86,8 @@ pub enum TaskError {
     UnknownAgent(AgentId),
     #[error("this agent has not registered with a master yet; try again")]
     NotRegistered,
+    #[error("this agent is registering again with its task report; try again once it has")]
+    Registering,
     #[error("task {task} of framework {framework} is not known here")]
     NotFound {
         framework: FrameworkId,
@@ -207,6 +212,8 @@ struct Actor {
     config: LauncherConfig,
     updates: StatusUpdates,
     agent_id: Option<AgentId>,
+    /// A task report was made and the registration it is for is not answered yet.
+    registering: bool,
     tasks: HashMap<Key, Entry>,
     completed: VecDeque<Key>,
     waiters: JoinSet<()>,
@@ -224,6 +231,7 @@ impl Launcher {
             config,
             updates,
             agent_id: None,
+            registering: false,
             tasks: HashMap::new(),
             completed: VecDeque::new(),
             waiters: JoinSet::new(),
@@ -414,13 +422,7 @@ impl Actor {
                     if e.conn.as_ref().is_some_and(|c| c.same_channel(&conn)) {
                         e.conn = None;
                         if e.adopted && !e.state.is_terminal() {
-                            let me = self.me.clone();
-                            self.waiters.spawn(async move {
-                                tokio::time::sleep(ADOPTED_RECONNECT_GRACE).await;
-                                if let Some(tx) = me.upgrade() {
-                                    let _ = tx.send(Msg::CheckAdopted(key)).await;
-                                }
-                            });
+                            self.check_adopted_later(key);
                         }
                     }
                 }
@@ -446,6 +448,7 @@ impl Actor {
                     tracing::info!(agent_id = %id, "task table now answers as this agent");
                 }
                 self.agent_id = Some(id);
+                self.registering = false;
             }
         }
     }
@@ -519,6 +522,13 @@ impl Actor {
     fn run_task(&mut self, req: RunTask, reply: oneshot::Sender<Result<(), TaskError>>) {
         if let Err(e) = self.check_agent(&req.agent_id) {
             let _ = reply.send(Err(e));
+            return;
+        }
+        let known = self
+            .tasks
+            .contains_key(&(req.framework_id.clone(), req.task.task_id.clone()));
+        if self.registering && !known {
+            let _ = reply.send(Err(TaskError::Registering));
             return;
         }
         let key = (req.framework_id.clone(), req.task.task_id.clone());
@@ -769,6 +779,8 @@ impl Actor {
                 (Some(pid), RecoverMode::Reconnect) => {
                     summary.reattached += 1;
                     tracing::info!(task = %key.1, framework = %key.0, executor_pid = pid, state = last, "recovery: re-attaching to a running executor");
+                    // It should reconnect at once; if it dies first, the check notices.
+                    self.check_adopted_later(key.clone());
                 }
                 (_, RecoverMode::Cleanup) => {
                     kill_leftovers(&f);
@@ -803,8 +815,20 @@ impl Actor {
         }
     }
 
-    /// A re-attached executor disconnected [`ADOPTED_RECONNECT_GRACE`] ago: if it has not
-    /// reconnected and no executor of the task runs, the task failed without a report.
+    /// Checks a re-attached executor's task after [`ADOPTED_RECONNECT_GRACE`].
+    fn check_adopted_later(&mut self, key: Key) {
+        let me = self.me.clone();
+        self.waiters.spawn(async move {
+            tokio::time::sleep(ADOPTED_RECONNECT_GRACE).await;
+            if let Some(tx) = me.upgrade() {
+                let _ = tx.send(Msg::CheckAdopted(key)).await;
+            }
+        });
+    }
+
+    /// A re-attached executor is not connected [`ADOPTED_RECONNECT_GRACE`] after it was
+    /// found, or after it disconnected: if no executor of the task runs, the task failed
+    /// without a report; if one runs but has not connected yet, look again later.
     async fn check_adopted(&mut self, key: Key) {
         let Some(e) = self.tasks.get(&key) else {
             return;
@@ -816,19 +840,23 @@ impl Actor {
         let running = tokio::task::spawn_blocking(move || crate::recovery::executor_running(&dir))
             .await
             .unwrap_or(true);
-        if !running {
-            tracing::warn!(task = %key.1, framework = %key.0, "a re-attached executor ended without reporting its task's end");
-            self.report_failure(
-                &key,
-                "executor_terminated",
-                "the executor ended without reporting the task's end".into(),
-            )
-            .await;
+        if running {
+            self.check_adopted_later(key);
+            return;
         }
+        tracing::warn!(task = %key.1, framework = %key.0, "a re-attached executor ended without reporting its task's end");
+        self.report_failure(
+            &key,
+            "executor_terminated",
+            "the executor ended without reporting the task's end".into(),
+        )
+        .await;
     }
 
-    /// The report for registering again as `agent`.
+    /// The report for registering again as `agent` (live tasks first); RunTask waits for the
+    /// registration's answer from here.
     async fn report(&mut self, agent: &AgentId) -> Vec<(FrameworkId, TaskId, TaskState)> {
+        self.registering = true;
         let pending = self
             .updates
             .unacknowledged_tasks()
@@ -847,7 +875,10 @@ impl Actor {
                 out.entry(key).or_insert(known.unwrap_or(state));
             }
         }
-        out.into_iter().map(|((f, t), s)| (f, t, s)).collect()
+        let mut out: Vec<(FrameworkId, TaskId, TaskState)> =
+            out.into_iter().map(|((f, t), s)| (f, t, s)).collect();
+        out.sort_by_key(|(_, _, s)| s.is_terminal());
+        out
     }
 
     async fn kill_task(&mut self, req: KillTask) -> Result<(), TaskError> {
@@ -956,4 +987,69 @@ pub(crate) async fn run_all<M>(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status_updates::{Checkpointing, Config};
+    use crate::testing::FakeMaster;
+    use drover_proto::v1;
+
+    fn run(task: &str) -> RunTask {
+        let req = v1::RunTaskRequest {
+            agent_id: "agent-1".into(),
+            framework_id: "fw".into(),
+            tasks: vec![v1::TaskInfo {
+                task_id: task.into(),
+                name: task.into(),
+                resources: "cpus:0.1"
+                    .parse::<drover_resources::Resources>()
+                    .unwrap()
+                    .to_proto(),
+                command: Some(v1::CommandInfo {
+                    shell: "true".into(),
+                    environment: Default::default(),
+                }),
+                kill_grace_seconds: 0.0,
+            }],
+        };
+        RunTask::from_proto(&req).unwrap().remove(0)
+    }
+
+    /// From a task report until the registration is answered, no new task starts (it would be
+    /// missing from the report, and the master would take it for lost); known ones still do.
+    #[tokio::test]
+    async fn no_new_task_starts_between_a_report_and_the_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (updates, _manager) = StatusUpdates::start(
+            FakeMaster::client("127.0.0.1:1"),
+            Config::new(Checkpointing::Memory),
+        );
+        let (launcher, _actor) = Launcher::start(
+            LauncherConfig {
+                layout: Layout::new(dir.path()),
+                // Exits at once: the launches below fail to start their task, which is fine.
+                executor_command: vec!["/bin/false".into()],
+                default_kill_grace: Duration::from_secs(1),
+                cgroups: CgroupMode::none("test"),
+            },
+            updates,
+        );
+        let me = AgentId::new("agent-1").unwrap();
+        launcher.registered(me.clone()).await;
+        assert!(launcher.run_tasks(vec![run("before")]).await[0].is_ok());
+        let report = launcher.report(me.clone()).await;
+        assert!(report.iter().any(|(_, t, _)| t.as_str() == "before"));
+        assert!(matches!(
+            launcher.run_tasks(vec![run("during")]).await[0],
+            Err(TaskError::Registering)
+        ));
+        assert!(
+            launcher.run_tasks(vec![run("before")]).await[0].is_ok(),
+            "a known task is answered as before"
+        );
+        launcher.registered(me).await;
+        assert!(launcher.run_tasks(vec![run("after")]).await[0].is_ok());
+    }
 }

@@ -53,7 +53,7 @@ pub struct Found {
     pub unseen: Vec<StatusUpdate>,
     /// The pid of its executor, if one runs.
     pub executor: Option<i32>,
-    /// The process group of its command, if any process of it runs.
+    /// The process group of its command, if a process of it runs (in the task's sandbox).
     pub command_group: Option<i32>,
 }
 
@@ -84,6 +84,10 @@ pub fn kill_everything(layout: &Layout) -> usize {
     let mut killed = 0;
     for f in &found {
         if f.executor.is_some() || f.command_group.is_some() {
+            // A task whose end was recorded has nothing of its own left to kill.
+            if f.executor.is_none() && f.latest_state().is_some_and(TaskState::is_terminal) {
+                continue;
+            }
             kill_leftovers(f);
             killed += 1;
         }
@@ -140,10 +144,19 @@ fn inspect(
         .filter(|u| !seen.contains(&u.uuid) && u.framework_id == framework && u.task_id == task)
         .collect();
     let executor = executors.get(&dir.0).copied();
+    // A recorded process group is the task's only while one of its processes works in the
+    // task's sandbox: a group id can be reused once the task's processes are gone.
+    let sandbox = dir.sandbox();
     let command_group = std::fs::read_to_string(dir.command_pid())
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-        .filter(|pgid| *pgid > 0 && !crate::executor::group::members(*pgid).is_empty());
+        .filter(|pgid| {
+            *pgid > 0
+                && crate::executor::group::members(*pgid).iter().any(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/cwd"))
+                        .is_ok_and(|cwd| cwd.starts_with(&sandbox))
+                })
+        });
     Found {
         framework,
         task,

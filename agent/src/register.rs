@@ -154,10 +154,12 @@ impl Registrar {
             Some(id) => (self.reporter)(id.clone()).await,
             None => Vec::new(),
         };
-        if tasks.len() > drover_proto::agent_api::MAX_REPORTED_TASKS {
+        // Reports list live tasks first: those are the ones the master must not lose.
+        let truncated = tasks.len() > drover_proto::agent_api::MAX_REPORTED_TASKS;
+        if truncated {
             tracing::warn!(
                 tasks = tasks.len(),
-                "more tasks than one registration may report; the master hears of the first {}",
+                "more tasks than one registration may report; the master hears of the first {} and takes none of the others for lost",
                 drover_proto::agent_api::MAX_REPORTED_TASKS
             );
             tasks.truncate(drover_proto::agent_api::MAX_REPORTED_TASKS);
@@ -165,6 +167,7 @@ impl Registrar {
         let req = RegisterRequest {
             agent: Some(self.info(id)),
             tasks,
+            tasks_truncated: truncated,
         };
         self.client
             .call_idempotent(|channel, time_left| {

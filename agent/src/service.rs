@@ -44,7 +44,9 @@ fn status_of(e: TaskError) -> Status {
         TaskError::WrongAgent { .. } | TaskError::UnknownAgent(_) => {
             Status::invalid_argument(e.to_string())
         }
-        TaskError::NotRegistered | TaskError::Stopped => Status::unavailable(e.to_string()),
+        TaskError::NotRegistered | TaskError::Registering | TaskError::Stopped => {
+            Status::unavailable(e.to_string())
+        }
         TaskError::NotFound { .. } => Status::not_found(e.to_string()),
         TaskError::Checkpoint(_) => Status::internal(e.to_string()),
     }

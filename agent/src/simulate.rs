@@ -125,6 +125,9 @@ struct Actor {
     tasks: HashMap<Key, SimTask>,
     /// The keys of `tasks` by agent (a registration's report reads one agent's).
     by_agent: HashMap<AgentId, std::collections::HashSet<(FrameworkId, TaskId)>>,
+    /// Agents that made a task report and wait for their registration's answer: they refuse
+    /// new tasks meanwhile (as the real agent does).
+    registering: std::collections::HashSet<AgentId>,
     completed: VecDeque<Key>,
     timers: JoinSet<()>,
     me: mpsc::WeakSender<Msg>,
@@ -142,6 +145,7 @@ impl Simulator {
             by_id: HashMap::new(),
             tasks: HashMap::new(),
             by_agent: HashMap::new(),
+            registering: Default::default(),
             completed: VecDeque::new(),
             timers: JoinSet::new(),
             me: tx.downgrade(),
@@ -224,6 +228,7 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Msg::Registered(index, id) => {
+                self.registering.remove(&id);
                 if let Some(slot) = self.ids.get_mut(index) {
                     if let Some(old) = slot.replace(id.clone()) {
                         self.by_id.remove(&old);
@@ -251,6 +256,7 @@ impl Actor {
             }
             Msg::Flush(key) => self.flush(&key).await,
             Msg::Report { agent, reply } => {
+                self.registering.insert(agent.clone());
                 let report = self
                     .by_agent
                     .get(&agent)
@@ -261,7 +267,9 @@ impl Actor {
                         let state = self.tasks.get(&key)?.state;
                         Some((f.clone(), t.clone(), state))
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                let mut report = report;
+                report.sort_by_key(|(_, _, s)| s.is_terminal());
                 let _ = reply.send(report);
             }
         }
@@ -372,6 +380,9 @@ impl Actor {
         );
         if self.tasks.contains_key(&key) {
             return Ok(());
+        }
+        if self.registering.contains(&key.0) {
+            return Err(TaskError::Registering);
         }
         let (duration, exit_code) = plan(&req.task);
         tracing::debug!(task = %key.2, agent_id = %key.0, ?duration, exit_code, "simulated task launched");

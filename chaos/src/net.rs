@@ -35,7 +35,8 @@ pub fn peer_ip(id: MasterId) -> IpAddr {
 /// Highest agent index the fault layer can tell apart (127.0.1.1 … 127.0.1.254).
 pub const MAX_PROXIED_AGENT: usize = 253;
 
-/// The loopback address agent `index` connects to the masters from.
+/// The loopback address agent `index` (at most [`MAX_PROXIED_AGENT`]; the cluster refuses to
+/// start others behind the fault layer) connects to the masters from.
 pub fn agent_ip(index: usize) -> IpAddr {
     let last = u8::try_from(1 + index.min(MAX_PROXIED_AGENT)).unwrap_or(u8::MAX);
     IpAddr::V4(Ipv4Addr::new(127, 0, 1, last))

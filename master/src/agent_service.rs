@@ -41,12 +41,14 @@ impl AgentRegistry for AgentService {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterReply>, Status> {
-        let (agent, tasks) = convert::registration_from_proto(&request.into_inner(), now_ms())?;
+        let (agent, tasks, truncated) =
+            convert::registration_from_proto(&request.into_inner(), now_ms())?;
         let reply = self
             .leader
             .ask(|reply| Command::RegisterAgent {
                 agent,
                 tasks,
+                truncated,
                 reply,
             })
             .await?;

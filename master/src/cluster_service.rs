@@ -34,6 +34,8 @@ pub struct ClusterService {
     dialer: PeerDialer,
     catch_up_timeout: Duration,
     leader: crate::leader::LeaderHandle,
+    /// One leadership transfer at a time.
+    transferring: tokio::sync::Mutex<()>,
 }
 
 impl ClusterService {
@@ -50,6 +52,7 @@ impl ClusterService {
             dialer,
             catch_up_timeout,
             leader,
+            transferring: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -118,6 +121,9 @@ impl ClusterService {
     /// wait out their election timeout on top of the lease; this replica does not campaign
     /// until the transfer is over. Returns the new leader and its term.
     async fn transfer(&self, to: MasterId) -> Result<(MasterId, u64), Status> {
+        let _one = self.transferring.try_lock().map_err(|_| {
+            Status::failed_precondition("a leadership transfer is already under way")
+        })?;
         self.replicated.check_leader()?;
         let me = self.identity.node_id();
         let raft = self.replicated.raft().clone();

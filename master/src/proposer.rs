@@ -178,6 +178,14 @@ async fn run(
         if batch.is_empty() {
             continue;
         }
+        // Held (a leadership transfer): wait, still answering the entries in flight, and
+        // stamp the time after.
+        while *held.borrow_and_update() {
+            tokio::select! {
+                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+                r = held.changed() => if r.is_err() { break },
+            }
+        }
         let (ops, replies): (Vec<Op>, Vec<Reply>) =
             batch.into_iter().map(|p| (p.op, p.reply)).unzip();
         let proposal = match Proposal::new(now_ms(), ops) {
@@ -191,11 +199,6 @@ async fn run(
                 continue;
             }
         };
-        while *held.borrow_and_update() {
-            if held.changed().await.is_err() {
-                break;
-            }
-        }
         match raft.client_write_ff(proposal).await {
             Err(fatal) => {
                 for r in replies {

@@ -96,6 +96,15 @@ impl LocalCluster {
     /// ([`crate::net::agent_ip`]), so that the fault layer can cut it off.
     pub fn start_agent(&mut self, index: usize) -> Result<(), ClusterError> {
         let (masters, bind) = match &self.net {
+            Some(_) if index > crate::net::MAX_PROXIED_AGENT => {
+                return Err(ClusterError::Io {
+                    what: format!("putting agent {index} behind the fault layer"),
+                    source: std::io::Error::other(format!(
+                        "agent indexes 0..={} only: each maps to 127.0.1.(1+index)",
+                        crate::net::MAX_PROXIED_AGENT
+                    )),
+                })
+            }
             Some(net) => (
                 net.fronts
                     .values()

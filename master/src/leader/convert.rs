@@ -426,7 +426,7 @@ fn capabilities(raw: &[i32]) -> Result<bool, Status> {
 pub fn registration_from_proto(
     r: &v1::RegisterRequest,
     now_ms: u64,
-) -> Result<(AgentRecord, Option<Vec<ReportedTask>>), Status> {
+) -> Result<(AgentRecord, Option<Vec<ReportedTask>>, bool), Status> {
     let info = r
         .agent
         .as_ref()
@@ -445,7 +445,7 @@ pub fn registration_from_proto(
     }
     let agent = agent_from_proto(info, now_ms)?;
     if info.id.is_empty() {
-        return Ok((agent, None));
+        return Ok((agent, None, false));
     }
     let mut tasks = Vec::with_capacity(r.tasks.len());
     for (i, t) in r.tasks.iter().enumerate() {
@@ -456,7 +456,7 @@ pub fn registration_from_proto(
             state: state_from_proto("state", t.state).map_err(&at)?,
         });
     }
-    Ok((agent, Some(tasks)))
+    Ok((agent, Some(tasks), r.tasks_truncated))
 }
 
 /// An agent's registration, validated; the id is the given one or a fresh one.
@@ -484,6 +484,7 @@ pub fn agent_from_proto(a: &v1::AgentInfo, now_ms: u64) -> Result<AgentRecord, S
         state: AgentState::Active,
         registered_at_ms: now_ms,
         state_since_ms: now_ms,
+        draining: false,
     })
 }
 

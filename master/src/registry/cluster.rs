@@ -55,6 +55,9 @@ pub struct AgentRecord {
     /// When it entered its current state (the leader's clock): an UNREACHABLE agent is
     /// removed (GONE) a timeout after this.
     pub state_since_ms: u64,
+    /// An operator drained it: it stays DRAINING whenever it is reachable (across a partition
+    /// or a leader change) until it is reactivated.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +183,9 @@ pub enum ClusterOp {
     RegisterAgent {
         agent: AgentRecord,
         tasks: Option<Vec<ReportedTask>>,
+        /// The report was cut short (the agent has more tasks than one registration may
+        /// carry): a task missing from it is not taken for lost.
+        truncated: bool,
     },
     /// UNREACHABLE (missed heartbeats, or no re-registration after a leader change), DRAINING
     /// (operator: no new offers; the leader kills its tasks), ACTIVE again after draining, or
@@ -189,12 +195,19 @@ pub enum ClusterOp {
         agent: AgentId,
         state: AgentState,
         by_operator: bool,
+        /// Apply only if the agent is still in the state it entered at this time (the leader's
+        /// view when it decided): a registration committed meanwhile supersedes a timeout.
+        if_state_since_ms: Option<u64>,
     },
     /// Adds a framework, or updates a known one that subscribes again.
     SubscribeFramework(FrameworkRecord),
     /// Removes the framework's offers and marks it torn down. Its tasks are killed by the
-    /// leader; their terminal updates still apply.
-    TeardownFramework(FrameworkId),
+    /// leader; their terminal updates still apply. With `if_subscribed_at_ms`, only if the
+    /// framework has not subscribed again since (a failover timeout racing a re-subscription).
+    TeardownFramework {
+        framework: FrameworkId,
+        if_subscribed_at_ms: Option<u64>,
+    },
     SetRoleWeight {
         role: Role,
         weight: f64,
@@ -231,6 +244,8 @@ pub enum ClusterError {
     AgentNotActive(AgentId),
     #[error("agent {0} was removed (GONE); it must register again as a new agent")]
     AgentGone(AgentId),
+    #[error("{0} changed since the leader decided; nothing done")]
+    Superseded(String),
     #[error("agent {agent}: cannot go from {from:?} to {to:?}")]
     AgentTransition {
         agent: AgentId,
@@ -502,14 +517,24 @@ impl ClusterState {
 
     fn try_apply(&mut self, op: &ClusterOp, stamp: &Stamp) -> Result<ClusterOutcome, ClusterError> {
         match op {
-            ClusterOp::RegisterAgent { agent, tasks } => {
-                self.register_agent(agent, tasks.as_deref(), stamp)
-            }
+            ClusterOp::RegisterAgent {
+                agent,
+                tasks,
+                truncated,
+            } => self.register_agent(agent, tasks.as_deref(), *truncated, stamp),
             ClusterOp::SetAgentState {
                 agent,
                 state,
                 by_operator,
-            } => self.set_agent_state(agent, *state, *by_operator, stamp),
+                if_state_since_ms,
+            } => {
+                if let Some(since) = if_state_since_ms {
+                    if self.agents.get(agent).map(|a| a.state_since_ms) != Some(*since) {
+                        return Err(ClusterError::Superseded(format!("agent {agent}")));
+                    }
+                }
+                self.set_agent_state(agent, *state, *by_operator, stamp)
+            }
             ClusterOp::SubscribeFramework(f) => {
                 if let Some(known) = self.frameworks.get(&f.id) {
                     if known.torn_down {
@@ -525,11 +550,17 @@ impl ClusterState {
                 self.frameworks.insert(f.id.clone(), f.clone());
                 Ok(ClusterOutcome::Done)
             }
-            ClusterOp::TeardownFramework(id) => {
+            ClusterOp::TeardownFramework {
+                framework: id,
+                if_subscribed_at_ms,
+            } => {
                 let f = self
                     .frameworks
                     .get_mut(id)
                     .ok_or_else(|| ClusterError::UnknownFramework(id.clone()))?;
+                if if_subscribed_at_ms.is_some_and(|at| at != f.subscribed_at_ms) {
+                    return Err(ClusterError::Superseded(format!("framework {id}")));
+                }
                 f.torn_down = true;
                 let ids: Vec<OfferId> = self
                     .offers
@@ -617,8 +648,21 @@ impl ClusterState {
     ) -> Option<Resources> {
         let t = self.tasks.get_mut(key)?;
         if t.updates.len() >= MAX_UPDATES_PER_TASK {
-            if let Some(acked) = t.updates.iter().position(|u| u.acknowledged) {
-                t.updates.remove(acked);
+            // The oldest acknowledged update goes; with none, an update the master made
+            // itself (a flapping agent's UNREACHABLE / RUNNING) gives way to the newer one:
+            // only the latest of those matters, and the agents' own updates are never dropped
+            // (an agent's update is refused at the cap instead, see StatusUpdate).
+            let drop = t.updates.iter().position(|u| u.acknowledged).or_else(|| {
+                if update.source == StatusSource::Master {
+                    t.updates
+                        .iter()
+                        .rposition(|u| u.update.source == StatusSource::Master)
+                } else {
+                    None
+                }
+            });
+            if let Some(i) = drop {
+                t.updates.remove(i);
             }
         }
         let ended = !t.state.is_terminal() && next.is_terminal();

@@ -1,8 +1,9 @@
 //! `drover agent drain|reactivate|remove AGENT`: agent maintenance through the leader.
 //!
 //! Drain stops offers on the agent and kills its tasks with their grace period; `--wait`
-//! follows it until no task is left. Remove marks the agent GONE: its remaining tasks end as
-//! TASK_GONE_BY_OPERATOR and it can never register under its id again (the agent kills what
+//! follows it until no task is left (asking again for the state the agent is in changes
+//! nothing). Remove marks the agent GONE: its remaining tasks end as TASK_GONE_BY_OPERATOR
+//! (TASK_LOST for frameworks that are not partition-aware) and it can never register under its id again (the agent kills what
 //! it still runs and exits; removing its `meta/agent_id` starts it afresh under a new id). Reactivate undoes a drain.
 
 use std::time::{Duration, Instant};

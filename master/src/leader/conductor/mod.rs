@@ -132,6 +132,8 @@ pub enum Command {
         agent: AgentRecord,
         /// On a re-registration: the tasks the agent reports.
         tasks: Option<Vec<ReportedTask>>,
+        /// The report was cut short.
+        truncated: bool,
         reply: Reply<v1::RegisterReply>,
     },
     /// Operator maintenance: DRAINING, ACTIVE again, or GONE. Answers the agent's live tasks.
@@ -288,6 +290,7 @@ fn refusal(e: &ClusterError) -> Status {
         | ClusterError::FrameworkTornDown(_)
         | ClusterError::RoleChange { .. }
         | ClusterError::AgentTransition { .. }
+        | ClusterError::Superseded(_)
         | ClusterError::Illegal(_) => Status::failed_precondition(msg),
         ClusterError::AgentGone(_) => {
             let mut s = Status::failed_precondition(msg);
@@ -610,8 +613,9 @@ impl Conductor {
             Command::RegisterAgent {
                 agent,
                 tasks,
+                truncated,
                 reply,
-            } => self.register_agent(agent, tasks, reply),
+            } => self.register_agent(agent, tasks, truncated, reply),
             Command::SetAgentState {
                 agent,
                 state,
@@ -757,7 +761,10 @@ impl Conductor {
             Call::Reconcile { tasks } => self.reconcile(framework, tasks, reply),
             Call::Teardown => {
                 self.propose(
-                    ClusterOp::TeardownFramework(framework.clone()),
+                    ClusterOp::TeardownFramework {
+                        framework: framework.clone(),
+                        if_subscribed_at_ms: None,
+                    },
                     After::TornDown {
                         framework,
                         reply: Some(reply),

@@ -25,7 +25,7 @@
 //! - **Drain.** A DRAINING agent's live tasks are killed with their grace period (again by a
 //!   new leader); it gets no offers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use drover_proto::v1;
@@ -43,6 +43,9 @@ use crate::registry::cluster::{
 
 /// RECONCILE calls a framework may make per second (and in one burst).
 pub const RECONCILE_PER_SECOND: f64 = 10.0;
+/// Reconciliation answers held for agents not yet re-registered, in all; past it a task is
+/// answered at once from the registry.
+pub const MAX_DEFERRED: usize = 200_000;
 
 /// The recovery part of the leader's soft state.
 #[derive(Default)]
@@ -53,12 +56,14 @@ pub(super) struct Recovery {
     reconciling_since: Option<Instant>,
     /// Frameworks without a stream, with the time their failover timeout ends.
     disconnected: HashMap<FrameworkId, Instant>,
-    /// Reconciliation answers held until the task's agent is settled.
-    deferred: HashMap<AgentId, Vec<(FrameworkId, TaskId)>>,
+    /// Reconciliation answers held until the task's agent is settled (each task once; at most
+    /// [`MAX_DEFERRED`] in all).
+    deferred: HashMap<AgentId, HashSet<(FrameworkId, TaskId)>>,
+    deferred_count: usize,
     /// Per framework: RECONCILE tokens left and when they were counted.
     reconcile_tokens: HashMap<FrameworkId, (f64, Instant)>,
     /// Frameworks whose teardown for a failover timeout is in flight.
-    timing_out: std::collections::HashSet<FrameworkId>,
+    timing_out: HashSet<FrameworkId>,
 }
 
 impl Recovery {
@@ -115,6 +120,7 @@ impl Conductor {
             }
         }
         if let Some(held) = self.recovery.deferred.remove(agent) {
+            self.recovery.deferred_count -= held.len();
             let state = self.state();
             let now = now_ms();
             for (framework, task) in held {
@@ -142,12 +148,14 @@ impl Conductor {
         &mut self,
         agent: AgentRecord,
         tasks: Option<Vec<crate::registry::cluster::ReportedTask>>,
+        truncated: bool,
         reply: Reply<v1::RegisterReply>,
     ) {
         let reregistered = tasks.is_some();
         let op = ClusterOp::RegisterAgent {
             agent: agent.clone(),
             tasks,
+            truncated,
         };
         self.propose(
             op,
@@ -259,14 +267,20 @@ impl Conductor {
         reply: Option<Reply<u64>>,
     ) {
         let by_operator = reply.is_some();
-        if !by_operator {
+        // The leader's own decisions (timeouts) hold only if the agent has not changed
+        // state since, e.g. registered while this proposal was in flight.
+        let if_state_since_ms = if by_operator {
+            None
+        } else {
             self.marking_unreachable.insert(agent.clone());
-        }
+            self.state().agent(&agent).map(|a| a.state_since_ms)
+        };
         self.propose(
             ClusterOp::SetAgentState {
                 agent: agent.clone(),
                 state,
                 by_operator,
+                if_state_since_ms,
             },
             After::AgentStateSet {
                 agent,
@@ -341,13 +355,11 @@ impl Conductor {
             let Some(t) = state.task(&u.framework, &u.task) else {
                 continue;
             };
+            // Through the backlog: an agent going away can end thousands of tasks at once,
+            // more than a stream holds, and a full stream must not cost the framework its
+            // subscription.
             let status = convert::status_to_proto(t, &u.update);
-            if self.send(
-                &u.framework,
-                v1::event::Event::Update(v1::Update {
-                    status: Some(status),
-                }),
-            ) {
+            if self.enqueue(&u.framework, status) {
                 metrics::counter!(m::STATUS_UPDATES_TOTAL, "stage" => "forwarded").increment(1);
             }
         }
@@ -450,8 +462,16 @@ impl Conductor {
             tracing::warn!(%framework, "framework did not subscribe again within its failover timeout; tearing it down");
             metrics::counter!(m::FRAMEWORK_FAILOVER_TIMEOUTS_TOTAL).increment(1);
             self.recovery.timing_out.insert(framework.clone());
+            // Only if it has not subscribed again meanwhile (a subscription in flight).
+            let if_subscribed_at_ms = self
+                .state()
+                .framework(&framework)
+                .map(|f| f.subscribed_at_ms);
             self.propose(
-                ClusterOp::TeardownFramework(framework.clone()),
+                ClusterOp::TeardownFramework {
+                    framework: framework.clone(),
+                    if_subscribed_at_ms,
+                },
                 After::TornDown {
                     framework,
                     reply: None,
@@ -462,10 +482,11 @@ impl Conductor {
     }
 
     /// Queues `status` for the framework: at once if its stream has room, else in its
-    /// backlog.
-    fn enqueue(&mut self, framework: &FrameworkId, status: v1::TaskStatus) {
+    /// backlog. False when the framework has no stream (an update it has not acknowledged is
+    /// redelivered when it subscribes) or its backlog is full.
+    fn enqueue(&mut self, framework: &FrameworkId, status: v1::TaskStatus) -> bool {
         let Some(c) = self.connections.get_mut(framework) else {
-            return;
+            return false;
         };
         if c.backlog.is_empty() && c.events.capacity() > EVENT_QUEUE / 4 {
             self.send(
@@ -473,11 +494,15 @@ impl Conductor {
                 v1::event::Event::Update(v1::Update {
                     status: Some(status),
                 }),
-            );
+            )
         } else if c.backlog.len() < MAX_BACKLOG {
             c.backlog.push_back(status);
+            true
         } else {
-            tracing::warn!(%framework, "framework backlog full; a reconciliation answer is dropped (reconcile again)");
+            // An update with a uuid is redelivered at the next subscription; a
+            // reconciliation answer is not (the framework reconciles again).
+            tracing::warn!(%framework, "framework backlog full; an update waits for the next subscription");
+            false
         }
     }
 
@@ -561,7 +586,10 @@ impl Conductor {
         {
             // A live task on an agent still awaited is answered once the agent settles.
             let mut answer = |t: &crate::registry::cluster::TaskRecord| {
-                if !t.state.is_terminal() && self.recovery.awaits(&t.agent) {
+                if !t.state.is_terminal()
+                    && self.recovery.awaits(&t.agent)
+                    && self.recovery.deferred_count + held.len() < MAX_DEFERRED
+                {
                     held.push((t.agent.clone(), t.spec.id.clone()));
                 } else {
                     answers.push(convert::reconciliation_status(t, now));
@@ -603,11 +631,15 @@ impl Conductor {
         answers.extend(unknown);
         let deferred = held.len();
         for (agent, task) in held {
-            self.recovery
+            if self
+                .recovery
                 .deferred
                 .entry(agent)
                 .or_default()
-                .push((framework.clone(), task));
+                .insert((framework.clone(), task))
+            {
+                self.recovery.deferred_count += 1;
+            }
         }
         if deferred > 0 {
             tracing::info!(%framework, deferred, "reconciliation answers held until their agents re-register");
@@ -618,8 +650,16 @@ impl Conductor {
         let _ = reply.send(Ok(()));
     }
 
-    /// Operator maintenance of an agent (drain, reactivate, remove).
+    /// Operator maintenance of an agent (drain, reactivate, remove). Asking for the state the
+    /// agent is in changes nothing and answers its live tasks (`drain --wait` polls so).
     pub(super) fn maintain_agent(&mut self, agent: AgentId, to: AgentState, reply: Reply<u64>) {
+        let state = self.state();
+        if let Some(a) = state.agent(&agent) {
+            if a.state == to {
+                let _ = reply.send(Ok(state.live_tasks_on(&agent).count() as u64));
+                return;
+            }
+        }
         let cause = match to {
             AgentState::Draining => "operator_drain",
             AgentState::Active => "operator_reactivate",

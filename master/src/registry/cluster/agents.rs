@@ -19,9 +19,15 @@
 //! - **GONE** (removal timeout, or an operator): the live tasks end as TASK_GONE
 //!   (TASK_GONE_BY_OPERATOR) for partition-aware frameworks, TASK_LOST for the others. A GONE
 //!   agent never comes back under its id: its registration is refused.
-//! - **DRAINING** (operator): no offers; the tasks are left to the leader, which kills them.
-//!   An agent that re-registers while draining stays draining; an operator may make it
-//!   ACTIVE again. An UNREACHABLE agent becomes ACTIVE only by registering.
+//! - **DRAINING** (operator): no offers; the tasks are left to the leader, which kills them
+//!   (a STAGING task a draining agent does not have is not launched again: it is
+//!   `TASK_DROPPED`/`TASK_LOST`). The agent stays draining whenever it is reachable, across a
+//!   partition or a leader change, until an operator makes it ACTIVE again. An UNREACHABLE
+//!   agent becomes ACTIVE (or DRAINING) only by registering.
+//! - **Stale decisions** are refused: an UNREACHABLE decided by the leader names the moment the
+//!   agent entered the state it saw, and does nothing if a registration committed meanwhile.
+//! - **A truncated report** (more tasks than a registration may carry) never makes a missing
+//!   task lost: only the reported tasks are reconciled.
 //!
 //! Every update made here has a uuid derived from the operation's [`Stamp`], so that each
 //! replica records the same one and the framework acknowledges it like any other.
@@ -107,18 +113,21 @@ impl ClusterState {
         &mut self,
         a: &AgentRecord,
         report: Option<&[ReportedTask]>,
+        truncated: bool,
         stamp: &Stamp,
     ) -> Result<ClusterOutcome, ClusterError> {
-        let known = self.agents.get(&a.id).map(|k| k.state);
-        if known == Some(AgentState::Gone) {
+        let known = self.agents.get(&a.id).map(|k| (k.state, k.draining));
+        if known.is_some_and(|(s, _)| s == AgentState::Gone) {
             return Err(ClusterError::AgentGone(a.id.clone()));
         }
+        let draining = known.is_some_and(|(_, d)| d);
         // Worked out on a copy (O(1)), kept only if nothing is refused.
         let mut next = self.clone();
         let removed = next.remove_offers(&next.offers_on(&a.id));
         let mut record = a.clone();
         record.state_since_ms = stamp.now_ms;
-        if known == Some(AgentState::Draining) {
+        record.draining = draining;
+        if draining {
             record.state = AgentState::Draining;
         }
         next.agents.insert(a.id.clone(), record);
@@ -133,7 +142,8 @@ impl ClusterState {
                     continue;
                 };
                 let made = match (reported.get(&key), state) {
-                    (None, TaskState::Staging) => {
+                    (None, _) if truncated => None,
+                    (None, TaskState::Staging) if !draining => {
                         if let Some(t) = next.tasks.get(&key) {
                             relaunch.push((key.0.clone(), t.spec.clone()));
                         }
@@ -230,6 +240,11 @@ impl ClusterState {
         if let Some(a) = self.agents.get_mut(agent) {
             a.state = to;
             a.state_since_ms = stamp.now_ms;
+            match to {
+                AgentState::Draining => a.draining = true,
+                AgentState::Active => a.draining = false,
+                _ => {}
+            }
         }
         let removed = if to == AgentState::Active {
             Vec::new()
@@ -239,6 +254,11 @@ impl ClusterState {
         let mut updates = Vec::new();
         for key in self.live_keys_on(agent) {
             let aware = self.partition_aware(&key.0);
+            if self.tasks.get(&key).map(|t| t.state) == Some(TaskState::Unreachable)
+                && to == AgentState::Unreachable
+            {
+                continue;
+            }
             let (state, why, message) = match (to, aware) {
                 (AgentState::Unreachable, true) => (
                     TaskState::Unreachable,

@@ -51,6 +51,7 @@ fn set_state(agent_id: &str, state: AgentState, by_operator: bool) -> ClusterOp 
         agent: agent(agent_id),
         state,
         by_operator,
+        if_state_since_ms: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn reregister(tasks: Vec<ReportedTask>) -> ClusterOp {
     ClusterOp::RegisterAgent {
         agent: agent_record("a1", "cpus:4;mem:4096;ports:[31000-31009]"),
         tasks: Some(tasks),
+        truncated: false,
     }
 }
 
@@ -299,6 +301,123 @@ fn agent_state_changes_follow_the_maintenance_rules() {
         s.apply(&set_state("nobody", AgentState::Draining, true)),
         ClusterOutcome::Refused(ClusterError::UnknownAgent(agent("nobody")))
     );
+}
+
+#[test]
+fn a_timeout_decided_before_a_registration_is_superseded_by_it() {
+    let mut s = cluster();
+    launch(&mut s, 1, "g", "plain", TaskState::Running);
+    // The leader saw the agent in its state since `since` and decided it timed out; the
+    // agent's registration commits first.
+    let since = s.agent(&agent("a1")).unwrap().state_since_ms;
+    s.apply(&reregister(vec![reported(
+        "g",
+        "plain",
+        TaskState::Running,
+    )]));
+    let before = s.clone();
+    let stale = ClusterOp::SetAgentState {
+        agent: agent("a1"),
+        state: AgentState::Unreachable,
+        by_operator: false,
+        if_state_since_ms: Some(since),
+    };
+    assert!(matches!(
+        s.apply(&stale),
+        ClusterOutcome::Refused(ClusterError::Superseded(_))
+    ));
+    assert_eq!(s, before, "the healthy agent's task is not lost");
+    // Decided on the current state, it applies.
+    let now = s.agent(&agent("a1")).unwrap().state_since_ms;
+    let current = ClusterOp::SetAgentState {
+        agent: agent("a1"),
+        state: AgentState::Unreachable,
+        by_operator: false,
+        if_state_since_ms: Some(now),
+    };
+    assert!(matches!(
+        s.apply(&current),
+        ClusterOutcome::AgentStateSet { .. }
+    ));
+    assert_eq!(state_of(&s, "g", "plain"), TaskState::Lost);
+}
+
+#[test]
+fn a_failover_teardown_does_not_undo_a_newer_subscription() {
+    let mut s = cluster();
+    let mut f = s.framework(&fw("g")).unwrap().clone();
+    let seen = f.subscribed_at_ms;
+    f.subscribed_at_ms = seen + 10;
+    s.apply(&ClusterOp::SubscribeFramework(f));
+    let op = ClusterOp::TeardownFramework {
+        framework: fw("g"),
+        if_subscribed_at_ms: Some(seen),
+    };
+    assert!(matches!(
+        s.apply(&op),
+        ClusterOutcome::Refused(ClusterError::Superseded(_))
+    ));
+    assert!(!s.framework(&fw("g")).unwrap().torn_down);
+}
+
+#[test]
+fn a_drained_agent_stays_draining_across_a_partition_and_gets_nothing_relaunched() {
+    let mut s = cluster();
+    launch(&mut s, 1, "f", "never-started", TaskState::Staging);
+    s.apply(&set_state("a1", AgentState::Draining, true));
+    s.apply(&set_state("a1", AgentState::Unreachable, false));
+    // The STAGING task became UNREACHABLE (partition-aware); back without it, it is dropped.
+    let ClusterOutcome::AgentRegistered { relaunch, .. } = s.apply(&reregister(vec![])) else {
+        panic!("not registered")
+    };
+    assert_eq!(s.agent(&agent("a1")).unwrap().state, AgentState::Draining);
+    assert!(relaunch.is_empty());
+    assert_eq!(state_of(&s, "f", "never-started"), TaskState::Dropped);
+    s.apply(&set_state("a1", AgentState::Active, true));
+    assert!(!s.agent(&agent("a1")).unwrap().draining);
+}
+
+#[test]
+fn a_truncated_report_takes_no_missing_task_for_lost() {
+    let mut s = cluster();
+    launch(&mut s, 1, "f", "reported", TaskState::Running);
+    launch(&mut s, 2, "f", "cut-from-the-report", TaskState::Running);
+    let op = ClusterOp::RegisterAgent {
+        agent: agent_record("a1", "cpus:4;mem:4096;ports:[31000-31009]"),
+        tasks: Some(vec![reported("f", "reported", TaskState::Running)]),
+        truncated: true,
+    };
+    let ClusterOutcome::AgentRegistered { updates, .. } = s.apply(&op) else {
+        panic!("not registered")
+    };
+    assert!(updates.is_empty());
+    assert_eq!(state_of(&s, "f", "cut-from-the-report"), TaskState::Running);
+}
+
+#[test]
+fn a_flapping_agent_does_not_grow_a_task_without_bound() {
+    let mut s = cluster();
+    launch(&mut s, 1, "f", "flaps", TaskState::Running);
+    for _ in 0..(3 * MAX_UPDATES_PER_TASK) {
+        s.apply(&set_state("a1", AgentState::Unreachable, false));
+        s.apply(&reregister(vec![reported(
+            "f",
+            "flaps",
+            TaskState::Running,
+        )]));
+    }
+    let t = s.task(&fw("f"), &task_id("flaps")).unwrap();
+    assert_eq!(t.state, TaskState::Running);
+    assert!(
+        t.updates.len() <= MAX_UPDATES_PER_TASK,
+        "{} updates kept",
+        t.updates.len()
+    );
+    // The agent's own updates, never acknowledged, are all still there.
+    assert!(t
+        .updates
+        .iter()
+        .any(|u| u.update.source == StatusSource::Executor));
 }
 
 #[test]

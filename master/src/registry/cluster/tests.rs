@@ -46,6 +46,7 @@ pub(super) fn agent_record(id: &str, total: &str) -> AgentRecord {
         state: AgentState::Active,
         registered_at_ms: 0,
         state_since_ms: 0,
+        draining: false,
     }
 }
 
@@ -55,6 +56,7 @@ pub(super) fn with_agent_and_framework() -> ClusterState {
         ClusterOp::RegisterAgent {
             agent: agent_record("a1", "cpus:4;mem:4096;ports:[31000-31009]"),
             tasks: None,
+            truncated: false,
         },
         ClusterOp::SubscribeFramework(FrameworkRecord {
             id: fw("f"),
@@ -397,7 +399,10 @@ fn removing_offers_reports_only_those_still_outstanding() {
 fn a_torn_down_framework_gets_no_offers_and_cannot_come_back() {
     let mut s = with_agent_and_framework();
     s.apply(&ClusterOp::CreateOffers(vec![offer(1, "f", "cpus:1")]));
-    match s.apply(&ClusterOp::TeardownFramework(fw("f"))) {
+    match s.apply(&ClusterOp::TeardownFramework {
+        framework: fw("f"),
+        if_subscribed_at_ms: None,
+    }) {
         ClusterOutcome::Removed(removed) => assert_eq!(removed.len(), 1),
         other => panic!("unexpected {other:?}"),
     }
@@ -481,6 +486,7 @@ fn an_agent_leaving_active_loses_its_offers_and_takes_no_accept() {
         agent: agent("a1"),
         state: AgentState::Unreachable,
         by_operator: false,
+        if_state_since_ms: None,
     }) {
         ClusterOutcome::AgentStateSet { removed, .. } => assert_eq!(removed.len(), 2),
         other => panic!("unexpected {other:?}"),
@@ -502,7 +508,8 @@ fn re_registration_drops_offers_and_refuses_shrinking_below_live_tasks() {
     assert!(matches!(
         s.apply(&ClusterOp::RegisterAgent {
             agent: a.clone(),
-            tasks: None
+            tasks: None,
+            truncated: false,
         }),
         ClusterOutcome::Refused(ClusterError::ShrunkBelowTasks { .. })
     ));
@@ -511,6 +518,7 @@ fn re_registration_drops_offers_and_refuses_shrinking_below_live_tasks() {
     match s.apply(&ClusterOp::RegisterAgent {
         agent: a,
         tasks: None,
+        truncated: false,
     }) {
         ClusterOutcome::AgentRegistered { removed, .. } => {
             assert_eq!(removed.len(), 1, "offer 2 dropped")
