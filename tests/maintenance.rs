@@ -111,6 +111,19 @@ async fn a_drained_agent_loses_its_tasks_and_offers_and_a_removed_one_never_come
     f.driver.teardown().await.expect("teardown");
 }
 
+/// `drover cluster transfer-leader --to TO`.
+async fn transfer_to(masters: &str, to: u64) -> common::CliOutput {
+    cli(&[
+        "cluster",
+        "--masters",
+        masters,
+        "transfer-leader",
+        "--to",
+        &to.to_string(),
+    ])
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn leadership_moves_to_the_master_asked_and_writes_go_on() {
     let c = start(3, &[]).await;
@@ -121,15 +134,7 @@ async fn leadership_moves_to_the_master_asked_and_writes_go_on() {
         .map(|m| m.id)
         .find(|id| *id != before.leader_id)
         .unwrap();
-    let out = cli(&[
-        "cluster",
-        "--masters",
-        &masters,
-        "transfer-leader",
-        "--to",
-        &to.to_string(),
-    ])
-    .await;
+    let out = transfer_to(&masters, to).await;
     assert_eq!(out.code, 0, "stdout {}\nstderr {}", out.stdout, out.stderr);
     let reply: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(reply["leader_id"], to);
@@ -139,15 +144,7 @@ async fn leadership_moves_to_the_master_asked_and_writes_go_on() {
     let out = cli(&["store", "--masters", &masters, "put", "after", "transfer"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     // To itself: refused, nothing changes.
-    let out = cli(&[
-        "cluster",
-        "--masters",
-        &masters,
-        "transfer-leader",
-        "--to",
-        &to.to_string(),
-    ])
-    .await;
+    let out = transfer_to(&masters, to).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
         c.wait_for_leader(LEADER_TIMEOUT).await.unwrap().leader_id,

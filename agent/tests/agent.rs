@@ -219,13 +219,27 @@ async fn wait_id_persisted(work_dir: &Path) {
     .await;
 }
 
-async fn real_agent() {
+/// A real agent (this program as its executor) in a fresh work directory, registered with a
+/// fresh fake master: (work dir holder, work dir, fake, master address, agent, registration).
+async fn real_agent_with_fake_master() -> (
+    tempfile::TempDir,
+    PathBuf,
+    FakeMaster,
+    String,
+    Agent,
+    v1::AgentInfo,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
     let fake = FakeMaster::default();
     let master = fake.serve().await;
     let agent = Agent::start(config(&work_dir, &master, 0, this_program_as_executor()));
     let info = registrations(&fake, 1).await.remove(0);
+    (dir, work_dir, fake, master, agent, info)
+}
+
+async fn real_agent() {
+    let (_dir, work_dir, fake, master, agent, info) = real_agent_with_fake_master().await;
     assert_eq!(info.id, "", "first registration has no id");
     assert_eq!(info.hostname, "test-host");
     let agent_id = "agent-1";
@@ -416,12 +430,7 @@ fn alive(pid: i32) -> bool {
 }
 
 async fn recovery_corrupt_and_cleanup() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
-    let fake = FakeMaster::default();
-    let master = fake.serve().await;
-    let agent = Agent::start(config(&work_dir, &master, 0, this_program_as_executor()));
-    let info = registrations(&fake, 1).await.remove(0);
+    let (_dir, work_dir, fake, master, agent, info) = real_agent_with_fake_master().await;
     let mut client = connect(&info.addr).await;
     wait_id_persisted(&work_dir).await;
     for t in ["c1", "c2", "c3"] {
