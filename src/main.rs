@@ -52,6 +52,8 @@ enum Command {
     Up(UpArgs),
     /// Measure the cluster: store write throughput and latency, leader failover time.
     Bench(BenchArgs),
+    /// Jepsen-style runs: a real cluster under faults, a recorded history, checkers.
+    Chaos(ChaosArgs),
     /// Run one command as a task on the cluster, print its statuses, exit with its status
     /// (in the spirit of mesos-execute): `drover run -- 'echo hi'`.
     Run(drover_scheduler::run::RunArgs),
@@ -285,6 +287,72 @@ struct UpArgs {
     /// First master port; masters use it and every second port after it.
     #[arg(long, default_value_t = 5050)]
     base_port: u16,
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    #[command(subcommand)]
+    what: ChaosWhat,
+}
+
+#[derive(Subcommand)]
+enum ChaosWhat {
+    /// Start a cluster, run workloads under a seeded fault schedule, heal, check the
+    /// invariants; exit 0 only when every checker says valid.
+    Run {
+        #[command(flatten)]
+        opts: drover_chaos::run::ChaosOptions,
+    },
+    /// Re-run the checkers on a saved run directory (rewrites its results.json).
+    Check {
+        /// The directory a `chaos run --out` wrote.
+        dir: PathBuf,
+        /// Time the checkers may take in all before they answer "unknown".
+        #[arg(long, default_value = "120s", value_parser = drover_chaos::run::parse_duration)]
+        time_limit: Duration,
+    },
+}
+
+/// Prints the verdict of each checker and returns the exit code: 0 when all are valid, 1 when
+/// any is invalid or unknown.
+fn print_results(results: &drover_chaos::checker::Results, dir: &std::path::Path) -> ExitCode {
+    for c in &results.checkers {
+        println!(
+            "{:<28} {:<8} {}",
+            c.checker,
+            format!("{:?}", c.valid).to_lowercase(),
+            c.summary
+        );
+    }
+    println!(
+        "{}: {}",
+        if results.valid { "VALID" } else { "NOT VALID" },
+        dir.join("results.json").display()
+    );
+    if results.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn run_chaos(what: ChaosWhat) -> anyhow::Result<ExitCode> {
+    match what {
+        ChaosWhat::Run { opts } => {
+            let binary = std::env::current_exe().context("locating the drover binary")?;
+            let summary =
+                drover_chaos::run::run(binary, &opts, |line| eprintln!("chaos: {line}")).await?;
+            println!(
+                "seed {}: {} records, faults {:?} ({} failed to inject)",
+                summary.seed, summary.records, summary.faults.by_kind, summary.faults.errors
+            );
+            Ok(print_results(&summary.results, &opts.out))
+        }
+        ChaosWhat::Check { dir, time_limit } => {
+            let results = drover_chaos::run::check_saved(&dir, time_limit)?;
+            Ok(print_results(&results, &dir))
+        }
+    }
 }
 
 #[derive(Args)]
@@ -869,6 +937,7 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                 run_bench(b.what).await?;
                 ExitCode::SUCCESS
             }
+            Command::Chaos(c) => run_chaos(c.what).await?,
             Command::Agent(AgentCommand { op: Some(op), .. }) => match op {
                 AgentOp::Drain {
                     agent,

@@ -50,11 +50,13 @@ pub struct Operation {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Linearizable,
-    /// No order fits; `stuck_at` is the index (in the input) of an operation whose return
-    /// was reached with no way left to place it.
+    /// No order fits; `stuck_at` is the index (in the input) of the operation whose return
+    /// the search got furthest to without being able to place it (the likely culprit).
     NotLinearizable {
         stuck_at: usize,
     },
+    /// The search ran out of time before it found an order or proved there is none.
+    Unknown,
 }
 
 /// Applies `op` to `state` if it can happen there; returns the next state.
@@ -96,6 +98,18 @@ struct Event {
 
 /// Checks `history` starting from `initial`.
 pub fn check(history: &[Operation], initial: Value) -> Verdict {
+    check_within(history, initial, None)
+}
+
+/// Search steps between two looks at the clock.
+const STEPS_PER_CLOCK_CHECK: u32 = 4096;
+
+/// Checks `history` starting from `initial`, giving up with [`Verdict::Unknown`] at `deadline`.
+pub fn check_within(
+    history: &[Operation],
+    initial: Value,
+    deadline: Option<std::time::Instant>,
+) -> Verdict {
     // Reads with unknown outcome constrain nothing.
     let ops: Vec<(usize, &Operation)> = history
         .iter()
@@ -124,7 +138,15 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
     let mut search = Search::new(&events, ops.len(), initial);
     let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
     let mut cursor = search.first();
+    let mut steps = 0u32;
+    let mut furthest: Option<usize> = None;
     while search.returns_left > 0 {
+        steps = steps.wrapping_add(1);
+        if steps.is_multiple_of(STEPS_PER_CLOCK_CHECK)
+            && deadline.is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Verdict::Unknown;
+        }
         let Some(here) = cursor else {
             // Only unplaceable unknown-outcome calls remain ahead: backtrack.
             match search.backtrack() {
@@ -132,7 +154,11 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
                     cursor = c;
                     continue;
                 }
-                None => return Verdict::NotLinearizable { stuck_at: 0 },
+                None => {
+                    return Verdict::NotLinearizable {
+                        stuck_at: furthest.map_or(0, |f| ops[events[f].op].0),
+                    }
+                }
             }
         };
         let e = &events[here];
@@ -150,14 +176,19 @@ pub fn check(history: &[Operation], initial: Value) -> Verdict {
                 }
                 cursor = search.after(here);
             }
-            Kind::Return => match search.backtrack() {
-                Some(c) => cursor = c,
-                None => {
-                    return Verdict::NotLinearizable {
-                        stuck_at: ops[e.op].0,
+            Kind::Return => {
+                // The latest return the search could not get past names the culprit.
+                let worst = furthest.map_or(here, |f| f.max(here));
+                furthest = Some(worst);
+                match search.backtrack() {
+                    Some(c) => cursor = c,
+                    None => {
+                        return Verdict::NotLinearizable {
+                            stuck_at: ops[events[worst].op].0,
+                        }
                     }
                 }
-            },
+            }
         }
     }
     Verdict::Linearizable

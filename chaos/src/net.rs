@@ -7,7 +7,8 @@
 //! reaches the masters through their proxies from its own (`--master-bind-ip
 //! 127.0.1.<1+index>`). So a proxy knows which node a connection comes from. A cut link closes
 //! the connections already open on it and refuses new ones; connections from any other address
-//! (clients, tests) always pass. Cuts are directional: `cut(a, b)` stops `a` reaching `b`'s
+//! (tests, plain clients) always pass; a client that connects from its own address
+//! ([`client_ip`], a scheduler of a chaos run) can be cut off like a node. Cuts are directional: `cut(a, b)` stops `a` reaching `b`'s
 //! proxy, and with it everything `a` sends to `b` and the answers to it. An agent cut off
 //! ([`FaultyNetwork::isolate_agent`]) can reach no master; the masters' own connections to the
 //! agent (launches, kills) go direct and are not cut: the partition is one-way, which is what
@@ -42,11 +43,22 @@ pub fn agent_ip(index: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 1, last))
 }
 
+/// Highest client index the fault layer can tell apart (127.0.2.1 … 127.0.2.254).
+pub const MAX_PROXIED_CLIENT: usize = 253;
+
+/// The loopback address client `index` (a scheduler of a chaos run) connects to the masters
+/// from, so that it can be cut off like a node.
+pub fn client_ip(index: usize) -> IpAddr {
+    let last = u8::try_from(1 + index.min(MAX_PROXIED_CLIENT)).unwrap_or(u8::MAX);
+    IpAddr::V4(Ipv4Addr::new(127, 0, 2, last))
+}
+
 /// Who a connection comes from, told by its source address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Node {
     Master(MasterId),
     Agent(usize),
+    Client(usize),
 }
 
 fn node_of(ip: IpAddr) -> Option<Node> {
@@ -54,6 +66,7 @@ fn node_of(ip: IpAddr) -> Option<Node> {
         IpAddr::V4(v4) => match v4.octets() {
             [127, 0, 0, last] if last > 10 => Some(Node::Master((last - 10) as MasterId)),
             [127, 0, 1, last] if last > 0 => Some(Node::Agent((last - 1) as usize)),
+            [127, 0, 2, last] if last > 0 => Some(Node::Client((last - 1) as usize)),
             _ => None,
         },
         IpAddr::V6(_) => None,
@@ -138,6 +151,14 @@ impl FaultyNetwork {
         let masters: Vec<MasterId> = self.fronts.keys().copied().collect();
         for m in masters {
             self.cut_link(Node::Agent(index), m);
+        }
+    }
+
+    /// Cuts client `index` (connecting from [`client_ip`]) off from every master.
+    pub fn isolate_client(&self, index: usize) {
+        let masters: Vec<MasterId> = self.fronts.keys().copied().collect();
+        for m in masters {
+            self.cut_link(Node::Client(index), m);
         }
     }
 

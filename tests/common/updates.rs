@@ -2,47 +2,12 @@
 //! "no acknowledged status update is ever lost" (DESIGN.md, invariant 1).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
-
-use drover_agent::checkpoint::read_records;
 
 use super::wait_until;
 
-/// The uuids the master acknowledged to the agent, by task: the `acked` records of every
-/// task's `updates.log` (a checkpoint record log) under the agent's work directory.
-pub fn acked_by_master(work_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![work_dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "updates.log") {
-                let task = p
-                    .parent()
-                    .and_then(|d| d.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let Ok(replay) = read_records::<serde_json::Value>(&p) else {
-                    continue;
-                };
-                for record in replay.records.iter().filter(|r| r["record"] == "acked") {
-                    if let Some(uuid) = record["uuid"].as_str() {
-                        out.entry(task.clone())
-                            .or_insert_with(BTreeSet::new)
-                            .insert(uuid.to_string());
-                    }
-                }
-            }
-        }
-    }
-    out
-}
+#[allow(unused_imports)]
+pub use drover_chaos::checker::tasks::acked_by_master;
 
 /// Every update uuid of every task in the `/v1/state` of the master at `addr` (its own
 /// registry, leader or not).

@@ -71,6 +71,9 @@ pub struct DriverOptions {
     /// that a framework reaches a new leader soon after it is elected. A framework is one
     /// client, so asking every master ten times a second during an election costs little.
     pub leader_retry_max: Duration,
+    /// Source address of the driver's connections (None lets the kernel choose); a chaos run
+    /// gives each scheduler its own so that the fault layer can cut it off.
+    pub bind_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for DriverOptions {
@@ -84,6 +87,7 @@ impl Default for DriverOptions {
             resubscribe_backoff_start: Duration::from_millis(100),
             resubscribe_backoff_max: Duration::from_secs(5),
             leader_retry_max: Duration::from_millis(100),
+            bind_ip: None,
         }
     }
 }
@@ -157,7 +161,7 @@ impl Driver {
             backoff_max: options.leader_retry_max,
             ..RetryPolicy::default()
         };
-        let client = MasterClient::with_policy(masters, policy)
+        let client = MasterClient::bound_to(masters, policy, options.bind_ip)
             .map_err(|e| DriverError::Masters(e.to_string()))?;
         let (state_tx, state_rx) = watch::channel(LinkState {
             framework_id: info.id.clone(),

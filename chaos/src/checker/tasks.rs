@@ -1,0 +1,521 @@
+//! Invariants 1–5 of DESIGN.md over the tasks workload: what the framework recorded, what the
+//! agents recorded (the updates the master acknowledged to them, the launches their tasks
+//! wrote), what the monitor sampled of the leader's committed state during the run, and every
+//! replica's final state.
+//!
+//! - `acked-updates-kept` (1): every update a master acknowledged to an agent is in every
+//!   replica's registry, and every update of the framework's tasks in the registry reached
+//!   the framework.
+//! - `task-states-forward` (2): per task, in every replica's committed order and in the order
+//!   the framework received them, states never move backwards and nothing leaves a terminal
+//!   state.
+//! - `resources-safe` (3): on every agent, outstanding offers plus live tasks fit in its total,
+//!   in every sampled committed state and every final one (ports included: none twice).
+//! - `no-double-launch` (4): a task id was launched at most once (its command ran once); an
+//!   offer was consumed by at most one successful ACCEPT.
+//! - `liveness-after-heal` (5): after the last heal, every long task the framework wants is
+//!   RUNNING within the bound, and by the end it knows a terminal state for every task.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use drover_resources::Resources;
+use serde_json::json;
+
+use super::{cite, CheckerResult, Evidence, Validity, MAX_COUNTEREXAMPLES};
+use crate::history::{pairs, Kind, Record};
+use crate::workload::tasks::LONG_PREFIX;
+
+/// How long after the last heal the wanted tasks may take to run again.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(45);
+
+/// The uuids the master acknowledged to the agent, by task: the `acked` records of every
+/// task's `updates.log` (a checkpoint record log) under the agent's work directory.
+pub fn acked_by_master(work_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![work_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "updates.log") {
+                let task = p
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let Ok(replay) = drover_agent::checkpoint::read_records::<serde_json::Value>(&p)
+                else {
+                    continue;
+                };
+                for record in replay.records.iter().filter(|r| r["record"] == "acked") {
+                    if let Some(uuid) = record["uuid"].as_str() {
+                        out.entry(task.clone())
+                            .or_insert_with(BTreeSet::new)
+                            .insert(uuid.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn result(
+    checker: &str,
+    invariant: &str,
+    bad: Vec<serde_json::Value>,
+    looked_at: String,
+    nothing: bool,
+    stats: serde_json::Value,
+) -> CheckerResult {
+    let (valid, summary) = if !bad.is_empty() {
+        (
+            Validity::Invalid,
+            format!("{} violations; {looked_at}", bad.len()),
+        )
+    } else if nothing {
+        (Validity::Unknown, format!("nothing to check: {looked_at}"))
+    } else {
+        (Validity::Valid, looked_at)
+    };
+    let mut counterexamples = bad;
+    counterexamples.truncate(MAX_COUNTEREXAMPLES);
+    CheckerResult {
+        checker: checker.into(),
+        invariant: invariant.into(),
+        valid,
+        summary,
+        stats,
+        counterexamples,
+    }
+}
+
+/// The framework's id, from its subscriptions.
+fn framework_id(history: &[Record]) -> Option<String> {
+    history
+        .iter()
+        .find(|r| r.process == "tasks" && r.f == "subscribed")
+        .and_then(|r| r.value["framework"].as_str().map(str::to_string))
+}
+
+/// The updates the framework received (with a uuid), in order of arrival.
+fn received(history: &[Record]) -> Vec<&Record> {
+    history
+        .iter()
+        .filter(|r| {
+            r.process == "tasks"
+                && r.f == "update"
+                && r.value["uuid"].as_str().is_some_and(|u| !u.is_empty())
+        })
+        .collect()
+}
+
+/// Invariant 1.
+pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
+    let mut bad = Vec::new();
+    let mut acked_total = 0usize;
+    for (agent, acked) in &ev.agent_acks {
+        for (task, uuids) in acked {
+            for uuid in uuids {
+                acked_total += 1;
+                for (id, state) in &ev.final_states {
+                    if !task_uuids(state, task).contains(uuid.as_str()) {
+                        bad.push(json!({"why": "acknowledged to the agent but not in this replica's registry",
+                                        "agent": agent, "task": task, "uuid": uuid, "replica": format!("master-{id}")}));
+                    }
+                }
+            }
+        }
+    }
+    let fw = framework_id(&ev.history);
+    let got: BTreeSet<&str> = received(&ev.history)
+        .iter()
+        .filter_map(|r| r.value["uuid"].as_str())
+        .collect();
+    let mut registry_total = 0usize;
+    if let (Some(fw), Some((id, state))) = (fw.as_deref(), ev.final_states.iter().next()) {
+        for t in state["tasks"].as_array().into_iter().flatten() {
+            if t["framework_id"].as_str() != Some(fw) {
+                continue;
+            }
+            for u in t["updates"].as_array().into_iter().flatten() {
+                let Some(uuid) = u["uuid"].as_str() else {
+                    continue;
+                };
+                registry_total += 1;
+                if !got.contains(uuid) {
+                    bad.push(
+                        json!({"why": "in the registry but never received by the framework",
+                                    "task": t["id"], "uuid": uuid, "state": u["state"],
+                                    "replica": format!("master-{id}")}),
+                    );
+                }
+            }
+        }
+    }
+    let nothing = acked_total == 0 || ev.final_states.is_empty();
+    result(
+        "acked-updates-kept",
+        "1. no acknowledged status update is lost; every one reaches the scheduler",
+        bad,
+        format!(
+            "{acked_total} updates acknowledged to agents, {registry_total} of the framework's in the registry, {} replicas",
+            ev.final_states.len()
+        ),
+        nothing,
+        json!({"acked_to_agents": acked_total, "framework_updates_in_registry": registry_total,
+               "received_by_framework": got.len(), "replicas": ev.final_states.len()}),
+    )
+}
+
+fn task_uuids<'a>(state: &'a serde_json::Value, task: &str) -> BTreeSet<&'a str> {
+    state["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["id"].as_str() == Some(task))
+        .flat_map(|t| t["updates"].as_array().into_iter().flatten())
+        .filter_map(|u| u["uuid"].as_str())
+        .collect()
+}
+
+/// Rank of a state in a task's life; None for states that say nothing of progress.
+fn rank(state: &str) -> Option<u8> {
+    match state {
+        "TASK_STAGING" => Some(0),
+        "TASK_STARTING" => Some(1),
+        "TASK_RUNNING" | "TASK_UNREACHABLE" => Some(2),
+        "TASK_KILLING" => Some(3),
+        "TASK_FINISHED"
+        | "TASK_FAILED"
+        | "TASK_KILLED"
+        | "TASK_LOST"
+        | "TASK_ERROR"
+        | "TASK_DROPPED"
+        | "TASK_GONE"
+        | "TASK_GONE_BY_OPERATOR" => Some(4),
+        _ => None,
+    }
+}
+
+fn is_terminal(state: &str) -> bool {
+    rank(state) == Some(4)
+}
+
+/// The first backward step in `states`, if any: (index, from, to).
+fn backward(states: &[&str]) -> Option<(usize, String, String)> {
+    let mut last: Option<&str> = None;
+    for (i, s) in states.iter().enumerate() {
+        let Some(r) = rank(s) else { continue };
+        if let Some(prev) = last {
+            let pr = rank(prev).unwrap_or(0);
+            // UNREACHABLE may return to RUNNING (a partition healed) and KILLING may be
+            // followed by RUNNING's report from an agent that had not heard of the kill yet.
+            let back = if is_terminal(prev) {
+                true
+            } else {
+                r < pr && !(prev == "TASK_KILLING" && *s == "TASK_RUNNING")
+            };
+            if back {
+                return Some((i, prev.to_string(), s.to_string()));
+            }
+        }
+        last = Some(s);
+    }
+    None
+}
+
+/// Invariant 2.
+pub fn states_forward(ev: &Evidence) -> CheckerResult {
+    let mut bad = Vec::new();
+    let mut tasks_seen = 0usize;
+    for (id, state) in &ev.final_states {
+        for t in state["tasks"].as_array().into_iter().flatten() {
+            tasks_seen += 1;
+            let states: Vec<&str> = t["updates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u["state"].as_str())
+                .collect();
+            if let Some((i, from, to)) = backward(&states) {
+                bad.push(json!({"why": "committed updates go backwards", "replica": format!("master-{id}"),
+                                "task": t["id"], "from": from, "to": to, "at_update": i, "updates": t["updates"]}));
+            }
+        }
+    }
+    // The framework's view, deduplicated by uuid, in order of arrival.
+    let mut by_task: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for r in received(&ev.history) {
+        let uuid = r.value["uuid"].as_str().unwrap_or_default();
+        if seen.insert(uuid) {
+            by_task
+                .entry(r.value["task"].as_str().unwrap_or_default())
+                .or_default()
+                .push(r);
+        }
+    }
+    for (task, rs) in &by_task {
+        let states: Vec<&str> = rs
+            .iter()
+            .filter_map(|r| r.value["state"].as_str())
+            .collect();
+        if let Some((i, from, to)) = backward(&states) {
+            bad.push(json!({"why": "the framework received states going backwards", "task": task,
+                            "from": from, "to": to, "updates": rs.iter().take(i + 1).map(|r| cite(r)).collect::<Vec<_>>()}));
+        }
+    }
+    let nothing = tasks_seen == 0 && by_task.is_empty();
+    result(
+        "task-states-forward",
+        "2. task states move only forward; nothing leaves a terminal state",
+        bad,
+        format!(
+            "{tasks_seen} task histories in the replicas, {} in the framework's view",
+            by_task.len()
+        ),
+        nothing,
+        json!({"replica_tasks": tasks_seen, "framework_tasks": by_task.len()}),
+    )
+}
+
+fn parse(r: &serde_json::Value) -> Option<Resources> {
+    r.as_str().and_then(|s| s.parse().ok())
+}
+
+/// Over-commitments of one committed state (agents with their offers and live tasks).
+fn overcommitted(state: &serde_json::Value) -> (usize, Vec<serde_json::Value>) {
+    let mut bad = Vec::new();
+    let mut agents = 0;
+    let mut use_of: HashMap<&str, Vec<(String, &serde_json::Value)>> = HashMap::new();
+    for o in state["offers"].as_array().into_iter().flatten() {
+        if let Some(a) = o["agent_id"].as_str() {
+            use_of.entry(a).or_default().push((
+                format!("offer {}", o["id"].as_str().unwrap_or("?")),
+                &o["resources"],
+            ));
+        }
+    }
+    for t in state["tasks"].as_array().into_iter().flatten() {
+        let live = t["state"].as_str().is_some_and(|s| !is_terminal(s));
+        if let (true, Some(a)) = (live, t["agent_id"].as_str()) {
+            use_of.entry(a).or_default().push((
+                format!("task {}", t["id"].as_str().unwrap_or("?")),
+                &t["resources"],
+            ));
+        }
+    }
+    for a in state["agents"].as_array().into_iter().flatten() {
+        agents += 1;
+        let id = a["id"].as_str().unwrap_or_default();
+        let Some(mut left) = parse(&a["resources"]) else {
+            continue;
+        };
+        for (what, r) in use_of.get(id).into_iter().flatten() {
+            let Some(need) = parse(r) else { continue };
+            match left.checked_sub(&need) {
+                Ok(rest) => left = rest,
+                Err(e) => {
+                    bad.push(json!({"agent": id, "total": a["resources"], "over_at": what,
+                                    "error": e.to_string(),
+                                    "uses": use_of.get(id).into_iter().flatten().map(|(w, r)| json!({"what": w, "resources": r})).collect::<Vec<_>>()}));
+                    break;
+                }
+            }
+        }
+    }
+    (agents, bad)
+}
+
+/// Invariant 3.
+pub fn resources_safe(ev: &Evidence) -> CheckerResult {
+    let mut bad = Vec::new();
+    let mut states = 0usize;
+    for r in ev
+        .history
+        .iter()
+        .filter(|r| r.process == "monitor" && r.f == "committed-state")
+    {
+        states += 1;
+        let (_, found) = overcommitted(&r.value);
+        for mut b in found {
+            b["sample"] = cite_brief(r);
+            bad.push(b);
+        }
+    }
+    for (id, state) in &ev.final_states {
+        states += 1;
+        for mut b in overcommitted(state).1 {
+            b["replica"] = json!(format!("master-{id}"));
+            bad.push(b);
+        }
+    }
+    result(
+        "resources-safe",
+        "3. on every agent, outstanding offers + live tasks fit in its total",
+        bad,
+        format!("{states} committed states (samples during the run and final ones)"),
+        states == 0,
+        json!({"states": states}),
+    )
+}
+
+fn cite_brief(r: &Record) -> serde_json::Value {
+    json!({"index": r.index, "time_s": r.time_ns as f64 / 1e9, "node": r.value["node"]})
+}
+
+/// Invariant 4.
+pub fn no_double_launch(ev: &Evidence) -> CheckerResult {
+    let mut bad = Vec::new();
+    let mut runs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in ev.launches.lines() {
+        let mut it = line.split_whitespace();
+        if let Some(task) = it.next() {
+            runs.entry(task).or_default().push(it.next().unwrap_or("?"));
+        }
+    }
+    for (task, agents) in &runs {
+        if agents.len() > 1 {
+            bad.push(json!({"why": "the task's command ran more than once", "task": task, "agents": agents}));
+        }
+    }
+    let mut consumed: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for p in pairs(&ev.history, |p| p.starts_with("tasks-op-")) {
+        if p.invoke.f != "accept" || p.outcome() != Kind::Ok {
+            continue;
+        }
+        for o in p.invoke.value["offers"].as_array().into_iter().flatten() {
+            if let Some(o) = o.as_str() {
+                consumed.entry(o).or_default().push(p.invoke);
+            }
+        }
+    }
+    for (offer, accepts) in &consumed {
+        if accepts.len() > 1 {
+            bad.push(
+                json!({"why": "an offer consumed by more than one ACCEPT", "offer": offer,
+                            "accepts": accepts.iter().map(|r| cite(r)).collect::<Vec<_>>()}),
+            );
+        }
+    }
+    let nothing = runs.is_empty();
+    result(
+        "no-double-launch",
+        "4. a task id runs at most once; an offer is consumed at most once",
+        bad,
+        format!(
+            "{} tasks launched, {} offers consumed",
+            runs.len(),
+            consumed.len()
+        ),
+        nothing,
+        json!({"tasks_launched": runs.len(), "offers_consumed": consumed.len()}),
+    )
+}
+
+/// Invariant 5.
+pub fn liveness(ev: &Evidence, wanted_long: usize) -> CheckerResult {
+    let mut bad = Vec::new();
+    let last_heal = ev
+        .history
+        .iter()
+        .filter(|r| {
+            r.process == "nemesis" && r.kind == Kind::Info && (r.f == "stop" || r.f == "heal")
+        })
+        .map(|r| r.time_ns)
+        .max()
+        .unwrap_or(0);
+    // The framework's view over time of its long tasks' states (updates deduplicated by
+    // uuid); recovered once all the wanted ones are RUNNING at or after the last heal.
+    let mut state: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut recovered_at = None;
+    let mut seen = BTreeSet::new();
+    let mut passed_heal = false;
+    let running =
+        |state: &BTreeMap<&str, &str>| state.values().filter(|s| **s == "TASK_RUNNING").count();
+    for r in &ev.history {
+        if r.process != "tasks" || r.f != "update" {
+            continue;
+        }
+        let (Some(task), Some(s)) = (r.value["task"].as_str(), r.value["state"].as_str()) else {
+            continue;
+        };
+        let uuid = r.value["uuid"].as_str().unwrap_or_default();
+        if uuid.is_empty() || !task.starts_with(LONG_PREFIX) || !seen.insert(uuid) {
+            continue;
+        }
+        if r.time_ns >= last_heal && !passed_heal {
+            passed_heal = true;
+            if running(&state) >= wanted_long {
+                recovered_at = Some(last_heal);
+            }
+        }
+        if !state.get(task).is_some_and(|p| is_terminal(p)) {
+            state.insert(task, s);
+        }
+        if r.time_ns >= last_heal && recovered_at.is_none() && running(&state) >= wanted_long {
+            recovered_at = Some(r.time_ns);
+        }
+    }
+    // No update since the heal: the view then is the view now.
+    if !passed_heal && running(&state) >= wanted_long {
+        recovered_at = Some(last_heal);
+    }
+    match recovered_at {
+        Some(t) if t.saturating_sub(last_heal) <= LIVENESS_BOUND.as_nanos() as u64 => {}
+        Some(t) => bad.push(json!({"why": "the wanted long tasks ran again only after the bound",
+                                   "last_heal_s": last_heal as f64 / 1e9, "running_at_s": t as f64 / 1e9,
+                                   "bound_s": LIVENESS_BOUND.as_secs_f64()})),
+        None => bad.push(json!({"why": "the wanted long tasks never all ran again after the last heal",
+                                "last_heal_s": last_heal as f64 / 1e9, "wanted": wanted_long})),
+    }
+    let drained = ev
+        .history
+        .iter()
+        .find(|r| r.process == "tasks" && r.f == "drained");
+    match drained {
+        Some(r) => {
+            let pending = r.value["pending"].as_array().map_or(0, Vec::len);
+            if pending > 0 {
+                bad.push(json!({"why": "tasks whose fate the framework never learned", "record": cite(r)}));
+            }
+        }
+        None => bad.push(json!({"why": "the framework never finished (no drained record)"})),
+    }
+    let took = recovered_at.map(|t| t.saturating_sub(last_heal) as f64 / 1e9);
+    result(
+        "liveness-after-heal",
+        "5. after faults heal, every wanted task runs again within the bound",
+        bad,
+        format!(
+            "{wanted_long} long tasks running {} after the last heal (bound {:?})",
+            took.map_or_else(|| "never".to_string(), |s| format!("{s:.1} s")),
+            LIVENESS_BOUND
+        ),
+        false,
+        json!({"recovered_after_s": took, "last_heal_s": last_heal as f64 / 1e9}),
+    )
+}
+
+/// Every task checker.
+pub fn check(ev: &Evidence) -> Vec<CheckerResult> {
+    let wanted = crate::workload::tasks::TasksWorkload::default().long_tasks;
+    vec![
+        acked_updates_kept(ev),
+        states_forward(ev),
+        resources_safe(ev),
+        no_double_launch(ev),
+        liveness(ev, wanted),
+    ]
+}
+
+#[cfg(test)]
+#[path = "tasks_tests.rs"]
+mod tests;

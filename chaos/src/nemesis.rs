@@ -1,0 +1,566 @@
+//! The nemesis: faults injected into a running cluster on a seeded schedule, each followed by
+//! its heal, every start and stop recorded in the history (process `nemesis`).
+//!
+//! Families (`--nemesis`): `kill` (SIGKILL the leader, a random master or a random agent, and
+//! start it again at the heal), `pause` (SIGSTOP the leader, a random master or an agent;
+//! SIGCONT), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
+//! leader in a minority, random halves, a bridge; an agent cut off from every master; a
+//! scheduler cut off from every master), `restart-all` (SIGKILL every master, start them all
+//! again) and `rolling-restart` (each master in turn SIGKILLed, started again and caught up).
+//!
+//! The schedule alternates a quiet period and a fault period whose lengths, the family and the
+//! victim are drawn from one seeded generator, so a seed names a schedule (what the cluster
+//! does in between is real time and is not replayed). The nemesis task owns the cluster for the
+//! run and gives it back healed: links restored, processes resumed and started.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::cluster::{ClusterError, LocalCluster, MasterId};
+use crate::history::{Kind, Recorder};
+
+/// How long a fault may wait for a leader to pick as victim.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long a restarted master may take to answer again.
+const SERVING_WAIT: Duration = Duration::from_secs(30);
+
+/// A family of faults, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Kill,
+    Pause,
+    Partition,
+    RestartAll,
+    RollingRestart,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::Kill,
+        Family::Pause,
+        Family::Partition,
+        Family::RestartAll,
+        Family::RollingRestart,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Kill => "kill",
+            Family::Pause => "pause",
+            Family::Partition => "partition",
+            Family::RestartAll => "restart-all",
+            Family::RollingRestart => "rolling-restart",
+        }
+    }
+}
+
+impl FromStr for Family {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown nemesis {s:?}; choose from {}",
+                    Family::ALL.map(Family::name).join(", ")
+                )
+            })
+    }
+}
+
+/// A node a fault can hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Master(MasterId),
+    Agent(usize),
+}
+
+impl Target {
+    fn label(self) -> String {
+        match self {
+            Target::Master(id) => format!("master-{id}"),
+            Target::Agent(i) => format!("agent-{i}"),
+        }
+    }
+}
+
+/// One fault in force, with what its heal must undo.
+#[derive(Clone, Debug)]
+enum Active {
+    Killed(Target),
+    Paused(Target),
+    /// Links cut in the fault layer; the heal restores every link.
+    Cut,
+    /// Every master killed; the heal starts them.
+    AllDown,
+    /// Over when it returns (a rolling restart heals itself).
+    Done,
+}
+
+/// The knobs of a schedule.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub families: Vec<Family>,
+    /// Quiet time before each fault, drawn uniformly from this range.
+    pub quiet: (Duration, Duration),
+    /// How long each fault lasts, drawn uniformly from this range.
+    pub hold: (Duration, Duration),
+    pub seed: u64,
+}
+
+/// How many faults of each kind were injected.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct FaultCount {
+    pub by_kind: std::collections::BTreeMap<String, u64>,
+    pub errors: u64,
+}
+
+/// The nemesis of one run.
+pub struct Nemesis {
+    cluster: LocalCluster,
+    schedule: Schedule,
+    rng: StdRng,
+    rec: Recorder,
+    count: FaultCount,
+    /// Scheduler indexes that partitions may cut off from the masters.
+    schedulers: Vec<usize>,
+}
+
+fn rand_between(rng: &mut StdRng, (lo, hi): (Duration, Duration)) -> Duration {
+    if hi <= lo {
+        return lo;
+    }
+    Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
+}
+
+impl Nemesis {
+    pub fn new(
+        cluster: LocalCluster,
+        schedule: Schedule,
+        rec: Recorder,
+        schedulers: Vec<usize>,
+    ) -> Nemesis {
+        let rng = StdRng::seed_from_u64(schedule.seed);
+        Nemesis {
+            cluster,
+            schedule,
+            rng,
+            rec,
+            count: FaultCount::default(),
+            schedulers,
+        }
+    }
+
+    /// Runs the schedule until `stop` turns true, then heals everything; gives the cluster
+    /// back with what was injected.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> (LocalCluster, FaultCount) {
+        if !self.schedule.families.is_empty() {
+            loop {
+                let quiet = rand_between(&mut self.rng, self.schedule.quiet);
+                if sleep_or_stop(quiet, &mut stop).await {
+                    break;
+                }
+                let family = *self
+                    .schedule
+                    .families
+                    .choose(&mut self.rng)
+                    .expect("not empty");
+                let hold = rand_between(&mut self.rng, self.schedule.hold);
+                let active = self.start(family).await;
+                let stopped = sleep_or_stop(hold, &mut stop).await;
+                if let Some(a) = active {
+                    self.heal(a).await;
+                }
+                if stopped {
+                    break;
+                }
+            }
+        }
+        self.heal_everything().await;
+        (self.cluster, self.count)
+    }
+
+    async fn note(&self, kind: Kind, f: &str, value: serde_json::Value, error: Option<String>) {
+        self.rec.record("nemesis", kind, f, value, error).await;
+    }
+
+    /// Injects one fault of `family`; returns what the heal must undo (none if it failed).
+    async fn start(&mut self, family: Family) -> Option<Active> {
+        let (fault, plan) = self.plan(family).await;
+        self.note(
+            Kind::Invoke,
+            "start",
+            json!({"family": family.name(), "fault": fault}),
+            None,
+        )
+        .await;
+        match self.inject(plan).await {
+            Ok((active, detail)) => {
+                *self.count.by_kind.entry(fault.clone()).or_default() += 1;
+                self.note(
+                    Kind::Info,
+                    "start",
+                    json!({"family": family.name(), "fault": fault, "detail": detail}),
+                    None,
+                )
+                .await;
+                Some(active)
+            }
+            Err(e) => {
+                self.count.errors += 1;
+                self.note(
+                    Kind::Info,
+                    "start",
+                    json!({"family": family.name(), "fault": fault}),
+                    Some(e.to_string()),
+                )
+                .await;
+                // Whatever half happened is undone by a full heal.
+                self.heal_everything().await;
+                None
+            }
+        }
+    }
+
+    /// The current leader, if one answers soon.
+    async fn leader(&self) -> Option<MasterId> {
+        self.cluster
+            .wait_for_leader(LEADER_WAIT)
+            .await
+            .ok()
+            .map(|s| s.node_id)
+    }
+
+    fn running_masters(&self) -> Vec<MasterId> {
+        self.cluster
+            .masters()
+            .filter(|m| m.is_running())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    fn running_agents(&self) -> Vec<usize> {
+        self.cluster
+            .agents()
+            .filter(|a| a.is_running())
+            .map(|a| a.index)
+            .collect()
+    }
+
+    /// Picks the victim and the exact fault of `family`.
+    async fn plan(&mut self, family: Family) -> (String, Plan) {
+        let masters = self.running_masters();
+        let agents = self.running_agents();
+        match family {
+            Family::Kill | Family::Pause => {
+                let mut choices = vec!["leader", "master"];
+                if !agents.is_empty() {
+                    choices.push("agent");
+                }
+                let who = *choices.choose(&mut self.rng).expect("not empty");
+                let target = match who {
+                    "leader" => match self.leader().await {
+                        Some(l) => Target::Master(l),
+                        None => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
+                    },
+                    "master" => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
+                    _ => Target::Agent(*agents.choose(&mut self.rng).expect("agents")),
+                };
+                let verb = if family == Family::Kill {
+                    "kill"
+                } else {
+                    "pause"
+                };
+                let plan = if family == Family::Kill {
+                    Plan::Kill(target)
+                } else {
+                    Plan::Pause(target)
+                };
+                (format!("{verb}-{who}"), plan)
+            }
+            Family::Partition => {
+                let mut choices = vec!["isolate-leader", "leader-minority", "halves", "bridge"];
+                if !agents.is_empty() {
+                    choices.push("agent");
+                }
+                if !self.schedulers.is_empty() {
+                    choices.push("scheduler");
+                }
+                let kind = *choices.choose(&mut self.rng).expect("not empty");
+                let mut all: Vec<MasterId> = self.cluster.masters().map(|m| m.id).collect();
+                all.shuffle(&mut self.rng);
+                let plan = match kind {
+                    "isolate-leader" | "leader-minority" => {
+                        let leader = self.leader().await.unwrap_or(all[0]);
+                        let minority_size = if kind == "isolate-leader" {
+                            1
+                        } else {
+                            all.len().saturating_sub(1) / 2
+                        }
+                        .max(1);
+                        let mut minority = vec![leader];
+                        minority.extend(
+                            all.iter()
+                                .copied()
+                                .filter(|m| *m != leader)
+                                .take(minority_size - 1),
+                        );
+                        let majority = all
+                            .iter()
+                            .copied()
+                            .filter(|m| !minority.contains(m))
+                            .collect();
+                        Plan::Split(minority, majority)
+                    }
+                    "halves" => {
+                        let half = all.len() / 2;
+                        Plan::Split(all[..half].to_vec(), all[half..].to_vec())
+                    }
+                    "bridge" => {
+                        let mid = all.len() / 2;
+                        Plan::Bridge {
+                            left: all[..mid].to_vec(),
+                            bridge: all[mid],
+                            right: all[mid + 1..].to_vec(),
+                        }
+                    }
+                    "agent" => Plan::CutAgent(*agents.choose(&mut self.rng).expect("agents")),
+                    _ => Plan::CutScheduler(
+                        *self.schedulers.choose(&mut self.rng).expect("schedulers"),
+                    ),
+                };
+                (format!("partition-{kind}"), plan)
+            }
+            Family::RestartAll => ("restart-all".into(), Plan::RestartAll),
+            Family::RollingRestart => ("rolling-restart".into(), Plan::RollingRestart),
+        }
+    }
+
+    async fn inject(&mut self, plan: Plan) -> Result<(Active, serde_json::Value), ClusterError> {
+        match plan {
+            Plan::Kill(t) => {
+                match t {
+                    Target::Master(id) => self.cluster.kill(id).await?,
+                    Target::Agent(i) => self.cluster.kill_agent(i).await?,
+                }
+                Ok((Active::Killed(t), json!({"node": t.label()})))
+            }
+            Plan::Pause(t) => {
+                match t {
+                    Target::Master(id) => self.cluster.pause(id)?,
+                    Target::Agent(i) => self.cluster.pause_agent(i)?,
+                }
+                Ok((Active::Paused(t), json!({"node": t.label()})))
+            }
+            Plan::Split(a, b) => {
+                let net = self.net()?;
+                net.partition(&[&a, &b]);
+                Ok((Active::Cut, json!({"groups": [a, b]})))
+            }
+            Plan::Bridge {
+                left,
+                bridge,
+                right,
+            } => {
+                let net = self.net()?;
+                for &l in &left {
+                    for &r in &right {
+                        net.cut(l, r);
+                        net.cut(r, l);
+                    }
+                }
+                Ok((
+                    Active::Cut,
+                    json!({"left": left, "bridge": bridge, "right": right}),
+                ))
+            }
+            Plan::CutAgent(i) => {
+                self.net()?.isolate_agent(i);
+                Ok((Active::Cut, json!({"node": Target::Agent(i).label()})))
+            }
+            Plan::CutScheduler(i) => {
+                self.net()?.isolate_client(i);
+                Ok((Active::Cut, json!({"node": format!("scheduler-{i}")})))
+            }
+            Plan::RestartAll => {
+                let ids = self.running_masters();
+                for id in &ids {
+                    self.cluster.kill(*id).await?;
+                }
+                Ok((Active::AllDown, json!({"killed": ids})))
+            }
+            Plan::RollingRestart => {
+                let ids = self.running_masters();
+                for id in &ids {
+                    self.cluster.kill(*id).await?;
+                    self.cluster.start_master(*id)?;
+                    self.cluster.wait_until_serving(*id, SERVING_WAIT).await?;
+                    // A new leader (if the leader was hit) before the next one goes down.
+                    self.cluster.wait_for_leader(SERVING_WAIT).await?;
+                }
+                Ok((Active::Done, json!({"restarted": ids})))
+            }
+        }
+    }
+
+    fn net(&self) -> Result<&crate::net::FaultyNetwork, ClusterError> {
+        self.cluster.net().ok_or_else(|| ClusterError::Io {
+            what: "cutting links".into(),
+            source: std::io::Error::other("the cluster has no fault layer (not proxied)"),
+        })
+    }
+
+    async fn heal(&mut self, active: Active) {
+        self.note(Kind::Invoke, "stop", json!({}), None).await;
+        let result: Result<serde_json::Value, ClusterError> = async {
+            match active {
+                Active::Killed(Target::Master(id)) => {
+                    self.cluster.start_master(id)?;
+                    Ok(json!({"started": format!("master-{id}")}))
+                }
+                Active::Killed(Target::Agent(i)) => {
+                    self.cluster.start_agent(i)?;
+                    Ok(json!({"started": format!("agent-{i}")}))
+                }
+                Active::Paused(Target::Master(id)) => {
+                    self.cluster.resume(id)?;
+                    Ok(json!({"resumed": format!("master-{id}")}))
+                }
+                Active::Paused(Target::Agent(i)) => {
+                    self.cluster.resume_agent(i)?;
+                    Ok(json!({"resumed": format!("agent-{i}")}))
+                }
+                Active::Cut => {
+                    self.net()?.heal();
+                    Ok(json!({"healed": "network"}))
+                }
+                Active::AllDown => {
+                    let ids: Vec<MasterId> = self
+                        .cluster
+                        .masters()
+                        .filter(|m| !m.is_running())
+                        .map(|m| m.id)
+                        .collect();
+                    for id in &ids {
+                        self.cluster.start_master(*id)?;
+                    }
+                    Ok(json!({"started": ids}))
+                }
+                Active::Done => Ok(json!({})),
+            }
+        }
+        .await;
+        match result {
+            Ok(v) => self.note(Kind::Info, "stop", v, None).await,
+            Err(e) => {
+                self.count.errors += 1;
+                self.note(Kind::Info, "stop", json!({}), Some(e.to_string()))
+                    .await;
+                self.heal_everything().await;
+            }
+        }
+    }
+
+    /// Restores every link, resumes every process, and starts every master and agent that is
+    /// down. Safe to call at any time.
+    pub async fn heal_everything(&mut self) {
+        if let Some(net) = self.cluster.net() {
+            net.heal();
+        }
+        let masters: Vec<(MasterId, bool)> = self
+            .cluster
+            .masters()
+            .map(|m| (m.id, m.is_running()))
+            .collect();
+        let mut started = BTreeSet::new();
+        for (id, running) in masters {
+            if running {
+                let _ = self.cluster.resume(id);
+            } else if self.cluster.start_master(id).is_ok() {
+                started.insert(format!("master-{id}"));
+            }
+        }
+        let agents: Vec<(usize, bool)> = self
+            .cluster
+            .agents()
+            .map(|a| (a.index, a.is_running()))
+            .collect();
+        for (i, running) in agents {
+            if running {
+                let _ = self.cluster.resume_agent(i);
+            } else if self.cluster.start_agent(i).is_ok() {
+                started.insert(format!("agent-{i}"));
+            }
+        }
+        if !started.is_empty() {
+            self.note(Kind::Info, "heal", json!({"started": started}), None)
+                .await;
+        }
+    }
+}
+
+/// One concrete fault.
+#[derive(Clone, Debug)]
+enum Plan {
+    Kill(Target),
+    Pause(Target),
+    /// Two groups of masters that cannot reach each other.
+    Split(Vec<MasterId>, Vec<MasterId>),
+    /// Left and right cannot reach each other; the bridge reaches both.
+    Bridge {
+        left: Vec<MasterId>,
+        bridge: MasterId,
+        right: Vec<MasterId>,
+    },
+    CutAgent(usize),
+    CutScheduler(usize),
+    RestartAll,
+    RollingRestart,
+}
+
+/// Sleeps for `d` unless `stop` turns true first; returns whether it did.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        r = stop.wait_for(|s| *s) => r.is_ok(),
+    };
+    stopped || *stop.borrow()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_parse_by_name_and_refuse_unknown_ones() {
+        for f in Family::ALL {
+            assert_eq!(f.name().parse::<Family>(), Ok(f));
+        }
+        let e = "clock".parse::<Family>().expect_err("unknown");
+        assert!(e.contains("partition"), "{e}");
+    }
+
+    #[test]
+    fn a_seed_names_a_schedule() {
+        let draw = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..8)
+                .map(|_| rand_between(&mut rng, (Duration::from_secs(1), Duration::from_secs(9))))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+}

@@ -1,0 +1,415 @@
+//! `drover chaos run`: one Jepsen-style run from start to verdict.
+//!
+//! 1. Start a real cluster (the same [`LocalCluster`] `drover up` uses) with a fault layer in
+//!    front of every master, and wait for a leader.
+//! 2. Run the workloads, the monitor and the nemesis side by side for `--duration`, recording
+//!    everything in `history.jsonl`.
+//! 3. Stop the nemesis (it heals everything), let the workloads go on for `--recovery` so the
+//!    history shows the cluster serving again, then stop them.
+//! 4. Read every replica's final state once it has caught up with the leader, keep every
+//!    node's log, stop the cluster.
+//! 5. Run the checkers over what was saved ([`crate::checker`]) and write `results.json`.
+//!
+//! The output directory holds `history.jsonl`, `run.json` (what ran), `results.json`,
+//! `final/master-N.json`, `nodes/*.log`, and with `--keep-data` the cluster's data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::checker::{self, final_state_path, Results, RunInfo};
+use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
+use crate::history::{HistoryError, Recorder};
+use crate::nemesis::{Family, Nemesis, Schedule};
+use crate::workload::{self, Context, Workload};
+
+/// The fault layer's index of the tasks workload's scheduler.
+const SCHEDULER: usize = 0;
+
+/// Parses `60s`, `10m`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 90s, 10m, 1h)"))
+}
+
+/// The options of `drover chaos run` (their doc comments are its help).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ChaosOptions {
+    /// Masters (3 or 5 are the usual sizes).
+    #[arg(long, default_value_t = 3)]
+    pub masters: u64,
+    /// Real agents (each with its own address, so it can be cut off).
+    #[arg(long, default_value_t = 2)]
+    pub agents: usize,
+    /// Workloads to run side by side (comma-separated): store, tasks.
+    #[arg(long, value_delimiter = ',', default_value = "store,tasks")]
+    pub workload: Vec<String>,
+    /// Fault families (comma-separated): kill, pause, partition, restart-all,
+    /// rolling-restart; `none` for a run without faults.
+    #[arg(long, value_delimiter = ',', default_value = "kill,partition")]
+    pub nemesis: Vec<String>,
+    /// How long faults are injected (e.g. 60s, 10m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Mean quiet time between faults (each drawn from half to one and a half times it).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub quiet: Duration,
+    /// Mean time a fault lasts (drawn likewise).
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// How long the workloads go on after the last heal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub recovery: Duration,
+    /// Operations per second per workload, in total over its clients.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seed of the fault schedule and of the clients' choices (random when not given; the
+    /// run prints it).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where the history, results, report and logs go (created; must be empty or absent).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Time the checkers may take in all before they answer "unknown".
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub check_time_limit: Duration,
+    /// Keep the cluster's data directories under OUT/cluster.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Extra arguments for every master.
+    #[arg(long = "master-arg", allow_hyphen_values = true)]
+    pub master_args: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("{0}")]
+    Options(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Evidence(#[from] checker::EvidenceError),
+    #[error("workload {name}: {reason}")]
+    Workload { name: String, reason: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ChaosError {
+    let what = what.into();
+    move |source| ChaosError::Io { what, source }
+}
+
+/// What a run did, besides the verdict.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub seed: u64,
+    pub records: u64,
+    pub faults: crate::nemesis::FaultCount,
+    pub results: Results,
+}
+
+fn families(names: &[String]) -> Result<Vec<Family>, ChaosError> {
+    let mut out = Vec::new();
+    for n in names {
+        if n == "none" {
+            continue;
+        }
+        let f: Family = n.parse().map_err(ChaosError::Options)?;
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+fn spread(mean: Duration) -> (Duration, Duration) {
+    (mean / 2, mean + mean / 2)
+}
+
+/// Runs one chaos run; `progress` gets a line at each phase.
+pub async fn run(
+    binary: PathBuf,
+    opts: &ChaosOptions,
+    progress: impl Fn(&str),
+) -> Result<RunSummary, ChaosError> {
+    let families = families(&opts.nemesis)?;
+    let workloads: Vec<Arc<dyn Workload>> = opts
+        .workload
+        .iter()
+        .map(|w| workload::by_name(w).map_err(ChaosError::Options))
+        .collect::<Result<_, _>>()?;
+    if workloads.is_empty() {
+        return Err(ChaosError::Options("--workload: name at least one".into()));
+    }
+    if !(3..=9).contains(&opts.masters) {
+        return Err(ChaosError::Options(format!(
+            "--masters {}: from 3 to 9 (a fault must leave a majority to test)",
+            opts.masters
+        )));
+    }
+    if !(opts.rate > 0.0 && opts.rate <= 10_000.0) {
+        return Err(ChaosError::Options(format!(
+            "--rate {}: from above 0 to 10000 operations per second",
+            opts.rate
+        )));
+    }
+    let out = &opts.out;
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(io(format!("reading {}", out.display())))?
+            .next()
+            .is_some()
+    {
+        return Err(ChaosError::Options(format!(
+            "--out {}: not empty (each run needs its own directory)",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out.join("final"))
+        .map_err(io(format!("creating {}", out.display())))?;
+    // Absolute: tasks write their launches there from their own sandboxes.
+    let mut opts = opts.clone();
+    opts.out = std::fs::canonicalize(out).map_err(io(format!("resolving {}", out.display())))?;
+    let opts = &opts;
+    let out = &opts.out;
+    let seed = opts.seed.unwrap_or_else(rand::random);
+    let info = RunInfo {
+        workloads: workloads.iter().map(|w| w.name().to_string()).collect(),
+        nemeses: families.iter().map(|f| f.name().to_string()).collect(),
+        masters: opts.masters,
+        agents: opts.agents,
+        seed,
+        duration_secs: opts.duration.as_secs_f64(),
+        rate: opts.rate,
+    };
+    write_json(&out.join("run.json"), &info)?;
+    progress(&format!(
+        "seed {seed}: {} masters, {} agents, workloads {}, nemesis {}, {:?} of faults",
+        opts.masters,
+        opts.agents,
+        info.workloads.join(","),
+        if info.nemeses.is_empty() {
+            "none".to_string()
+        } else {
+            info.nemeses.join(",")
+        },
+        opts.duration
+    ));
+
+    let base = out.join("cluster");
+    let mut spec =
+        ClusterSpec::on_free_ports(binary, base.clone(), opts.masters)?.with_agents(opts.agents)?;
+    spec.proxied = true;
+    spec.master_args = opts.master_args.clone();
+    let cluster = LocalCluster::start(spec).await?;
+    let outcome = drive(cluster, opts, &families, &workloads, seed, &progress).await;
+    let (faults, records) = outcome?;
+
+    if !opts.keep_data {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    progress("checking");
+    let ev = checker::Evidence::load(out)?;
+    let results = checker::check_all(&ev, opts.check_time_limit);
+    write_json(&out.join("results.json"), &results)?;
+    write_report(out, &info, &results, &ev)?;
+    Ok(RunSummary {
+        seed,
+        records,
+        faults,
+        results,
+    })
+}
+
+/// Phases 1–4; the cluster is stopped whatever happens.
+async fn drive(
+    cluster: LocalCluster,
+    opts: &ChaosOptions,
+    families: &[Family],
+    workloads: &[Arc<dyn Workload>],
+    seed: u64,
+    progress: &impl Fn(&str),
+) -> Result<(crate::nemesis::FaultCount, u64), ChaosError> {
+    let out = &opts.out;
+    if let Err(e) = cluster.wait_for_leader(Duration::from_secs(60)).await {
+        keep_logs(&cluster, out);
+        return Err(e.into());
+    }
+    let (rec, writer) = Recorder::start(&out.join("history.jsonl"), Instant::now())?;
+    let (stop_faults_tx, stop_faults) = watch::channel(false);
+    let (stop_clients_tx, stop_clients) = watch::channel(false);
+
+    let masters: Vec<(u64, String)> = cluster.masters().map(|m| (m.id, m.addr.clone())).collect();
+    let monitor = tokio::spawn(crate::monitor::run(
+        cluster.client(),
+        masters.clone(),
+        rec.clone(),
+        stop_clients.clone(),
+    ));
+    let sampler = tokio::spawn(crate::monitor::sample_states(
+        cluster.client().with_deadline(Duration::from_secs(1)),
+        masters,
+        rec.clone(),
+        stop_clients.clone(),
+    ));
+    let fronts: Vec<String> = cluster
+        .net()
+        .map(|n| n.fronts.values().map(|a| a.to_string()).collect())
+        .unwrap_or_default();
+    let mut clients = tokio::task::JoinSet::new();
+    for (i, w) in workloads.iter().enumerate() {
+        let ctx = Context {
+            rec: rec.clone(),
+            masters: cluster.addrs(),
+            stop: stop_clients.clone(),
+            rate: opts.rate,
+            seed: seed.wrapping_add(1 + i as u64),
+            scheduler_masters: fronts.clone(),
+            scheduler_bind: Some(crate::net::client_ip(SCHEDULER)),
+            run_dir: out.clone(),
+        };
+        let w = w.clone();
+        clients.spawn(async move { (w.name(), w.clone().run(ctx).await) });
+    }
+    let schedule = Schedule {
+        families: families.to_vec(),
+        quiet: spread(opts.quiet),
+        hold: spread(opts.hold),
+        seed,
+    };
+    let schedulers = if workloads.iter().any(|w| w.name() == "tasks") {
+        vec![SCHEDULER]
+    } else {
+        Vec::new()
+    };
+    let nemesis =
+        tokio::spawn(Nemesis::new(cluster, schedule, rec.clone(), schedulers).run(stop_faults));
+    progress("running");
+    tokio::time::sleep(opts.duration).await;
+    let _ = stop_faults_tx.send(true);
+    let (mut cluster, faults) = nemesis.await.map_err(|e| ChaosError::Workload {
+        name: "nemesis".into(),
+        reason: e.to_string(),
+    })?;
+    progress(&format!(
+        "healed after {} faults; the workloads go on for {:?}",
+        faults.by_kind.values().sum::<u64>(),
+        opts.recovery
+    ));
+    tokio::time::sleep(opts.recovery).await;
+    let _ = stop_clients_tx.send(true);
+    let mut failure = None;
+    while let Some(joined) = clients.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
+                failure.get_or_insert(ChaosError::Workload {
+                    name: name.into(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                failure.get_or_insert(ChaosError::Workload {
+                    name: "?".into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    let _ = monitor.await;
+    let _ = sampler.await;
+    drop(rec);
+    let records = writer.finish().await?;
+
+    progress("reading every replica's final state");
+    // What agents were acknowledged first: each of those updates was committed before, so
+    // every replica that caught up with the leader afterwards must hold it.
+    for a in cluster.agents() {
+        let acked = checker::tasks::acked_by_master(&a.work_dir);
+        write_json(&checker::agent_acks_path(out, a.index), &acked)?;
+    }
+    let read = save_final_states(&cluster, out).await;
+    keep_logs(&cluster, out);
+    cluster.stop_all(Duration::from_secs(10)).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    read?;
+    Ok((faults, records))
+}
+
+/// Waits until each master has applied what the leader committed, then saves its
+/// `/v1/state`. A master that never catches up is left out (its absence is evidence too).
+async fn save_final_states(cluster: &LocalCluster, out: &Path) -> Result<(), ChaosError> {
+    let leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
+    let target = leader.committed_index;
+    for m in cluster.masters() {
+        let caught_up = cluster
+            .wait_for_status(m.id, "catching up", Duration::from_secs(30), |s| {
+                if s.applied_index >= target {
+                    Ok(())
+                } else {
+                    Err(format!("applied {} of {target}", s.applied_index))
+                }
+            })
+            .await;
+        if caught_up.is_err() {
+            continue;
+        }
+        if let Ok(state) = crate::http::get_json(&m.addr, "/v1/state").await {
+            write_json(&final_state_path(out, m.id), &state)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies every node's log into `OUT/nodes`.
+fn keep_logs(cluster: &LocalCluster, out: &Path) {
+    let dir = out.join("nodes");
+    let _ = std::fs::create_dir_all(&dir);
+    for m in cluster.masters() {
+        let _ = std::fs::copy(&m.log_path, dir.join(format!("master-{}.log", m.id)));
+    }
+    for a in cluster.agents() {
+        let _ = std::fs::copy(&a.log_path, dir.join(format!("agent-{}.log", a.index)));
+    }
+}
+
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<(), ChaosError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| ChaosError::Io {
+        what: format!("encoding {}", path.display()),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
+}
+
+/// `drover chaos check DIR`: the checkers again over a saved run; writes `results.json`.
+pub fn check_saved(dir: &Path, time_limit: Duration) -> Result<Results, ChaosError> {
+    let ev = checker::Evidence::load(dir)?;
+    let info: RunInfo = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run.json")).map_err(io("reading run.json"))?,
+    )
+    .map_err(|e| ChaosError::Options(format!("run.json: {e}")))?;
+    let results = checker::check_all(&ev, time_limit);
+    write_json(&dir.join("results.json"), &results)?;
+    write_report(dir, &info, &results, &ev)?;
+    Ok(results)
+}
+
+fn write_report(
+    dir: &Path,
+    info: &RunInfo,
+    results: &Results,
+    ev: &checker::Evidence,
+) -> Result<(), ChaosError> {
+    let page = crate::report::render(info, results, &ev.history);
+    let path = dir.join("report.html");
+    std::fs::write(&path, page).map_err(io(format!("writing {}", path.display())))
+}

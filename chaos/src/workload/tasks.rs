@@ -1,0 +1,534 @@
+//! The tasks workload: one framework on the driver library keeps a few long tasks running,
+//! launches short ones at the run's rate, kills some, and records everything it sees and does
+//! for the task checkers ([`crate::checker::tasks`]).
+//!
+//! Recorded (process `tasks` for what arrives, `tasks-op-N` for each call it makes, so calls in
+//! flight together pair up): `subscribed` / `disconnected`, every `offer` (id, agent,
+//! resources) and `rescind`, every `update` (task, state, uuid, reason, agent), and the calls
+//! `accept` (offers and tasks), `decline`, `kill`, `ack`, `reconcile`, each invoke then ok /
+//! fail / info. Every task's command first appends `<task> <agent>` to `launches.log` in the
+//! run's directory: that is what the agents ran, for the double-launch checker.
+//!
+//! The framework is partition-aware with a long failover timeout, so a scheduler cut off or
+//! paused keeps its tasks. When the run stops it launches nothing more, kills its tasks, and
+//! waits (bounded) until it knows a terminal state for every task it launched, reconciling
+//! now and then; what it never learned is recorded in `drained`.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::v1::{self, TaskState};
+use drover_resources::Resources;
+use drover_scheduler::driver::{
+    is_terminal, Driver, DriverError, DriverEvent, DriverOptions, EventStream, FrameworkInfo,
+    OfferId, TaskId,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::{BoxFuture, Context, Workload, WorkloadError};
+use crate::history::{Kind, Recorder};
+
+/// The framework's name (its tasks are told apart in the registry by its id).
+pub const FRAMEWORK_NAME: &str = "chaos-tasks";
+/// Prefix of the tasks that run until killed.
+pub const LONG_PREFIX: &str = "long-";
+/// What each task asks for.
+pub const TASK_RESOURCES: &str = "cpus:0.05;mem:8";
+/// The file (in the run's directory) every task appends its launch to.
+pub const LAUNCHES_FILE: &str = "launches.log";
+
+/// Its shape.
+#[derive(Clone, Debug)]
+pub struct TasksWorkload {
+    /// Tasks kept running until killed (the instances the framework wants).
+    pub long_tasks: usize,
+    /// Out of every 10 ticks, how many kill a long task (the others launch a short one).
+    pub kills_per_10: u32,
+    /// Tasks waiting for an offer at most; beyond it ticks launch nothing.
+    pub max_queued: usize,
+    /// How long the framework waits at the end for the fate of every task it launched.
+    pub drain_timeout: Duration,
+}
+
+impl Default for TasksWorkload {
+    fn default() -> Self {
+        Self {
+            long_tasks: 3,
+            kills_per_10: 2,
+            max_queued: 20,
+            drain_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Workload for TasksWorkload {
+    fn name(&self) -> &'static str {
+        "tasks"
+    }
+
+    fn run(self: Arc<Self>, ctx: Context) -> BoxFuture<Result<(), WorkloadError>> {
+        Box::pin(async move {
+            let mut info = FrameworkInfo::new(FRAMEWORK_NAME);
+            info.failover_timeout_seconds = 7.0 * 24.0 * 3600.0;
+            info.partition_aware = true;
+            let options = DriverOptions {
+                bind_ip: ctx.scheduler_bind,
+                call_timeout: Duration::from_secs(5),
+                attempt_timeout: Duration::from_secs(2),
+                ..DriverOptions::default()
+            };
+            let masters = if ctx.scheduler_masters.is_empty() {
+                ctx.masters.clone()
+            } else {
+                ctx.scheduler_masters.clone()
+            };
+            let (driver, events) = Driver::start(&masters, info, options)
+                .map_err(|e| WorkloadError::Setup(e.to_string()))?;
+            let task_res: Resources = TASK_RESOURCES
+                .parse()
+                .map_err(|e| WorkloadError::Setup(format!("task resources: {e}")))?;
+            let fw = Framework {
+                shape: self.clone(),
+                rng: StdRng::seed_from_u64(ctx.seed),
+                launches: ctx.run_dir.join(LAUNCHES_FILE),
+                ctx,
+                driver,
+                task_res,
+                queue: VecDeque::new(),
+                tasks: BTreeMap::new(),
+                seen_uuids: HashSet::new(),
+                next_task: 0,
+                ops: Arc::new(AtomicU64::new(0)),
+            };
+            fw.run(events).await;
+            Ok(())
+        })
+    }
+}
+
+/// What the framework knows of one of its tasks.
+#[derive(Clone, Debug)]
+struct Known {
+    state: Option<TaskState>,
+    agent: Option<String>,
+    /// The ACCEPT that carried it had an unknown outcome: it may never have launched.
+    uncertain: bool,
+}
+
+struct Framework {
+    shape: Arc<TasksWorkload>,
+    ctx: Context,
+    driver: Driver,
+    rng: StdRng,
+    task_res: Resources,
+    launches: PathBuf,
+    /// Tasks waiting for an offer.
+    queue: VecDeque<v1::TaskInfo>,
+    /// Every task handed to an ACCEPT (ok or unknown), by id.
+    tasks: BTreeMap<String, Known>,
+    seen_uuids: HashSet<String>,
+    next_task: u64,
+    ops: Arc<AtomicU64>,
+}
+
+/// What a spawned call reports back to the framework's loop.
+enum Outcome {
+    /// ACCEPT: the tasks, and whether the call failed for certain (they did not launch).
+    Accepted {
+        tasks: Vec<v1::TaskInfo>,
+        kind: Kind,
+    },
+}
+
+fn state_of(s: &v1::TaskStatus) -> TaskState {
+    TaskState::try_from(s.state).unwrap_or(TaskState::Unspecified)
+}
+
+fn kind_of(e: &DriverError) -> Kind {
+    match e {
+        DriverError::Ambiguous(_) => Kind::Info,
+        _ => Kind::Fail,
+    }
+}
+
+/// Runs one call as its own process: invoke, then ok / fail / info.
+async fn call<F, Fut>(
+    rec: Recorder,
+    ops: Arc<AtomicU64>,
+    f: &'static str,
+    args: serde_json::Value,
+    body: F,
+) -> Kind
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), DriverError>>,
+{
+    let process = format!("tasks-op-{}", ops.fetch_add(1, Ordering::Relaxed));
+    rec.record(&process, Kind::Invoke, f, args.clone(), None)
+        .await;
+    let (kind, error) = match body().await {
+        Ok(()) => (Kind::Ok, None),
+        Err(e) => (kind_of(&e), Some(e.to_string())),
+    };
+    rec.record(&process, kind, f, args, error).await;
+    kind
+}
+
+impl Framework {
+    fn new_task(&mut self, long: bool) -> v1::TaskInfo {
+        self.next_task += 1;
+        let id = if long {
+            format!("{LONG_PREFIX}{}", self.next_task)
+        } else {
+            format!("short-{}", self.next_task)
+        };
+        let log = self.launches.display().to_string();
+        let record = format!("echo \"$DROVER_TASK_ID $DROVER_AGENT_ID\" >> '{log}'");
+        let shell = if long {
+            format!("{record}; exec sleep 3600")
+        } else if self.rng.random_range(0..4) == 0 {
+            format!("{record}; sleep 0.3; exit 3")
+        } else {
+            format!("{record}; sleep 0.3")
+        };
+        v1::TaskInfo {
+            task_id: id.clone(),
+            name: id,
+            resources: self.task_res.to_proto(),
+            command: Some(v1::CommandInfo {
+                shell,
+                environment: Default::default(),
+            }),
+            kill_grace_seconds: 0.5,
+        }
+    }
+
+    /// Long tasks wanted and not yet launched or queued.
+    fn long_missing(&self) -> usize {
+        let live = self
+            .tasks
+            .iter()
+            .filter(|(id, k)| id.starts_with(LONG_PREFIX) && !k.state.is_some_and(is_terminal))
+            .count();
+        let queued = self
+            .queue
+            .iter()
+            .filter(|t| t.task_id.starts_with(LONG_PREFIX))
+            .count();
+        self.shape.long_tasks.saturating_sub(live + queued)
+    }
+
+    async fn note(&self, f: &str, value: serde_json::Value) {
+        self.ctx
+            .rec
+            .record("tasks", Kind::Info, f, value, None)
+            .await;
+    }
+
+    async fn run(mut self, mut events: EventStream) {
+        let (done_tx, mut done) = tokio::sync::mpsc::channel::<Outcome>(256);
+        let period = Duration::from_secs_f64((1.0 / self.ctx.rate.max(0.1)).min(60.0));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconcile = tokio::time::interval(Duration::from_secs(10));
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop = self.ctx.stop.clone();
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(since) = stopping {
+                let pending = self.pending();
+                if pending.is_empty() || since.elapsed() >= self.shape.drain_timeout {
+                    self.note("drained", json!({"pending": pending})).await;
+                    self.driver.stop().await;
+                    return;
+                }
+            }
+            tokio::select! {
+                e = events.next_event() => match e {
+                    Some(e) => self.on_event(e, stopping.is_some(), &done_tx).await,
+                    None => {
+                        self.note("drained", json!({"pending": self.pending(), "error": "driver stopped"})).await;
+                        return;
+                    }
+                },
+                Some(o) = done.recv() => self.on_outcome(o),
+                _ = tick.tick(), if stopping.is_none() => self.on_tick(),
+                _ = reconcile.tick() => self.reconcile_uncertain(stopping.is_some()),
+                changed = stop.changed(), if stopping.is_none() => {
+                    // A dropped sender also means stop.
+                    if changed.is_err() || *stop.borrow_and_update() {
+                        stopping = Some(tokio::time::Instant::now());
+                        self.queue.clear();
+                        self.kill_all();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tasks whose fate the framework does not know yet.
+    fn pending(&self) -> Vec<String> {
+        self.tasks
+            .iter()
+            .filter(|(_, k)| !k.state.is_some_and(is_terminal))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn on_tick(&mut self) {
+        for _ in 0..self.long_missing() {
+            let t = self.new_task(true);
+            self.queue.push_back(t);
+        }
+        let running_long: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(id, k)| {
+                id.starts_with(LONG_PREFIX) && k.state == Some(TaskState::TaskRunning)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !running_long.is_empty() && self.rng.random_range(0..10) < self.shape.kills_per_10 {
+            let victim = running_long[self.rng.random_range(0..running_long.len())].clone();
+            self.kill(victim);
+        } else if self.queue.len() < self.shape.max_queued {
+            let t = self.new_task(false);
+            self.queue.push_back(t);
+        }
+    }
+
+    fn kill(&self, task: String) {
+        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+        tokio::spawn(async move {
+            let id = TaskId::new(task.clone());
+            call(rec, ops, "kill", json!({"task": task}), || async move {
+                d.kill(&id, Some(Duration::from_millis(500))).await
+            })
+            .await
+        });
+    }
+
+    fn kill_all(&self) {
+        for id in self.pending() {
+            self.kill(id);
+        }
+    }
+
+    /// Asks about tasks whose launch is uncertain or whose state is not known yet (and, while
+    /// draining, about every pending one).
+    fn reconcile_uncertain(&self, draining: bool) {
+        let ids: Vec<(TaskId, Option<drover_scheduler::driver::AgentId>)> = self
+            .tasks
+            .iter()
+            .filter(|(_, k)| {
+                (k.uncertain && k.state.is_none())
+                    || (draining && !k.state.is_some_and(is_terminal))
+            })
+            .take(drover_scheduler::driver::MAX_IDS_PER_CALL)
+            .map(|(id, k)| {
+                (
+                    TaskId::new(id.clone()),
+                    k.agent.clone().map(drover_scheduler::driver::AgentId::new),
+                )
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+        let names: Vec<&str> = ids.iter().map(|(t, _)| t.as_str()).collect();
+        let args = json!({"tasks": names});
+        tokio::spawn(async move {
+            call(rec, ops, "reconcile", args, || async move {
+                d.reconcile_on(&ids).await
+            })
+            .await
+        });
+    }
+
+    async fn on_event(
+        &mut self,
+        e: DriverEvent,
+        stopping: bool,
+        done: &tokio::sync::mpsc::Sender<Outcome>,
+    ) {
+        match e {
+            DriverEvent::Subscribed {
+                framework_id,
+                master_id,
+                resubscribed,
+                ..
+            } => {
+                self.note(
+                    "subscribed",
+                    json!({"framework": framework_id.as_str(), "master": master_id,
+                           "resubscribed": resubscribed}),
+                )
+                .await;
+            }
+            DriverEvent::Disconnected { reason } => {
+                self.note("disconnected", json!({"reason": reason})).await;
+            }
+            DriverEvent::Error(e) => {
+                self.note("error", json!({"error": e})).await;
+            }
+            DriverEvent::Rescind(id) => {
+                self.note("rescind", json!({"offer": id.as_str()})).await;
+            }
+            DriverEvent::Offers(offers) => {
+                for o in offers {
+                    self.note(
+                        "offer",
+                        json!({"offer": o.id.as_str(), "agent": o.agent_id.as_str(),
+                               "resources": o.resources.to_string()}),
+                    )
+                    .await;
+                    self.use_offer(o, stopping, done);
+                }
+            }
+            DriverEvent::Update(s) => self.on_update(s).await,
+        }
+    }
+
+    fn use_offer(
+        &mut self,
+        o: drover_scheduler::driver::Offer,
+        stopping: bool,
+        done: &tokio::sync::mpsc::Sender<Outcome>,
+    ) {
+        let mut left = o.resources.clone();
+        let mut take = Vec::new();
+        while !stopping && take.len() < 10 {
+            let Some(rest) = self
+                .queue
+                .front()
+                .and_then(|_| left.checked_sub(&self.task_res).ok())
+            else {
+                break;
+            };
+            left = rest;
+            take.extend(self.queue.pop_front());
+        }
+        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+        let offer = o.id.as_str().to_string();
+        if take.is_empty() {
+            tokio::spawn(async move {
+                let ids = [OfferId::new(offer.clone())];
+                call(
+                    rec,
+                    ops,
+                    "decline",
+                    json!({"offers": [offer]}),
+                    || async move { d.decline(&ids, Some(1.0)).await },
+                )
+                .await
+            });
+            return;
+        }
+        for t in &take {
+            self.tasks.insert(
+                t.task_id.clone(),
+                Known {
+                    state: None,
+                    agent: Some(o.agent_id.as_str().to_string()),
+                    uncertain: true,
+                },
+            );
+        }
+        let names: Vec<String> = take.iter().map(|t| t.task_id.clone()).collect();
+        let args = json!({"offers": [offer], "agent": o.agent_id.as_str(), "tasks": names,
+                          "resources": TASK_RESOURCES});
+        let done = done.clone();
+        tokio::spawn(async move {
+            let ids = [OfferId::new(offer)];
+            let tasks = take.clone();
+            let kind = call(rec, ops, "accept", args, || async move {
+                d.accept(&ids, tasks, Some(1.0)).await
+            })
+            .await;
+            let _ = done.send(Outcome::Accepted { tasks: take, kind }).await;
+        });
+    }
+
+    fn on_outcome(&mut self, o: Outcome) {
+        match o {
+            Outcome::Accepted { tasks, kind } => match kind {
+                Kind::Ok => {
+                    for t in &tasks {
+                        if let Some(k) = self.tasks.get_mut(&t.task_id) {
+                            k.uncertain = false;
+                        }
+                    }
+                }
+                // Certainly not launched: the same tasks (same ids) go back to the queue.
+                Kind::Fail => {
+                    for t in tasks.into_iter().rev() {
+                        if self
+                            .tasks
+                            .get(&t.task_id)
+                            .is_some_and(|k| k.state.is_none())
+                        {
+                            self.tasks.remove(&t.task_id);
+                            self.queue.push_front(t);
+                        }
+                    }
+                }
+                // Maybe launched: reconciliation will tell; they stay uncertain until then.
+                _ => {}
+            },
+        }
+    }
+
+    async fn on_update(&mut self, s: v1::TaskStatus) {
+        let state = state_of(&s);
+        self.note(
+            "update",
+            json!({"task": s.task_id, "state": state.as_str_name(), "uuid": s.uuid,
+                   "reason": s.reason, "agent": s.agent_id, "exit_code": s.exit_code}),
+        )
+        .await;
+        let fresh = s.uuid.is_empty() || self.seen_uuids.insert(s.uuid.clone());
+        if let Some(k) = self.tasks.get_mut(&s.task_id) {
+            if state == TaskState::TaskUnknown {
+                // The master never heard of it: the uncertain ACCEPT did not launch it.
+                if k.uncertain && k.state.is_none() {
+                    k.state = Some(TaskState::TaskDropped);
+                }
+            } else if fresh && !k.state.is_some_and(is_terminal) {
+                k.state = Some(state);
+                if !s.agent_id.is_empty() {
+                    k.agent = Some(s.agent_id.clone());
+                }
+            }
+        } else if state != TaskState::TaskUnknown {
+            // A task it gave up on after a failed ACCEPT that launched anyway: track it.
+            self.tasks.insert(
+                s.task_id.clone(),
+                Known {
+                    state: Some(state),
+                    agent: Some(s.agent_id.clone()),
+                    uncertain: false,
+                },
+            );
+        }
+        if !s.uuid.is_empty() {
+            let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+            let args = json!({"task": s.task_id, "uuid": s.uuid});
+            tokio::spawn(async move {
+                call(
+                    rec,
+                    ops,
+                    "ack",
+                    args,
+                    || async move { d.acknowledge(&s).await },
+                )
+                .await
+            });
+        }
+    }
+}
