@@ -1,6 +1,6 @@
 //! The monitor of a chaos run: polls every master's own status several times a second and
-//! records each change in what it says of itself (term, role, the leader it knows) as an
-//! `info` of process `monitor`, for the one-leader-per-term checker and the report's
+//! records each change in what it says of itself (term, role, the leader it knows), and each
+//! time it stops answering, as an `info` of process `monitor`, for the one-leader-per-term checker and the report's
 //! timeline.
 
 use std::collections::HashMap;
@@ -25,7 +25,8 @@ pub async fn run(
     rec: Recorder,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last: HashMap<MasterId, (u64, String, u64)> = HashMap::new();
+    // Per master: what it said last, None while it does not answer.
+    let mut last: HashMap<MasterId, Option<(u64, String, u64)>> = HashMap::new();
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,8 +39,22 @@ pub async fn run(
             async move { (*id, client.status_of(addr, ANSWER).await) }
         });
         for (id, status) in futures::future::join_all(polls).await {
-            let Ok(s) = status else { continue };
-            let now = (s.term, s.role.clone(), s.leader_id);
+            let Ok(s) = status else {
+                // Down, paused or cut off from this client: said once per outage.
+                if last.get(&id).is_none_or(Option::is_some) {
+                    rec.record(
+                        "monitor",
+                        Kind::Info,
+                        "unreachable",
+                        json!({"node": id}),
+                        None,
+                    )
+                    .await;
+                    last.insert(id, None);
+                }
+                continue;
+            };
+            let now = Some((s.term, s.role.clone(), s.leader_id));
             if last.get(&id) != Some(&now) {
                 rec.record(
                     "monitor",

@@ -6,7 +6,8 @@
 //! SIGCONT), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
 //! leader in a minority, random halves, a bridge; an agent cut off from every master; a
 //! scheduler cut off from every master), `restart-all` (SIGKILL every master, start them all
-//! again) and `rolling-restart` (each master in turn SIGKILLed, started again and caught up).
+//! again) and `rolling-restart` (each master in turn SIGKILLed, down for 1.5 s, started again
+//! and answering before the next).
 //!
 //! The schedule alternates a quiet period and a fault period whose lengths, the family and the
 //! victim are drawn from one seeded generator, so a seed names a schedule (what the cluster
@@ -28,6 +29,8 @@ use crate::history::{Kind, Recorder};
 
 /// How long a fault may wait for a leader to pick as victim.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long each master stays down in a rolling restart.
+const ROLLING_DOWNTIME: Duration = Duration::from_millis(1500);
 /// How long a restarted master may take to answer again.
 const SERVING_WAIT: Duration = Duration::from_secs(30);
 
@@ -402,6 +405,9 @@ impl Nemesis {
                 let ids = self.running_masters();
                 for id in &ids {
                     self.cluster.kill(*id).await?;
+                    // Down longer than an election timeout, so that killing the leader makes
+                    // the others elect a new one (a leader back at once resumes its term).
+                    tokio::time::sleep(ROLLING_DOWNTIME).await;
                     self.cluster.start_master(*id)?;
                     self.cluster.wait_until_serving(*id, SERVING_WAIT).await?;
                     // A new leader (if the leader was hit) before the next one goes down.
