@@ -71,6 +71,18 @@ pub async fn run(
     }
 }
 
+/// Task states that hold no resources.
+const TERMINAL: [&str; 8] = [
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_LOST",
+    "TASK_ERROR",
+    "TASK_DROPPED",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+];
+
 /// Between two samples of the leader's committed state.
 const SAMPLE_PERIOD: Duration = Duration::from_secs(2);
 
@@ -98,6 +110,14 @@ pub async fn sample_states(
         let Ok(state) = crate::http::get_json(addr, "/v1/state").await else {
             continue;
         };
+        // Only live tasks hold resources; the registry keeps finished ones too.
+        let live_tasks: serde_json::Value = state["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["state"].as_str().is_some_and(|s| !TERMINAL.contains(&s)))
+            .cloned()
+            .collect();
         let pick = |list: &serde_json::Value, keys: &[&str]| -> Vec<serde_json::Value> {
             list.as_array()
                 .into_iter()
@@ -118,7 +138,7 @@ pub async fn sample_states(
                 "applied": state["applied_index"],
                 "agents": pick(&state["agents"], &["id", "state", "resources"]),
                 "offers": pick(&state["offers"], &["id", "agent_id", "resources"]),
-                "tasks": pick(&state["tasks"], &["id", "agent_id", "state", "resources"]),
+                "tasks": pick(&live_tasks, &["id", "agent_id", "state", "resources"]),
             }),
             None,
         )

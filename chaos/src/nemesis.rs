@@ -1,8 +1,8 @@
 //! The nemesis: faults injected into a running cluster on a seeded schedule, each followed by
 //! its heal, every start and stop recorded in the history (process `nemesis`).
 //!
-//! Families (`--nemesis`): `kill` (SIGKILL the leader, a random master or a random agent, and
-//! start it again at the heal), `pause` (SIGSTOP the leader, a random master or an agent;
+//! Families (`--nemesis`): `kill` (SIGKILL the leader, a random master or a random agent, or
+//! crash the tasks workload's scheduler, and start it again at the heal), `pause` (SIGSTOP the leader, a random master or an agent;
 //! SIGCONT), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
 //! leader in a minority, random halves, a bridge; an agent cut off from every master; a
 //! scheduler cut off from every master), `restart-all` (SIGKILL every master, start them all
@@ -85,6 +85,9 @@ impl FromStr for Family {
 pub enum Target {
     Master(MasterId),
     Agent(usize),
+    /// The tasks workload's scheduler (in this process: a crash drops its connections and
+    /// everything it knew).
+    Scheduler,
 }
 
 impl Target {
@@ -92,6 +95,7 @@ impl Target {
         match self {
             Target::Master(id) => format!("master-{id}"),
             Target::Agent(i) => format!("agent-{i}"),
+            Target::Scheduler => "scheduler".into(),
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct Nemesis {
     count: FaultCount,
     /// Scheduler indexes that partitions may cut off from the masters.
     schedulers: Vec<usize>,
+    /// Crashes (true) and restarts (false) the tasks workload's scheduler.
+    scheduler_switch: Option<watch::Sender<bool>>,
 }
 
 fn rand_between(rng: &mut StdRng, (lo, hi): (Duration, Duration)) -> Duration {
@@ -151,6 +157,7 @@ impl Nemesis {
         schedule: Schedule,
         rec: Recorder,
         schedulers: Vec<usize>,
+        scheduler_switch: Option<watch::Sender<bool>>,
     ) -> Nemesis {
         let rng = StdRng::seed_from_u64(schedule.seed);
         Nemesis {
@@ -160,6 +167,7 @@ impl Nemesis {
             rec,
             count: FaultCount::default(),
             schedulers,
+            scheduler_switch,
         }
     }
 
@@ -269,6 +277,9 @@ impl Nemesis {
                 if !agents.is_empty() {
                     choices.push("agent");
                 }
+                if family == Family::Kill && self.scheduler_switch.is_some() {
+                    choices.push("scheduler");
+                }
                 let who = *choices.choose(&mut self.rng).expect("not empty");
                 let target = match who {
                     "leader" => match self.leader().await {
@@ -276,6 +287,7 @@ impl Nemesis {
                         None => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
                     },
                     "master" => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
+                    "scheduler" => Target::Scheduler,
                     _ => Target::Agent(*agents.choose(&mut self.rng).expect("agents")),
                 };
                 let verb = if family == Family::Kill {
@@ -354,6 +366,7 @@ impl Nemesis {
                 match t {
                     Target::Master(id) => self.cluster.kill(id).await?,
                     Target::Agent(i) => self.cluster.kill_agent(i).await?,
+                    Target::Scheduler => self.switch_scheduler(true)?,
                 }
                 Ok((Active::Killed(t), json!({"node": t.label()})))
             }
@@ -361,6 +374,7 @@ impl Nemesis {
                 match t {
                     Target::Master(id) => self.cluster.pause(id)?,
                     Target::Agent(i) => self.cluster.pause_agent(i)?,
+                    Target::Scheduler => self.switch_scheduler(true)?,
                 }
                 Ok((Active::Paused(t), json!({"node": t.label()})))
             }
@@ -418,6 +432,19 @@ impl Nemesis {
         }
     }
 
+    /// Crashes (`down`) or restarts the tasks workload's scheduler.
+    fn switch_scheduler(&self, down: bool) -> Result<(), ClusterError> {
+        let switch = self
+            .scheduler_switch
+            .as_ref()
+            .ok_or_else(|| ClusterError::Io {
+                what: "crashing the scheduler".into(),
+                source: std::io::Error::other("no scheduler runs (the tasks workload is off)"),
+            })?;
+        switch.send_replace(down);
+        Ok(())
+    }
+
     fn net(&self) -> Result<&crate::net::FaultyNetwork, ClusterError> {
         self.cluster.net().ok_or_else(|| ClusterError::Io {
             what: "cutting links".into(),
@@ -436,6 +463,10 @@ impl Nemesis {
                 Active::Killed(Target::Agent(i)) => {
                     self.cluster.start_agent(i)?;
                     Ok(json!({"started": format!("agent-{i}")}))
+                }
+                Active::Killed(Target::Scheduler) | Active::Paused(Target::Scheduler) => {
+                    self.switch_scheduler(false)?;
+                    Ok(json!({"started": "scheduler"}))
                 }
                 Active::Paused(Target::Master(id)) => {
                     self.cluster.resume(id)?;
@@ -482,12 +513,17 @@ impl Nemesis {
         if let Some(net) = self.cluster.net() {
             net.heal();
         }
+        let mut started = BTreeSet::new();
+        if let Some(switch) = &self.scheduler_switch {
+            if switch.send_replace(false) {
+                started.insert("scheduler".to_string());
+            }
+        }
         let masters: Vec<(MasterId, bool)> = self
             .cluster
             .masters()
             .map(|m| (m.id, m.is_running()))
             .collect();
-        let mut started = BTreeSet::new();
         for (id, running) in masters {
             if running {
                 let _ = self.cluster.resume(id);

@@ -259,6 +259,8 @@ async fn drive(
         rec.clone(),
         stop_clients.clone(),
     ));
+    let has_scheduler = workloads.iter().any(|w| w.name() == "tasks");
+    let (switch, scheduler_down) = watch::channel(false);
     let fronts: Vec<String> = cluster
         .net()
         .map(|n| n.fronts.values().map(|a| a.to_string()).collect())
@@ -274,6 +276,7 @@ async fn drive(
             scheduler_masters: fronts.clone(),
             scheduler_bind: Some(crate::net::client_ip(SCHEDULER)),
             run_dir: out.clone(),
+            scheduler_down: has_scheduler.then(|| scheduler_down.clone()),
         };
         let w = w.clone();
         clients.spawn(async move { (w.name(), w.clone().run(ctx).await) });
@@ -284,13 +287,21 @@ async fn drive(
         hold: spread(opts.hold),
         seed,
     };
-    let schedulers = if workloads.iter().any(|w| w.name() == "tasks") {
+    let schedulers = if has_scheduler {
         vec![SCHEDULER]
     } else {
         Vec::new()
     };
-    let nemesis =
-        tokio::spawn(Nemesis::new(cluster, schedule, rec.clone(), schedulers).run(stop_faults));
+    let nemesis = tokio::spawn(
+        Nemesis::new(
+            cluster,
+            schedule,
+            rec.clone(),
+            schedulers,
+            has_scheduler.then_some(switch),
+        )
+        .run(stop_faults),
+    );
     progress("running");
     tokio::time::sleep(opts.duration).await;
     let _ = stop_faults_tx.send(true);

@@ -120,12 +120,20 @@ fn received(history: &[Record]) -> Vec<&Record> {
 pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
     let mut bad = Vec::new();
     let mut acked_total = 0usize;
+    let held: BTreeMap<u64, HashMap<&str, BTreeSet<&str>>> = ev
+        .final_states
+        .iter()
+        .map(|(id, state)| (*id, uuids_by_task(state)))
+        .collect();
     for (agent, acked) in &ev.agent_acks {
         for (task, uuids) in acked {
             for uuid in uuids {
                 acked_total += 1;
-                for (id, state) in &ev.final_states {
-                    if !task_uuids(state, task).contains(uuid.as_str()) {
+                for (id, by_task) in &held {
+                    let has = by_task
+                        .get(task.as_str())
+                        .is_some_and(|u| u.contains(uuid.as_str()));
+                    if !has {
                         bad.push(json!({"why": "acknowledged to the agent but not in this replica's registry",
                                         "agent": agent, "task": task, "uuid": uuid, "replica": format!("master-{id}")}));
                     }
@@ -174,15 +182,20 @@ pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
     )
 }
 
-fn task_uuids<'a>(state: &'a serde_json::Value, task: &str) -> BTreeSet<&'a str> {
-    state["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["id"].as_str() == Some(task))
-        .flat_map(|t| t["updates"].as_array().into_iter().flatten())
-        .filter_map(|u| u["uuid"].as_str())
-        .collect()
+/// Every update uuid of every task in one replica's state.
+fn uuids_by_task(state: &serde_json::Value) -> HashMap<&str, BTreeSet<&str>> {
+    let mut out: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for t in state["tasks"].as_array().into_iter().flatten() {
+        let uuids = t["updates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["uuid"].as_str());
+        out.entry(t["id"].as_str().unwrap_or_default())
+            .or_default()
+            .extend(uuids);
+    }
+    out
 }
 
 /// Rank of a state in a task's life; None for states that say nothing of progress.

@@ -69,11 +69,20 @@ fn executor_pids(dir: &Path, depth: usize, out: &mut Vec<i32>) {
     }
 }
 
-/// SIGKILLs the process groups of every executor and task recorded under `work_dir`.
+/// Whether process `pid` works in a directory under `dir` (an executor or task in its
+/// sandbox), so that a pid file left by a process long gone, whose number the kernel has given
+/// to an unrelated process since, is not acted on.
+fn works_under(pid: i32, dir: &Path) -> bool {
+    fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+}
+
+/// SIGKILLs the process groups of every executor and task recorded under `work_dir` that
+/// still works there.
 pub fn kill_executors(work_dir: &Path) {
     let mut pids = Vec::new();
     executor_pids(work_dir, 6, &mut pids);
-    for pid in pids {
+    let dir = fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
+    for pid in pids.into_iter().filter(|p| works_under(*p, &dir)) {
         // Executors and tasks lead their own process groups.
         let _ = signal::kill(Pid::from_raw(-pid), Signal::SIGKILL);
         let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);

@@ -36,6 +36,8 @@ pub struct Context {
     pub scheduler_bind: Option<std::net::IpAddr>,
     /// The run's output directory (tasks record their launches there).
     pub run_dir: std::path::PathBuf,
+    /// True while the nemesis holds the scheduler crashed (None: it never does).
+    pub scheduler_down: Option<watch::Receiver<bool>>,
 }
 
 /// Why a workload could not run (its operations' failures are history, not errors).

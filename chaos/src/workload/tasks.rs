@@ -10,7 +10,9 @@
 //! run's directory: that is what the agents ran, for the double-launch checker.
 //!
 //! The framework is partition-aware with a long failover timeout, so a scheduler cut off or
-//! paused keeps its tasks. When the run stops it launches nothing more, kills its tasks, and
+//! crashed keeps its tasks. The nemesis may crash the scheduler ([`Context::scheduler_down`]):
+//! its connections close and what it knew is gone; the next incarnation re-subscribes with
+//! the framework id, reconciles every task, and launches nothing until the answer is in. When the run stops it launches nothing more, kills its tasks, and
 //! waits (bounded) until it knows a terminal state for every task it launched, reconciling
 //! now and then; what it never learned is recorded in `drained`.
 
@@ -73,39 +75,73 @@ impl Workload for TasksWorkload {
 
     fn run(self: Arc<Self>, ctx: Context) -> BoxFuture<Result<(), WorkloadError>> {
         Box::pin(async move {
-            let mut info = FrameworkInfo::new(FRAMEWORK_NAME);
-            info.failover_timeout_seconds = 7.0 * 24.0 * 3600.0;
-            info.partition_aware = true;
-            let options = DriverOptions {
-                bind_ip: ctx.scheduler_bind,
-                call_timeout: Duration::from_secs(5),
-                attempt_timeout: Duration::from_secs(2),
-                ..DriverOptions::default()
-            };
+            let task_res: Resources = TASK_RESOURCES
+                .parse()
+                .map_err(|e| WorkloadError::Setup(format!("task resources: {e}")))?;
             let masters = if ctx.scheduler_masters.is_empty() {
                 ctx.masters.clone()
             } else {
                 ctx.scheduler_masters.clone()
             };
-            let (driver, events) = Driver::start(&masters, info, options)
-                .map_err(|e| WorkloadError::Setup(e.to_string()))?;
-            let task_res: Resources = TASK_RESOURCES
-                .parse()
-                .map_err(|e| WorkloadError::Setup(format!("task resources: {e}")))?;
-            let fw = Framework {
-                shape: self.clone(),
-                rng: StdRng::seed_from_u64(ctx.seed),
-                launches: ctx.run_dir.join(LAUNCHES_FILE),
-                ctx,
-                driver,
-                task_res,
-                queue: VecDeque::new(),
-                tasks: BTreeMap::new(),
-                seen_uuids: HashSet::new(),
-                next_task: 0,
-                ops: Arc::new(AtomicU64::new(0)),
-            };
-            fw.run(events).await;
+            let mut down = ctx.scheduler_down.clone();
+            let mut framework_id = None;
+            // Each incarnation is one scheduler process's life: the nemesis may crash it
+            // (its connections close, its memory is gone) and start a new one, which
+            // re-subscribes with the framework id and learns its tasks by reconciliation.
+            for incarnation in 0u64.. {
+                // A switch dropped (the nemesis is done) leaves the scheduler up for good.
+                if let Some(d) = down.as_mut() {
+                    if d.wait_for(|down| !*down).await.is_err() {
+                        down = None;
+                    }
+                }
+                let mut info = FrameworkInfo::new(FRAMEWORK_NAME);
+                info.failover_timeout_seconds = 7.0 * 24.0 * 3600.0;
+                info.partition_aware = true;
+                info.id = framework_id.clone();
+                let options = DriverOptions {
+                    bind_ip: ctx.scheduler_bind,
+                    call_timeout: Duration::from_secs(5),
+                    attempt_timeout: Duration::from_secs(2),
+                    ..DriverOptions::default()
+                };
+                let (driver, events) = Driver::start(&masters, info, options)
+                    .map_err(|e| WorkloadError::Setup(e.to_string()))?;
+                let fw = Framework {
+                    shape: self.clone(),
+                    rng: StdRng::seed_from_u64(ctx.seed.wrapping_add(incarnation)),
+                    launches: ctx.run_dir.join(LAUNCHES_FILE),
+                    ctx: ctx.clone(),
+                    driver: driver.clone(),
+                    task_res: task_res.clone(),
+                    queue: VecDeque::new(),
+                    tasks: BTreeMap::new(),
+                    seen_uuids: HashSet::new(),
+                    next_task: 0,
+                    incarnation,
+                    ops: Arc::new(AtomicU64::new(0)),
+                    recovering: incarnation > 0,
+                };
+                let crashed = async {
+                    let dropped = match down.as_mut() {
+                        Some(d) => d.wait_for(|down| *down).await.is_err(),
+                        None => true,
+                    };
+                    if dropped {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    () = fw.run(events) => return Ok(()),
+                    _ = crashed => {
+                        framework_id = driver.framework_id();
+                        driver.stop().await;
+                        ctx.rec
+                            .record("tasks", Kind::Info, "crashed", json!({"incarnation": incarnation}), None)
+                            .await;
+                    }
+                }
+            }
             Ok(())
         })
     }
@@ -133,7 +169,11 @@ struct Framework {
     tasks: BTreeMap<String, Known>,
     seen_uuids: HashSet<String>,
     next_task: u64,
+    /// Which life of the scheduler this is (task ids carry it, so none is reused).
+    incarnation: u64,
     ops: Arc<AtomicU64>,
+    /// A restarted scheduler launches nothing until its first reconciliation answered.
+    recovering: bool,
 }
 
 /// What a spawned call reports back to the framework's loop.
@@ -143,6 +183,9 @@ enum Outcome {
         tasks: Vec<v1::TaskInfo>,
         kind: Kind,
     },
+    /// The implicit reconciliation of a restarted scheduler was sent (its answers are queued
+    /// on the event stream ahead of anything that follows).
+    Reconciled(Kind),
 }
 
 fn state_of(s: &v1::TaskStatus) -> TaskState {
@@ -159,7 +202,7 @@ fn kind_of(e: &DriverError) -> Kind {
 /// Runs one call as its own process: invoke, then ok / fail / info.
 async fn call<F, Fut>(
     rec: Recorder,
-    ops: Arc<AtomicU64>,
+    ops: (u64, Arc<AtomicU64>),
     f: &'static str,
     args: serde_json::Value,
     body: F,
@@ -168,7 +211,11 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), DriverError>>,
 {
-    let process = format!("tasks-op-{}", ops.fetch_add(1, Ordering::Relaxed));
+    let process = format!(
+        "tasks-op-{}.{}",
+        ops.0,
+        ops.1.fetch_add(1, Ordering::Relaxed)
+    );
     rec.record(&process, Kind::Invoke, f, args.clone(), None)
         .await;
     let (kind, error) = match body().await {
@@ -182,10 +229,11 @@ where
 impl Framework {
     fn new_task(&mut self, long: bool) -> v1::TaskInfo {
         self.next_task += 1;
+        let n = format!("{}-{}", self.incarnation, self.next_task);
         let id = if long {
-            format!("{LONG_PREFIX}{}", self.next_task)
+            format!("{LONG_PREFIX}{n}")
         } else {
-            format!("short-{}", self.next_task)
+            format!("short-{n}")
         };
         let log = self.launches.display().to_string();
         let record = format!("echo \"$DROVER_TASK_ID $DROVER_AGENT_ID\" >> '{log}'");
@@ -258,7 +306,13 @@ impl Framework {
                 },
                 Some(o) = done.recv() => self.on_outcome(o),
                 _ = tick.tick(), if stopping.is_none() => self.on_tick(),
-                _ = reconcile.tick() => self.reconcile_uncertain(stopping.is_some()),
+                _ = reconcile.tick() => {
+                    if self.recovering {
+                        self.reconcile_everything(&done_tx);
+                    } else {
+                        self.reconcile_uncertain(stopping.is_some());
+                    }
+                }
                 changed = stop.changed(), if stopping.is_none() => {
                     // A dropped sender also means stop.
                     if changed.is_err() || *stop.borrow_and_update() {
@@ -281,6 +335,9 @@ impl Framework {
     }
 
     fn on_tick(&mut self) {
+        if self.recovering {
+            return;
+        }
         for _ in 0..self.long_missing() {
             let t = self.new_task(true);
             self.queue.push_back(t);
@@ -303,7 +360,11 @@ impl Framework {
     }
 
     fn kill(&self, task: String) {
-        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+        let (rec, ops, d) = (
+            self.ctx.rec.clone(),
+            (self.incarnation, self.ops.clone()),
+            self.driver.clone(),
+        );
         tokio::spawn(async move {
             let id = TaskId::new(task.clone());
             call(rec, ops, "kill", json!({"task": task}), || async move {
@@ -340,7 +401,11 @@ impl Framework {
         if ids.is_empty() {
             return;
         }
-        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+        let (rec, ops, d) = (
+            self.ctx.rec.clone(),
+            (self.incarnation, self.ops.clone()),
+            self.driver.clone(),
+        );
         let names: Vec<&str> = ids.iter().map(|(t, _)| t.as_str()).collect();
         let args = json!({"tasks": names});
         tokio::spawn(async move {
@@ -348,6 +413,23 @@ impl Framework {
                 d.reconcile_on(&ids).await
             })
             .await
+        });
+    }
+
+    /// Implicit reconciliation: the master answers with every live task of the framework.
+    fn reconcile_everything(&self, done: &tokio::sync::mpsc::Sender<Outcome>) {
+        let (rec, ops, d) = (
+            self.ctx.rec.clone(),
+            (self.incarnation, self.ops.clone()),
+            self.driver.clone(),
+        );
+        let done = done.clone();
+        tokio::spawn(async move {
+            let kind = call(rec, ops, "reconcile", json!({"tasks": []}), || async move {
+                d.reconcile_on(&[]).await
+            })
+            .await;
+            let _ = done.send(Outcome::Reconciled(kind)).await;
         });
     }
 
@@ -367,9 +449,12 @@ impl Framework {
                 self.note(
                     "subscribed",
                     json!({"framework": framework_id.as_str(), "master": master_id,
-                           "resubscribed": resubscribed}),
+                           "resubscribed": resubscribed, "incarnation": self.incarnation}),
                 )
                 .await;
+                if self.recovering {
+                    self.reconcile_everything(done);
+                }
             }
             DriverEvent::Disconnected { reason } => {
                 self.note("disconnected", json!({"reason": reason})).await;
@@ -414,7 +499,11 @@ impl Framework {
             left = rest;
             take.extend(self.queue.pop_front());
         }
-        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+        let (rec, ops, d) = (
+            self.ctx.rec.clone(),
+            (self.incarnation, self.ops.clone()),
+            self.driver.clone(),
+        );
         let offer = o.id.as_str().to_string();
         if take.is_empty() {
             tokio::spawn(async move {
@@ -457,6 +546,9 @@ impl Framework {
 
     fn on_outcome(&mut self, o: Outcome) {
         match o {
+            Outcome::Reconciled(Kind::Ok) => self.recovering = false,
+            // Not sent: ask again at the next subscription or tick of the reconcile timer.
+            Outcome::Reconciled(_) => {}
             Outcome::Accepted { tasks, kind } => match kind {
                 Kind::Ok => {
                     for t in &tasks {
@@ -517,7 +609,11 @@ impl Framework {
             );
         }
         if !s.uuid.is_empty() {
-            let (rec, ops, d) = (self.ctx.rec.clone(), self.ops.clone(), self.driver.clone());
+            let (rec, ops, d) = (
+                self.ctx.rec.clone(),
+                (self.incarnation, self.ops.clone()),
+                self.driver.clone(),
+            );
             let args = json!({"task": s.task_id, "uuid": s.uuid});
             tokio::spawn(async move {
                 call(
