@@ -235,3 +235,53 @@ impl LocalCluster {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    fn alive(child: &mut std::process::Child) -> bool {
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// Regression: a pid file left by a task long gone named a pid the kernel had given to
+    /// another process since (pids wrap at 32 768 here, and a chaos run starts thousands of
+    /// tasks); stopping a cluster SIGKILLed that process and its group.
+    #[test]
+    fn only_processes_working_in_the_sandbox_are_killed() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let sandbox = work.path().join("frameworks/f/tasks/t1");
+        fs::create_dir_all(&sandbox).expect("sandbox");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(elsewhere.path())
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        let mut task = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&sandbox)
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        fs::write(sandbox.join("stale.pid"), stranger.id().to_string()).expect("pid file");
+        fs::write(sandbox.join("executor.pid"), task.id().to_string()).expect("pid file");
+
+        kill_executors(work.path());
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive(&mut task) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(&mut task), "the task in its sandbox was killed");
+        assert!(
+            alive(&mut stranger),
+            "the process a stale pid file names was left alone"
+        );
+        let _ = stranger.kill();
+        let _ = stranger.wait();
+    }
+}
