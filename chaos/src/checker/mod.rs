@@ -76,6 +76,8 @@ pub struct Evidence {
     pub agent_acks: BTreeMap<usize, BTreeMap<String, BTreeSet<String>>>,
     /// `launches.log`: one `<task> <agent>` line per time a task's command started.
     pub launches: String,
+    /// Masters in the cluster (a final state missing from one is itself a finding).
+    pub masters: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +145,7 @@ impl Evidence {
             workloads: info.workloads,
             agent_acks,
             launches,
+            masters: info.masters,
         })
     }
 }

@@ -114,6 +114,7 @@ fn generated(n: usize, long: usize) -> Evidence {
         workloads: vec!["tasks".into()],
         agent_acks: acks,
         launches,
+        masters: 3,
     }
 }
 
@@ -144,6 +145,13 @@ fn an_acknowledged_update_missing_from_one_replica_is_caught() {
     assert_eq!(r.valid, Validity::Invalid);
     assert_eq!(r.counterexamples[0]["uuid"], lost["uuid"]);
     assert_eq!(r.counterexamples[0]["replica"], "master-2");
+}
+
+#[test]
+fn a_replica_without_a_final_state_leaves_the_check_undecided() {
+    let mut ev = generated(6, 3);
+    ev.final_states.remove(&3);
+    assert_eq!(acked_updates_kept(&ev).valid, Validity::Unknown);
 }
 
 #[test]
