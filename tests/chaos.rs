@@ -149,9 +149,10 @@ async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() 
     let report = std::fs::read_to_string(out.join("report.html")).expect("report");
     assert_eq!(
         report.matches("<svg").count(),
-        2,
-        "both plots in the report"
+        3,
+        "every plot in the report"
     );
+
     for m in 1..=3 {
         assert!(
             out.join(format!("nodes/master-{m}.log")).exists(),

@@ -1,7 +1,8 @@
 //! `report.html`: one self-contained page per run, for a person to see at a glance what
 //! happened: the verdict of each checker with its counter-examples, a timeline of every
-//! client's operations (one lane per client, coloured by outcome) and the latency of every
-//! operation over time, with the nemesis's fault periods shaded on both. The plots are SVG
+//! client's operations (one lane per client, coloured by outcome), the latency of every
+//! operation over time, and each master's role as the monitor saw it, with the nemesis's fault
+//! periods shaded on all three. The plots are SVG
 //! drawn by `plotters` and inlined, so the page needs nothing else.
 
 use std::collections::BTreeMap;
@@ -168,6 +169,108 @@ fn timeline_svg(ops: &[Op], periods: &[Period], end_s: f64, out: &mut String) ->
     Ok(())
 }
 
+/// What the monitor saw of one master over a span of time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Leader,
+    Follower,
+    Unreachable,
+}
+
+/// Spans of (master, from, to, what) from the monitor's records.
+fn master_spans(history: &[Record], end_s: f64) -> Vec<(u64, f64, f64, Seen)> {
+    let mut open: BTreeMap<u64, (f64, Seen)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in history.iter().filter(|r| r.process == "monitor") {
+        let Some(node) = r.value["node"].as_u64() else {
+            continue;
+        };
+        let seen = match r.f.as_str() {
+            "unreachable" => Seen::Unreachable,
+            "status" if r.value["role"] == "leader" => Seen::Leader,
+            "status" => Seen::Follower,
+            _ => continue,
+        };
+        let t = r.time_ns as f64 / 1e9;
+        if let Some((from, was)) = open.insert(node, (t, seen)) {
+            out.push((node, from, t, was));
+        }
+    }
+    for (node, (from, was)) in open {
+        out.push((node, from, end_s, was));
+    }
+    out
+}
+
+fn masters_svg(
+    spans: &[(u64, f64, f64, Seen)],
+    periods: &[Period],
+    end_s: f64,
+    out: &mut String,
+) -> PlotResult {
+    let nodes: Vec<u64> = {
+        let mut n: Vec<u64> = spans.iter().map(|s| s.0).collect();
+        n.sort_unstable();
+        n.dedup();
+        n
+    };
+    let height = 110 + 26 * nodes.len() as u32;
+    let root = SVGBackend::with_string(out, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = nodes.len().max(1) as i32;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Masters as the monitor saw them (blue leader, grey follower, red not answering)",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0f64..end_s.max(1.0), (0..n).into_segmented())?;
+    let labels = nodes.clone();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("seconds since the run started")
+        .y_labels(nodes.len() + 1)
+        .y_label_formatter(&|y| match y {
+            SegmentValue::CenterOf(i) => labels
+                .get(*i as usize)
+                .map(|m| format!("master-{m}"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()?;
+    chart.draw_series(periods.iter().map(|p| {
+        Rectangle::new(
+            [
+                (p.from_s, SegmentValue::Exact(0)),
+                (p.to_s, SegmentValue::Exact(n)),
+            ],
+            FAULT.mix(0.6).filled(),
+        )
+    }))?;
+    chart.draw_series(spans.iter().map(|(node, from, to, seen)| {
+        let y = nodes.iter().position(|m| m == node).unwrap_or(0) as i32;
+        let c = match seen {
+            Seen::Leader => RGBColor(9, 105, 218),
+            Seen::Follower => RGBColor(175, 184, 193),
+            Seen::Unreachable => FAIL,
+        };
+        let mut r = Rectangle::new(
+            [
+                (*from, SegmentValue::Exact(y)),
+                (*to, SegmentValue::Exact(y + 1)),
+            ],
+            c.filled(),
+        );
+        r.set_margin(5, 5, 0, 0);
+        r
+    }))?;
+    root.present()?;
+    Ok(())
+}
+
 fn latency_svg(ops: &[Op], periods: &[Period], end_s: f64, out: &mut String) -> PlotResult {
     let root = SVGBackend::with_string(out, (WIDTH, 420)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -237,9 +340,12 @@ pub fn render(info: &RunInfo, results: &Results, history: &[Record]) -> String {
     let ops = operations(history, end_s);
     let mut timeline = String::new();
     let mut latency = String::new();
+    let mut masters = String::new();
+    let spans = master_spans(history, end_s);
     let plot_errors: Vec<String> = [
         timeline_svg(&ops, &periods, end_s, &mut timeline),
         latency_svg(&ops, &periods, end_s, &mut latency),
+        masters_svg(&spans, &periods, end_s, &mut masters),
     ]
     .into_iter()
     .filter_map(|r| r.err().map(|e| e.to_string()))
@@ -293,6 +399,7 @@ pub fn render(info: &RunInfo, results: &Results, history: &[Record]) -> String {
     }
     h.push_str(&timeline);
     h.push_str(&latency);
+    h.push_str(&masters);
     let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
     for o in &ops {
         let k = match o.outcome {
@@ -407,7 +514,7 @@ mod tests {
         }]);
         let page = render(&RunInfo::default(), &results, &h);
         assert!(page.contains("NOT VALID"));
-        assert_eq!(page.matches("<svg").count(), 2, "two plots");
+        assert_eq!(page.matches("<svg").count(), 3, "three plots");
         assert!(page.contains("kill-leader"));
         assert!(!page.contains("plot failed"), "{page}");
         assert!(

@@ -167,11 +167,26 @@ pub fn check_all(ev: &Evidence, time_limit: Duration) -> Results {
     let mut out = vec![leaders::check(&ev.history)];
     if ev.workloads.iter().any(|w| w == "store") {
         out.push(store::check(&ev.history, Some(deadline)));
+        out.push(store::available_after_heal(&ev.history));
     }
     if ev.workloads.iter().any(|w| w == "tasks") {
         out.extend(tasks::check(ev));
     }
     Results::of(out)
+}
+
+/// When the nemesis last healed (0 when it never injected anything).
+pub fn last_heal_ns(history: &[Record]) -> u64 {
+    history
+        .iter()
+        .filter(|r| {
+            r.process == "nemesis"
+                && r.kind == crate::history::Kind::Info
+                && (r.f == "stop" || r.f == "heal")
+        })
+        .map(|r| r.time_ns)
+        .max()
+        .unwrap_or(0)
 }
 
 /// A record as a counter-example entry (its line, process, type, operation, value, time).

@@ -144,6 +144,88 @@ pub fn check(history: &[Record], deadline: Option<Instant>) -> CheckerResult {
     }
 }
 
+/// How long after the last heal the store may take to serve again.
+pub const AVAILABILITY_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Liveness of the store: after the last heal, an operation invoked then succeeds within
+/// [`AVAILABILITY_BOUND`]. Also counts, as figures, how many operations succeeded during
+/// faults and outside them.
+pub fn available_after_heal(history: &[Record]) -> CheckerResult {
+    let heal = super::last_heal_ns(history);
+    let ops = pairs(history, |p| p.starts_with("store-"));
+    let first_ok = ops
+        .iter()
+        .filter(|p| p.invoke.time_ns >= heal && p.outcome() == Kind::Ok)
+        .filter_map(|p| p.complete.map(|c| c.time_ns))
+        .min();
+    let (mut during, mut during_ok, mut outside, mut outside_ok) = (0u64, 0u64, 0u64, 0u64);
+    let faults: Vec<(u64, u64)> = fault_spans(history);
+    for p in &ops {
+        let t = p.invoke.time_ns;
+        let ok = p.outcome() == Kind::Ok;
+        if faults.iter().any(|(a, b)| (*a..=*b).contains(&t)) {
+            during += 1;
+            during_ok += u64::from(ok);
+        } else {
+            outside += 1;
+            outside_ok += u64::from(ok);
+        }
+    }
+    let took = first_ok.map(|t| t.saturating_sub(heal));
+    let bound = AVAILABILITY_BOUND.as_nanos() as u64;
+    let (valid, summary, counterexamples) = match took {
+        _ if ops.is_empty() => (Validity::Unknown, "no store operation at all".to_string(), vec![]),
+        Some(t) if t <= bound => (
+            Validity::Valid,
+            format!(
+                "served {:.1} s after the last heal; ok during faults {during_ok}/{during}, outside {outside_ok}/{outside}",
+                t as f64 / 1e9
+            ),
+            vec![],
+        ),
+        _ => (
+            Validity::Invalid,
+            format!("no operation succeeded within {AVAILABILITY_BOUND:?} of the last heal"),
+            vec![json!({"last_heal_s": heal as f64 / 1e9,
+                        "first_ok_s": first_ok.map(|t| t as f64 / 1e9)})],
+        ),
+    };
+    CheckerResult {
+        checker: "store-available-after-heal".into(),
+        invariant: "5. liveness: after faults heal, the store serves again within the bound".into(),
+        valid,
+        summary,
+        stats: json!({"served_after_heal_s": took.map(|t| t as f64 / 1e9),
+                      "during_faults": {"ok": during_ok, "all": during},
+                      "outside_faults": {"ok": outside_ok, "all": outside}}),
+        counterexamples,
+    }
+}
+
+/// The nemesis's fault periods: (start, heal) times.
+fn fault_spans(history: &[Record]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut open = None;
+    for r in history
+        .iter()
+        .filter(|r| r.process == "nemesis" && r.kind == Kind::Info)
+    {
+        match r.f.as_str() {
+            "start" if r.error.is_none() => open = Some(r.time_ns),
+            "stop" | "heal" => {
+                if let Some(a) = open.take() {
+                    out.push((a, r.time_ns));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(a) = open {
+        out.push((a, u64::MAX));
+    }
+    out
+}
+
 /// The operation no order could place, with the key's operations that overlap it or ended
 /// just before it.
 fn counterexample(key: &str, ops: &[(Operation, Pair<'_>)], stuck_at: usize) -> serde_json::Value {
@@ -334,6 +416,51 @@ mod tests {
             ),
         ];
         assert_eq!(check(&h, None).valid, Validity::Invalid);
+    }
+
+    #[test]
+    fn a_store_that_never_serves_after_the_heal_is_caught() {
+        let h = vec![
+            rec(0, "store-0", Kind::Invoke, "read", json!({"key": "k"}), 1),
+            rec(
+                1,
+                "store-0",
+                Kind::Ok,
+                "read",
+                json!({"key": "k", "value": null}),
+                2,
+            ),
+            rec(
+                2,
+                "nemesis",
+                Kind::Info,
+                "start",
+                json!({"fault": "restart-all"}),
+                3,
+            ),
+            rec(3, "nemesis", Kind::Info, "stop", json!({}), 4),
+            rec(4, "store-0", Kind::Invoke, "read", json!({"key": "k"}), 5),
+            rec(5, "store-0", Kind::Fail, "read", json!({"key": "k"}), 6),
+        ];
+        assert_eq!(available_after_heal(&h).valid, Validity::Invalid);
+        let mut served = h.clone();
+        served.push(rec(
+            6,
+            "store-1",
+            Kind::Invoke,
+            "read",
+            json!({"key": "k"}),
+            7,
+        ));
+        served.push(rec(
+            7,
+            "store-1",
+            Kind::Ok,
+            "read",
+            json!({"key": "k", "value": null}),
+            8,
+        ));
+        assert_eq!(available_after_heal(&served).valid, Validity::Valid);
     }
 
     #[test]

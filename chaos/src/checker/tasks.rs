@@ -438,15 +438,7 @@ pub fn no_double_launch(ev: &Evidence) -> CheckerResult {
 /// Invariant 5.
 pub fn liveness(ev: &Evidence, wanted_long: usize) -> CheckerResult {
     let mut bad = Vec::new();
-    let last_heal = ev
-        .history
-        .iter()
-        .filter(|r| {
-            r.process == "nemesis" && r.kind == Kind::Info && (r.f == "stop" || r.f == "heal")
-        })
-        .map(|r| r.time_ns)
-        .max()
-        .unwrap_or(0);
+    let last_heal = super::last_heal_ns(&ev.history);
     // The framework's view over time of its long tasks' states (updates deduplicated by
     // uuid); recovered once all the wanted ones are RUNNING at or after the last heal.
     let mut state: BTreeMap<&str, &str> = BTreeMap::new();
