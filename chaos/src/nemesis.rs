@@ -2,8 +2,8 @@
 //! its heal, every start and stop recorded in the history (process `nemesis`).
 //!
 //! Families (`--nemesis`): `kill` (SIGKILL the leader, a random master or a random agent, or
-//! crash the tasks workload's scheduler, and start it again at the heal), `pause` (SIGSTOP the leader, a random master or an agent;
-//! SIGCONT), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
+//! crash the tasks workload's scheduler, and start it again at the heal), `pause` (SIGSTOP the
+//! leader, a random master or an agent, or freeze the scheduler; SIGCONT or thaw), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
 //! leader in a minority, random halves, a bridge; an agent cut off from every master; a
 //! scheduler cut off from every master), `restart-all` (SIGKILL every master, start them all
 //! again) and `rolling-restart` (each master in turn SIGKILLed, down for 1.5 s, started again
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{ClusterError, LocalCluster, MasterId};
 use crate::history::{Kind, Recorder};
+use crate::workload::SchedulerFault;
 
 /// How long a fault may wait for a leader to pick as victim.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -140,8 +141,8 @@ pub struct Nemesis {
     count: FaultCount,
     /// Scheduler indexes that partitions may cut off from the masters.
     schedulers: Vec<usize>,
-    /// Crashes (true) and restarts (false) the tasks workload's scheduler.
-    scheduler_switch: Option<watch::Sender<bool>>,
+    /// Crashes, freezes and restores the tasks workload's scheduler.
+    scheduler_switch: Option<watch::Sender<SchedulerFault>>,
 }
 
 fn rand_between(rng: &mut StdRng, (lo, hi): (Duration, Duration)) -> Duration {
@@ -157,7 +158,7 @@ impl Nemesis {
         schedule: Schedule,
         rec: Recorder,
         schedulers: Vec<usize>,
-        scheduler_switch: Option<watch::Sender<bool>>,
+        scheduler_switch: Option<watch::Sender<SchedulerFault>>,
     ) -> Nemesis {
         let rng = StdRng::seed_from_u64(schedule.seed);
         Nemesis {
@@ -277,7 +278,7 @@ impl Nemesis {
                 if !agents.is_empty() {
                     choices.push("agent");
                 }
-                if family == Family::Kill && self.scheduler_switch.is_some() {
+                if self.scheduler_switch.is_some() {
                     choices.push("scheduler");
                 }
                 let who = *choices.choose(&mut self.rng).expect("not empty");
@@ -366,7 +367,7 @@ impl Nemesis {
                 match t {
                     Target::Master(id) => self.cluster.kill(id).await?,
                     Target::Agent(i) => self.cluster.kill_agent(i).await?,
-                    Target::Scheduler => self.switch_scheduler(true)?,
+                    Target::Scheduler => self.switch_scheduler(SchedulerFault::Crashed)?,
                 }
                 Ok((Active::Killed(t), json!({"node": t.label()})))
             }
@@ -374,7 +375,7 @@ impl Nemesis {
                 match t {
                     Target::Master(id) => self.cluster.pause(id)?,
                     Target::Agent(i) => self.cluster.pause_agent(i)?,
-                    Target::Scheduler => self.switch_scheduler(true)?,
+                    Target::Scheduler => self.switch_scheduler(SchedulerFault::Paused)?,
                 }
                 Ok((Active::Paused(t), json!({"node": t.label()})))
             }
@@ -432,8 +433,8 @@ impl Nemesis {
         }
     }
 
-    /// Crashes (`down`) or restarts the tasks workload's scheduler.
-    fn switch_scheduler(&self, down: bool) -> Result<(), ClusterError> {
+    /// Puts the tasks workload's scheduler in `fault` (`None` restores it).
+    fn switch_scheduler(&self, fault: SchedulerFault) -> Result<(), ClusterError> {
         let switch = self
             .scheduler_switch
             .as_ref()
@@ -441,7 +442,7 @@ impl Nemesis {
                 what: "crashing the scheduler".into(),
                 source: std::io::Error::other("no scheduler runs (the tasks workload is off)"),
             })?;
-        switch.send_replace(down);
+        switch.send_replace(fault);
         Ok(())
     }
 
@@ -465,7 +466,7 @@ impl Nemesis {
                     Ok(json!({"started": format!("agent-{i}")}))
                 }
                 Active::Killed(Target::Scheduler) | Active::Paused(Target::Scheduler) => {
-                    self.switch_scheduler(false)?;
+                    self.switch_scheduler(SchedulerFault::None)?;
                     Ok(json!({"started": "scheduler"}))
                 }
                 Active::Paused(Target::Master(id)) => {
@@ -515,7 +516,7 @@ impl Nemesis {
         }
         let mut started = BTreeSet::new();
         if let Some(switch) = &self.scheduler_switch {
-            if switch.send_replace(false) {
+            if switch.send_replace(SchedulerFault::None) != SchedulerFault::None {
                 started.insert("scheduler".to_string());
             }
         }

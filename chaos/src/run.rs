@@ -260,7 +260,7 @@ async fn drive(
         stop_clients.clone(),
     ));
     let has_scheduler = workloads.iter().any(|w| w.name() == "tasks");
-    let (switch, scheduler_down) = watch::channel(false);
+    let (switch, scheduler_fault) = watch::channel(workload::SchedulerFault::None);
     let fronts: Vec<String> = cluster
         .net()
         .map(|n| n.fronts.values().map(|a| a.to_string()).collect())
@@ -276,7 +276,7 @@ async fn drive(
             scheduler_masters: fronts.clone(),
             scheduler_bind: Some(crate::net::client_ip(SCHEDULER)),
             run_dir: out.clone(),
-            scheduler_down: has_scheduler.then(|| scheduler_down.clone()),
+            scheduler_fault: has_scheduler.then(|| scheduler_fault.clone()),
         };
         let w = w.clone();
         clients.spawn(async move { (w.name(), w.clone().run(ctx).await) });

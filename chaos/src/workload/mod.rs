@@ -36,8 +36,20 @@ pub struct Context {
     pub scheduler_bind: Option<std::net::IpAddr>,
     /// The run's output directory (tasks record their launches there).
     pub run_dir: std::path::PathBuf,
-    /// True while the nemesis holds the scheduler crashed (None: it never does).
-    pub scheduler_down: Option<watch::Receiver<bool>>,
+    /// What the nemesis does to the scheduler right now (None: it never touches it).
+    pub scheduler_fault: Option<watch::Receiver<SchedulerFault>>,
+}
+
+/// A fault the nemesis holds the tasks workload's scheduler in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedulerFault {
+    #[default]
+    None,
+    /// Crashed: its connections are closed and what it knew is gone; a new incarnation starts
+    /// when the fault ends.
+    Crashed,
+    /// Frozen (as SIGSTOP would): it handles no event and makes no call until the fault ends.
+    Paused,
 }
 
 /// Why a workload could not run (its operations' failures are history, not errors).

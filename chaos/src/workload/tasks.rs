@@ -10,9 +10,11 @@
 //! run's directory: that is what the agents ran, for the double-launch checker.
 //!
 //! The framework is partition-aware with a long failover timeout, so a scheduler cut off or
-//! crashed keeps its tasks. The nemesis may crash the scheduler ([`Context::scheduler_down`]):
+//! crashed keeps its tasks. The nemesis may crash the scheduler ([`Context::scheduler_fault`]):
 //! its connections close and what it knew is gone; the next incarnation re-subscribes with
-//! the framework id, reconciles every task, and launches nothing until the answer is in. When the run stops it launches nothing more, kills its tasks, and
+//! the framework id, reconciles every task, and launches nothing until the answer is in. It
+//! may also freeze it: it handles no event and makes no new call until thawed (its driver's
+//! buffers fill as a stopped process's socket would; the driver itself goes on). When the run stops it launches nothing more, kills its tasks, and
 //! waits (bounded) until it knows a terminal state for every task it launched, reconciling
 //! now and then; what it never learned is recorded in `drained`.
 
@@ -31,8 +33,9 @@ use drover_scheduler::driver::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use tokio::sync::watch;
 
-use super::{BoxFuture, Context, Workload, WorkloadError};
+use super::{BoxFuture, Context, SchedulerFault, Workload, WorkloadError};
 use crate::history::{Kind, Recorder};
 
 /// The framework's name (its tasks are told apart in the registry by its id).
@@ -83,16 +86,17 @@ impl Workload for TasksWorkload {
             } else {
                 ctx.scheduler_masters.clone()
             };
-            let mut down = ctx.scheduler_down.clone();
+            let mut fault = ctx.scheduler_fault.clone();
             let mut framework_id = None;
             // Each incarnation is one scheduler process's life: the nemesis may crash it
             // (its connections close, its memory is gone) and start a new one, which
             // re-subscribes with the framework id and learns its tasks by reconciliation.
             for incarnation in 0u64.. {
                 // A switch dropped (the nemesis is done) leaves the scheduler up for good.
-                if let Some(d) = down.as_mut() {
-                    if d.wait_for(|down| !*down).await.is_err() {
-                        down = None;
+                if let Some(f) = fault.as_mut() {
+                    let dropped = f.wait_for(|f| *f != SchedulerFault::Crashed).await.is_err();
+                    if dropped {
+                        fault = None;
                     }
                 }
                 let mut info = FrameworkInfo::new(FRAMEWORK_NAME);
@@ -123,8 +127,8 @@ impl Workload for TasksWorkload {
                     recovering: incarnation > 0,
                 };
                 let crashed = async {
-                    let dropped = match down.as_mut() {
-                        Some(d) => d.wait_for(|down| *down).await.is_err(),
+                    let dropped = match fault.as_mut() {
+                        Some(f) => f.wait_for(|f| *f == SchedulerFault::Crashed).await.is_err(),
                         None => true,
                     };
                     if dropped {
@@ -196,6 +200,26 @@ fn kind_of(e: &DriverError) -> Kind {
     match e {
         DriverError::Ambiguous(_) => Kind::Info,
         _ => Kind::Fail,
+    }
+}
+
+/// Resolves when the nemesis puts the scheduler in `state`; never when it cannot (no nemesis,
+/// or it is done).
+async fn until(fault: &mut Option<watch::Receiver<SchedulerFault>>, state: SchedulerFault) {
+    if let Some(f) = fault.as_mut() {
+        let reached = f.wait_for(|f| *f == state).await.is_ok();
+        if reached {
+            return;
+        }
+        *fault = None;
+    }
+    std::future::pending::<()>().await
+}
+
+/// Waits while the scheduler is held in `state`.
+async fn while_in(fault: &mut Option<watch::Receiver<SchedulerFault>>, state: SchedulerFault) {
+    if let Some(f) = fault.as_mut() {
+        let _ = f.wait_for(|f| *f != state).await;
     }
 }
 
@@ -287,6 +311,7 @@ impl Framework {
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop = self.ctx.stop.clone();
         let mut stopping: Option<tokio::time::Instant> = None;
+        let mut fault = self.ctx.scheduler_fault.clone();
         loop {
             if let Some(since) = stopping {
                 let pending = self.pending();
@@ -312,6 +337,11 @@ impl Framework {
                     } else {
                         self.reconcile_uncertain(stopping.is_some());
                     }
+                }
+                () = until(&mut fault, SchedulerFault::Paused) => {
+                    self.note("paused", json!({"incarnation": self.incarnation})).await;
+                    while_in(&mut fault, SchedulerFault::Paused).await;
+                    self.note("resumed", json!({"incarnation": self.incarnation})).await;
                 }
                 changed = stop.changed(), if stopping.is_none() => {
                     // A dropped sender also means stop.
