@@ -130,7 +130,7 @@ async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() 
     assert_eq!(results["valid"], json!(true));
     assert_eq!(
         results["checkers"].as_array().map(Vec::len),
-        Some(7),
+        Some(8),
         "{results}"
     );
     let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
