@@ -337,6 +337,11 @@ impl Framework {
                     } else {
                         self.reconcile_uncertain(stopping.is_some());
                     }
+                    // Draining: kill again what still runs (a launch in flight at the stop
+                    // started after the first kills; a kill may have failed).
+                    if stopping.is_some() {
+                        self.kill_all();
+                    }
                 }
                 () = until(&mut fault, SchedulerFault::Paused) => {
                     self.note("paused", json!({"incarnation": self.incarnation})).await;
