@@ -303,6 +303,9 @@ enum ChaosWhat {
         #[command(flatten)]
         opts: drover_chaos::run::ChaosOptions,
     },
+    /// Internal: one scheduler of the chaos tasks workload, started by `chaos run`.
+    #[command(hide = true)]
+    Scheduler(drover_chaos::workload::tasks::SchedulerArgs),
     /// Re-run the checkers on a saved run directory (rewrites its results.json).
     Check {
         /// The directory a `chaos run --out` wrote.
@@ -347,6 +350,10 @@ async fn run_chaos(what: ChaosWhat) -> anyhow::Result<ExitCode> {
                 summary.seed, summary.records, summary.faults.by_kind, summary.faults.errors
             );
             Ok(print_results(&summary.results, &opts.out))
+        }
+        ChaosWhat::Scheduler(args) => {
+            drover_chaos::workload::tasks::run_scheduler(args, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         ChaosWhat::Check { dir, time_limit } => {
             let results = drover_chaos::run::check_saved(&dir, time_limit)?;

@@ -19,8 +19,10 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 mod agents;
+mod schedulers;
 
 pub use agents::{kill_executors, AgentProcess};
+pub use schedulers::SchedulerProcess;
 
 use crate::net::FaultyNetwork;
 use crate::wait::{wait_until, WaitError};
@@ -47,6 +49,12 @@ pub enum ClusterError {
     AgentRunning(usize),
     #[error("agent {0} is not running")]
     AgentNotRunning(usize),
+    #[error("scheduler {0} is not part of this cluster")]
+    UnknownScheduler(usize),
+    #[error("scheduler {0} is already running")]
+    SchedulerRunning(usize),
+    #[error("scheduler {0} is not running")]
+    SchedulerNotRunning(usize),
     #[error("signal to master {id}: {source}")]
     Signal {
         id: MasterId,
@@ -85,6 +93,10 @@ pub struct ClusterSpec {
     pub agent_ports: Vec<u16>,
     /// Extra arguments for every `drover agent` (e.g. `--resources …`).
     pub agent_args: Vec<String>,
+    /// Scheduler processes (`drover chaos scheduler`, the chaos tasks workload), and the
+    /// arguments every one gets besides its masters, address, index and incarnation.
+    pub schedulers: usize,
+    pub scheduler_args: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -108,6 +120,8 @@ impl ClusterSpec {
             proxied: false,
             agent_ports: Vec::new(),
             agent_args: Vec::new(),
+            schedulers: 0,
+            scheduler_args: Vec::new(),
         })
     }
 
@@ -141,6 +155,8 @@ impl ClusterSpec {
             proxied: false,
             agent_ports: (0..agents as u16).map(|i| base_port + 1 + 2 * i).collect(),
             agent_args: Vec::new(),
+            schedulers: 0,
+            scheduler_args: Vec::new(),
         }
     }
 }
@@ -263,6 +279,7 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     masters: BTreeMap<MasterId, MasterProcess>,
     agents: Vec<AgentProcess>,
+    schedulers: Vec<SchedulerProcess>,
     client: MasterClient,
     net: Option<FaultyNetwork>,
 }
@@ -296,10 +313,14 @@ impl LocalCluster {
             .enumerate()
             .map(|(i, port)| AgentProcess::slot(&spec.base_dir, &spec.host, i, *port))
             .collect();
+        let schedulers = (0..spec.schedulers)
+            .map(|i| SchedulerProcess::slot(&spec.base_dir, i))
+            .collect();
         Ok(Self {
             spec,
             masters,
             agents,
+            schedulers,
             client,
             net,
         })
@@ -639,6 +660,14 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        for sch in &mut self.schedulers {
+            if let Some(child) = sch.child.as_mut() {
+                if let Some(pid) = child.id() {
+                    let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+                }
+                let _ = child.start_kill();
+            }
+        }
         for a in &mut self.agents {
             if let Some(child) = a.child.as_mut() {
                 let _ = child.start_kill();

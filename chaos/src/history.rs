@@ -9,7 +9,6 @@
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -74,11 +73,54 @@ pub enum HistoryError {
     WriterGone,
 }
 
+/// The run's clock: CLOCK_MONOTONIC (one for every process on the machine) counted from the
+/// run's start, so that processes the runner starts record on the same time line.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// CLOCK_MONOTONIC at the run's start, nanoseconds.
+    pub base_ns: u64,
+}
+
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there on Linux");
+    (t.tv_sec() as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec() as u64)
+}
+
+impl Clock {
+    /// A clock whose zero is now.
+    pub fn starting_now() -> Clock {
+        Clock {
+            base_ns: monotonic_ns(),
+        }
+    }
+
+    /// Nanoseconds since the zero.
+    pub fn now_ns(&self) -> u64 {
+        monotonic_ns().saturating_sub(self.base_ns)
+    }
+}
+
+/// How a record is sent to the writer: with `Durable`, [`Recorder::record`] returns only once
+/// the record is in the file (a process that may be SIGKILLed records what it saw before it
+/// acts on it, so that what it acted on is never missing from its history).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Buffered,
+    Durable,
+}
+
+/// A record and, in durable mode, who waits for it to be written.
+type Queued = (Record, Option<tokio::sync::oneshot::Sender<()>>);
+
 /// A handle to record events. Cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<Record>,
-    start: Instant,
+    tx: mpsc::Sender<Queued>,
+    clock: Clock,
+    mode: Mode,
 }
 
 /// The writer task; [`finish`](Self::finish) waits for every record sent before it.
@@ -95,14 +137,18 @@ impl Writer {
 }
 
 impl Recorder {
-    /// Creates `path` and starts the task that writes it. Times count from `start`.
-    pub fn start(path: &Path, start: Instant) -> Result<(Recorder, Writer), HistoryError> {
+    /// Creates `path` and starts the task that writes it. Times come from `clock`.
+    pub fn start(
+        path: &Path,
+        clock: Clock,
+        mode: Mode,
+    ) -> Result<(Recorder, Writer), HistoryError> {
         let io = |source| HistoryError::Io {
             path: path.to_path_buf(),
             source,
         };
         let file = std::fs::File::create(path).map_err(io)?;
-        let (tx, mut rx) = mpsc::channel::<Record>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
         let path = path.to_path_buf();
         let task = tokio::task::spawn_blocking(move || {
             let io = |source| HistoryError::Io {
@@ -111,24 +157,29 @@ impl Recorder {
             };
             let mut out = BufWriter::new(file);
             let mut n = 0u64;
-            while let Some(mut r) = rx.blocking_recv() {
+            let mut waiting = Vec::new();
+            while let Some((mut r, done)) = rx.blocking_recv() {
                 r.index = n;
                 serde_json::to_writer(&mut out, &r).map_err(|e| io(e.into()))?;
                 out.write_all(b"\n").map_err(io)?;
                 n += 1;
-                if rx.is_empty() {
+                waiting.extend(done);
+                if rx.is_empty() || !waiting.is_empty() {
                     out.flush().map_err(io)?;
+                    for w in waiting.drain(..) {
+                        let _ = w.send(());
+                    }
                 }
             }
             out.flush().map_err(io)?;
             Ok(n)
         });
-        Ok((Recorder { tx, start }, Writer { task }))
+        Ok((Recorder { tx, clock, mode }, Writer { task }))
     }
 
     /// Nanoseconds since the run started.
     pub fn now_ns(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.clock.now_ns()
     }
 
     /// Records an event now; returns its time.
@@ -152,12 +203,23 @@ impl Recorder {
         };
         // The writer only stops after every handle is gone; a send can fail only if it
         // crashed, and then the run reports the writer's error.
-        let _ = self.tx.send(r).await;
+        match self.mode {
+            Mode::Buffered => {
+                let _ = self.tx.send((r, None)).await;
+            }
+            Mode::Durable => {
+                let (done, written) = tokio::sync::oneshot::channel();
+                if self.tx.send((r, Some(done))).await.is_ok() {
+                    let _ = written.await;
+                }
+            }
+        }
         time_ns
     }
 }
 
-/// Reads a history file back.
+/// Reads a history file back. A last line cut short (its writer was SIGKILLed mid-write) is
+/// left out; a bad line anywhere else is an error.
 pub fn read(path: &Path) -> Result<Vec<Record>, HistoryError> {
     let io = |source| HistoryError::Io {
         path: path.to_path_buf(),
@@ -165,17 +227,26 @@ pub fn read(path: &Path) -> Result<Vec<Record>, HistoryError> {
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(io)?;
+    let lines: Vec<String> = std::io::BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    let last = lines.len().saturating_sub(1);
+    for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let r = serde_json::from_str(&line).map_err(|source| HistoryError::Parse {
-            path: path.to_path_buf(),
-            line: i + 1,
-            source,
-        })?;
-        out.push(r);
+        match serde_json::from_str(line) {
+            Ok(r) => out.push(r),
+            Err(e) if i == last && e.is_eof() => {}
+            Err(source) => {
+                return Err(HistoryError::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    source,
+                })
+            }
+        }
     }
     Ok(out)
 }
@@ -227,7 +298,8 @@ mod tests {
     async fn records_round_trip_in_order_with_their_index() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("history.jsonl");
-        let (rec, writer) = Recorder::start(&path, Instant::now()).expect("start");
+        let (rec, writer) =
+            Recorder::start(&path, Clock::starting_now(), Mode::Durable).expect("start");
         let t0 = rec
             .record(
                 "store-0",
@@ -256,6 +328,17 @@ mod tests {
         let p = pairs(&h, |p| p.starts_with("store"));
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].outcome(), Kind::Info);
+    }
+
+    #[test]
+    fn a_last_line_cut_short_by_a_kill_is_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("scheduler-0.0.jsonl");
+        let whole = r#"{"index":0,"process":"tasks","type":"info","f":"update","time_ns":1}"#;
+        std::fs::write(&path, format!("{whole}\n{{\"index\":1,\"process\":\"ta")).expect("write");
+        let h = read(&path).expect("read");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].f, "update");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! its heal, every start and stop recorded in the history (process `nemesis`).
 //!
 //! Families (`--nemesis`): `kill` (SIGKILL the leader, a random master or a random agent, or
-//! crash the tasks workload's scheduler, and start it again at the heal), `pause` (SIGSTOP the
-//! leader, a random master or an agent, or freeze the scheduler; SIGCONT or thaw), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
+//! a scheduler, and start it again at the heal), `pause` (SIGSTOP the leader, a random master,
+//! an agent or a scheduler; SIGCONT), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
 //! leader in a minority, random halves, a bridge; an agent cut off from every master; a
 //! scheduler cut off from every master), `restart-all` (SIGKILL every master, start them all
 //! again) and `rolling-restart` (each master in turn SIGKILLed, down for 1.5 s, started again
@@ -26,7 +26,6 @@ use tokio::sync::watch;
 
 use crate::cluster::{ClusterError, LocalCluster, MasterId};
 use crate::history::{Kind, Recorder};
-use crate::workload::SchedulerFault;
 
 /// How long a fault may wait for a leader to pick as victim.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -86,9 +85,8 @@ impl FromStr for Family {
 pub enum Target {
     Master(MasterId),
     Agent(usize),
-    /// The tasks workload's scheduler (in this process: a crash drops its connections and
-    /// everything it knew).
-    Scheduler,
+    /// A scheduler process of the tasks workload.
+    Scheduler(usize),
 }
 
 impl Target {
@@ -96,7 +94,7 @@ impl Target {
         match self {
             Target::Master(id) => format!("master-{id}"),
             Target::Agent(i) => format!("agent-{i}"),
-            Target::Scheduler => "scheduler".into(),
+            Target::Scheduler(i) => format!("scheduler-{i}"),
         }
     }
 }
@@ -139,10 +137,6 @@ pub struct Nemesis {
     rng: StdRng,
     rec: Recorder,
     count: FaultCount,
-    /// Scheduler indexes that partitions may cut off from the masters.
-    schedulers: Vec<usize>,
-    /// Crashes, freezes and restores the tasks workload's scheduler.
-    scheduler_switch: Option<watch::Sender<SchedulerFault>>,
 }
 
 fn rand_between(rng: &mut StdRng, (lo, hi): (Duration, Duration)) -> Duration {
@@ -153,13 +147,7 @@ fn rand_between(rng: &mut StdRng, (lo, hi): (Duration, Duration)) -> Duration {
 }
 
 impl Nemesis {
-    pub fn new(
-        cluster: LocalCluster,
-        schedule: Schedule,
-        rec: Recorder,
-        schedulers: Vec<usize>,
-        scheduler_switch: Option<watch::Sender<SchedulerFault>>,
-    ) -> Nemesis {
+    pub fn new(cluster: LocalCluster, schedule: Schedule, rec: Recorder) -> Nemesis {
         let rng = StdRng::seed_from_u64(schedule.seed);
         Nemesis {
             cluster,
@@ -167,8 +155,6 @@ impl Nemesis {
             rng,
             rec,
             count: FaultCount::default(),
-            schedulers,
-            scheduler_switch,
         }
     }
 
@@ -260,6 +246,14 @@ impl Nemesis {
             .collect()
     }
 
+    fn running_schedulers(&self) -> Vec<usize> {
+        self.cluster
+            .schedulers()
+            .filter(|s| s.is_running())
+            .map(|s| s.index)
+            .collect()
+    }
+
     fn running_agents(&self) -> Vec<usize> {
         self.cluster
             .agents()
@@ -272,13 +266,14 @@ impl Nemesis {
     async fn plan(&mut self, family: Family) -> (String, Plan) {
         let masters = self.running_masters();
         let agents = self.running_agents();
+        let schedulers = self.running_schedulers();
         match family {
             Family::Kill | Family::Pause => {
                 let mut choices = vec!["leader", "master"];
                 if !agents.is_empty() {
                     choices.push("agent");
                 }
-                if self.scheduler_switch.is_some() {
+                if !schedulers.is_empty() {
                     choices.push("scheduler");
                 }
                 let who = *choices.choose(&mut self.rng).expect("not empty");
@@ -288,7 +283,9 @@ impl Nemesis {
                         None => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
                     },
                     "master" => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
-                    "scheduler" => Target::Scheduler,
+                    "scheduler" => {
+                        Target::Scheduler(*schedulers.choose(&mut self.rng).expect("schedulers"))
+                    }
                     _ => Target::Agent(*agents.choose(&mut self.rng).expect("agents")),
                 };
                 let verb = if family == Family::Kill {
@@ -308,7 +305,7 @@ impl Nemesis {
                 if !agents.is_empty() {
                     choices.push("agent");
                 }
-                if !self.schedulers.is_empty() {
+                if !schedulers.is_empty() {
                     choices.push("scheduler");
                 }
                 let kind = *choices.choose(&mut self.rng).expect("not empty");
@@ -350,9 +347,7 @@ impl Nemesis {
                         }
                     }
                     "agent" => Plan::CutAgent(*agents.choose(&mut self.rng).expect("agents")),
-                    _ => Plan::CutScheduler(
-                        *self.schedulers.choose(&mut self.rng).expect("schedulers"),
-                    ),
+                    _ => Plan::CutScheduler(*schedulers.choose(&mut self.rng).expect("schedulers")),
                 };
                 (format!("partition-{kind}"), plan)
             }
@@ -367,7 +362,7 @@ impl Nemesis {
                 match t {
                     Target::Master(id) => self.cluster.kill(id).await?,
                     Target::Agent(i) => self.cluster.kill_agent(i).await?,
-                    Target::Scheduler => self.switch_scheduler(SchedulerFault::Crashed)?,
+                    Target::Scheduler(i) => self.cluster.kill_scheduler(i).await?,
                 }
                 Ok((Active::Killed(t), json!({"node": t.label()})))
             }
@@ -375,7 +370,7 @@ impl Nemesis {
                 match t {
                     Target::Master(id) => self.cluster.pause(id)?,
                     Target::Agent(i) => self.cluster.pause_agent(i)?,
-                    Target::Scheduler => self.switch_scheduler(SchedulerFault::Paused)?,
+                    Target::Scheduler(i) => self.cluster.pause_scheduler(i)?,
                 }
                 Ok((Active::Paused(t), json!({"node": t.label()})))
             }
@@ -433,19 +428,6 @@ impl Nemesis {
         }
     }
 
-    /// Puts the tasks workload's scheduler in `fault` (`None` restores it).
-    fn switch_scheduler(&self, fault: SchedulerFault) -> Result<(), ClusterError> {
-        let switch = self
-            .scheduler_switch
-            .as_ref()
-            .ok_or_else(|| ClusterError::Io {
-                what: "crashing the scheduler".into(),
-                source: std::io::Error::other("no scheduler runs (the tasks workload is off)"),
-            })?;
-        switch.send_replace(fault);
-        Ok(())
-    }
-
     fn net(&self) -> Result<&crate::net::FaultyNetwork, ClusterError> {
         self.cluster.net().ok_or_else(|| ClusterError::Io {
             what: "cutting links".into(),
@@ -465,9 +447,13 @@ impl Nemesis {
                     self.cluster.start_agent(i)?;
                     Ok(json!({"started": format!("agent-{i}")}))
                 }
-                Active::Killed(Target::Scheduler) | Active::Paused(Target::Scheduler) => {
-                    self.switch_scheduler(SchedulerFault::None)?;
-                    Ok(json!({"started": "scheduler"}))
+                Active::Killed(Target::Scheduler(i)) => {
+                    self.cluster.start_scheduler(i)?;
+                    Ok(json!({"started": format!("scheduler-{i}")}))
+                }
+                Active::Paused(Target::Scheduler(i)) => {
+                    self.cluster.resume_scheduler(i)?;
+                    Ok(json!({"resumed": format!("scheduler-{i}")}))
                 }
                 Active::Paused(Target::Master(id)) => {
                     self.cluster.resume(id)?;
@@ -515,9 +501,16 @@ impl Nemesis {
             net.heal();
         }
         let mut started = BTreeSet::new();
-        if let Some(switch) = &self.scheduler_switch {
-            if switch.send_replace(SchedulerFault::None) != SchedulerFault::None {
-                started.insert("scheduler".to_string());
+        let schedulers: Vec<(usize, bool)> = self
+            .cluster
+            .schedulers()
+            .map(|s| (s.index, s.is_running()))
+            .collect();
+        for (i, running) in schedulers {
+            if running {
+                let _ = self.cluster.resume_scheduler(i);
+            } else if self.cluster.start_scheduler(i).is_ok() {
+                started.insert(format!("scheduler-{i}"));
             }
         }
         let masters: Vec<(MasterId, bool)> = self

@@ -74,8 +74,10 @@ struct Op {
 /// The timeline lane of a process: one per store client (whatever its incarnation), one for
 /// the tasks framework's calls.
 fn lane_of(process: &str) -> Option<String> {
-    if process.starts_with("tasks-op-") {
-        return Some("tasks (calls)".into());
+    if let Some((events, _)) = process.split_once("-op-") {
+        if crate::workload::tasks::is_events_process(events) {
+            return Some(format!("{events} (calls)"));
+        }
     }
     let base = process.split('.').next().unwrap_or(process);
     base.starts_with("store-").then(|| base.to_string())
@@ -83,7 +85,7 @@ fn lane_of(process: &str) -> Option<String> {
 
 fn operations(history: &[Record], end_s: f64) -> Vec<Op> {
     pairs(history, |p| {
-        p.starts_with("store-") || p.starts_with("tasks-op-")
+        p.starts_with("store-") || crate::workload::tasks::is_call_process(p)
     })
     .into_iter()
     .filter_map(|p| {

@@ -10,23 +10,22 @@
 //!    node's log, stop the cluster.
 //! 5. Run the checkers over what was saved ([`crate::checker`]) and write `results.json`.
 //!
-//! The output directory holds `history.jsonl`, `run.json` (what ran), `results.json`,
-//! `final/master-N.json`, `nodes/*.log`, and with `--keep-data` the cluster's data.
+//! The output directory holds `history.jsonl` (the runner's and every scheduler process's
+//! records merged on the run's clock; the parts in `parts/`), `run.json` (what ran),
+//! `results.json`, `report.html`, `final/`, `nodes/*.log`, `launches.log`, and with
+//! `--keep-data` the cluster's data.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::checker::{self, final_state_path, Results, RunInfo};
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
-use crate::history::{HistoryError, Recorder};
+use crate::history::{Clock, HistoryError, Mode, Recorder};
 use crate::nemesis::{Family, Nemesis, Schedule};
 use crate::workload::{self, Context, Workload};
-
-/// The fault layer's index of the tasks workload's scheduler.
-const SCHEDULER: usize = 0;
 
 /// Parses `60s`, `10m`, `1h30m`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -204,12 +203,24 @@ pub async fn run(
     ));
 
     let base = out.join("cluster");
+    let clock = Clock::starting_now();
     let mut spec =
         ClusterSpec::on_free_ports(binary, base.clone(), opts.masters)?.with_agents(opts.agents)?;
     spec.proxied = true;
     spec.master_args = opts.master_args.clone();
+    spec.schedulers = workloads.iter().map(|w| w.schedulers()).sum();
+    spec.scheduler_args = vec![
+        "--run-dir".into(),
+        out.display().to_string(),
+        "--clock-base-ns".into(),
+        clock.base_ns.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+        "--rate".into(),
+        opts.rate.to_string(),
+    ];
     let cluster = LocalCluster::start(spec).await?;
-    let outcome = drive(cluster, opts, &families, &workloads, seed, &progress).await;
+    let outcome = drive(cluster, clock, opts, &families, &workloads, seed, &progress).await;
     let (faults, records) = outcome?;
 
     if !opts.keep_data {
@@ -230,7 +241,8 @@ pub async fn run(
 
 /// Phases 1–4; the cluster is stopped whatever happens.
 async fn drive(
-    cluster: LocalCluster,
+    mut cluster: LocalCluster,
+    clock: Clock,
     opts: &ChaosOptions,
     families: &[Family],
     workloads: &[Arc<dyn Workload>],
@@ -242,29 +254,28 @@ async fn drive(
         keep_logs(&cluster, out);
         return Err(e.into());
     }
-    let (rec, writer) = Recorder::start(&out.join("history.jsonl"), Instant::now())?;
+    let (rec, writer) = Recorder::start(&out.join(RUNNER_HISTORY), clock, Mode::Buffered)?;
     let (stop_faults_tx, stop_faults) = watch::channel(false);
     let (stop_clients_tx, stop_clients) = watch::channel(false);
+    let (stop_monitor_tx, stop_monitor) = watch::channel(false);
+    let schedulers: Vec<usize> = cluster.schedulers().map(|s| s.index).collect();
+    for i in &schedulers {
+        cluster.start_scheduler(*i)?;
+    }
 
     let masters: Vec<(u64, String)> = cluster.masters().map(|m| (m.id, m.addr.clone())).collect();
     let monitor = tokio::spawn(crate::monitor::run(
         cluster.client(),
         masters.clone(),
         rec.clone(),
-        stop_clients.clone(),
+        stop_monitor.clone(),
     ));
     let sampler = tokio::spawn(crate::monitor::sample_states(
         cluster.client().with_deadline(Duration::from_secs(1)),
         masters,
         rec.clone(),
-        stop_clients.clone(),
+        stop_monitor,
     ));
-    let has_scheduler = workloads.iter().any(|w| w.name() == "tasks");
-    let (switch, scheduler_fault) = watch::channel(workload::SchedulerFault::None);
-    let fronts: Vec<String> = cluster
-        .net()
-        .map(|n| n.fronts.values().map(|a| a.to_string()).collect())
-        .unwrap_or_default();
     let mut clients = tokio::task::JoinSet::new();
     for (i, w) in workloads.iter().enumerate() {
         let ctx = Context {
@@ -273,10 +284,6 @@ async fn drive(
             stop: stop_clients.clone(),
             rate: opts.rate,
             seed: seed.wrapping_add(1 + i as u64),
-            scheduler_masters: fronts.clone(),
-            scheduler_bind: Some(crate::net::client_ip(SCHEDULER)),
-            run_dir: out.clone(),
-            scheduler_fault: has_scheduler.then(|| scheduler_fault.clone()),
         };
         let w = w.clone();
         clients.spawn(async move { (w.name(), w.clone().run(ctx).await) });
@@ -287,21 +294,7 @@ async fn drive(
         hold: spread(opts.hold),
         seed,
     };
-    let schedulers = if has_scheduler {
-        vec![SCHEDULER]
-    } else {
-        Vec::new()
-    };
-    let nemesis = tokio::spawn(
-        Nemesis::new(
-            cluster,
-            schedule,
-            rec.clone(),
-            schedulers,
-            has_scheduler.then_some(switch),
-        )
-        .run(stop_faults),
-    );
+    let nemesis = tokio::spawn(Nemesis::new(cluster, schedule, rec.clone()).run(stop_faults));
     progress("running");
     tokio::time::sleep(opts.duration).await;
     let _ = stop_faults_tx.send(true);
@@ -316,6 +309,13 @@ async fn drive(
     ));
     tokio::time::sleep(opts.recovery).await;
     let _ = stop_clients_tx.send(true);
+    // Schedulers drain (kill their tasks and learn every fate) before they exit.
+    let killed = cluster.stop_schedulers(SCHEDULER_DRAIN).await;
+    if !killed.is_empty() {
+        progress(&format!(
+            "schedulers {killed:?} did not finish within {SCHEDULER_DRAIN:?}"
+        ));
+    }
     let mut failure = None;
     while let Some(joined) = clients.join_next().await {
         match joined {
@@ -334,10 +334,12 @@ async fn drive(
             }
         }
     }
+    let _ = stop_monitor_tx.send(true);
     let _ = monitor.await;
     let _ = sampler.await;
     drop(rec);
-    let records = writer.finish().await?;
+    writer.finish().await?;
+    let records = merge_histories(out)?;
 
     progress("reading every replica's final state");
     // What agents were acknowledged first: each of those updates was committed before, so
@@ -359,6 +361,52 @@ async fn drive(
         return Err(e);
     }
     Ok((faults, records))
+}
+
+/// What the runner itself records (the nemesis, the monitor, the in-process clients); merged
+/// with the schedulers' files into `history.jsonl` at the end.
+const RUNNER_HISTORY: &str = "runner.jsonl";
+/// How long schedulers may take to drain at the end.
+const SCHEDULER_DRAIN: Duration = Duration::from_secs(90);
+
+/// Merges the runner's history and every scheduler incarnation's into `history.jsonl`, in time
+/// order (one clock), numbered again; the parts move to `parts/`. Returns the record count.
+fn merge_histories(out: &Path) -> Result<u64, ChaosError> {
+    let parts_dir = out.join("parts");
+    std::fs::create_dir_all(&parts_dir).map_err(io("creating parts/"))?;
+    let mut parts = vec![out.join(RUNNER_HISTORY)];
+    for e in std::fs::read_dir(out)
+        .map_err(io("listing the run's directory"))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("scheduler-") && name.ends_with(".jsonl") {
+            parts.push(e.path());
+        }
+    }
+    let mut all = Vec::new();
+    for p in &parts {
+        all.extend(crate::history::read(p)?);
+    }
+    // Stable: records of one part keep their order when times tie.
+    all.sort_by_key(|r| r.time_ns);
+    let path = out.join("history.jsonl");
+    let mut text = String::new();
+    for (i, r) in all.iter_mut().enumerate() {
+        r.index = i as u64;
+        text.push_str(&serde_json::to_string(r).map_err(|e| ChaosError::Io {
+            what: "encoding the history".into(),
+            source: std::io::Error::other(e),
+        })?);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+    for p in parts {
+        if let Some(name) = p.file_name() {
+            let _ = std::fs::rename(&p, parts_dir.join(name));
+        }
+    }
+    Ok(all.len() as u64)
 }
 
 /// Waits until each master has applied what the leader committed, then saves its
@@ -396,6 +444,9 @@ fn keep_logs(cluster: &LocalCluster, out: &Path) {
     }
     for a in cluster.agents() {
         let _ = std::fs::copy(&a.log_path, dir.join(format!("agent-{}.log", a.index)));
+    }
+    for s in cluster.schedulers() {
+        let _ = std::fs::copy(&s.log_path, dir.join(format!("scheduler-{}.log", s.index)));
     }
 }
 

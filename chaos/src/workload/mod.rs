@@ -3,8 +3,9 @@
 //! recorded.
 //!
 //! A workload is a value implementing [`Workload`]; `drover chaos run --workload a,b` runs
-//! several side by side. The store workload ([`store`]) exercises the framework store; the
-//! tasks workload ([`tasks`]) a framework on the driver library. A new one (the
+//! several side by side, in this process or as processes the cluster runs
+//! ([`Workload::schedulers`]). The store workload ([`store`]) exercises the framework store;
+//! the tasks workload ([`tasks`]) frameworks on the driver library, each a scheduler process. A new one (the
 //! Marathon-compatible scheduler's) plugs in by implementing the trait and naming itself in
 //! [`by_name`].
 
@@ -30,26 +31,6 @@ pub struct Context {
     /// Operations per second this workload should aim for in total.
     pub rate: f64,
     pub seed: u64,
-    /// Addresses a scheduler uses (the masters' fault-layer fronts, so that it can be cut
-    /// off), and the source address it connects from.
-    pub scheduler_masters: Vec<String>,
-    pub scheduler_bind: Option<std::net::IpAddr>,
-    /// The run's output directory (tasks record their launches there).
-    pub run_dir: std::path::PathBuf,
-    /// What the nemesis does to the scheduler right now (None: it never touches it).
-    pub scheduler_fault: Option<watch::Receiver<SchedulerFault>>,
-}
-
-/// A fault the nemesis holds the tasks workload's scheduler in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SchedulerFault {
-    #[default]
-    None,
-    /// Crashed: its connections are closed and what it knew is gone; a new incarnation starts
-    /// when the fault ends.
-    Crashed,
-    /// Frozen (as SIGSTOP would): it handles no event and makes no call until the fault ends.
-    Paused,
 }
 
 /// Why a workload could not run (its operations' failures are history, not errors).
@@ -67,6 +48,11 @@ pub trait Workload: Send + Sync {
     fn name(&self) -> &'static str;
     /// Runs the clients until `ctx.stop`, recording every operation.
     fn run(self: Arc<Self>, ctx: Context) -> BoxFuture<Result<(), WorkloadError>>;
+    /// Scheduler processes the cluster must run for it (`drover chaos scheduler`), which the
+    /// nemesis can kill, pause and cut off like any node.
+    fn schedulers(&self) -> usize {
+        0
+    }
 }
 
 /// The workloads `drover chaos run --workload` knows.

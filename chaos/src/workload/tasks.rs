@@ -1,22 +1,23 @@
-//! The tasks workload: one framework on the driver library keeps a few long tasks running,
-//! launches short ones at the run's rate, kills some, and records everything it sees and does
-//! for the task checkers ([`crate::checker::tasks`]).
+//! The tasks workload: schedulers, each a real process (`drover chaos scheduler`, started by
+//! the cluster like any node, [`crate::cluster`]), each a framework on the driver library that
+//! keeps a few long tasks running, launches short ones at the run's rate, kills some, and
+//! records everything it sees and does for the task checkers ([`crate::checker::tasks`]).
 //!
-//! Recorded (process `tasks` for what arrives, `tasks-op-N` for each call it makes, so calls in
-//! flight together pair up): `subscribed` / `disconnected`, every `offer` (id, agent,
-//! resources) and `rescind`, every `update` (task, state, uuid, reason, agent), and the calls
-//! `accept` (offers and tasks), `decline`, `kill`, `ack`, `reconcile`, each invoke then ok /
-//! fail / info. Every task's command first appends `<task> <agent>` to `launches.log` in the
-//! run's directory: that is what the agents ran, for the double-launch checker.
+//! Scheduler `k` records what arrives as process `tasks` (k = 0) or `tasks<k>`, and each call
+//! it makes as `<that>-op-<incarnation>.<n>` (calls in flight together pair up):
+//! `subscribed` / `disconnected`, every `offer` (id, agent, resources) and `rescind`, every
+//! `update` (task, state, uuid, reason, agent), and the calls `accept` (offers and tasks),
+//! `decline`, `kill`, `ack`, `reconcile`, each invoke then ok / fail / info. It records
+//! durably before it acts, into its own file on the run's clock; the runner merges the files.
+//! Every task's command first appends `<task> <agent>` to `launches.log` in the run's
+//! directory: that is what the agents ran, for the double-launch checker.
 //!
-//! The framework is partition-aware with a long failover timeout, so a scheduler cut off or
-//! crashed keeps its tasks. The nemesis may crash the scheduler ([`Context::scheduler_fault`]):
-//! its connections close and what it knew is gone; the next incarnation re-subscribes with
-//! the framework id, reconciles every task, and launches nothing until the answer is in. It
-//! may also freeze it: it handles no event and makes no new call until thawed (its driver's
-//! buffers fill as a stopped process's socket would; the driver itself goes on). When the run stops it launches nothing more, kills its tasks, and
-//! waits (bounded) until it knows a terminal state for every task it launched, reconciling
-//! now and then; what it never learned is recorded in `drained`.
+//! The frameworks are partition-aware with a long failover timeout, so a scheduler cut off,
+//! paused or killed keeps its tasks. A scheduler started again (a new incarnation) fails over
+//! with the framework id its predecessor saved, reconciles every task, and launches nothing
+//! until the answer is in. On SIGTERM it launches nothing more, kills its tasks, waits
+//! (bounded) until it knows a terminal state for every task it launched, records `drained`
+//! (with what it never learned) and exits.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -35,10 +36,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{BoxFuture, Context, SchedulerFault, Workload, WorkloadError};
-use crate::history::{Kind, Recorder};
+use super::{BoxFuture, Context, Workload, WorkloadError};
+use crate::history::{Clock, Kind, Mode, Recorder};
 
-/// The framework's name (its tasks are told apart in the registry by its id).
+/// The frameworks' name (`chaos-tasks-<k>`; their tasks are told apart by framework id).
 pub const FRAMEWORK_NAME: &str = "chaos-tasks";
 /// Prefix of the tasks that run until killed.
 pub const LONG_PREFIX: &str = "long-";
@@ -50,7 +51,9 @@ pub const LAUNCHES_FILE: &str = "launches.log";
 /// Its shape.
 #[derive(Clone, Debug)]
 pub struct TasksWorkload {
-    /// Tasks kept running until killed (the instances the framework wants).
+    /// Scheduler processes, each its own framework.
+    pub schedulers: usize,
+    /// Tasks each scheduler keeps running until killed (the instances it wants).
     pub long_tasks: usize,
     /// Out of every 10 ticks, how many kill a long task (the others launch a short one).
     pub kills_per_10: u32,
@@ -63,6 +66,7 @@ pub struct TasksWorkload {
 impl Default for TasksWorkload {
     fn default() -> Self {
         Self {
+            schedulers: 2,
             long_tasks: 3,
             kills_per_10: 2,
             max_queued: 20,
@@ -76,79 +80,153 @@ impl Workload for TasksWorkload {
         "tasks"
     }
 
-    fn run(self: Arc<Self>, ctx: Context) -> BoxFuture<Result<(), WorkloadError>> {
-        Box::pin(async move {
-            let task_res: Resources = TASK_RESOURCES
-                .parse()
-                .map_err(|e| WorkloadError::Setup(format!("task resources: {e}")))?;
-            let masters = if ctx.scheduler_masters.is_empty() {
-                ctx.masters.clone()
-            } else {
-                ctx.scheduler_masters.clone()
-            };
-            let mut fault = ctx.scheduler_fault.clone();
-            let mut framework_id = None;
-            // Each incarnation is one scheduler process's life: the nemesis may crash it
-            // (its connections close, its memory is gone) and start a new one, which
-            // re-subscribes with the framework id and learns its tasks by reconciliation.
-            for incarnation in 0u64.. {
-                // A switch dropped (the nemesis is done) leaves the scheduler up for good.
-                if let Some(f) = fault.as_mut() {
-                    let dropped = f.wait_for(|f| *f != SchedulerFault::Crashed).await.is_err();
-                    if dropped {
-                        fault = None;
-                    }
-                }
-                let mut info = FrameworkInfo::new(FRAMEWORK_NAME);
-                info.failover_timeout_seconds = 7.0 * 24.0 * 3600.0;
-                info.partition_aware = true;
-                info.id = framework_id.clone();
-                let options = DriverOptions {
-                    bind_ip: ctx.scheduler_bind,
-                    call_timeout: Duration::from_secs(5),
-                    attempt_timeout: Duration::from_secs(2),
-                    ..DriverOptions::default()
-                };
-                let (driver, events) = Driver::start(&masters, info, options)
-                    .map_err(|e| WorkloadError::Setup(e.to_string()))?;
-                let fw = Framework {
-                    shape: self.clone(),
-                    rng: StdRng::seed_from_u64(ctx.seed.wrapping_add(incarnation)),
-                    launches: ctx.run_dir.join(LAUNCHES_FILE),
-                    ctx: ctx.clone(),
-                    driver: driver.clone(),
-                    task_res: task_res.clone(),
-                    queue: VecDeque::new(),
-                    tasks: BTreeMap::new(),
-                    seen_uuids: HashSet::new(),
-                    next_task: 0,
-                    incarnation,
-                    ops: Arc::new(AtomicU64::new(0)),
-                    recovering: incarnation > 0,
-                };
-                let crashed = async {
-                    let dropped = match fault.as_mut() {
-                        Some(f) => f.wait_for(|f| *f == SchedulerFault::Crashed).await.is_err(),
-                        None => true,
-                    };
-                    if dropped {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                tokio::select! {
-                    () = fw.run(events) => return Ok(()),
-                    _ = crashed => {
-                        framework_id = driver.framework_id();
-                        driver.stop().await;
-                        ctx.rec
-                            .record("tasks", Kind::Info, "crashed", json!({"incarnation": incarnation}), None)
-                            .await;
-                    }
-                }
-            }
-            Ok(())
-        })
+    fn schedulers(&self) -> usize {
+        self.schedulers
     }
+
+    /// The work is done by the scheduler processes the cluster runs; nothing in this one.
+    fn run(self: Arc<Self>, _ctx: Context) -> BoxFuture<Result<(), WorkloadError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The process name scheduler `index` records its events under.
+pub fn events_process(index: usize) -> String {
+    if index == 0 {
+        "tasks".into()
+    } else {
+        format!("tasks{index}")
+    }
+}
+
+/// Whether `process` is a scheduler's event stream (`tasks`, `tasks1`, …).
+pub fn is_events_process(process: &str) -> bool {
+    process
+        .strip_prefix("tasks")
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Whether `process` is one of a scheduler's calls (`tasks-op-…`, `tasks1-op-…`).
+pub fn is_call_process(process: &str) -> bool {
+    process
+        .split_once("-op-")
+        .is_some_and(|(events, _)| is_events_process(events))
+}
+
+/// The options of `drover chaos scheduler` (started by the runner, not by hand).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SchedulerArgs {
+    /// The masters (their fault-layer fronts), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub masters: Vec<String>,
+    /// Source address of its connections (so the fault layer can cut it off).
+    #[arg(long)]
+    pub bind_ip: Option<std::net::IpAddr>,
+    /// The run's directory: its history file, its framework id and `launches.log` live there.
+    #[arg(long)]
+    pub run_dir: PathBuf,
+    /// Which scheduler of the run.
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+    /// Which life of it (0 first; each restart counts one up).
+    #[arg(long, default_value_t = 0)]
+    pub incarnation: u64,
+    /// CLOCK_MONOTONIC at the run's start, nanoseconds (the run's time line).
+    #[arg(long)]
+    pub clock_base_ns: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Ticks per second (each launches a short task or kills a long one).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+}
+
+/// Where scheduler `index`'s incarnation `incarnation` writes its history.
+pub fn history_path(run_dir: &std::path::Path, index: usize, incarnation: u64) -> PathBuf {
+    run_dir.join(format!("scheduler-{index}.{incarnation}.jsonl"))
+}
+
+fn framework_id_path(run_dir: &std::path::Path, index: usize) -> PathBuf {
+    run_dir.join(format!("scheduler-{index}.framework-id"))
+}
+
+/// `drover chaos scheduler`: one scheduler process's life, until `shutdown` (then it drains).
+pub async fn run_scheduler(
+    args: SchedulerArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkloadError> {
+    let shape = Arc::new(TasksWorkload::default());
+    let task_res: Resources = TASK_RESOURCES
+        .parse()
+        .map_err(|e| WorkloadError::Setup(format!("task resources: {e}")))?;
+    let clock = Clock {
+        base_ns: args.clock_base_ns,
+    };
+    let history = history_path(&args.run_dir, args.index, args.incarnation);
+    let (rec, writer) = Recorder::start(&history, clock, Mode::Durable)
+        .map_err(|e| WorkloadError::Setup(e.to_string()))?;
+    let id_file = framework_id_path(&args.run_dir, args.index);
+    let saved_id = std::fs::read_to_string(&id_file)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .map(drover_scheduler::driver::FrameworkId::new);
+    let mut info = FrameworkInfo::new(format!("{FRAMEWORK_NAME}-{}", args.index));
+    info.failover_timeout_seconds = 7.0 * 24.0 * 3600.0;
+    info.partition_aware = true;
+    info.id = saved_id;
+    let options = DriverOptions {
+        bind_ip: args.bind_ip,
+        call_timeout: Duration::from_secs(5),
+        attempt_timeout: Duration::from_secs(2),
+        ..DriverOptions::default()
+    };
+    let (driver, events) = Driver::start(&args.masters, info, options)
+        .map_err(|e| WorkloadError::Setup(e.to_string()))?;
+    let (stop_tx, stop) = watch::channel(false);
+    let ctx = Context {
+        rec: rec.clone(),
+        masters: args.masters.clone(),
+        stop,
+        rate: args.rate,
+        seed: args.seed,
+    };
+    let fw = Framework {
+        shape,
+        rng: StdRng::seed_from_u64(
+            args.seed
+                .wrapping_add(args.index as u64 * 1000)
+                .wrapping_add(args.incarnation),
+        ),
+        launches: args.run_dir.join(LAUNCHES_FILE),
+        ctx,
+        driver,
+        task_res,
+        queue: VecDeque::new(),
+        tasks: BTreeMap::new(),
+        seen_uuids: HashSet::new(),
+        next_task: 0,
+        index: args.index,
+        incarnation: args.incarnation,
+        ops: Arc::new(AtomicU64::new(0)),
+        recovering: args.incarnation > 0,
+        id_file,
+    };
+    let run = fw.run(events);
+    tokio::pin!(run);
+    tokio::select! {
+        () = &mut run => {}
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            run.await;
+        }
+    }
+    drop(rec);
+    writer
+        .finish()
+        .await
+        .map_err(|e| WorkloadError::Setup(e.to_string()))?;
+    Ok(())
 }
 
 /// What the framework knows of one of its tasks.
@@ -173,11 +251,15 @@ struct Framework {
     tasks: BTreeMap<String, Known>,
     seen_uuids: HashSet<String>,
     next_task: u64,
-    /// Which life of the scheduler this is (task ids carry it, so none is reused).
+    /// Which scheduler of the run, and which life of it (task ids carry both, so none is
+    /// reused).
+    index: usize,
     incarnation: u64,
     ops: Arc<AtomicU64>,
     /// A restarted scheduler launches nothing until its first reconciliation answered.
     recovering: bool,
+    /// Where the framework id is saved for the next incarnation.
+    id_file: PathBuf,
 }
 
 /// What a spawned call reports back to the framework's loop.
@@ -203,30 +285,10 @@ fn kind_of(e: &DriverError) -> Kind {
     }
 }
 
-/// Resolves when the nemesis puts the scheduler in `state`; never when it cannot (no nemesis,
-/// or it is done).
-async fn until(fault: &mut Option<watch::Receiver<SchedulerFault>>, state: SchedulerFault) {
-    if let Some(f) = fault.as_mut() {
-        let reached = f.wait_for(|f| *f == state).await.is_ok();
-        if reached {
-            return;
-        }
-        *fault = None;
-    }
-    std::future::pending::<()>().await
-}
-
-/// Waits while the scheduler is held in `state`.
-async fn while_in(fault: &mut Option<watch::Receiver<SchedulerFault>>, state: SchedulerFault) {
-    if let Some(f) = fault.as_mut() {
-        let _ = f.wait_for(|f| *f != state).await;
-    }
-}
-
 /// Runs one call as its own process: invoke, then ok / fail / info.
 async fn call<F, Fut>(
     rec: Recorder,
-    ops: (u64, Arc<AtomicU64>),
+    ops: (String, Arc<AtomicU64>),
     f: &'static str,
     args: serde_json::Value,
     body: F,
@@ -235,11 +297,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), DriverError>>,
 {
-    let process = format!(
-        "tasks-op-{}.{}",
-        ops.0,
-        ops.1.fetch_add(1, Ordering::Relaxed)
-    );
+    let process = format!("{}.{}", ops.0, ops.1.fetch_add(1, Ordering::Relaxed));
     rec.record(&process, Kind::Invoke, f, args.clone(), None)
         .await;
     let (kind, error) = match body().await {
@@ -251,9 +309,17 @@ where
 }
 
 impl Framework {
+    /// The prefix of its calls' process names and their counter.
+    fn ops(&self) -> (String, Arc<AtomicU64>) {
+        (
+            format!("{}-op-{}", events_process(self.index), self.incarnation),
+            self.ops.clone(),
+        )
+    }
+
     fn new_task(&mut self, long: bool) -> v1::TaskInfo {
         self.next_task += 1;
-        let n = format!("{}-{}", self.incarnation, self.next_task);
+        let n = format!("{}.{}-{}", self.index, self.incarnation, self.next_task);
         let id = if long {
             format!("{LONG_PREFIX}{n}")
         } else {
@@ -298,7 +364,7 @@ impl Framework {
     async fn note(&self, f: &str, value: serde_json::Value) {
         self.ctx
             .rec
-            .record("tasks", Kind::Info, f, value, None)
+            .record(&events_process(self.index), Kind::Info, f, value, None)
             .await;
     }
 
@@ -311,7 +377,6 @@ impl Framework {
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop = self.ctx.stop.clone();
         let mut stopping: Option<tokio::time::Instant> = None;
-        let mut fault = self.ctx.scheduler_fault.clone();
         loop {
             if let Some(since) = stopping {
                 let pending = self.pending();
@@ -342,11 +407,6 @@ impl Framework {
                     if stopping.is_some() {
                         self.kill_all();
                     }
-                }
-                () = until(&mut fault, SchedulerFault::Paused) => {
-                    self.note("paused", json!({"incarnation": self.incarnation})).await;
-                    while_in(&mut fault, SchedulerFault::Paused).await;
-                    self.note("resumed", json!({"incarnation": self.incarnation})).await;
                 }
                 changed = stop.changed(), if stopping.is_none() => {
                     // A dropped sender also means stop.
@@ -395,11 +455,7 @@ impl Framework {
     }
 
     fn kill(&self, task: String) {
-        let (rec, ops, d) = (
-            self.ctx.rec.clone(),
-            (self.incarnation, self.ops.clone()),
-            self.driver.clone(),
-        );
+        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops(), self.driver.clone());
         tokio::spawn(async move {
             let id = TaskId::new(task.clone());
             call(rec, ops, "kill", json!({"task": task}), || async move {
@@ -436,11 +492,7 @@ impl Framework {
         if ids.is_empty() {
             return;
         }
-        let (rec, ops, d) = (
-            self.ctx.rec.clone(),
-            (self.incarnation, self.ops.clone()),
-            self.driver.clone(),
-        );
+        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops(), self.driver.clone());
         let names: Vec<&str> = ids.iter().map(|(t, _)| t.as_str()).collect();
         let args = json!({"tasks": names});
         tokio::spawn(async move {
@@ -451,13 +503,18 @@ impl Framework {
         });
     }
 
+    /// Saves the framework id for the next incarnation (write and rename: a kill mid-write
+    /// leaves the old file whole).
+    fn save_framework_id(&self, id: &str) {
+        let tmp = self.id_file.with_extension("tmp");
+        if std::fs::write(&tmp, id).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.id_file);
+        }
+    }
+
     /// Implicit reconciliation: the master answers with every live task of the framework.
     fn reconcile_everything(&self, done: &tokio::sync::mpsc::Sender<Outcome>) {
-        let (rec, ops, d) = (
-            self.ctx.rec.clone(),
-            (self.incarnation, self.ops.clone()),
-            self.driver.clone(),
-        );
+        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops(), self.driver.clone());
         let done = done.clone();
         tokio::spawn(async move {
             let kind = call(rec, ops, "reconcile", json!({"tasks": []}), || async move {
@@ -487,6 +544,7 @@ impl Framework {
                            "resubscribed": resubscribed, "incarnation": self.incarnation}),
                 )
                 .await;
+                self.save_framework_id(framework_id.as_str());
                 if self.recovering {
                     self.reconcile_everything(done);
                 }
@@ -534,11 +592,7 @@ impl Framework {
             left = rest;
             take.extend(self.queue.pop_front());
         }
-        let (rec, ops, d) = (
-            self.ctx.rec.clone(),
-            (self.incarnation, self.ops.clone()),
-            self.driver.clone(),
-        );
+        let (rec, ops, d) = (self.ctx.rec.clone(), self.ops(), self.driver.clone());
         let offer = o.id.as_str().to_string();
         if take.is_empty() {
             tokio::spawn(async move {
@@ -644,11 +698,7 @@ impl Framework {
             );
         }
         if !s.uuid.is_empty() {
-            let (rec, ops, d) = (
-                self.ctx.rec.clone(),
-                (self.incarnation, self.ops.clone()),
-                self.driver.clone(),
-            );
+            let (rec, ops, d) = (self.ctx.rec.clone(), self.ops(), self.driver.clone());
             let args = json!({"task": s.task_id, "uuid": s.uuid});
             tokio::spawn(async move {
                 call(
