@@ -18,7 +18,8 @@ use crate::update::StatusUpdate;
 /// First wait before reconnecting to the agent; doubles up to [`RECONNECT_MAX`].
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
-/// Kill requests buffered between the link and the executor's main loop.
+/// Kill requests buffered between the link and the executor's main loop (more are dropped:
+/// one pending is enough).
 const KILL_DEPTH: usize = 8;
 
 /// The executor's side of the link.
@@ -161,7 +162,10 @@ async fn run(
                             }
                         }
                         Some(Ok(ToExecutor::Kill { grace_ms })) => {
-                            let _ = kill_tx.send(Duration::from_millis(grace_ms)).await;
+                            // Never wait here: once the command has ended nobody reads the
+                            // kills, and a full queue means kills are pending anyway (a
+                            // framework repeating KILL sends bursts of them).
+                            let _ = kill_tx.try_send(Duration::from_millis(grace_ms));
                         }
                         Some(Err(e)) => return Err(e),
                         None => {

@@ -281,6 +281,38 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     assert!(group_gone(pgid));
 }
 
+/// Regression (found by the chaos suite): a framework repeating KILL sends the agent a burst
+/// of kill requests, and those that reached the executor after its command had ended filled
+/// the link's queue of kills, which nobody read any more; the link then waited forever, so
+/// the terminal update was never acknowledged (or, arriving earlier, never sent) and the task
+/// stayed RUNNING until the executor gave up 5 minutes later.
+#[tokio::test]
+async fn kill_requests_after_the_command_ended_do_not_block_the_link() {
+    let s = start(launch_spec(
+        "sleep 60",
+        &[],
+        "cpus:0.1",
+        CgroupMode::none("test"),
+    ))
+    .await;
+    let mut agent = Conn::accept(&s.listener).await;
+    agent.take().await;
+    assert_eq!(agent.take().await.state, TaskState::Running);
+    write_message(&mut agent.write, &ToExecutor::Kill { grace_ms: 200 })
+        .await
+        .expect("kill");
+    let killed = agent.update().await;
+    assert_eq!(killed.state, TaskState::Killed);
+    // The command is over: more kills than the link buffers, then the acknowledgement.
+    for _ in 0..32 {
+        write_message(&mut agent.write, &ToExecutor::Kill { grace_ms: 200 })
+            .await
+            .expect("kill");
+    }
+    agent.ack(&killed).await;
+    assert_eq!(exit_of(s.executor).await, EXIT_OK);
+}
+
 #[tokio::test]
 async fn a_signal_nobody_asked_for_is_a_failure() {
     let s = start(launch_spec(
