@@ -251,6 +251,71 @@ pub fn read(path: &Path) -> Result<Vec<Record>, HistoryError> {
     Ok(out)
 }
 
+/// A fault the nemesis held, from its start to its heal (`to_ns` None: still on when the
+/// history ended).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultPeriod {
+    pub from_ns: u64,
+    pub to_ns: Option<u64>,
+    pub fault: String,
+}
+
+/// The nemesis's fault periods, in order (faults that failed to start are left out).
+pub fn fault_periods(history: &[Record]) -> Vec<FaultPeriod> {
+    let mut out = Vec::new();
+    let mut open: Option<(u64, String)> = None;
+    for r in history
+        .iter()
+        .filter(|r| r.process == "nemesis" && r.kind == Kind::Info)
+    {
+        match r.f.as_str() {
+            "start" if r.error.is_none() => {
+                let fault = r.value["fault"].as_str().unwrap_or("fault").to_string();
+                open = Some((r.time_ns, fault));
+            }
+            "stop" | "heal" => {
+                if let Some((from_ns, fault)) = open.take() {
+                    out.push(FaultPeriod {
+                        from_ns,
+                        to_ns: Some(r.time_ns),
+                        fault,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((from_ns, fault)) = open {
+        out.push(FaultPeriod {
+            from_ns,
+            to_ns: None,
+            fault,
+        });
+    }
+    out
+}
+
+/// A record built by hand, for the checkers' and the report's tests.
+#[cfg(test)]
+pub(crate) fn record(
+    index: u64,
+    process: &str,
+    kind: Kind,
+    f: &str,
+    value: serde_json::Value,
+    time_ns: u64,
+) -> Record {
+    Record {
+        index,
+        process: process.into(),
+        kind,
+        f: f.into(),
+        value,
+        time_ns,
+        error: None,
+    }
+}
+
 /// An operation: its invocation and its completion (none when the history ended first, which
 /// counts as unknown).
 #[derive(Clone, Debug)]

@@ -71,18 +71,6 @@ pub async fn run(
     }
 }
 
-/// Task states that hold no resources.
-const TERMINAL: [&str; 8] = [
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_LOST",
-    "TASK_ERROR",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-];
-
 /// Between two samples of the leader's committed state.
 const SAMPLE_PERIOD: Duration = Duration::from_secs(2);
 
@@ -115,7 +103,11 @@ pub async fn sample_states(
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|t| t["state"].as_str().is_some_and(|s| !TERMINAL.contains(&s)))
+            .filter(|t| {
+                t["state"]
+                    .as_str()
+                    .is_some_and(|s| !crate::checker::tasks::is_terminal(s))
+            })
             .cloned()
             .collect();
         let pick = |list: &serde_json::Value, keys: &[&str]| -> Vec<serde_json::Value> {

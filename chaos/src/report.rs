@@ -28,38 +28,14 @@ struct Period {
 }
 
 fn fault_periods(history: &[Record], end_s: f64) -> Vec<Period> {
-    let mut out = Vec::new();
-    let mut open: Option<(f64, String)> = None;
-    for r in history
-        .iter()
-        .filter(|r| r.process == "nemesis" && r.kind == Kind::Info)
-    {
-        let t = r.time_ns as f64 / 1e9;
-        match r.f.as_str() {
-            "start" if r.error.is_none() => {
-                let fault = r.value["fault"].as_str().unwrap_or("fault").to_string();
-                open = Some((t, fault));
-            }
-            "stop" | "heal" => {
-                if let Some((from_s, fault)) = open.take() {
-                    out.push(Period {
-                        from_s,
-                        to_s: t,
-                        fault,
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some((from_s, fault)) = open {
-        out.push(Period {
-            from_s,
-            to_s: end_s,
-            fault,
-        });
-    }
-    out
+    crate::history::fault_periods(history)
+        .into_iter()
+        .map(|p| Period {
+            from_s: p.from_ns as f64 / 1e9,
+            to_s: p.to_ns.map_or(end_s, |t| t as f64 / 1e9),
+            fault: p.fault,
+        })
+        .collect()
 }
 
 /// One completed (or never completed) client operation, for the plots.
@@ -464,15 +440,7 @@ mod tests {
         value: serde_json::Value,
         t_ms: u64,
     ) -> Record {
-        Record {
-            index,
-            process: process.into(),
-            kind,
-            f: f.into(),
-            value,
-            time_ns: t_ms * 1_000_000,
-            error: None,
-        }
+        crate::history::record(index, process, kind, f, value, t_ms * 1_000_000)
     }
 
     #[test]

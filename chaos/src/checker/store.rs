@@ -160,7 +160,10 @@ pub fn available_after_heal(history: &[Record]) -> CheckerResult {
         .filter_map(|p| p.complete.map(|c| c.time_ns))
         .min();
     let (mut during, mut during_ok, mut outside, mut outside_ok) = (0u64, 0u64, 0u64, 0u64);
-    let faults: Vec<(u64, u64)> = fault_spans(history);
+    let faults: Vec<(u64, u64)> = crate::history::fault_periods(history)
+        .into_iter()
+        .map(|p| (p.from_ns, p.to_ns.unwrap_or(u64::MAX)))
+        .collect();
     for p in &ops {
         let t = p.invoke.time_ns;
         let ok = p.outcome() == Kind::Ok;
@@ -204,30 +207,6 @@ pub fn available_after_heal(history: &[Record]) -> CheckerResult {
     }
 }
 
-/// The nemesis's fault periods: (start, heal) times.
-fn fault_spans(history: &[Record]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut open = None;
-    for r in history
-        .iter()
-        .filter(|r| r.process == "nemesis" && r.kind == Kind::Info)
-    {
-        match r.f.as_str() {
-            "start" if r.error.is_none() => open = Some(r.time_ns),
-            "stop" | "heal" => {
-                if let Some(a) = open.take() {
-                    out.push((a, r.time_ns));
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(a) = open {
-        out.push((a, u64::MAX));
-    }
-    out
-}
-
 /// The operation no order could place, with the key's operations that overlap it or ended
 /// just before it.
 fn counterexample(key: &str, ops: &[(Operation, Pair<'_>)], stuck_at: usize) -> serde_json::Value {
@@ -257,24 +236,7 @@ fn counterexample(key: &str, ops: &[(Operation, Pair<'_>)], stuck_at: usize) -> 
 mod tests {
     use super::*;
 
-    fn rec(
-        index: u64,
-        process: &str,
-        kind: Kind,
-        f: &str,
-        value: serde_json::Value,
-        t: u64,
-    ) -> Record {
-        Record {
-            index,
-            process: process.into(),
-            kind,
-            f: f.into(),
-            value,
-            time_ns: t,
-            error: None,
-        }
-    }
+    use crate::history::record as rec;
 
     #[test]
     fn a_stale_read_is_caught_and_cited() {

@@ -232,7 +232,8 @@ fn rank(state: &str) -> Option<u8> {
     }
 }
 
-fn is_terminal(state: &str) -> bool {
+/// Whether a task in `state` (its name in `/v1/state`) holds nothing any more.
+pub fn is_terminal(state: &str) -> bool {
     rank(state) == Some(4)
 }
 
