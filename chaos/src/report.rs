@@ -86,34 +86,39 @@ fn color(k: Kind) -> RGBColor {
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
-fn timeline_svg(ops: &[Op], periods: &[Period], end_s: f64, out: &mut String) -> PlotResult {
-    let mut lanes: Vec<String> = ops.iter().map(|o| o.lane.clone()).collect();
-    lanes.sort();
-    lanes.dedup();
-    let lane_index: BTreeMap<&str, usize> = lanes
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
-    let height = (120 + 22 * lanes.len() as u32).min(1600);
+/// One bar of a lanes plot.
+struct Bar {
+    lane: usize,
+    from_s: f64,
+    to_s: f64,
+    color: RGBColor,
+}
+
+/// A plot of horizontal lanes (labelled) holding bars, faults shaded behind them.
+fn lanes_svg(
+    title: &str,
+    labels: &[String],
+    lane_px: u32,
+    bars: impl Iterator<Item = Bar>,
+    periods: &[Period],
+    end_s: f64,
+    out: &mut String,
+) -> PlotResult {
+    let height = (110 + lane_px * labels.len() as u32).min(1600);
     let root = SVGBackend::with_string(out, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let n = lanes.len().max(1) as i32;
+    let n = labels.len().max(1) as i32;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Operations per client (green ok, red fail, orange unknown; faults shaded)",
-            ("sans-serif", 16),
-        )
+        .caption(title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(110)
         .build_cartesian_2d(0f64..end_s.max(1.0), (0..n).into_segmented())?;
-    let labels = lanes.clone();
     chart
         .configure_mesh()
         .disable_y_mesh()
         .x_desc("seconds since the run started")
-        .y_labels(lanes.len() + 1)
+        .y_labels(labels.len() + 1)
         .y_label_formatter(&|y| match y {
             SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
             _ => String::new(),
@@ -128,16 +133,14 @@ fn timeline_svg(ops: &[Op], periods: &[Period], end_s: f64, out: &mut String) ->
             FAULT.mix(0.6).filled(),
         )
     }))?;
-    let min_width = end_s / 2000.0;
-    chart.draw_series(ops.iter().map(|o| {
-        let y = lane_index[o.lane.as_str()] as i32;
-        let to = o.to_s.max(o.from_s + min_width);
+    chart.draw_series(bars.map(|b| {
+        let y = b.lane as i32;
         let mut r = Rectangle::new(
             [
-                (o.from_s, SegmentValue::Exact(y)),
-                (to, SegmentValue::Exact(y + 1)),
+                (b.from_s, SegmentValue::Exact(y)),
+                (b.to_s, SegmentValue::Exact(y + 1)),
             ],
-            color(o.outcome).filled(),
+            b.color.filled(),
         );
         // A gap between lanes.
         r.set_margin(4, 4, 0, 0);
@@ -145,6 +148,33 @@ fn timeline_svg(ops: &[Op], periods: &[Period], end_s: f64, out: &mut String) ->
     }))?;
     root.present()?;
     Ok(())
+}
+
+fn timeline_svg(ops: &[Op], periods: &[Period], end_s: f64, out: &mut String) -> PlotResult {
+    let mut lanes: Vec<String> = ops.iter().map(|o| o.lane.clone()).collect();
+    lanes.sort();
+    lanes.dedup();
+    let lane_index: BTreeMap<&str, usize> = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let min_width = end_s / 2000.0;
+    let bars = ops.iter().map(|o| Bar {
+        lane: lane_index[o.lane.as_str()],
+        from_s: o.from_s,
+        to_s: o.to_s.max(o.from_s + min_width),
+        color: color(o.outcome),
+    });
+    lanes_svg(
+        "Operations per client (green ok, red fail, orange unknown; faults shaded)",
+        &lanes,
+        22,
+        bars,
+        periods,
+        end_s,
+        out,
+    )
 }
 
 /// What the monitor saw of one master over a span of time.
@@ -186,67 +216,29 @@ fn masters_svg(
     end_s: f64,
     out: &mut String,
 ) -> PlotResult {
-    let nodes: Vec<u64> = {
-        let mut n: Vec<u64> = spans.iter().map(|s| s.0).collect();
-        n.sort_unstable();
-        n.dedup();
-        n
-    };
-    let height = 110 + 26 * nodes.len() as u32;
-    let root = SVGBackend::with_string(out, (WIDTH, height)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let n = nodes.len().max(1) as i32;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Masters as the monitor saw them (blue leader, grey follower, red not answering)",
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(110)
-        .build_cartesian_2d(0f64..end_s.max(1.0), (0..n).into_segmented())?;
-    let labels = nodes.clone();
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .x_desc("seconds since the run started")
-        .y_labels(nodes.len() + 1)
-        .y_label_formatter(&|y| match y {
-            SegmentValue::CenterOf(i) => labels
-                .get(*i as usize)
-                .map(|m| format!("master-{m}"))
-                .unwrap_or_default(),
-            _ => String::new(),
-        })
-        .draw()?;
-    chart.draw_series(periods.iter().map(|p| {
-        Rectangle::new(
-            [
-                (p.from_s, SegmentValue::Exact(0)),
-                (p.to_s, SegmentValue::Exact(n)),
-            ],
-            FAULT.mix(0.6).filled(),
-        )
-    }))?;
-    chart.draw_series(spans.iter().map(|(node, from, to, seen)| {
-        let y = nodes.iter().position(|m| m == node).unwrap_or(0) as i32;
-        let c = match seen {
+    let mut nodes: Vec<u64> = spans.iter().map(|s| s.0).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let labels: Vec<String> = nodes.iter().map(|m| format!("master-{m}")).collect();
+    let bars = spans.iter().map(|(node, from, to, seen)| Bar {
+        lane: nodes.iter().position(|m| m == node).unwrap_or(0),
+        from_s: *from,
+        to_s: *to,
+        color: match seen {
             Seen::Leader => RGBColor(9, 105, 218),
             Seen::Follower => RGBColor(175, 184, 193),
             Seen::Unreachable => FAIL,
-        };
-        let mut r = Rectangle::new(
-            [
-                (*from, SegmentValue::Exact(y)),
-                (*to, SegmentValue::Exact(y + 1)),
-            ],
-            c.filled(),
-        );
-        r.set_margin(5, 5, 0, 0);
-        r
-    }))?;
-    root.present()?;
-    Ok(())
+        },
+    });
+    lanes_svg(
+        "Masters as the monitor saw them (blue leader, grey follower, red not answering)",
+        &labels,
+        26,
+        bars,
+        periods,
+        end_s,
+        out,
+    )
 }
 
 fn latency_svg(ops: &[Op], periods: &[Period], end_s: f64, out: &mut String) -> PlotResult {
