@@ -688,3 +688,76 @@ async fn a_task_over_its_memory_limit_is_reported_failed_for_memory() {
     let end = task["updates"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(end["reason"], "memory_limit", "{task}");
 }
+
+/// Whether process `pid` has ended (gone, or a zombie nobody has reaped yet).
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Stopping a test cluster stops what its agents started: the executor of a running task
+/// and the task itself (executors start in their own sessions so that they outlive an agent
+/// restart, so the harness has to find them; it acts only on processes working under the
+/// agent's directory).
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_a_cluster_leaves_no_executor_or_task_behind() {
+    let mut c = start_with_agents(1, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
+    let (driver, mut events) = subscribe(&c.addrs(), "leaver", "*").await;
+    let offers = next_offers(&mut events, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    let task = shell_task("stays", "cpus:0.5;mem:32", "echo $$ > pid; exec sleep 600");
+    driver
+        .accept(std::slice::from_ref(&offers[0].id), vec![task], None)
+        .await
+        .expect("accept");
+    loop {
+        let s = next_update(&driver, &mut events, Duration::from_secs(20))
+            .await
+            .expect("an update");
+        if state_of(&s) == v1::TaskState::TaskRunning {
+            break;
+        }
+    }
+    let read_pid = |name: &'static str| {
+        let c = &c;
+        async move {
+            wait_until(name, Duration::from_secs(10), || async {
+                c.agents()
+                    .find_map(|a| find_file(&a.work_dir, name))
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .ok_or_else(|| format!("no {name} yet"))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let executor = read_pid("executor.pid").await;
+    let task = read_pid("pid").await;
+    assert!(!ended(executor) && !ended(task), "both run before the stop");
+
+    c.stop_all(Duration::from_secs(10)).await.expect("stop");
+    wait_until(
+        "executor and task gone",
+        Duration::from_secs(10),
+        || async {
+            if ended(executor) && ended(task) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "executor {executor} ended: {}, task {task} ended: {}",
+                    ended(executor),
+                    ended(task)
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}

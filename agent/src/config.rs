@@ -218,7 +218,21 @@ impl AgentConfig {
                 )
             })?
         } else {
-            args.executor_command.iter().map(OsString::from).collect()
+            let mut command: Vec<OsString> =
+                args.executor_command.iter().map(OsString::from).collect();
+            // Executors work in their task directory: a program named by a relative path
+            // is resolved here, against the agent's directory, where the operator meant it.
+            if let Some(program) = command.first_mut() {
+                let path = std::path::Path::new(program.as_os_str());
+                if path.components().count() > 1 && path.is_relative() {
+                    *program = std::fs::canonicalize(path)
+                        .map_err(|e| {
+                            invalid("executor-command", format!("{}: {e}", path.display()))
+                        })?
+                        .into_os_string();
+                }
+            }
+            command
         };
         Ok(AgentConfig {
             masters,

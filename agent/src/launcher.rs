@@ -343,8 +343,10 @@ impl Launcher {
     }
 }
 
-/// The command that starts the executor of the task in `dir`, its output to the task's
-/// `executor.log`.
+/// The command that starts the executor of the task in `dir`, working in that directory (as a
+/// Mesos executor works in its sandbox: nothing of the agent's own directory is its business),
+/// its output to the task's `executor.log`. `dir` is absolute (the work directory is
+/// canonicalized at start).
 fn executor_command(
     command: &[OsString],
     socket: &std::path::Path,
@@ -363,6 +365,7 @@ fn executor_command(
         .arg(&dir.0)
         .arg("--agent-socket")
         .arg(socket)
+        .current_dir(&dir.0)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -342,6 +342,7 @@ async fn drive(
     let records = merge_histories(out)?;
 
     progress("reading every replica's final state");
+    save_raft_metrics(&cluster, out).await?;
     // What agents were acknowledged first: each of those updates was committed before, so
     // every replica that caught up with the leader afterwards must hold it.
     for a in cluster.agents() {
@@ -430,6 +431,21 @@ async fn save_final_states(cluster: &LocalCluster, out: &Path) -> Result<(), Cha
         }
         if let Ok(state) = crate::http::get_json(&m.addr, "/v1/state").await {
             write_json(&final_state_path(out, m.id), &state)?;
+        }
+    }
+    Ok(())
+}
+
+/// Saves every reachable master's Raft metrics (`/v1/raft`: vote, last log, committed and
+/// applied ids, and on the leader each follower's matched id) as `final/raft-<id>.json`, so
+/// a run whose cluster stopped making progress shows where each replica stood.
+async fn save_raft_metrics(cluster: &LocalCluster, out: &Path) -> Result<(), ChaosError> {
+    for m in cluster.masters() {
+        if let Ok(metrics) = crate::http::get_json(&m.addr, "/v1/raft").await {
+            write_json(
+                &out.join("final").join(format!("raft-{}.json", m.id)),
+                &metrics,
+            )?;
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! HTTP endpoints on the master's port, next to gRPC: `GET /health`, `GET /v1/leader`,
-//! `GET /v1/state` (agents, frameworks, offers and tasks as JSON) and `GET /metrics`
-//! (Prometheus text format).
+//! `GET /v1/state` (agents, frameworks, offers and tasks as JSON), `GET /v1/raft` (this
+//! replica's Raft metrics as openraft reports them: vote, log, commit, and on a leader each
+//! follower's matched log id) and `GET /metrics` (Prometheus text format).
 //!
 //! Owns nothing: every answer is read from openraft's metrics, the applied registry or the
 //! Prometheus recorder at the time of the request. Every replica answers, leader or not;
@@ -32,6 +33,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/v1/leader", get(leader))
         .route("/v1/state", get(cluster_state))
+        .route("/v1/raft", get(raft_metrics))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -96,6 +98,11 @@ async fn leader(State(s): State<HttpState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+async fn raft_metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    let m = s.raft.metrics().borrow().clone();
+    Json(m)
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
