@@ -15,13 +15,23 @@
 //! instead of being proposed (a planned leadership transfer needs the log still, so that a
 //! follower catches up and every lease runs out). They are proposed when it is dropped, or
 //! refused as not-leader if leadership moved meanwhile.
+//!
+//! An entry in flight is answered when it is applied, or refused when a new leader's log
+//! truncates it; and it is answered "outcome unknown" ([`ReplicaError::Lost`]) as soon as this
+//! replica sees a term newer than the one it was proposed in. openraft 0.9 keeps the responder
+//! of an entry proposed by a leader that lost its leadership, and answers it on apply or on
+//! truncation only: when the entry is instead replaced by an installed snapshot (the replica
+//! was cut off long enough for the new leader to purge that part of its log), it is never
+//! answered. Waiting for such answers once filled every in-flight slot, and the replica, leader
+//! again later, proposed nothing more: writes timed out while reads were served (found by a
+//! 10-minute chaos run; regression test in `tests/partition.rs`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::raft::{MasterId, MasterNode, Raft};
 use crate::registry::{Op, Outcome, Proposal, StoreOp};
@@ -70,7 +80,7 @@ fn payload_bytes(op: &Op) -> usize {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
-    held: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    held: std::sync::Arc<watch::Sender<bool>>,
 }
 
 /// While it lives, writes are held (see the module doc).
@@ -125,12 +135,46 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The highest term this replica has seen, as a watch that changes only when the term does
+/// (openraft's metrics change with every append and apply). Follows the metrics until Raft
+/// stops or every receiver is gone.
+fn watch_term(raft: &Raft) -> watch::Receiver<u64> {
+    let mut metrics = raft.metrics();
+    let (tx, rx) = watch::channel(metrics.borrow().current_term);
+    tokio::spawn(async move {
+        loop {
+            let term = metrics.borrow_and_update().current_term;
+            tx.send_if_modified(|seen| {
+                let newer = term > *seen;
+                if newer {
+                    *seen = term;
+                }
+                newer
+            });
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
+/// Resolves once `terms` shows a term after `term`; never, if the watch ends first (Raft
+/// stopped: the entry's own responder is dropped then, which answers it).
+async fn term_after(mut terms: watch::Receiver<u64>, term: u64) {
+    if terms.wait_for(|seen| *seen > term).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn run(
     raft: Raft,
     me: MasterId,
     mut rx: mpsc::Receiver<Pending>,
-    mut held: tokio::sync::watch::Receiver<bool>,
+    mut held: watch::Receiver<bool>,
 ) {
+    let terms = watch_term(&raft);
     let mut inflight = FuturesUnordered::new();
     let mut carry: Option<Pending> = None;
     loop {
@@ -199,13 +243,31 @@ async fn run(
                 continue;
             }
         };
+        // Read before proposing: the entry's term is this one or a later one, so a term after
+        // this one can only make the answer "unknown" early, never miss a lost leadership.
+        let term = raft.metrics().borrow().current_term;
         match raft.client_write_ff(proposal).await {
             Err(fatal) => {
                 for r in replies {
                     let _ = r.send(Err(ReplicaError::Stopped(fatal.to_string())));
                 }
             }
-            Ok(response) => inflight.push(async move { deliver(me, response.await, replies) }),
+            Ok(response) => {
+                let superseded = term_after(terms.clone(), term);
+                inflight.push(async move {
+                    tokio::select! {
+                        biased;
+                        result = response => deliver(me, result, replies),
+                        () = superseded => {
+                            for r in replies {
+                                let _ = r.send(Err(ReplicaError::Lost(format!(
+                                    "proposed in term {term}, and a later term began before it was applied"
+                                ))));
+                            }
+                        }
+                    }
+                })
+            }
         }
     }
 }
