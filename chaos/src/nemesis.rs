@@ -277,16 +277,17 @@ impl Nemesis {
                     choices.push("scheduler");
                 }
                 let who = *choices.choose(&mut self.rng).expect("not empty");
+                // Every draw is made whatever the choice, so that the schedule's later draws do
+                // not depend on this one (or on whether a leader was known): one seed, one
+                // sequence of choices.
+                let any_master = *masters.choose(&mut self.rng).unwrap_or(&1);
+                let any_scheduler = schedulers.choose(&mut self.rng).copied();
+                let any_agent = agents.choose(&mut self.rng).copied();
                 let target = match who {
-                    "leader" => match self.leader().await {
-                        Some(l) => Target::Master(l),
-                        None => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
-                    },
-                    "master" => Target::Master(*masters.choose(&mut self.rng).unwrap_or(&1)),
-                    "scheduler" => {
-                        Target::Scheduler(*schedulers.choose(&mut self.rng).expect("schedulers"))
-                    }
-                    _ => Target::Agent(*agents.choose(&mut self.rng).expect("agents")),
+                    "leader" => Target::Master(self.leader().await.unwrap_or(any_master)),
+                    "master" => Target::Master(any_master),
+                    "scheduler" => Target::Scheduler(any_scheduler.expect("schedulers")),
+                    _ => Target::Agent(any_agent.expect("agents")),
                 };
                 let verb = if family == Family::Kill {
                     "kill"
@@ -311,6 +312,8 @@ impl Nemesis {
                 let kind = *choices.choose(&mut self.rng).expect("not empty");
                 let mut all: Vec<MasterId> = self.cluster.masters().map(|m| m.id).collect();
                 all.shuffle(&mut self.rng);
+                let any_agent = agents.choose(&mut self.rng).copied();
+                let any_scheduler = schedulers.choose(&mut self.rng).copied();
                 let plan = match kind {
                     "isolate-leader" | "leader-minority" => {
                         let leader = self.leader().await.unwrap_or(all[0]);
@@ -346,8 +349,8 @@ impl Nemesis {
                             right: all[mid + 1..].to_vec(),
                         }
                     }
-                    "agent" => Plan::CutAgent(*agents.choose(&mut self.rng).expect("agents")),
-                    _ => Plan::CutScheduler(*schedulers.choose(&mut self.rng).expect("schedulers")),
+                    "agent" => Plan::CutAgent(any_agent.expect("agents")),
+                    _ => Plan::CutScheduler(any_scheduler.expect("schedulers")),
                 };
                 (format!("partition-{kind}"), plan)
             }
