@@ -113,6 +113,46 @@ async fn run_reports_every_state_and_exits_with_the_task_status() {
     }
 }
 
+/// Subscribes framework `name`, launches task `id` (a shell that writes its pid to `pid` in
+/// its sandbox, then sleeps) on the first offer, and waits until it is RUNNING.
+async fn run_long_task(
+    c: &drover_chaos::LocalCluster,
+    name: &str,
+    id: &str,
+) -> (Driver, EventStream) {
+    let (driver, mut events) = subscribe(&c.addrs(), name, "*").await;
+    let offers = next_offers(&mut events, Duration::from_secs(10))
+        .await
+        .expect("an offer");
+    let task = shell_task(id, "cpus:0.5;mem:32", "echo $$ > pid; exec sleep 600");
+    driver
+        .accept(std::slice::from_ref(&offers[0].id), vec![task], None)
+        .await
+        .expect("accept");
+    loop {
+        let s = next_update(&driver, &mut events, Duration::from_secs(20))
+            .await
+            .expect("an update");
+        if state_of(&s) == v1::TaskState::TaskRunning {
+            return (driver, events);
+        }
+    }
+}
+
+/// The process id in the first file called `name` under an agent's work directory, once one
+/// holds a number.
+async fn read_pid(c: &drover_chaos::LocalCluster, name: &str) -> i32 {
+    wait_until(name, Duration::from_secs(10), || async {
+        c.agents()
+            .find_map(|a| find_file(&a.work_dir, name))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .ok_or_else(|| format!("no {name} yet"))
+    })
+    .await
+    .unwrap()
+}
+
 fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let p = e.path();
@@ -345,35 +385,8 @@ fn state_of(s: &v1::TaskStatus) -> v1::TaskState {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_ends_a_running_task_and_reconcile_answers_from_the_registry() {
     let c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
-    let (driver, mut events) = subscribe(&c.addrs(), "killer", "*").await;
-    let offers = next_offers(&mut events, Duration::from_secs(10))
-        .await
-        .expect("an offer");
-    let task = shell_task("long", "cpus:0.5;mem:32", "echo $$ > pid; exec sleep 600");
-    driver
-        .accept(std::slice::from_ref(&offers[0].id), vec![task], None)
-        .await
-        .expect("accept");
-    loop {
-        let s = next_update(&driver, &mut events, Duration::from_secs(20))
-            .await
-            .expect("an update");
-        if state_of(&s) == v1::TaskState::TaskRunning {
-            break;
-        }
-    }
-    let pid_file = wait_until("pid file", Duration::from_secs(10), || async {
-        c.agents()
-            .find_map(|a| find_file(&a.work_dir, "pid"))
-            .ok_or_else(|| "no pid file yet".to_string())
-    })
-    .await
-    .unwrap();
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (driver, mut events) = run_long_task(&c, "killer", "long").await;
+    let pid = read_pid(&c, "pid").await;
 
     driver
         .kill(&drover_scheduler::driver::TaskId::new("long"), None)
@@ -707,39 +720,10 @@ fn ended(pid: i32) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_a_cluster_leaves_no_executor_or_task_behind() {
     let mut c = start_with_agents(1, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
-    let (driver, mut events) = subscribe(&c.addrs(), "leaver", "*").await;
-    let offers = next_offers(&mut events, Duration::from_secs(10))
-        .await
-        .expect("an offer");
-    let task = shell_task("stays", "cpus:0.5;mem:32", "echo $$ > pid; exec sleep 600");
-    driver
-        .accept(std::slice::from_ref(&offers[0].id), vec![task], None)
-        .await
-        .expect("accept");
-    loop {
-        let s = next_update(&driver, &mut events, Duration::from_secs(20))
-            .await
-            .expect("an update");
-        if state_of(&s) == v1::TaskState::TaskRunning {
-            break;
-        }
-    }
-    let read_pid = |name: &'static str| {
-        let c = &c;
-        async move {
-            wait_until(name, Duration::from_secs(10), || async {
-                c.agents()
-                    .find_map(|a| find_file(&a.work_dir, name))
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-                    .ok_or_else(|| format!("no {name} yet"))
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let executor = read_pid("executor.pid").await;
-    let task = read_pid("pid").await;
+    // Kept alive until the end: the framework stays subscribed while the cluster stops.
+    let _framework = run_long_task(&c, "leaver", "stays").await;
+    let executor = read_pid(&c, "executor.pid").await;
+    let task = read_pid(&c, "pid").await;
     assert!(!ended(executor) && !ended(task), "both run before the stop");
 
     c.stop_all(Duration::from_secs(10)).await.expect("stop");

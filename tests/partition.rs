@@ -7,23 +7,35 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric, start_proxied, wait_until, LEADER_TIMEOUT};
+use common::{metric, start_proxied, wait_until, TestCluster, LEADER_TIMEOUT};
 use drover_client::{MasterClient, RetryPolicy};
+
+/// Every master but `id`: their ids and addresses.
+fn all_but(c: &TestCluster, id: u64) -> (Vec<u64>, Vec<String>) {
+    c.masters()
+        .filter(|m| m.id != id)
+        .map(|m| (m.id, m.addr.clone()))
+        .unzip()
+}
+
+/// A client of the masters at `addrs` only, giving up after `deadline`.
+fn client_of(addrs: &[String], deadline: Duration) -> MasterClient {
+    MasterClient::with_policy(
+        addrs,
+        RetryPolicy {
+            deadline,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_leader_cannot_commit_or_read_and_the_majority_goes_on() {
     let c = start_proxied(3, &["--write-timeout-ms", "1000"]).await;
     c.client().put("t", "before", b"1".to_vec()).await.unwrap();
     let old = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
-    let majority: Vec<u64> = c
-        .masters()
-        .map(|m| m.id)
-        .filter(|id| *id != old.node_id)
-        .collect();
-    let majority_addrs: Vec<String> = majority
-        .iter()
-        .map(|id| c.master(*id).unwrap().addr.clone())
-        .collect();
+    let (majority, majority_addrs) = all_but(&c, old.node_id);
 
     c.net().unwrap().isolate(old.node_id);
 
@@ -37,14 +49,10 @@ async fn isolated_leader_cannot_commit_or_read_and_the_majority_goes_on() {
         .await
         .expect("the majority commits");
 
-    let lone = MasterClient::with_policy(
+    let lone = client_of(
         &[c.master(old.node_id).unwrap().addr.clone()],
-        RetryPolicy {
-            deadline: Duration::from_secs(3),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+        Duration::from_secs(3),
+    );
     let w = lone.put("t", "minority", b"x".to_vec()).await;
     assert!(
         w.is_err(),
@@ -105,11 +113,7 @@ async fn five_masters_split_two_three_only_the_three_commit() {
             .map(|id| c.master(*id).unwrap().addr.clone())
             .collect()
     };
-    let short = RetryPolicy {
-        deadline: Duration::from_secs(3),
-        ..Default::default()
-    };
-    let minority_client = MasterClient::with_policy(&addrs(&minority), short).unwrap();
+    let minority_client = client_of(&addrs(&minority), Duration::from_secs(3));
     // Until the three elect, a follower among them may still point a client at the old leader.
     c.wait_for_leader_among(&majority, old.term, Duration::from_secs(20))
         .await
@@ -179,26 +183,11 @@ async fn a_leader_cut_off_with_writes_in_flight_commits_again_after_a_snapshot()
     c.client().put("t", "before", b"1".to_vec()).await.unwrap();
     let old = c.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
     let old_addr = c.master(old.node_id).unwrap().addr.clone();
-    let majority: Vec<u64> = c
-        .masters()
-        .map(|m| m.id)
-        .filter(|id| *id != old.node_id)
-        .collect();
-    let majority_addrs: Vec<String> = majority
-        .iter()
-        .map(|id| c.master(*id).unwrap().addr.clone())
-        .collect();
+    let (majority, majority_addrs) = all_but(&c, old.node_id);
 
     c.net().unwrap().isolate(old.node_id);
     // One at a time, so that each is its own entry: more than the proposer keeps in flight.
-    let lone = MasterClient::with_policy(
-        std::slice::from_ref(&old_addr),
-        RetryPolicy {
-            deadline: Duration::from_millis(1500),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let lone = client_of(std::slice::from_ref(&old_addr), Duration::from_millis(1500));
     for i in 0..6 {
         let w = lone.put("t", &format!("cut-off-{i}"), b"x".to_vec()).await;
         assert!(
@@ -252,14 +241,7 @@ async fn a_leader_cut_off_with_writes_in_flight_commits_again_after_a_snapshot()
         .await
         .expect("leadership moves back to the old leader");
     assert_eq!(leader, old.node_id);
-    let direct = MasterClient::with_policy(
-        std::slice::from_ref(&old_addr),
-        RetryPolicy {
-            deadline: Duration::from_secs(10),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let direct = client_of(std::slice::from_ref(&old_addr), Duration::from_secs(10));
     direct
         .put("t", "after", b"2".to_vec())
         .await

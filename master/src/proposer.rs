@@ -175,6 +175,7 @@ async fn run(
     mut held: watch::Receiver<bool>,
 ) {
     let terms = watch_term(&raft);
+    let metrics = raft.metrics();
     let mut inflight = FuturesUnordered::new();
     let mut carry: Option<Pending> = None;
     loop {
@@ -245,7 +246,7 @@ async fn run(
         };
         // Read before proposing: the entry's term is this one or a later one, so a term after
         // this one can only make the answer "unknown" early, never miss a lost leadership.
-        let term = raft.metrics().borrow().current_term;
+        let term = metrics.borrow().current_term;
         match raft.client_write_ff(proposal).await {
             Err(fatal) => {
                 for r in replies {
