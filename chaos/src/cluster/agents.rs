@@ -3,8 +3,8 @@
 //!
 //! Owns the agent child processes (killed when the cluster is dropped, like the masters).
 //! Executors are started by the agents in their own sessions, on purpose (they outlive an
-//! agent restart), so the cluster also kills every executor process group recorded in the
-//! agents' work directories when it stops or is dropped: a test never leaks a task.
+//! agent restart), so the cluster also kills every process working under an agent's work
+//! directory (executors, tasks) when it stops or is dropped: a test never leaks a task.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,43 +46,28 @@ impl AgentProcess {
     }
 }
 
-/// Process ids written by executors under `dir` (files named `*.pid`), at any depth up to
-/// the task directories.
-fn executor_pids(dir: &Path, depth: usize, out: &mut Vec<i32>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
+/// Processes working in a directory under `dir` (executors work in their task directory,
+/// tasks in their sandbox), found by their working directory in `/proc`. Pid files are not
+/// enough: a task whose executor had not yet written its pid would escape, and a pid file left
+/// by a process long gone may name a pid the kernel has given to an unrelated process since.
+fn working_under(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
     };
-    for e in entries.flatten() {
-        let path = e.path();
-        let Ok(kind) = e.file_type() else { continue };
-        if kind.is_dir() && depth > 0 {
-            executor_pids(&path, depth - 1, out);
-        } else if kind.is_file() && path.extension().is_some_and(|x| x == "pid") {
-            if let Some(pid) = fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-                .filter(|p| *p > 1)
-            {
-                out.push(pid);
-            }
-        }
-    }
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid > 1)
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+        })
+        .collect()
 }
 
-/// Whether process `pid` works in a directory under `dir` (an executor or task in its
-/// sandbox), so that a pid file left by a process long gone, whose number the kernel has given
-/// to an unrelated process since, is not acted on.
-fn works_under(pid: i32, dir: &Path) -> bool {
-    fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
-}
-
-/// SIGKILLs the process groups of every executor and task recorded under `work_dir` that
-/// still works there.
+/// SIGKILLs the process groups of every executor and task working under `work_dir`.
 pub fn kill_executors(work_dir: &Path) {
-    let mut pids = Vec::new();
-    executor_pids(work_dir, 6, &mut pids);
     let dir = fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
-    for pid in pids.into_iter().filter(|p| works_under(*p, &dir)) {
+    for pid in working_under(&dir) {
         // Executors and tasks lead their own process groups.
         let _ = signal::kill(Pid::from_raw(-pid), Signal::SIGKILL);
         let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -267,16 +252,27 @@ mod tests {
             .process_group(0)
             .spawn()
             .expect("spawn");
+        // Started, but its pid not yet written (the executor writes it after the spawn).
+        let mut unrecorded = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&sandbox)
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
         fs::write(sandbox.join("stale.pid"), stranger.id().to_string()).expect("pid file");
         fs::write(sandbox.join("executor.pid"), task.id().to_string()).expect("pid file");
 
         kill_executors(work.path());
 
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while alive(&mut task) && std::time::Instant::now() < deadline {
+        while (alive(&mut task) || alive(&mut unrecorded)) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!alive(&mut task), "the task in its sandbox was killed");
+        assert!(
+            !alive(&mut unrecorded),
+            "the task whose pid was not yet written was killed"
+        );
         assert!(
             alive(&mut stranger),
             "the process a stale pid file names was left alone"
