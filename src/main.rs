@@ -424,6 +424,14 @@ enum BenchWhat {
         #[arg(long)]
         keep: bool,
     },
+    /// A restarted agent reading back its work directory: whole scans of `--tasks` ended
+    /// task directories (written first, in a temporary directory) and of the process table.
+    AgentRecovery {
+        #[arg(long, default_value_t = 6000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+    },
     /// SIGKILL the leader repeatedly; time until a new leader commits a write.
     Failover {
         #[arg(long, default_value_t = 3)]
@@ -620,6 +628,31 @@ fn print_write_figures(f: &drover_chaos::bench::WriteFigures) {
     );
 }
 
+/// `drover bench agent-recovery`: the agent's recovery scan alone, in this process.
+fn bench_agent_recovery(dir: &std::path::Path, tasks: usize, samples: usize) -> anyhow::Result<()> {
+    use drover_agent::recovery_bench;
+    println!(
+        "agent recovery benchmark: one scan of {tasks} ended task directories and of the process table, {samples} samples (files in the page cache after the first)"
+    );
+    let work_dir = dir.join("agent");
+    let populated = recovery_bench::populate(&work_dir, tasks);
+    let f = populated.map(|()| recovery_bench::time_scans(&work_dir, samples));
+    let _ = std::fs::remove_dir_all(dir);
+    let f = f?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let median = f.samples[f.samples.len() / 2];
+    println!(
+        "{} task directories, {} processes: median {:.1} ms ({:.1} µs per directory), min {:.1} ms, max {:.1} ms",
+        f.task_dirs,
+        f.processes,
+        ms(median),
+        ms(median) * 1000.0 / f.task_dirs.max(1) as f64,
+        ms(f.samples[0]),
+        ms(f.samples[f.samples.len() - 1])
+    );
+    Ok(())
+}
+
 /// `drover bench allocator`: the allocator alone, in this process.
 fn bench_allocator(
     sizes: &[String],
@@ -779,6 +812,9 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 );
             }
             return Ok(());
+        }
+        BenchWhat::AgentRecovery { tasks, samples } => {
+            return bench_agent_recovery(&dir, tasks, samples.max(1));
         }
         BenchWhat::Failover { masters, trials } => {
             println!("failover benchmark: {masters} masters, fsync on, SIGKILL the leader {trials} times");

@@ -35,6 +35,7 @@ pub mod layout;
 pub mod metrics;
 pub mod protocol;
 pub mod recovery;
+pub mod recovery_bench;
 pub mod register;
 pub mod server;
 pub mod service;

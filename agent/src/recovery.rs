@@ -96,8 +96,12 @@ pub fn kill_everything(layout: &Layout) -> usize {
 }
 
 /// Scans the work directory and the process table. Blocking.
+///
+/// The process table is read once for the whole scan, however many task directories there
+/// are: an agent keeps the directory of every task it ever ran, and reading `/proc` once per
+/// directory made a restart after thousands of tasks take half a minute.
 pub fn scan(layout: &Layout) -> Vec<Found> {
-    let executors = running_executors();
+    let procs = ProcessTable::read();
     let mut found = Vec::new();
     let Ok(frameworks) = std::fs::read_dir(layout.frameworks_dir()) else {
         return found;
@@ -119,23 +123,13 @@ pub fn scan(layout: &Layout) -> Vec<Found> {
                 tracing::warn!(path = %t.path().display(), "recovery: skipping a directory that is not a task id");
                 continue;
             };
-            found.push(inspect(
-                framework.clone(),
-                task,
-                TaskDir(t.path()),
-                &executors,
-            ));
+            found.push(inspect(framework.clone(), task, TaskDir(t.path()), &procs));
         }
     }
     found
 }
 
-fn inspect(
-    framework: FrameworkId,
-    task: TaskId,
-    dir: TaskDir,
-    executors: &HashMap<PathBuf, i32>,
-) -> Found {
+fn inspect(framework: FrameworkId, task: TaskId, dir: TaskDir, procs: &ProcessTable) -> Found {
     let spec = read_spec(&dir);
     let agent_log = status_updates::checkpointed_updates(&dir.updates_log());
     let seen: HashSet<uuid::Uuid> = agent_log.iter().map(|u| u.uuid).collect();
@@ -143,20 +137,14 @@ fn inspect(
         .into_iter()
         .filter(|u| !seen.contains(&u.uuid) && u.framework_id == framework && u.task_id == task)
         .collect();
-    let executor = executors.get(&dir.0).copied();
+    let executor = procs.executors.get(&dir.0).copied();
     // A recorded process group is the task's only while one of its processes works in the
     // task's sandbox: a group id can be reused once the task's processes are gone.
     let sandbox = dir.sandbox();
     let command_group = std::fs::read_to_string(dir.command_pid())
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-        .filter(|pgid| {
-            *pgid > 0
-                && crate::executor::group::members(*pgid).iter().any(|pid| {
-                    std::fs::read_link(format!("/proc/{pid}/cwd"))
-                        .is_ok_and(|cwd| cwd.starts_with(&sandbox))
-                })
-        });
+        .filter(|pgid| *pgid > 0 && procs.group_works_in(*pgid, &sandbox));
     Found {
         framework,
         task,
@@ -166,6 +154,57 @@ fn inspect(
         command_group,
         spec,
         dir,
+    }
+}
+
+/// What recovery needs of the process table, read in one pass over `/proc`.
+#[derive(Debug, Default)]
+struct ProcessTable {
+    /// Live (not zombie) `drover executor` processes by the `--task-dir` of their command line.
+    executors: HashMap<PathBuf, i32>,
+    /// Every process (zombies included) by its process group.
+    groups: HashMap<i32, Vec<i32>>,
+}
+
+impl ProcessTable {
+    /// Reads `/proc` once. A process that ends meanwhile is simply not in the table.
+    fn read() -> Self {
+        let mut table = ProcessTable::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return table;
+        };
+        for e in dir.filter_map(Result::ok) {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let Some((state, pgrp)) = crate::executor::group::state_and_group(&stat) else {
+                continue;
+            };
+            table.groups.entry(pgrp).or_default().push(pid);
+            if matches!(state, "Z" | "X") {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            if let Some(task_dir) = executor_task_dir(&cmdline) {
+                table.executors.insert(task_dir, pid);
+            }
+        }
+        table
+    }
+
+    /// Whether a process of group `pgid` works in `sandbox` (or below it).
+    fn group_works_in(&self, pgid: i32, sandbox: &Path) -> bool {
+        self.groups.get(&pgid).is_some_and(|pids| {
+            pids.iter().any(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| cwd.starts_with(sandbox))
+            })
+        })
     }
 }
 
@@ -199,29 +238,7 @@ fn executor_updates(path: &Path) -> Vec<StatusUpdate> {
 
 /// Whether an executor for the task directory `dir` runs now. Blocking.
 pub fn executor_running(dir: &Path) -> bool {
-    running_executors().contains_key(dir)
-}
-
-/// Running `drover executor` processes by the task directory on their command line.
-fn running_executors() -> HashMap<PathBuf, i32> {
-    let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.filter_map(Result::ok) {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        if let Some(task_dir) = executor_task_dir(&cmdline) {
-            if is_alive(pid) {
-                out.insert(task_dir, pid);
-            }
-        }
-    }
-    out
+    ProcessTable::read().executors.contains_key(dir)
 }
 
 /// The `--task-dir` of an executor's NUL-separated command line, if it is one.
@@ -237,13 +254,13 @@ fn executor_task_dir(cmdline: &[u8]) -> Option<PathBuf> {
 
 /// Whether process `pid` exists and is not a zombie (`/proc/<pid>/stat` state `Z` or `X`).
 pub fn is_alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            crate::executor::group::state_and_group(&stat)
+                .map(|(state, _)| !matches!(state, "Z" | "X"))
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -265,5 +282,67 @@ mod tests {
     fn this_process_is_alive() {
         assert!(is_alive(std::process::id() as i32));
         assert!(!is_alive(i32::MAX));
+    }
+
+    /// Children of the test, killed and reaped however the test ends.
+    struct Children(Vec<std::process::Child>);
+
+    impl Drop for Children {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    #[test]
+    fn one_scan_finds_each_tasks_executor_and_the_command_group_working_in_its_sandbox() {
+        use std::os::unix::process::CommandExt;
+        let work = tempfile::tempdir().unwrap();
+        let layout = Layout::new(work.path());
+        let fw = FrameworkId::new("fw").unwrap();
+        let dir = |t: &str| TaskDir(layout.task_dir(&fw, &TaskId::new(t).unwrap()));
+        let (a, b, c) = (dir("a"), dir("b"), dir("c"));
+        for d in [&a, &b, &c] {
+            std::fs::create_dir_all(d.sandbox()).unwrap();
+        }
+        let mut children = Children(Vec::new());
+        // A stand-in for a's executor: known by its command line only.
+        children.0.push(
+            std::process::Command::new("/bin/sh")
+                .args(["-c", "sleep 30; true", "executor", "--task-dir"])
+                .arg(&a.0)
+                .spawn()
+                .unwrap(),
+        );
+        // a's command, in its own group, working in a's sandbox.
+        children.0.push(
+            std::process::Command::new("/bin/sh")
+                .args(["-c", "sleep 30; true"])
+                .current_dir(a.sandbox())
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
+        let (executor, command) = (children.0[0].id() as i32, children.0[1].id() as i32);
+        std::fs::write(a.command_pid(), command.to_string()).unwrap();
+        // b recorded the same group, but nothing of it works in b's sandbox (a reused id).
+        std::fs::write(b.command_pid(), command.to_string()).unwrap();
+        // c's recorded group does not exist.
+        std::fs::write(c.command_pid(), i32::MAX.to_string()).unwrap();
+
+        let found = scan(&layout);
+        let get = |t: &str| found.iter().find(|f| f.task.as_str() == t).unwrap();
+        assert_eq!(found.len(), 3);
+        assert_eq!(get("a").executor, Some(executor));
+        assert_eq!(get("a").command_group, Some(command));
+        assert!(get("a").spec.is_err(), "a has no task.json");
+        for t in ["b", "c"] {
+            assert_eq!(get(t).executor, None, "{t}");
+            assert_eq!(get(t).command_group, None, "{t}");
+        }
+        assert!(executor_running(&a.0));
+        assert!(!executor_running(&b.0));
     }
 }

@@ -778,6 +778,30 @@ async fn send_until_done(
     out
 }
 
+/// Writes a task's `updates.log` as the agent leaves it once every one of `updates` was
+/// checkpointed and acknowledged by the master (not fsynced: for building the work directory
+/// of a benchmark).
+pub fn write_acknowledged_log(
+    path: &Path,
+    updates: &[StatusUpdate],
+) -> Result<(), CheckpointError> {
+    let mut bytes = Vec::new();
+    for u in updates {
+        bytes.extend(checkpoint::encode_record(
+            path,
+            &Record::Update { update: u.clone() },
+        )?);
+        bytes.extend(checkpoint::encode_record(
+            path,
+            &Record::Acked { uuid: u.uuid },
+        )?);
+    }
+    std::fs::write(path, bytes).map_err(|e| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
 /// Every update recorded in a task's `updates.log`, in order (acknowledged or not); empty when
 /// the log is missing or unreadable. Agent recovery reads what the agent last knew from it.
 pub fn checkpointed_updates(path: &Path) -> Vec<StatusUpdate> {

@@ -5,7 +5,8 @@
 //! 2. Run the workloads, the monitor and the nemesis side by side for `--duration`, recording
 //!    everything in `history.jsonl`.
 //! 3. Stop the nemesis (it heals everything), let the workloads go on for `--recovery` so the
-//!    history shows the cluster serving again, then stop them.
+//!    history shows the cluster serving again (with schedulers, until each has its long tasks
+//!    running again, or the liveness bound has passed), then stop them.
 //! 4. Read every replica's final state once it has caught up with the leader, keep every
 //!    node's log, stop the cluster.
 //! 5. Run the checkers over what was saved ([`crate::checker`]) and write `results.json`.
@@ -57,7 +58,8 @@ pub struct ChaosOptions {
     /// Mean time a fault lasts (drawn likewise).
     #[arg(long, default_value = "6s", value_parser = parse_duration)]
     pub hold: Duration,
-    /// How long the workloads go on after the last heal.
+    /// How long the workloads go on after the last heal, at least (with schedulers, until each
+    /// has its long tasks running again, up to the liveness bound of 45 s).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub recovery: Duration,
     /// Operations per second per workload, in total over its clients.
@@ -307,7 +309,14 @@ async fn drive(
         faults.by_kind.values().sum::<u64>(),
         opts.recovery
     ));
+    let heal_ns = rec.now_ns();
     tokio::time::sleep(opts.recovery).await;
+    if workloads.iter().any(|w| w.schedulers() > 0) && !watch_liveness(out, &rec, heal_ns).await {
+        progress(&format!(
+            "the schedulers' long tasks did not all run again within {:?} of the heal",
+            checker::tasks::LIVENESS_BOUND
+        ));
+    }
     let _ = stop_clients_tx.send(true);
     // Schedulers drain (kill their tasks and learn every fate) before they exit.
     let killed = cluster.stop_schedulers(SCHEDULER_DRAIN).await;
@@ -372,10 +381,34 @@ const SCHEDULER_DRAIN: Duration = Duration::from_secs(90);
 
 /// Merges the runner's history and every scheduler incarnation's into `history.jsonl`, in time
 /// order (one clock), numbered again; the parts move to `parts/`. Returns the record count.
-fn merge_histories(out: &Path) -> Result<u64, ChaosError> {
-    let parts_dir = out.join("parts");
-    std::fs::create_dir_all(&parts_dir).map_err(io("creating parts/"))?;
-    let mut parts = vec![out.join(RUNNER_HISTORY)];
+/// Keeps the run going until the schedulers' records show each with its long tasks running
+/// again since `heal_ns`, or until the liveness bound has passed since then (false): the
+/// liveness checker judges what the history shows, so the run watches for as long as the
+/// bound, not only for `--recovery`.
+async fn watch_liveness(out: &Path, rec: &Recorder, heal_ns: u64) -> bool {
+    let wanted = crate::workload::tasks::TasksWorkload::default().long_tasks;
+    let deadline_ns = heal_ns + checker::tasks::LIVENESS_BOUND.as_nanos() as u64;
+    loop {
+        let parts = scheduler_parts(out).unwrap_or_default();
+        // A part being written may end mid-line; `read` leaves that line out.
+        let mut history = Vec::new();
+        for p in &parts {
+            history.extend(crate::history::read(p).unwrap_or_default());
+        }
+        history.sort_by_key(|r| r.time_ns);
+        if checker::tasks::every_scheduler_recovered(&history, heal_ns, wanted) {
+            return true;
+        }
+        if rec.now_ns() >= deadline_ns {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The schedulers' own history files (`scheduler-<index>.<life>.jsonl`) in the run's directory.
+fn scheduler_parts(out: &Path) -> Result<Vec<PathBuf>, ChaosError> {
+    let mut parts = Vec::new();
     for e in std::fs::read_dir(out)
         .map_err(io("listing the run's directory"))?
         .flatten()
@@ -385,6 +418,14 @@ fn merge_histories(out: &Path) -> Result<u64, ChaosError> {
             parts.push(e.path());
         }
     }
+    Ok(parts)
+}
+
+fn merge_histories(out: &Path) -> Result<u64, ChaosError> {
+    let parts_dir = out.join("parts");
+    std::fs::create_dir_all(&parts_dir).map_err(io("creating parts/"))?;
+    let mut parts = vec![out.join(RUNNER_HISTORY)];
+    parts.extend(scheduler_parts(out)?);
     let mut all = Vec::new();
     for p in &parts {
         all.extend(crate::history::read(p)?);

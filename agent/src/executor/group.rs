@@ -34,11 +34,19 @@ pub fn signal_group(pgid: i32, signal: Signal) {
     }
 }
 
-/// The process group of a `/proc/<pid>/stat` line (the fifth field; the second, the command
-/// name, may hold spaces and parentheses, so fields are counted after its closing one).
+/// The state (third field) and process group (fifth) of a `/proc/<pid>/stat` line; fields are
+/// counted after the command name's closing parenthesis, since the name may hold spaces and
+/// parentheses.
+pub(crate) fn state_and_group(stat: &str) -> Option<(&str, i32)> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// The process group of a `/proc/<pid>/stat` line.
 fn pgrp_of(stat: &str) -> Option<i32> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(2)?.parse().ok()
+    state_and_group(stat).map(|(_, pgrp)| pgrp)
 }
 
 /// Processes whose process group is `pgid` (zombies included).
@@ -90,5 +98,9 @@ mod tests {
         assert_eq!(pgrp_of("123 (sleep) S 1 456 456 0 -1"), Some(456));
         assert_eq!(pgrp_of("123 (a) b (c)) Z 1 77 77 0"), Some(77));
         assert_eq!(pgrp_of("garbage"), None);
+        assert_eq!(
+            state_and_group("123 (a) b (c)) Z 1 77 77 0"),
+            Some(("Z", 77))
+        );
     }
 }

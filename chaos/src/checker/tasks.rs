@@ -485,16 +485,31 @@ fn recovered_at(history: &[Record], process: &str, last_heal: u64, wanted: usize
     (!passed_heal && running(&state) >= wanted).then_some(last_heal)
 }
 
+/// The schedulers (their events processes) that recorded anything in `history`.
+fn schedulers_of(history: &[Record]) -> BTreeSet<&str> {
+    history
+        .iter()
+        .filter(|r| is_events_process(&r.process))
+        .map(|r| r.process.as_str())
+        .collect()
+}
+
+/// Whether `history` shows every scheduler with `wanted_long` long tasks RUNNING at or after
+/// `heal_ns` (false with no scheduler): what [`liveness`] will look for, asked while the run
+/// still goes on so that it watches for as long as the bound needs.
+pub fn every_scheduler_recovered(history: &[Record], heal_ns: u64, wanted_long: usize) -> bool {
+    let schedulers = schedulers_of(history);
+    !schedulers.is_empty()
+        && schedulers
+            .iter()
+            .all(|s| recovered_at(history, s, heal_ns, wanted_long).is_some())
+}
+
 /// Invariant 5, for every scheduler.
 pub fn liveness(ev: &Evidence, wanted_long: usize) -> CheckerResult {
     let mut bad = Vec::new();
     let last_heal = super::last_heal_ns(&ev.history);
-    let schedulers: BTreeSet<&str> = ev
-        .history
-        .iter()
-        .filter(|r| is_events_process(&r.process))
-        .map(|r| r.process.as_str())
-        .collect();
+    let schedulers = schedulers_of(&ev.history);
     let bound = LIVENESS_BOUND.as_nanos() as u64;
     let mut slowest: Option<f64> = None;
     for sched in &schedulers {

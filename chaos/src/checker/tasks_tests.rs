@@ -278,6 +278,11 @@ fn long_tasks_that_never_run_again_after_the_heal_are_caught() {
     });
     let r = liveness(&ev, 3);
     assert_eq!(r.valid, Validity::Invalid, "{r:?}");
+    // What the run watches for before it stops says the same, while the checker's valid
+    // history says recovered.
+    assert!(!every_scheduler_recovered(&ev.history, u64::MAX / 4, 3));
+    assert!(every_scheduler_recovered(&generated(6, 3).history, 0, 3));
+    assert!(!every_scheduler_recovered(&[], 0, 3));
 
     // And a framework that never learned some task's fate.
     let mut ev = generated(6, 3);
