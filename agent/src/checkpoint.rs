@@ -48,7 +48,7 @@ pub enum CheckpointError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,

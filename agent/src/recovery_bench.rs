@@ -120,8 +120,5 @@ pub fn time_scans(work_dir: &Path, samples: usize) -> ScanFigures {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    std::fs::write(path, bytes).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(checkpoint::io_err(path))
 }

@@ -796,10 +796,7 @@ pub fn write_acknowledged_log(
             &Record::Acked { uuid: u.uuid },
         )?);
     }
-    std::fs::write(path, bytes).map_err(|e| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    std::fs::write(path, bytes).map_err(checkpoint::io_err(path))
 }
 
 /// Every update recorded in a task's `updates.log`, in order (acknowledged or not); empty when

@@ -379,8 +379,6 @@ const RUNNER_HISTORY: &str = "runner.jsonl";
 /// How long schedulers may take to drain at the end.
 const SCHEDULER_DRAIN: Duration = Duration::from_secs(90);
 
-/// Merges the runner's history and every scheduler incarnation's into `history.jsonl`, in time
-/// order (one clock), numbered again; the parts move to `parts/`. Returns the record count.
 /// Keeps the run going until the schedulers' records show each with its long tasks running
 /// again since `heal_ns`, or until the liveness bound has passed since then (false): the
 /// liveness checker judges what the history shows, so the run watches for as long as the
@@ -421,6 +419,8 @@ fn scheduler_parts(out: &Path) -> Result<Vec<PathBuf>, ChaosError> {
     Ok(parts)
 }
 
+/// Merges the runner's history and every scheduler incarnation's into `history.jsonl`, in time
+/// order (one clock), numbered again; the parts move to `parts/`. Returns the record count.
 fn merge_histories(out: &Path) -> Result<u64, ChaosError> {
     let parts_dir = out.join("parts");
     std::fs::create_dir_all(&parts_dir).map_err(io("creating parts/"))?;
