@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use drover_client::MasterClient;
 use drover_scheduler::cli::{self, store::CasExpectation, store::StoreCommand, Exit};
 
+mod owner;
+
 #[derive(Parser)]
 #[command(
     name = "drover",
@@ -478,7 +480,24 @@ fn exit(r: Result<Exit, cli::CliError>) -> ExitCode {
     }
 }
 
+/// Resolves on SIGTERM or Ctrl-C, or when the harness that started this process is gone.
 async fn shutdown_signal() {
+    tokio::select! {
+        () = signals() => {}
+        () = owner::gone() => {}
+    }
+}
+
+/// How an agent stops: on a signal its executors keep running (the next agent recovers them);
+/// when its owner is gone nothing will start it again, so its tasks are killed too.
+async fn agent_stop() -> drover_agent::Stop {
+    tokio::select! {
+        () = signals() => drover_agent::Stop::KeepTasks,
+        () = owner::gone() => drover_agent::Stop::KillTasks,
+    }
+}
+
+async fn signals() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -1001,7 +1020,7 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                 let run = run.context("drover agent: give --work-dir (see drover agent --help)")?;
                 let prometheus =
                     drover_agent::metrics::install().context("installing the metrics recorder")?;
-                drover_agent::run(run, prometheus, shutdown_signal()).await?;
+                drover_agent::run(run, prometheus, agent_stop()).await?;
                 ExitCode::SUCCESS
             }
             Command::Executor(args) => match drover_agent::run_executor(args).await {

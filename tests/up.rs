@@ -108,3 +108,125 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     assert_eq!(got.map(|v| v.value), Some(b"kept".to_vec()));
     interrupt_and_wait(&mut child).await;
 }
+
+/// Every process working for the cluster under `dir` (masters, agents, executors and their
+/// tasks): those whose command line or working directory names it.
+fn processes_under(dir: &std::path::Path) -> Vec<(i32, String)> {
+    let dir = dir.to_string_lossy().to_string();
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd"))
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
+        // A zombie has neither; it is gone for this purpose.
+        if cmdline.contains(&dir) || cwd.starts_with(&dir) {
+            found.push((pid, format!("{} (in {cwd})", cmdline.trim())));
+        }
+    }
+    found
+}
+
+async fn wait_for_processes(
+    dir: &std::path::Path,
+    what: &str,
+    deadline: Duration,
+    done: impl Fn(&[(i32, String)]) -> bool,
+) -> Vec<(i32, String)> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let found = processes_under(dir);
+        if done(&found) {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{what} within {deadline:?}; running: {found:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_up_leaves_nothing_running_and_a_second_up_names_what_holds_its_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".drover");
+    let base = free_base_port();
+    let (mut child, _) = up(&data, base).await;
+    let masters = [base, base + 2, base + 4]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // A long task, so that executors and tasks are part of what must go.
+    let mut run = tokio::process::Command::new(common::binary())
+        .args(["run", "--masters", &masters, "--", "sleep 600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let before = wait_for_processes(&data, "the task runs", Duration::from_secs(30), |p| {
+        p.iter().any(|(_, c)| c.starts_with("sleep 600"))
+    })
+    .await;
+    for kind in [" master ", " agent ", " executor "] {
+        assert!(
+            before.iter().any(|(_, c)| c.contains(kind)),
+            "no{kind}process found: {before:#?}"
+        );
+    }
+
+    // A second `drover up` on the same ports names what holds them, and starts nothing.
+    let second = tokio::process::Command::new(common::binary())
+        .args(["up", "--data-dir"])
+        .arg(dir.path().join("second"))
+        .args(["--base-port", &base.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "a second drover up started: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("port {base} is held by process"))
+            && stderr.contains("drover master")
+            && stderr.contains(&format!("port {} is held by process", base + 1)),
+        "{stderr}"
+    );
+
+    // SIGKILL: no handler runs in `drover up`; its children must notice alone.
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait().await;
+    wait_for_processes(
+        &data,
+        "every master, agent, executor and task of the killed drover up stops",
+        Duration::from_secs(15),
+        |p| p.is_empty(),
+    )
+    .await;
+    for port in [base, base + 1, base + 2, base + 3, base + 4] {
+        assert!(
+            drover_chaos::ports::is_free(port),
+            "port {port} still held: {}",
+            drover_chaos::ports::explain_taken(port)
+        );
+    }
+    let _ = run.kill().await;
+}

@@ -51,4 +51,4 @@ pub mod testing;
 
 pub use config::{AgentArgs, AgentConfig, ConfigError};
 pub use executor::{run_executor, ExecutorArgs, ExecutorError};
-pub use server::{run, run_with_config, AgentError};
+pub use server::{run, run_with_config, AgentError, Stop};

@@ -69,11 +69,26 @@ pub enum AgentError {
     Internal(String),
 }
 
+/// How long a stopping agent lets open connections finish.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
+/// How an agent stops when its `shutdown` future resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM, Ctrl-C: the agent goes, its executors keep running and the next agent on this
+    /// work directory recovers them (as a Mesos agent's checkpointed executors do).
+    KeepTasks,
+    /// The process that owns this agent's local cluster (`drover up`, a test or benchmark
+    /// harness) is gone: nothing will start this agent again, so nothing of it may keep
+    /// running. Every executor and task under the work directory is killed.
+    KillTasks,
+}
+
 /// Runs an agent (or `--simulate N` simulated agents) until `shutdown` resolves.
 pub async fn run(
     args: AgentArgs,
     prometheus: PrometheusHandle,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Stop> + Send + 'static,
 ) -> Result<(), AgentError> {
     let config = tokio::task::spawn_blocking(move || AgentConfig::from_args(args))
         .await
@@ -85,7 +100,7 @@ pub async fn run(
 pub async fn run_with_config(
     config: AgentConfig,
     prometheus: PrometheusHandle,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Stop> + Send + 'static,
 ) -> Result<(), AgentError> {
     m::describe();
     let simulated = config.simulate > 0;
@@ -340,19 +355,35 @@ pub async fn run_with_config(
     };
     let outcome = tokio::select! {
         r = &mut server => r.map_err(AgentError::from),
-        _ = &mut shutdown => {
-            tracing::info!(simulated, "agent shutting down; executors keep running");
+        stop = &mut shutdown => {
             let _ = stop_tx.send(());
-            (&mut server).await.map_err(AgentError::from)
+            // tonic's graceful stop waits for every connection to close: bounded, then cut.
+            let served = match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
+                Ok(r) => r.map_err(AgentError::from),
+                Err(_) => {
+                    tracing::warn!(drain = ?SHUTDOWN_DRAIN, "connections still open; closing them");
+                    Ok(())
+                }
+            };
+            match stop {
+                Stop::KeepTasks => {
+                    tracing::info!(simulated, "agent shutting down; executors keep running");
+                }
+                Stop::KillTasks if simulated => {
+                    tracing::info!("agent shutting down with its owner; simulated tasks end with it");
+                }
+                Stop::KillTasks => {
+                    let killed = kill_every_task(&layout).await;
+                    tracing::info!(killed, "agent shutting down with its owner: killed every task");
+                }
+            }
+            served
         }
         id = removed => {
             let _ = stop_tx.send(());
             let _ = (&mut server).await;
             // Its tasks are over for the masters (TASK_GONE): nothing may keep running.
-            let kill_layout = layout.clone();
-            let killed = tokio::task::spawn_blocking(move || crate::recovery::kill_everything(&kill_layout))
-                .await
-                .unwrap_or(0);
+            let killed = kill_every_task(&layout).await;
             tracing::error!(agent_id = %id, killed, "removed by the masters: killed every task of this agent");
             Err(AgentError::Gone(id))
         }
@@ -369,6 +400,15 @@ pub async fn run_with_config(
     }
     tracing::info!(simulated, "agent stopped");
     outcome
+}
+
+/// Kills every executor and task under the work directory (on a blocking thread); returns how
+/// many tasks had something to kill.
+async fn kill_every_task(layout: &Layout) -> usize {
+    let layout = layout.clone();
+    tokio::task::spawn_blocking(move || crate::recovery::kill_everything(&layout))
+        .await
+        .unwrap_or(0)
 }
 
 /// A task report in the agent API's form.

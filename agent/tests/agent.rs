@@ -15,7 +15,7 @@ use drover_agent::config::AgentConfig;
 use drover_agent::ids::{FrameworkId, TaskId};
 use drover_agent::layout::{Layout, TaskDir};
 use drover_agent::testing::{wait_for, FakeMaster};
-use drover_agent::{run_with_config, AgentError, ExecutorArgs};
+use drover_agent::{run_with_config, AgentError, ExecutorArgs, Stop};
 use drover_proto::v1::agent_client::AgentClient;
 use drover_proto::v1::{self, CommandInfo, KillTaskRequest, RunTaskRequest, TaskInfo};
 use drover_resources::{Attributes, Resources};
@@ -98,6 +98,7 @@ impl Agent {
         let (stop, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(run_with_config(config, handle, async move {
             let _ = rx.await;
+            Stop::KeepTasks
         }));
         Agent {
             stop: Some(stop),

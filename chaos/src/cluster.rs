@@ -61,10 +61,23 @@ pub enum ClusterError {
         #[source]
         source: nix::Error,
     },
+    #[error("cannot start the cluster: {0}")]
+    PortsTaken(String),
     #[error(transparent)]
     Wait(#[from] WaitError),
     #[error(transparent)]
     Client(#[from] drover_client::ClientError),
+}
+
+/// Names the process that owns a cluster's children (this one). A master, agent or scheduler
+/// started with it stops when it finds itself orphaned, so that a harness killed with SIGKILL
+/// (`drover up`, a benchmark, a test) leaves nothing running; an agent then also kills its
+/// tasks (see `drover_agent::Stop`).
+pub const OWNER_PID_ENV: &str = "DROVER_OWNER_PID";
+
+/// Marks `cmd` as a child this process owns (see [`OWNER_PID_ENV`]).
+pub(crate) fn owned(cmd: &mut Command) -> &mut Command {
+    cmd.env(OWNER_PID_ENV, std::process::id().to_string())
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -392,7 +405,8 @@ impl LocalCluster {
             return Err(ClusterError::AlreadyRunning(id));
         }
         let mut cmd = Command::new(&spec.binary);
-        cmd.arg("master")
+        owned(&mut cmd)
+            .arg("master")
             .arg("--id")
             .arg(id.to_string())
             .arg("--listen")

@@ -17,6 +17,7 @@ pub mod linearizability;
 pub mod monitor;
 pub mod nemesis;
 pub mod net;
+pub mod ports;
 pub mod report;
 pub mod run;
 pub mod up;

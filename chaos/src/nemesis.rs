@@ -6,8 +6,14 @@
 //! an agent or a scheduler; SIGCONT), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
 //! leader in a minority, random halves, a bridge; an agent cut off from every master; a
 //! scheduler cut off from every master), `restart-all` (SIGKILL every master, start them all
-//! again) and `rolling-restart` (each master in turn SIGKILLed, down for 1.5 s, started again
-//! and answering before the next).
+//! again), `rolling-restart` (each master in turn SIGKILLed, down for 1.5 s, started again
+//! and answering before the next) and `truncate` (aimed at a leader's uncommitted tail: the
+//! leader and one follower are cut off from the others for 100–600 ms, so that the leader's
+//! latest entries reach that follower only; then the leader is isolated and the follower
+//! rejoins the majority holding them. Whichever replica wins next either commits those entries
+//! (the follower) or truncates them (another one), and the old leader's proposals for them
+//! end in "outcome unknown", never in a refusal a client would retry (issue 16). With 5 masters
+//! the pair is a minority; with 3 it commits, and the fault is an isolated leader).
 //!
 //! The schedule alternates a quiet period and a fault period whose lengths, the family and the
 //! victim are drawn from one seeded generator, so a seed names a schedule (what the cluster
@@ -31,6 +37,11 @@ use crate::history::{Kind, Recorder};
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long each master stays down in a rolling restart.
 const ROLLING_DOWNTIME: Duration = Duration::from_millis(1500);
+/// How long the leader and one follower are cut off together before the leader is isolated
+/// (the `truncate` fault): long enough for writes to reach the follower, shorter than an
+/// election.
+const TRUNCATE_PAIR_CUT: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_millis(600));
 /// How long a restarted master may take to answer again.
 const SERVING_WAIT: Duration = Duration::from_secs(30);
 
@@ -42,15 +53,17 @@ pub enum Family {
     Partition,
     RestartAll,
     RollingRestart,
+    Truncate,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Kill,
         Family::Pause,
         Family::Partition,
         Family::RestartAll,
         Family::RollingRestart,
+        Family::Truncate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +73,7 @@ impl Family {
             Family::Partition => "partition",
             Family::RestartAll => "restart-all",
             Family::RollingRestart => "rolling-restart",
+            Family::Truncate => "truncate",
         }
     }
 }
@@ -356,6 +370,24 @@ impl Nemesis {
             }
             Family::RestartAll => ("restart-all".into(), Plan::RestartAll),
             Family::RollingRestart => ("rolling-restart".into(), Plan::RollingRestart),
+            Family::Truncate => {
+                let mut all: Vec<MasterId> = self.cluster.masters().map(|m| m.id).collect();
+                all.shuffle(&mut self.rng);
+                let pair_cut = rand_between(&mut self.rng, TRUNCATE_PAIR_CUT);
+                let leader = self.leader().await.unwrap_or(all[0]);
+                let others: Vec<MasterId> = all.into_iter().filter(|m| *m != leader).collect();
+                let follower = others.first().copied().unwrap_or(leader);
+                let rest = others.into_iter().skip(1).collect();
+                (
+                    "truncate".into(),
+                    Plan::Truncate {
+                        leader,
+                        follower,
+                        rest,
+                        pair_cut,
+                    },
+                )
+            }
         }
     }
 
@@ -397,6 +429,29 @@ impl Nemesis {
                 Ok((
                     Active::Cut,
                     json!({"left": left, "bridge": bridge, "right": right}),
+                ))
+            }
+            Plan::Truncate {
+                leader,
+                follower,
+                rest,
+                pair_cut,
+            } => {
+                let net = self.net()?;
+                net.partition(&[&[leader, follower], &rest]);
+                tokio::time::sleep(pair_cut).await;
+                // Isolate the leader first, then let the follower back: at no moment can the
+                // leader reach a majority again.
+                net.cut(leader, follower);
+                net.cut(follower, leader);
+                for &r in &rest {
+                    net.mend(follower, r);
+                    net.mend(r, follower);
+                }
+                Ok((
+                    Active::Cut,
+                    json!({"leader": leader, "follower": follower, "rest": rest,
+                           "pair_cut_ms": pair_cut.as_millis() as u64}),
                 ))
             }
             Plan::CutAgent(i) => {
@@ -564,6 +619,13 @@ enum Plan {
     CutScheduler(usize),
     RestartAll,
     RollingRestart,
+    /// The leader and `follower` cut off from `rest` for `pair_cut`, then the leader alone.
+    Truncate {
+        leader: MasterId,
+        follower: MasterId,
+        rest: Vec<MasterId>,
+        pair_cut: Duration,
+    },
 }
 
 /// Sleeps for `d` unless `stop` turns true first; returns whether it did.

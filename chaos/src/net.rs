@@ -137,6 +137,11 @@ impl FaultyNetwork {
         self.cut_link(Node::Master(from), to);
     }
 
+    /// Lets master `from` reach master `to` again (one direction).
+    pub fn mend(&self, from: MasterId, to: MasterId) {
+        lock(&self.state).cut.remove(&(Node::Master(from), to));
+    }
+
     fn cut_link(&self, from: Node, to: MasterId) {
         let mut s = lock(&self.state);
         s.cut.insert((from, to));

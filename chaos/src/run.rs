@@ -46,7 +46,8 @@ pub struct ChaosOptions {
     #[arg(long, value_delimiter = ',', default_value = "store,tasks")]
     pub workload: Vec<String>,
     /// Fault families (comma-separated): kill, pause, partition, restart-all,
-    /// rolling-restart; `none` for a run without faults.
+    /// rolling-restart, truncate (a leader's uncommitted tail left on one follower; aimed at 5
+    /// masters); `none` for a run without faults.
     #[arg(long, value_delimiter = ',', default_value = "kill,partition")]
     pub nemesis: Vec<String>,
     /// How long faults are injected (e.g. 60s, 10m).

@@ -32,6 +32,22 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
     );
     spec.master_args = opts.master_args;
     spec.agent_args = opts.agent_args;
+    // A cluster still running (a stale `drover up`, say) holds these ports: name it rather
+    // than let each master fail alone with "address in use".
+    let ports: Vec<u16> = spec
+        .ports
+        .values()
+        .chain(spec.agent_ports.iter())
+        .copied()
+        .collect();
+    let taken: Vec<String> = ports
+        .into_iter()
+        .filter(|p| !crate::ports::is_free(*p))
+        .map(crate::ports::explain_taken)
+        .collect();
+    if !taken.is_empty() {
+        return Err(ClusterError::PortsTaken(taken.join("; ")));
+    }
     println!(
         "starting {} masters and {} agents (data and logs under {})…",
         opts.masters,

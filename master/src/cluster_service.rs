@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::identity::Identity;
 use crate::raft::network::PeerDialer;
 use crate::raft::{MasterId, MasterNode, RaftMetrics};
-use crate::replicated::Replicated;
+use crate::replicated::{ReplicaError, Replicated};
 
 /// How long a new replica's Hello may take.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,11 +88,18 @@ impl ClusterService {
         r: &Replicated,
     ) -> Status {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => r
-                .check_leader()
-                .err()
-                .map(Status::from)
-                .unwrap_or_else(|| Status::unavailable("leadership changed; retry")),
+            // The caller checked leadership before proposing: openraft's "forward to the
+            // leader" now means the change was proposed and then truncated (or leadership moved
+            // in between), and another replica may still commit it (see `crate::proposer`).
+            // Not a refusal, so no not-leader hint that would let a client send it again.
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                Status::from(ReplicaError::Lost(format!(
+                    "the membership change was proposed, then leadership changed{}; check `drover cluster status` before retrying",
+                    r.leader()
+                        .map(|(id, n)| format!(" (the leader is master {id} at {})", n.addr))
+                        .unwrap_or_default()
+                )))
+            }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
                 Status::failed_precondition(format!("membership change refused: {c}"))
             }

@@ -16,9 +16,17 @@
 //! follower catches up and every lease runs out). They are proposed when it is dropped, or
 //! refused as not-leader if leadership moved meanwhile.
 //!
-//! An entry in flight is answered when it is applied, or refused when a new leader's log
-//! truncates it; and it is answered "outcome unknown" ([`ReplicaError::Lost`]) as soon as this
-//! replica sees a term newer than the one it was proposed in. openraft 0.9 keeps the responder
+//! **Refused or unknown.** A batch is refused as not-leader ([`ReplicaError::NotLeader`], which
+//! a client may send elsewhere) only when this replica is not the leader at the moment it would
+//! propose, before anything reaches openraft. Once proposed, the batch gets its applied outcome
+//! or "outcome unknown" ([`ReplicaError::Lost`]), never a refusal: openraft answers an entry
+//! that a new leader's log truncated (`DeleteConflictLog`) with `ForwardToLeader`, yet that
+//! entry may still commit through another follower that has it (5 masters: A appends e and
+//! replicates it to C only; B wins the next term and truncates e on A, then dies; C wins the
+//! term after and commits e). Calling that a refusal made clients send the write again: applied
+//! twice, and a compare-and-set that succeeded reported failed (scripted reproduction in
+//! `master/tests/truncated_proposal.rs`). For the same reason an entry in flight is answered
+//! "outcome unknown" as soon as this replica sees a term newer than the one it was proposed in. openraft 0.9 keeps the responder
 //! of an entry proposed by a leader that lost its leadership, and answers it on apply or on
 //! truncation only: when the entry is instead replaced by an installed snapshot (the replica
 //! was cut off long enough for the new leader to purge that part of its log), it is never
@@ -33,7 +41,7 @@ use futures::StreamExt;
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::raft::{MasterId, MasterNode, Raft};
+use crate::raft::{MasterId, MasterNode, Raft, RaftMetrics};
 use crate::registry::{Op, Outcome, Proposal, StoreOp};
 use crate::replicated::ReplicaError;
 
@@ -233,6 +241,13 @@ async fn run(
         }
         let (ops, replies): (Vec<Op>, Vec<Reply>) =
             batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        // The only refusal a client may take as "not applied": nothing has been proposed yet.
+        if let Some(refusal) = refusal_before_proposing(me, &metrics.borrow()) {
+            for r in replies {
+                let _ = r.send(Err(refusal.clone()));
+            }
+            continue;
+        }
         let proposal = match Proposal::new(now_ms(), ops) {
             Ok(p) => p,
             Err(e) => {
@@ -247,6 +262,7 @@ async fn run(
         // Read before proposing: the entry's term is this one or a later one, so a term after
         // this one can only make the answer "unknown" early, never miss a lost leadership.
         let term = metrics.borrow().current_term;
+        let n = replies.len();
         match raft.client_write_ff(proposal).await {
             Err(fatal) => {
                 for r in replies {
@@ -258,7 +274,11 @@ async fn run(
                 inflight.push(async move {
                     tokio::select! {
                         biased;
-                        result = response => deliver(me, result, replies),
+                        result = response => {
+                            for (r, answer) in replies.into_iter().zip(answers(term, result, n)) {
+                                let _ = r.send(answer);
+                            }
+                        }
                         () = superseded => {
                             for r in replies {
                                 let _ = r.send(Err(ReplicaError::Lost(format!(
@@ -281,50 +301,54 @@ type WriteResult = Result<
     tokio::sync::oneshot::error::RecvError,
 >;
 
-fn deliver(me: MasterId, result: WriteResult, replies: Vec<Reply>) {
-    match result {
-        Ok(Ok(resp)) => {
-            let n = replies.len();
-            if resp.data.len() != n {
-                // Cannot happen: apply returns one outcome per operation.
-                for r in replies {
-                    let _ = r.send(Err(ReplicaError::Stopped(format!(
-                        "apply returned {} outcomes for {n} operations",
-                        resp.data.len()
-                    ))));
-                }
-                return;
-            }
-            for (r, outcome) in replies.into_iter().zip(resp.data) {
-                let _ = r.send(Ok(outcome));
-            }
-        }
-        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
-            let leader = f
-                .leader_id
-                .zip(f.leader_node)
-                .filter(|(id, _)| *id != me)
-                .map(|(id, n)| (id, n.addr));
-            for r in replies {
-                let _ = r.send(Err(ReplicaError::NotLeader {
-                    me,
-                    leader: leader.clone(),
-                }));
-            }
-        }
-        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-            for r in replies {
-                let _ = r.send(Err(ReplicaError::Stopped(e.to_string())));
-            }
-        }
-        Err(_) => {
-            // openraft dropped the responder: leadership was lost with the entry in the log;
-            // a new leader may or may not commit it.
-            for r in replies {
-                let _ = r.send(Err(ReplicaError::Lost(
-                    "leadership changed while the write was in flight".into(),
-                )));
-            }
-        }
+/// Whether this replica must refuse a batch instead of proposing it: it is not the leader as
+/// far as its Raft metrics show. `None` means "propose"; openraft may still refuse the entry if
+/// leadership moved in between, which [`answers`] then calls "outcome unknown" (safe, if
+/// less helpful than a redirect).
+pub(crate) fn refusal_before_proposing(me: MasterId, m: &RaftMetrics) -> Option<ReplicaError> {
+    if m.state == openraft::ServerState::Leader && m.current_leader == Some(me) {
+        return None;
     }
+    let leader = m.current_leader.filter(|id| *id != me).and_then(|id| {
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    });
+    Some(ReplicaError::NotLeader { me, leader })
 }
+
+/// The answer for each of the `n` writes of one proposed entry (proposed in `term`): the
+/// applied outcomes, or, for anything else, a failure that never claims the writes were not
+/// applied (see the module doc). Pure: the delivery rule, unit-tested.
+pub(crate) fn answers(
+    term: u64,
+    result: WriteResult,
+    n: usize,
+) -> Vec<Result<Outcome, ReplicaError>> {
+    let failure = match result {
+        Ok(Ok(resp)) if resp.data.len() == n => return resp.data.into_iter().map(Ok).collect(),
+        // Cannot happen: apply returns one outcome per operation.
+        Ok(Ok(resp)) => ReplicaError::Stopped(format!(
+            "apply returned {} outcomes for {n} operations",
+            resp.data.len()
+        )),
+        // After proposing, a "forward to the leader" means a new leader's log truncated the
+        // entry here (or leadership moved between the check and the append): another replica
+        // may hold the entry and commit it.
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => ReplicaError::Lost(format!(
+            "proposed in term {term}, then removed from this replica's log by a new leader{}; \
+             another replica may still commit it",
+            f.leader_id
+                .map(|id| format!(" (master {id})"))
+                .unwrap_or_default()
+        )),
+        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => ReplicaError::Stopped(e.to_string()),
+        // openraft dropped the responder: leadership was lost with the entry in the log.
+        Err(_) => ReplicaError::Lost(format!(
+            "proposed in term {term}; leadership changed while the write was in flight"
+        )),
+    };
+    (0..n).map(|_| Err(failure.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,9 @@ pub enum MasterError {
     Fatal(String),
 }
 
+/// How long a stopping master lets open connections (streams, calls in flight) finish.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
 /// Runs a master until `shutdown` resolves or bootstrap finds it must not go on.
 pub async fn run(
     config: MasterConfig,
@@ -213,7 +216,15 @@ pub async fn run(
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 let _ = stop_tx.send(());
-                break (&mut server).await.map_err(MasterError::from);
+                // tonic's graceful stop waits for every connection to close, and a
+                // framework's event stream never does by itself: bounded, then cut.
+                break match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
+                    Ok(r) => r.map_err(MasterError::from),
+                    Err(_) => {
+                        tracing::warn!(drain = ?SHUTDOWN_DRAIN, "connections still open; closing them");
+                        Ok(())
+                    }
+                };
             }
             e = &mut fatal => {
                 tracing::error!(error = %e, "raft stopped");

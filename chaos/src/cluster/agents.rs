@@ -120,7 +120,8 @@ impl LocalCluster {
         fs::create_dir_all(&a.work_dir)
             .map_err(io(format!("creating {}", a.work_dir.display())))?;
         let mut cmd = Command::new(&spec.binary);
-        cmd.arg("agent")
+        super::owned(&mut cmd)
+            .arg("agent")
             .arg("--masters")
             .arg(&masters)
             .arg("--work-dir")

@@ -71,7 +71,8 @@ impl LocalCluster {
             return Err(ClusterError::SchedulerRunning(index));
         }
         let mut cmd = Command::new(&spec.binary);
-        cmd.args(["chaos", "scheduler", "--masters", &masters])
+        super::owned(&mut cmd)
+            .args(["chaos", "scheduler", "--masters", &masters])
             .args(["--index", &index.to_string()])
             .args(["--incarnation", &s.starts.to_string()])
             .args(
