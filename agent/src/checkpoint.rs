@@ -10,7 +10,10 @@
 //! - a **record log** ([`append_record`], [`read_records`]): one record per line,
 //!   `CRC32-HEX SP JSON LF`, where the checksum (crc32 of the JSON bytes, 8 lowercase hex
 //!   digits) lets a reader tell a complete record from a torn or corrupted one. Each append is
-//!   fsynced before the call returns. A crash can only tear the last line: a reader skips it
+//!   fsynced before the call returns (and its directory, until the caller's first append
+//!   succeeded). A log is bounded by [`MAX_LOG_BYTES`], the same bound for the writer and the
+//!   reader: an append that would pass it first rewrites the log with what the caller's
+//!   compaction keeps. A crash can only tear the last line: a reader skips it
 //!   with a warning (it was never acknowledged to anyone, since acknowledging waits for the
 //!   fsync) and [`truncate_torn_tail`] cuts it off before the next append. A bad line in the
 //!   middle (bit rot) is skipped with a warning as well; it is never fatal.
@@ -140,11 +143,43 @@ pub async fn off_runtime<T: Send + 'static>(
     })
 }
 
-/// Appends `record` to the log at `path` (created if missing) and fsyncs it; when the file is
-/// new, fsyncs its directory too. Returns once the record is durable.
-pub fn append_record<T: Serialize>(path: &Path, record: &T) -> Result<(), CheckpointError> {
+/// Appends `record` to the log at `path` (created if missing) and fsyncs it. Returns once the
+/// record is durable.
+///
+/// The file's directory entry must be durable too: unless `entry_durable` (the caller made it
+/// so with an earlier successful append in this process), the directory is fsynced as well.
+/// Whether the file already existed says nothing about that: an earlier attempt may have
+/// created it and failed before its directory was synced.
+///
+/// Bounded: a log never grows past [`MAX_LOG_BYTES`] (what [`read_records`] accepts). An
+/// append that would take it past is preceded by a compaction: the log is rewritten
+/// atomically with what `compact` keeps of its records, then the new one.
+pub fn append_record<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    record: &T,
+    entry_durable: bool,
+    compact: impl FnOnce(Vec<T>) -> Vec<T>,
+) -> Result<(), CheckpointError> {
+    append_with(path, record, entry_durable, compact, fsync_dir)
+}
+
+/// [`append_record`] with the directory fsync passed in (tests count it).
+fn append_with<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    record: &T,
+    entry_durable: bool,
+    compact: impl FnOnce(Vec<T>) -> Vec<T>,
+    sync_dir: impl FnOnce(&Path) -> Result<(), CheckpointError>,
+) -> Result<(), CheckpointError> {
     let line = encode_record(path, record)?;
-    let existed = path.exists();
+    let size = match fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if size + line.len() as u64 > MAX_LOG_BYTES {
+        return rewrite_compacted(path, line, compact);
+    }
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -152,12 +187,50 @@ pub fn append_record<T: Serialize>(path: &Path, record: &T) -> Result<(), Checkp
         .map_err(io_err(path))?;
     f.write_all(&line).map_err(io_err(path))?;
     f.sync_data().map_err(io_err(path))?;
-    if !existed {
+    if !entry_durable {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(dir)?;
+            sync_dir(dir)?;
         }
     }
     Ok(())
+}
+
+/// Replaces the log with what `compact` keeps of its records, then `line`, atomically.
+fn rewrite_compacted<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    line: Vec<u8>,
+    compact: impl FnOnce(Vec<T>) -> Vec<T>,
+) -> Result<(), CheckpointError> {
+    let kept = compact(read_records::<T>(path)?.records);
+    let mut bytes = Vec::new();
+    for r in &kept {
+        bytes.extend(encode_record(path, r)?);
+    }
+    bytes.extend(line);
+    if bytes.len() as u64 > MAX_LOG_BYTES {
+        return Err(CheckpointError::LogTooLarge {
+            path: path.to_path_buf(),
+            size_bytes: bytes.len() as u64,
+        });
+    }
+    tracing::info!(path = %path.display(), kept = kept.len(), size_bytes = bytes.len(), "record log compacted");
+    write_atomic(path, &bytes)
+}
+
+/// The newest of `records` whose encoded lines fit in `budget_bytes`, in their order: the
+/// compaction of a log whose old records carry nothing the reader needs.
+pub fn newest_within<T: Serialize>(records: Vec<T>, budget_bytes: u64) -> Vec<T> {
+    let mut used = 0u64;
+    let mut keep = records.len();
+    for (i, r) in records.iter().enumerate().rev() {
+        let n = serde_json::to_vec(r).map_or(u64::MAX, |j| j.len() as u64 + 10);
+        if used + n > budget_bytes {
+            break;
+        }
+        used += n;
+        keep = i;
+    }
+    records.into_iter().skip(keep).collect()
 }
 
 /// A line of a record log that was not returned, and why.
@@ -274,6 +347,11 @@ mod tests {
         text: String,
     }
 
+    /// An append by a caller that keeps nothing in a compaction.
+    fn append(path: &Path, r: &Rec) -> Result<(), CheckpointError> {
+        append_record(path, r, false, |_| Vec::new())
+    }
+
     fn rec(n: u32) -> Rec {
         Rec {
             n,
@@ -286,7 +364,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
         for n in 0..5 {
-            append_record(&path, &rec(n)).expect("append");
+            append(&path, &rec(n)).expect("append");
         }
         let replay: Replay<Rec> = read_records(&path).expect("read");
         assert_eq!(replay.records, (0..5).map(rec).collect::<Vec<_>>());
@@ -309,8 +387,8 @@ mod tests {
     fn torn_last_line_is_skipped_and_truncated() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
-        append_record(&path, &rec(1)).expect("append");
-        append_record(&path, &rec(2)).expect("append");
+        append(&path, &rec(1)).expect("append");
+        append(&path, &rec(2)).expect("append");
         let good_len = fs::metadata(&path).expect("stat").len();
         // A crash in the middle of the third append: half a line, no newline.
         let third = encode_record(&path, &rec(3)).expect("encode");
@@ -326,7 +404,7 @@ mod tests {
         assert_eq!(replay.complete_len, good_len);
 
         truncate_torn_tail(&path, replay.complete_len).expect("truncate");
-        append_record(&path, &rec(4)).expect("append");
+        append(&path, &rec(4)).expect("append");
         let replay: Replay<Rec> = read_records(&path).expect("read");
         assert_eq!(replay.records, vec![rec(1), rec(2), rec(4)]);
         assert!(replay.skipped.is_empty());
@@ -337,7 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
         for n in 1..=3 {
-            append_record(&path, &rec(n)).expect("append");
+            append(&path, &rec(n)).expect("append");
         }
         let mut bytes = fs::read(&path).expect("read");
         // Flip a byte inside the second record's JSON.
@@ -391,8 +469,82 @@ mod tests {
             text: "x".repeat(MAX_RECORD_BYTES),
         };
         assert!(matches!(
-            append_record(&path, &big),
+            append(&path, &big),
             Err(CheckpointError::RecordTooLarge { .. })
         ));
+    }
+
+    /// Issue 16: an attempt that created the file and failed before syncing its directory left
+    /// a file that a later append took for "existed, so durable".
+    #[test]
+    fn the_directory_is_synced_until_an_append_of_this_caller_succeeded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        // The failed first attempt: the file exists (torn, half a line), its entry unsynced.
+        let first = encode_record(&path, &rec(1)).expect("encode");
+        fs::write(&path, &first[..first.len() / 2]).expect("write");
+        let mut synced = Vec::new();
+        append_with(
+            &path,
+            &rec(1),
+            false,
+            |_| Vec::new(),
+            |d: &Path| {
+                synced.push(d.to_path_buf());
+                Ok(())
+            },
+        )
+        .expect("append");
+        assert_eq!(synced, vec![dir.path().to_path_buf()]);
+        // Once an append succeeded with the sync, the caller says so and no sync follows.
+        append_with(
+            &path,
+            &rec(2),
+            true,
+            |_| Vec::new(),
+            |_: &Path| panic!("synced the directory again"),
+        )
+        .expect("append");
+    }
+
+    /// Issue 16: the writer never makes a log the reader refuses ([`MAX_LOG_BYTES`]).
+    #[test]
+    fn a_log_at_its_bound_is_compacted_and_stays_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let big = |n| Rec {
+            n,
+            text: "x".repeat(MAX_RECORD_BYTES - 100),
+        };
+        let per_record = encode_record(&path, &big(0)).expect("encode").len() as u64;
+        let to_fill = MAX_LOG_BYTES / per_record + 8;
+        let mut compactions = 0;
+        for n in 0..to_fill as u32 {
+            append_record(&path, &big(n), n > 0, |old: Vec<Rec>| {
+                compactions += 1;
+                newest_within(old, MAX_LOG_BYTES / 2)
+            })
+            .expect("append");
+            assert!(fs::metadata(&path).expect("stat").len() <= MAX_LOG_BYTES);
+        }
+        assert_eq!(compactions, 1);
+        let replay: Replay<Rec> = read_records(&path).expect("the reader takes it");
+        let last = replay.records.last().expect("records").n;
+        assert_eq!(last, to_fill as u32 - 1, "the newest record is kept");
+        let kept: Vec<u32> = replay.records.iter().map(|r| r.n).collect();
+        assert!(
+            kept.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order: {kept:?}"
+        );
+    }
+
+    #[test]
+    fn newest_within_keeps_a_suffix_in_order() {
+        let recs: Vec<Rec> = (0..10).map(rec).collect();
+        let one = serde_json::to_vec(&rec(0)).unwrap().len() as u64 + 10;
+        let kept = newest_within(recs.clone(), one * 3);
+        assert_eq!(kept, recs[7..].to_vec());
+        assert!(newest_within(recs.clone(), 0).is_empty());
+        assert_eq!(newest_within(recs.clone(), u64::MAX), recs);
     }
 }

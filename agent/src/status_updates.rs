@@ -70,7 +70,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_PENDING_PER_TASK: usize = 64;
 /// Most unacknowledged updates queued in all.
 pub const MAX_PENDING_TOTAL: usize = 100_000;
-/// Most distinct updates remembered per task (for recognising resends).
+/// Most distinct updates remembered per task (for recognising resends); the oldest are
+/// forgotten first.
 pub const MAX_UPDATES_PER_TASK: usize = 1024;
 /// Tasks with nothing pending whose uuids are still remembered; the oldest are forgotten.
 pub const MAX_IDLE_TASKS: usize = 10_000;
@@ -130,6 +131,107 @@ enum Record {
     Update { update: StatusUpdate },
     Acked { uuid: Uuid },
     Dropped { uuid: Uuid, reason: String },
+}
+
+/// The uuids of a task's latest updates, for recognising an executor's resend: at most
+/// [`MAX_UPDATES_PER_TASK`], the oldest forgotten first. Forgetting is safe because an
+/// executor resends only updates the agent has not acknowledged to it, and those are the
+/// newest (at most [`MAX_PENDING_PER_TASK`] of them).
+#[derive(Debug, Default)]
+struct SeenIds {
+    order: VecDeque<Uuid>,
+    set: HashSet<Uuid>,
+}
+
+impl SeenIds {
+    fn contains(&self, uuid: &Uuid) -> bool {
+        self.set.contains(uuid)
+    }
+
+    fn insert(&mut self, uuid: Uuid) {
+        if self.set.insert(uuid) {
+            self.order.push_back(uuid);
+            while self.order.len() > MAX_UPDATES_PER_TASK {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, uuid: &Uuid) {
+        if self.set.remove(uuid) {
+            self.order.retain(|u| u != uuid);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        debug_assert_eq!(self.order.len(), self.set.len());
+        self.set.len()
+    }
+}
+
+// Compaction always has room for what must survive: every unacknowledged update at its
+// largest fits in the half of a log that compaction keeps.
+const _: () = assert!(
+    (MAX_PENDING_PER_TASK * checkpoint::MAX_RECORD_BYTES) as u64 <= checkpoint::MAX_LOG_BYTES / 2
+);
+
+/// What a full `updates.log` keeps when it is rewritten: every update neither acknowledged nor
+/// dropped (they must be sent after a restart), then the newest others within half the log's
+/// bound and [`MAX_UPDATES_PER_TASK`] (for recognising resends and for recovery's view of the
+/// latest state), each with its acknowledgement or drop record. Order is kept. Pure.
+fn compact_log(records: Vec<Record>) -> Vec<Record> {
+    let mut done: HashMap<Uuid, Record> = HashMap::new();
+    let mut updates: Vec<StatusUpdate> = Vec::new();
+    for r in records {
+        match r {
+            Record::Update { update } => {
+                if !updates.iter().any(|u| u.uuid == update.uuid) {
+                    updates.push(update);
+                }
+            }
+            Record::Acked { uuid } | Record::Dropped { uuid, .. } => {
+                done.insert(uuid, r);
+            }
+        }
+    }
+    let size = |r: &Record| serde_json::to_vec(r).map_or(u64::MAX, |j| j.len() as u64 + 10);
+    let mut budget = checkpoint::MAX_LOG_BYTES / 2;
+    let mut keep = vec![false; updates.len()];
+    // Unacknowledged first: they always stay.
+    for (i, u) in updates.iter().enumerate() {
+        if !done.contains_key(&u.uuid) {
+            keep[i] = true;
+            budget = budget.saturating_sub(size(&Record::Update { update: u.clone() }));
+        }
+    }
+    let mut kept = keep.iter().filter(|k| **k).count();
+    for (i, u) in updates.iter().enumerate().rev() {
+        if keep[i] {
+            continue;
+        }
+        let n = size(&Record::Update { update: u.clone() }) + done.get(&u.uuid).map_or(0, size);
+        if n > budget || kept >= MAX_UPDATES_PER_TASK {
+            break;
+        }
+        budget -= n;
+        keep[i] = true;
+        kept += 1;
+    }
+    let mut out = Vec::new();
+    for (u, k) in updates.into_iter().zip(keep) {
+        if !k {
+            continue;
+        }
+        let uuid = u.uuid;
+        out.push(Record::Update { update: u });
+        if let Some(d) = done.remove(&uuid) {
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// A task as the manager keys it: agent, framework, task.
@@ -245,7 +347,9 @@ struct Stream {
     queue: VecDeque<StatusUpdate>,
     /// The head is waiting in `Actor::ready` or is in a call.
     in_flight: bool,
-    seen: HashSet<Uuid>,
+    seen: SeenIds,
+    /// An append to the task's log succeeded in this process (its directory entry is durable).
+    log_durable: bool,
     /// Records not yet in the log, in order; the head is being written when `writing`.
     to_write: VecDeque<Write>,
     writing: bool,
@@ -402,13 +506,14 @@ impl Actor {
             return;
         };
         let record = head.record.clone();
+        let durable = stream.log_durable;
         let key = key.clone();
         self.writers.spawn(async move {
             let result = checkpoint::off_runtime(path.clone(), move || {
                 if let Some(dir) = path.parent() {
                     checkpoint::create_dir_all_durable(dir)?;
                 }
-                checkpoint::append_record(&path, &record)
+                checkpoint::append_record(&path, &record, durable, compact_log)
             })
             .await;
             Written { key, result }
@@ -425,6 +530,9 @@ impl Actor {
         let Some(done) = stream.to_write.pop_front() else {
             return;
         };
+        if w.result.is_ok() {
+            stream.log_durable = true;
+        }
         match (done.record, w.result) {
             (Record::Update { update }, Ok(())) => {
                 tracing::debug!(
@@ -465,7 +573,7 @@ impl Actor {
         self.maybe_idle(&w.key);
     }
 
-    fn adopt(&mut self, recovered: Vec<(Key, Vec<StatusUpdate>, HashSet<Uuid>)>) {
+    fn adopt(&mut self, recovered: Vec<(Key, Vec<StatusUpdate>, SeenIds)>) {
         let (mut updates, mut tasks) = (0usize, 0usize);
         for (key, pending, seen) in recovered {
             if pending.is_empty() {
@@ -522,15 +630,8 @@ impl Actor {
                 }
                 return;
             }
-            let refusal = if s.unacknowledged() >= MAX_PENDING_PER_TASK {
-                Some("per task")
-            } else if s.seen.len() >= MAX_UPDATES_PER_TASK {
-                Some("updates per task")
-            } else {
-                None
-            };
-            if let Some(why) = refusal {
-                let _ = reply.send(Err(UpdateError::QueueFull(why)));
+            if s.unacknowledged() >= MAX_PENDING_PER_TASK {
+                let _ = reply.send(Err(UpdateError::QueueFull("per task")));
                 return;
             }
         }
@@ -817,7 +918,7 @@ pub fn checkpointed_updates(path: &Path) -> Vec<StatusUpdate> {
 
 /// Reads every task's `updates.log` under `frameworks`: per task, the updates neither
 /// acknowledged nor dropped (in order) and every uuid seen.
-fn recover(frameworks: &Path) -> Vec<(Key, Vec<StatusUpdate>, HashSet<Uuid>)> {
+fn recover(frameworks: &Path) -> Vec<(Key, Vec<StatusUpdate>, SeenIds)> {
     let mut out = Vec::new();
     let Ok(fws) = std::fs::read_dir(frameworks) else {
         return out;
@@ -836,7 +937,7 @@ fn recover(frameworks: &Path) -> Vec<(Key, Vec<StatusUpdate>, HashSet<Uuid>)> {
     out
 }
 
-fn recover_log(path: &Path) -> Option<(Key, Vec<StatusUpdate>, HashSet<Uuid>)> {
+fn recover_log(path: &Path) -> Option<(Key, Vec<StatusUpdate>, SeenIds)> {
     let replay = match checkpoint::read_records::<Record>(path) {
         Ok(r) => r,
         Err(e) => {
@@ -867,7 +968,11 @@ fn recover_log(path: &Path) -> Option<(Key, Vec<StatusUpdate>, HashSet<Uuid>)> {
         }
     }
     let key = key_of(updates.first()?);
-    let seen = updates.iter().map(|u| u.uuid).collect();
+    // The newest only: a log written before logs were compacted may hold many more.
+    let mut seen = SeenIds::default();
+    for u in &updates {
+        seen.insert(u.uuid);
+    }
     let pending = updates
         .into_iter()
         .filter(|u| !done.contains(&u.uuid) && key_of(u) == key)

@@ -177,6 +177,8 @@ struct Reporter {
     spec: LaunchSpec,
     dir: TaskDir,
     link: Link,
+    /// An append to the task's `executor.updates` succeeded (its directory entry is durable).
+    log_durable: bool,
 }
 
 impl Reporter {
@@ -201,10 +203,16 @@ impl Reporter {
         tracing::info!(task = %update.task_id, state = ?state, reason, message = %update.message, uuid = %update.uuid, "status update");
         let path = self.dir.executor_updates_log();
         let record = update.clone();
-        let r =
-            tokio::task::spawn_blocking(move || checkpoint::append_record(&path, &record)).await;
+        let durable = self.log_durable;
+        // Recovery needs the latest update only; a long-lived task's log keeps its newest.
+        let r = tokio::task::spawn_blocking(move || {
+            checkpoint::append_record(&path, &record, durable, |old| {
+                checkpoint::newest_within(old, checkpoint::MAX_LOG_BYTES / 2)
+            })
+        })
+        .await;
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.log_durable = true,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot checkpoint the update locally; sending it anyway")
             }
@@ -304,6 +312,7 @@ pub(crate) async fn run(
         spec: spec.clone(),
         dir: dir.clone(),
         link,
+        log_durable: false,
     };
     reporter
         .report(

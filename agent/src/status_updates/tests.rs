@@ -353,3 +353,105 @@ async fn unacknowledged_updates_are_resent_after_a_restart() {
     assert_eq!(fake.state().calls.len(), calls);
     manager.stop().await;
 }
+
+/// Issue 16: a task that had sent [`MAX_UPDATES_PER_TASK`] distinct updates had every later
+/// one refused ("updates per task") for good; the set of remembered uuids is bounded by
+/// forgetting the oldest instead.
+#[tokio::test]
+async fn a_long_lived_task_keeps_sending_updates_past_the_remembered_bound() {
+    let fake = FakeMaster::default();
+    let addr = fake.serve().await;
+    let (updates, manager) =
+        StatusUpdates::start(FakeMaster::client(&addr), fast(Checkpointing::Memory));
+    let total = MAX_UPDATES_PER_TASK + 50;
+    let mut last = None;
+    for _ in 0..total {
+        let u = update("chatty", TaskState::Running);
+        last = Some(u.clone());
+        updates.update(u).await.expect("accepted");
+        // Keep the pending count low, as a real executor's pace would.
+        if updates.pending().await.expect("pending") > MAX_PENDING_PER_TASK / 2 {
+            wait_for(DEADLINE, "the backlog drains", || drained(&updates)).await;
+        }
+    }
+    wait_for(DEADLINE, "every update acknowledged", || drained(&updates)).await;
+    assert_eq!(fake.applied_for("chatty").len(), total);
+    // The newest is still recognised as a resend (answered, not sent again).
+    updates.update(last.expect("sent")).await.expect("a resend");
+    wait_for(DEADLINE, "nothing pending", || drained(&updates)).await;
+    assert_eq!(fake.applied_for("chatty").len(), total);
+    manager.stop().await;
+}
+
+#[test]
+fn remembered_uuids_are_bounded_and_forget_the_oldest() {
+    let mut seen = SeenIds::default();
+    let ids: Vec<Uuid> = (0..MAX_UPDATES_PER_TASK + 10)
+        .map(|_| Uuid::new_v4())
+        .collect();
+    for id in &ids {
+        seen.insert(*id);
+        seen.insert(*id);
+    }
+    assert_eq!(seen.len(), MAX_UPDATES_PER_TASK);
+    assert!(!seen.contains(&ids[0]) && !seen.contains(&ids[9]));
+    assert!(seen.contains(&ids[10]) && seen.contains(ids.last().unwrap()));
+    seen.remove(&ids[10]);
+    assert!(!seen.contains(&ids[10]));
+    assert_eq!(seen.len(), MAX_UPDATES_PER_TASK - 1);
+}
+
+#[test]
+fn a_compacted_log_keeps_every_unacknowledged_update_and_the_newest_others() {
+    let mut records = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..3000 {
+        let u = update("t", TaskState::Running);
+        all.push(u.uuid);
+        records.push(Record::Update { update: u.clone() });
+        // The last five are not acknowledged; one old one was dropped.
+        if i < 2995 {
+            records.push(if i == 7 {
+                Record::Dropped {
+                    uuid: u.uuid,
+                    reason: "refused".into(),
+                }
+            } else {
+                Record::Acked { uuid: u.uuid }
+            });
+        }
+    }
+    let kept = compact_log(records);
+    let updates: Vec<Uuid> = kept
+        .iter()
+        .filter_map(|r| match r {
+            Record::Update { update } => Some(update.uuid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates.len(), MAX_UPDATES_PER_TASK);
+    assert_eq!(updates[..], all[all.len() - MAX_UPDATES_PER_TASK..]);
+    // Each kept acknowledged update is followed by its record; the unacknowledged are bare.
+    let (key, pending, seen) = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("updates.log");
+        for r in &kept {
+            checkpoint::append_record(&path, r, true, |_| Vec::new()).expect("write");
+        }
+        recover_log(&path).expect("recovered")
+    };
+    assert_eq!(key.2.as_str(), "t");
+    let pending: Vec<Uuid> = pending.iter().map(|u| u.uuid).collect();
+    assert_eq!(pending[..], all[2995..]);
+    assert_eq!(seen.len(), MAX_UPDATES_PER_TASK);
+}
+
+#[test]
+fn compaction_keeps_unacknowledged_updates_even_beyond_the_count() {
+    let records: Vec<Record> = (0..MAX_PENDING_PER_TASK)
+        .map(|_| Record::Update {
+            update: update("t", TaskState::Running),
+        })
+        .collect();
+    assert_eq!(compact_log(records.clone()).len(), records.len());
+}
