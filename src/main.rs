@@ -191,6 +191,19 @@ struct MasterArgs {
         default_value_t = 3_600_000
     )]
     agent_removal_timeout_ms: u64,
+    /// Completed tasks (ended, last update acknowledged) each framework keeps in the
+    /// registry; the oldest beyond it are forgotten (as Mesos's
+    /// --max_completed_tasks_per_framework).
+    #[arg(
+        long,
+        env = "DROVER_MAX_COMPLETED_TASKS_PER_FRAMEWORK",
+        default_value_t = 1_000
+    )]
+    max_completed_tasks_per_framework: u32,
+    /// Completed frameworks (torn down, no live task) kept with their tasks; the oldest beyond
+    /// it are forgotten (as Mesos's --max_completed_frameworks).
+    #[arg(long, env = "DROVER_MAX_COMPLETED_FRAMEWORKS", default_value_t = 50)]
+    max_completed_frameworks: u32,
 }
 
 #[derive(Args)]
@@ -535,6 +548,8 @@ struct MasterFile {
     framework_heartbeat_ms: Option<u64>,
     agent_reregister_timeout_ms: Option<u64>,
     agent_removal_timeout_ms: Option<u64>,
+    max_completed_tasks_per_framework: Option<u32>,
+    max_completed_frameworks: Option<u32>,
 }
 
 /// Fills every setting not given by flag or environment from the config file.
@@ -580,7 +595,9 @@ fn merge_master_file(mut a: MasterArgs, given: &clap::ArgMatches) -> anyhow::Res
         agent_timeout_ms,
         framework_heartbeat_ms,
         agent_reregister_timeout_ms,
-        agent_removal_timeout_ms
+        agent_removal_timeout_ms,
+        max_completed_tasks_per_framework,
+        max_completed_frameworks
     );
     Ok(a)
 }
@@ -634,6 +651,8 @@ async fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     config.offers.framework_heartbeat_interval = Duration::from_millis(a.framework_heartbeat_ms);
     config.offers.agent_reregister_timeout = Duration::from_millis(a.agent_reregister_timeout_ms);
     config.offers.agent_removal_timeout = Duration::from_millis(a.agent_removal_timeout_ms);
+    config.offers.max_completed_tasks_per_framework = a.max_completed_tasks_per_framework;
+    config.offers.max_completed_frameworks = a.max_completed_frameworks;
     let prometheus =
         drover_master::metrics::install().context("installing the metrics recorder")?;
     drover_master::run(config, prometheus, shutdown_signal()).await?;

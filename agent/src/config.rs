@@ -86,6 +86,17 @@ pub struct AgentArgs {
     /// all, reported TASK_KILLED).
     #[arg(long, env = "DROVER_AGENT_RECOVER", value_enum, default_value_t = crate::recovery::RecoverMode::Reconnect)]
     pub recover: crate::recovery::RecoverMode,
+    /// How long an ended task's directory (sandbox, logs) is kept, e.g. "7days", "12h"; the
+    /// fuller the disk past --gc-disk-headroom, the shorter (Mesos's --gc_delay).
+    #[arg(long, env = "DROVER_AGENT_GC_DELAY", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub gc_delay: Duration,
+    /// The fraction of the work directory's disk to keep free, 0 to 1: an ended task's
+    /// directory is kept gc-delay × max(0, 1 − headroom − disk usage).
+    #[arg(long, env = "DROVER_AGENT_GC_DISK_HEADROOM", default_value_t = 0.1)]
+    pub gc_disk_headroom: f64,
+    /// How often the disk's usage is read and old task directories removed, e.g. "1m".
+    #[arg(long, env = "DROVER_AGENT_DISK_WATCH_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub disk_watch_interval: Duration,
     /// Program and arguments that start an executor (default: this program, "executor").
     #[arg(
         long,
@@ -96,6 +107,10 @@ pub struct AgentArgs {
     )]
     pub executor_command: Vec<String>,
 }
+
+/// Bounds of `--disk-watch-interval`.
+const MIN_DISK_WATCH: Duration = Duration::from_millis(10);
+const MAX_DISK_WATCH: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -128,6 +143,10 @@ pub struct AgentConfig {
     pub executor_command: Vec<OsString>,
     pub recover: crate::recovery::RecoverMode,
     pub master_bind_ip: Option<std::net::IpAddr>,
+    /// The sandbox collector's settings (see [`crate::gc`]).
+    pub gc_delay: Duration,
+    pub gc_disk_headroom: f64,
+    pub disk_watch_interval: Duration,
 }
 
 impl AgentConfig {
@@ -189,6 +208,18 @@ impl AgentConfig {
                 format!("at most {MAX_EXECUTOR_GRACE_MS}"),
             ));
         }
+        if !(0.0..=1.0).contains(&args.gc_disk_headroom) {
+            return Err(invalid(
+                "gc-disk-headroom",
+                format!("{}: a fraction between 0 and 1", args.gc_disk_headroom),
+            ));
+        }
+        if args.disk_watch_interval < MIN_DISK_WATCH || args.disk_watch_interval > MAX_DISK_WATCH {
+            return Err(invalid(
+                "disk-watch-interval",
+                format!("between {MIN_DISK_WATCH:?} and {MAX_DISK_WATCH:?}"),
+            ));
+        }
         if args.simulate > MAX_SIMULATED {
             return Err(invalid("simulate", format!("at most {MAX_SIMULATED}")));
         }
@@ -248,6 +279,9 @@ impl AgentConfig {
             executor_command,
             recover: args.recover,
             master_bind_ip: args.master_bind_ip,
+            gc_delay: args.gc_delay,
+            gc_disk_headroom: args.gc_disk_headroom,
+            disk_watch_interval: args.disk_watch_interval,
         })
     }
 

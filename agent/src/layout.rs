@@ -14,6 +14,10 @@
 //!     executor_updates.log              every update the executor made (record log, executor)
 //!     sandbox/                          the command's working directory
 //!       stdout, stderr                  the command's output
+//!   completed/<framework_id>/<task_id>[.n]/
+//!                                       an ended task's directory once the master acknowledged
+//!                                       its end (moved by [`crate::gc`], removed after
+//!                                       --gc-delay); `.n` for a later life of the same id
 //!   sim-<i>/meta/agent_id               one per simulated agent (--simulate)
 //! ```
 //!
@@ -62,6 +66,11 @@ impl Layout {
 
     pub fn frameworks_dir(&self) -> PathBuf {
         self.work_dir.join("frameworks")
+    }
+
+    /// Where ended tasks' directories wait for removal (see [`crate::gc`]).
+    pub fn completed_dir(&self) -> PathBuf {
+        self.work_dir.join("completed")
     }
 
     pub fn task_dir(&self, framework: &FrameworkId, task: &TaskId) -> PathBuf {

@@ -17,6 +17,9 @@ pub const REGISTERED: &str = "drover_agent_registered";
 pub const SIMULATED: &str = "drover_agent_simulated";
 pub const EXECUTOR_CONNECTIONS: &str = "drover_agent_executor_connections";
 pub const RECOVERED_TASKS_TOTAL: &str = "drover_agent_recovered_tasks_total";
+pub const GC_COMPLETED_SANDBOXES: &str = "drover_agent_gc_completed_sandboxes";
+pub const GC_REMOVED_TOTAL: &str = "drover_agent_gc_removed_total";
+pub const GC_DISK_USAGE_RATIO: &str = "drover_agent_gc_disk_usage_ratio";
 
 /// `outcome` label values of [`STATUS_UPDATES_TOTAL`].
 pub const OUTCOME_SENT: &str = "sent";
@@ -35,6 +38,18 @@ pub fn install(
 
 /// Describes every metric. Idempotent; call once at start.
 pub fn describe() {
+    describe_gauge!(
+        GC_COMPLETED_SANDBOXES,
+        "Ended tasks' directories kept under completed/, waiting for removal"
+    );
+    describe_counter!(
+        GC_REMOVED_TOTAL,
+        "Ended tasks' directories removed by the sandbox collector"
+    );
+    describe_gauge!(
+        GC_DISK_USAGE_RATIO,
+        "Used fraction of the file system holding the work directory, as the collector last read it"
+    );
     describe_gauge!(
         TASKS,
         "Tasks this agent process knows, by latest state (finished ones until forgotten)"

@@ -168,11 +168,16 @@ struct ProcessTable {
 
 impl ProcessTable {
     /// Reads `/proc` once. A process that ends meanwhile is simply not in the table.
+    ///
+    /// A process an executor forks carries the executor's command line until it execs: of
+    /// two processes claiming one task directory where one is the other's parent, the parent
+    /// is the executor.
     fn read() -> Self {
         let mut table = ProcessTable::default();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return table;
         };
+        let mut claims: HashMap<PathBuf, Vec<(i32, i32)>> = HashMap::new();
         for e in dir.filter_map(Result::ok) {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
@@ -191,7 +196,17 @@ impl ProcessTable {
                 continue;
             };
             if let Some(task_dir) = executor_task_dir(&cmdline) {
-                table.executors.insert(task_dir, pid);
+                let ppid = parent_of(&stat).unwrap_or(0);
+                claims.entry(task_dir).or_default().push((pid, ppid));
+            }
+        }
+        for (task_dir, pids) in claims {
+            let executor = pids
+                .iter()
+                .find(|(_, ppid)| !pids.iter().any(|(p, _)| p == ppid))
+                .or(pids.first());
+            if let Some((pid, _)) = executor {
+                table.executors.insert(task_dir, *pid);
             }
         }
         table
@@ -236,13 +251,22 @@ fn executor_updates(path: &Path) -> Vec<StatusUpdate> {
     }
 }
 
+/// The parent pid of a `/proc/<pid>/stat` line (the field after the state).
+fn parent_of(stat: &str) -> Option<i32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Whether an executor for the task directory `dir` runs now. Blocking.
 pub fn executor_running(dir: &Path) -> bool {
     ProcessTable::read().executors.contains_key(dir)
 }
 
 /// The `--task-dir` of an executor's NUL-separated command line, if it is one.
-fn executor_task_dir(cmdline: &[u8]) -> Option<PathBuf> {
+pub(crate) fn executor_task_dir(cmdline: &[u8]) -> Option<PathBuf> {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     if !args.iter().any(|a| *a == b"executor") {
         return None;

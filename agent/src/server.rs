@@ -218,9 +218,15 @@ pub async fn run_with_config(
             agent_id = ?stored_id.as_ref().map(AgentId::as_str),
             "agent starting"
         );
+        // Ended tasks the master acknowledged go to the sandbox collector, which starts once
+        // recovery has read every task directory (it moves them).
+        let (ended_tx, ended_rx) = mpsc::channel(crate::gc::QUEUE_DEPTH);
         let (updates, manager) = StatusUpdates::start(
             client.clone(),
-            status_updates::Config::new(Checkpointing::Disk(layout.clone())),
+            status_updates::Config {
+                ended: Some(ended_tx),
+                ..status_updates::Config::new(Checkpointing::Disk(layout.clone()))
+            },
         );
         let (launcher, actor) = Launcher::start(
             LauncherConfig {
@@ -264,6 +270,15 @@ pub async fn run_with_config(
                 "recovered the tasks of an earlier life of this agent"
             );
         }
+        actors.push(tokio::spawn(crate::gc::run(
+            crate::gc::GcConfig {
+                layout: layout.clone(),
+                gc_delay: config.gc_delay,
+                disk_headroom: config.gc_disk_headroom,
+                disk_watch_interval: config.disk_watch_interval,
+            },
+            ended_rx,
+        )));
         let unix = executor_socket::bind(&socket)?;
         tasks.spawn(executor_socket::serve(unix, launcher.clone(), updates));
         let r = Registrar {

@@ -101,6 +101,11 @@ pub struct Config {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub send_timeout: Duration,
+    /// Told of every task whose terminal update the master acknowledged (and whose log
+    /// records it), at run time and in the logs recovered at start: the sandbox collector
+    /// ([`crate::gc`]). A full channel loses the notice; the task's directory then stays
+    /// until the next start offers it again.
+    pub ended: Option<mpsc::Sender<crate::gc::Ended>>,
 }
 
 impl Config {
@@ -110,6 +115,7 @@ impl Config {
             backoff_min: BACKOFF_MIN,
             backoff_max: BACKOFF_MAX,
             send_timeout: SEND_TIMEOUT,
+            ended: None,
         }
     }
 }
@@ -339,6 +345,9 @@ struct Write {
     record: Record,
     /// For an update: who waits for it to be durable (the caller, and any resend meanwhile).
     waiters: Vec<oneshot::Sender<Result<(), UpdateError>>>,
+    /// The record acknowledges the task's terminal update: once it is written, the task's
+    /// directory is the sandbox collector's.
+    ends_task: bool,
 }
 
 #[derive(Default)]
@@ -532,7 +541,13 @@ impl Actor {
         };
         if w.result.is_ok() {
             stream.log_durable = true;
+            if done.ends_task && stream.queue.is_empty() && stream.to_write.is_empty() {
+                self.task_ended(&w.key);
+            }
         }
+        let Some(stream) = self.streams.get_mut(&w.key) else {
+            return;
+        };
         match (done.record, w.result) {
             (Record::Update { update }, Ok(())) => {
                 tracing::debug!(
@@ -573,9 +588,18 @@ impl Actor {
         self.maybe_idle(&w.key);
     }
 
-    fn adopt(&mut self, recovered: Vec<(Key, Vec<StatusUpdate>, SeenIds)>) {
+    fn adopt(&mut self, recovered: Vec<Recovered>) {
         let (mut updates, mut tasks) = (0usize, 0usize);
-        for (key, pending, seen) in recovered {
+        for Recovered {
+            key,
+            pending,
+            seen,
+            ended,
+        } in recovered
+        {
+            if ended {
+                self.task_ended(&key);
+            }
             if pending.is_empty() {
                 // Remembered so that a late resend from its executor is recognised.
                 if self.idle.len() < MAX_IDLE_TASKS {
@@ -649,6 +673,7 @@ impl Actor {
             Write {
                 record: Record::Update { update },
                 waiters: vec![reply],
+                ends_task: false,
             },
         );
     }
@@ -716,8 +741,14 @@ impl Actor {
             return;
         };
         stream.in_flight = false;
+        let mut ends_task = false;
         if stream.queue.front().map(|u| u.uuid) == Some(done.uuid) {
-            stream.queue.pop_front();
+            ends_task = stream
+                .queue
+                .pop_front()
+                .is_some_and(|u| u.state.is_terminal())
+                && matches!(done.outcome, Outcome::Acked)
+                && stream.queue.is_empty();
             self.pending_total = self.pending_total.saturating_sub(1);
         }
         // In memory there is no log to record the outcome in.
@@ -727,11 +758,21 @@ impl Actor {
                 Write {
                     record,
                     waiters: Vec::new(),
+                    ends_task,
                 },
             );
         }
         self.maybe_send(&done.key);
         self.maybe_idle(&done.key);
+    }
+
+    /// Tells the sandbox collector that the task is over for the master.
+    fn task_ended(&self, key: &Key) {
+        if let Some(tx) = &self.config.ended {
+            if tx.try_send((key.1.clone(), key.2.clone())).is_err() {
+                tracing::debug!(task = %key.2, "sandbox collector busy; the task's directory stays for now");
+            }
+        }
     }
 
     fn idle_stamp(&mut self) -> u64 {
@@ -918,7 +959,7 @@ pub fn checkpointed_updates(path: &Path) -> Vec<StatusUpdate> {
 
 /// Reads every task's `updates.log` under `frameworks`: per task, the updates neither
 /// acknowledged nor dropped (in order) and every uuid seen.
-fn recover(frameworks: &Path) -> Vec<(Key, Vec<StatusUpdate>, SeenIds)> {
+fn recover(frameworks: &Path) -> Vec<Recovered> {
     let mut out = Vec::new();
     let Ok(fws) = std::fs::read_dir(frameworks) else {
         return out;
@@ -937,7 +978,7 @@ fn recover(frameworks: &Path) -> Vec<(Key, Vec<StatusUpdate>, SeenIds)> {
     out
 }
 
-fn recover_log(path: &Path) -> Option<(Key, Vec<StatusUpdate>, SeenIds)> {
+fn recover_log(path: &Path) -> Option<Recovered> {
     let replay = match checkpoint::read_records::<Record>(path) {
         Ok(r) => r,
         Err(e) => {
@@ -973,11 +1014,28 @@ fn recover_log(path: &Path) -> Option<(Key, Vec<StatusUpdate>, SeenIds)> {
     for u in &updates {
         seen.insert(u.uuid);
     }
+    let ended = updates.last().is_some_and(|u| u.state.is_terminal())
+        && updates.iter().all(|u| done.contains(&u.uuid));
     let pending = updates
         .into_iter()
         .filter(|u| !done.contains(&u.uuid) && key_of(u) == key)
         .collect();
-    Some((key, pending, seen))
+    Some(Recovered {
+        key,
+        pending,
+        seen,
+        ended,
+    })
+}
+
+/// What one task's recovered log holds.
+struct Recovered {
+    key: Key,
+    /// Updates neither acknowledged nor dropped, in order.
+    pending: Vec<StatusUpdate>,
+    seen: SeenIds,
+    /// Its last update is terminal and every update is settled: the task is over.
+    ended: bool,
 }
 
 #[cfg(test)]

@@ -135,6 +135,9 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         executor_command: executor.into_iter().map(Into::into).collect(),
         recover: drover_agent::recovery::RecoverMode::Reconnect,
         master_bind_ip: None,
+        gc_delay: Duration::from_secs(7 * 24 * 3600),
+        gc_disk_headroom: 0.1,
+        disk_watch_interval: Duration::from_secs(60),
     }
 }
 

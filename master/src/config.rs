@@ -69,6 +69,12 @@ pub struct OfferCycleConfig {
     pub agent_reregister_timeout: Duration,
     /// An agent UNREACHABLE this long is marked GONE.
     pub agent_removal_timeout: Duration,
+    /// Completed tasks (ended, and their last update acknowledged) kept per framework; the
+    /// oldest beyond it are forgotten (Mesos's `--max_completed_tasks_per_framework`).
+    pub max_completed_tasks_per_framework: u32,
+    /// Completed frameworks (torn down, no live task) kept with their tasks; the oldest beyond
+    /// it are forgotten (Mesos's `--max_completed_frameworks`).
+    pub max_completed_frameworks: u32,
 }
 
 impl Default for OfferCycleConfig {
@@ -83,6 +89,8 @@ impl Default for OfferCycleConfig {
             default_refuse: Duration::from_secs(5),
             agent_reregister_timeout: Duration::from_secs(60),
             agent_removal_timeout: Duration::from_secs(3600),
+            max_completed_tasks_per_framework: 1_000,
+            max_completed_frameworks: 50,
         }
     }
 }

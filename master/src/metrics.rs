@@ -42,6 +42,7 @@ pub const TASKS: &str = "drover_master_tasks";
 pub const OFFERS_OUTSTANDING: &str = "drover_master_offers_outstanding";
 pub const OFFERS_TOTAL: &str = "drover_master_offers_total";
 pub const TASKS_LAUNCHED_TOTAL: &str = "drover_master_tasks_launched_total";
+pub const PRUNED_TOTAL: &str = "drover_master_pruned_total";
 pub const ALLOCATION_SECONDS: &str = "drover_master_allocation_seconds";
 pub const STATUS_UPDATES_TOTAL: &str = "drover_master_status_updates_total";
 pub const STATUS_UPDATE_COMMIT_SECONDS: &str = "drover_master_status_update_commit_seconds";
@@ -182,6 +183,10 @@ fn describe() {
     describe_counter!(
         TASKS_LAUNCHED_TOTAL,
         "Tasks committed by ACCEPT on this leader"
+    );
+    describe_counter!(
+        PRUNED_TOTAL,
+        "Completed tasks and frameworks forgotten by prunes this leader committed, by what"
     );
     describe_histogram!(
         ALLOCATION_SECONDS,

@@ -308,13 +308,17 @@ pub async fn metric(addr: &str, name_and_labels: &str) -> Option<f64> {
     })
 }
 
-/// The directory of task `task` under an agent's work directory (any framework), if any.
+/// The directory of task `task` under an agent's work directory (any framework), if any:
+/// where it runs, or, once its end is acknowledged, where the sandbox collector moved it.
 pub fn task_dir(work_dir: &std::path::Path, task: &str) -> Option<PathBuf> {
-    let frameworks = std::fs::read_dir(work_dir.join("frameworks")).ok()?;
-    frameworks
-        .flatten()
-        .map(|f| f.path().join("tasks").join(task))
-        .find(|p| p.is_dir())
+    let under = |dir: &str, tail: &[&str]| {
+        std::fs::read_dir(work_dir.join(dir))
+            .ok()?
+            .flatten()
+            .map(|f| tail.iter().fold(f.path(), |p, t| p.join(t)))
+            .find(|p| p.is_dir())
+    };
+    under("frameworks", &["tasks", task]).or_else(|| under("completed", &[task]))
 }
 
 /// Whether process `pid` exists (zombies count as gone).

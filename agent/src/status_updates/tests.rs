@@ -26,6 +26,7 @@ fn fast(checkpointing: Checkpointing) -> Config {
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(100),
         send_timeout: Duration::from_secs(1),
+        ended: None,
     }
 }
 
@@ -78,7 +79,13 @@ async fn updates_reach_the_master_in_order_one_in_flight_per_task() {
                 v1::TaskState::TaskFinished as i32
             ]
         );
-        // Each update, then its ack, in the log.
+        // Each update, then its ack, in the log (nothing waits for an ack's record: it is
+        // written after the master's answer).
+        wait_for(DEADLINE, "every ack recorded", || {
+            let n = records(&layout, task).len();
+            async move { n >= 6 }
+        })
+        .await;
         let log = records(&layout, task);
         assert_eq!(log.len(), 6, "{log:?}");
         let acked = log
@@ -245,11 +252,19 @@ async fn a_refused_update_is_dropped_and_the_next_goes() {
         .filter(|(_, s)| s.task_id == "t1")
         .count();
     assert_eq!(t1_calls, 2);
-    let dropped = records(&layout, "t1")
-        .into_iter()
-        .filter(|r| matches!(r, Record::Dropped { reason, .. } if reason.contains("FailedPrecondition")))
-        .count();
-    assert_eq!(dropped, 2);
+    let dropped = || {
+        records(&layout, "t1")
+            .into_iter()
+            .filter(|r| matches!(r, Record::Dropped { reason, .. } if reason.contains("FailedPrecondition")))
+            .count()
+    };
+    // Recording a drop is written after the refusal; nothing waits for it.
+    wait_for(DEADLINE, "both drops recorded", || {
+        let n = dropped();
+        async move { n >= 2 }
+    })
+    .await;
+    assert_eq!(dropped(), 2);
     manager.stop().await;
 }
 
@@ -432,7 +447,12 @@ fn a_compacted_log_keeps_every_unacknowledged_update_and_the_newest_others() {
     assert_eq!(updates.len(), MAX_UPDATES_PER_TASK);
     assert_eq!(updates[..], all[all.len() - MAX_UPDATES_PER_TASK..]);
     // Each kept acknowledged update is followed by its record; the unacknowledged are bare.
-    let (key, pending, seen) = {
+    let Recovered {
+        key,
+        pending,
+        seen,
+        ended,
+    } = {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("updates.log");
         for r in &kept {
@@ -444,6 +464,7 @@ fn a_compacted_log_keeps_every_unacknowledged_update_and_the_newest_others() {
     let pending: Vec<Uuid> = pending.iter().map(|u| u.uuid).collect();
     assert_eq!(pending[..], all[2995..]);
     assert_eq!(seen.len(), MAX_UPDATES_PER_TASK);
+    assert!(!ended, "five updates are not acknowledged");
 }
 
 #[test]
@@ -454,4 +475,59 @@ fn compaction_keeps_unacknowledged_updates_even_beyond_the_count() {
         })
         .collect();
     assert_eq!(compact_log(records.clone()).len(), records.len());
+}
+
+/// The sandbox collector hears of a task once the master acknowledged its terminal update and
+/// that acknowledgement is in the log, and at start of every log that shows a settled end.
+#[tokio::test]
+async fn the_collector_hears_of_a_task_once_its_end_is_acknowledged_and_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(dir.path());
+    let fake = FakeMaster::default();
+    let addr = fake.serve().await;
+    let (tx, mut rx) = mpsc::channel(16);
+    let (updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&addr),
+        Config {
+            ended: Some(tx),
+            ..fast(Checkpointing::Disk(layout.clone()))
+        },
+    );
+    updates
+        .update(update("t1", TaskState::Running))
+        .await
+        .expect("accepted");
+    wait_for(DEADLINE, "running acknowledged", || drained(&updates)).await;
+    assert!(rx.try_recv().is_err(), "a running task is not over");
+    updates
+        .update(update("t1", TaskState::Finished))
+        .await
+        .expect("accepted");
+    let (framework, task) = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("told within the deadline")
+        .expect("a notice");
+    assert_eq!((framework.as_str(), task.as_str()), ("fw-1", "t1"));
+    let log = records(&layout, "t1");
+    assert!(
+        matches!(log.last(), Some(Record::Acked { .. })),
+        "told only once the end's acknowledgement is recorded: {log:?}"
+    );
+    manager.stop().await;
+
+    // A restart reads the log and tells again (the move may not have happened).
+    let (tx, mut rx) = mpsc::channel(16);
+    let (_updates, manager) = StatusUpdates::start(
+        FakeMaster::client(&addr),
+        Config {
+            ended: Some(tx),
+            ..fast(Checkpointing::Disk(layout.clone()))
+        },
+    );
+    let again = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("told at start")
+        .expect("a notice");
+    assert_eq!(again.1.as_str(), "t1");
+    manager.stop().await;
 }

@@ -4,8 +4,9 @@
 //! replica's final state.
 //!
 //! - `acked-updates-kept` (1): every update a master acknowledged to an agent is in every
-//!   replica's registry, and every update of the framework's tasks in the registry reached
-//!   the framework.
+//!   replica's registry (unless its whole task was forgotten after its scheduler received the
+//!   task's end: completed tasks are pruned), and every update of the framework's tasks in the
+//!   registry reached the framework.
 //! - `task-states-forward` (2): per task, in every replica's committed order and in the order
 //!   the framework received them, states never move backwards and nothing leaves a terminal
 //!   state.
@@ -131,14 +132,26 @@ pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
         .iter()
         .map(|(id, state)| (*id, uuids_by_task(state)))
         .collect();
+    // Tasks whose end a scheduler received: the masters may forget such a task once the
+    // scheduler acknowledged that end (completed tasks are pruned, as Mesos does), and the
+    // workload acknowledges every update it receives.
+    let ended_at_scheduler: BTreeSet<&str> = received(&ev.history)
+        .into_iter()
+        .filter(|r| r.value["state"].as_str().is_some_and(is_terminal))
+        .filter_map(|r| r.value["task"].as_str())
+        .collect();
+    let mut forgotten = 0usize;
     for (agent, acked) in &ev.agent_acks {
         for (task, uuids) in acked {
             for uuid in uuids {
                 acked_total += 1;
                 for (id, by_task) in &held {
-                    let has = by_task
-                        .get(task.as_str())
-                        .is_some_and(|u| u.contains(uuid.as_str()));
+                    let entry = by_task.get(task.as_str());
+                    if entry.is_none() && ended_at_scheduler.contains(task.as_str()) {
+                        forgotten += 1;
+                        continue;
+                    }
+                    let has = entry.is_some_and(|u| u.contains(uuid.as_str()));
                     if !has {
                         bad.push(json!({"why": "acknowledged to the agent but not in this replica's registry",
                                         "agent": agent, "task": task, "uuid": uuid, "replica": format!("master-{id}")}));
@@ -187,13 +200,19 @@ pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
         "1. no acknowledged status update is lost; every one reaches the scheduler",
         bad,
         format!(
-            "{acked_total} updates acknowledged to agents, {registry_total} of the framework's in the registry, final states of {} of {} replicas",
+            "{acked_total} updates acknowledged to agents, {registry_total} of the framework's in the registry, final states of {} of {} replicas{}",
             ev.final_states.len(),
-            ev.masters
+            ev.masters,
+            if forgotten > 0 {
+                format!(" ({forgotten} of a task whose end the scheduler had, forgotten by a prune)")
+            } else {
+                String::new()
+            }
         ),
         nothing,
         json!({"acked_to_agents": acked_total, "framework_updates_in_registry": registry_total,
-               "received_by_framework": got.len(), "replicas": ev.final_states.len()}),
+               "received_by_framework": got.len(), "replicas": ev.final_states.len(),
+               "forgotten_after_completion": forgotten}),
     )
 }
 

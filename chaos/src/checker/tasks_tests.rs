@@ -147,6 +147,33 @@ fn an_acknowledged_update_missing_from_one_replica_is_caught() {
     assert_eq!(r.counterexamples[0]["replica"], "master-2");
 }
 
+/// Completed tasks are pruned: a task gone from the registry whose end its scheduler had is
+/// no loss; a task gone whose end the scheduler never had is (its acknowledged updates are
+/// lost).
+#[test]
+fn a_task_forgotten_after_its_scheduler_had_its_end_is_no_loss_but_one_still_running_is() {
+    let mut ev = generated(6, 3);
+    // short-4 ended (FINISHED received by the scheduler): every replica forgets it.
+    for state in ev.final_states.values_mut() {
+        state["tasks"]
+            .as_array_mut()
+            .expect("tasks")
+            .retain(|t| t["id"] != "short-4");
+    }
+    let r = acked_updates_kept(&ev);
+    assert_eq!(r.valid, Validity::Valid, "{r:?}");
+    assert_eq!(r.stats["forgotten_after_completion"], 3 * 3);
+    // long-1 is still RUNNING: forgetting it loses its updates.
+    ev.final_states.get_mut(&2).expect("replica 2")["tasks"]
+        .as_array_mut()
+        .expect("tasks")
+        .retain(|t| t["id"] != format!("{LONG_PREFIX}1"));
+    let r = acked_updates_kept(&ev);
+    assert_eq!(r.valid, Validity::Invalid);
+    assert_eq!(r.counterexamples[0]["task"], format!("{LONG_PREFIX}1"));
+    assert_eq!(r.counterexamples[0]["replica"], "master-2");
+}
+
 #[test]
 fn a_replica_without_a_final_state_leaves_the_check_undecided() {
     let mut ev = generated(6, 3);

@@ -674,9 +674,13 @@ impl Framework {
         )
         .await;
         let fresh = s.uuid.is_empty() || self.seen_uuids.insert(s.uuid.clone());
+        // The master has no record of it: reconciliation answers TASK_UNKNOWN, or TASK_GONE
+        // when the agent named is registered (as Mesos does).
+        let no_record = state == TaskState::TaskUnknown
+            || (state == TaskState::TaskGone && s.reason == "reconciliation" && s.uuid.is_empty());
         if let Some(k) = self.tasks.get_mut(&s.task_id) {
-            if state == TaskState::TaskUnknown {
-                // The master never heard of it: the uncertain ACCEPT did not launch it.
+            if no_record {
+                // The uncertain ACCEPT did not launch it.
                 if k.uncertain && k.state.is_none() {
                     k.state = Some(TaskState::TaskDropped);
                 }
@@ -686,7 +690,7 @@ impl Framework {
                     k.agent = Some(s.agent_id.clone());
                 }
             }
-        } else if state != TaskState::TaskUnknown {
+        } else if !no_record {
             // A task it gave up on after a failed ACCEPT that launched anyway: track it.
             self.tasks.insert(
                 s.task_id.clone(),

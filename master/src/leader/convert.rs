@@ -203,10 +203,11 @@ pub fn reconciliation_status(task: &TaskRecord, now_ms: u64) -> v1::TaskStatus {
     }
 }
 
-/// RECONCILE's answer for a task the master never heard of, given the agent the framework
-/// says it was launched on (and that agent's state, if the registry knows it), as Mesos 1.x
-/// answers: UNREACHABLE or GONE from the agent's state, else UNKNOWN; LOST for a framework
-/// that is not partition-aware.
+/// RECONCILE's answer for a task the master has no record of (never heard of, or completed
+/// and forgotten), given the agent the framework says it was launched on (and that agent's
+/// state, if the registry knows it), as Mesos 1.x answers: GONE on a registered agent,
+/// UNREACHABLE or GONE from an unreachable or removed agent's state, UNKNOWN when the agent
+/// is not named or not known; LOST for a framework that is not partition-aware.
 pub fn unknown_task_status(
     task: &str,
     agent: Option<(&str, Option<AgentState>)>,
@@ -226,7 +227,13 @@ pub fn unknown_task_status(
             v1::TaskState::TaskGone,
             "the master has no record of this task, and its agent was removed",
         ),
-        _ => (
+        // As Mesos: a task unknown on a registered agent is not running there (it ended and
+        // was forgotten, or it never ran).
+        Some(AgentState::Active | AgentState::Draining) => (
+            v1::TaskState::TaskGone,
+            "the master has no record of this task (it ended and was forgotten, or never ran), and its agent is registered",
+        ),
+        None => (
             v1::TaskState::TaskUnknown,
             "the master has no record of this task",
         ),
@@ -491,6 +498,35 @@ pub fn agent_from_proto(a: &v1::AgentInfo, now_ms: u64) -> Result<AgentRecord, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Mesos 1.x's table for a task the master has no record of (issue 16: a completed task
+    /// forgotten by a prune is answered the same way).
+    #[test]
+    fn a_task_without_a_record_is_answered_from_its_agents_state_as_mesos_does() {
+        let answer = |agent: Option<(&str, Option<AgentState>)>, pa: bool| {
+            let s = unknown_task_status("t", agent, pa, 7);
+            assert_eq!(s.reason, "reconciliation");
+            assert_eq!(s.source, v1::StatusSource::SourceMaster as i32);
+            v1::TaskState::try_from(s.state).unwrap()
+        };
+        use v1::TaskState as T;
+        for registered in [AgentState::Active, AgentState::Draining] {
+            assert_eq!(answer(Some(("a", Some(registered))), true), T::TaskGone);
+        }
+        assert_eq!(
+            answer(Some(("a", Some(AgentState::Unreachable))), true),
+            T::TaskUnreachable
+        );
+        assert_eq!(
+            answer(Some(("a", Some(AgentState::Gone))), true),
+            T::TaskGone
+        );
+        assert_eq!(answer(Some(("a", None)), true), T::TaskUnknown);
+        assert_eq!(answer(None, true), T::TaskUnknown);
+        for agent in [None, Some(("a", Some(AgentState::Active)))] {
+            assert_eq!(answer(agent, false), T::TaskLost);
+        }
+    }
 
     #[test]
     fn every_state_round_trips() {

@@ -233,6 +233,16 @@ pub enum ClusterOp {
         task: TaskId,
         uuid: uuid::Uuid,
     },
+    /// Forgets the oldest completed tasks of each framework beyond `keep_tasks_per_framework`,
+    /// and the oldest completed frameworks (torn down, no live task) beyond
+    /// `keep_completed_frameworks`, with all their tasks. A task is completed once it is
+    /// terminal and its framework acknowledged its last update, or its framework was torn
+    /// down (nobody will acknowledge it). The limits travel in the operation (the leader's
+    /// settings), so every replica forgets the same tasks.
+    PruneCompleted {
+        keep_tasks_per_framework: u32,
+        keep_completed_frameworks: u32,
+    },
 }
 
 /// Why an operation changed nothing. Sent back to the proposer, which maps it to a status.
@@ -344,6 +354,11 @@ pub enum ClusterOutcome {
     Duplicate {
         acknowledged: bool,
     },
+    /// PRUNE COMPLETED: how many tasks were forgotten, and which frameworks.
+    Pruned {
+        tasks: u64,
+        frameworks: Vec<FrameworkId>,
+    },
     Refused(ClusterError),
 }
 
@@ -368,6 +383,28 @@ pub struct ClusterState {
     /// re-registration does not scan every task. Not stored: rebuilt when a snapshot loads.
     #[serde(skip)]
     live: OrdMap<AgentId, OrdSet<TaskKey>>,
+    /// Per framework, its completed tasks (see [`ClusterOp::PruneCompleted`]) by when they
+    /// ended, oldest first: what pruning forgets first. Not stored: rebuilt when a snapshot
+    /// loads.
+    #[serde(skip)]
+    completed: OrdMap<FrameworkId, OrdSet<(u64, TaskId)>>,
+}
+
+/// When a terminal task ended, for ordering completed tasks: the time of its first terminal
+/// update (0 if it has none left).
+fn ended_at_ms(t: &TaskRecord) -> u64 {
+    t.updates
+        .iter()
+        .find(|u| u.update.state.is_terminal())
+        .map_or(0, |u| u.update.at_ms)
+}
+
+/// Whether a task may be forgotten: it is terminal, and its framework acknowledged its last
+/// update or will never acknowledge anything again (torn down or gone).
+fn is_completed(t: &TaskRecord, framework: Option<&FrameworkRecord>) -> bool {
+    t.state.is_terminal()
+        && (t.updates.last().is_some_and(|u| u.acknowledged)
+            || framework.is_none_or(|f| f.torn_down))
 }
 
 /// [`ClusterState`] as stored: everything but the derived `live` index.
@@ -387,6 +424,15 @@ impl From<StoredClusterState> for ClusterState {
         for (key, t) in s.tasks.iter().filter(|(_, t)| !t.state.is_terminal()) {
             live.entry(t.agent.clone()).or_default().insert(key.clone());
         }
+        let mut completed: OrdMap<FrameworkId, OrdSet<(u64, TaskId)>> = OrdMap::new();
+        for ((f, id), t) in s.tasks.iter() {
+            if is_completed(t, s.frameworks.get(f)) {
+                completed
+                    .entry(f.clone())
+                    .or_default()
+                    .insert((ended_at_ms(t), id.clone()));
+            }
+        }
         ClusterState {
             agents: s.agents,
             frameworks: s.frameworks,
@@ -395,6 +441,7 @@ impl From<StoredClusterState> for ClusterState {
             tasks: s.tasks,
             committed: s.committed,
             live,
+            completed,
         }
     }
 }
@@ -562,6 +609,14 @@ impl ClusterState {
                     return Err(ClusterError::Superseded(format!("framework {id}")));
                 }
                 f.torn_down = true;
+                let ended: Vec<TaskKey> = self
+                    .tasks_of(id)
+                    .filter(|t| t.state.is_terminal())
+                    .map(|t| (id.clone(), t.spec.id.clone()))
+                    .collect();
+                for key in ended {
+                    self.index_completed(&key);
+                }
                 let ids: Vec<OfferId> = self
                     .offers
                     .values()
@@ -631,9 +686,133 @@ impl ClusterState {
                 for u in t.updates.iter_mut().filter(|u| u.update.uuid == *uuid) {
                     u.acknowledged = true;
                 }
+                self.index_completed(&(framework.clone(), task.clone()));
                 Ok(ClusterOutcome::Done)
             }
+            ClusterOp::PruneCompleted {
+                keep_tasks_per_framework,
+                keep_completed_frameworks,
+            } => Ok(self.prune_completed(
+                *keep_tasks_per_framework as usize,
+                *keep_completed_frameworks as usize,
+            )),
         }
+    }
+
+    /// Adds the task at `key` to the completed index if it is completed (idempotent).
+    fn index_completed(&mut self, key: &TaskKey) {
+        let Some(t) = self.tasks.get(key) else {
+            return;
+        };
+        if is_completed(t, self.frameworks.get(&key.0)) {
+            let entry = (ended_at_ms(t), key.1.clone());
+            self.completed
+                .entry(key.0.clone())
+                .or_default()
+                .insert(entry);
+        }
+    }
+
+    /// Removes a completed task from the registry and the index.
+    fn forget_task(&mut self, key: &TaskKey) {
+        let Some(t) = self.tasks.remove(key) else {
+            return;
+        };
+        debug_assert!(t.state.is_terminal(), "only ended tasks are forgotten");
+        if let Some(set) = self.completed.get_mut(&key.0) {
+            set.remove(&(ended_at_ms(&t), key.1.clone()));
+            if set.is_empty() {
+                self.completed.remove(&key.0);
+            }
+        }
+    }
+
+    /// Completed tasks of `framework` (see [`ClusterOp::PruneCompleted`]).
+    pub fn completed_count(&self, framework: &FrameworkId) -> usize {
+        self.completed.get(framework).map_or(0, |s| s.len())
+    }
+
+    /// The frameworks whose completed tasks number more than `limit`.
+    pub fn frameworks_over(&self, limit: usize) -> impl Iterator<Item = &FrameworkId> + '_ {
+        self.completed
+            .iter()
+            .filter(move |(_, s)| s.len() > limit)
+            .map(|(f, _)| f)
+    }
+
+    /// Frameworks torn down that have no live task left, oldest subscription first.
+    pub fn completed_frameworks(&self) -> Vec<&FrameworkRecord> {
+        let mut done: Vec<&FrameworkRecord> = self
+            .frameworks
+            .values()
+            .filter(|f| f.torn_down)
+            .filter(|f| self.tasks_of(&f.id).all(|t| t.state.is_terminal()))
+            .collect();
+        done.sort_by(|a, b| (a.subscribed_at_ms, &a.id).cmp(&(b.subscribed_at_ms, &b.id)));
+        done
+    }
+
+    /// Whether a prune at these bounds is worth a Raft entry: some framework has more than
+    /// `keep_tasks` completed tasks by a tenth (at least one), or there are more completed
+    /// frameworks than `keep_frameworks` by a tenth. The slack makes pruning one entry per
+    /// many completions instead of one per completion.
+    pub fn prune_due(&self, keep_tasks: usize, keep_frameworks: usize) -> bool {
+        let over = |keep: usize, n: usize| n > keep + (keep / 10).max(1);
+        if self
+            .completed
+            .values()
+            .any(|set| over(keep_tasks, set.len()))
+        {
+            return true;
+        }
+        // Counting torn-down frameworks is cheap; only then look at their tasks.
+        let torn_down = self.frameworks.values().filter(|f| f.torn_down).count();
+        over(keep_frameworks, torn_down) && over(keep_frameworks, self.completed_frameworks().len())
+    }
+
+    fn prune_completed(&mut self, keep_tasks: usize, keep_frameworks: usize) -> ClusterOutcome {
+        let mut tasks = 0u64;
+        let mut frameworks = Vec::new();
+        let gone: Vec<FrameworkId> = {
+            let done = self.completed_frameworks();
+            let excess = done.len().saturating_sub(keep_frameworks);
+            done.into_iter()
+                .take(excess)
+                .map(|f| f.id.clone())
+                .collect()
+        };
+        for f in gone {
+            let keys: Vec<TaskKey> = self
+                .tasks_of(&f)
+                .map(|t| (f.clone(), t.spec.id.clone()))
+                .collect();
+            for key in &keys {
+                self.forget_task(key);
+            }
+            tasks += keys.len() as u64;
+            self.completed.remove(&f);
+            self.frameworks.remove(&f);
+            frameworks.push(f);
+        }
+        let over: Vec<(FrameworkId, Vec<TaskId>)> = self
+            .completed
+            .iter()
+            .filter(|(_, set)| set.len() > keep_tasks)
+            .map(|(f, set)| {
+                let excess = set.len() - keep_tasks;
+                (
+                    f.clone(),
+                    set.iter().take(excess).map(|(_, id)| id.clone()).collect(),
+                )
+            })
+            .collect();
+        for (f, ids) in over {
+            for id in ids {
+                self.forget_task(&(f.clone(), id));
+                tasks += 1;
+            }
+        }
+        ClusterOutcome::Pruned { tasks, frameworks }
     }
 
     /// Records `update` (already checked: `next` is the legal state it leads to) on the task
@@ -678,6 +857,8 @@ impl ClusterState {
         let resources = t.spec.resources.clone();
         self.release(&agent, &resources);
         self.unindex_live(&agent, key);
+        // Completed at once if its framework will never acknowledge.
+        self.index_completed(key);
         Some(resources)
     }
 
@@ -852,5 +1033,7 @@ impl ClusterState {
 
 #[cfg(test)]
 mod agents_tests;
+#[cfg(test)]
+mod prune_tests;
 #[cfg(test)]
 mod tests;

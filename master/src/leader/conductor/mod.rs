@@ -217,6 +217,8 @@ enum After {
         weight: f64,
         reply: Reply<()>,
     },
+    /// Completed tasks and frameworks forgotten (see `ClusterOp::PruneCompleted`).
+    Pruned,
 }
 
 struct Completion {
@@ -262,6 +264,8 @@ pub struct Conductor {
     channels: AgentChannels,
     allocation_due: Option<tokio::time::Instant>,
     last_framework_heartbeat: Instant,
+    /// A PruneCompleted is in flight (one at a time).
+    pruning: bool,
 }
 
 fn now_ms() -> u64 {
@@ -335,6 +339,7 @@ impl Conductor {
             channels: AgentChannels::default(),
             allocation_due: None,
             last_framework_heartbeat: Instant::now(),
+            pruning: false,
         }
     }
 
@@ -1004,7 +1009,54 @@ impl Conductor {
                     .map_err(|e| Status::invalid_argument(e.to_string()));
                 let _ = reply.send(r);
             }
+            After::Pruned => self.pruned(outcome),
         }
+    }
+
+    /// Proposes forgetting completed tasks and frameworks beyond the configured bounds, when
+    /// the registry is past them by enough (see `ClusterState::prune_due`); one at a time.
+    fn prune_if_due(&mut self) {
+        if self.pruning {
+            return;
+        }
+        let (tasks, frameworks) = (
+            self.config.max_completed_tasks_per_framework,
+            self.config.max_completed_frameworks,
+        );
+        if !self.state().prune_due(tasks as usize, frameworks as usize) {
+            return;
+        }
+        self.pruning = true;
+        self.propose(
+            ClusterOp::PruneCompleted {
+                keep_tasks_per_framework: tasks,
+                keep_completed_frameworks: frameworks,
+            },
+            After::Pruned,
+        );
+    }
+
+    fn pruned(&mut self, outcome: ClusterOutcome) {
+        self.pruning = false;
+        let ClusterOutcome::Pruned { tasks, frameworks } = outcome else {
+            return;
+        };
+        for f in &frameworks {
+            // Torn down: no offers, no live tasks; only the allocator still names it.
+            if let Err(e) = self.allocator.remove_framework(f) {
+                tracing::debug!(framework = %f, error = %e, "allocator");
+            }
+            self.torn_down.remove(f);
+            self.self_suppressed.remove(f);
+        }
+        metrics::counter!(m::PRUNED_TOTAL, "what" => "tasks").increment(tasks);
+        metrics::counter!(m::PRUNED_TOTAL, "what" => "frameworks")
+            .increment(frameworks.len() as u64);
+        tracing::info!(
+            tasks,
+            frameworks = frameworks.len(),
+            "forgot completed tasks and frameworks"
+        );
     }
 
     /// Answers the caller behind `after` with `status`.
@@ -1033,6 +1085,7 @@ impl Conductor {
                     let _ = reply.send(Err(status));
                 }
             }
+            After::Pruned => self.pruning = false,
             After::OffersCreated(offers) => {
                 // The outcome is unknown (leadership is ending): the next leader rebuilds.
                 for o in offers {
@@ -1244,6 +1297,7 @@ impl Conductor {
 
     /// Once per tick: expired offers, silent agents, closed framework streams, heartbeats.
     fn housekeeping(&mut self) {
+        self.prune_if_due();
         let now = now_ms();
         let expired: Vec<OfferId> = self
             .offers

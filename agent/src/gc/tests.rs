@@ -1,0 +1,163 @@
+use std::time::Duration;
+
+use super::*;
+
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[test]
+fn the_maximum_age_shrinks_as_the_disk_fills_past_its_headroom() {
+    assert_eq!(max_age(WEEK, 0.1, 0.0), WEEK.mul_f64(0.9));
+    assert_eq!(max_age(WEEK, 0.1, 0.5), WEEK.mul_f64(0.4));
+    assert_eq!(max_age(WEEK, 0.1, 0.9), Duration::ZERO);
+    assert_eq!(max_age(WEEK, 0.1, 1.0), Duration::ZERO);
+    assert_eq!(max_age(WEEK, 0.0, 0.0), WEEK);
+}
+
+#[test]
+fn due_takes_the_old_and_the_oldest_beyond_the_cap() {
+    let set: BTreeSet<(u64, PathBuf)> = [(10, "a"), (20, "b"), (30, "c"), (40, "d")]
+        .into_iter()
+        .map(|(t, p)| (t, PathBuf::from(p)))
+        .collect();
+    let names = |v: Vec<(u64, PathBuf)>| -> Vec<String> {
+        v.into_iter()
+            .map(|(_, p)| p.display().to_string())
+            .collect()
+    };
+    // Older than 15 ms at t=40: a and b.
+    assert_eq!(
+        names(due(&set, 40, Duration::from_millis(15), 100)),
+        ["a", "b"]
+    );
+    // Nothing old, but one over a cap of three: the oldest.
+    assert_eq!(names(due(&set, 40, Duration::from_secs(1), 3)), ["a"]);
+    assert!(due(&set, 40, Duration::from_secs(1), 100).is_empty());
+    assert_eq!(due(&set, 40, Duration::ZERO, 100).len(), 4);
+}
+
+fn ended(layout: &Layout, framework: &str, task: &str) -> Ended {
+    let e = (
+        FrameworkId::new(framework).unwrap(),
+        TaskId::new(task).unwrap(),
+    );
+    let dir = layout.task_dir(&e.0, &e.1);
+    std::fs::create_dir_all(dir.join("sandbox")).unwrap();
+    std::fs::write(dir.join("sandbox/stdout"), b"hello").unwrap();
+    e
+}
+
+#[test]
+fn a_moved_directory_leaves_the_scanned_tree_and_each_life_keeps_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    let e = ended(&layout, "fw", "t");
+    let first = move_to_completed(&layout, &e.0, &e.1).ok().unwrap();
+    assert_eq!(first, layout.completed_dir().join("fw").join("t"));
+    assert!(first.join("sandbox/stdout").exists());
+    assert!(!layout.task_dir(&e.0, &e.1).exists());
+    // What the restart scan reads no longer holds it.
+    assert!(crate::recovery::scan(&layout).is_empty());
+    // The same id again (a framework reusing it): its own directory.
+    ended(&layout, "fw", "t");
+    let second = move_to_completed(&layout, &e.0, &e.1).ok().unwrap();
+    assert_eq!(second, layout.completed_dir().join("fw").join("t.1"));
+    assert!(matches!(
+        move_to_completed(&layout, &e.0, &e.1),
+        Err(Move::Missing)
+    ));
+    assert_eq!(scan_completed(&layout).len(), 2);
+}
+
+#[test]
+fn a_directory_whose_executor_still_runs_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    let e = ended(&layout, "fw", "busy");
+    let dir = layout.task_dir(&e.0, &e.1);
+    // A process whose command line is this task's executor's (what the agent checks).
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "sleep 30; true", "executor", "--task-dir"])
+        .arg(&dir)
+        .spawn()
+        .unwrap();
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&cmdline).is_ok_and(|c| c.windows(10).any(|w| w == b"--task-dir")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in never ran"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(dir.join("executor.pid"), child.id().to_string()).unwrap();
+    assert!(matches!(
+        move_to_completed(&layout, &e.0, &e.1),
+        Err(Move::ExecutorRunning)
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(move_to_completed(&layout, &e.0, &e.1).is_ok());
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn ended_tasks_are_moved_then_removed_once_past_the_delay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    // One left over from an earlier life of the agent, already in completed/.
+    let old = ended(&layout, "fw", "old");
+    move_to_completed(&layout, &old.0, &old.1).ok().unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let config = GcConfig {
+        layout: layout.clone(),
+        gc_delay: Duration::from_millis(600),
+        disk_headroom: 0.0,
+        disk_watch_interval: Duration::from_millis(50),
+    };
+    let collector = tokio::spawn(run(config, rx));
+    let e = ended(&layout, "fw", "t");
+    tx.send(e.clone()).await.unwrap();
+    let moved = layout.completed_dir().join("fw").join("t");
+    wait_for("the ended task's directory moves", || moved.exists()).await;
+    assert!(!layout.task_dir(&e.0, &e.1).exists());
+    // The delay is scaled down by the disk's usage, never up: both go within it.
+    wait_for("both removed after the delay", || {
+        !moved.exists() && !layout.completed_dir().join("fw").join("old").exists()
+    })
+    .await;
+    drop(tx);
+    collector.await.unwrap();
+}
+
+#[test]
+fn disk_usage_reads_like_df() {
+    let tmp = tempfile::tempdir().unwrap();
+    let usage = disk_usage(tmp.path()).expect("a file system");
+    assert!((0.0..=1.0).contains(&usage), "{usage}");
+    let df = std::process::Command::new("df")
+        .args(["--output=pcent"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&df.stdout);
+    let pcent: f64 = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().trim_end_matches('%').parse().ok())
+        .expect("df's Use%");
+    // df rounds up to a whole percent.
+    assert!(
+        (usage * 100.0 - pcent).abs() <= 1.0,
+        "{usage} vs df {pcent}%"
+    );
+}
