@@ -439,6 +439,16 @@ enum BenchWhat {
         #[arg(long)]
         keep: bool,
     },
+    /// A long steady load with the leader SIGKILLed now and then (simulated agents, a churn of
+    /// short tasks, store writes): every `--report-every`, each master's memory, the registry's
+    /// sizes, snapshot bytes and the launch rate; at the end, how much memory moved.
+    Soak {
+        #[command(flatten)]
+        opts: drover_chaos::bench::soak::SoakBenchOptions,
+        /// Keep the cluster's directory (data and every process's log) after the run.
+        #[arg(long)]
+        keep: bool,
+    },
     /// A restarted agent reading back its work directory: whole scans of `--tasks` ended
     /// task directories (written first, in a temporary directory) and of the process table.
     AgentRecovery {
@@ -470,6 +480,35 @@ fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
 }
 
 /// After a benchmark: keeps its cluster's directory (and says where) or removes it.
+fn print_soak_sample(s: &drover_chaos::bench::soak::SoakSample) {
+    let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+    let masters: Vec<String> = s
+        .masters
+        .iter()
+        .map(|(id, rss, snap)| {
+            let lead = if s.leader == Some(*id) { "*" } else { "" };
+            format!(
+                "m{id}{lead} {} MiB snap {}",
+                rss.map_or("?".into(), |r| format!("{r:.0}")),
+                snap.map_or("-".into(), |b| format!("{:.2} MiB", b as f64 / 1048576.0))
+            )
+        })
+        .collect();
+    println!(
+        "t={:>5.0}s  {:>6.0} launches/s  {:>4.0} writes/s  tasks {} (live {})  frameworks {}  store keys {} ({} bytes)  kills {}  |  {} [SIMULATED agents]",
+        s.at_seconds,
+        s.launches_per_sec,
+        s.store_writes_per_sec,
+        opt(s.tasks),
+        opt(s.live_tasks),
+        opt(s.frameworks),
+        opt(s.store_keys),
+        opt(s.store_bytes),
+        s.kills,
+        masters.join("  ")
+    );
+}
+
 fn keep_or_remove(keep: bool, dir: &std::path::Path) {
     if keep {
         println!("kept the cluster's directory: {}", dir.display());
@@ -810,6 +849,35 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                     f.agents,
                     f.tasks_in_registry
                         .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+                );
+            }
+            return Ok(());
+        }
+        BenchWhat::Soak { opts, keep } => {
+            println!(
+                "soak benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks/s of {:?}, {} store writes/s over {} keys, leader SIGKILLed every {:?}, for {:?}",
+                opts.masters, opts.agents, opts.rate, opts.command, opts.store_rate, opts.store_keys, opts.kill_every, opts.duration
+            );
+            let f = drover_chaos::bench::soak::soak(
+                binary,
+                dir.clone(),
+                &opts,
+                |line| eprintln!("  {line}"),
+                print_soak_sample,
+            )
+            .await;
+            keep_or_remove(keep, &dir);
+            let f = f?;
+            println!(
+                "launched {} tasks ({} ended, {} ACCEPTs failed), {} store writes ({} failed), {} leader kills [SIMULATED agents]",
+                f.launched, f.finished, f.accept_errors, f.store_writes, f.store_errors, f.kills
+            );
+            for (id, first, last, pct) in
+                drover_chaos::bench::soak::memory_drift(&f.samples, opts.settle)
+            {
+                println!(
+                    "master {id}: RSS {first:.1} MiB after {:?} -> {last:.1} MiB at the end ({pct:+.1} %)",
+                    opts.settle
                 );
             }
             return Ok(());

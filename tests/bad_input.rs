@@ -82,16 +82,56 @@ async fn bad_requests_are_refused_clearly_and_change_nothing() {
         .hello(HelloRequest {
             cluster_id: String::new(),
             from_node: 99,
+            protocol_version: drover_master::raft::PROTOCOL_VERSION,
         })
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(
+        hello.protocol_version,
+        drover_master::raft::PROTOCOL_VERSION
+    );
+    // A master of a build before protocol versions (which sends none) is refused, by name.
+    let e = raft
+        .hello(HelloRequest {
+            cluster_id: String::new(),
+            from_node: 99,
+            protocol_version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("master 99 speaks Raft protocol 0"),
+        "{}",
+        e.message()
+    );
     let header = |cluster: &str, to: u64, incarnation: &str| RaftHeader {
         cluster_id: cluster.into(),
         from_node: leader.node_id,
         to_node: to,
         to_incarnation: incarnation.into(),
+        protocol_version: drover_master::raft::PROTOCOL_VERSION,
     };
+    for old in [0, drover_master::raft::PROTOCOL_VERSION + 1] {
+        let e = raft
+            .append_entries(RaftRequest {
+                header: Some(RaftHeader {
+                    protocol_version: old,
+                    ..header(&hello.cluster_id, follower.id, &hello.incarnation)
+                }),
+                payload: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(
+            e.message().contains(&format!("speaks Raft protocol {old}"))
+                && e.message().contains("Upgrades"),
+            "{}",
+            e.message()
+        );
+    }
     let req = |h: Option<RaftHeader>, payload: Vec<u8>| RaftRequest { header: h, payload };
     let e = raft
         .append_entries(req(

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! WORK_DIR/
+//!   meta/format                         the work directory's format (see [`crate::format`])
 //!   meta/agent_id                       the id the master assigned (atomic write)
 //!   agent.sock                          Unix socket executors connect to
 //!   frameworks/<framework_id>/tasks/<task_id>/
@@ -45,6 +46,11 @@ impl Layout {
 
     pub fn work_dir(&self) -> &Path {
         &self.work_dir
+    }
+
+    /// The work directory's format stamp (see [`crate::format`]).
+    pub fn format_file(&self) -> PathBuf {
+        self.work_dir.join("meta").join("format")
     }
 
     /// The agent id file of the real agent.

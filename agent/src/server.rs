@@ -65,6 +65,8 @@ pub enum AgentError {
     Serve(#[from] tonic::transport::Error),
     #[error("the master removed agent {0} (GONE): its tasks were killed and it cannot register under this id again; remove its meta/agent_id to start it as a new agent")]
     Gone(AgentId),
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
     #[error("{0}")]
     Internal(String),
 }
@@ -106,6 +108,10 @@ pub async fn run_with_config(
     let simulated = config.simulate > 0;
     metrics::gauge!(m::SIMULATED).set(if simulated { 1.0 } else { 0.0 });
     let layout = Layout::new(&config.work_dir);
+    let format_layout = layout.clone();
+    tokio::task::spawn_blocking(move || crate::format::check(&format_layout))
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))??;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| AgentError::Listen {

@@ -206,11 +206,20 @@ async fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
+/// A task's directory: where it runs, or where the sandbox collector moved it once the
+/// master acknowledged its end.
 fn task_dir(work_dir: &Path, task: &str) -> TaskDir {
-    TaskDir(Layout::new(work_dir).task_dir(
+    let layout = Layout::new(work_dir);
+    let live = layout.task_dir(
         &FrameworkId::new("fw-1").expect("id"),
         &TaskId::new(task).expect("id"),
-    ))
+    );
+    let moved = layout.completed_dir().join("fw-1").join(task);
+    TaskDir(if !live.exists() && moved.exists() {
+        moved
+    } else {
+        live
+    })
 }
 
 /// Waits until the agent under `work_dir` has written the id the master gave it.

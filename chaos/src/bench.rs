@@ -17,6 +17,7 @@ use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
 
 pub mod launch;
 pub mod recovery;
+pub mod soak;
 
 /// Figures for one client count.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -63,6 +63,7 @@ async fn hello(
     let call = client.hello(HelloRequest {
         cluster_id: String::new(),
         from_node: me,
+        protocol_version: crate::raft::PROTOCOL_VERSION,
     });
     let reply = tokio::time::timeout(HELLO_TIMEOUT, call)
         .await
@@ -74,6 +75,13 @@ async fn hello(
             "{addr} answers as master {}, --peers says {id}",
             reply.node_id
         ));
+    }
+    if let Some(why) = crate::raft::protocol_mismatch(
+        &format!("master {id} at {addr}"),
+        reply.protocol_version,
+        &format!("master {me}"),
+    ) {
+        return Err(why);
     }
     Ok(PeerAnswer {
         id,

@@ -215,6 +215,7 @@ impl ClusterService {
             from_node: me,
             to_node: target,
             to_incarnation: node.incarnation.0.clone(),
+            protocol_version: crate::raft::PROTOCOL_VERSION,
         };
         let asked = tokio::time::timeout(
             HELLO_TIMEOUT,
@@ -348,6 +349,7 @@ impl Cluster for ClusterService {
             RaftServiceClient::new(channel).hello(HelloRequest {
                 cluster_id: self.identity.cluster_id().map(|c| c.0.clone()).unwrap_or_default(),
                 from_node: self.identity.node_id(),
+                protocol_version: crate::raft::PROTOCOL_VERSION,
             }),
         )
         .await
@@ -359,6 +361,13 @@ impl Cluster for ClusterService {
                 "id: the master at {} is master {}, not {}",
                 req.addr, hello.node_id, req.id
             )));
+        }
+        if let Some(why) = crate::raft::protocol_mismatch(
+            &format!("master {} at {}", req.id, req.addr),
+            hello.protocol_version,
+            &format!("this leader (master {})", self.identity.node_id()),
+        ) {
+            return Err(Status::failed_precondition(why));
         }
         let ours = self
             .identity

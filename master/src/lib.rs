@@ -11,7 +11,8 @@
 //!   relay), rebuilt from the registry on every leadership change.
 //! - [`store_service`], [`cluster_service`], [`scheduler_service`] (the framework API),
 //!   [`agent_service`] (the agent registry), [`http`]: the API edges.
-//! - [`identity`], [`bootstrap`]: who this replica is and how a cluster forms exactly once.
+//! - [`identity`], [`bootstrap`]: who this replica is and how a cluster forms exactly once;
+//!   [`format`]: the version of what its data directory holds.
 //! - [`server`]: wires one master process together; [`config`] its settings;
 //!   [`metrics`] every metric it exports.
 
@@ -21,6 +22,7 @@ pub mod bootstrap;
 pub mod cluster_service;
 pub mod config;
 pub mod db;
+pub mod format;
 pub mod http;
 pub mod identity;
 pub mod ids;

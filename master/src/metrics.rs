@@ -43,6 +43,7 @@ pub const OFFERS_OUTSTANDING: &str = "drover_master_offers_outstanding";
 pub const OFFERS_TOTAL: &str = "drover_master_offers_total";
 pub const TASKS_LAUNCHED_TOTAL: &str = "drover_master_tasks_launched_total";
 pub const PRUNED_TOTAL: &str = "drover_master_pruned_total";
+pub const STORE_BYTES: &str = "drover_master_store_bytes";
 pub const ALLOCATION_SECONDS: &str = "drover_master_allocation_seconds";
 pub const STATUS_UPDATES_TOTAL: &str = "drover_master_status_updates_total";
 pub const STATUS_UPDATE_COMMIT_SECONDS: &str = "drover_master_status_update_commit_seconds";
@@ -184,6 +185,11 @@ fn describe() {
         TASKS_LAUNCHED_TOTAL,
         "Tasks committed by ACCEPT on this leader"
     );
+    describe_gauge!(
+        STORE_BYTES,
+        Unit::Bytes,
+        "Bytes of keys and values in the framework store, every framework"
+    );
     describe_counter!(
         PRUNED_TOTAL,
         "Completed tasks and frameworks forgotten by prunes this leader committed, by what"
@@ -274,6 +280,8 @@ pub fn set_registry_gauges(registry: &crate::registry::Registry) {
     for t in cluster.tasks() {
         *tasks.entry(t.state).or_default() += 1;
     }
+    let store = registry.store();
+    metrics::gauge!(STORE_BYTES).set(store.total_bytes() as f64);
     for state in crate::registry::TaskState::ALL {
         let n = tasks.get(&state).copied().unwrap_or(0);
         let name = crate::leader::convert::state_to_proto(state).as_str_name();

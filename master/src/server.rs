@@ -68,6 +68,8 @@ pub enum MasterError {
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
     #[error("raft stopped on a fatal error: {0}; the process exits so that a supervisor restarts it from its data directory")]
     Fatal(String),
 }
@@ -86,7 +88,9 @@ pub async fn run(
         path: data_dir.display().to_string(),
         source,
     })?;
-    let db = db::open(&data_dir.join("raft"))?;
+    let db_path = data_dir.join("raft");
+    let db = db::open(&db_path)?;
+    crate::format::check(&db, &db_path)?;
     let identity = Arc::new(Identity::load_or_create(db.clone(), config.id)?);
     tracing::info!(
         id = config.id,

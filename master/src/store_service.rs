@@ -85,6 +85,9 @@ fn counted<T>(op: &'static str, r: Result<T, Status>, ok: &'static str) -> Resul
 impl StoreService {
     async fn write(&self, op: StoreOp) -> Result<StoreOutcome, Status> {
         match self.replicated.propose(Op::Store(op)).await? {
+            Outcome::Store(StoreOutcome::Rejected(e)) if e.is_full() => {
+                Err(Status::resource_exhausted(e.to_string()))
+            }
             Outcome::Store(StoreOutcome::Rejected(e)) => {
                 Err(Status::invalid_argument(e.to_string()))
             }

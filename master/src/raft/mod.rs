@@ -33,6 +33,28 @@ use crate::registry::{Outcome, Proposal};
 /// A master replica's id in the Raft group.
 pub type MasterId = u64;
 
+/// The version of the Raft protocol between masters: the transport's messages, openraft's
+/// payloads (postcard, whose encoding follows openraft's and the registry's types) and the
+/// registry's operations. Every request carries it and a replica refuses any other, so masters
+/// of different builds never exchange entries one of them may not decode: upgrades stop every
+/// master, then start them all on the new build (README, "Upgrades"). 0 is every build before
+/// versions existed.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Why two replicas cannot talk: their protocol versions differ.
+pub fn protocol_mismatch(theirs_is: &str, theirs: u32, mine_is: &str) -> Option<String> {
+    (theirs != PROTOCOL_VERSION).then(|| {
+        let described = if theirs == 0 {
+            "0 (a build from before protocol versions)".to_string()
+        } else {
+            theirs.to_string()
+        };
+        format!(
+            "{theirs_is} speaks Raft protocol {described}, {mine_is} speaks {PROTOCOL_VERSION}: masters of different builds cannot form one cluster; stop every master and start them all on one build (README, Upgrades)"
+        )
+    })
+}
+
 /// What the membership records about each replica: where it listens and which incarnation of
 /// it (see [`crate::identity`]) is the member.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

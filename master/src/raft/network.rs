@@ -150,6 +150,7 @@ impl PeerClient {
             from_node: self.identity.node_id(),
             to_node: self.target,
             to_incarnation: self.node.incarnation.0.clone(),
+            protocol_version: super::PROTOCOL_VERSION,
         }
     }
 

@@ -76,6 +76,13 @@ impl RaftTransport {
             Status::invalid_argument("header: missing")
         })?;
         let me = self.identity.node_id();
+        if let Some(why) = super::protocol_mismatch(
+            &format!("master {}", h.from_node),
+            h.protocol_version,
+            &format!("master {me}"),
+        ) {
+            return Err(Self::refuse("protocol_version", why));
+        }
         if h.to_node != me {
             return Err(Self::refuse(
                 "wrong_node",
@@ -277,8 +284,17 @@ impl RaftService for RaftTransport {
         }))
     }
 
-    async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+    async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let req = request.into_inner();
+        if let Some(why) = super::protocol_mismatch(
+            &format!("master {}", req.from_node),
+            req.protocol_version,
+            &format!("master {}", self.identity.node_id()),
+        ) {
+            return Err(Self::refuse("protocol_version", why));
+        }
         Ok(Response::new(HelloReply {
+            protocol_version: super::PROTOCOL_VERSION,
             node_id: self.identity.node_id(),
             incarnation: self.identity.incarnation().0.clone(),
             cluster_id: self

@@ -45,6 +45,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("snapshot {path} is in format {found}, written by another build; this build reads format {FORMAT_VERSION}")]
+    Format { path: PathBuf, found: u32 },
     #[error("snapshot encoding: {0}")]
     Codec(#[from] codec::CodecError),
 }
@@ -295,10 +297,10 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<Vec<u8>, SnapshotError>
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     if version != FORMAT_VERSION {
-        return Err(corrupt(
-            path,
-            format!("format {version}, this build reads {FORMAT_VERSION}"),
-        ));
+        return Err(SnapshotError::Format {
+            path: path.to_path_buf(),
+            found: version,
+        });
     }
     let meta_len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
     if meta_len > MAX_META_BYTES {
@@ -495,6 +497,25 @@ mod tests {
 
     /// A snapshot older than the current one does not replace it, and the caller is told which
     /// file and metadata are current.
+    #[test]
+    fn a_snapshot_of_another_format_is_refused_naming_the_file_and_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.snap");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let e = read_meta(&path).unwrap_err();
+        assert!(matches!(e, SnapshotError::Format { found, .. } if found == FORMAT_VERSION + 1));
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("format {}", FORMAT_VERSION + 1))
+                && msg.contains(&format!("reads format {FORMAT_VERSION}")),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn an_older_snapshot_does_not_replace_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();

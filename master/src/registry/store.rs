@@ -22,6 +22,13 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Most keys one framework may hold.
 pub const MAX_KEYS_PER_FRAMEWORK: usize = 100_000;
+/// Most bytes (keys plus values) one framework may hold.
+pub const MAX_BYTES_PER_FRAMEWORK: u64 = 64 * 1024 * 1024;
+/// Most bytes (keys plus values) the whole store may hold: what every replica keeps in
+/// memory and every snapshot carries.
+pub const MAX_TOTAL_BYTES: u64 = 1024 * 1024 * 1024;
+/// Most frameworks with a store.
+pub const MAX_NAMESPACES: usize = 10_000;
 /// Most keys one `list` call returns.
 pub const MAX_LIST_KEYS: usize = 1000;
 
@@ -38,6 +45,28 @@ pub enum StoreError {
         "framework {framework} already holds {MAX_KEYS_PER_FRAMEWORK} keys; delete some first"
     )]
     TooManyKeys { framework: String },
+    #[error("framework {framework}'s store would hold {would_bytes} bytes of keys and values; the limit is {MAX_BYTES_PER_FRAMEWORK}: delete or shrink some first")]
+    FrameworkFull { framework: String, would_bytes: u64 },
+    #[error("the store would hold {would_bytes} bytes of keys and values across frameworks; the limit is {MAX_TOTAL_BYTES}: frameworks must delete some first")]
+    StoreFull { would_bytes: u64 },
+    #[error(
+        "{MAX_NAMESPACES} frameworks already have a store; framework {framework} cannot start one"
+    )]
+    TooManyNamespaces { framework: String },
+}
+
+impl StoreError {
+    /// Whether the write was refused for room (retrying after deletes can succeed), rather
+    /// than for what it is.
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::TooManyKeys { .. }
+                | StoreError::FrameworkFull { .. }
+                | StoreError::StoreFull { .. }
+                | StoreError::TooManyNamespaces { .. }
+        )
+    }
 }
 
 /// A validated framework name: the namespace of a store.
@@ -234,10 +263,55 @@ type Space = imbl::OrdMap<StoreKey, Versioned>;
 
 /// All frameworks' stores.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredFrameworkStore")]
 pub struct FrameworkStore {
     spaces: imbl::OrdMap<FrameworkName, Space>,
     /// Successful puts and compare-and-sets so far.
     revision: Revision,
+    /// Bytes of keys and values per framework, kept by every write. Not stored: counted when
+    /// a snapshot loads.
+    #[serde(skip)]
+    bytes: imbl::OrdMap<FrameworkName, u64>,
+    /// Their sum.
+    #[serde(skip)]
+    total_bytes: u64,
+}
+
+/// [`FrameworkStore`] as stored: without the byte counts.
+#[derive(Deserialize)]
+struct StoredFrameworkStore {
+    spaces: imbl::OrdMap<FrameworkName, Space>,
+    revision: Revision,
+}
+
+impl From<StoredFrameworkStore> for FrameworkStore {
+    fn from(s: StoredFrameworkStore) -> Self {
+        let bytes: imbl::OrdMap<FrameworkName, u64> = s
+            .spaces
+            .iter()
+            .map(|(f, space)| {
+                (
+                    f.clone(),
+                    space
+                        .iter()
+                        .map(|(k, v)| entry_bytes(k, &v.value))
+                        .sum::<u64>(),
+                )
+            })
+            .collect();
+        let total_bytes = bytes.values().sum();
+        FrameworkStore {
+            spaces: s.spaces,
+            revision: s.revision,
+            bytes,
+            total_bytes,
+        }
+    }
+}
+
+/// What one entry counts against the limits: its key and its value.
+fn entry_bytes(key: &StoreKey, value: &Bytes) -> u64 {
+    (key.as_str().len() + value.len()) as u64
 }
 
 impl FrameworkStore {
@@ -253,17 +327,22 @@ impl FrameworkStore {
                 Err(e) => StoreOutcome::Rejected(e),
             },
             StoreOp::Delete { framework, key } => {
-                let existed = match self.spaces.get_mut(framework) {
+                let removed = match self.spaces.get_mut(framework) {
                     Some(space) => {
-                        let existed = space.remove(key).is_some();
+                        let removed = space.remove(key);
                         if space.is_empty() {
                             self.spaces.remove(framework);
                         }
-                        existed
+                        removed
                     }
-                    None => false,
+                    None => None,
                 };
-                StoreOutcome::Delete { existed }
+                if let Some(old) = &removed {
+                    self.account(framework, entry_bytes(key, &old.value), 0);
+                }
+                StoreOutcome::Delete {
+                    existed: removed.is_some(),
+                }
             }
             StoreOp::CompareAndSet {
                 framework,
@@ -298,12 +377,38 @@ impl FrameworkStore {
         value: &Bytes,
     ) -> Result<Revision, StoreError> {
         check_value(value)?;
-        let space = self.spaces.entry(framework.clone()).or_default();
-        if !space.contains_key(key) && space.len() >= MAX_KEYS_PER_FRAMEWORK {
+        let old = self
+            .get(framework, key)
+            .map_or(0, |v| entry_bytes(key, &v.value));
+        let new = entry_bytes(key, value);
+        let had = self.bytes.get(framework).copied().unwrap_or(0);
+        let would = had - old + new;
+        if new > old {
+            if !self.spaces.contains_key(framework) && self.spaces.len() >= MAX_NAMESPACES {
+                return Err(StoreError::TooManyNamespaces {
+                    framework: framework.to_string(),
+                });
+            }
+            if would > MAX_BYTES_PER_FRAMEWORK {
+                return Err(StoreError::FrameworkFull {
+                    framework: framework.to_string(),
+                    would_bytes: would,
+                });
+            }
+            let total = self.total_bytes - old + new;
+            if total > MAX_TOTAL_BYTES {
+                return Err(StoreError::StoreFull { would_bytes: total });
+            }
+        }
+        if self.get(framework, key).is_none()
+            && self.spaces.get(framework).map_or(0, |s| s.len()) >= MAX_KEYS_PER_FRAMEWORK
+        {
             return Err(StoreError::TooManyKeys {
                 framework: framework.to_string(),
             });
         }
+        self.account(framework, old, new);
+        let space = self.spaces.entry(framework.clone()).or_default();
         self.revision += 1;
         space.insert(
             key.clone(),
@@ -313,6 +418,33 @@ impl FrameworkStore {
             },
         );
         Ok(self.revision)
+    }
+
+    /// Replaces `old` bytes of `framework`'s entries by `new` in the counts.
+    fn account(&mut self, framework: &FrameworkName, old: u64, new: u64) {
+        let had = self.bytes.get(framework).copied().unwrap_or(0);
+        let now = had - old + new;
+        if now == 0 {
+            self.bytes.remove(framework);
+        } else {
+            self.bytes.insert(framework.clone(), now);
+        }
+        self.total_bytes = self.total_bytes - old + new;
+    }
+
+    /// Bytes of keys and values `framework` holds.
+    pub fn bytes_of(&self, framework: &FrameworkName) -> u64 {
+        self.bytes.get(framework).copied().unwrap_or(0)
+    }
+
+    /// Bytes of keys and values across frameworks.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Frameworks with a store.
+    pub fn namespaces(&self) -> usize {
+        self.spaces.len()
     }
 
     /// Successful writes so far.
@@ -375,6 +507,120 @@ mod tests {
     }
     fn key(s: &str) -> StoreKey {
         StoreKey::new(s).unwrap()
+    }
+
+    fn put(f: &str, k: &str, len: usize) -> StoreOp {
+        StoreOp::Put {
+            framework: fw(f),
+            key: key(k),
+            value: Bytes::from(vec![b'x'; len]),
+        }
+    }
+
+    /// The byte counts, recounted from the entries: the kept ones must always agree.
+    fn recount(s: &FrameworkStore) -> (imbl::OrdMap<FrameworkName, u64>, u64) {
+        let reloaded: FrameworkStore =
+            postcard::from_bytes(&postcard::to_stdvec(s).unwrap()).unwrap();
+        (reloaded.bytes, reloaded.total_bytes)
+    }
+
+    /// Issue 16: the store has a total bound, per framework and overall, in bytes and in
+    /// namespaces; beyond it a write is refused, naming the limit, and changes nothing.
+    #[test]
+    fn a_framework_cannot_grow_past_its_bytes_and_shrinking_is_always_allowed() {
+        let mut s = FrameworkStore::default();
+        let big = MAX_VALUE_BYTES;
+        let fits = (MAX_BYTES_PER_FRAMEWORK / (big as u64 + 8)) as usize;
+        for i in 0..fits {
+            assert!(matches!(
+                s.apply(&put("m", &format!("k{i:06}"), big)),
+                StoreOutcome::Put { .. }
+            ));
+        }
+        let before = s.clone();
+        match s.apply(&put("m", "one-more", big)) {
+            StoreOutcome::Rejected(e @ StoreError::FrameworkFull { .. }) => {
+                assert!(e.is_full());
+                assert!(
+                    e.to_string().contains(&MAX_BYTES_PER_FRAMEWORK.to_string()),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s, before, "a refused write changes nothing");
+        // Overwriting with something smaller, and deleting, always work.
+        assert!(matches!(
+            s.apply(&put("m", "k000000", 10)),
+            StoreOutcome::Put { .. }
+        ));
+        assert!(matches!(
+            s.apply(&put("m", "one-more", big)),
+            StoreOutcome::Put { .. }
+        ));
+        assert_eq!((s.bytes.clone(), s.total_bytes), recount(&s));
+        // Another framework has its own budget.
+        assert!(matches!(
+            s.apply(&put("other", "k", big)),
+            StoreOutcome::Put { .. }
+        ));
+        assert_eq!(s.bytes_of(&fw("other")), 1 + big as u64);
+        assert_eq!(
+            s.total_bytes(),
+            s.bytes_of(&fw("m")) + s.bytes_of(&fw("other"))
+        );
+    }
+
+    #[test]
+    fn the_number_of_namespaces_is_bounded() {
+        let mut s = FrameworkStore::default();
+        for i in 0..MAX_NAMESPACES {
+            s.apply(&put(&format!("f{i}"), "k", 1));
+        }
+        assert_eq!(s.namespaces(), MAX_NAMESPACES);
+        assert!(matches!(
+            s.apply(&put("one-too-many", "k", 1)),
+            StoreOutcome::Rejected(StoreError::TooManyNamespaces { .. })
+        ));
+        // An existing one still writes; a deleted one frees its place.
+        assert!(matches!(
+            s.apply(&put("f0", "k2", 1)),
+            StoreOutcome::Put { .. }
+        ));
+        for k in ["k", "k2"] {
+            s.apply(&StoreOp::Delete {
+                framework: fw("f0"),
+                key: key(k),
+            });
+        }
+        assert!(matches!(
+            s.apply(&put("one-too-many", "k", 1)),
+            StoreOutcome::Put { .. }
+        ));
+        assert_eq!((s.bytes.clone(), s.total_bytes), recount(&s));
+    }
+
+    proptest! {
+        /// The byte counts kept by every write equal a recount, whatever the writes.
+        #[test]
+        fn byte_counts_match_a_recount(ops in prop::collection::vec((0..3u8, 0..4u8, 0..6u8, 0..300usize), 1..80)) {
+            let mut s = FrameworkStore::default();
+            for (kind, f, k, len) in ops {
+                let (f, k) = (format!("f{f}"), format!("k{k}"));
+                let op = match kind {
+                    0 => put(&f, &k, len),
+                    1 => StoreOp::Delete { framework: fw(&f), key: key(&k) },
+                    _ => StoreOp::CompareAndSet {
+                        framework: fw(&f),
+                        key: key(&k),
+                        expected: Expectation::Absent,
+                        new_value: Bytes::from(vec![0; len]),
+                    },
+                };
+                s.apply(&op);
+                prop_assert_eq!((s.bytes.clone(), s.total_bytes), recount(&s));
+            }
+        }
     }
 
     #[test]

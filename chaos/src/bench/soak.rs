@@ -1,0 +1,511 @@
+//! The soak benchmark (`drover bench soak`): a cluster under a steady load for a long time,
+//! with its leader killed now and then, to show that what the masters hold stays flat.
+//!
+//! Starts its own masters (fsync on) and one `drover agent --simulate N` process (tasks are
+//! timers; every line printed says the agents are simulated). A framework on the driver
+//! library launches short tasks at `--rate` per second for the whole run and acknowledges
+//! every update, so completed tasks pile up unless the masters forget them; store clients
+//! overwrite `--store-keys` keys at `--store-rate` writes per second; every `--kill-every` the
+//! leader is SIGKILLed and started again once another leads. Every `--report-every` it reads
+//! each master's resident memory, the registry's sizes (from the leader's metrics), each
+//! master's snapshot file and the launches since the last report, and prints a line; at the
+//! end, the change of each master's memory from the first report after `--settle` to the last.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drover_client::MasterClient;
+use drover_proto::v1;
+use drover_resources::Resources;
+use drover_scheduler::driver::{Driver, DriverEvent, DriverOptions, FrameworkInfo, Offer, OfferId};
+use tokio::task::JoinSet;
+
+use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
+use crate::http::metric;
+use crate::wait::wait_until;
+
+/// The options of `drover bench soak` (their doc comments are its help).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SoakBenchOptions {
+    #[arg(long, default_value_t = 3)]
+    pub masters: u64,
+    /// Simulated agents (one agent process).
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// How long the load runs, e.g. 30m.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Tasks launched per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// The tasks' command (on simulated agents `sleep N` is a timer of N seconds).
+    #[arg(long, default_value = "sleep 1")]
+    pub command: String,
+    /// Store writes per second (puts over a fixed set of keys).
+    #[arg(long, default_value_t = 100.0)]
+    pub store_rate: f64,
+    /// Keys the store writes cycle over.
+    #[arg(long, default_value_t = 10_000)]
+    pub store_keys: usize,
+    /// SIGKILL the leader this often (and start it again); 0s for never.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub kill_every: Duration,
+    /// How often a line of figures is printed.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub report_every: Duration,
+    /// Memory is compared from the first report after this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// Extra arguments for every master.
+    #[arg(long = "master-arg", allow_hyphen_values = true)]
+    pub master_args: Vec<String>,
+}
+
+/// One report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SoakSample {
+    pub at_seconds: f64,
+    pub leader: Option<u64>,
+    /// Per master: (id, resident memory in MiB, snapshot file bytes).
+    pub masters: Vec<(u64, Option<f64>, Option<u64>)>,
+    /// Tasks in the leader's registry, and how many of them are live.
+    pub tasks: Option<u64>,
+    pub live_tasks: Option<u64>,
+    pub frameworks: Option<u64>,
+    pub store_keys: Option<u64>,
+    pub store_bytes: Option<u64>,
+    /// Tasks launched (committed ACCEPTs) per second since the last report.
+    pub launches_per_sec: f64,
+    pub store_writes_per_sec: f64,
+    pub kills: u64,
+}
+
+/// What the run measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SoakFigures {
+    pub samples: Vec<SoakSample>,
+    pub launched: u64,
+    pub finished: u64,
+    pub accept_errors: u64,
+    pub store_writes: u64,
+    pub store_errors: u64,
+    pub kills: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SoakBenchError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Wait(#[from] crate::wait::WaitError),
+    #[error("driver: {0}")]
+    Driver(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Counters shared by the load's parts.
+#[derive(Default)]
+struct Counters {
+    launched: AtomicU64,
+    finished: AtomicU64,
+    accept_errors: AtomicU64,
+    store_writes: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+/// Offers kept longer than this are declined (before the master would rescind them).
+const OFFER_HOLD: Duration = Duration::from_secs(5);
+/// Most tasks launched from one offer.
+const PER_OFFER: usize = 100;
+/// ACCEPT and ACKNOWLEDGE calls in flight at once.
+const CALLS_IN_FLIGHT: usize = 64;
+
+/// The framework: launches tasks at the rate on the offers it holds, acknowledges everything.
+async fn framework(
+    driver: Driver,
+    mut events: drover_scheduler::driver::EventStream,
+    rate: f64,
+    command: String,
+    counters: Arc<Counters>,
+) {
+    let task: Resources = "cpus:0.01;mem:1".parse().expect("task resources");
+    let mut held: VecDeque<(Offer, Instant)> = VecDeque::new();
+    let mut calls: JoinSet<()> = JoinSet::new();
+    let mut next = 0u64;
+    let mut budget = 0.0f64;
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut unacked: Vec<v1::TaskStatus> = Vec::new();
+    loop {
+        tokio::select! {
+            e = events.next_event() => match e {
+                None => return,
+                Some(DriverEvent::Offers(offers)) => {
+                    held.extend(offers.into_iter().map(|o| (o, Instant::now())));
+                }
+                Some(DriverEvent::Rescind(id)) => held.retain(|(o, _)| o.id != id),
+                Some(DriverEvent::Update(s)) => {
+                    let state = v1::TaskState::try_from(s.state).unwrap_or(v1::TaskState::Unspecified);
+                    if !s.uuid.is_empty() {
+                        if drover_scheduler::driver::is_terminal(state) {
+                            counters.finished.fetch_add(1, Ordering::Relaxed);
+                        }
+                        unacked.push(s);
+                    }
+                }
+                Some(DriverEvent::Error(e)) => {
+                    tracing::error!("soak framework: {e}");
+                    return;
+                }
+                Some(DriverEvent::Subscribed { .. } | DriverEvent::Disconnected { .. }) => {
+                    held.clear();
+                }
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            _ = tick.tick() => {
+                let now = Instant::now();
+                budget = (budget + rate * (now - last).as_secs_f64()).min(rate.max(1.0));
+                last = now;
+                // Stale offers go back.
+                let stale: Vec<OfferId> = held
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() > OFFER_HOLD)
+                    .map(|(o, _)| o.id.clone())
+                    .collect();
+                if !stale.is_empty() {
+                    held.retain(|(_, at)| at.elapsed() <= OFFER_HOLD);
+                    let d = driver.clone();
+                    calls.spawn(async move {
+                        let _ = d.decline(&stale, Some(1.0)).await;
+                    });
+                }
+                while budget >= 1.0 && calls.len() < CALLS_IN_FLIGHT {
+                    let Some((offer, _)) = held.pop_front() else { break };
+                    let fit = fits(&offer.resources, &task, PER_OFFER.min(budget as usize));
+                    if fit == 0 {
+                        let d = driver.clone();
+                        calls.spawn(async move {
+                            let _ = d.decline(&[offer.id], Some(1.0)).await;
+                        });
+                        continue;
+                    }
+                    budget -= fit as f64;
+                    let tasks: Vec<v1::TaskInfo> = (0..fit)
+                        .map(|_| {
+                            next += 1;
+                            v1::TaskInfo {
+                                task_id: format!("soak-{next}"),
+                                name: "soak".into(),
+                                resources: task.to_proto(),
+                                command: Some(v1::CommandInfo {
+                                    shell: command.clone(),
+                                    environment: Default::default(),
+                                }),
+                                kill_grace_seconds: 0.0,
+                            }
+                        })
+                        .collect();
+                    let (d, c) = (driver.clone(), counters.clone());
+                    calls.spawn(async move {
+                        match d.accept(&[offer.id], tasks, Some(0.0)).await {
+                            Ok(()) => c.launched.fetch_add(fit as u64, Ordering::Relaxed),
+                            Err(_) => c.accept_errors.fetch_add(1, Ordering::Relaxed),
+                        };
+                    });
+                }
+                if !unacked.is_empty() && calls.len() < CALLS_IN_FLIGHT {
+                    let batch = std::mem::take(&mut unacked);
+                    let d = driver.clone();
+                    calls.spawn(async move {
+                        let _ = d.acknowledge_all(&batch).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn fits(offered: &Resources, task: &Resources, max: usize) -> usize {
+    let mut left = offered.clone();
+    let mut n = 0;
+    while n < max {
+        match left.checked_sub(task) {
+            Ok(rest) => {
+                left = rest;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// Store clients: puts over `keys` keys at `rate` per second, in 16 parallel lanes.
+async fn store_load(client: MasterClient, rate: f64, keys: usize, counters: Arc<Counters>) {
+    const LANES: usize = 16;
+    let mut lanes = JoinSet::new();
+    for lane in 0..LANES {
+        let (client, counters) = (client.clone(), counters.clone());
+        let every = Duration::from_secs_f64(LANES as f64 / rate.max(0.001));
+        lanes.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut n = lane;
+            loop {
+                tick.tick().await;
+                let key = format!("soak-{:06}", n % keys.max(1));
+                n += LANES;
+                match client.put("soak", &key, vec![b'v'; 100]).await {
+                    Ok(_) => counters.store_writes.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => counters.store_errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+    while lanes.join_next().await.is_some() {}
+}
+
+/// A process's resident memory, MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The size of the newest snapshot file under a master's data directory.
+fn snapshot_bytes(data_dir: &Path) -> Option<u64> {
+    std::fs::read_dir(data_dir.join("snapshots"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+}
+
+/// The sum of a metric's series whose labels contain `filter` (all when empty), in a
+/// `/metrics` body.
+fn metric_sum(body: &str, name: &str, filter: &str) -> Option<u64> {
+    let mut sum = 0.0;
+    let mut seen = false;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((k, v)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let series = k.split('{').next().unwrap_or(k);
+        if series == name && k.contains(filter) {
+            sum += v.parse::<f64>().unwrap_or(0.0);
+            seen = true;
+        }
+    }
+    seen.then_some(sum as u64)
+}
+
+/// Task states that are over.
+const ENDED: [&str; 8] = [
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_LOST",
+    "TASK_ERROR",
+    "TASK_DROPPED",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+];
+
+async fn sample(cluster: &LocalCluster, started: Instant) -> SoakSample {
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .ok()
+        .map(|s| (s.node_id, s.leader_addr));
+    let masters = cluster
+        .masters()
+        .map(|m| (m.id, m.pid().and_then(rss_mib), snapshot_bytes(&m.data_dir)))
+        .collect();
+    let body = match &leader {
+        Some((_, addr)) => crate::http::get(addr, "/metrics").await.ok(),
+        None => None,
+    };
+    let body = body.as_deref().unwrap_or("");
+    let tasks = metric_sum(body, "drover_master_tasks", "");
+    let ended: u64 = ENDED
+        .iter()
+        .filter_map(|s| metric_sum(body, "drover_master_tasks", &format!("\"{s}\"")))
+        .sum();
+    SoakSample {
+        at_seconds: started.elapsed().as_secs_f64(),
+        leader: leader.map(|(id, _)| id),
+        masters,
+        tasks,
+        live_tasks: tasks.map(|t| t.saturating_sub(ended)),
+        frameworks: metric_sum(body, "drover_master_frameworks", ""),
+        store_keys: metric(body, "drover_master_store_keys").map(|v| v as u64),
+        store_bytes: metric(body, "drover_master_store_bytes").map(|v| v as u64),
+        launches_per_sec: 0.0,
+        store_writes_per_sec: 0.0,
+        kills: 0,
+    }
+}
+
+/// Runs the soak; `report` gets every sample as it is taken, `progress` a line now and then.
+pub async fn soak(
+    binary: PathBuf,
+    dir: PathBuf,
+    opts: &SoakBenchOptions,
+    mut progress: impl FnMut(&str),
+    mut report: impl FnMut(&SoakSample),
+) -> Result<SoakFigures, SoakBenchError> {
+    if !(opts.rate.is_finite() && opts.rate > 0.0) {
+        return Err(SoakBenchError::Usage("--rate: a positive number".into()));
+    }
+    if opts.report_every.is_zero() {
+        return Err(SoakBenchError::Usage("--report-every: more than 0".into()));
+    }
+    let mut spec = ClusterSpec::on_free_ports(binary, dir, opts.masters)?.with_agents(1)?;
+    spec.master_args = opts.master_args.clone();
+    spec.agent_args = vec![
+        "--resources".into(),
+        "cpus:64;mem:65536;disk:65536;ports:[31000-32000]".into(),
+        "--simulate".into(),
+        opts.agents.to_string(),
+    ];
+    let mut cluster = LocalCluster::start(spec).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let want = opts.agents;
+    let addr = leader.leader_addr.clone();
+    wait_until("agents registered", Duration::from_secs(300), || {
+        let addr = addr.clone();
+        async move {
+            let body = crate::http::get(&addr, "/metrics").await?;
+            let n = metric(&body, "drover_master_agents{state=\"active\"}").unwrap_or(0.0) as usize;
+            if n >= want {
+                Ok(())
+            } else {
+                Err(format!("{n} of {want} agents active"))
+            }
+        }
+    })
+    .await?;
+    progress(&format!(
+        "{} SIMULATED agents registered; launching {} tasks/s ({:?}), {} store writes/s over {} keys, SIGKILL of the leader every {:?}",
+        opts.agents, opts.rate, opts.command, opts.store_rate, opts.store_keys, opts.kill_every
+    ));
+    let counters = Arc::new(Counters::default());
+    let mut info = FrameworkInfo::new("bench-soak");
+    info.failover_timeout_seconds = 3600.0;
+    info.partition_aware = true;
+    let (driver, events) = Driver::start(&cluster.addrs(), info, DriverOptions::default())
+        .map_err(|e| SoakBenchError::Driver(e.to_string()))?;
+    let mut load = JoinSet::new();
+    load.spawn(framework(
+        driver.clone(),
+        events,
+        opts.rate,
+        opts.command.clone(),
+        counters.clone(),
+    ));
+    let store = MasterClient::new(&cluster.addrs()).map_err(ClusterError::from)?;
+    if opts.store_rate > 0.0 {
+        load.spawn(store_load(
+            store,
+            opts.store_rate,
+            opts.store_keys,
+            counters.clone(),
+        ));
+    }
+
+    let started = Instant::now();
+    let end = started + opts.duration;
+    let mut next_report = started + opts.report_every;
+    let mut next_kill = (!opts.kill_every.is_zero()).then(|| started + opts.kill_every);
+    let (mut kills, mut last_launched, mut last_writes, mut last_at) = (0u64, 0u64, 0u64, started);
+    let mut samples = Vec::new();
+    while Instant::now() < end {
+        let wake = next_kill
+            .map_or(next_report, |k| k.min(next_report))
+            .min(end);
+        tokio::time::sleep_until(wake.into()).await;
+        let now = Instant::now();
+        if next_kill.is_some_and(|k| now >= k) {
+            next_kill = Some(now + opts.kill_every);
+            if let Ok(l) = cluster.wait_for_leader(Duration::from_secs(10)).await {
+                cluster.kill(l.node_id).await?;
+                let others: Vec<u64> = cluster
+                    .masters()
+                    .map(|m| m.id)
+                    .filter(|id| *id != l.node_id)
+                    .collect();
+                let _ = cluster
+                    .wait_for_leader_among(&others, l.term, Duration::from_secs(30))
+                    .await;
+                cluster.start_master(l.node_id)?;
+                kills += 1;
+                progress(&format!(
+                    "SIGKILLed leader master {} (kill {kills})",
+                    l.node_id
+                ));
+            }
+        }
+        if now >= next_report {
+            next_report += opts.report_every;
+            let mut s = sample(&cluster, started).await;
+            let launched = counters.launched.load(Ordering::Relaxed);
+            let writes = counters.store_writes.load(Ordering::Relaxed);
+            let dt = now.duration_since(last_at).as_secs_f64().max(0.001);
+            s.launches_per_sec = (launched - last_launched) as f64 / dt;
+            s.store_writes_per_sec = (writes - last_writes) as f64 / dt;
+            s.kills = kills;
+            (last_launched, last_writes, last_at) = (launched, writes, now);
+            report(&s);
+            samples.push(s);
+        }
+    }
+    load.abort_all();
+    driver.teardown().await.ok();
+    driver.stop().await;
+    cluster.stop_all(Duration::from_secs(20)).await?;
+    Ok(SoakFigures {
+        samples,
+        launched: counters.launched.load(Ordering::Relaxed),
+        finished: counters.finished.load(Ordering::Relaxed),
+        accept_errors: counters.accept_errors.load(Ordering::Relaxed),
+        store_writes: counters.store_writes.load(Ordering::Relaxed),
+        store_errors: counters.store_errors.load(Ordering::Relaxed),
+        kills,
+    })
+}
+
+/// Per master, its memory in the first sample at or after `settle` and in the last, and the
+/// change in percent.
+pub fn memory_drift(samples: &[SoakSample], settle: Duration) -> Vec<(u64, f64, f64, f64)> {
+    let Some(first) = samples
+        .iter()
+        .find(|s| s.at_seconds >= settle.as_secs_f64())
+    else {
+        return Vec::new();
+    };
+    let Some(last) = samples.last() else {
+        return Vec::new();
+    };
+    first
+        .masters
+        .iter()
+        .filter_map(|(id, rss, _)| {
+            let a = (*rss)?;
+            let b = last.masters.iter().find(|(i, _, _)| i == id)?.1?;
+            Some((*id, a, b, (b - a) / a * 100.0))
+        })
+        .collect()
+}
