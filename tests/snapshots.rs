@@ -114,7 +114,7 @@ async fn stopped_follower_catches_up_by_snapshot_larger_than_a_message() {
 
 /// Which framework holds big value `i`.
 fn big_framework(i: usize) -> &'static str {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         "t"
     } else {
         "u"
