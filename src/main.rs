@@ -479,7 +479,7 @@ fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
     }
 }
 
-/// After a benchmark: keeps its cluster's directory (and says where) or removes it.
+/// One line of `drover bench soak`'s figures.
 fn print_soak_sample(s: &drover_chaos::bench::soak::SoakSample) {
     let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
     let masters: Vec<String> = s
@@ -509,6 +509,7 @@ fn print_soak_sample(s: &drover_chaos::bench::soak::SoakSample) {
     );
 }
 
+/// After a benchmark: keeps its cluster's directory (and says where) or removes it.
 fn keep_or_remove(keep: bool, dir: &std::path::Path) {
     if keep {
         println!("kept the cluster's directory: {}", dir.display());
@@ -872,13 +873,19 @@ async fn run_bench(what: BenchWhat) -> anyhow::Result<()> {
                 "launched {} tasks ({} ended, {} ACCEPTs failed), {} store writes ({} failed), {} leader kills [SIMULATED agents]",
                 f.launched, f.finished, f.accept_errors, f.store_writes, f.store_errors, f.kills
             );
-            for (id, first, last, pct) in
-                drover_chaos::bench::soak::memory_drift(&f.samples, opts.settle)
+            for (id, drift) in
+                drover_chaos::bench::soak::memory_drift(&f.samples, &f.restarts, opts.settle)
             {
-                println!(
-                    "master {id}: RSS {first:.1} MiB after {:?} -> {last:.1} MiB at the end ({pct:+.1} %)",
-                    opts.settle
-                );
+                match drift {
+                    Some(d) => println!(
+                        "master {id}: RSS {:.1} MiB at {:.0} s ({:?} after its start) -> {:.1} MiB at the end ({:+.1} %)",
+                        d.first_mib, d.at_seconds, opts.settle, d.last_mib, d.percent
+                    ),
+                    None => println!(
+                        "master {id}: started again less than {:?} before the end; no drift measured",
+                        opts.settle
+                    ),
+                }
             }
             return Ok(());
         }

@@ -25,6 +25,7 @@ async fn a_short_soak_keeps_the_registry_bounded_through_leader_kills() {
         "50",
         "--store-keys",
         "100",
+        "--master-arg=--max-completed-tasks-per-framework=100",
     ])
     .await;
     assert_eq!(
@@ -39,8 +40,8 @@ async fn a_short_soak_keeps_the_registry_bounded_through_leader_kills() {
         "{}",
         out.stdout
     );
-    // 2 400 tasks launched; the registry keeps at most the completed bound (1 000) plus its
-    // slack (100) plus the live ones (about 100 at a time).
+    // 2 400 tasks launched; the registry keeps at most the completed bound (100 here) plus
+    // its slack (10) plus the live ones (about 100 at a time) and those ending.
     let tasks: Vec<u64> = reports
         .iter()
         .filter_map(|l| {
@@ -75,5 +76,5 @@ async fn a_short_soak_keeps_the_registry_bounded_through_leader_kills() {
         .and_then(|n| n.parse().ok())
         .expect("kill count");
     assert!(kills >= 1, "{summary}");
-    assert!(out.stdout.contains("master 1: RSS"), "{}", out.stdout);
+    assert!(out.stdout.contains("master 1: "), "{}", out.stdout);
 }

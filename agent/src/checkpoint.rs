@@ -27,6 +27,8 @@ use serde::Serialize;
 
 /// Longest record accepted in a record log, bytes (checksum and newline included).
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Bytes a record's line adds to its JSON: checksum, space, newline.
+pub const RECORD_FRAMING_BYTES: u64 = 10;
 /// Largest record log read back, bytes. A task's update log holds a handful of updates; a
 /// file this large is not one of ours.
 pub const MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
@@ -116,7 +118,7 @@ pub fn encode_record<T: Serialize>(path: &Path, record: &T) -> Result<Vec<u8>, C
         source,
     })?;
     let crc = crc32fast::hash(&json);
-    let mut line = Vec::with_capacity(json.len() + 10);
+    let mut line = Vec::with_capacity(json.len() + RECORD_FRAMING_BYTES as usize);
     line.extend_from_slice(format!("{crc:08x} ").as_bytes());
     line.extend_from_slice(&json);
     line.push(b'\n');
@@ -223,7 +225,7 @@ pub fn newest_within<T: Serialize>(records: Vec<T>, budget_bytes: u64) -> Vec<T>
     let mut used = 0u64;
     let mut keep = records.len();
     for (i, r) in records.iter().enumerate().rev() {
-        let n = serde_json::to_vec(r).map_or(u64::MAX, |j| j.len() as u64 + 10);
+        let n = serde_json::to_vec(r).map_or(u64::MAX, |j| j.len() as u64 + RECORD_FRAMING_BYTES);
         if used + n > budget_bytes {
             break;
         }
@@ -273,19 +275,53 @@ fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, String> {
 }
 
 /// Reads every record of the log at `path` (an absent file is an empty log).
+///
+/// A log larger than [`MAX_LOG_BYTES`] (only builds before logs were bounded wrote them) is
+/// read from its last [`MAX_LOG_BYTES`], starting at a line: its newest records, which hold
+/// everything not yet acknowledged (those are the newest, and fit many times over). The
+/// records before are reported as one skipped line; the next append compacts the log.
 pub fn read_records<T: DeserializeOwned>(path: &Path) -> Result<Replay<T>, CheckpointError> {
-    let bytes = match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+    let size = match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(decode_records(&[])),
         Err(e) => return Err(io_err(path)(e)),
-        Ok(m) if m.len() > MAX_LOG_BYTES => {
-            return Err(CheckpointError::LogTooLarge {
-                path: path.to_path_buf(),
-                size_bytes: m.len(),
-            })
-        }
-        Ok(_) => fs::read(path).map_err(io_err(path))?,
+        Ok(m) => m.len(),
     };
-    Ok(decode_records(&bytes))
+    if size <= MAX_LOG_BYTES {
+        return Ok(decode_records(&fs::read(path).map_err(io_err(path))?));
+    }
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let from = size - MAX_LOG_BYTES;
+    f.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
+    let mut tail = Vec::with_capacity(MAX_LOG_BYTES as usize);
+    f.take(MAX_LOG_BYTES)
+        .read_to_end(&mut tail)
+        .map_err(io_err(path))?;
+    // Unless the cut fell right after a newline, the first line is partial.
+    let mut prev = [0u8; 1];
+    f = File::open(path).map_err(io_err(path))?;
+    f.seek(SeekFrom::Start(from - 1)).map_err(io_err(path))?;
+    f.read_exact(&mut prev).map_err(io_err(path))?;
+    let skip = if prev[0] == b'\n' {
+        0
+    } else {
+        tail.iter()
+            .position(|&b| b == b'\n')
+            .map_or(tail.len(), |i| i + 1)
+    };
+    let mut replay = decode_records(&tail[skip..]);
+    replay.complete_len += from + skip as u64;
+    replay.skipped.insert(
+        0,
+        SkippedLine {
+            line: 0,
+            reason: format!(
+                "the log is {size} bytes, over the {MAX_LOG_BYTES}-byte bound: only its last {} bytes were read",
+                tail.len() - skip
+            ),
+        },
+    );
+    Ok(replay)
 }
 
 /// Decodes a record log's bytes (see [`read_records`]).
@@ -536,6 +572,42 @@ mod tests {
             kept.windows(2).all(|w| w[1] == w[0] + 1),
             "in order: {kept:?}"
         );
+    }
+
+    /// Issue 16: a log an older build let grow past the bound is still read (its newest
+    /// records) and can be appended to again (compacted on the way).
+    #[test]
+    fn a_log_over_the_bound_from_an_older_build_is_read_from_its_tail_and_compacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let big = |n| Rec {
+            n,
+            text: "y".repeat(60_000),
+        };
+        let mut bytes = Vec::new();
+        let mut n = 0;
+        while bytes.len() as u64 <= MAX_LOG_BYTES + 1_000_000 {
+            bytes.extend(encode_record(&path, &big(n)).unwrap());
+            n += 1;
+        }
+        fs::write(&path, &bytes).unwrap();
+        let replay: Replay<Rec> = read_records(&path).expect("read");
+        assert_eq!(replay.records.last().map(|r| r.n), Some(n - 1));
+        assert!(replay.records.len() < n as usize);
+        assert!(
+            replay.skipped[0].reason.contains("over the"),
+            "{:?}",
+            replay.skipped
+        );
+        assert!(!replay.torn_tail);
+        append_record(&path, &big(n), false, |old: Vec<Rec>| {
+            newest_within(old, MAX_LOG_BYTES / 2)
+        })
+        .expect("append compacts it");
+        assert!(fs::metadata(&path).unwrap().len() <= MAX_LOG_BYTES);
+        let replay: Replay<Rec> = read_records(&path).expect("read");
+        assert_eq!(replay.records.last().map(|r| r.n), Some(n));
+        assert!(replay.skipped.is_empty());
     }
 
     #[test]

@@ -50,10 +50,22 @@ pub struct GcConfig {
     pub disk_headroom: f64,
     /// How often the disk's usage is read and old directories removed.
     pub disk_watch_interval: Duration,
+    /// Where the disk's usage comes from: the file system, or a fixed figure (tests).
+    pub disk_usage: DiskUsage,
 }
 
-/// A task whose terminal update the master acknowledged.
-pub type Ended = (FrameworkId, TaskId);
+/// The source of the disk usage the maximum age is computed from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DiskUsage {
+    /// Read from the file system holding the work directory.
+    Measured,
+    /// This fraction, whatever the disk holds.
+    Fixed(f64),
+}
+
+/// A task whose terminal update the master settled, with that update's uuid (which names the
+/// life of the task: a framework may use the id again once the master forgot the first).
+pub type Ended = (FrameworkId, TaskId, uuid::Uuid);
 
 /// Mesos's maximum age of a completed sandbox: the delay, shortened in proportion as the
 /// disk's usage eats into the headroom (zero once usage passes `1 - headroom`). Pure.
@@ -104,7 +116,9 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
                 Some(e) => {
                     if let Some(path) = move_one(&config.layout, &e, &mut waiting, 0).await {
                         tracked.insert((now_ms(), path));
-                        collect(&config, &mut tracked).await;
+                        if tracked.len() > MAX_TRACKED {
+                            collect(&config, &mut tracked).await;
+                        }
                     }
                 }
                 None => return,
@@ -116,7 +130,6 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
                         tracked.insert((now_ms(), path));
                     }
                 }
-                collect(&config, &mut tracked).await;
             }
             _ = watch.tick() => collect(&config, &mut tracked).await,
         }
@@ -133,7 +146,7 @@ async fn move_one(
     tries: u32,
 ) -> Option<PathBuf> {
     let (layout2, e2) = (layout.clone(), e.clone());
-    let r = tokio::task::spawn_blocking(move || move_to_completed(&layout2, &e2.0, &e2.1))
+    let r = tokio::task::spawn_blocking(move || move_to_completed(&layout2, &e2.0, &e2.1, e2.2))
         .await
         .unwrap_or_else(|err| Err(Move::Failed(err.to_string())));
     match r {
@@ -167,9 +180,17 @@ fn move_to_completed(
     layout: &Layout,
     framework: &FrameworkId,
     task: &TaskId,
+    last: uuid::Uuid,
 ) -> Result<PathBuf, Move> {
     let from = layout.task_dir(framework, task);
     if !from.is_dir() {
+        return Err(Move::Missing);
+    }
+    // Another life of the same id (started after the one that ended) is not moved.
+    let latest = crate::status_updates::checkpointed_updates(&TaskDir(from.clone()).updates_log())
+        .last()
+        .map(|u| u.uuid);
+    if latest != Some(last) {
         return Err(Move::Missing);
     }
     if executor_runs_in(&TaskDir(from.clone())) {
@@ -211,11 +232,16 @@ fn executor_runs_in(dir: &TaskDir) -> bool {
 
 /// Removes what is due, oldest first, off the runtime.
 async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
-    let work_dir = config.layout.work_dir().to_path_buf();
-    let usage = tokio::task::spawn_blocking(move || disk_usage(&work_dir))
-        .await
-        .ok()
-        .flatten();
+    let usage = match config.disk_usage {
+        DiskUsage::Fixed(u) => Some(u),
+        DiskUsage::Measured => {
+            let work_dir = config.layout.work_dir().to_path_buf();
+            tokio::task::spawn_blocking(move || disk_usage(&work_dir))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
     let age = max_age(config.gc_delay, config.disk_headroom, usage.unwrap_or(0.0));
     if let Some(u) = usage {
         metrics::gauge!(m::GC_DISK_USAGE_RATIO).set(u);
@@ -228,20 +254,23 @@ async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
         tracked.remove(e);
     }
     let n = due.len();
-    let removed = tokio::task::spawn_blocking(move || {
-        due.iter()
+    let failed = tokio::task::spawn_blocking(move || {
+        due.into_iter()
             .filter(|(_, p)| match std::fs::remove_dir_all(p) {
-                Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Ok(()) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 Err(e) => {
                     tracing::warn!(path = %p.display(), error = %e, "cannot remove a completed task's directory");
-                    false
+                    true
                 }
             })
-            .count()
+            .collect::<Vec<_>>()
     })
     .await
-    .unwrap_or(0);
+    .unwrap_or_default();
+    let removed = n - failed.len();
+    // Tried again at the next watch.
+    tracked.extend(failed);
     metrics::counter!(m::GC_REMOVED_TOTAL).increment(removed as u64);
     tracing::info!(removed, due = n, max_age = ?age, disk_usage = ?usage, "removed completed task directories");
 }

@@ -98,8 +98,9 @@ pub fn kill_everything(layout: &Layout) -> usize {
 /// Scans the work directory and the process table. Blocking.
 ///
 /// The process table is read once for the whole scan, however many task directories there
-/// are: an agent keeps the directory of every task it ever ran, and reading `/proc` once per
-/// directory made a restart after thousands of tasks take half a minute.
+/// are: reading `/proc` once per directory made a restart after thousands of tasks take half a
+/// minute (when every ended task's directory stayed under `frameworks/`; the sandbox collector,
+/// [`crate::gc`], now moves them out once their end is acknowledged).
 pub fn scan(layout: &Layout) -> Vec<Found> {
     let procs = ProcessTable::read();
     let mut found = Vec::new();

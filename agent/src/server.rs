@@ -282,6 +282,7 @@ pub async fn run_with_config(
                 gc_delay: config.gc_delay,
                 disk_headroom: config.gc_disk_headroom,
                 disk_watch_interval: config.disk_watch_interval,
+                disk_usage: crate::gc::DiskUsage::Measured,
             },
             ended_rx,
         )));

@@ -29,13 +29,20 @@
 //! - **Refusals retrying cannot fix** (`FAILED_PRECONDITION`, `NOT_FOUND`, `INVALID_ARGUMENT`)
 //!   are logged and the update dropped, recorded as dropped.
 //! - **Duplicates are harmless.** An update whose uuid this task already has is acknowledged
-//!   to the caller again and not queued twice (the master also applies a uuid once).
+//!   to the caller again and not queued twice (the master also applies a uuid once). The
+//!   uuids remembered per task are the newest [`MAX_UPDATES_PER_TASK`]: an executor resends
+//!   only what the agent has not acknowledged to it, which is always among the newest.
 //! - **Recovery.** At start, every task's `updates.log` is read back and whatever was neither
 //!   acknowledged nor dropped is queued again, in order; a torn last line is skipped with a
 //!   warning and cut off.
 //! - **Bounded.** At most [`MAX_PENDING_PER_TASK`] unacknowledged updates per task and
 //!   [`MAX_PENDING_TOTAL`] in all; beyond that callers get [`UpdateError::QueueFull`] (an
-//!   executor keeps the update and sends it again).
+//!   executor keeps the update and sends it again). A log never grows past what the reader
+//!   accepts: one that would is rewritten with every unacknowledged update and the newest
+//!   others ([`compact_log`]).
+//! - **Ends are handed on.** Once the record settling a task's terminal update is written (at
+//!   run time, or found in a log at start), the sandbox collector ([`crate::gc`]) is told, so
+//!   that the task's directory leaves the tree a restart reads.
 //!
 //! Simulated agents use [`Checkpointing::Memory`]: the same queueing and retrying, without the
 //! files (a simulated agent's updates do not survive its process).
@@ -189,21 +196,12 @@ const _: () = assert!(
 /// bound and [`MAX_UPDATES_PER_TASK`] (for recognising resends and for recovery's view of the
 /// latest state), each with its acknowledgement or drop record. Order is kept. Pure.
 fn compact_log(records: Vec<Record>) -> Vec<Record> {
-    let mut done: HashMap<Uuid, Record> = HashMap::new();
-    let mut updates: Vec<StatusUpdate> = Vec::new();
-    for r in records {
-        match r {
-            Record::Update { update } => {
-                if !updates.iter().any(|u| u.uuid == update.uuid) {
-                    updates.push(update);
-                }
-            }
-            Record::Acked { uuid } | Record::Dropped { uuid, .. } => {
-                done.insert(uuid, r);
-            }
-        }
-    }
-    let size = |r: &Record| serde_json::to_vec(r).map_or(u64::MAX, |j| j.len() as u64 + 10);
+    let LogContents { updates, mut done } = LogContents::of(records);
+    let size = |r: &Record| {
+        serde_json::to_vec(r).map_or(u64::MAX, |j| {
+            j.len() as u64 + checkpoint::RECORD_FRAMING_BYTES
+        })
+    };
     let mut budget = checkpoint::MAX_LOG_BYTES / 2;
     let mut keep = vec![false; updates.len()];
     // Unacknowledged first: they always stay.
@@ -238,6 +236,34 @@ fn compact_log(records: Vec<Record>) -> Vec<Record> {
         }
     }
     out
+}
+
+/// What a task's log says: its updates, each once, in order, and the acknowledgement or drop
+/// record of those that are settled.
+struct LogContents {
+    updates: Vec<StatusUpdate>,
+    done: HashMap<Uuid, Record>,
+}
+
+impl LogContents {
+    fn of(records: Vec<Record>) -> Self {
+        let mut seen = HashSet::new();
+        let mut updates = Vec::new();
+        let mut done = HashMap::new();
+        for r in records {
+            match r {
+                Record::Update { update } => {
+                    if seen.insert(update.uuid) {
+                        updates.push(update);
+                    }
+                }
+                Record::Acked { uuid } | Record::Dropped { uuid, .. } => {
+                    done.insert(uuid, r);
+                }
+            }
+        }
+        LogContents { updates, done }
+    }
 }
 
 /// A task as the manager keys it: agent, framework, task.
@@ -345,9 +371,9 @@ struct Write {
     record: Record,
     /// For an update: who waits for it to be durable (the caller, and any resend meanwhile).
     waiters: Vec<oneshot::Sender<Result<(), UpdateError>>>,
-    /// The record acknowledges the task's terminal update: once it is written, the task's
-    /// directory is the sandbox collector's.
-    ends_task: bool,
+    /// The record settles (acknowledges or drops) the task's terminal update, this one: once
+    /// it is written, the task's directory is the sandbox collector's.
+    ends_task: Option<Uuid>,
 }
 
 #[derive(Default)]
@@ -541,8 +567,10 @@ impl Actor {
         };
         if w.result.is_ok() {
             stream.log_durable = true;
-            if done.ends_task && stream.queue.is_empty() && stream.to_write.is_empty() {
-                self.task_ended(&w.key);
+            if let Some(last) = done.ends_task {
+                if stream.queue.is_empty() && stream.to_write.is_empty() {
+                    self.task_ended(&w.key, last);
+                }
             }
         }
         let Some(stream) = self.streams.get_mut(&w.key) else {
@@ -597,8 +625,8 @@ impl Actor {
             ended,
         } in recovered
         {
-            if ended {
-                self.task_ended(&key);
+            if let Some(last) = ended {
+                self.task_ended(&key, last);
             }
             if pending.is_empty() {
                 // Remembered so that a late resend from its executor is recognised.
@@ -673,7 +701,7 @@ impl Actor {
             Write {
                 record: Record::Update { update },
                 waiters: vec![reply],
-                ends_task: false,
+                ends_task: None,
             },
         );
     }
@@ -741,14 +769,14 @@ impl Actor {
             return;
         };
         stream.in_flight = false;
-        let mut ends_task = false;
+        let mut ends_task = None;
         if stream.queue.front().map(|u| u.uuid) == Some(done.uuid) {
-            ends_task = stream
-                .queue
-                .pop_front()
-                .is_some_and(|u| u.state.is_terminal())
-                && matches!(done.outcome, Outcome::Acked)
-                && stream.queue.is_empty();
+            // Acknowledged or refused for good, a terminal update settles the task: a master
+            // that forgot a completed task refuses a late resend of its end (NOT_FOUND).
+            let head = stream.queue.pop_front();
+            if stream.queue.is_empty() {
+                ends_task = head.filter(|u| u.state.is_terminal()).map(|u| u.uuid);
+            }
             self.pending_total = self.pending_total.saturating_sub(1);
         }
         // In memory there is no log to record the outcome in.
@@ -767,9 +795,9 @@ impl Actor {
     }
 
     /// Tells the sandbox collector that the task is over for the master.
-    fn task_ended(&self, key: &Key) {
+    fn task_ended(&self, key: &Key, last: Uuid) {
         if let Some(tx) = &self.config.ended {
-            if tx.try_send((key.1.clone(), key.2.clone())).is_err() {
+            if tx.try_send((key.1.clone(), key.2.clone(), last)).is_err() {
                 tracing::debug!(task = %key.2, "sandbox collector busy; the task's directory stays for now");
             }
         }
@@ -994,31 +1022,20 @@ fn recover_log(path: &Path) -> Option<Recovered> {
             tracing::warn!(error = %e, "cannot cut the torn tail off a status update log");
         }
     }
-    let mut updates: Vec<StatusUpdate> = Vec::new();
-    let mut done = HashSet::new();
-    for r in replay.records {
-        match r {
-            Record::Update { update } => {
-                if !updates.iter().any(|u| u.uuid == update.uuid) {
-                    updates.push(update)
-                }
-            }
-            Record::Acked { uuid } | Record::Dropped { uuid, .. } => {
-                done.insert(uuid);
-            }
-        }
-    }
+    let LogContents { updates, done } = LogContents::of(replay.records);
     let key = key_of(updates.first()?);
     // The newest only: a log written before logs were compacted may hold many more.
     let mut seen = SeenIds::default();
     for u in &updates {
         seen.insert(u.uuid);
     }
-    let ended = updates.last().is_some_and(|u| u.state.is_terminal())
-        && updates.iter().all(|u| done.contains(&u.uuid));
+    let ended = updates
+        .last()
+        .filter(|u| u.state.is_terminal() && updates.iter().all(|u| done.contains_key(&u.uuid)))
+        .map(|u| u.uuid);
     let pending = updates
         .into_iter()
-        .filter(|u| !done.contains(&u.uuid) && key_of(u) == key)
+        .filter(|u| !done.contains_key(&u.uuid) && key_of(u) == key)
         .collect();
     Some(Recovered {
         key,
@@ -1034,8 +1051,9 @@ struct Recovered {
     /// Updates neither acknowledged nor dropped, in order.
     pending: Vec<StatusUpdate>,
     seen: SeenIds,
-    /// Its last update is terminal and every update is settled: the task is over.
-    ended: bool,
+    /// Its last update is terminal and every update is settled: the task is over; the uuid of
+    /// that last update.
+    ended: Option<Uuid>,
 }
 
 #[cfg(test)]

@@ -35,15 +35,38 @@ fn due_takes_the_old_and_the_oldest_beyond_the_cap() {
     assert_eq!(due(&set, 40, Duration::ZERO, 100).len(), 4);
 }
 
+/// A task directory as the agent leaves it when the task ended and the master acknowledged
+/// its end; the notice the collector gets for it.
 fn ended(layout: &Layout, framework: &str, task: &str) -> Ended {
-    let e = (
+    let (f, t) = (
         FrameworkId::new(framework).unwrap(),
         TaskId::new(task).unwrap(),
     );
-    let dir = layout.task_dir(&e.0, &e.1);
-    std::fs::create_dir_all(dir.join("sandbox")).unwrap();
-    std::fs::write(dir.join("sandbox/stdout"), b"hello").unwrap();
-    e
+    let dir = TaskDir(layout.task_dir(&f, &t));
+    std::fs::create_dir_all(dir.sandbox()).unwrap();
+    std::fs::write(dir.sandbox().join("stdout"), b"hello").unwrap();
+    let end = crate::update::StatusUpdate::new(
+        crate::ids::AgentId::new("a1").unwrap(),
+        f.clone(),
+        t.clone(),
+        crate::update::TaskState::Finished,
+        crate::update::Source::Executor,
+        "",
+        "done",
+    );
+    crate::status_updates::write_acknowledged_log(&dir.updates_log(), std::slice::from_ref(&end))
+        .unwrap();
+    (f, t, end.uuid)
+}
+
+fn fixed(layout: &Layout, gc_delay: Duration) -> GcConfig {
+    GcConfig {
+        layout: layout.clone(),
+        gc_delay,
+        disk_headroom: 0.0,
+        disk_watch_interval: Duration::from_millis(20),
+        disk_usage: DiskUsage::Fixed(0.0),
+    }
 }
 
 #[test]
@@ -51,18 +74,26 @@ fn a_moved_directory_leaves_the_scanned_tree_and_each_life_keeps_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout::new(tmp.path());
     let e = ended(&layout, "fw", "t");
-    let first = move_to_completed(&layout, &e.0, &e.1).ok().unwrap();
+    let first = move_to_completed(&layout, &e.0, &e.1, e.2).ok().unwrap();
     assert_eq!(first, layout.completed_dir().join("fw").join("t"));
     assert!(first.join("sandbox/stdout").exists());
     assert!(!layout.task_dir(&e.0, &e.1).exists());
     // What the restart scan reads no longer holds it.
     assert!(crate::recovery::scan(&layout).is_empty());
-    // The same id again (a framework reusing it): its own directory.
-    ended(&layout, "fw", "t");
-    let second = move_to_completed(&layout, &e.0, &e.1).ok().unwrap();
+    // The same id again (a framework reusing it): its own directory. A late notice of the
+    // first life does not move the second.
+    let again = ended(&layout, "fw", "t");
+    assert!(matches!(
+        move_to_completed(&layout, &e.0, &e.1, e.2),
+        Err(Move::Missing)
+    ));
+    assert!(layout.task_dir(&e.0, &e.1).exists());
+    let second = move_to_completed(&layout, &again.0, &again.1, again.2)
+        .ok()
+        .unwrap();
     assert_eq!(second, layout.completed_dir().join("fw").join("t.1"));
     assert!(matches!(
-        move_to_completed(&layout, &e.0, &e.1),
+        move_to_completed(&layout, &again.0, &again.1, again.2),
         Err(Move::Missing)
     ));
     assert_eq!(scan_completed(&layout).len(), 2);
@@ -91,12 +122,12 @@ fn a_directory_whose_executor_still_runs_stays() {
     }
     std::fs::write(dir.join("executor.pid"), child.id().to_string()).unwrap();
     assert!(matches!(
-        move_to_completed(&layout, &e.0, &e.1),
+        move_to_completed(&layout, &e.0, &e.1, e.2),
         Err(Move::ExecutorRunning)
     ));
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(move_to_completed(&layout, &e.0, &e.1).is_ok());
+    assert!(move_to_completed(&layout, &e.0, &e.1, e.2).is_ok());
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -111,30 +142,33 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn ended_tasks_are_moved_then_removed_once_past_the_delay() {
+async fn ended_tasks_are_moved_then_removed_once_past_the_delay_and_not_before() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout::new(tmp.path());
     // One left over from an earlier life of the agent, already in completed/.
     let old = ended(&layout, "fw", "old");
-    move_to_completed(&layout, &old.0, &old.1).ok().unwrap();
+    move_to_completed(&layout, &old.0, &old.1, old.2)
+        .ok()
+        .unwrap();
+    let delay = Duration::from_millis(800);
     let (tx, rx) = mpsc::channel(16);
-    let config = GcConfig {
-        layout: layout.clone(),
-        gc_delay: Duration::from_millis(600),
-        disk_headroom: 0.0,
-        disk_watch_interval: Duration::from_millis(50),
-    };
-    let collector = tokio::spawn(run(config, rx));
+    let collector = tokio::spawn(run(fixed(&layout, delay), rx));
     let e = ended(&layout, "fw", "t");
     tx.send(e.clone()).await.unwrap();
     let moved = layout.completed_dir().join("fw").join("t");
     wait_for("the ended task's directory moves", || moved.exists()).await;
+    let moved_at = std::time::Instant::now();
     assert!(!layout.task_dir(&e.0, &e.1).exists());
-    // The delay is scaled down by the disk's usage, never up: both go within it.
     wait_for("both removed after the delay", || {
         !moved.exists() && !layout.completed_dir().join("fw").join("old").exists()
     })
     .await;
+    // Not before its time (with the disk empty, the maximum age is the whole delay).
+    assert!(
+        moved_at.elapsed() >= delay.mul_f64(0.9),
+        "removed {:?} after its move, delay {delay:?}",
+        moved_at.elapsed()
+    );
     drop(tx);
     collector.await.unwrap();
 }

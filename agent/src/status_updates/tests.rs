@@ -464,17 +464,39 @@ fn a_compacted_log_keeps_every_unacknowledged_update_and_the_newest_others() {
     let pending: Vec<Uuid> = pending.iter().map(|u| u.uuid).collect();
     assert_eq!(pending[..], all[2995..]);
     assert_eq!(seen.len(), MAX_UPDATES_PER_TASK);
-    assert!(!ended, "five updates are not acknowledged");
+    assert!(ended.is_none(), "five updates are not acknowledged");
 }
 
 #[test]
 fn compaction_keeps_unacknowledged_updates_even_beyond_the_count() {
-    let records: Vec<Record> = (0..MAX_PENDING_PER_TASK)
-        .map(|_| Record::Update {
-            update: update("t", TaskState::Running),
+    // More unacknowledged updates than the count kept (the runtime never lets so many pile
+    // up; compaction must still not drop one), after as many acknowledged ones.
+    let mut records = Vec::new();
+    for _ in 0..MAX_UPDATES_PER_TASK {
+        let u = update("t", TaskState::Running);
+        records.push(Record::Acked { uuid: u.uuid });
+        records.insert(records.len() - 1, Record::Update { update: u });
+    }
+    let pending: Vec<Uuid> = (0..MAX_UPDATES_PER_TASK + 100)
+        .map(|_| {
+            let u = update("t", TaskState::Running);
+            let id = u.uuid;
+            records.push(Record::Update { update: u });
+            id
         })
         .collect();
-    assert_eq!(compact_log(records.clone()).len(), records.len());
+    let kept = compact_log(records);
+    let kept_updates: Vec<Uuid> = kept
+        .iter()
+        .filter_map(|r| match r {
+            Record::Update { update } => Some(update.uuid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kept_updates, pending,
+        "every unacknowledged one, and only those"
+    );
 }
 
 /// The sandbox collector hears of a task once the master acknowledged its terminal update and
@@ -499,15 +521,14 @@ async fn the_collector_hears_of_a_task_once_its_end_is_acknowledged_and_recorded
         .expect("accepted");
     wait_for(DEADLINE, "running acknowledged", || drained(&updates)).await;
     assert!(rx.try_recv().is_err(), "a running task is not over");
-    updates
-        .update(update("t1", TaskState::Finished))
-        .await
-        .expect("accepted");
-    let (framework, task) = tokio::time::timeout(DEADLINE, rx.recv())
+    let end = update("t1", TaskState::Finished);
+    updates.update(end.clone()).await.expect("accepted");
+    let (framework, task, last) = tokio::time::timeout(DEADLINE, rx.recv())
         .await
         .expect("told within the deadline")
         .expect("a notice");
     assert_eq!((framework.as_str(), task.as_str()), ("fw-1", "t1"));
+    assert_eq!(last, end.uuid, "the notice names the end it is for");
     let log = records(&layout, "t1");
     assert!(
         matches!(log.last(), Some(Record::Acked { .. })),

@@ -93,6 +93,8 @@ pub struct SoakFigures {
     pub store_writes: u64,
     pub store_errors: u64,
     pub kills: u64,
+    /// When each killed master was started again (seconds into the run, master id).
+    pub restarts: Vec<(f64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -432,6 +434,7 @@ pub async fn soak(
     let mut next_kill = (!opts.kill_every.is_zero()).then(|| started + opts.kill_every);
     let (mut kills, mut last_launched, mut last_writes, mut last_at) = (0u64, 0u64, 0u64, started);
     let mut samples = Vec::new();
+    let mut restarts = Vec::new();
     while Instant::now() < end {
         let wake = next_kill
             .map_or(next_report, |k| k.min(next_report))
@@ -451,6 +454,7 @@ pub async fn soak(
                     .wait_for_leader_among(&others, l.term, Duration::from_secs(30))
                     .await;
                 cluster.start_master(l.node_id)?;
+                restarts.push((started.elapsed().as_secs_f64(), l.node_id));
                 kills += 1;
                 progress(&format!(
                     "SIGKILLed leader master {} (kill {kills})",
@@ -484,28 +488,103 @@ pub async fn soak(
         store_writes: counters.store_writes.load(Ordering::Relaxed),
         store_errors: counters.store_errors.load(Ordering::Relaxed),
         kills,
+        restarts,
     })
 }
 
-/// Per master, its memory in the first sample at or after `settle` and in the last, and the
-/// change in percent.
-pub fn memory_drift(samples: &[SoakSample], settle: Duration) -> Vec<(u64, f64, f64, f64)> {
-    let Some(first) = samples
-        .iter()
-        .find(|s| s.at_seconds >= settle.as_secs_f64())
-    else {
-        return Vec::new();
-    };
+/// One master's memory from a settled point to the end of the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Drift {
+    /// When the first figure was read, seconds into the run.
+    pub at_seconds: f64,
+    pub first_mib: f64,
+    pub last_mib: f64,
+    pub percent: f64,
+}
+
+/// Per master, its memory in the first sample at least `settle` after it (last) started, and
+/// in the last sample, and the change in percent; `None` when it restarted too late for that.
+/// A master killed and started again is measured from its new start: a process's memory
+/// grows for a while after it starts, whatever its load.
+pub fn memory_drift(
+    samples: &[SoakSample],
+    restarts: &[(f64, u64)],
+    settle: Duration,
+) -> Vec<(u64, Option<Drift>)> {
     let Some(last) = samples.last() else {
         return Vec::new();
     };
-    first
-        .masters
+    last.masters
         .iter()
-        .filter_map(|(id, rss, _)| {
-            let a = (*rss)?;
-            let b = last.masters.iter().find(|(i, _, _)| i == id)?.1?;
-            Some((*id, a, b, (b - a) / a * 100.0))
+        .map(|(id, end, _)| {
+            let since = restarts
+                .iter()
+                .filter(|(_, m)| m == id)
+                .map(|(at, _)| *at)
+                .fold(0.0, f64::max)
+                + settle.as_secs_f64();
+            let first = samples
+                .iter()
+                .find(|s| s.at_seconds >= since)
+                .and_then(|s| {
+                    let rss = s.masters.iter().find(|(i, _, _)| i == id)?.1?;
+                    Some((s.at_seconds, rss))
+                });
+            let drift = first.zip(*end).map(|((at, a), b)| Drift {
+                at_seconds: at,
+                first_mib: a,
+                last_mib: b,
+                percent: (b - a) / a * 100.0,
+            });
+            (*id, drift)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t: f64, rss: [f64; 2]) -> SoakSample {
+        SoakSample {
+            at_seconds: t,
+            leader: Some(1),
+            masters: vec![(1, Some(rss[0]), None), (2, Some(rss[1]), None)],
+            tasks: None,
+            live_tasks: None,
+            frameworks: None,
+            store_keys: None,
+            store_bytes: None,
+            launches_per_sec: 0.0,
+            store_writes_per_sec: 0.0,
+            kills: 0,
+        }
+    }
+
+    #[test]
+    fn drift_is_measured_from_settle_after_each_masters_last_start() {
+        let samples = [
+            at(60.0, [100.0, 100.0]),
+            at(120.0, [110.0, 2.0]),
+            at(180.0, [110.0, 90.0]),
+            at(240.0, [121.0, 99.0]),
+        ];
+        // Master 2 was started again at 110 s.
+        let d = memory_drift(&samples, &[(110.0, 2)], Duration::from_secs(60));
+        let one = d[0].1.clone().expect("measured");
+        assert_eq!(
+            (one.at_seconds, one.first_mib, one.last_mib),
+            (60.0, 100.0, 121.0)
+        );
+        assert!((one.percent - 21.0).abs() < 1e-9);
+        let two = d[1].1.clone().expect("measured");
+        assert_eq!(
+            (two.at_seconds, two.first_mib, two.last_mib),
+            (180.0, 90.0, 99.0)
+        );
+        assert!((two.percent - 10.0).abs() < 1e-9);
+        // Started again too late: nothing to compare.
+        let d = memory_drift(&samples, &[(200.0, 2)], Duration::from_secs(60));
+        assert_eq!(d[1], (2, None));
+    }
 }

@@ -140,6 +140,21 @@ pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
         .filter(|r| r.value["state"].as_str().is_some_and(is_terminal))
         .filter_map(|r| r.value["task"].as_str())
         .collect();
+    // Forgetting is a committed command: once a replica applied it, every replica that
+    // applied as much or more lacks the task too. A replica missing a task that another, at
+    // least as far along, still holds lost it.
+    let applied: BTreeMap<u64, u64> = ev
+        .final_states
+        .iter()
+        .map(|(id, state)| (*id, state["applied_index"].as_u64().unwrap_or(0)))
+        .collect();
+    let forgotten_at = |id: u64, task: &str| {
+        let mine = applied.get(&id).copied().unwrap_or(0);
+        ended_at_scheduler.contains(task)
+            && held.iter().all(|(other, by_task)| {
+                applied.get(other).copied().unwrap_or(0) < mine || !by_task.contains_key(task)
+            })
+    };
     let mut forgotten = 0usize;
     for (agent, acked) in &ev.agent_acks {
         for (task, uuids) in acked {
@@ -147,7 +162,7 @@ pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
                 acked_total += 1;
                 for (id, by_task) in &held {
                     let entry = by_task.get(task.as_str());
-                    if entry.is_none() && ended_at_scheduler.contains(task.as_str()) {
+                    if entry.is_none() && forgotten_at(*id, task) {
                         forgotten += 1;
                         continue;
                     }

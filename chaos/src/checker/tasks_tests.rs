@@ -163,6 +163,22 @@ fn a_task_forgotten_after_its_scheduler_had_its_end_is_no_loss_but_one_still_run
     let r = acked_updates_kept(&ev);
     assert_eq!(r.valid, Validity::Valid, "{r:?}");
     assert_eq!(r.stats["forgotten_after_completion"], 3 * 3);
+    // A replica that forgot an ended task another replica, as far along, still holds lost
+    // it: forgetting is a committed command every replica applies.
+    let mut lone = generated(6, 3);
+    lone.final_states.get_mut(&3).expect("replica 3")["tasks"]
+        .as_array_mut()
+        .expect("tasks")
+        .retain(|t| t["id"] != "short-4");
+    let r = acked_updates_kept(&lone);
+    assert_eq!(r.valid, Validity::Invalid, "{r:?}");
+    assert_eq!(r.counterexamples[0]["replica"], "master-3");
+    // … unless that other replica is behind it (it has not applied the prune yet).
+    for (id, state) in lone.final_states.iter_mut() {
+        state["applied_index"] = serde_json::json!(if *id == 3 { 100 } else { 90 });
+    }
+    assert_eq!(acked_updates_kept(&lone).valid, Validity::Valid);
+
     // long-1 is still RUNNING: forgetting it loses its updates.
     ev.final_states.get_mut(&2).expect("replica 2")["tasks"]
         .as_array_mut()

@@ -675,7 +675,9 @@ impl Framework {
         .await;
         let fresh = s.uuid.is_empty() || self.seen_uuids.insert(s.uuid.clone());
         // The master has no record of it: reconciliation answers TASK_UNKNOWN, or TASK_GONE
-        // when the agent named is registered (as Mesos does).
+        // when the agent named is registered (as Mesos does). A task the registry has as GONE
+        // (its agent removed) answers the same, and is taken for not launched too: either way
+        // it does not run, and a new task (a new id) replaces it.
         let no_record = state == TaskState::TaskUnknown
             || (state == TaskState::TaskGone && s.reason == "reconciliation" && s.uuid.is_empty());
         if let Some(k) = self.tasks.get_mut(&s.task_id) {

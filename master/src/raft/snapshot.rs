@@ -7,6 +7,7 @@
 //!            | body length u64 LE | body (postcard Registry) | crc32 u32 LE of all before
 //! ```
 //!
+//! A snapshot is written as it is encoded (never held encoded in memory beside the registry).
 //! Files are written to a temporary name, fsynced, renamed into place and the directory is
 //! fsynced, so a crash leaves either the old snapshot or the new one, never half of one. After a
 //! new snapshot is in place every older one is deleted; at most one snapshot is current. A file
@@ -129,14 +130,16 @@ impl SnapshotDir {
         meta: &SnapshotMeta,
         registry: &Registry,
     ) -> Result<CurrentSnapshot, SnapshotError> {
-        let bytes = encode(meta, registry)?;
         let tmp = self
             .dir
             .join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        {
-            let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
-            f.write_all(&bytes).map_err(io_at(&tmp))?;
-            f.sync_all().map_err(io_at(&tmp))?;
+        let written = File::create(&tmp)
+            .map_err(io_at(&tmp))
+            .and_then(|f| write_to(f, &tmp, meta, registry))
+            .and_then(|f| f.sync_all().map_err(io_at(&tmp)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         self.finalize(&tmp, meta)
     }
@@ -266,19 +269,101 @@ impl SnapshotDir {
     }
 }
 
-fn encode(meta: &SnapshotMeta, registry: &Registry) -> Result<Vec<u8>, SnapshotError> {
+/// Writes the snapshot file's bytes to `file` as they are encoded: the registry is never held
+/// a second time, encoded, in memory (it is sized first, for the header, by a pass that
+/// allocates nothing). Returns the file, flushed.
+fn write_to(
+    file: File,
+    path: &Path,
+    meta: &SnapshotMeta,
+    registry: &Registry,
+) -> Result<File, SnapshotError> {
     let meta_bytes = codec::encode("snapshot meta", meta)?;
-    let body = codec::encode("snapshot body", registry)?;
-    let mut out = Vec::with_capacity(8 + 4 + 4 + meta_bytes.len() + 8 + body.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&meta_bytes);
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    let body_len =
+        postcard::experimental::serialized_size(registry).map_err(|source| codec::CodecError {
+            what: "snapshot body",
+            source,
+        })? as u64;
+    // Encoded bytes go through a buffer, then are hashed and counted in whole chunks.
+    let mut w = io::BufWriter::with_capacity(
+        WRITE_BUFFER_BYTES,
+        HashingWriter {
+            inner: file,
+            hasher: crc32fast::Hasher::new(),
+            written: 0,
+            error: None,
+        },
+    );
+    let head = (|| {
+        w.write_all(MAGIC)?;
+        w.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        w.write_all(&(meta_bytes.len() as u32).to_le_bytes())?;
+        w.write_all(&meta_bytes)?;
+        w.write_all(&body_len.to_le_bytes())
+    })();
+    head.map_err(io_at(path))?;
+    let head_len = 16 + meta_bytes.len() as u64 + 8;
+    if let Err(source) = postcard::to_io(registry, &mut w) {
+        // postcard reports any write failure as a full buffer: say what really happened.
+        return Err(match w.get_mut().error.take() {
+            Some(e) => io_at(path)(e),
+            None => codec::CodecError {
+                what: "snapshot body",
+                source,
+            }
+            .into(),
+        });
+    }
+    let mut hashing = w.into_inner().map_err(|e| io_at(path)(e.into_error()))?;
+    if hashing.written != head_len + body_len {
+        return Err(corrupt(
+            path,
+            format!(
+                "wrote {} body bytes, sized {body_len}",
+                hashing.written - head_len
+            ),
+        ));
+    }
+    let crc = hashing.hasher.finalize();
+    hashing
+        .inner
+        .write_all(&crc.to_le_bytes())
+        .map_err(io_at(path))?;
+    Ok(hashing.inner)
+}
+
+/// How much of a snapshot is buffered on its way to the file.
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// A writer that feeds what passes through it to a CRC32, counts it, and keeps the first
+/// error it met.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    written: u64,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.written += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                let message = e.to_string();
+                self.error.get_or_insert(e);
+                Err(io::Error::new(kind, message))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> SnapshotError {
@@ -495,8 +580,6 @@ mod tests {
         assert!(!refused(&good, &meta));
     }
 
-    /// A snapshot older than the current one does not replace it, and the caller is told which
-    /// file and metadata are current.
     #[test]
     fn a_snapshot_of_another_format_is_refused_naming_the_file_and_both_formats() {
         let dir = tempfile::tempdir().unwrap();
@@ -516,6 +599,8 @@ mod tests {
         );
     }
 
+    /// A snapshot older than the current one does not replace it, and the caller is told which
+    /// file and metadata are current.
     #[test]
     fn an_older_snapshot_does_not_replace_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();

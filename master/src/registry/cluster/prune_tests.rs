@@ -200,12 +200,12 @@ proptest! {
     /// nothing; pruning never forgets a live or unacknowledged task of a live framework.
     #[test]
     fn the_completed_index_matches_a_rebuild(ops in prop::collection::vec(
-        (0..6u8, 0..8usize, 0..3u8), 1..80)
+        (0..6u8, 0..8usize, 0..2u8, 0..3u8, 0..3u32), 1..80)
     ) {
         let mut s = with_agent_and_framework();
         let mut n = 0usize;
-        for (kind, t, which) in ops {
-            let framework = if which == 0 { "f" } else { "g" };
+        for (kind, t, on, which, keep) in ops {
+            let framework = if on == 0 { "f" } else { "g" };
             let op = match kind {
                 0 => {
                     n += 1;
@@ -232,7 +232,7 @@ proptest! {
                 },
                 _ => ClusterOp::PruneCompleted {
                     keep_tasks_per_framework: (t % 3) as u32,
-                    keep_completed_frameworks: which as u32,
+                    keep_completed_frameworks: keep,
                 },
             };
             let before = s.clone();
