@@ -219,13 +219,19 @@ fn rewrite_compacted<T: Serialize + DeserializeOwned>(
     write_atomic(path, &bytes)
 }
 
+/// The length of `record`'s line in a record log (`u64::MAX` if it cannot be encoded): what
+/// it counts against a log's bound.
+pub fn line_len<T: Serialize>(record: &T) -> u64 {
+    serde_json::to_vec(record).map_or(u64::MAX, |j| j.len() as u64 + RECORD_FRAMING_BYTES)
+}
+
 /// The newest of `records` whose encoded lines fit in `budget_bytes`, in their order: the
 /// compaction of a log whose old records carry nothing the reader needs.
 pub fn newest_within<T: Serialize>(records: Vec<T>, budget_bytes: u64) -> Vec<T> {
     let mut used = 0u64;
     let mut keep = records.len();
     for (i, r) in records.iter().enumerate().rev() {
-        let n = serde_json::to_vec(r).map_or(u64::MAX, |j| j.len() as u64 + RECORD_FRAMING_BYTES);
+        let n = line_len(r);
         if used + n > budget_bytes {
             break;
         }
@@ -290,25 +296,19 @@ pub fn read_records<T: DeserializeOwned>(path: &Path) -> Result<Replay<T>, Check
         return Ok(decode_records(&fs::read(path).map_err(io_err(path))?));
     }
     use std::io::{Read, Seek, SeekFrom};
+    // The last MAX_LOG_BYTES and the byte before them: the records start after the first
+    // newline (the byte before counts, so that a cut right after a newline loses no record).
+    let from = size - MAX_LOG_BYTES - 1;
     let mut f = File::open(path).map_err(io_err(path))?;
-    let from = size - MAX_LOG_BYTES;
     f.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
-    let mut tail = Vec::with_capacity(MAX_LOG_BYTES as usize);
-    f.take(MAX_LOG_BYTES)
+    let mut tail = Vec::with_capacity(MAX_LOG_BYTES as usize + 1);
+    f.take(MAX_LOG_BYTES + 1)
         .read_to_end(&mut tail)
         .map_err(io_err(path))?;
-    // Unless the cut fell right after a newline, the first line is partial.
-    let mut prev = [0u8; 1];
-    f = File::open(path).map_err(io_err(path))?;
-    f.seek(SeekFrom::Start(from - 1)).map_err(io_err(path))?;
-    f.read_exact(&mut prev).map_err(io_err(path))?;
-    let skip = if prev[0] == b'\n' {
-        0
-    } else {
-        tail.iter()
-            .position(|&b| b == b'\n')
-            .map_or(tail.len(), |i| i + 1)
-    };
+    let skip = tail
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(tail.len(), |i| i + 1);
     let mut replay = decode_records(&tail[skip..]);
     replay.complete_len += from + skip as u64;
     replay.skipped.insert(

@@ -197,11 +197,7 @@ const _: () = assert!(
 /// latest state), each with its acknowledgement or drop record. Order is kept. Pure.
 fn compact_log(records: Vec<Record>) -> Vec<Record> {
     let LogContents { updates, mut done } = LogContents::of(records);
-    let size = |r: &Record| {
-        serde_json::to_vec(r).map_or(u64::MAX, |j| {
-            j.len() as u64 + checkpoint::RECORD_FRAMING_BYTES
-        })
-    };
+    let size = |r: &Record| checkpoint::line_len(r);
     let mut budget = checkpoint::MAX_LOG_BYTES / 2;
     let mut keep = vec![false; updates.len()];
     // Unacknowledged first: they always stay.

@@ -52,6 +52,86 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
+/// A process's resident memory, MiB; `None` when `/proc` does not tell.
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// How many tasks of `task` fit in `offered`, at most `max`.
+pub(crate) fn fits(
+    offered: &drover_resources::Resources,
+    task: &drover_resources::Resources,
+    max: usize,
+) -> usize {
+    let mut left = offered.clone();
+    let mut n = 0;
+    while n < max {
+        match left.checked_sub(task) {
+            Ok(rest) => {
+                left = rest;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// Waits until the master at `addr` counts `want` active agents (from its metrics: a
+/// `/v1/state` of thousands of agents is heavy to read every poll).
+pub(crate) async fn wait_for_active_agents(
+    addr: &str,
+    want: usize,
+    timeout: Duration,
+) -> Result<(), crate::wait::WaitError> {
+    crate::wait::wait_until("agents registered", timeout, || async move {
+        let body = crate::http::get(addr, "/metrics").await?;
+        let active = crate::http::metric(&body, "drover_master_agents{state=\"active\"}")
+            .unwrap_or(0.0) as usize;
+        if active >= want {
+            Ok(())
+        } else {
+            Err(format!("{active} of {want} agents active"))
+        }
+    })
+    .await
+}
+
+/// Resources of each benchmark agent (room for thousands of small tasks).
+pub(crate) const BENCH_AGENT_RESOURCES: &str = "cpus:64;mem:65536;disk:65536;ports:[31000-32000]";
+
+/// Starts `masters` masters (with `master_args`) and one agent process simulating `agents`
+/// agents, and waits until a leader counts them all active.
+pub(crate) async fn start_with_simulated_agents(
+    binary: PathBuf,
+    dir: PathBuf,
+    masters: u64,
+    agents: usize,
+    master_args: &[String],
+    registration_timeout: Duration,
+) -> Result<LocalCluster, ClusterError> {
+    let mut spec = ClusterSpec::on_free_ports(binary, dir, masters)?.with_agents(1)?;
+    spec.master_args = master_args.to_vec();
+    spec.agent_args = vec![
+        "--resources".into(),
+        BENCH_AGENT_RESOURCES.into(),
+        "--simulate".into(),
+        agents.to_string(),
+    ];
+    let cluster = LocalCluster::start(spec).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    wait_for_active_agents(&leader.leader_addr, agents, registration_timeout).await?;
+    Ok(cluster)
+}
+
 async fn start_cluster(
     binary: PathBuf,
     dir: PathBuf,

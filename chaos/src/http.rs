@@ -27,3 +27,37 @@ pub fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
         (k == name_and_labels).then(|| v.parse().ok()).flatten()
     })
 }
+
+/// The sum of every series of metric `name` whose labels contain `filter` (all of them when it
+/// is empty) in a Prometheus exposition; `None` when there is no such series.
+pub fn metric_sum(body: &str, name: &str, filter: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if series.split('{').next() == Some(name) && series.contains(filter) {
+            *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sum_adds_the_series_of_one_metric_matching_a_filter() {
+        let body = "# HELP drover_master_tasks Tasks\n\
+drover_master_tasks{state=\"TASK_RUNNING\"} 3\n\
+drover_master_tasks{state=\"TASK_FINISHED\"} 4\n\
+drover_master_tasks_launched_total 99\n";
+        assert_eq!(metric_sum(body, "drover_master_tasks", ""), Some(7.0));
+        assert_eq!(
+            metric_sum(body, "drover_master_tasks", "\"TASK_FINISHED\""),
+            Some(4.0)
+        );
+        assert_eq!(metric_sum(body, "drover_master_offers", ""), None);
+    }
+}

@@ -272,6 +272,24 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// How far `r` has applied.
+fn applied_index(r: &Replica) -> u64 {
+    r.applied.borrow().last_applied.map_or(0, |l| l.index)
+}
+
+/// Waits until each of `ids` has applied `index`.
+async fn all_applied(
+    what: &str,
+    replicas: &BTreeMap<MasterId, Replica>,
+    ids: &[MasterId],
+    index: u64,
+) {
+    wait_for(what, || {
+        ids.iter().all(|id| applied_index(&replicas[id]) >= index)
+    })
+    .await;
+}
+
 fn last_log_index(r: &Replica) -> u64 {
     r.raft.metrics().borrow().last_log_index.unwrap_or(0)
 }
@@ -369,11 +387,12 @@ async fn a_write_truncated_on_its_leader_but_committed_elsewhere_is_never_report
     elect(a).await;
     a.replicated.propose(put("before", "x")).await.unwrap();
     let committed = last_log_index(a);
-    wait_for("every replica applies the first write", || {
-        replicas
-            .values()
-            .all(|r| r.applied.borrow().last_applied.map_or(0, |l| l.index) >= committed)
-    })
+    all_applied(
+        "every replica applies the first write",
+        &replicas,
+        &[1, 2, 3, 4, 5],
+        committed,
+    )
     .await;
     let term_a = a.raft.metrics().borrow().current_term;
 
@@ -432,16 +451,12 @@ async fn a_write_truncated_on_its_leader_but_committed_elsewhere_is_never_report
         router.heal(1, other);
     }
     router.heal(1, 3);
-    wait_for("A, C, D and E apply C's log", || {
-        [1, 3, 4, 5].iter().all(|id| {
-            replicas[id]
-                .applied
-                .borrow()
-                .last_applied
-                .map_or(0, |l| l.index)
-                >= leader_log
-        })
-    })
+    all_applied(
+        "A, C, D and E apply C's log",
+        &replicas,
+        &[1, 3, 4, 5],
+        leader_log,
+    )
     .await;
 
     // The answers came from the truncation itself (not from the proposer noticing the new term
@@ -462,16 +477,12 @@ async fn a_write_truncated_on_its_leader_but_committed_elsewhere_is_never_report
     let create_seen = client_view(create_first, create("lock", "mine"), &c.replicated).await;
     // Let any write the clients sent again reach every live replica before reading.
     let final_log = last_log_index(c);
-    wait_for("A, C, D and E apply everything", || {
-        [1, 3, 4, 5].iter().all(|id| {
-            replicas[id]
-                .applied
-                .borrow()
-                .last_applied
-                .map_or(0, |l| l.index)
-                >= final_log
-        })
-    })
+    all_applied(
+        "A, C, D and E apply everything",
+        &replicas,
+        &[1, 3, 4, 5],
+        final_log,
+    )
     .await;
 
     for id in [1, 3, 4, 5] {

@@ -25,7 +25,6 @@ use tokio::task::JoinSet;
 
 use super::percentile_ms;
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
-use crate::wait::wait_until;
 
 /// What to run: the options of `drover bench launch` (their doc comments are its help).
 #[derive(clap::Args, Clone, Debug)]
@@ -135,36 +134,8 @@ pub enum LaunchBenchError {
     Timeout(Duration, String),
 }
 
-use crate::http::{get as http_get, metric};
-
-/// A process's resident memory, MiB; `None` when `/proc` does not tell.
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
-/// How many tasks of `task` fit in `offered`, at most `max`.
-fn fits(offered: &Resources, task: &Resources, max: usize) -> usize {
-    let mut left = offered.clone();
-    let mut n = 0;
-    while n < max {
-        match left.checked_sub(task) {
-            Ok(rest) => {
-                left = rest;
-                n += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    n
-}
+use super::{fits, rss_mib};
+use crate::http::{get as http_get, metric_sum};
 
 /// Why a call of the run failed.
 enum CallError {
@@ -421,23 +392,10 @@ pub async fn launch(
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let registering = Instant::now();
     progress(&format!("waiting for {} agents to register", opts.agents));
-    let want = opts.agents as f64;
-    let leader_addr = leader.leader_addr.clone();
-    wait_until(
-        "agents registered",
+    super::wait_for_active_agents(
+        &leader.leader_addr,
+        opts.agents,
         opts.timeout().min(Duration::from_secs(600)),
-        || {
-            let addr = leader_addr.clone();
-            async move {
-                let body = http_get(&addr, "/metrics").await?;
-                let active = metric(&body, "drover_master_agents{state=\"active\"}").unwrap_or(0.0);
-                if active >= want {
-                    Ok(())
-                } else {
-                    Err(format!("{active} of {want} agents active"))
-                }
-            }
-        },
     )
     .await?;
     let registration_seconds = registering.elapsed().as_secs_f64();
@@ -533,14 +491,7 @@ pub async fn launch(
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let leader_changes = leader.term.saturating_sub(first_term);
     let tasks_in_registry: Option<u64> = match http_get(&leader.leader_addr, "/metrics").await {
-        Ok(body) => {
-            let values: Vec<f64> = body
-                .lines()
-                .filter(|l| l.starts_with("drover_master_tasks{"))
-                .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-                .collect();
-            (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
-        }
+        Ok(body) => metric_sum(&body, "drover_master_tasks", "").map(|v| v as u64),
         Err(e) => {
             tracing::warn!("reading the leader's /metrics: {e}");
             None

@@ -26,7 +26,7 @@ use drover_scheduler::driver::{Driver, DriverEvent, DriverOptions, FrameworkInfo
 use tokio::sync::mpsc;
 
 use super::percentile_ms;
-use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
+use crate::cluster::ClusterError;
 use crate::wait::{wait_until, WaitError};
 
 /// What to run: the options of `drover bench recovery` (their doc comments are its help).
@@ -207,33 +207,14 @@ pub async fn recovery(
     mut progress: impl FnMut(&str),
     mut report: impl FnMut(usize, &Trial),
 ) -> Result<RecoveryFigures, RecoveryBenchError> {
-    let mut spec = ClusterSpec::on_free_ports(binary, dir, opts.masters)?.with_agents(1)?;
-    spec.master_args = opts.master_args.clone();
-    spec.agent_args = vec![
-        "--resources".into(),
-        "cpus:64;mem:65536;disk:65536;ports:[31000-32000]".into(),
-        "--simulate".into(),
-        opts.agents.to_string(),
-    ];
-    let mut cluster = LocalCluster::start(spec).await?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let want = opts.agents;
-    let addr = leader.leader_addr.clone();
-    wait_until("agents registered", Duration::from_secs(120), || {
-        let addr = addr.clone();
-        async move {
-            let state = crate::http::get_json(&addr, "/v1/state").await?;
-            let active = state["agents"]
-                .as_array()
-                .map(|a| a.iter().filter(|a| a["state"] == "ACTIVE").count())
-                .unwrap_or(0);
-            if active >= want {
-                Ok(())
-            } else {
-                Err(format!("{active} of {want} agents active"))
-            }
-        }
-    })
+    let mut cluster = super::start_with_simulated_agents(
+        binary,
+        dir,
+        opts.masters,
+        opts.agents,
+        &opts.master_args,
+        Duration::from_secs(120),
+    )
     .await?;
     progress(&format!(
         "{} SIMULATED agents registered; launching {} long tasks and keeping {} short ones in flight",

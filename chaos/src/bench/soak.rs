@@ -23,9 +23,9 @@ use drover_resources::Resources;
 use drover_scheduler::driver::{Driver, DriverEvent, DriverOptions, FrameworkInfo, Offer, OfferId};
 use tokio::task::JoinSet;
 
-use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
-use crate::http::metric;
-use crate::wait::wait_until;
+use super::{fits, rss_mib};
+use crate::cluster::{ClusterError, LocalCluster};
+use crate::http::{metric, metric_sum};
 
 /// The options of `drover bench soak` (their doc comments are its help).
 #[derive(clap::Args, Clone, Debug)]
@@ -232,21 +232,6 @@ async fn framework(
     }
 }
 
-fn fits(offered: &Resources, task: &Resources, max: usize) -> usize {
-    let mut left = offered.clone();
-    let mut n = 0;
-    while n < max {
-        match left.checked_sub(task) {
-            Ok(rest) => {
-                left = rest;
-                n += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    n
-}
-
 /// Store clients: puts over `keys` keys at `rate` per second, in 16 parallel lanes.
 async fn store_load(client: MasterClient, rate: f64, keys: usize, counters: Arc<Counters>) {
     const LANES: usize = 16;
@@ -272,19 +257,6 @@ async fn store_load(client: MasterClient, rate: f64, keys: usize, counters: Arc<
     while lanes.join_next().await.is_some() {}
 }
 
-/// A process's resident memory, MiB.
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 /// The size of the newest snapshot file under a master's data directory.
 fn snapshot_bytes(data_dir: &Path) -> Option<u64> {
     std::fs::read_dir(data_dir.join("snapshots"))
@@ -294,24 +266,6 @@ fn snapshot_bytes(data_dir: &Path) -> Option<u64> {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .max()
-}
-
-/// The sum of a metric's series whose labels contain `filter` (all when empty), in a
-/// `/metrics` body.
-fn metric_sum(body: &str, name: &str, filter: &str) -> Option<u64> {
-    let mut sum = 0.0;
-    let mut seen = false;
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some((k, v)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let series = k.split('{').next().unwrap_or(k);
-        if series == name && k.contains(filter) {
-            sum += v.parse::<f64>().unwrap_or(0.0);
-            seen = true;
-        }
-    }
-    seen.then_some(sum as u64)
 }
 
 /// Task states that are over.
@@ -341,10 +295,11 @@ async fn sample(cluster: &LocalCluster, started: Instant) -> SoakSample {
         None => None,
     };
     let body = body.as_deref().unwrap_or("");
-    let tasks = metric_sum(body, "drover_master_tasks", "");
+    let count = |name: &str, filter: &str| metric_sum(body, name, filter).map(|v| v as u64);
+    let tasks = count("drover_master_tasks", "");
     let ended: u64 = ENDED
         .iter()
-        .filter_map(|s| metric_sum(body, "drover_master_tasks", &format!("\"{s}\"")))
+        .filter_map(|s| count("drover_master_tasks", &format!("\"{s}\"")))
         .sum();
     SoakSample {
         at_seconds: started.elapsed().as_secs_f64(),
@@ -352,7 +307,7 @@ async fn sample(cluster: &LocalCluster, started: Instant) -> SoakSample {
         masters,
         tasks,
         live_tasks: tasks.map(|t| t.saturating_sub(ended)),
-        frameworks: metric_sum(body, "drover_master_frameworks", ""),
+        frameworks: count("drover_master_frameworks", ""),
         store_keys: metric(body, "drover_master_store_keys").map(|v| v as u64),
         store_bytes: metric(body, "drover_master_store_bytes").map(|v| v as u64),
         launches_per_sec: 0.0,
@@ -375,30 +330,14 @@ pub async fn soak(
     if opts.report_every.is_zero() {
         return Err(SoakBenchError::Usage("--report-every: more than 0".into()));
     }
-    let mut spec = ClusterSpec::on_free_ports(binary, dir, opts.masters)?.with_agents(1)?;
-    spec.master_args = opts.master_args.clone();
-    spec.agent_args = vec![
-        "--resources".into(),
-        "cpus:64;mem:65536;disk:65536;ports:[31000-32000]".into(),
-        "--simulate".into(),
-        opts.agents.to_string(),
-    ];
-    let mut cluster = LocalCluster::start(spec).await?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let want = opts.agents;
-    let addr = leader.leader_addr.clone();
-    wait_until("agents registered", Duration::from_secs(300), || {
-        let addr = addr.clone();
-        async move {
-            let body = crate::http::get(&addr, "/metrics").await?;
-            let n = metric(&body, "drover_master_agents{state=\"active\"}").unwrap_or(0.0) as usize;
-            if n >= want {
-                Ok(())
-            } else {
-                Err(format!("{n} of {want} agents active"))
-            }
-        }
-    })
+    let mut cluster = super::start_with_simulated_agents(
+        binary,
+        dir,
+        opts.masters,
+        opts.agents,
+        &opts.master_args,
+        Duration::from_secs(300),
+    )
     .await?;
     progress(&format!(
         "{} SIMULATED agents registered; launching {} tasks/s ({:?}), {} store writes/s over {} keys, SIGKILL of the leader every {:?}",

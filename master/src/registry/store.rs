@@ -377,9 +377,8 @@ impl FrameworkStore {
         value: &Bytes,
     ) -> Result<Revision, StoreError> {
         check_value(value)?;
-        let old = self
-            .get(framework, key)
-            .map_or(0, |v| entry_bytes(key, &v.value));
+        let existing = self.get(framework, key).map(|v| entry_bytes(key, &v.value));
+        let old = existing.unwrap_or(0);
         let new = entry_bytes(key, value);
         let had = self.bytes.get(framework).copied().unwrap_or(0);
         let would = had - old + new;
@@ -400,7 +399,7 @@ impl FrameworkStore {
                 return Err(StoreError::StoreFull { would_bytes: total });
             }
         }
-        if self.get(framework, key).is_none()
+        if existing.is_none()
             && self.spaces.get(framework).map_or(0, |s| s.len()) >= MAX_KEYS_PER_FRAMEWORK
         {
             return Err(StoreError::TooManyKeys {
