@@ -38,8 +38,8 @@ pub type MasterId = u64;
 /// registry's operations. Every request carries it and a replica refuses any other, so masters
 /// of different builds never exchange entries one of them may not decode: upgrades stop every
 /// master, then start them all on the new build (README, "Upgrades"). 0 is every build before
-/// versions existed.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// versions existed; 2 streams snapshot files of format 4 (the registry as records).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Why two replicas cannot talk: their protocol versions differ.
 pub fn protocol_mismatch(theirs_is: &str, theirs: u32, mine_is: &str) -> Option<String> {

@@ -4,14 +4,21 @@
 //!
 //! ```text
 //! "DROVSNAP" | format u32 LE | meta length u32 LE | meta (postcard SnapshotMeta)
-//!            | body length u64 LE | body (postcard Registry) | crc32 u32 LE of all before
+//!            | records: (length u32 LE | postcard registry::records::Record)*
+//!            | 0u32 (end of records) | crc32 u32 LE of all before
 //! ```
 //!
-//! A snapshot is written as it is encoded (never held encoded in memory beside the registry).
-//! Files are written to a temporary name, fsynced, renamed into place and the directory is
-//! fsynced, so a crash leaves either the old snapshot or the new one, never half of one. After a
-//! new snapshot is in place every older one is deleted; at most one snapshot is current. A file
-//! whose checksum does not match is refused, never loaded.
+//! The registry is written and read one record (one map entry) at a time: neither building nor
+//! loading nor verifying a snapshot holds the state a second time, encoded, in memory; a load
+//! holds the registry it builds plus one record. Files are written to a temporary name,
+//! fsynced, renamed into place and the directory is fsynced, so a crash leaves either the old
+//! snapshot or the new one, never half of one. After a new snapshot is in place every older
+//! one is deleted; at most one snapshot is current. A file whose checksum does not match is
+//! refused, never loaded.
+//!
+//! Format 3 (the builds before records) held the registry as one postcard body (`body length
+//! u64 LE | body` in place of the records). A replica that opens on a format-3 snapshot loads
+//! it whole, once, and writes it again in this format ([`SnapshotDir::load_current`]).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -20,14 +27,22 @@ use std::sync::Mutex;
 
 use super::codec;
 use super::SnapshotMeta;
+use crate::registry::records::{self, Record};
 use crate::registry::Registry;
 
 const MAGIC: &[u8; 8] = b"DROVSNAP";
 /// 2: the registry holds the cluster state (agents, frameworks, offers, tasks, roles).
-const FORMAT_VERSION: u32 = 3;
+/// 3: with recovery (unreachable agents, framework failover). 4: the registry as records.
+const FORMAT_VERSION: u32 = 4;
+/// The format migrated from: the registry as one postcard body.
+const FORMAT_WHOLE_BODY: u32 = 3;
 const SUFFIX: &str = ".snap";
 /// Largest snapshot metadata accepted, bytes (it holds the membership, which is small).
 const MAX_META_BYTES: u32 = 1024 * 1024;
+/// Largest record written or read, bytes. The largest record is a store entry (a value of at
+/// most 1 MiB and a key of at most 1 KiB) or a task with its updates; the writer refuses to
+/// write what the reader would refuse.
+const MAX_RECORD_BYTES: u32 = 16 * 1024 * 1024;
 
 /// openraft's `SnapshotData`: a handle to a snapshot file. Reading it is the network's job
 /// (streamed to a follower); writing it is this module's.
@@ -50,6 +65,8 @@ pub enum SnapshotError {
     Format { path: PathBuf, found: u32 },
     #[error("snapshot encoding: {0}")]
     Codec(#[from] codec::CodecError),
+    #[error("snapshot {path}: a record of {bytes} bytes is over the {MAX_RECORD_BYTES} bytes a snapshot may hold in one record")]
+    Oversized { path: PathBuf, bytes: usize },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
@@ -260,6 +277,18 @@ impl SnapshotDir {
         };
         match newest {
             None => Ok(None),
+            Some((_, path)) if format_of(&path)? == FORMAT_WHOLE_BODY => {
+                // Written by an older build: loaded whole, once, and written again in this
+                // build's format, which replaces it.
+                let (meta, registry) = load_whole_body(&path)?;
+                let current = self.write(&meta, &registry)?;
+                tracing::info!(
+                    from = %path.display(),
+                    to = %current.path.display(),
+                    "snapshot migrated from format {FORMAT_WHOLE_BODY} to {FORMAT_VERSION}"
+                );
+                Ok(Some((meta, registry, current.bytes)))
+            }
             Some((_, path)) => {
                 let size = fs::metadata(&path).map_err(io_at(&path))?.len();
                 let (meta, registry) = load(&path)?;
@@ -269,9 +298,8 @@ impl SnapshotDir {
     }
 }
 
-/// Writes the snapshot file's bytes to `file` as they are encoded: the registry is never held
-/// a second time, encoded, in memory (it is sized first, for the header, by a pass that
-/// allocates nothing). Returns the file, flushed.
+/// Writes the snapshot file's bytes to `file`, one record at a time: the registry is never
+/// held a second time, encoded, in memory. Returns the file, flushed.
 fn write_to(
     file: File,
     path: &Path,
@@ -279,51 +307,40 @@ fn write_to(
     registry: &Registry,
 ) -> Result<File, SnapshotError> {
     let meta_bytes = codec::encode("snapshot meta", meta)?;
-    let body_len =
-        postcard::experimental::serialized_size(registry).map_err(|source| codec::CodecError {
-            what: "snapshot body",
-            source,
-        })? as u64;
-    // Encoded bytes go through a buffer, then are hashed and counted in whole chunks.
+    // Encoded bytes go through a buffer, then are hashed in whole chunks.
     let mut w = io::BufWriter::with_capacity(
         WRITE_BUFFER_BYTES,
         HashingWriter {
             inner: file,
             hasher: crc32fast::Hasher::new(),
-            written: 0,
-            error: None,
         },
     );
     let head = (|| {
         w.write_all(MAGIC)?;
         w.write_all(&FORMAT_VERSION.to_le_bytes())?;
         w.write_all(&(meta_bytes.len() as u32).to_le_bytes())?;
-        w.write_all(&meta_bytes)?;
-        w.write_all(&body_len.to_le_bytes())
+        w.write_all(&meta_bytes)
     })();
     head.map_err(io_at(path))?;
-    let head_len = 16 + meta_bytes.len() as u64 + 8;
-    if let Err(source) = postcard::to_io(registry, &mut w) {
-        // postcard reports any write failure as a full buffer: say what really happened.
-        return Err(match w.get_mut().error.take() {
-            Some(e) => io_at(path)(e),
-            None => codec::CodecError {
-                what: "snapshot body",
-                source,
-            }
-            .into(),
-        });
+    let mut record = Vec::new();
+    for r in registry.records() {
+        record.clear();
+        record = postcard::to_extend(&r, record).map_err(|source| codec::CodecError {
+            what: "snapshot record",
+            source,
+        })?;
+        if record.len() > MAX_RECORD_BYTES as usize {
+            return Err(SnapshotError::Oversized {
+                path: path.to_path_buf(),
+                bytes: record.len(),
+            });
+        }
+        w.write_all(&(record.len() as u32).to_le_bytes())
+            .and_then(|()| w.write_all(&record))
+            .map_err(io_at(path))?;
     }
+    w.write_all(&0u32.to_le_bytes()).map_err(io_at(path))?;
     let mut hashing = w.into_inner().map_err(|e| io_at(path)(e.into_error()))?;
-    if hashing.written != head_len + body_len {
-        return Err(corrupt(
-            path,
-            format!(
-                "wrote {} body bytes, sized {body_len}",
-                hashing.written - head_len
-            ),
-        ));
-    }
     let crc = hashing.hasher.finalize();
     hashing
         .inner
@@ -335,30 +352,17 @@ fn write_to(
 /// How much of a snapshot is buffered on its way to the file.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
-/// A writer that feeds what passes through it to a CRC32, counts it, and keeps the first
-/// error it met.
+/// A writer that feeds what passes through it to a CRC32.
 struct HashingWriter<W> {
     inner: W,
     hasher: crc32fast::Hasher,
-    written: u64,
-    error: Option<io::Error>,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.inner.write(buf) {
-            Ok(n) => {
-                self.hasher.update(&buf[..n]);
-                self.written += n as u64;
-                Ok(n)
-            }
-            Err(e) => {
-                let kind = e.kind();
-                let message = e.to_string();
-                self.error.get_or_insert(e);
-                Err(io::Error::new(kind, message))
-            }
-        }
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -373,7 +377,9 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> SnapshotError {
     }
 }
 
-fn read_header(path: &Path, r: &mut impl Read) -> Result<Vec<u8>, SnapshotError> {
+/// Reads the header; returns the format and the encoded metadata. Formats other than this
+/// build's and the one it migrates from are refused.
+fn read_header(path: &Path, r: &mut impl Read) -> Result<(u32, Vec<u8>), SnapshotError> {
     let mut head = [0u8; 16];
     r.read_exact(&mut head)
         .map_err(|e| corrupt(path, format!("short header: {e}")))?;
@@ -381,7 +387,7 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<Vec<u8>, SnapshotError>
         return Err(corrupt(path, "not a Drover snapshot (bad magic)"));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_WHOLE_BODY {
         return Err(SnapshotError::Format {
             path: path.to_path_buf(),
             found: version,
@@ -394,35 +400,107 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<Vec<u8>, SnapshotError>
     let mut meta = vec![0u8; meta_len as usize];
     r.read_exact(&mut meta)
         .map_err(|e| corrupt(path, format!("short metadata: {e}")))?;
-    Ok(meta)
+    Ok((version, meta))
+}
+
+fn decode_meta(path: &Path, bytes: &[u8]) -> Result<SnapshotMeta, SnapshotError> {
+    codec::decode("snapshot meta", bytes).map_err(|e| corrupt(path, e.to_string()))
 }
 
 /// Reads only the metadata of a snapshot file.
 pub fn read_meta(path: &Path) -> Result<SnapshotMeta, SnapshotError> {
     let mut f = File::open(path).map_err(io_at(path))?;
-    let meta = read_header(path, &mut f)?;
-    codec::decode("snapshot meta", &meta).map_err(|e| corrupt(path, e.to_string()))
+    let (_, meta) = read_header(path, &mut f)?;
+    decode_meta(path, &meta)
 }
 
-/// Checks that `path` is a complete snapshot file with an intact checksum whose metadata is
-/// `expected`, reading it in pieces (nothing but the metadata is decoded). A receiver runs this
-/// before handing a transferred file to openraft, whose install treats any failure as fatal:
-/// a transfer cut short or damaged on the way must be refused and retried, not installed.
-/// Blocking.
-pub fn verify(path: &Path, expected: &SnapshotMeta) -> Result<(), SnapshotError> {
-    let mut f = io::BufReader::new(File::open(path).map_err(io_at(path))?);
-    let size = fs::metadata(path).map_err(io_at(path))?.len();
-    if size < 16 + 8 + 4 {
-        return Err(corrupt(path, format!("only {size} bytes")));
+/// A snapshot file of this build's format read front to back, one part at a time, hashing
+/// everything before the checksum: the header, then the records, then [`Self::finish`]
+/// checks that nothing follows them and that the checksum matches.
+struct FileReader<'p> {
+    path: &'p Path,
+    hashed: HashingReader<io::Take<io::BufReader<File>>>,
+    record: Vec<u8>,
+}
+
+impl<'p> FileReader<'p> {
+    /// Opens `path` and reads its header; returns the reader and the metadata.
+    fn open(path: &'p Path) -> Result<(Self, SnapshotMeta), SnapshotError> {
+        let f = File::open(path).map_err(io_at(path))?;
+        let size = f.metadata().map_err(io_at(path))?.len();
+        if size < 16 + 4 + 4 {
+            return Err(corrupt(path, format!("only {size} bytes")));
+        }
+        let mut hashed = HashingReader {
+            inner: io::BufReader::new(f).take(size - 4),
+            hasher: crc32fast::Hasher::new(),
+        };
+        let (version, meta) = read_header(path, &mut hashed)?;
+        if version != FORMAT_VERSION {
+            return Err(SnapshotError::Format {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        let meta = decode_meta(path, &meta)?;
+        let reader = Self {
+            path,
+            hashed,
+            record: Vec::new(),
+        };
+        Ok((reader, meta))
     }
-    // Hash everything but the trailing checksum while reading the header through the hasher.
-    let mut hashed = HashingReader {
-        inner: (&mut f).take(size - 4),
-        hasher: crc32fast::Hasher::new(),
-    };
-    let meta_bytes = read_header(path, &mut hashed)?;
-    let meta: SnapshotMeta =
-        codec::decode("snapshot meta", &meta_bytes).map_err(|e| corrupt(path, e.to_string()))?;
+
+    /// The next record's bytes, or None after the last.
+    fn next_record(&mut self) -> Result<Option<&[u8]>, SnapshotError> {
+        let mut len = [0u8; 4];
+        self.hashed
+            .read_exact(&mut len)
+            .map_err(|e| corrupt(self.path, format!("cut short in the records: {e}")))?;
+        let len = u32::from_le_bytes(len);
+        if len == 0 {
+            return Ok(None);
+        }
+        if len > MAX_RECORD_BYTES {
+            return Err(corrupt(self.path, format!("a record of {len} bytes")));
+        }
+        self.record.resize(len as usize, 0);
+        self.hashed
+            .read_exact(&mut self.record)
+            .map_err(|e| corrupt(self.path, format!("cut short in a record: {e}")))?;
+        Ok(Some(&self.record))
+    }
+
+    /// Checks that the records end where the checksum begins and that it matches.
+    fn finish(self) -> Result<(), SnapshotError> {
+        let Self {
+            path, mut hashed, ..
+        } = self;
+        let mut extra = [0u8; 1];
+        if hashed.read(&mut extra).map_err(io_at(path))? != 0 {
+            return Err(corrupt(path, "bytes after the end of the records"));
+        }
+        let computed = hashed.hasher.finalize();
+        let mut crc = [0u8; 4];
+        hashed
+            .inner
+            .into_inner()
+            .read_exact(&mut crc)
+            .map_err(io_at(path))?;
+        if u32::from_le_bytes(crc) != computed {
+            return Err(corrupt(path, "checksum mismatch"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `path` is a complete snapshot file of this build's format with an intact
+/// checksum whose metadata is `expected`, reading it in pieces (nothing but the metadata is
+/// decoded). A receiver runs this before handing a transferred file to openraft, whose install
+/// treats any failure as fatal: a transfer cut short or damaged on the way must be refused and
+/// retried, not installed. Blocking.
+pub fn verify(path: &Path, expected: &SnapshotMeta) -> Result<(), SnapshotError> {
+    let (mut reader, meta) = FileReader::open(path)?;
     if meta.last_log_id != expected.last_log_id || meta.last_membership != expected.last_membership
     {
         return Err(corrupt(
@@ -433,26 +511,8 @@ pub fn verify(path: &Path, expected: &SnapshotMeta) -> Result<(), SnapshotError>
             ),
         ));
     }
-    let mut len = [0u8; 8];
-    hashed
-        .read_exact(&mut len)
-        .map_err(|e| corrupt(path, format!("missing body length: {e}")))?;
-    let body_len = u64::from_le_bytes(len);
-    let expected_size = 16 + meta_bytes.len() as u64 + 8 + body_len + 4;
-    if expected_size != size {
-        return Err(corrupt(
-            path,
-            format!("file is {size} bytes, its header says {expected_size}"),
-        ));
-    }
-    io::copy(&mut hashed, &mut io::sink()).map_err(io_at(path))?;
-    let computed = hashed.hasher.finalize();
-    let mut crc = [0u8; 4];
-    f.read_exact(&mut crc).map_err(io_at(path))?;
-    if u32::from_le_bytes(crc) != computed {
-        return Err(corrupt(path, "checksum mismatch"));
-    }
-    Ok(())
+    while reader.next_record()?.is_some() {}
+    reader.finish()
 }
 
 /// A reader that feeds what passes through it to a CRC32.
@@ -469,8 +529,30 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Reads and verifies a whole snapshot file.
+/// Reads and verifies a snapshot file of this build's format, one record at a time.
 pub fn load(path: &Path) -> Result<(SnapshotMeta, Registry), SnapshotError> {
+    let (mut reader, meta) = FileReader::open(path)?;
+    let mut builder = records::Builder::default();
+    while let Some(bytes) = reader.next_record()? {
+        let record: Record = codec::decode("snapshot record", bytes)
+            .map_err(|e| corrupt(path, format!("record {}: {e}", builder.len())))?;
+        builder
+            .push(record)
+            .map_err(|e| corrupt(path, e.to_string()))?;
+    }
+    reader.finish()?;
+    Ok((meta, builder.finish()))
+}
+
+/// The format a snapshot file's header names (refusing unknown ones).
+fn format_of(path: &Path) -> Result<u32, SnapshotError> {
+    let mut f = File::open(path).map_err(io_at(path))?;
+    Ok(read_header(path, &mut f)?.0)
+}
+
+/// Reads and verifies a whole format-3 snapshot file (the registry as one postcard body), to
+/// migrate it. Holds the file in memory beside the registry, once per upgraded replica.
+fn load_whole_body(path: &Path) -> Result<(SnapshotMeta, Registry), SnapshotError> {
     let bytes = fs::read(path).map_err(io_at(path))?;
     if bytes.len() < 16 + 8 + 4 {
         return Err(corrupt(path, format!("only {} bytes", bytes.len())));
@@ -481,9 +563,8 @@ pub fn load(path: &Path) -> Result<(SnapshotMeta, Registry), SnapshotError> {
         return Err(corrupt(path, "checksum mismatch"));
     }
     let mut r = content;
-    let meta_bytes = read_header(path, &mut r)?;
-    let meta: SnapshotMeta =
-        codec::decode("snapshot meta", &meta_bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    let (_, meta_bytes) = read_header(path, &mut r)?;
+    let meta = decode_meta(path, &meta_bytes)?;
     if r.len() < 8 {
         return Err(corrupt(path, "missing body length"));
     }
@@ -596,6 +677,61 @@ mod tests {
             msg.contains(&format!("format {}", FORMAT_VERSION + 1))
                 && msg.contains(&format!("reads format {FORMAT_VERSION}")),
             "{msg}"
+        );
+    }
+
+    /// A format-3 file (the registry as one body, as the previous build wrote it) is loaded and
+    /// replaced by a file of this build's format holding the same registry.
+    #[test]
+    fn a_whole_body_snapshot_of_the_previous_build_is_migrated_to_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        let (meta, registry) = sample(10);
+        let meta_bytes = postcard::to_stdvec(&meta).unwrap();
+        let body = postcard::to_stdvec(&registry).unwrap();
+        let mut old = MAGIC.to_vec();
+        old.extend_from_slice(&FORMAT_WHOLE_BODY.to_le_bytes());
+        old.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+        old.extend_from_slice(&meta_bytes);
+        old.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        old.extend_from_slice(&body);
+        old.extend_from_slice(&crc32fast::hash(&old).to_le_bytes());
+        let old_path = dir.path().join(format!("snapshot-{:020}-old{SUFFIX}", 10));
+        fs::write(&old_path, &old).unwrap();
+        // This build's reader refuses it as another format; opening the directory migrates it.
+        assert!(matches!(
+            verify(&old_path, &meta),
+            Err(SnapshotError::Format { found: 3, .. })
+        ));
+        let (loaded_meta, loaded, bytes) = snaps.load_current().unwrap().unwrap();
+        assert_eq!((loaded_meta, &loaded), (meta.clone(), &registry));
+        assert!(!old_path.exists());
+        let (cur_meta, cur_path) = snaps.current().unwrap().unwrap();
+        assert_eq!(cur_meta, meta);
+        assert_eq!(format_of(&cur_path).unwrap(), FORMAT_VERSION);
+        assert_eq!(fs::metadata(&cur_path).unwrap().len(), bytes);
+        verify(&cur_path, &meta).unwrap();
+        assert_eq!(load(&cur_path).unwrap().1, registry);
+    }
+
+    /// A record over the bound is refused, naming its size.
+    #[test]
+    fn a_record_over_the_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        let (meta, registry) = sample(10);
+        let path = snaps.write(&meta, &registry).unwrap().path;
+        let mut bytes = fs::read(&path).unwrap();
+        // The first record's length, just after the header and metadata.
+        let meta_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+        let at = 16 + meta_len;
+        bytes[at..at + 4].copy_from_slice(&(MAX_RECORD_BYTES + 1).to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("a record of {} bytes", MAX_RECORD_BYTES + 1)),
+            "{e}"
         );
     }
 

@@ -407,15 +407,26 @@ fn is_completed(t: &TaskRecord, framework: Option<&FrameworkRecord>) -> bool {
             || framework.is_none_or(|f| f.torn_down))
 }
 
-/// [`ClusterState`] as stored: everything but the derived `live` index.
-#[derive(Deserialize)]
-struct StoredClusterState {
-    agents: OrdMap<AgentId, AgentRecord>,
-    frameworks: OrdMap<FrameworkId, FrameworkRecord>,
-    roles: OrdMap<Role, f64>,
-    offers: OrdMap<OfferId, OfferRecord>,
-    tasks: OrdMap<TaskKey, TaskRecord>,
-    committed: OrdMap<AgentId, Resources>,
+/// [`ClusterState`] as stored: everything but the derived indexes (`live`, `completed`).
+/// Also what a snapshot's records are gathered into (`registry::records`).
+#[derive(Default, Deserialize)]
+pub(super) struct StoredClusterState {
+    pub(super) agents: OrdMap<AgentId, AgentRecord>,
+    pub(super) frameworks: OrdMap<FrameworkId, FrameworkRecord>,
+    pub(super) roles: OrdMap<Role, f64>,
+    pub(super) offers: OrdMap<OfferId, OfferRecord>,
+    pub(super) tasks: OrdMap<TaskKey, TaskRecord>,
+    pub(super) committed: OrdMap<AgentId, Resources>,
+}
+
+/// The stored maps of a [`ClusterState`], borrowed: what a snapshot writes.
+pub(super) struct StoredMaps<'a> {
+    pub(super) agents: &'a OrdMap<AgentId, AgentRecord>,
+    pub(super) frameworks: &'a OrdMap<FrameworkId, FrameworkRecord>,
+    pub(super) roles: &'a OrdMap<Role, f64>,
+    pub(super) offers: &'a OrdMap<OfferId, OfferRecord>,
+    pub(super) tasks: &'a OrdMap<TaskKey, TaskRecord>,
+    pub(super) committed: &'a OrdMap<AgentId, Resources>,
 }
 
 impl From<StoredClusterState> for ClusterState {
@@ -447,6 +458,18 @@ impl From<StoredClusterState> for ClusterState {
 }
 
 impl ClusterState {
+    /// Its stored maps (not the derived indexes), for a snapshot.
+    pub(super) fn stored_maps(&self) -> StoredMaps<'_> {
+        StoredMaps {
+            agents: &self.agents,
+            frameworks: &self.frameworks,
+            roles: &self.roles,
+            offers: &self.offers,
+            tasks: &self.tasks,
+            committed: &self.committed,
+        }
+    }
+
     pub fn agent(&self, id: &AgentId) -> Option<&AgentRecord> {
         self.agents.get(id)
     }

@@ -11,6 +11,7 @@
 //! linearizable readers and the snapshot builder work on clones while apply goes on.
 
 pub mod cluster;
+pub mod records;
 pub mod store;
 pub mod task_state;
 

@@ -259,7 +259,8 @@ pub enum StoreOutcome {
     Rejected(StoreError),
 }
 
-type Space = imbl::OrdMap<StoreKey, Versioned>;
+/// One framework's entries.
+pub(super) type Space = imbl::OrdMap<StoreKey, Versioned>;
 
 /// All frameworks' stores.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -277,11 +278,12 @@ pub struct FrameworkStore {
     total_bytes: u64,
 }
 
-/// [`FrameworkStore`] as stored: without the byte counts.
-#[derive(Deserialize)]
-struct StoredFrameworkStore {
-    spaces: imbl::OrdMap<FrameworkName, Space>,
-    revision: Revision,
+/// [`FrameworkStore`] as stored: without the byte counts. Also what a snapshot's records are
+/// gathered into (`registry::records`).
+#[derive(Default, Deserialize)]
+pub(super) struct StoredFrameworkStore {
+    pub(super) spaces: imbl::OrdMap<FrameworkName, Space>,
+    pub(super) revision: Revision,
 }
 
 impl From<StoredFrameworkStore> for FrameworkStore {
@@ -444,6 +446,11 @@ impl FrameworkStore {
     /// Frameworks with a store.
     pub fn namespaces(&self) -> usize {
         self.spaces.len()
+    }
+
+    /// Every framework's entries, for a snapshot.
+    pub(super) fn spaces(&self) -> &imbl::OrdMap<FrameworkName, Space> {
+        &self.spaces
     }
 
     /// Successful writes so far.

@@ -51,8 +51,13 @@ fn prune(s: &mut ClusterState, keep_tasks: u32, keep_frameworks: u32) -> (u64, u
 
 /// The state as a replica loading a snapshot of it would have it.
 fn reloaded(s: &ClusterState) -> ClusterState {
-    let bytes = postcard::to_stdvec(s).expect("encode");
-    postcard::from_bytes(&bytes).expect("decode")
+    let registry = crate::registry::Registry {
+        store: Default::default(),
+        cluster: s.clone(),
+    };
+    crate::registry::records::reloaded(&registry)
+        .cluster()
+        .clone()
 }
 
 fn ids(s: &ClusterState, framework: &str) -> Vec<String> {
