@@ -28,13 +28,6 @@ impl AgentService {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[tonic::async_trait]
 impl AgentRegistry for AgentService {
     async fn register(
@@ -42,7 +35,7 @@ impl AgentRegistry for AgentService {
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterReply>, Status> {
         let (agent, tasks, truncated) =
-            convert::registration_from_proto(&request.into_inner(), now_ms())?;
+            convert::registration_from_proto(&request.into_inner(), crate::clock::unix_ms())?;
         let reply = self
             .leader
             .ask(|reply| Command::RegisterAgent {

@@ -14,11 +14,12 @@
 //! - [`identity`], [`bootstrap`]: who this replica is and how a cluster forms exactly once;
 //!   [`format`]: the version of what its data directory holds.
 //! - [`server`]: wires one master process together; [`config`] its settings;
-//!   [`metrics`] every metric it exports.
+//!   [`metrics`] every metric it exports; [`clock`] the one place clocks are read.
 
 pub mod agent_service;
 pub mod allocator;
 pub mod bootstrap;
+pub mod clock;
 pub mod cluster_service;
 pub mod config;
 pub mod db;

@@ -34,8 +34,6 @@
 //! again later, proposed nothing more: writes timed out while reads were served (found by a
 //! 10-minute chaos run; regression test in `tests/partition.rs`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use openraft::error::ClientWriteError;
@@ -134,13 +132,6 @@ impl Proposer {
         rx.await
             .unwrap_or_else(|_| Err(ReplicaError::Lost("the proposer dropped the write".into())))
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The highest term this replica has seen, as a watch that changes only when the term does
@@ -248,7 +239,7 @@ async fn run(
             }
             continue;
         }
-        let proposal = match Proposal::new(now_ms(), ops) {
+        let proposal = match Proposal::new(crate::clock::unix_ms(), ops) {
             Ok(p) => p,
             Err(e) => {
                 // A bug, not a client's fault: refuse the batch rather than stop.

@@ -79,7 +79,7 @@ impl Scheduler for SchedulerService {
             .framework
             .ok_or_else(|| invalid("framework", "missing"))?;
         let resubscribe = !info.id.is_empty();
-        let framework = convert::framework_from_proto(&info, now_ms())?;
+        let framework = convert::framework_from_proto(&info, crate::clock::unix_ms())?;
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         self.leader
             .ask(|reply| Command::Subscribe {
@@ -227,11 +227,4 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<v1::CallReply>, Status> {
         self.call(request.into_inner().caller, Call::Teardown).await
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -13,6 +13,7 @@
 pub mod agents;
 pub mod conductor;
 pub mod convert;
+pub mod runtime;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,8 +132,8 @@ pub fn start(
             }
             if leading && running.is_none() {
                 let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMANDS);
-                let c = conductor::Conductor::new(me, replicated.clone(), config.clone());
-                let h = tokio::spawn(c.run(rx));
+                let r = runtime::Runtime::new(me, replicated.clone(), config.clone());
+                let h = tokio::spawn(r.run(rx));
                 *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
                 tracing::info!(term, "offer cycle started: this master leads");
                 running = Some((term, h));

@@ -13,8 +13,13 @@
 //! no outcome is missed; when leadership ends, the whole conductor is dropped and the next
 //! leader rebuilds from the registry.
 //!
-//! Commands come from the gRPC services over a bounded queue; proposals in flight are futures
-//! the loop polls; one timer drives allocation, offer expiry, agent timeouts and heartbeats.
+//! The conductor decides; its runtime (`leader::runtime`) does the I/O. Each input (a command
+//! from the gRPC services, a proposal's outcome, a timer tick, allocation falling due) is
+//! handled at a time and against a registry view the runtime reads once for it; what to
+//! propose and what to send to agents comes back as [`Action`]s, data the runtime carries out
+//! in order. Framework streams and callers' answers are still channels written here (to become
+//! actions in a later step). One timer drives allocation, offer expiry, agent timeouts and
+//! heartbeats.
 //! Allocation runs every `allocation_interval`, and early (after `allocation_batch`) when
 //! resources appear: an agent registers, a task ends, a framework subscribes or revives.
 //! Resources a framework hands back (DECLINE, ACCEPT's unused part, rescinds) wait for the
@@ -28,21 +33,18 @@
 mod recovery;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use drover_proto::agent_api::MAX_TASKS_PER_RUN;
 use drover_proto::v1;
 use drover_resources::Resources;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 use tonic::Status;
 
-use super::agents::{self, AgentChannels, AgentMessage};
+use super::agents::AgentMessage;
 use super::convert;
 use crate::allocator::{Allocator, AllocatorConfig};
+use crate::clock::Now;
 use crate::config::OfferCycleConfig;
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::metrics as m;
@@ -51,8 +53,7 @@ use crate::registry::cluster::{
     AgentRecord, AgentState, ClusterError, ClusterOp, ClusterOutcome, ClusterState,
     FrameworkRecord, OfferRecord, ReportedTask, StatusUpdate, TaskSpec, MAX_TASKS_PER_ACCEPT,
 };
-use crate::registry::{Op, Outcome};
-use crate::replicated::{ReplicaError, Replicated};
+use crate::replicated::ReplicaError;
 
 /// Events queued per framework stream; a framework that falls this far behind is disconnected
 /// (it re-subscribes and gets every unacknowledged update again).
@@ -160,8 +161,24 @@ pub enum Command {
     },
 }
 
+/// What the conductor asks of the runtime that drives it (`leader::runtime`): data, carried
+/// out in the order pushed, once the input that pushed it has been handled.
+// Actions live for one input and are moved, never copied: boxing the large variant would
+// only add an allocation per proposal.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Action {
+    /// Propose `op`; its outcome comes back to [`Conductor::completed`] with `after`.
+    Propose { op: ClusterOp, after: After },
+    /// Send a RunTask or KillTask to `agent` at `addr` (retried, see `agents::send`).
+    ToAgent {
+        agent: AgentId,
+        addr: String,
+        message: AgentMessage,
+    },
+}
+
 /// What to do once a proposal's outcome is known.
-enum After {
+pub(super) enum After {
     Subscribed {
         framework: FrameworkRecord,
         resubscribe: bool,
@@ -221,9 +238,19 @@ enum After {
     Pruned,
 }
 
-struct Completion {
-    result: Result<ClusterOutcome, ReplicaError>,
-    after: After,
+/// What a rebuild found, for its log line.
+pub(super) struct Rebuilt {
+    /// STAGING tasks launched again.
+    pub(super) relaunched: usize,
+    /// Agents up (ACTIVE or DRAINING).
+    pub(super) agents: usize,
+    pub(super) offers: usize,
+}
+
+/// A proposal's outcome, with what to do about it.
+pub(super) struct Completion {
+    pub(super) result: Result<ClusterOutcome, ReplicaError>,
+    pub(super) after: After,
 }
 
 struct Connection {
@@ -242,7 +269,6 @@ struct Outstanding {
 
 pub struct Conductor {
     me: MasterId,
-    replicated: Replicated,
     config: OfferCycleConfig,
     allocator: Allocator,
     connections: HashMap<FrameworkId, Connection>,
@@ -259,20 +285,21 @@ pub struct Conductor {
     offers: BTreeMap<OfferId, Outstanding>,
     /// Offers with a removal in flight, so that expiry proposes each once.
     removing: HashSet<OfferId>,
-    pending: FuturesUnordered<BoxFuture<'static, Completion>>,
-    to_agents: JoinSet<()>,
-    channels: AgentChannels,
-    allocation_due: Option<tokio::time::Instant>,
+    /// The registry as applied when the input being handled arrived (see [`Self::state`]).
+    view: ClusterState,
+    /// What the runtime is to do, in order (see [`Action`]).
+    out: Vec<Action>,
+    /// When allocation runs next (early, after `allocation_batch`, or periodic).
+    allocation_due: Option<Instant>,
+    last_allocation: Instant,
     last_framework_heartbeat: Instant,
+    /// When the input being handled arrived: set by the runtime before each input
+    /// ([`Self::begin_input`]), the only clock the handlers read.
+    now: Now,
+    /// Makes fresh stream and offer ids (random; a counter in tests).
+    fresh_id: Box<dyn FnMut() -> String + Send>,
     /// A PruneCompleted is in flight (one at a time).
     pruning: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -320,10 +347,9 @@ fn event(e: v1::event::Event) -> v1::Event {
 }
 
 impl Conductor {
-    pub fn new(me: MasterId, replicated: Replicated, config: OfferCycleConfig) -> Self {
+    pub fn new(me: MasterId, config: OfferCycleConfig, now: Now) -> Self {
         Self {
             me,
-            replicated,
             config,
             allocator: Allocator::new(AllocatorConfig::default()),
             connections: HashMap::new(),
@@ -334,67 +360,59 @@ impl Conductor {
             recovery: Default::default(),
             offers: BTreeMap::new(),
             removing: HashSet::new(),
-            pending: FuturesUnordered::new(),
-            to_agents: JoinSet::new(),
-            channels: AgentChannels::default(),
+            view: ClusterState::default(),
+            out: Vec::new(),
             allocation_due: None,
-            last_framework_heartbeat: Instant::now(),
+            last_allocation: now.mono,
+            last_framework_heartbeat: now.mono,
+            now,
+            fresh_id: Box::new(convert::fresh_id),
             pruning: false,
         }
     }
 
-    /// The registry as applied on this replica: on the leader it holds every committed
-    /// outcome the conductor has seen.
+    /// The registry as applied on this replica when the input being handled arrived: on the
+    /// leader it holds every committed outcome the conductor has seen.
     fn state(&self) -> ClusterState {
-        self.replicated.applied().registry.cluster().clone()
+        self.view.clone()
     }
 
-    /// Runs until leadership ends (the watcher aborts it) or the command queue closes.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        // A linearizable read: every entry committed before this term is applied.
-        let state = loop {
-            match self.replicated.read().await {
-                Ok(s) => break s.registry.cluster().clone(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "offer cycle waits for the registry");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        self.rebuild(&state);
-        let mut tick =
-            tokio::time::interval(self.config.allocation_interval.min(Duration::from_secs(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_allocation = Instant::now();
-        loop {
-            let due = self.allocation_due;
-            tokio::select! {
-                c = commands.recv(), if self.pending.len() < MAX_PENDING_PROPOSALS => match c {
-                    Some(c) => self.command(c),
-                    None => return,
-                },
-                Some(done) = self.pending.next(), if !self.pending.is_empty() => self.completed(done),
-                Some(_) = self.to_agents.join_next(), if !self.to_agents.is_empty() => {}
-                _ = tick.tick() => {
-                    self.housekeeping();
-                    if last_allocation.elapsed() >= self.config.allocation_interval {
-                        self.allocation_due = Some(tokio::time::Instant::now());
-                    }
-                }
-                _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
-                    self.allocation_due = None;
-                    last_allocation = Instant::now();
-                    self.allocate();
-                }
-            }
+    /// Sets what the next input is handled against: the time, and the registry as applied.
+    pub(super) fn begin_input(&mut self, now: Now, view: ClusterState) {
+        self.now = now;
+        self.view = view;
+    }
+
+    /// When allocation is due next, if it is.
+    pub(super) fn allocation_due(&self) -> Option<Instant> {
+        self.allocation_due
+    }
+
+    /// Allocation is due: runs it.
+    pub(super) fn on_allocation_due(&mut self) {
+        self.allocation_due = None;
+        self.last_allocation = self.now.mono;
+        self.allocate();
+    }
+
+    /// What the inputs handled so far asked for, in order; emptied.
+    pub(super) fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The periodic timer: housekeeping, and allocation when `allocation_interval` passed
+    /// since the last.
+    pub(super) fn tick(&mut self) {
+        self.housekeeping();
+        if self.now.mono.duration_since(self.last_allocation) >= self.config.allocation_interval {
+            self.allocation_due = Some(self.now.mono);
         }
     }
 
     /// Rebuilds the soft state from the registry: frameworks (none connected yet, so none is
     /// offered anything until it subscribes), agents with what is allocated on them
     /// (outstanding offers and live tasks), role weights, offer expiry times.
-    fn rebuild(&mut self, state: &ClusterState) {
-        let started = Instant::now();
+    pub(super) fn rebuild(&mut self, state: &ClusterState) -> Rebuilt {
         let mut allocator = Allocator::new(AllocatorConfig::default());
         for (role, weight) in state.role_weights() {
             if let Err(e) = allocator.set_weight(role.clone(), weight) {
@@ -410,7 +428,7 @@ impl Conductor {
                 self.torn_down.insert(f.id.clone());
             }
         }
-        let now = Instant::now();
+        let now = self.now.mono;
         let mut used = used_by_agent(state);
         for a in state.agents() {
             if a.state == AgentState::Gone {
@@ -453,36 +471,20 @@ impl Conductor {
         }
         let relaunched = self.relaunch_staging(state);
         self.start_recovery(state);
-        tracing::info!(
+        Rebuilt {
             relaunched,
-            me = self.me,
-            agents = self.last_heartbeat.len(),
-            offers = self.offers.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "offer cycle rebuilt from the registry"
-        );
+            agents: self.last_heartbeat.len(),
+            offers: self.offers.len(),
+        }
     }
 
     fn propose(&mut self, op: ClusterOp, after: After) {
-        let replicated = self.replicated.clone();
-        self.pending.push(
-            async move {
-                let result = match replicated.propose_untimed(Op::Cluster(op)).await {
-                    Ok(Outcome::Cluster(o)) => Ok(o),
-                    Ok(other) => Err(ReplicaError::Stopped(format!(
-                        "unexpected outcome {other:?}"
-                    ))),
-                    Err(e) => Err(e),
-                };
-                Completion { result, after }
-            }
-            .boxed(),
-        );
+        self.out.push(Action::Propose { op, after });
     }
 
     fn allocate_soon(&mut self) {
         if self.allocation_due.is_none() {
-            self.allocation_due = Some(tokio::time::Instant::now() + self.config.allocation_batch);
+            self.allocation_due = Some(self.now.mono + self.config.allocation_batch);
         }
     }
 
@@ -574,7 +576,7 @@ impl Conductor {
         Err(status)
     }
 
-    fn command(&mut self, c: Command) {
+    pub(super) fn command(&mut self, c: Command) {
         match c {
             Command::Subscribe {
                 framework,
@@ -634,7 +636,7 @@ impl Conductor {
                     .agent(&agent)
                     .is_some_and(|a| matches!(a.state, AgentState::Active | AgentState::Draining));
                 if up {
-                    self.last_heartbeat.insert(agent.clone(), Instant::now());
+                    self.last_heartbeat.insert(agent.clone(), self.now.mono);
                 }
                 let _ = reply.send(Ok(!up || self.recovery.awaits(&agent)));
             }
@@ -661,7 +663,7 @@ impl Conductor {
                         framework,
                         task,
                         update,
-                        started: Instant::now(),
+                        started: self.now.mono,
                         reply,
                     },
                 );
@@ -787,16 +789,16 @@ impl Conductor {
         tasks: &[TaskSpec],
     ) {
         let Some(a) = state.agent(agent) else { return };
-        let Some(ch) = self.channels.channel(agent, &a.addr) else {
-            return;
-        };
         let req = v1::RunTaskRequest {
             agent_id: agent.to_string(),
             framework_id: framework.to_string(),
             tasks: tasks.iter().map(convert::task_to_proto).collect(),
         };
-        self.to_agents
-            .spawn(agents::send(ch, agent.clone(), AgentMessage::Run(req)).map(|_| ()));
+        self.out.push(Action::ToAgent {
+            agent: agent.clone(),
+            addr: a.addr.clone(),
+            message: AgentMessage::Run(req),
+        });
     }
 
     fn kill_on_agent(
@@ -808,20 +810,20 @@ impl Conductor {
         grace_ms: u64,
     ) {
         let Some(a) = state.agent(agent) else { return };
-        let Some(ch) = self.channels.channel(agent, &a.addr) else {
-            return;
-        };
         let req = v1::KillTaskRequest {
             agent_id: agent.to_string(),
             framework_id: framework.to_string(),
             task_id: task.to_string(),
             grace_seconds: grace_ms as f64 / 1000.0,
         };
-        self.to_agents
-            .spawn(agents::send(ch, agent.clone(), AgentMessage::Kill(req)).map(|_| ()));
+        self.out.push(Action::ToAgent {
+            agent: agent.clone(),
+            addr: a.addr.clone(),
+            message: AgentMessage::Kill(req),
+        });
     }
 
-    fn completed(&mut self, done: Completion) {
+    pub(super) fn completed(&mut self, done: Completion) {
         let Completion { result, after } = done;
         // A proposal that failed (leadership lost, the node stopping) changed nothing this
         // conductor can know of: answer the caller; the next leader rebuilds from the log.
@@ -891,7 +893,7 @@ impl Conductor {
                     self.removing.remove(id);
                 }
                 if !unused.is_empty() {
-                    let refuse = (refuse_ms > 0).then(|| (now_ms(), refuse_ms));
+                    let refuse = (refuse_ms > 0).then_some((self.now.wall_ms, refuse_ms));
                     if let Err(e) = self.allocator.recover(&framework, &agent, &unused, refuse) {
                         tracing::error!(error = %e, "allocator");
                     }
@@ -909,7 +911,7 @@ impl Conductor {
                 refuse_ms,
                 reply,
             } => {
-                let refuse = (refuse_ms > 0).then(|| (now_ms(), refuse_ms));
+                let refuse = (refuse_ms > 0).then_some((self.now.wall_ms, refuse_ms));
                 self.offers_removed(&outcome, refuse, Some(&framework));
                 let _ = reply.send(Ok(()));
             }
@@ -952,7 +954,8 @@ impl Conductor {
                 started,
                 reply,
             } => {
-                metrics::histogram!(m::STATUS_UPDATE_COMMIT_SECONDS).record(started.elapsed());
+                metrics::histogram!(m::STATUS_UPDATE_COMMIT_SECONDS)
+                    .record(self.now.mono.duration_since(started));
                 let forward = match &outcome {
                     ClusterOutcome::StatusApplied { agent, released } => {
                         if let Some(r) = released {
@@ -1122,7 +1125,7 @@ impl Conductor {
                     message: "framework failed over to a new subscription".into(),
                 }))));
         }
-        let stream_id = convert::fresh_id();
+        let stream_id = (self.fresh_id)();
         self.connections.insert(
             id.clone(),
             Connection {
@@ -1263,10 +1266,8 @@ impl Conductor {
     }
 
     fn allocate(&mut self) {
-        let started = Instant::now();
-        let now = now_ms();
+        let now = self.now.wall_ms;
         let allocations = self.allocator.allocate(now);
-        metrics::histogram!(m::ALLOCATION_SECONDS).record(started.elapsed());
         if allocations.is_empty() {
             return;
         }
@@ -1275,7 +1276,7 @@ impl Conductor {
             .into_iter()
             .filter_map(|a| {
                 Some(OfferRecord {
-                    id: OfferId::new(&convert::fresh_id()).ok()?,
+                    id: OfferId::new(&(self.fresh_id)()).ok()?,
                     framework: a.framework,
                     agent: a.agent,
                     resources: a.resources,
@@ -1298,7 +1299,7 @@ impl Conductor {
     /// Once per tick: expired offers, silent agents, closed framework streams, heartbeats.
     fn housekeeping(&mut self) {
         self.prune_if_due();
-        let now = now_ms();
+        let now = self.now.wall_ms;
         let expired: Vec<OfferId> = self
             .offers
             .iter()
@@ -1315,7 +1316,8 @@ impl Conductor {
             .last_heartbeat
             .iter()
             .filter(|(id, seen)| {
-                seen.elapsed() > timeout && !self.marking_unreachable.contains(*id)
+                self.now.mono.duration_since(**seen) > timeout
+                    && !self.marking_unreachable.contains(*id)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -1333,8 +1335,10 @@ impl Conductor {
         for f in closed {
             self.disconnect(&f);
         }
-        if self.last_framework_heartbeat.elapsed() >= self.config.framework_heartbeat_interval {
-            self.last_framework_heartbeat = Instant::now();
+        if self.now.mono.duration_since(self.last_framework_heartbeat)
+            >= self.config.framework_heartbeat_interval
+        {
+            self.last_framework_heartbeat = self.now.mono;
             let ids: Vec<FrameworkId> = self.connections.keys().cloned().collect();
             for f in ids {
                 self.send(&f, v1::event::Event::Heartbeat(v1::Heartbeat {}));
@@ -1394,3 +1398,6 @@ fn chunks_of<T>(items: Vec<T>, n: usize) -> impl Iterator<Item = Vec<T>> {
         Some(items.by_ref().take(n.max(1)).collect())
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,9 +31,7 @@ use std::time::{Duration, Instant};
 use drover_proto::v1;
 use tonic::Status;
 
-use super::{
-    convert, now_ms, After, Conductor, Reply, EVENT_QUEUE, MAX_BACKLOG, MAX_TASKS_PER_RUN,
-};
+use super::{convert, After, Conductor, Reply, EVENT_QUEUE, MAX_BACKLOG, MAX_TASKS_PER_RUN};
 use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::metrics as m;
 use crate::registry::cluster::{
@@ -78,7 +76,7 @@ impl Conductor {
     /// disconnected (with at least the re-registration timeout), and draining agents' tasks
     /// are killed (again).
     pub(super) fn start_recovery(&mut self, state: &ClusterState) {
-        let now = Instant::now();
+        let now = self.now.mono;
         let wait = self.config.agent_reregister_timeout;
         for a in state.agents() {
             if matches!(a.state, AgentState::Active | AgentState::Draining) {
@@ -111,9 +109,10 @@ impl Conductor {
             self.awaiting_gauge();
             if self.recovery.awaiting.is_empty() {
                 if let Some(since) = self.recovery.reconciling_since.take() {
-                    metrics::histogram!(m::AGENT_RECONCILIATION_SECONDS).record(since.elapsed());
+                    let took = self.now.mono.duration_since(since);
+                    metrics::histogram!(m::AGENT_RECONCILIATION_SECONDS).record(took);
                     tracing::info!(
-                        took_ms = since.elapsed().as_millis() as u64,
+                        took_ms = took.as_millis() as u64,
                         "every agent re-registered or was marked unreachable"
                     );
                 }
@@ -122,7 +121,7 @@ impl Conductor {
         if let Some(held) = self.recovery.deferred.remove(agent) {
             self.recovery.deferred_count -= held.len();
             let state = self.state();
-            let now = now_ms();
+            let now = self.now.wall_ms;
             for (framework, task) in held {
                 if let Some(t) = state.task(&framework, &task) {
                     let status = convert::reconciliation_status(t, now);
@@ -246,7 +245,7 @@ impl Conductor {
             self.kill_all_on(&state, &registered.id);
         }
         self.last_heartbeat
-            .insert(registered.id.clone(), Instant::now());
+            .insert(registered.id.clone(), self.now.mono);
         self.marking_unreachable.remove(&registered.id);
         self.settled(&registered.id);
         tracing::info!(agent = %registered.id, hostname = %registered.hostname, addr = %registered.addr, resources = %registered.total, reregistered, "agent registered");
@@ -398,7 +397,7 @@ impl Conductor {
             .unwrap_or_default();
         self.recovery
             .disconnected
-            .insert(framework.clone(), Instant::now() + timeout);
+            .insert(framework.clone(), self.now.mono + timeout);
     }
 
     /// A framework is torn down: nothing to wait for.
@@ -416,7 +415,7 @@ impl Conductor {
     /// Once per tick: agents not re-registered in time, agents unreachable past the removal
     /// timeout, frameworks past their failover timeout, backlogs that can move.
     pub(super) fn recovery_housekeeping(&mut self) {
-        let now = Instant::now();
+        let now = self.now.mono;
         let late: Vec<AgentId> = self
             .recovery
             .awaiting
@@ -430,7 +429,7 @@ impl Conductor {
         }
 
         let removal = self.config.agent_removal_timeout.as_millis() as u64;
-        let wall = now_ms();
+        let wall = self.now.wall_ms;
         let state = self.state();
         let expired: Vec<AgentId> = state
             .agents()
@@ -536,7 +535,7 @@ impl Conductor {
 
     /// Takes one RECONCILE token of `framework`; false when it has none left.
     fn reconcile_allowed(&mut self, framework: &FrameworkId) -> bool {
-        let now = Instant::now();
+        let now = self.now.mono;
         let (tokens, at) = self
             .recovery
             .reconcile_tokens
@@ -576,7 +575,7 @@ impl Conductor {
         metrics::counter!(m::RECONCILE_REQUESTS_TOTAL, "kind" => kind, "outcome" => "answered")
             .increment(1);
         let state = self.state();
-        let now = now_ms();
+        let now = self.now.wall_ms;
         let partition_aware = state
             .framework(&framework)
             .is_some_and(|f| f.partition_aware);
