@@ -26,6 +26,9 @@ pub struct OpenError {
     pub source: rocksdb::Error,
 }
 
+/// The Raft log's memtable size (see [`open`]).
+const LOG_MEMTABLE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Opens (creating if needed) the master's database.
 pub fn open(path: &Path) -> Result<Arc<DB>, OpenError> {
     let mut opts = Options::default();
@@ -35,8 +38,16 @@ pub fn open(path: &Path) -> Result<Arc<DB>, OpenError> {
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(4);
     opts.set_max_total_wal_size(256 * 1024 * 1024);
+    // Bounded memory: the Raft log's entries are written at the launch rate and purged soon
+    // after, so with RocksDB's default (64 MiB memtables, two of them) a master's memory
+    // swung by up to 128 MiB as memtables filled and flushed, most of it entries already
+    // purged. Small memtables, flushed often, keep it within a few MiB; the flushes are of
+    // entries behind the snapshot, mostly deleted.
+    opts.set_db_write_buffer_size(LOG_MEMTABLE_BYTES * 2);
     let mut logs = Options::default();
     logs.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    logs.set_write_buffer_size(LOG_MEMTABLE_BYTES);
+    logs.set_max_write_buffer_number(2);
     let cfs = vec![
         ColumnFamilyDescriptor::new(CF_LOGS, logs),
         ColumnFamilyDescriptor::new(CF_RAFT, Options::default()),

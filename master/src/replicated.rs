@@ -20,7 +20,7 @@ use crate::raft::state_machine::AppliedState;
 use crate::raft::{MasterId, MasterNode, Raft};
 use crate::registry::{Op, Outcome};
 
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ReplicaError {
     #[error("master {me} is not the leader{}", leader_suffix(.leader))]
     NotLeader {

@@ -11,6 +11,7 @@
 //! rebuilt (DESIGN.md, "Replicated state": soft state on the leader only).
 
 pub mod agents;
+pub mod answer;
 pub mod conductor;
 pub mod convert;
 pub mod runtime;
@@ -26,7 +27,8 @@ use crate::config::OfferCycleConfig;
 use crate::raft::MasterId;
 use crate::replicated::Replicated;
 
-pub use conductor::{Call, Caller, Command};
+pub use conductor::{Call, Caller};
+pub use runtime::Request;
 
 /// Commands waiting for the conductor; a full queue makes callers wait (back-pressure).
 pub const MAX_QUEUED_COMMANDS: usize = 16 * 1024;
@@ -34,13 +36,13 @@ pub const MAX_QUEUED_COMMANDS: usize = 16 * 1024;
 /// The services' door to the conductor of the current leadership, if this replica leads.
 #[derive(Clone)]
 pub struct LeaderHandle {
-    current: Arc<Mutex<Option<mpsc::Sender<Command>>>>,
+    current: Arc<Mutex<Option<mpsc::Sender<Request>>>>,
     replicated: Replicated,
     timeout: Duration,
 }
 
 impl LeaderHandle {
-    fn sender(&self) -> Result<mpsc::Sender<Command>, Status> {
+    fn sender(&self) -> Result<mpsc::Sender<Request>, Status> {
         let current = self
             .current
             .lock()
@@ -67,7 +69,7 @@ impl LeaderHandle {
     /// write timeout (past it, the outcome is unknown: DEADLINE_EXCEEDED).
     pub async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Command,
+        make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Request,
     ) -> Result<T, Status> {
         let tx = self.sender()?;
         let (reply, rx) = oneshot::channel();
@@ -88,7 +90,7 @@ impl LeaderHandle {
     }
 
     /// Sends a command that needs no answer (a heartbeat); fails only when not leading.
-    pub fn tell(&self, command: Command) -> Result<(), Status> {
+    pub fn tell(&self, command: Request) -> Result<(), Status> {
         self.sender()?
             .try_send(command)
             .map_err(|_| Status::unavailable("the leader is overloaded; retry"))

@@ -5,25 +5,143 @@
 //! agents (with their channels). Before each input it reads the time and the applied registry
 //! once and hands both to the conductor; after it, it carries out the conductor's
 //! [`Action`]s in the order they were pushed: proposals join the futures this loop polls (in
-//! that order, so the proposer batches them as before), and RunTask/KillTask calls are spawned.
-//! A proposal's outcome comes back to the conductor as an input of its own.
+//! that order, so the proposer batches them as before), RunTask/KillTask calls are spawned,
+//! and answers go to the callers waiting for them. A proposal's outcome comes back to the
+//! conductor as an input of its own.
+//!
+//! The services send [`Request`]s, each with the channel its caller waits on; the runtime keeps
+//! the channel under a [`CallId`] and hands the conductor a [`Command`] with a [`Reply`] handle
+//! instead, and turns the conductor's answer (data: [`Answer`] or [`Refusal`]) into what the
+//! caller gets (a value or a gRPC status).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use drover_proto::v1;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tonic::Status;
 
 use super::agents::{self, AgentChannels};
-use super::conductor::{Action, Command, Completion, Conductor, MAX_PENDING_PROPOSALS};
+use super::answer::{self, Answer, CallId, Refusal, Reply};
+use super::conductor::{
+    Action, Call, Caller, Command, Completion, Conductor, EventSender, MAX_PENDING_PROPOSALS,
+};
 use crate::clock::Now;
 use crate::config::OfferCycleConfig;
+use crate::ids::{AgentId, FrameworkId, Role, TaskId};
 use crate::metrics as m;
 use crate::raft::MasterId;
+use crate::registry::cluster::{
+    AgentRecord, AgentState, FrameworkRecord, ReportedTask, StatusUpdate,
+};
 use crate::registry::{Op, Outcome};
 use crate::replicated::{ReplicaError, Replicated};
+
+/// Where a caller waits for its answer.
+type Waiting<T> = oneshot::Sender<Result<T, Status>>;
+
+/// What the services ask of the offer cycle: a [`Command`] with the channel its caller waits on.
+pub enum Request {
+    Subscribe {
+        framework: FrameworkRecord,
+        /// Whether the framework gave its id (a re-subscription) or got a fresh one.
+        resubscribe: bool,
+        events: EventSender,
+        reply: Waiting<()>,
+    },
+    Call {
+        caller: Caller,
+        call: Call,
+        reply: Waiting<()>,
+    },
+    RegisterAgent {
+        agent: AgentRecord,
+        /// On a re-registration: the tasks the agent reports.
+        tasks: Option<Vec<ReportedTask>>,
+        /// The report was cut short.
+        truncated: bool,
+        reply: Waiting<v1::RegisterReply>,
+    },
+    /// Operator maintenance: DRAINING, ACTIVE again, or GONE. Answers the agent's live tasks.
+    SetAgentState {
+        agent: AgentId,
+        state: AgentState,
+        reply: Waiting<u64>,
+    },
+    AgentHeartbeat {
+        agent: AgentId,
+        reply: Waiting<bool>,
+    },
+    StatusUpdate {
+        agent: AgentId,
+        framework: FrameworkId,
+        task: TaskId,
+        update: StatusUpdate,
+        reply: Waiting<()>,
+    },
+    SetRoleWeight {
+        role: Role,
+        weight: f64,
+        reply: Waiting<()>,
+    },
+}
+
+/// A caller's channel, by the type of answer it waits for.
+enum Waiter {
+    Done(Waiting<()>),
+    Registered(Waiting<v1::RegisterReply>),
+    LiveTasks(Waiting<u64>),
+    Reregister(Waiting<bool>),
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Done(tx) => tx.is_closed(),
+            Waiter::Registered(tx) => tx.is_closed(),
+            Waiter::LiveTasks(tx) => tx.is_closed(),
+            Waiter::Reregister(tx) => tx.is_closed(),
+        }
+    }
+
+    /// Sends `answer`; an answer of another type than the caller waits for is a bug in the
+    /// conductor, reported to the caller as INTERNAL.
+    fn send(self, answer: Result<Answer, Refusal>) {
+        fn out<T>(
+            tx: Waiting<T>,
+            answer: Result<Answer, Refusal>,
+            pick: impl FnOnce(Answer) -> Option<T>,
+        ) {
+            let r = match answer {
+                Ok(a) => pick(a).ok_or_else(|| {
+                    tracing::error!("the conductor answered with another type than was asked");
+                    Status::internal("the leader answered with the wrong type")
+                }),
+                Err(refusal) => Err(answer::to_status(refusal)),
+            };
+            let _ = tx.send(r);
+        }
+        match self {
+            Waiter::Done(tx) => out(tx, answer, |a| matches!(a, Answer::Done).then_some(())),
+            Waiter::Registered(tx) => out(tx, answer, |a| match a {
+                Answer::Registered(r) => Some(r),
+                _ => None,
+            }),
+            Waiter::LiveTasks(tx) => out(tx, answer, |a| match a {
+                Answer::LiveTasks(n) => Some(n),
+                _ => None,
+            }),
+            Waiter::Reregister(tx) => out(tx, answer, |a| match a {
+                Answer::Reregister(b) => Some(b),
+                _ => None,
+            }),
+        }
+    }
+}
 
 pub struct Runtime {
     me: MasterId,
@@ -33,6 +151,9 @@ pub struct Runtime {
     pending: FuturesUnordered<BoxFuture<'static, Completion>>,
     to_agents: JoinSet<()>,
     channels: AgentChannels,
+    /// Callers waiting for an answer, by id.
+    waiting: HashMap<CallId, Waiter>,
+    next_call: CallId,
 }
 
 impl Runtime {
@@ -45,11 +166,13 @@ impl Runtime {
             pending: FuturesUnordered::new(),
             to_agents: JoinSet::new(),
             channels: AgentChannels::default(),
+            waiting: HashMap::new(),
+            next_call: 0,
         }
     }
 
     /// Runs until leadership ends (the watcher aborts it) or the command queue closes.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Request>) {
         // A linearizable read: every entry committed before this term is applied.
         let state = loop {
             match self.replicated.read().await {
@@ -82,7 +205,8 @@ impl Runtime {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 c = commands.recv(), if self.pending.len() < MAX_PENDING_PROPOSALS => match c {
-                    Some(c) => {
+                    Some(r) => {
+                        let c = self.command(r);
                         self.begin_input();
                         self.conductor.command(c);
                     }
@@ -94,6 +218,8 @@ impl Runtime {
                 }
                 Some(_) = self.to_agents.join_next(), if !self.to_agents.is_empty() => {}
                 _ = tick.tick() => {
+                    // Callers that gave up (their deadline passed) wait no more.
+                    self.waiting.retain(|_, w| !w.is_closed());
                     self.begin_input();
                     self.conductor.tick();
                 }
@@ -105,6 +231,85 @@ impl Runtime {
                 }
             }
             self.execute();
+        }
+    }
+
+    /// Keeps `caller` until its answer comes; returns the handle the conductor answers with.
+    fn wait<T>(&mut self, caller: Waiter) -> Reply<T> {
+        self.next_call += 1;
+        self.waiting.insert(self.next_call, caller);
+        Reply::new(self.next_call)
+    }
+
+    /// The conductor's command for `request`, its caller kept until answered.
+    fn command(&mut self, request: Request) -> Command {
+        match request {
+            Request::Subscribe {
+                framework,
+                resubscribe,
+                events,
+                reply,
+            } => Command::Subscribe {
+                framework,
+                resubscribe,
+                events,
+                reply: self.wait(Waiter::Done(reply)),
+            },
+            Request::Call {
+                caller,
+                call,
+                reply,
+            } => Command::Call {
+                caller,
+                call,
+                reply: self.wait(Waiter::Done(reply)),
+            },
+            Request::RegisterAgent {
+                agent,
+                tasks,
+                truncated,
+                reply,
+            } => Command::RegisterAgent {
+                agent,
+                tasks,
+                truncated,
+                reply: self.wait(Waiter::Registered(reply)),
+            },
+            Request::SetAgentState {
+                agent,
+                state,
+                reply,
+            } => Command::SetAgentState {
+                agent,
+                state,
+                reply: self.wait(Waiter::LiveTasks(reply)),
+            },
+            Request::AgentHeartbeat { agent, reply } => Command::AgentHeartbeat {
+                agent,
+                reply: self.wait(Waiter::Reregister(reply)),
+            },
+            Request::StatusUpdate {
+                agent,
+                framework,
+                task,
+                update,
+                reply,
+            } => Command::StatusUpdate {
+                agent,
+                framework,
+                task,
+                update,
+                reply: self.wait(Waiter::Done(reply)),
+            },
+            Request::SetRoleWeight {
+                role,
+                weight,
+                reply,
+            } => Command::SetRoleWeight {
+                role,
+                weight,
+                reply: self.wait(Waiter::Done(reply)),
+            },
         }
     }
 
@@ -133,6 +338,11 @@ impl Runtime {
                         }
                         .boxed(),
                     );
+                }
+                Action::Reply { call, answer } => {
+                    if let Some(caller) = self.waiting.remove(&call) {
+                        caller.send(answer);
+                    }
                 }
                 Action::ToAgent {
                     agent,

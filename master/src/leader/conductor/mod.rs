@@ -38,8 +38,10 @@ use std::time::{Duration, Instant};
 use drover_proto::agent_api::MAX_TASKS_PER_RUN;
 use drover_proto::v1;
 use drover_resources::Resources;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::Status;
+
+use super::answer::{Answer, CallId, Refusal, Reply};
 
 use super::agents::AgentMessage;
 use super::convert;
@@ -50,8 +52,8 @@ use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::metrics as m;
 use crate::raft::MasterId;
 use crate::registry::cluster::{
-    AgentRecord, AgentState, ClusterError, ClusterOp, ClusterOutcome, ClusterState,
-    FrameworkRecord, OfferRecord, ReportedTask, StatusUpdate, TaskSpec, MAX_TASKS_PER_ACCEPT,
+    AgentRecord, AgentState, ClusterOp, ClusterOutcome, ClusterState, FrameworkRecord, OfferRecord,
+    ReportedTask, StatusUpdate, TaskSpec, MAX_TASKS_PER_ACCEPT,
 };
 use crate::replicated::ReplicaError;
 
@@ -75,7 +77,6 @@ pub const MAX_OFFERS_PER_EVENT: usize = 1000;
 /// makes the services wait in turn).
 pub const MAX_PENDING_PROPOSALS: usize = 8 * 1024;
 
-type Reply<T> = oneshot::Sender<Result<T, Status>>;
 pub type EventSender = mpsc::Sender<Result<v1::Event, Status>>;
 
 /// Who makes a framework call: the framework and the stream SUBSCRIBED gave it.
@@ -115,7 +116,8 @@ pub enum Call {
     Teardown,
 }
 
-/// What the services ask of the conductor.
+/// A command for the conductor: what a service asked (see `runtime::Request`), with the
+/// handle its answer goes to.
 pub enum Command {
     Subscribe {
         framework: FrameworkRecord,
@@ -169,6 +171,11 @@ pub enum Command {
 pub(super) enum Action {
     /// Propose `op`; its outcome comes back to [`Conductor::completed`] with `after`.
     Propose { op: ClusterOp, after: After },
+    /// Answer the caller waiting under `call`.
+    Reply {
+        call: CallId,
+        answer: Result<Answer, Refusal>,
+    },
     /// Send a RunTask or KillTask to `agent` at `addr` (retried, see `agents::send`).
     ToAgent {
         agent: AgentId,
@@ -304,42 +311,6 @@ pub struct Conductor {
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
-}
-
-/// The status a refused cluster operation is reported with.
-fn refusal(e: &ClusterError) -> Status {
-    let msg = e.to_string();
-    match e {
-        ClusterError::UnknownAgent(_)
-        | ClusterError::UnknownFramework(_)
-        | ClusterError::UnknownTask(_) => Status::not_found(msg),
-        ClusterError::OfferNotOutstanding(_)
-        | ClusterError::WrongAgent { .. }
-        | ClusterError::ShrunkBelowTasks { .. }
-        | ClusterError::OfferOfAnotherFramework { .. }
-        | ClusterError::AgentNotActive(_)
-        | ClusterError::FrameworkTornDown(_)
-        | ClusterError::RoleChange { .. }
-        | ClusterError::AgentTransition { .. }
-        | ClusterError::Superseded(_)
-        | ClusterError::Illegal(_) => Status::failed_precondition(msg),
-        ClusterError::AgentGone(_) => {
-            let mut s = Status::failed_precondition(msg);
-            s.metadata_mut().insert(
-                drover_proto::metadata::AGENT_GONE,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
-            s
-        }
-        ClusterError::TooManyUnacknowledged(_) => Status::resource_exhausted(msg),
-        ClusterError::OffersOnSeveralAgents
-        | ClusterError::OfferCount
-        | ClusterError::TaskCount
-        | ClusterError::DuplicateTask(_)
-        | ClusterError::DoesNotFit { .. }
-        | ClusterError::BadWeight { .. } => Status::invalid_argument(msg),
-        ClusterError::DuplicateOffer(_) | ClusterError::Overcommit { .. } => Status::internal(msg),
-    }
 }
 
 fn event(e: v1::event::Event) -> v1::Event {
@@ -541,7 +512,7 @@ impl Conductor {
     fn remove_offers(&mut self, ids: Vec<OfferId>, after: After) {
         if ids.is_empty() {
             if let After::Declined { reply, .. } = after {
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
             return;
         }
@@ -549,31 +520,29 @@ impl Conductor {
         self.propose(ClusterOp::RemoveOffers(ids), after);
     }
 
-    fn check_caller(&self, caller: &Caller) -> Result<(), Status> {
-        use drover_proto::metadata::{
-            STALE_CALLER, STALE_CALLER_NOT_SUBSCRIBED, STALE_CALLER_REPLACED,
-        };
-        let (mut status, why) = match self.connections.get(&caller.framework) {
-            Some(c) if c.stream_id == caller.stream_id => return Ok(()),
-            Some(_) => (
-                Status::failed_precondition(
-                    "caller.stream_id: not the framework's live stream (a newer subscription replaced it)",
-                ),
-                STALE_CALLER_REPLACED,
-            ),
-            None => (
-                Status::failed_precondition(format!(
+    fn check_caller(&self, caller: &Caller) -> Result<(), Refusal> {
+        match self.connections.get(&caller.framework) {
+            Some(c) if c.stream_id == caller.stream_id => Ok(()),
+            Some(_) => Err(Refusal::StaleCaller {
+                message: "caller.stream_id: not the framework's live stream (a newer subscription replaced it)".into(),
+                replaced: true,
+            }),
+            None => Err(Refusal::StaleCaller {
+                message: format!(
                     "caller.framework_id: framework {} is not subscribed to this leader; subscribe first",
                     caller.framework
-                )),
-                STALE_CALLER_NOT_SUBSCRIBED,
-            ),
-        };
-        status.metadata_mut().insert(
-            STALE_CALLER,
-            tonic::metadata::MetadataValue::from_static(why),
-        );
-        Err(status)
+                ),
+                replaced: false,
+            }),
+        }
+    }
+
+    /// Answers the caller behind `reply`.
+    fn answer<T: Into<Answer>>(&mut self, reply: Reply<T>, r: Result<T, Refusal>) {
+        self.out.push(Action::Reply {
+            call: reply.id(),
+            answer: r.map(Into::into),
+        });
     }
 
     pub(super) fn command(&mut self, c: Command) {
@@ -585,10 +554,13 @@ impl Conductor {
                 reply,
             } => {
                 if self.torn_down.contains(&framework.id) {
-                    let _ = reply.send(Err(Status::failed_precondition(format!(
-                        "framework.id: framework {} was torn down",
-                        framework.id
-                    ))));
+                    self.answer(
+                        reply,
+                        Err(Refusal::FailedPrecondition(format!(
+                            "framework.id: framework {} was torn down",
+                            framework.id
+                        ))),
+                    );
                     return;
                 }
                 self.propose(
@@ -608,11 +580,11 @@ impl Conductor {
             } => {
                 // TEARDOWN again (a retry whose answer was lost) is answered as done.
                 if matches!(call, Call::Teardown) && self.torn_down.contains(&caller.framework) {
-                    let _ = reply.send(Ok(()));
+                    self.answer(reply, Ok(()));
                     return;
                 }
                 if let Err(e) = self.check_caller(&caller) {
-                    let _ = reply.send(Err(e));
+                    self.answer(reply, Err(e));
                     return;
                 }
                 self.call(caller.framework, call, reply);
@@ -638,7 +610,7 @@ impl Conductor {
                 if up {
                     self.last_heartbeat.insert(agent.clone(), self.now.mono);
                 }
-                let _ = reply.send(Ok(!up || self.recovery.awaits(&agent)));
+                self.answer(reply, Ok(!up || self.recovery.awaits(&agent)));
             }
             Command::StatusUpdate {
                 agent,
@@ -734,18 +706,18 @@ impl Conductor {
             Call::Suppress => {
                 self.self_suppressed.insert(framework.clone());
                 self.update_suppression(&framework);
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
             Call::Revive => {
                 self.self_suppressed.remove(&framework);
                 self.update_suppression(&framework);
                 self.allocate_soon();
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
             Call::Kill { task, grace_ms } => {
                 let state = self.state();
                 let r = match state.task(&framework, &task) {
-                    None => Err(Status::not_found(format!(
+                    None => Err(Refusal::NotFound(format!(
                         "task_id: framework {framework} has no task {task}"
                     ))),
                     Some(t) if t.state.is_terminal() => Ok(()),
@@ -755,7 +727,7 @@ impl Conductor {
                         Ok(())
                     }
                 };
-                let _ = reply.send(r);
+                self.answer(reply, r);
             }
             Call::Acknowledge { task, uuid } => {
                 let op = ClusterOp::Acknowledge {
@@ -831,12 +803,12 @@ impl Conductor {
             Ok(o) => o,
             Err(e) => {
                 tracing::debug!(error = %e, "proposal failed");
-                self.fail(after, Status::from(e));
+                self.fail(after, Refusal::Replica(e));
                 return;
             }
         };
         if let ClusterOutcome::Refused(e) = &outcome {
-            let status = refusal(e);
+            let status = Refusal::Cluster(e.clone());
             tracing::debug!(error = %e, "refused");
             // Allocations that were not turned into offers go back.
             if let After::OffersCreated(offers) = &after {
@@ -883,7 +855,7 @@ impl Conductor {
                 reply,
             } => {
                 let ClusterOutcome::Accepted { agent, unused } = outcome else {
-                    let _ = reply.send(Err(Status::internal("unexpected outcome")));
+                    self.answer(reply, Err(Refusal::Internal("unexpected outcome".into())));
                     return;
                 };
                 // The offers are consumed; drop their timers.
@@ -904,7 +876,7 @@ impl Conductor {
                     // One RunTask: an ACCEPT's tasks fit (`MAX_TASKS_PER_ACCEPT`).
                     self.run_on_agent(&state, &framework, &agent, &tasks);
                 }
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
             After::Declined {
                 framework,
@@ -913,7 +885,7 @@ impl Conductor {
             } => {
                 let refuse = (refuse_ms > 0).then_some((self.now.wall_ms, refuse_ms));
                 self.offers_removed(&outcome, refuse, Some(&framework));
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
             After::Rescinded => self.offers_removed(&outcome, None, None),
             After::TornDown { framework, reply } => {
@@ -933,7 +905,7 @@ impl Conductor {
                 }
                 tracing::info!(%framework, "framework torn down");
                 if let Some(reply) = reply {
-                    let _ = reply.send(Ok(()));
+                    self.answer(reply, Ok(()));
                 }
             }
             After::AgentRegistered {
@@ -970,7 +942,7 @@ impl Conductor {
                     _ => false,
                 };
                 metrics::counter!(m::STATUS_UPDATES_TOTAL, "stage" => "acked").increment(1);
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
                 if forward {
                     let state = self.state();
                     if let Some(t) = state.task(&framework, &task) {
@@ -988,7 +960,7 @@ impl Conductor {
                 }
             }
             After::Acknowledged { framework, reply } => {
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
                 // One acknowledgement makes room for one more update of the backlog.
                 let next = self
                     .connections
@@ -1009,8 +981,8 @@ impl Conductor {
                 let r = self
                     .allocator
                     .set_weight(role, weight)
-                    .map_err(|e| Status::invalid_argument(e.to_string()));
-                let _ = reply.send(r);
+                    .map_err(|e| Refusal::InvalidArgument(e.to_string()));
+                self.answer(reply, r);
             }
             After::Pruned => self.pruned(outcome),
         }
@@ -1063,7 +1035,7 @@ impl Conductor {
     }
 
     /// Answers the caller behind `after` with `status`.
-    fn fail(&mut self, after: After, status: Status) {
+    fn fail(&mut self, after: After, status: Refusal) {
         match after {
             After::Subscribed { reply, .. }
             | After::Accepted { reply, .. }
@@ -1071,21 +1043,21 @@ impl Conductor {
             | After::StatusApplied { reply, .. }
             | After::Acknowledged { reply, .. }
             | After::WeightSet { reply, .. } => {
-                let _ = reply.send(Err(status));
+                self.answer(reply, Err(status));
             }
             After::AgentRegistered { reply, .. } => {
-                let _ = reply.send(Err(status));
+                self.answer(reply, Err(status));
             }
             After::TornDown { framework, reply } => {
                 self.framework_gone_failed(&framework);
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(status));
+                    self.answer(reply, Err(status));
                 }
             }
             After::AgentStateSet { agent, reply, .. } => {
                 self.marking_unreachable.remove(&agent);
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(status));
+                    self.answer(reply, Err(status));
                 }
             }
             After::Pruned => self.pruning = false,
@@ -1114,7 +1086,7 @@ impl Conductor {
                 .allocator
                 .add_framework(id.clone(), framework.role.clone())
             {
-                let _ = reply.send(Err(Status::internal(e.to_string())));
+                self.answer(reply, Err(Refusal::Internal(e.to_string())));
                 return;
             }
         }
@@ -1145,7 +1117,7 @@ impl Conductor {
             master_id: self.me,
         });
         if !self.send(&id, subscribed) {
-            let _ = reply.send(Err(Status::unavailable("the stream closed")));
+            self.answer(reply, Err(Refusal::Unavailable("the stream closed".into())));
             return;
         }
         // Every update the framework has not acknowledged, in order; then its offers.
@@ -1181,7 +1153,7 @@ impl Conductor {
         // re-subscription.
         let _ = self.send_offers(&id, offers);
         self.allocate_soon();
-        let _ = reply.send(Ok(()));
+        self.answer(reply, Ok(()));
     }
 
     fn offers_created(&mut self, offers: Vec<OfferRecord>) {

@@ -29,9 +29,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use drover_proto::v1;
-use tonic::Status;
 
-use super::{convert, After, Conductor, Reply, EVENT_QUEUE, MAX_BACKLOG, MAX_TASKS_PER_RUN};
+use super::{
+    convert, After, Conductor, Refusal, Reply, EVENT_QUEUE, MAX_BACKLOG, MAX_TASKS_PER_RUN,
+};
 use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::metrics as m;
 use crate::registry::cluster::{
@@ -182,7 +183,7 @@ impl Conductor {
             kill,
         } = outcome
         else {
-            let _ = reply.send(Err(Status::internal("unexpected outcome")));
+            self.answer(reply, Err(Refusal::Internal("unexpected outcome".into())));
             return;
         };
         metrics::counter!(m::AGENT_REGISTRATIONS_TOTAL, "kind" => if reregistered { "reregistered" } else { "new" })
@@ -250,11 +251,14 @@ impl Conductor {
         self.settled(&registered.id);
         tracing::info!(agent = %registered.id, hostname = %registered.hostname, addr = %registered.addr, resources = %registered.total, reregistered, "agent registered");
         self.allocate_soon();
-        let _ = reply.send(Ok(v1::RegisterReply {
-            agent_id: registered.id.to_string(),
-            master_id: self.me,
-            heartbeat_interval_seconds: self.config.agent_heartbeat_interval.as_secs_f64(),
-        }));
+        self.answer(
+            reply,
+            Ok(v1::RegisterReply {
+                agent_id: registered.id.to_string(),
+                master_id: self.me,
+                heartbeat_interval_seconds: self.config.agent_heartbeat_interval.as_secs_f64(),
+            }),
+        );
     }
 
     /// Proposes a state change of `agent` (`cause` for logs and metrics).
@@ -302,7 +306,7 @@ impl Conductor {
         self.marking_unreachable.remove(&agent);
         let ClusterOutcome::AgentStateSet { removed, updates } = outcome else {
             if let Some(r) = reply {
-                let _ = r.send(Err(Status::internal("unexpected outcome")));
+                self.answer(r, Err(Refusal::Internal("unexpected outcome".into())));
             }
             return;
         };
@@ -330,7 +334,7 @@ impl Conductor {
         tracing::warn!(%agent, state = ?to, cause, tasks_changed = updates.len(), "agent state changed");
         if let Some(r) = reply {
             let live = state.live_tasks_on(&agent).count() as u64;
-            let _ = r.send(Ok(live));
+            self.answer(r, Ok(live));
         }
     }
 
@@ -567,7 +571,7 @@ impl Conductor {
         if !self.reconcile_allowed(&framework) {
             metrics::counter!(m::RECONCILE_REQUESTS_TOTAL, "kind" => kind, "outcome" => "throttled")
                 .increment(1);
-            let _ = reply.send(Err(Status::resource_exhausted(format!(
+            self.answer(reply, Err(Refusal::ResourceExhausted(format!(
                 "at most {RECONCILE_PER_SECOND} RECONCILE calls per second per framework; retry later"
             ))));
             return;
@@ -646,7 +650,7 @@ impl Conductor {
         for status in answers {
             self.enqueue(&framework, status);
         }
-        let _ = reply.send(Ok(()));
+        self.answer(reply, Ok(()));
     }
 
     /// Operator maintenance of an agent (drain, reactivate, remove). Asking for the state the
@@ -655,7 +659,7 @@ impl Conductor {
         let state = self.state();
         if let Some(a) = state.agent(&agent) {
             if a.state == to {
-                let _ = reply.send(Ok(state.live_tasks_on(&agent).count() as u64));
+                self.answer(reply, Ok(state.live_tasks_on(&agent).count() as u64));
                 return;
             }
         }
@@ -664,9 +668,12 @@ impl Conductor {
             AgentState::Active => "operator_reactivate",
             AgentState::Gone => "operator_remove",
             AgentState::Unreachable => {
-                let _ = reply.send(Err(Status::invalid_argument(
-                    "action: an operator cannot mark an agent unreachable",
-                )));
+                self.answer(
+                    reply,
+                    Err(Refusal::InvalidArgument(
+                        "action: an operator cannot mark an agent unreachable".into(),
+                    )),
+                );
                 return;
             }
         };

@@ -1,13 +1,15 @@
 //! The conductor driven without a cluster: a simulated registry commits its proposals (in
 //! order, or loses them, as a test says) and a test clock moves time. What the conductor asks
-//! of the runtime is inspected as data: proposals, calls to agents; framework streams and
-//! callers' answers are channels the test reads.
+//! of the runtime is inspected as data: proposals, calls to agents, answers to callers;
+//! framework streams are channels the test reads.
 
 use std::collections::VecDeque;
 
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::*;
+use crate::leader::answer::{self, Answer};
+use crate::registry::cluster::ClusterError;
 use crate::registry::cluster::Stamp;
 
 pub(super) fn res(t: &str) -> Resources {
@@ -24,6 +26,9 @@ pub(super) struct Sim {
     pub(super) proposed: VecDeque<(ClusterOp, After)>,
     /// RunTask and KillTask messages sent to agents, in order.
     pub(super) to_agents: Vec<(AgentId, AgentMessage)>,
+    /// Answers to callers not taken yet, by call.
+    answers: HashMap<CallId, Result<Answer, Refusal>>,
+    next_call: CallId,
 }
 
 /// A framework's end of its event stream.
@@ -87,6 +92,8 @@ impl Sim {
             index: 0,
             proposed: VecDeque::new(),
             to_agents: Vec::new(),
+            answers: HashMap::new(),
+            next_call: 0,
         };
         let registry = sim.registry.clone();
         sim.input(|c| {
@@ -104,8 +111,25 @@ impl Sim {
             match action {
                 Action::Propose { op, after } => self.proposed.push_back((op, after)),
                 Action::ToAgent { agent, message, .. } => self.to_agents.push((agent, message)),
+                Action::Reply { call, answer } => {
+                    assert!(
+                        self.answers.insert(call, answer).is_none(),
+                        "call {call} answered twice"
+                    );
+                }
             }
         }
+    }
+
+    /// A handle for a caller's answer.
+    pub(super) fn reply<T>(&mut self) -> Reply<T> {
+        self.next_call += 1;
+        Reply::new(self.next_call)
+    }
+
+    /// The answer to `call`, if it came (taken).
+    pub(super) fn answer(&mut self, call: CallId) -> Option<Result<Answer, Refusal>> {
+        self.answers.remove(&call)
     }
 
     pub(super) fn command(&mut self, c: Command) {
@@ -178,7 +202,8 @@ impl Sim {
 
     /// Registers agent `id` with `total`; settles; returns the conductor's answer.
     pub(super) fn register_agent(&mut self, id: &str, total: &str) -> v1::RegisterReply {
-        let (reply, mut answer) = oneshot::channel();
+        let reply = self.reply();
+        let call = reply.id();
         self.command(Command::RegisterAgent {
             agent: AgentRecord {
                 id: AgentId::new(id).unwrap(),
@@ -196,7 +221,10 @@ impl Sim {
             reply,
         });
         self.settle();
-        answer.try_recv().expect("answered").expect("registered")
+        match self.answer(call) {
+            Some(Ok(Answer::Registered(r))) => r,
+            other => panic!("registration answered {other:?}"),
+        }
     }
 
     /// Subscribes framework `id`; settles; returns its stream, SUBSCRIBED read.
@@ -213,7 +241,8 @@ impl Sim {
         resubscribe: bool,
     ) -> Stream {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
-        let (reply, mut answer) = oneshot::channel();
+        let reply = self.reply();
+        let call = reply.id();
         let framework = FrameworkId::new(id).unwrap();
         self.command(Command::Subscribe {
             framework: FrameworkRecord {
@@ -231,7 +260,7 @@ impl Sim {
             reply,
         });
         self.settle();
-        answer.try_recv().expect("answered").expect("subscribed");
+        assert_eq!(self.answer(call), Some(Ok(Answer::Done)), "subscription");
         let mut stream = Stream {
             framework,
             stream_id: String::new(),
@@ -252,7 +281,8 @@ impl Sim {
     pub(super) fn launch(&mut self, stream: &mut Stream, id: &str, resources: &str) -> TaskId {
         sim_allocate_and_commit(self);
         let offer = Stream::offers(&stream.events()).remove(0);
-        let (reply, mut answer) = oneshot::channel();
+        let reply = self.reply();
+        let call = reply.id();
         self.command(Command::Call {
             caller: stream.caller(),
             call: Call::Accept {
@@ -263,7 +293,7 @@ impl Sim {
             reply,
         });
         self.settle();
-        answer.try_recv().unwrap().unwrap();
+        assert_eq!(self.answer(call), Some(Ok(Answer::Done)), "accept");
         TaskId::new(id).unwrap()
     }
 
@@ -276,8 +306,9 @@ impl Sim {
         task: &TaskId,
         state: crate::registry::TaskState,
         uuid: u128,
-    ) -> Result<(), Status> {
-        let (reply, mut answer) = oneshot::channel();
+    ) -> Result<Answer, Refusal> {
+        let reply = self.reply();
+        let call = reply.id();
         self.command(Command::StatusUpdate {
             agent: AgentId::new(agent).unwrap(),
             framework: framework.clone(),
@@ -295,7 +326,7 @@ impl Sim {
             reply,
         });
         self.settle();
-        answer.try_recv().expect("answered")
+        self.answer(call).expect("answered")
     }
 
     /// Runs allocation (time moves on by the allocation interval) and returns the
@@ -389,7 +420,8 @@ fn a_task_is_sent_to_its_agent_only_after_its_accept_is_committed() {
     sim.allocate();
     sim.commit();
     let offer = Stream::offers(&stream.events()).remove(0);
-    let (reply, mut answer) = oneshot::channel();
+    let reply = sim.reply();
+    let call = reply.id();
     sim.command(Command::Call {
         caller: stream.caller(),
         call: Call::Accept {
@@ -400,9 +432,9 @@ fn a_task_is_sent_to_its_agent_only_after_its_accept_is_committed() {
         reply,
     });
     assert!(sim.to_agents.is_empty(), "RunTask before ACCEPT committed");
-    assert!(answer.try_recv().is_err(), "answered before commit");
+    assert_eq!(sim.answer(call), None, "answered before commit");
     assert!(matches!(sim.commit(), ClusterOp::Accept { .. }));
-    answer.try_recv().unwrap().unwrap();
+    assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
     match sim.to_agents.as_slice() {
         [(agent, AgentMessage::Run(run))] => {
             assert_eq!(agent.to_string(), "a1");
@@ -461,7 +493,7 @@ fn a_silent_agent_is_marked_unreachable_once_and_a_heartbeat_keeps_it() {
     let step = sim.c.config.agent_heartbeat_interval;
     let mut waited = Duration::ZERO;
     while waited <= timeout {
-        let (reply, _answer) = oneshot::channel();
+        let reply = sim.reply();
         sim.command(Command::AgentHeartbeat {
             agent: AgentId::new("a2").unwrap(),
             reply,
@@ -491,7 +523,8 @@ fn a_silent_agent_is_marked_unreachable_once_and_a_heartbeat_keeps_it() {
 #[test]
 fn an_accept_the_registry_refuses_is_answered_with_the_refusal_and_launches_nothing() {
     let (mut sim, stream) = one_agent_one_framework();
-    let (reply, mut answer) = oneshot::channel();
+    let reply = sim.reply();
+    let call = reply.id();
     sim.command(Command::Call {
         caller: stream.caller(),
         call: Call::Accept {
@@ -502,9 +535,14 @@ fn an_accept_the_registry_refuses_is_answered_with_the_refusal_and_launches_noth
         reply,
     });
     sim.settle();
-    let refused = answer.try_recv().unwrap().unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
-    assert!(refused.message().contains("never-offered"), "{refused}");
+    let refused = sim.answer(call).unwrap().unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::Cluster(ClusterError::OfferNotOutstanding(id)) if id.to_string() == "never-offered"),
+        "{refused:?}"
+    );
+    let status = answer::to_status(refused);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+    assert!(status.message().contains("never-offered"), "{status}");
     assert!(sim.to_agents.is_empty());
 }
 
@@ -554,7 +592,8 @@ fn unacknowledged_updates_are_sent_again_to_a_resubscribed_framework_until_ackno
     // Not acknowledged: the framework fails over and gets it again on its new stream.
     let mut again = sim.subscribe_with("f1", 0, true);
     assert_eq!(updates(&again.events()), [("t1".to_string(), running)]);
-    let (reply, mut answer) = oneshot::channel();
+    let reply = sim.reply();
+    let call = reply.id();
     sim.command(Command::Call {
         caller: again.caller(),
         call: Call::Acknowledge {
@@ -564,7 +603,7 @@ fn unacknowledged_updates_are_sent_again_to_a_resubscribed_framework_until_ackno
         reply,
     });
     sim.settle();
-    answer.try_recv().unwrap().unwrap();
+    assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
     let mut third = sim.subscribe_with("f1", 0, true);
     assert!(updates(&third.events()).is_empty());
 }
@@ -683,7 +722,7 @@ proptest::proptest! {
                 }
                 Step::Accept(n) | Step::Decline(n) if !outstanding.is_empty() => {
                     let offer = outstanding.remove(n % outstanding.len());
-                    let (reply, _answer) = oneshot::channel();
+                    let reply = sim.reply();
                     let offers = vec![OfferId::new(&offer).unwrap()];
                     let call = if matches!(step, Step::Accept(_)) {
                         launched += 1;
@@ -712,7 +751,8 @@ proptest::proptest! {
                         } else {
                             crate::registry::TaskState::Running
                         };
-                        let (reply, answer) = oneshot::channel();
+                        let reply = sim.reply();
+                        let call = reply.id();
                         sim.command(Command::StatusUpdate {
                             agent: agent.clone(),
                             framework: f1.clone(),
@@ -729,7 +769,7 @@ proptest::proptest! {
                             },
                             reply,
                         });
-                        acks.push((task.clone(), uuid, answer));
+                        acks.push((task.clone(), uuid, call));
                     }
                 }
                 Step::Acknowledge(n) => {
@@ -739,7 +779,7 @@ proptest::proptest! {
                         .filter_map(|t| t.updates.last().map(|u| (t.spec.id.clone(), u.update.uuid)))
                         .collect();
                     if let Some((task, uuid)) = tasks.get(n % tasks.len().max(1)) {
-                        let (reply, _answer) = oneshot::channel();
+                        let reply = sim.reply();
                         sim.command(Command::Call {
                             caller: stream.caller(),
                             call: Call::Acknowledge { task: task.clone(), uuid: *uuid },
@@ -748,7 +788,7 @@ proptest::proptest! {
                     }
                 }
                 Step::Heartbeat(n) => {
-                    let (reply, _answer) = oneshot::channel();
+                    let reply = sim.reply();
                     sim.command(Command::AgentHeartbeat { agent: agents[n % agents.len()].clone(), reply });
                 }
             }
@@ -772,13 +812,12 @@ proptest::proptest! {
             ran = sim.to_agents.len();
             // An agent's update is acknowledged (answered Ok) only once it is committed.
             let mut answered = Vec::new();
-            acks.retain_mut(|(task, uuid, answer)| match answer.try_recv() {
-                Ok(r) => {
+            acks.retain(|(task, uuid, call)| match sim.answer(*call) {
+                Some(r) => {
                     answered.push((task.clone(), *uuid, r.is_ok()));
                     false
                 }
-                Err(oneshot::error::TryRecvError::Empty) => true,
-                Err(oneshot::error::TryRecvError::Closed) => false,
+                None => true,
             });
             for (task, uuid, ok) in answered {
                 if ok {
@@ -793,5 +832,5 @@ proptest::proptest! {
     }
 }
 
-/// An agent's update not answered yet: its task, its uuid, the answer to come.
-type PendingAck = (TaskId, u128, oneshot::Receiver<Result<(), Status>>);
+/// An agent's update not answered yet: its task, its uuid, the call its answer comes for.
+type PendingAck = (TaskId, u128, CallId);
