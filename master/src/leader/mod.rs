@@ -14,6 +14,7 @@ pub mod agents;
 pub mod answer;
 pub mod conductor;
 pub mod convert;
+pub mod engine;
 pub mod runtime;
 
 use std::sync::{Arc, Mutex};

@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::answer::{Answer, CallId, Refusal, Reply};
+use super::engine::offers::Offers;
 
 use super::agents::AgentMessage;
 use super::convert;
@@ -269,11 +270,6 @@ struct Connection {
     backlog: std::collections::VecDeque<v1::TaskStatus>,
 }
 
-struct Outstanding {
-    framework: FrameworkId,
-    expires_at_ms: u64,
-}
-
 pub struct Conductor {
     me: MasterId,
     config: OfferCycleConfig,
@@ -289,9 +285,8 @@ pub struct Conductor {
     marking_unreachable: HashSet<AgentId>,
     /// Recovery after a leader change; see [`recovery`].
     recovery: recovery::Recovery,
-    offers: BTreeMap<OfferId, Outstanding>,
-    /// Offers with a removal in flight, so that expiry proposes each once.
-    removing: HashSet<OfferId>,
+    /// Outstanding offers, their expiry and removals in flight.
+    offers: Offers,
     /// The registry as applied when the input being handled arrived (see [`Self::state`]).
     view: ClusterState,
     /// What the runtime is to do, in order (see [`Action`]).
@@ -329,8 +324,7 @@ impl Conductor {
             last_heartbeat: HashMap::new(),
             marking_unreachable: HashSet::new(),
             recovery: Default::default(),
-            offers: BTreeMap::new(),
-            removing: HashSet::new(),
+            offers: Offers::default(),
             view: ClusterState::default(),
             out: Vec::new(),
             allocation_due: None,
@@ -417,13 +411,7 @@ impl Conductor {
             }
         }
         for o in state.offers() {
-            self.offers.insert(
-                o.id.clone(),
-                Outstanding {
-                    framework: o.framework.clone(),
-                    expires_at_ms: o.expires_at_ms,
-                },
-            );
+            self.offers.insert(o);
         }
         self.allocator = allocator;
         // Launches and kills the previous leader may not have delivered: RunTask for every
@@ -499,12 +487,7 @@ impl Conductor {
             tracing::info!(%framework, "framework disconnected");
             self.update_suppression(framework);
             self.framework_disconnected(framework);
-            let ids: Vec<OfferId> = self
-                .offers
-                .iter()
-                .filter(|(id, o)| &o.framework == framework && !self.removing.contains(*id))
-                .map(|(id, _)| id.clone())
-                .collect();
+            let ids = self.offers.of_framework(framework);
             self.remove_offers(ids, After::Rescinded);
         }
     }
@@ -516,7 +499,7 @@ impl Conductor {
             }
             return;
         }
-        self.removing.extend(ids.iter().cloned());
+        self.offers.begin_removal(&ids);
         self.propose(ClusterOp::RemoveOffers(ids), after);
     }
 
@@ -687,15 +670,7 @@ impl Conductor {
             }
             Call::Decline { offers, refuse_ms } => {
                 // Only this framework's outstanding offers; others' ids are ignored, as Mesos.
-                let ids = offers
-                    .into_iter()
-                    .filter(|id| {
-                        self.offers
-                            .get(id)
-                            .is_some_and(|o| o.framework == framework)
-                            && !self.removing.contains(id)
-                    })
-                    .collect();
+                let ids = self.offers.declinable(&framework, offers);
                 let after = After::Declined {
                     framework,
                     refuse_ms: refuse_ms.unwrap_or(default_refuse),
@@ -861,8 +836,7 @@ impl Conductor {
                 // The offers are consumed; drop their timers.
                 let state = self.state();
                 for id in &offers {
-                    self.offers.remove(id);
-                    self.removing.remove(id);
+                    self.offers.forget(id);
                 }
                 if !unused.is_empty() {
                     let refuse = (refuse_ms > 0).then_some((self.now.wall_ms, refuse_ms));
@@ -1146,7 +1120,7 @@ impl Conductor {
         }
         let offers: Vec<v1::Offer> = state
             .offers()
-            .filter(|o| o.framework == id && !self.removing.contains(&o.id))
+            .filter(|o| o.framework == id && !self.offers.is_removing(&o.id))
             .map(|o| convert::offer_to_proto(o, state.agent(&o.agent)))
             .collect();
         // Offers this send cannot deliver stay outstanding until they expire, as before a
@@ -1160,13 +1134,7 @@ impl Conductor {
         let state = self.state();
         let mut by_framework: BTreeMap<FrameworkId, Vec<v1::Offer>> = BTreeMap::new();
         for o in &offers {
-            self.offers.insert(
-                o.id.clone(),
-                Outstanding {
-                    framework: o.framework.clone(),
-                    expires_at_ms: o.expires_at_ms,
-                },
-            );
+            self.offers.insert(o);
             by_framework
                 .entry(o.framework.clone())
                 .or_default()
@@ -1179,7 +1147,7 @@ impl Conductor {
             // they are rescinded at once rather than left to expire.
             orphans.extend(self.send_offers(&framework, list));
         }
-        orphans.retain(|id| !self.removing.contains(id));
+        orphans.retain(|id| !self.offers.is_removing(id));
         self.remove_offers(orphans, After::Rescinded);
     }
 
@@ -1213,8 +1181,7 @@ impl Conductor {
             return;
         };
         for o in removed {
-            self.offers.remove(&o.id);
-            self.removing.remove(&o.id);
+            self.offers.forget(&o.id);
             if let Err(e) = self
                 .allocator
                 .recover(&o.framework, &o.agent, &o.resources, refuse)
@@ -1232,7 +1199,7 @@ impl Conductor {
         }
         // Ids whose removal found nothing (consumed meanwhile) are no longer in flight.
         let state = self.state();
-        self.removing.retain(|id| state.offer(id).is_some());
+        self.offers.settle_removals(|id| state.offer(id).is_some());
         // No early allocation here: the periodic cycle offers these again. Triggering one
         // would let a framework that declines with no filter spin offers through the log.
     }
@@ -1272,12 +1239,7 @@ impl Conductor {
     fn housekeeping(&mut self) {
         self.prune_if_due();
         let now = self.now.wall_ms;
-        let expired: Vec<OfferId> = self
-            .offers
-            .iter()
-            .filter(|(id, o)| o.expires_at_ms <= now && !self.removing.contains(*id))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let expired = self.offers.expired(now);
         if !expired.is_empty() {
             tracing::debug!(count = expired.len(), "rescinding expired offers");
             self.remove_offers(expired, After::Rescinded);

@@ -1,0 +1,7 @@
+//! The leader's soft state, in parts with one owner each: pure data structures with the rules
+//! that keep them, tested on their own. The conductor ([`super::conductor`]) holds the parts
+//! and decides with them; the runtime ([`super::runtime`]) does the I/O.
+//!
+//! - [`offers`]: outstanding offers, their expiry, and removals in flight.
+
+pub mod offers;
