@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::answer::{Answer, CallId, Refusal, Reply};
+use super::engine::liveness::Liveness;
 use super::engine::offers::Offers;
 
 use super::agents::AgentMessage;
@@ -279,10 +280,8 @@ pub struct Conductor {
     /// allocator's suppression is the union of these.
     self_suppressed: HashSet<FrameworkId>,
     torn_down: HashSet<FrameworkId>,
-    last_heartbeat: HashMap<AgentId, Instant>,
-    /// Agents with a state change (unreachable, gone) proposed by the leader in flight, so
-    /// that it is proposed once.
-    marking_unreachable: HashSet<AgentId>,
+    /// Agents' last heartbeats, and the leader's state changes in flight.
+    liveness: Liveness,
     /// Recovery after a leader change; see [`recovery`].
     recovery: recovery::Recovery,
     /// Outstanding offers, their expiry and removals in flight.
@@ -321,8 +320,7 @@ impl Conductor {
             connections: HashMap::new(),
             self_suppressed: HashSet::new(),
             torn_down: HashSet::new(),
-            last_heartbeat: HashMap::new(),
-            marking_unreachable: HashSet::new(),
+            liveness: Liveness::default(),
             recovery: Default::default(),
             offers: Offers::default(),
             view: ClusterState::default(),
@@ -405,7 +403,7 @@ impl Conductor {
                 continue;
             }
             if a.state == AgentState::Active {
-                self.last_heartbeat.insert(a.id.clone(), now);
+                self.liveness.heard(&a.id, now);
             } else {
                 let _ = allocator.set_agent_active(&a.id, false);
             }
@@ -432,7 +430,7 @@ impl Conductor {
         self.start_recovery(state);
         Rebuilt {
             relaunched,
-            agents: self.last_heartbeat.len(),
+            agents: self.liveness.len(),
             offers: self.offers.len(),
         }
     }
@@ -591,7 +589,7 @@ impl Conductor {
                     .agent(&agent)
                     .is_some_and(|a| matches!(a.state, AgentState::Active | AgentState::Draining));
                 if up {
-                    self.last_heartbeat.insert(agent.clone(), self.now.mono);
+                    self.liveness.heard(&agent, self.now.mono);
                 }
                 self.answer(reply, Ok(!up || self.recovery.awaits(&agent)));
             }
@@ -1029,7 +1027,7 @@ impl Conductor {
                 }
             }
             After::AgentStateSet { agent, reply, .. } => {
-                self.marking_unreachable.remove(&agent);
+                self.liveness.marked(&agent);
                 if let Some(reply) = reply {
                     self.answer(reply, Err(status));
                 }
@@ -1246,15 +1244,7 @@ impl Conductor {
         }
 
         let timeout = self.config.agent_timeout;
-        let silent: Vec<AgentId> = self
-            .last_heartbeat
-            .iter()
-            .filter(|(id, seen)| {
-                self.now.mono.duration_since(**seen) > timeout
-                    && !self.marking_unreachable.contains(*id)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let silent = self.liveness.silent(self.now.mono, timeout);
         for agent in silent {
             tracing::warn!(%agent, ?timeout, "agent missed its heartbeats");
             self.propose_agent_state(agent, AgentState::Unreachable, "heartbeat_timeout", None);

@@ -245,9 +245,8 @@ impl Conductor {
         if registered.state == AgentState::Draining {
             self.kill_all_on(&state, &registered.id);
         }
-        self.last_heartbeat
-            .insert(registered.id.clone(), self.now.mono);
-        self.marking_unreachable.remove(&registered.id);
+        self.liveness.heard(&registered.id, self.now.mono);
+        self.liveness.marked(&registered.id);
         self.settled(&registered.id);
         tracing::info!(agent = %registered.id, hostname = %registered.hostname, addr = %registered.addr, resources = %registered.total, reregistered, "agent registered");
         self.allocate_soon();
@@ -275,7 +274,7 @@ impl Conductor {
         let if_state_since_ms = if by_operator {
             None
         } else {
-            self.marking_unreachable.insert(agent.clone());
+            self.liveness.begin_marking(&agent);
             self.state().agent(&agent).map(|a| a.state_since_ms)
         };
         self.propose(
@@ -303,7 +302,7 @@ impl Conductor {
         outcome: ClusterOutcome,
         reply: Option<Reply<u64>>,
     ) {
-        self.marking_unreachable.remove(&agent);
+        self.liveness.marked(&agent);
         let ClusterOutcome::AgentStateSet { removed, updates } = outcome else {
             if let Some(r) = reply {
                 self.answer(r, Err(Refusal::Internal("unexpected outcome".into())));
@@ -327,7 +326,7 @@ impl Conductor {
             }
             AgentState::Unreachable | AgentState::Gone => {
                 let _ = self.allocator.set_agent_active(&agent, false);
-                self.last_heartbeat.remove(&agent);
+                self.liveness.forget(&agent);
                 self.settled(&agent);
             }
         }
@@ -424,7 +423,7 @@ impl Conductor {
             .recovery
             .awaiting
             .iter()
-            .filter(|(id, deadline)| **deadline <= now && !self.marking_unreachable.contains(*id))
+            .filter(|(id, deadline)| **deadline <= now && !self.liveness.is_marking(id))
             .map(|(id, _)| id.clone())
             .collect();
         for agent in late {
@@ -440,7 +439,7 @@ impl Conductor {
             .filter(|a| {
                 a.state == AgentState::Unreachable
                     && wall.saturating_sub(a.state_since_ms) >= removal
-                    && !self.marking_unreachable.contains(&a.id)
+                    && !self.liveness.is_marking(&a.id)
             })
             .map(|a| a.id.clone())
             .collect();

@@ -3,5 +3,7 @@
 //! and decides with them; the runtime ([`super::runtime`]) does the I/O.
 //!
 //! - [`offers`]: outstanding offers, their expiry, and removals in flight.
+//! - [`liveness`]: when agents were last heard from, and the leader's state changes in flight.
 
+pub mod liveness;
 pub mod offers;
