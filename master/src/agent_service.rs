@@ -13,7 +13,7 @@ use drover_proto::v1::agent_registry_server::AgentRegistry;
 use tonic::{Request, Response, Status};
 
 use crate::leader::convert::{self, invalid};
-use crate::leader::{self, LeaderHandle};
+use crate::leader::{Command, LeaderHandle};
 
 /// Largest agent API request decoded, bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -38,7 +38,7 @@ impl AgentRegistry for AgentService {
             convert::registration_from_proto(&request.into_inner(), crate::clock::unix_ms())?;
         let reply = self
             .leader
-            .ask(|reply| leader::Request::RegisterAgent {
+            .ask(|reply| Command::RegisterAgent {
                 agent,
                 tasks,
                 truncated,
@@ -55,7 +55,7 @@ impl AgentRegistry for AgentService {
         let agent = convert::agent_id("agent_id", &request.into_inner().agent_id)?;
         let reregister = self
             .leader
-            .ask(|reply| leader::Request::AgentHeartbeat { agent, reply })
+            .ask(|reply| Command::AgentHeartbeat { agent, reply })
             .await?;
         Ok(Response::new(v1::HeartbeatReply { reregister }))
     }
@@ -101,7 +101,7 @@ impl AgentRegistry for AgentService {
                 async move {
                     let r = self
                         .leader
-                        .ask(|reply| leader::Request::StatusUpdate {
+                        .ask(|reply| Command::StatusUpdate {
                             agent,
                             framework,
                             task,

@@ -436,7 +436,7 @@ impl Cluster for ClusterService {
         }
         let weight = r.weight;
         self.leader
-            .ask(|reply| crate::leader::Request::SetRoleWeight {
+            .ask(|reply| crate::leader::Command::SetRoleWeight {
                 role,
                 weight,
                 reply,
@@ -466,7 +466,7 @@ impl Cluster for ClusterService {
         };
         let live_tasks = self
             .leader
-            .ask(|reply| crate::leader::Request::SetAgentState {
+            .ask(|reply| crate::leader::Command::SetAgentState {
                 agent,
                 state,
                 reply,

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::leader::conductor::EVENT_QUEUE;
 use crate::leader::convert::{self, invalid};
-use crate::leader::{self, Call, Caller, LeaderHandle};
+use crate::leader::{Call, Caller, Command, LeaderHandle};
 
 /// Largest framework API request decoded, bytes (an ACCEPT of many tasks).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -43,7 +43,7 @@ impl SchedulerService {
 
     async fn ask(&self, caller: Caller, call: Call) -> Result<(), Status> {
         self.leader
-            .ask(|reply| leader::Request::Call {
+            .ask(|reply| Command::Call {
                 caller,
                 call,
                 reply,
@@ -82,7 +82,7 @@ impl Scheduler for SchedulerService {
         let framework = convert::framework_from_proto(&info, crate::clock::unix_ms())?;
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         self.leader
-            .ask(|reply| leader::Request::Subscribe {
+            .ask(|reply| Command::Subscribe {
                 framework,
                 resubscribe,
                 events,

@@ -17,6 +17,7 @@ pub mod convert;
 pub mod engine;
 pub mod runtime;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +29,9 @@ use crate::config::OfferCycleConfig;
 use crate::raft::MasterId;
 use crate::replicated::Replicated;
 
-pub use conductor::{Call, Caller};
-pub use runtime::Request;
+pub use answer::Reply;
+pub use conductor::{Call, Caller, Command};
+pub use runtime::{Request, Waitable};
 
 /// Commands waiting for the conductor; a full queue makes callers wait (back-pressure).
 pub const MAX_QUEUED_COMMANDS: usize = 16 * 1024;
@@ -38,6 +40,8 @@ pub const MAX_QUEUED_COMMANDS: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct LeaderHandle {
     current: Arc<Mutex<Option<mpsc::Sender<Request>>>>,
+    /// Ids of callers' answers, unique across leaderships.
+    next_call: Arc<AtomicU64>,
     replicated: Replicated,
     timeout: Duration,
 }
@@ -66,16 +70,22 @@ impl LeaderHandle {
         }
     }
 
-    /// Sends a command built around a reply channel and waits for the answer, within the
+    /// Sends a command built around a reply handle and waits for the answer, within the
     /// write timeout (past it, the outcome is unknown: DEADLINE_EXCEEDED).
-    pub async fn ask<T>(
+    pub async fn ask<T: Waitable>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, Status>>) -> Request,
+        make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<T, Status> {
         let tx = self.sender()?;
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
+        let request = Request {
+            call,
+            command: make(Reply::new(call)),
+            waiter: T::waiter(reply),
+        };
         let work = async {
-            tx.send(make(reply))
+            tx.send(request)
                 .await
                 .map_err(|_| Status::unavailable("leadership ended; retry at the new leader"))?;
             rx.await
@@ -89,13 +99,6 @@ impl LeaderHandle {
             ))),
         }
     }
-
-    /// Sends a command that needs no answer (a heartbeat); fails only when not leading.
-    pub fn tell(&self, command: Request) -> Result<(), Status> {
-        self.sender()?
-            .try_send(command)
-            .map_err(|_| Status::unavailable("the leader is overloaded; retry"))
-    }
 }
 
 /// Starts the watcher that runs a conductor whenever this replica leads. Returns the handle
@@ -108,6 +111,7 @@ pub fn start(
 ) -> (LeaderHandle, impl std::future::Future<Output = ()> + Send) {
     let handle = LeaderHandle {
         current: Arc::new(Mutex::new(None)),
+        next_call: Arc::new(AtomicU64::new(0)),
         replicated: replicated.clone(),
         timeout,
     };

@@ -9,10 +9,10 @@
 //! and answers go to the callers waiting for them. A proposal's outcome comes back to the
 //! conductor as an input of its own.
 //!
-//! The services send [`Request`]s, each with the channel its caller waits on; the runtime keeps
-//! the channel under a [`CallId`] and hands the conductor a [`Command`] with a [`Reply`] handle
-//! instead, and turns the conductor's answer (data: [`Answer`] or [`Refusal`]) into what the
-//! caller gets (a value or a gRPC status).
+//! The services send [`Request`]s: a [`Command`] whose reply is a `Reply` handle, and the
+//! channel its caller waits on; the runtime keeps the channel under the handle's [`CallId`]
+//! and turns the conductor's answer (data: [`Answer`] or [`Refusal`]) into what the caller gets
+//! (a value or a gRPC status).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,72 +26,57 @@ use tokio::task::JoinSet;
 use tonic::Status;
 
 use super::agents::{self, AgentChannels};
-use super::answer::{self, Answer, CallId, Refusal, Reply};
-use super::conductor::{
-    Action, Call, Caller, Command, Completion, Conductor, EventSender, MAX_PENDING_PROPOSALS,
-};
+use super::answer::{self, Answer, CallId, Refusal};
+use super::conductor::{Action, Command, Completion, Conductor, MAX_PENDING_PROPOSALS};
 use crate::clock::Now;
 use crate::config::OfferCycleConfig;
-use crate::ids::{AgentId, FrameworkId, Role, TaskId};
 use crate::metrics as m;
 use crate::raft::MasterId;
-use crate::registry::cluster::{
-    AgentRecord, AgentState, FrameworkRecord, ReportedTask, StatusUpdate,
-};
 use crate::registry::{Op, Outcome};
 use crate::replicated::{ReplicaError, Replicated};
 
 /// Where a caller waits for its answer.
-type Waiting<T> = oneshot::Sender<Result<T, Status>>;
+pub type Waiting<T> = oneshot::Sender<Result<T, Status>>;
 
-/// What the services ask of the offer cycle: a [`Command`] with the channel its caller waits on.
-pub enum Request {
-    Subscribe {
-        framework: FrameworkRecord,
-        /// Whether the framework gave its id (a re-subscription) or got a fresh one.
-        resubscribe: bool,
-        events: EventSender,
-        reply: Waiting<()>,
-    },
-    Call {
-        caller: Caller,
-        call: Call,
-        reply: Waiting<()>,
-    },
-    RegisterAgent {
-        agent: AgentRecord,
-        /// On a re-registration: the tasks the agent reports.
-        tasks: Option<Vec<ReportedTask>>,
-        /// The report was cut short.
-        truncated: bool,
-        reply: Waiting<v1::RegisterReply>,
-    },
-    /// Operator maintenance: DRAINING, ACTIVE again, or GONE. Answers the agent's live tasks.
-    SetAgentState {
-        agent: AgentId,
-        state: AgentState,
-        reply: Waiting<u64>,
-    },
-    AgentHeartbeat {
-        agent: AgentId,
-        reply: Waiting<bool>,
-    },
-    StatusUpdate {
-        agent: AgentId,
-        framework: FrameworkId,
-        task: TaskId,
-        update: StatusUpdate,
-        reply: Waiting<()>,
-    },
-    SetRoleWeight {
-        role: Role,
-        weight: f64,
-        reply: Waiting<()>,
-    },
+/// What a service sends the offer cycle: a command, the id its answer is for, and the channel
+/// its caller waits on (see `LeaderHandle::ask`).
+pub struct Request {
+    pub(super) call: CallId,
+    pub(super) command: Command,
+    pub(super) waiter: Waiter,
+}
+
+/// An answer type a caller can wait for: each is one [`Answer`] variant.
+pub trait Waitable: Sized {
+    fn waiter(tx: Waiting<Self>) -> Waiter;
+}
+
+impl Waitable for () {
+    fn waiter(tx: Waiting<Self>) -> Waiter {
+        Waiter::Done(tx)
+    }
+}
+
+impl Waitable for v1::RegisterReply {
+    fn waiter(tx: Waiting<Self>) -> Waiter {
+        Waiter::Registered(tx)
+    }
+}
+
+impl Waitable for u64 {
+    fn waiter(tx: Waiting<Self>) -> Waiter {
+        Waiter::LiveTasks(tx)
+    }
+}
+
+impl Waitable for bool {
+    fn waiter(tx: Waiting<Self>) -> Waiter {
+        Waiter::Reregister(tx)
+    }
 }
 
 /// A caller's channel, by the type of answer it waits for.
-enum Waiter {
+pub enum Waiter {
     Done(Waiting<()>),
     Registered(Waiting<v1::RegisterReply>),
     LiveTasks(Waiting<u64>),
@@ -153,7 +138,6 @@ pub struct Runtime {
     channels: AgentChannels,
     /// Callers waiting for an answer, by id.
     waiting: HashMap<CallId, Waiter>,
-    next_call: CallId,
 }
 
 impl Runtime {
@@ -167,7 +151,6 @@ impl Runtime {
             to_agents: JoinSet::new(),
             channels: AgentChannels::default(),
             waiting: HashMap::new(),
-            next_call: 0,
         }
     }
 
@@ -205,10 +188,10 @@ impl Runtime {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 c = commands.recv(), if self.pending.len() < MAX_PENDING_PROPOSALS => match c {
-                    Some(r) => {
-                        let c = self.command(r);
+                    Some(Request { call, command, waiter }) => {
+                        self.waiting.insert(call, waiter);
                         self.begin_input();
-                        self.conductor.command(c);
+                        self.conductor.command(command);
                     }
                     None => return,
                 },
@@ -231,85 +214,6 @@ impl Runtime {
                 }
             }
             self.execute();
-        }
-    }
-
-    /// Keeps `caller` until its answer comes; returns the handle the conductor answers with.
-    fn wait<T>(&mut self, caller: Waiter) -> Reply<T> {
-        self.next_call += 1;
-        self.waiting.insert(self.next_call, caller);
-        Reply::new(self.next_call)
-    }
-
-    /// The conductor's command for `request`, its caller kept until answered.
-    fn command(&mut self, request: Request) -> Command {
-        match request {
-            Request::Subscribe {
-                framework,
-                resubscribe,
-                events,
-                reply,
-            } => Command::Subscribe {
-                framework,
-                resubscribe,
-                events,
-                reply: self.wait(Waiter::Done(reply)),
-            },
-            Request::Call {
-                caller,
-                call,
-                reply,
-            } => Command::Call {
-                caller,
-                call,
-                reply: self.wait(Waiter::Done(reply)),
-            },
-            Request::RegisterAgent {
-                agent,
-                tasks,
-                truncated,
-                reply,
-            } => Command::RegisterAgent {
-                agent,
-                tasks,
-                truncated,
-                reply: self.wait(Waiter::Registered(reply)),
-            },
-            Request::SetAgentState {
-                agent,
-                state,
-                reply,
-            } => Command::SetAgentState {
-                agent,
-                state,
-                reply: self.wait(Waiter::LiveTasks(reply)),
-            },
-            Request::AgentHeartbeat { agent, reply } => Command::AgentHeartbeat {
-                agent,
-                reply: self.wait(Waiter::Reregister(reply)),
-            },
-            Request::StatusUpdate {
-                agent,
-                framework,
-                task,
-                update,
-                reply,
-            } => Command::StatusUpdate {
-                agent,
-                framework,
-                task,
-                update,
-                reply: self.wait(Waiter::Done(reply)),
-            },
-            Request::SetRoleWeight {
-                role,
-                weight,
-                reply,
-            } => Command::SetRoleWeight {
-                role,
-                weight,
-                reply: self.wait(Waiter::Done(reply)),
-            },
         }
     }
 

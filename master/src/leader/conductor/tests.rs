@@ -281,36 +281,38 @@ impl Sim {
     pub(super) fn launch(&mut self, stream: &mut Stream, id: &str, resources: &str) -> TaskId {
         sim_allocate_and_commit(self);
         let offer = Stream::offers(&stream.events()).remove(0);
-        let reply = self.reply();
-        let call = reply.id();
-        self.command(Command::Call {
-            caller: stream.caller(),
-            call: Call::Accept {
-                offers: vec![OfferId::new(&offer.id).unwrap()],
-                tasks: vec![task(id, resources)],
-                refuse_ms: None,
-            },
-            reply,
-        });
+        let call = self.call(stream, accept_one(&offer.id, task(id, resources)));
         self.settle();
         assert_eq!(self.answer(call), Some(Ok(Answer::Done)), "accept");
         TaskId::new(id).unwrap()
     }
 
-    /// The agent reports `state` for `task` of `framework` with update `uuid`; settles;
-    /// returns the answer the agent got.
-    pub(super) fn report(
+    /// Framework call `call` from `stream`'s framework; returns the call its answer is for.
+    pub(super) fn call(&mut self, stream: &Stream, call: Call) -> CallId {
+        let reply = self.reply();
+        let id = reply.id();
+        self.command(Command::Call {
+            caller: stream.caller(),
+            call,
+            reply,
+        });
+        id
+    }
+
+    /// Agent `agent` reports `state` for `task` of `framework` with update `uuid`; returns the
+    /// call its answer is for.
+    pub(super) fn send_update(
         &mut self,
-        agent: &str,
+        agent: &AgentId,
         framework: &FrameworkId,
         task: &TaskId,
         state: crate::registry::TaskState,
         uuid: u128,
-    ) -> Result<Answer, Refusal> {
+    ) -> CallId {
         let reply = self.reply();
         let call = reply.id();
         self.command(Command::StatusUpdate {
-            agent: AgentId::new(agent).unwrap(),
+            agent: agent.clone(),
             framework: framework.clone(),
             task: task.clone(),
             update: StatusUpdate {
@@ -325,6 +327,19 @@ impl Sim {
             },
             reply,
         });
+        call
+    }
+
+    /// As [`Self::send_update`], then settles; returns the answer the agent got.
+    pub(super) fn report(
+        &mut self,
+        agent: &str,
+        framework: &FrameworkId,
+        task: &TaskId,
+        state: crate::registry::TaskState,
+        uuid: u128,
+    ) -> Result<Answer, Refusal> {
+        let call = self.send_update(&AgentId::new(agent).unwrap(), framework, task, state, uuid);
         self.settle();
         self.answer(call).expect("answered")
     }
@@ -342,6 +357,15 @@ impl Sim {
             })
             .flatten()
             .collect()
+    }
+}
+
+/// ACCEPT of offer `offer` launching `task`.
+pub(super) fn accept_one(offer: &str, task: TaskSpec) -> Call {
+    Call::Accept {
+        offers: vec![OfferId::new(offer).unwrap()],
+        tasks: vec![task],
+        refuse_ms: None,
     }
 }
 
@@ -420,17 +444,7 @@ fn a_task_is_sent_to_its_agent_only_after_its_accept_is_committed() {
     sim.allocate();
     sim.commit();
     let offer = Stream::offers(&stream.events()).remove(0);
-    let reply = sim.reply();
-    let call = reply.id();
-    sim.command(Command::Call {
-        caller: stream.caller(),
-        call: Call::Accept {
-            offers: vec![OfferId::new(&offer.id).unwrap()],
-            tasks: vec![task("t1", "cpus:1;mem:128")],
-            refuse_ms: None,
-        },
-        reply,
-    });
+    let call = sim.call(&stream, accept_one(&offer.id, task("t1", "cpus:1;mem:128")));
     assert!(sim.to_agents.is_empty(), "RunTask before ACCEPT committed");
     assert_eq!(sim.answer(call), None, "answered before commit");
     assert!(matches!(sim.commit(), ClusterOp::Accept { .. }));
@@ -523,17 +537,7 @@ fn a_silent_agent_is_marked_unreachable_once_and_a_heartbeat_keeps_it() {
 #[test]
 fn an_accept_the_registry_refuses_is_answered_with_the_refusal_and_launches_nothing() {
     let (mut sim, stream) = one_agent_one_framework();
-    let reply = sim.reply();
-    let call = reply.id();
-    sim.command(Command::Call {
-        caller: stream.caller(),
-        call: Call::Accept {
-            offers: vec![OfferId::new("never-offered").unwrap()],
-            tasks: vec![task("t1", "cpus:1")],
-            refuse_ms: None,
-        },
-        reply,
-    });
+    let call = sim.call(&stream, accept_one("never-offered", task("t1", "cpus:1")));
     sim.settle();
     let refused = sim.answer(call).unwrap().unwrap_err();
     assert!(
@@ -592,16 +596,13 @@ fn unacknowledged_updates_are_sent_again_to_a_resubscribed_framework_until_ackno
     // Not acknowledged: the framework fails over and gets it again on its new stream.
     let mut again = sim.subscribe_with("f1", 0, true);
     assert_eq!(updates(&again.events()), [("t1".to_string(), running)]);
-    let reply = sim.reply();
-    let call = reply.id();
-    sim.command(Command::Call {
-        caller: again.caller(),
-        call: Call::Acknowledge {
+    let call = sim.call(
+        &again,
+        Call::Acknowledge {
             task: t1.clone(),
             uuid: uuid::Uuid::from_u128(1),
         },
-        reply,
-    });
+    );
     sim.settle();
     assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
     let mut third = sim.subscribe_with("f1", 0, true);
@@ -722,19 +723,13 @@ proptest::proptest! {
                 }
                 Step::Accept(n) | Step::Decline(n) if !outstanding.is_empty() => {
                     let offer = outstanding.remove(n % outstanding.len());
-                    let reply = sim.reply();
-                    let offers = vec![OfferId::new(&offer).unwrap()];
                     let call = if matches!(step, Step::Accept(_)) {
                         launched += 1;
-                        Call::Accept {
-                            offers,
-                            tasks: vec![task(&format!("t{launched}"), "cpus:1;mem:64")],
-                            refuse_ms: None,
-                        }
+                        accept_one(&offer, task(&format!("t{launched}"), "cpus:1;mem:64"))
                     } else {
-                        Call::Decline { offers, refuse_ms: Some(0) }
+                        Call::Decline { offers: vec![OfferId::new(&offer).unwrap()], refuse_ms: Some(0) }
                     };
-                    sim.command(Command::Call { caller: stream.caller(), call, reply });
+                    sim.call(&stream, call);
                 }
                 Step::Accept(_) | Step::Decline(_) => {}
                 Step::Report(n, ends) => {
@@ -751,24 +746,7 @@ proptest::proptest! {
                         } else {
                             crate::registry::TaskState::Running
                         };
-                        let reply = sim.reply();
-                        let call = reply.id();
-                        sim.command(Command::StatusUpdate {
-                            agent: agent.clone(),
-                            framework: f1.clone(),
-                            task: task.clone(),
-                            update: StatusUpdate {
-                                uuid: uuid::Uuid::from_u128(uuid),
-                                state,
-                                source: crate::registry::cluster::StatusSource::Executor,
-                                reason: String::new(),
-                                message: String::new(),
-                                exit_code: None,
-                                signal: None,
-                                at_ms: sim.now.wall_ms,
-                            },
-                            reply,
-                        });
+                        let call = sim.send_update(agent, &f1, task, state, uuid);
                         acks.push((task.clone(), uuid, call));
                     }
                 }
@@ -779,12 +757,7 @@ proptest::proptest! {
                         .filter_map(|t| t.updates.last().map(|u| (t.spec.id.clone(), u.update.uuid)))
                         .collect();
                     if let Some((task, uuid)) = tasks.get(n % tasks.len().max(1)) {
-                        let reply = sim.reply();
-                        sim.command(Command::Call {
-                            caller: stream.caller(),
-                            call: Call::Acknowledge { task: task.clone(), uuid: *uuid },
-                            reply,
-                        });
+                        sim.call(&stream, Call::Acknowledge { task: task.clone(), uuid: *uuid });
                     }
                 }
                 Step::Heartbeat(n) => {
