@@ -1,9 +1,9 @@
 //! The framework API's gRPC service (`drover.v1.Scheduler`), served by every master and
-//! answered by the leader's conductor.
+//! answered by the leader's engine.
 //!
 //! Owns the API edge only: it validates each request and names the field at fault, turns it
-//! into a conductor command and maps the answer to a status. It keeps no state; the event
-//! stream of SUBSCRIBE is a bounded queue the conductor fills.
+//! into an engine command and maps the answer to a status. It keeps no state; the event
+//! stream of SUBSCRIBE is a bounded queue the engine fills.
 
 use std::pin::Pin;
 
@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::leader::conductor::EVENT_QUEUE;
 use crate::leader::convert::{self, invalid};
+use crate::leader::engine::EVENT_QUEUE;
 use crate::leader::{Call, Caller, Command, LeaderHandle};
 
 /// Largest framework API request decoded, bytes (an ACCEPT of many tasks).
@@ -82,10 +82,10 @@ impl Scheduler for SchedulerService {
         let framework = convert::framework_from_proto(&info, crate::clock::unix_ms())?;
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         self.leader
-            .ask(|reply| Command::Subscribe {
+            .subscribe(events, |reply, stream| Command::Subscribe {
                 framework,
                 resubscribe,
-                events,
+                stream,
                 reply,
             })
             .await?;
@@ -185,7 +185,7 @@ impl Scheduler for SchedulerService {
         request: Request<v1::ReconcileRequest>,
     ) -> Result<Response<v1::CallReply>, Status> {
         let r = request.into_inner();
-        let max = crate::leader::conductor::MAX_RECONCILE_TASKS;
+        let max = crate::leader::engine::MAX_RECONCILE_TASKS;
         if r.task_ids.len() + r.tasks.len() > max {
             return Err(invalid(
                 "tasks",

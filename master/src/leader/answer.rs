@@ -1,9 +1,9 @@
-//! How the conductor answers the callers of its commands: as data.
+//! How the engine answers the callers of its commands: as data.
 //!
 //! A command carries a [`Reply`] handle, an id under which the runtime keeps the caller's
-//! channel. The conductor answers by pushing `Action::Reply` with an [`Answer`] or a
+//! channel. The engine answers by pushing `Action::Reply` with an [`Answer`] or a
 //! [`Refusal`]; the runtime ([`super::runtime`]) turns a refusal into the gRPC status the
-//! caller gets ([`to_status`]) and sends it. No tonic type is built in the conductor.
+//! caller gets ([`to_status`]) and sends it. No tonic type is built in the engine.
 
 use std::marker::PhantomData;
 
@@ -90,7 +90,6 @@ pub enum Refusal {
     FailedPrecondition(String),
     InvalidArgument(String),
     ResourceExhausted(String),
-    Unavailable(String),
     Internal(String),
 }
 
@@ -119,7 +118,6 @@ pub fn to_status(refusal: Refusal) -> Status {
         Refusal::FailedPrecondition(m) => Status::failed_precondition(m),
         Refusal::InvalidArgument(m) => Status::invalid_argument(m),
         Refusal::ResourceExhausted(m) => Status::resource_exhausted(m),
-        Refusal::Unavailable(m) => Status::unavailable(m),
         Refusal::Internal(m) => Status::internal(m),
     }
 }

@@ -1,18 +1,18 @@
 //! The leader's offer cycle: what a master does only while it leads.
 //!
-//! Owns the start and stop of the [`conductor`]: a watcher follows openraft's metrics and,
-//! when this replica becomes leader, starts a fresh conductor (which rebuilds its soft state —
-//! the allocator, offer timers, agent liveness — from the replicated registry); when it stops
-//! leading, the conductor is dropped with every framework stream it held, so frameworks
-//! re-subscribe to the new leader. The gRPC services reach the current conductor through a
-//! [`LeaderHandle`]; on a follower they answer UNAVAILABLE with the leader hint.
+//! Owns the start and stop of the offer cycle (the [`engine`] driven by its [`runtime`]): a
+//! watcher follows openraft's metrics and, when this replica becomes leader, starts a fresh
+//! engine (which rebuilds its soft state — the allocator, offer timers, agent liveness — from
+//! the replicated registry); when it stops leading, the runtime is dropped with every
+//! framework stream it held, so frameworks re-subscribe to the new leader. The gRPC services
+//! reach the current runtime through a [`LeaderHandle`]; on a follower they answer
+//! UNAVAILABLE with the leader hint.
 //!
-//! Everything the conductor changes goes through Raft first; its own state is only what can be
+//! Everything the engine changes goes through Raft first; its own state is only what can be
 //! rebuilt (DESIGN.md, "Replicated state": soft state on the leader only).
 
 pub mod agents;
 pub mod answer;
-pub mod conductor;
 pub mod convert;
 pub mod engine;
 pub mod runtime;
@@ -30,13 +30,13 @@ use crate::raft::MasterId;
 use crate::replicated::Replicated;
 
 pub use answer::Reply;
-pub use conductor::{Call, Caller, Command};
-pub use runtime::{Request, Waitable};
+pub use engine::{Call, Caller, Command, StreamKey};
+pub use runtime::{EventSender, Request, Waitable};
 
-/// Commands waiting for the conductor; a full queue makes callers wait (back-pressure).
+/// Commands waiting for the engine; a full queue makes callers wait (back-pressure).
 pub const MAX_QUEUED_COMMANDS: usize = 16 * 1024;
 
-/// The services' door to the conductor of the current leadership, if this replica leads.
+/// The services' door to the offer cycle of the current leadership, if this replica leads.
 #[derive(Clone)]
 pub struct LeaderHandle {
     current: Arc<Mutex<Option<mpsc::Sender<Request>>>>,
@@ -76,13 +76,32 @@ impl LeaderHandle {
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<T, Status> {
+        self.request(|reply, _| make(reply), None).await
+    }
+
+    /// As [`Self::ask`] for a SUBSCRIBE: `events` is the stream the framework's events go to,
+    /// named in the command by the key `make` is given.
+    pub async fn subscribe(
+        &self,
+        events: EventSender,
+        make: impl FnOnce(Reply<()>, StreamKey) -> Command,
+    ) -> Result<(), Status> {
+        self.request(make, Some(events)).await
+    }
+
+    async fn request<T: Waitable>(
+        &self,
+        make: impl FnOnce(Reply<T>, StreamKey) -> Command,
+        events: Option<EventSender>,
+    ) -> Result<T, Status> {
         let tx = self.sender()?;
         let call = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let request = Request {
             call,
-            command: make(Reply::new(call)),
+            command: make(Reply::new(call), StreamKey(call)),
             waiter: T::waiter(reply),
+            events,
         };
         let work = async {
             tx.send(request)
@@ -101,7 +120,7 @@ impl LeaderHandle {
     }
 }
 
-/// Starts the watcher that runs a conductor whenever this replica leads. Returns the handle
+/// Starts the watcher that runs the offer cycle whenever this replica leads. Returns the handle
 /// the services use and the watcher's future (to spawn).
 pub fn start(
     me: MasterId,
@@ -145,7 +164,7 @@ pub fn start(
                 tracing::info!(term, "offer cycle started: this master leads");
                 running = Some((term, h));
             }
-            // Wake on a metrics change, or when the conductor ends by itself (it should not:
+            // Wake on a metrics change, or when the offer cycle ends by itself (it should not:
             // then it is restarted rather than leaving the services answering "retry").
             let changed = match running.as_mut() {
                 Some((_, h)) => tokio::select! {
