@@ -28,3 +28,103 @@ impl Engine {
         self.answer(reply, r);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::agents::AgentMessage;
+    use crate::leader::answer::{self, Answer};
+    use crate::leader::engine::sim::*;
+    use crate::leader::engine::Call;
+    use crate::registry::cluster::TaskSpec;
+    use crate::registry::TaskState;
+
+    /// The KillTask messages sent to agents since the last call: (agent, framework, task,
+    /// grace in seconds).
+    fn kills(sim: &mut Sim) -> Vec<(String, String, String, f64)> {
+        sim.to_agents
+            .drain(..)
+            .filter_map(|(agent, m)| match m {
+                AgentMessage::Kill(k) => Some((
+                    agent.to_string(),
+                    k.framework_id,
+                    k.task_id,
+                    k.grace_seconds,
+                )),
+                AgentMessage::Run(_) => None,
+            })
+            .collect()
+    }
+
+    fn kill(task: &TaskId, grace_ms: Option<u64>) -> Call {
+        Call::Kill {
+            task: task.clone(),
+            grace_ms,
+        }
+    }
+
+    #[test]
+    fn a_kill_of_a_live_task_goes_to_its_agent_with_the_tasks_grace_unless_the_call_gives_one() {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        let spec = TaskSpec {
+            kill_grace_ms: 3_000,
+            ..task("t1", "cpus:1;mem:128")
+        };
+        let t1 = sim.launch_task(&mut stream, spec);
+        sim.to_agents.clear();
+        let call = sim.call(&stream, kill(&t1, None));
+        assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
+        assert!(
+            sim.proposed.is_empty(),
+            "a KILL proposes nothing (the agent's update ends the task): {:?}",
+            sim.proposed_ops()
+        );
+        let t = |grace: f64| ("a1".to_string(), "f1".to_string(), "t1".to_string(), grace);
+        assert_eq!(kills(&mut sim), [t(3.0)], "the task's own grace");
+        let call = sim.call(&stream, kill(&t1, Some(500)));
+        assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
+        assert_eq!(kills(&mut sim), [t(0.5)], "the call's grace");
+    }
+
+    #[test]
+    fn a_kill_of_a_task_the_framework_does_not_have_is_refused_not_found_naming_the_field() {
+        let (mut sim, mut s1) = one_agent_one_framework();
+        let mut s2 = sim.subscribe("f2");
+        let t1 = sim.launch(&mut s1, "t1", "cpus:1;mem:128");
+        s2.events();
+        sim.to_agents.clear();
+        let unknown = TaskId::new("no-such-task").unwrap();
+        // A task never launched, and another framework's task, are alike unknown.
+        for (stream, task) in [(&s1, &unknown), (&s2, &t1)] {
+            let call = sim.call(stream, kill(task, None));
+            match sim.answer(call) {
+                Some(Err(Refusal::NotFound(m))) => {
+                    assert!(m.starts_with("task_id:"), "the field is named: {m}");
+                    assert!(m.contains(&task.to_string()), "the task is named: {m}");
+                    let status = answer::to_status(Refusal::NotFound(m));
+                    assert_eq!(status.code(), tonic::Code::NotFound, "{status}");
+                }
+                other => panic!("KILL of {task} by {} answered {other:?}", stream.framework),
+            }
+        }
+        assert!(
+            kills(&mut sim).is_empty(),
+            "nothing is sent to agents for an unknown task"
+        );
+    }
+
+    #[test]
+    fn a_kill_of_a_task_that_ended_is_answered_done_and_sends_nothing() {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        let f1 = stream.framework.clone();
+        let t1 = sim.launch(&mut stream, "t1", "cpus:1;mem:128");
+        sim.report("a1", &f1, &t1, TaskState::Running, 1).unwrap();
+        sim.report("a1", &f1, &t1, TaskState::Finished, 2).unwrap();
+        sim.to_agents.clear();
+        let call = sim.call(&stream, kill(&t1, Some(1_000)));
+        assert_eq!(sim.answer(call), Some(Ok(Answer::Done)), "a retried KILL");
+        let sent = kills(&mut sim);
+        assert!(sent.is_empty(), "KillTask for an ended task: {sent:?}");
+        assert!(sim.proposed.is_empty(), "{:?}", sim.proposed_ops());
+    }
+}

@@ -113,3 +113,160 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use drover_proto::v1;
+
+    use super::*;
+    use crate::leader::agents::AgentMessage;
+    use crate::leader::answer::Answer;
+    use crate::leader::engine::sim::*;
+    use crate::leader::engine::Command;
+    use crate::registry::cluster::TaskSpec;
+
+    /// An operator sets a1's state; returns the call its answer is for.
+    fn set_state(sim: &mut Sim, state: AgentState) -> crate::leader::answer::CallId {
+        let reply = sim.reply();
+        let call = reply.id();
+        sim.command(Command::SetAgentState {
+            agent: AgentId::new("a1").unwrap(),
+            state,
+            reply,
+        });
+        call
+    }
+
+    fn offers_proposed(sim: &Sim) -> usize {
+        sim.proposed_ops()
+            .into_iter()
+            .filter(|op| matches!(op, ClusterOp::CreateOffers(o) if o.iter().any(|o| o.agent.to_string() == "a1")))
+            .count()
+    }
+
+    /// KillTask messages sent: (task, grace in seconds).
+    fn kills(sim: &mut Sim) -> Vec<(String, f64)> {
+        sim.to_agents
+            .drain(..)
+            .filter_map(|(_, m)| match m {
+                AgentMessage::Kill(k) => Some((k.task_id, k.grace_seconds)),
+                AgentMessage::Run(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn draining_an_agent_kills_its_live_tasks_with_their_grace_and_stops_its_offers_until_active_again(
+    ) {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        let spec = TaskSpec {
+            kill_grace_ms: 2_000,
+            ..task("t1", "cpus:1;mem:128")
+        };
+        sim.launch_task(&mut stream, spec);
+        // The rest of the agent is offered again once ACCEPT's default filter passes.
+        let refuse = sim.c.config.default_refuse;
+        sim.advance(refuse);
+        sim.settle();
+        let rest = Stream::offers(&stream.events());
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        sim.to_agents.clear();
+
+        let call = set_state(&mut sim, AgentState::Draining);
+        assert!(
+            sim.to_agents.is_empty() && sim.answer(call).is_none(),
+            "acted on before the drain committed"
+        );
+        assert!(matches!(
+            sim.commit(),
+            ClusterOp::SetAgentState {
+                state: AgentState::Draining,
+                by_operator: true,
+                ..
+            }
+        ));
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
+        assert_eq!(
+            kills(&mut sim),
+            [("t1".to_string(), 2.0)],
+            "the live task killed with its grace"
+        );
+        let events = stream.events();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, v1::event::Event::Rescind(r) if r.offer_id == rest[0].id)),
+            "the draining agent's offer is rescinded: {events:?}"
+        );
+        for second in 1..=10 {
+            sim.advance(Duration::from_secs(1));
+            assert_eq!(
+                offers_proposed(&sim),
+                0,
+                "a draining agent offered {second} s after the drain: {:?}",
+                sim.proposed_ops()
+            );
+        }
+
+        let call = set_state(&mut sim, AgentState::Active);
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
+        let batch = sim.c.config.allocation_batch;
+        sim.advance(batch);
+        assert_eq!(
+            offers_proposed(&sim),
+            1,
+            "active again, offered within {batch:?}: {:?}",
+            sim.proposed_ops()
+        );
+        sim.settle();
+        assert_eq!(Stream::offers(&stream.events()).len(), 1);
+    }
+
+    #[test]
+    fn asking_for_the_state_an_agent_is_in_changes_nothing_and_answers_its_live_tasks() {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        sim.launch(&mut stream, "t1", "cpus:1;mem:128");
+        sim.to_agents.clear();
+        let call = set_state(&mut sim, AgentState::Active);
+        assert_eq!(
+            sim.answer(call),
+            Some(Ok(Answer::LiveTasks(1))),
+            "answered at once"
+        );
+        assert!(sim.proposed.is_empty(), "{:?}", sim.proposed_ops());
+        // Draining, asked to drain again (`drain --wait` polls so): no second round of kills.
+        let call = set_state(&mut sim, AgentState::Draining);
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
+        assert_eq!(kills(&mut sim).len(), 1);
+        let call = set_state(&mut sim, AgentState::Draining);
+        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
+        assert!(sim.proposed.is_empty(), "{:?}", sim.proposed_ops());
+        let again = kills(&mut sim);
+        assert!(again.is_empty(), "killed again: {again:?}");
+    }
+
+    #[test]
+    fn an_operator_cannot_mark_an_agent_unreachable() {
+        let (mut sim, _stream) = one_agent_one_framework();
+        let call = set_state(&mut sim, AgentState::Unreachable);
+        match sim.answer(call) {
+            Some(Err(Refusal::InvalidArgument(m))) => {
+                assert!(m.starts_with("action:"), "the field is named: {m}")
+            }
+            other => panic!("UNREACHABLE by an operator answered {other:?}"),
+        }
+        assert!(sim.proposed.is_empty(), "{:?}", sim.proposed_ops());
+        assert_eq!(
+            sim.registry
+                .agent(&AgentId::new("a1").unwrap())
+                .unwrap()
+                .state,
+            AgentState::Active
+        );
+    }
+}

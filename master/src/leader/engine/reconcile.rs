@@ -136,9 +136,161 @@ impl Engine {
 mod tests {
     use std::time::Duration;
 
-    use crate::leader::answer::Answer;
+    use drover_proto::v1;
+
+    use super::RECONCILE_PER_SECOND;
+    use crate::config::OfferCycleConfig;
+    use crate::ids::{AgentId, FrameworkId, TaskId};
+    use crate::leader::answer::{Answer, Refusal};
     use crate::leader::engine::sim::*;
     use crate::leader::engine::{Call, EVENT_QUEUE, MAX_RECONCILE_TASKS};
+    use crate::registry::cluster::{AgentState, ClusterOp, ReportedTask};
+    use crate::registry::TaskState;
+
+    /// The reconciliation answers among `events`: (task id, state).
+    fn reconciliations(events: &[v1::event::Event]) -> Vec<(String, i32)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                v1::event::Event::Update(v1::Update { status: Some(s) })
+                    if s.reason == "reconciliation" =>
+                {
+                    Some((s.task_id.clone(), s.state))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn implicit(sim: &mut Sim, stream: &Stream) -> Option<Result<Answer, Refusal>> {
+        let call = sim.call(stream, Call::Reconcile { tasks: Vec::new() });
+        sim.answer(call)
+    }
+
+    /// Agent a1 running task t1 of framework f1, then a leader change: f1 subscribed again,
+    /// a1 not registered again yet.
+    fn a_task_across_a_leader_change(
+        config: OfferCycleConfig,
+    ) -> (Sim, Stream, FrameworkId, TaskId) {
+        let mut sim = Sim::new(config);
+        sim.register_agent("a1", "cpus:4;mem:4096");
+        let mut stream = sim.subscribe("f1");
+        let f1 = stream.framework.clone();
+        let t1 = sim.launch(&mut stream, "t1", "cpus:1;mem:128");
+        sim.report("a1", &f1, &t1, TaskState::Running, 1).unwrap();
+        sim.restart_leader();
+        assert!(
+            sim.c.recovery.awaits(&AgentId::new("a1").unwrap()),
+            "the new leader awaits a1"
+        );
+        drop(stream);
+        let mut stream = sim.subscribe_with("f1", 0, true);
+        stream.events();
+        (sim, stream, f1, t1)
+    }
+
+    #[test]
+    fn held_reconciliation_answers_during_re_registration_go_out_once_the_agent_registers_again() {
+        let (mut sim, mut stream, f1, t1) =
+            a_task_across_a_leader_change(OfferCycleConfig::default());
+        assert_eq!(implicit(&mut sim, &stream), Some(Ok(Answer::Done)));
+        let early = stream.events();
+        assert!(
+            reconciliations(&early).is_empty(),
+            "answered from the registry while a1 is awaited: {early:?}"
+        );
+        sim.register_agent_with(
+            "a1",
+            "cpus:4;mem:4096",
+            Some(vec![ReportedTask {
+                framework: f1,
+                task: t1,
+                state: TaskState::Running,
+            }]),
+        );
+        let running = v1::TaskState::TaskRunning as i32;
+        let events = stream.events();
+        assert_eq!(
+            reconciliations(&events),
+            [("t1".to_string(), running)],
+            "the held answer, once a1 registered again: {events:?}"
+        );
+    }
+
+    #[test]
+    fn held_reconciliation_answers_go_out_when_the_agent_misses_its_re_registration_timeout() {
+        // Shorter than `agent_timeout`: the mark is the re-registration timeout's.
+        let config = OfferCycleConfig {
+            agent_reregister_timeout: Duration::from_secs(10),
+            ..OfferCycleConfig::default()
+        };
+        assert!(config.agent_reregister_timeout < config.agent_timeout);
+        let (mut sim, mut stream, _, _) = a_task_across_a_leader_change(config);
+        assert_eq!(implicit(&mut sim, &stream), Some(Ok(Answer::Done)));
+        let unreachable_marks = |sim: &Sim| {
+            sim.proposed_ops()
+                .into_iter()
+                .filter(|op| {
+                    matches!(op, ClusterOp::SetAgentState { agent, state: AgentState::Unreachable, .. } if agent.to_string() == "a1")
+                })
+                .count()
+        };
+        sim.advance(Duration::from_secs(9));
+        let early = stream.events();
+        assert!(reconciliations(&early).is_empty(), "{early:?}");
+        assert_eq!(unreachable_marks(&sim), 0, "{:?}", sim.proposed_ops());
+        sim.advance(Duration::from_secs(1));
+        assert_eq!(unreachable_marks(&sim), 1, "{:?}", sim.proposed_ops());
+        let early = stream.events();
+        assert!(
+            reconciliations(&early).is_empty(),
+            "answered before the mark committed: {early:?}"
+        );
+        sim.settle();
+        assert_eq!(
+            sim.registry
+                .agent(&AgentId::new("a1").unwrap())
+                .unwrap()
+                .state,
+            AgentState::Unreachable
+        );
+        let unreachable = v1::TaskState::TaskUnreachable as i32;
+        let events = stream.events();
+        assert_eq!(
+            reconciliations(&events),
+            [("t1".to_string(), unreachable)],
+            "the held answer, once a1 was marked unreachable: {events:?}"
+        );
+    }
+
+    #[test]
+    fn reconcile_calls_beyond_the_per_second_budget_in_a_burst_are_refused_resource_exhausted() {
+        let (mut sim, stream) = one_agent_one_framework();
+        let burst = RECONCILE_PER_SECOND as usize;
+        for i in 0..burst {
+            assert_eq!(
+                implicit(&mut sim, &stream),
+                Some(Ok(Answer::Done)),
+                "call {i} of a burst of {burst}"
+            );
+        }
+        match implicit(&mut sim, &stream) {
+            Some(Err(Refusal::ResourceExhausted(m))) => {
+                assert!(m.contains("RECONCILE"), "{m}")
+            }
+            other => panic!("call {} of the burst answered {other:?}", burst + 1),
+        }
+        // A token comes back every 1/RECONCILE_PER_SECOND s.
+        sim.advance(Duration::from_secs_f64(1.5 / RECONCILE_PER_SECOND));
+        assert_eq!(implicit(&mut sim, &stream), Some(Ok(Answer::Done)));
+        assert!(
+            matches!(
+                implicit(&mut sim, &stream),
+                Some(Err(Refusal::ResourceExhausted(_)))
+            ),
+            "only one token came back"
+        );
+    }
 
     #[test]
     fn reconciliation_answers_beyond_the_streams_room_wait_and_follow_in_order_as_it_drains() {

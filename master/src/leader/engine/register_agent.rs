@@ -176,3 +176,113 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OfferCycleConfig;
+    use crate::leader::answer::Answer;
+    use crate::leader::engine::sim::*;
+    use crate::leader::engine::Command;
+
+    fn offers_proposed(sim: &Sim) -> Vec<String> {
+        sim.proposed_ops()
+            .into_iter()
+            .filter_map(|op| match op {
+                ClusterOp::CreateOffers(offers) => Some(offers),
+                _ => None,
+            })
+            .flatten()
+            .map(|o| format!("{} on {}", o.resources, o.agent))
+            .collect()
+    }
+
+    fn heartbeat(sim: &mut Sim, agent: &str) -> Option<Result<Answer, Refusal>> {
+        let reply = sim.reply();
+        let call = reply.id();
+        sim.command(Command::AgentHeartbeat {
+            agent: AgentId::new(agent).unwrap(),
+            reply,
+        });
+        sim.answer(call)
+    }
+
+    #[test]
+    fn a_registering_agents_resources_are_offered_once_its_registration_commits_and_not_before() {
+        let mut sim = Sim::new(OfferCycleConfig::default());
+        let mut stream = sim.subscribe("f1");
+        let interval = sim.c.config.allocation_interval;
+        let batch = sim.c.config.allocation_batch;
+        let reply = sim.reply();
+        let call = reply.id();
+        let record = sim.agent_record("a1", "cpus:2;mem:1024");
+        sim.command(Command::RegisterAgent {
+            agent: record,
+            tasks: None,
+            truncated: false,
+            reply,
+        });
+        sim.advance(interval);
+        assert!(
+            offers_proposed(&sim).is_empty(),
+            "offered before the registration committed: {:?}",
+            sim.proposed_ops()
+        );
+        assert_eq!(sim.answer(call), None, "answered before commit");
+        assert!(matches!(
+            sim.commit(),
+            ClusterOp::RegisterAgent { tasks: None, .. }
+        ));
+        match sim.answer(call) {
+            Some(Ok(Answer::Registered(r))) => assert_eq!(r.agent_id, "a1"),
+            other => panic!("registration answered {other:?}"),
+        }
+        // Right after a periodic cycle: the offer comes within `allocation_batch`.
+        sim.advance(batch);
+        assert_eq!(
+            offers_proposed(&sim),
+            ["cpus:2;mem:1024 on a1"],
+            "offered within {batch:?} of the registration"
+        );
+        sim.settle();
+        let offers = Stream::offers(&stream.events());
+        assert_eq!(offers.len(), 1, "{offers:?}");
+        assert_eq!(offers[0].agent_id, "a1");
+    }
+
+    #[test]
+    fn an_agent_is_answered_reregister_after_a_leader_change_until_it_registers_again() {
+        let mut sim = Sim::new(OfferCycleConfig::default());
+        sim.register_agent("a1", "cpus:2;mem:1024");
+        sim.register_agent("a2", "cpus:2;mem:1024");
+        assert_eq!(
+            heartbeat(&mut sim, "a1"),
+            Some(Ok(Answer::Reregister(false))),
+            "before the leader change"
+        );
+        sim.restart_leader();
+        for a in ["a1", "a2"] {
+            assert_eq!(
+                heartbeat(&mut sim, a),
+                Some(Ok(Answer::Reregister(true))),
+                "{a} after the leader change"
+            );
+        }
+        sim.register_agent_with("a1", "cpus:2;mem:1024", Some(Vec::new()));
+        assert_eq!(
+            heartbeat(&mut sim, "a1"),
+            Some(Ok(Answer::Reregister(false))),
+            "a1 registered again"
+        );
+        assert_eq!(
+            heartbeat(&mut sim, "a2"),
+            Some(Ok(Answer::Reregister(true))),
+            "a2 is still awaited"
+        );
+        assert_eq!(
+            heartbeat(&mut sim, "unknown"),
+            Some(Ok(Answer::Reregister(true))),
+            "an agent the registry does not know registers"
+        );
+    }
+}

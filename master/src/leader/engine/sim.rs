@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover_proto::v1;
@@ -22,8 +24,8 @@ use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::leader::agents::AgentMessage;
 use crate::leader::answer::{Answer, CallId, Refusal, Reply};
 use crate::registry::cluster::{
-    AgentRecord, AgentState, ClusterOp, ClusterState, FrameworkRecord, OfferRecord, Stamp,
-    StatusUpdate, TaskSpec,
+    AgentRecord, AgentState, ClusterOp, ClusterState, FrameworkRecord, OfferRecord, ReportedTask,
+    Stamp, StatusUpdate, TaskSpec,
 };
 use crate::replicated::ReplicaError;
 
@@ -48,6 +50,14 @@ pub(super) struct Sim {
     pub(super) offered: HashMap<StreamKey, Rc<RefCell<Pipe>>>,
     /// Streams the engine attached.
     pub(super) streams: HashMap<StreamKey, Rc<RefCell<Pipe>>>,
+    /// The last fresh id made, shared by every leader's engine (ids stay unique across a
+    /// leader change, as random ones are).
+    ids: Arc<AtomicU64>,
+}
+
+/// Fresh ids `id-1`, `id-2`, … counted in `ids`.
+fn fresh_ids(ids: Arc<AtomicU64>) -> Box<dyn FnMut() -> String + Send> {
+    Box::new(move || format!("id-{}", ids.fetch_add(1, Ordering::Relaxed) + 1))
 }
 
 /// A simulated event stream: what was queued and not read yet.
@@ -132,12 +142,9 @@ impl Sim {
             mono: Instant::now(),
             wall_ms: 1_700_000_000_000,
         };
+        let ids = Arc::new(AtomicU64::new(0));
         let mut c = Engine::new(1, config, now);
-        let mut n = 0u64;
-        c.fresh_id = Box::new(move || {
-            n += 1;
-            format!("id-{n}")
-        });
+        c.fresh_id = fresh_ids(ids.clone());
         let mut sim = Self {
             c,
             registry: ClusterState::default(),
@@ -149,9 +156,30 @@ impl Sim {
             next_call: 0,
             offered: HashMap::new(),
             streams: HashMap::new(),
+            ids,
         };
         sim.input(|e, at| e.on_rebuild(at).1);
         sim
+    }
+
+    /// A leader change: the engine is dropped with its soft state and the next leader's
+    /// rebuilds from the registry as committed. Every stream ends (the runtime drops them
+    /// with the engine: frameworks subscribe again); answers already given stay. Proposals
+    /// must have settled first.
+    pub(super) fn restart_leader(&mut self) {
+        assert!(
+            self.proposed.is_empty(),
+            "proposals in flight across a leader change: {:?}",
+            self.proposed_ops()
+        );
+        for (_, pipe) in self.streams.drain().chain(self.offered.drain()) {
+            pipe.borrow_mut().ended = true;
+        }
+        let me = self.c.me + 1;
+        let config = self.c.config.clone();
+        self.c = Engine::new(me, config, self.now);
+        self.c.fresh_id = fresh_ids(self.ids.clone());
+        self.input(|e, at| e.on_rebuild(at).1);
     }
 
     /// What the next input is handled against.
@@ -314,23 +342,39 @@ impl Sim {
         self.proposed.iter().map(|(op, _)| op).collect()
     }
 
+    /// The record agent `id` with `total` registers with now.
+    pub(super) fn agent_record(&self, id: &str, total: &str) -> AgentRecord {
+        AgentRecord {
+            id: AgentId::new(id).unwrap(),
+            hostname: format!("{id}.test"),
+            addr: "127.0.0.1:5051".into(),
+            total: res(total),
+            attributes: Default::default(),
+            state: AgentState::Active,
+            registered_at_ms: self.now.wall_ms,
+            state_since_ms: self.now.wall_ms,
+            draining: false,
+        }
+    }
+
     /// Registers agent `id` with `total`; settles; returns the engine's answer.
     pub(super) fn register_agent(&mut self, id: &str, total: &str) -> v1::RegisterReply {
+        self.register_agent_with(id, total, None)
+    }
+
+    /// Registers agent `id` with `total`, again with the task report `tasks` when given;
+    /// settles; returns the engine's answer.
+    pub(super) fn register_agent_with(
+        &mut self,
+        id: &str,
+        total: &str,
+        tasks: Option<Vec<ReportedTask>>,
+    ) -> v1::RegisterReply {
         let reply = self.reply();
         let call = reply.id();
         self.command(Command::RegisterAgent {
-            agent: AgentRecord {
-                id: AgentId::new(id).unwrap(),
-                hostname: format!("{id}.test"),
-                addr: "127.0.0.1:5051".into(),
-                total: res(total),
-                attributes: Default::default(),
-                state: AgentState::Active,
-                registered_at_ms: self.now.wall_ms,
-                state_since_ms: self.now.wall_ms,
-                draining: false,
-            },
-            tasks: None,
+            agent: self.agent_record(id, total),
+            tasks,
             truncated: false,
             reply,
         });
@@ -354,6 +398,17 @@ impl Sim {
         failover_timeout_ms: u64,
         resubscribe: bool,
     ) -> Stream {
+        self.subscribe_as(id, Role::default_role(), failover_timeout_ms, resubscribe)
+    }
+
+    /// As [`Self::subscribe_with`], in `role`.
+    pub(super) fn subscribe_as(
+        &mut self,
+        id: &str,
+        role: Role,
+        failover_timeout_ms: u64,
+        resubscribe: bool,
+    ) -> Stream {
         let reply = self.reply();
         let call = reply.id();
         let pipe = Rc::new(RefCell::new(Pipe::default()));
@@ -363,7 +418,7 @@ impl Sim {
             framework: FrameworkRecord {
                 id: framework.clone(),
                 name: id.into(),
-                role: Role::default_role(),
+                role,
                 principal: String::new(),
                 failover_timeout_ms,
                 subscribed_at_ms: self.now.wall_ms,
@@ -394,12 +449,18 @@ impl Sim {
     /// Launches task `id` with `resources` on the first offer `stream` gets (allocating and
     /// committing as needed); returns the task's id.
     pub(super) fn launch(&mut self, stream: &mut Stream, id: &str, resources: &str) -> TaskId {
+        self.launch_task(stream, task(id, resources))
+    }
+
+    /// As [`Self::launch`], task `spec`.
+    pub(super) fn launch_task(&mut self, stream: &mut Stream, spec: TaskSpec) -> TaskId {
         sim_allocate_and_commit(self);
         let offer = Stream::offers(&stream.events()).remove(0);
-        let call = self.call(stream, accept_one(&offer.id, task(id, resources)));
+        let id = spec.id.clone();
+        let call = self.call(stream, accept_one(&offer.id, spec));
         self.settle();
         assert_eq!(self.answer(call), Some(Ok(Answer::Done)), "accept");
-        TaskId::new(id).unwrap()
+        id
     }
 
     /// Framework call `call` from `stream`'s framework; returns the call its answer is for.
