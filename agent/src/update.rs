@@ -18,82 +18,9 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Longest reason kept in an update, bytes.
 pub const MAX_REASON_BYTES: usize = 128;
 
-/// The task states the agent reports or tracks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum TaskState {
-    #[serde(rename = "TASK_STAGING")]
-    Staging,
-    #[serde(rename = "TASK_STARTING")]
-    Starting,
-    #[serde(rename = "TASK_RUNNING")]
-    Running,
-    #[serde(rename = "TASK_KILLING")]
-    Killing,
-    #[serde(rename = "TASK_FINISHED")]
-    Finished,
-    #[serde(rename = "TASK_FAILED")]
-    Failed,
-    #[serde(rename = "TASK_KILLED")]
-    Killed,
-    #[serde(rename = "TASK_LOST")]
-    Lost,
-    #[serde(rename = "TASK_ERROR")]
-    Error,
-}
-
-impl TaskState {
-    pub const ALL: [TaskState; 9] = [
-        TaskState::Staging,
-        TaskState::Starting,
-        TaskState::Running,
-        TaskState::Killing,
-        TaskState::Finished,
-        TaskState::Failed,
-        TaskState::Killed,
-        TaskState::Lost,
-        TaskState::Error,
-    ];
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Finished
-                | TaskState::Failed
-                | TaskState::Killed
-                | TaskState::Lost
-                | TaskState::Error
-        )
-    }
-
-    pub fn to_proto(self) -> v1::TaskState {
-        match self {
-            TaskState::Staging => v1::TaskState::TaskStaging,
-            TaskState::Starting => v1::TaskState::TaskStarting,
-            TaskState::Running => v1::TaskState::TaskRunning,
-            TaskState::Killing => v1::TaskState::TaskKilling,
-            TaskState::Finished => v1::TaskState::TaskFinished,
-            TaskState::Failed => v1::TaskState::TaskFailed,
-            TaskState::Killed => v1::TaskState::TaskKilled,
-            TaskState::Lost => v1::TaskState::TaskLost,
-            TaskState::Error => v1::TaskState::TaskError,
-        }
-    }
-
-    /// Short lowercase name, used as a metric label (`running`).
-    pub fn label(self) -> &'static str {
-        match self {
-            TaskState::Staging => "staging",
-            TaskState::Starting => "starting",
-            TaskState::Running => "running",
-            TaskState::Killing => "killing",
-            TaskState::Finished => "finished",
-            TaskState::Failed => "failed",
-            TaskState::Killed => "killed",
-            TaskState::Lost => "lost",
-            TaskState::Error => "error",
-        }
-    }
-}
+/// The task states: the model's, the same the master applies (the agent makes only the
+/// forward ones and the terminal ones an executor can end in).
+pub use drover_model::TaskState;
 
 /// Who made an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

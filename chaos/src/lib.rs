@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod checker;
+pub mod cli;
 pub mod cluster;
 pub mod history;
 pub mod http;

@@ -1,10 +1,10 @@
 //! The agent registry's gRPC service (`drover.v1.AgentRegistry`): registration, heartbeats
-//! and status updates from agents, answered by the leader's conductor.
+//! and status updates from agents, answered by the leader's engine.
 //!
 //! Owns the API edge only: validation with the field at fault, and the mapping of the
-//! conductor's answers to statuses. A status update is answered (acknowledged) only after it
+//! engine's answers to statuses. A status update is answered (acknowledged) only after it
 //! is committed; a duplicate is acknowledged again. Agents send status updates in batches
-//! (one RPC for many tasks' updates): each update is its own conductor command, so they commit
+//! (one RPC for many tasks' updates): each update is its own engine command, so they commit
 //! together in the proposer's entries, and the call is answered with one outcome per update.
 
 use drover_proto::agent_api::{self, MAX_UPDATES_PER_CALL};

@@ -1,5 +1,7 @@
-//! A master's configuration: where it listens, who its peers are, where its data lives, and
-//! the Raft timing and log-compaction settings, each with its unit.
+//! A master's configuration: where it listens, who its peers are, where its data lives, the
+//! Raft timing and log-compaction settings and the offer cycle's, each with its unit; the
+//! `drover master` flags ([`MasterArgs`]), their `DROVER_*` variables and the `--config` TOML
+//! file, checked into a [`MasterConfig`] (a refusal names the flag).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -189,5 +191,265 @@ mod tests {
         assert!(parse_peers("1=a:1,1=b:2").is_err());
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("").is_err());
+    }
+}
+
+/// `drover master`: run one master. Every flag has a `DROVER_*` variable and a key in the
+/// `--config` file; flags and variables win over the file, the file over the defaults.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MasterArgs {
+    /// A TOML file with any of these settings (same names, e.g. `heartbeat_ms = 30`). Flags and
+    /// DROVER_* variables win over the file, the file over the defaults.
+    #[arg(long, env = "DROVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This master's id in the cluster (a positive integer, never reused). Required.
+    #[arg(long, env = "DROVER_MASTER_ID")]
+    pub id: Option<u64>,
+    /// Address to listen on for gRPC and HTTP.
+    #[arg(long, env = "DROVER_LISTEN", default_value = "127.0.0.1:5050")]
+    pub listen: std::net::SocketAddr,
+    /// The founding masters, this one included: 1=host:port,2=host:port,… Required.
+    #[arg(long, env = "DROVER_PEERS")]
+    pub peers: Option<String>,
+    /// Where this master keeps its Raft log, snapshots and identity. Required.
+    #[arg(long, env = "DROVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Leader heartbeat interval, milliseconds. openraft 0.9 also gives every AppendEntries
+    /// this long to be answered (received, appended and fsynced by the follower).
+    #[arg(long, env = "DROVER_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Election timeout range, milliseconds. A follower campaigns after hearing nothing from
+    /// its leader for MAX (the leader lease) plus a timeout drawn in [MIN, MAX) at start.
+    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MIN_MS", default_value_t = 250)]
+    pub election_timeout_min_ms: u64,
+    #[arg(long, env = "DROVER_ELECTION_TIMEOUT_MAX_MS", default_value_t = 500)]
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "DROVER_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind the latest snapshot.
+    #[arg(long, env = "DROVER_KEEP_LOGS", default_value_t = 1_000)]
+    pub keep_logs: u64,
+    /// How long a write or linearizable read may wait for a quorum, milliseconds.
+    #[arg(long, env = "DROVER_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub write_timeout_ms: u64,
+    /// Source IP for connections to other masters (default: chosen by the kernel).
+    #[arg(long, env = "DROVER_PEER_BIND_IP")]
+    pub peer_bind_ip: Option<std::net::IpAddr>,
+    /// How long `cluster add-master` waits on this leader for the new learner to catch up
+    /// before it gives up (the learner stays; add-master again promotes it), milliseconds.
+    #[arg(long, env = "DROVER_CATCH_UP_TIMEOUT_MS", default_value_t = 60_000)]
+    pub catch_up_timeout_ms: u64,
+    /// How often the leader runs a full DRF allocation cycle, milliseconds (events such as a
+    /// new agent, freed resources or REVIVE also trigger one).
+    #[arg(long, env = "DROVER_ALLOCATION_INTERVAL_MS", default_value_t = 1_000)]
+    pub allocation_interval_ms: u64,
+    /// An offer unused for this long is rescinded, milliseconds.
+    #[arg(long, env = "DROVER_OFFER_TIMEOUT_MS", default_value_t = 60_000)]
+    pub offer_timeout_ms: u64,
+    /// How often agents heartbeat, milliseconds (told to agents when they register).
+    #[arg(long, env = "DROVER_AGENT_HEARTBEAT_MS", default_value_t = 5_000)]
+    pub agent_heartbeat_ms: u64,
+    /// An agent silent for this long is marked UNREACHABLE, milliseconds.
+    #[arg(long, env = "DROVER_AGENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub agent_timeout_ms: u64,
+    /// How often subscribed frameworks get a HEARTBEAT event, milliseconds.
+    #[arg(long, env = "DROVER_FRAMEWORK_HEARTBEAT_MS", default_value_t = 5_000)]
+    pub framework_heartbeat_ms: u64,
+    /// After a leader change, how long agents have to register again (with their tasks)
+    /// before they are marked UNREACHABLE, and the least time every framework has to
+    /// subscribe again before its failover timeout tears it down, milliseconds.
+    #[arg(
+        long,
+        env = "DROVER_AGENT_REREGISTER_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub agent_reregister_timeout_ms: u64,
+    /// An agent UNREACHABLE for this long is removed (GONE: its tasks end as TASK_GONE, and it
+    /// may not register under its id again), milliseconds.
+    #[arg(
+        long,
+        env = "DROVER_AGENT_REMOVAL_TIMEOUT_MS",
+        default_value_t = 3_600_000
+    )]
+    pub agent_removal_timeout_ms: u64,
+    /// Completed tasks (ended, last update acknowledged) each framework keeps in the
+    /// registry; the oldest beyond it are forgotten (as Mesos's
+    /// --max_completed_tasks_per_framework).
+    #[arg(
+        long,
+        env = "DROVER_MAX_COMPLETED_TASKS_PER_FRAMEWORK",
+        default_value_t = 1_000
+    )]
+    pub max_completed_tasks_per_framework: u32,
+    /// Completed frameworks (torn down, no live task) kept with their tasks; the oldest beyond
+    /// it are forgotten (as Mesos's --max_completed_frameworks).
+    #[arg(long, env = "DROVER_MAX_COMPLETED_FRAMEWORKS", default_value_t = 50)]
+    pub max_completed_frameworks: u32,
+}
+
+/// `drover master --config FILE`: the master's settings in TOML.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MasterFile {
+    id: Option<u64>,
+    listen: Option<std::net::SocketAddr>,
+    peers: Option<String>,
+    data_dir: Option<PathBuf>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    keep_logs: Option<u64>,
+    write_timeout_ms: Option<u64>,
+    peer_bind_ip: Option<std::net::IpAddr>,
+    catch_up_timeout_ms: Option<u64>,
+    allocation_interval_ms: Option<u64>,
+    offer_timeout_ms: Option<u64>,
+    agent_heartbeat_ms: Option<u64>,
+    agent_timeout_ms: Option<u64>,
+    framework_heartbeat_ms: Option<u64>,
+    agent_reregister_timeout_ms: Option<u64>,
+    agent_removal_timeout_ms: Option<u64>,
+    max_completed_tasks_per_framework: Option<u32>,
+    max_completed_frameworks: Option<u32>,
+}
+
+/// A refused configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required (flag, DROVER_* variable or config file)")]
+    Missing(&'static str),
+    #[error("{flag}: {error}")]
+    Invalid { flag: &'static str, error: String },
+    #[error("need {0}")]
+    Order(&'static str),
+    #[error("{path}: {error}")]
+    Read { path: PathBuf, error: String },
+}
+
+impl MasterArgs {
+    /// Fills what neither a flag nor a variable gave from the `--config` file, if there is
+    /// one; `given` are the parsed arguments of the `master` subcommand (to tell a default from
+    /// a value given).
+    pub fn merge_file(mut self, given: &clap::ArgMatches) -> Result<Self, ConfigError> {
+        let a = &mut self;
+        let Some(path) = a.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read {
+            path: path.clone(),
+            error: e.to_string(),
+        })?;
+        let f: MasterFile = toml::from_str(&text).map_err(|e| ConfigError::Read {
+            path: path.clone(),
+            error: e.to_string(),
+        })?;
+        let explicit = |id: &str| {
+            matches!(
+                given.value_source(id),
+                Some(
+                    clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable
+                )
+            )
+        };
+        macro_rules! fill {
+            ($($field:ident),*) => {$(
+                if !explicit(stringify!($field)) {
+                    if let Some(v) = f.$field {
+                        a.$field = v.into();
+                    }
+                }
+            )*};
+        }
+        fill!(
+            id,
+            listen,
+            peers,
+            data_dir,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_every,
+            keep_logs,
+            write_timeout_ms,
+            peer_bind_ip,
+            catch_up_timeout_ms,
+            allocation_interval_ms,
+            offer_timeout_ms,
+            agent_heartbeat_ms,
+            agent_timeout_ms,
+            framework_heartbeat_ms,
+            agent_reregister_timeout_ms,
+            agent_removal_timeout_ms,
+            max_completed_tasks_per_framework,
+            max_completed_frameworks
+        );
+        Ok(self)
+    }
+
+    /// Checks the settings into a [`MasterConfig`]; a refusal names the flag.
+    pub fn into_config(self) -> Result<MasterConfig, ConfigError> {
+        let a = self;
+        let missing = ConfigError::Missing;
+        let id = a.id.ok_or_else(|| missing("--id"))?;
+        let peers = a.peers.as_deref().ok_or_else(|| missing("--peers"))?;
+        let data_dir = a.data_dir.clone().ok_or_else(|| missing("--data-dir"))?;
+        let peers = parse_peers(peers).map_err(|e| ConfigError::Invalid {
+            flag: "--peers",
+            error: e,
+        })?;
+        if a.election_timeout_min_ms <= a.heartbeat_ms
+            || a.election_timeout_max_ms <= a.election_timeout_min_ms
+        {
+            return Err(ConfigError::Order(
+                "--heartbeat-ms < --election-timeout-min-ms < --election-timeout-max-ms",
+            ));
+        }
+        let mut config = MasterConfig::new(id, a.listen, peers, data_dir);
+        config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
+        config.election_timeout_min = Duration::from_millis(a.election_timeout_min_ms);
+        config.election_timeout_max = Duration::from_millis(a.election_timeout_max_ms);
+        config.snapshot_every_entries = a.snapshot_every;
+        config.keep_entries_after_snapshot = a.keep_logs;
+        config.write_timeout = Duration::from_millis(a.write_timeout_ms);
+        config.peer_bind_ip = a.peer_bind_ip;
+        config.catch_up_timeout = Duration::from_millis(a.catch_up_timeout_ms);
+        for (flag, v) in [
+            ("--allocation-interval-ms", a.allocation_interval_ms),
+            ("--offer-timeout-ms", a.offer_timeout_ms),
+            ("--agent-heartbeat-ms", a.agent_heartbeat_ms),
+            ("--agent-timeout-ms", a.agent_timeout_ms),
+            ("--framework-heartbeat-ms", a.framework_heartbeat_ms),
+            (
+                "--agent-reregister-timeout-ms",
+                a.agent_reregister_timeout_ms,
+            ),
+            ("--agent-removal-timeout-ms", a.agent_removal_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    flag,
+                    error: "must be greater than 0".into(),
+                });
+            }
+        }
+        if a.agent_timeout_ms <= a.agent_heartbeat_ms {
+            return Err(ConfigError::Order(
+                "--agent-heartbeat-ms < --agent-timeout-ms",
+            ));
+        }
+        config.offers.allocation_interval = Duration::from_millis(a.allocation_interval_ms);
+        config.offers.offer_timeout = Duration::from_millis(a.offer_timeout_ms);
+        config.offers.agent_heartbeat_interval = Duration::from_millis(a.agent_heartbeat_ms);
+        config.offers.agent_timeout = Duration::from_millis(a.agent_timeout_ms);
+        config.offers.framework_heartbeat_interval =
+            Duration::from_millis(a.framework_heartbeat_ms);
+        config.offers.agent_reregister_timeout =
+            Duration::from_millis(a.agent_reregister_timeout_ms);
+        config.offers.agent_removal_timeout = Duration::from_millis(a.agent_removal_timeout_ms);
+        config.offers.max_completed_tasks_per_framework = a.max_completed_tasks_per_framework;
+        config.offers.max_completed_frameworks = a.max_completed_frameworks;
+        Ok(config)
     }
 }

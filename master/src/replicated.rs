@@ -157,7 +157,7 @@ impl Replicated {
     }
 
     /// Proposes `op` and waits for its outcome however long it takes: for the leader's own
-    /// bookkeeping, which must see every outcome (see [`crate::leader::conductor`]). It ends
+    /// bookkeeping, which must see every outcome (see [`crate::leader::engine`]). It ends
     /// when the entry is applied or when leadership is lost.
     pub async fn propose_untimed(&self, op: Op) -> Result<Outcome, ReplicaError> {
         self.check_leader()?;

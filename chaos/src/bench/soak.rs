@@ -268,18 +268,6 @@ fn snapshot_bytes(data_dir: &Path) -> Option<u64> {
         .max()
 }
 
-/// Task states that are over.
-const ENDED: [&str; 8] = [
-    "TASK_FINISHED",
-    "TASK_FAILED",
-    "TASK_KILLED",
-    "TASK_LOST",
-    "TASK_ERROR",
-    "TASK_DROPPED",
-    "TASK_GONE",
-    "TASK_GONE_BY_OPERATOR",
-];
-
 async fn sample(cluster: &LocalCluster, started: Instant) -> SoakSample {
     let leader = cluster
         .wait_for_leader(Duration::from_secs(5))
@@ -297,9 +285,10 @@ async fn sample(cluster: &LocalCluster, started: Instant) -> SoakSample {
     let body = body.as_deref().unwrap_or("");
     let count = |name: &str, filter: &str| metric_sum(body, name, filter).map(|v| v as u64);
     let tasks = count("drover_master_tasks", "");
-    let ended: u64 = ENDED
-        .iter()
-        .filter_map(|s| count("drover_master_tasks", &format!("\"{s}\"")))
+    let ended: u64 = drover_model::TaskState::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .filter_map(|s| count("drover_master_tasks", &format!("\"{}\"", s.mesos_name())))
         .sum();
     SoakSample {
         at_seconds: started.elapsed().as_secs_f64(),

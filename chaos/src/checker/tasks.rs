@@ -247,28 +247,25 @@ fn uuids_by_task(state: &serde_json::Value) -> HashMap<&str, BTreeSet<&str>> {
     out
 }
 
-/// Rank of a state in a task's life; None for states that say nothing of progress.
+/// Rank of a state (its Mesos name) in a task's life; None for names that are not a task's
+/// state. UNREACHABLE ranks with RUNNING: a task comes back from it no earlier than RUNNING.
 fn rank(state: &str) -> Option<u8> {
-    match state {
-        "TASK_STAGING" => Some(0),
-        "TASK_STARTING" => Some(1),
-        "TASK_RUNNING" | "TASK_UNREACHABLE" => Some(2),
-        "TASK_KILLING" => Some(3),
-        "TASK_FINISHED"
-        | "TASK_FAILED"
-        | "TASK_KILLED"
-        | "TASK_LOST"
-        | "TASK_ERROR"
-        | "TASK_DROPPED"
-        | "TASK_GONE"
-        | "TASK_GONE_BY_OPERATOR" => Some(4),
-        _ => None,
-    }
+    use drover_model::TaskState;
+    let s = TaskState::from_mesos_name(state)?;
+    Some(match s {
+        TaskState::Staging => 0,
+        TaskState::Starting => 1,
+        TaskState::Running | TaskState::Unreachable => 2,
+        TaskState::Killing => 3,
+        // Every other state is terminal.
+        _ => 4,
+    })
 }
 
 /// Whether a task in `state` (its name in `/v1/state`) holds nothing any more.
 pub fn is_terminal(state: &str) -> bool {
-    rank(state) == Some(4)
+    drover_model::TaskState::from_mesos_name(state)
+        .is_some_and(drover_model::TaskState::is_terminal)
 }
 
 /// The first backward step in `states`, if any: (index, from, to).

@@ -83,47 +83,14 @@ pub fn fresh_id() -> String {
 }
 
 pub fn state_to_proto(s: TaskState) -> v1::TaskState {
-    match s {
-        TaskState::Staging => v1::TaskState::TaskStaging,
-        TaskState::Starting => v1::TaskState::TaskStarting,
-        TaskState::Running => v1::TaskState::TaskRunning,
-        TaskState::Killing => v1::TaskState::TaskKilling,
-        TaskState::Unreachable => v1::TaskState::TaskUnreachable,
-        TaskState::Finished => v1::TaskState::TaskFinished,
-        TaskState::Failed => v1::TaskState::TaskFailed,
-        TaskState::Killed => v1::TaskState::TaskKilled,
-        TaskState::Lost => v1::TaskState::TaskLost,
-        TaskState::Error => v1::TaskState::TaskError,
-        TaskState::Dropped => v1::TaskState::TaskDropped,
-        TaskState::Gone => v1::TaskState::TaskGone,
-        TaskState::GoneByOperator => v1::TaskState::TaskGoneByOperator,
-    }
+    s.to_proto()
 }
 
 pub fn state_from_proto(field: &str, raw: i32) -> Result<TaskState, Status> {
     let s =
         v1::TaskState::try_from(raw).map_err(|_| invalid(field, format!("unknown state {raw}")))?;
-    Ok(match s {
-        v1::TaskState::TaskStaging => TaskState::Staging,
-        v1::TaskState::TaskStarting => TaskState::Starting,
-        v1::TaskState::TaskRunning => TaskState::Running,
-        v1::TaskState::TaskKilling => TaskState::Killing,
-        v1::TaskState::TaskUnreachable => TaskState::Unreachable,
-        v1::TaskState::TaskFinished => TaskState::Finished,
-        v1::TaskState::TaskFailed => TaskState::Failed,
-        v1::TaskState::TaskKilled => TaskState::Killed,
-        v1::TaskState::TaskLost => TaskState::Lost,
-        v1::TaskState::TaskError => TaskState::Error,
-        v1::TaskState::TaskDropped => TaskState::Dropped,
-        v1::TaskState::TaskGone => TaskState::Gone,
-        v1::TaskState::TaskGoneByOperator => TaskState::GoneByOperator,
-        v1::TaskState::Unspecified | v1::TaskState::TaskUnknown => {
-            return Err(invalid(
-                field,
-                format!("{} cannot be reported", s.as_str_name()),
-            ))
-        }
-    })
+    TaskState::from_proto(s)
+        .ok_or_else(|| invalid(field, format!("{} cannot be reported", s.as_str_name())))
 }
 
 fn source_to_proto(s: StatusSource) -> v1::StatusSource {
@@ -554,6 +521,8 @@ mod tests {
         type Mutation = Box<dyn Fn(&mut v1::TaskInfo)>;
         let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|t| t.task_id = "a b".into()), "launch[3].task_id"),
+            // The agent names a directory after the task: the master refuses what it would.
+            (Box::new(|t| t.task_id = "..".into()), "launch[3].task_id"),
             (Box::new(|t| t.command = None), "launch[3].command"),
             (
                 Box::new(|t| t.command.as_mut().unwrap().shell = " ".into()),

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use drover_resources::{Attributes, Resources};
 
-use super::task_state::{IllegalTransition, TaskState};
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+use drover_model::task_state::{IllegalTransition, TaskState};
 
 pub use agents::{ReportedTask, MAX_REPORTED_TASKS};
 

@@ -13,18 +13,17 @@
 pub mod cluster;
 pub mod records;
 pub mod store;
-pub mod task_state;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{ClusterOp, ClusterOutcome, ClusterState};
+pub use drover_model::task_state::{IllegalTransition, TaskState};
 pub use store::{
     Expectation, FrameworkName, FrameworkStore, StoreError, StoreKey, StoreOp, StoreOutcome,
     Versioned,
 };
-pub use task_state::{IllegalTransition, TaskState};
 
 /// Index of an entry in the Raft log.
 pub type LogIndex = u64;

@@ -176,19 +176,10 @@ pub enum DriverEvent {
     Disconnected { reason: String },
 }
 
-/// Whether a task in `state` will never change state again.
+/// Whether a task in `state` will never change state again (the model's rule; UNKNOWN, an
+/// answer about a task the master has no record of, is not a state a task is in).
 pub fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::TaskFinished
-            | TaskState::TaskFailed
-            | TaskState::TaskKilled
-            | TaskState::TaskLost
-            | TaskState::TaskError
-            | TaskState::TaskDropped
-            | TaskState::TaskGone
-            | TaskState::TaskGoneByOperator
-    )
+    drover_model::TaskState::from_proto(state).is_some_and(drover_model::TaskState::is_terminal)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! Owns the task lifecycle rule the whole system leans on (DESIGN.md invariant 2: states only
 //! move forward, nothing leaves a terminal state). The registry applies a status update only
-//! if [`TaskState::transition`] allows it; the agent and the chaos checker use the same rule.
+//! if [`TaskState::transition`] allows it; the agent, the scheduler driver and the chaos
+//! checkers use the same states and the same rule.
 //!
 //! The states are Mesos's. Forward means: STAGING → STARTING → RUNNING → KILLING → a terminal
 //! state, skipping allowed. UNREACHABLE (the agent is partitioned away) is the one detour: any
@@ -11,35 +12,54 @@
 //! Repeating a live state (a second RUNNING, e.g. a health change) is allowed; repeating a
 //! terminal one is not.
 
+//!
+//! Encoded, a state is its Mesos name (`TASK_RUNNING`) in text formats (the agent's JSON
+//! checkpoints) and its position in the declaration in binary ones (the master's postcard
+//! log and snapshots): the order below is part of the master's on-disk format.
+
+use drover_proto::v1;
 use serde::{Deserialize, Serialize};
 
 /// A task's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskState {
     /// Committed by ACCEPT; the agent has not reported it yet.
+    #[serde(rename = "TASK_STAGING")]
     Staging,
     /// The executor is starting the command.
+    #[serde(rename = "TASK_STARTING")]
     Starting,
+    #[serde(rename = "TASK_RUNNING")]
     Running,
     /// A kill was requested; the grace period is running.
+    #[serde(rename = "TASK_KILLING")]
     Killing,
     /// The agent is unreachable; the task may still be running.
+    #[serde(rename = "TASK_UNREACHABLE")]
     Unreachable,
     /// Exited with status 0.
+    #[serde(rename = "TASK_FINISHED")]
     Finished,
     /// Exited non-zero or was killed by a signal it was not asked to take.
+    #[serde(rename = "TASK_FAILED")]
     Failed,
     /// Killed on request.
+    #[serde(rename = "TASK_KILLED")]
     Killed,
     /// Its fate is unknown and it will not come back (executor or agent gone).
+    #[serde(rename = "TASK_LOST")]
     Lost,
     /// The launch was invalid.
+    #[serde(rename = "TASK_ERROR")]
     Error,
     /// Never started (the agent refused or lost it before starting).
+    #[serde(rename = "TASK_DROPPED")]
     Dropped,
     /// Its agent was removed; it is certainly not running.
+    #[serde(rename = "TASK_GONE")]
     Gone,
     /// Its agent was marked gone by an operator.
+    #[serde(rename = "TASK_GONE_BY_OPERATOR")]
     GoneByOperator,
 }
 
@@ -133,6 +153,70 @@ impl TaskState {
             TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
         }
     }
+
+    /// Short lowercase name, used as a metric label (`running`, `gone_by_operator`).
+    pub fn label(self) -> &'static str {
+        match self {
+            TaskState::Staging => "staging",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Killing => "killing",
+            TaskState::Unreachable => "unreachable",
+            TaskState::Finished => "finished",
+            TaskState::Failed => "failed",
+            TaskState::Killed => "killed",
+            TaskState::Lost => "lost",
+            TaskState::Error => "error",
+            TaskState::Dropped => "dropped",
+            TaskState::Gone => "gone",
+            TaskState::GoneByOperator => "gone_by_operator",
+        }
+    }
+
+    /// The state named `name` (its Mesos name, e.g. `TASK_RUNNING`), if it is one.
+    pub fn from_mesos_name(name: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|s| s.mesos_name() == name)
+    }
+
+    /// The wire state.
+    pub fn to_proto(self) -> v1::TaskState {
+        match self {
+            TaskState::Staging => v1::TaskState::TaskStaging,
+            TaskState::Starting => v1::TaskState::TaskStarting,
+            TaskState::Running => v1::TaskState::TaskRunning,
+            TaskState::Killing => v1::TaskState::TaskKilling,
+            TaskState::Unreachable => v1::TaskState::TaskUnreachable,
+            TaskState::Finished => v1::TaskState::TaskFinished,
+            TaskState::Failed => v1::TaskState::TaskFailed,
+            TaskState::Killed => v1::TaskState::TaskKilled,
+            TaskState::Lost => v1::TaskState::TaskLost,
+            TaskState::Error => v1::TaskState::TaskError,
+            TaskState::Dropped => v1::TaskState::TaskDropped,
+            TaskState::Gone => v1::TaskState::TaskGone,
+            TaskState::GoneByOperator => v1::TaskState::TaskGoneByOperator,
+        }
+    }
+
+    /// The state a wire state names; none for UNSPECIFIED and UNKNOWN (an answer about a task
+    /// the master has no record of, never a state a task is in).
+    pub fn from_proto(state: v1::TaskState) -> Option<TaskState> {
+        Some(match state {
+            v1::TaskState::TaskStaging => TaskState::Staging,
+            v1::TaskState::TaskStarting => TaskState::Starting,
+            v1::TaskState::TaskRunning => TaskState::Running,
+            v1::TaskState::TaskKilling => TaskState::Killing,
+            v1::TaskState::TaskUnreachable => TaskState::Unreachable,
+            v1::TaskState::TaskFinished => TaskState::Finished,
+            v1::TaskState::TaskFailed => TaskState::Failed,
+            v1::TaskState::TaskKilled => TaskState::Killed,
+            v1::TaskState::TaskLost => TaskState::Lost,
+            v1::TaskState::TaskError => TaskState::Error,
+            v1::TaskState::TaskDropped => TaskState::Dropped,
+            v1::TaskState::TaskGone => TaskState::Gone,
+            v1::TaskState::TaskGoneByOperator => TaskState::GoneByOperator,
+            v1::TaskState::Unspecified | v1::TaskState::TaskUnknown => return None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +298,18 @@ mod tests {
             let terminals = history.iter().filter(|s| s.is_terminal()).count();
             prop_assert!(terminals <= 1);
         }
+    }
+
+    #[test]
+    fn every_state_round_trips_through_its_name_the_wire_and_json() {
+        for s in TaskState::ALL {
+            assert_eq!(TaskState::from_mesos_name(s.mesos_name()), Some(s));
+            assert_eq!(TaskState::from_proto(s.to_proto()), Some(s));
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.mesos_name()));
+            assert_eq!(serde_json::from_str::<TaskState>(&json).unwrap(), s);
+        }
+        assert_eq!(TaskState::from_mesos_name("TASK_UNKNOWN"), None);
+        assert_eq!(TaskState::from_proto(v1::TaskState::TaskUnknown), None);
     }
 }

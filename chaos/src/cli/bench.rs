@@ -1,0 +1,390 @@
+//! `drover bench`: its arguments, the benchmarks it runs and the figures it prints.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::CommandError;
+use crate::bench::{
+    failover, launch, recovery, soak, store_writes, WriteBenchOptions, WriteFigures,
+};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// Store write throughput and commit latency at several client counts (fsync on).
+    Store {
+        #[arg(long, default_value_t = 3)]
+        masters: u64,
+        /// Concurrent clients, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        clients: Vec<usize>,
+        /// Measured seconds per client count.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Warm-up seconds before each measurement.
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        value_bytes: usize,
+        /// HTTP/2 connections the clients are spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+    /// One DRF allocation cycle, the allocator alone (no I/O): 1 000 agents × 100 frameworks
+    /// and 10 000 × 1 000 by default; median, p99 and max.
+    Allocator {
+        /// Scenarios as AGENTSxFRAMEWORKS.
+        #[arg(long, value_delimiter = ',', default_value = "1000x100,10000x1000")]
+        sizes: Vec<String>,
+        /// Roles the frameworks are spread over (weights 1, 2, 3, …).
+        #[arg(long, default_value_t = 10)]
+        roles: usize,
+        /// Timed cycles per scenario.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        /// Rounds of "every framework declines everything" before the second cycle.
+        #[arg(long, default_value_t = 10)]
+        decline_rounds: usize,
+    },
+    /// Tasks launched per second from ACCEPT to RUNNING, and their latency, through 3 masters
+    /// (fsync on) and real agents or (`--simulate`) simulated ones; then the masters' memory.
+    Launch {
+        #[command(flatten)]
+        opts: launch::LaunchBenchOptions,
+        /// Keep the cluster's directory (data and every process's log) after the run.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// SIGKILL the leader repeatedly with simulated agents, long-running tasks and a churn of
+    /// short ones: time until a new leader, its first offer, and its first status update
+    /// reach a framework.
+    Recovery {
+        #[command(flatten)]
+        opts: recovery::RecoveryBenchOptions,
+        /// Keep the cluster's directory (data and every process's log) after the run.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// A long steady load with the leader SIGKILLed now and then (simulated agents, a churn of
+    /// short tasks, store writes): every `--report-every`, each master's memory, the registry's
+    /// sizes, snapshot bytes and the launch rate; at the end, how much memory moved.
+    Soak {
+        #[command(flatten)]
+        opts: soak::SoakBenchOptions,
+        /// Keep the cluster's directory (data and every process's log) after the run.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// A restarted agent reading back its work directory: whole scans of `--tasks` ended
+    /// task directories (written first, in a temporary directory) and of the process table.
+    AgentRecovery {
+        #[arg(long, default_value_t = 6000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+    },
+    /// SIGKILL the leader repeatedly; time until a new leader commits a write.
+    Failover {
+        #[arg(long, default_value_t = 3)]
+        masters: u64,
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+    },
+}
+
+/// One line of `drover bench soak`'s figures.
+fn print_soak_sample(s: &soak::SoakSample) {
+    let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+    let masters: Vec<String> = s
+        .masters
+        .iter()
+        .map(|(id, rss, snap)| {
+            let lead = if s.leader == Some(*id) { "*" } else { "" };
+            format!(
+                "m{id}{lead} {} MiB snap {}",
+                rss.map_or("?".into(), |r| format!("{r:.0}")),
+                snap.map_or("-".into(), |b| format!("{:.2} MiB", b as f64 / 1048576.0))
+            )
+        })
+        .collect();
+    println!(
+        "t={:>5.0}s  {:>6.0} launches/s  {:>4.0} writes/s  tasks {} (live {})  frameworks {}  store keys {} ({} bytes)  kills {}  |  {} [SIMULATED agents]",
+        s.at_seconds,
+        s.launches_per_sec,
+        s.store_writes_per_sec,
+        opt(s.tasks),
+        opt(s.live_tasks),
+        opt(s.frameworks),
+        opt(s.store_keys),
+        opt(s.store_bytes),
+        s.kills,
+        masters.join("  ")
+    );
+}
+
+/// After a benchmark: keeps its cluster's directory (and says where) or removes it.
+fn keep_or_remove(keep: bool, dir: &Path) {
+    if keep {
+        println!("kept the cluster's directory: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn print_write_figures(f: &WriteFigures) {
+    println!(
+        "clients {:>4}  {:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} ok, {} errors in {:.1} s)",
+        f.clients, f.ops_per_sec, f.p50_ms, f.p99_ms, f.max_ms, f.ops, f.errors, f.seconds
+    );
+}
+
+/// `drover bench agent-recovery`: the agent's recovery scan alone, in this process.
+fn bench_agent_recovery(dir: &Path, tasks: usize, samples: usize) -> Result<(), CommandError> {
+    use drover_agent::recovery_bench;
+    println!(
+        "agent recovery benchmark: one scan of {tasks} ended task directories and of the process table, {samples} samples (files in the page cache after the first)"
+    );
+    let work_dir = dir.join("agent");
+    let populated = recovery_bench::populate(&work_dir, tasks);
+    let f = populated.map(|()| recovery_bench::time_scans(&work_dir, samples));
+    let _ = std::fs::remove_dir_all(dir);
+    let f = f.map_err(CommandError::AgentRecovery)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let median = f.samples[f.samples.len() / 2];
+    println!(
+        "{} task directories, {} processes: median {:.1} ms ({:.1} µs per directory), min {:.1} ms, max {:.1} ms",
+        f.task_dirs,
+        f.processes,
+        ms(median),
+        ms(median) * 1000.0 / f.task_dirs.max(1) as f64,
+        ms(f.samples[0]),
+        ms(f.samples[f.samples.len() - 1])
+    );
+    Ok(())
+}
+
+/// `drover bench allocator`: the allocator alone, in this process.
+fn bench_allocator(
+    sizes: &[String],
+    roles: usize,
+    samples: usize,
+    decline_rounds: usize,
+) -> Result<(), CommandError> {
+    use drover_master::allocator::bench;
+    println!(
+        "allocator benchmark: one DRF allocation cycle, the pure allocator in one thread (no I/O), {roles} weighted roles, {samples} samples per cycle"
+    );
+    for size in sizes {
+        let (agents, frameworks) = size
+            .split_once('x')
+            .and_then(|(a, f)| Some((a.parse::<usize>().ok()?, f.parse::<usize>().ok()?)))
+            .ok_or_else(|| CommandError::Sizes(size.clone()))?;
+        let scenario = bench::Scenario {
+            agents,
+            frameworks,
+            roles: roles.clamp(1, frameworks.max(1)),
+            samples,
+            decline_rounds,
+        };
+        for f in bench::run(&scenario, |step| {
+            eprintln!("  {agents} agents × {frameworks} frameworks: {step}")
+        }) {
+            println!(
+                "{:>6} agents × {:>5} frameworks  {:<8}  {:>6} offers  median {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  ({} samples)",
+                f.agents, f.frameworks, f.name, f.offers, f.median_ms, f.p99_ms, f.max_ms, f.samples
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `drover bench …` and prints its figures.
+pub async fn run(what: BenchWhat) -> Result<(), CommandError> {
+    let binary = std::env::current_exe().map_err(CommandError::Binary)?;
+    let dir = std::env::temp_dir().join(format!("drover-bench-{}", std::process::id()));
+    let result = match what {
+        BenchWhat::Allocator {
+            sizes,
+            roles,
+            samples,
+            decline_rounds,
+        } => return bench_allocator(&sizes, roles, samples, decline_rounds),
+        BenchWhat::Store {
+            masters,
+            clients,
+            seconds,
+            warmup_seconds,
+            value_bytes,
+            connections,
+        } => {
+            println!(
+                "store write benchmark: {masters} masters on loopback, fsync on (every log append and vote is fsynced before it is acknowledged), {value_bytes}-byte values, {seconds} s per run"
+            );
+            let opts = WriteBenchOptions {
+                masters,
+                client_counts: clients,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(warmup_seconds),
+                value_bytes,
+                connections,
+            };
+            store_writes(binary, dir.clone(), &opts, print_write_figures)
+                .await
+                .map(|_| ())
+        }
+        BenchWhat::Launch { opts, keep } => {
+            let kind = if opts.simulate {
+                "SIMULATED agents (tasks are timers, no processes; in one agent process)"
+            } else {
+                "real agents (every task a real executor process)"
+            };
+            println!(
+                "launch benchmark: {masters} masters on loopback, fsync on, {agents} {kind}, {tasks} tasks of {task_resources} running {command:?}, up to {per_offer} per offer{}",
+                opts.rate.map_or(String::new(), |r| format!(", at most {r} tasks/s")),
+                masters = opts.masters,
+                agents = opts.agents,
+                tasks = opts.tasks,
+                task_resources = opts.task_resources,
+                command = opts.command,
+                per_offer = opts.per_offer,
+            );
+            let f = launch::launch(binary, dir.clone(), &opts, |line| {
+                eprintln!("  {line}");
+            })
+            .await;
+            keep_or_remove(keep, &dir);
+            let f = f?;
+            let sim = if f.simulated {
+                " [SIMULATED agents]"
+            } else {
+                ""
+            };
+            println!(
+                "{} of {} tasks RUNNING ({} failed) in {:.2} s from the first ACCEPT: {:.0} launches/s{sim}",
+                f.running, f.tasks, f.failed, f.seconds, f.launches_per_sec
+            );
+            println!(
+                "ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs){sim}",
+                f.p50_ms, f.p99_ms, f.max_ms, f.accepts
+            );
+            println!(
+                "{} agents registered in {:.1} s; leader changes during the run: {}{sim}",
+                f.agents, f.registration_seconds, f.leader_changes
+            );
+            for m in &f.masters {
+                println!(
+                    "master {}{}: resident memory {} with {} agents and {} tasks in the registry{sim}",
+                    m.id,
+                    if m.leader { " (leader)" } else { "" },
+                    m.rss_mib
+                        .map_or_else(|| "unknown".to_string(), |r| format!("{r:.0} MiB")),
+                    f.agents,
+                    f.tasks_in_registry
+                        .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+                );
+            }
+            return Ok(());
+        }
+        BenchWhat::Soak { opts, keep } => {
+            println!(
+                "soak benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks/s of {:?}, {} store writes/s over {} keys, leader SIGKILLed every {:?}, for {:?}",
+                opts.masters, opts.agents, opts.rate, opts.command, opts.store_rate, opts.store_keys, opts.kill_every, opts.duration
+            );
+            let f = soak::soak(
+                binary,
+                dir.clone(),
+                &opts,
+                |line| eprintln!("  {line}"),
+                print_soak_sample,
+            )
+            .await;
+            keep_or_remove(keep, &dir);
+            let f = f?;
+            println!(
+                "launched {} tasks ({} ended, {} ACCEPTs failed), {} store writes ({} failed), {} leader kills [SIMULATED agents]",
+                f.launched, f.finished, f.accept_errors, f.store_writes, f.store_errors, f.kills
+            );
+            for (id, drift) in soak::memory_drift(&f.samples, &f.restarts, opts.settle) {
+                match drift {
+                    Some(d) => println!(
+                        "master {id}: RSS {:.1} MiB at {:.0} s ({:?} after its start) -> {:.1} MiB at the end ({:+.1} %)",
+                        d.first_mib, d.at_seconds, opts.settle, d.last_mib, d.percent
+                    ),
+                    None => println!(
+                        "master {id}: started again less than {:?} before the end; no drift measured",
+                        opts.settle
+                    ),
+                }
+            }
+            return Ok(());
+        }
+        BenchWhat::Recovery { opts, keep } => {
+            println!(
+                "recovery benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks running until killed, {} short tasks in flight; SIGKILL the leader {} times",
+                opts.masters, opts.agents, opts.long_tasks, opts.churn, opts.trials
+            );
+            let f = recovery::recovery(
+                binary,
+                dir.clone(),
+                &opts,
+                |line| eprintln!("  {line}"),
+                |trial, t| {
+                    println!(
+                        "trial {trial:>3}: killed master {}; master {} leads after {:.1} ms, first offer after {:.1} ms, first status update after {:.1} ms [SIMULATED agents]",
+                        t.killed, t.new_leader, t.leader_ms, t.offer_ms, t.update_ms
+                    )
+                },
+            )
+            .await;
+            keep_or_remove(keep, &dir);
+            let f = f?;
+            for (what, s) in [
+                ("new leader", &f.leader),
+                ("first offer", &f.offer),
+                ("first status update", &f.update),
+            ] {
+                println!(
+                    "{what:<20} over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} agents, {} running tasks) [SIMULATED agents]",
+                    f.trials.len(),
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.max_ms,
+                    f.agents,
+                    f.running_tasks
+                );
+            }
+            return Ok(());
+        }
+        BenchWhat::AgentRecovery { tasks, samples } => {
+            return bench_agent_recovery(&dir, tasks, samples.max(1));
+        }
+        BenchWhat::Failover { masters, trials } => {
+            println!("failover benchmark: {masters} masters, fsync on, SIGKILL the leader {trials} times");
+            failover(binary, dir.clone(), masters, trials, |trial, took, old, new| {
+                println!(
+                    "trial {trial:>3}: killed master {old}; master {new} committed a write after {:.1} ms",
+                    took.as_secs_f64() * 1000.0
+                );
+            })
+            .await
+            .map(|f| {
+                println!(
+                    "failover over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                    f.trials.len(),
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.max_ms
+                );
+            })
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result?)
+}

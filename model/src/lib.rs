@@ -1,0 +1,13 @@
+//! Drover's model: the names and states every part of Drover agrees on, below the client, the
+//! master, the agent, the scheduler driver and the chaos checkers.
+//!
+//! - [`ids`]: agent, framework, offer and task ids and roles, each a validated newtype with the
+//!   one rule every part checks (a task id the master accepts is one the agent accepts).
+//! - [`task_state`]: a task's states (Mesos's), which are terminal, and the one function that
+//!   decides which moves between them are legal.
+
+pub mod ids;
+pub mod task_state;
+
+pub use ids::{AgentId, FrameworkId, InvalidId, OfferId, Role, TaskId, MAX_ID_BYTES};
+pub use task_state::{IllegalTransition, TaskState};
