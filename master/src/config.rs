@@ -390,7 +390,7 @@ impl MasterArgs {
 
     /// Checks the settings into a [`MasterConfig`]; a refusal names the flag.
     pub fn into_config(self) -> Result<MasterConfig, ConfigError> {
-        let a = self;
+        let a = &self;
         let missing = ConfigError::Missing;
         let id = a.id.ok_or_else(|| missing("--id"))?;
         let peers = a.peers.as_deref().ok_or_else(|| missing("--peers"))?;

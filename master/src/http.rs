@@ -189,7 +189,7 @@ struct UpdateView {
 }
 
 fn state_name(s: crate::registry::TaskState) -> &'static str {
-    crate::leader::convert::state_to_proto(s).as_str_name()
+    s.to_proto().as_str_name()
 }
 
 fn view(

@@ -284,7 +284,7 @@ pub fn set_registry_gauges(registry: &crate::registry::Registry) {
     metrics::gauge!(STORE_BYTES).set(store.total_bytes() as f64);
     for state in crate::registry::TaskState::ALL {
         let n = tasks.get(&state).copied().unwrap_or(0);
-        let name = crate::leader::convert::state_to_proto(state).as_str_name();
+        let name = state.to_proto().as_str_name();
         metrics::gauge!(TASKS, "state" => name).set(n as f64);
     }
 }

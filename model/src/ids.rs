@@ -7,7 +7,14 @@
 //! after framework and task ids, so an id must never be able to step out of its parent).
 //! Roles may also hold inner `/` for hierarchy (no segment `.` or `..`), and the default role
 //! is `*`, as in Mesos.
+//!
+//! What a cluster already committed keeps its meaning: the master decodes its own log,
+//! snapshots and replication messages inside [`decoding_committed`], where ids the rule of an
+//! earlier version allowed (`.` and `..`, which the master accepted before this rule) still
+//! decode, so that every replica applies the same entries the same way across an upgrade.
+//! Everything else (the network, the agent's files) gets the rule.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,8 +46,34 @@ fn valid_role(s: &str) -> bool {
     s == "*" || (s.len() <= MAX_ID_BYTES && s.split('/').all(valid_name))
 }
 
+/// What the master accepted before the rule refused `.` and `..`: kept for committed data.
+fn legacy_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_BYTES && s.bytes().all(id_char)
+}
+
+fn legacy_role(s: &str) -> bool {
+    s == "*" || (s.len() <= MAX_ID_BYTES && s.split('/').all(legacy_name))
+}
+
+thread_local! {
+    static COMMITTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (a synchronous decode of data the cluster already committed) so that ids an
+/// earlier version's rule allowed decode as they were committed.
+pub fn decoding_committed<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMMITTED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMMITTED.with(|c| c.replace(true)));
+    f()
+}
+
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $valid:expr, $rule:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $valid:expr, $legacy:expr, $rule:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -65,9 +98,14 @@ macro_rules! id_type {
             }
         }
 
+        /// Decoding: the rule, or inside [`decoding_committed`] the earlier one.
         impl TryFrom<String> for $name {
             type Error = InvalidId;
             fn try_from(s: String) -> Result<Self, InvalidId> {
+                let legacy: fn(&str) -> bool = $legacy;
+                if COMMITTED.with(Cell::get) && legacy(&s) {
+                    return Ok(Self(s.into()));
+                }
                 Self::new(&s)
             }
         }
@@ -96,23 +134,23 @@ const RULE: &str = "1 to 256 bytes of letters, digits, '.', '_', ':' and '-', no
 
 id_type!(
     /// An agent, named by the master when it first registers.
-    AgentId, "agent_id", valid_name, RULE
+    AgentId, "agent_id", valid_name, legacy_name, RULE
 );
 id_type!(
     /// A framework, named by the master when it first subscribes.
-    FrameworkId, "framework_id", valid_name, RULE
+    FrameworkId, "framework_id", valid_name, legacy_name, RULE
 );
 id_type!(
     /// An offer, named by the master when it makes it.
-    OfferId, "offer_id", valid_name, RULE
+    OfferId, "offer_id", valid_name, legacy_name, RULE
 );
 id_type!(
     /// A task, named by its framework; unique within that framework.
-    TaskId, "task_id", valid_name, RULE
+    TaskId, "task_id", valid_name, legacy_name, RULE
 );
 id_type!(
     /// A role: the unit of weighted fair sharing. `*` is the default role.
-    Role, "role", valid_role,
+    Role, "role", valid_role, legacy_role,
     "'*' or names of letters, digits, '.', '_', ':' and '-' joined by '/' (no name '.' or '..'), 1 to 256 bytes"
 );
 
@@ -178,6 +216,22 @@ mod tests {
         ] {
             assert!(Role::new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// An id committed under the earlier rule decodes inside `decoding_committed` (and only
+    /// there); the rule still refuses it everywhere else.
+    #[test]
+    fn committed_ids_of_the_earlier_rule_still_decode() {
+        let json = "\"..\"";
+        assert!(serde_json::from_str::<TaskId>(json).is_err());
+        let id = decoding_committed(|| serde_json::from_str::<TaskId>(json)).unwrap();
+        assert_eq!(id.as_str(), "..");
+        let role = decoding_committed(|| serde_json::from_str::<Role>("\"eng/../web\"")).unwrap();
+        assert_eq!(role.as_str(), "eng/../web");
+        // Still not anything at all, and the scope ends with the call.
+        assert!(decoding_committed(|| serde_json::from_str::<TaskId>("\"a b\"")).is_err());
+        assert!(serde_json::from_str::<TaskId>(json).is_err());
+        assert!(TaskId::new("..").is_err());
     }
 
     #[test]

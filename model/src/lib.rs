@@ -9,5 +9,7 @@
 pub mod ids;
 pub mod task_state;
 
-pub use ids::{AgentId, FrameworkId, InvalidId, OfferId, Role, TaskId, MAX_ID_BYTES};
+pub use ids::{
+    decoding_committed, AgentId, FrameworkId, InvalidId, OfferId, Role, TaskId, MAX_ID_BYTES,
+};
 pub use task_state::{IllegalTransition, TaskState};

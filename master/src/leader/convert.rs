@@ -82,10 +82,8 @@ pub fn fresh_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-pub fn state_to_proto(s: TaskState) -> v1::TaskState {
-    s.to_proto()
-}
-
+/// The state a reported wire state names; UNSPECIFIED, UNKNOWN and unknown numbers are refused
+/// naming `field`.
 pub fn state_from_proto(field: &str, raw: i32) -> Result<TaskState, Status> {
     let s =
         v1::TaskState::try_from(raw).map_err(|_| invalid(field, format!("unknown state {raw}")))?;
@@ -142,7 +140,7 @@ pub fn status_to_proto(task: &TaskRecord, u: &StatusUpdate) -> v1::TaskStatus {
     v1::TaskStatus {
         task_id: task.spec.id.to_string(),
         agent_id: task.agent.to_string(),
-        state: state_to_proto(u.state) as i32,
+        state: u.state.to_proto() as i32,
         uuid: u.uuid.to_string(),
         source: source_to_proto(u.source) as i32,
         reason: u.reason.clone(),
@@ -159,7 +157,7 @@ pub fn reconciliation_status(task: &TaskRecord, now_ms: u64) -> v1::TaskStatus {
     v1::TaskStatus {
         task_id: task.spec.id.to_string(),
         agent_id: task.agent.to_string(),
-        state: state_to_proto(task.state) as i32,
+        state: task.state.to_proto() as i32,
         uuid: String::new(),
         source: v1::StatusSource::SourceMaster as i32,
         reason: "reconciliation".into(),
@@ -498,7 +496,7 @@ mod tests {
     #[test]
     fn every_state_round_trips() {
         for s in TaskState::ALL {
-            assert_eq!(state_from_proto("s", state_to_proto(s) as i32).unwrap(), s);
+            assert_eq!(state_from_proto("s", s.to_proto() as i32).unwrap(), s);
         }
         assert!(state_from_proto("s", 0).is_err());
         assert!(state_from_proto("s", 999).is_err());

@@ -60,6 +60,8 @@ pub enum Queued {
 #[derive(Default)]
 pub struct Frameworks {
     connections: HashMap<FrameworkId, Connection>,
+    /// Whose live stream each stream is: the runtime names streams on every send.
+    by_stream: HashMap<StreamKey, FrameworkId>,
     /// Frameworks that asked for no offers (SUPPRESS), until they REVIVE or subscribe again.
     self_suppressed: HashSet<FrameworkId>,
     /// Torn down (committed): never offered anything again, their calls refused.
@@ -76,6 +78,7 @@ impl Frameworks {
         stream: StreamKey,
     ) -> Option<StreamKey> {
         self.self_suppressed.remove(framework);
+        self.by_stream.insert(stream, framework.clone());
         let old = self.connections.insert(
             framework.clone(),
             Connection {
@@ -85,12 +88,18 @@ impl Frameworks {
                 backlog: VecDeque::new(),
             },
         );
-        old.map(|c| c.stream)
+        let old = old.map(|c| c.stream);
+        if let Some(old) = old {
+            self.by_stream.remove(&old);
+        }
+        old
     }
 
     /// `framework`'s stream is gone; returns it, if it had one (to be closed).
     pub fn disconnect(&mut self, framework: &FrameworkId) -> Option<StreamKey> {
-        self.connections.remove(framework).map(|c| c.stream)
+        let stream = self.connections.remove(framework)?.stream;
+        self.by_stream.remove(&stream);
+        Some(stream)
     }
 
     pub fn is_connected(&self, framework: &FrameworkId) -> bool {
@@ -113,10 +122,7 @@ impl Frameworks {
 
     /// The framework whose live stream `stream` is.
     pub fn framework_of(&self, stream: StreamKey) -> Option<FrameworkId> {
-        self.connections
-            .iter()
-            .find(|(_, c)| c.stream == stream)
-            .map(|(id, _)| id.clone())
+        self.by_stream.get(&stream).cloned()
     }
 
     /// Whether a call naming `framework` and `stream_id` comes from the framework's live
@@ -147,7 +153,11 @@ impl Frameworks {
 
     /// The runtime's word on how many more events `stream` can take now.
     pub fn set_room(&mut self, stream: StreamKey, room: usize) {
-        if let Some(c) = self.connections.values_mut().find(|c| c.stream == stream) {
+        if let Some(c) = self
+            .by_stream
+            .get(&stream)
+            .and_then(|f| self.connections.get_mut(f))
+        {
             c.room = room;
         }
     }
@@ -224,7 +234,7 @@ impl Frameworks {
     pub fn forget(&mut self, framework: &FrameworkId) {
         self.torn_down.remove(framework);
         self.self_suppressed.remove(framework);
-        self.connections.remove(framework);
+        self.disconnect(framework);
     }
 
     /// Whether `framework` is to be offered nothing: it asked so, was torn down, or is not

@@ -357,20 +357,22 @@ impl Engine {
         self.view.clone()
     }
 
-    /// Takes the input's context, handles it with `f`, and returns what it asked for.
-    fn input(&mut self, at: Context, f: impl FnOnce(&mut Self)) -> Vec<Action> {
+    /// Takes the input's context, handles it with `f`, and returns what `f` gave and what
+    /// the input asked for.
+    fn input_with<R>(&mut self, at: Context, f: impl FnOnce(&mut Self) -> R) -> (R, Vec<Action>) {
         self.now = at.now;
         self.view = at.registry;
-        f(self);
-        std::mem::take(&mut self.out)
+        let r = f(self);
+        (r, std::mem::take(&mut self.out))
+    }
+
+    fn input(&mut self, at: Context, f: impl FnOnce(&mut Self)) -> Vec<Action> {
+        self.input_with(at, f).1
     }
 
     /// A leadership starts: rebuilds the soft state from the registry (see [`rebuild`]).
     pub(super) fn on_rebuild(&mut self, at: Context) -> (Rebuilt, Vec<Action>) {
-        let state = at.registry.clone();
-        let mut rebuilt = None;
-        let actions = self.input(at, |e| rebuilt = Some(e.rebuild(&state)));
-        (rebuilt.expect("rebuilt"), actions)
+        self.input_with(at, |e| e.rebuild(&e.state()))
     }
 
     /// A command from a service.
@@ -633,9 +635,6 @@ impl Engine {
                         .allocator
                         .recover(&o.framework, &o.agent, &o.resources, None);
                 }
-            }
-            if let Pending::Declined { .. } | Pending::Rescinded = &pending {
-                // RemoveOffers is never refused.
             }
             self.fail(pending, status);
             return;

@@ -98,7 +98,7 @@ impl Engine {
         let state = self.state();
         for u in updates {
             metrics::counter!(m::MASTER_TASK_UPDATES_TOTAL,
-                "state" => convert::state_to_proto(u.update.state).as_str_name(),
+                "state" => u.update.state.to_proto().as_str_name(),
                 "reason" => u.update.reason.clone())
             .increment(1);
             if let (true, Some(r)) = (recover, &u.released) {
