@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use admin::{store::CasExpectation, store::StoreCommand, Exit};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use drover_client::MasterClient;
-use drover_scheduler::cli::{self, store::CasExpectation, store::StoreCommand, Exit};
 
+mod admin;
 mod owner;
 
 /// jemalloc, not glibc's malloc: in two 14-minute `drover bench soak` runs (1 000 launches/s,
@@ -237,7 +238,7 @@ fn client(m: &MastersArg) -> anyhow::Result<MasterClient> {
     Ok(MasterClient::new(&m.masters)?)
 }
 
-fn exit(r: Result<Exit, cli::CliError>) -> ExitCode {
+fn exit(r: Result<Exit, admin::CliError>) -> ExitCode {
     match r {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::No) => ExitCode::from(1),
@@ -330,81 +331,9 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                 drover_master::run(config, prometheus, shutdown_signal()).await?;
                 ExitCode::SUCCESS
             }
-            Command::Store(s) => {
-                let c = client(&s.masters)?;
-                let cmd = match s.op {
-                    StoreOp::Put { key, value } => StoreCommand::Put { key, value },
-                    StoreOp::Get { key, show_version } => StoreCommand::Get { key, show_version },
-                    StoreOp::Delete { key } => StoreCommand::Delete { key },
-                    StoreOp::Cas {
-                        key,
-                        mut values,
-                        by_version,
-                        absent,
-                    } => {
-                        let (expected, new) = match (absent, values.len()) {
-                            (true, 1) => (CasExpectation::Absent, values.remove(0)),
-                            (false, 2) => {
-                                let new = values.remove(1);
-                                let exp = values.remove(0);
-                                let expected = if by_version {
-                                    CasExpectation::Version(exp.parse().with_context(|| {
-                                        format!("EXPECTED: {exp:?} is not a version number")
-                                    })?)
-                                } else {
-                                    CasExpectation::Value(exp)
-                                };
-                                (expected, new)
-                            }
-                            (true, _) => anyhow::bail!("cas --absent takes KEY NEW"),
-                            (false, _) => anyhow::bail!("cas takes KEY EXPECTED NEW"),
-                        };
-                        StoreCommand::Cas { key, expected, new }
-                    }
-                    StoreOp::List { start_after, limit } => {
-                        StoreCommand::List { start_after, limit }
-                    }
-                };
-                exit(cli::store::run(&c, &s.framework, cmd).await)
-            }
-            Command::Cluster(c) => {
-                let client = client(&c.masters)?;
-                exit(match c.op {
-                    ClusterOp::Status => cli::cluster::status(&client, &c.masters.masters).await,
-                    ClusterOp::AddMaster { id, addr } => {
-                        cli::cluster::add_master(
-                            &client.with_deadline(Duration::from_secs(120)),
-                            id,
-                            &addr,
-                        )
-                        .await
-                    }
-                    ClusterOp::RemoveMaster { id } => {
-                        cli::cluster::remove_master(
-                            &client.with_deadline(Duration::from_secs(30)),
-                            id,
-                        )
-                        .await
-                    }
-                    ClusterOp::SetWeight { role, weight } => {
-                        match client.set_role_weight(&role, weight).await {
-                            Ok(()) => {
-                                println!("role {role}: weight {weight}");
-                                Ok(Exit::Success)
-                            }
-                            Err(e) => Err(e.into()),
-                        }
-                    }
-                    ClusterOp::TransferLeader { to } => {
-                        cli::cluster::transfer_leader(
-                            &client.with_deadline(Duration::from_secs(30)),
-                            to,
-                        )
-                        .await
-                    }
-                })
-            }
-            Command::Leader(m) => exit(cli::cluster::leader(&client(&m)?).await),
+            Command::Store(s) => store(s).await?,
+            Command::Cluster(c) => cluster(c).await?,
+            Command::Leader(m) => exit(admin::cluster::leader(&client(&m)?).await),
             Command::Up(u) => {
                 let binary = std::env::current_exe().context("locating the drover binary")?;
                 drover_chaos::up::run(drover_chaos::up::UpOptions {
@@ -437,13 +366,13 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                     masters,
                 } => {
                     let c = client(&masters)?;
-                    exit(cli::agents::drain(&c, &agent, wait.map(Duration::from_secs)).await)
+                    exit(admin::agents::drain(&c, &agent, wait.map(Duration::from_secs)).await)
                 }
                 AgentOp::Reactivate { agent, masters } => {
-                    exit(cli::agents::reactivate(&client(&masters)?, &agent).await)
+                    exit(admin::agents::reactivate(&client(&masters)?, &agent).await)
                 }
                 AgentOp::Remove { agent, masters } => {
-                    exit(cli::agents::remove(&client(&masters)?, &agent).await)
+                    exit(admin::agents::remove(&client(&masters)?, &agent).await)
                 }
             },
             Command::Agent(AgentCommand { op: None, run }) => {
@@ -477,4 +406,74 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `drover store …`: one framework store operation.
+async fn store(s: StoreArgs) -> anyhow::Result<ExitCode> {
+    let c = client(&s.masters)?;
+    let cmd = store_command(s.op)?;
+    Ok(exit(admin::store::run(&c, &s.framework, cmd).await))
+}
+
+/// The store operation the arguments name (`cas` checks its arity and expectation here).
+fn store_command(op: StoreOp) -> anyhow::Result<StoreCommand> {
+    Ok(match op {
+        StoreOp::Put { key, value } => StoreCommand::Put { key, value },
+        StoreOp::Get { key, show_version } => StoreCommand::Get { key, show_version },
+        StoreOp::Delete { key } => StoreCommand::Delete { key },
+        StoreOp::Cas {
+            key,
+            mut values,
+            by_version,
+            absent,
+        } => {
+            let (expected, new) = match (absent, values.len()) {
+                (true, 1) => (CasExpectation::Absent, values.remove(0)),
+                (false, 2) => {
+                    let new = values.remove(1);
+                    let exp = values.remove(0);
+                    let expected = if by_version {
+                        CasExpectation::Version(exp.parse().with_context(|| {
+                            format!("EXPECTED: {exp:?} is not a version number")
+                        })?)
+                    } else {
+                        CasExpectation::Value(exp)
+                    };
+                    (expected, new)
+                }
+                (true, _) => anyhow::bail!("cas --absent takes KEY NEW"),
+                (false, _) => anyhow::bail!("cas takes KEY EXPECTED NEW"),
+            };
+            StoreCommand::Cas { key, expected, new }
+        }
+        StoreOp::List { start_after, limit } => StoreCommand::List { start_after, limit },
+    })
+}
+
+/// `drover cluster …`: status and membership of the masters, role weights.
+async fn cluster(c: ClusterArgs) -> anyhow::Result<ExitCode> {
+    let client = client(&c.masters)?;
+    Ok(exit(match c.op {
+        ClusterOp::Status => admin::cluster::status(&client, &c.masters.masters).await,
+        ClusterOp::AddMaster { id, addr } => {
+            admin::cluster::add_master(&client.with_deadline(Duration::from_secs(120)), id, &addr)
+                .await
+        }
+        ClusterOp::RemoveMaster { id } => {
+            admin::cluster::remove_master(&client.with_deadline(Duration::from_secs(30)), id).await
+        }
+        ClusterOp::SetWeight { role, weight } => {
+            match client.set_role_weight(&role, weight).await {
+                Ok(()) => {
+                    println!("role {role}: weight {weight}");
+                    Ok(Exit::Success)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        ClusterOp::TransferLeader { to } => {
+            admin::cluster::transfer_leader(&client.with_deadline(Duration::from_secs(30)), to)
+                .await
+        }
+    }))
 }

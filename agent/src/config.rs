@@ -153,49 +153,14 @@ impl AgentConfig {
     /// Checks the flags and detects what they leave out. Creates the work directory (its file
     /// system is measured for `disk`).
     pub fn from_args(args: AgentArgs) -> Result<Self, ConfigError> {
-        let masters: Vec<String> = args
-            .masters
-            .iter()
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty())
-            .collect();
-        if masters.is_empty() {
-            return Err(invalid("masters", "give at least one master, host:port"));
-        }
-        for m in &masters {
-            drover_client::channel::endpoint(m)
-                .map_err(|e| invalid("masters", format!("{m:?}: {e}")))?;
-        }
-        if args.work_dir.as_os_str().is_empty() {
-            return Err(invalid("work-dir", "required"));
-        }
-        std::fs::create_dir_all(&args.work_dir).map_err(|e| {
-            invalid(
-                "work-dir",
-                format!("cannot create {}: {e}", args.work_dir.display()),
-            )
-        })?;
-        let work_dir = std::fs::canonicalize(&args.work_dir)
-            .map_err(|e| invalid("work-dir", format!("{}: {e}", args.work_dir.display())))?;
+        let masters = masters(&args.masters)?;
+        let work_dir = work_dir(&args.work_dir)?;
         if let Some(a) = &args.advertise {
             if a.trim().is_empty() || !a.contains(':') {
                 return Err(invalid("advertise", format!("{a:?}: expected host:port")));
             }
         }
-        let hostname = match args.hostname {
-            Some(h) => h,
-            None => nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .map_err(|e| {
-                    invalid(
-                        "hostname",
-                        format!("cannot read the system hostname ({e}); set it"),
-                    )
-                })?,
-        };
-        if hostname.is_empty() || hostname.len() > 255 {
-            return Err(invalid("hostname", "1 to 255 bytes"));
-        }
+        let hostname = hostname(args.hostname)?;
         if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&args.heartbeat_interval_ms) {
             return Err(invalid(
                 "heartbeat-interval-ms",
@@ -223,48 +188,12 @@ impl AgentConfig {
         if args.simulate > MAX_SIMULATED {
             return Err(invalid("simulate", format!("at most {MAX_SIMULATED}")));
         }
-        let explicit = match &args.resources {
-            Some(text) => text
-                .parse::<Resources>()
-                .map_err(|e| invalid("resources", e.to_string()))?,
-            None => Resources::empty(),
-        };
-        let base = if args.simulate > 0 {
-            SIMULATED_RESOURCES
-                .parse::<Resources>()
-                .map_err(|e| invalid("resources", e.to_string()))?
-        } else {
-            detect_resources(&work_dir)
-        };
-        let resources = overlay(base, &explicit).map_err(|e| invalid("resources", e))?;
+        let resources = resources(args.resources.as_deref(), args.simulate, &work_dir)?;
         let attributes = args
             .attributes
             .parse::<Attributes>()
             .map_err(|e| invalid("attributes", e.to_string()))?;
-        let executor_command = if args.executor_command.is_empty() {
-            crate::launcher::default_executor_command().map_err(|e| {
-                invalid(
-                    "executor-command",
-                    format!("cannot find this program ({e}); give the executor command"),
-                )
-            })?
-        } else {
-            let mut command: Vec<OsString> =
-                args.executor_command.iter().map(OsString::from).collect();
-            // Executors work in their task directory: a program named by a relative path
-            // is resolved here, against the agent's directory, where the operator meant it.
-            if let Some(program) = command.first_mut() {
-                let path = std::path::Path::new(program.as_os_str());
-                if path.components().count() > 1 && path.is_relative() {
-                    *program = std::fs::canonicalize(path)
-                        .map_err(|e| {
-                            invalid("executor-command", format!("{}: {e}", path.display()))
-                        })?
-                        .into_os_string();
-                }
-            }
-            command
-        };
+        let executor_command = executor_command(&args.executor_command)?;
         Ok(AgentConfig {
             masters,
             work_dir,
@@ -358,6 +287,104 @@ pub fn detect_resources(work_dir: &Path) -> Resources {
         tracing::warn!(error = %e, "detected resources do not parse; offering none");
         Resources::empty()
     })
+}
+
+/// `--masters`: at least one, each a valid endpoint.
+fn masters(given: &[String]) -> Result<Vec<String>, ConfigError> {
+    let masters: Vec<String> = given
+        .iter()
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if masters.is_empty() {
+        return Err(invalid("masters", "give at least one master, host:port"));
+    }
+    for m in &masters {
+        drover_client::channel::endpoint(m)
+            .map_err(|e| invalid("masters", format!("{m:?}: {e}")))?;
+    }
+    Ok(masters)
+}
+
+/// `--work-dir`: created if missing, and made absolute.
+fn work_dir(given: &Path) -> Result<PathBuf, ConfigError> {
+    if given.as_os_str().is_empty() {
+        return Err(invalid("work-dir", "required"));
+    }
+    std::fs::create_dir_all(given).map_err(|e| {
+        invalid(
+            "work-dir",
+            format!("cannot create {}: {e}", given.display()),
+        )
+    })?;
+    std::fs::canonicalize(given)
+        .map_err(|e| invalid("work-dir", format!("{}: {e}", given.display())))
+}
+
+/// `--hostname`, or the system's.
+fn hostname(given: Option<String>) -> Result<String, ConfigError> {
+    let hostname = match given {
+        Some(h) => h,
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .map_err(|e| {
+                invalid(
+                    "hostname",
+                    format!("cannot read the system hostname ({e}); set it"),
+                )
+            })?,
+    };
+    if hostname.is_empty() || hostname.len() > 255 {
+        return Err(invalid("hostname", "1 to 255 bytes"));
+    }
+    Ok(hostname)
+}
+
+/// What the agent offers: the detected resources (or the simulated agents' fixed ones) with
+/// `--resources` laid over them.
+fn resources(
+    given: Option<&str>,
+    simulate: usize,
+    work_dir: &Path,
+) -> Result<Resources, ConfigError> {
+    let explicit = match given {
+        Some(text) => text
+            .parse::<Resources>()
+            .map_err(|e| invalid("resources", e.to_string()))?,
+        None => Resources::empty(),
+    };
+    let base = if simulate > 0 {
+        SIMULATED_RESOURCES
+            .parse::<Resources>()
+            .map_err(|e| invalid("resources", e.to_string()))?
+    } else {
+        detect_resources(work_dir)
+    };
+    overlay(base, &explicit).map_err(|e| invalid("resources", e))
+}
+
+/// `--executor-command`, or this program's `executor` subcommand.
+fn executor_command(given: &[String]) -> Result<Vec<OsString>, ConfigError> {
+    if given.is_empty() {
+        return crate::launcher::default_executor_command().map_err(|e| {
+            invalid(
+                "executor-command",
+                format!("cannot find this program ({e}); give the executor command"),
+            )
+        });
+    }
+    let mut command: Vec<OsString> = given.iter().map(OsString::from).collect();
+    // Executors work in their task directory: a program named by a relative path is resolved
+    // here, against the agent's directory, where the operator meant it.
+    if let Some(program) = command.first_mut() {
+        let path = Path::new(program.as_os_str());
+        if path.components().count() > 1 && path.is_relative() {
+            *program = std::fs::canonicalize(path)
+                .map_err(|e| invalid("executor-command", format!("{}: {e}", path.display())))?
+                .into_os_string();
+        }
+    }
+    Ok(command)
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ async fn handle(
                                 update.task_id, update.framework_id
                             )));
                         }
-                        let (uuid, state) = (update.uuid, update.state);
+                        let (uuid, state) = (update.status.uuid, update.status.state);
                         updates
                             .update(update)
                             .await

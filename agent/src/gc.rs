@@ -21,8 +21,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
+use drover_model::unix_ms;
 use tokio::sync::mpsc;
 
 use crate::ids::{FrameworkId, TaskId};
@@ -115,7 +116,7 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
             e = ended.recv() => match e {
                 Some(e) => {
                     if let Some(path) = move_one(&config.layout, &e, &mut waiting, 0).await {
-                        tracked.insert((now_ms(), path));
+                        tracked.insert((unix_ms(), path));
                         if tracked.len() > MAX_TRACKED {
                             collect(&config, &mut tracked).await;
                         }
@@ -127,7 +128,7 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
                 for _ in 0..waiting.len() {
                     let Some((e, tries)) = waiting.pop_front() else { break };
                     if let Some(path) = move_one(&config.layout, &e, &mut waiting, tries).await {
-                        tracked.insert((now_ms(), path));
+                        tracked.insert((unix_ms(), path));
                     }
                 }
             }
@@ -189,7 +190,7 @@ fn move_to_completed(
     // Another life of the same id (started after the one that ended) is not moved.
     let latest = crate::status_updates::checkpointed_updates(&TaskDir(from.clone()).updates_log())
         .last()
-        .map(|u| u.uuid);
+        .map(|u| u.status.uuid);
     if latest != Some(last) {
         return Err(Move::Missing);
     }
@@ -246,7 +247,7 @@ async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
     if let Some(u) = usage {
         metrics::gauge!(m::GC_DISK_USAGE_RATIO).set(u);
     }
-    let due = due(tracked, now_ms(), age, MAX_TRACKED);
+    let due = due(tracked, unix_ms(), age, MAX_TRACKED);
     if due.is_empty() {
         return;
     }
@@ -310,12 +311,6 @@ fn disk_usage(path: &Path) -> Option<f64> {
         return None;
     }
     Some((used / usable).clamp(0.0, 1.0))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ use crate::protocol::ToExecutor;
 use crate::recovery::{kill_leftovers, Found, RecoverMode};
 use crate::status_updates::StatusUpdates;
 use crate::task::{KillTask, LaunchSpec, RunTask, LAUNCH_SPEC_VERSION};
-use crate::update::{Source, StatusUpdate, TaskState};
+use crate::update::{StatusSource, StatusUpdate, TaskState};
 
 /// Finished tasks remembered.
 pub const MAX_COMPLETED_TASKS: usize = 1000;
@@ -343,6 +343,73 @@ impl Launcher {
     }
 }
 
+/// One launch on its way: the task, its directory, its launch spec as written to disk, and
+/// who waits for the outcome.
+struct Launching {
+    key: Key,
+    dir: TaskDir,
+    json: Vec<u8>,
+    reply: oneshot::Sender<Result<(), TaskError>>,
+}
+
+/// A launch's off-actor part: checkpoints the launch spec (unless an earlier life of the agent
+/// did: then the task is adopted), starts the executor, tells the actor ([`Msg::Prepared`]),
+/// then waits for the executor to exit and tells it that too ([`Msg::Exited`]).
+async fn prepare_and_start(
+    launch: Launching,
+    program: Vec<OsString>,
+    socket: PathBuf,
+    me: mpsc::WeakSender<Msg>,
+) {
+    let Launching {
+        key,
+        dir,
+        json,
+        reply,
+    } = launch;
+    let d = dir.clone();
+    let prepared = checkpoint::off_runtime(dir.0.clone(), move || {
+        if read_launch_spec(&d).is_some() {
+            return Ok(false);
+        }
+        checkpoint::create_dir_all_durable(&d.sandbox())?;
+        checkpoint::write_atomic(&d.task_json(), &json)?;
+        Ok(true)
+    })
+    .await;
+    let (outcome, child) = match prepared {
+        Ok(false) => (Launch::Adopted, None),
+        Err(e) => (Launch::CheckpointFailed(e), None),
+        Ok(true) => {
+            let spawned = match executor_command(&program, &socket, &dir) {
+                Ok(mut cmd) => tokio::task::spawn_blocking(move || cmd.spawn())
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+                Err(e) => Err(e),
+            };
+            match spawned {
+                Ok(child) => (Launch::Started(child.id().unwrap_or(0)), Some(child)),
+                Err(e) => (Launch::SpawnFailed(e), None),
+            }
+        }
+    };
+    let Some(tx) = me.upgrade() else {
+        return;
+    };
+    let _ = tx
+        .send(Msg::Prepared {
+            key: key.clone(),
+            dir,
+            outcome,
+            reply,
+        })
+        .await;
+    if let Some(mut child) = child {
+        let status = child.wait().await.map_err(|e| e.to_string());
+        let _ = tx.send(Msg::Exited { key, status }).await;
+    }
+}
+
 /// The command that starts the executor of the task in `dir`, working in that directory (as a
 /// Mesos executor works in its sandbox: nothing of the agent's own directory is its business),
 /// its output to the task's `executor.log`. `dir` is absolute (the work directory is
@@ -582,53 +649,20 @@ impl Actor {
             self.config.executor_command.clone(),
             self.config.layout.socket(),
         );
-        let me = self.me.clone();
         // Checkpoint, start and wait for the executor, off the actor: several launches go on
         // at once, and the actor keeps serving (spawning waits for the child's exec, which on
         // a busy host takes milliseconds).
-        self.waiters.spawn(async move {
-            let d = dir.clone();
-            let prepared = checkpoint::off_runtime(dir.0.clone(), move || {
-                if read_launch_spec(&d).is_some() {
-                    return Ok(false);
-                }
-                checkpoint::create_dir_all_durable(&d.sandbox())?;
-                checkpoint::write_atomic(&d.task_json(), &json)?;
-                Ok(true)
-            })
-            .await;
-            let (outcome, child) = match prepared {
-                Ok(false) => (Launch::Adopted, None),
-                Err(e) => (Launch::CheckpointFailed(e), None),
-                Ok(true) => {
-                    let spawned = match executor_command(&program, &socket, &dir) {
-                        Ok(mut cmd) => tokio::task::spawn_blocking(move || cmd.spawn())
-                            .await
-                            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
-                        Err(e) => Err(e),
-                    };
-                    match spawned {
-                        Ok(child) => (Launch::Started(child.id().unwrap_or(0)), Some(child)),
-                        Err(e) => (Launch::SpawnFailed(e), None),
-                    }
-                }
-            };
-            let Some(tx) = me.upgrade() else {
-                return;
-            };
-            let _ = tx
-                .send(Msg::Prepared {
-                    key: key.clone(),
-                    dir,
-                    outcome,
-                    reply,
-                })
-                .await;
-            if let Some(mut child) = child {
-                let status = child.wait().await.map_err(|e| e.to_string());
-                let _ = tx.send(Msg::Exited { key, status }).await;
-            }
-        });
+        self.waiters.spawn(prepare_and_start(
+            Launching {
+                key,
+                dir,
+                json,
+                reply,
+            },
+            program,
+            socket,
+            self.me.clone(),
+        ));
     }
 
     /// A launch's off-actor part ended: record the executor, or report why it cannot run.
@@ -711,7 +745,7 @@ impl Actor {
             key.0.clone(),
             key.1.clone(),
             state,
-            Source::Agent,
+            StatusSource::Agent,
             reason,
             message,
         );

@@ -60,7 +60,10 @@ pub struct Found {
 impl Found {
     /// The latest state known from either log.
     pub fn latest_state(&self) -> Option<TaskState> {
-        self.unseen.last().map(|u| u.state).or(self.checkpointed)
+        self.unseen
+            .last()
+            .map(|u| u.status.state)
+            .or(self.checkpointed)
     }
 }
 
@@ -133,10 +136,12 @@ pub fn scan(layout: &Layout) -> Vec<Found> {
 fn inspect(framework: FrameworkId, task: TaskId, dir: TaskDir, procs: &ProcessTable) -> Found {
     let spec = read_spec(&dir);
     let agent_log = status_updates::checkpointed_updates(&dir.updates_log());
-    let seen: HashSet<uuid::Uuid> = agent_log.iter().map(|u| u.uuid).collect();
+    let seen: HashSet<uuid::Uuid> = agent_log.iter().map(|u| u.status.uuid).collect();
     let unseen = executor_updates(&dir.executor_updates_log())
         .into_iter()
-        .filter(|u| !seen.contains(&u.uuid) && u.framework_id == framework && u.task_id == task)
+        .filter(|u| {
+            !seen.contains(&u.status.uuid) && u.framework_id == framework && u.task_id == task
+        })
         .collect();
     let executor = procs.executors.get(&dir.0).copied();
     // A recorded process group is the task's only while one of its processes works in the
@@ -149,7 +154,7 @@ fn inspect(framework: FrameworkId, task: TaskId, dir: TaskDir, procs: &ProcessTa
     Found {
         framework,
         task,
-        checkpointed: agent_log.last().map(|u| u.state),
+        checkpointed: agent_log.last().map(|u| u.status.state),
         unseen,
         executor,
         command_group,

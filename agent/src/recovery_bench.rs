@@ -17,7 +17,7 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::layout::{Layout, TaskDir};
 use crate::task::{LaunchSpec, TaskSpec, LAUNCH_SPEC_VERSION};
-use crate::update::{Source, StatusUpdate, TaskState};
+use crate::update::{StatusSource, StatusUpdate, TaskState};
 
 /// What one benchmark run measured.
 #[derive(Clone, Debug)]
@@ -71,7 +71,7 @@ pub fn populate(work_dir: &Path, tasks: usize) -> Result<(), CheckpointError> {
                         framework.clone(),
                         task.clone(),
                         state,
-                        Source::Executor,
+                        StatusSource::Executor,
                         "",
                         "",
                     );

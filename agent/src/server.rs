@@ -98,7 +98,9 @@ pub async fn run(
     run_with_config(config, prometheus, shutdown).await
 }
 
-/// [`run`] with checked settings.
+/// [`run`] with checked settings: checks the work directory's format, binds, starts the
+/// agents (real or simulated) and serves until `shutdown` or the masters' removal, then stops
+/// everything it started.
 pub async fn run_with_config(
     config: AgentConfig,
     prometheus: PrometheusHandle,
@@ -112,222 +114,37 @@ pub async fn run_with_config(
     tokio::task::spawn_blocking(move || crate::format::check(&format_layout))
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))??;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AgentError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(|source| AgentError::Listen {
+    let listen_error = |source| AgentError::Listen {
         addr: config.listen,
         source,
-    })?;
-    let advertise = config.advertised(bound);
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
     let client = MasterClient::bound_to(
         &config.masters,
         drover_client::RetryPolicy::default(),
         config.master_bind_ip,
     )
     .map_err(AgentError::Masters)?;
-    let registered = Arc::new(AtomicUsize::new(0));
-    let limiter = Arc::new(Semaphore::new(MAX_CONCURRENT_REGISTRATIONS));
-    let (reg_tx, reg_rx) = mpsc::channel::<Registered>(1024);
-    let (gone_tx, mut gone_rx) = mpsc::channel::<Registered>(16);
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut actors: Vec<JoinHandle<()>> = Vec::new();
-
+    let (mut wiring, registrations) = Wiring::new(client, config.advertised(bound));
     let (backend, manager) = if simulated {
-        let n = config.simulate;
-        tracing::info!(
-            agents = n,
-            listen = %bound,
-            advertise = %advertise,
-            resources = %config.resources,
-            work_dir = %config.work_dir.display(),
-            "SIMULATED agents starting: {n} simulated agents in this process; tasks are timers, not processes; status updates are checkpointed in memory only"
-        );
-        let (updates, manager) = StatusUpdates::start(
-            client.clone(),
-            status_updates::Config::new(Checkpointing::Memory),
-        );
-        let (sim, actor) = Simulator::start(n, updates);
-        actors.push(actor);
-        let attributes = if config.attributes.get("simulated").is_some() {
-            config.attributes.clone()
-        } else {
-            format!("{};simulated:true", config.attributes)
-                .parse()
-                .map_err(|e| AgentError::Internal(format!("attributes: {e}")))?
-        };
-        let id_layout = layout.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            (0..n)
-                .map(|i| register::load_agent_id(&id_layout.sim_agent_id_file(i)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| AgentError::Internal(e.to_string()))??;
-        for (i, stored_id) in stored.into_iter().enumerate() {
-            let s = sim.clone();
-            let reporter: register::Reporter = Arc::new(move |id| {
-                let s = s.clone();
-                Box::pin(async move { reported(s.report(id).await) })
-            });
-            let r = Registrar {
-                identity: Identity {
-                    index: i,
-                    simulated: true,
-                    id_file: layout.sim_agent_id_file(i),
-                    hostname: format!("sim-{i}"),
-                    addr: advertise.clone(),
-                    resources: config.resources.clone(),
-                    attributes: attributes.clone(),
-                },
-                stored_id,
-                client: client.clone(),
-                default_interval: config.heartbeat_interval,
-                stagger: config.heartbeat_interval.mul_f64(i as f64 / n as f64),
-                limiter: limiter.clone(),
-                on_registered: reg_tx.clone(),
-                registered: registered.clone(),
-                quiet: n > 10,
-                reporter,
-                on_gone: gone_tx.clone(),
-            };
-            tasks.spawn(r.run());
-        }
-        tasks.spawn(forward_simulated(reg_rx, sim.clone(), n));
-        (Backend::Simulated(sim), manager)
+        start_simulated(&config, &layout, bound, &mut wiring, registrations).await?
     } else {
-        let socket = layout.socket();
-        if socket.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
-            return Err(AgentError::SocketPath {
-                path: socket.display().to_string(),
-            });
-        }
-        let mode = tokio::task::spawn_blocking(cgroups::detect)
-            .await
-            .unwrap_or_else(|e| CgroupMode::none(format!("detection failed: {e}")));
-        match &mode {
-            CgroupMode::None { .. } => tracing::warn!("{}", mode.describe()),
-            _ => tracing::info!("{}", mode.describe()),
-        }
-        let id_file = layout.agent_id_file();
-        let stored_id = register::load_agent_id(&id_file)?;
-        tracing::info!(
-            listen = %bound,
-            advertise = %advertise,
-            hostname = %config.hostname,
-            resources = %config.resources,
-            attributes = %config.attributes,
-            work_dir = %config.work_dir.display(),
-            agent_id = ?stored_id.as_ref().map(AgentId::as_str),
-            "agent starting"
-        );
-        // Ended tasks the master acknowledged go to the sandbox collector, which starts once
-        // recovery has read every task directory (it moves them).
-        let (ended_tx, ended_rx) = mpsc::channel(crate::gc::QUEUE_DEPTH);
-        let (updates, manager) = StatusUpdates::start(
-            client.clone(),
-            status_updates::Config {
-                ended: Some(ended_tx),
-                ..status_updates::Config::new(Checkpointing::Disk(layout.clone()))
-            },
-        );
-        let (launcher, actor) = Launcher::start(
-            LauncherConfig {
-                layout: layout.clone(),
-                executor_command: config.executor_command.clone(),
-                default_kill_grace: config.executor_grace,
-                cgroups: mode,
-            },
-            updates.clone(),
-        );
-        actors.push(actor);
-        // Before registering: take back what an earlier life of the agent started, so that
-        // the first registration reports it.
-        let scan_layout = layout.clone();
-        let found = tokio::task::spawn_blocking(move || crate::recovery::scan(&scan_layout))
-            .await
-            .map_err(|e| AgentError::Internal(e.to_string()))?;
-        if !found.is_empty() {
-            let n = found.len();
-            let summary = launcher
-                .recover(found, config.recover, stored_id.clone())
-                .await;
-            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "reattached")
-                .increment(summary.reattached as u64);
-            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "ended")
-                .increment(summary.ended as u64);
-            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "executor_gone")
-                .increment(summary.executor_gone as u64);
-            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "cleaned")
-                .increment(summary.cleaned as u64);
-            metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => "corrupt")
-                .increment(summary.corrupt as u64);
-            tracing::info!(
-                task_dirs = n,
-                reattached = summary.reattached,
-                ended = summary.ended,
-                executor_gone = summary.executor_gone,
-                cleaned = summary.cleaned,
-                corrupt = summary.corrupt,
-                mode = ?config.recover,
-                "recovered the tasks of an earlier life of this agent"
-            );
-        }
-        actors.push(tokio::spawn(crate::gc::run(
-            crate::gc::GcConfig {
-                layout: layout.clone(),
-                gc_delay: config.gc_delay,
-                disk_headroom: config.gc_disk_headroom,
-                disk_watch_interval: config.disk_watch_interval,
-                disk_usage: crate::gc::DiskUsage::Measured,
-            },
-            ended_rx,
-        )));
-        let unix = executor_socket::bind(&socket)?;
-        tasks.spawn(executor_socket::serve(unix, launcher.clone(), updates));
-        let r = Registrar {
-            identity: Identity {
-                index: 0,
-                simulated: false,
-                id_file,
-                hostname: config.hostname.clone(),
-                addr: advertise.clone(),
-                resources: config.resources.clone(),
-                attributes: config.attributes.clone(),
-            },
-            stored_id,
-            client: client.clone(),
-            default_interval: config.heartbeat_interval,
-            stagger: Duration::ZERO,
-            limiter: limiter.clone(),
-            on_registered: reg_tx.clone(),
-            registered: registered.clone(),
-            quiet: false,
-            reporter: {
-                let l = launcher.clone();
-                Arc::new(move |id| {
-                    let l = l.clone();
-                    Box::pin(async move { reported(l.report(id).await) })
-                })
-            },
-            on_gone: gone_tx.clone(),
-        };
-        tasks.spawn(r.run());
-        let l = launcher.clone();
-        tasks.spawn(async move {
-            let mut reg_rx = reg_rx;
-            while let Some((_, id)) = reg_rx.recv().await {
-                l.registered(id).await;
-            }
-        });
-        (Backend::Real(launcher), manager)
+        start_real(&config, &layout, bound, &mut wiring, registrations).await?
     };
-    drop(reg_tx);
-    drop(gone_tx);
-
+    let Wiring {
+        registered,
+        mut tasks,
+        actors,
+        gone_rx,
+        reg_tx,
+        gone_tx,
+        ..
+    } = wiring;
+    // Only the registrars hold senders now: the channels close when they end.
+    drop((reg_tx, gone_tx));
     {
         let prometheus = prometheus.clone();
         tasks.spawn(async move {
@@ -348,6 +165,294 @@ pub async fn run_with_config(
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_REQUEST_BYTES),
     );
+    let outcome = serve(listener, routes, shutdown, gone_rx, &layout, simulated).await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    for a in actors {
+        a.abort();
+        let _ = a.await;
+    }
+    manager.stop().await;
+    if !simulated {
+        let _ = std::fs::remove_file(layout.socket());
+    }
+    tracing::info!(simulated, "agent stopped");
+    outcome
+}
+
+/// What every registrar of this process shares, and the tasks and actors started for them.
+struct Wiring {
+    client: MasterClient,
+    advertise: String,
+    /// How many agents of this process are registered (for `/health`).
+    registered: Arc<AtomicUsize>,
+    limiter: Arc<Semaphore>,
+    /// Registrars announce each (re-)registration here, and a removal (GONE) on `gone_tx`.
+    reg_tx: mpsc::Sender<Registered>,
+    gone_tx: mpsc::Sender<Registered>,
+    gone_rx: mpsc::Receiver<Registered>,
+    /// Stopped by aborting when the agent stops.
+    tasks: JoinSet<()>,
+    /// Stopped after `tasks`, in order.
+    actors: Vec<JoinHandle<()>>,
+}
+
+impl Wiring {
+    /// The wiring, and the receiving end of registrations (for whoever starts the backend).
+    fn new(client: MasterClient, advertise: String) -> (Self, mpsc::Receiver<Registered>) {
+        let (reg_tx, reg_rx) = mpsc::channel::<Registered>(1024);
+        let (gone_tx, gone_rx) = mpsc::channel::<Registered>(16);
+        let wiring = Self {
+            client,
+            advertise,
+            registered: Arc::new(AtomicUsize::new(0)),
+            limiter: Arc::new(Semaphore::new(MAX_CONCURRENT_REGISTRATIONS)),
+            reg_tx,
+            gone_tx,
+            gone_rx,
+            tasks: JoinSet::new(),
+            actors: Vec::new(),
+        };
+        (wiring, reg_rx)
+    }
+
+    /// Starts the registrar of one agent: it registers, heartbeats and re-registers for as
+    /// long as the agent runs.
+    fn spawn_registrar(
+        &mut self,
+        config: &AgentConfig,
+        identity: Identity,
+        stored_id: Option<AgentId>,
+        stagger: Duration,
+        quiet: bool,
+        reporter: register::Reporter,
+    ) {
+        let r = Registrar {
+            identity,
+            stored_id,
+            client: self.client.clone(),
+            default_interval: config.heartbeat_interval,
+            stagger,
+            limiter: self.limiter.clone(),
+            on_registered: self.reg_tx.clone(),
+            registered: self.registered.clone(),
+            quiet,
+            reporter,
+            on_gone: self.gone_tx.clone(),
+        };
+        self.tasks.spawn(r.run());
+    }
+}
+
+/// `--simulate N`: N agents in this process whose tasks are timers, sharing one status update
+/// manager that checkpoints in memory.
+async fn start_simulated(
+    config: &AgentConfig,
+    layout: &Layout,
+    bound: SocketAddr,
+    wiring: &mut Wiring,
+    registrations: mpsc::Receiver<Registered>,
+) -> Result<(Backend, status_updates::Manager), AgentError> {
+    let n = config.simulate;
+    tracing::info!(
+        agents = n,
+        listen = %bound,
+        advertise = %wiring.advertise,
+        resources = %config.resources,
+        work_dir = %config.work_dir.display(),
+        "SIMULATED agents starting: {n} simulated agents in this process; tasks are timers, not processes; status updates are checkpointed in memory only"
+    );
+    let (updates, manager) = StatusUpdates::start(
+        wiring.client.clone(),
+        status_updates::Config::new(Checkpointing::Memory),
+    );
+    let (sim, actor) = Simulator::start(n, updates);
+    wiring.actors.push(actor);
+    let attributes = if config.attributes.get("simulated").is_some() {
+        config.attributes.clone()
+    } else {
+        format!("{};simulated:true", config.attributes)
+            .parse()
+            .map_err(|e| AgentError::Internal(format!("attributes: {e}")))?
+    };
+    let id_layout = layout.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        (0..n)
+            .map(|i| register::load_agent_id(&id_layout.sim_agent_id_file(i)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| AgentError::Internal(e.to_string()))??;
+    for (i, stored_id) in stored.into_iter().enumerate() {
+        let s = sim.clone();
+        let reporter: register::Reporter = Arc::new(move |id| {
+            let s = s.clone();
+            Box::pin(async move { reported(s.report(id).await) })
+        });
+        let identity = Identity {
+            index: i,
+            simulated: true,
+            id_file: layout.sim_agent_id_file(i),
+            hostname: format!("sim-{i}"),
+            addr: wiring.advertise.clone(),
+            resources: config.resources.clone(),
+            attributes: attributes.clone(),
+        };
+        let stagger = config.heartbeat_interval.mul_f64(i as f64 / n as f64);
+        wiring.spawn_registrar(config, identity, stored_id, stagger, n > 10, reporter);
+    }
+    wiring
+        .tasks
+        .spawn(forward_simulated(registrations, sim.clone(), n));
+    Ok((Backend::Simulated(sim), manager))
+}
+
+/// One real agent: its status update manager (checkpointing to disk), launcher, recovery of
+/// what an earlier life started, sandbox collector, executor socket and registrar.
+async fn start_real(
+    config: &AgentConfig,
+    layout: &Layout,
+    bound: SocketAddr,
+    wiring: &mut Wiring,
+    mut registrations: mpsc::Receiver<Registered>,
+) -> Result<(Backend, status_updates::Manager), AgentError> {
+    let socket = layout.socket();
+    if socket.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+        return Err(AgentError::SocketPath {
+            path: socket.display().to_string(),
+        });
+    }
+    let mode = tokio::task::spawn_blocking(cgroups::detect)
+        .await
+        .unwrap_or_else(|e| CgroupMode::none(format!("detection failed: {e}")));
+    match &mode {
+        CgroupMode::None { .. } => tracing::warn!("{}", mode.describe()),
+        _ => tracing::info!("{}", mode.describe()),
+    }
+    let id_file = layout.agent_id_file();
+    let stored_id = register::load_agent_id(&id_file)?;
+    tracing::info!(
+        listen = %bound,
+        advertise = %wiring.advertise,
+        hostname = %config.hostname,
+        resources = %config.resources,
+        attributes = %config.attributes,
+        work_dir = %config.work_dir.display(),
+        agent_id = ?stored_id.as_ref().map(AgentId::as_str),
+        "agent starting"
+    );
+    // Ended tasks the master acknowledged go to the sandbox collector, which starts once
+    // recovery has read every task directory (it moves them).
+    let (ended_tx, ended_rx) = mpsc::channel(crate::gc::QUEUE_DEPTH);
+    let (updates, manager) = StatusUpdates::start(
+        wiring.client.clone(),
+        status_updates::Config {
+            ended: Some(ended_tx),
+            ..status_updates::Config::new(Checkpointing::Disk(layout.clone()))
+        },
+    );
+    let (launcher, actor) = Launcher::start(
+        LauncherConfig {
+            layout: layout.clone(),
+            executor_command: config.executor_command.clone(),
+            default_kill_grace: config.executor_grace,
+            cgroups: mode,
+        },
+        updates.clone(),
+    );
+    wiring.actors.push(actor);
+    // Before registering: take back what an earlier life of the agent started, so that the
+    // first registration reports it.
+    recover_earlier_life(config, layout, &launcher, stored_id.clone()).await?;
+    wiring.actors.push(tokio::spawn(crate::gc::run(
+        crate::gc::GcConfig {
+            layout: layout.clone(),
+            gc_delay: config.gc_delay,
+            disk_headroom: config.gc_disk_headroom,
+            disk_watch_interval: config.disk_watch_interval,
+            disk_usage: crate::gc::DiskUsage::Measured,
+        },
+        ended_rx,
+    )));
+    let unix = executor_socket::bind(&socket)?;
+    wiring
+        .tasks
+        .spawn(executor_socket::serve(unix, launcher.clone(), updates));
+    let identity = Identity {
+        index: 0,
+        simulated: false,
+        id_file,
+        hostname: config.hostname.clone(),
+        addr: wiring.advertise.clone(),
+        resources: config.resources.clone(),
+        attributes: config.attributes.clone(),
+    };
+    let reporter: register::Reporter = {
+        let l = launcher.clone();
+        Arc::new(move |id| {
+            let l = l.clone();
+            Box::pin(async move { reported(l.report(id).await) })
+        })
+    };
+    wiring.spawn_registrar(config, identity, stored_id, Duration::ZERO, false, reporter);
+    let l = launcher.clone();
+    wiring.tasks.spawn(async move {
+        while let Some((_, id)) = registrations.recv().await {
+            l.registered(id).await;
+        }
+    });
+    Ok((Backend::Real(launcher), manager))
+}
+
+/// Takes back the tasks an earlier life of this agent left in its work directory (re-attaches
+/// live executors, reports what ended meanwhile), counting and logging what it found.
+async fn recover_earlier_life(
+    config: &AgentConfig,
+    layout: &Layout,
+    launcher: &Launcher,
+    stored_id: Option<AgentId>,
+) -> Result<(), AgentError> {
+    let scan_layout = layout.clone();
+    let found = tokio::task::spawn_blocking(move || crate::recovery::scan(&scan_layout))
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let n = found.len();
+    let summary = launcher.recover(found, config.recover, stored_id).await;
+    for (outcome, count) in [
+        ("reattached", summary.reattached),
+        ("ended", summary.ended),
+        ("executor_gone", summary.executor_gone),
+        ("cleaned", summary.cleaned),
+        ("corrupt", summary.corrupt),
+    ] {
+        metrics::counter!(m::RECOVERED_TASKS_TOTAL, "outcome" => outcome).increment(count as u64);
+    }
+    tracing::info!(
+        task_dirs = n,
+        reattached = summary.reattached,
+        ended = summary.ended,
+        executor_gone = summary.executor_gone,
+        cleaned = summary.cleaned,
+        corrupt = summary.corrupt,
+        mode = ?config.recover,
+        "recovered the tasks of an earlier life of this agent"
+    );
+    Ok(())
+}
+
+/// Serves the agent API until the server fails, `shutdown` resolves (then the tasks stay or
+/// are killed as it says) or the masters remove a real agent (then its tasks are killed).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = Stop> + Send + 'static,
+    mut gone_rx: mpsc::Receiver<Registered>,
+    layout: &Layout,
+    simulated: bool,
+) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
@@ -375,7 +480,7 @@ pub async fn run_with_config(
             }
         }
     };
-    let outcome = tokio::select! {
+    tokio::select! {
         r = &mut server => r.map_err(AgentError::from),
         stop = &mut shutdown => {
             let _ = stop_tx.send(());
@@ -395,7 +500,7 @@ pub async fn run_with_config(
                     tracing::info!("agent shutting down with its owner; simulated tasks end with it");
                 }
                 Stop::KillTasks => {
-                    let killed = kill_every_task(&layout).await;
+                    let killed = kill_every_task(layout).await;
                     tracing::info!(killed, "agent shutting down with its owner: killed every task");
                 }
             }
@@ -405,23 +510,11 @@ pub async fn run_with_config(
             let _ = stop_tx.send(());
             let _ = (&mut server).await;
             // Its tasks are over for the masters (TASK_GONE): nothing may keep running.
-            let killed = kill_every_task(&layout).await;
+            let killed = kill_every_task(layout).await;
             tracing::error!(agent_id = %id, killed, "removed by the masters: killed every task of this agent");
             Err(AgentError::Gone(id))
         }
-    };
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    for a in actors {
-        a.abort();
-        let _ = a.await;
     }
-    manager.stop().await;
-    if !simulated {
-        let _ = std::fs::remove_file(layout.socket());
-    }
-    tracing::info!(simulated, "agent stopped");
-    outcome
 }
 
 /// Kills every executor and task under the work directory (on a blocking thread); returns how

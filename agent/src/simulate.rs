@@ -32,7 +32,7 @@ use crate::launcher::TaskError;
 use crate::metrics as m;
 use crate::status_updates::{StatusUpdates, UpdateError};
 use crate::task::{KillTask, RunTask, TaskSpec};
-use crate::update::{Source, StatusUpdate, TaskState};
+use crate::update::{StatusSource, StatusUpdate, TaskState};
 
 /// Environment variable giving a simulated task's duration, milliseconds.
 pub const DURATION_ENV: &str = "DROVER_SIM_DURATION_MS";
@@ -308,7 +308,7 @@ impl Actor {
             key.1.clone(),
             key.2.clone(),
             state,
-            Source::Executor,
+            StatusSource::Executor,
             reason,
             message,
         )

@@ -146,6 +146,21 @@ enum Record {
     Dropped { uuid: Uuid, reason: String },
 }
 
+/// The uuids of the updates the master acknowledged, as the task's `updates.log` at `path`
+/// records them (the chaos checkers compare them with every replica's registry: each was
+/// committed before it was acknowledged).
+pub fn acked_in_log(path: &Path) -> Result<Vec<Uuid>, CheckpointError> {
+    let replay = checkpoint::read_records::<Record>(path)?;
+    Ok(replay
+        .records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Acked { uuid } => Some(uuid),
+            Record::Update { .. } | Record::Dropped { .. } => None,
+        })
+        .collect())
+}
+
 /// The uuids of a task's latest updates, for recognising an executor's resend: at most
 /// [`MAX_UPDATES_PER_TASK`], the oldest forgotten first. Forgetting is safe because an
 /// executor resends only updates the agent has not acknowledged to it, and those are the
@@ -202,7 +217,7 @@ fn compact_log(records: Vec<Record>) -> Vec<Record> {
     let mut keep = vec![false; updates.len()];
     // Unacknowledged first: they always stay.
     for (i, u) in updates.iter().enumerate() {
-        if !done.contains_key(&u.uuid) {
+        if !done.contains_key(&u.status.uuid) {
             keep[i] = true;
             budget = budget.saturating_sub(size(&Record::Update { update: u.clone() }));
         }
@@ -212,7 +227,8 @@ fn compact_log(records: Vec<Record>) -> Vec<Record> {
         if keep[i] {
             continue;
         }
-        let n = size(&Record::Update { update: u.clone() }) + done.get(&u.uuid).map_or(0, size);
+        let n =
+            size(&Record::Update { update: u.clone() }) + done.get(&u.status.uuid).map_or(0, size);
         if n > budget || kept >= MAX_UPDATES_PER_TASK {
             break;
         }
@@ -225,7 +241,7 @@ fn compact_log(records: Vec<Record>) -> Vec<Record> {
         if !k {
             continue;
         }
-        let uuid = u.uuid;
+        let uuid = u.status.uuid;
         out.push(Record::Update { update: u });
         if let Some(d) = done.remove(&uuid) {
             out.push(d);
@@ -249,7 +265,7 @@ impl LogContents {
         for r in records {
             match r {
                 Record::Update { update } => {
-                    if seen.insert(update.uuid) {
+                    if seen.insert(update.status.uuid) {
                         updates.push(update);
                     }
                 }
@@ -402,10 +418,10 @@ impl Stream {
     /// The state of the latest update not acknowledged yet, if any.
     fn latest_unacknowledged(&self) -> Option<TaskState> {
         let writing = self.to_write.iter().rev().find_map(|w| match &w.record {
-            Record::Update { update } => Some(update.state),
+            Record::Update { update } => Some(update.status.state),
             _ => None,
         });
-        writing.or_else(|| self.queue.back().map(|u| u.state))
+        writing.or_else(|| self.queue.back().map(|u| u.status.state))
     }
 
     /// The waiters of an update still being written, if `uuid` is one.
@@ -414,7 +430,7 @@ impl Stream {
         uuid: Uuid,
     ) -> Option<&mut Vec<oneshot::Sender<Result<(), UpdateError>>>> {
         self.to_write.iter_mut().find_map(|w| match &w.record {
-            Record::Update { update } if update.uuid == uuid => Some(&mut w.waiters),
+            Record::Update { update } if update.status.uuid == uuid => Some(&mut w.waiters),
             _ => None,
         })
     }
@@ -577,8 +593,8 @@ impl Actor {
                 tracing::debug!(
                     task = %update.task_id,
                     framework = %update.framework_id,
-                    state = ?update.state,
-                    uuid = %update.uuid,
+                    state = ?update.status.state,
+                    uuid = %update.status.uuid,
                     "status update checkpointed"
                 );
                 stream.queue.push_back(update);
@@ -588,8 +604,8 @@ impl Actor {
                 self.maybe_send(&w.key);
             }
             (Record::Update { update }, Err(e)) => {
-                tracing::error!(task = %update.task_id, uuid = %update.uuid, error = %e, "cannot checkpoint a status update");
-                stream.seen.remove(&update.uuid);
+                tracing::error!(task = %update.task_id, uuid = %update.status.uuid, error = %e, "cannot checkpoint a status update");
+                stream.seen.remove(&update.status.uuid);
                 self.pending_total = self.pending_total.saturating_sub(1);
                 // Everyone who sent this update (the first time or again) learns why.
                 let why = e.to_string();
@@ -669,8 +685,8 @@ impl Actor {
         let update = update.bounded();
         let key = key_of(&update);
         if let Some(s) = self.streams.get_mut(&key) {
-            if s.seen.contains(&update.uuid) {
-                match s.waiters_of(update.uuid) {
+            if s.seen.contains(&update.status.uuid) {
+                match s.waiters_of(update.status.uuid) {
                     Some(waiters) => waiters.push(reply),
                     None => {
                         let _ = reply.send(Ok(()));
@@ -688,7 +704,7 @@ impl Actor {
             return;
         }
         let stream = self.streams.entry(key.clone()).or_default();
-        stream.seen.insert(update.uuid);
+        stream.seen.insert(update.status.uuid);
         // Its entry in `self.idle`, if any, goes stale.
         stream.idle_since = None;
         self.pending_total += 1;
@@ -766,12 +782,14 @@ impl Actor {
         };
         stream.in_flight = false;
         let mut ends_task = None;
-        if stream.queue.front().map(|u| u.uuid) == Some(done.uuid) {
+        if stream.queue.front().map(|u| u.status.uuid) == Some(done.uuid) {
             // Acknowledged or refused for good, a terminal update settles the task: a master
             // that forgot a completed task refuses a late resend of its end (NOT_FOUND).
             let head = stream.queue.pop_front();
             if stream.queue.is_empty() {
-                ends_task = head.filter(|u| u.state.is_terminal()).map(|u| u.uuid);
+                ends_task = head
+                    .filter(|u| u.status.state.is_terminal())
+                    .map(|u| u.status.uuid);
             }
             self.pending_total = self.pending_total.saturating_sub(1);
         }
@@ -878,23 +896,23 @@ async fn send_until_done(
                     for (update, o) in batch.drain(..).zip(reply.outcomes) {
                         let done = |outcome| Done {
                             key: key_of(&update),
-                            uuid: update.uuid,
+                            uuid: update.status.uuid,
                             outcome,
                         };
                         let code = Code::from(o.code);
-                        if Uuid::try_parse(&o.uuid).ok() != Some(update.uuid) {
-                            tracing::warn!(task = %update.task_id, uuid = %update.uuid, acked = %o.uuid, "master answered for a different uuid; sending again");
+                        if Uuid::try_parse(&o.uuid).ok() != Some(update.status.uuid) {
+                            tracing::warn!(task = %update.task_id, uuid = %update.status.uuid, acked = %o.uuid, "master answered for a different uuid; sending again");
                             again.push(update);
                         } else if code == Code::Ok {
-                            tracing::debug!(task = %update.task_id, state = ?update.state, uuid = %update.uuid, attempt, "status update acknowledged");
+                            tracing::debug!(task = %update.task_id, state = ?update.status.state, uuid = %update.status.uuid, attempt, "status update acknowledged");
                             out.push(done(Outcome::Acked));
                         } else if is_final_refusal(code) {
                             let reason = format!("{code:?}: {}", o.message);
                             tracing::warn!(
                                 task = %update.task_id,
                                 framework = %update.framework_id,
-                                state = ?update.state,
-                                uuid = %update.uuid,
+                                state = ?update.status.state,
+                                uuid = %update.status.uuid,
                                 %reason,
                                 "master refused the status update; dropping it"
                             );
@@ -921,10 +939,10 @@ async fn send_until_done(
                 Err(ClientError::Rejected(s)) if is_final_refusal(s.code()) => {
                     let reason = format!("{:?}: {}", s.code(), s.message());
                     for update in batch.drain(..) {
-                        tracing::warn!(task = %update.task_id, uuid = %update.uuid, %reason, "master refused the status update; dropping it");
+                        tracing::warn!(task = %update.task_id, uuid = %update.status.uuid, %reason, "master refused the status update; dropping it");
                         out.push(Done {
                             key: key_of(&update),
-                            uuid: update.uuid,
+                            uuid: update.status.uuid,
                             outcome: Outcome::Dropped(reason.clone()),
                         });
                     }
@@ -959,7 +977,9 @@ pub fn write_acknowledged_log(
         )?);
         bytes.extend(checkpoint::encode_record(
             path,
-            &Record::Acked { uuid: u.uuid },
+            &Record::Acked {
+                uuid: u.status.uuid,
+            },
         )?);
     }
     std::fs::write(path, bytes).map_err(checkpoint::io_err(path))
@@ -1023,15 +1043,18 @@ fn recover_log(path: &Path) -> Option<Recovered> {
     // The newest only: a log written before logs were compacted may hold many more.
     let mut seen = SeenIds::default();
     for u in &updates {
-        seen.insert(u.uuid);
+        seen.insert(u.status.uuid);
     }
     let ended = updates
         .last()
-        .filter(|u| u.state.is_terminal() && updates.iter().all(|u| done.contains_key(&u.uuid)))
-        .map(|u| u.uuid);
+        .filter(|u| {
+            u.status.state.is_terminal()
+                && updates.iter().all(|u| done.contains_key(&u.status.uuid))
+        })
+        .map(|u| u.status.uuid);
     let pending = updates
         .into_iter()
-        .filter(|u| !done.contains_key(&u.uuid) && key_of(u) == key)
+        .filter(|u| !done.contains_key(&u.status.uuid) && key_of(u) == key)
         .collect();
     Some(Recovered {
         key,

@@ -24,10 +24,10 @@ mod schedulers;
 pub use agents::{kill_executors, AgentProcess};
 pub use schedulers::SchedulerProcess;
 
-use crate::net::FaultyNetwork;
+use crate::net::{FaultyNetwork, NetError};
 use crate::wait::{wait_until, WaitError};
 
-pub type MasterId = u64;
+pub use drover_master::raft::MasterId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -37,6 +37,8 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Net(#[from] NetError),
     #[error("master {0} is not part of this cluster")]
     UnknownMaster(MasterId),
     #[error("master {0} is already running")]

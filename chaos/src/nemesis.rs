@@ -278,117 +278,130 @@ impl Nemesis {
 
     /// Picks the victim and the exact fault of `family`.
     async fn plan(&mut self, family: Family) -> (String, Plan) {
+        match family {
+            Family::Kill | Family::Pause => self.plan_process_fault(family).await,
+            Family::Partition => self.plan_partition().await,
+            Family::RestartAll => ("restart-all".into(), Plan::RestartAll),
+            Family::RollingRestart => ("rolling-restart".into(), Plan::RollingRestart),
+            Family::Truncate => self.plan_truncate().await,
+        }
+    }
+
+    /// A kill or pause of the leader, any master, an agent or a scheduler.
+    async fn plan_process_fault(&mut self, family: Family) -> (String, Plan) {
         let masters = self.running_masters();
         let agents = self.running_agents();
         let schedulers = self.running_schedulers();
-        match family {
-            Family::Kill | Family::Pause => {
-                let mut choices = vec!["leader", "master"];
-                if !agents.is_empty() {
-                    choices.push("agent");
-                }
-                if !schedulers.is_empty() {
-                    choices.push("scheduler");
-                }
-                let who = *choices.choose(&mut self.rng).expect("not empty");
-                // Every draw is made whatever the choice, so that the schedule's later draws do
-                // not depend on this one (or on whether a leader was known): one seed, one
-                // sequence of choices.
-                let any_master = *masters.choose(&mut self.rng).unwrap_or(&1);
-                let any_scheduler = schedulers.choose(&mut self.rng).copied();
-                let any_agent = agents.choose(&mut self.rng).copied();
-                let target = match who {
-                    "leader" => Target::Master(self.leader().await.unwrap_or(any_master)),
-                    "master" => Target::Master(any_master),
-                    "scheduler" => Target::Scheduler(any_scheduler.expect("schedulers")),
-                    _ => Target::Agent(any_agent.expect("agents")),
-                };
-                let verb = if family == Family::Kill {
-                    "kill"
-                } else {
-                    "pause"
-                };
-                let plan = if family == Family::Kill {
-                    Plan::Kill(target)
-                } else {
-                    Plan::Pause(target)
-                };
-                (format!("{verb}-{who}"), plan)
-            }
-            Family::Partition => {
-                let mut choices = vec!["isolate-leader", "leader-minority", "halves", "bridge"];
-                if !agents.is_empty() {
-                    choices.push("agent");
-                }
-                if !schedulers.is_empty() {
-                    choices.push("scheduler");
-                }
-                let kind = *choices.choose(&mut self.rng).expect("not empty");
-                let mut all: Vec<MasterId> = self.cluster.masters().map(|m| m.id).collect();
-                all.shuffle(&mut self.rng);
-                let any_agent = agents.choose(&mut self.rng).copied();
-                let any_scheduler = schedulers.choose(&mut self.rng).copied();
-                let plan = match kind {
-                    "isolate-leader" | "leader-minority" => {
-                        let leader = self.leader().await.unwrap_or(all[0]);
-                        let minority_size = if kind == "isolate-leader" {
-                            1
-                        } else {
-                            all.len().saturating_sub(1) / 2
-                        }
-                        .max(1);
-                        let mut minority = vec![leader];
-                        minority.extend(
-                            all.iter()
-                                .copied()
-                                .filter(|m| *m != leader)
-                                .take(minority_size - 1),
-                        );
-                        let majority = all
-                            .iter()
-                            .copied()
-                            .filter(|m| !minority.contains(m))
-                            .collect();
-                        Plan::Split(minority, majority)
-                    }
-                    "halves" => {
-                        let half = all.len() / 2;
-                        Plan::Split(all[..half].to_vec(), all[half..].to_vec())
-                    }
-                    "bridge" => {
-                        let mid = all.len() / 2;
-                        Plan::Bridge {
-                            left: all[..mid].to_vec(),
-                            bridge: all[mid],
-                            right: all[mid + 1..].to_vec(),
-                        }
-                    }
-                    "agent" => Plan::CutAgent(any_agent.expect("agents")),
-                    _ => Plan::CutScheduler(any_scheduler.expect("schedulers")),
-                };
-                (format!("partition-{kind}"), plan)
-            }
-            Family::RestartAll => ("restart-all".into(), Plan::RestartAll),
-            Family::RollingRestart => ("rolling-restart".into(), Plan::RollingRestart),
-            Family::Truncate => {
-                let mut all: Vec<MasterId> = self.cluster.masters().map(|m| m.id).collect();
-                all.shuffle(&mut self.rng);
-                let pair_cut = rand_between(&mut self.rng, TRUNCATE_PAIR_CUT);
-                let leader = self.leader().await.unwrap_or(all[0]);
-                let others: Vec<MasterId> = all.into_iter().filter(|m| *m != leader).collect();
-                let follower = others.first().copied().unwrap_or(leader);
-                let rest = others.into_iter().skip(1).collect();
-                (
-                    "truncate".into(),
-                    Plan::Truncate {
-                        leader,
-                        follower,
-                        rest,
-                        pair_cut,
-                    },
-                )
-            }
+        let mut choices = vec!["leader", "master"];
+        if !agents.is_empty() {
+            choices.push("agent");
         }
+        if !schedulers.is_empty() {
+            choices.push("scheduler");
+        }
+        let who = *choices.choose(&mut self.rng).expect("not empty");
+        // Every draw is made whatever the choice, so that the schedule's later draws do
+        // not depend on this one (or on whether a leader was known): one seed, one
+        // sequence of choices.
+        let any_master = *masters.choose(&mut self.rng).unwrap_or(&1);
+        let any_scheduler = schedulers.choose(&mut self.rng).copied();
+        let any_agent = agents.choose(&mut self.rng).copied();
+        let target = match who {
+            "leader" => Target::Master(self.leader().await.unwrap_or(any_master)),
+            "master" => Target::Master(any_master),
+            "scheduler" => Target::Scheduler(any_scheduler.expect("schedulers")),
+            _ => Target::Agent(any_agent.expect("agents")),
+        };
+        let verb = if family == Family::Kill {
+            "kill"
+        } else {
+            "pause"
+        };
+        let plan = if family == Family::Kill {
+            Plan::Kill(target)
+        } else {
+            Plan::Pause(target)
+        };
+        (format!("{verb}-{who}"), plan)
+    }
+
+    /// A partition among the masters (leader isolated or in a minority, halves, a bridge), or
+    /// an agent or a scheduler cut off from every master.
+    async fn plan_partition(&mut self) -> (String, Plan) {
+        let agents = self.running_agents();
+        let schedulers = self.running_schedulers();
+        let mut choices = vec!["isolate-leader", "leader-minority", "halves", "bridge"];
+        if !agents.is_empty() {
+            choices.push("agent");
+        }
+        if !schedulers.is_empty() {
+            choices.push("scheduler");
+        }
+        let kind = *choices.choose(&mut self.rng).expect("not empty");
+        let mut all: Vec<MasterId> = self.cluster.masters().map(|m| m.id).collect();
+        all.shuffle(&mut self.rng);
+        let any_agent = agents.choose(&mut self.rng).copied();
+        let any_scheduler = schedulers.choose(&mut self.rng).copied();
+        let plan = match kind {
+            "isolate-leader" | "leader-minority" => {
+                let leader = self.leader().await.unwrap_or(all[0]);
+                let minority_size = if kind == "isolate-leader" {
+                    1
+                } else {
+                    all.len().saturating_sub(1) / 2
+                }
+                .max(1);
+                let mut minority = vec![leader];
+                minority.extend(
+                    all.iter()
+                        .copied()
+                        .filter(|m| *m != leader)
+                        .take(minority_size - 1),
+                );
+                let majority = all
+                    .iter()
+                    .copied()
+                    .filter(|m| !minority.contains(m))
+                    .collect();
+                Plan::Split(minority, majority)
+            }
+            "halves" => {
+                let half = all.len() / 2;
+                Plan::Split(all[..half].to_vec(), all[half..].to_vec())
+            }
+            "bridge" => {
+                let mid = all.len() / 2;
+                Plan::Bridge {
+                    left: all[..mid].to_vec(),
+                    bridge: all[mid],
+                    right: all[mid + 1..].to_vec(),
+                }
+            }
+            "agent" => Plan::CutAgent(any_agent.expect("agents")),
+            _ => Plan::CutScheduler(any_scheduler.expect("schedulers")),
+        };
+        (format!("partition-{kind}"), plan)
+    }
+
+    /// The leader and one follower cut off from the rest, then the leader alone (the follower
+    /// holds entries the new majority never saw, which it must then drop).
+    async fn plan_truncate(&mut self) -> (String, Plan) {
+        let mut all: Vec<MasterId> = self.cluster.masters().map(|m| m.id).collect();
+        all.shuffle(&mut self.rng);
+        let pair_cut = rand_between(&mut self.rng, TRUNCATE_PAIR_CUT);
+        let leader = self.leader().await.unwrap_or(all[0]);
+        let others: Vec<MasterId> = all.into_iter().filter(|m| *m != leader).collect();
+        let follower = others.first().copied().unwrap_or(leader);
+        let rest = others.into_iter().skip(1).collect();
+        (
+            "truncate".into(),
+            Plan::Truncate {
+                leader,
+                follower,
+                rest,
+                pair_cut,
+            },
+        )
     }
 
     async fn inject(&mut self, plan: Plan) -> Result<(Active, serde_json::Value), ClusterError> {

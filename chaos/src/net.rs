@@ -21,7 +21,20 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::cluster::{ClusterError, MasterId};
+use drover_master::raft::MasterId;
+
+/// Why the fault layer could not put a master behind it.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("master {0} cannot be put behind the fault layer: master ids 1..={MAX_PROXIED_MASTER} only (each maps to 127.0.0.(10+id))")]
+    UnproxiableMaster(MasterId),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Highest master id the fault layer can tell apart (127.0.0.11 … 127.0.0.254).
 pub const MAX_PROXIED_MASTER: MasterId = 244;
@@ -106,19 +119,11 @@ impl FaultyNetwork {
 
     /// Starts a proxy on a free loopback port in front of master `to` at `backend`; returns
     /// the proxy's address, which the master advertises to its peers.
-    pub fn add(&mut self, to: MasterId, backend: SocketAddr) -> Result<SocketAddr, ClusterError> {
+    pub fn add(&mut self, to: MasterId, backend: SocketAddr) -> Result<SocketAddr, NetError> {
         if to == 0 || to > MAX_PROXIED_MASTER {
-            return Err(ClusterError::Io {
-                what: format!("putting master {to} behind the fault layer"),
-                source: std::io::Error::other(format!(
-                    "master ids 1..={MAX_PROXIED_MASTER} only: each maps to 127.0.0.(10+id)"
-                )),
-            });
+            return Err(NetError::UnproxiableMaster(to));
         }
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |source| ClusterError::Io { what, source }
-        };
+        let io = |what: &'static str| move |source| NetError::Io { what, source };
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a proxy"))?;
         std_listener

@@ -303,6 +303,63 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The checkers' verdicts, one row each.
+fn checker_table(h: &mut String, results: &Results) {
+    h.push_str(
+        "<table><tr><th>checker</th><th>invariant</th><th>verdict</th><th>summary</th></tr>",
+    );
+    for c in &results.checkers {
+        let class = match c.valid {
+            Validity::Valid => "valid",
+            Validity::Invalid => "invalid",
+            Validity::Unknown => "unknown",
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{class}</td><td>{}</td></tr>",
+            escape(&c.checker),
+            escape(&c.invariant),
+            escape(&c.summary)
+        );
+    }
+}
+
+/// Operations counted by outcome, and the fault periods.
+fn operation_and_fault_tables(h: &mut String, ops: &[Op], periods: &[Period]) {
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for o in ops {
+        let k = match o.outcome {
+            Kind::Ok => "ok",
+            Kind::Fail => "fail",
+            _ => "unknown",
+        };
+        *counts.entry((o.f.clone(), k)).or_default() += 1;
+    }
+    h.push_str(
+        "<h2>Operations</h2><table><tr><th>operation</th><th>outcome</th><th>count</th></tr>",
+    );
+    for ((f, k), n) in counts {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{k}</td><td>{n}</td></tr>",
+            escape(&f)
+        );
+    }
+    h.push_str(
+        "</table><h2>Faults</h2><table><tr><th>from (s)</th><th>to (s)</th><th>fault</th></tr>",
+    );
+    for p in periods {
+        let _ = write!(
+            h,
+            "<tr><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
+            p.from_s,
+            p.to_s,
+            escape(&p.fault)
+        );
+    }
+    h.push_str("</table>");
+}
+
 /// The page.
 pub fn render(info: &RunInfo, results: &Results, history: &[Record]) -> String {
     let end_s = history.last().map_or(1.0, |r| r.time_ns as f64 / 1e9);
@@ -346,23 +403,7 @@ pub fn render(info: &RunInfo, results: &Results, history: &[Record]) -> String {
         history.len(),
         periods.len()
     );
-    h.push_str(
-        "<table><tr><th>checker</th><th>invariant</th><th>verdict</th><th>summary</th></tr>",
-    );
-    for c in &results.checkers {
-        let class = match c.valid {
-            Validity::Valid => "valid",
-            Validity::Invalid => "invalid",
-            Validity::Unknown => "unknown",
-        };
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{class}</td><td>{}</td></tr>",
-            escape(&c.checker),
-            escape(&c.invariant),
-            escape(&c.summary)
-        );
-    }
+    checker_table(&mut h, results);
     h.push_str("</table>");
     for e in &plot_errors {
         let _ = write!(h, "<p class=\"invalid\">plot failed: {}</p>", escape(e));
@@ -370,38 +411,7 @@ pub fn render(info: &RunInfo, results: &Results, history: &[Record]) -> String {
     h.push_str(&timeline);
     h.push_str(&latency);
     h.push_str(&masters);
-    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-    for o in &ops {
-        let k = match o.outcome {
-            Kind::Ok => "ok",
-            Kind::Fail => "fail",
-            _ => "unknown",
-        };
-        *counts.entry((o.f.clone(), k)).or_default() += 1;
-    }
-    h.push_str(
-        "<h2>Operations</h2><table><tr><th>operation</th><th>outcome</th><th>count</th></tr>",
-    );
-    for ((f, k), n) in counts {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{k}</td><td>{n}</td></tr>",
-            escape(&f)
-        );
-    }
-    h.push_str(
-        "</table><h2>Faults</h2><table><tr><th>from (s)</th><th>to (s)</th><th>fault</th></tr>",
-    );
-    for p in &periods {
-        let _ = write!(
-            h,
-            "<tr><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
-            p.from_s,
-            p.to_s,
-            escape(&p.fault)
-        );
-    }
-    h.push_str("</table>");
+    operation_and_fault_tables(&mut h, &ops, &periods);
     for c in results
         .checkers
         .iter()

@@ -135,14 +135,13 @@ fn spread(mean: Duration) -> (Duration, Duration) {
     (mean / 2, mean + mean / 2)
 }
 
-/// Runs one chaos run; `progress` gets a line at each phase.
-pub async fn run(
-    binary: PathBuf,
-    opts: &ChaosOptions,
-    progress: impl Fn(&str),
-) -> Result<RunSummary, ChaosError> {
+/// The workloads a run drives.
+type Workloads = Vec<Arc<dyn Workload>>;
+
+/// The nemesis families and workloads `opts` names, once its numbers are checked.
+fn checked(opts: &ChaosOptions) -> Result<(Vec<Family>, Workloads), ChaosError> {
     let families = families(&opts.nemesis)?;
-    let workloads: Vec<Arc<dyn Workload>> = opts
+    let workloads: Workloads = opts
         .workload
         .iter()
         .map(|w| workload::by_name(w).map_err(ChaosError::Options))
@@ -162,6 +161,12 @@ pub async fn run(
             opts.rate
         )));
     }
+    Ok((families, workloads))
+}
+
+/// `opts` with its output directory created (it must be new or empty) and made absolute:
+/// tasks write their launches there from their own sandboxes.
+fn with_out_dir(opts: &ChaosOptions) -> Result<ChaosOptions, ChaosError> {
     let out = &opts.out;
     if out.exists()
         && std::fs::read_dir(out)
@@ -176,9 +181,19 @@ pub async fn run(
     }
     std::fs::create_dir_all(out.join("final"))
         .map_err(io(format!("creating {}", out.display())))?;
-    // Absolute: tasks write their launches there from their own sandboxes.
     let mut opts = opts.clone();
     opts.out = std::fs::canonicalize(out).map_err(io(format!("resolving {}", out.display())))?;
+    Ok(opts)
+}
+
+/// Runs one chaos run; `progress` gets a line at each phase.
+pub async fn run(
+    binary: PathBuf,
+    opts: &ChaosOptions,
+    progress: impl Fn(&str),
+) -> Result<RunSummary, ChaosError> {
+    let (families, workloads) = checked(opts)?;
+    let opts = with_out_dir(opts)?;
     let opts = &opts;
     let out = &opts.out;
     let seed = opts.seed.unwrap_or_else(rand::random);
@@ -326,6 +341,28 @@ async fn drive(
             "schedulers {killed:?} did not finish within {SCHEDULER_DRAIN:?}"
         ));
     }
+    let failure = join_clients(clients).await;
+    let _ = stop_monitor_tx.send(true);
+    let _ = monitor.await;
+    let _ = sampler.await;
+    drop(rec);
+    writer.finish().await?;
+    let records = merge_histories(out)?;
+
+    save_evidence(&cluster, out, progress).await?;
+    keep_logs(&cluster, out);
+    cluster.stop_all(Duration::from_secs(10)).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok((faults, records))
+}
+
+/// A workload client's end: its workload's name and how it ended.
+type ClientEnd = (&'static str, Result<(), crate::workload::WorkloadError>);
+
+/// Waits for every workload client; the first failure, if any.
+async fn join_clients(mut clients: tokio::task::JoinSet<ClientEnd>) -> Option<ChaosError> {
     let mut failure = None;
     while let Some(joined) = clients.join_next().await {
         match joined {
@@ -344,15 +381,18 @@ async fn drive(
             }
         }
     }
-    let _ = stop_monitor_tx.send(true);
-    let _ = monitor.await;
-    let _ = sampler.await;
-    drop(rec);
-    writer.finish().await?;
-    let records = merge_histories(out)?;
+    failure
+}
 
+/// What the checkers read besides the history: every replica's Raft metrics and final state,
+/// and what each agent saw acknowledged.
+async fn save_evidence(
+    cluster: &LocalCluster,
+    out: &Path,
+    progress: &impl Fn(&str),
+) -> Result<(), ChaosError> {
     progress("reading every replica's final state");
-    save_raft_metrics(&cluster, out).await?;
+    save_raft_metrics(cluster, out).await?;
     // What agents were acknowledged first: each of those updates was committed before, so
     // every replica that caught up with the leader afterwards must hold it.
     for a in cluster.agents() {
@@ -361,17 +401,12 @@ async fn drive(
     }
     // A cluster that cannot show its state after the heal is evidence, not an error: the
     // checkers that need the final states then cannot say valid.
-    if let Err(e) = save_final_states(&cluster, out).await {
+    if let Err(e) = save_final_states(cluster, out).await {
         progress(&format!(
             "the final state could not be read from every replica: {e}"
         ));
     }
-    keep_logs(&cluster, out);
-    cluster.stop_all(Duration::from_secs(10)).await?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok((faults, records))
+    Ok(())
 }
 
 /// What the runner itself records (the nemesis, the monitor, the in-process clients); merged

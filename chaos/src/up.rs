@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use drover_proto::master::StatusReply;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
@@ -22,18 +23,9 @@ pub struct UpOptions {
     pub agent_args: Vec<String>,
 }
 
-pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
-    let mut spec = ClusterSpec::on_ports_from(
-        opts.binary,
-        opts.base_dir.clone(),
-        opts.masters,
-        opts.agents,
-        opts.base_port,
-    );
-    spec.master_args = opts.master_args;
-    spec.agent_args = opts.agent_args;
-    // A cluster still running (a stale `drover up`, say) holds these ports: name it rather
-    // than let each master fail alone with "address in use".
+/// Refuses ports a cluster still running (a stale `drover up`, say) holds, naming it, rather
+/// than letting each master fail alone with "address in use".
+fn check_ports_free(spec: &ClusterSpec) -> Result<(), ClusterError> {
     let ports: Vec<u16> = spec
         .ports
         .values()
@@ -45,27 +37,15 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         .filter(|p| !crate::ports::is_free(*p))
         .map(crate::ports::explain_taken)
         .collect();
-    if !taken.is_empty() {
-        return Err(ClusterError::PortsTaken(taken.join("; ")));
+    if taken.is_empty() {
+        Ok(())
+    } else {
+        Err(ClusterError::PortsTaken(taken.join("; ")))
     }
-    println!(
-        "starting {} masters and {} agents (data and logs under {})…",
-        opts.masters,
-        opts.agents,
-        opts.base_dir.display()
-    );
-    let mut cluster = LocalCluster::start(spec).await?;
-    let leader = match cluster.wait_for_leader(Duration::from_secs(60)).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("no leader was elected: {e}");
-            for m in cluster.masters() {
-                eprintln!("  see {}", m.log_path.display());
-            }
-            cluster.stop_all(Duration::from_secs(10)).await?;
-            return Err(e);
-        }
-    };
+}
+
+/// Where everything is, and what to try.
+fn print_banner(cluster: &LocalCluster, leader: &StatusReply) {
     println!();
     println!(
         "Drover is up: cluster {}, term {}",
@@ -103,6 +83,38 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
     println!("      drover store --masters {masters} get greeting");
     println!("      drover cluster --masters {masters} status");
     println!("Press Ctrl-C to stop.");
+}
+
+pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
+    let mut spec = ClusterSpec::on_ports_from(
+        opts.binary,
+        opts.base_dir.clone(),
+        opts.masters,
+        opts.agents,
+        opts.base_port,
+    );
+    spec.master_args = opts.master_args;
+    spec.agent_args = opts.agent_args;
+    check_ports_free(&spec)?;
+    println!(
+        "starting {} masters and {} agents (data and logs under {})…",
+        opts.masters,
+        opts.agents,
+        opts.base_dir.display()
+    );
+    let mut cluster = LocalCluster::start(spec).await?;
+    let leader = match cluster.wait_for_leader(Duration::from_secs(60)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("no leader was elected: {e}");
+            for m in cluster.masters() {
+                eprintln!("  see {}", m.log_path.display());
+            }
+            cluster.stop_all(Duration::from_secs(10)).await?;
+            return Err(e);
+        }
+    };
+    print_banner(&cluster, &leader);
 
     let mut term = signal(SignalKind::terminate()).map_err(|source| ClusterError::Io {
         what: "installing the SIGTERM handler".into(),

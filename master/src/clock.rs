@@ -5,15 +5,11 @@
 //! cycle reads both clocks once per input, in the loop that owns them, and hands the reading
 //! ([`Now`]) to the code that decides, which reads none and so can be driven by a test's clock.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before the epoch).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch by the wall clock: the model's one reading, shared with
+/// the agent.
+pub use drover_model::unix_ms;
 
 /// When an input is handled, by both clocks: the monotonic one for timeouts and intervals
 /// (agent liveness, failover timeouts, heartbeats, allocation), the wall clock for what the

@@ -17,7 +17,9 @@ use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, CF_NODE};
-use crate::raft::MasterId;
+
+/// A master replica's id in the Raft group.
+pub type MasterId = u64;
 
 /// A random id naming one life of a replica's data directory.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -6,25 +6,24 @@
 //! - [`allocator`]: the pure DRF allocator (no I/O, time passed in); [`ids`] the names it uses.
 //! - [`raft`]: openraft's storage and network over RocksDB, snapshot files and tonic.
 //! - [`replicated`]: proposing operations and linearizable reads, for the services;
-//!   [`proposer`] batches concurrent writes into Raft entries.
+//!   [`proposer`] batches concurrent writes into Raft entries; [`replica_error`] what either
+//!   can fail with.
 //! - [`leader`]: the offer cycle a leader runs (allocation, offers, agent health, status
 //!   relay), rebuilt from the registry on every leadership change.
-//! - [`store_service`], [`cluster_service`], [`scheduler_service`] (the framework API),
-//!   [`agent_service`] (the agent registry), [`http`]: the API edges.
+//! - [`api`]: the API edges (the framework API, the agent registry, the framework store,
+//!   cluster administration, HTTP), each decoding, validating and calling the core.
 //! - [`identity`], [`bootstrap`]: who this replica is and how a cluster forms exactly once;
 //!   [`format`]: the version of what its data directory holds.
 //! - [`server`]: wires one master process together; [`config`] its settings;
 //!   [`metrics`] every metric it exports; [`clock`] the one place clocks are read.
 
-pub mod agent_service;
 pub mod allocator;
+pub mod api;
 pub mod bootstrap;
 pub mod clock;
-pub mod cluster_service;
 pub mod config;
 pub mod db;
 pub mod format;
-pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod leader;
@@ -32,10 +31,9 @@ pub mod metrics;
 pub mod proposer;
 pub mod raft;
 pub mod registry;
+pub mod replica_error;
 pub mod replicated;
-pub mod scheduler_service;
 pub mod server;
-pub mod store_service;
 
 pub use config::{parse_peers, MasterConfig};
 pub use server::{run, MasterError};

@@ -74,7 +74,15 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
+/// Describes every metric, by the part of the master that records it.
 fn describe() {
+    describe_raft();
+    describe_registry();
+    describe_leader();
+}
+
+/// Raft: this replica's log, commit and apply, snapshots and RPCs to peers.
+fn describe_raft() {
     describe_gauge!(
         RAFT_IS_LEADER,
         "1 if this replica is the Raft leader, else 0"
@@ -164,6 +172,10 @@ fn describe() {
         RAFT_REJECTED_REQUESTS_TOTAL,
         "Raft requests this replica refused (wrong cluster, wrong incarnation, bad payload), by reason"
     );
+}
+
+/// The replicated registry and framework store, as every replica applied them.
+fn describe_registry() {
     describe_counter!(
         STORE_OPERATIONS_TOTAL,
         "Framework store operations served, by op and outcome"
@@ -171,11 +183,20 @@ fn describe() {
     describe_gauge!(STORE_KEYS, "Keys in the framework store, all frameworks");
     describe_gauge!(AGENTS, "Agents in the registry, by state");
     describe_gauge!(FRAMEWORKS, "Frameworks in the registry, by state");
+    describe_gauge!(TASKS, "Tasks in the registry, by state");
+    describe_gauge!(
+        STORE_BYTES,
+        Unit::Bytes,
+        "Bytes of keys and values in the framework store, every framework"
+    );
+}
+
+/// The leader's offer cycle: offers, launches, status updates, agents and frameworks.
+fn describe_leader() {
     describe_gauge!(
         FRAMEWORKS_CONNECTED,
         "Frameworks with an open event stream to this leader"
     );
-    describe_gauge!(TASKS, "Tasks in the registry, by state");
     describe_gauge!(
         OFFERS_OUTSTANDING,
         "Offers committed and neither used, declined nor rescinded"
@@ -184,11 +205,6 @@ fn describe() {
     describe_counter!(
         TASKS_LAUNCHED_TOTAL,
         "Tasks committed by ACCEPT on this leader"
-    );
-    describe_gauge!(
-        STORE_BYTES,
-        Unit::Bytes,
-        "Bytes of keys and values in the framework store, every framework"
     );
     describe_counter!(
         PRUNED_TOTAL,

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::raft::{MasterId, MasterNode, Raft, RaftMetrics};
 use crate::registry::{Op, Outcome, Proposal, StoreOp};
-use crate::replicated::ReplicaError;
+use crate::replica_error::ReplicaError;
 
 /// Writes waiting to be proposed; a full queue makes callers wait.
 pub const MAX_QUEUED_WRITES: usize = 16 * 1024;
@@ -198,27 +198,7 @@ async fn run(
         while inflight.len() >= MAX_INFLIGHT_PROPOSALS {
             inflight.next().await;
         }
-        // A caller whose deadline passed while its write waited here has been told the outcome
-        // is unknown; not proposing it at all is the cleaner of the two outcomes.
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        if !first.reply.is_closed() {
-            bytes = payload_bytes(&first.op);
-            batch.push(first);
-        }
-        while batch.len() < MAX_OPS_PER_PROPOSAL {
-            let Ok(p) = rx.try_recv() else { break };
-            if p.reply.is_closed() {
-                continue;
-            }
-            let b = payload_bytes(&p.op);
-            if bytes + b > MAX_PROPOSAL_BYTES {
-                carry = Some(p);
-                break;
-            }
-            bytes += b;
-            batch.push(p);
-        }
+        let batch = take_batch(first, &mut rx, &mut carry);
         if batch.is_empty() {
             continue;
         }
@@ -253,7 +233,6 @@ async fn run(
         // Read before proposing: the entry's term is this one or a later one, so a term after
         // this one can only make the answer "unknown" early, never miss a lost leadership.
         let term = metrics.borrow().current_term;
-        let n = replies.len();
         match raft.client_write_ff(proposal).await {
             Err(fatal) => {
                 for r in replies {
@@ -262,23 +241,65 @@ async fn run(
             }
             Ok(response) => {
                 let superseded = term_after(terms.clone(), term);
-                inflight.push(async move {
-                    tokio::select! {
-                        biased;
-                        result = response => {
-                            for (r, answer) in replies.into_iter().zip(answers(term, result, n)) {
-                                let _ = r.send(answer);
-                            }
-                        }
-                        () = superseded => {
-                            for r in replies {
-                                let _ = r.send(Err(ReplicaError::Lost(format!(
-                                    "proposed in term {term}, and a later term began before it was applied"
-                                ))));
-                            }
-                        }
-                    }
-                })
+                inflight.push(answer_when_applied(response, superseded, replies, term));
+            }
+        }
+    }
+}
+
+/// The batch `first` starts: it and the writes queued behind it, up to
+/// [`MAX_OPS_PER_PROPOSAL`] and [`MAX_PROPOSAL_BYTES`]; the first that does not fit is left in
+/// `carry` to start the next. A caller whose deadline passed while its write waited here has
+/// been told the outcome is unknown: not proposing it at all is the cleaner of the two
+/// outcomes, so it is dropped.
+fn take_batch(
+    first: Pending,
+    rx: &mut mpsc::Receiver<Pending>,
+    carry: &mut Option<Pending>,
+) -> Vec<Pending> {
+    let mut bytes = 0;
+    let mut batch = Vec::new();
+    if !first.reply.is_closed() {
+        bytes = payload_bytes(&first.op);
+        batch.push(first);
+    }
+    while batch.len() < MAX_OPS_PER_PROPOSAL {
+        let Ok(p) = rx.try_recv() else { break };
+        if p.reply.is_closed() {
+            continue;
+        }
+        let b = payload_bytes(&p.op);
+        if bytes + b > MAX_PROPOSAL_BYTES {
+            *carry = Some(p);
+            break;
+        }
+        bytes += b;
+        batch.push(p);
+    }
+    batch
+}
+
+/// Answers a proposed entry's callers when it is applied, or with "outcome unknown" once a
+/// later term begins first (the entry may yet be committed by the next leader, or not).
+async fn answer_when_applied(
+    response: impl std::future::Future<Output = WriteResult>,
+    superseded: impl std::future::Future<Output = ()>,
+    replies: Vec<Reply>,
+    term: u64,
+) {
+    let n = replies.len();
+    tokio::select! {
+        biased;
+        result = response => {
+            for (r, answer) in replies.into_iter().zip(answers(term, result, n)) {
+                let _ = r.send(answer);
+            }
+        }
+        () = superseded => {
+            for r in replies {
+                let _ = r.send(Err(ReplicaError::Lost(format!(
+                    "proposed in term {term}, and a later term began before it was applied"
+                ))));
             }
         }
     }

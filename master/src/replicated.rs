@@ -1,18 +1,14 @@
 //! The one door to the replicated state for the master's services: propose a command (on the
 //! leader, with a deadline) and take a linearizable read view.
 //!
-//! Owns the mapping from openraft's errors to what a caller can act on ([`ReplicaError`]) and,
-//! at the gRPC edge, to a `Status` that tells a client whether it may retry elsewhere. A refusal
-//! because this replica is not the leader happens before anything is proposed and says so
-//! (metadata `drover-not-leader`); a deadline that passes after proposing says the outcome is
-//! unknown.
+//! Owns the mapping from openraft's errors to what a caller can act on ([`ReplicaError`]). A
+//! refusal because this replica is not the leader happens before anything is proposed and says
+//! so; a deadline that passes after proposing says the outcome is unknown.
 
 use std::time::{Duration, Instant};
 
-use drover_proto::metadata;
 use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use tokio::sync::watch;
-use tonic::Status;
 
 use crate::metrics as m;
 use crate::proposer::Proposer;
@@ -20,59 +16,7 @@ use crate::raft::state_machine::AppliedState;
 use crate::raft::{MasterId, MasterNode, Raft};
 use crate::registry::{Op, Outcome};
 
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum ReplicaError {
-    #[error("master {me} is not the leader{}", leader_suffix(.leader))]
-    NotLeader {
-        me: MasterId,
-        leader: Option<(MasterId, String)>,
-    },
-    #[error(
-        "not committed within {0:?}; the outcome is unknown (is a quorum of masters reachable?)"
-    )]
-    WriteTimeout(Duration),
-    #[error("could not confirm leadership with a quorum within {0:?}")]
-    ReadTimeout(Duration),
-    #[error("no quorum confirmed this replica's leadership: {0}")]
-    NoQuorum(String),
-    #[error("the Raft node stopped: {0}")]
-    Stopped(String),
-    #[error("the outcome is unknown: {0}")]
-    Lost(String),
-}
-
-fn leader_suffix(leader: &Option<(MasterId, String)>) -> String {
-    match leader {
-        Some((id, addr)) => format!("; the leader is master {id} at {addr}"),
-        None => "; no leader is known yet (an election may be under way)".to_string(),
-    }
-}
-
-impl From<ReplicaError> for Status {
-    fn from(e: ReplicaError) -> Status {
-        match &e {
-            ReplicaError::NotLeader { leader, .. } => {
-                let mut s = Status::unavailable(e.to_string());
-                let md = s.metadata_mut();
-                md.insert(metadata::NOT_LEADER, "1".parse().expect("ascii"));
-                if let Some((id, addr)) = leader {
-                    if let Ok(v) = id.to_string().parse() {
-                        md.insert(metadata::LEADER_ID, v);
-                    }
-                    if let Ok(v) = addr.parse() {
-                        md.insert(metadata::LEADER_ADDR, v);
-                    }
-                }
-                s
-            }
-            ReplicaError::WriteTimeout(_) => Status::deadline_exceeded(e.to_string()),
-            ReplicaError::ReadTimeout(_) | ReplicaError::NoQuorum(_) => {
-                Status::unavailable(e.to_string())
-            }
-            ReplicaError::Stopped(_) | ReplicaError::Lost(_) => Status::unavailable(e.to_string()),
-        }
-    }
-}
+pub use crate::replica_error::ReplicaError;
 
 /// Proposes commands and serves read views. Cheap to clone.
 #[derive(Clone)]

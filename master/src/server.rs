@@ -20,10 +20,14 @@ use tokio::task::JoinSet;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-use crate::agent_service::AgentService;
-use crate::cluster_service::ClusterService;
+use crate::api::agent::AgentService;
+use crate::api::cluster::ClusterService;
+use crate::api::http;
+use crate::api::scheduler::SchedulerService;
+use crate::api::store::{StoreService, MAX_REQUEST_BYTES};
 use crate::config::MasterConfig;
 use crate::identity::Identity;
+use crate::leader::LeaderHandle;
 use crate::metrics as m;
 use crate::proposer::Proposer;
 use crate::raft::log_store::LogStore;
@@ -33,9 +37,7 @@ use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MasterId, Raft};
 use crate::replicated::Replicated;
-use crate::scheduler_service::SchedulerService;
-use crate::store_service::{StoreService, MAX_REQUEST_BYTES};
-use crate::{bootstrap, db, http};
+use crate::{bootstrap, db};
 
 /// Most concurrent requests per client connection; more wait in HTTP/2 flow control.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
@@ -106,19 +108,7 @@ pub async fn run(
     let dialer = PeerDialer {
         bind_ip: config.peer_bind_ip,
     };
-    let raft_config = config
-        .raft_config()
-        .validate()
-        .map_err(|e| MasterError::Config(e.to_string()))?;
-    let raft = Raft::new(
-        config.id,
-        Arc::new(raft_config),
-        NetworkFactory::new(identity.clone(), dialer),
-        LogStore::new(db.clone()),
-        state_machine,
-    )
-    .await
-    .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let raft = open_raft(&config, &identity, &db, dialer, state_machine).await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -146,40 +136,20 @@ pub async fn run(
     );
     tasks.spawn(leader_watcher);
     tasks.spawn(registry_gauges(applied_for_http.clone()));
-    let routes = Routes::from(http::router(http::HttpState {
+    let http = http::HttpState {
         raft: raft.clone(),
         me: config.id,
         prometheus: prometheus.clone(),
         applied: applied_for_http,
-    }))
-    .add_service(
-        RaftServiceServer::new(RaftTransport::new(
-            raft.clone(),
-            identity.clone(),
-            snapshots,
-        ))
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-    )
-    .add_service(
-        FrameworkStoreServer::new(StoreService::new(replicated.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_REQUEST_BYTES),
-    )
-    .add_service(ClusterServer::new(ClusterService::new(
-        replicated.clone(),
-        identity.clone(),
+    };
+    let routes = api_routes(
+        &config,
+        http,
+        &identity,
+        snapshots,
+        &replicated,
+        leader,
         dialer,
-        config.catch_up_timeout,
-        leader.clone(),
-    )))
-    .add_service(
-        SchedulerServer::new(SchedulerService::new(leader.clone()))
-            .max_decoding_message_size(crate::scheduler_service::MAX_REQUEST_BYTES),
-    )
-    .add_service(
-        AgentRegistryServer::new(AgentService::new(leader))
-            .max_decoding_message_size(crate::agent_service::MAX_REQUEST_BYTES),
     );
 
     tasks.spawn(watch_metrics(raft.clone(), config.id));
@@ -198,6 +168,90 @@ pub async fn run(
         });
     }
 
+    let outcome = serve(routes, incoming, shutdown, raft.clone(), bootstrap_rx).await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    drop(raft);
+    drop(replicated);
+    tracing::info!("master stopped");
+    outcome
+}
+
+/// Every API of one port: HTTP, Raft between masters, the framework store, cluster
+/// administration, the framework API and the agent registry.
+fn api_routes(
+    config: &MasterConfig,
+    http: http::HttpState,
+    identity: &Arc<Identity>,
+    snapshots: Arc<SnapshotDir>,
+    replicated: &Replicated,
+    leader: LeaderHandle,
+    dialer: PeerDialer,
+) -> Routes {
+    let raft = http.raft.clone();
+    Routes::from(http::router(http))
+        .add_service(
+            RaftServiceServer::new(RaftTransport::new(raft, identity.clone(), snapshots))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .add_service(
+            FrameworkStoreServer::new(StoreService::new(replicated.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(
+            replicated.clone(),
+            identity.clone(),
+            dialer,
+            config.catch_up_timeout,
+            leader.clone(),
+        )))
+        .add_service(
+            SchedulerServer::new(SchedulerService::new(leader.clone()))
+                .max_decoding_message_size(crate::api::scheduler::MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            AgentRegistryServer::new(AgentService::new(leader))
+                .max_decoding_message_size(crate::api::agent::MAX_REQUEST_BYTES),
+        )
+}
+
+/// This replica's Raft node over its log store and state machine, with the checked settings.
+async fn open_raft(
+    config: &MasterConfig,
+    identity: &Arc<Identity>,
+    db: &Arc<rocksdb::DB>,
+    dialer: PeerDialer,
+    state_machine: StateMachine,
+) -> Result<Raft, MasterError> {
+    let raft_config = config
+        .raft_config()
+        .validate()
+        .map_err(|e| MasterError::Config(e.to_string()))?;
+    Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        NetworkFactory::new(identity.clone(), dialer),
+        LogStore::new(db.clone()),
+        state_machine,
+    )
+    .await
+    .map_err(|e| MasterError::Raft(e.to_string()))
+}
+
+/// Serves the API until the server fails, `shutdown` resolves, Raft stops on a fatal error or
+/// bootstrapping fails; then stops the server (graceful, bounded by [`SHUTDOWN_DRAIN`]).
+async fn serve(
+    routes: Routes,
+    incoming: TcpIncoming,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    raft: Raft,
+    mut bootstrap_rx: tokio::sync::oneshot::Receiver<Result<(), bootstrap::BootstrapError>>,
+) -> Result<(), MasterError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
@@ -210,11 +264,10 @@ pub async fn run(
         });
     let mut server = std::pin::pin!(server);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut bootstrap_rx = bootstrap_rx;
     let mut bootstrap_done = false;
-    let fatal = wait_for_fatal(raft.clone());
+    let fatal = wait_for_fatal(raft);
     let mut fatal = std::pin::pin!(fatal);
-    let outcome: Result<(), MasterError> = loop {
+    loop {
         tokio::select! {
             r = &mut server => break r.map_err(MasterError::from),
             _ = &mut shutdown => {
@@ -246,16 +299,7 @@ pub async fn run(
                 }
             }
         }
-    };
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "raft shutdown");
     }
-    drop(raft);
-    drop(replicated);
-    tracing::info!("master stopped");
-    outcome
 }
 
 /// Resolves with the error once openraft stops on a fatal error (a storage failure, a panic in

@@ -156,7 +156,7 @@ async fn run(
                     m = incoming.recv() => match m {
                         Some(Ok(ToExecutor::Ack { uuid })) => {
                             let before = unacked.len();
-                            unacked.retain(|u| u.uuid != uuid);
+                            unacked.retain(|u| u.status.uuid != uuid);
                             if unacked.len() < before {
                                 acked_tx.send_modify(|n| *n += before - unacked.len());
                             }

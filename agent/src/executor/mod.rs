@@ -40,7 +40,7 @@ use crate::checkpoint;
 use crate::layout::TaskDir;
 use crate::protocol::FromExecutor;
 use crate::task::{LaunchSpec, LAUNCH_SPEC_VERSION};
-use crate::update::{Source, StatusUpdate, TaskState};
+use crate::update::{StatusSource, StatusUpdate, TaskState};
 
 use group::signal_group;
 
@@ -194,13 +194,13 @@ impl Reporter {
             self.spec.framework_id.clone(),
             self.spec.task.task_id.clone(),
             state,
-            Source::Executor,
+            StatusSource::Executor,
             reason,
             message,
         )
         .with_exit_code(status.and_then(|s| s.code()))
         .with_signal(status.and_then(|s| s.signal()));
-        tracing::info!(task = %update.task_id, state = ?state, reason, message = %update.message, uuid = %update.uuid, "status update");
+        tracing::info!(task = %update.task_id, state = ?state, reason, message = %update.status.message, uuid = %update.status.uuid, "status update");
         let path = self.dir.executor_updates_log();
         let record = update.clone();
         let durable = self.log_durable;
@@ -374,6 +374,37 @@ pub(crate) async fn run(
         )
         .await;
 
+    let (status, kill) = supervise(&mut child, pgid, &spec, &mut reporter, &mut sigterm).await;
+    let memory_hit = clean_up(pgid, cgroup).await;
+    match status {
+        Ok(status) => {
+            let (state, reason, message) = terminal(status, kill.as_ref(), memory_hit.as_ref());
+            reporter.report(state, reason, message, Some(status)).await;
+        }
+        Err(e) => {
+            reporter
+                .report(
+                    TaskState::Failed,
+                    "executor_failed",
+                    format!("lost track of the command: {e}"),
+                    None,
+                )
+                .await;
+        }
+    }
+    finish(reporter).await
+}
+
+/// Waits for the command to end, killing its process group when the agent asks (or on
+/// SIGTERM): SIGTERM first, SIGKILL when the grace period is over. Returns how it ended and
+/// the kill under way, if any.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    pgid: i32,
+    spec: &LaunchSpec,
+    reporter: &mut Reporter,
+    sigterm: &mut Option<tokio::signal::unix::Signal>,
+) -> (std::io::Result<ExitStatus>, Option<KillState>) {
     let mut kill: Option<KillState> = None;
     let status = loop {
         let deadline = kill
@@ -411,8 +442,13 @@ pub(crate) async fn run(
             }
         }
     };
-    // Nothing of the task outlives its command: the rest of the group, then the cgroup.
-    // Whether the kernel's OOM killer acted is read from the cgroup before it goes.
+    (status, kill)
+}
+
+/// Nothing of the task outlives its command: kills and reaps the rest of its process group,
+/// then its cgroup. Whether the kernel's OOM killer acted is read from the cgroup before it
+/// goes.
+async fn clean_up(pgid: i32, cgroup: Option<TaskCgroup>) -> Option<MemoryLimitHit> {
     let cleanup = tokio::task::spawn_blocking(move || {
         if !group::kill_and_reap(pgid) {
             tracing::warn!(pgid, "processes of the task's group are still there");
@@ -426,27 +462,10 @@ pub(crate) async fn run(
         hit
     })
     .await;
-    let memory_hit = cleanup.unwrap_or_else(|e| {
+    cleanup.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cleaning up after the task failed");
         None
-    });
-    match status {
-        Ok(status) => {
-            let (state, reason, message) = terminal(status, kill.as_ref(), memory_hit.as_ref());
-            reporter.report(state, reason, message, Some(status)).await;
-        }
-        Err(e) => {
-            reporter
-                .report(
-                    TaskState::Failed,
-                    "executor_failed",
-                    format!("lost track of the command: {e}"),
-                    None,
-                )
-                .await;
-        }
-    }
-    finish(reporter).await
+    })
 }
 
 /// Waits for the agent to acknowledge everything; the executor's exit status.

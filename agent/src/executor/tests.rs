@@ -114,9 +114,14 @@ impl Conn {
     }
 
     async fn ack(&mut self, u: &StatusUpdate) {
-        write_message(&mut self.write, &ToExecutor::Ack { uuid: u.uuid })
-            .await
-            .expect("ack");
+        write_message(
+            &mut self.write,
+            &ToExecutor::Ack {
+                uuid: u.status.uuid,
+            },
+        )
+        .await
+        .expect("ack");
     }
 
     /// Reads and acknowledges the next update.
@@ -162,17 +167,22 @@ async fn a_failing_command_reports_starting_running_failed_with_its_exit_code() 
     .await;
     let mut agent = Conn::accept(&s.listener).await;
     let starting = agent.take().await;
-    assert_eq!(starting.state, TaskState::Starting);
+    assert_eq!(starting.status.state, TaskState::Starting);
     let running = agent.take().await;
-    assert_eq!(running.state, TaskState::Running);
+    assert_eq!(running.status.state, TaskState::Running);
     let failed = agent.take().await;
-    assert_eq!(failed.state, TaskState::Failed);
-    assert_eq!(failed.exit_code, Some(3));
-    assert_eq!(failed.signal, None);
-    assert_eq!(failed.reason, "command_exited");
-    assert_eq!(failed.message, "exited with status 3");
-    assert_eq!(failed.source, Source::Executor);
-    let uuids: std::collections::HashSet<_> = [starting.uuid, running.uuid, failed.uuid].into();
+    assert_eq!(failed.status.state, TaskState::Failed);
+    assert_eq!(failed.status.exit_code, Some(3));
+    assert_eq!(failed.status.signal, None);
+    assert_eq!(failed.status.reason, "command_exited");
+    assert_eq!(failed.status.message, "exited with status 3");
+    assert_eq!(failed.status.source, StatusSource::Executor);
+    let uuids: std::collections::HashSet<_> = [
+        starting.status.uuid,
+        running.status.uuid,
+        failed.status.uuid,
+    ]
+    .into();
     assert_eq!(uuids.len(), 3, "each update has its own uuid");
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
     assert_eq!(read(&s.task_dir.sandbox().join("stdout")), "hello\n");
@@ -195,7 +205,7 @@ async fn a_successful_command_finishes_with_its_environment() {
     let mut agent = Conn::accept(&s.listener).await;
     let states: Vec<TaskState> = [agent.take().await, agent.take().await, agent.take().await]
         .iter()
-        .map(|u| u.state)
+        .map(|u| u.status.state)
         .collect();
     assert_eq!(
         states,
@@ -225,18 +235,22 @@ async fn a_kill_terminates_the_process_group_and_reports_killed() {
     ))
     .await;
     let mut agent = Conn::accept(&s.listener).await;
-    assert_eq!(agent.take().await.state, TaskState::Starting);
-    assert_eq!(agent.take().await.state, TaskState::Running);
+    assert_eq!(agent.take().await.status.state, TaskState::Starting);
+    assert_eq!(agent.take().await.status.state, TaskState::Running);
     let pgid = command_pgid(&s.task_dir);
     assert!(!group_gone(pgid), "the command runs");
     write_message(&mut agent.write, &ToExecutor::Kill { grace_ms: 5_000 })
         .await
         .expect("kill");
     let killed = agent.take().await;
-    assert_eq!(killed.state, TaskState::Killed);
-    assert_eq!(killed.reason, "killed");
-    assert_eq!(killed.signal, Some(libc_sigterm()));
-    assert!(killed.message.contains("SIGTERM"), "{}", killed.message);
+    assert_eq!(killed.status.state, TaskState::Killed);
+    assert_eq!(killed.status.reason, "killed");
+    assert_eq!(killed.status.signal, Some(libc_sigterm()));
+    assert!(
+        killed.status.message.contains("SIGTERM"),
+        "{}",
+        killed.status.message
+    );
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
     assert!(group_gone(pgid), "process group {pgid} still exists");
 }
@@ -252,7 +266,7 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     .await;
     let mut agent = Conn::accept(&s.listener).await;
     agent.take().await;
-    assert_eq!(agent.take().await.state, TaskState::Running);
+    assert_eq!(agent.take().await.status.state, TaskState::Running);
     let pgid = command_pgid(&s.task_dir);
     // The shell ignores SIGTERM only once the trap ran.
     let stdout = s.task_dir.sandbox().join("stdout");
@@ -270,13 +284,13 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
         asked.elapsed() >= Duration::from_millis(300),
         "SIGKILL came before the grace ran out"
     );
-    assert_eq!(killed.state, TaskState::Killed);
+    assert_eq!(killed.status.state, TaskState::Killed);
     assert!(
-        killed.message.contains("grace period"),
+        killed.status.message.contains("grace period"),
         "{}",
-        killed.message
+        killed.status.message
     );
-    assert_eq!(killed.signal, Some(Signal::SIGKILL as i32));
+    assert_eq!(killed.status.signal, Some(Signal::SIGKILL as i32));
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
     assert!(group_gone(pgid));
 }
@@ -297,12 +311,12 @@ async fn kill_requests_after_the_command_ended_do_not_block_the_link() {
     .await;
     let mut agent = Conn::accept(&s.listener).await;
     agent.take().await;
-    assert_eq!(agent.take().await.state, TaskState::Running);
+    assert_eq!(agent.take().await.status.state, TaskState::Running);
     write_message(&mut agent.write, &ToExecutor::Kill { grace_ms: 200 })
         .await
         .expect("kill");
     let killed = agent.update().await;
-    assert_eq!(killed.state, TaskState::Killed);
+    assert_eq!(killed.status.state, TaskState::Killed);
     // The command is over: more kills than the link buffers, then the acknowledgement.
     for _ in 0..32 {
         write_message(&mut agent.write, &ToExecutor::Kill { grace_ms: 200 })
@@ -326,10 +340,10 @@ async fn a_signal_nobody_asked_for_is_a_failure() {
     agent.take().await;
     agent.take().await;
     let failed = agent.take().await;
-    assert_eq!(failed.state, TaskState::Failed);
-    assert_eq!(failed.reason, "command_signaled");
-    assert_eq!(failed.signal, Some(Signal::SIGKILL as i32));
-    assert_eq!(failed.exit_code, None);
+    assert_eq!(failed.status.state, TaskState::Failed);
+    assert_eq!(failed.status.reason, "command_signaled");
+    assert_eq!(failed.status.signal, Some(Signal::SIGKILL as i32));
+    assert_eq!(failed.status.exit_code, None);
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
 }
 
@@ -347,7 +361,7 @@ async fn unacknowledged_updates_are_resent_after_a_reconnect() {
     let starting = agent.take().await;
     let running = agent.update().await;
     let finished = agent.update().await;
-    assert_eq!(finished.state, TaskState::Finished);
+    assert_eq!(finished.status.state, TaskState::Finished);
     drop(agent);
     // The executor must not exit before its terminal update is acknowledged.
     assert!(!s.executor.is_finished());
@@ -357,7 +371,7 @@ async fn unacknowledged_updates_are_resent_after_a_reconnect() {
     assert_eq!(again, running);
     let again = agent.take().await;
     assert_eq!(again, finished);
-    assert_ne!(again.uuid, starting.uuid);
+    assert_ne!(again.status.uuid, starting.status.uuid);
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
 }
 
@@ -378,7 +392,7 @@ async fn the_command_runs_in_its_cgroup_when_the_host_allows() {
     let mut agent = Conn::accept(&s.listener).await;
     agent.take().await;
     agent.take().await;
-    assert_eq!(agent.take().await.state, TaskState::Finished);
+    assert_eq!(agent.take().await.status.state, TaskState::Finished);
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
     let spec = read_spec(&s.task_dir).expect("spec");
     let name = cgroups::cgroup_name(spec.framework_id.as_str(), spec.task.task_id.as_str());
@@ -407,12 +421,15 @@ async fn a_command_over_its_memory_limit_fails_with_the_memory_reason() {
     }
     let s = start(launch_spec(MEMORY_HOG, &[], "cpus:1;mem:32", mode)).await;
     let mut agent = Conn::accept(&s.listener).await;
-    assert_eq!(agent.take().await.state, TaskState::Starting);
-    assert_eq!(agent.take().await.state, TaskState::Running);
+    assert_eq!(agent.take().await.status.state, TaskState::Starting);
+    assert_eq!(agent.take().await.status.state, TaskState::Running);
     let end = agent.take().await;
-    assert_eq!(end.state, TaskState::Failed, "{end:?}");
-    assert_eq!(end.reason, REASON_MEMORY_LIMIT, "{end:?}");
-    assert!(end.message.contains("memory limit of 32 MiB"), "{end:?}");
+    assert_eq!(end.status.state, TaskState::Failed, "{end:?}");
+    assert_eq!(end.status.reason, REASON_MEMORY_LIMIT, "{end:?}");
+    assert!(
+        end.status.message.contains("memory limit of 32 MiB"),
+        "{end:?}"
+    );
     let out = read(&s.task_dir.sandbox().join("stdout"));
     assert!(!out.contains("survived"), "{out}");
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
@@ -433,7 +450,7 @@ async fn the_same_command_without_a_limit_succeeds() {
     agent.take().await;
     agent.take().await;
     let end = agent.take().await;
-    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(end.status.state, TaskState::Finished, "{end:?}");
     assert!(read(&s.task_dir.sandbox().join("stdout")).contains("survived"));
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
 }

@@ -50,13 +50,13 @@ fn ended(layout: &Layout, framework: &str, task: &str) -> Ended {
         f.clone(),
         t.clone(),
         crate::update::TaskState::Finished,
-        crate::update::Source::Executor,
+        crate::update::StatusSource::Executor,
         "",
         "done",
     );
     crate::status_updates::write_acknowledged_log(&dir.updates_log(), std::slice::from_ref(&end))
         .unwrap();
-    (f, t, end.uuid)
+    (f, t, end.status.uuid)
 }
 
 fn fixed(layout: &Layout, gc_delay: Duration) -> GcConfig {

@@ -4,7 +4,7 @@ use drover_proto::v1;
 
 use super::*;
 use crate::testing::{wait_for, FakeMaster};
-use crate::update::{Source, TaskState};
+use crate::update::{StatusSource, TaskState};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -14,7 +14,7 @@ fn update(task: &str, state: TaskState) -> StatusUpdate {
         FrameworkId::new("fw-1").expect("id"),
         TaskId::new(task).expect("id"),
         state,
-        Source::Executor,
+        StatusSource::Executor,
         "test",
         format!("{task} {state:?}"),
     )
@@ -61,7 +61,9 @@ async fn updates_reach_the_master_in_order_one_in_flight_per_task() {
     for state in states {
         for task in tasks {
             let u = update(task, state);
-            sent.entry(task).or_default().push(u.uuid.to_string());
+            sent.entry(task)
+                .or_default()
+                .push(u.status.uuid.to_string());
             updates.update(u).await.expect("checkpointed");
         }
     }
@@ -208,7 +210,7 @@ async fn retries_until_the_master_acknowledges() {
     wait_for(DEADLINE, "the update acknowledged", || drained(&updates)).await;
     assert_eq!(
         fake.applied_for("t1"),
-        vec![(v1::TaskState::TaskRunning as i32, u.uuid.to_string())]
+        vec![(v1::TaskState::TaskRunning as i32, u.status.uuid.to_string())]
     );
     assert!(
         fake.state().calls.len() >= 5,
@@ -295,7 +297,7 @@ async fn a_resent_update_is_checkpointed_and_sent_once() {
     let log = records(&layout, "t1");
     let copies = log
         .iter()
-        .filter(|r| matches!(r, Record::Update { update } if update.uuid == u.uuid))
+        .filter(|r| matches!(r, Record::Update { update } if update.status.uuid == u.status.uuid))
         .count();
     assert_eq!(copies, 1, "{log:?}");
     manager.stop().await;
@@ -345,7 +347,7 @@ async fn unacknowledged_updates_are_resent_after_a_restart() {
     })
     .await;
     let uuids: Vec<String> = fake.applied_for("t1").into_iter().map(|(_, u)| u).collect();
-    let want: Vec<String> = sent.iter().map(|u| u.uuid.to_string()).collect();
+    let want: Vec<String> = sent.iter().map(|u| u.status.uuid.to_string()).collect();
     assert_eq!(uuids, want);
     // The torn tail was cut: the log reads clean, three updates and three acks.
     let replay = checkpoint::read_records::<Record>(&log).expect("read");
@@ -422,17 +424,19 @@ fn a_compacted_log_keeps_every_unacknowledged_update_and_the_newest_others() {
     let mut all = Vec::new();
     for i in 0..3000 {
         let u = update("t", TaskState::Running);
-        all.push(u.uuid);
+        all.push(u.status.uuid);
         records.push(Record::Update { update: u.clone() });
         // The last five are not acknowledged; one old one was dropped.
         if i < 2995 {
             records.push(if i == 7 {
                 Record::Dropped {
-                    uuid: u.uuid,
+                    uuid: u.status.uuid,
                     reason: "refused".into(),
                 }
             } else {
-                Record::Acked { uuid: u.uuid }
+                Record::Acked {
+                    uuid: u.status.uuid,
+                }
             });
         }
     }
@@ -440,7 +444,7 @@ fn a_compacted_log_keeps_every_unacknowledged_update_and_the_newest_others() {
     let updates: Vec<Uuid> = kept
         .iter()
         .filter_map(|r| match r {
-            Record::Update { update } => Some(update.uuid),
+            Record::Update { update } => Some(update.status.uuid),
             _ => None,
         })
         .collect();
@@ -461,7 +465,7 @@ fn a_compacted_log_keeps_every_unacknowledged_update_and_the_newest_others() {
         recover_log(&path).expect("recovered")
     };
     assert_eq!(key.2.as_str(), "t");
-    let pending: Vec<Uuid> = pending.iter().map(|u| u.uuid).collect();
+    let pending: Vec<Uuid> = pending.iter().map(|u| u.status.uuid).collect();
     assert_eq!(pending[..], all[2995..]);
     assert_eq!(seen.len(), MAX_UPDATES_PER_TASK);
     assert!(ended.is_none(), "five updates are not acknowledged");
@@ -474,13 +478,15 @@ fn compaction_keeps_unacknowledged_updates_even_beyond_the_count() {
     let mut records = Vec::new();
     for _ in 0..MAX_UPDATES_PER_TASK {
         let u = update("t", TaskState::Running);
-        records.push(Record::Acked { uuid: u.uuid });
+        records.push(Record::Acked {
+            uuid: u.status.uuid,
+        });
         records.insert(records.len() - 1, Record::Update { update: u });
     }
     let pending: Vec<Uuid> = (0..MAX_UPDATES_PER_TASK + 100)
         .map(|_| {
             let u = update("t", TaskState::Running);
-            let id = u.uuid;
+            let id = u.status.uuid;
             records.push(Record::Update { update: u });
             id
         })
@@ -489,7 +495,7 @@ fn compaction_keeps_unacknowledged_updates_even_beyond_the_count() {
     let kept_updates: Vec<Uuid> = kept
         .iter()
         .filter_map(|r| match r {
-            Record::Update { update } => Some(update.uuid),
+            Record::Update { update } => Some(update.status.uuid),
             _ => None,
         })
         .collect();
@@ -528,7 +534,7 @@ async fn the_collector_hears_of_a_task_once_its_end_is_acknowledged_and_recorded
         .expect("told within the deadline")
         .expect("a notice");
     assert_eq!((framework.as_str(), task.as_str()), ("fw-1", "t1"));
-    assert_eq!(last, end.uuid, "the notice names the end it is for");
+    assert_eq!(last, end.status.uuid, "the notice names the end it is for");
     let log = records(&layout, "t1");
     assert!(
         matches!(log.last(), Some(Record::Acked { .. })),

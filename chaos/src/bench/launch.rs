@@ -179,6 +179,95 @@ struct Run {
 const ACKS_IN_FLIGHT: usize = 2;
 
 impl Run {
+    fn new(
+        driver: Driver,
+        task: Resources,
+        opts: &LaunchBenchOptions,
+        sent_tx: tokio::sync::mpsc::UnboundedSender<(Vec<String>, Instant)>,
+    ) -> Self {
+        Self {
+            driver,
+            task,
+            opts: opts.clone(),
+            next_task: 0,
+            sent: HashMap::new(),
+            latencies: Vec::with_capacity(opts.tasks),
+            first_accept: None,
+            last_running: None,
+            failed: 0,
+            accepts: 0,
+            calls: JoinSet::new(),
+            permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
+            held: VecDeque::new(),
+            committed: 0,
+            sent_tx,
+            unacked: Vec::new(),
+            acks: JoinSet::new(),
+        }
+    }
+
+    /// Launches every task: answers offers with ACCEPTs (at the rate, if one is set), starts
+    /// each ACCEPT's clock when it leaves, stops each task's at RUNNING, until every task ran
+    /// or failed, or `deadline` passes.
+    async fn drive(
+        &mut self,
+        events: &mut EventStream,
+        mut sent_rx: tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, Instant)>,
+        deadline: Instant,
+        progress: &mut impl FnMut(&str),
+    ) -> Result<(), LaunchBenchError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_report = Instant::now();
+        while !self.done() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LaunchBenchError::Timeout(
+                    self.opts.timeout(),
+                    format!(
+                        "{} of {} tasks running, {} failed",
+                        self.latencies.len(),
+                        self.opts.tasks,
+                        self.failed
+                    ),
+                ));
+            }
+            tokio::select! {
+                e = next_event(events) => match e? {
+                    DriverEvent::Offers(o) => self.offers(o),
+                    DriverEvent::Rescind(id) => self.rescinded(&id),
+                    DriverEvent::Update(s) => {
+                        // Start the clocks of the ACCEPTs that left before this update first
+                        // (`select!` may poll this branch before the channel's).
+                        while let Ok((ids, at)) = sent_rx.try_recv() {
+                            self.accepted(ids, at);
+                        }
+                        self.update(s)
+                    }
+                    DriverEvent::Error(e) => return Err(LaunchBenchError::Driver(e)),
+                    DriverEvent::Disconnected { reason } => progress(&format!("driver disconnected: {reason}")),
+                    _ => {}
+                },
+                Some(r) = self.calls.join_next() => self.finished_call(r),
+                Some(r) = self.acks.join_next() => self.finished_ack(r),
+                Some((ids, at)) = sent_rx.recv() => self.accepted(ids, at),
+                _ = tick.tick(), if self.opts.rate.is_some() => self.release(),
+                _ = tokio::time::sleep(left) => {}
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                last_report = Instant::now();
+                progress(&format!(
+                    "{} of {} tasks running ({} failed, {} not yet launched)",
+                    self.latencies.len(),
+                    self.opts.tasks,
+                    self.failed,
+                    self.pending()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn task_info(&self, n: usize) -> v1::TaskInfo {
         v1::TaskInfo {
             task_id: format!("bench-{n}"),
@@ -411,75 +500,10 @@ pub async fn launch(
         DriverOptions::default(),
     )
     .map_err(|e| LaunchBenchError::Driver(e.to_string()))?;
-    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut run = Run {
-        driver: driver.clone(),
-        task,
-        opts: opts.clone(),
-        next_task: 0,
-        sent: HashMap::new(),
-        latencies: Vec::with_capacity(opts.tasks),
-        first_accept: None,
-        last_running: None,
-        failed: 0,
-        accepts: 0,
-        calls: JoinSet::new(),
-        permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
-        held: VecDeque::new(),
-        committed: 0,
-        sent_tx,
-        unacked: Vec::new(),
-        acks: JoinSet::new(),
-    };
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_report = Instant::now();
-    while !run.done() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(LaunchBenchError::Timeout(
-                opts.timeout(),
-                format!(
-                    "{} of {} tasks running, {} failed",
-                    run.latencies.len(),
-                    opts.tasks,
-                    run.failed
-                ),
-            ));
-        }
-        tokio::select! {
-            e = next_event(&mut events) => match e? {
-                DriverEvent::Offers(o) => run.offers(o),
-                DriverEvent::Rescind(id) => run.rescinded(&id),
-                DriverEvent::Update(s) => {
-                    // Start the clocks of the ACCEPTs that left before this update first
-                    // (`select!` may poll this branch before the channel's).
-                    while let Ok((ids, at)) = sent_rx.try_recv() {
-                        run.accepted(ids, at);
-                    }
-                    run.update(s)
-                }
-                DriverEvent::Error(e) => return Err(LaunchBenchError::Driver(e)),
-                DriverEvent::Disconnected { reason } => progress(&format!("driver disconnected: {reason}")),
-                _ => {}
-            },
-            Some(r) = run.calls.join_next() => run.finished_call(r),
-            Some(r) = run.acks.join_next() => run.finished_ack(r),
-            Some((ids, at)) = sent_rx.recv() => run.accepted(ids, at),
-            _ = tick.tick(), if run.opts.rate.is_some() => run.release(),
-            _ = tokio::time::sleep(left) => {}
-        }
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            last_report = Instant::now();
-            progress(&format!(
-                "{} of {} tasks running ({} failed, {} not yet launched)",
-                run.latencies.len(),
-                opts.tasks,
-                run.failed,
-                run.pending()
-            ));
-        }
-    }
+    let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut run = Run::new(driver.clone(), task, opts, sent_tx);
+    run.drive(&mut events, sent_rx, deadline, &mut progress)
+        .await?;
     while let Some(r) = run.calls.join_next().await {
         run.finished_call(r);
     }

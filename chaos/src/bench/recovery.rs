@@ -26,7 +26,7 @@ use drover_scheduler::driver::{Driver, DriverEvent, DriverOptions, FrameworkInfo
 use tokio::sync::mpsc;
 
 use super::percentile_ms;
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, LocalCluster, MasterId};
 use crate::wait::{wait_until, WaitError};
 
 /// What to run: the options of `drover bench recovery` (their doc comments are its help).
@@ -270,50 +270,15 @@ pub async fn recovery(
             .map(|m| m.id)
             .filter(|id| *id != killed)
             .collect();
-        // (a) a new leader, polled.
-        let (new_leader, leader_at) = loop {
-            let mut found = None;
-            for id in &survivors {
-                if let Ok(s) = cluster.status(*id).await {
-                    if s.role == "leader" && s.term > leader.term {
-                        found = Some(s.node_id);
-                    }
-                }
-            }
-            if let Some(id) = found {
-                break (id, t0.elapsed());
-            }
-            if t0.elapsed() > Duration::from_secs(60) {
-                return Err(RecoveryBenchError::Driver("no new leader in 60 s".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        // (b), (c): from the framework, after it subscribed to the new leader.
-        let mut subscribed = false;
-        let (mut offer_at, mut update_at) = (None, None);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while offer_at.is_none() || update_at.is_none() {
-            let (at, what) = tokio::time::timeout_at(deadline, seen.recv())
-                .await
-                .map_err(|_| {
-                    RecoveryBenchError::Driver(
-                        "no offer or update from the new leader in 60 s".into(),
-                    )
-                })?
-                .ok_or_else(|| RecoveryBenchError::Driver("the framework stopped".into()))?;
-            match what {
-                Seen::Subscribed(m) => subscribed = m == new_leader,
-                Seen::Offers if subscribed && offer_at.is_none() => offer_at = Some(at - t0),
-                Seen::Update if subscribed && update_at.is_none() => update_at = Some(at - t0),
-                _ => {}
-            }
-        }
+        // (a) a new leader, polled; (b), (c) from the framework.
+        let (new_leader, leader_at) = new_leader(&cluster, &survivors, leader.term, t0).await?;
+        let (offer_at, update_at) = first_offer_and_update(&mut seen, new_leader, t0).await?;
         let t = Trial {
             killed,
             new_leader,
             leader_ms: leader_at.as_secs_f64() * 1000.0,
-            offer_ms: offer_at.unwrap_or_default().as_secs_f64() * 1000.0,
-            update_ms: update_at.unwrap_or_default().as_secs_f64() * 1000.0,
+            offer_ms: offer_at.as_secs_f64() * 1000.0,
+            update_ms: update_at.as_secs_f64() * 1000.0,
         };
         report(trial + 1, &t);
         trials.push(t);
@@ -331,4 +296,60 @@ pub async fn recovery(
         update: Spread::of(trials.iter().map(|t| t.update_ms).collect()),
         trials,
     })
+}
+
+/// Polls the surviving masters until one leads in a term after `old_term`: it, and how long
+/// after `t0`.
+async fn new_leader(
+    cluster: &LocalCluster,
+    survivors: &[MasterId],
+    old_term: u64,
+    t0: Instant,
+) -> Result<(MasterId, Duration), RecoveryBenchError> {
+    loop {
+        let mut found = None;
+        for id in survivors {
+            if let Ok(s) = cluster.status(*id).await {
+                if s.role == "leader" && s.term > old_term {
+                    found = Some(s.node_id);
+                }
+            }
+        }
+        if let Some(id) = found {
+            return Ok((id, t0.elapsed()));
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err(RecoveryBenchError::Driver("no new leader in 60 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How long after `t0` the framework, once subscribed to `new_leader`, saw its first offer and
+/// its first status update.
+async fn first_offer_and_update(
+    seen: &mut mpsc::UnboundedReceiver<(Instant, Seen)>,
+    new_leader: MasterId,
+    t0: Instant,
+) -> Result<(Duration, Duration), RecoveryBenchError> {
+    let mut subscribed = false;
+    let (mut offer_at, mut update_at) = (None, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let (Some(offer), Some(update)) = (offer_at, update_at) {
+            return Ok((offer, update));
+        }
+        let (at, what) = tokio::time::timeout_at(deadline, seen.recv())
+            .await
+            .map_err(|_| {
+                RecoveryBenchError::Driver("no offer or update from the new leader in 60 s".into())
+            })?
+            .ok_or_else(|| RecoveryBenchError::Driver("the framework stopped".into()))?;
+        match what {
+            Seen::Subscribed(m) => subscribed = m == new_leader,
+            Seen::Offers if subscribed && offer_at.is_none() => offer_at = Some(at - t0),
+            Seen::Update if subscribed && update_at.is_none() => update_at = Some(at - t0),
+            _ => {}
+        }
+    }
 }

@@ -24,7 +24,7 @@ use drover_scheduler::driver::{Driver, DriverEvent, DriverOptions, FrameworkInfo
 use tokio::task::JoinSet;
 
 use super::{fits, rss_mib};
-use crate::cluster::{ClusterError, LocalCluster};
+use crate::cluster::{ClusterError, LocalCluster, MasterId};
 use crate::http::{metric, metric_sum};
 
 /// The options of `drover bench soak` (their doc comments are its help).
@@ -305,6 +305,56 @@ async fn sample(cluster: &LocalCluster, started: Instant) -> SoakSample {
     }
 }
 
+/// SIGKILLs the leader, waits (bounded) for another to lead, and starts the killed master
+/// again; the killed master, if a leader was found.
+async fn kill_leader(cluster: &mut LocalCluster) -> Result<Option<MasterId>, SoakBenchError> {
+    let Ok(l) = cluster.wait_for_leader(Duration::from_secs(10)).await else {
+        return Ok(None);
+    };
+    cluster.kill(l.node_id).await?;
+    let others: Vec<u64> = cluster
+        .masters()
+        .map(|m| m.id)
+        .filter(|id| *id != l.node_id)
+        .collect();
+    let _ = cluster
+        .wait_for_leader_among(&others, l.term, Duration::from_secs(30))
+        .await;
+    cluster.start_master(l.node_id)?;
+    Ok(Some(l.node_id))
+}
+
+/// Starts the load: the framework launching tasks at the rate, and the store writers.
+fn start_load(
+    cluster: &LocalCluster,
+    opts: &SoakBenchOptions,
+    counters: &Arc<Counters>,
+) -> Result<(Driver, JoinSet<()>), SoakBenchError> {
+    let mut info = FrameworkInfo::new("bench-soak");
+    info.failover_timeout_seconds = 3600.0;
+    info.partition_aware = true;
+    let (driver, events) = Driver::start(&cluster.addrs(), info, DriverOptions::default())
+        .map_err(|e| SoakBenchError::Driver(e.to_string()))?;
+    let mut load = JoinSet::new();
+    load.spawn(framework(
+        driver.clone(),
+        events,
+        opts.rate,
+        opts.command.clone(),
+        counters.clone(),
+    ));
+    let store = MasterClient::new(&cluster.addrs()).map_err(ClusterError::from)?;
+    if opts.store_rate > 0.0 {
+        load.spawn(store_load(
+            store,
+            opts.store_rate,
+            opts.store_keys,
+            counters.clone(),
+        ));
+    }
+    Ok((driver, load))
+}
+
 /// Runs the soak; `report` gets every sample as it is taken, `progress` a line now and then.
 pub async fn soak(
     binary: PathBuf,
@@ -333,28 +383,7 @@ pub async fn soak(
         opts.agents, opts.rate, opts.command, opts.store_rate, opts.store_keys, opts.kill_every
     ));
     let counters = Arc::new(Counters::default());
-    let mut info = FrameworkInfo::new("bench-soak");
-    info.failover_timeout_seconds = 3600.0;
-    info.partition_aware = true;
-    let (driver, events) = Driver::start(&cluster.addrs(), info, DriverOptions::default())
-        .map_err(|e| SoakBenchError::Driver(e.to_string()))?;
-    let mut load = JoinSet::new();
-    load.spawn(framework(
-        driver.clone(),
-        events,
-        opts.rate,
-        opts.command.clone(),
-        counters.clone(),
-    ));
-    let store = MasterClient::new(&cluster.addrs()).map_err(ClusterError::from)?;
-    if opts.store_rate > 0.0 {
-        load.spawn(store_load(
-            store,
-            opts.store_rate,
-            opts.store_keys,
-            counters.clone(),
-        ));
-    }
+    let (driver, mut load) = start_load(&cluster, opts, &counters)?;
 
     let started = Instant::now();
     let end = started + opts.duration;
@@ -371,23 +400,10 @@ pub async fn soak(
         let now = Instant::now();
         if next_kill.is_some_and(|k| now >= k) {
             next_kill = Some(now + opts.kill_every);
-            if let Ok(l) = cluster.wait_for_leader(Duration::from_secs(10)).await {
-                cluster.kill(l.node_id).await?;
-                let others: Vec<u64> = cluster
-                    .masters()
-                    .map(|m| m.id)
-                    .filter(|id| *id != l.node_id)
-                    .collect();
-                let _ = cluster
-                    .wait_for_leader_among(&others, l.term, Duration::from_secs(30))
-                    .await;
-                cluster.start_master(l.node_id)?;
-                restarts.push((started.elapsed().as_secs_f64(), l.node_id));
+            if let Some(killed) = kill_leader(&mut cluster).await? {
+                restarts.push((started.elapsed().as_secs_f64(), killed));
                 kills += 1;
-                progress(&format!(
-                    "SIGKILLed leader master {} (kill {kills})",
-                    l.node_id
-                ));
+                progress(&format!("SIGKILLed leader master {killed} (kill {kills})"));
             }
         }
         if now >= next_report {

@@ -50,16 +50,13 @@ pub fn acked_by_master(work_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
                     .and_then(|d| d.file_name())
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let Ok(replay) = drover_agent::checkpoint::read_records::<serde_json::Value>(&p)
-                else {
+                let Ok(acked) = drover_agent::status_updates::acked_in_log(&p) else {
                     continue;
                 };
-                for record in replay.records.iter().filter(|r| r["record"] == "acked") {
-                    if let Some(uuid) = record["uuid"].as_str() {
-                        out.entry(task.clone())
-                            .or_insert_with(BTreeSet::new)
-                            .insert(uuid.to_string());
-                    }
+                if !acked.is_empty() {
+                    out.entry(task)
+                        .or_insert_with(BTreeSet::new)
+                        .extend(acked.iter().map(|u| u.to_string()));
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! `drover bench`: its arguments, the benchmarks it runs and the figures it prints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -209,13 +209,13 @@ fn bench_allocator(
 pub async fn run(what: BenchWhat) -> Result<(), CommandError> {
     let binary = std::env::current_exe().map_err(CommandError::Binary)?;
     let dir = std::env::temp_dir().join(format!("drover-bench-{}", std::process::id()));
-    let result = match what {
+    match what {
         BenchWhat::Allocator {
             sizes,
             roles,
             samples,
             decline_rounds,
-        } => return bench_allocator(&sizes, roles, samples, decline_rounds),
+        } => bench_allocator(&sizes, roles, samples, decline_rounds),
         BenchWhat::Store {
             masters,
             clients,
@@ -224,9 +224,6 @@ pub async fn run(what: BenchWhat) -> Result<(), CommandError> {
             value_bytes,
             connections,
         } => {
-            println!(
-                "store write benchmark: {masters} masters on loopback, fsync on (every log append and vote is fsynced before it is acknowledged), {value_bytes}-byte values, {seconds} s per run"
-            );
             let opts = WriteBenchOptions {
                 masters,
                 client_counts: clients,
@@ -235,156 +232,215 @@ pub async fn run(what: BenchWhat) -> Result<(), CommandError> {
                 value_bytes,
                 connections,
             };
-            store_writes(binary, dir.clone(), &opts, print_write_figures)
-                .await
-                .map(|_| ())
+            let result = bench_store(binary, &dir, &opts).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result
         }
         BenchWhat::Launch { opts, keep } => {
-            let kind = if opts.simulate {
-                "SIMULATED agents (tasks are timers, no processes; in one agent process)"
-            } else {
-                "real agents (every task a real executor process)"
-            };
-            println!(
-                "launch benchmark: {masters} masters on loopback, fsync on, {agents} {kind}, {tasks} tasks of {task_resources} running {command:?}, up to {per_offer} per offer{}",
-                opts.rate.map_or(String::new(), |r| format!(", at most {r} tasks/s")),
-                masters = opts.masters,
-                agents = opts.agents,
-                tasks = opts.tasks,
-                task_resources = opts.task_resources,
-                command = opts.command,
-                per_offer = opts.per_offer,
-            );
-            let f = launch::launch(binary, dir.clone(), &opts, |line| {
-                eprintln!("  {line}");
-            })
-            .await;
+            let f = bench_launch(binary, &dir, &opts).await;
             keep_or_remove(keep, &dir);
-            let f = f?;
-            let sim = if f.simulated {
-                " [SIMULATED agents]"
-            } else {
-                ""
-            };
-            println!(
-                "{} of {} tasks RUNNING ({} failed) in {:.2} s from the first ACCEPT: {:.0} launches/s{sim}",
-                f.running, f.tasks, f.failed, f.seconds, f.launches_per_sec
-            );
-            println!(
-                "ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs){sim}",
-                f.p50_ms, f.p99_ms, f.max_ms, f.accepts
-            );
-            println!(
-                "{} agents registered in {:.1} s; leader changes during the run: {}{sim}",
-                f.agents, f.registration_seconds, f.leader_changes
-            );
-            for m in &f.masters {
-                println!(
-                    "master {}{}: resident memory {} with {} agents and {} tasks in the registry{sim}",
-                    m.id,
-                    if m.leader { " (leader)" } else { "" },
-                    m.rss_mib
-                        .map_or_else(|| "unknown".to_string(), |r| format!("{r:.0} MiB")),
-                    f.agents,
-                    f.tasks_in_registry
-                        .map_or_else(|| "unknown".to_string(), |n| n.to_string())
-                );
-            }
-            return Ok(());
+            f
         }
         BenchWhat::Soak { opts, keep } => {
-            println!(
-                "soak benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks/s of {:?}, {} store writes/s over {} keys, leader SIGKILLed every {:?}, for {:?}",
-                opts.masters, opts.agents, opts.rate, opts.command, opts.store_rate, opts.store_keys, opts.kill_every, opts.duration
-            );
-            let f = soak::soak(
-                binary,
-                dir.clone(),
-                &opts,
-                |line| eprintln!("  {line}"),
-                print_soak_sample,
-            )
-            .await;
+            let f = bench_soak(binary, &dir, &opts).await;
             keep_or_remove(keep, &dir);
-            let f = f?;
-            println!(
-                "launched {} tasks ({} ended, {} ACCEPTs failed), {} store writes ({} failed), {} leader kills [SIMULATED agents]",
-                f.launched, f.finished, f.accept_errors, f.store_writes, f.store_errors, f.kills
-            );
-            for (id, drift) in soak::memory_drift(&f.samples, &f.restarts, opts.settle) {
-                match drift {
-                    Some(d) => println!(
-                        "master {id}: RSS {:.1} MiB at {:.0} s ({:?} after its start) -> {:.1} MiB at the end ({:+.1} %)",
-                        d.first_mib, d.at_seconds, opts.settle, d.last_mib, d.percent
-                    ),
-                    None => println!(
-                        "master {id}: started again less than {:?} before the end; no drift measured",
-                        opts.settle
-                    ),
-                }
-            }
-            return Ok(());
+            f
         }
         BenchWhat::Recovery { opts, keep } => {
-            println!(
-                "recovery benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks running until killed, {} short tasks in flight; SIGKILL the leader {} times",
-                opts.masters, opts.agents, opts.long_tasks, opts.churn, opts.trials
-            );
-            let f = recovery::recovery(
-                binary,
-                dir.clone(),
-                &opts,
-                |line| eprintln!("  {line}"),
-                |trial, t| {
-                    println!(
-                        "trial {trial:>3}: killed master {}; master {} leads after {:.1} ms, first offer after {:.1} ms, first status update after {:.1} ms [SIMULATED agents]",
-                        t.killed, t.new_leader, t.leader_ms, t.offer_ms, t.update_ms
-                    )
-                },
-            )
-            .await;
+            let f = bench_recovery(binary, &dir, &opts).await;
             keep_or_remove(keep, &dir);
-            let f = f?;
-            for (what, s) in [
-                ("new leader", &f.leader),
-                ("first offer", &f.offer),
-                ("first status update", &f.update),
-            ] {
-                println!(
-                    "{what:<20} over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} agents, {} running tasks) [SIMULATED agents]",
-                    f.trials.len(),
-                    s.p50_ms,
-                    s.p99_ms,
-                    s.max_ms,
-                    f.agents,
-                    f.running_tasks
-                );
-            }
-            return Ok(());
+            f
         }
         BenchWhat::AgentRecovery { tasks, samples } => {
-            return bench_agent_recovery(&dir, tasks, samples.max(1));
+            bench_agent_recovery(&dir, tasks, samples.max(1))
         }
         BenchWhat::Failover { masters, trials } => {
-            println!("failover benchmark: {masters} masters, fsync on, SIGKILL the leader {trials} times");
-            failover(binary, dir.clone(), masters, trials, |trial, took, old, new| {
-                println!(
-                    "trial {trial:>3}: killed master {old}; master {new} committed a write after {:.1} ms",
-                    took.as_secs_f64() * 1000.0
-                );
-            })
-            .await
-            .map(|f| {
-                println!(
-                    "failover over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-                    f.trials.len(),
-                    f.p50_ms,
-                    f.p99_ms,
-                    f.max_ms
-                );
-            })
+            let result = bench_failover(binary, &dir, masters, trials).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result
         }
+    }
+}
+
+/// `drover bench store`: committed writes per second and their latency, per client count.
+async fn bench_store(
+    binary: PathBuf,
+    dir: &Path,
+    opts: &WriteBenchOptions,
+) -> Result<(), CommandError> {
+    println!(
+        "store write benchmark: {} masters on loopback, fsync on (every log append and vote is fsynced before it is acknowledged), {}-byte values, {} s per run",
+        opts.masters,
+        opts.value_bytes,
+        opts.duration.as_secs()
+    );
+    store_writes(binary, dir.to_path_buf(), opts, print_write_figures).await?;
+    Ok(())
+}
+
+/// `drover bench launch`: tasks launched per second and ACCEPT → RUNNING latency.
+async fn bench_launch(
+    binary: PathBuf,
+    dir: &Path,
+    opts: &launch::LaunchBenchOptions,
+) -> Result<(), CommandError> {
+    let kind = if opts.simulate {
+        "SIMULATED agents (tasks are timers, no processes; in one agent process)"
+    } else {
+        "real agents (every task a real executor process)"
     };
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(result?)
+    println!(
+        "launch benchmark: {masters} masters on loopback, fsync on, {agents} {kind}, {tasks} tasks of {task_resources} running {command:?}, up to {per_offer} per offer{}",
+        opts.rate.map_or(String::new(), |r| format!(", at most {r} tasks/s")),
+        masters = opts.masters,
+        agents = opts.agents,
+        tasks = opts.tasks,
+        task_resources = opts.task_resources,
+        command = opts.command,
+        per_offer = opts.per_offer,
+    );
+    let f = launch::launch(binary, dir.to_path_buf(), opts, |line| {
+        eprintln!("  {line}");
+    })
+    .await?;
+    let sim = if f.simulated {
+        " [SIMULATED agents]"
+    } else {
+        ""
+    };
+    println!(
+        "{} of {} tasks RUNNING ({} failed) in {:.2} s from the first ACCEPT: {:.0} launches/s{sim}",
+        f.running, f.tasks, f.failed, f.seconds, f.launches_per_sec
+    );
+    println!(
+        "ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs){sim}",
+        f.p50_ms, f.p99_ms, f.max_ms, f.accepts
+    );
+    println!(
+        "{} agents registered in {:.1} s; leader changes during the run: {}{sim}",
+        f.agents, f.registration_seconds, f.leader_changes
+    );
+    for m in &f.masters {
+        println!(
+            "master {}{}: resident memory {} with {} agents and {} tasks in the registry{sim}",
+            m.id,
+            if m.leader { " (leader)" } else { "" },
+            m.rss_mib
+                .map_or_else(|| "unknown".to_string(), |r| format!("{r:.0} MiB")),
+            f.agents,
+            f.tasks_in_registry
+                .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+        );
+    }
+    Ok(())
+}
+
+/// `drover bench soak`: a long run at a steady load with leader kills; memory drift per master.
+async fn bench_soak(
+    binary: PathBuf,
+    dir: &Path,
+    opts: &soak::SoakBenchOptions,
+) -> Result<(), CommandError> {
+    println!(
+        "soak benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks/s of {:?}, {} store writes/s over {} keys, leader SIGKILLed every {:?}, for {:?}",
+        opts.masters, opts.agents, opts.rate, opts.command, opts.store_rate, opts.store_keys, opts.kill_every, opts.duration
+    );
+    let f = soak::soak(
+        binary,
+        dir.to_path_buf(),
+        opts,
+        |line| eprintln!("  {line}"),
+        print_soak_sample,
+    )
+    .await?;
+    println!(
+        "launched {} tasks ({} ended, {} ACCEPTs failed), {} store writes ({} failed), {} leader kills [SIMULATED agents]",
+        f.launched, f.finished, f.accept_errors, f.store_writes, f.store_errors, f.kills
+    );
+    for (id, drift) in soak::memory_drift(&f.samples, &f.restarts, opts.settle) {
+        match drift {
+            Some(d) => println!(
+                "master {id}: RSS {:.1} MiB at {:.0} s ({:?} after its start) -> {:.1} MiB at the end ({:+.1} %)",
+                d.first_mib, d.at_seconds, opts.settle, d.last_mib, d.percent
+            ),
+            None => println!(
+                "master {id}: started again less than {:?} before the end; no drift measured",
+                opts.settle
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `drover bench recovery`: after a leader SIGKILL, the time to a new leader, its first offer
+/// and its first relayed status update.
+async fn bench_recovery(
+    binary: PathBuf,
+    dir: &Path,
+    opts: &recovery::RecoveryBenchOptions,
+) -> Result<(), CommandError> {
+    println!(
+        "recovery benchmark: {} masters on loopback, fsync on, {} SIMULATED agents, {} tasks running until killed, {} short tasks in flight; SIGKILL the leader {} times",
+        opts.masters, opts.agents, opts.long_tasks, opts.churn, opts.trials
+    );
+    let f = recovery::recovery(
+        binary,
+        dir.to_path_buf(),
+        opts,
+        |line| eprintln!("  {line}"),
+        |trial, t| {
+            println!(
+                "trial {trial:>3}: killed master {}; master {} leads after {:.1} ms, first offer after {:.1} ms, first status update after {:.1} ms [SIMULATED agents]",
+                t.killed, t.new_leader, t.leader_ms, t.offer_ms, t.update_ms
+            )
+        },
+    )
+    .await?;
+    for (what, s) in [
+        ("new leader", &f.leader),
+        ("first offer", &f.offer),
+        ("first status update", &f.update),
+    ] {
+        println!(
+            "{what:<20} over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} agents, {} running tasks) [SIMULATED agents]",
+            f.trials.len(),
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            f.agents,
+            f.running_tasks
+        );
+    }
+    Ok(())
+}
+
+/// `drover bench failover`: after a leader SIGKILL, the time until a write commits again.
+async fn bench_failover(
+    binary: PathBuf,
+    dir: &Path,
+    masters: u64,
+    trials: usize,
+) -> Result<(), CommandError> {
+    println!("failover benchmark: {masters} masters, fsync on, SIGKILL the leader {trials} times");
+    let f = failover(
+        binary,
+        dir.to_path_buf(),
+        masters,
+        trials,
+        |trial, took, old, new| {
+            println!(
+            "trial {trial:>3}: killed master {old}; master {new} committed a write after {:.1} ms",
+            took.as_secs_f64() * 1000.0
+        );
+        },
+    )
+    .await?;
+    println!(
+        "failover over {} trials: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        f.trials.len(),
+        f.p50_ms,
+        f.p99_ms,
+        f.max_ms
+    );
+    Ok(())
 }

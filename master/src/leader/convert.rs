@@ -11,7 +11,7 @@ use tonic::Status;
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::registry::cluster::{
     AgentRecord, AgentState, FrameworkRecord, OfferRecord, ReportedTask, StatusRecord,
-    StatusSource, StatusUpdate, TaskRecord, TaskSpec, MAX_OFFERS_PER_ACCEPT, MAX_REPORTED_TASKS,
+    StatusSource, TaskRecord, TaskSpec, TaskStatus, MAX_OFFERS_PER_ACCEPT, MAX_REPORTED_TASKS,
     MAX_TASKS_PER_ACCEPT,
 };
 use crate::registry::TaskState;
@@ -19,7 +19,7 @@ use crate::registry::TaskState;
 /// Longest name, principal, hostname, reason or address accepted, bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest status message kept, bytes (longer ones are cut, not refused).
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+pub use drover_model::status::MAX_MESSAGE_BYTES;
 /// Longest shell command, bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Most environment variables per task, and the longest name or value.
@@ -91,20 +91,11 @@ pub fn state_from_proto(field: &str, raw: i32) -> Result<TaskState, Status> {
         .ok_or_else(|| invalid(field, format!("{} cannot be reported", s.as_str_name())))
 }
 
-fn source_to_proto(s: StatusSource) -> v1::StatusSource {
-    match s {
-        StatusSource::Executor => v1::StatusSource::SourceExecutor,
-        StatusSource::Agent => v1::StatusSource::SourceAgent,
-        StatusSource::Master => v1::StatusSource::SourceMaster,
-    }
-}
-
 /// A status update an agent reports; the agent names only executor or agent sources.
-pub fn status_from_proto(s: &v1::TaskStatus) -> Result<(TaskId, StatusUpdate), Status> {
+pub fn status_from_proto(s: &v1::TaskStatus) -> Result<(TaskId, TaskStatus), Status> {
     let task = task_id("status.task_id", &s.task_id)?;
-    let source = match v1::StatusSource::try_from(s.source) {
-        Ok(v1::StatusSource::SourceExecutor) => StatusSource::Executor,
-        Ok(v1::StatusSource::SourceAgent) => StatusSource::Agent,
+    let source = match StatusSource::from_proto(s.source) {
+        Some(source @ (StatusSource::Executor | StatusSource::Agent)) => source,
         _ => {
             return Err(invalid(
                 "status.source",
@@ -112,17 +103,10 @@ pub fn status_from_proto(s: &v1::TaskStatus) -> Result<(TaskId, StatusUpdate), S
             ))
         }
     };
-    let mut message = s.message.clone();
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut cut = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-    }
+    let message = drover_model::status::cut(s.message.clone(), MAX_MESSAGE_BYTES);
     Ok((
         task,
-        StatusUpdate {
+        TaskStatus {
             uuid: uuid("status.uuid", &s.uuid)?,
             state: state_from_proto("status.state", s.state)?,
             source,
@@ -136,19 +120,8 @@ pub fn status_from_proto(s: &v1::TaskStatus) -> Result<(TaskId, StatusUpdate), S
 }
 
 /// A recorded update as the framework sees it.
-pub fn status_to_proto(task: &TaskRecord, u: &StatusUpdate) -> v1::TaskStatus {
-    v1::TaskStatus {
-        task_id: task.spec.id.to_string(),
-        agent_id: task.agent.to_string(),
-        state: u.state.to_proto() as i32,
-        uuid: u.uuid.to_string(),
-        source: source_to_proto(u.source) as i32,
-        reason: u.reason.clone(),
-        message: u.message.clone(),
-        exit_code: u.exit_code,
-        signal: u.signal,
-        timestamp_ms: u.at_ms,
-    }
+pub fn status_to_proto(task: &TaskRecord, u: &TaskStatus) -> v1::TaskStatus {
+    u.to_proto(task.spec.id.as_str(), task.agent.as_str())
 }
 
 /// The task's latest state, for RECONCILE: no uuid (not to be acknowledged).

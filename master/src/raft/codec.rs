@@ -67,4 +67,60 @@ mod tests {
             assert_eq!(decode::<TaskState>("test", &[i as u8]).unwrap(), s);
         }
     }
+
+    /// A status update's core is the model's `TaskStatus`: it writes the bytes the registry's
+    /// own struct wrote (fields and source variants positional; the JSON names and defaults
+    /// the model adds for the agent change nothing here).
+    #[test]
+    fn task_statuses_encode_as_the_registry_wrote_them() {
+        use crate::registry::cluster::{StatusSource, TaskStatus};
+        // The registry's types before the model crate, field for field.
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        enum WrittenSource {
+            Executor,
+            Agent,
+            Master,
+        }
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Written {
+            uuid: uuid::Uuid,
+            state: TaskState,
+            source: WrittenSource,
+            reason: String,
+            message: String,
+            exit_code: Option<i32>,
+            signal: Option<i32>,
+            at_ms: u64,
+        }
+        let sources = [
+            (StatusSource::Executor, WrittenSource::Executor),
+            (StatusSource::Agent, WrittenSource::Agent),
+            (StatusSource::Master, WrittenSource::Master),
+        ];
+        for (i, (source, written_source)) in sources.into_iter().enumerate() {
+            let now = TaskStatus {
+                uuid: uuid::Uuid::from_u128(0x1234 + i as u128),
+                state: TaskState::Failed,
+                source,
+                reason: "command_exited".into(),
+                message: "exited with status 3".into(),
+                exit_code: (i != 1).then_some(3),
+                signal: (i == 1).then_some(9),
+                at_ms: 1_700_000_000_000 + i as u64,
+            };
+            let before = Written {
+                uuid: now.uuid,
+                state: now.state,
+                source: written_source,
+                reason: now.reason.clone(),
+                message: now.message.clone(),
+                exit_code: now.exit_code,
+                signal: now.signal,
+                at_ms: now.at_ms,
+            };
+            let bytes = encode("test", &before).unwrap();
+            assert_eq!(encode("test", &now).unwrap(), bytes, "{source:?}");
+            assert_eq!(decode::<TaskStatus>("test", &bytes).unwrap(), now);
+        }
+    }
 }

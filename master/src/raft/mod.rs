@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::identity::Incarnation;
 use crate::registry::{Outcome, Proposal};
 
-/// A master replica's id in the Raft group.
-pub type MasterId = u64;
+/// A master replica's id in the Raft group (declared with the rest of who a replica is).
+pub use crate::identity::MasterId;
 
 /// The version of the Raft protocol between masters: the transport's messages, openraft's
 /// payloads (postcard, whose encoding follows openraft's and the registry's types) and the

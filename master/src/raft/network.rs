@@ -334,41 +334,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             meta,
             data: Vec::new(),
         };
-        let body = futures::stream::once(async move { first }).chain(futures::stream::unfold(
-            (file, false),
-            |(mut file, done)| async move {
-                if done {
-                    return None;
-                }
-                let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match file.read(&mut buf[filled..]).await {
-                        Ok(0) => break,
-                        Ok(k) => filled += k,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reading snapshot file for transfer");
-                            // Ending the stream early makes the receiver's verification fail
-                            // and refuse the transfer; openraft then sends it again.
-                            return None;
-                        }
-                    }
-                }
-                if filled == 0 {
-                    return None;
-                }
-                buf.truncate(filled);
-                let last = filled < SNAPSHOT_CHUNK_BYTES;
-                Some((
-                    SnapshotChunk {
-                        header: None,
-                        meta: Vec::new(),
-                        data: buf,
-                    },
-                    (file, last),
-                ))
-            },
-        ));
+        let body = snapshot_chunks(first, file);
 
         let mut client = self.client().map_err(StreamingError::Unreachable)?;
         let budget =
@@ -426,4 +392,49 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Some(cur)
         }))
     }
+}
+
+/// The snapshot transfer's request stream: `first` (header and meta), then the file's bytes in
+/// chunks of [`SNAPSHOT_CHUNK_BYTES`], read one at a time as tonic pulls them. A read error
+/// ends the stream early, which makes the receiver's verification fail and refuse the
+/// transfer; openraft then sends it again.
+fn snapshot_chunks(
+    first: SnapshotChunk,
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = SnapshotChunk> + Send + 'static {
+    futures::stream::once(async move { first }).chain(futures::stream::unfold(
+        (file, false),
+        |(mut file, done)| async move {
+            if done {
+                return None;
+            }
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match file.read(&mut buf[filled..]).await {
+                    Ok(0) => break,
+                    Ok(k) => filled += k,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading snapshot file for transfer");
+                        // Ending the stream early makes the receiver's verification fail
+                        // and refuse the transfer; openraft then sends it again.
+                        return None;
+                    }
+                }
+            }
+            if filled == 0 {
+                return None;
+            }
+            buf.truncate(filled);
+            let last = filled < SNAPSHOT_CHUNK_BYTES;
+            Some((
+                SnapshotChunk {
+                    header: None,
+                    meta: Vec::new(),
+                    data: buf,
+                },
+                (file, last),
+            ))
+        },
+    ))
 }

@@ -100,27 +100,9 @@ pub struct TaskSpec {
     pub kill_grace_ms: u64,
 }
 
-/// Who produced a status update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StatusSource {
-    Executor,
-    Agent,
-    Master,
-}
-
-/// One status update, as the agent (or the master) reported it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusUpdate {
-    pub uuid: uuid::Uuid,
-    pub state: TaskState,
-    pub source: StatusSource,
-    pub reason: String,
-    pub message: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// When it was created (by its source), milliseconds since the Unix epoch.
-    pub at_ms: u64,
-}
+/// A status update's core and its source: the model's, the same the agent checkpoints (their
+/// declaration order is part of this log's format, see [`drover_model::status`]).
+pub use drover_model::{StatusSource, TaskStatus};
 
 /// A status update the master made (and applied) itself, for the leader to forward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,7 +110,7 @@ pub struct MasterUpdate {
     pub framework: FrameworkId,
     pub task: TaskId,
     pub agent: AgentId,
-    pub update: StatusUpdate,
+    pub update: TaskStatus,
     /// The task's resources when this update ended it (they go back to the allocator).
     pub released: Option<Resources>,
 }
@@ -159,7 +141,7 @@ impl Stamp {
 /// One status update as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecord {
-    pub update: StatusUpdate,
+    pub update: TaskStatus,
     /// Whether the framework acknowledged it.
     pub acknowledged: bool,
 }
@@ -226,7 +208,7 @@ pub enum ClusterOp {
         agent: AgentId,
         framework: FrameworkId,
         task: TaskId,
-        update: StatusUpdate,
+        update: TaskStatus,
     },
     Acknowledge {
         framework: FrameworkId,
@@ -605,59 +587,12 @@ impl ClusterState {
                 }
                 self.set_agent_state(agent, *state, *by_operator, stamp)
             }
-            ClusterOp::SubscribeFramework(f) => {
-                if let Some(known) = self.frameworks.get(&f.id) {
-                    if known.torn_down {
-                        return Err(ClusterError::FrameworkTornDown(f.id.clone()));
-                    }
-                    if known.role != f.role {
-                        return Err(ClusterError::RoleChange {
-                            framework: f.id.clone(),
-                            role: known.role.clone(),
-                        });
-                    }
-                }
-                self.frameworks.insert(f.id.clone(), f.clone());
-                Ok(ClusterOutcome::Done)
-            }
+            ClusterOp::SubscribeFramework(f) => self.subscribe_framework(f),
             ClusterOp::TeardownFramework {
-                framework: id,
+                framework,
                 if_subscribed_at_ms,
-            } => {
-                let f = self
-                    .frameworks
-                    .get_mut(id)
-                    .ok_or_else(|| ClusterError::UnknownFramework(id.clone()))?;
-                if if_subscribed_at_ms.is_some_and(|at| at != f.subscribed_at_ms) {
-                    return Err(ClusterError::Superseded(format!("framework {id}")));
-                }
-                f.torn_down = true;
-                let ended: Vec<TaskKey> = self
-                    .tasks_of(id)
-                    .filter(|t| t.state.is_terminal())
-                    .map(|t| (id.clone(), t.spec.id.clone()))
-                    .collect();
-                for key in ended {
-                    self.index_completed(&key);
-                }
-                let ids: Vec<OfferId> = self
-                    .offers
-                    .values()
-                    .filter(|o| &o.framework == id)
-                    .map(|o| o.id.clone())
-                    .collect();
-                Ok(ClusterOutcome::Removed(self.remove_offers(&ids)))
-            }
-            ClusterOp::SetRoleWeight { role, weight } => {
-                if !(weight.is_finite() && *weight > 0.0) {
-                    return Err(ClusterError::BadWeight {
-                        role: role.clone(),
-                        weight: *weight,
-                    });
-                }
-                self.roles.insert(role.clone(), *weight);
-                Ok(ClusterOutcome::Done)
-            }
+            } => self.teardown_framework(framework, *if_subscribed_at_ms),
+            ClusterOp::SetRoleWeight { role, weight } => self.set_role_weight(role, *weight),
             ClusterOp::CreateOffers(offers) => self.create_offers(offers),
             ClusterOp::RemoveOffers(ids) => Ok(ClusterOutcome::Removed(self.remove_offers(ids))),
             ClusterOp::Accept {
@@ -670,36 +605,7 @@ impl ClusterState {
                 framework,
                 task,
                 update,
-            } => {
-                let t = self.task_mut(framework, task)?;
-                if &t.agent != agent {
-                    return Err(ClusterError::WrongAgent {
-                        task: task.clone(),
-                        agent: agent.clone(),
-                        runs_on: t.agent.clone(),
-                    });
-                }
-                if let Some(u) = t.updates.iter().find(|u| u.update.uuid == update.uuid) {
-                    return Ok(ClusterOutcome::Duplicate {
-                        acknowledged: u.acknowledged,
-                    });
-                }
-                let next = t.state.transition(update.state)?;
-                // Only acknowledged updates may be forgotten: an unacknowledged one must still
-                // reach the framework. With none to drop, the update is refused and the agent
-                // retries it once the framework has acknowledged.
-                if t.updates.len() >= MAX_UPDATES_PER_TASK
-                    && !t.updates.iter().any(|u| u.acknowledged)
-                {
-                    return Err(ClusterError::TooManyUnacknowledged(task.clone()));
-                }
-                let key = (framework.clone(), task.clone());
-                let released = self.record(&key, next, update.clone());
-                Ok(ClusterOutcome::StatusApplied {
-                    agent: agent.clone(),
-                    released,
-                })
-            }
+            } => self.status_update(agent, framework, task, update),
             ClusterOp::Acknowledge {
                 framework,
                 task,
@@ -720,6 +626,108 @@ impl ClusterState {
                 *keep_completed_frameworks as usize,
             )),
         }
+    }
+
+    /// A framework subscribes (first time, or again with its id): refused if it was torn down
+    /// or asks for another role.
+    fn subscribe_framework(&mut self, f: &FrameworkRecord) -> Result<ClusterOutcome, ClusterError> {
+        if let Some(known) = self.frameworks.get(&f.id) {
+            if known.torn_down {
+                return Err(ClusterError::FrameworkTornDown(f.id.clone()));
+            }
+            if known.role != f.role {
+                return Err(ClusterError::RoleChange {
+                    framework: f.id.clone(),
+                    role: known.role.clone(),
+                });
+            }
+        }
+        self.frameworks.insert(f.id.clone(), f.clone());
+        Ok(ClusterOutcome::Done)
+    }
+
+    /// Tears a framework down (unless it subscribed again since the leader decided): its ended
+    /// tasks become completed and its offers are removed.
+    fn teardown_framework(
+        &mut self,
+        id: &FrameworkId,
+        if_subscribed_at_ms: Option<u64>,
+    ) -> Result<ClusterOutcome, ClusterError> {
+        let f = self
+            .frameworks
+            .get_mut(id)
+            .ok_or_else(|| ClusterError::UnknownFramework(id.clone()))?;
+        if if_subscribed_at_ms.is_some_and(|at| at != f.subscribed_at_ms) {
+            return Err(ClusterError::Superseded(format!("framework {id}")));
+        }
+        f.torn_down = true;
+        let ended: Vec<TaskKey> = self
+            .tasks_of(id)
+            .filter(|t| t.state.is_terminal())
+            .map(|t| (id.clone(), t.spec.id.clone()))
+            .collect();
+        for key in ended {
+            self.index_completed(&key);
+        }
+        let ids: Vec<OfferId> = self
+            .offers
+            .values()
+            .filter(|o| &o.framework == id)
+            .map(|o| o.id.clone())
+            .collect();
+        Ok(ClusterOutcome::Removed(self.remove_offers(&ids)))
+    }
+
+    fn set_role_weight(
+        &mut self,
+        role: &Role,
+        weight: f64,
+    ) -> Result<ClusterOutcome, ClusterError> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(ClusterError::BadWeight {
+                role: role.clone(),
+                weight,
+            });
+        }
+        self.roles.insert(role.clone(), weight);
+        Ok(ClusterOutcome::Done)
+    }
+
+    /// An agent's status update: applied once per uuid (a duplicate answers whether it was
+    /// acknowledged), only from the task's agent, only along a legal transition.
+    fn status_update(
+        &mut self,
+        agent: &AgentId,
+        framework: &FrameworkId,
+        task: &TaskId,
+        update: &TaskStatus,
+    ) -> Result<ClusterOutcome, ClusterError> {
+        let t = self.task_mut(framework, task)?;
+        if &t.agent != agent {
+            return Err(ClusterError::WrongAgent {
+                task: task.clone(),
+                agent: agent.clone(),
+                runs_on: t.agent.clone(),
+            });
+        }
+        if let Some(u) = t.updates.iter().find(|u| u.update.uuid == update.uuid) {
+            return Ok(ClusterOutcome::Duplicate {
+                acknowledged: u.acknowledged,
+            });
+        }
+        let next = t.state.transition(update.state)?;
+        // Only acknowledged updates may be forgotten: an unacknowledged one must still reach
+        // the framework. With none to drop, the update is refused and the agent retries it
+        // once the framework has acknowledged.
+        if t.updates.len() >= MAX_UPDATES_PER_TASK && !t.updates.iter().any(|u| u.acknowledged) {
+            return Err(ClusterError::TooManyUnacknowledged(task.clone()));
+        }
+        let key = (framework.clone(), task.clone());
+        let released = self.record(&key, next, update.clone());
+        Ok(ClusterOutcome::StatusApplied {
+            agent: agent.clone(),
+            released,
+        })
     }
 
     /// Adds the task at `key` to the completed index if it is completed (idempotent).
@@ -842,12 +850,7 @@ impl ClusterState {
     /// at `key`, dropping the oldest acknowledged update when the task holds
     /// [`MAX_UPDATES_PER_TASK`]; keeps the indexes. Returns the task's resources when the
     /// update ended it.
-    fn record(
-        &mut self,
-        key: &TaskKey,
-        next: TaskState,
-        update: StatusUpdate,
-    ) -> Option<Resources> {
+    fn record(&mut self, key: &TaskKey, next: TaskState, update: TaskStatus) -> Option<Resources> {
         let t = self.tasks.get_mut(key)?;
         if t.updates.len() >= MAX_UPDATES_PER_TASK {
             // The oldest acknowledged update goes; with none, an update the master made

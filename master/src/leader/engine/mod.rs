@@ -78,7 +78,7 @@ use crate::metrics as m;
 use crate::raft::MasterId;
 use crate::registry::cluster::{
     AgentRecord, AgentState, ClusterOp, ClusterOutcome, ClusterState, FrameworkRecord, OfferRecord,
-    ReportedTask, StatusUpdate, TaskSpec, MAX_TASKS_PER_ACCEPT,
+    ReportedTask, TaskSpec, TaskStatus, MAX_TASKS_PER_ACCEPT,
 };
 use crate::replicated::ReplicaError;
 use frameworks::Frameworks;
@@ -177,7 +177,7 @@ pub enum Command {
         agent: AgentId,
         framework: FrameworkId,
         task: TaskId,
-        update: StatusUpdate,
+        update: TaskStatus,
         reply: Reply<()>,
     },
     SetRoleWeight {
@@ -259,7 +259,7 @@ pub(super) enum Pending {
     StatusApplied {
         framework: FrameworkId,
         task: TaskId,
-        update: StatusUpdate,
+        update: TaskStatus,
         started: Instant,
         reply: Reply<()>,
     },

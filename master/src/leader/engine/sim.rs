@@ -25,7 +25,7 @@ use crate::leader::agents::AgentMessage;
 use crate::leader::answer::{Answer, CallId, Refusal, Reply};
 use crate::registry::cluster::{
     AgentRecord, AgentState, ClusterOp, ClusterState, FrameworkRecord, OfferRecord, ReportedTask,
-    Stamp, StatusUpdate, TaskSpec,
+    Stamp, TaskSpec, TaskStatus,
 };
 use crate::replicated::ReplicaError;
 
@@ -491,7 +491,7 @@ impl Sim {
             agent: agent.clone(),
             framework: framework.clone(),
             task: task.clone(),
-            update: StatusUpdate {
+            update: TaskStatus {
                 uuid: uuid::Uuid::from_u128(uuid),
                 state,
                 source: crate::registry::cluster::StatusSource::Executor,

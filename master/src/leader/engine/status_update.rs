@@ -14,7 +14,7 @@ use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::leader::answer::Reply;
 use crate::leader::convert;
 use crate::metrics as m;
-use crate::registry::cluster::{ClusterOp, ClusterOutcome, MasterUpdate, StatusUpdate};
+use crate::registry::cluster::{ClusterOp, ClusterOutcome, MasterUpdate, TaskStatus};
 
 impl Engine {
     pub(super) fn status_update(
@@ -22,7 +22,7 @@ impl Engine {
         agent: AgentId,
         framework: FrameworkId,
         task: TaskId,
-        update: StatusUpdate,
+        update: TaskStatus,
         reply: Reply<()>,
     ) {
         metrics::counter!(m::STATUS_UPDATES_TOTAL, "stage" => "received").increment(1);
@@ -51,7 +51,7 @@ impl Engine {
         &mut self,
         framework: FrameworkId,
         task: TaskId,
-        update: StatusUpdate,
+        update: TaskStatus,
         started: Instant,
         outcome: ClusterOutcome,
         reply: Reply<()>,

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AgentRecord, AgentState, ClusterError, ClusterOutcome, ClusterState, MasterUpdate, Stamp,
-    StatusSource, StatusUpdate, TaskKey,
+    StatusSource, TaskKey, TaskStatus,
 };
 use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::registry::TaskState;
@@ -89,7 +89,7 @@ impl ClusterState {
         let t = self.tasks.get(key)?;
         let next = t.state.transition(state).ok()?;
         let agent = t.agent.clone();
-        let update = StatusUpdate {
+        let update = TaskStatus {
             uuid: stamp.uuid_for(&key.0, &key.1),
             state,
             source: StatusSource::Master,

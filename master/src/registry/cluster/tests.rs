@@ -120,8 +120,8 @@ pub(super) fn task(id: &str, resources: &str) -> TaskSpec {
     }
 }
 
-pub(super) fn status(state: TaskState, uuid: u128) -> StatusUpdate {
-    StatusUpdate {
+pub(super) fn status(state: TaskState, uuid: u128) -> TaskStatus {
+    TaskStatus {
         uuid: uuid::Uuid::from_u128(uuid),
         state,
         source: StatusSource::Executor,

@@ -1,6 +1,6 @@
-//! The command-line client: what `drover store`, `drover cluster`, `drover agent drain|…` and
-//! `drover leader` do once
-//! their arguments are parsed. Output goes to stdout (results) and stderr (diagnostics); the
+//! The operators' command-line client: what `drover store`, `drover cluster`,
+//! `drover agent drain|…` and `drover leader` do once their arguments are parsed, through
+//! `drover-client`. Output goes to stdout (results) and stderr (diagnostics); the
 //! exit status follows grep: 0 success, 1 "no" (key absent, compare-and-set refused), 2 error.
 
 pub mod agents;
@@ -19,6 +19,4 @@ pub enum Exit {
 pub enum CliError {
     #[error(transparent)]
     Client(#[from] drover_client::ClientError),
-    #[error("{0}")]
-    Usage(String),
 }

@@ -134,40 +134,7 @@ impl ClusterService {
         self.replicated.check_leader()?;
         let me = self.identity.node_id();
         let raft = self.replicated.raft().clone();
-        let (term, target, node) = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow();
-            let membership = m.membership_config.membership();
-            let voters: Vec<MasterId> = membership.voter_ids().filter(|v| *v != me).collect();
-            let matched = |id: &MasterId| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).cloned().flatten())
-                    .map_or(0, |l| l.index)
-            };
-            let target = if to != 0 {
-                if to == me {
-                    return Err(Status::invalid_argument(format!(
-                        "to: master {me} leads already"
-                    )));
-                }
-                if !voters.contains(&to) {
-                    return Err(Status::invalid_argument(format!(
-                        "to: master {to} is not a voter of this cluster"
-                    )));
-                }
-                to
-            } else {
-                *voters.iter().max_by_key(|v| matched(v)).ok_or_else(|| {
-                    Status::failed_precondition("no other voter to hand leadership to")
-                })?
-            };
-            let node = membership
-                .get_node(&target)
-                .cloned()
-                .ok_or_else(|| Status::internal("target not in the membership"))?;
-            (m.current_term, target, node)
-        };
+        let (term, target, node) = transfer_target(&raft, me, to)?;
         tracing::info!(
             to = target,
             term,
@@ -202,43 +169,7 @@ impl ClusterService {
         // Every lease (the election timeout's maximum) runs out.
         let lease = Duration::from_millis(raft.config().election_timeout_max);
         tokio::time::sleep(lease + Duration::from_millis(50)).await;
-        let channel = self
-            .dialer
-            .channel(&node.addr)
-            .map_err(|e| Status::internal(format!("master {target} address: {e}")))?;
-        let header = drover_proto::raft::RaftHeader {
-            cluster_id: self
-                .identity
-                .cluster_id()
-                .map(|c| c.0.clone())
-                .unwrap_or_default(),
-            from_node: me,
-            to_node: target,
-            to_incarnation: node.incarnation.0.clone(),
-            protocol_version: crate::raft::PROTOCOL_VERSION,
-        };
-        let asked = tokio::time::timeout(
-            HELLO_TIMEOUT,
-            RaftServiceClient::new(channel).campaign(drover_proto::raft::RaftRequest {
-                header: Some(header),
-                payload: Vec::new(),
-            }),
-        )
-        .await;
-        match asked {
-            Ok(Ok(_)) => {}
-            Ok(Err(s)) => {
-                return Err(Status::unavailable(format!(
-                    "master {target} refused to campaign: {}",
-                    s.message()
-                )))
-            }
-            Err(_) => {
-                return Err(Status::unavailable(format!(
-                    "master {target} did not answer the request to campaign"
-                )))
-            }
-        }
+        self.ask_to_campaign(target, &node).await?;
         let elected = raft
             .wait(Some(TRANSFER_TIMEOUT.saturating_sub(started.elapsed())))
             .metrics(
@@ -258,6 +189,90 @@ impl ClusterService {
         );
         Ok((leader, elected.current_term))
     }
+
+    /// Asks `target` to campaign now (the transfer's last step: its log is complete and every
+    /// lease has run out).
+    async fn ask_to_campaign(
+        &self,
+        target: MasterId,
+        node: &crate::raft::MasterNode,
+    ) -> Result<(), Status> {
+        let channel = self
+            .dialer
+            .channel(&node.addr)
+            .map_err(|e| Status::internal(format!("master {target} address: {e}")))?;
+        let header = drover_proto::raft::RaftHeader {
+            cluster_id: self
+                .identity
+                .cluster_id()
+                .map(|c| c.0.clone())
+                .unwrap_or_default(),
+            from_node: self.identity.node_id(),
+            to_node: target,
+            to_incarnation: node.incarnation.0.clone(),
+            protocol_version: crate::raft::PROTOCOL_VERSION,
+        };
+        let asked = tokio::time::timeout(
+            HELLO_TIMEOUT,
+            RaftServiceClient::new(channel).campaign(drover_proto::raft::RaftRequest {
+                header: Some(header),
+                payload: Vec::new(),
+            }),
+        )
+        .await;
+        match asked {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(Status::unavailable(format!(
+                "master {target} refused to campaign: {}",
+                s.message()
+            ))),
+            Err(_) => Err(Status::unavailable(format!(
+                "master {target} did not answer the request to campaign"
+            ))),
+        }
+    }
+}
+
+/// Whom to hand leadership to (`to`, or the voter with the most of the log when 0), its node
+/// and the current term; refused naming `to` if it is this master or not a voter.
+fn transfer_target(
+    raft: &crate::raft::Raft,
+    me: MasterId,
+    to: MasterId,
+) -> Result<(u64, MasterId, crate::raft::MasterNode), Status> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    let voters: Vec<MasterId> = membership.voter_ids().filter(|v| *v != me).collect();
+    let matched = |id: &MasterId| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+            .map_or(0, |l| l.index)
+    };
+    let target = if to != 0 {
+        if to == me {
+            return Err(Status::invalid_argument(format!(
+                "to: master {me} leads already"
+            )));
+        }
+        if !voters.contains(&to) {
+            return Err(Status::invalid_argument(format!(
+                "to: master {to} is not a voter of this cluster"
+            )));
+        }
+        to
+    } else {
+        *voters
+            .iter()
+            .max_by_key(|v| matched(v))
+            .ok_or_else(|| Status::failed_precondition("no other voter to hand leadership to"))?
+    };
+    let node = membership
+        .get_node(&target)
+        .cloned()
+        .ok_or_else(|| Status::internal("target not in the membership"))?;
+    Ok((m.current_term, target, node))
 }
 
 /// Checks `host:port`.
