@@ -1,0 +1,232 @@
+use super::*;
+
+fn parse(json: &str) -> Result<AppDefinition, ApiError> {
+    parse_app(json.as_bytes())
+}
+
+#[test]
+fn a_minimal_app_gets_marathons_defaults() {
+    let app = parse(r#"{"id": "web", "cmd": "sleep 100"}"#).unwrap();
+    assert_eq!(app.id.as_str(), "/web");
+    assert_eq!(app.instances, 1);
+    assert_eq!((app.cpus, app.mem, app.disk), (1.0, 128.0, 0.0));
+    assert_eq!((app.backoff_seconds, app.backoff_factor), (1, 1.15));
+    assert_eq!(app.max_launch_delay_seconds, 3600);
+    assert_eq!(app.upgrade_strategy, UpgradeStrategy::default());
+    assert_eq!(app.kill_selection, KillSelection::YoungestFirst);
+    assert_eq!(app.port_definitions.len(), 1);
+    assert_eq!(app.port_definitions[0].port, 0);
+    let json: Value = serde_json::to_value(&app).unwrap();
+    assert_eq!(json["killSelection"], "YOUNGEST_FIRST");
+    assert_eq!(
+        json["unreachableStrategy"],
+        serde_json::json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0})
+    );
+    assert_eq!(json["networks"], serde_json::json!([{"mode": "host"}]));
+    assert!(json.get("ports").is_none(), "{json}");
+}
+
+#[test]
+fn a_full_app_reads_and_writes_back_the_same() {
+    let body = r#"{
+        "id": "/prod/web", "cmd": "python3 -m http.server $PORT0", "instances": 3,
+        "cpus": 0.25, "mem": 64, "env": {"MODE": "prod"}, "labels": {"team": "a"},
+        "constraints": [["hostname", "UNIQUE"], ["rack", "GROUP_BY", "2"], ["zone", "MAX_PER", 1],
+                        ["os", "LIKE", "linux|bsd"], ["os", "UNLIKE", "win.*"], ["dc", "CLUSTER", "east"]],
+        "portDefinitions": [{"port": 0, "protocol": "tcp", "name": "http"}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0,
+                          "gracePeriodSeconds": 5, "intervalSeconds": 2, "timeoutSeconds": 1,
+                          "maxConsecutiveFailures": 2},
+                         {"protocol": "COMMAND", "command": {"value": "true"}}],
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.2},
+        "unreachableStrategy": {"inactiveAfterSeconds": 60, "expungeAfterSeconds": 600},
+        "killSelection": "OLDEST_FIRST", "taskKillGracePeriodSeconds": 10,
+        "backoffSeconds": 2, "backoffFactor": 2.0, "maxLaunchDelaySeconds": 60,
+        "tasksRunning": 3, "deployments": [{"id": "x"}], "uris": [], "version": "2020-01-01T00:00:00.000Z"
+    }"#;
+    let app = parse(body).unwrap();
+    assert_eq!(app.constraints.len(), 6);
+    assert_eq!(app.constraints[2].operator, Operator::MaxPer(1));
+    assert_eq!(app.constraints[1].operator, Operator::GroupBy(Some(2)));
+    assert_eq!(app.version, None, "the version is the scheduler's to set");
+    let written = serde_json::to_vec(&app).unwrap();
+    let again = parse_app(&written).unwrap();
+    assert_eq!(again, app);
+    let json: Value = serde_json::from_slice(&written).unwrap();
+    assert_eq!(
+        json["constraints"][2],
+        serde_json::json!(["zone", "MAX_PER", "1"])
+    );
+    assert_eq!(
+        json["healthChecks"][1]["command"],
+        serde_json::json!({"value": "true"})
+    );
+}
+
+#[test]
+fn deprecated_ports_become_port_definitions() {
+    let app = parse(r#"{"id": "/a", "cmd": "x", "ports": [0, 8080]}"#).unwrap();
+    let ports: Vec<u32> = app.port_definitions.iter().map(|p| p.port).collect();
+    assert_eq!(ports, vec![0, 8080]);
+    assert_eq!(
+        serde_json::to_value(&app).unwrap()["unreachableStrategy"],
+        serde_json::json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0})
+    );
+    let disabled = parse(r#"{"id": "/a", "cmd": "x", "unreachableStrategy": "disabled"}"#).unwrap();
+    assert_eq!(disabled.unreachable_strategy, UnreachableStrategy::Disabled);
+}
+
+/// Every refusal: its status and the path it names.
+#[test]
+fn bad_definitions_are_refused_naming_the_field() {
+    let cases: &[(&str, u16, &str)] = &[
+        (r#"{"id": "/a", "cmd": "#, 400, ""),
+        (r#"[1, 2]"#, 422, "/"),
+        (r#"{"cmd": "x"}"#, 422, "/"),
+        (r#"{"id": "/A", "cmd": "x"}"#, 422, "/id"),
+        (r#"{"id": "/a/tasks", "cmd": "x"}"#, 422, "/id"),
+        (
+            r#"{"id": "/a", "cmd": "x", "colour": "red"}"#,
+            422,
+            "/colour",
+        ),
+        (r#"{"id": "/a", "cmd": "x", "cpus": "many"}"#, 422, "/cpus"),
+        (r#"{"id": "/a", "cmd": "x", "cpus": -1}"#, 422, "/cpus"),
+        (r#"{"id": "/a", "cmd": "x", "mem": -5}"#, 422, "/mem"),
+        (
+            r#"{"id": "/a", "cmd": "x", "instances": -1}"#,
+            422,
+            "/instances",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "instances": 100001}"#,
+            422,
+            "/instances",
+        ),
+        (r#"{"id": "/a"}"#, 422, "/"),
+        (r#"{"id": "/a", "cmd": "x", "args": ["y"]}"#, 422, "/"),
+        (r#"{"id": "/a", "cmd": ""}"#, 422, "/cmd"),
+        (
+            r#"{"id": "/a", "cmd": "x", "constraints": [["hostname"]]}"#,
+            422,
+            "/constraints(0)",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "constraints": [["hostname", "NEAR"]]}"#,
+            422,
+            "/constraints(0)",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "constraints": [["hostname", "UNIQUE", "x"]]}"#,
+            422,
+            "/constraints(0)",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "constraints": [["rack", "MAX_PER", "two"]]}"#,
+            422,
+            "/constraints(0)",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "constraints": [["os", "LIKE", "("]]}"#,
+            422,
+            "/constraints(0)",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "HTTPS"}]}"#,
+            422,
+            "/healthChecks(0)/protocol",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "GOPHER"}]}"#,
+            422,
+            "/healthChecks(0)/protocol",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "COMMAND"}]}"#,
+            422,
+            "/healthChecks(0)/command",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "healthChecks": [{"portIndex": 3}]}"#,
+            422,
+            "/healthChecks(0)/portIndex",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "healthChecks": [{"colour": 1}]}"#,
+            422,
+            "/healthChecks(0)/colour",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "upgradeStrategy": {"minimumHealthCapacity": 1.5}}"#,
+            422,
+            "/upgradeStrategy/minimumHealthCapacity",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "unreachableStrategy": {"inactiveAfterSeconds": 9, "expungeAfterSeconds": 1}}"#,
+            422,
+            "/unreachableStrategy/inactiveAfterSeconds",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "killSelection": "RANDOM"}"#,
+            422,
+            "/killSelection",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "portDefinitions": [{"port": 70000}]}"#,
+            422,
+            "/portDefinitions(0)/port",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "portDefinitions": [{"port": 1, "name": "a"}, {"port": 2, "name": "a"}]}"#,
+            422,
+            "/portDefinitions(1)/name",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "busybox"}}}"#,
+            422,
+            "/container",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "uris": ["http://x/y.tgz"]}"#,
+            422,
+            "/uris",
+        ),
+        (r#"{"id": "/a", "cmd": "x", "gpus": 1}"#, 422, "/gpus"),
+        (
+            r#"{"id": "/a", "cmd": "x", "networks": [{"mode": "container"}]}"#,
+            422,
+            "/networks(0)/mode",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "env": {"A": {"secret": "s"}}}"#,
+            422,
+            "/env/A",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "backoffFactor": 0.5}"#,
+            422,
+            "/backoffFactor",
+        ),
+        (r#"{"id": "/a", "cmd": "x", "role": "a b"}"#, 422, "/role"),
+    ];
+    for (body, status, path) in cases {
+        let e = parse(body).expect_err(body);
+        assert_eq!(e.status, *status, "{body}: {e:?}");
+        if *status == 422 {
+            assert!(
+                e.details.iter().any(|d| d.path == *path),
+                "{body}: wanted a violation at {path}, got {:?}",
+                e.details
+            );
+            assert_eq!(e.message, "Object is not valid");
+        }
+    }
+}
+
+#[test]
+fn an_oversized_command_is_refused() {
+    let body =
+        serde_json::json!({"id": "/a", "cmd": "x".repeat(MAX_COMMAND_BYTES + 1)}).to_string();
+    let e = parse(&body).unwrap_err();
+    assert_eq!(e.details[0].path, "/cmd");
+}

@@ -1,0 +1,13 @@
+//! The Marathon-compatible scheduler's model and API shapes (issue 18, in progress).
+//!
+//! - [`path`]: app and group ids (`/prod/web`) with Marathon's rule.
+//! - [`app`]: app definitions in Marathon's JSON, their defaults and every rule a definition
+//!   must satisfy, reported with the field at fault.
+//! - [`error`]: the error answers of `/v2` in Marathon's shapes (400, 404, 409, 422).
+//!
+//! `scheduler/MARATHON.md` is the reference these follow: the wire shapes marathon-python
+//! and other Marathon clients depend on.
+
+pub mod app;
+pub mod error;
+pub mod path;
