@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use super::error::{pointer, ApiError, PathSegment, Violation};
 use super::path::PathId;
+use super::time::Timestamp;
 
 /// Most instances of one app.
 pub const MAX_INSTANCES: u32 = 100_000;
@@ -120,7 +121,7 @@ pub struct AppDefinition {
     pub networks: Vec<Network>,
     /// Set by the scheduler when it stores a version; ignored on input.
     #[serde(default)]
-    pub version: Option<String>,
+    pub version: Option<Timestamp>,
 }
 
 fn one() -> u32 {

@@ -4,6 +4,7 @@
 //! - [`app`]: app definitions in Marathon's JSON, their defaults and every rule a definition
 //!   must satisfy, reported with the field at fault.
 //! - [`error`]: the error answers of `/v2` in Marathon's shapes (400, 404, 409, 422).
+//! - [`time`]: timestamps as `/v2` writes them (ISO-8601 UTC with milliseconds).
 //!
 //! `scheduler/MARATHON.md` is the reference these follow: the wire shapes marathon-python
 //! and other Marathon clients depend on.
@@ -11,3 +12,4 @@
 pub mod app;
 pub mod error;
 pub mod path;
+pub mod time;
