@@ -3,6 +3,8 @@
 //! - [`path`]: app and group ids (`/prod/web`) with Marathon's rule.
 //! - [`app`]: app definitions in Marathon's JSON, their defaults and every rule a definition
 //!   must satisfy, reported with the field at fault.
+//! - [`placement`]: how many instances one offer takes, with which resources and host ports,
+//!   under the app's constraints.
 //! - [`error`]: the error answers of `/v2` in Marathon's shapes (400, 404, 409, 422).
 //! - [`time`]: timestamps as `/v2` writes them (ISO-8601 UTC with milliseconds).
 //!
@@ -12,4 +14,5 @@
 pub mod app;
 pub mod error;
 pub mod path;
+pub mod placement;
 pub mod time;
