@@ -6,6 +6,7 @@
 //! - [`placement`]: how many instances one offer takes, with which resources and host ports,
 //!   under the app's constraints.
 //! - [`error`]: the error answers of `/v2` in Marathon's shapes (400, 404, 409, 422).
+//! - [`view`]: apps and tasks as `/v2` shows them, with only Marathon's keys.
 //! - [`time`]: timestamps as `/v2` writes them (ISO-8601 UTC with milliseconds).
 //!
 //! `scheduler/MARATHON.md` is the reference these follow: the wire shapes marathon-python
@@ -16,3 +17,4 @@ pub mod error;
 pub mod path;
 pub mod placement;
 pub mod time;
+pub mod view;
