@@ -5,6 +5,8 @@
 //!   must satisfy, reported with the field at fault.
 //! - [`placement`]: how many instances one offer takes, with which resources and host ports,
 //!   under the app's constraints.
+//! - [`state`]: apps and their versions in the masters' framework store, changed by
+//!   compare-and-set.
 //! - [`error`]: the error answers of `/v2` in Marathon's shapes (400, 404, 409, 422).
 //! - [`view`]: apps and tasks as `/v2` shows them, with only Marathon's keys.
 //! - [`time`]: timestamps as `/v2` writes them (ISO-8601 UTC with milliseconds).
@@ -16,5 +18,6 @@ pub mod app;
 pub mod error;
 pub mod path;
 pub mod placement;
+pub mod state;
 pub mod time;
 pub mod view;
