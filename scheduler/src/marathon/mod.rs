@@ -5,6 +5,8 @@
 //!   must satisfy, reported with the field at fault.
 //! - [`placement`]: how many instances one offer takes, with which resources and host ports,
 //!   under the app's constraints.
+//! - [`queue`]: the launch queue: instances still to launch per app, backoff after failed
+//!   launches, whether the framework wants offers.
 //! - [`state`]: apps and their versions in the masters' framework store, changed by
 //!   compare-and-set.
 //! - [`error`]: the error answers of `/v2` in Marathon's shapes (400, 404, 409, 422).
@@ -18,6 +20,7 @@ pub mod app;
 pub mod error;
 pub mod path;
 pub mod placement;
+pub mod queue;
 pub mod state;
 pub mod time;
 pub mod view;
