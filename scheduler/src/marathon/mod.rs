@@ -9,6 +9,7 @@
 //!   launches, whether the framework wants offers.
 //! - [`state`]: apps and their versions in the masters' framework store, changed by
 //!   compare-and-set.
+//! - [`api`]: `/v2` over HTTP (the first routes).
 //! - [`error`]: the error answers of `/v2` in Marathon's shapes (400, 404, 409, 422).
 //! - [`view`]: apps and tasks as `/v2` shows them, with only Marathon's keys.
 //! - [`time`]: timestamps as `/v2` writes them (ISO-8601 UTC with milliseconds).
@@ -16,6 +17,7 @@
 //! `scheduler/MARATHON.md` is the reference these follow: the wire shapes marathon-python
 //! and other Marathon clients depend on.
 
+pub mod api;
 pub mod app;
 pub mod error;
 pub mod path;
