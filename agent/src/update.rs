@@ -6,7 +6,6 @@
 //! when the executor could not report), so that every resend of an update is recognisably the
 //! same update all the way to the master, which applies a uuid at most once.
 
-use drover_model::status::cut;
 use drover_proto::v1;
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +18,9 @@ pub use drover_model::TaskState;
 /// master records.
 pub use drover_model::{StatusSource, TaskStatus};
 
-/// Longest message kept in an update, bytes; longer ones are cut (at a char boundary).
-pub use drover_model::status::MAX_MESSAGE_BYTES;
-/// Longest reason kept in an update, bytes.
-pub const MAX_REASON_BYTES: usize = 128;
+/// Longest message and reason kept in an update, bytes; longer ones are cut (at a char
+/// boundary).
+pub use drover_model::status::{MAX_MESSAGE_BYTES, MAX_REASON_BYTES};
 
 /// One status update of one task: the status, addressed to its task, framework and agent.
 /// In JSON the status's fields sit beside the ids (one flat object, as checkpoints have it).
@@ -46,7 +44,6 @@ impl StatusUpdate {
         reason: &str,
         message: impl Into<String>,
     ) -> Self {
-        let reason = cut(reason.to_string(), MAX_REASON_BYTES);
         Self {
             agent_id,
             framework_id,
@@ -67,8 +64,7 @@ impl StatusUpdate {
 
     /// Makes the free-text fields fit their limits (an update read from an executor may not).
     pub fn bounded(mut self) -> Self {
-        self.status.reason = cut(self.status.reason, MAX_REASON_BYTES);
-        self.status.message = cut(self.status.message, MAX_MESSAGE_BYTES);
+        self.status = self.status.bounded();
         self
     }
 
@@ -138,6 +134,60 @@ mod tests {
         assert_eq!(u.status.source, StatusSource::Agent);
         assert_eq!(u.status.exit_code, None);
         assert_eq!(u.status.at_ms, 7);
+    }
+
+    /// What this build writes, an agent of the build before reads (a downgrade keeps its
+    /// checkpoints): its update type, field for field, takes the absent exit code and signal
+    /// now written as `null`.
+    #[test]
+    fn the_previous_build_reads_what_this_one_writes() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        enum EarlierSource {
+            #[serde(rename = "SOURCE_EXECUTOR")]
+            Executor,
+            #[serde(rename = "SOURCE_AGENT")]
+            Agent,
+        }
+        #[derive(Deserialize, Debug)]
+        struct Earlier {
+            agent_id: AgentId,
+            framework_id: FrameworkId,
+            task_id: TaskId,
+            uuid: uuid::Uuid,
+            state: TaskState,
+            source: EarlierSource,
+            reason: String,
+            message: String,
+            #[serde(default)]
+            exit_code: Option<i32>,
+            #[serde(default)]
+            signal: Option<i32>,
+            timestamp_ms: u64,
+        }
+        let u = StatusUpdate::new(
+            AgentId::new("a1").expect("id"),
+            FrameworkId::new("f1").expect("id"),
+            TaskId::new("t1").expect("id"),
+            TaskState::Killed,
+            StatusSource::Agent,
+            "killed",
+            "killed by SIGTERM",
+        )
+        .with_signal(Some(15));
+        let json = serde_json::to_string(&u).expect("encode");
+        let earlier: Earlier = serde_json::from_str(&json).expect("the previous build decodes it");
+        assert_eq!(earlier.agent_id, u.agent_id);
+        assert_eq!(earlier.framework_id, u.framework_id);
+        assert_eq!(earlier.task_id, u.task_id);
+        assert_eq!(earlier.uuid, u.status.uuid);
+        assert_eq!(earlier.state, u.status.state);
+        assert_eq!(earlier.source, EarlierSource::Agent);
+        assert_eq!(
+            (earlier.reason, earlier.message),
+            (u.status.reason.clone(), u.status.message.clone())
+        );
+        assert_eq!((earlier.exit_code, earlier.signal), (None, Some(15)));
+        assert_eq!(earlier.timestamp_ms, u.status.at_ms);
     }
 
     #[test]

@@ -5,15 +5,19 @@
 //!   one rule every part checks (a task id the master accepts is one the agent accepts).
 //! - [`task_state`]: a task's states (Mesos's), which are terminal, and the one function that
 //!   decides which moves between them are legal.
-//! - [`status`]: a task status (the core of a status update), its source and wire form, and
-//!   [`unix_ms`], the wall-clock reading statuses are stamped with.
+//! - [`status`]: a task status (the core of a status update), its source and wire form.
+//! - [`limits`]: the bounds of a task's definition (command, environment) every part checks.
+//! - [`clock`]: [`unix_ms`], the one wall-clock reading.
 
+pub mod clock;
 pub mod ids;
+pub mod limits;
 pub mod status;
 pub mod task_state;
 
+pub use clock::unix_ms;
 pub use ids::{
     decoding_committed, AgentId, FrameworkId, InvalidId, OfferId, Role, TaskId, MAX_ID_BYTES,
 };
-pub use status::{unix_ms, StatusSource, TaskStatus};
+pub use status::{StatusSource, TaskStatus};
 pub use task_state::{IllegalTransition, TaskState};

@@ -12,24 +12,16 @@
 //! in postcard (the master's log and snapshots) fields and variants are positional, so the
 //! order of both declarations below is part of the master's on-disk format.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use drover_proto::v1;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::TaskState;
+use crate::{unix_ms, TaskState};
 
 /// Longest message kept in a status, bytes; longer ones are cut at a char boundary.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
-
-/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before the epoch):
-/// the one wall-clock reading every Drover process stamps statuses and records with.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Longest reason kept in a status made here, bytes (cut likewise).
+pub const MAX_REASON_BYTES: usize = 128;
 
 /// Who made a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,8 +80,8 @@ pub struct TaskStatus {
 }
 
 impl TaskStatus {
-    /// A new status (fresh uuid, stamped now) with no exit code or signal; the message is cut
-    /// to [`MAX_MESSAGE_BYTES`].
+    /// A new status (fresh uuid, stamped now) with no exit code or signal, its text
+    /// [`bounded`](TaskStatus::bounded).
     pub fn new(
         state: TaskState,
         source: StatusSource,
@@ -101,11 +93,20 @@ impl TaskStatus {
             state,
             source,
             reason: reason.into(),
-            message: cut(message.into(), MAX_MESSAGE_BYTES),
+            message: message.into(),
             exit_code: None,
             signal: None,
             at_ms: unix_ms(),
         }
+        .bounded()
+    }
+
+    /// The status with its reason and message cut to [`MAX_REASON_BYTES`] and
+    /// [`MAX_MESSAGE_BYTES`] (one read from an executor may be longer).
+    pub fn bounded(mut self) -> Self {
+        self.reason = cut(self.reason, MAX_REASON_BYTES);
+        self.message = cut(self.message, MAX_MESSAGE_BYTES);
+        self
     }
 
     /// This status on the wire, for `task` on `agent`.
@@ -205,9 +206,10 @@ mod tests {
         let new = TaskStatus::new(
             TaskState::Running,
             StatusSource::Agent,
-            "r",
+            "r".repeat(200),
             "x".repeat(5000),
         );
         assert_eq!(new.message.len(), MAX_MESSAGE_BYTES);
+        assert_eq!(new.reason.len(), MAX_REASON_BYTES);
     }
 }

@@ -201,17 +201,7 @@ impl ClusterService {
             .dialer
             .channel(&node.addr)
             .map_err(|e| Status::internal(format!("master {target} address: {e}")))?;
-        let header = drover_proto::raft::RaftHeader {
-            cluster_id: self
-                .identity
-                .cluster_id()
-                .map(|c| c.0.clone())
-                .unwrap_or_default(),
-            from_node: self.identity.node_id(),
-            to_node: target,
-            to_incarnation: node.incarnation.0.clone(),
-            protocol_version: crate::raft::PROTOCOL_VERSION,
-        };
+        let header = crate::raft::network::raft_header(&self.identity, target, node);
         let asked = tokio::time::timeout(
             HELLO_TIMEOUT,
             RaftServiceClient::new(channel).campaign(drover_proto::raft::RaftRequest {

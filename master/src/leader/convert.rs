@@ -18,13 +18,10 @@ use crate::registry::TaskState;
 
 /// Longest name, principal, hostname, reason or address accepted, bytes.
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest shell command; most environment variables per task, and the longest name or value.
+pub use drover_model::limits::{MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS};
 /// Longest status message kept, bytes (longer ones are cut, not refused).
 pub use drover_model::status::MAX_MESSAGE_BYTES;
-/// Longest shell command, bytes.
-pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
-/// Most environment variables per task, and the longest name or value.
-pub const MAX_ENV_VARS: usize = 256;
-pub const MAX_ENV_BYTES: usize = 16 * 1024;
 /// Longest failover timeout or refuse filter accepted: a week.
 pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 

@@ -139,19 +139,25 @@ fn failure(rpc: &'static str, kind: &'static str) {
     metrics::counter!(m::RAFT_RPC_FAILURES_TOTAL, "rpc" => rpc, "kind" => kind).increment(1);
 }
 
+/// The header of a Raft request from this replica (`identity`) to `target` at `node`: the
+/// cluster, both ends (the target's incarnation) and the protocol version it is refused
+/// without.
+pub fn raft_header(identity: &Identity, target: MasterId, node: &MasterNode) -> RaftHeader {
+    RaftHeader {
+        cluster_id: identity
+            .cluster_id()
+            .map(|c| c.0.clone())
+            .unwrap_or_default(),
+        from_node: identity.node_id(),
+        to_node: target,
+        to_incarnation: node.incarnation.0.clone(),
+        protocol_version: super::PROTOCOL_VERSION,
+    }
+}
+
 impl PeerClient {
     fn header(&self) -> RaftHeader {
-        RaftHeader {
-            cluster_id: self
-                .identity
-                .cluster_id()
-                .map(|c| c.0.clone())
-                .unwrap_or_default(),
-            from_node: self.identity.node_id(),
-            to_node: self.target,
-            to_incarnation: self.node.incarnation.0.clone(),
-            protocol_version: super::PROTOCOL_VERSION,
-        }
+        raft_header(&self.identity, self.target, &self.node)
     }
 
     fn client(&self) -> Result<RaftServiceClient<Channel>, Unreachable> {

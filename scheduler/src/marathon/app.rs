@@ -22,11 +22,9 @@ use super::time::Timestamp;
 
 /// Most instances of one app.
 pub const MAX_INSTANCES: u32 = 100_000;
-/// Longest `cmd` (and all of `args` together), bytes: what the master accepts for a task.
-pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
-/// Most environment variables and labels, and the longest name or value of either.
-pub const MAX_ENV_VARS: usize = 256;
-pub const MAX_ENV_BYTES: usize = 16 * 1024;
+/// Longest `cmd` (and all of `args` together); most environment variables (and labels), and
+/// the longest name or value of either: what the master accepts for a task.
+pub use drover_model::limits::{MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS};
 /// Most constraints, port definitions and health checks.
 pub const MAX_LIST: usize = 64;
 
@@ -201,9 +199,42 @@ pub enum Operator {
     /// At most this many tasks per value.
     MaxPer(u32),
     /// The value matches this regular expression (whole value).
-    Like(String),
+    Like(Pattern),
     /// The value does not match it.
-    Unlike(String),
+    Unlike(Pattern),
+}
+
+/// A LIKE or UNLIKE constraint's regular expression, compiled once when the app is read
+/// (placement tests it against every offer).
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    text: String,
+    whole: regex::Regex,
+}
+
+impl Pattern {
+    /// `text` as a regular expression that must match a whole value.
+    pub fn new(text: &str) -> Result<Pattern, regex::Error> {
+        Ok(Pattern {
+            text: text.to_string(),
+            whole: regex::Regex::new(&format!("^(?:{text})$"))?,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `value` matches the whole pattern.
+    pub fn matches(&self, value: &str) -> bool {
+        self.whole.is_match(value)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
 }
 
 impl Constraint {
@@ -214,8 +245,8 @@ impl Constraint {
             Operator::Cluster(v) => ("CLUSTER", Some(v.clone())),
             Operator::GroupBy(n) => ("GROUP_BY", n.map(|n| n.to_string())),
             Operator::MaxPer(n) => ("MAX_PER", Some(n.to_string())),
-            Operator::Like(r) => ("LIKE", Some(r.clone())),
-            Operator::Unlike(r) => ("UNLIKE", Some(r.clone())),
+            Operator::Like(p) => ("LIKE", Some(p.as_str().to_string())),
+            Operator::Unlike(p) => ("UNLIKE", Some(p.as_str().to_string())),
         };
         let mut out = vec![self.field.clone(), op.to_string()];
         out.extend(value);
@@ -251,9 +282,9 @@ impl Constraint {
             "GROUP_BY" => Operator::GroupBy(value.as_deref().map(number).transpose()?),
             "MAX_PER" => Operator::MaxPer(number(&needed(value)?)?),
             "LIKE" | "UNLIKE" => {
-                let pattern = needed(value)?;
-                regex::Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| format!("{op}: {pattern:?} is not a regular expression: {e}"))?;
+                let text = needed(value)?;
+                let pattern = Pattern::new(&text)
+                    .map_err(|e| format!("{op}: {text:?} is not a regular expression: {e}"))?;
                 if op == "LIKE" {
                     Operator::Like(pattern)
                 } else {

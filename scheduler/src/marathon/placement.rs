@@ -67,13 +67,20 @@ pub fn place(
         .iter()
         .map(|c| placed.iter().map(|a| a.value(&c.field)).collect())
         .collect();
+    // This agent's value for each constraint's field, read once.
+    let mine: Vec<Option<String>> = app
+        .constraints
+        .iter()
+        .map(|c| agent.value(&c.field))
+        .collect();
     let mut launches = Vec::new();
     while launches.len() < wanted {
         let fits_constraints = app
             .constraints
             .iter()
+            .zip(&mine)
             .zip(&values)
-            .all(|(c, seen)| allows(c, agent.value(&c.field).as_deref(), seen));
+            .all(|((c, value), seen)| allows(c, value.as_deref(), seen));
         if !fits_constraints || !left.contains(&scalars) {
             break;
         }
@@ -90,8 +97,8 @@ pub fn place(
             break;
         };
         left = rest;
-        for (c, seen) in app.constraints.iter().zip(values.iter_mut()) {
-            seen.push(agent.value(&c.field));
+        for (value, seen) in mine.iter().zip(values.iter_mut()) {
+            seen.push(value.clone());
         }
         launches.push(Launch { resources, ports });
     }
@@ -125,8 +132,8 @@ fn allows(c: &Constraint, value: Option<&str>, seen: &[Option<String>]) -> bool 
         (Operator::Unique, Some(v)) => same(v) == 0,
         (Operator::Cluster(want), Some(v)) => v == want,
         (Operator::MaxPer(n), Some(v)) => same(v) < *n as usize,
-        (Operator::Like(pattern), Some(v)) => matches(pattern, v),
-        (Operator::Unlike(pattern), Some(v)) => !matches(pattern, v),
+        (Operator::Like(pattern), Some(v)) => pattern.matches(v),
+        (Operator::Unlike(pattern), Some(v)) => !pattern.matches(v),
         (Operator::GroupBy(groups), Some(v)) => {
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for s in seen.iter().flatten() {
@@ -146,11 +153,6 @@ fn allows(c: &Constraint, value: Option<&str>, seen: &[Option<String>]) -> bool 
             }
         }
     }
-}
-
-/// Whether `value` matches the whole of `pattern` (validated when the app was accepted).
-fn matches(pattern: &str, value: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|r| r.is_match(value))
 }
 
 #[cfg(test)]

@@ -303,18 +303,21 @@ impl<S: KvStore> Apps<S> {
         Ok(existed)
     }
 
-    /// Every key that starts with `prefix`.
+    /// Every key that starts with `prefix` (they follow `prefix` itself in key order).
     async fn keys_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
-        let mut after = prefix.to_string();
+        let mut keys: Vec<String> = Vec::new();
         loop {
-            let (page, more) = self.store.list(&after, LIST_PAGE).await?;
-            let before = keys.len();
-            keys.extend(page.iter().filter(|k| k.starts_with(prefix)).cloned());
-            let left_prefix = page.last().is_some_and(|k| !k.starts_with(prefix));
-            match page.last() {
-                Some(last) if more && !left_prefix && keys.len() > before => after = last.clone(),
-                _ => return Ok(keys),
+            let after = keys.last().map_or(prefix, String::as_str);
+            let (page, more) = self.store.list(after, LIST_PAGE).await?;
+            let page_len = page.len();
+            let under: Vec<String> = page
+                .into_iter()
+                .take_while(|k| k.starts_with(prefix))
+                .collect();
+            let whole_page = under.len() == page_len;
+            keys.extend(under);
+            if !(more && whole_page && page_len > 0) {
+                return Ok(keys);
             }
         }
     }

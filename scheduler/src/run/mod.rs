@@ -15,6 +15,7 @@ mod launch;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use drover_model::limits::{MAX_COMMAND_BYTES, MAX_ENV_VARS};
 use drover_proto::v1::{CommandInfo, TaskInfo};
 use drover_resources::{ResourceError, Resources};
 
@@ -30,10 +31,6 @@ pub const DEFAULT_MASTERS: &str = "127.0.0.1:5050,127.0.0.1:5052,127.0.0.1:5054"
 pub const FAILOVER_TIMEOUT_SECONDS: f64 = 60.0;
 /// Longest task id or name accepted, bytes.
 const MAX_ID_BYTES: usize = 200;
-/// Longest shell command accepted, bytes.
-const MAX_COMMAND_BYTES: usize = 64 * 1024;
-/// Most `--env` entries.
-const MAX_ENV: usize = 256;
 
 /// `drover run [OPTIONS] -- COMMAND...`
 #[derive(clap::Args, Debug, Clone)]
@@ -216,8 +213,8 @@ impl Plan {
                 "the command is longer than {MAX_COMMAND_BYTES} bytes"
             )));
         }
-        if args.env.len() > MAX_ENV {
-            return Err(usage("env", format!("at most {MAX_ENV} variables")));
+        if args.env.len() > MAX_ENV_VARS {
+            return Err(usage("env", format!("at most {MAX_ENV_VARS} variables")));
         }
         let mut environment = BTreeMap::new();
         for (k, v) in args.env {
