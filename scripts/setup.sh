@@ -45,3 +45,20 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# The real Marathon client the tests drive (marathon-python from PyPI, unchanged), in a
+# virtualenv outside the work tree. Pinned versions: the test proves compatibility with these.
+venv="${DROVER_VENV:-$HOME/.cache/drover-venv}"
+if ! "$venv/bin/python" -c 'import marathon, requests_toolbelt' >/dev/null 2>&1; then
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
+    echo "setup: installing python3 and python3-venv" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+  fi
+  echo "setup: making the Marathon client's virtualenv in $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'marathon==0.13.0' 'requests-toolbelt==1.0.0'
+fi

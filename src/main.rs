@@ -59,6 +59,32 @@ enum Command {
     Cluster(ClusterArgs),
     /// Print the current leader as JSON.
     Leader(MastersArg),
+    /// Apps on the Marathon-compatible scheduler: add, list, show, scale, restart, update, rm.
+    App {
+        #[command(flatten)]
+        scheduler: admin::apps::SchedulerArg,
+        #[command(subcommand)]
+        op: admin::apps::AppOp,
+    },
+    /// Tasks of the scheduler's apps: list, kill.
+    Task {
+        #[command(flatten)]
+        scheduler: admin::apps::SchedulerArg,
+        #[command(subcommand)]
+        op: admin::apps::TaskOp,
+    },
+    /// The scheduler's deployments: list, rollback.
+    Deployment {
+        #[command(flatten)]
+        scheduler: admin::apps::SchedulerArg,
+        #[command(subcommand)]
+        op: admin::apps::DeploymentOp,
+    },
+    /// Follow the scheduler's event stream (reconnects when it breaks).
+    Watch {
+        #[command(flatten)]
+        scheduler: admin::apps::SchedulerArg,
+    },
     /// Run a local cluster in child processes until Ctrl-C.
     Up(UpArgs),
     /// Measure the cluster: store write throughput and latency, leader failover time.
@@ -68,6 +94,8 @@ enum Command {
     /// Run one command as a task on the cluster, print its statuses, exit with its status
     /// (in the spirit of mesos-execute): `drover run -- 'echo hi'`.
     Run(drover_scheduler::run::RunArgs),
+    /// The Marathon-compatible scheduler: keeps apps running, serves `/v2` (default :8080).
+    Scheduler(drover_scheduler::marathon::serve::SchedulerArgs),
     /// Run an agent: register with the leader, offer this machine's resources, run tasks.
     /// `drover agent drain|reactivate|remove AGENT` maintains one through the masters.
     Agent(AgentCommand),
@@ -219,6 +247,12 @@ struct UpArgs {
     /// First master port; masters use it and every second port after it.
     #[arg(long, default_value_t = 5050)]
     base_port: u16,
+    /// How many Marathon-compatible schedulers (one active, the others standbys).
+    #[arg(long, default_value_t = 2)]
+    schedulers: usize,
+    /// The first scheduler's port (`/v2`); the others use the ports after it.
+    #[arg(long, default_value_t = 8080)]
+    scheduler_port: u16,
 }
 
 fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
@@ -236,6 +270,17 @@ fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
 
 fn client(m: &MastersArg) -> anyhow::Result<MasterClient> {
     Ok(MasterClient::new(&m.masters)?)
+}
+
+/// How a `drover app|task|deployment|watch` command ended.
+fn apps_exit(r: Result<(), admin::apps::AppsError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn exit(r: Result<Exit, admin::CliError>) -> ExitCode {
@@ -313,6 +358,7 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
             | Command::Up(_)
             | Command::Agent(AgentCommand { op: None, .. })
             | Command::Executor(_)
+            | Command::Scheduler(_)
     );
     init_logging(
         cli.log_format,
@@ -334,6 +380,12 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
             Command::Store(s) => store(s).await?,
             Command::Cluster(c) => cluster(c).await?,
             Command::Leader(m) => exit(admin::cluster::leader(&client(&m)?).await),
+            Command::App { scheduler, op } => apps_exit(admin::apps::app(&scheduler, op).await),
+            Command::Task { scheduler, op } => apps_exit(admin::apps::task(&scheduler, op).await),
+            Command::Deployment { scheduler, op } => {
+                apps_exit(admin::apps::deployment(&scheduler, op).await)
+            }
+            Command::Watch { scheduler } => apps_exit(admin::apps::watch(&scheduler).await),
             Command::Up(u) => {
                 let binary = std::env::current_exe().context("locating the drover binary")?;
                 drover_chaos::up::run(drover_chaos::up::UpOptions {
@@ -344,6 +396,8 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                     base_port: u.base_port,
                     master_args: Vec::new(),
                     agent_args: Vec::new(),
+                    schedulers: u.schedulers,
+                    scheduler_port: u.scheduler_port,
                 })
                 .await?;
                 ExitCode::SUCCESS
@@ -389,6 +443,14 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                     ExitCode::from(1)
                 }
             },
+            Command::Scheduler(args) => {
+                let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .install_recorder()
+                    .context("installing the metrics recorder")?;
+                drover_scheduler::marathon::serve::serve(args, Some(prometheus), shutdown_signal())
+                    .await?;
+                ExitCode::SUCCESS
+            }
             Command::Run(args) => match drover_scheduler::run::run(args).await {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => {

@@ -17,12 +17,26 @@ fn free_base_port() -> u16 {
     drover_chaos::cluster::free_port_block(5, 1).expect("free ports")
 }
 
+/// Two free ports for the schedulers.
+fn free_scheduler_port() -> u16 {
+    drover_chaos::cluster::free_port_block(2, 1).expect("free ports")
+}
+
 /// Starts `drover up`, reads its output until it says it is up, returns the child and the lines.
 async fn up(dir: &std::path::Path, base: u16) -> (tokio::process::Child, Vec<String>) {
+    up_with(dir, base, free_scheduler_port()).await
+}
+
+async fn up_with(
+    dir: &std::path::Path,
+    base: u16,
+    scheduler_port: u16,
+) -> (tokio::process::Child, Vec<String>) {
     let mut child = tokio::process::Command::new(common::binary())
         .args(["up", "--data-dir"])
         .arg(dir)
         .args(["--base-port", &base.to_string()])
+        .args(["--scheduler-port", &scheduler_port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -61,8 +75,15 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join(".drover");
     let base = free_base_port();
-    let (mut child, out) = up(&data, base).await;
+    let scheduler_port = free_scheduler_port();
+    let (mut child, out) = up_with(&data, base, scheduler_port).await;
     let text = out.join("\n");
+    for port in [scheduler_port, scheduler_port + 1] {
+        assert!(
+            text.contains(&format!("http://127.0.0.1:{port}/v2/apps")),
+            "{text}"
+        );
+    }
     assert!(text.contains("Drover is up"), "{text}");
     assert!(text.contains("(leader)"), "{text}");
     for port in [base, base + 2, base + 4] {
@@ -91,6 +112,48 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
         out.stdout, out.stderr
     );
     assert!(out.stdout.contains("TASK_FINISHED"), "{}", out.stdout);
+
+    // Its schedulers keep an app running: POSTed to either (the standby redirects).
+    for port in [scheduler_port, scheduler_port + 1] {
+        common::wait_until(
+            "a scheduler is active",
+            Duration::from_secs(30),
+            || async move {
+                let (status, _) = common::scheduler::send(
+                    reqwest::Method::GET,
+                    &format!("127.0.0.1:{port}"),
+                    "/v2/apps",
+                    None,
+                )
+                .await;
+                (status == 200).then_some(()).ok_or(format!("{status}"))
+            },
+        )
+        .await
+        .expect("scheduler answers");
+    }
+    let standby = format!("127.0.0.1:{}", scheduler_port + 1);
+    let (status, body) = common::scheduler::send(
+        reqwest::Method::POST,
+        &standby,
+        "/v2/apps",
+        Some(serde_json::json!({"id": "/hello", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    common::wait_until("the app runs", Duration::from_secs(60), || {
+        let standby = standby.clone();
+        async move {
+            let (_, body) =
+                common::scheduler::send(reqwest::Method::GET, &standby, "/v2/apps/hello", None)
+                    .await;
+            (body["app"]["tasksRunning"] == 1)
+                .then_some(())
+                .ok_or(format!("{body}"))
+        }
+    })
+    .await
+    .expect("running");
 
     interrupt_and_wait(&mut child).await;
     for a in &addrs {

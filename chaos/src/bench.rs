@@ -16,6 +16,7 @@ use drover_client::{MasterClient, RetryPolicy};
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
 
 pub mod launch;
+pub mod marathon;
 pub mod recovery;
 pub mod soak;
 

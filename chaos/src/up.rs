@@ -1,7 +1,8 @@
 //! `drover up`: a whole local cluster in child processes, until Ctrl-C or SIGTERM.
 //!
 //! Masters listen on 127.0.0.1 from `base_port` in steps of two (5050, 5052, 5054 by default),
-//! agents on the odd ports between them (5051, 5053), everything keeps its data under
+//! agents on the odd ports between them (5051, 5053), the schedulers (`/v2`) from
+//! `scheduler_port` (8080, 8081; one active, the other a standby), everything keeps its data under
 //! `base_dir` (`./.drover/`) and logs to files there. Running it again restarts the same
 //! cluster from its data (agents keep their ids).
 
@@ -21,6 +22,97 @@ pub struct UpOptions {
     pub base_port: u16,
     pub master_args: Vec<String>,
     pub agent_args: Vec<String>,
+    /// How many `drover scheduler`s (one active, the rest standbys).
+    pub schedulers: usize,
+    /// The first scheduler's `/v2` port; the others follow it.
+    pub scheduler_port: u16,
+}
+
+/// How long a scheduler may take to answer `/ping` after it starts.
+const SCHEDULER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `drover scheduler` child of `drover up`.
+struct SchedulerChild {
+    addr: String,
+    log: PathBuf,
+    child: tokio::process::Child,
+}
+
+/// Starts the schedulers against the cluster's masters, and waits until each answers.
+async fn start_schedulers(
+    opts_binary: &std::path::Path,
+    base_dir: &std::path::Path,
+    masters: &str,
+    count: usize,
+    first_port: u16,
+) -> Result<Vec<SchedulerChild>, ClusterError> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        let port = first_port.saturating_add(i as u16);
+        let addr = format!("127.0.0.1:{port}");
+        let log = base_dir.join(format!("scheduler-{i}.log"));
+        let file = std::fs::File::create(&log).map_err(|source| ClusterError::Io {
+            what: format!("creating {}", log.display()),
+            source,
+        })?;
+        let err = file.try_clone().map_err(|source| ClusterError::Io {
+            what: format!("opening {}", log.display()),
+            source,
+        })?;
+        let mut cmd = tokio::process::Command::new(opts_binary);
+        crate::cluster::owned(&mut cmd)
+            .args(["scheduler", "--masters", masters, "--listen", &addr])
+            .stdout(std::process::Stdio::from(file))
+            .stderr(std::process::Stdio::from(err))
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| ClusterError::Io {
+            what: "starting drover scheduler".into(),
+            source,
+        })?;
+        out.push(SchedulerChild { addr, log, child });
+    }
+    for s in &out {
+        let url = format!("http://{}/ping", s.addr);
+        let answered = crate::wait_until("a scheduler to answer", SCHEDULER_START_TIMEOUT, || {
+            let url = url.clone();
+            async move {
+                match reqwest::get(&url).await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        if answered.is_err() {
+            eprintln!(
+                "scheduler {} did not answer; see {}",
+                s.addr,
+                s.log.display()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// SIGTERMs the schedulers and waits (bounded) for them to stop; SIGKILL after that.
+async fn stop_schedulers(schedulers: Vec<SchedulerChild>) {
+    for s in &schedulers {
+        if let Some(pid) = s.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for mut s in schedulers {
+        if tokio::time::timeout(Duration::from_secs(5), s.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = s.child.kill().await;
+        }
+    }
 }
 
 /// Refuses ports a cluster still running (a stale `drover up`, say) holds, naming it, rather
@@ -45,7 +137,7 @@ fn check_ports_free(spec: &ClusterSpec) -> Result<(), ClusterError> {
 }
 
 /// Where everything is, and what to try.
-fn print_banner(cluster: &LocalCluster, leader: &StatusReply) {
+fn print_banner(cluster: &LocalCluster, leader: &StatusReply, schedulers: &[SchedulerChild]) {
     println!();
     println!(
         "Drover is up: cluster {}, term {}",
@@ -75,9 +167,26 @@ fn print_banner(cluster: &LocalCluster, leader: &StatusReply) {
             a.log_path.display()
         );
     }
+    for (i, s) in schedulers.iter().enumerate() {
+        println!(
+            "  scheduler {i}  http://{}/v2/apps  http://{}/v2/leader  (one active, the others redirect to it)",
+            s.addr, s.addr
+        );
+        println!("            log {}", s.log.display());
+    }
     let masters = cluster.addrs().join(",");
     println!();
-    println!("Try:  drover run -- 'echo hello from drover'");
+    if let Some(s) = schedulers.first() {
+        println!(
+            "Try:  curl -X POST -H 'Content-Type: application/json' http://{}/v2/apps \\",
+            s.addr
+        );
+        println!(
+            r#"        -d '{{"id": "/hello", "cmd": "sleep 1000", "instances": 2, "cpus": 0.1, "mem": 32}}'"#
+        );
+        println!("      curl http://{}/v2/apps/hello", s.addr);
+    }
+    println!("      drover run -- 'echo hello from drover'");
     println!("      curl http://{}/v1/state", leader.leader_addr);
     println!("      drover store --masters {masters} put greeting hello");
     println!("      drover store --masters {masters} get greeting");
@@ -96,6 +205,15 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
     spec.master_args = opts.master_args;
     spec.agent_args = opts.agent_args;
     check_ports_free(&spec)?;
+    let scheduler_ports: Vec<String> = (0..opts.schedulers)
+        .map(|i| opts.scheduler_port.saturating_add(i as u16))
+        .filter(|p| !crate::ports::is_free(*p))
+        .map(crate::ports::explain_taken)
+        .collect();
+    if !scheduler_ports.is_empty() {
+        return Err(ClusterError::PortsTaken(scheduler_ports.join("; ")));
+    }
+    let binary = spec.binary.clone();
     println!(
         "starting {} masters and {} agents (data and logs under {})…",
         opts.masters,
@@ -114,7 +232,23 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
             return Err(e);
         }
     };
-    print_banner(&cluster, &leader);
+    let masters = cluster.addrs().join(",");
+    let schedulers = match start_schedulers(
+        &binary,
+        &opts.base_dir,
+        &masters,
+        opts.schedulers,
+        opts.scheduler_port,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            cluster.stop_all(Duration::from_secs(10)).await?;
+            return Err(e);
+        }
+    };
+    print_banner(&cluster, &leader, &schedulers);
 
     let mut term = signal(SignalKind::terminate()).map_err(|source| ClusterError::Io {
         what: "installing the SIGTERM handler".into(),
@@ -141,6 +275,7 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         }
     }
     println!("stopping…");
+    stop_schedulers(schedulers).await;
     cluster.stop_all(Duration::from_secs(15)).await?;
     println!("stopped.");
     Ok(())

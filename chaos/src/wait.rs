@@ -16,9 +16,20 @@ pub struct WaitError {
 
 /// Calls `check` until it returns `Ok(value)` or `timeout` passes. `check` returns `Err(reason)`
 /// while the condition does not hold; the last reason is reported on timeout.
-pub async fn wait_until<T, F, Fut>(
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T, WaitError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    wait_until_every(what, timeout, POLL_INTERVAL, check).await
+}
+
+/// [`wait_until`], re-checking every `interval` (a benchmark timing the condition polls
+/// more often than tests need to).
+pub async fn wait_until_every<T, F, Fut>(
     what: &str,
     timeout: Duration,
+    interval: Duration,
     mut check: F,
 ) -> Result<T, WaitError>
 where
@@ -38,6 +49,6 @@ where
                 last,
             });
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(interval).await;
     }
 }

@@ -90,6 +90,16 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         samples: usize,
     },
+    /// The Marathon scheduler on simulated agents: big apps POSTed until all RUNNING,
+    /// single-instance apps from POST to first RUNNING, `GET /v2/apps` with many apps, and
+    /// the takeover of a SIGKILLed active scheduler by its standby.
+    Marathon {
+        #[command(flatten)]
+        opts: crate::bench::marathon::MarathonBenchOptions,
+        /// Keep the clusters' directory (data and every process's log) after the run.
+        #[arg(long)]
+        keep: bool,
+    },
     /// SIGKILL the leader repeatedly; time until a new leader commits a write.
     Failover {
         #[arg(long, default_value_t = 3)]
@@ -240,6 +250,23 @@ pub async fn run(what: BenchWhat) -> Result<(), CommandError> {
             let f = bench_launch(binary, &dir, &opts).await;
             keep_or_remove(keep, &dir);
             f
+        }
+        BenchWhat::Marathon { opts, keep } => {
+            println!(
+                "marathon benchmark: {} masters (fsync on), simulated agents, drover scheduler",
+                opts.masters
+            );
+            let f = crate::bench::marathon::marathon(binary, dir.clone(), &opts, |line| {
+                println!("{line}")
+            })
+            .await;
+            keep_or_remove(keep, &dir);
+            let f = f?;
+            println!(
+                "figures (JSON): {}",
+                serde_json::to_string(&f).unwrap_or_default()
+            );
+            Ok(())
         }
         BenchWhat::Soak { opts, keep } => {
             let f = bench_soak(binary, &dir, &opts).await;

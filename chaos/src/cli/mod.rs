@@ -29,6 +29,8 @@ pub enum CommandError {
     #[error(transparent)]
     Soak(#[from] SoakBenchError),
     #[error(transparent)]
+    Marathon(#[from] crate::bench::marathon::MarathonBenchError),
+    #[error(transparent)]
     Chaos(#[from] ChaosError),
     #[error(transparent)]
     Workload(#[from] WorkloadError),

@@ -1,0 +1,413 @@
+//! `drover scheduler` on a real cluster (3 masters, 2 agents running real executors), driven
+//! over HTTP as a Marathon client would: an app of 3 instances runs, shows in `/v2/apps/{id}`,
+//! `/v2/tasks` and the event stream; it scales to 5 and to 1, restarts, rolls to a new
+//! command, and on delete every task is killed in the masters' registry.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::scheduler::{send, Scheduler};
+use serde_json::{json, Value};
+
+/// How long the app may take to reach a state.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Waits until `GET /v2/apps/web` satisfies `cond`; returns the app.
+async fn app_when(addr: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    app_named(addr, "web", what, cond).await
+}
+
+async fn app_named(addr: &str, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    common::wait_until(what, CONVERGE, || {
+        let addr = addr.to_string();
+        let ok = &cond;
+        async move {
+            let (_, body) =
+                send(reqwest::Method::GET, &addr, &format!("/v2/apps/{id}"), None).await;
+            let app = body["app"].clone();
+            if ok(&app) {
+                Ok(app)
+            } else {
+                Err(format!(
+                    "running {} staged {} tasks {} deployments {}",
+                    app["tasksRunning"],
+                    app["tasksStaged"],
+                    app["tasks"].as_array().map_or(0, Vec::len),
+                    app["deployments"]
+                ))
+            }
+        }
+    })
+    .await
+    .expect(what)
+}
+
+fn settled(app: &Value, n: usize) -> bool {
+    app["tasksRunning"] == n
+        && app["tasks"].as_array().map(Vec::len) == Some(n)
+        && app["deployments"] == json!([])
+}
+
+fn task_ids(app: &Value) -> BTreeSet<String> {
+    app["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Reads the event stream in the background; the payloads seen so far.
+fn follow_events(addr: &str) -> tokio::sync::watch::Receiver<Vec<Value>> {
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let url = format!("http://{addr}/v2/events");
+    tokio::spawn(async move {
+        let Ok(mut resp) = reqwest::Client::new()
+            .get(url)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+        else {
+            return;
+        };
+        let mut pending = String::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(at) = pending.find('\n') {
+                let line: String = pending.drain(..=at).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                    let event: Value = serde_json::from_str(data).expect("one line of JSON");
+                    tx.send_modify(|v| v.push(event));
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_runs_scales_restarts_rolls_and_is_deleted_on_a_real_cluster() {
+    let c = common::start_with_agents(3, &[], 2, &[], 2).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Scheduler::start(&c.addrs(), dir.path(), "scheduler", &[]).await;
+    let events = follow_events(&s.addr);
+    common::wait_until(
+        "the event stream to attach",
+        Duration::from_secs(10),
+        || {
+            let seen = events.borrow().clone();
+            async move {
+                seen.iter()
+                    .any(|e| e["eventType"] == "event_stream_attached")
+                    .then_some(())
+                    .ok_or_else(|| "not yet".to_string())
+            }
+        },
+    )
+    .await
+    .expect("attached");
+
+    let app = json!({"id": "/web", "cmd": "sleep 1000", "instances": 3, "cpus": 0.05, "mem": 16});
+    let (status, created) = send(reqwest::Method::POST, &s.addr, "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{created}");
+    let running = app_when(&s.addr, "3 running", |a| settled(a, 3)).await;
+    let first = task_ids(&running);
+    let (_, tasks) = send(reqwest::Method::GET, &s.addr, "/v2/tasks", None).await;
+    let listed: BTreeSet<String> = tasks["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            assert_eq!(t["state"], "TASK_RUNNING", "{t}");
+            assert_eq!(t["ports"].as_array().map(Vec::len), Some(1), "{t}");
+            t["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    assert_eq!(listed, first);
+    let seen = events.borrow().clone();
+    for t in &first {
+        assert!(
+            seen.iter().any(|e| e["eventType"] == "status_update_event"
+                && e["taskId"] == t.as_str()
+                && e["taskStatus"] == "TASK_RUNNING"),
+            "no RUNNING event for {t}"
+        );
+    }
+    assert!(seen.iter().any(|e| e["eventType"] == "deployment_success"));
+
+    // The same through the client: tables for people, JSON for scripts, the API's errors.
+    let url = format!("http://{}", s.addr);
+    let out = common::cli(&["app", "list", "--scheduler", &url]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("/web ")),
+        "{}",
+        out.stdout
+    );
+    let out = common::cli(&[
+        "task",
+        "list",
+        "--app",
+        "/web",
+        "--json",
+        "--scheduler",
+        &url,
+    ])
+    .await;
+    let listed: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(
+        listed["tasks"].as_array().map(Vec::len),
+        Some(3),
+        "{listed}"
+    );
+    let out = common::cli(&["app", "show", "/nothing", "--scheduler", &url]).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("404: App '/nothing' does not exist"),
+        "{}",
+        out.stderr
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"id": "/bad", "cmd": "x", "cpus": -1}"#).expect("write");
+    let out = common::cli(&[
+        "app",
+        "add",
+        bad.to_str().expect("path"),
+        "--scheduler",
+        &url,
+    ])
+    .await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("422: Object is not valid") && out.stderr.contains("/cpus"),
+        "{}",
+        out.stderr
+    );
+
+    let (status, r) = send(
+        reqwest::Method::PUT,
+        &s.addr,
+        "/v2/apps//web?force=False",
+        Some(json!({"instances": 5})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    app_when(&s.addr, "5 running", |a| settled(a, 5)).await;
+    let (status, r) = send(
+        reqwest::Method::PUT,
+        &s.addr,
+        "/v2/apps/web",
+        Some(json!({"instances": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let one = app_when(&s.addr, "1 running", |a| settled(a, 1)).await;
+    let before_restart = task_ids(&one);
+
+    let (status, r) = send(reqwest::Method::POST, &s.addr, "/v2/apps/web/restart", None).await;
+    assert_eq!(status, 200, "{r}");
+    let restarted = app_when(&s.addr, "the restart", |a| {
+        settled(a, 1) && task_ids(a).is_disjoint(&before_restart)
+    })
+    .await;
+
+    let (status, r) = send(
+        reqwest::Method::PUT,
+        &s.addr,
+        "/v2/apps/web",
+        Some(json!({"cmd": "sleep 2000", "instances": 2})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let rolled = app_when(&s.addr, "the new command", |a| {
+        settled(a, 2) && a["cmd"] == "sleep 2000" && task_ids(a).is_disjoint(&task_ids(&restarted))
+    })
+    .await;
+    let version = rolled["versionInfo"]["lastConfigChangeAt"].clone();
+    for t in rolled["tasks"].as_array().expect("tasks") {
+        assert_eq!(
+            t["version"], version,
+            "every task runs the new configuration: {t}"
+        );
+    }
+
+    let last = task_ids(&rolled);
+    let (status, r) = send(reqwest::Method::DELETE, &s.addr, "/v2/apps/web", None).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r["deploymentId"].is_string(), "{r}");
+    common::wait_until("every task killed in the registry", CONVERGE, || {
+        let last = last.clone();
+        let c = &c;
+        async move {
+            let state = common::leader_state(c).await?;
+            let live: Vec<String> = state["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| {
+                    t["id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with("web.instance-"))
+                })
+                .filter(|t| {
+                    !matches!(
+                        t["state"].as_str(),
+                        Some("TASK_KILLED" | "TASK_FINISHED" | "TASK_FAILED")
+                    )
+                })
+                .map(|t| format!("{} {}", t["id"], t["state"]))
+                .collect();
+            if !live.is_empty() {
+                return Err(format!("still live: {live:?}"));
+            }
+            let killed = last.iter().all(|id| {
+                state["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["id"] == id.as_str() && t["state"] == "TASK_KILLED")
+            });
+            killed
+                .then_some(())
+                .ok_or_else(|| "the last tasks are not KILLED yet".to_string())
+        }
+    })
+    .await
+    .expect("tasks killed");
+    let (status, _) = send(reqwest::Method::GET, &s.addr, "/v2/apps/web", None).await;
+    assert_eq!(status, 404);
+    common::wait_until("app_terminated_event", Duration::from_secs(10), || {
+        let seen = events.borrow().clone();
+        async move {
+            seen.iter()
+                .any(|e| e["eventType"] == "app_terminated_event" && e["appId"] == "/web")
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await
+    .expect("terminated event");
+}
+
+/// The framework's tasks in the leading master's registry whose id starts with `prefix`:
+/// id → state.
+async fn registry_tasks(
+    c: &common::TestCluster,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let state = common::leader_state(c).await?;
+    Ok(state["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let id = t["id"].as_str()?;
+            id.starts_with(prefix).then(|| {
+                (
+                    id.to_string(),
+                    t["state"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+        })
+        .collect())
+}
+
+/// SIGKILLs the active scheduler (or, with `kill_master`, the leading master) while an app's
+/// deployment runs: a standby takes over and the deployment completes with exactly the app's
+/// instances, none launched twice and none killed because of the takeover.
+async fn takeover_during_a_deployment(kill_master: bool) {
+    let mut c = common::start_with_agents(3, &[], 2, &[], 2).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut a = Scheduler::start(&c.addrs(), dir.path(), "scheduler-a", &[]).await;
+    a.wait_active(Duration::from_secs(30)).await;
+    let b = Scheduler::start(&c.addrs(), dir.path(), "scheduler-b", &[]).await;
+    // The standby names the active one and sends clients there.
+    let (status, leader) = send(reqwest::Method::GET, &b.addr, "/v2/leader", None).await;
+    assert_eq!(
+        (status, leader["leader"].as_str()),
+        (200, Some(a.addr.as_str()))
+    );
+    let (status, listed) = send(reqwest::Method::GET, &b.addr, "/v2/apps", None).await;
+    assert_eq!(status, 200, "followed the redirect: {listed}");
+
+    let app = json!({"id": "/ha", "cmd": "sleep 1000", "instances": 20, "cpus": 0.02, "mem": 8});
+    let (status, created) = send(reqwest::Method::POST, &a.addr, "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{created}");
+    let killed_at = Instant::now();
+    let active = if kill_master {
+        let leader = c
+            .wait_for_leader(common::LEADER_TIMEOUT)
+            .await
+            .expect("a leader");
+        c.kill(leader.leader_id).await.expect("kill the leader");
+        &a
+    } else {
+        a.kill().await;
+        b.wait_active(Duration::from_secs(30)).await;
+        eprintln!(
+            "scheduler takeover: {} ms from SIGKILL to active",
+            killed_at.elapsed().as_millis()
+        );
+        &b
+    };
+    let settled = app_named(&active.addr, "ha", "20 running after the takeover", |a| {
+        settled(a, 20)
+    })
+    .await;
+    eprintln!(
+        "deployment done {} ms after the SIGKILL",
+        killed_at.elapsed().as_millis()
+    );
+    let shown = task_ids(&settled);
+    common::wait_until(
+        "the registry to hold exactly the 20 tasks",
+        CONVERGE,
+        || {
+            let shown = shown.clone();
+            let c = &c;
+            async move {
+                let tasks = registry_tasks(c, "ha.instance-").await?;
+                let running: BTreeSet<String> = tasks
+                    .iter()
+                    .filter(|(_, s)| s.as_str() == "TASK_RUNNING")
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if running != shown {
+                    return Err(format!("registry {tasks:?} against shown {shown:?}"));
+                }
+                // Nothing was killed or replaced: every task the masters ever had for the app
+                // still runs, one per instance.
+                let ended: Vec<&String> = tasks
+                    .iter()
+                    .filter(|(_, s)| s.as_str() != "TASK_RUNNING")
+                    .map(|(id, _)| id)
+                    .collect();
+                if !ended.is_empty() {
+                    return Err(format!("tasks ended by the takeover: {ended:?}"));
+                }
+                let instances: BTreeSet<&str> = tasks
+                    .keys()
+                    .map(|id| id.rsplit_once("._app.").map_or(id.as_str(), |(i, _)| i))
+                    .collect();
+                if instances.len() != tasks.len() {
+                    return Err(format!("an instance ran two tasks: {tasks:?}"));
+                }
+                Ok(())
+            }
+        },
+    )
+    .await
+    .expect("no duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_scheduler_takes_over_a_deployment_when_the_active_one_is_killed() {
+    takeover_during_a_deployment(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_completes_when_the_leading_master_is_killed() {
+    takeover_during_a_deployment(true).await;
+}
