@@ -411,3 +411,122 @@ async fn a_standby_scheduler_takes_over_a_deployment_when_the_active_one_is_kill
 async fn a_deployment_completes_when_the_leading_master_is_killed() {
     takeover_during_a_deployment(true).await;
 }
+
+/// The `status_update_event`s of app `id` seen so far, in order: (when seen, task, state).
+fn updates_of(events: &[(Instant, Value)], id: &str) -> Vec<(Instant, String, String)> {
+    events
+        .iter()
+        .filter(|(_, e)| e["eventType"] == "status_update_event" && e["appId"] == id)
+        .map(|(at, e)| {
+            (
+                *at,
+                e["taskId"].as_str().unwrap_or("").to_string(),
+                e["taskStatus"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Like [`follow_events`], with the time each event was read.
+fn follow_timed_events(addr: &str) -> tokio::sync::watch::Receiver<Vec<(Instant, Value)>> {
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let mut plain = follow_events(addr);
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while plain.changed().await.is_ok() {
+            let now = Instant::now();
+            let all = plain.borrow_and_update().clone();
+            tx.send_modify(|v| v.extend(all[seen..].iter().map(|e| (now, e.clone()))));
+            seen = all.len();
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_command_is_relaunched_with_growing_backoff_and_an_unhealthy_task_is_replaced() {
+    let c = common::start_with_agents(3, &[], 2, &[], 2).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Scheduler::start(&c.addrs(), dir.path(), "scheduler", &[]).await;
+    s.wait_active(Duration::from_secs(30)).await;
+    let events = follow_timed_events(&s.addr);
+
+    let failing = json!({"id": "/fail", "cmd": "exit 1", "cpus": 0.05, "mem": 16,
+        "backoffSeconds": 2, "backoffFactor": 2, "maxLaunchDelaySeconds": 60});
+    let (status, r) = send(reqwest::Method::POST, &s.addr, "/v2/apps", Some(failing)).await;
+    assert_eq!(status, 201, "{r}");
+    // Three failures: the launches after them wait 2 s, then 4 s.
+    let failures = common::wait_until("three failed launches", CONVERGE, || {
+        let seen = events.borrow().clone();
+        async move {
+            let failed: Vec<(Instant, String, String)> = updates_of(&seen, "/fail")
+                .into_iter()
+                .filter(|(_, _, state)| state == "TASK_FAILED")
+                .collect();
+            (failed.len() >= 3)
+                .then_some(failed)
+                .ok_or_else(|| "fewer than 3 failures".to_string())
+        }
+    })
+    .await
+    .expect("failures");
+    let gap1 = failures[1].0 - failures[0].0;
+    let gap2 = failures[2].0 - failures[1].0;
+    assert!(gap1 >= Duration::from_millis(900), "first backoff {gap1:?}");
+    assert!(
+        gap2 >= gap1 + Duration::from_millis(500),
+        "the backoff grows: {gap1:?} then {gap2:?}"
+    );
+    let ids: BTreeSet<&str> = failures.iter().map(|(_, t, _)| t.as_str()).collect();
+    assert_eq!(ids.len(), 3, "each relaunch is a new task: {ids:?}");
+    let instances: BTreeSet<&str> = ids
+        .iter()
+        .map(|t| t.rsplit_once("._app.").expect("task id").0)
+        .collect();
+    assert_eq!(instances.len(), 1, "of the same instance: {ids:?}");
+    let (_, app) = send(reqwest::Method::GET, &s.addr, "/v2/apps/fail", None).await;
+    assert_eq!(
+        app["app"]["lastTaskFailure"]["state"], "TASK_FAILED",
+        "{app}"
+    );
+    let (_, queue) = send(reqwest::Method::GET, &s.addr, "/v2/queue", None).await;
+    assert_eq!(queue["queue"][0]["app"]["id"], "/fail", "{queue}");
+    let (status, r) = send(reqwest::Method::DELETE, &s.addr, "/v2/apps/fail", None).await;
+    assert_eq!(status, 200, "{r}");
+
+    // An HTTP check that fails (404): killed after two failures in a row, and replaced.
+    let sick = json!({"id": "/sick", "cmd": "exec python3 -m http.server $PORT0", "cpus": 0.05, "mem": 64,
+        "healthChecks": [{"protocol": "HTTP", "path": "/missing", "gracePeriodSeconds": 0,
+                          "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 2}]});
+    let (status, r) = send(reqwest::Method::POST, &s.addr, "/v2/apps", Some(sick)).await;
+    assert_eq!(status, 201, "{r}");
+    common::wait_until("an unhealthy task killed and replaced", CONVERGE, || {
+        let seen = events.borrow().clone();
+        async move {
+            let killed: Vec<&Value> = seen
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| {
+                    e["eventType"] == "unhealthy_instance_kill_event" && e["appId"] == "/sick"
+                })
+                .collect();
+            let Some(first) = killed.first() else {
+                return Err("no unhealthy_instance_kill_event yet".to_string());
+            };
+            let old = first["taskId"].as_str().unwrap_or("");
+            let replaced = updates_of(&seen, "/sick")
+                .iter()
+                .any(|(_, t, state)| t != old && state == "TASK_RUNNING");
+            let failed_check = seen.iter().any(|(_, e)| {
+                e["eventType"] == "failed_health_check_event" && e["appId"] == "/sick"
+            });
+            (replaced && failed_check)
+                .then_some(())
+                .ok_or_else(|| format!("killed {old}; no replacement RUNNING yet"))
+        }
+    })
+    .await
+    .expect("replaced");
+    let (_, app) = send(reqwest::Method::GET, &s.addr, "/v2/apps/sick", None).await;
+    assert_eq!(app["app"]["tasksHealthy"], 0, "{app}");
+}

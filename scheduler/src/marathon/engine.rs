@@ -270,9 +270,6 @@ impl Engine {
             _ => {}
         }
         let snapshot = i.clone();
-        if condition == Condition::Running {
-            self.queue.reset_delay(&app_id);
-        }
         if persist {
             effects.push(Effect::Persist(snapshot.clone()));
         }
@@ -338,8 +335,9 @@ impl Engine {
         // task never ran (a launch the master never saw) or was killed on request.
         let failed = launched_before && condition != Condition::Killed;
         if failed {
+            let ran_ms = ended.started_at.map(|t| at.saturating_sub(t.0));
             if let Some(r) = self.apps.get(&app_id) {
-                self.queue.launch_failed(&r.app, now_ms);
+                self.queue.launch_failed(&r.app, ran_ms, now_ms);
             }
         }
         self.health.remove(id);
@@ -434,6 +432,21 @@ impl Engine {
         }
         self.converge(now_ms, &mut effects);
         effects
+    }
+
+    /// When the next held-back app may launch (after `now_ms`), if one waits: the service
+    /// ticks the engine then, so a relaunch does not wait for the next regular tick.
+    pub fn next_wake_ms(&self, now_ms: u64) -> Option<u64> {
+        self.instances
+            .iter()
+            .filter(|(app, m)| {
+                self.apps.contains_key(*app)
+                    && m.values()
+                        .any(|i| i.goal == Goal::Running && i.condition == Condition::Scheduled)
+            })
+            .map(|(app, _)| self.queue.delayed_until(app))
+            .filter(|t| *t > now_ms)
+            .min()
     }
 
     /// Apps with scheduled instances whose backoff is over, rotated.
@@ -878,6 +891,16 @@ impl Engine {
             if i.goal == Goal::Running && i.condition == Condition::Scheduled {
                 i.version = version;
             }
+        }
+        // The common case (every instance wanted, on the configuration, none extra) without
+        // copying any: this runs after every status update of the app.
+        let (mut on_version, mut counted_n) = (0usize, 0usize);
+        for i in mine.values().filter(|i| i.counts()) {
+            counted_n += 1;
+            on_version += usize::from(i.version == version);
+        }
+        if counted_n == n && on_version == n {
+            return;
         }
         let counted: Vec<Instance> = mine.values().filter(|i| i.counts()).cloned().collect();
         let alive = mine

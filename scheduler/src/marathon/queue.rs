@@ -3,8 +3,9 @@
 //!
 //! Owns the backoff rule (Marathon's): after the n-th consecutive failed launch of an app its
 //! next launch waits `backoffSeconds × backoffFactor^(n-1)`, at most `maxLaunchDelaySeconds`.
-//! A new version of the app, or `DELETE /v2/queue/{id}/delay`, clears the delay; so does a
-//! task of the app reaching RUNNING. The queue also says whether the scheduler wants offers at
+//! A new version of the app, or `DELETE /v2/queue/{id}/delay`, clears the delay; a failure of
+//! a task that had run for [`STABLE_RUN_MS`] counts as a first failure again (a task that
+//! reaches RUNNING and then crashes at once still backs off more each time). The queue also says whether the scheduler wants offers at
 //! all (the framework SUPPRESSes when nothing can launch now, REVIVEs when something can).
 
 use std::collections::BTreeMap;
@@ -14,6 +15,10 @@ use serde::Serialize;
 use super::app::AppDefinition;
 use super::path::PathId;
 use super::time::Timestamp;
+
+/// A task that ran this long before it failed was not crash-looping: its failure starts the
+/// backoff again from the app's `backoffSeconds`.
+pub const STABLE_RUN_MS: u64 = 60_000;
 
 /// How long the next launch of an app that failed `failures` times in a row waits.
 pub fn backoff_ms(app: &AppDefinition, failures: u32) -> u64 {
@@ -67,15 +72,18 @@ pub struct Waiting {
 }
 
 impl LaunchQueue {
-    /// A launch of `app` failed (its task ended before RUNNING, or failed): the next waits.
-    pub fn launch_failed(&mut self, app: &AppDefinition, now_ms: u64) {
+    /// A task of `app` failed (`ran_ms`: how long it had been RUNNING, if it was): the next
+    /// launch waits.
+    pub fn launch_failed(&mut self, app: &AppDefinition, ran_ms: Option<u64>, now_ms: u64) {
         let e = self.entry(&app.id, now_ms);
+        if ran_ms.is_some_and(|ran| ran >= STABLE_RUN_MS) {
+            e.failures = 0;
+        }
         e.failures = e.failures.saturating_add(1);
         e.delayed_until_ms = now_ms.saturating_add(backoff_ms(app, e.failures));
     }
 
-    /// A task of app `id` reached RUNNING, or the app changed, or an operator reset it: no
-    /// delay any more.
+    /// The app changed, or an operator reset it: no delay any more.
     pub fn reset_delay(&mut self, id: &PathId) {
         if let Some(e) = self.entries.get_mut(id) {
             e.failures = 0;
@@ -88,6 +96,11 @@ impl LaunchQueue {
         self.entries
             .get(id)
             .is_none_or(|e| e.delayed_until_ms <= now_ms)
+    }
+
+    /// Until when app `id` is held back (0: it is not).
+    pub fn delayed_until(&self, id: &PathId) -> u64 {
+        self.entries.get(id).map_or(0, |e| e.delayed_until_ms)
     }
 
     /// The app was deleted: it leaves the queue.
@@ -170,8 +183,8 @@ mod tests {
         let waiting = q.waiting([(&a, 0)], 1_000);
         assert_eq!(waiting[0].count, 2);
         assert!(LaunchQueue::wants_offers(&waiting));
-        q.launch_failed(&a, 5_000);
-        q.launch_failed(&a, 5_000);
+        q.launch_failed(&a, None, 5_000);
+        q.launch_failed(&a, Some(1_000), 5_000);
         assert!(!q.ready(&a.id, 10_999));
         assert!(q.ready(&a.id, 11_000), "second failure: 6 s");
         let waiting = q.waiting([(&a, 1)], 8_000);
@@ -188,6 +201,9 @@ mod tests {
             !LaunchQueue::wants_offers(&waiting),
             "nothing may launch now: suppress"
         );
+        // A task that ran long enough: its failure is a first one again (3 s).
+        q.launch_failed(&a, Some(STABLE_RUN_MS), 8_000);
+        assert!(q.ready(&a.id, 11_000) && !q.ready(&a.id, 10_999));
         q.reset_delay(&a.id);
         assert!(q.ready(&a.id, 8_000));
         assert!(LaunchQueue::wants_offers(&q.waiting([(&a, 1)], 8_000)));

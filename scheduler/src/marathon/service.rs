@@ -315,6 +315,7 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
                     self.engine.health(report, now())
                 }
                 _ = tick.tick() => self.engine.tick(now()),
+                () = wake(self.engine.next_wake_ms(now())) => self.engine.tick(now()),
             };
             self.carry_out(effects).await;
         }
@@ -917,6 +918,14 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
 
 fn now() -> u64 {
     drover_model::unix_ms()
+}
+
+/// Resolves at `at_ms` (wall clock), or never.
+async fn wake(at_ms: Option<u64>) {
+    match at_ms {
+        Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now()))).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn no_app(id: &PathId) -> ApiError {

@@ -157,10 +157,96 @@ async fn errors_have_marathons_codes_and_json_shapes() {
         ),
         ("GET", "/v2/apps/nothing-here", "", StatusCode::NOT_FOUND),
         ("GET", "/v2/apps/Bad_Id", "", StatusCode::NOT_FOUND),
+        (
+            "POST",
+            "/v2/apps",
+            r#"{"id": "/x", "cmd": "x", "bogus": 1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v2/apps",
+            r#"{"id": "/Bad_Id", "cmd": "x"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v2/apps",
+            "[1, 2]",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        // Locked by the create's deployment (no offers come from this fake master).
+        (
+            "PUT",
+            "/v2/apps//web?force=False",
+            r#"{"instances": 2}"#,
+            StatusCode::CONFLICT,
+        ),
+        ("POST", "/v2/apps/web/restart", "", StatusCode::CONFLICT),
+        ("DELETE", "/v2/apps/web", "", StatusCode::CONFLICT),
+        ("PUT", "/v2/apps/web", "{not json", StatusCode::BAD_REQUEST),
+        (
+            "PUT",
+            "/v2/apps/web?force=true",
+            r#"{"cpus": -1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "DELETE",
+            "/v2/apps/web/tasks?scale=true&wipe=true",
+            "",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "DELETE",
+            "/v2/apps/web/tasks/no-such-task",
+            "",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/v2/tasks/delete",
+            r#"{"ids": ["no-such-task"]}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/v2/tasks/delete",
+            r#"{"ids": 3}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "DELETE",
+            "/v2/deployments/no-such-plan",
+            "",
+            StatusCode::NOT_FOUND,
+        ),
+        ("DELETE", "/v2/queue//web/delay", "", StatusCode::NO_CONTENT),
+        (
+            "DELETE",
+            "/v2/queue//nothing/delay",
+            "",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/v2/apps/web/versions/not-a-time",
+            "",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "PATCH",
+            "/v2/apps/web/restart",
+            "",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
     ];
     for (method, uri, body, want) in cases {
         let (status, content_type, json) = call(&api, method, uri, body).await;
         assert_eq!(status, *want, "{method} {uri} {body}: {json}");
+        if status == StatusCode::NO_CONTENT {
+            continue;
+        }
         assert_eq!(content_type, "application/json", "{method} {uri}");
         assert!(
             json["message"].as_str().is_some_and(|m| !m.is_empty()),
@@ -175,6 +261,39 @@ async fn errors_have_marathons_codes_and_json_shapes() {
     )
     .await;
     assert_eq!(invalid["details"][0]["path"], "/cpus");
+    let (_, _, unknown) = call(
+        &api,
+        "POST",
+        "/v2/apps",
+        r#"{"id": "/x", "cmd": "x", "bogus": 1}"#,
+    )
+    .await;
+    assert!(
+        unknown["details"][0]["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("bogus")),
+        "{unknown}"
+    );
+    let (_, _, locked) = call(&api, "PUT", "/v2/apps/web", r#"{"instances": 2}"#).await;
+    assert!(
+        locked["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("locked") && m.contains("/v2/deployments/")),
+        "{locked}"
+    );
+    // Forced: the change replaces the deployment.
+    let (status, _, forced) = call(
+        &api,
+        "PUT",
+        "/v2/apps/web?force=True",
+        r#"{"instances": 2}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{forced}");
+    assert!(
+        forced["deploymentId"].is_string() && forced["version"].is_string(),
+        "{forced}"
+    );
     let (_, _, duplicate) = call(&api, "POST", "/v2/apps", body).await;
     assert_eq!(
         duplicate["message"],
