@@ -261,3 +261,74 @@ async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() 
     let (code, verdict) = check(&out, "store-linearizable").await;
     assert_eq!((code, verdict.as_str()), (0, "valid"));
 }
+
+/// The marathon workload under kills and partitions (and SIGKILLs of the active scheduler):
+/// every app converges, the apps are those the acknowledged operations made, and no instance
+/// ran two tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marathon_smoke_run_under_kills_and_partitions_is_valid() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out: PathBuf = tmp.path().join("run");
+    let out_s = out.to_str().expect("utf-8").to_string();
+    let (code, stdout, stderr) = drover(
+        &[
+            "--log",
+            "warn",
+            "chaos",
+            "run",
+            "--masters",
+            "3",
+            "--agents",
+            "2",
+            "--workload",
+            "marathon",
+            "--nemesis",
+            "kill,partition",
+            "--duration",
+            "40s",
+            "--quiet",
+            "4s",
+            "--hold",
+            "5s",
+            "--recovery",
+            "10s",
+            "--rate",
+            "5",
+            "--seed",
+            SEED,
+            "--out",
+            &out_s,
+        ],
+        Duration::from_secs(420),
+    )
+    .await;
+    let results = read_json(&out.join("results.json"));
+    assert_eq!(
+        code,
+        0,
+        "chaos run not valid:\n{stdout}\n{stderr}\n{}",
+        serde_json::to_string_pretty(&results).unwrap_or_default()
+    );
+    let names: Vec<&str> = results["checkers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["checker"].as_str())
+        .collect();
+    for want in ["marathon-converged", "marathon-apps", "marathon-slots"] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+    let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
+    assert!(
+        history.contains("\"f\":\"kill-scheduler\""),
+        "the active scheduler was never killed"
+    );
+    for op in ["create", "scale", "delete"] {
+        assert!(
+            history.lines().any(|l| l.contains("\"type\":\"ok\"")
+                && l.contains(&format!("\"f\":\"{op}\""))
+                && l.contains("\"process\":\"marathon.")),
+            "no acknowledged {op}"
+        );
+    }
+}

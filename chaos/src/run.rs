@@ -42,7 +42,7 @@ pub struct ChaosOptions {
     /// Real agents (each with its own address, so it can be cut off).
     #[arg(long, default_value_t = 2)]
     pub agents: usize,
-    /// Workloads to run side by side (comma-separated): store, tasks.
+    /// Workloads to run side by side (comma-separated): store, tasks, marathon.
     #[arg(long, value_delimiter = ',', default_value = "store,tasks")]
     pub workload: Vec<String>,
     /// Fault families (comma-separated): kill, pause, partition, restart-all,
@@ -302,6 +302,9 @@ async fn drive(
             stop: stop_clients.clone(),
             rate: opts.rate,
             seed: seed.wrapping_add(1 + i as u64),
+            faults_stopped: stop_faults.clone(),
+            binary: Some(cluster.spec().binary.clone()),
+            out: Some(out.to_path_buf()),
         };
         let w = w.clone();
         clients.spawn(async move { (w.name(), w.clone().run(ctx).await) });

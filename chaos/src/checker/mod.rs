@@ -7,6 +7,7 @@
 //! run exactly as the run itself did.
 
 pub mod leaders;
+pub mod marathon;
 pub mod store;
 pub mod tasks;
 
@@ -171,6 +172,9 @@ pub fn check_all(ev: &Evidence, time_limit: Duration) -> Results {
     }
     if ev.workloads.iter().any(|w| w == "tasks") {
         out.extend(tasks::check(ev));
+    }
+    if ev.workloads.iter().any(|w| w == "marathon") {
+        out.extend(marathon::check(ev));
     }
     Results::of(out)
 }

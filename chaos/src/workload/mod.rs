@@ -5,10 +5,11 @@
 //! A workload is a value implementing [`Workload`]; `drover chaos run --workload a,b` runs
 //! several side by side, in this process or as processes the cluster runs
 //! ([`Workload::schedulers`]). The store workload ([`store`]) exercises the framework store;
-//! the tasks workload ([`tasks`]) frameworks on the driver library, each a scheduler process. A new one (the
-//! Marathon-compatible scheduler's) plugs in by implementing the trait and naming itself in
-//! [`by_name`].
+//! the tasks workload ([`tasks`]) frameworks on the driver library, each a scheduler process;
+//! the marathon workload ([`marathon`]) apps through `/v2` of two `drover scheduler`s. A new
+//! one plugs in by implementing the trait and naming itself in [`by_name`].
 
+pub mod marathon;
 pub mod store;
 pub mod tasks;
 
@@ -31,6 +32,13 @@ pub struct Context {
     /// Operations per second this workload should aim for in total.
     pub rate: f64,
     pub seed: u64,
+    /// Turns true when the nemesis stops injecting faults (a workload with faults of its own
+    /// stops them then).
+    pub faults_stopped: watch::Receiver<bool>,
+    /// The `drover` binary, for workloads that run processes of their own.
+    pub binary: Option<std::path::PathBuf>,
+    /// The run's output directory (their logs go there).
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Why a workload could not run (its operations' failures are history, not errors).
@@ -56,13 +64,14 @@ pub trait Workload: Send + Sync {
 }
 
 /// The workloads `drover chaos run --workload` knows.
-pub const NAMES: [&str; 2] = ["store", "tasks"];
+pub const NAMES: [&str; 3] = ["store", "tasks", "marathon"];
 
 /// The workload named `name` with its default shape.
 pub fn by_name(name: &str) -> Result<Arc<dyn Workload>, String> {
     match name {
         "store" => Ok(Arc::new(store::StoreWorkload::default())),
         "tasks" => Ok(Arc::new(tasks::TasksWorkload::default())),
+        "marathon" => Ok(Arc::new(marathon::MarathonWorkload::default())),
         other => Err(format!(
             "unknown workload {other:?}; choose from {}",
             NAMES.join(", ")

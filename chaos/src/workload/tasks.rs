@@ -187,9 +187,12 @@ pub async fn run_scheduler(
     let ctx = Context {
         rec: rec.clone(),
         masters: args.masters.clone(),
+        faults_stopped: stop.clone(),
         stop,
         rate: args.rate,
         seed: args.seed,
+        binary: None,
+        out: None,
     };
     let fw = Framework {
         shape,
