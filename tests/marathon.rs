@@ -169,6 +169,14 @@ async fn an_app_runs_scales_restarts_rolls_and_is_deleted_on_a_real_cluster() {
         "{}",
         out.stderr
     );
+    // The cluster as an operator sees it: masters, agents with their resources, frameworks,
+    // tasks by state.
+    let masters = c.addrs().join(",");
+    let out = common::cli(&["cluster", "--masters", &masters, "status"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for want in ["agents: 2", "frameworks: 1", "marathon", "TASK_RUNNING 3"] {
+        assert!(out.stdout.contains(want), "{want} in:\n{}", out.stdout);
+    }
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"id": "/bad", "cmd": "x", "cpus": -1}"#).expect("write");
     let out = common::cli(&[
@@ -332,6 +340,11 @@ async fn takeover_during_a_deployment(kill_master: bool) {
     let (status, listed) = send(reqwest::Method::GET, &b.addr, "/v2/apps", None).await;
     assert_eq!(status, 200, "followed the redirect: {listed}");
 
+    let (_, info) = send(reqwest::Method::GET, &a.addr, "/v2/info", None).await;
+    let framework = info["frameworkId"]
+        .as_str()
+        .expect("subscribed")
+        .to_string();
     let app = json!({"id": "/ha", "cmd": "sleep 1000", "instances": 20, "cpus": 0.02, "mem": 8});
     let (status, created) = send(reqwest::Method::POST, &a.addr, "/v2/apps", Some(app)).await;
     assert_eq!(status, 201, "{created}");
@@ -361,6 +374,9 @@ async fn takeover_during_a_deployment(kill_master: bool) {
         killed_at.elapsed().as_millis()
     );
     let shown = task_ids(&settled);
+    // The same framework, failed over (a new one would leave the old one's tasks behind).
+    let (_, info) = send(reqwest::Method::GET, &active.addr, "/v2/info", None).await;
+    assert_eq!(info["frameworkId"], framework.as_str(), "{info}");
     common::wait_until(
         "the registry to hold exactly the 20 tasks",
         CONVERGE,

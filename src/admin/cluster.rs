@@ -1,4 +1,5 @@
-//! `drover leader` and `drover cluster …`: finding the leader, the cluster's state, and
+//! `drover leader` and `drover cluster …`: finding the leader, the cluster's state (masters
+//! and their Raft health; agents, frameworks and tasks from the leader's registry), and
 //! replacing masters.
 
 use std::time::Duration;
@@ -60,7 +61,82 @@ pub async fn status(client: &MasterClient, masters: &[String]) -> Result<Exit, C
             ),
         }
     }
+    match state_of(&leader.leader_addr).await {
+        Ok(state) => print_registry(&state),
+        Err(e) => println!("\n(the leader's /v1/state could not be read: {e})"),
+    }
     Ok(Exit::Success)
+}
+
+/// The leader's `/v1/state` (its registry as JSON).
+async fn state_of(addr: &str) -> Result<serde_json::Value, String> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/state"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    resp.json().await.map_err(|e| e.to_string())
+}
+
+/// Agents with their resources, frameworks, and tasks by state, from a `/v1/state`.
+fn print_registry(state: &serde_json::Value) {
+    use std::collections::BTreeMap;
+    let list = |k: &str| state[k].as_array().cloned().unwrap_or_default();
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let agents = list("agents");
+    println!("\nagents: {}", agents.len());
+    println!(
+        "{:<38} {:<16} {:<12} {:<44} USED (offers and live tasks)",
+        "id", "hostname", "state", "resources"
+    );
+    for a in &agents {
+        println!(
+            "{:<38} {:<16} {:<12} {:<44} {}",
+            text(a, "id"),
+            text(a, "hostname"),
+            text(a, "state"),
+            text(a, "resources"),
+            text(a, "used")
+        );
+    }
+    let tasks = list("tasks");
+    let mut live_by_framework: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &tasks {
+        let st = text(t, "state");
+        let terminal = drover_proto::v1::TaskState::from_str_name(&st)
+            .is_some_and(drover_scheduler::driver::is_terminal);
+        if !terminal {
+            *live_by_framework
+                .entry(text(t, "framework_id"))
+                .or_default() += 1;
+        }
+        *by_state.entry(st).or_default() += 1;
+    }
+    let frameworks = list("frameworks");
+    println!("\nframeworks: {}", frameworks.len());
+    println!(
+        "{:<38} {:<20} {:<12} {:>10}  STATE",
+        "id", "name", "role", "live tasks"
+    );
+    for f in &frameworks {
+        let id = text(f, "id");
+        println!(
+            "{:<38} {:<20} {:<12} {:>10}  {}",
+            id,
+            text(f, "name"),
+            text(f, "role"),
+            live_by_framework.get(&id).copied().unwrap_or(0),
+            if f["torn_down"] == true {
+                "torn down"
+            } else {
+                "active"
+            }
+        );
+    }
+    let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!("\ntasks: {} ({})", tasks.len(), states.join(", "));
 }
 
 fn print_membership(m: &MembershipReply) {

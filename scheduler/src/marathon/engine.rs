@@ -22,7 +22,8 @@
 //!   killed.
 //! - **Unknown tasks** (a task of no instance, or an older incarnation) are killed.
 //! - **Takeover**: on (re)subscription every task the records name is reconciled explicitly,
-//!   then every task of the framework implicitly.
+//!   then every task of the framework implicitly; and every [`IMPLICIT_RECONCILE_MS`] again
+//!   implicitly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub const IDLE_REFUSE_SECONDS: f64 = 120.0;
 pub const BUSY_REFUSE_SECONDS: f64 = 5.0;
 /// A task chosen for launch with no update after this long is reconciled.
 pub const PROVISIONED_RECONCILE_MS: u64 = 30_000;
+/// Every task of the framework is reconciled this often (implicitly), so a task the
+/// scheduler does not know (left by a lost kill, say) is found and killed.
+pub const IMPLICIT_RECONCILE_MS: u64 = 60_000;
 /// A kill with no terminal update after this long is sent again.
 pub const KILL_RETRY_MS: u64 = 30_000;
 
@@ -122,6 +126,8 @@ pub struct Engine {
     offers_wanted: Option<bool>,
     kills_sent: HashMap<TaskId, u64>,
     reconciles_sent: HashMap<TaskId, u64>,
+    /// When every task was last reconciled implicitly.
+    implicit_reconciled_ms: u64,
     /// Where the next offer starts among the waiting apps (so one app does not take every
     /// offer first).
     rotation: usize,
@@ -193,6 +199,7 @@ impl Engine {
             effects.push(Effect::Reconcile(chunk.to_vec()));
         }
         effects.push(Effect::Reconcile(Vec::new()));
+        self.implicit_reconciled_ms = now_ms;
         self.offers_wanted = None;
         self.dirty.extend(self.apps.keys().cloned());
         self.converge(now_ms, &mut effects);
@@ -622,6 +629,10 @@ impl Engine {
         }
         for i in kill_again {
             self.kill_effect(i, now_ms, &mut effects);
+        }
+        if now_ms.saturating_sub(self.implicit_reconciled_ms) >= IMPLICIT_RECONCILE_MS {
+            self.implicit_reconciled_ms = now_ms;
+            effects.push(Effect::Reconcile(Vec::new()));
         }
         self.dirty.extend(self.apps.keys().cloned());
         self.converge(now_ms, &mut effects);

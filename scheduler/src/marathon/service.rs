@@ -45,6 +45,8 @@ pub const EVENT_BUFFER: usize = 4096;
 const MAX_EVENTS_PER_BATCH: usize = 512;
 /// How often the engine hears the clock.
 const TICK: Duration = Duration::from_secs(1);
+/// How long the framework id may take to be recorded after a subscription.
+const FRAMEWORK_ID_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Key of the framework id in the store.
 pub const FRAMEWORK_ID_KEY: &str = "framework/id";
 
@@ -205,6 +207,9 @@ pub struct Service<S: KvStore> {
     events: broadcast::Sender<Arc<Event>>,
     info: Arc<Info>,
     framework_id: Option<FrameworkId>,
+    /// The framework id this service wrote to the store (it writes it once per process, on
+    /// the first subscription, whatever the driver already knows).
+    framework_id_recorded: Option<FrameworkId>,
     batches: mpsc::Sender<Batch>,
     refused: mpsc::Receiver<Vec<(InstanceId, u32)>>,
     health: mpsc::Receiver<HealthReport>,
@@ -260,6 +265,7 @@ pub async fn start<S: KvStore + Send + Sync + 'static>(
         engine,
         records,
         framework_id: driver.framework_id(),
+        framework_id_recorded: None,
         events,
         info,
         batches: batches_tx,
@@ -334,18 +340,13 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
                 ..
             } => {
                 tracing::info!(%framework_id, master = %master_addr, resubscribed, "subscribed");
-                if self.framework_id.as_ref() != Some(&framework_id) {
-                    // Kept so that a restarted scheduler fails over this framework.
-                    if let Err(e) = self
-                        .records
-                        .store()
-                        .put(FRAMEWORK_ID_KEY, framework_id.as_str().as_bytes().to_vec())
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not record the framework id");
-                    }
-                    self.framework_id = Some(framework_id);
+                if self.framework_id_recorded.as_ref() != Some(&framework_id) {
+                    // Recorded before anything is launched, so that whoever takes over fails
+                    // this framework over (a new framework would leave these tasks behind).
+                    self.record_framework_id(&framework_id).await?;
+                    self.framework_id_recorded = Some(framework_id.clone());
                 }
+                self.framework_id = Some(framework_id);
                 effects.extend(self.engine.subscribed(now()));
             }
             DriverEvent::Offers(offers) => effects.extend(self.engine.offers(&offers, now())),
@@ -357,6 +358,30 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
             }
         }
         Ok(())
+    }
+
+    /// Writes the framework id to the store, trying again for a while (a master election);
+    /// an error if it cannot, since launching under an unrecorded id would leave its tasks to
+    /// no one after a takeover.
+    async fn record_framework_id(&self, id: &FrameworkId) -> Result<(), String> {
+        let mut wait = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + FRAMEWORK_ID_WRITE_TIMEOUT;
+        loop {
+            match self
+                .records
+                .store()
+                .put(FRAMEWORK_ID_KEY, id.as_str().as_bytes().to_vec())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::warn!(error = %e, "could not record the framework id; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(format!("could not record the framework id {id}: {e}")),
+            }
+        }
     }
 
     /// Publishes the events and hands the rest to the writer, in order.
