@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 mod agents;
+pub mod marathon;
 mod schedulers;
 
 pub use agents::{kill_executors, AgentProcess};

@@ -12,6 +12,7 @@ use std::time::Duration;
 use drover_proto::master::StatusReply;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::cluster::marathon::{MarathonScheduler, READY_TIMEOUT};
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
 
 pub struct UpOptions {
@@ -28,63 +29,35 @@ pub struct UpOptions {
     pub scheduler_port: u16,
 }
 
-/// How long a scheduler may take to answer `/ping` after it starts.
-const SCHEDULER_START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A `drover scheduler` child of `drover up`.
-struct SchedulerChild {
-    addr: String,
-    log: PathBuf,
-    child: tokio::process::Child,
-}
-
-/// Starts the schedulers against the cluster's masters, and waits until each answers.
-async fn start_schedulers(
-    opts_binary: &std::path::Path,
+/// The schedulers' slots: `count` of them on the ports from `first_port`.
+fn scheduler_slots(
+    binary: &std::path::Path,
     base_dir: &std::path::Path,
     masters: &str,
     count: usize,
     first_port: u16,
-) -> Result<Vec<SchedulerChild>, ClusterError> {
-    let mut out = Vec::new();
-    for i in 0..count {
-        let port = first_port.saturating_add(i as u16);
-        let addr = format!("127.0.0.1:{port}");
-        let log = base_dir.join(format!("scheduler-{i}.log"));
-        let file = std::fs::File::create(&log).map_err(|source| ClusterError::Io {
-            what: format!("creating {}", log.display()),
-            source,
-        })?;
-        let err = file.try_clone().map_err(|source| ClusterError::Io {
-            what: format!("opening {}", log.display()),
-            source,
-        })?;
-        let mut cmd = tokio::process::Command::new(opts_binary);
-        crate::cluster::owned(&mut cmd)
-            .args(["scheduler", "--masters", masters, "--listen", &addr])
-            .stdout(std::process::Stdio::from(file))
-            .stderr(std::process::Stdio::from(err))
-            .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|source| ClusterError::Io {
-            what: "starting drover scheduler".into(),
-            source,
-        })?;
-        out.push(SchedulerChild { addr, log, child });
-    }
-    for s in &out {
-        let url = format!("http://{}/ping", s.addr);
-        let answered = crate::wait_until("a scheduler to answer", SCHEDULER_START_TIMEOUT, || {
-            let url = url.clone();
-            async move {
-                match reqwest::get(&url).await {
-                    Ok(r) if r.status().is_success() => Ok(()),
-                    Ok(r) => Err(r.status().to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+) -> Vec<MarathonScheduler> {
+    (0..count)
+        .map(|i| {
+            let port = first_port.saturating_add(i as u16);
+            MarathonScheduler::new(
+                binary,
+                masters,
+                format!("127.0.0.1:{port}"),
+                base_dir.join(format!("scheduler-{i}.log")),
+                &[],
+            )
         })
-        .await;
-        if answered.is_err() {
+        .collect()
+}
+
+/// Starts the schedulers, and waits until each answers.
+async fn start_schedulers(schedulers: &mut [MarathonScheduler]) -> Result<(), ClusterError> {
+    for s in schedulers.iter_mut() {
+        s.start()?;
+    }
+    for s in schedulers.iter() {
+        if s.wait_ready(READY_TIMEOUT).await.is_err() {
             eprintln!(
                 "scheduler {} did not answer; see {}",
                 s.addr,
@@ -92,27 +65,7 @@ async fn start_schedulers(
             );
         }
     }
-    Ok(out)
-}
-
-/// SIGTERMs the schedulers and waits (bounded) for them to stop; SIGKILL after that.
-async fn stop_schedulers(schedulers: Vec<SchedulerChild>) {
-    for s in &schedulers {
-        if let Some(pid) = s.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    for mut s in schedulers {
-        if tokio::time::timeout(Duration::from_secs(5), s.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = s.child.kill().await;
-        }
-    }
+    Ok(())
 }
 
 /// Refuses ports a cluster still running (a stale `drover up`, say) holds, naming it, rather
@@ -137,7 +90,7 @@ fn check_ports_free(spec: &ClusterSpec) -> Result<(), ClusterError> {
 }
 
 /// Where everything is, and what to try.
-fn print_banner(cluster: &LocalCluster, leader: &StatusReply, schedulers: &[SchedulerChild]) {
+fn print_banner(cluster: &LocalCluster, leader: &StatusReply, schedulers: &[MarathonScheduler]) {
     println!();
     println!(
         "Drover is up: cluster {}, term {}",
@@ -233,21 +186,17 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         }
     };
     let masters = cluster.addrs().join(",");
-    let schedulers = match start_schedulers(
+    let mut schedulers = scheduler_slots(
         &binary,
         &opts.base_dir,
         &masters,
         opts.schedulers,
         opts.scheduler_port,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            cluster.stop_all(Duration::from_secs(10)).await?;
-            return Err(e);
-        }
-    };
+    );
+    if let Err(e) = start_schedulers(&mut schedulers).await {
+        cluster.stop_all(Duration::from_secs(10)).await?;
+        return Err(e);
+    }
     print_banner(&cluster, &leader, &schedulers);
 
     let mut term = signal(SignalKind::terminate()).map_err(|source| ClusterError::Io {
@@ -275,7 +224,9 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         }
     }
     println!("stopping…");
-    stop_schedulers(schedulers).await;
+    for s in &mut schedulers {
+        s.stop(Duration::from_secs(5)).await;
+    }
     cluster.stop_all(Duration::from_secs(15)).await?;
     println!("stopped.");
     Ok(())

@@ -1,23 +1,21 @@
 //! `drover scheduler` processes for the end-to-end tests, and a small HTTP client for `/v2`.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
+use drover_chaos::cluster::marathon::MarathonScheduler;
 use serde_json::Value;
-use tokio::process::{Child, Command};
 
 /// A scheduler process; killed on drop, its log printed if the test failed.
 pub struct Scheduler {
     pub addr: String,
-    child: Option<Child>,
-    log: PathBuf,
+    process: MarathonScheduler,
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let log = std::fs::read_to_string(&self.process.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             eprintln!(
                 "---- scheduler {} log (last {} lines) ----",
@@ -35,56 +33,27 @@ impl Scheduler {
     /// Starts `drover scheduler` on a free loopback port (log in `dir/<name>.log`) and waits
     /// until it answers `/ping`.
     pub async fn start(masters: &[String], dir: &Path, name: &str, extra: &[&str]) -> Scheduler {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(super::binary())
-            .args([
-                "scheduler",
-                "--masters",
-                &masters.join(","),
-                "--listen",
-                &addr,
-            ])
-            .args(extra)
-            .stdout(Stdio::from(out.try_clone().expect("log file")))
-            .stderr(Stdio::from(out))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start drover scheduler");
-        let s = Scheduler {
-            addr,
-            child: Some(child),
-            log,
-        };
-        super::wait_until(
-            "the scheduler to answer /ping",
-            Duration::from_secs(30),
-            || {
-                let addr = s.addr.clone();
-                async move {
-                    match super::try_http_get(&addr, "/ping").await {
-                        Ok((200, _)) => Ok(()),
-                        other => Err(format!("{other:?}")),
-                    }
-                }
-            },
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let process = MarathonScheduler::start_on_free_port(
+            &super::binary(),
+            &masters.join(","),
+            dir.join(format!("{name}.log")),
+            &extra,
         )
-        .await
-        .expect("scheduler up");
-        s
+        .expect("start drover scheduler");
+        process
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("scheduler up");
+        Scheduler {
+            addr: process.addr.clone(),
+            process,
+        }
     }
 
     /// SIGKILLs the process and waits for it.
     pub async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
+        self.process.kill().await;
     }
 
     /// Waits until this scheduler is the active one (its `/v2/leader` names itself).

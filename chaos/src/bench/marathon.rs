@@ -14,13 +14,12 @@
 //!   its `/v2/info` names the framework (subscribed again).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
 
 use super::percentile_ms;
+use crate::cluster::marathon::MarathonScheduler;
 use crate::cluster::{ClusterError, LocalCluster};
 
 /// The options of `drover bench marathon`.
@@ -81,47 +80,19 @@ pub struct MarathonFigures {
     pub takeover_p99_ms: f64,
 }
 
-/// A `drover scheduler` child.
-struct SchedulerChild {
-    addr: String,
-    child: Option<Child>,
-}
-
-impl SchedulerChild {
-    fn start(
-        binary: &Path,
-        dir: &Path,
-        masters: &str,
-        name: &str,
-    ) -> Result<Self, MarathonBenchError> {
-        let port = crate::cluster::free_port()?;
-        let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))
-            .map_err(|e| MarathonBenchError::Usage(format!("log file: {e}")))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| MarathonBenchError::Usage(format!("log file: {e}")))?;
-        let mut cmd = Command::new(binary);
-        crate::cluster::owned(&mut cmd)
-            .args(["scheduler", "--masters", masters, "--listen", &addr])
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .map_err(|e| MarathonBenchError::Usage(format!("starting drover scheduler: {e}")))?;
-        Ok(Self {
-            addr,
-            child: Some(child),
-        })
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
-    }
+/// A scheduler of the benchmark's cluster, on a free port, logging into `dir`.
+fn scheduler(
+    binary: &Path,
+    dir: &Path,
+    masters: &str,
+    name: &str,
+) -> Result<MarathonScheduler, MarathonBenchError> {
+    Ok(MarathonScheduler::start_on_free_port(
+        binary,
+        masters,
+        dir.join(format!("{name}.log")),
+        &[],
+    )?)
 }
 
 async fn send(
@@ -226,7 +197,7 @@ pub async fn marathon(
     )
     .await?;
     let masters = cluster.addrs().join(",");
-    let mut a = SchedulerChild::start(&binary, &sub, &masters, "scheduler-a")?;
+    let mut a = scheduler(&binary, &sub, &masters, "scheduler-a")?;
     wait_active(&a.addr, timeout).await?;
     singles(&a.addr, opts.singles, timeout, &mut figures).await?;
     report(&format!(
@@ -238,7 +209,7 @@ pub async fn marathon(
         "GET /v2/apps with {} apps: p50 {:.2} ms p99 {:.2} ms ({} requests)",
         figures.list_apps, figures.list_p50_ms, figures.list_p99_ms, opts.list_samples
     ));
-    let mut b = SchedulerChild::start(&binary, &sub, &masters, "scheduler-b")?;
+    let mut b = scheduler(&binary, &sub, &masters, "scheduler-b")?;
     for round in 0..opts.takeovers {
         // Give the standby time to be one.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -251,7 +222,7 @@ pub async fn marathon(
             "takeover {}: {ms:.0} ms from SIGKILL to the standby active and subscribed",
             round + 1
         ));
-        a = SchedulerChild::start(&binary, &sub, &masters, &format!("scheduler-{round}"))?;
+        a = scheduler(&binary, &sub, &masters, &format!("scheduler-{round}"))?;
         std::mem::swap(&mut a, &mut b);
     }
     let mut sorted: Vec<Duration> = figures
@@ -280,7 +251,7 @@ async fn big_app(
     timeout: Duration,
 ) -> Result<f64, MarathonBenchError> {
     let masters = cluster.addrs().join(",");
-    let mut s = SchedulerChild::start(binary, dir, &masters, "scheduler")?;
+    let mut s = scheduler(binary, dir, &masters, "scheduler")?;
     wait_active(&s.addr, timeout).await?;
     let started = Instant::now();
     let (status, body) = send(

@@ -10,19 +10,19 @@
 //! connection, a timeout) is `info`, and the client goes on as a new process name.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
 
 use super::{BoxFuture, Context, Workload, WorkloadError};
+use crate::cluster::marathon::MarathonScheduler;
 use crate::history::Kind;
 
+/// The schedulers' framework name (and store namespace).
+const FRAMEWORK_NAME: &str = "chaos-marathon";
 /// The app ids' group: the tasks' ids start with its safe form.
 pub const GROUP: &str = "chaos";
 /// What a task id of this workload starts with (`/chaos/app-3` → `chaos_app-3.instance-…`).
@@ -53,63 +53,6 @@ impl Default for MarathonWorkload {
             max_instances: 3,
             kill_every: Duration::from_secs(12),
             down_for: Duration::from_secs(2),
-        }
-    }
-}
-
-/// One `drover scheduler` of the workload.
-struct SchedulerProc {
-    addr: String,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl SchedulerProc {
-    fn start(&mut self, binary: &std::path::Path, masters: &str) -> Result<(), WorkloadError> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| WorkloadError::Setup(format!("{}: {e}", self.log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| WorkloadError::Setup(e.to_string()))?;
-        let mut cmd = Command::new(binary);
-        crate::cluster::owned(&mut cmd)
-            .args(["scheduler", "--masters", masters, "--listen", &self.addr])
-            .args(["--framework-name", "chaos-marathon"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true);
-        self.child = Some(
-            cmd.spawn()
-                .map_err(|e| WorkloadError::Setup(format!("starting drover scheduler: {e}")))?,
-        );
-        Ok(())
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            if tokio::time::timeout(Duration::from_secs(5), c.wait())
-                .await
-                .is_err()
-            {
-                let _ = c.kill().await;
-            }
         }
     }
 }
@@ -162,14 +105,13 @@ impl Workload for MarathonWorkload {
             let masters = ctx.masters.join(",");
             let mut schedulers = Vec::new();
             for i in 0..self.schedulers.max(1) {
-                let port =
-                    crate::cluster::free_port().map_err(|e| WorkloadError::Setup(e.to_string()))?;
-                let mut s = SchedulerProc {
-                    addr: format!("127.0.0.1:{port}"),
-                    log: out.join(format!("marathon-scheduler-{i}.log")),
-                    child: None,
-                };
-                s.start(&binary, &masters)?;
+                let s = MarathonScheduler::start_on_free_port(
+                    &binary,
+                    &masters,
+                    out.join(format!("marathon-scheduler-{i}.log")),
+                    &["--framework-name".to_string(), FRAMEWORK_NAME.to_string()],
+                )
+                .map_err(|e| WorkloadError::Setup(e.to_string()))?;
                 schedulers.push(s);
             }
             let addrs: Vec<String> = schedulers.iter().map(|s| s.addr.clone()).collect();
@@ -180,12 +122,11 @@ impl Workload for MarathonWorkload {
                 addrs.clone(),
                 http.clone(),
             ));
-            let schedulers =
-                kill_schedulers(&self, &ctx, schedulers, &binary, &masters, &http).await;
+            let schedulers = kill_schedulers(&self, &ctx, schedulers, &http).await;
             let _ = ops.await;
             final_view(&ctx, &addrs, &http).await;
             for mut s in schedulers {
-                s.stop().await;
+                s.stop(Duration::from_secs(5)).await;
             }
             Ok(())
         })
@@ -210,11 +151,9 @@ async fn active(http: &reqwest::Client, addrs: &[String]) -> Option<String> {
 async fn kill_schedulers(
     shape: &MarathonWorkload,
     ctx: &Context,
-    mut schedulers: Vec<SchedulerProc>,
-    binary: &std::path::Path,
-    masters: &str,
+    mut schedulers: Vec<MarathonScheduler>,
     http: &reqwest::Client,
-) -> Vec<SchedulerProc> {
+) -> Vec<MarathonScheduler> {
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x6d61_7261);
     let mut faults_stopped = ctx.faults_stopped.clone();
     let addrs: Vec<String> = schedulers.iter().map(|s| s.addr.clone()).collect();
@@ -241,7 +180,7 @@ async fn kill_schedulers(
             .await;
         s.kill().await;
         tokio::time::sleep(shape.down_for).await;
-        if let Err(e) = s.start(binary, masters) {
+        if let Err(e) = s.start() {
             tracing::warn!("restarting a scheduler: {e}");
         }
         ctx.rec

@@ -23,7 +23,7 @@ use super::deployment::DeploymentId;
 use super::error::ApiError;
 use super::events::KINDS;
 use super::path::PathId;
-use super::service::{Answer, AppFilter, Call, Embed, Handle};
+use super::service::{Answer, AppFilter, Call, Embed, Handle, KillTasks};
 use super::time::Timestamp;
 
 /// Largest request body accepted, bytes (an app definition is far smaller).
@@ -235,14 +235,14 @@ async fn app_path(
                 app: Some(id),
                 states: Vec::new(),
             },
-            (Method::DELETE, AppPath::Tasks(id, task)) => Call::KillTasks {
+            (Method::DELETE, AppPath::Tasks(id, task)) => Call::KillTasks(KillTasks {
                 app: Some(id),
                 single: task.is_some(),
                 ids: task.map(|t| vec![t]),
                 host: param(&p, "host").map(str::to_string),
                 scale: flag(&p, "scale", false),
                 wipe: flag(&p, "wipe", false),
-            },
+            }),
             (Method::GET, AppPath::Versions(id, None)) => Call::Versions(id),
             (Method::GET, AppPath::Versions(id, Some(v))) => {
                 let v = Timestamp::parse(&v).map_err(|_| {
@@ -290,14 +290,12 @@ async fn delete_tasks(State(h): State<Handle>, Query(p): Params, body: Bytes) ->
                 )]))
             }
         };
-        h.call(Call::KillTasks {
-            app: None,
+        h.call(Call::KillTasks(KillTasks {
             ids: Some(ids),
-            host: None,
             scale: flag(&p, "scale", false),
             wipe: flag(&p, "wipe", false),
-            single: false,
-        })
+            ..KillTasks::default()
+        }))
         .await
     }
     .await;

@@ -94,6 +94,21 @@ pub struct AppFilter {
     pub label: Option<String>,
 }
 
+/// Tasks to kill: by id (with `app`, they must be its tasks), or (no ids) every task of
+/// `app`, on `host` if given.
+#[derive(Debug, Clone, Default)]
+pub struct KillTasks {
+    pub app: Option<PathId>,
+    pub ids: Option<Vec<String>>,
+    pub host: Option<String>,
+    /// The app wants one instance fewer per task killed.
+    pub scale: bool,
+    /// The instances are forgotten (a new one replaces each), not relaunched.
+    pub wipe: bool,
+    /// `DELETE /v2/apps/{id}/tasks/{taskId}` answers `{"task": …}`.
+    pub single: bool,
+}
+
 /// A call from the API.
 pub enum Call {
     ListApps(AppFilter, Embed),
@@ -119,17 +134,7 @@ pub enum Call {
         app: Option<PathId>,
         states: Vec<String>,
     },
-    /// Kills tasks by id (`app` set: they must be its tasks); `None` ids: every task of `app`
-    /// (on `host` if given).
-    KillTasks {
-        app: Option<PathId>,
-        ids: Option<Vec<String>>,
-        host: Option<String>,
-        scale: bool,
-        wipe: bool,
-        /// `DELETE /v2/apps/{id}/tasks/{taskId}` answers `{"task": …}`.
-        single: bool,
-    },
+    KillTasks(KillTasks),
     Deployments,
     CancelDeployment {
         id: DeploymentId,
@@ -455,17 +460,7 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
                 ))),
             },
             Call::Tasks { app, states } => self.tasks(app, &states),
-            Call::KillTasks {
-                app,
-                ids,
-                host,
-                scale,
-                wipe,
-                single,
-            } => {
-                self.kill_tasks(app, ids, host, scale, wipe, single, effects)
-                    .await
-            }
+            Call::KillTasks(request) => self.kill_tasks(request, effects).await,
             Call::Deployments => Ok(Answer::ok(Value::Array(
                 self.engine.deployments().map(Deployment::view).collect(),
             ))),
@@ -737,17 +732,19 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
         Ok(Answer::ok(json!({ "tasks": tasks })))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn kill_tasks(
         &mut self,
-        app: Option<PathId>,
-        ids: Option<Vec<String>>,
-        host: Option<String>,
-        scale: bool,
-        wipe: bool,
-        single: bool,
+        request: KillTasks,
         effects: &mut Vec<Effect>,
     ) -> Result<Answer, ApiError> {
+        let KillTasks {
+            app,
+            ids,
+            host,
+            scale,
+            wipe,
+            single,
+        } = request;
         if scale && wipe {
             return Err(ApiError {
                 status: 400,
