@@ -286,6 +286,29 @@ async fn an_app_runs_scales_restarts_rolls_and_is_deleted_on_a_real_cluster() {
     .expect("tasks killed");
     let (status, _) = send(reqwest::Method::GET, &s.addr, "/v2/apps/web", None).await;
     assert_eq!(status, 404);
+    // Their resources are free again: no agent has live tasks or offers outstanding (the
+    // scheduler, with nothing to launch, declined its offers and suppressed).
+    common::wait_until("every agent's resources free", CONVERGE, || {
+        let c = &c;
+        async move {
+            let state = common::leader_state(c).await?;
+            let agents = state["agents"].as_array().cloned().unwrap_or_default();
+            if agents.len() != 2 || agents.iter().any(|a| !a["used"].is_string()) {
+                return Err(format!("agents: {agents:?}"));
+            }
+            let used: Vec<String> = agents
+                .iter()
+                .filter_map(|a| a["used"].as_str())
+                .filter(|u| u.contains("cpus"))
+                .map(str::to_string)
+                .collect();
+            used.is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("still used: {used:?}"))
+        }
+    })
+    .await
+    .expect("resources free");
     common::wait_until("app_terminated_event", Duration::from_secs(10), || {
         let seen = events.borrow().clone();
         async move {

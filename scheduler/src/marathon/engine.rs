@@ -98,6 +98,16 @@ pub enum Effect {
     Event(Event),
 }
 
+/// A status update as the engine applies it to the instance it names.
+#[derive(Clone, Copy)]
+struct Report<'a> {
+    status: &'a TaskStatus,
+    condition: Condition,
+    /// When it happened (the update's time, else now), ms since the epoch.
+    at_ms: u64,
+    now_ms: u64,
+}
+
 /// One health check result for an instance, from the health checker.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HealthReport {
@@ -230,21 +240,24 @@ impl Engine {
             }
             return effects;
         };
-        let condition = Condition::of_state(state);
-        self.apply_condition(&id, condition, status, at, now_ms, &mut effects);
+        let report = Report {
+            status,
+            condition: Condition::of_state(state),
+            at_ms: at,
+            now_ms,
+        };
+        self.apply_condition(&id, report, &mut effects);
         self.converge(now_ms, &mut effects);
         effects
     }
 
-    fn apply_condition(
-        &mut self,
-        id: &InstanceId,
-        condition: Condition,
-        status: &TaskStatus,
-        at: u64,
-        now_ms: u64,
-        effects: &mut Vec<Effect>,
-    ) {
+    fn apply_condition(&mut self, id: &InstanceId, report: Report<'_>, effects: &mut Vec<Effect>) {
+        let Report {
+            status,
+            condition,
+            at_ms: at,
+            now_ms,
+        } = report;
         let Some(i) = self.instance_mut(id) else {
             return;
         };
@@ -257,7 +270,7 @@ impl Engine {
         let app_id = i.app_id.clone();
         self.dirty.insert(app_id.clone());
         if condition.is_terminal() {
-            self.task_ended(id, condition, status, at, now_ms, effects);
+            self.task_ended(id, report, effects);
             return;
         }
         let Some(i) = self.instance_mut(id) else {
@@ -284,15 +297,13 @@ impl Engine {
     }
 
     /// The instance's task ended: the instance is relaunched if still wanted, else forgotten.
-    fn task_ended(
-        &mut self,
-        id: &InstanceId,
-        condition: Condition,
-        status: &TaskStatus,
-        at: u64,
-        now_ms: u64,
-        effects: &mut Vec<Effect>,
-    ) {
+    fn task_ended(&mut self, id: &InstanceId, report: Report<'_>, effects: &mut Vec<Effect>) {
+        let Report {
+            status,
+            condition,
+            at_ms: at,
+            now_ms,
+        } = report;
         let Some(i) = self.instance_mut(id) else {
             return;
         };
