@@ -295,56 +295,8 @@ pub async fn app(s: &SchedulerArg, op: AppOp) -> Result<(), AppsError> {
             }
             Ok(())
         }
-        AppOp::List => {
-            let apps = api.call(Method::GET, "/v2/apps", None).await?;
-            if s.json {
-                print_json(&apps);
-                return Ok(());
-            }
-            println!(
-                "{:<32} {:>9} {:>7} {:>6} {:>7} {:>7}  DEPLOYING  CMD",
-                "ID", "INSTANCES", "RUNNING", "STAGED", "HEALTHY", "CPUS"
-            );
-            for a in apps["apps"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<32} {:>9} {:>7} {:>6} {:>7} {:>7}  {:<9}  {}",
-                    a["id"].as_str().unwrap_or("?"),
-                    a["instances"],
-                    a["tasksRunning"],
-                    a["tasksStaged"],
-                    a["tasksHealthy"],
-                    a["cpus"],
-                    if a["deployments"].as_array().is_some_and(|d| !d.is_empty()) {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                    a["cmd"].as_str().unwrap_or("")
-                );
-            }
-            Ok(())
-        }
-        AppOp::Show { id } => {
-            let app = api.call(Method::GET, &app_path(&id), None).await?;
-            if s.json {
-                print_json(&app);
-                return Ok(());
-            }
-            let a = &app["app"];
-            println!("id        {}", a["id"].as_str().unwrap_or("?"));
-            println!("cmd       {}", a["cmd"].as_str().unwrap_or(""));
-            println!(
-                "instances {} (running {}, staged {}, healthy {})",
-                a["instances"], a["tasksRunning"], a["tasksStaged"], a["tasksHealthy"]
-            );
-            println!(
-                "resources cpus {} mem {} disk {}",
-                a["cpus"], a["mem"], a["disk"]
-            );
-            println!("version   {}", a["version"].as_str().unwrap_or("?"));
-            print_tasks(a["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]));
-            Ok(())
-        }
+        AppOp::List => list_apps(&api, s).await,
+        AppOp::Show { id } => show_app(&api, s, &id).await,
         AppOp::Scale {
             id,
             instances,
@@ -378,6 +330,62 @@ pub async fn app(s: &SchedulerArg, op: AppOp) -> Result<(), AppsError> {
             changed(&api, s, &id, r, wait).await
         }
     }
+}
+
+/// `drover app list`: a table of the apps (or their JSON).
+async fn list_apps(api: &Api, s: &SchedulerArg) -> Result<(), AppsError> {
+    use reqwest::Method;
+    let apps = api.call(Method::GET, "/v2/apps", None).await?;
+    if s.json {
+        print_json(&apps);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>9} {:>7} {:>6} {:>7} {:>7}  DEPLOYING  CMD",
+        "ID", "INSTANCES", "RUNNING", "STAGED", "HEALTHY", "CPUS"
+    );
+    for a in apps["apps"].as_array().into_iter().flatten() {
+        println!(
+            "{:<32} {:>9} {:>7} {:>6} {:>7} {:>7}  {:<9}  {}",
+            a["id"].as_str().unwrap_or("?"),
+            a["instances"],
+            a["tasksRunning"],
+            a["tasksStaged"],
+            a["tasksHealthy"],
+            a["cpus"],
+            if a["deployments"].as_array().is_some_and(|d| !d.is_empty()) {
+                "yes"
+            } else {
+                "no"
+            },
+            a["cmd"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `drover app show ID`: one app and its tasks.
+async fn show_app(api: &Api, s: &SchedulerArg, id: &str) -> Result<(), AppsError> {
+    use reqwest::Method;
+    let app = api.call(Method::GET, &app_path(id), None).await?;
+    if s.json {
+        print_json(&app);
+        return Ok(());
+    }
+    let a = &app["app"];
+    println!("id        {}", a["id"].as_str().unwrap_or("?"));
+    println!("cmd       {}", a["cmd"].as_str().unwrap_or(""));
+    println!(
+        "instances {} (running {}, staged {}, healthy {})",
+        a["instances"], a["tasksRunning"], a["tasksStaged"], a["tasksHealthy"]
+    );
+    println!(
+        "resources cpus {} mem {} disk {}",
+        a["cpus"], a["mem"], a["disk"]
+    );
+    println!("version   {}", a["version"].as_str().unwrap_or("?"));
+    print_tasks(a["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+    Ok(())
 }
 
 fn print_tasks(tasks: &[Value]) {

@@ -118,17 +118,13 @@ pub async fn serve(
     let advertise = args.advertise.clone().unwrap_or_else(|| local.to_string());
     let (active_tx, active_rx) = watch::channel(None);
     let (leader_tx, leader_rx) = watch::channel(None);
-    let roles = Roles {
-        active: active_rx,
-        leader: leader_rx,
-    };
-    let mut edge = Router::new()
-        .route("/ping", get(|| async { "pong" }))
-        .route("/health", get(|| async { "ok" }));
-    if let Some(m) = metrics {
-        edge = edge.route("/metrics", get(move || std::future::ready(m.render())));
-    }
-    let edge = edge.fallback(dispatch).with_state(roles);
+    let edge = edge_router(
+        Roles {
+            active: active_rx,
+            leader: leader_rx,
+        },
+        metrics,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, edge)
@@ -149,48 +145,98 @@ pub async fn serve(
         advertise.clone(),
         times,
     );
-    let mut shutdown = std::pin::pin!(shutdown);
-    let outcome = loop {
-        let mut holder = tokio::select! {
-            h = lease.acquire(&leader_tx) => h,
-            () = &mut shutdown => break Ok(()),
-        };
-        tracing::info!("holding the scheduler lease: active");
-        let term = async {
-            let (driver, started) = start_active(&args, &store, &advertise, holder.fence()).await?;
-            active_tx.send_replace(Some(super::api::router(started.handle.clone())));
-            let mut done = started.done;
-            let end = tokio::select! {
-                () = lease.hold(&mut holder) => Term::LostLease,
-                why = &mut done => Term::Stopped(why.unwrap_or_else(|e| e.to_string())),
-                () = &mut shutdown => Term::Shutdown,
-            };
-            active_tx.send_replace(None);
-            // Not torn down: the framework and its tasks stay for the next scheduler.
-            driver.stop().await;
-            Ok::<Term, ServeError>(end)
-        };
-        match term.await {
-            Ok(Term::LostLease) => tracing::warn!("lost the scheduler lease: standby again"),
-            Ok(Term::Shutdown) => {
-                lease.release(&holder).await;
-                break Ok(());
-            }
-            Ok(Term::Stopped(why)) => {
-                lease.release(&holder).await;
-                break Err(ServeError::Stopped(why));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not become active; trying again");
-                lease.release(&holder).await;
-                tokio::time::sleep(times.ttl).await;
-            }
-        }
+    let process = Process {
+        args,
+        store,
+        advertise,
+        lease,
+        times,
+        active: active_tx,
+        leader: leader_tx,
     };
+    let outcome = process.terms(shutdown).await;
     let _ = stop_tx.send(());
     // Event streams never end by themselves: the server gets a bounded time to drain.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     outcome
+}
+
+/// `/ping`, `/health` and `/metrics` of this process; `/v2` to the active scheduler's routes
+/// or a redirect.
+fn edge_router(
+    roles: Roles,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Router {
+    let mut edge = Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/health", get(|| async { "ok" }));
+    if let Some(m) = metrics {
+        edge = edge.route("/metrics", get(move || std::future::ready(m.render())));
+    }
+    edge.fallback(dispatch).with_state(roles)
+}
+
+/// What one scheduler process works with, from one term to the next.
+struct Process {
+    args: SchedulerArgs,
+    store: FrameworkStore,
+    advertise: String,
+    lease: Lease<FrameworkStore>,
+    times: LeaseTimes,
+    /// The active scheduler's routes while this one is active.
+    active: watch::Sender<Option<Router>>,
+    /// Where the active scheduler serves, while another one is.
+    leader: watch::Sender<Option<String>>,
+}
+
+impl Process {
+    /// Standby until the lease is won, active until it is lost, again and again, until
+    /// `shutdown` (the lease released) or the masters end the framework.
+    async fn terms(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let mut holder = tokio::select! {
+                h = self.lease.acquire(&self.leader) => h,
+                () = &mut shutdown => return Ok(()),
+            };
+            tracing::info!("holding the scheduler lease: active");
+            let term = async {
+                let (driver, started) =
+                    start_active(&self.args, &self.store, &self.advertise, holder.fence()).await?;
+                self.active
+                    .send_replace(Some(super::api::router(started.handle.clone())));
+                let mut done = started.done;
+                let end = tokio::select! {
+                    () = self.lease.hold(&mut holder) => Term::LostLease,
+                    why = &mut done => Term::Stopped(why.unwrap_or_else(|e| e.to_string())),
+                    () = &mut shutdown => Term::Shutdown,
+                };
+                self.active.send_replace(None);
+                // Not torn down: the framework and its tasks stay for the next scheduler.
+                driver.stop().await;
+                Ok::<Term, ServeError>(end)
+            };
+            match term.await {
+                Ok(Term::LostLease) => tracing::warn!("lost the scheduler lease: standby again"),
+                Ok(Term::Shutdown) => {
+                    self.lease.release(&holder).await;
+                    return Ok(());
+                }
+                Ok(Term::Stopped(why)) => {
+                    self.lease.release(&holder).await;
+                    return Err(ServeError::Stopped(why));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not become active; trying again");
+                    self.lease.release(&holder).await;
+                    tokio::time::sleep(self.times.ttl).await;
+                }
+            }
+        }
+    }
 }
 
 /// How one term as the active scheduler ended.
