@@ -45,6 +45,8 @@ pub const EVENT_BUFFER: usize = 4096;
 const MAX_EVENTS_PER_BATCH: usize = 512;
 /// How often the engine hears the clock.
 const TICK: Duration = Duration::from_secs(1);
+/// Service ports handed to port definitions that ask for any (Marathon's default range).
+const SERVICE_PORTS: std::ops::RangeInclusive<u32> = 10_000..=20_000;
 /// How long the framework id may take to be recorded after a subscription.
 const FRAMEWORK_ID_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Key of the framework id in the store.
@@ -531,6 +533,38 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
         Answer::ok(json!({ "apps": apps }))
     }
 
+    /// Gives each port definition of `app` asking for any service port (`port` 0) one of
+    /// [`SERVICE_PORTS`] that no other app's definitions hold (as Marathon does); on a change
+    /// of an app, a definition keeps the port it had at the same position. A definition is
+    /// left at 0 if the range is used up.
+    fn assign_service_ports(&self, app: &mut AppDefinition, before: Option<&AppDefinition>) {
+        if let Some(before) = before {
+            for (p, old) in app
+                .port_definitions
+                .iter_mut()
+                .zip(&before.port_definitions)
+            {
+                if p.port == 0 && SERVICE_PORTS.contains(&old.port) {
+                    p.port = old.port;
+                }
+            }
+        }
+        let mut used: std::collections::BTreeSet<u32> = self
+            .engine
+            .apps()
+            .filter(|r| r.app.id != app.id)
+            .flat_map(|r| r.app.port_definitions.iter().map(|p| p.port))
+            .collect();
+        used.extend(app.port_definitions.iter().map(|p| p.port));
+        let mut free = SERVICE_PORTS.filter(|p| !used.contains(p));
+        for p in app.port_definitions.iter_mut().filter(|p| p.port == 0) {
+            match free.next() {
+                Some(port) => p.port = port,
+                None => break,
+            }
+        }
+    }
+
     /// 409 if a deployment holds the app and the change is not forced.
     fn unlocked(&self, id: &PathId, force: bool) -> Result<(), ApiError> {
         match self.engine.deployment_of(id) {
@@ -551,6 +585,7 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
         let now = Timestamp::now();
         let mut app = app;
         app.version = Some(now);
+        self.assign_service_ports(&mut app, None);
         let record = AppRecord {
             app,
             config_version: now,
@@ -632,6 +667,8 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
                 "the id in the body differs from the id in the path",
             )]));
         }
+        let mut target = target;
+        self.assign_service_ports(&mut target, Some(&current.app));
         let config_changed = !same_config(&current.app, &target);
         let now = Timestamp::now();
         let mut next = AppRecord {

@@ -472,3 +472,41 @@ fn app_paths_find_the_id_and_the_suffix() {
     );
     assert!(app_path_of("/tasks").is_err());
 }
+
+#[tokio::test]
+async fn ports_asking_for_any_get_distinct_service_ports_that_changes_keep() {
+    let api = api().await;
+    let (_, _, a) = call(
+        &api,
+        "POST",
+        "/v2/apps",
+        r#"{"id": "/a", "cmd": "x", "instances": 0}"#,
+    )
+    .await;
+    let (_, _, b) = call(
+        &api,
+        "POST",
+        "/v2/apps",
+        r#"{"id": "/b", "cmd": "x", "instances": 0, "portDefinitions": [{"port": 0}, {"port": 10001}, {"port": 0}]}"#,
+    )
+    .await;
+    assert_eq!(a["portDefinitions"][0]["port"], 10000, "{a}");
+    let ports: Vec<u64> = b["portDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![10002, 10001, 10003], "{b}");
+    // A change that asks for any port again keeps the one the app has.
+    let (status, _, _) = call(
+        &api,
+        "PUT",
+        "/v2/apps/a?force=true",
+        r#"{"portDefinitions": [{"port": 0}], "cmd": "y"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, shown) = call(&api, "GET", "/v2/apps/a", "").await;
+    assert_eq!(shown["app"]["portDefinitions"][0]["port"], 10000, "{shown}");
+}
