@@ -1,5 +1,5 @@
-//! Plain HTTP GETs against a master's or agent's HTTP endpoints (`/metrics`, `/v1/state`),
-//! for the benchmarks and the harness.
+//! Plain HTTP against a master's, agent's or scheduler's HTTP endpoints (`/metrics`,
+//! `/v1/state`, `/v2`), for the benchmarks, the workloads and the harness.
 
 use std::time::Duration;
 
@@ -18,6 +18,32 @@ pub async fn get(addr: &str, path: &str) -> Result<String, String> {
 pub async fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
     let body = get(addr, path).await?;
     serde_json::from_str(&body).map_err(|e| format!("{addr}{path}: {e}"))
+}
+
+/// A request with an optional JSON body, through `client`, bounded by `timeout`: the status
+/// and the JSON answer (`Null` when the body is not JSON). A request that got no answer (a
+/// broken connection, the timeout) is an error.
+pub async fn request_json(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    addr: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<(u16, serde_json::Value), String> {
+    let mut req = client
+        .request(method, format!("http://{addr}{path}"))
+        .timeout(timeout);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 /// The value of a metric line `name_and_labels VALUE` in a Prometheus exposition.

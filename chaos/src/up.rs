@@ -224,6 +224,10 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         }
     }
     println!("stopping…");
+    // All at once, so the grace is one for every scheduler, not one each.
+    for s in &schedulers {
+        s.terminate();
+    }
     for s in &mut schedulers {
         s.stop(Duration::from_secs(5)).await;
     }

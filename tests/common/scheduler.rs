@@ -83,18 +83,14 @@ pub async fn send(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(10));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-        }
-        Err(e) => (0, Value::String(e.to_string())),
-    }
+    drover_chaos::http::request_json(
+        &reqwest::Client::new(),
+        method,
+        addr,
+        path,
+        body.as_ref(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| (0, Value::String(e)))
 }

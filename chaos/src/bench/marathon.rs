@@ -101,22 +101,38 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), MarathonBenchError> {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(30));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| MarathonBenchError::Http(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| MarathonBenchError::Http(e.to_string()))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    crate::http::request_json(
+        &reqwest::Client::new(),
+        method,
+        addr,
+        path,
+        body.as_ref(),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(MarathonBenchError::Http)
+}
+
+/// Waits until the scheduler at `addr` is a standby of the one at `active`.
+async fn wait_standby(
+    addr: &str,
+    active: &str,
+    timeout: Duration,
+) -> Result<(), MarathonBenchError> {
+    crate::wait::wait_until(
+        "the standby to name the active scheduler",
+        timeout,
+        || async move {
+            let (s, leader) = send(reqwest::Method::GET, addr, "/v2/leader", None)
+                .await
+                .map_err(|e| e.to_string())?;
+            (s == 200 && leader["leader"] == active)
+                .then_some(())
+                .ok_or_else(|| format!("leader: {s} {leader}"))
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Waits until the scheduler at `addr` is active and subscribed.
@@ -211,8 +227,8 @@ pub async fn marathon(
     ));
     let mut b = scheduler(&binary, &sub, &masters, "scheduler-b")?;
     for round in 0..opts.takeovers {
-        // Give the standby time to be one.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The standby must be one (it names the active scheduler) before the kill.
+        wait_standby(&b.addr, &a.addr, timeout).await?;
         let killed = Instant::now();
         a.kill().await;
         wait_active(&b.addr, timeout).await?;

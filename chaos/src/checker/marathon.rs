@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{cite, CheckerResult, Evidence, Validity, MAX_COUNTEREXAMPLES};
+use super::{cite, CheckerResult, Evidence, Validity};
 use crate::history::{pairs, Kind, Record};
 use crate::workload::marathon::TASK_PREFIX;
 
@@ -37,31 +37,15 @@ fn instance_of_task(task: &str) -> &str {
     task.rsplit_once("._app.").map_or(task, |(i, _)| i)
 }
 
+/// The marathon checkers' results: nothing of theirs is ever "nothing to check".
 fn result(
     checker: &str,
     invariant: &str,
     bad: Vec<Value>,
-    summary_ok: String,
+    looked_at: String,
     stats: Value,
 ) -> CheckerResult {
-    let valid = if bad.is_empty() {
-        Validity::Valid
-    } else {
-        Validity::Invalid
-    };
-    let summary = if bad.is_empty() {
-        summary_ok
-    } else {
-        format!("{} violation(s)", bad.len())
-    };
-    CheckerResult {
-        checker: checker.into(),
-        invariant: invariant.into(),
-        valid,
-        summary,
-        stats,
-        counterexamples: bad.into_iter().take(MAX_COUNTEREXAMPLES).collect(),
-    }
+    super::verdict(checker, invariant, bad, looked_at, false, stats)
 }
 
 /// Every marathon checker.

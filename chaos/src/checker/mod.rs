@@ -179,6 +179,38 @@ pub fn check_all(ev: &Evidence, time_limit: Duration) -> Results {
     Results::of(out)
 }
 
+/// A checker's result: invalid with the first counter-examples in `bad`, unknown when there
+/// was `nothing` to check, else valid; `looked_at` says what was looked at.
+pub(crate) fn verdict(
+    checker: &str,
+    invariant: &str,
+    bad: Vec<serde_json::Value>,
+    looked_at: String,
+    nothing: bool,
+    stats: serde_json::Value,
+) -> CheckerResult {
+    let (valid, summary) = if !bad.is_empty() {
+        (
+            Validity::Invalid,
+            format!("{} violations; {looked_at}", bad.len()),
+        )
+    } else if nothing {
+        (Validity::Unknown, format!("nothing to check: {looked_at}"))
+    } else {
+        (Validity::Valid, looked_at)
+    };
+    let mut counterexamples = bad;
+    counterexamples.truncate(MAX_COUNTEREXAMPLES);
+    CheckerResult {
+        checker: checker.into(),
+        invariant: invariant.into(),
+        valid,
+        summary,
+        stats,
+        counterexamples,
+    }
+}
+
 /// When the nemesis last healed (0 when it never injected anything).
 pub fn last_heal_ns(history: &[Record]) -> u64 {
     history

@@ -24,7 +24,7 @@ use std::time::Duration;
 use drover_resources::Resources;
 use serde_json::json;
 
-use super::{cite, CheckerResult, Evidence, Validity, MAX_COUNTEREXAMPLES};
+use super::{cite, CheckerResult, Evidence};
 use crate::history::{pairs, Kind, Record};
 use crate::workload::tasks::{is_call_process, is_events_process, LONG_PREFIX};
 
@@ -62,36 +62,6 @@ pub fn acked_by_master(work_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     out
-}
-
-fn result(
-    checker: &str,
-    invariant: &str,
-    bad: Vec<serde_json::Value>,
-    looked_at: String,
-    nothing: bool,
-    stats: serde_json::Value,
-) -> CheckerResult {
-    let (valid, summary) = if !bad.is_empty() {
-        (
-            Validity::Invalid,
-            format!("{} violations; {looked_at}", bad.len()),
-        )
-    } else if nothing {
-        (Validity::Unknown, format!("nothing to check: {looked_at}"))
-    } else {
-        (Validity::Valid, looked_at)
-    };
-    let mut counterexamples = bad;
-    counterexamples.truncate(MAX_COUNTEREXAMPLES);
-    CheckerResult {
-        checker: checker.into(),
-        invariant: invariant.into(),
-        valid,
-        summary,
-        stats,
-        counterexamples,
-    }
 }
 
 /// Each scheduler's framework id (from its subscriptions), by its events process.
@@ -207,7 +177,7 @@ pub fn acked_updates_kept(ev: &Evidence) -> CheckerResult {
     }
     // A replica that did not catch up after the heal could not be checked.
     let nothing = acked_total == 0 || (ev.final_states.len() as u64) < ev.masters.max(1);
-    result(
+    super::verdict(
         "acked-updates-kept",
         "1. no acknowledged status update is lost; every one reaches the scheduler",
         bad,
@@ -330,7 +300,7 @@ pub fn states_forward(ev: &Evidence) -> CheckerResult {
         }
     }
     let nothing = tasks_seen == 0 && by_task.is_empty();
-    result(
+    super::verdict(
         "task-states-forward",
         "2. task states move only forward; nothing leaves a terminal state",
         bad,
@@ -414,7 +384,7 @@ pub fn resources_safe(ev: &Evidence) -> CheckerResult {
             bad.push(b);
         }
     }
-    result(
+    super::verdict(
         "resources-safe",
         "3. on every agent, outstanding offers + live tasks fit in its total",
         bad,
@@ -463,7 +433,7 @@ pub fn no_double_launch(ev: &Evidence) -> CheckerResult {
         }
     }
     let nothing = runs.is_empty();
-    result(
+    super::verdict(
         "no-double-launch",
         "4. a task id runs at most once; an offer is consumed at most once",
         bad,
@@ -575,7 +545,7 @@ pub fn liveness(ev: &Evidence, wanted_long: usize) -> CheckerResult {
     if schedulers.is_empty() {
         bad.push(json!({"why": "no scheduler recorded anything"}));
     }
-    result(
+    super::verdict(
         "liveness-after-heal",
         "5. after faults heal, every wanted task runs again within the bound",
         bad,

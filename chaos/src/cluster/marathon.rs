@@ -105,17 +105,22 @@ impl MarathonScheduler {
         }
     }
 
-    /// SIGTERMs it and waits up to `grace`, then SIGKILLs it.
-    pub async fn stop(&mut self, grace: Duration) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = c.id() {
+    /// Sends SIGTERM (it releases its lease and exits), without waiting.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+    }
+
+    /// SIGTERMs it and waits up to `grace`, then SIGKILLs it.
+    pub async fn stop(&mut self, grace: Duration) {
+        self.terminate();
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
         if tokio::time::timeout(grace, c.wait()).await.is_err() {
             let _ = c.kill().await;
         }

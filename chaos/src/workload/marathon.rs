@@ -70,19 +70,9 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> Reply {
-    let mut req = http
-        .request(method, format!("http://{addr}{path}"))
-        .timeout(CALL_TIMEOUT);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    match req.send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            Reply::Status(status, serde_json::from_str(&text).unwrap_or(Value::Null))
-        }
-        Err(e) => Reply::Lost(e.to_string()),
+    match crate::http::request_json(http, method, addr, path, body.as_ref(), CALL_TIMEOUT).await {
+        Ok((status, v)) => Reply::Status(status, v),
+        Err(e) => Reply::Lost(e),
     }
 }
 
@@ -125,6 +115,9 @@ impl Workload for MarathonWorkload {
             let schedulers = kill_schedulers(&self, &ctx, schedulers, &http).await;
             let _ = ops.await;
             final_view(&ctx, &addrs, &http).await;
+            for s in &schedulers {
+                s.terminate();
+            }
             for mut s in schedulers {
                 s.stop(Duration::from_secs(5)).await;
             }

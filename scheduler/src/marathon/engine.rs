@@ -81,7 +81,7 @@ pub enum Effect {
         grace: Option<Duration>,
     },
     /// Kill a task no instance owns.
-    KillUnknown {
+    KillTask {
         task_id: TaskId,
     },
     /// Record the instance.
@@ -236,7 +236,7 @@ impl Engine {
         });
         let Some(id) = owner else {
             if !crate::driver::is_terminal(state) && state != TaskState::TaskUnknown {
-                effects.push(Effect::KillUnknown { task_id: task });
+                effects.push(Effect::KillTask { task_id: task });
             }
             return effects;
         };
@@ -327,11 +327,7 @@ impl Engine {
                 TaskFailure {
                     app_id: app_id.to_string(),
                     task_id: status.task_id.clone(),
-                    host: ended
-                        .placed
-                        .as_ref()
-                        .map(|p| p.hostname.clone())
-                        .unwrap_or_default(),
+                    host: ended.host().to_string(),
                     slave_id: status.agent_id.clone(),
                     state: condition.mesos_state().to_string(),
                     message: status.message.clone(),
@@ -376,16 +372,8 @@ impl Engine {
         effects: &mut Vec<Effect>,
     ) {
         let now = Timestamp(now_ms);
-        let host = i
-            .placed
-            .as_ref()
-            .map(|p| p.hostname.clone())
-            .unwrap_or_default();
-        let ports = i
-            .placed
-            .as_ref()
-            .map(|p| p.ports.clone())
-            .unwrap_or_default();
+        let host = i.host().to_string();
+        let ports = i.ports().to_vec();
         let ip = ip_addresses(&host);
         effects.push(Effect::Event(Event::new(
             "status_update_event",
@@ -727,12 +715,12 @@ impl Engine {
                         json!({"appId": app_id.to_string(), "instanceId": i.id.as_str(),
                                "taskId": task.as_ref().map(TaskId::as_str),
                                "version": i.version, "reason": "unhealthy",
-                               "host": i.placed.as_ref().map(|p| p.hostname.clone()),
+                               "host": i.host(),
                                "slaveId": i.placed.as_ref().map(|p| p.agent_id.clone())}),
                     )));
                     if let Some(task_id) = task {
                         self.kills_sent.insert(task_id.clone(), now_ms);
-                        effects.push(Effect::KillUnknown { task_id });
+                        effects.push(Effect::KillTask { task_id });
                     }
                 }
             }
@@ -804,15 +792,13 @@ impl Engine {
 
     /// A deployment was cancelled (`DELETE /v2/deployments/{id}?force=true`, or before its
     /// rollback starts): the app stays as it is now.
-    pub fn cancel_deployment(&mut self, id: &DeploymentId, now_ms: u64) -> Option<Deployment> {
+    pub fn cancel_deployment(&mut self, id: &DeploymentId) -> Option<Deployment> {
         let app = self
             .deployments
             .iter()
             .find(|(_, d)| &d.id == id)
             .map(|(a, _)| a.clone())?;
-        let d = self.deployments.remove(&app)?;
-        let _ = now_ms;
-        Some(d)
+        self.deployments.remove(&app)
     }
 
     /// Kills tasks on request (`DELETE /v2/apps/{id}/tasks…`, `POST /v2/tasks/delete`).
@@ -846,7 +832,7 @@ impl Engine {
                 self.kill_effect(i, now_ms, &mut effects);
             } else {
                 self.kills_sent.insert(t.clone(), now_ms);
-                effects.push(Effect::KillUnknown { task_id: t.clone() });
+                effects.push(Effect::KillTask { task_id: t.clone() });
             }
         }
         self.converge(now_ms, &mut effects);
@@ -1182,16 +1168,8 @@ impl Engine {
     }
 
     pub fn task_view(&self, i: &Instance) -> TaskView {
-        let host = i
-            .placed
-            .as_ref()
-            .map(|p| p.hostname.clone())
-            .unwrap_or_default();
-        let ports = i
-            .placed
-            .as_ref()
-            .map(|p| p.ports.clone())
-            .unwrap_or_default();
+        let host = i.host().to_string();
+        let ports = i.ports().to_vec();
         let service_ports: Vec<u64> = match self.apps.get(&i.app_id) {
             Some(r) => r
                 .app
@@ -1299,11 +1277,7 @@ fn sort_for_stopping(
 /// The environment Marathon gives a task, beside the app's own.
 fn task_env(app: &AppDefinition, i: &Instance) -> BTreeMap<String, String> {
     let mut env = app.env.clone();
-    let ports = i
-        .placed
-        .as_ref()
-        .map(|p| p.ports.clone())
-        .unwrap_or_default();
+    let ports = i.ports().to_vec();
     for (n, p) in ports.iter().enumerate() {
         env.insert(format!("PORT{n}"), p.to_string());
         if let Some(name) = app.port_definitions.get(n).and_then(|d| d.name.as_ref()) {

@@ -236,6 +236,16 @@ impl Instance {
         (self.incarnation > 0).then(|| self.id.task_id(self.incarnation))
     }
 
+    /// The host its current task was placed on ("" before it was placed).
+    pub fn host(&self) -> &str {
+        self.placed.as_ref().map_or("", |p| p.hostname.as_str())
+    }
+
+    /// The host ports of its current task (none before it was placed).
+    pub fn ports(&self) -> &[u64] {
+        self.placed.as_ref().map_or(&[], |p| p.ports.as_slice())
+    }
+
     /// Whether it counts toward its app's instances: wanted, and not given up on.
     pub fn counts(&self) -> bool {
         self.goal == Goal::Running && self.condition != Condition::UnreachableInactive

@@ -27,6 +27,9 @@ use super::service::{self, Info, FRAMEWORK_ID_KEY};
 use super::state::{FrameworkStore, KvStore, Records};
 use crate::driver::{Driver, DriverOptions, FrameworkId, FrameworkInfo};
 
+/// How long a term's end waits for the driver to stop.
+const DRIVER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// `drover scheduler` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArgs {
@@ -215,8 +218,10 @@ impl Process {
                     () = &mut shutdown => Term::Shutdown,
                 };
                 self.active.send_replace(None);
-                // Not torn down: the framework and its tasks stay for the next scheduler.
-                driver.stop().await;
+                // Not torn down: the framework and its tasks stay for the next scheduler. The
+                // driver may be in a subscription attempt (up to its subscribe timeout): the
+                // stop is bounded, and the driver ends anyway once its handles are gone.
+                let _ = tokio::time::timeout(DRIVER_STOP_TIMEOUT, driver.stop()).await;
                 Ok::<Term, ServeError>(end)
             };
             match term.await {

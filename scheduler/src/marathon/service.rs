@@ -799,16 +799,7 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
             .all_instances()
             .filter(|i| i.condition.may_run())
             .filter(|i| app.as_ref().is_none_or(|a| &i.app_id == a))
-            .filter_map(|i| {
-                Some((
-                    i.task_id()?,
-                    i.app_id.clone(),
-                    i.placed
-                        .as_ref()
-                        .map(|p| p.hostname.clone())
-                        .unwrap_or_default(),
-                ))
-            })
+            .filter_map(|i| Some((i.task_id()?, i.app_id.clone(), i.host().to_string())))
             .collect();
         match ids {
             Some(ids) => {
@@ -875,7 +866,7 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
             .find(|d| d.id == id)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("DeploymentPlan {id} does not exist")))?;
-        self.engine.cancel_deployment(&id, now());
+        self.engine.cancel_deployment(&id);
         self.records.forget_deployment(&id).await?;
         if force {
             return Ok(Answer {
@@ -1144,7 +1135,7 @@ async fn call_driver(
                 tracing::warn!(error = %e, task = %task_id, "KILL failed; asked again later");
             }
         }
-        Effect::KillUnknown { task_id } => {
+        Effect::KillTask { task_id } => {
             if let Err(e) = driver.kill(&task_id, None).await {
                 tracing::warn!(error = %e, task = %task_id, "KILL failed");
             }

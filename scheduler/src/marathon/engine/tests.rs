@@ -60,7 +60,7 @@ fn launched(fx: &[Effect]) -> Vec<(Instance, TaskInfo)> {
 fn killed(fx: &[Effect]) -> Vec<TaskId> {
     fx.iter()
         .filter_map(|f| match f {
-            Effect::Kill { task_id, .. } | Effect::KillUnknown { task_id } => Some(task_id.clone()),
+            Effect::Kill { task_id, .. } | Effect::KillTask { task_id } => Some(task_id.clone()),
             _ => None,
         })
         .collect()
