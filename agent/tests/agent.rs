@@ -232,6 +232,15 @@ async fn wait_id_persisted(work_dir: &Path) {
     .await;
 }
 
+/// Waits until the agent at `addr` says it is registered (a master's registration request
+/// seen by the fake is not yet its answer processed: RunTask is refused until then).
+async fn wait_registered(addr: &str) {
+    wait_for(DEADLINE, "registered in /health", || async {
+        http_get(addr, "/health").await.contains("\"registered\":1")
+    })
+    .await;
+}
+
 /// A real agent (this program as its executor) in a fresh work directory, registered with a
 /// fresh fake master: (work dir holder, work dir, fake, master address, agent, registration).
 async fn real_agent_with_fake_master() -> (
@@ -270,12 +279,7 @@ async fn real_agent() {
     let health = http_get(&addr, "/health").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"simulated\":false"), "{health}");
-    wait_for(DEADLINE, "registered in /health", || async {
-        http_get(&addr, "/health")
-            .await
-            .contains("\"registered\":1")
-    })
-    .await;
+    wait_registered(&addr).await;
     assert!(http_get(&addr, "/metrics")
         .await
         .starts_with("HTTP/1.1 200"));
@@ -446,6 +450,7 @@ async fn recovery_corrupt_and_cleanup() {
     let (_dir, work_dir, fake, master, agent, info) = real_agent_with_fake_master().await;
     let mut client = connect(&info.addr).await;
     wait_id_persisted(&work_dir).await;
+    wait_registered(&info.addr).await;
     for t in ["c1", "c2", "c3"] {
         client
             .run_task(RunTaskRequest {
