@@ -484,7 +484,8 @@ fn follow_timed_events(addr: &str) -> tokio::sync::watch::Receiver<Vec<(Instant,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_command_is_relaunched_with_growing_backoff_and_an_unhealthy_task_is_replaced() {
-    let c = common::start_with_agents(3, &[], 2, &[], 2).await;
+    // Two agents on hosts of their own, for the UNIQUE constraint at the end.
+    let c = common::start_with_agents_on_own_hosts(3, 2).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let s = Scheduler::start(&c.addrs(), dir.path(), "scheduler", &[]).await;
     s.wait_active(Duration::from_secs(30)).await;
@@ -568,4 +569,52 @@ async fn a_failing_command_is_relaunched_with_growing_backoff_and_an_unhealthy_t
     .expect("replaced");
     let (_, app) = send(reqwest::Method::GET, &s.addr, "/v2/apps/sick", None).await;
     assert_eq!(app["app"]["tasksHealthy"], 0, "{app}");
+    // Its deployment never finishes (no task becomes healthy): deleting it takes force.
+    let (status, r) = send(reqwest::Method::DELETE, &s.addr, "/v2/apps/sick", None).await;
+    assert_eq!(status, 409, "{r}");
+    let (status, r) = send(
+        reqwest::Method::DELETE,
+        &s.addr,
+        "/v2/apps/sick?force=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+
+    // UNIQUE hostname, 3 instances, 2 hosts: two run (one per host), the third waits queued.
+    let unique = json!({"id": "/unique", "cmd": "sleep 1000", "instances": 3, "cpus": 0.05,
+        "mem": 16, "constraints": [["hostname", "UNIQUE"]]});
+    let (status, r) = send(reqwest::Method::POST, &s.addr, "/v2/apps", Some(unique)).await;
+    assert_eq!(status, 201, "{r}");
+    let app = app_named(&s.addr, "unique", "2 running", |a| {
+        a["tasksRunning"] == 2 && a["tasks"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    let hosts: BTreeSet<String> = app["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["host"].as_str().expect("host").to_string())
+        .collect();
+    let expected: BTreeSet<String> = (0..2).map(drover_chaos::cluster::agent_hostname).collect();
+    assert_eq!(hosts, expected, "one task on each host: {app}");
+    common::wait_until("the third instance queued", CONVERGE, || {
+        let addr = s.addr.clone();
+        async move {
+            let (_, queue) = send(reqwest::Method::GET, &addr, "/v2/queue", None).await;
+            queue["queue"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|q| q["app"]["id"] == "/unique" && q["count"] == 1)
+                .then_some(())
+                .ok_or_else(|| format!("{queue}"))
+        }
+    })
+    .await
+    .expect("queued");
+    // And it stays at two: no offer from either host fits a third.
+    let (_, again) = send(reqwest::Method::GET, &s.addr, "/v2/apps/unique", None).await;
+    assert_eq!(again["app"]["tasksRunning"], 2, "{again}");
+    assert_eq!(again["app"]["tasksStaged"], 0, "{again}");
 }

@@ -61,13 +61,38 @@ async fn up_with(
     (child, seen)
 }
 
-async fn interrupt_and_wait(child: &mut tokio::process::Child) {
+/// SIGINTs `drover up` and waits for it to exit; if it does not within 30 s, fails with the
+/// end of every log under `data`.
+async fn interrupt_and_wait(child: &mut tokio::process::Child, data: &std::path::Path) {
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("drover up stopped within 30 s")
-        .unwrap();
+    let status = match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => panic!(
+            "drover up did not stop within 30 s of SIGINT; its logs end:\n{}",
+            log_tails(data)
+        ),
+    };
     assert!(status.success(), "drover up exited with {status}");
+}
+
+/// The last lines of every `*.log` under `dir` (two levels deep).
+fn log_tails(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let mut dirs = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && depth < 2 {
+                dirs.push((p, depth + 1));
+            } else if p.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(15)..];
+                out.push_str(&format!("== {}\n{}\n", p.display(), tail.join("\n")));
+            }
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,14 +129,33 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     client.put("up", "k", b"kept".to_vec()).await.unwrap();
     let cluster_id = client.leader_status().await.unwrap().cluster_id;
 
-    // Its two agents take tasks: `drover run` with nothing but the masters.
-    let out = common::cli(&["run", "--masters", &addrs.join(","), "--", "echo hi"]).await;
+    // Its two agents take tasks: `drover run` with nothing but the masters, and the task's
+    // output streamed between its RUNNING and its end.
+    let out = common::cli(&[
+        "run",
+        "--masters",
+        &addrs.join(","),
+        "--",
+        "echo hi; echo oops >&2",
+    ])
+    .await;
     assert_eq!(
         out.code, 0,
         "stdout:\n{}\nstderr:\n{}",
         out.stdout, out.stderr
     );
-    assert!(out.stdout.contains("TASK_FINISHED"), "{}", out.stdout);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let at = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
+    let (running, hi, finished) = (
+        at(&|l| l == "TASK_RUNNING"),
+        at(&|l| l == "hi"),
+        at(&|l| l.starts_with("TASK_FINISHED")),
+    );
+    assert!(
+        running < hi && hi < finished && running.is_some(),
+        "the task's output between RUNNING and FINISHED: {lines:?}"
+    );
+    assert!(out.stderr.lines().any(|l| l == "oops"), "{}", out.stderr);
 
     // Its schedulers keep an app running: POSTed to either (the standby redirects).
     for port in [scheduler_port, scheduler_port + 1] {
@@ -137,7 +181,12 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
         reqwest::Method::POST,
         &standby,
         "/v2/apps",
-        Some(serde_json::json!({"id": "/hello", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32})),
+        Some(serde_json::json!({
+            "id": "/hello",
+            "cmd": "echo hello from the app; echo a warning >&2; sleep 1000",
+            "cpus": 0.1,
+            "mem": 32
+        })),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -155,7 +204,35 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     .await
     .expect("running");
 
-    interrupt_and_wait(&mut child).await;
+    // `drover task logs` reads its sandbox through its agent.
+    let (_, body) =
+        common::scheduler::send(reqwest::Method::GET, &standby, "/v2/apps/hello/tasks", None).await;
+    let task = body["tasks"][0]["id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    let scheduler_url = format!("http://{standby}");
+    for (flag, want) in [
+        (None, "hello from the app"),
+        (Some("--stderr"), "a warning"),
+    ] {
+        let mut args = vec!["task", "logs", &task, "--scheduler", &scheduler_url];
+        args.extend(flag);
+        common::wait_until("the task's output", Duration::from_secs(30), || {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = common::cli(&args).await;
+                (out.code == 0 && out.stdout.lines().any(|l| l == want))
+                    .then_some(())
+                    .ok_or(format!("{}: {}{}", out.code, out.stdout, out.stderr))
+            }
+        })
+        .await
+        .expect("drover task logs prints the task's output");
+    }
+
+    interrupt_and_wait(&mut child, &data).await;
     for a in &addrs {
         assert!(
             tokio::net::TcpStream::connect(a).await.is_err(),
@@ -169,7 +246,7 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     assert_eq!(client.leader_status().await.unwrap().cluster_id, cluster_id);
     let got = client.get("up", "k").await.unwrap();
     assert_eq!(got.map(|v| v.value), Some(b"kept".to_vec()));
-    interrupt_and_wait(&mut child).await;
+    interrupt_and_wait(&mut child, &data).await;
 }
 
 /// Every process working for the cluster under `dir` (masters, agents, executors and their

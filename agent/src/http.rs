@@ -1,5 +1,6 @@
-//! HTTP endpoints on the agent's port, next to gRPC: `GET /health` and `GET /metrics`
-//! (Prometheus text format).
+//! HTTP endpoints on the agent's port, next to gRPC: `GET /health`, `GET /metrics`
+//! (Prometheus text format) and the sandbox files (`/files/read`, `/files/browse`, see
+//! [`crate::files`]).
 //!
 //! Owns nothing: answers are read at request time from the registration counter and the
 //! Prometheus recorder.
@@ -15,6 +16,8 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::layout::Layout;
+
 #[derive(Clone)]
 pub struct HttpState {
     pub prometheus: PrometheusHandle,
@@ -23,13 +26,20 @@ pub struct HttpState {
     pub simulated: bool,
     /// How many of them are registered now.
     pub registered: Arc<AtomicUsize>,
+    /// The work directory, whose task sandboxes `/files` serves.
+    pub layout: Layout,
 }
 
 pub fn router(state: HttpState) -> Router {
+    let files = Router::new()
+        .route("/files/read", get(crate::files::read))
+        .route("/files/browse", get(crate::files::browse))
+        .with_state(state.layout.clone());
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(files)
 }
 
 #[derive(Serialize)]

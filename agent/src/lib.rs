@@ -28,6 +28,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod executor;
 pub mod executor_socket;
+pub mod files;
 pub mod format;
 pub mod gc;
 pub mod http;

@@ -159,6 +159,7 @@ pub async fn run_with_config(
         agents: config.simulate.max(1),
         simulated,
         registered,
+        layout: layout.clone(),
     }))
     .add_service(
         AgentServer::new(AgentService::new(backend))

@@ -22,7 +22,7 @@ mod agents;
 pub mod marathon;
 mod schedulers;
 
-pub use agents::{kill_executors, AgentProcess};
+pub use agents::{agent_hostname, kill_executors, AgentProcess};
 pub use schedulers::SchedulerProcess;
 
 use crate::net::{FaultyNetwork, NetError};
@@ -109,6 +109,10 @@ pub struct ClusterSpec {
     pub agent_ports: Vec<u16>,
     /// Extra arguments for every `drover agent` (e.g. `--resources …`).
     pub agent_args: Vec<String>,
+    /// Give each agent a hostname of its own, as if each ran on its own machine (agent `i` is
+    /// `127.0.1.<i+1>`: a loopback address, so health checks still reach its tasks); by
+    /// default they all carry this machine's name.
+    pub distinct_agent_hostnames: bool,
     /// Scheduler processes (`drover chaos scheduler`, the chaos tasks workload), and the
     /// arguments every one gets besides its masters, address, index and incarnation.
     pub schedulers: usize,
@@ -136,6 +140,7 @@ impl ClusterSpec {
             proxied: false,
             agent_ports: Vec::new(),
             agent_args: Vec::new(),
+            distinct_agent_hostnames: false,
             schedulers: 0,
             scheduler_args: Vec::new(),
         })
@@ -171,6 +176,7 @@ impl ClusterSpec {
             proxied: false,
             agent_ports: (0..agents as u16).map(|i| base_port + 1 + 2 * i).collect(),
             agent_args: Vec::new(),
+            distinct_agent_hostnames: false,
             schedulers: 0,
             scheduler_args: Vec::new(),
         }

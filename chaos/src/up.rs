@@ -15,6 +15,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cluster::marathon::{MarathonScheduler, READY_TIMEOUT};
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
 
+/// How long the schedulers get to release their lease and exit before SIGKILL.
+const SCHEDULER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the agents, then the masters, each get to exit before SIGKILL: with the
+/// schedulers' grace, a stop takes at most 25 s.
+const CLUSTER_STOP_GRACE: Duration = Duration::from_secs(10);
+
 pub struct UpOptions {
     pub binary: PathBuf,
     pub base_dir: PathBuf,
@@ -199,14 +205,21 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
     }
     print_banner(&cluster, &leader, &schedulers);
 
-    let mut term = signal(SignalKind::terminate()).map_err(|source| ClusterError::Io {
-        what: "installing the SIGTERM handler".into(),
-        source,
-    })?;
+    // Both listeners live for the whole loop: a listener sees only the signals that arrive
+    // after it subscribed, so one made afresh each round (`tokio::signal::ctrl_c()`) missed a
+    // Ctrl-C that came while the previous round's tick ran, and `drover up` never stopped.
+    let installing = |what: &str| {
+        let what = what.to_string();
+        move |source| ClusterError::Io { what, source }
+    };
+    let mut term =
+        signal(SignalKind::terminate()).map_err(installing("installing the SIGTERM handler"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(installing("installing the SIGINT handler"))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = tick.tick() => {
                 for i in cluster.exited_agents() {
@@ -224,14 +237,20 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         }
     }
     println!("stopping…");
+    let started = std::time::Instant::now();
     // All at once, so the grace is one for every scheduler, not one each.
     for s in &schedulers {
         s.terminate();
     }
     for s in &mut schedulers {
-        s.stop(Duration::from_secs(5)).await;
+        s.stop(SCHEDULER_STOP_GRACE).await;
     }
-    cluster.stop_all(Duration::from_secs(15)).await?;
-    println!("stopped.");
+    let schedulers_stopped = started.elapsed();
+    cluster.stop_all(CLUSTER_STOP_GRACE).await?;
+    println!(
+        "stopped in {:.1} s (schedulers {:.1} s).",
+        started.elapsed().as_secs_f64(),
+        schedulers_stopped.as_secs_f64()
+    );
     Ok(())
 }

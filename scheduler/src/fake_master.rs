@@ -254,6 +254,7 @@ pub(crate) fn offer(id: &str, resources: &str) -> v1::Offer {
             .to_proto(),
         attributes: vec![],
         expires_at_ms: 0,
+        agent_addr: String::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod marathon;
 pub mod run;
+pub mod sandbox;
 
 #[cfg(test)]
 mod fake_master;

@@ -92,6 +92,16 @@ pub enum TaskOp {
         #[arg(long)]
         scale: bool,
     },
+    /// Print a task's stdout (or stderr), read from its sandbox on its agent.
+    Logs {
+        id: String,
+        /// Keep printing what the task writes, until Ctrl-C.
+        #[arg(long, short)]
+        follow: bool,
+        /// Its stderr instead of its stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,7 +123,7 @@ pub enum AppsError {
 }
 
 /// A `/v2` client.
-struct Api {
+pub(super) struct Api {
     base: String,
     http: reqwest::Client,
 }
@@ -130,7 +140,7 @@ impl Api {
         })
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -445,6 +455,7 @@ pub async fn task(s: &SchedulerArg, op: TaskOp) -> Result<(), AppsError> {
             }
             Ok(())
         }
+        TaskOp::Logs { id, follow, stderr } => super::logs::logs(&api, &id, follow, stderr).await,
     }
 }
 

@@ -113,8 +113,17 @@ pub async fn start_with_agents(
         agents,
         agent_args,
         expect_agents,
-        false,
+        |_| {},
     )
+    .await
+}
+
+/// Like [`start_with_agents`], each agent with a hostname of its own (see
+/// `ClusterSpec::distinct_agent_hostnames`), as if on machines of their own.
+pub async fn start_with_agents_on_own_hosts(masters: u64, agents: usize) -> TestCluster {
+    start_agents_with(masters, &[], agents, &[], agents, |spec| {
+        spec.distinct_agent_hostnames = true
+    })
     .await
 }
 
@@ -133,7 +142,7 @@ pub async fn start_with_agents_proxied(
         agents,
         agent_args,
         expect_agents,
-        true,
+        |spec| spec.proxied = true,
     )
     .await
 }
@@ -144,7 +153,7 @@ async fn start_agents_with(
     agents: usize,
     agent_args: &[&str],
     expect_agents: usize,
-    proxied: bool,
+    configure: impl FnOnce(&mut ClusterSpec),
 ) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = ClusterSpec::on_free_ports(binary(), dir.path().to_path_buf(), masters)
@@ -153,7 +162,7 @@ async fn start_agents_with(
         .expect("agent ports");
     spec.master_args = master_args.iter().map(|s| s.to_string()).collect();
     spec.agent_args = agent_args.iter().map(|s| s.to_string()).collect();
-    spec.proxied = proxied;
+    configure(&mut spec);
     let c = TestCluster {
         cluster: LocalCluster::new(spec).expect("cluster"),
         dir: Some(dir),

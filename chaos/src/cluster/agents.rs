@@ -74,6 +74,11 @@ pub fn kill_executors(work_dir: &Path) {
     }
 }
 
+/// Agent `index`'s own hostname under [`ClusterSpec::distinct_agent_hostnames`](super::ClusterSpec).
+pub fn agent_hostname(index: usize) -> String {
+    format!("127.0.1.{}", index + 1)
+}
+
 impl LocalCluster {
     pub fn agents(&self) -> impl Iterator<Item = &AgentProcess> {
         self.agents.iter()
@@ -129,6 +134,12 @@ impl LocalCluster {
             .arg("--listen")
             .arg(&a.addr)
             .args(&spec.agent_args)
+            .args(
+                (spec.distinct_agent_hostnames && index < 254)
+                    .then(|| ["--hostname".to_string(), agent_hostname(index)])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(
                 bind.iter()
                     .flat_map(|ip| ["--master-bind-ip".to_string(), ip.to_string()]),

@@ -313,6 +313,7 @@ pub fn offer_to_proto(o: &OfferRecord, agent: Option<&AgentRecord>) -> v1::Offer
         resources: o.resources.to_proto(),
         attributes: agent.map(|a| a.attributes.to_proto()).unwrap_or_default(),
         expires_at_ms: o.expires_at_ms,
+        agent_addr: agent.map(|a| a.addr.clone()).unwrap_or_default(),
     }
 }
 

@@ -131,6 +131,8 @@ pub struct Offer {
     pub attributes: Attributes,
     /// The master rescinds the offer at this time, milliseconds since the Unix epoch.
     pub expires_at_ms: u64,
+    /// The agent's address (host:port), where its `/files` are read.
+    pub agent_addr: String,
 }
 
 impl Offer {
@@ -143,6 +145,7 @@ impl Offer {
             resources: Resources::from_proto(&o.resources)?,
             attributes: Attributes::from_proto(&o.attributes)?,
             expires_at_ms: o.expires_at_ms,
+            agent_addr: o.agent_addr.clone(),
         })
     }
 }

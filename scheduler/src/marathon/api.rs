@@ -251,11 +251,10 @@ async fn app_path(
                 Call::Version(id, v)
             }
             (m, _) => {
-                return Err(ApiError {
-                    status: 405,
-                    message: format!("{m} is not allowed on /v2/apps/{rest}"),
-                    details: Vec::new(),
-                })
+                return Err(ApiError::new(
+                    405,
+                    format!("{m} is not allowed on /v2/apps/{rest}"),
+                ))
             }
         };
         h.call(call).await

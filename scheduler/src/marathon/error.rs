@@ -32,6 +32,8 @@ pub struct ApiError {
     pub status: u16,
     pub message: String,
     pub details: Vec<Violation>,
+    /// The deployments that lock the app (409 locked), as `[{"id"}]`.
+    pub deployments: Vec<String>,
 }
 
 /// The body of an error answer.
@@ -40,16 +42,40 @@ struct ErrorBody<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "<[Violation]>::is_empty")]
     details: &'a [Violation],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    deployments: Vec<serde_json::Value>,
 }
 
 impl ApiError {
+    /// An error with only a message.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+            deployments: Vec::new(),
+        }
+    }
+
+    /// 409: deployments lock the app and the change is not forced. Marathon's body names them
+    /// (`"deployments": [{"id": …}]`) besides the message.
+    pub fn locked(deployments: Vec<String>) -> Self {
+        let first = deployments.first().cloned().unwrap_or_default();
+        Self {
+            deployments,
+            ..Self::new(
+                409,
+                format!(
+                    "App is locked by one or more deployments. Override with the option \
+                     '?force=true'. View details at '/v2/deployments/{first}'."
+                ),
+            )
+        }
+    }
+
     /// 400: the body is not JSON at all.
     pub fn invalid_json(reason: impl std::fmt::Display) -> Self {
-        Self {
-            status: 400,
-            message: format!("Invalid JSON: {reason}"),
-            details: Vec::new(),
-        }
+        Self::new(400, format!("Invalid JSON: {reason}"))
     }
 
     /// 422: the definition is JSON but not a valid one. Violations on one path are merged.
@@ -62,26 +88,17 @@ impl ApiError {
             }
         }
         Self {
-            status: 422,
-            message: "Object is not valid".into(),
             details,
+            ..Self::new(422, "Object is not valid")
         }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: 404,
-            message: message.into(),
-            details: Vec::new(),
-        }
+        Self::new(404, message.into())
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self {
-            status: 409,
-            message: message.into(),
-            details: Vec::new(),
-        }
+        Self::new(409, message.into())
     }
 
     /// The JSON body.
@@ -89,6 +106,11 @@ impl ApiError {
         serde_json::to_string(&ErrorBody {
             message: &self.message,
             details: &self.details,
+            deployments: self
+                .deployments
+                .iter()
+                .map(|id| serde_json::json!({ "id": id }))
+                .collect(),
         })
         .unwrap_or_else(|_| r#"{"message":"error"}"#.to_string())
     }

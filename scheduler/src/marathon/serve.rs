@@ -327,11 +327,7 @@ async fn dispatch(State(roles): State<Roles>, request: Request) -> Response {
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         None if path == "/v2/leader" => ApiError::not_found("There is no leader").into_response(),
-        None => ApiError {
-            status: 503,
-            message: "There is no leader: no scheduler holds the lease yet".into(),
-            details: Vec::new(),
-        }
-        .into_response(),
+        None => ApiError::new(503, "There is no leader: no scheduler holds the lease yet")
+            .into_response(),
     }
 }

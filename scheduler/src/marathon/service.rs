@@ -174,11 +174,7 @@ impl Handle {
     /// Asks the service; 503 if it has stopped.
     pub async fn call(&self, call: Call) -> Result<Answer, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let gone = || ApiError {
-            status: 503,
-            message: "the scheduler is stopping".into(),
-            details: Vec::new(),
-        };
+        let gone = || ApiError::new(503, "the scheduler is stopping");
         self.calls.send((call, tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
@@ -568,11 +564,7 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
     /// 409 if a deployment holds the app and the change is not forced.
     fn unlocked(&self, id: &PathId, force: bool) -> Result<(), ApiError> {
         match self.engine.deployment_of(id) {
-            Some(d) if !force => Err(ApiError::conflict(format!(
-                "App is locked by one or more deployments. Override with the option \
-                 '?force=true'. View details at '/v2/deployments/{}'.",
-                d.id
-            ))),
+            Some(d) if !force => Err(ApiError::locked(vec![d.id.to_string()])),
             _ => Ok(()),
         }
     }
@@ -783,11 +775,10 @@ impl<S: KvStore + Send + Sync + 'static> Service<S> {
             single,
         } = request;
         if scale && wipe {
-            return Err(ApiError {
-                status: 400,
-                message: "You cannot use scale and wipe at the same time.".into(),
-                details: Vec::new(),
-            });
+            return Err(ApiError::new(
+                400,
+                "You cannot use scale and wipe at the same time.",
+            ));
         }
         if let Some(a) = &app {
             self.engine.app(a).ok_or_else(|| no_app(a))?;

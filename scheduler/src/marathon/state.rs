@@ -39,11 +39,7 @@ pub struct StoreError(pub String);
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError {
-            status: 503,
-            message: e.to_string(),
-            details: Vec::new(),
-        }
+        ApiError::new(503, e.to_string())
     }
 }
 
@@ -461,19 +457,13 @@ impl<S: KvStore> Records<S> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(value).map_err(|e| ApiError {
-        status: 500,
-        message: format!("cannot encode a record: {e}"),
-        details: Vec::new(),
-    })
+    serde_json::to_vec(value)
+        .map_err(|e| ApiError::new(500, format!("cannot encode a record: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(json: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(json).map_err(|e| ApiError {
-        status: 500,
-        message: format!("a stored record does not decode: {e}"),
-        details: Vec::new(),
-    })
+    serde_json::from_slice(json)
+        .map_err(|e| ApiError::new(500, format!("a stored record does not decode: {e}")))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use drover_proto::v1::{TaskState, TaskStatus};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::output::OutputPump;
 use super::{Plan, RunArgs, RunError};
 use crate::driver::{
     is_terminal, Driver, DriverError, DriverEvent, DriverOptions, EventStream, Offer, OfferId,
@@ -38,6 +39,8 @@ const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_SEEN_UPDATES: usize = 1024;
 /// Longest status message printed, characters.
 const MAX_MESSAGE_CHARS: usize = 1000;
+/// Bound on reading the rest of the task's output once it ended.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
 
 /// Where interrupts come from: SIGINT/SIGTERM, or a channel in tests. Each yields the exit
 /// status to end with.
@@ -153,6 +156,10 @@ struct Launcher<'a> {
     interrupted: Option<i32>,
     offers_seen: u64,
     last_trouble: Option<String>,
+    /// The agent the task was launched on (host:port), where its output is read.
+    agent_addr: Option<String>,
+    /// Copies the task's output while it runs (unless --no-output).
+    output: Option<OutputPump>,
 }
 
 /// Runs the plan to its end; `out` gets the status lines.
@@ -182,6 +189,8 @@ pub(crate) async fn launch(
         interrupted: None,
         offers_seen: 0,
         last_trouble: None,
+        agent_addr: None,
+        output: None,
     };
     let result = launcher
         .event_loop(&mut events, &mut interrupts, offer_deadline)
@@ -307,6 +316,9 @@ impl Launcher<'_> {
                 continue;
             };
             let task = self.plan.task_info(&resources);
+            if !offer.agent_addr.is_empty() {
+                self.agent_addr = Some(offer.agent_addr.clone());
+            }
             match self
                 .driver
                 .accept(std::slice::from_ref(&offer.id), vec![task], None)
@@ -377,7 +389,16 @@ impl Launcher<'_> {
         }
         let fresh = status.uuid.is_empty() || self.seen.insert(&status.uuid);
         if fresh && Some(state) != self.last_printed && state != TaskState::TaskStaging {
+            if is_terminal(state) {
+                // The whole output first, then how the task ended.
+                if let Some(output) = self.output.take().or_else(|| self.start_output()) {
+                    output.finish(OUTPUT_DRAIN).await;
+                }
+            }
             self.print(&status_line(&status))?;
+            if !is_terminal(state) && self.output.is_none() {
+                self.output = self.start_output();
+            }
             self.last_printed = Some(state);
             if !is_terminal(state) && !status.message.is_empty() {
                 eprintln!("drover run: {}", clean(&status.message));
@@ -390,6 +411,20 @@ impl Launcher<'_> {
             ));
         }
         Ok(Next::Continue)
+    }
+
+    /// Starts copying the task's output, when it is wanted and where it is is known.
+    fn start_output(&self) -> Option<OutputPump> {
+        if !self.plan.stream_output {
+            return None;
+        }
+        let addr = self.agent_addr.as_deref()?;
+        let framework = self.driver.framework_id()?;
+        Some(OutputPump::start(
+            addr,
+            framework.as_str(),
+            self.plan.task_id.as_str(),
+        ))
     }
 
     /// Prints TASK_STAGING once: the task is committed.
@@ -471,6 +506,9 @@ impl Launcher<'_> {
 
     /// Tears the framework down (bounded) and stops the driver.
     async fn finish(&mut self) {
+        if let Some(output) = self.output.take() {
+            output.finish(Duration::from_secs(2)).await;
+        }
         if self.driver.framework_id().is_some() {
             match tokio::time::timeout(TEARDOWN_TIMEOUT, self.driver.teardown()).await {
                 // Stopped: the master ended the framework (ERROR), nothing left to remove.

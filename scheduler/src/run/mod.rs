@@ -7,10 +7,13 @@
 //! at the end and exit with the task's status.
 //!
 //! Output contract: stdout holds one line per status, whose first word is the state name
-//! (`TASK_STAGING`, `TASK_RUNNING`, `TASK_FAILED (exit code 3): …`); everything else (which
-//! master, the framework id, the agent, re-subscriptions) goes to stderr.
+//! (`TASK_STAGING`, `TASK_RUNNING`, `TASK_FAILED (exit code 3): …`), and the task's own stdout
+//! between its RUNNING and its terminal line (its stderr goes to ours); everything else
+//! (which master, the framework id, the agent, re-subscriptions) goes to stderr. With
+//! `--no-output` stdout holds only the status lines.
 
 mod launch;
+mod output;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,7 +41,8 @@ const MAX_ID_BYTES: usize = 200;
     about = "Run one command as a task on the cluster and wait for it to end",
     long_about = "Run one command as a task on the cluster and wait for it to end.\n\n\
         Prints each status of the task on its own line to stdout (the state name first), \
-        progress to stderr, and exits with the task's exit status: 0 when it finished, its \
+        the task's stdout and stderr as it runs (read from its agent; --no-output turns that \
+        off), progress to stderr, and exits with the task's exit status: 0 when it finished, its \
         exit code when it failed, 128+N when signal N ended it, 1 when it was killed or lost, \
         2 when no offer fitted within --timeout, 130 on Ctrl-C (the task is killed first)."
 )]
@@ -82,6 +86,9 @@ pub struct RunArgs {
     /// How long to wait for an offer that fits (e.g. 60, 60s, 500ms, 2m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Do not copy the task's stdout and stderr (stdout then holds only the status lines).
+    #[arg(long)]
+    pub no_output: bool,
     /// The command, run with /bin/sh -c (its words are joined with spaces).
     #[arg(
         value_name = "COMMAND",
@@ -147,6 +154,8 @@ pub(crate) struct Plan {
     pub command: CommandInfo,
     pub kill_grace: Option<Duration>,
     pub offer_timeout: Duration,
+    /// Copy the task's stdout and stderr while it runs.
+    pub stream_output: bool,
 }
 
 impl Plan {
@@ -245,6 +254,7 @@ impl Plan {
             },
             kill_grace: args.kill_grace_seconds.map(Duration::from_secs_f64),
             offer_timeout: args.timeout,
+            stream_output: !args.no_output,
         })
     }
 

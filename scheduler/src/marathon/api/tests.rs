@@ -281,6 +281,14 @@ async fn errors_have_marathons_codes_and_json_shapes() {
             .is_some_and(|m| m.contains("locked") && m.contains("/v2/deployments/")),
         "{locked}"
     );
+    // Marathon names the locking deployments, the one in the message among them.
+    let lock = locked["deployments"][0]["id"]
+        .as_str()
+        .expect("a deployment id");
+    assert!(
+        locked["message"].as_str().is_some_and(|m| m.contains(lock)),
+        "{locked}"
+    );
     // Forced: the change replaces the deployment.
     let (status, _, forced) = call(
         &api,

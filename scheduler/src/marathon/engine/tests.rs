@@ -22,6 +22,7 @@ fn offer(n: u32, host: &str, resources: &str) -> Offer {
         resources: resources.parse().unwrap(),
         attributes: Attributes::default(),
         expires_at_ms: 0,
+        agent_addr: String::new(),
     }
 }
 

@@ -1,0 +1,496 @@
+//! The agent's file API, after Mesos's `/files`: `GET /files/read` (a byte range of a file in a
+//! task's sandbox, as JSON `{"data", "offset"}`) and `GET /files/browse` (a sandbox directory's
+//! entries). `drover task logs` and `drover run` read a task's `stdout` and `stderr` through it.
+//!
+//! Owns nothing: every request resolves its path against the work directory's layout and reads
+//! on a blocking thread. Only files inside a task's `sandbox/` are served (never the agent's
+//! own files beside it: `task.json`, logs, pid files), and a path that leaves the sandbox once
+//! symlinks are resolved is refused, so a task cannot expose the host through a link.
+//!
+//! A path names the sandbox as the layout does, relative to the work directory
+//! (`frameworks/<framework>/tasks/<task>/sandbox/stdout`, or `completed/<framework>/<task>[.n]/
+//! sandbox/…` once the task ended and its directory moved), or as the absolute path under the
+//! work directory. A live task's path still resolves after its directory moved to
+//! `completed/` (to the latest life of that task id), so a follower does not lose the end.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{FrameworkId, TaskId};
+use crate::layout::Layout;
+
+/// Longest range one read returns, bytes (Mesos's page size is 16 KiB; a log follower wants
+/// more per round trip).
+pub const MAX_READ_BYTES: u64 = 1 << 20;
+/// Most entries one browse returns.
+pub const MAX_BROWSE_ENTRIES: usize = 10_000;
+/// Longest path accepted, bytes.
+const MAX_PATH_BYTES: usize = 4096;
+
+/// Why a file request failed, with the HTTP status each maps to.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilesError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{0}: no such file or directory in a sandbox of this agent")]
+    NotFound(String),
+    #[error("{0}: {1}")]
+    Io(String, String),
+}
+
+impl IntoResponse for FilesError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            FilesError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            FilesError::NotFound(_) => StatusCode::NOT_FOUND,
+            FilesError::Io(..) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let field = match &self {
+            FilesError::Invalid { field, .. } => Some(*field),
+            _ => None,
+        };
+        (
+            status,
+            Json(serde_json::json!({"message": self.to_string(), "field": field})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    path: Option<String>,
+    /// Where to start, bytes; absent or -1 asks only for the file's size (Mesos's convention).
+    offset: Option<i64>,
+    /// Most bytes to return (at most [`MAX_READ_BYTES`], which is also the default).
+    length: Option<i64>,
+}
+
+/// `{"data", "offset"}`: `data` holds the bytes from `offset`, one character per byte where
+/// the bytes are not UTF-8 (see [`text_of`]), so that the next read starts at `offset` plus
+/// the UTF-8 length of `data`.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct ReadReply {
+    pub data: String,
+    pub offset: u64,
+}
+
+#[derive(Deserialize)]
+pub struct BrowseQuery {
+    path: Option<String>,
+}
+
+/// One directory entry, with Mesos's field names.
+#[derive(Serialize, Debug)]
+pub struct Entry {
+    pub path: String,
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+    pub mode: String,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub async fn read(
+    State(layout): State<Layout>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<ReadReply>, FilesError> {
+    let path = q.path.ok_or(FilesError::Invalid {
+        field: "path",
+        reason: "missing".into(),
+    })?;
+    let offset = match q.offset {
+        None | Some(-1) => None,
+        Some(o) if o < 0 => {
+            return Err(FilesError::Invalid {
+                field: "offset",
+                reason: format!("{o}: must be -1 or at least 0"),
+            })
+        }
+        Some(o) => Some(o as u64),
+    };
+    let length = match q.length {
+        None | Some(-1) => MAX_READ_BYTES,
+        Some(l) if l < 0 => {
+            return Err(FilesError::Invalid {
+                field: "length",
+                reason: format!("{l}: must be -1 or at least 0"),
+            })
+        }
+        Some(l) => (l as u64).min(MAX_READ_BYTES),
+    };
+    let reply = tokio::task::spawn_blocking(move || {
+        let file = resolve(&layout, &path)?;
+        read_range(&file, &path, offset, length)
+    })
+    .await
+    .map_err(|e| FilesError::Io("read".into(), e.to_string()))??;
+    Ok(Json(reply))
+}
+
+pub async fn browse(
+    State(layout): State<Layout>,
+    Query(q): Query<BrowseQuery>,
+) -> Result<Json<Vec<Entry>>, FilesError> {
+    let path = q.path.ok_or(FilesError::Invalid {
+        field: "path",
+        reason: "missing".into(),
+    })?;
+    let entries = tokio::task::spawn_blocking(move || {
+        let dir = resolve(&layout, &path)?;
+        list(&dir, &path)
+    })
+    .await
+    .map_err(|e| FilesError::Io("browse".into(), e.to_string()))??;
+    Ok(Json(entries))
+}
+
+/// The real path a request names, checked to lie inside a task's sandbox. Blocking.
+pub fn resolve(layout: &Layout, requested: &str) -> Result<PathBuf, FilesError> {
+    let invalid = |reason: &str| FilesError::Invalid {
+        field: "path",
+        reason: format!("{requested}: {reason}"),
+    };
+    if requested.len() > MAX_PATH_BYTES {
+        return Err(FilesError::Invalid {
+            field: "path",
+            reason: format!("longer than {MAX_PATH_BYTES} bytes"),
+        });
+    }
+    let given = Path::new(requested);
+    // An absolute path must lie under the work directory; it is then read as relative.
+    let work = layout.work_dir();
+    let canonical_work = work.canonicalize().ok();
+    let relative = [Some(work), canonical_work.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|w| w.is_absolute())
+        .find_map(|w| given.strip_prefix(w).ok())
+        .unwrap_or_else(|| given.strip_prefix("/").unwrap_or(given));
+    let mut parts = Vec::new();
+    for c in relative.components() {
+        match c {
+            Component::Normal(p) => {
+                parts.push(p.to_str().ok_or_else(|| invalid("not UTF-8"))?.to_string())
+            }
+            Component::CurDir => {}
+            _ => return Err(invalid("may not contain '..'")),
+        }
+    }
+    let (sandbox, rest) = sandbox_of(layout, &parts).ok_or_else(|| {
+        invalid(
+            "not in a task's sandbox (frameworks/<framework>/tasks/<task>/sandbox/… or \
+             completed/<framework>/<task>/sandbox/…)",
+        )
+    })?;
+    let mut file = sandbox.clone();
+    file.extend(rest);
+    let not_found = || FilesError::NotFound(requested.to_string());
+    // Symlinks resolved on both sides: what the task linked to outside its sandbox is refused.
+    let real = file.canonicalize().map_err(|_| not_found())?;
+    let root = sandbox.canonicalize().map_err(|_| not_found())?;
+    if !real.starts_with(&root) {
+        return Err(invalid("leaves the task's sandbox"));
+    }
+    Ok(real)
+}
+
+/// The sandbox directory `parts` start with, and the rest; `None` if they name no sandbox.
+fn sandbox_of<'a>(layout: &Layout, parts: &'a [String]) -> Option<(PathBuf, &'a [String])> {
+    match parts {
+        [top, fw, tasks, task, sandbox, rest @ ..]
+            if top == "frameworks" && tasks == "tasks" && sandbox == "sandbox" =>
+        {
+            let fw = FrameworkId::new(fw).ok()?;
+            let task = TaskId::new(task).ok()?;
+            let live = layout.task_dir(&fw, &task);
+            let dir = if live.is_dir() {
+                live
+            } else {
+                latest_completed(layout, &fw, &task).unwrap_or(live)
+            };
+            Some((dir.join("sandbox"), rest))
+        }
+        [top, fw, task, sandbox, rest @ ..] if top == "completed" && sandbox == "sandbox" => {
+            let fw = FrameworkId::new(fw).ok()?;
+            // `<task>.n` is a later life of `<task>`: both are plain names, checked as ids.
+            let task = TaskId::new(task).ok()?;
+            Some((
+                layout
+                    .completed_dir()
+                    .join(fw.as_str())
+                    .join(task.as_str())
+                    .join("sandbox"),
+                rest,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The directory of the latest ended life of a task (`<task>`, `<task>.1`, … : the highest).
+fn latest_completed(layout: &Layout, fw: &FrameworkId, task: &TaskId) -> Option<PathBuf> {
+    let parent = layout.completed_dir().join(fw.as_str());
+    let first = parent.join(task.as_str());
+    if !first.is_dir() {
+        return None;
+    }
+    let mut latest = first;
+    for n in 1.. {
+        let next = parent.join(format!("{}.{n}", task.as_str()));
+        if !next.is_dir() {
+            break;
+        }
+        latest = next;
+    }
+    Some(latest)
+}
+
+/// Bytes `[offset, offset + length)` of `file`, or only its size when `offset` is `None`.
+fn read_range(
+    file: &Path,
+    shown: &str,
+    offset: Option<u64>,
+    length: u64,
+) -> Result<ReadReply, FilesError> {
+    let io = |e: std::io::Error| FilesError::Io(shown.to_string(), e.to_string());
+    let mut f = std::fs::File::open(file).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(FilesError::Invalid {
+            field: "path",
+            reason: format!("{shown}: is a directory (browse it)"),
+        });
+    }
+    let size = meta.len();
+    let Some(offset) = offset else {
+        return Ok(ReadReply {
+            data: String::new(),
+            offset: size,
+        });
+    };
+    if offset >= size {
+        return Ok(ReadReply {
+            data: String::new(),
+            offset,
+        });
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut buf = Vec::with_capacity(length.min(size - offset) as usize);
+    f.take(length).read_to_end(&mut buf).map_err(io)?;
+    let at_end = offset + buf.len() as u64 >= size;
+    Ok(ReadReply {
+        data: text_of(&buf, !at_end),
+        offset,
+    })
+}
+
+/// `bytes` as text whose UTF-8 length is the number of bytes it stands for: valid UTF-8 is
+/// kept, every byte of an invalid sequence becomes `?`. A character cut at the end of the
+/// range is left for the next read when `more` follows (unless nothing else would be
+/// returned), so a reader advancing by the text's length never splits a character.
+pub fn text_of(bytes: &[u8], more: bool) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                return out;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                match e.error_len() {
+                    Some(n) => {
+                        out.extend(std::iter::repeat_n('?', n));
+                        rest = &bad[n..];
+                    }
+                    // Incomplete at the end: wait for the rest if it is coming.
+                    None if more && !out.is_empty() => return out,
+                    None => {
+                        out.extend(std::iter::repeat_n('?', bad.len()));
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The entries of directory `dir`, sorted by name, their paths as `shown` plus the name.
+fn list(dir: &Path, shown: &str) -> Result<Vec<Entry>, FilesError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |e: std::io::Error| FilesError::Io(shown.to_string(), e.to_string());
+    if !dir.is_dir() {
+        return Err(FilesError::Invalid {
+            field: "path",
+            reason: format!("{shown}: not a directory (read it)"),
+        });
+    }
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let e = e.map_err(io)?;
+        let Ok(meta) = e.metadata() else { continue };
+        entries.push(Entry {
+            path: format!(
+                "{}/{}",
+                shown.trim_end_matches('/'),
+                e.file_name().to_string_lossy()
+            ),
+            size: meta.len(),
+            mtime: meta.mtime(),
+            mode: mode_string(&meta),
+            nlink: meta.nlink(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
+        if entries.len() >= MAX_BROWSE_ENTRIES {
+            break;
+        }
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+/// `ls -l`'s mode column (`drwxr-xr-x`), as Mesos prints it.
+fn mode_string(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode();
+    let kind = if meta.is_dir() {
+        'd'
+    } else if meta.file_type().is_symlink() {
+        'l'
+    } else {
+        '-'
+    };
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(layout: &Layout, fw: &str, task: &str) -> PathBuf {
+        let dir = layout
+            .task_dir(&FrameworkId::new(fw).unwrap(), &TaskId::new(task).unwrap())
+            .join("sandbox");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn text_keeps_byte_lengths() {
+        assert_eq!(text_of(b"hello", false), "hello");
+        assert_eq!(text_of("é!".as_bytes(), false), "é!");
+        // An invalid byte becomes one '?'.
+        assert_eq!(text_of(b"a\xffb", false), "a?b");
+        // A character cut at the end waits for the next read, unless nothing else is there.
+        let e = "é".as_bytes();
+        assert_eq!(text_of(&[b'a', e[0]], true), "a");
+        assert_eq!(text_of(&[b'a', e[0]], false), "a?");
+        assert_eq!(text_of(&[e[0]], true), "?");
+        for (bytes, more) in [(&b"x\xc3"[..], true), (b"\xff\xfe", false), (b"ok", true)] {
+            let t = text_of(bytes, more);
+            assert!(t.len() <= bytes.len());
+        }
+    }
+
+    #[test]
+    fn reads_ranges_and_sizes_in_a_sandbox() {
+        let work = tempfile::tempdir().unwrap();
+        let layout = Layout::new(work.path());
+        let dir = sandbox(&layout, "fw", "t1");
+        std::fs::write(dir.join("stdout"), b"0123456789").unwrap();
+        let path = "frameworks/fw/tasks/t1/sandbox/stdout";
+        let file = resolve(&layout, path).unwrap();
+        let r = read_range(&file, path, Some(3), 4).unwrap();
+        assert_eq!(r.data, "3456");
+        assert_eq!(r.offset, 3);
+        assert_eq!(read_range(&file, path, None, 4).unwrap().offset, 10);
+        assert_eq!(read_range(&file, path, Some(20), 4).unwrap().data, "");
+        // The absolute form and a leading slash name the same file.
+        let abs = dir.join("stdout").display().to_string();
+        assert_eq!(resolve(&layout, &abs).unwrap(), file);
+        assert_eq!(resolve(&layout, &format!("/{path}")).unwrap(), file);
+    }
+
+    #[test]
+    fn refuses_what_is_not_in_a_sandbox() {
+        let work = tempfile::tempdir().unwrap();
+        let layout = Layout::new(work.path());
+        let dir = sandbox(&layout, "fw", "t1");
+        let task_dir = dir.parent().unwrap();
+        std::fs::write(task_dir.join("task.json"), b"{}").unwrap();
+        std::fs::write(work.path().join("secret"), b"no").unwrap();
+        std::os::unix::fs::symlink(work.path().join("secret"), dir.join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("etc")).unwrap();
+        for bad in [
+            "frameworks/fw/tasks/t1/task.json",
+            "frameworks/fw/tasks/t1/sandbox/../task.json",
+            "frameworks/fw/tasks/t1/sandbox/link",
+            "frameworks/fw/tasks/t1/sandbox/etc/passwd",
+            "secret",
+            "/etc/passwd",
+            "frameworks/../secret",
+        ] {
+            let e = resolve(&layout, bad).unwrap_err();
+            assert!(
+                matches!(e, FilesError::Invalid { field: "path", .. }),
+                "{bad}: {e:?}"
+            );
+        }
+        assert_eq!(
+            resolve(&layout, "frameworks/fw/tasks/t2/sandbox/stdout").unwrap_err(),
+            FilesError::NotFound("frameworks/fw/tasks/t2/sandbox/stdout".into())
+        );
+    }
+
+    #[test]
+    fn a_moved_task_is_found_in_completed_at_its_latest_life() {
+        let work = tempfile::tempdir().unwrap();
+        let layout = Layout::new(work.path());
+        for (life, text) in [("t1", "first"), ("t1.1", "second")] {
+            let dir = layout.completed_dir().join("fw").join(life).join("sandbox");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stdout"), text).unwrap();
+        }
+        let path = "frameworks/fw/tasks/t1/sandbox/stdout";
+        let file = resolve(&layout, path).unwrap();
+        assert_eq!(
+            read_range(&file, path, Some(0), 100).unwrap().data,
+            "second"
+        );
+        let first = "completed/fw/t1/sandbox/stdout";
+        let file = resolve(&layout, first).unwrap();
+        assert_eq!(
+            read_range(&file, first, Some(0), 100).unwrap().data,
+            "first"
+        );
+        let listed = list(
+            &resolve(&layout, "completed/fw/t1/sandbox").unwrap(),
+            "completed/fw/t1/sandbox",
+        )
+        .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].path, "completed/fw/t1/sandbox/stdout");
+        assert_eq!(listed[0].size, 5);
+        assert!(listed[0].mode.starts_with('-'));
+    }
+}
