@@ -618,3 +618,63 @@ async fn a_failing_command_is_relaunched_with_growing_backoff_and_an_unhealthy_t
     assert_eq!(again["app"]["tasksRunning"], 2, "{again}");
     assert_eq!(again["app"]["tasksStaged"], 0, "{again}");
 }
+
+/// A COMMAND health check runs beside each task: the task turns healthy, then (its check
+/// failing) unhealthy, its executor kills it, and the scheduler replaces it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_health_check_is_run_by_the_executor_and_an_unhealthy_task_is_replaced() {
+    let c = common::start_with_agents(1, &[], 1, &[], 1).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Scheduler::start(&c.addrs(), dir.path(), "scheduler", &[]).await;
+    s.wait_active(Duration::from_secs(30)).await;
+    let events = follow_timed_events(&s.addr);
+    // Healthy while `ok` exists: about 4 s, then the check fails twice in a row.
+    let app = json!({"id": "/flaky", "cmd": "touch ok; sleep 4; rm ok; sleep 1000",
+        "cpus": 0.05, "mem": 16,
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -f ok"},
+                          "delaySeconds": 0, "gracePeriodSeconds": 30, "intervalSeconds": 1,
+                          "timeoutSeconds": 5, "maxConsecutiveFailures": 2}]});
+    let (status, r) = send(reqwest::Method::POST, &s.addr, "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    let healthy = app_named(&s.addr, "flaky", "a healthy task", |a| {
+        a["tasksHealthy"] == 1 && a["tasks"][0]["healthCheckResults"][0]["alive"] == true
+    })
+    .await;
+    let first = healthy["tasks"][0]["id"]
+        .as_str()
+        .expect("task id")
+        .to_string();
+    common::wait_until("the unhealthy task killed and replaced", CONVERGE, || {
+        let seen = events.borrow().clone();
+        let first = first.clone();
+        async move {
+            let updates = updates_of(&seen, "/flaky");
+            let killed = updates
+                .iter()
+                .any(|(_, t, state)| *t == first && state == "TASK_KILLED");
+            let replaced = updates
+                .iter()
+                .any(|(_, t, state)| *t != first && state == "TASK_RUNNING");
+            let changes: Vec<&Value> = seen
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| {
+                    e["eventType"] == "health_status_changed_event" && e["appId"] == "/flaky"
+                })
+                .collect();
+            let went_bad = changes.iter().any(|e| e["alive"] == false);
+            let failed = seen.iter().any(|(_, e)| {
+                e["eventType"] == "failed_health_check_event" && e["appId"] == "/flaky"
+            });
+            (killed && replaced && went_bad && failed)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "killed {killed} replaced {replaced} unhealthy {went_bad} failed {failed}"
+                    )
+                })
+        }
+    })
+    .await
+    .expect("replaced");
+}

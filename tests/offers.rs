@@ -48,6 +48,8 @@ async fn run_reports_every_state_and_exits_with_the_task_status() {
         "0.5",
         "--mem",
         "64",
+        // Only the status lines on stdout (the task's output is in its sandbox).
+        "--no-output",
         "--",
         "echo hello; exit 3",
     ])
@@ -270,6 +272,7 @@ async fn two_roles_with_weights_one_and_three_converge_to_weighted_drf_shares() 
                     let task = v1::TaskInfo {
                         name: "sleeper".into(),
                         kill_grace_seconds: 0.0,
+                        health_check: None,
                         ..shell_task(&format!("{name}-{launched}"), "cpus:1;mem:256", "sleep 600")
                     };
                     match driver

@@ -1049,6 +1049,7 @@ mod tests {
                     environment: Default::default(),
                 }),
                 kill_grace_seconds: 0.0,
+                health_check: None,
             }],
         };
         RunTask::from_proto(&req).unwrap().remove(0)

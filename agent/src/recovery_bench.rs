@@ -51,6 +51,7 @@ pub fn populate(work_dir: &Path, tasks: usize) -> Result<(), CheckpointError> {
                 shell: "echo $DROVER_TASK_ID >> launches.log".into(),
                 environment: Default::default(),
                 kill_grace_ms: None,
+                health_check: None,
             },
             default_kill_grace_ms: 3000,
             cgroups: CgroupMode::None {

@@ -477,6 +477,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             kill_grace_ms: None,
+            health_check: None,
         }
     }
 

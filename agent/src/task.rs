@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use drover_model::health::HealthCheckSpec;
 use drover_proto::agent_api::MAX_TASKS_PER_RUN;
 use drover_proto::v1;
 use drover_resources::Resources;
@@ -59,6 +60,9 @@ pub struct TaskSpec {
     /// The task's own SIGTERM-to-SIGKILL grace, when it set one.
     #[serde(default)]
     pub kill_grace_ms: Option<u64>,
+    /// The check its executor runs beside it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 /// Checks a grace period in seconds from the wire: `None` for 0 (use the default).
@@ -144,6 +148,12 @@ impl TaskSpec {
             ));
         }
         let grace = grace_from_seconds(&field("kill_grace_seconds"), task.kill_grace_seconds)?;
+        let health_check = task
+            .health_check
+            .as_ref()
+            .map(|h| HealthCheckSpec::from_proto(h, &field("health_check")))
+            .transpose()
+            .map_err(|e| invalid(e.field, e.reason))?;
         Ok(TaskSpec {
             task_id,
             name: task.name.clone(),
@@ -155,6 +165,7 @@ impl TaskSpec {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             kill_grace_ms: grace.map(|g| g.as_millis() as u64),
+            health_check,
         })
     }
 
@@ -269,6 +280,7 @@ mod tests {
                     environment: [("A".to_string(), "1".to_string())].into_iter().collect(),
                 }),
                 kill_grace_seconds: 0.5,
+                health_check: None,
             }],
         }
     }
@@ -322,6 +334,14 @@ mod tests {
         let mut r = good();
         r.tasks[0].kill_grace_seconds = -1.0;
         assert_eq!(field_of(r), "tasks[0].kill_grace_seconds");
+        let mut r = good();
+        r.tasks[0].health_check = Some(v1::HealthCheck {
+            interval_seconds: 1.0,
+            timeout_seconds: 1.0,
+            command: None,
+            ..Default::default()
+        });
+        assert_eq!(field_of(r), "tasks[0].health_check.command");
         let mut r = good();
         r.tasks[0]
             .command

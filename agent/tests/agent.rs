@@ -159,6 +159,7 @@ fn task(id: &str, shell: &str) -> TaskInfo {
             environment: Default::default(),
         }),
         kill_grace_seconds: 0.0,
+        health_check: None,
     }
 }
 
@@ -326,6 +327,41 @@ async fn real_agent() {
     ] {
         assert!(f.exists(), "{} missing", f.display());
     }
+    // A task with a health check: its executor reports the health when it changes, and
+    // kills the task after two failures in a row (the grace period covers its start).
+    let mut checked = task("hc", "touch ok; sleep 2; rm ok; sleep 60");
+    checked.health_check = Some(v1::HealthCheck {
+        delay_seconds: 0.0,
+        interval_seconds: 0.3,
+        timeout_seconds: 5.0,
+        consecutive_failures: 2,
+        grace_period_seconds: 10.0,
+        command: Some(CommandInfo {
+            shell: "test -f ok".into(),
+            environment: Default::default(),
+        }),
+    });
+    client.run_task(run(checked)).await.expect("RunTask hc");
+    wait_state(&fake, "hc", v1::TaskState::TaskKilled).await;
+    let reports: Vec<(v1::TaskState, Option<bool>, String)> = fake
+        .state()
+        .applied
+        .iter()
+        .filter(|s| s.task_id == "hc")
+        .map(|s| (s.state(), s.healthy, s.reason.clone()))
+        .collect();
+    let r = |state, healthy: Option<bool>, reason: &str| (state, healthy, reason.to_string());
+    assert_eq!(
+        reports,
+        vec![
+            r(v1::TaskState::TaskStarting, None, "starting"),
+            r(v1::TaskState::TaskRunning, None, "running"),
+            r(v1::TaskState::TaskRunning, Some(true), "task_healthy"),
+            r(v1::TaskState::TaskRunning, Some(false), "task_unhealthy"),
+            r(v1::TaskState::TaskKilled, Some(false), "task_unhealthy"),
+        ]
+    );
+
     // RunTask again: idempotent, nothing new.
     client
         .run_task(run(task("t1", "echo again")))

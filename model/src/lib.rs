@@ -7,9 +7,12 @@
 //!   decides which moves between them are legal.
 //! - [`status`]: a task status (the core of a status update), its source and wire form.
 //! - [`limits`]: the bounds of a task's definition (command, environment) every part checks.
+//! - [`health`]: a task's health check (run by its executor), its one validation, and how a
+//!   status reports what it found.
 //! - [`clock`]: [`unix_ms`], the one wall-clock reading.
 
 pub mod clock;
+pub mod health;
 pub mod ids;
 pub mod limits;
 pub mod status;

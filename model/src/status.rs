@@ -122,7 +122,14 @@ impl TaskStatus {
             exit_code: self.exit_code,
             signal: self.signal,
             timestamp_ms: self.at_ms,
+            healthy: self.healthy(),
         }
+    }
+
+    /// What the task's health check found, when this status reports it (see
+    /// [`crate::health`]: the reason says it).
+    pub fn healthy(&self) -> Option<bool> {
+        crate::health::healthy_of(&self.reason)
     }
 }
 
@@ -196,6 +203,10 @@ mod tests {
         assert_eq!(p.uuid, "01234567-89ab-cdef-0123-456789abcdef");
         assert_eq!(p.exit_code, Some(3));
         assert_eq!(p.timestamp_ms, 1_700_000_000_000);
+        assert_eq!(p.healthy, None);
+        let mut h = sample();
+        h.reason = crate::health::REASON_UNHEALTHY.into();
+        assert_eq!(h.to_proto("t1", "a1").healthy, Some(false));
     }
 
     #[test]

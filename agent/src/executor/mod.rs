@@ -11,6 +11,11 @@
 //! appended to `executor_updates.log` in the task directory, then goes to the agent over the
 //! socket (see [`crate::protocol`]) until acknowledged.
 //!
+//! With a health check in its task (see [`health`]), the executor runs it beside the command
+//! once the command runs, reports the task's health on a RUNNING update whenever it changes
+//! (reason `task_healthy` or `task_unhealthy`), and kills the task after too many failures
+//! in a row (it then ends KILLED with reason `task_unhealthy`).
+//!
 //! A kill is SIGTERM to the command's process group, then SIGKILL to the group once the grace
 //! period is over. SIGTERM to the executor itself is taken as a kill request with the task's
 //! grace. After the command ends, whatever is left of its process group and cgroup is
@@ -23,6 +28,7 @@
 //! order, `DROVER_SANDBOX`, `DROVER_TASK_ID`, `DROVER_FRAMEWORK_ID`, `DROVER_AGENT_ID`.
 
 pub(crate) mod group;
+pub mod health;
 mod link;
 
 use std::collections::BTreeMap;
@@ -41,6 +47,9 @@ use crate::layout::TaskDir;
 use crate::protocol::FromExecutor;
 use crate::task::{LaunchSpec, LAUNCH_SPEC_VERSION};
 use crate::update::{StatusSource, StatusUpdate, TaskState};
+use drover_model::health::{
+    HealthCheckSpec, HealthState, HealthVerdict, REASON_HEALTHY, REASON_UNHEALTHY,
+};
 
 use group::signal_group;
 
@@ -261,6 +270,13 @@ fn terminal(
             ),
         );
     }
+    if let Some(why) = killed.and_then(|k| k.unhealthy.as_ref()) {
+        return (
+            TaskState::Killed,
+            REASON_UNHEALTHY,
+            format!("{why}; the command {how}"),
+        );
+    }
     if let Some(k) = killed {
         let escalated = if k.sigkill_sent {
             " after the grace period ran out"
@@ -284,6 +300,16 @@ fn terminal(
 struct KillState {
     deadline: Instant,
     sigkill_sent: bool,
+    /// Why the health check had the task killed, when it did.
+    unhealthy: Option<String>,
+}
+
+/// The health check under way: its results, its spec and what it found so far.
+struct Checking {
+    results: tokio::sync::mpsc::Receiver<health::CheckResult>,
+    spec: HealthCheckSpec,
+    state: HealthState,
+    started: Instant,
 }
 
 /// The executor, with an optional SIGTERM stream (tests run it in-process without one).
@@ -374,7 +400,25 @@ pub(crate) async fn run(
         )
         .await;
 
-    let (status, kill) = supervise(&mut child, pgid, &spec, &mut reporter, &mut sigterm).await;
+    let mut checking = spec.task.health_check.clone().map(|h| {
+        let sandbox = dir.sandbox();
+        Checking {
+            results: health::start(h.clone(), environment(&spec, &sandbox), sandbox),
+            spec: h,
+            state: HealthState::default(),
+            started: Instant::now(),
+        }
+    });
+    let (status, kill) = supervise(
+        &mut child,
+        pgid,
+        &spec,
+        &mut reporter,
+        &mut sigterm,
+        checking.as_mut(),
+    )
+    .await;
+    drop(checking);
     let memory_hit = clean_up(pgid, cgroup).await;
     match status {
         Ok(status) => {
@@ -404,6 +448,7 @@ async fn supervise(
     spec: &LaunchSpec,
     reporter: &mut Reporter,
     sigterm: &mut Option<tokio::signal::unix::Signal>,
+    mut checking: Option<&mut Checking>,
 ) -> (std::io::Result<ExitStatus>, Option<KillState>) {
     let mut kill: Option<KillState> = None;
     let status = loop {
@@ -427,6 +472,39 @@ async fn supervise(
                 tracing::info!("SIGTERM: killing the task");
                 let grace = spec.kill_grace(None);
                 request_kill(&mut kill, pgid, grace);
+            }
+            Some(result) = async {
+                match checking.as_mut() {
+                    Some(c) => c.results.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if kill.is_some() {
+                    continue;
+                }
+                let Some(c) = checking.as_mut() else { continue };
+                match c.state.observe(&c.spec, result.passed, c.started.elapsed()) {
+                    HealthVerdict::Quiet => {}
+                    HealthVerdict::Report { healthy } => {
+                        let (reason, message) = if healthy {
+                            (REASON_HEALTHY, "the health check passed".to_string())
+                        } else {
+                            (REASON_UNHEALTHY, format!("the health check failed: {}", result.detail))
+                        };
+                        reporter.report(TaskState::Running, reason, message, None).await;
+                    }
+                    HealthVerdict::Kill { failures } => {
+                        let why = format!(
+                            "killed after {failures} failed health checks in a row (the last: {})",
+                            result.detail
+                        );
+                        tracing::info!(pgid, failures, "unhealthy: killing the task");
+                        request_kill(&mut kill, pgid, spec.kill_grace(None));
+                        if let Some(k) = kill.as_mut() {
+                            k.unhealthy = Some(why);
+                        }
+                    }
+                }
             }
             _ = async {
                 match deadline {
@@ -501,6 +579,7 @@ fn request_kill(kill: &mut Option<KillState>, pgid: i32, grace: Duration) {
             *kill = Some(KillState {
                 deadline,
                 sigkill_sent: false,
+                unhealthy: None,
             });
         }
     }

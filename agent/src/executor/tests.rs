@@ -44,6 +44,7 @@ fn launch_spec(
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             kill_grace_ms: None,
+            health_check: None,
         },
         default_kill_grace_ms: 3000,
         cgroups,

@@ -278,6 +278,7 @@ impl Run {
                 environment: Default::default(),
             }),
             kill_grace_seconds: 1.0,
+            health_check: None,
         }
     }
 

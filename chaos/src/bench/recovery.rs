@@ -131,6 +131,7 @@ async fn framework(
             environment: Default::default(),
         }),
         kill_grace_seconds: 0.0,
+        health_check: None,
     };
     for i in 0..opts.long_tasks {
         queue.push_back(info(format!("long-{i}"), "sleep infinity"));

@@ -209,6 +209,7 @@ async fn framework(
                                     environment: Default::default(),
                                 }),
                                 kill_grace_seconds: 0.0,
+                                health_check: None,
                             }
                         })
                         .collect();

@@ -346,6 +346,7 @@ impl Framework {
                 environment: Default::default(),
             }),
             kill_grace_seconds: 0.5,
+            health_check: None,
         }
     }
 

@@ -4,15 +4,17 @@
 
 use std::collections::BTreeMap;
 
+use drover_model::health::HealthCheckSpec;
 use drover_proto::v1;
 use drover_resources::{Attributes, Resources};
+use prost::Message;
 use tonic::Status;
 
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::registry::cluster::{
     AgentRecord, AgentState, FrameworkRecord, OfferRecord, ReportedTask, StatusRecord,
-    StatusSource, TaskRecord, TaskSpec, TaskStatus, MAX_OFFERS_PER_ACCEPT, MAX_REPORTED_TASKS,
-    MAX_TASKS_PER_ACCEPT,
+    StatusSource, TaskExtensions, TaskRecord, TaskSpec, TaskStatus, MAX_OFFERS_PER_ACCEPT,
+    MAX_REPORTED_TASKS, MAX_TASKS_PER_ACCEPT,
 };
 use crate::registry::TaskState;
 
@@ -135,6 +137,13 @@ pub fn reconciliation_status(task: &TaskRecord, now_ms: u64) -> v1::TaskStatus {
         exit_code: last.and_then(|u| u.update.exit_code),
         signal: last.and_then(|u| u.update.signal),
         timestamp_ms: now_ms,
+        // A scheduler that took over learns the health its checks last reported.
+        healthy: task
+            .updates
+            .iter()
+            .rev()
+            .find_map(|u| u.update.healthy())
+            .filter(|_| !task.state.is_terminal()),
     }
 }
 
@@ -242,10 +251,33 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
         command: command.shell.clone(),
         environment,
         kill_grace_ms: seconds_to_ms(&field("kill_grace_seconds"), t.kill_grace_seconds)?,
+        extensions: extensions_from_proto(i, t)?,
     })
 }
 
+/// The fields of `t` the registry keeps as [`TaskExtensions`], checked; `None` when it has
+/// none.
+fn extensions_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<TaskExtensions>, Status> {
+    let Some(check) = &t.health_check else {
+        return Ok(None);
+    };
+    let checked = HealthCheckSpec::from_proto(check, &format!("launch[{i}].health_check"))
+        .map_err(|e| invalid(&e.field, e.reason))?;
+    let kept = v1::TaskInfo {
+        health_check: Some(checked.to_proto()),
+        ..Default::default()
+    };
+    Ok(Some(TaskExtensions(kept.encode_to_vec())))
+}
+
 pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
+    // Checked when accepted; a record that does not decode (it cannot, short of a bug) loses
+    // its extensions rather than its task.
+    let extended = t
+        .extensions
+        .as_ref()
+        .and_then(|e| v1::TaskInfo::decode(e.0.as_slice()).ok())
+        .unwrap_or_default();
     v1::TaskInfo {
         task_id: t.id.to_string(),
         name: t.name.clone(),
@@ -255,6 +287,7 @@ pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
             environment: t.environment.clone().into_iter().collect(),
         }),
         kill_grace_seconds: t.kill_grace_ms as f64 / 1000.0,
+        health_check: extended.health_check,
     }
 }
 
@@ -485,6 +518,7 @@ mod tests {
                 environment: Default::default(),
             }),
             kill_grace_seconds: 1.0,
+            health_check: None,
         };
         assert!(task_from_proto(0, &good).is_ok());
         type Mutation = Box<dyn Fn(&mut v1::TaskInfo)>;
@@ -524,5 +558,56 @@ mod tests {
                 e.message()
             );
         }
+    }
+
+    #[test]
+    fn a_health_check_is_kept_as_an_extension_and_sent_back_whole() {
+        let check = v1::HealthCheck {
+            delay_seconds: 1.0,
+            interval_seconds: 2.0,
+            timeout_seconds: 3.0,
+            consecutive_failures: 4,
+            grace_period_seconds: 5.0,
+            command: Some(v1::CommandInfo {
+                shell: "test -f ready".into(),
+                environment: Default::default(),
+            }),
+        };
+        let task = v1::TaskInfo {
+            task_id: "t".into(),
+            name: "t".into(),
+            resources: "cpus:1".parse::<Resources>().unwrap().to_proto(),
+            command: Some(v1::CommandInfo {
+                shell: "true".into(),
+                environment: Default::default(),
+            }),
+            kill_grace_seconds: 0.0,
+            health_check: Some(check.clone()),
+        };
+        let spec = task_from_proto(0, &task).unwrap();
+        assert!(spec.extensions.is_some());
+        assert_eq!(task_to_proto(&spec), task);
+        let plain = task_from_proto(
+            0,
+            &v1::TaskInfo {
+                health_check: None,
+                ..task.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(plain.extensions, None);
+        let bad = v1::TaskInfo {
+            health_check: Some(v1::HealthCheck {
+                interval_seconds: -1.0,
+                ..check
+            }),
+            ..task
+        };
+        let e = task_from_proto(2, &bad).unwrap_err();
+        assert!(
+            e.message()
+                .contains("launch[2].health_check.interval_seconds"),
+            "{e:?}"
+        );
     }
 }

@@ -33,7 +33,11 @@ use crate::registry::Registry;
 const MAGIC: &[u8; 8] = b"DROVSNAP";
 /// 2: the registry holds the cluster state (agents, frameworks, offers, tasks, roles).
 /// 3: with recovery (unreachable agents, framework failover). 4: the registry as records.
-const FORMAT_VERSION: u32 = 4;
+/// 5: records may include tasks' extensions (a record kind format 4 does not have; a format-4
+/// file reads as it is).
+const FORMAT_VERSION: u32 = 5;
+/// The records format before task extensions: read as format 5.
+const FORMAT_RECORDS_V4: u32 = 4;
 /// The format migrated from: the registry as one postcard body.
 const FORMAT_WHOLE_BODY: u32 = 3;
 const SUFFIX: &str = ".snap";
@@ -387,7 +391,10 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<(u32, Vec<u8>), Snapsho
         return Err(corrupt(path, "not a Drover snapshot (bad magic)"));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != FORMAT_VERSION && version != FORMAT_WHOLE_BODY {
+    if !matches!(
+        version,
+        FORMAT_VERSION | FORMAT_RECORDS_V4 | FORMAT_WHOLE_BODY
+    ) {
         return Err(SnapshotError::Format {
             path: path.to_path_buf(),
             found: version,
@@ -436,7 +443,8 @@ impl<'p> FileReader<'p> {
             hasher: crc32fast::Hasher::new(),
         };
         let (version, meta) = read_header(path, &mut hashed)?;
-        if version != FORMAT_VERSION {
+        // Format 4's records are format 5's without task extensions.
+        if version != FORMAT_VERSION && version != FORMAT_RECORDS_V4 {
             return Err(SnapshotError::Format {
                 path: path.to_path_buf(),
                 found: version,

@@ -98,7 +98,20 @@ pub struct TaskSpec {
     pub environment: BTreeMap<String, String>,
     /// SIGTERM-to-SIGKILL grace period on kill; 0 means the agent's default.
     pub kill_grace_ms: u64,
+    /// What the registry keeps of the task without interpreting it (see [`TaskExtensions`]).
+    /// Not in this type's encoding, so that the log and the snapshots of builds before
+    /// extensions read as they were: it travels in [`ClusterOp::AcceptExtended`] and in
+    /// snapshot records of its own.
+    #[serde(skip)]
+    pub extensions: Option<TaskExtensions>,
 }
+
+/// The parts of a task's definition the registry keeps but does not interpret (its health
+/// check today), as a protobuf `TaskInfo` that holds only them. Protobuf fields evolve without
+/// a change of the log's format: a new kind of extension (a container, labels) needs no
+/// migration, only a field in `TaskInfo`. The leader checked them at ACCEPT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExtensions(pub Vec<u8>);
 
 /// A status update's core and its source: the model's, the same the agent checkpoints (their
 /// declaration order is part of this log's format, see [`drover_model::status`]).
@@ -224,6 +237,17 @@ pub enum ClusterOp {
     PruneCompleted {
         keep_tasks_per_framework: u32,
         keep_completed_frameworks: u32,
+    },
+    // Variants are positional in the log's encoding: new ones go last.
+    /// [`Accept`](ClusterOp::Accept) of tasks some of which carry [`TaskExtensions`]
+    /// (`extensions[i]` is `tasks[i]`'s). A variant of its own, added last, so that an entry
+    /// written before extensions existed decodes as it did; the leader proposes it only for
+    /// tasks that have extensions, so a cluster that uses none writes what older builds read.
+    AcceptExtended {
+        framework: FrameworkId,
+        offers: Vec<OfferId>,
+        tasks: Vec<TaskSpec>,
+        extensions: Vec<Option<TaskExtensions>>,
     },
 }
 
@@ -600,6 +624,22 @@ impl ClusterState {
                 offers,
                 tasks,
             } => self.accept(framework, offers, tasks),
+            ClusterOp::AcceptExtended {
+                framework,
+                offers,
+                tasks,
+                extensions,
+            } => {
+                let tasks: Vec<TaskSpec> = tasks
+                    .iter()
+                    .zip(extensions.iter().chain(std::iter::repeat(&None)))
+                    .map(|(t, e)| TaskSpec {
+                        extensions: e.clone(),
+                        ..t.clone()
+                    })
+                    .collect();
+                self.accept(framework, offers, &tasks)
+            }
             ClusterOp::StatusUpdate {
                 agent,
                 framework,

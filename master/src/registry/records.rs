@@ -11,7 +11,8 @@ use drover_resources::Resources;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{
-    AgentRecord, FrameworkRecord, OfferRecord, StoredClusterState, TaskKey, TaskRecord,
+    AgentRecord, FrameworkRecord, OfferRecord, StoredClusterState, TaskExtensions, TaskKey,
+    TaskRecord,
 };
 use super::store::{Revision, StoredFrameworkStore};
 use super::{FrameworkName, Registry, StoreKey, Versioned};
@@ -30,6 +31,9 @@ pub enum RecordRef<'a> {
     Task(&'a TaskKey, &'a TaskRecord),
     /// Per agent, its outstanding offers plus its live tasks.
     Committed(&'a AgentId, &'a Resources),
+    /// A task's extensions (after its task's record; new variants go last: they are
+    /// positional in the encoding).
+    TaskExtensions(&'a TaskKey, &'a TaskExtensions),
 }
 
 /// One entry of a registry, owned: what a snapshot reads back.
@@ -43,6 +47,7 @@ pub enum Record {
     Offer(OfferId, OfferRecord),
     Task(TaskKey, TaskRecord),
     Committed(AgentId, Resources),
+    TaskExtensions(TaskKey, TaskExtensions),
 }
 
 /// Records that cannot make a registry.
@@ -50,6 +55,8 @@ pub enum Record {
 pub enum RecordError {
     #[error("two records for {0} {1}")]
     Duplicate(&'static str, String),
+    #[error("extensions for task {0}, which has no record before them")]
+    OrphanExtensions(String),
 }
 
 impl Registry {
@@ -70,6 +77,12 @@ impl Registry {
             .chain(c.offers.iter().map(|(k, v)| RecordRef::Offer(k, v)))
             .chain(c.tasks.iter().map(|(k, v)| RecordRef::Task(k, v)))
             .chain(c.committed.iter().map(|(k, v)| RecordRef::Committed(k, v)))
+            .chain(c.tasks.iter().filter_map(|(k, t)| {
+                t.spec
+                    .extensions
+                    .as_ref()
+                    .map(|e| RecordRef::TaskExtensions(k, e))
+            }))
     }
 }
 
@@ -111,6 +124,16 @@ impl Builder {
             Record::Offer(k, v) => insert_new(&mut c.offers, "offer", k, v)?,
             Record::Task(k, v) => insert_new(&mut c.tasks, "task", k, v)?,
             Record::Committed(k, v) => insert_new(&mut c.committed, "committed", k, v)?,
+            Record::TaskExtensions(k, e) => {
+                let t = c
+                    .tasks
+                    .get_mut(&k)
+                    .ok_or_else(|| RecordError::OrphanExtensions(format!("{k:?}")))?;
+                if t.spec.extensions.is_some() {
+                    return Err(RecordError::Duplicate("task extensions", format!("{k:?}")));
+                }
+                t.spec.extensions = Some(e);
+            }
         }
         Ok(())
     }

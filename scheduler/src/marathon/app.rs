@@ -765,14 +765,49 @@ impl AppDefinition {
                         v.push(Violation::new(at("/command"), "only for COMMAND health checks"));
                     }
                 }
-                HealthProtocol::Command => match &h.command {
-                    Some(c) if !c.value.is_empty() && c.value.len() <= MAX_COMMAND_BYTES => {}
-                    _ => v.push(Violation::new(at("/command"), "a COMMAND health check needs a command (1 to 64 KiB)")),
-                },
+                HealthProtocol::Command => {
+                    match &h.command {
+                        Some(c) if !c.value.is_empty() && c.value.len() <= MAX_COMMAND_BYTES => {}
+                        _ => v.push(Violation::new(at("/command"), "a COMMAND health check needs a command (1 to 64 KiB)")),
+                    }
+                    let earlier = self.health_checks[..i]
+                        .iter()
+                        .any(|e| e.protocol == HealthProtocol::Command);
+                    if earlier {
+                        v.push(Violation::new(
+                            at("/protocol"),
+                            "at most one COMMAND health check (its executor runs one beside each task)",
+                        ));
+                    }
+                }
                 other => v.push(Violation::new(
                     at("/protocol"),
                     format!("{other:?} health checks are not supported by Drover (HTTP, TCP and COMMAND are)"),
                 )),
+            }
+            let longest = [
+                h.grace_period_seconds,
+                h.interval_seconds,
+                h.timeout_seconds,
+                h.delay_seconds,
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+            if f64::from(longest) > drover_model::health::MAX_CHECK_SECONDS {
+                v.push(Violation::new(
+                    at(""),
+                    format!(
+                        "gracePeriodSeconds, intervalSeconds, timeoutSeconds and delaySeconds are at most {}",
+                        drover_model::health::MAX_CHECK_SECONDS
+                    ),
+                ));
+            }
+            if h.max_consecutive_failures > drover_model::health::MAX_CONSECUTIVE_FAILURES {
+                v.push(Violation::new(
+                    at("/maxConsecutiveFailures"),
+                    format!("at most {}", drover_model::health::MAX_CONSECUTIVE_FAILURES),
+                ));
             }
             if h.interval_seconds == 0 || h.timeout_seconds == 0 {
                 v.push(Violation::new(

@@ -247,8 +247,36 @@ impl Engine {
             now_ms,
         };
         self.apply_condition(&id, report, &mut effects);
+        // What the executor's COMMAND check found (on a RUNNING update, or a reconciliation
+        // answer after a takeover).
+        if let (Some(healthy), TaskState::TaskRunning) = (status.healthy, state) {
+            if let Some(check) = self.command_check_of(&id) {
+                let cause = (!healthy).then(|| status.message.clone());
+                self.apply_health(
+                    HealthReport {
+                        instance: id,
+                        check,
+                        healthy,
+                        cause,
+                    },
+                    now_ms,
+                    &mut effects,
+                );
+            }
+        }
         self.converge(now_ms, &mut effects);
         effects
+    }
+
+    /// The position of the COMMAND check among the checks of `id`'s app, if it has one.
+    fn command_check_of(&self, id: &InstanceId) -> Option<usize> {
+        let app = self.app_of.get(id)?;
+        self.apps
+            .get(app)?
+            .app
+            .health_checks
+            .iter()
+            .position(|h| h.protocol == HealthProtocol::Command)
     }
 
     fn apply_condition(&mut self, id: &InstanceId, report: Report<'_>, effects: &mut Vec<Effect>) {
@@ -638,17 +666,26 @@ impl Engine {
         effects
     }
 
-    /// A health check result for an instance.
+    /// A health check result for an instance (from the scheduler's own HTTP and TCP checks).
     pub fn health(&mut self, report: HealthReport, now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
+        self.apply_health(report, now_ms, &mut effects);
+        self.converge(now_ms, &mut effects);
+        effects
+    }
+
+    /// Records a check's result: events when the health changes or a check fails, and for a
+    /// check the scheduler runs, the kill of an instance that failed it too often (the
+    /// executor kills for its COMMAND check itself).
+    fn apply_health(&mut self, report: HealthReport, now_ms: u64, effects: &mut Vec<Effect>) {
         let Some(app_id) = self.app_of.get(&report.instance).cloned() else {
-            return effects;
+            return;
         };
         let Some(record) = self.apps.get(&app_id) else {
-            return effects;
+            return;
         };
         let Some(check) = record.app.health_checks.get(report.check).cloned() else {
-            return effects;
+            return;
         };
         let checks = record.app.health_checks.len();
         let now = Timestamp(now_ms);
@@ -669,7 +706,7 @@ impl Engine {
                     .collect()
             });
         let Some(r) = results.get_mut(report.check) else {
-            return effects;
+            return;
         };
         let was_alive = r.alive;
         if report.healthy {
@@ -701,8 +738,9 @@ impl Engine {
                        "healthCheck": check}),
             )));
         }
-        let give_up =
-            check.max_consecutive_failures > 0 && failures >= check.max_consecutive_failures;
+        let give_up = check.protocol != HealthProtocol::Command
+            && check.max_consecutive_failures > 0
+            && failures >= check.max_consecutive_failures;
         if give_up {
             // Killed and replaced: the instance keeps its goal, so it is relaunched.
             if let Some(i) = self.instance_mut(&report.instance) {
@@ -726,8 +764,6 @@ impl Engine {
             }
             self.health.remove(&report.instance);
         }
-        self.converge(now_ms, &mut effects);
-        effects
     }
 
     // ---- changes from the API ----------------------------------------------------------
@@ -1238,12 +1274,10 @@ fn ip_addresses(host: &str) -> Vec<IpAddress> {
     }
 }
 
-/// Whether the scheduler has checks of the app's to run (HTTP and TCP; COMMAND checks run
-/// beside the task on the agent).
+/// Whether the app's tasks are checked (by the scheduler, HTTP and TCP, or by their executor,
+/// COMMAND): then an instance is ready once every check passed.
 fn runs_checks(app: &AppDefinition) -> bool {
-    app.health_checks
-        .iter()
-        .any(|h| matches!(h.protocol, HealthProtocol::Http | HealthProtocol::Tcp))
+    !app.health_checks.is_empty()
 }
 
 /// Orders instances so the first are the ones to stop: without a task yet, then not yet
@@ -1340,7 +1374,31 @@ pub fn task_info(
             environment: task_env(app, i).into_iter().collect(),
         }),
         kill_grace_seconds: app.task_kill_grace_period_seconds.map_or(0.0, f64::from),
+        health_check: command_check(app),
     }
+}
+
+/// The app's COMMAND health check (at most one: validation), as its executor runs it.
+fn command_check(app: &AppDefinition) -> Option<drover_proto::v1::HealthCheck> {
+    let h = app
+        .health_checks
+        .iter()
+        .find(|h| h.protocol == HealthProtocol::Command)?;
+    Some(drover_proto::v1::HealthCheck {
+        delay_seconds: f64::from(h.delay_seconds),
+        interval_seconds: f64::from(h.interval_seconds),
+        timeout_seconds: f64::from(h.timeout_seconds),
+        consecutive_failures: h.max_consecutive_failures,
+        grace_period_seconds: f64::from(h.grace_period_seconds),
+        command: Some(CommandInfo {
+            shell: h
+                .command
+                .as_ref()
+                .map(|c| c.value.clone())
+                .unwrap_or_default(),
+            environment: Default::default(),
+        }),
+    })
 }
 
 #[cfg(test)]

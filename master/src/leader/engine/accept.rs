@@ -17,10 +17,20 @@ impl Engine {
         refuse_ms: Option<u64>,
         reply: Reply<()>,
     ) {
-        let op = ClusterOp::Accept {
-            framework: framework.clone(),
-            offers: offers.clone(),
-            tasks: tasks.clone(),
+        // Tasks without extensions are written as every build reads them.
+        let op = if tasks.iter().any(|t| t.extensions.is_some()) {
+            ClusterOp::AcceptExtended {
+                framework: framework.clone(),
+                offers: offers.clone(),
+                tasks: tasks.clone(),
+                extensions: tasks.iter().map(|t| t.extensions.clone()).collect(),
+            }
+        } else {
+            ClusterOp::Accept {
+                framework: framework.clone(),
+                offers: offers.clone(),
+                tasks: tasks.clone(),
+            }
         };
         self.propose(
             op,

@@ -553,6 +553,7 @@ pub(super) fn task(id: &str, resources: &str) -> TaskSpec {
         command: "true".into(),
         environment: Default::default(),
         kill_grace_ms: 0,
+        extensions: None,
     }
 }
 

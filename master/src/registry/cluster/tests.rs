@@ -117,6 +117,7 @@ pub(super) fn task(id: &str, resources: &str) -> TaskSpec {
         command: "true".into(),
         environment: Default::default(),
         kill_grace_ms: 0,
+        extensions: None,
     }
 }
 
@@ -526,4 +527,51 @@ fn re_registration_drops_offers_and_refuses_shrinking_below_live_tasks() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(s.committed_on(&agent("a1")), res("cpus:2"));
+}
+
+#[test]
+fn task_extensions_survive_the_log_and_snapshots_and_old_entries_read_as_before() {
+    let mut s = with_agent_and_framework();
+    s.apply(&ClusterOp::CreateOffers(vec![offer(
+        1,
+        "f",
+        "cpus:4;mem:4096",
+    )]));
+    let ext = TaskExtensions(vec![1, 2, 3]);
+    let op = ClusterOp::AcceptExtended {
+        framework: fw("f"),
+        offers: vec![offer_id(1)],
+        tasks: vec![task("t1", "cpus:1"), task("t2", "cpus:1")],
+        extensions: vec![Some(ext.clone()), None],
+    };
+    // Through the log's encoding: the extensions travel beside the specs.
+    let bytes = postcard::to_stdvec(&op).unwrap();
+    let decoded: ClusterOp = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded, op);
+    assert!(matches!(s.apply(&decoded), ClusterOutcome::Accepted { .. }));
+    let spec = |t: &str| s.task(&fw("f"), &task_id(t)).unwrap().spec.clone();
+    assert_eq!(spec("t1").extensions, Some(ext.clone()));
+    assert_eq!(spec("t2").extensions, None);
+    // Entries written before extensions keep their encoding: ACCEPT is still variant 7, and a
+    // spec encodes without its extensions; the new variant comes last.
+    let old = postcard::to_stdvec(&accept("f", &[1], vec![spec("t1")])).unwrap();
+    assert_eq!(old[0], 7);
+    let plain = postcard::to_stdvec(&accept("f", &[1], vec![task("t1", "cpus:1")])).unwrap();
+    assert_eq!(old, plain);
+    assert_eq!(bytes[0], 11);
+    // Snapshots: the registry read back from its records holds the extensions.
+    let registry = crate::registry::Registry {
+        store: Default::default(),
+        cluster: s.clone(),
+    };
+    let back = crate::registry::records::reloaded(&registry);
+    assert_eq!(back, registry);
+    assert_eq!(
+        back.cluster
+            .task(&fw("f"), &task_id("t1"))
+            .unwrap()
+            .spec
+            .extensions,
+        Some(ext)
+    );
 }

@@ -489,6 +489,83 @@ fn unhealthy_instances_are_killed_and_relaunched_and_health_gates_the_deployment
 }
 
 #[test]
+fn a_command_check_runs_beside_the_task_and_its_reports_gate_the_deployment() {
+    let (mut e, id, _) = engine_with(
+        r#"{"id": "/web", "cmd": "x", "instances": 1,
+            "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -f ok"},
+                              "intervalSeconds": 2, "maxConsecutiveFailures": 3,
+                              "gracePeriodSeconds": 7, "delaySeconds": 1}]}"#,
+    );
+    let l = launched(&e.offers(&[offer(1, "h1", BIG)], T0));
+    // The executor gets the check with the task.
+    let check = l[0]
+        .1
+        .health_check
+        .clone()
+        .expect("the check goes with the task");
+    assert_eq!(check.command.unwrap().shell, "test -f ok");
+    assert_eq!(
+        (
+            check.interval_seconds,
+            check.consecutive_failures,
+            check.grace_period_seconds
+        ),
+        (2.0, 3, 7.0)
+    );
+    assert_eq!(check.delay_seconds, 1.0);
+    let tasks = task_ids(&l);
+    report(&mut e, &tasks, TaskState::TaskRunning, T0 + 1);
+    assert!(e.deployment_of(&id).is_some(), "running, not yet healthy");
+    let health = |healthy: bool| TaskStatus {
+        healthy: Some(healthy),
+        reason: if healthy {
+            "task_healthy"
+        } else {
+            "task_unhealthy"
+        }
+        .into(),
+        message: "the health check failed: exit status 1".into(),
+        ..status(tasks[0].as_str(), TaskState::TaskRunning, "h")
+    };
+    let fx = e.update(&health(true), T0 + 2);
+    assert!(events(&fx).contains(&"health_status_changed_event"));
+    assert!(
+        events(&fx).contains(&"deployment_success"),
+        "{:?}",
+        events(&fx)
+    );
+    let counts = |e: &Engine| e.app_view(e.app(&id).unwrap(), false).counts;
+    assert_eq!(counts(&e).tasks_healthy, 1);
+    // Unhealthy: counted and announced; the executor kills, not the scheduler.
+    for t in 3..8 {
+        let fx = e.update(&health(false), T0 + t);
+        assert!(
+            killed(&fx).is_empty(),
+            "the scheduler killed for a COMMAND check"
+        );
+        assert!(events(&fx).contains(&"failed_health_check_event"));
+    }
+    assert_eq!(counts(&e).tasks_unhealthy, 1);
+}
+
+#[test]
+fn at_most_one_command_check_per_app() {
+    let e = parse_app(
+        br#"{"id": "/web", "cmd": "x", "healthChecks": [
+            {"protocol": "COMMAND", "command": {"value": "true"}},
+            {"protocol": "COMMAND", "command": {"value": "true"}}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.status, 422);
+    assert!(
+        e.details
+            .iter()
+            .any(|v| v.path == "/healthChecks(1)/protocol"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn args_are_quoted_for_the_shell() {
     let r = record(r#"{"id": "/a", "args": ["echo", "it's", "$HOME"]}"#, T0);
     let mut i = Instance::scheduled(&r.app.id, Timestamp(T0));
