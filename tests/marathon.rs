@@ -678,3 +678,89 @@ async fn a_command_health_check_is_run_by_the_executor_and_an_unhealthy_task_is_
     .await
     .expect("replaced");
 }
+
+/// `unreachableStrategy` on a real partition: the agent of an app's task is cut off from the
+/// masters; once its task is UNREACHABLE for `inactiveAfterSeconds` another replaces it on the
+/// other agent; when the cut heals the old task comes back RUNNING, one task is surplus, and
+/// the app's `killSelection` (YOUNGEST_FIRST, Marathon's default) stops the replacement.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_on_a_partitioned_agent_is_replaced_and_the_surplus_killed_when_it_comes_back() {
+    let c = common::start_with_agents_proxied(
+        3,
+        &["--agent-timeout-ms", "2000", "--agent-heartbeat-ms", "400"],
+        2,
+        &[],
+        2,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Scheduler::start(&c.addrs(), dir.path(), "scheduler", &[]).await;
+    s.wait_active(Duration::from_secs(30)).await;
+    let events = follow_timed_events(&s.addr);
+    let app = json!({"id": "/cut", "cmd": "sleep 1000", "cpus": 0.05, "mem": 16,
+        "unreachableStrategy": {"inactiveAfterSeconds": 1, "expungeAfterSeconds": 600}});
+    let (status, r) = send(reqwest::Method::POST, &s.addr, "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    let running = app_named(&s.addr, "cut", "1 running", |a| settled(a, 1)).await;
+    let old = running["tasks"][0]["id"].as_str().expect("id").to_string();
+    let agent = (0..2)
+        .find(|i| common::task_dir(&c.agent(*i).unwrap().work_dir, &old).is_some())
+        .expect("an agent runs the task");
+
+    c.net().expect("fault layer").isolate_agent(agent);
+    let replaced = common::wait_until("a replacement running elsewhere", CONVERGE, || {
+        let seen = events.borrow().clone();
+        let old = old.clone();
+        async move {
+            let updates = updates_of(&seen, "/cut");
+            let unreachable = updates
+                .iter()
+                .any(|(_, t, state)| *t == old && state == "TASK_UNREACHABLE");
+            updates
+                .iter()
+                .find(|(_, t, state)| *t != old && state == "TASK_RUNNING")
+                .filter(|_| unreachable)
+                .map(|(_, t, _)| t.clone())
+                .ok_or_else(|| format!("{updates:?}"))
+        }
+    })
+    .await
+    .expect("replaced");
+    assert!(
+        common::task_dir(&c.agent(1 - agent).unwrap().work_dir, &replaced).is_some(),
+        "the replacement runs on the reachable agent"
+    );
+
+    c.net().expect("fault layer").heal_agent(agent);
+    common::wait_until(
+        "the old task back, the replacement killed",
+        CONVERGE,
+        || {
+            let seen = events.borrow().clone();
+            let (old, replaced) = (old.clone(), replaced.clone());
+            async move {
+                let updates = updates_of(&seen, "/cut");
+                let of = |task: &str| -> Vec<String> {
+                    updates
+                        .iter()
+                        .filter(|(_, t, _)| t == task)
+                        .map(|(_, _, s)| s.clone())
+                        .collect()
+                };
+                let old_states = of(&old);
+                let back = old_states
+                    .iter()
+                    .skip_while(|s| *s != "TASK_UNREACHABLE")
+                    .any(|s| s == "TASK_RUNNING");
+                let surplus_killed = of(&replaced).last().is_some_and(|s| s == "TASK_KILLED");
+                (back && surplus_killed)
+                    .then_some(())
+                    .ok_or_else(|| format!("old {old_states:?} replacement {:?}", of(&replaced)))
+            }
+        },
+    )
+    .await
+    .expect("surplus killed");
+    let app = app_named(&s.addr, "cut", "one task again", |a| settled(a, 1)).await;
+    assert_eq!(app["tasks"][0]["id"], old.as_str(), "{app}");
+}
