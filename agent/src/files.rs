@@ -1,6 +1,7 @@
 //! The agent's file API, after Mesos's `/files`: `GET /files/read` (a byte range of a file in a
-//! task's sandbox, as JSON `{"data", "offset"}`) and `GET /files/browse` (a sandbox directory's
-//! entries). `drover task logs` and `drover run` read a task's `stdout` and `stderr` through it.
+//! task's sandbox, as JSON `{"data", "offset"}`), `GET /files/download` (a whole file, raw,
+//! streamed) and `GET /files/browse` (a sandbox directory's entries). `drover task logs` and
+//! `drover run` read a task's `stdout` and `stderr` through it.
 //!
 //! Owns nothing: every request resolves its path against the work directory's layout and reads
 //! on a blocking thread. Only files inside a task's `sandbox/` are served (never the agent's
@@ -17,7 +18,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,8 @@ pub const MAX_READ_BYTES: u64 = 1 << 20;
 pub const MAX_BROWSE_ENTRIES: usize = 10_000;
 /// Longest path accepted, bytes.
 const MAX_PATH_BYTES: usize = 4096;
+/// Bytes read per chunk of a download.
+const DOWNLOAD_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Why a file request failed, with the HTTP status each maps to.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -134,6 +137,65 @@ pub async fn read(
     .await
     .map_err(|e| FilesError::Io("read".into(), e.to_string()))??;
     Ok(Json(reply))
+}
+
+/// The whole file, raw, streamed in chunks (as much of it as there was when asked: a file
+/// still growing ends where it ended then).
+pub async fn download(
+    State(layout): State<Layout>,
+    Query(q): Query<BrowseQuery>,
+) -> Result<Response, FilesError> {
+    use tokio::io::AsyncReadExt;
+    let path = q.path.ok_or(FilesError::Invalid {
+        field: "path",
+        reason: "missing".into(),
+    })?;
+    let shown = path.clone();
+    let (file, size) = tokio::task::spawn_blocking(move || {
+        let file = resolve(&layout, &path)?;
+        let meta =
+            std::fs::metadata(&file).map_err(|e| FilesError::Io(path.clone(), e.to_string()))?;
+        if meta.is_dir() {
+            return Err(FilesError::Invalid {
+                field: "path",
+                reason: format!("{path}: is a directory (browse it)"),
+            });
+        }
+        Ok((file, meta.len()))
+    })
+    .await
+    .map_err(|e| FilesError::Io("download".into(), e.to_string()))??;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('"', ""))
+        .unwrap_or_default();
+    let opened = tokio::fs::File::open(&file)
+        .await
+        .map_err(|e| FilesError::Io(shown, e.to_string()))?
+        .take(size);
+    let chunks = futures::stream::unfold(opened, |mut f| async move {
+        let mut buf = vec![0u8; DOWNLOAD_CHUNK_BYTES];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 pub async fn browse(
@@ -460,6 +522,38 @@ mod tests {
             resolve(&layout, "frameworks/fw/tasks/t2/sandbox/stdout").unwrap_err(),
             FilesError::NotFound("frameworks/fw/tasks/t2/sandbox/stdout".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_download_is_the_whole_file_raw() {
+        let work = tempfile::tempdir().unwrap();
+        let layout = Layout::new(work.path());
+        let dir = sandbox(&layout, "fw", "t1");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("stdout"), &bytes).unwrap();
+        let get = |path: &str| {
+            download(
+                State(layout.clone()),
+                Query(BrowseQuery {
+                    path: Some(path.to_string()),
+                }),
+            )
+        };
+        let resp = get("frameworks/fw/tasks/t1/sandbox/stdout").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_LENGTH], "200000");
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(body.as_ref(), bytes.as_slice());
+        assert!(matches!(
+            get("frameworks/fw/tasks/t1/sandbox").await,
+            Err(FilesError::Invalid { field: "path", .. })
+        ));
+        assert!(matches!(
+            get("frameworks/fw/tasks/t1/task.json").await,
+            Err(FilesError::Invalid { field: "path", .. })
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! HTTP endpoints on the agent's port, next to gRPC: `GET /health`, `GET /metrics`
-//! (Prometheus text format) and the sandbox files (`/files/read`, `/files/browse`, see
+//! (Prometheus text format) and the sandbox files (`/files/read`, `/files/download`,
+//! `/files/browse`, see
 //! [`crate::files`]).
 //!
 //! Owns nothing: answers are read at request time from the registration counter and the
@@ -34,6 +35,7 @@ pub fn router(state: HttpState) -> Router {
     let files = Router::new()
         .route("/files/read", get(crate::files::read))
         .route("/files/browse", get(crate::files::browse))
+        .route("/files/download", get(crate::files::download))
         .with_state(state.layout.clone());
     Router::new()
         .route("/health", get(health))

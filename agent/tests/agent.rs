@@ -319,6 +319,23 @@ async fn real_agent() {
         std::fs::read_to_string(t1.sandbox().join("stdout")).expect("stdout"),
         "hello 31000\n"
     );
+    // The same through the agent's /files, by the sandbox's path; nothing outside it.
+    let sandbox_path = "frameworks/fw-1/tasks/t1/sandbox/stdout";
+    let read = http_get(&addr, &format!("/files/read?path={sandbox_path}&offset=0")).await;
+    assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+    assert!(
+        read.contains(r#"{"data":"hello 31000\n","offset":0}"#),
+        "{read}"
+    );
+    let download = http_get(&addr, &format!("/files/download?path={sandbox_path}")).await;
+    assert!(download.starts_with("HTTP/1.1 200"), "{download}");
+    assert!(download.ends_with("\r\n\r\nhello 31000\n"), "{download}");
+    let outside = http_get(
+        &addr,
+        "/files/read?path=frameworks/fw-1/tasks/t1/task.json&offset=0",
+    )
+    .await;
+    assert!(outside.starts_with("HTTP/1.1 400"), "{outside}");
     for f in [
         t1.task_json(),
         t1.executor_pid(),
