@@ -46,6 +46,32 @@ async fn health_leader_and_metrics_on_every_master() {
         );
         assert_eq!(l["leader_addr"], leader.leader_addr.as_str());
         assert_eq!(l["term"], leader.term);
+        // Mesos's plain endpoints: the API version as clients parse it, and the redirect.
+        let (code, body) = http_get(&m.addr, "/version").await;
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let parts: Vec<u32> = v["version"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(parts.len(), 3, "{body}");
+        for path in ["/master/redirect", "/redirect"] {
+            let resp = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(format!("http://{}{path}", m.addr))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 307);
+            assert_eq!(
+                resp.headers()["location"],
+                format!("//{}", leader.leader_addr).as_str()
+            );
+        }
     }
     let leader_addr = leader.leader_addr.clone();
     wait_until("a snapshot was built", Duration::from_secs(20), || {

@@ -1,7 +1,11 @@
 //! HTTP endpoints on the master's port, next to gRPC: `GET /health`, `GET /v1/leader`,
 //! `GET /v1/state` (agents, frameworks, offers and tasks as JSON), `GET /v1/raft` (this
 //! replica's Raft metrics as openraft reports them: vote, log, commit, and on a leader each
-//! follower's matched log id) and `GET /metrics` (Prometheus text format).
+//! follower's matched log id) and `GET /metrics` (Prometheus text format); and the first of
+//! Mesos's plain endpoints (`master/MESOS_HTTP.md`, section 4): `GET /version` (the Mesos API
+//! version Drover speaks, `X.Y.Z` as clients parse it) and `GET /master/redirect` (alias
+//! `/redirect`: a 307 to the leader, `Location: //host:port`; 503 with `Retry-After` while
+//! there is none).
 //!
 //! Owns nothing: every answer is read from openraft's metrics, the applied registry or the
 //! Prometheus recorder at the time of the request. Every replica answers, leader or not;
@@ -35,7 +39,51 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/state", get(cluster_state))
         .route("/v1/raft", get(raft_metrics))
         .route("/metrics", get(metrics))
+        .route("/version", get(version))
+        .route("/master/redirect", get(redirect))
+        .route("/redirect", get(redirect))
         .with_state(state)
+}
+
+/// The Mesos release whose v1 HTTP APIs Drover's follow. Clients parse it as dotted integers
+/// (pymesos does `int()` on each part), so it carries nothing else.
+pub const MESOS_API_VERSION: &str = "1.11.0";
+
+#[derive(Serialize)]
+struct Version {
+    version: &'static str,
+    drover_version: &'static str,
+}
+
+async fn version() -> impl IntoResponse {
+    Json(Version {
+        version: MESOS_API_VERSION,
+        drover_version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The leader's address, as this replica knows it.
+fn leader_addr(m: &openraft::RaftMetrics<MasterId, crate::raft::MasterNode>) -> Option<String> {
+    m.current_leader
+        .and_then(|id| m.membership_config.membership().get_node(&id))
+        .map(|n| n.addr.clone())
+}
+
+async fn redirect(State(s): State<HttpState>) -> impl IntoResponse {
+    let addr = leader_addr(&s.raft.metrics().borrow());
+    match addr {
+        Some(addr) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, format!("//{addr}"))],
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1".to_string())],
+            "no leader is elected yet",
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Serialize)]
@@ -83,10 +131,7 @@ struct Leader {
 async fn leader(State(s): State<HttpState>) -> impl IntoResponse {
     let metrics = s.raft.metrics();
     let m = metrics.borrow();
-    let leader_addr = m
-        .current_leader
-        .and_then(|id| m.membership_config.membership().get_node(&id))
-        .map(|n| n.addr.clone());
+    let leader_addr = leader_addr(&m);
     let body = Leader {
         leader_id: m.current_leader,
         leader_addr,
