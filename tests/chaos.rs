@@ -83,8 +83,18 @@ async fn check(dir: &Path, name: &str) -> (i32, String) {
     (code, verdict)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() {
+/// A finished smoke run: its directory (kept while `tmp` lives), stdout and results.
+struct SmokeRun {
+    tmp: tempfile::TempDir,
+    out: PathBuf,
+    stdout: String,
+    results: Value,
+}
+
+/// `drover chaos run` of `workload` under kills and partitions (3 masters, 2 agents, seed
+/// [`SEED`], a fault every 4 s or so for 5 s), for `duration`, then `recovery`, at `rate`
+/// operations per second; asserted valid (exit 0) with its output on failure.
+async fn smoke_run(workload: &str, duration: &str, recovery: &str, rate: &str) -> SmokeRun {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out: PathBuf = tmp.path().join("run");
     let out_s = out.to_str().expect("utf-8").to_string();
@@ -99,19 +109,19 @@ async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() 
             "--agents",
             "2",
             "--workload",
-            "store,tasks",
+            workload,
             "--nemesis",
             "kill,partition",
             "--duration",
-            "60s",
+            duration,
             "--quiet",
             "4s",
             "--hold",
             "5s",
             "--recovery",
-            "15s",
+            recovery,
             "--rate",
-            "10",
+            rate,
             "--seed",
             SEED,
             "--out",
@@ -127,6 +137,22 @@ async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() 
         "chaos run not valid:\n{stdout}\n{stderr}\n{}",
         serde_json::to_string_pretty(&results).unwrap_or_default()
     );
+    SmokeRun {
+        tmp,
+        out,
+        stdout,
+        results,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() {
+    let SmokeRun {
+        tmp,
+        out,
+        stdout,
+        results,
+    } = smoke_run("store,tasks", "60s", "15s", "10").await;
     assert_eq!(results["valid"], json!(true));
     assert_eq!(
         results["checkers"].as_array().map(Vec::len),
@@ -267,48 +293,13 @@ async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() 
 /// ran two tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marathon_smoke_run_under_kills_and_partitions_is_valid() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out: PathBuf = tmp.path().join("run");
-    let out_s = out.to_str().expect("utf-8").to_string();
-    let (code, stdout, stderr) = drover(
-        &[
-            "--log",
-            "warn",
-            "chaos",
-            "run",
-            "--masters",
-            "3",
-            "--agents",
-            "2",
-            "--workload",
-            "marathon",
-            "--nemesis",
-            "kill,partition",
-            "--duration",
-            "40s",
-            "--quiet",
-            "4s",
-            "--hold",
-            "5s",
-            "--recovery",
-            "10s",
-            "--rate",
-            "5",
-            "--seed",
-            SEED,
-            "--out",
-            &out_s,
-        ],
-        Duration::from_secs(420),
-    )
-    .await;
-    let results = read_json(&out.join("results.json"));
-    assert_eq!(
-        code,
-        0,
-        "chaos run not valid:\n{stdout}\n{stderr}\n{}",
-        serde_json::to_string_pretty(&results).unwrap_or_default()
-    );
+    // `_tmp` keeps the run's directory until the end.
+    let SmokeRun {
+        tmp: _tmp,
+        out,
+        results,
+        ..
+    } = smoke_run("marathon", "40s", "10s", "5").await;
     let names: Vec<&str> = results["checkers"]
         .as_array()
         .into_iter()

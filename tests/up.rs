@@ -85,10 +85,7 @@ fn log_tails(dir: &std::path::Path) -> String {
             if p.is_dir() && depth < 2 {
                 dirs.push((p, depth + 1));
             } else if p.extension().is_some_and(|x| x == "log") {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(15)..];
-                out.push_str(&format!("== {}\n{}\n", p.display(), tail.join("\n")));
+                out.push_str(&common::log_tail(&p.display().to_string(), &p, 15));
             }
         }
     }

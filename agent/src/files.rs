@@ -110,26 +110,9 @@ pub async fn read(
         field: "path",
         reason: "missing".into(),
     })?;
-    let offset = match q.offset {
-        None | Some(-1) => None,
-        Some(o) if o < 0 => {
-            return Err(FilesError::Invalid {
-                field: "offset",
-                reason: format!("{o}: must be -1 or at least 0"),
-            })
-        }
-        Some(o) => Some(o as u64),
-    };
-    let length = match q.length {
-        None | Some(-1) => MAX_READ_BYTES,
-        Some(l) if l < 0 => {
-            return Err(FilesError::Invalid {
-                field: "length",
-                reason: format!("{l}: must be -1 or at least 0"),
-            })
-        }
-        Some(l) => (l as u64).min(MAX_READ_BYTES),
-    };
+    let offset = unless_minus_one("offset", q.offset)?;
+    let length =
+        unless_minus_one("length", q.length)?.map_or(MAX_READ_BYTES, |l| l.min(MAX_READ_BYTES));
     let reply = tokio::task::spawn_blocking(move || {
         let file = resolve(&layout, &path)?;
         read_range(&file, &path, offset, length)
@@ -196,6 +179,19 @@ pub async fn download(
         axum::body::Body::from_stream(chunks),
     )
         .into_response())
+}
+
+/// A query number where absent and -1 both mean "not given" (Mesos's convention); other
+/// negative values are refused, naming `field`.
+fn unless_minus_one(field: &'static str, value: Option<i64>) -> Result<Option<u64>, FilesError> {
+    match value {
+        None | Some(-1) => Ok(None),
+        Some(v) if v < 0 => Err(FilesError::Invalid {
+            field,
+            reason: format!("{v}: must be -1 or at least 0"),
+        }),
+        Some(v) => Ok(Some(v as u64)),
+    }
 }
 
 pub async fn browse(
@@ -298,22 +294,13 @@ fn sandbox_of<'a>(layout: &Layout, parts: &'a [String]) -> Option<(PathBuf, &'a 
     }
 }
 
-/// The directory of the latest ended life of a task (`<task>`, `<task>.1`, … : the highest).
+/// The directory of the latest ended life of a task (the last of the lives the sandbox
+/// collector numbers from 0 without gaps, see [`Layout::completed_task_dir`]).
 fn latest_completed(layout: &Layout, fw: &FrameworkId, task: &TaskId) -> Option<PathBuf> {
-    let parent = layout.completed_dir().join(fw.as_str());
-    let first = parent.join(task.as_str());
-    if !first.is_dir() {
-        return None;
-    }
-    let mut latest = first;
-    for n in 1.. {
-        let next = parent.join(format!("{}.{n}", task.as_str()));
-        if !next.is_dir() {
-            break;
-        }
-        latest = next;
-    }
-    Some(latest)
+    (0..)
+        .map(|life| layout.completed_task_dir(fw, task, life))
+        .take_while(|dir| dir.is_dir())
+        .last()
 }
 
 /// Bytes `[offset, offset + length)` of `file`, or only its size when `offset` is `None`.
@@ -472,6 +459,20 @@ mod tests {
             let t = text_of(bytes, more);
             assert!(t.len() <= bytes.len());
         }
+    }
+
+    #[test]
+    fn minus_one_means_not_given_and_other_negatives_are_refused() {
+        assert_eq!(unless_minus_one("offset", None), Ok(None));
+        assert_eq!(unless_minus_one("offset", Some(-1)), Ok(None));
+        assert_eq!(unless_minus_one("length", Some(7)), Ok(Some(7)));
+        assert!(matches!(
+            unless_minus_one("offset", Some(-2)),
+            Err(FilesError::Invalid {
+                field: "offset",
+                ..
+            })
+        ));
     }
 
     #[test]

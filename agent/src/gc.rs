@@ -200,13 +200,11 @@ fn move_to_completed(
     let parent = layout.completed_dir().join(framework.as_str());
     crate::checkpoint::create_dir_all_durable(&parent).map_err(|e| Move::Failed(e.to_string()))?;
     // A task id may come back (a framework reusing it once the master forgot the first):
-    // each life gets its own directory.
-    let mut to = parent.join(task.as_str());
-    let mut n = 1;
-    while to.exists() {
-        to = parent.join(format!("{}.{n}", task.as_str()));
-        n += 1;
-    }
+    // each life gets its own directory, the first free one.
+    let to = (0..)
+        .map(|life| layout.completed_task_dir(framework, task, life))
+        .find(|dir| !dir.exists())
+        .expect("an unbounded range ends with a free directory");
     std::fs::rename(&from, &to).map_err(|e| Move::Failed(format!("{}: {e}", from.display())))?;
     // Not durable on purpose beyond this: a move lost to a crash leaves the directory in
     // `frameworks/`, and the next start's recovery offers it again.

@@ -79,6 +79,17 @@ impl Layout {
         self.work_dir.join("completed")
     }
 
+    /// Where life `life` of an ended task is kept once moved: `completed/<fw>/<task>` for the
+    /// first (0), `<task>.<life>` for a later life of the same id.
+    pub fn completed_task_dir(&self, framework: &FrameworkId, task: &TaskId, life: u32) -> PathBuf {
+        let parent = self.completed_dir().join(framework.as_str());
+        if life == 0 {
+            parent.join(task.as_str())
+        } else {
+            parent.join(format!("{}.{life}", task.as_str()))
+        }
+    }
+
     pub fn task_dir(&self, framework: &FrameworkId, task: &TaskId) -> PathBuf {
         self.frameworks_dir()
             .join(framework.as_str())

@@ -110,7 +110,7 @@ pub struct ClusterSpec {
     /// Extra arguments for every `drover agent` (e.g. `--resources …`).
     pub agent_args: Vec<String>,
     /// Give each agent a hostname of its own, as if each ran on its own machine (agent `i` is
-    /// `127.0.1.<i+1>`: a loopback address, so health checks still reach its tasks); by
+    /// [`agent_hostname`]: a loopback address, so health checks still reach its tasks); by
     /// default they all carry this machine's name.
     pub distinct_agent_hostnames: bool,
     /// Scheduler processes (`drover chaos scheduler`, the chaos tasks workload), and the

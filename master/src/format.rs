@@ -83,8 +83,7 @@ pub fn check(db: &DB, path: &Path) -> Result<Opened, FormatError> {
             match found {
                 DATA_FORMAT => Ok(Opened::Current),
                 FORMAT_BEFORE_EXTENSIONS => {
-                    db.put_cf_opt(node, KEY_FORMAT, DATA_FORMAT.to_le_bytes(), &db::synced())
-                        .map_err(dberr)?;
+                    stamp(db, DATA_FORMAT).map_err(dberr)?;
                     tracing::info!(path = %path_s, from = found, to = DATA_FORMAT, "data directory migrated (same contents, stamped)");
                     Ok(Opened::Migrated { from: found })
                 }
@@ -104,8 +103,7 @@ pub fn check(db: &DB, path: &Path) -> Result<Opened, FormatError> {
                     .next()
                     .is_some()
             });
-            db.put_cf_opt(node, KEY_FORMAT, DATA_FORMAT.to_le_bytes(), &db::synced())
-                .map_err(dberr)?;
+            stamp(db, DATA_FORMAT).map_err(dberr)?;
             if used {
                 tracing::info!(path = %path_s, from = 0, to = DATA_FORMAT, "data directory of a build before format versions migrated (same contents, stamped)");
                 Ok(Opened::Migrated { from: 0 })

@@ -112,10 +112,7 @@ impl HealthCheckSpec {
         let mut bytes = 0;
         for (k, v) in &command.environment {
             bytes += k.len() + v.len();
-            let name_ok = !k.is_empty()
-                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !k.as_bytes()[0].is_ascii_digit();
-            if !name_ok || v.contains('\0') {
+            if !crate::limits::is_env_name(k) || v.contains('\0') {
                 return Err(invalid(
                     "command.environment",
                     format!(

@@ -7,3 +7,25 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 pub const MAX_ENV_VARS: usize = 256;
 /// Longest environment variable name or value, bytes.
 pub const MAX_ENV_BYTES: usize = 16 * 1024;
+
+/// Whether `name` may name an environment variable of a task: letters, digits and `_`, not
+/// starting with a digit (a shell can then read it).
+pub fn is_env_name(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn env_names_are_shell_names() {
+        for good in ["PATH", "_x", "a1_B"] {
+            assert!(super::is_env_name(good), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A=B", "é"] {
+            assert!(!super::is_env_name(bad), "{bad}");
+        }
+    }
+}

@@ -47,6 +47,8 @@ impl SandboxFile {
         Self {
             http: reqwest::Client::new(),
             addr: addr.to_string(),
+            // The agent's files API names a live task's sandbox as its layout does, relative
+            // to the work directory, and still finds it once moved to `completed/`.
             path: format!("frameworks/{framework}/tasks/{task}/sandbox/{name}"),
             offset: 0,
         }

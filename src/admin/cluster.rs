@@ -61,22 +61,11 @@ pub async fn status(client: &MasterClient, masters: &[String]) -> Result<Exit, C
             ),
         }
     }
-    match state_of(&leader.leader_addr).await {
+    match drover_chaos::http::get_json(&leader.leader_addr, "/v1/state").await {
         Ok(state) => print_registry(&state),
         Err(e) => println!("\n(the leader's /v1/state could not be read: {e})"),
     }
     Ok(Exit::Success)
-}
-
-/// The leader's `/v1/state` (its registry as JSON).
-async fn state_of(addr: &str) -> Result<serde_json::Value, String> {
-    let resp = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/state"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    resp.json().await.map_err(|e| e.to_string())
 }
 
 /// Agents with their resources, frameworks, and tasks by state, from a `/v1/state`.

@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use drover_chaos::http::get_json;
 use drover_scheduler::sandbox::SandboxFile;
 use serde_json::Value;
 
@@ -16,8 +17,6 @@ use super::apps::{Api, AppsError};
 
 /// How often `--follow` asks the agent for more.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
-/// How long one question to a master may take.
-const MASTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Prints the task's file, then (with `follow`) what is appended to it until Ctrl-C.
 pub(super) async fn logs(api: &Api, id: &str, follow: bool, stderr: bool) -> Result<(), AppsError> {
@@ -73,13 +72,9 @@ fn write_out(text: &str) -> Result<(), AppsError> {
 /// The address of the agent that runs (or ran) task `id` of `framework`, from the first master
 /// whose registry names it (the leader's first).
 async fn locate(masters: &[String], framework: &str, id: &str) -> Result<String, AppsError> {
-    let http = reqwest::Client::builder()
-        .timeout(MASTER_TIMEOUT)
-        .build()
-        .map_err(|e| AppsError::Usage(e.to_string()))?;
     let mut order: Vec<String> = Vec::new();
     for m in masters {
-        let leader = get_json(&http, &format!("http://{m}/v1/leader")).await;
+        let leader = get_json(m, "/v1/leader").await;
         if let Some(addr) = leader
             .ok()
             .and_then(|l| l["leader_addr"].as_str().map(str::to_string))
@@ -91,7 +86,7 @@ async fn locate(masters: &[String], framework: &str, id: &str) -> Result<String,
     order.extend(masters.iter().cloned());
     let mut last = String::from("no master answered");
     for m in &order {
-        let state = match get_json(&http, &format!("http://{m}/v1/state")).await {
+        let state = match get_json(m, "/v1/state").await {
             Ok(s) => s,
             Err(e) => {
                 last = format!("{m}: {e}");
@@ -128,14 +123,6 @@ fn agent_of(state: &Value, framework: &str, id: &str) -> Result<String, String> 
         .ok_or_else(|| {
             format!("task {id} ran on agent {agent_id}, which the masters no longer list")
         })
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
-    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: {}", resp.status()));
-    }
-    resp.json().await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -22,6 +22,20 @@ pub use drover_chaos::wait_until;
 /// How long a test waits for a cluster to elect a leader.
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The last `lines` lines of the log at `path`, under a header naming `what`: for a failed
+/// test's output.
+pub fn log_tail(what: &str, path: &std::path::Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    let mut out = format!("---- {what} log (last {} lines) ----\n", tail.len());
+    for line in tail {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_drover"))
 }
@@ -51,24 +65,13 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for m in self.cluster.masters() {
-                let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!("---- master {} log (last {} lines) ----", m.id, tail.len());
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
+                eprint!("{}", log_tail(&format!("master {}", m.id), &m.log_path, 40));
             }
             for a in self.cluster.agents() {
-                let log = std::fs::read_to_string(&a.log_path).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!(
-                    "---- agent {} log (last {} lines) ----",
-                    a.index,
-                    tail.len()
+                eprint!(
+                    "{}",
+                    log_tail(&format!("agent {}", a.index), &a.log_path, 40)
                 );
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
             }
         }
         // The fields drop after this, in order: `cluster` SIGKILLs the masters, then `dir`

@@ -15,16 +15,8 @@ pub struct Scheduler {
 impl Drop for Scheduler {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.process.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "---- scheduler {} log (last {} lines) ----",
-                self.addr,
-                tail.len()
-            );
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
+            let what = format!("scheduler {}", self.addr);
+            eprint!("{}", super::log_tail(&what, &self.process.log, 60));
         }
     }
 }

@@ -77,21 +77,9 @@ pub async fn check_once(
         }
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let (out, err) = (child.stdout.take(), child.stderr.take());
     let run = async {
-        let mut output = Vec::new();
-        let mut e = Vec::new();
-        let read_out = async {
-            if let Some(o) = out.as_mut() {
-                let _ = o.read_to_end(&mut output).await;
-            }
-        };
-        let read_err = async {
-            if let Some(r) = err.as_mut() {
-                let _ = r.read_to_end(&mut e).await;
-            }
-        };
-        let (status, (), ()) = tokio::join!(child.wait(), read_out, read_err);
+        let (status, mut output, e) = tokio::join!(child.wait(), last_bytes(out), last_bytes(err));
         output.extend_from_slice(&e);
         (status, output)
     };
@@ -125,6 +113,26 @@ pub async fn check_once(
             }
         }
     }
+}
+
+/// The last [`MAX_OUTPUT_BYTES`] of what `pipe` gives until it closes: the pipe is drained
+/// (a check must not block on a full pipe) while at most twice that is held.
+async fn last_bytes(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return kept;
+    };
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * MAX_OUTPUT_BYTES {
+            kept.drain(..kept.len() - MAX_OUTPUT_BYTES);
+        }
+    }
+    kept
 }
 
 /// `: <the end of the output>` on one line, or nothing.
@@ -178,11 +186,36 @@ mod tests {
             bad.detail.contains("3") && bad.detail.contains("not ready"),
             "{bad:?}"
         );
-        let started = std::time::Instant::now();
-        let slow = check_once(&spec("sleep 30", 300), &env, dir.path()).await;
+        // The check's own timeout ends it, long before the command would.
+        let slow = tokio::time::timeout(
+            Duration::from_secs(20),
+            check_once(&spec("sleep 30", 300), &env, dir.path()),
+        )
+        .await
+        .expect("the check's timeout ended it");
         assert!(!slow.passed);
         assert!(slow.detail.contains("timeout"), "{slow:?}");
-        assert!(started.elapsed() < Duration::from_secs(10));
+        // A chatty check is drained, and only the end of what it said is kept.
+        let chatty = check_once(
+            &spec(
+                "head -c 1000000 /dev/zero | tr '\\0' x; echo THE-END; exit 1",
+                5000,
+            ),
+            &env,
+            dir.path(),
+        )
+        .await;
+        assert!(!chatty.passed);
+        assert!(
+            chatty.detail.ends_with("THE-END"),
+            "{}",
+            &chatty.detail[..80]
+        );
+        assert!(
+            chatty.detail.len() < 2 * MAX_OUTPUT_BYTES,
+            "{}",
+            chatty.detail.len()
+        );
     }
 
     #[tokio::test]

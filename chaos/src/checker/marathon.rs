@@ -226,15 +226,7 @@ mod tests {
     }
 
     fn rec(index: u64, process: &str, kind: Kind, f: &str, value: Value) -> Record {
-        Record {
-            index,
-            process: process.into(),
-            kind,
-            f: f.into(),
-            value,
-            time_ns: index,
-            error: None,
-        }
+        crate::history::record(index, process, kind, f, value, index)
     }
 
     fn final_with(apps: Value) -> Record {

@@ -74,9 +74,10 @@ pub fn kill_executors(work_dir: &Path) {
     }
 }
 
-/// Agent `index`'s own hostname under [`ClusterSpec::distinct_agent_hostnames`](super::ClusterSpec).
+/// Agent `index`'s own hostname under [`ClusterSpec::distinct_agent_hostnames`](super::ClusterSpec):
+/// a loopback address of its own (`127.0.1.1` for the first, 250 per third octet).
 pub fn agent_hostname(index: usize) -> String {
-    format!("127.0.1.{}", index + 1)
+    format!("127.0.{}.{}", 1 + index / 250, 1 + index % 250)
 }
 
 impl LocalCluster {
@@ -135,7 +136,7 @@ impl LocalCluster {
             .arg(&a.addr)
             .args(&spec.agent_args)
             .args(
-                (spec.distinct_agent_hostnames && index < 254)
+                spec.distinct_agent_hostnames
                     .then(|| ["--hostname".to_string(), agent_hostname(index)])
                     .into_iter()
                     .flatten(),

@@ -336,16 +336,10 @@ async fn observe(
     for a in apps["apps"].as_array().into_iter().flatten() {
         let id = a["id"].as_str().unwrap_or("").to_string();
         let want = a["instances"].as_u64().unwrap_or(0);
-        let tasks: Vec<&str> = a["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["id"].as_str())
-            .collect();
-        let running = a["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let listed = a["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let tasks: Vec<&str> = listed.iter().filter_map(|t| t["id"].as_str()).collect();
+        let running = listed
+            .iter()
             .filter(|t| t["state"] == "TASK_RUNNING")
             .count() as u64;
         let deploying = a["deployments"].as_array().is_some_and(|d| !d.is_empty());

@@ -222,10 +222,7 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
     }
     let mut environment = BTreeMap::new();
     for (k, v) in &command.environment {
-        let ok_name = !k.is_empty()
-            && k.len() <= MAX_NAME_BYTES
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !k.as_bytes()[0].is_ascii_digit();
+        let ok_name = k.len() <= MAX_NAME_BYTES && drover_model::limits::is_env_name(k);
         if !ok_name {
             return Err(invalid(
                 &field("command.environment"),
@@ -507,9 +504,9 @@ mod tests {
         assert!(state_from_proto("s", v1::TaskState::TaskUnknown as i32).is_err());
     }
 
-    #[test]
-    fn bad_tasks_name_the_field() {
-        let good = v1::TaskInfo {
+    /// A task the master accepts: `true` on one cpu, a grace of 1 s.
+    fn good_task() -> v1::TaskInfo {
+        v1::TaskInfo {
             task_id: "t".into(),
             name: "t".into(),
             resources: "cpus:1".parse::<Resources>().unwrap().to_proto(),
@@ -519,7 +516,12 @@ mod tests {
             }),
             kill_grace_seconds: 1.0,
             health_check: None,
-        };
+        }
+    }
+
+    #[test]
+    fn bad_tasks_name_the_field() {
+        let good = good_task();
         assert!(task_from_proto(0, &good).is_ok());
         type Mutation = Box<dyn Fn(&mut v1::TaskInfo)>;
         let cases: Vec<(Mutation, &str)> = vec![
@@ -574,15 +576,8 @@ mod tests {
             }),
         };
         let task = v1::TaskInfo {
-            task_id: "t".into(),
-            name: "t".into(),
-            resources: "cpus:1".parse::<Resources>().unwrap().to_proto(),
-            command: Some(v1::CommandInfo {
-                shell: "true".into(),
-                environment: Default::default(),
-            }),
-            kill_grace_seconds: 0.0,
             health_check: Some(check.clone()),
+            ..good_task()
         };
         let spec = task_from_proto(0, &task).unwrap();
         assert!(spec.extensions.is_some());

@@ -41,6 +41,9 @@ const MAX_SEEN_UPDATES: usize = 1024;
 const MAX_MESSAGE_CHARS: usize = 1000;
 /// Bound on reading the rest of the task's output once it ended.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
+/// Bound on reading what is left of the output when `drover run` ends otherwise (interrupted,
+/// or the framework ended).
+const OUTPUT_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// Where interrupts come from: SIGINT/SIGTERM, or a channel in tests. Each yields the exit
 /// status to end with.
@@ -507,7 +510,7 @@ impl Launcher<'_> {
     /// Tears the framework down (bounded) and stops the driver.
     async fn finish(&mut self) {
         if let Some(output) = self.output.take() {
-            output.finish(Duration::from_secs(2)).await;
+            output.finish(OUTPUT_DRAIN_AT_EXIT).await;
         }
         if self.driver.framework_id().is_some() {
             match tokio::time::timeout(TEARDOWN_TIMEOUT, self.driver.teardown()).await {

@@ -336,12 +336,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
-    let mut chars = k.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+    if !drover_model::limits::is_env_name(k) {
         return Err(format!(
             "{k:?}: a variable name is letters, digits and _, not starting with a digit"
         ));
