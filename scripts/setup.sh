@@ -62,3 +62,20 @@ if ! "$venv/bin/python" -c 'import marathon, requests_toolbelt' >/dev/null 2>&1;
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'marathon==0.13.0' 'requests-toolbelt==1.0.0'
 fi
+
+# The real Mesos clients the tests drive (pymesos and mesoshttp from PyPI, unchanged), in the
+# same virtualenv. pymesos needs http-parser 0.9.0, whose shipped C predates Python 3.11: its
+# parser.c is made again from its own parser.pyx with Cython < 3, then installed from that
+# source (master/MESOS_HTTP.md, section 7). The clients' own code is not touched.
+if ! "$venv/bin/python" -c 'import pymesos, mesoshttp.client, http_parser.parser' >/dev/null 2>&1; then
+  echo "setup: installing pymesos and mesoshttp in $venv" >&2
+  work="$(mktemp -d)"
+  "$venv/bin/pip" install -q 'cython<3'
+  "$venv/bin/pip" download -q --no-deps --no-binary :all: 'http-parser==0.9.0' -d "$work"
+  tar xzf "$work/http-parser-0.9.0.tar.gz" -C "$work"
+  "$venv/bin/cython" "$work/http-parser-0.9.0/http_parser/parser.pyx" \
+    -o "$work/http-parser-0.9.0/http_parser/parser.c" 2>/dev/null
+  "$venv/bin/pip" install -q "$work/http-parser-0.9.0"
+  "$venv/bin/pip" install -q 'pymesos==0.3.15' 'mesoshttp==0.4.2'
+  rm -rf "$work"
+fi

@@ -192,7 +192,9 @@ fn api_routes(
     dialer: PeerDialer,
 ) -> Routes {
     let raft = http.raft.clone();
-    Routes::from(http::router(http))
+    let scheduler = Arc::new(SchedulerService::new(leader.clone()));
+    let mesos = crate::api::mesos::MesosState::new(raft.clone(), config.id, scheduler.clone());
+    Routes::from(http::router(http).merge(crate::api::mesos::router(mesos)))
         .add_service(
             RaftServiceServer::new(RaftTransport::new(raft, identity.clone(), snapshots))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -211,7 +213,7 @@ fn api_routes(
             leader.clone(),
         )))
         .add_service(
-            SchedulerServer::new(SchedulerService::new(leader.clone()))
+            SchedulerServer::from_arc(scheduler)
                 .max_decoding_message_size(crate::api::scheduler::MAX_REQUEST_BYTES),
         )
         .add_service(

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod framework;
+pub mod mesos;
 pub mod scheduler;
 pub mod updates;
 

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::leader::convert::{self, invalid};
 use crate::leader::engine::EVENT_QUEUE;
-use crate::leader::{Call, Caller, Command, LeaderHandle};
+use crate::leader::{Call, Caller, Command, EventSender, LeaderHandle};
 
 /// Largest framework API request decoded, bytes (an ACCEPT of many tasks).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -39,6 +39,25 @@ impl SchedulerService {
     ) -> Result<Response<v1::CallReply>, Status> {
         self.ask(caller_from(caller)?, call).await?;
         Ok(Response::new(v1::CallReply {}))
+    }
+
+    /// Subscribes the framework `info` names, its events going to `events` (SUBSCRIBED first).
+    /// The gRPC and the Mesos HTTP edges both subscribe through here.
+    pub async fn subscribe_events(
+        &self,
+        info: &v1::FrameworkInfo,
+        events: EventSender,
+    ) -> Result<(), Status> {
+        let resubscribe = !info.id.is_empty();
+        let framework = convert::framework_from_proto(info, crate::clock::unix_ms())?;
+        self.leader
+            .subscribe(events, |reply, stream| Command::Subscribe {
+                framework,
+                resubscribe,
+                stream,
+                reply,
+            })
+            .await
     }
 
     async fn ask(&self, caller: Caller, call: Call) -> Result<(), Status> {
@@ -78,17 +97,8 @@ impl Scheduler for SchedulerService {
             .into_inner()
             .framework
             .ok_or_else(|| invalid("framework", "missing"))?;
-        let resubscribe = !info.id.is_empty();
-        let framework = convert::framework_from_proto(&info, crate::clock::unix_ms())?;
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
-        self.leader
-            .subscribe(events, |reply, stream| Command::Subscribe {
-                framework,
-                resubscribe,
-                stream,
-                reply,
-            })
-            .await?;
+        self.subscribe_events(&info, events).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -14,6 +14,7 @@
 //! draining, gone) live in [`agents`].
 
 mod agents;
+pub use agents::reason;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,749 @@
+//! Conversions between Mesos v1 types (`drover_mesos::v1`) and Drover's framework API types
+//! (`drover_proto::v1`), both ways, pure. A Mesos request becomes the request the gRPC edge
+//! takes, so the same validation and the same engine command follow; an engine event becomes
+//! the Mesos event a Mesos framework expects.
+//!
+//! What Drover does not run is refused here with the field at fault: reserved or SET/TEXT
+//! resources, fetcher URIs, non-VALUE environment variables, HTTP/TCP health checks in a
+//! TaskInfo, containers other than MESOS, custom executors (until the executor API exists).
+
+use std::net::Ipv4Addr;
+
+use drover_mesos::v1 as mesos;
+use drover_proto::v1;
+
+/// A refused Mesos request: the field at fault (Mesos JSON path) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Refused {
+    pub field: String,
+    pub reason: String,
+}
+
+fn refused(field: impl Into<String>, reason: impl Into<String>) -> Refused {
+    Refused {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// What converting events for one framework stream needs to know.
+#[derive(Debug, Clone)]
+pub struct StreamContext {
+    /// The framework's role, as offered resources carry it.
+    pub role: String,
+    pub master_info: mesos::MasterInfo,
+}
+
+/// The master's MasterInfo as Mesos sends it: `id`, the IPv4 address as an integer in
+/// network byte order, port, hostname, pid and address, with the Mesos API version.
+pub fn master_info(id: u64, addr: &str, version: &str) -> mesos::MasterInfo {
+    let (host, port) = split_host_port(addr);
+    let ip = host.parse::<Ipv4Addr>().ok();
+    mesos::MasterInfo {
+        id: id.to_string(),
+        ip: ip.map_or(0, |ip| u32::from_le_bytes(ip.octets())),
+        port: u32::from(port),
+        pid: Some(format!("master@{host}:{port}")),
+        hostname: Some(host.to_string()),
+        version: Some(version.to_string()),
+        address: Some(mesos::Address {
+            hostname: Some(host.to_string()),
+            ip: ip.map(|ip| ip.to_string()),
+            port: i32::from(port),
+        }),
+        capabilities: vec![],
+    }
+}
+
+/// `host:port` split; a missing or bad port reads as 0.
+pub fn split_host_port(addr: &str) -> (&str, u16) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().unwrap_or(0)),
+        None => (addr, 0),
+    }
+}
+
+// ---- FrameworkInfo ----
+
+/// A Mesos FrameworkInfo as Drover's.
+#[allow(deprecated)]
+// `role`: Mesos still sends it for frameworks that are not MULTI_ROLE. `user`, `hostname`, `webui_url`, `checkpoint` (Drover
+/// always checkpoints) and `labels` are accepted and not kept; more than one role is refused.
+pub fn framework_info(f: &mesos::FrameworkInfo) -> Result<v1::FrameworkInfo, Refused> {
+    let field = "subscribe.framework_info";
+    let role = match (f.roles.as_slice(), f.role.as_deref()) {
+        ([], None) => String::new(),
+        ([], Some(r)) => r.to_string(),
+        ([r], _) => r.clone(),
+        (_, _) => {
+            return Err(refused(
+                format!("{field}.roles"),
+                "a framework has one role in Drover; name at most one",
+            ))
+        }
+    };
+    let role = if role == "*" { String::new() } else { role };
+    let mut capabilities = Vec::new();
+    for c in &f.capabilities {
+        if c.r#type == Some(mesos::framework_info::capability::Type::PartitionAware as i32) {
+            capabilities.push(v1::FrameworkCapability::PartitionAware as i32);
+        }
+        // The others (GPU_RESOURCES, which pymesos always adds, MULTI_ROLE, ...) change
+        // nothing Drover offers or sends.
+    }
+    Ok(v1::FrameworkInfo {
+        id: f.id.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
+        name: f.name.clone(),
+        role,
+        principal: f.principal.clone().unwrap_or_default(),
+        failover_timeout_seconds: f.failover_timeout.unwrap_or(0.0),
+        capabilities,
+    })
+}
+
+/// Whether the FrameworkInfo names PARTITION_AWARE.
+pub fn partition_aware(f: &mesos::FrameworkInfo) -> bool {
+    f.capabilities
+        .iter()
+        .any(|c| c.r#type == Some(mesos::framework_info::capability::Type::PartitionAware as i32))
+}
+
+// ---- Resources ----
+
+/// Mesos resources as Drover's: unreserved SCALAR and RANGES only.
+pub fn resources(field: &str, rs: &[mesos::Resource]) -> Result<Vec<v1::Resource>, Refused> {
+    use mesos::value::Type;
+    let mut out = Vec::with_capacity(rs.len());
+    for (i, r) in rs.iter().enumerate() {
+        let at = |f: &str| format!("{field}[{i}]{f}");
+        if r.reservation.is_some() || !r.reservations.is_empty() {
+            return Err(refused(
+                at(".reservations"),
+                "reserved resources are not supported (Drover has no reservations)",
+            ));
+        }
+        let value = match Type::try_from(r.r#type) {
+            Ok(Type::Scalar) => {
+                let s = r
+                    .scalar
+                    .as_ref()
+                    .ok_or_else(|| refused(at(".scalar"), "missing for a SCALAR resource"))?;
+                v1::resource::Value::Scalar(s.value)
+            }
+            Ok(Type::Ranges) => {
+                let rs = r
+                    .ranges
+                    .as_ref()
+                    .ok_or_else(|| refused(at(".ranges"), "missing for a RANGES resource"))?;
+                v1::resource::Value::Ranges(v1::Ranges {
+                    ranges: rs
+                        .range
+                        .iter()
+                        .map(|r| v1::ValueRange {
+                            begin: r.begin,
+                            end: r.end,
+                        })
+                        .collect(),
+                })
+            }
+            _ => {
+                return Err(refused(
+                    at(".type"),
+                    "only SCALAR and RANGES resources are supported",
+                ))
+            }
+        };
+        out.push(v1::Resource {
+            name: r.name.clone(),
+            value: Some(value),
+        });
+    }
+    Ok(out)
+}
+
+/// Drover resources as Mesos's, allocated to `role`.
+#[allow(deprecated)] // `role`: "*" for unreserved resources, as Mesos still sends it.
+pub fn resources_to_mesos(rs: &[v1::Resource], role: &str) -> Vec<mesos::Resource> {
+    use mesos::value::Type;
+    let role = if role.is_empty() { "*" } else { role };
+    rs.iter()
+        .filter_map(|r| {
+            let mut m = mesos::Resource {
+                name: r.name.clone(),
+                role: Some("*".into()),
+                allocation_info: Some(mesos::resource::AllocationInfo {
+                    role: Some(role.to_string()),
+                }),
+                ..Default::default()
+            };
+            match r.value.as_ref()? {
+                v1::resource::Value::Scalar(s) => {
+                    m.r#type = Type::Scalar as i32;
+                    m.scalar = Some(mesos::value::Scalar { value: *s });
+                }
+                v1::resource::Value::Ranges(rs) => {
+                    m.r#type = Type::Ranges as i32;
+                    m.ranges = Some(mesos::value::Ranges {
+                        range: rs
+                            .ranges
+                            .iter()
+                            .map(|r| mesos::value::Range {
+                                begin: r.begin,
+                                end: r.end,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            Some(m)
+        })
+        .collect()
+}
+
+fn attributes_to_mesos(attrs: &[v1::Attribute]) -> Vec<mesos::Attribute> {
+    use mesos::value::Type;
+    attrs
+        .iter()
+        .filter_map(|a| {
+            let mut m = mesos::Attribute {
+                name: a.name.clone(),
+                ..Default::default()
+            };
+            match a.value.as_ref()? {
+                v1::attribute::Value::Number(n) => {
+                    m.r#type = Type::Scalar as i32;
+                    m.scalar = Some(mesos::value::Scalar { value: *n });
+                }
+                v1::attribute::Value::Text(t) => {
+                    m.r#type = Type::Text as i32;
+                    m.text = Some(mesos::value::Text { value: t.clone() });
+                }
+            }
+            Some(m)
+        })
+        .collect()
+}
+
+// ---- Offers ----
+
+pub fn offer_to_mesos(o: &v1::Offer, role: &str) -> mesos::Offer {
+    let url = (!o.agent_addr.is_empty()).then(|| {
+        let (host, port) = split_host_port(&o.agent_addr);
+        mesos::Url {
+            scheme: "http".into(),
+            address: mesos::Address {
+                hostname: Some(host.to_string()),
+                ip: host.parse::<Ipv4Addr>().ok().map(|ip| ip.to_string()),
+                port: i32::from(port),
+            },
+            path: Some("/slave(1)".into()),
+            ..Default::default()
+        }
+    });
+    let role = if role.is_empty() { "*" } else { role };
+    mesos::Offer {
+        id: mesos::OfferId {
+            value: o.id.clone(),
+        },
+        framework_id: mesos::FrameworkId {
+            value: o.framework_id.clone(),
+        },
+        agent_id: mesos::AgentId {
+            value: o.agent_id.clone(),
+        },
+        hostname: o.hostname.clone(),
+        url,
+        resources: resources_to_mesos(&o.resources, role),
+        attributes: attributes_to_mesos(&o.attributes),
+        executor_ids: vec![],
+        allocation_info: Some(mesos::resource::AllocationInfo {
+            role: Some(role.to_string()),
+        }),
+    }
+}
+
+// ---- TaskInfo ----
+
+/// A Mesos TaskInfo as Drover's. `agent_id` is not read (the offers name the agent; mesoshttp
+/// sends `slave_id` instead), nor `labels` and `data`, which the command executor ignores.
+pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refused> {
+    let at = |f: &str| format!("{field}.{f}");
+    if t.executor.is_some() {
+        return Err(refused(
+            at("executor"),
+            "custom executors are not supported yet; give a command",
+        ));
+    }
+    if let Some(c) = &t.container {
+        if c.r#type != mesos::container_info::Type::Mesos as i32 {
+            return Err(refused(
+                at("container.type"),
+                "only MESOS containers (plain processes) are supported",
+            ));
+        }
+    }
+    let command = t
+        .command
+        .as_ref()
+        .ok_or_else(|| refused(at("command"), "missing (a task needs a command)"))?;
+    let shell = command_line(&at("command"), command)?;
+    let environment = environment(&at("command.environment"), command.environment.as_ref())?;
+    let health_check = t
+        .health_check
+        .as_ref()
+        .map(|h| health_check(&at("health_check"), h))
+        .transpose()?;
+    let kill_grace_seconds = t
+        .kill_policy
+        .as_ref()
+        .and_then(|k| k.grace_period.as_ref())
+        .map(|d| nanos_to_seconds(&at("kill_policy.grace_period.nanoseconds"), d.nanoseconds))
+        .transpose()?
+        .unwrap_or(0.0);
+    Ok(v1::TaskInfo {
+        task_id: t.task_id.value.clone(),
+        name: t.name.clone(),
+        resources: resources(&at("resources"), &t.resources)?,
+        command: Some(v1::CommandInfo { shell, environment }),
+        kill_grace_seconds,
+        health_check,
+    })
+}
+
+fn nanos_to_seconds(field: &str, nanos: i64) -> Result<f64, Refused> {
+    if nanos < 0 {
+        return Err(refused(field, "negative"));
+    }
+    Ok(nanos as f64 / 1e9)
+}
+
+/// The shell command a CommandInfo runs: `value` with `shell` true (the default), else
+/// `value` run directly with `arguments[1..]` (Mesos passes `arguments` as the whole argv),
+/// each quoted for the shell.
+fn command_line(field: &str, c: &mesos::CommandInfo) -> Result<String, Refused> {
+    if !c.uris.is_empty() {
+        return Err(refused(
+            format!("{field}.uris"),
+            "fetching URIs is not supported; put what the task needs in its command",
+        ));
+    }
+    if c.user.is_some() {
+        // Tasks run as the agent's user; Mesos would switch to this one.
+        tracing::debug!(
+            field,
+            "command.user is ignored: tasks run as the agent's user"
+        );
+    }
+    let value = c.value.clone().unwrap_or_default();
+    if value.trim().is_empty() {
+        return Err(refused(format!("{field}.value"), "missing or empty"));
+    }
+    if c.shell.unwrap_or(true) {
+        return Ok(value);
+    }
+    let mut line = format!("exec {}", shell_quote(&value));
+    for a in c.arguments.iter().skip(1) {
+        line.push(' ');
+        line.push_str(&shell_quote(a));
+    }
+    Ok(line)
+}
+
+/// `s` as one single-quoted shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn environment(
+    field: &str,
+    env: Option<&mesos::Environment>,
+) -> Result<std::collections::HashMap<String, String>, Refused> {
+    use mesos::environment::variable::Type;
+    let mut out = std::collections::HashMap::new();
+    for (i, v) in env
+        .map(|e| e.variables.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
+        let kind = v.r#type.unwrap_or(Type::Value as i32);
+        if kind != Type::Value as i32 {
+            return Err(refused(
+                format!("{field}.variables[{i}].type"),
+                "only VALUE variables are supported (no secrets)",
+            ));
+        }
+        out.insert(v.name.clone(), v.value.clone().unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// A Mesos health check as Drover's: COMMAND checks, which the executor runs.
+fn health_check(field: &str, h: &mesos::HealthCheck) -> Result<v1::HealthCheck, Refused> {
+    use mesos::health_check::Type;
+    let kind = h.r#type.and_then(|t| Type::try_from(t).ok());
+    let command = match (kind, &h.command) {
+        (Some(Type::Command), Some(c)) | (None, Some(c)) => c,
+        (Some(Type::Command) | None, None) => {
+            return Err(refused(format!("{field}.command"), "missing"))
+        }
+        _ => {
+            return Err(refused(
+                format!("{field}.type"),
+                "only COMMAND health checks are supported in a TaskInfo",
+            ))
+        }
+    };
+    Ok(v1::HealthCheck {
+        delay_seconds: h.delay_seconds.unwrap_or(15.0),
+        interval_seconds: h.interval_seconds.unwrap_or(10.0),
+        timeout_seconds: h.timeout_seconds.unwrap_or(20.0),
+        consecutive_failures: h.consecutive_failures.unwrap_or(3),
+        grace_period_seconds: h.grace_period_seconds.unwrap_or(10.0),
+        command: Some(v1::CommandInfo {
+            shell: command_line(&format!("{field}.command"), command)?,
+            environment: environment(
+                &format!("{field}.command.environment"),
+                command.environment.as_ref(),
+            )?,
+        }),
+    })
+}
+
+// ---- Status updates ----
+
+/// Reason of the updates the Mesos edge makes for tasks of an ACCEPT on offers that are
+/// gone (TASK_DROPPED, or TASK_LOST for a framework that is not partition-aware).
+pub const INVALID_OFFERS: &str = "invalid_offers";
+/// Reason of the TASK_ERROR updates the Mesos edge makes for tasks it refuses.
+pub const TASK_INVALID: &str = "task_invalid";
+
+/// The Mesos reason for a Drover reason, where there is one.
+fn reason_to_mesos(reason: &str) -> Option<mesos::task_status::Reason> {
+    use drover_model::health::{REASON_HEALTHY, REASON_UNHEALTHY};
+    use mesos::task_status::Reason;
+
+    use crate::registry::cluster::reason as agents;
+    Some(match reason {
+        "reconciliation" => Reason::Reconciliation,
+        r if r == REASON_HEALTHY || r == REASON_UNHEALTHY => Reason::TaskHealthCheckStatusUpdated,
+        "memory_limit" => Reason::ContainerLimitationMemory,
+        "command_exited" | "command_signaled" | "executor_failed" => Reason::CommandExecutorFailed,
+        "killed" => return None,
+        INVALID_OFFERS => Reason::InvalidOffers,
+        TASK_INVALID => Reason::TaskInvalid,
+        agents::TASK_UNKNOWN_TO_AGENT => Reason::TaskUnknown,
+        agents::AGENT_REREGISTERED => Reason::AgentReregistered,
+        agents::AGENT_UNREACHABLE | agents::AGENT_REMOVED => Reason::AgentRemoved,
+        agents::AGENT_REMOVED_BY_OPERATOR => Reason::AgentRemovedByOperator,
+        _ => return None,
+    })
+}
+
+fn state_to_mesos(raw: i32) -> i32 {
+    v1::TaskState::try_from(raw)
+        .ok()
+        .and_then(|s| mesos::TaskState::from_str_name(s.as_str_name()))
+        .unwrap_or(mesos::TaskState::TaskUnknown) as i32
+}
+
+fn source_to_mesos(raw: i32) -> Option<i32> {
+    use mesos::task_status::Source;
+    Some(match v1::StatusSource::try_from(raw).ok()? {
+        v1::StatusSource::SourceExecutor => Source::Executor as i32,
+        v1::StatusSource::SourceAgent => Source::Agent as i32,
+        v1::StatusSource::SourceMaster => Source::Master as i32,
+        v1::StatusSource::SourceUnspecified => return None,
+    })
+}
+
+/// A Drover status as Mesos's. A status with a uuid (reliable: the framework acknowledges it)
+/// always carries its agent id, which clients acknowledge with.
+pub fn status_to_mesos(s: &v1::TaskStatus) -> mesos::TaskStatus {
+    let uuid = (!s.uuid.is_empty())
+        .then(|| uuid::Uuid::parse_str(&s.uuid).ok())
+        .flatten()
+        .map(|u| u.as_bytes().to_vec());
+    let reason = reason_to_mesos(&s.reason);
+    let mut message = s.message.clone();
+    if reason.is_none() && !s.reason.is_empty() {
+        // Keep Drover's reason readable where Mesos has no name for it.
+        message = if message.is_empty() {
+            s.reason.clone()
+        } else {
+            format!("{message} ({})", s.reason)
+        };
+    }
+    mesos::TaskStatus {
+        task_id: mesos::TaskId {
+            value: s.task_id.clone(),
+        },
+        state: state_to_mesos(s.state),
+        message: (!message.is_empty()).then_some(message),
+        source: source_to_mesos(s.source),
+        reason: reason.map(|r| r as i32),
+        agent_id: (!s.agent_id.is_empty()).then(|| mesos::AgentId {
+            value: s.agent_id.clone(),
+        }),
+        timestamp: Some(s.timestamp_ms as f64 / 1000.0),
+        uuid,
+        healthy: s.healthy,
+        ..Default::default()
+    }
+}
+
+// ---- Events ----
+
+/// A Drover framework event as Mesos's.
+pub fn event_to_mesos(e: &v1::Event, cx: &StreamContext) -> Option<mesos::scheduler::Event> {
+    use mesos::scheduler::event;
+    use mesos::scheduler::event::Type;
+    let mut out = mesos::scheduler::Event::default();
+    match e.event.as_ref()? {
+        v1::event::Event::Subscribed(s) => {
+            out.r#type = Some(Type::Subscribed as i32);
+            out.subscribed = Some(event::Subscribed {
+                framework_id: mesos::FrameworkId {
+                    value: s.framework_id.clone(),
+                },
+                heartbeat_interval_seconds: Some(s.heartbeat_interval_seconds),
+                master_info: Some(cx.master_info.clone()),
+            });
+        }
+        v1::event::Event::Offers(o) => {
+            out.r#type = Some(Type::Offers as i32);
+            out.offers = Some(event::Offers {
+                offers: o
+                    .offers
+                    .iter()
+                    .map(|o| offer_to_mesos(o, &cx.role))
+                    .collect(),
+            });
+        }
+        v1::event::Event::Rescind(r) => {
+            out.r#type = Some(Type::Rescind as i32);
+            out.rescind = Some(event::Rescind {
+                offer_id: mesos::OfferId {
+                    value: r.offer_id.clone(),
+                },
+            });
+        }
+        v1::event::Event::Update(u) => {
+            out.r#type = Some(Type::Update as i32);
+            out.update = Some(event::Update {
+                status: u.status.as_ref().map(status_to_mesos).unwrap_or_default(),
+            });
+        }
+        v1::event::Event::Heartbeat(_) => out.r#type = Some(Type::Heartbeat as i32),
+        v1::event::Event::Error(e) => {
+            out.r#type = Some(Type::Error as i32);
+            out.error = Some(event::Error {
+                message: e.message.clone(),
+            });
+        }
+    }
+    Some(out)
+}
+
+/// A HEARTBEAT event.
+pub fn heartbeat() -> mesos::scheduler::Event {
+    mesos::scheduler::Event {
+        r#type: Some(mesos::scheduler::event::Type::Heartbeat as i32),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesos_task(json: serde_json::Value) -> mesos::TaskInfo {
+        drover_mesos::from_json(json.to_string().as_bytes()).expect("a TaskInfo")
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "name": "t", "task_id": {"value": "t1"}, "agent_id": {"value": "a1"},
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31001}]}}
+            ],
+            "command": {"value": "echo hi"}
+        })
+    }
+
+    #[test]
+    fn a_command_task_converts() {
+        let t = task_info("task", &mesos_task(base())).unwrap();
+        assert_eq!(t.task_id, "t1");
+        assert_eq!(t.command.unwrap().shell, "echo hi");
+        assert_eq!(t.resources.len(), 2);
+        assert_eq!(t.resources[0].value, Some(v1::resource::Value::Scalar(0.5)));
+    }
+
+    #[test]
+    fn a_command_without_shell_runs_its_arguments_quoted() {
+        let mut j = base();
+        j["command"] = serde_json::json!({
+            "shell": false, "value": "/bin/echo", "arguments": ["echo", "it's", "a b"],
+            "environment": {"variables": [{"name": "K", "value": "v"}]}
+        });
+        let t = task_info("task", &mesos_task(j)).unwrap();
+        let c = t.command.unwrap();
+        assert_eq!(c.shell, r#"exec '/bin/echo' 'it'\''s' 'a b'"#);
+        assert_eq!(c.environment.get("K").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn what_drover_cannot_run_is_refused_naming_the_field() {
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (
+                serde_json::json!({"executor": {"executor_id": {"value": "e"}}}),
+                "task.executor",
+            ),
+            (
+                serde_json::json!({"container": {"type": "DOCKER"}}),
+                "task.container.type",
+            ),
+            (
+                serde_json::json!({"command": {"value": "x", "uris": [{"value": "http://x"}]}}),
+                "task.command.uris",
+            ),
+            (
+                serde_json::json!({"resources": [{"name": "disks", "type": "SET", "set": {"item": ["a"]}}]}),
+                "task.resources[0].type",
+            ),
+            (
+                serde_json::json!({"resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1},
+                    "reservations": [{"type": "STATIC", "role": "r"}]}]}),
+                "task.resources[0].reservations",
+            ),
+            (
+                serde_json::json!({"command": {"value": "x", "environment": {"variables": [
+                    {"name": "S", "type": "SECRET"}]}}}),
+                "task.command.environment.variables[0].type",
+            ),
+            (
+                serde_json::json!({"health_check": {"type": "HTTP", "http": {"port": 80}}}),
+                "task.health_check.type",
+            ),
+            (
+                serde_json::json!({"command": {"value": " "}}),
+                "task.command.value",
+            ),
+        ];
+        for (patch, field) in cases {
+            let mut j = base();
+            for (k, v) in patch.as_object().unwrap() {
+                j[k] = v.clone();
+            }
+            let e = task_info("task", &mesos_task(j.clone())).unwrap_err();
+            assert_eq!(e.field, field, "{j}: {e}");
+        }
+        let mut j = base();
+        j.as_object_mut().unwrap().remove("command");
+        assert_eq!(
+            task_info("task", &mesos_task(j)).unwrap_err().field,
+            "task.command"
+        );
+    }
+
+    #[test]
+    fn a_command_health_check_keeps_mesos_defaults() {
+        let mut j = base();
+        j["health_check"] = serde_json::json!({"type": "COMMAND", "command": {"value": "true"}});
+        let h = task_info("task", &mesos_task(j))
+            .unwrap()
+            .health_check
+            .unwrap();
+        assert_eq!(
+            (
+                h.delay_seconds,
+                h.interval_seconds,
+                h.timeout_seconds,
+                h.consecutive_failures
+            ),
+            (15.0, 10.0, 20.0, 3)
+        );
+        assert_eq!(h.command.unwrap().shell, "true");
+    }
+
+    #[test]
+    fn statuses_carry_uuid_bytes_agent_and_mesos_reasons() {
+        let uuid = uuid::Uuid::new_v4();
+        let s = v1::TaskStatus {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            state: v1::TaskState::TaskRunning as i32,
+            uuid: uuid.to_string(),
+            source: v1::StatusSource::SourceExecutor as i32,
+            reason: drover_model::health::REASON_HEALTHY.into(),
+            timestamp_ms: 1_700_000_000_123,
+            healthy: Some(true),
+            ..Default::default()
+        };
+        let m = status_to_mesos(&s);
+        assert_eq!(m.uuid.as_deref(), Some(&uuid.as_bytes()[..]));
+        assert_eq!(m.agent_id.as_ref().unwrap().value, "a1");
+        assert_eq!(m.state, mesos::TaskState::TaskRunning as i32);
+        assert_eq!(m.source, Some(mesos::task_status::Source::Executor as i32));
+        assert_eq!(
+            m.reason,
+            Some(mesos::task_status::Reason::TaskHealthCheckStatusUpdated as i32)
+        );
+        assert_eq!(m.timestamp, Some(1_700_000_000.123));
+        assert_eq!(m.healthy, Some(true));
+        // A Drover reason Mesos has no name for stays readable in the message; no uuid, no
+        // uuid field.
+        let m = status_to_mesos(&v1::TaskStatus {
+            task_id: "t1".into(),
+            state: v1::TaskState::TaskFailed as i32,
+            reason: "checkpoint_corrupt".into(),
+            message: "bad".into(),
+            ..Default::default()
+        });
+        assert_eq!((m.reason, m.uuid.as_ref()), (None, None));
+        assert_eq!(m.message.as_deref(), Some("bad (checkpoint_corrupt)"));
+        let json = String::from_utf8(drover_mesos::to_ascii_json(&m)).unwrap();
+        assert!(
+            !json.contains("uuid") && !json.contains("agent_id"),
+            "{json}"
+        );
+        assert!(json.contains(r#""state":"TASK_FAILED""#), "{json}");
+    }
+
+    #[test]
+    fn master_info_has_the_ip_as_mesos_writes_it() {
+        let m = master_info(2, "127.0.0.1:5050", "1.11.0");
+        assert_eq!(m.ip, 16_777_343);
+        assert_eq!(m.port, 5050);
+        assert_eq!(m.pid.as_deref(), Some("master@127.0.0.1:5050"));
+    }
+
+    #[test]
+    fn framework_roles_and_capabilities() {
+        let f: mesos::FrameworkInfo = drover_mesos::from_json(
+            br#"{"user":"u","name":"n","roles":["web"],"capabilities":[{"type":"GPU_RESOURCES"},{"type":"PARTITION_AWARE"}],"failover_timeout":100}"#,
+        )
+        .unwrap();
+        let ours = framework_info(&f).unwrap();
+        assert_eq!(ours.role, "web");
+        assert_eq!(
+            ours.capabilities,
+            vec![v1::FrameworkCapability::PartitionAware as i32]
+        );
+        assert_eq!(ours.failover_timeout_seconds, 100.0);
+        let two: mesos::FrameworkInfo =
+            drover_mesos::from_json(br#"{"user":"u","name":"n","roles":["a","b"]}"#).unwrap();
+        assert_eq!(
+            framework_info(&two).unwrap_err().field,
+            "subscribe.framework_info.roles"
+        );
+        let unknown = drover_mesos::from_json::<mesos::FrameworkInfo>(
+            br#"{"user":"u","name":"n","capabilities":[{"type":"TELEPORT"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(unknown.path, "capabilities[0].type");
+    }
+}

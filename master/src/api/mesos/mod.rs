@@ -1,0 +1,209 @@
+//! Mesos's v1 HTTP APIs on the master's port, beside gRPC (`master/MESOS_HTTP.md` is the wire
+//! reference): the scheduler API (`POST /api/v1/scheduler`, [`scheduler`]).
+//!
+//! Owns the Mesos edge only: decoding (Mesos JSON or protobuf), the leader redirect, the
+//! conversions ([`convert`]) and encoding. Decisions are the gRPC edge's and the engine's.
+
+pub mod convert;
+pub mod scheduler;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use drover_mesos::v1 as mesos;
+
+use crate::api::http::MESOS_API_VERSION;
+use crate::api::scheduler::SchedulerService;
+use crate::raft::{MasterId, Raft};
+
+/// Largest Mesos call body read, bytes (as the gRPC framework API's bound).
+pub const MAX_CALL_BYTES: usize = crate::api::scheduler::MAX_REQUEST_BYTES;
+
+#[derive(Clone)]
+pub struct MesosState {
+    raft: Raft,
+    me: MasterId,
+    scheduler: scheduler::SchedulerApi,
+}
+
+impl MesosState {
+    pub fn new(raft: Raft, me: MasterId, service: Arc<SchedulerService>) -> Self {
+        Self {
+            raft,
+            me,
+            scheduler: scheduler::SchedulerApi::new(service),
+        }
+    }
+
+    /// The answer of a master that does not lead: a redirect to the leader, or 503 while
+    /// there is none. `None` on the leader.
+    async fn not_leading(&self, path: &str) -> Option<Response> {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(id) if id == self.me => None,
+            Some(id) => match m.membership_config.membership().get_node(&id) {
+                Some(node) => Some(redirect_to(&node.addr, path)),
+                None => Some(unavailable("the leader's address is not known yet")),
+            },
+            None => Some(unavailable("No leader elected")),
+        }
+    }
+
+    async fn master_info(&self) -> mesos::MasterInfo {
+        let m = self.raft.metrics().borrow().clone();
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&self.me)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        convert::master_info(self.me, &addr, MESOS_API_VERSION)
+    }
+}
+
+fn unavailable(message: &str) -> Response {
+    let mut r = scheduler::error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
+}
+
+/// `307` to the same path on the leader, as Mesos: `Location: //host:port/path`.
+pub fn redirect_to(addr: &str, path: &str) -> Response {
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, format!("//{addr}{path}"))],
+    )
+        .into_response()
+}
+
+pub fn router(state: MesosState) -> Router {
+    Router::new()
+        .route("/api/v1/scheduler", post(scheduler::handle))
+        .layer(DefaultBodyLimit::max(MAX_CALL_BYTES))
+        .with_state(state)
+}
+
+/// A plain-text error answer, as Mesos gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        scheduler::error(self.code, self.message)
+    }
+}
+
+/// The two encodings Mesos's APIs speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    Json,
+    Protobuf,
+}
+
+const JSON: &str = "application/json";
+const PROTOBUF: &str = "application/x-protobuf";
+
+impl ContentType {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ContentType::Json => JSON,
+            ContentType::Protobuf => PROTOBUF,
+        }
+    }
+
+    /// The request body's encoding: 400 without a Content-Type, 415 for another one.
+    fn of_request(headers: &HeaderMap) -> Result<Self, HttpError> {
+        let Some(raw) = headers.get(header::CONTENT_TYPE) else {
+            return Err(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'Content-Type' to be present",
+            ));
+        };
+        let media = raw
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match media.as_str() {
+            JSON => Ok(ContentType::Json),
+            PROTOBUF => Ok(ContentType::Protobuf),
+            other => Err(HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Expecting 'Content-Type' of {JSON} or {PROTOBUF}, got '{other}'"),
+            )),
+        }
+    }
+
+    /// The encoding of a streamed answer: JSON unless Accept allows only protobuf; 406 when
+    /// Accept allows neither.
+    fn of_accept(headers: &HeaderMap) -> Result<Self, HttpError> {
+        let Some(raw) = headers.get(header::ACCEPT) else {
+            return Ok(ContentType::Json);
+        };
+        let accept = raw.to_str().unwrap_or("").to_ascii_lowercase();
+        let allows = |t: &str| {
+            accept.split(',').any(|part| {
+                let media = part.split(';').next().unwrap_or("").trim();
+                media == t || media == "*/*" || media == "application/*"
+            })
+        };
+        if allows(JSON) {
+            Ok(ContentType::Json)
+        } else if allows(PROTOBUF) {
+            Ok(ContentType::Protobuf)
+        } else {
+            Err(HttpError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("Expecting 'Accept' to allow {JSON} or {PROTOBUF}"),
+            ))
+        }
+    }
+
+    /// Decodes a body; 400 naming the field at fault.
+    fn decode<T>(self, body: &[u8]) -> Result<T, HttpError>
+    where
+        T: prost::Message + Default + serde::de::DeserializeOwned,
+    {
+        match self {
+            ContentType::Json => drover_mesos::from_json(body).map_err(|e| {
+                HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to convert JSON into Call protobuf: {e}"),
+                )
+            }),
+            ContentType::Protobuf => T::decode(body).map_err(|e| {
+                HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to parse body into Call protobuf: {e}"),
+                )
+            }),
+        }
+    }
+
+    pub fn encode<T: prost::Message + serde::Serialize>(self, value: &T) -> Vec<u8> {
+        match self {
+            ContentType::Json => drover_mesos::to_ascii_json(value),
+            ContentType::Protobuf => value.encode_to_vec(),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+"""Drives Drover's masters with real Mesos clients from PyPI, unchanged, as Mesos frameworks
+would: pymesos 0.3.15 (`MesosSchedulerDriver`) and mesoshttp 0.4.2 (`MesosClient`).
+
+Usage:
+  python mesos_clients.py pymesos  MASTER[,MASTER...]
+  python mesos_clients.py mesoshttp MASTER[,MASTER...]
+
+The first master given should be a follower: subscribing goes through its redirect.
+
+pymesos: launches command tasks on offers and sees them RUNNING and FINISHED (acknowledged by
+the driver's implicit acknowledgements), reconciles explicitly and implicitly, kills a task the
+master does not know, then prints "kill-leader" and waits for a line on stdin: the test has
+SIGKILLed the leading master. The framework, as a user's framework with several master
+addresses does, points the driver at the next address when it is disconnected; it must
+re-register under the same framework id, find its long task RUNNING by reconciliation, kill it,
+and launch one more task on the new leader. It then tears down.
+
+mesoshttp: subscribes, launches one task, sees it FINISHED (the client acknowledges), and tears
+down.
+
+Prints "ok" and exits 0 when every check held; a failed check raises.
+"""
+
+import getpass
+import logging
+import sys
+import threading
+import time
+import uuid
+
+DEADLINE_SECONDS = 60
+TASK_RESOURCES = [
+    {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+    {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+]
+
+
+def wait(what, check, deadline=DEADLINE_SECONDS):
+    """Polls `check` until it returns something true; fails after the deadline."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def task_info(name, command, agent_id):
+    return {
+        "name": name,
+        "task_id": {"value": f"{name}-{uuid.uuid4()}"},
+        "agent_id": agent_id,
+        "resources": TASK_RESOURCES,
+        "command": {"value": command, "shell": True},
+    }
+
+
+def run_pymesos(masters):
+    from pymesos import MesosSchedulerDriver, Scheduler
+
+    class Framework(Scheduler):
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.to_launch = []  # (name, command)
+            self.launched = {}  # name -> task id
+            self.updates = []  # every status dict, in order
+            self.registered_ids = []
+            self.reregistrations = 0
+            self.disconnects = 0
+            self.errors = []
+            self.master_index = 0
+
+        def registered(self, driver, framework_id, master_info):
+            with self.lock:
+                self.registered_ids.append(framework_id["value"])
+
+        def reregistered(self, driver, master_info):
+            with self.lock:
+                self.reregistrations += 1
+
+        def disconnected(self, driver):
+            # As a framework given several masters does: try the next one. A follower
+            # redirects to the leader.
+            with self.lock:
+                self.disconnects += 1
+                self.master_index = (self.master_index + 1) % len(masters)
+                nxt = masters[self.master_index]
+            driver.change_master(nxt)
+
+        def resourceOffers(self, driver, offers):
+            for offer in offers:
+                with self.lock:
+                    todo = self.to_launch.pop(0) if self.to_launch else None
+                if todo is None:
+                    driver.declineOffer(offer["id"], filters={"refuse_seconds": 1})
+                    continue
+                name, command = todo
+                info = task_info(name, command, offer["agent_id"])
+                with self.lock:
+                    self.launched[name] = info["task_id"]["value"]
+                driver.launchTasks(offer["id"], [info], filters={"refuse_seconds": 1})
+
+        def statusUpdate(self, driver, status):
+            with self.lock:
+                self.updates.append(status)
+
+        def error(self, driver, message):
+            with self.lock:
+                self.errors.append(message)
+
+    fw = Framework()
+
+    def launch(name, command):
+        with fw.lock:
+            fw.to_launch.append((name, command))
+        driver.reviveOffers()
+        return wait(f"{name} launched", lambda: fw.launched.get(name))
+
+    def states_of(task_id, reliable=None):
+        with fw.lock:
+            return [
+                u["state"]
+                for u in fw.updates
+                if u["task_id"]["value"] == task_id
+                and (reliable is None or ("uuid" in u) == reliable)
+            ]
+
+    def saw(task_id, state, reliable=None):
+        return wait(f"{state} of {task_id}", lambda: state in states_of(task_id, reliable))
+
+    def update_of(task_id, reason):
+        def find():
+            with fw.lock:
+                for u in fw.updates:
+                    if u["task_id"]["value"] == task_id and u.get("reason") == reason:
+                        return u
+            return None
+
+        return wait(f"an update of {task_id} with {reason}", find)
+
+    framework = {
+        "user": getpass.getuser(),
+        "name": "pymesos-on-drover",
+        "capabilities": [{"type": "PARTITION_AWARE"}],
+        "failover_timeout": 300,
+    }
+    driver = MesosSchedulerDriver(fw, framework, masters[0], use_addict=False)
+    driver.start()
+    framework_id = wait("registered", lambda: fw.registered_ids and fw.registered_ids[0])
+
+    # Tasks run and finish; each reliable update carries agent_id and is acknowledged by the
+    # driver (a refused acknowledgement would stop it).
+    short = [launch(f"short{i}", "echo hello from pymesos") for i in range(2)]
+    for t in short:
+        saw(t, "TASK_RUNNING", reliable=True)
+        saw(t, "TASK_FINISHED", reliable=True)
+    with fw.lock:
+        for u in fw.updates:
+            if "uuid" in u:
+                assert "agent_id" in u, u
+                assert u.get("source") in ("SOURCE_EXECUTOR", "SOURCE_AGENT", "SOURCE_MASTER"), u
+
+    long_task = launch("long", "sleep 600")
+    saw(long_task, "TASK_RUNNING", reliable=True)
+
+    # Explicit reconciliation: an update without uuid, REASON_RECONCILIATION.
+    driver.reconcileTasks([{"task_id": {"value": long_task}}])
+    u = update_of(long_task, "REASON_RECONCILIATION")
+    assert u["state"] == "TASK_RUNNING" and "uuid" not in u, u
+    # Implicit reconciliation: every live task, the long one among them.
+    with fw.lock:
+        before = len(fw.updates)
+    driver.reconcileTasks([])
+    wait(
+        "implicit reconciliation",
+        lambda: any(
+            u["task_id"]["value"] == long_task and u.get("reason") == "REASON_RECONCILIATION"
+            for u in fw.updates[before:]
+        ),
+    )
+
+    # A kill of a task the master does not know: TASK_UNKNOWN (partition-aware).
+    ghost = f"ghost-{uuid.uuid4()}"
+    driver.killTask({"value": ghost})
+    saw(ghost, "TASK_UNKNOWN", reliable=False)
+
+    # The leading master dies.
+    print("kill-leader", flush=True)
+    line = sys.stdin.readline()
+    assert line.strip() == "killed", line
+    wait("disconnected", lambda: fw.disconnects > 0)
+    wait("re-registered with the new leader", lambda: fw.reregistrations > 0, deadline=90)
+    assert fw.registered_ids == [framework_id], fw.registered_ids
+
+    with fw.lock:
+        before = len(fw.updates)
+    driver.reconcileTasks([{"task_id": {"value": long_task}}])
+    wait(
+        "the long task RUNNING after the failover",
+        lambda: any(
+            u["task_id"]["value"] == long_task
+            and u["state"] == "TASK_RUNNING"
+            and u.get("reason") == "REASON_RECONCILIATION"
+            for u in fw.updates[before:]
+        ),
+    )
+    driver.killTask({"value": long_task})
+    saw(long_task, "TASK_KILLED", reliable=True)
+
+    after = launch("after", "echo after the failover")
+    saw(after, "TASK_FINISHED", reliable=True)
+
+    assert not fw.errors, fw.errors
+    driver.stop()  # TEARDOWN
+    driver.join()
+    print(f"ok framework {framework_id}: {len(fw.updates)} updates")
+
+
+def run_mesoshttp(masters):
+    from mesoshttp.client import MesosClient
+
+    seen = {"states": [], "task": None, "errors": []}
+    client = MesosClient(mesos_urls=[f"http://{m}" for m in masters], frameworkName="mesoshttp-on-drover")
+
+    def subscribed(driver):
+        seen["driver"] = driver
+
+    def offers(offers):
+        for offer in offers:
+            o = offer.get_offer()
+            if seen["task"] is None:
+                info = task_info("mh", "echo hello from mesoshttp", o["agent_id"])
+                # mesoshttp adds "slave_id" beside agent_id: Drover ignores it.
+                seen["task"] = info["task_id"]["value"]
+                offer.accept([info])
+            else:
+                offer.decline()
+
+    def update(update):
+        status = update["status"]
+        if status["task_id"]["value"] == seen["task"]:
+            seen["states"].append(status["state"])
+            if status["state"] == "TASK_FINISHED":
+                seen["driver"].tearDown()
+                client.tearDown()
+
+    def error(message):
+        seen["errors"].append(message)
+
+    client.on(MesosClient.SUBSCRIBED, subscribed)
+    client.on(MesosClient.OFFERS, offers)
+    client.on(MesosClient.UPDATE, update)
+    client.on(MesosClient.ERROR, error)
+    runner = threading.Thread(target=client.register, daemon=True)
+    runner.start()
+    wait("TASK_FINISHED through mesoshttp", lambda: "TASK_FINISHED" in seen["states"])
+    assert "TASK_RUNNING" in seen["states"], seen["states"]
+    assert not seen["errors"], seen["errors"]
+    # The teardown closes the stream; the client's loop ends.
+    runner.join(DEADLINE_SECONDS)
+    assert not runner.is_alive(), "mesoshttp's loop did not end after the teardown"
+    print(f"ok mesoshttp: {seen['states']}")
+
+
+def main():
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    mode, masters = sys.argv[1], sys.argv[2].split(",")
+    if mode == "pymesos":
+        run_pymesos(masters)
+    elif mode == "mesoshttp":
+        run_mesoshttp(masters)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()

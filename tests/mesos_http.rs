@@ -1,0 +1,583 @@
+//! Mesos's v1 scheduler HTTP API on real masters (issue 19): the wire checked byte for byte
+//! (status, headers, one RecordIO record per HTTP chunk, the event JSON against fixtures in
+//! Mesos's documented shapes), the protobuf content type, redirects from followers, the
+//! answers to bad input, and real Mesos clients from PyPI, unchanged (pymesos 0.3.15 with a
+//! leader failover, mesoshttp 0.4.2), run by `tests/mesos_clients.py`.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::mesos::{accept, post_call, subscribe_call, task, Events, RawResponse};
+use drover_mesos::v1 as mesos;
+use prost::Message as _;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The leader's address and a follower's.
+async fn leader_and_follower(c: &common::TestCluster) -> (String, String) {
+    let leader = c.wait_for_leader(WAIT).await.expect("leader");
+    let follower = c
+        .masters()
+        .find(|m| m.id != leader.leader_id)
+        .expect("a follower")
+        .addr
+        .clone();
+    (leader.leader_addr, follower)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_streams_recordio_chunks_in_mesos_json() {
+    let c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    let (leader, follower) = leader_and_follower(&c).await;
+
+    // A follower redirects SUBSCRIBE and every other call to the same path on the leader.
+    let body = serde_json::to_vec(&subscribe_call("wire", true)).unwrap();
+    let (code, location) = post_call(&follower, None, &body, "application/json").await;
+    assert_eq!(
+        (code, location.as_str()),
+        (307, format!("//{leader}/api/v1/scheduler").as_str())
+    );
+    let (code, location) = post_call(
+        &follower,
+        Some("x"),
+        br#"{"type":"REVIVE","framework_id":{"value":"f"}}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        (code, location.as_str()),
+        (307, format!("//{leader}/api/v1/scheduler").as_str())
+    );
+
+    // SUBSCRIBE as pymesos sends it (Connection: close), a non-ASCII name.
+    let call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
+        "user": "root", "name": "dróver-wire", "failover_timeout": 60,
+        "capabilities": [{"type": "GPU_RESOURCES"}, {"type": "PARTITION_AWARE"}]}}});
+    let mut raw = RawResponse::post(
+        &leader,
+        "/api/v1/scheduler",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+            ("Connection", "close"),
+        ],
+        &serde_json::to_vec(&call).unwrap(),
+    )
+    .await
+    .expect("SUBSCRIBE");
+    assert_eq!(raw.status, 200);
+    assert!(raw.is_chunked(), "{:?}", raw.headers);
+    assert!(raw.header("content-length").is_none());
+    assert_eq!(raw.header("content-type"), Some("application/json"));
+    let stream_id = raw
+        .header("mesos-stream-id")
+        .expect("Mesos-Stream-Id")
+        .to_string();
+    assert!(!stream_id.is_empty() && stream_id.len() <= 128);
+
+    // First chunk: exactly one record, SUBSCRIBED, in Mesos's JSON.
+    let chunk = raw.next_chunk(WAIT).await.unwrap().expect("a chunk");
+    let (len, record) = split_record(&chunk);
+    assert_eq!(len, record.len(), "the chunk is one whole record");
+    let subscribed: serde_json::Value = serde_json::from_slice(record).unwrap();
+    let framework_id = subscribed["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap();
+    let me = c.wait_for_leader(WAIT).await.unwrap().leader_id;
+    let (host, port) = leader.rsplit_once(':').unwrap();
+    let fixture = format!(
+        concat!(
+            r#"{{"type":"SUBSCRIBED","subscribed":{{"framework_id":{{"value":"{fid}"}},"#,
+            r#""heartbeat_interval_seconds":5.0,"master_info":{{"id":"{me}","ip":16777343,"#,
+            r#""port":{port},"pid":"master@{host}:{port}","hostname":"{host}","version":"1.11.0","#,
+            r#""address":{{"hostname":"{host}","ip":"{host}","port":{port}}}}}}}}}"#
+        ),
+        fid = framework_id,
+        me = me,
+        host = host,
+        port = port,
+    );
+    assert_eq!(std::str::from_utf8(record).unwrap(), fixture);
+    // Second chunk: a HEARTBEAT at once, as Mesos's heartbeater sends (docs/scheduler-http-api.md:
+    // `20\n{"type":"HEARTBEAT"}`).
+    let chunk = raw.next_chunk(WAIT).await.unwrap().expect("a chunk");
+    assert_eq!(chunk, b"20\n{\"type\":\"HEARTBEAT\"}");
+
+    // Then OFFERS, each record its own chunk, resources in Mesos's shapes.
+    let offer = loop {
+        let chunk = raw.next_chunk(WAIT).await.unwrap().expect("a chunk");
+        let (len, record) = split_record(&chunk);
+        assert_eq!(len, record.len());
+        assert!(record.is_ascii());
+        let e: serde_json::Value = serde_json::from_slice(record).unwrap();
+        if e["type"] == "OFFERS" {
+            break e["offers"]["offers"][0].clone();
+        }
+        assert_eq!(e["type"], "HEARTBEAT", "{e}");
+    };
+    assert_eq!(offer["framework_id"]["value"], framework_id);
+    assert!(offer["id"]["value"].is_string() && offer["agent_id"]["value"].is_string());
+    assert_eq!(offer["url"]["scheme"], "http");
+    let cpus = offer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "cpus")
+        .expect("cpus offered");
+    assert_eq!(cpus["type"], "SCALAR");
+    assert!(cpus["scalar"]["value"].as_f64().unwrap() > 0.0);
+    assert_eq!(cpus["role"], "*");
+    assert_eq!(cpus["allocation_info"]["role"], "*");
+    if let Some(ports) = offer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "ports")
+    {
+        assert_eq!(ports["type"], "RANGES");
+        assert!(ports["ranges"]["range"][0]["begin"].is_u64(), "{ports}");
+    }
+
+    // A task runs: its reliable updates carry uuid (16 bytes, base64) and agent_id.
+    let call = |c: serde_json::Value| {
+        let mut c = c;
+        c["framework_id"] = json!({ "value": framework_id });
+        serde_json::to_vec(&c).unwrap()
+    };
+    let t = task("wire-1", &offer["agent_id"], "sleep 30");
+    let (code, body) = post_call(
+        &leader,
+        Some(&stream_id),
+        &call(accept(&offer, vec![t])),
+        "application/json",
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (202, ""));
+    let mut events = Events::from_raw(raw, &stream_id, framework_id);
+    let running = events.wait_update("wire-1", "TASK_RUNNING").await;
+    assert_eq!(running["agent_id"], offer["agent_id"]);
+    assert_eq!(running["source"], "SOURCE_EXECUTOR");
+    let uuid = running["uuid"].as_str().expect("uuid");
+    use base64::Engine as _;
+    let raw_uuid = base64::engine::general_purpose::STANDARD
+        .decode(uuid)
+        .unwrap();
+    assert_eq!(raw_uuid.len(), 16);
+    assert!(running["timestamp"].as_f64().unwrap() > 1.7e9);
+    let ack = json!({"type": "ACKNOWLEDGE", "acknowledge": {
+        "agent_id": running["agent_id"], "task_id": running["task_id"], "uuid": uuid}});
+    assert_eq!(events.call(&leader, ack.clone()).await.0, 202);
+    // Acknowledging again is no error to Mesos clients (pymesos stops on any other answer).
+    assert_eq!(events.call(&leader, ack).await.0, 202);
+
+    // The offer is used: an ACCEPT on it answers 202 and drops the task (partition-aware),
+    // with a master-made update that has no uuid.
+    let again = task("wire-2", &offer["agent_id"], "true");
+    assert_eq!(
+        events.call(&leader, accept(&offer, vec![again])).await.0,
+        202
+    );
+    let dropped = events.wait_update("wire-2", "TASK_DROPPED").await;
+    assert!(dropped.get("uuid").is_none(), "{dropped}");
+    assert_eq!(dropped["reason"], "REASON_INVALID_OFFERS");
+    assert_eq!(dropped["source"], "SOURCE_MASTER");
+
+    // Reconciliation answers carry no uuid and say REASON_RECONCILIATION.
+    let reconcile =
+        json!({"type": "RECONCILE", "reconcile": {"tasks": [{"task_id": {"value": "wire-1"}}]}});
+    assert_eq!(events.call(&leader, reconcile).await.0, 202);
+    let r = events
+        .wait_for("a reconciliation answer", WAIT, |e| {
+            e["type"] == "UPDATE" && e["update"]["status"]["reason"] == "REASON_RECONCILIATION"
+        })
+        .await;
+    assert_eq!(r["update"]["status"]["state"], "TASK_RUNNING");
+    assert!(r["update"]["status"].get("uuid").is_none());
+
+    // KILL without agent_id (as pymesos sends it), then TEARDOWN ends the stream.
+    let kill = json!({"type": "KILL", "kill": {"task_id": {"value": "wire-1"}}});
+    assert_eq!(events.call(&leader, kill).await.0, 202);
+    events.wait_update("wire-1", "TASK_KILLED").await;
+    assert_eq!(
+        events.call(&leader, json!({"type": "TEARDOWN"})).await.0,
+        202
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while events
+        .next(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+        .is_some()
+    {}
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "the stream did not end after TEARDOWN"
+    );
+}
+
+/// `<len>\n<record>` split; panics if the length is not decimal.
+fn split_record(chunk: &[u8]) -> (usize, &[u8]) {
+    let nl = chunk
+        .iter()
+        .position(|b| *b == b'\n')
+        .expect("a length line");
+    let len = std::str::from_utf8(&chunk[..nl])
+        .unwrap()
+        .parse()
+        .expect("decimal length");
+    (len, &chunk[nl + 1..])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protobuf_calls_and_events_round_trip() {
+    let c = common::start_with_agents(1, &[], 1, &[], 1).await;
+    let leader = c.wait_for_leader(WAIT).await.unwrap().leader_addr;
+    let call = mesos::scheduler::Call {
+        r#type: Some(mesos::scheduler::call::Type::Subscribe as i32),
+        subscribe: Some(mesos::scheduler::call::Subscribe {
+            framework_info: mesos::FrameworkInfo {
+                user: "test".into(),
+                name: "protobuf".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut raw = RawResponse::post(
+        &leader,
+        "/api/v1/scheduler",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Accept", "application/x-protobuf"),
+        ],
+        &call.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.header("content-type"), Some("application/x-protobuf"));
+    let stream_id = raw.header("mesos-stream-id").unwrap().to_string();
+    let mut decoder = drover_mesos::recordio::Decoder::new(1 << 20);
+    let subscribed = next_event(&mut raw, &mut decoder).await;
+    assert_eq!(
+        subscribed.r#type,
+        Some(mesos::scheduler::event::Type::Subscribed as i32)
+    );
+    let framework_id = subscribed.subscribed.unwrap().framework_id;
+    let offers = loop {
+        let e = next_event(&mut raw, &mut decoder).await;
+        if let Some(o) = e.offers {
+            break o.offers;
+        }
+    };
+    // DECLINE in protobuf.
+    let decline = mesos::scheduler::Call {
+        framework_id: Some(framework_id.clone()),
+        r#type: Some(mesos::scheduler::call::Type::Decline as i32),
+        decline: Some(mesos::scheduler::call::Decline {
+            offer_ids: offers.iter().map(|o| o.id.clone()).collect(),
+            filters: Some(mesos::Filters {
+                refuse_seconds: Some(0.5),
+            }),
+        }),
+        ..Default::default()
+    };
+    let (code, body) = post_call(
+        &leader,
+        Some(&stream_id),
+        &decline.encode_to_vec(),
+        "application/x-protobuf",
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (202, ""));
+    // The same offer's resources come back once the filter lapses.
+    let back = loop {
+        let e = next_event(&mut raw, &mut decoder).await;
+        if let Some(o) = e.offers {
+            break o.offers;
+        }
+    };
+    assert_eq!(back[0].agent_id, offers[0].agent_id);
+    assert_ne!(back[0].id, offers[0].id);
+}
+
+/// The next protobuf event of a stream.
+async fn next_event(
+    raw: &mut RawResponse,
+    decoder: &mut drover_mesos::recordio::Decoder,
+) -> mesos::scheduler::Event {
+    loop {
+        if let Some(r) = decoder.next_record().unwrap() {
+            return mesos::scheduler::Event::decode(r.as_slice()).expect("a protobuf event");
+        }
+        decoder.push(&raw.next_chunk(WAIT).await.unwrap().expect("a chunk"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_calls_get_the_documented_codes_and_change_nothing() {
+    let c = common::start_with_agents(1, &[], 1, &[], 1).await;
+    let leader = c.wait_for_leader(WAIT).await.unwrap().leader_addr;
+    let mut a = Events::subscribe(&leader, &subscribe_call("owner", true)).await;
+    let offer =
+        a.wait_for("offers", WAIT, |e| e["type"] == "OFFERS").await["offers"]["offers"][0].clone();
+    let stream_id = a.stream_id.clone();
+    let json_call = |body: String| {
+        let (leader, stream_id) = (leader.clone(), stream_id.clone());
+        async move {
+            post_call(
+                &leader,
+                Some(&stream_id),
+                body.as_bytes(),
+                "application/json",
+            )
+            .await
+        }
+    };
+
+    // Malformed JSON, an unknown type, a missing member, a bad uuid: 400 with the reason.
+    let (code, body) = json_call("{not json".into()).await;
+    assert_eq!(code, 400, "{body}");
+    let fid = &a.framework_id;
+    let (code, body) = json_call(format!(
+        r#"{{"type":"FROB","framework_id":{{"value":"{fid}"}}}}"#
+    ))
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("type") && body.contains("FROB"), "{body}");
+    let (code, body) = json_call(format!(
+        r#"{{"type":"ACCEPT","framework_id":{{"value":"{fid}"}}}}"#
+    ))
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("'accept'"), "{body}");
+    let (code, body) = json_call(format!(
+        r#"{{"type":"ACKNOWLEDGE","framework_id":{{"value":"{fid}"}},"acknowledge":{{"agent_id":{{"value":"a"}},"task_id":{{"value":"t"}},"uuid":"AAAA"}}}}"#
+    ))
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("acknowledge.uuid"), "{body}");
+    let (code, body) = json_call(r#"{"type":"REVIVE"}"#.into()).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("framework_id"), "{body}");
+
+    // The stream id: missing (400), another one (400), a framework not subscribed here (403).
+    let revive = json!({"type": "REVIVE", "framework_id": {"value": fid}}).to_string();
+    let (code, body) = post_call(&leader, None, revive.as_bytes(), "application/json").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("Mesos-Stream-Id"), "{body}");
+    let (code, body) = post_call(
+        &leader,
+        Some("not-the-stream"),
+        revive.as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let stranger =
+        json!({"type": "REVIVE", "framework_id": {"value": "no-such-framework"}}).to_string();
+    let (code, body) = post_call(
+        &leader,
+        Some(&a.stream_id),
+        stranger.as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+
+    // Content types: none (400), another (415); GET (405); an oversized body (413).
+    let client = reqwest::Client::new();
+    let url = format!("http://{leader}/api/v1/scheduler");
+    let r = client.post(&url).body(revive.clone()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = client
+        .post(&url)
+        .header("Content-Type", "text/plain")
+        .body(revive.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let huge = vec![b' '; 17 * 1024 * 1024];
+    let r = client
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body(huge)
+        .send()
+        .await;
+    assert!(
+        r.map(|r| r.status().as_u16() == 413).unwrap_or(true),
+        "an oversized call was taken"
+    );
+    // SUBSCRIBE with a stream id, or with ids that differ: 400.
+    let mut sub = subscribe_call("x", false);
+    let (code, _) = post_call(
+        &leader,
+        Some("s"),
+        sub.to_string().as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, 400);
+    sub["framework_id"] = json!({"value": "other"});
+    let (code, body) = post_call(
+        &leader,
+        None,
+        sub.to_string().as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(body.contains("differs"), "{body}");
+
+    // Another framework's offer: its ACCEPT answers 202 and its task is dropped; the offer
+    // stays the owner's, who then launches on it.
+    let mut b = Events::subscribe(&leader, &subscribe_call("thief", false)).await;
+    let stolen = task("stolen", &offer["agent_id"], "true");
+    assert_eq!(b.call(&leader, accept(&offer, vec![stolen])).await.0, 202);
+    let lost = b.wait_update("stolen", "TASK_LOST").await; // not partition-aware: LOST
+    assert_eq!(lost["reason"], "REASON_INVALID_OFFERS");
+    // A task Drover cannot run (fetcher URIs) comes back TASK_ERROR naming the field.
+    let mut bad = task("uris", &offer["agent_id"], "true");
+    bad["command"]["uris"] = json!([{"value": "http://example.invalid/x"}]);
+    let ok = task("owned", &offer["agent_id"], "true");
+    assert_eq!(a.call(&leader, accept(&offer, vec![bad, ok])).await.0, 202);
+    let error = a.wait_update("uris", "TASK_ERROR").await;
+    assert_eq!(error["reason"], "REASON_TASK_INVALID");
+    assert!(
+        error["message"].as_str().unwrap().contains("command.uris"),
+        "{error}"
+    );
+    a.wait_update("owned", "TASK_FINISHED").await;
+    let state = common::leader_state(&c).await.unwrap();
+    let tasks: Vec<&str> = state["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        tasks.contains(&"owned") && !tasks.contains(&"stolen") && !tasks.contains(&"uris"),
+        "{tasks:?}"
+    );
+}
+
+/// The Python interpreter of the test virtualenv, or None (the test then skips, unless
+/// `DROVER_REQUIRE_PYTHON=1`).
+fn python() -> Option<String> {
+    match std::env::var("DROVER_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var("DROVER_REQUIRE_PYTHON").as_deref() != Ok("1"),
+                "DROVER_PYTHON is not set: run scripts/setup.sh (it makes the clients' virtualenv)"
+            );
+            eprintln!("skipped: DROVER_PYTHON is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mesos_clients.py");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pymesos_scheduler_runs_tasks_and_fails_over_with_the_leader() {
+    let Some(python) = python() else { return };
+    let mut c = common::start_with_agents(3, &[], 2, &[], 2).await;
+    let (leader, follower) = leader_and_follower(&c).await;
+    // The follower first (subscribing goes through its redirect), the leader last.
+    let mut masters: Vec<String> = c
+        .addrs()
+        .into_iter()
+        .filter(|a| *a != leader && *a != follower)
+        .collect();
+    masters.insert(0, follower);
+    masters.push(leader);
+    let mut child = tokio::process::Command::new(&python)
+        .arg(SCRIPT)
+        .arg("pymesos")
+        .arg(masters.join(","))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the client script");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    let stderr_text = tokio::spawn(async move {
+        let mut s = String::new();
+        let mut r = BufReader::new(stderr);
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut r, &mut s).await;
+        s
+    });
+    let mut out = String::new();
+    let run = async {
+        while let Some(line) = lines.next_line().await.expect("read the script's output") {
+            out.push_str(&line);
+            out.push('\n');
+            if line == "kill-leader" {
+                let (old, new) = c.kill_leader(WAIT).await.expect("a new leader");
+                eprintln!(
+                    "killed master {}; master {} leads",
+                    old.leader_id, new.leader_id
+                );
+                stdin.write_all(b"killed\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+        }
+        child.wait().await.expect("the script ends")
+    };
+    let status = tokio::time::timeout(Duration::from_secs(300), run).await;
+    let err = match tokio::time::timeout(Duration::from_secs(5), stderr_text).await {
+        Ok(Ok(s)) => s,
+        _ => String::new(),
+    };
+    let status = status.unwrap_or_else(|_| panic!("pymesos script timed out:\n{out}\n{err}"));
+    assert!(
+        status.success() && out.lines().any(|l| l.starts_with("ok")),
+        "pymesos failed ({status}):\n{out}\n{err}"
+    );
+    eprintln!("{}", out.trim());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mesoshttp_scheduler_launches_a_task_and_tears_down() {
+    let Some(python) = python() else { return };
+    let c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    let (leader, follower) = leader_and_follower(&c).await;
+    let run = tokio::process::Command::new(&python)
+        .arg(SCRIPT)
+        .arg("mesoshttp")
+        .arg(&follower)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the script finished in time")
+        .expect("run the script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.starts_with("ok"),
+        "mesoshttp failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // The teardown reached the leader: the framework is gone.
+    let state = common::state_at(&leader).await.unwrap();
+    let torn: Vec<bool> = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["name"] == "mesoshttp-on-drover")
+        .map(|f| f["torn_down"].as_bool().unwrap())
+        .collect();
+    assert_eq!(torn, vec![true], "{state}");
+}
