@@ -7,7 +7,7 @@
 //! enums (and of which enum), bytes, optional or repeated. The enums' names and numbers are
 //! written to `enums.rs` as tables the JSON helpers (`src/json.rs`) index by a const.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -27,16 +27,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mesos/v1/mesos.proto",
         "proto/mesos/v1/scheduler/scheduler.proto",
         "proto/mesos/v1/executor/executor.proto",
+        "proto/mesos/v1/maintenance/maintenance.proto",
+        "proto/mesos/v1/master/master.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
     let mut config = prost_build::Config::new();
+    // The one well-known type Mesos's operator API uses: ours, with serde (prost-types' has none).
+    config.extern_path(".google.protobuf.Duration", "crate::json::Duration");
     let fds = config.load_fds(&protos, &["proto"])?;
 
     // Every enum, by its full name, with its index in the generated table.
     let mut enums = Enums::new();
-    for file in &fds.file {
+    for file in fds.file.iter().filter(|f| f.package().starts_with("mesos")) {
         let package = format!(".{}", file.package());
         for e in &file.enum_type {
             add_enum(&mut enums, &package, e);
@@ -50,10 +54,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".mesos",
         "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
     );
-    for file in &fds.file {
+    let mut maps = BTreeSet::new();
+    for file in fds.file.iter().filter(|f| f.package().starts_with("mesos")) {
         let package = format!(".{}", file.package());
         for m in &file.message_type {
-            field_attributes(&mut config, &enums, &package, m);
+            collect_map_entries(&mut maps, &package, m);
+        }
+    }
+    for file in fds.file.iter().filter(|f| f.package().starts_with("mesos")) {
+        let package = format!(".{}", file.package());
+        for m in &file.message_type {
+            field_attributes(&mut config, &enums, &maps, &package, m);
         }
     }
     config.compile_fds(fds)?;
@@ -98,9 +109,22 @@ fn collect_enums(enums: &mut Enums, scope: &str, m: &DescriptorProto) {
     }
 }
 
+/// The full names of the messages protoc made for `map<>` fields (prost makes those fields
+/// maps, not vectors).
+fn collect_map_entries(maps: &mut BTreeSet<String>, scope: &str, m: &DescriptorProto) {
+    let scope = format!("{scope}.{}", m.name());
+    for nested in &m.nested_type {
+        if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
+            maps.insert(format!("{scope}.{}", nested.name()));
+        }
+        collect_map_entries(maps, &scope, nested);
+    }
+}
+
 fn field_attributes(
     config: &mut prost_build::Config,
     enums: &Enums,
+    maps: &BTreeSet<String>,
     scope: &str,
     m: &DescriptorProto,
 ) {
@@ -118,7 +142,11 @@ fn field_attributes(
             "required"
         };
         let mut attrs = Vec::new();
-        if repeated {
+        if repeated && maps.contains(f.type_name()) {
+            attrs.push(
+                "skip_serializing_if = \"::std::collections::HashMap::is_empty\"".to_string(),
+            );
+        } else if repeated {
             attrs.push("skip_serializing_if = \"Vec::is_empty\"".to_string());
         } else if optional {
             attrs.push("skip_serializing_if = \"Option::is_none\"".to_string());
@@ -145,6 +173,6 @@ fn field_attributes(
         }
     }
     for nested in &m.nested_type {
-        field_attributes(config, enums, &scope, nested);
+        field_attributes(config, enums, maps, &scope, nested);
     }
 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The leader's address and a follower's.
+/// The leader's address and a follower's that knows it (so that it redirects).
 async fn leader_and_follower(c: &common::TestCluster) -> (String, String) {
     let leader = c.wait_for_leader(WAIT).await.expect("leader");
     let follower = c
@@ -26,6 +26,23 @@ async fn leader_and_follower(c: &common::TestCluster) -> (String, String) {
         .expect("a follower")
         .addr
         .clone();
+    let want = leader.leader_addr.clone();
+    common::wait_until("the follower to know the leader", WAIT, || {
+        let (follower, want) = (follower.clone(), want.clone());
+        async move {
+            let (_, body) = common::try_http_get(&follower, "/v1/leader")
+                .await
+                .map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            if v["leader_addr"] == want.as_str() {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await
+    .expect("the follower knows the leader");
     (leader.leader_addr, follower)
 }
 
@@ -52,6 +69,10 @@ async fn subscribe_streams_recordio_chunks_in_mesos_json() {
         (code, location.as_str()),
         (307, format!("//{leader}/api/v1/scheduler").as_str())
     );
+
+    // Before the body is even read: a follower redirects what the leader would refuse.
+    let (code, _) = post_call(&follower, None, b"{not json", "text/plain").await;
+    assert_eq!(code, 307);
 
     // SUBSCRIBE as pymesos sends it (Connection: close), a non-ASCII name.
     let call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
@@ -132,15 +153,14 @@ async fn subscribe_streams_recordio_chunks_in_mesos_json() {
     assert!(cpus["scalar"]["value"].as_f64().unwrap() > 0.0);
     assert_eq!(cpus["role"], "*");
     assert_eq!(cpus["allocation_info"]["role"], "*");
-    if let Some(ports) = offer["resources"]
+    let ports = offer["resources"]
         .as_array()
         .unwrap()
         .iter()
         .find(|r| r["name"] == "ports")
-    {
-        assert_eq!(ports["type"], "RANGES");
-        assert!(ports["ranges"]["range"][0]["begin"].is_u64(), "{ports}");
-    }
+        .expect("ports offered");
+    assert_eq!(ports["type"], "RANGES");
+    assert_eq!(ports["ranges"]["range"][0]["begin"], 31000, "{ports}");
 
     // A task runs: its reliable updates carry uuid (16 bytes, base64) and agent_id.
     let call = |c: serde_json::Value| {
@@ -157,6 +177,17 @@ async fn subscribe_streams_recordio_chunks_in_mesos_json() {
     )
     .await;
     assert_eq!((code, body.as_str()), (202, ""));
+    // Answers other than the stream close their connection (idle ones are cut after 30 s).
+    let r = reqwest::Client::new()
+        .post(format!("http://{leader}/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .header("Mesos-Stream-Id", &stream_id)
+        .body(call(json!({"type": "REVIVE"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(r.headers()["connection"], "close");
     let mut events = Events::from_raw(raw, &stream_id, framework_id);
     let running = events.wait_update("wire-1", "TASK_RUNNING").await;
     assert_eq!(running["agent_id"], offer["agent_id"]);
@@ -387,7 +418,42 @@ async fn bad_calls_get_the_documented_codes_and_change_nothing() {
         "application/json",
     )
     .await;
-    assert_eq!(code, 403, "{body}");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("Framework cannot be found"), "{body}");
+
+    // Required members, bounds, and call types Drover does not serve.
+    let (code, body) = json_call(format!(
+        r#"{{"type":"KILL","framework_id":{{"value":"{fid}"}},"kill":{{}}}}"#
+    ))
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("kill.task_id.value"), "{body}");
+    let many: Vec<serde_json::Value> = (0..101)
+        .map(|i| json!({"value": format!("o{i}")}))
+        .collect();
+    let (code, body) = json_call(
+        json!({"type": "ACCEPT", "framework_id": {"value": fid},
+               "accept": {"offer_ids": many, "operations": []}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("accept.offer_ids"), "{body}");
+    let (code, body) = json_call(format!(
+        r#"{{"type":"UNKNOWN","framework_id":{{"value":"{fid}"}}}}"#
+    ))
+    .await;
+    assert_eq!(code, 501, "{body}");
+    let nameless = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "u"}}});
+    let (code, body) = post_call(
+        &leader,
+        None,
+        nameless.to_string().as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("subscribe.framework_info.name"), "{body}");
 
     // Content types: none (400), another (415); GET (405); an oversized body (413).
     let client = reqwest::Client::new();
@@ -448,13 +514,15 @@ async fn bad_calls_get_the_documented_codes_and_change_nothing() {
     bad["command"]["uris"] = json!([{"value": "http://example.invalid/x"}]);
     let ok = task("owned", &offer["agent_id"], "true");
     assert_eq!(a.call(&leader, accept(&offer, vec![bad, ok])).await.0, 202);
-    let error = a.wait_update("uris", "TASK_ERROR").await;
+    let seen = a
+        .wait_updates(&[("uris", "TASK_ERROR"), ("owned", "TASK_FINISHED")])
+        .await;
+    let error = &seen[0];
     assert_eq!(error["reason"], "REASON_TASK_INVALID");
     assert!(
         error["message"].as_str().unwrap().contains("command.uris"),
         "{error}"
     );
-    a.wait_update("owned", "TASK_FINISHED").await;
     let state = common::leader_state(&c).await.unwrap();
     let tasks: Vec<&str> = state["tasks"]
         .as_array()
@@ -466,6 +534,26 @@ async fn bad_calls_get_the_documented_codes_and_change_nothing() {
         tasks.contains(&"owned") && !tasks.contains(&"stolen") && !tasks.contains(&"uris"),
         "{tasks:?}"
     );
+
+    // The framework fails over to a new subscription: the old stream hears ERROR and ends,
+    // and its stream id no longer works.
+    let mut again = subscribe_call("owner", true);
+    again["framework_id"] = json!({ "value": a.framework_id });
+    again["subscribe"]["framework_info"]["id"] = json!({ "value": a.framework_id });
+    let a2 = Events::subscribe(&leader, &again).await;
+    assert_eq!(a2.framework_id, a.framework_id);
+    let told = a.wait_for("ERROR", WAIT, |e| e["type"] == "ERROR").await;
+    assert!(told["error"]["message"].is_string(), "{told}");
+    assert!(a.next(WAIT).await.is_none(), "the replaced stream ended");
+    let (code, body) = post_call(
+        &leader,
+        Some(&a.stream_id),
+        revive.as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(a2.call(&leader, json!({"type": "REVIVE"})).await.0, 202);
 }
 
 /// The Python interpreter of the test virtualenv, or None (the test then skips, unless
@@ -580,4 +668,327 @@ async fn mesoshttp_scheduler_launches_a_task_and_tears_down() {
         .map(|f| f["torn_down"].as_bool().unwrap())
         .collect();
     assert_eq!(torn, vec![true], "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_endpoints_answer_in_mesos_shapes_on_the_leader() {
+    let c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    let (leader, follower) = leader_and_follower(&c).await;
+    let mut f = Events::subscribe(&leader, &subscribe_call("stateful", true)).await;
+    let offer =
+        f.wait_for("offers", WAIT, |e| e["type"] == "OFFERS").await["offers"]["offers"][0].clone();
+    let tasks = vec![
+        task("st-done", &offer["agent_id"], "true"),
+        task("st-live", &offer["agent_id"], "sleep 60"),
+    ];
+    assert_eq!(f.call(&leader, accept(&offer, tasks)).await.0, 202);
+    f.wait_updates(&[("st-done", "TASK_FINISHED"), ("st-live", "TASK_RUNNING")])
+        .await;
+
+    // Followers redirect to the same path on the leader.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/master/state", "/state", "/master/tasks"] {
+        let r = client
+            .get(format!("http://{follower}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 307, "{path}");
+        assert_eq!(
+            r.headers()["location"],
+            format!("//{leader}{path}").as_str()
+        );
+    }
+
+    let get = |path: &str| {
+        let url = format!("http://{leader}{path}");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap())
+        }
+    };
+    for path in [
+        "/master/state",
+        "/state",
+        "/state.json",
+        "/master/state.json",
+    ] {
+        let (code, body) = get(path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(s["version"], "1.11.0");
+        assert_eq!(s["activated_slaves"], 1);
+        assert_eq!(
+            s["leader_info"]["port"].as_u64(),
+            Some(leader.rsplit_once(':').unwrap().1.parse().unwrap())
+        );
+        let slave = &s["slaves"][0];
+        assert_eq!(slave["id"], offer["agent_id"]["value"]);
+        assert!(
+            slave["resources"]["cpus"].as_f64().unwrap() > 0.0,
+            "{slave}"
+        );
+        assert_eq!(slave["resources"]["ports"], "[31000-32000]", "{slave}");
+        assert!(
+            (slave["used_resources"]["cpus"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+            "{slave}"
+        );
+        let fw = s["frameworks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|fw| fw["name"] == "stateful")
+            .expect("the framework");
+        assert_eq!(fw["id"], f.framework_id.as_str());
+        assert_eq!(fw["capabilities"], json!(["PARTITION_AWARE"]));
+        let live: Vec<&str> = fw["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        let done: Vec<&str> = fw["completed_tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert_eq!((live, done), (vec!["st-live"], vec!["st-done"]));
+        let t = &fw["tasks"][0];
+        assert_eq!(t["state"], "TASK_RUNNING");
+        assert_eq!(t["slave_id"], offer["agent_id"]["value"]);
+        assert_eq!(t["resources"]["mem"], 16.0);
+        assert_eq!(
+            t["statuses"].as_array().unwrap().last().unwrap()["state"],
+            "TASK_RUNNING"
+        );
+    }
+    let (_, body) = get("/master/frameworks").await;
+    let fws: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(fws["frameworks"].as_array().unwrap().len(), 1);
+    let (_, body) = get("/master/slaves").await;
+    let slaves: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(slaves["slaves"].as_array().unwrap().len(), 1);
+
+    // Tasks: newest first by default, a page, a filter, and bad parameters named.
+    let ids = |body: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let asc = ids(&get("/master/tasks?order=asc").await.1);
+    let mut desc = ids(&get("/master/tasks").await.1);
+    assert_eq!(asc.len(), 2);
+    assert_eq!(
+        ids(&get("/master/tasks?order=asc&limit=1").await.1),
+        asc[..1]
+    );
+    assert_eq!(ids(&get("/master/tasks?offset=1").await.1), desc[1..]);
+    desc.reverse();
+    assert_eq!(desc, asc);
+    assert_eq!(ids(&get("/tasks?task_id=st-live").await.1), vec!["st-live"]);
+    assert_eq!(
+        ids(&get("/master/tasks?framework_id=nope").await.1),
+        Vec::<String>::new()
+    );
+    for bad in ["limit=-1", "offset=x", "order=up"] {
+        let (code, body) = get(&format!("/master/tasks?{bad}")).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(
+            body.contains(bad.split('=').next().unwrap()),
+            "{bad}: {body}"
+        );
+    }
+}
+
+/// POSTs an operator call (JSON) to `/api/v1/operator` at `addr`.
+async fn operator(addr: &str, call: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/api/v1/operator"))
+        .header("Content-Type", "application/json")
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = r.text().await.unwrap();
+    let body = match location {
+        Some(l) => json!({ "location": l }),
+        None => serde_json::from_str(&text).unwrap_or(json!({ "text": text })),
+    };
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_api_reads_changes_and_streams_events() {
+    let c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    let (leader, follower) = leader_and_follower(&c).await;
+    let (code, body) = operator(&follower, json!({"type": "GET_HEALTH"})).await;
+    assert_eq!(code, 307);
+    assert_eq!(body["location"], format!("//{leader}/api/v1/operator"));
+
+    // The operator event stream, before anything runs.
+    let mut events = {
+        let raw = RawResponse::post(
+            &leader,
+            "/api/v1",
+            &[("Content-Type", "application/json")],
+            br#"{"type":"SUBSCRIBE"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(raw.status, 200);
+        assert!(raw.is_chunked());
+        Events::from_raw(raw, "", "")
+    };
+    let first = events.next(WAIT).await.unwrap();
+    assert_eq!(first["type"], "SUBSCRIBED", "{first}");
+    let agent_id = first["subscribed"]["get_state"]["get_agents"]["agents"][0]["agent_info"]["id"]
+        ["value"]
+        .as_str()
+        .expect("the agent in the state")
+        .to_string();
+
+    let mut f = Events::subscribe(&leader, &subscribe_call("operated", true)).await;
+    let added = events
+        .wait_for("FRAMEWORK_ADDED", WAIT, |e| e["type"] == "FRAMEWORK_ADDED")
+        .await;
+    assert_eq!(
+        added["framework_added"]["framework"]["framework_info"]["name"],
+        "operated"
+    );
+    let offer =
+        f.wait_for("offers", WAIT, |e| e["type"] == "OFFERS").await["offers"]["offers"][0].clone();
+    assert_eq!(
+        f.call(
+            &leader,
+            accept(&offer, vec![task("op-1", &offer["agent_id"], "sleep 60")])
+        )
+        .await
+        .0,
+        202
+    );
+    f.wait_update("op-1", "TASK_RUNNING").await;
+    let e = events
+        .wait_for("TASK_ADDED", WAIT, |e| e["type"] == "TASK_ADDED")
+        .await;
+    assert_eq!(e["task_added"]["task"]["task_id"]["value"], "op-1");
+    events
+        .wait_for("TASK_UPDATED to RUNNING", WAIT, |e| {
+            e["type"] == "TASK_UPDATED" && e["task_updated"]["state"] == "TASK_RUNNING"
+        })
+        .await;
+
+    // Reads.
+    let (code, r) = operator(&leader, json!({"type": "GET_HEALTH"})).await;
+    assert_eq!((code, &r["get_health"]["healthy"]), (200, &json!(true)));
+    let (_, r) = operator(&leader, json!({"type": "GET_VERSION"})).await;
+    assert_eq!(r["get_version"]["version_info"]["version"], "1.11.0");
+    let (_, r) = operator(&leader, json!({"type": "GET_TASKS"})).await;
+    assert_eq!(r["type"], "GET_TASKS");
+    assert_eq!(r["get_tasks"]["tasks"][0]["task_id"]["value"], "op-1");
+    assert_eq!(r["get_tasks"]["tasks"][0]["state"], "TASK_RUNNING");
+    let (_, r) = operator(&leader, json!({"type": "GET_STATE"})).await;
+    assert_eq!(
+        r["get_state"]["get_frameworks"]["frameworks"][0]["framework_info"]["name"],
+        "operated"
+    );
+    let (_, r) = operator(&leader, json!({"type": "GET_AGENTS"})).await;
+    let agent = &r["get_agents"]["agents"][0];
+    assert_eq!(agent["active"], true);
+    assert!(agent["allocated_resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "cpus"));
+    let (_, r) = operator(&leader, json!({"type": "GET_FRAMEWORKS"})).await;
+    assert_eq!(r["get_frameworks"]["frameworks"][0]["active"], true);
+    let (_, r) = operator(&leader, json!({"type": "GET_ROLES"})).await;
+    assert_eq!(r["get_roles"]["roles"][0]["name"], "*");
+    let (_, r) = operator(&leader, json!({"type": "GET_MASTER"})).await;
+    assert_eq!(r["get_master"]["master_info"]["version"], "1.11.0");
+    let (code, r) = operator(&leader, json!({"type": "GET_FLAGS"})).await;
+    assert_eq!(code, 501, "{r}");
+    let (code, r) = operator(&leader, json!({"type": "DRAIN_AGENT"})).await;
+    assert_eq!(code, 400, "{r}");
+
+    // Drain: the agent's task is killed and it shows as draining; then reactivated.
+    let (code, r) = operator(
+        &leader,
+        json!({"type": "DRAIN_AGENT", "drain_agent": {"agent_id": {"value": agent_id}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    f.wait_update("op-1", "TASK_KILLED").await;
+    let (_, r) = operator(&leader, json!({"type": "GET_MAINTENANCE_STATUS"})).await;
+    assert_eq!(
+        r["get_maintenance_status"]["status"]["draining_machines"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{r}"
+    );
+    let (code, r) = operator(
+        &leader,
+        json!({"type": "REACTIVATE_AGENT", "reactivate_agent": {"agent_id": {"value": agent_id}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let (_, r) = operator(&leader, json!({"type": "GET_MAINTENANCE_STATUS"})).await;
+    assert!(
+        r["get_maintenance_status"]["status"]
+            .get("draining_machines")
+            .is_none(),
+        "{r}"
+    );
+
+    // An operator's TEARDOWN ends the framework; MARK_AGENT_GONE removes the agent.
+    let fid = f.framework_id.clone();
+    let (code, r) = operator(
+        &leader,
+        json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": fid}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let e = events
+        .wait_for("FRAMEWORK_REMOVED", WAIT, |e| {
+            e["type"] == "FRAMEWORK_REMOVED"
+        })
+        .await;
+    assert_eq!(
+        e["framework_removed"]["framework_info"]["id"]["value"],
+        fid.as_str()
+    );
+    let (code, _) = operator(
+        &leader,
+        json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": "nope"}}}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, r) = operator(
+        &leader,
+        json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": agent_id}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let e = events
+        .wait_for("AGENT_REMOVED", WAIT, |e| e["type"] == "AGENT_REMOVED")
+        .await;
+    assert_eq!(e["agent_removed"]["agent_id"]["value"], agent_id.as_str());
 }

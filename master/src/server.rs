@@ -193,7 +193,13 @@ fn api_routes(
 ) -> Routes {
     let raft = http.raft.clone();
     let scheduler = Arc::new(SchedulerService::new(leader.clone()));
-    let mesos = crate::api::mesos::MesosState::new(raft.clone(), config.id, scheduler.clone());
+    let mesos = crate::api::mesos::MesosState::new(
+        raft.clone(),
+        config.id,
+        scheduler.clone(),
+        http.applied.clone(),
+        leader.clone(),
+    );
     Routes::from(http::router(http).merge(crate::api::mesos::router(mesos)))
         .add_service(
             RaftServiceServer::new(RaftTransport::new(raft, identity.clone(), snapshots))

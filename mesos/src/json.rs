@@ -172,6 +172,19 @@ pub mod bytes_repeated {
     }
 }
 
+/// `google.protobuf.Duration`, the one well-known type Mesos's APIs carry (the operator API's
+/// DRAIN_AGENT), with its Mesos JSON form `{"seconds": s, "nanos": n}`.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, prost::Message, serde::Serialize, serde::Deserialize,
+)]
+#[serde(default)]
+pub struct Duration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
 /// serde_json's compact output, with every character outside ASCII written as `\uXXXX` (a
 /// surrogate pair above U+FFFF): clients that count a record's bytes after decoding it as
 /// text (mesoshttp) then count right.

@@ -23,6 +23,16 @@ pub mod v1 {
     pub mod executor {
         include!(concat!(env!("OUT_DIR"), "/mesos.v1.executor.rs"));
     }
+
+    /// Mesos's `mesos.v1.master` package: the operator API's calls, answers and events.
+    pub mod master {
+        include!(concat!(env!("OUT_DIR"), "/mesos.v1.master.rs"));
+    }
+
+    /// Mesos's `mesos.v1.maintenance` package (what GET_MAINTENANCE_STATUS answers).
+    pub mod maintenance {
+        include!(concat!(env!("OUT_DIR"), "/mesos.v1.maintenance.rs"));
+    }
 }
 
 pub use json::{from_json, to_ascii_json, JsonError};

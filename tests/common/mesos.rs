@@ -265,6 +265,29 @@ impl Events {
         e["update"]["status"].clone()
     }
 
+    /// Waits until every (task, state) of `wanted` was seen in an UPDATE, in any order;
+    /// returns those statuses in the order of `wanted`.
+    pub async fn wait_updates(&mut self, wanted: &[(&str, &str)]) -> Vec<serde_json::Value> {
+        let mut found: Vec<Option<serde_json::Value>> = vec![None; wanted.len()];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while found.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(e) = self.next(left).await else {
+                panic!("not all of {wanted:?} came before the stream ended or 60 s passed");
+            };
+            if e["type"] != "UPDATE" {
+                continue;
+            }
+            let s = &e["update"]["status"];
+            for (i, (t, st)) in wanted.iter().enumerate() {
+                if found[i].is_none() && s["task_id"]["value"] == *t && s["state"] == *st {
+                    found[i] = Some(s.clone());
+                }
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
     /// Sends a call on this subscription (framework id and stream id filled in).
     pub async fn call(&self, addr: &str, mut call: serde_json::Value) -> (u16, String) {
         call["framework_id"] = serde_json::json!({ "value": self.framework_id });

@@ -63,7 +63,9 @@ async fn version() -> impl IntoResponse {
 }
 
 /// The leader's address, as this replica knows it.
-fn leader_addr(m: &openraft::RaftMetrics<MasterId, crate::raft::MasterNode>) -> Option<String> {
+pub(crate) fn leader_addr(
+    m: &openraft::RaftMetrics<MasterId, crate::raft::MasterNode>,
+) -> Option<String> {
     m.current_leader
         .and_then(|id| m.membership_config.membership().get_node(&id))
         .map(|n| n.addr.clone())

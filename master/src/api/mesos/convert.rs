@@ -66,10 +66,10 @@ pub fn split_host_port(addr: &str) -> (&str, u16) {
 
 // ---- FrameworkInfo ----
 
-/// A Mesos FrameworkInfo as Drover's.
-#[allow(deprecated)]
-// `role`: Mesos still sends it for frameworks that are not MULTI_ROLE. `user`, `hostname`, `webui_url`, `checkpoint` (Drover
-/// always checkpoints) and `labels` are accepted and not kept; more than one role is refused.
+/// A Mesos FrameworkInfo as Drover's. `user`, `hostname`, `webui_url`, `checkpoint` (Drover
+/// always checkpoints) and `labels` are accepted and not kept; more than one role is refused;
+/// a failover timeout beyond Drover's bound is cut to it (Mesos takes any).
+#[allow(deprecated)] // `role`: Mesos still sends it for frameworks that are not MULTI_ROLE.
 pub fn framework_info(f: &mesos::FrameworkInfo) -> Result<v1::FrameworkInfo, Refused> {
     let field = "subscribe.framework_info";
     let role = match (f.roles.as_slice(), f.role.as_deref()) {
@@ -97,7 +97,11 @@ pub fn framework_info(f: &mesos::FrameworkInfo) -> Result<v1::FrameworkInfo, Ref
         name: f.name.clone(),
         role,
         principal: f.principal.clone().unwrap_or_default(),
-        failover_timeout_seconds: f.failover_timeout.unwrap_or(0.0),
+        failover_timeout_seconds: super::scheduler::lenient_seconds(
+            "subscribe.framework_info.failover_timeout",
+            f.failover_timeout.unwrap_or(0.0),
+            0.0,
+        ),
         capabilities,
     })
 }
@@ -121,6 +125,26 @@ pub fn resources(field: &str, rs: &[mesos::Resource]) -> Result<Vec<v1::Resource
             return Err(refused(
                 at(".reservations"),
                 "reserved resources are not supported (Drover has no reservations)",
+            ));
+        }
+        #[allow(deprecated)] // `role`: a role other than "*" is a static reservation.
+        if r.role.as_deref().is_some_and(|role| role != "*") {
+            return Err(refused(
+                at(".role"),
+                "reserved resources are not supported (Drover has no reservations)",
+            ));
+        }
+        if r.disk.is_some() {
+            return Err(refused(at(".disk"), "disk volumes are not supported"));
+        }
+        if r.revocable.is_some() || r.shared.is_some() {
+            return Err(refused(
+                at(if r.revocable.is_some() {
+                    ".revocable"
+                } else {
+                    ".shared"
+                }),
+                "revocable and shared resources are not supported",
             ));
         }
         let value = match Type::try_from(r.r#type) {
@@ -201,7 +225,7 @@ pub fn resources_to_mesos(rs: &[v1::Resource], role: &str) -> Vec<mesos::Resourc
         .collect()
 }
 
-fn attributes_to_mesos(attrs: &[v1::Attribute]) -> Vec<mesos::Attribute> {
+pub fn attributes_to_mesos(attrs: &[v1::Attribute]) -> Vec<mesos::Attribute> {
     use mesos::value::Type;
     attrs
         .iter()
@@ -282,6 +306,22 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
                 "only MESOS containers (plain processes) are supported",
             ));
         }
+        if c.mesos.is_some() || c.docker.is_some() || !c.volumes.is_empty() {
+            let what = if !c.volumes.is_empty() {
+                "volumes"
+            } else if c.docker.is_some() {
+                "docker"
+            } else {
+                "mesos"
+            };
+            return Err(refused(
+                at(&format!("container.{what}")),
+                "container images and volumes are not supported",
+            ));
+        }
+    }
+    if t.max_completion_time.is_some() {
+        return Err(refused(at("max_completion_time"), "not supported"));
     }
     let command = t
         .command

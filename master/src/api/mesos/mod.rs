@@ -1,24 +1,32 @@
 //! Mesos's v1 HTTP APIs on the master's port, beside gRPC (`master/MESOS_HTTP.md` is the wire
-//! reference): the scheduler API (`POST /api/v1/scheduler`, [`scheduler`]).
+//! reference): the scheduler API (`POST /api/v1/scheduler`, [`scheduler`]), the operator API
+//! (`POST /api/v1`, [`operator`]) and the state
+//! endpoints (`/master/state`, `/master/frameworks`, `/master/slaves`, `/master/tasks` and their
+//! aliases, [`state`]).
 //!
 //! Owns the Mesos edge only: decoding (Mesos JSON or protobuf), the leader redirect, the
 //! conversions ([`convert`]) and encoding. Decisions are the gRPC edge's and the engine's.
 
 pub mod convert;
+pub mod operator;
 pub mod scheduler;
+pub mod state;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use drover_mesos::v1 as mesos;
 
 use crate::api::http::MESOS_API_VERSION;
 use crate::api::scheduler::SchedulerService;
+use crate::leader::LeaderHandle;
+use crate::raft::state_machine::AppliedState;
 use crate::raft::{MasterId, Raft};
+use tokio::sync::watch;
 
 /// Largest Mesos call body read, bytes (as the gRPC framework API's bound).
 pub const MAX_CALL_BYTES: usize = crate::api::scheduler::MAX_REQUEST_BYTES;
@@ -28,29 +36,44 @@ pub struct MesosState {
     raft: Raft,
     me: MasterId,
     scheduler: scheduler::SchedulerApi,
+    applied: watch::Receiver<AppliedState>,
+    leader: LeaderHandle,
+    /// Room for operator event streams (see [`operator::MAX_OPERATOR_STREAMS`]).
+    operator_streams: Arc<tokio::sync::Semaphore>,
+    /// When this master started, milliseconds since the epoch.
+    started_at_ms: u64,
 }
 
 impl MesosState {
-    pub fn new(raft: Raft, me: MasterId, service: Arc<SchedulerService>) -> Self {
+    pub fn new(
+        raft: Raft,
+        me: MasterId,
+        service: Arc<SchedulerService>,
+        applied: watch::Receiver<AppliedState>,
+        leader: LeaderHandle,
+    ) -> Self {
         Self {
             raft,
             me,
             scheduler: scheduler::SchedulerApi::new(service),
+            applied,
+            leader,
+            operator_streams: Arc::new(tokio::sync::Semaphore::new(operator::MAX_OPERATOR_STREAMS)),
+            started_at_ms: crate::clock::unix_ms(),
         }
     }
 
-    /// The answer of a master that does not lead: a redirect to the leader, or 503 while
-    /// there is none. `None` on the leader.
+    /// The answer of a master that does not lead: a redirect to the same path on the leader,
+    /// or 503 while there is none. `None` on the leader.
     async fn not_leading(&self, path: &str) -> Option<Response> {
         let m = self.raft.metrics().borrow().clone();
-        match m.current_leader {
-            Some(id) if id == self.me => None,
-            Some(id) => match m.membership_config.membership().get_node(&id) {
-                Some(node) => Some(redirect_to(&node.addr, path)),
-                None => Some(unavailable("the leader's address is not known yet")),
-            },
-            None => Some(unavailable("No leader elected")),
+        if m.current_leader == Some(self.me) {
+            return None;
         }
+        Some(match crate::api::http::leader_addr(&m) {
+            Some(addr) => redirect_to(&addr, path),
+            None => unavailable("No leader elected"),
+        })
     }
 
     async fn master_info(&self) -> mesos::MasterInfo {
@@ -65,10 +88,22 @@ impl MesosState {
     }
 }
 
+/// 503 with `Retry-After: 1`.
 fn unavailable(message: &str) -> Response {
-    let mut r = scheduler::error(StatusCode::SERVICE_UNAVAILABLE, message);
+    let mut r = HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
     r.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    r
+}
+
+/// `r` with `Connection: close`: the server closes idle HTTP/1.1 connections after 30 s
+/// without a word, and a client that reuses one for its next call (pymesos does) would lose
+/// that call; told to close, it opens a new one.
+fn close_after(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     r
 }
 
@@ -84,7 +119,19 @@ pub fn redirect_to(addr: &str, path: &str) -> Response {
 pub fn router(state: MesosState) -> Router {
     Router::new()
         .route("/api/v1/scheduler", post(scheduler::handle))
+        .route("/api/v1", post(operator::handle))
+        .route("/api/v1/operator", post(operator::handle))
         .layer(DefaultBodyLimit::max(MAX_CALL_BYTES))
+        .route("/state", get(state::state))
+        .route("/state.json", get(state::state))
+        .route("/master/state", get(state::state))
+        .route("/master/state.json", get(state::state))
+        .route("/frameworks", get(state::frameworks))
+        .route("/master/frameworks", get(state::frameworks))
+        .route("/slaves", get(state::slaves))
+        .route("/master/slaves", get(state::slaves))
+        .route("/tasks", get(state::tasks))
+        .route("/master/tasks", get(state::tasks))
         .with_state(state)
 }
 
@@ -106,7 +153,12 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        scheduler::error(self.code, self.message)
+        (
+            self.code,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.message,
+        )
+            .into_response()
     }
 }
 

@@ -3,23 +3,26 @@
 //! SUBSCRIBE answers `200` with a chunked RecordIO stream of events (SUBSCRIBED, then a
 //! HEARTBEAT at once and after every burst of events, then what the engine sends) and a
 //! `Mesos-Stream-Id` header; every other call names that stream id and is answered `202` once
-//! the engine took it. Each call is converted to the request the gRPC edge takes and handed to
-//! the same [`SchedulerService`], so validation and decisions are the gRPC API's.
+//! the engine took it. Each call is checked here with Mesos's field names, converted to the
+//! request the gRPC edge takes and handed to the same [`SchedulerService`], so decisions are
+//! the gRPC API's. Answers other than the stream carry `Connection: close`: the server closes
+//! idle connections after 30 s, and a client that reuses one (pymesos) would lose a call.
 //!
 //! Mesos reports a call's semantic failures as events, not as the call's answer: an ACCEPT on
 //! offers that are gone answers `202` and its tasks come back TASK_DROPPED (TASK_LOST for a
 //! framework that is not partition-aware); a task Drover cannot run comes back TASK_ERROR; a
-//! KILL of a task the master does not know comes back TASK_UNKNOWN (TASK_LOST). The edge puts
-//! these updates on the framework's stream itself (they have no uuid and are not
-//! acknowledged, as Mesos's master-made updates), so it keeps, per live stream, a weak handle
-//! on the stream's queue: the only state it holds, gone when the stream ends.
+//! KILL of a task the master does not know comes back as a reconciliation answer (TASK_UNKNOWN
+//! or TASK_LOST). These master-made updates have no uuid and are not acknowledged, as Mesos's;
+//! the edge sends them on a small queue of its own per stream, merged into the stream, so they
+//! never take the room the engine counts on. That queue, by stream id, is the only state the
+//! edge keeps, gone when the stream ends.
 //!
 //! A master that does not lead answers every call `307` with `Location:
-//! //leader:port/api/v1/scheduler`; with no leader (or a leader still rebuilding its offer
-//! cycle) `503` with `Retry-After`, after a second's pause for SUBSCRIBE (pymesos subscribes
-//! again at once on a 503, with no backoff).
+//! //leader:port/api/v1/scheduler`, before reading the body; with no leader, or a leader that
+//! cannot answer yet, `503` with `Retry-After`, after a second's pause for SUBSCRIBE (pymesos
+//! subscribes again at once on a 503, with no backoff).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,30 +39,37 @@ use tokio::sync::mpsc;
 use tonic::{Code, Request, Status};
 
 use super::convert::{self, Refused, StreamContext};
-use super::{ContentType, HttpError, MesosState};
+use super::{close_after, ContentType, HttpError, MesosState};
 use crate::api::scheduler::SchedulerService;
+use crate::leader::convert as grpc;
 use crate::leader::engine::EVENT_QUEUE;
+use crate::registry::cluster::{MAX_OFFERS_PER_ACCEPT, MAX_TASKS_PER_ACCEPT};
 
 /// The header naming a framework's event stream.
 pub const STREAM_ID_HEADER: &str = "mesos-stream-id";
-/// How long a SUBSCRIBE waits before it is answered 503 (no leader).
+/// How long a SUBSCRIBE waits before it is answered 503.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(1);
 /// How long a SUBSCRIBE waits for its SUBSCRIBED event once the engine accepted it.
 const SUBSCRIBED_WAIT: Duration = Duration::from_secs(5);
+/// Master-made updates queued per stream by the edge; beyond, they are dropped (a framework
+/// learns a task's state by reconciling, as with Mesos's best-effort master updates).
+pub const EDGE_QUEUE: usize = 1024;
+/// Mesos's default refuse filter, seconds.
+const DEFAULT_REFUSE_SECONDS: f64 = 5.0;
+const PATH: &str = "/api/v1/scheduler";
 
-/// A live Mesos stream, as the calls that name its id find it.
-#[derive(Clone)]
-struct LiveStream {
-    framework_id: String,
-    partition_aware: bool,
-    events: mpsc::WeakSender<Result<v1::Event, Status>>,
-}
-
-/// The Mesos scheduler API's state: the service calls go to, and the live streams by id.
+/// The Mesos scheduler API's state: the service calls go to, and the edge's queue of each
+/// live stream by stream id.
 #[derive(Clone)]
 pub struct SchedulerApi {
     service: Arc<SchedulerService>,
     streams: Arc<Mutex<HashMap<String, LiveStream>>>,
+}
+
+#[derive(Clone)]
+struct LiveStream {
+    framework_id: String,
+    edge: mpsc::Sender<v1::Event>,
 }
 
 impl SchedulerApi {
@@ -68,14 +78,6 @@ impl SchedulerApi {
             service,
             streams: Arc::default(),
         }
-    }
-
-    fn live(&self, stream_id: &str) -> Option<LiveStream> {
-        self.streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(stream_id)
-            .cloned()
     }
 }
 
@@ -94,213 +96,260 @@ impl Drop for Registered {
     }
 }
 
-/// An error answer: plain text, as Mesos's.
-pub fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message.into(),
-    )
-        .into_response()
+/// Why a call was not answered 202.
+enum CallError {
+    /// Refused by this edge: 400 naming the field.
+    Refused(Refused),
+    /// Refused by the gRPC edge or the engine.
+    Status(Box<Status>),
+    Http(HttpError),
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, message)
+impl From<Refused> for CallError {
+    fn from(r: Refused) -> Self {
+        CallError::Refused(r)
+    }
+}
+
+impl From<Status> for CallError {
+    fn from(s: Status) -> Self {
+        CallError::Status(Box::new(s))
+    }
+}
+
+fn refused(field: impl Into<String>, reason: impl Into<String>) -> Refused {
+    Refused {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A gRPC-edge check with the Mesos field name it was given, as a 400.
+fn checked<T>(r: Result<T, Status>) -> Result<T, Refused> {
+    r.map_err(|s| {
+        let (field, reason) = s.message().split_once(": ").unwrap_or(("", s.message()));
+        refused(field, reason)
+    })
+}
+
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Refused> {
+    if value.is_empty() {
+        Err(refused(field, "Expecting it to be present"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn member<'a, T>(m: &'a Option<T>, name: &str) -> Result<&'a T, Refused> {
+    m.as_ref()
+        .ok_or_else(|| refused(name, format!("Expecting '{name}' to be present")))
+}
+
+/// Seconds from a Mesos client, made acceptable as Mesos does rather than refused: not a
+/// number or negative gives `default`, more than Drover's bound gives the bound.
+pub fn lenient_seconds(field: &str, s: f64, default: f64) -> f64 {
+    if !s.is_finite() || s < 0.0 {
+        tracing::debug!(field, value = s, "not a duration; using the default");
+        default
+    } else if s > grpc::MAX_SECONDS {
+        tracing::debug!(field, value = s, max = grpc::MAX_SECONDS, "duration capped");
+        grpc::MAX_SECONDS
+    } else {
+        s
+    }
+}
+
+fn refuse_seconds(field: &str, f: &Option<mesos::Filters>) -> Option<f64> {
+    f.as_ref()
+        .and_then(|f| f.refuse_seconds)
+        .map(|s| lenient_seconds(field, s, DEFAULT_REFUSE_SECONDS))
+}
+
+/// The answer for a status the service gave.
+fn status_response(s: &MesosState, st: &Status, framework_id: Option<&str>) -> Response {
+    use drover_proto::metadata::{LEADER_ADDR, STALE_CALLER, STALE_CALLER_NOT_SUBSCRIBED};
+    let meta = |k: &str| st.metadata().get(k).and_then(|v| v.to_str().ok());
+    match st.code() {
+        Code::Unavailable => match meta(LEADER_ADDR) {
+            Some(addr) => super::redirect_to(addr, PATH),
+            None => super::unavailable(st.message()),
+        },
+        Code::FailedPrecondition => match meta(STALE_CALLER) {
+            Some(STALE_CALLER_NOT_SUBSCRIBED) => {
+                let known = framework_id
+                    .and_then(|f| crate::ids::FrameworkId::new(f).ok())
+                    .is_some_and(|f| s.applied.borrow().registry.cluster().framework(&f).is_some());
+                if known {
+                    error(StatusCode::FORBIDDEN, format!("Framework is not subscribed: {}", st.message()))
+                } else {
+                    error(StatusCode::BAD_REQUEST, format!("Framework cannot be found: {}", st.message()))
+                }
+            }
+            Some(_) => error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "The stream ID included in this request didn't match the stream ID currently associated with the framework: {}",
+                    st.message()
+                ),
+            ),
+            None => error(StatusCode::BAD_REQUEST, st.message()),
+        },
+        Code::InvalidArgument | Code::OutOfRange | Code::NotFound => {
+            error(StatusCode::BAD_REQUEST, st.message())
+        }
+        Code::ResourceExhausted => error(StatusCode::TOO_MANY_REQUESTS, st.message()),
+        Code::DeadlineExceeded => error(StatusCode::GATEWAY_TIMEOUT, st.message()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, st.message()),
+    }
+}
+
+/// An error answer: plain text, as Mesos's.
+pub fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    HttpError::new(code, message).into_response()
 }
 
 fn refused_response(r: &Refused) -> Response {
-    bad_request(format!("Failed to validate scheduler::Call: {r}"))
-}
-
-/// The answer for a gRPC status the service gave.
-fn status_response(s: &Status, path: &str) -> Response {
-    use drover_proto::metadata::{
-        LEADER_ADDR, NOT_LEADER, STALE_CALLER, STALE_CALLER_NOT_SUBSCRIBED,
-    };
-    let meta = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok());
-    match s.code() {
-        Code::Unavailable => {
-            if let Some(addr) = meta(LEADER_ADDR) {
-                return super::redirect_to(addr, path);
-            }
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, s.message());
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            if meta(NOT_LEADER).is_some() {
-                r.headers_mut()
-                    .insert("drover-not-leader", HeaderValue::from_static("1"));
-            }
-            r
-        }
-        Code::FailedPrecondition => match meta(STALE_CALLER) {
-            Some(STALE_CALLER_NOT_SUBSCRIBED) => {
-                error(StatusCode::FORBIDDEN, format!("Framework is not subscribed: {}", s.message()))
-            }
-            Some(_) => bad_request(format!(
-                "The stream ID included in this request didn't match the stream ID currently associated with the framework: {}",
-                s.message()
-            )),
-            None => error(StatusCode::CONFLICT, s.message()),
-        },
-        Code::InvalidArgument | Code::OutOfRange => bad_request(s.message()),
-        Code::NotFound => bad_request(s.message()),
-        Code::ResourceExhausted => error(StatusCode::TOO_MANY_REQUESTS, s.message()),
-        Code::DeadlineExceeded => error(StatusCode::GATEWAY_TIMEOUT, s.message()),
-        _ => error(StatusCode::INTERNAL_SERVER_ERROR, s.message()),
-    }
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("Failed to validate scheduler::Call: {r}"),
+    )
 }
 
 /// `POST /api/v1/scheduler`.
 pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes) -> Response {
-    const PATH: &str = "/api/v1/scheduler";
-    let content_type = match ContentType::of_request(&headers) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let call: mesos::scheduler::Call = match content_type.decode(&body) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let subscribe = call.r#type == Some(CallType::Subscribe as i32);
     if let Some(r) = s.not_leading(PATH).await {
-        if subscribe && r.status() == StatusCode::SERVICE_UNAVAILABLE {
+        let subscribing = ContentType::of_request(&headers)
+            .and_then(|c| c.decode::<mesos::scheduler::Call>(&body))
+            .is_ok_and(|c| c.r#type == Some(CallType::Subscribe as i32));
+        if subscribing && r.status() == StatusCode::SERVICE_UNAVAILABLE {
             tokio::time::sleep(UNAVAILABLE_PAUSE).await;
         }
-        return r;
+        return close_after(r);
     }
-    if subscribe {
+    let call: mesos::scheduler::Call =
+        match ContentType::of_request(&headers).and_then(|c| c.decode(&body)) {
+            Ok(c) => c,
+            Err(e) => return close_after(e.into_response()),
+        };
+    if call.r#type == Some(CallType::Subscribe as i32) {
         return subscribe_call(&s, &headers, call).await;
     }
-    let Some(framework_id) = call.framework_id.as_ref().map(|f| f.value.clone()) else {
-        return refused_response(&Refused {
-            field: "framework_id".into(),
-            reason: "Expecting 'framework_id' to be present".into(),
-        });
+    close_after(call_answer(&s, &headers, call).await)
+}
+
+async fn call_answer(
+    s: &MesosState,
+    headers: &HeaderMap,
+    call: mesos::scheduler::Call,
+) -> Response {
+    let framework_id = match call.framework_id.as_ref() {
+        Some(f) => f.value.clone(),
+        None => {
+            return refused_response(&refused(
+                "framework_id",
+                "Expecting 'framework_id' to be present",
+            ))
+        }
     };
+    if let Err(r) = checked(grpc::framework_id("framework_id", &framework_id)) {
+        return refused_response(&r);
+    }
     let Some(stream_id) = headers
         .get(STREAM_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     else {
-        return bad_request("All non-subscribe calls should include the 'Mesos-Stream-Id' header");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "All non-subscribe calls should include the 'Mesos-Stream-Id' header",
+        );
     };
     let caller = v1::Caller {
-        framework_id,
+        framework_id: framework_id.clone(),
         stream_id,
     };
-    match dispatch(&s.scheduler, caller, call).await {
+    match dispatch(s, caller, call).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(Answer::Refused(r)) => refused_response(&r),
-        Err(Answer::Status(st)) => status_response(&st, PATH),
-        Err(Answer::Http(e)) => e.into_response(),
+        Err(CallError::Refused(r)) => refused_response(&r),
+        Err(CallError::Status(st)) => status_response(s, &st, Some(&framework_id)),
+        Err(CallError::Http(e)) => e.into_response(),
     }
-}
-
-/// Why a call was not answered 202.
-enum Answer {
-    Refused(Refused),
-    Status(Box<Status>),
-    Http(HttpError),
-}
-
-impl From<Refused> for Answer {
-    fn from(r: Refused) -> Self {
-        Answer::Refused(r)
-    }
-}
-
-impl From<Status> for Answer {
-    fn from(s: Status) -> Self {
-        Answer::Status(Box::new(s))
-    }
-}
-
-fn member<'a, T>(m: &'a Option<T>, name: &str) -> Result<&'a T, Answer> {
-    m.as_ref().ok_or_else(|| {
-        Answer::Refused(Refused {
-            field: name.into(),
-            reason: format!("Expecting '{name}' to be present"),
-        })
-    })
-}
-
-fn refuse_seconds(f: &Option<mesos::Filters>) -> Option<f64> {
-    f.as_ref().and_then(|f| f.refuse_seconds)
 }
 
 async fn dispatch(
-    api: &SchedulerApi,
+    s: &MesosState,
     caller: v1::Caller,
     call: mesos::scheduler::Call,
-) -> Result<(), Answer> {
-    let svc = &api.service;
+) -> Result<(), CallError> {
+    let svc = &s.scheduler.service;
     let kind = call
         .r#type
         .and_then(|t| CallType::try_from(t).ok())
         .unwrap_or(CallType::Unknown);
     match kind {
-        CallType::Accept => accept(api, caller, member(&call.accept, "accept")?).await,
+        CallType::Accept => accept(s, caller, member(&call.accept, "accept")?).await,
         CallType::Decline => {
             let d = member(&call.decline, "decline")?;
-            let offer_ids = d.offer_ids.iter().map(|o| o.value.clone()).collect();
+            if d.offer_ids.is_empty() {
+                return Ok(());
+            }
+            let offer_ids: Vec<String> = d.offer_ids.iter().map(|o| o.value.clone()).collect();
+            checked(grpc::offer_ids("decline.offer_ids", &offer_ids))?;
             let r = svc
                 .decline(Request::new(v1::DeclineRequest {
                     caller: Some(caller),
                     offer_ids,
-                    refuse_seconds: refuse_seconds(&d.filters),
+                    refuse_seconds: refuse_seconds("decline.filters.refuse_seconds", &d.filters),
                 }))
                 .await;
             // Mesos ignores offers that are no longer outstanding.
             ignore_stale(r.map(drop))
         }
-        CallType::Revive => svc
+        CallType::Revive => Ok(svc
             .revive(Request::new(v1::ReviveRequest {
                 caller: Some(caller),
             }))
             .await
-            .map(drop)
-            .map_err(Answer::from),
-        CallType::Suppress => svc
+            .map(drop)?),
+        CallType::Suppress => Ok(svc
             .suppress(Request::new(v1::SuppressRequest {
                 caller: Some(caller),
             }))
             .await
-            .map(drop)
-            .map_err(Answer::from),
-        CallType::Kill => kill(api, caller, member(&call.kill, "kill")?).await,
+            .map(drop)?),
+        CallType::Kill => kill(s, caller, member(&call.kill, "kill")?).await,
         CallType::Acknowledge => {
             acknowledge(svc, caller, member(&call.acknowledge, "acknowledge")?).await
         }
         CallType::Reconcile => {
             let r = member(&call.reconcile, "reconcile")?;
-            let tasks = r
-                .tasks
-                .iter()
-                .map(|t| v1::ReconcileTask {
-                    task_id: t.task_id.value.clone(),
+            let mut tasks = Vec::with_capacity(r.tasks.len());
+            for (i, t) in r.tasks.iter().enumerate() {
+                let field = format!("reconcile.tasks[{i}].task_id.value");
+                tasks.push(v1::ReconcileTask {
+                    task_id: required(&field, &t.task_id.value)?.to_string(),
                     agent_id: t
                         .agent_id
                         .as_ref()
-                        .map(|i| i.value.clone())
+                        .map(|a| a.value.clone())
                         .unwrap_or_default(),
-                })
-                .collect();
-            svc.reconcile(Request::new(v1::ReconcileRequest {
-                caller: Some(caller),
-                task_ids: vec![],
-                tasks,
-            }))
-            .await
-            .map(drop)
-            .map_err(Answer::from)
+                });
+            }
+            Ok(svc
+                .reconcile(Request::new(v1::ReconcileRequest {
+                    caller: Some(caller),
+                    task_ids: vec![],
+                    tasks,
+                }))
+                .await
+                .map(drop)?)
         }
-        CallType::Teardown => svc
+        CallType::Teardown => Ok(svc
             .teardown(Request::new(v1::TeardownRequest {
                 caller: Some(caller),
             }))
             .await
-            .map(drop)
-            .map_err(Answer::from),
+            .map(drop)?),
         // Both address a custom executor; Drover runs none yet, so, as Mesos does for an
         // executor it does not know, the call is taken and dropped.
         CallType::Message => {
@@ -319,21 +368,21 @@ async fn dispatch(
         }
         CallType::AcknowledgeOperationStatus
         | CallType::ReconcileOperations
-        | CallType::UpdateFramework => Err(Answer::Http(HttpError::new(
+        | CallType::UpdateFramework
+        | CallType::Unknown => Err(CallError::Http(HttpError::new(
             StatusCode::NOT_IMPLEMENTED,
             format!("{} is not supported by Drover", kind.as_str_name()),
         ))),
-        CallType::Subscribe => unreachable!("SUBSCRIBE is handled before dispatch"),
-        CallType::Unknown => Err(Answer::Refused(Refused {
-            field: "type".into(),
-            reason: "Expecting 'type' to be present and known".into(),
-        })),
+        CallType::Subscribe => Err(CallError::Http(HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SUBSCRIBE reached the calls' dispatch",
+        ))),
     }
 }
 
 /// A refusal of a call on something no longer there (an offer, a task) is no error to a Mesos
 /// framework: the call is answered 202.
-fn ignore_stale(r: Result<(), Status>) -> Result<(), Answer> {
+fn ignore_stale(r: Result<(), Status>) -> Result<(), CallError> {
     match r {
         Err(s)
             if matches!(s.code(), Code::FailedPrecondition | Code::NotFound)
@@ -344,132 +393,150 @@ fn ignore_stale(r: Result<(), Status>) -> Result<(), Answer> {
             tracing::debug!(error = %s.message(), "refused call answered 202, as Mesos does");
             Ok(())
         }
-        other => other.map_err(Answer::from),
+        other => other.map_err(CallError::from),
     }
 }
 
-/// A master-made update for a task, for the edge to put on the framework's stream.
+/// A master-made update of a task, sent by the edge.
 fn edge_update(task_id: &str, state: v1::TaskState, reason: &str, message: &str) -> v1::Event {
+    update_event(v1::TaskStatus {
+        task_id: task_id.to_string(),
+        state: state as i32,
+        source: v1::StatusSource::SourceMaster as i32,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        timestamp_ms: crate::clock::unix_ms(),
+        ..Default::default()
+    })
+}
+
+fn update_event(status: v1::TaskStatus) -> v1::Event {
     v1::Event {
         event: Some(v1::event::Event::Update(v1::Update {
-            status: Some(v1::TaskStatus {
-                task_id: task_id.to_string(),
-                state: state as i32,
-                source: v1::StatusSource::SourceMaster as i32,
-                reason: reason.to_string(),
-                message: message.to_string(),
-                timestamp_ms: crate::clock::unix_ms(),
-                ..Default::default()
-            }),
+            status: Some(status),
         })),
     }
 }
 
-/// Puts `events` on the stream `stream_id`, as far as it has room (these updates are best
-/// effort, as Mesos's master-made ones: a framework reconciles to learn a task's state).
-fn tell(api: &SchedulerApi, stream_id: &str, events: Vec<v1::Event>) {
-    let Some(live) = api.live(stream_id) else {
-        return;
-    };
-    let Some(tx) = live.events.upgrade() else {
+/// Puts `events` on the edge queue of the stream `caller` names, if it is that framework's,
+/// as far as the queue has room.
+fn tell(s: &MesosState, caller: &v1::Caller, events: Vec<v1::Event>) {
+    let live = s
+        .scheduler
+        .streams
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&caller.stream_id)
+        .cloned();
+    let Some(live) = live.filter(|l| l.framework_id == caller.framework_id) else {
         return;
     };
     for e in events {
-        if tx.try_send(Ok(e)).is_err() {
-            tracing::warn!(framework = %live.framework_id, "stream full; an edge update was dropped");
+        if live.edge.try_send(e).is_err() {
+            tracing::warn!(framework = %live.framework_id, "edge queue full; a master-made update was dropped");
             return;
         }
     }
 }
 
-fn lost_state(
-    api: &SchedulerApi,
-    stream_id: &str,
-    partition_aware: v1::TaskState,
-) -> v1::TaskState {
-    match api.live(stream_id) {
-        Some(l) if l.partition_aware => partition_aware,
-        _ => v1::TaskState::TaskLost,
-    }
+fn partition_aware(s: &MesosState, framework_id: &str) -> bool {
+    crate::ids::FrameworkId::new(framework_id).is_ok_and(|f| {
+        s.applied
+            .borrow()
+            .registry
+            .cluster()
+            .framework(&f)
+            .is_some_and(|f| f.partition_aware)
+    })
 }
 
-async fn accept(
-    api: &SchedulerApi,
-    caller: v1::Caller,
-    a: &mesos::scheduler::call::Accept,
-) -> Result<(), Answer> {
+/// An ACCEPT's LAUNCH operations: the tasks Drover runs, and those it refuses (id, why).
+type Launch = (Vec<v1::TaskInfo>, Vec<(String, String)>);
+
+fn launch_of(a: &mesos::scheduler::call::Accept) -> Result<Launch, Refused> {
     use mesos::offer::operation::Type as Op;
-    let offer_ids: Vec<String> = a.offer_ids.iter().map(|o| o.value.clone()).collect();
-    let mut launch = Vec::new();
-    let mut invalid = Vec::new();
+    let (mut launch, mut invalid) = (Vec::new(), Vec::new());
     for (i, op) in a.operations.iter().enumerate() {
         let field = format!("accept.operations[{i}]");
         match op.r#type.and_then(|t| Op::try_from(t).ok()) {
             Some(Op::Launch) => {
-                let l = op.launch.as_ref().ok_or_else(|| {
-                    Answer::Refused(Refused {
-                        field: format!("{field}.launch"),
-                        reason: "Expecting 'launch' to be present".into(),
-                    })
-                })?;
+                let l = member(&op.launch, &format!("{field}.launch"))?;
                 for (j, t) in l.task_infos.iter().enumerate() {
                     let at = format!("{field}.launch.task_infos[{j}]");
-                    let id = t.task_id.value.clone();
-                    match convert::task_info(&at, t).and_then(|info| {
-                        crate::leader::convert::task_from_proto(j, &info)
+                    let id = required(&format!("{at}.task_id.value"), &t.task_id.value)?;
+                    required(&format!("{at}.name"), &t.name)?;
+                    let checked = convert::task_info(&at, t).and_then(|info| {
+                        grpc::task_from_proto(j, &info)
                             .map(|_| info)
-                            .map_err(|s| Refused {
-                                field: at.clone(),
-                                reason: s.message().to_string(),
-                            })
-                    }) {
+                            .map_err(|s| refused(at.clone(), s.message()))
+                    });
+                    match checked {
                         Ok(info) => launch.push(info),
-                        Err(e) => invalid.push((id, e.to_string())),
+                        Err(e) => invalid.push((id.to_string(), e.to_string())),
                     }
                 }
             }
             Some(Op::LaunchGroup) => {
-                return Err(Answer::Refused(Refused {
-                    field: format!("{field}.type"),
-                    reason: "LAUNCH_GROUP needs a custom executor, which Drover does not run yet"
-                        .into(),
-                }))
+                return Err(refused(
+                    format!("{field}.type"),
+                    "LAUNCH_GROUP needs a custom executor, which Drover does not run yet",
+                ))
             }
             Some(other) => {
-                return Err(Answer::Refused(Refused {
-                    field: format!("{field}.type"),
-                    reason: format!(
+                return Err(refused(
+                    format!("{field}.type"),
+                    format!(
                         "{} is not supported: Drover has no reservations or volumes",
                         other.as_str_name()
                     ),
-                }))
+                ))
             }
-            None => {
-                return Err(Answer::Refused(Refused {
-                    field: format!("{field}.type"),
-                    reason: "missing or unknown".into(),
-                }))
-            }
+            None => return Err(refused(format!("{field}.type"), "missing or unknown")),
         }
     }
-    let stream_id = caller.stream_id.clone();
-    let refuse_seconds = refuse_seconds(&a.filters);
-    let svc = &api.service;
+    if launch.len() + invalid.len() > MAX_TASKS_PER_ACCEPT {
+        return Err(refused(
+            "accept.operations",
+            format!("at most {MAX_TASKS_PER_ACCEPT} tasks per ACCEPT"),
+        ));
+    }
+    Ok((launch, invalid))
+}
+
+async fn accept(
+    s: &MesosState,
+    caller: v1::Caller,
+    a: &mesos::scheduler::call::Accept,
+) -> Result<(), CallError> {
+    let offer_ids: Vec<String> = a.offer_ids.iter().map(|o| o.value.clone()).collect();
+    if offer_ids.is_empty() || offer_ids.len() > MAX_OFFERS_PER_ACCEPT {
+        return Err(refused(
+            "accept.offer_ids",
+            format!("between 1 and {MAX_OFFERS_PER_ACCEPT} offers"),
+        )
+        .into());
+    }
+    for (i, o) in offer_ids.iter().enumerate() {
+        checked(grpc::offer_id(&format!("accept.offer_ids[{i}].value"), o))?;
+    }
+    let (launch, invalid) = launch_of(a)?;
+    let refuse = refuse_seconds("accept.filters.refuse_seconds", &a.filters);
+    let svc = &s.scheduler.service;
     let result = if launch.is_empty() {
         // Nothing to launch: the offers are declined, as Mesos does with an empty ACCEPT.
         svc.decline(Request::new(v1::DeclineRequest {
-            caller: Some(caller),
+            caller: Some(caller.clone()),
             offer_ids,
-            refuse_seconds,
+            refuse_seconds: refuse,
         }))
         .await
         .map(drop)
     } else {
         svc.accept(Request::new(v1::AcceptRequest {
-            caller: Some(caller),
+            caller: Some(caller.clone()),
             offer_ids,
             launch: launch.clone(),
-            refuse_seconds,
+            refuse_seconds: refuse,
         }))
         .await
         .map(drop)
@@ -478,75 +545,98 @@ async fn accept(
         .iter()
         .map(|(id, why)| edge_update(id, v1::TaskState::TaskError, convert::TASK_INVALID, why))
         .collect();
-    let outcome = match result {
+    let outcome = accept_outcome(s, &caller, &launch, result, &mut told);
+    if outcome.is_ok() {
+        tell(s, &caller, told);
+    }
+    outcome
+}
+
+/// What an ACCEPT's refusal means to a Mesos framework: updates of its tasks, or an answer.
+fn accept_outcome(
+    s: &MesosState,
+    caller: &v1::Caller,
+    launch: &[v1::TaskInfo],
+    result: Result<(), Status>,
+    told: &mut Vec<v1::Event>,
+) -> Result<(), CallError> {
+    let stale = |st: &Status| {
+        st.metadata()
+            .get(drover_proto::metadata::STALE_CALLER)
+            .is_some()
+    };
+    match result {
         Ok(()) => Ok(()),
-        Err(s)
-            if s.metadata()
-                .get(drover_proto::metadata::STALE_CALLER)
-                .is_some() =>
-        {
-            Err(Answer::from(s))
-        }
-        Err(s) if launch.is_empty() => ignore_stale(Err(s)),
-        // The offers are gone (rescinded, expired, used): the tasks are dropped.
-        Err(s) if s.code() == Code::FailedPrecondition => {
-            let state = lost_state(api, &stream_id, v1::TaskState::TaskDropped);
+        Err(st) if stale(&st) => Err(st.into()),
+        Err(st) if launch.is_empty() => ignore_stale(Err(st)),
+        // The offers are gone (rescinded, expired, used) or another framework's: the tasks
+        // are dropped.
+        Err(st) if matches!(st.code(), Code::FailedPrecondition | Code::NotFound) => {
+            let state = if partition_aware(s, &caller.framework_id) {
+                v1::TaskState::TaskDropped
+            } else {
+                v1::TaskState::TaskLost
+            };
             told.extend(
                 launch
                     .iter()
-                    .map(|t| edge_update(&t.task_id, state, convert::INVALID_OFFERS, s.message())),
+                    .map(|t| edge_update(&t.task_id, state, convert::INVALID_OFFERS, st.message())),
             );
             Ok(())
         }
         // The tasks do not fit the offers, or repeat a live task's id.
-        Err(s) if s.code() == Code::InvalidArgument => {
+        Err(st) if st.code() == Code::InvalidArgument => {
             told.extend(launch.iter().map(|t| {
                 edge_update(
                     &t.task_id,
                     v1::TaskState::TaskError,
                     convert::TASK_INVALID,
-                    s.message(),
+                    st.message(),
                 )
             }));
             Ok(())
         }
-        Err(s) => Err(Answer::from(s)),
-    };
-    if outcome.is_ok() {
-        tell(api, &stream_id, told);
+        Err(st) => Err(st.into()),
     }
-    outcome
 }
 
 async fn kill(
-    api: &SchedulerApi,
+    s: &MesosState,
     caller: v1::Caller,
     k: &mesos::scheduler::call::Kill,
-) -> Result<(), Answer> {
-    let task_id = k.task_id.value.clone();
+) -> Result<(), CallError> {
+    let task_id = required("kill.task_id.value", &k.task_id.value)?.to_string();
     let grace_seconds = k
         .kill_policy
         .as_ref()
         .and_then(|p| p.grace_period.as_ref())
-        .map(|d| d.nanoseconds.max(0) as f64 / 1e9);
-    let stream_id = caller.stream_id.clone();
-    let r = api
+        .map(|d| {
+            lenient_seconds(
+                "kill.kill_policy.grace_period",
+                d.nanoseconds as f64 / 1e9,
+                0.0,
+            )
+        });
+    let r = s
+        .scheduler
         .service
         .kill(Request::new(v1::KillRequest {
-            caller: Some(caller),
+            caller: Some(caller.clone()),
             task_id: task_id.clone(),
             grace_seconds,
         }))
         .await;
     match r {
-        Err(s) if s.code() == Code::NotFound => {
+        Err(st) if st.code() == Code::NotFound => {
             // As Mesos: the framework learns the master does not know the task.
-            let state = lost_state(api, &stream_id, v1::TaskState::TaskUnknown);
-            tell(
-                api,
-                &stream_id,
-                vec![edge_update(&task_id, state, "reconciliation", s.message())],
+            let agent = k.agent_id.as_ref().map(|a| (a.value.as_str(), None));
+            let status = grpc::unknown_task_status(
+                &task_id,
+                agent,
+                partition_aware(s, &caller.framework_id),
+                crate::clock::unix_ms(),
             );
+            tell(s, &caller, vec![update_event(status)]);
             Ok(())
         }
         other => ignore_stale(other.map(drop)),
@@ -557,14 +647,16 @@ async fn acknowledge(
     svc: &SchedulerService,
     caller: v1::Caller,
     a: &mesos::scheduler::call::Acknowledge,
-) -> Result<(), Answer> {
+) -> Result<(), CallError> {
+    let task_id = required("acknowledge.task_id.value", &a.task_id.value)?.to_string();
+    required("acknowledge.agent_id.value", &a.agent_id.value)?;
     let uuid = uuid::Uuid::from_slice(&a.uuid).map_err(|_| {
-        Answer::Refused(Refused {
-            field: "acknowledge.uuid".into(),
-            reason: format!("not a 16-byte UUID ({} bytes)", a.uuid.len()),
-        })
+        refused(
+            "acknowledge.uuid",
+            format!("not a 16-byte UUID ({} bytes)", a.uuid.len()),
+        )
     })?;
-    let task_id = a.task_id.value.clone();
+    checked(grpc::task_id("acknowledge.task_id.value", &task_id))?;
     let r = svc
         .acknowledge(Request::new(v1::AcknowledgeRequest {
             caller: Some(caller),
@@ -579,52 +671,85 @@ async fn acknowledge(
     ignore_stale(r.map(drop))
 }
 
+/// A SUBSCRIBE answered with one ERROR event, as Mesos answers a framework it refuses (one torn
+/// down, say): the client's error callback hears why.
+fn error_stream(accept: ContentType, message: &str) -> Response {
+    let e = mesos::scheduler::Event {
+        r#type: Some(mesos::scheduler::event::Type::Error as i32),
+        error: Some(mesos::scheduler::event::Error {
+            message: message.to_string(),
+        }),
+        ..Default::default()
+    };
+    let record = Bytes::from(drover_mesos::recordio::encode(&accept.encode(&e)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, accept.media_type())
+        .body(Body::from_stream(futures::stream::iter([Ok::<
+            _,
+            std::convert::Infallible,
+        >(record)])))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 async fn subscribe_call(
     s: &MesosState,
     headers: &HeaderMap,
     call: mesos::scheduler::Call,
 ) -> Response {
     if headers.contains_key(STREAM_ID_HEADER) {
-        return bad_request("Subscribe calls should not include the 'Mesos-Stream-Id' header");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Subscribe calls should not include the 'Mesos-Stream-Id' header",
+        );
     }
     let accept = match ContentType::of_accept(headers) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     let Some(sub) = call.subscribe.as_ref() else {
-        return refused_response(&Refused {
-            field: "subscribe".into(),
-            reason: "Expecting 'subscribe' to be present".into(),
-        });
+        return refused_response(&refused("subscribe", "Expecting 'subscribe' to be present"));
     };
     let info = &sub.framework_info;
+    if info.name.trim().is_empty() {
+        return refused_response(&refused(
+            "subscribe.framework_info.name",
+            "Expecting it to be present",
+        ));
+    }
     let top = call.framework_id.as_ref().map(|f| f.value.as_str());
     let inner = info.id.as_ref().map(|f| f.value.as_str());
     if top != inner {
-        return refused_response(&Refused {
-            field: "framework_id".into(),
-            reason: "'framework_id' differs from 'subscribe.framework_info.id'".into(),
-        });
+        return refused_response(&refused(
+            "framework_id",
+            "'framework_id' differs from 'subscribe.framework_info.id'",
+        ));
     }
     let ours = match convert::framework_info(info) {
         Ok(f) => f,
         Err(e) => return refused_response(&e),
     };
-    let api = &s.scheduler;
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    let weak = tx.downgrade();
-    if let Err(st) = api.service.subscribe_events(&ours, tx).await {
-        return status_response(&st, "/api/v1/scheduler");
+    if let Err(st) = s.scheduler.service.subscribe_events(&ours, tx).await {
+        return match st.code() {
+            // No leader that can answer yet (or the write timed out): pause, then 503.
+            Code::Unavailable | Code::DeadlineExceeded
+                if st
+                    .metadata()
+                    .get(drover_proto::metadata::LEADER_ADDR)
+                    .is_none() =>
+            {
+                tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                super::unavailable(st.message())
+            }
+            Code::FailedPrecondition => error_stream(accept, st.message()),
+            _ => status_response(s, &st, inner),
+        };
     }
     // The engine sends SUBSCRIBED before it answers.
     let first = match tokio::time::timeout(SUBSCRIBED_WAIT, rx.recv()).await {
         Ok(Some(Ok(e))) => e,
-        _ => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the subscription ended before it began; subscribe again",
-            )
-        }
+        _ => return super::unavailable("the subscription ended before it began; subscribe again"),
     };
     let Some(v1::event::Event::Subscribed(subscribed)) = first.event.as_ref() else {
         return error(
@@ -639,19 +764,20 @@ async fn subscribe_call(
             "stream id is not a header value",
         );
     };
-    api.streams
+    let (edge, edge_rx) = mpsc::channel(EDGE_QUEUE);
+    s.scheduler
+        .streams
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(
             stream_id.clone(),
             LiveStream {
                 framework_id: subscribed.framework_id.clone(),
-                partition_aware: convert::partition_aware(info),
-                events: weak,
+                edge,
             },
         );
     let registered = Registered {
-        streams: api.streams.clone(),
+        streams: s.scheduler.streams.clone(),
         stream_id: stream_id.clone(),
     };
     let cx = StreamContext {
@@ -659,7 +785,7 @@ async fn subscribe_call(
         master_info: s.master_info().await,
     };
     tracing::info!(framework = %subscribed.framework_id, stream = %stream_id, "Mesos HTTP framework subscribed");
-    let body = event_stream(first, rx, cx, accept, registered);
+    let body = event_stream(first, rx, edge_rx, cx, accept, registered);
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, accept.media_type())
@@ -671,14 +797,37 @@ async fn subscribe_call(
 /// What the event stream is doing next.
 struct Streaming {
     rx: mpsc::Receiver<Result<v1::Event, Status>>,
+    edge: mpsc::Receiver<v1::Event>,
     cx: StreamContext,
     encoding: ContentType,
     /// Records to send before reading more events.
-    queued: std::collections::VecDeque<mesos::scheduler::Event>,
+    queued: VecDeque<mesos::scheduler::Event>,
     /// Whether the last record sent was an event other than HEARTBEAT.
     burst: bool,
     done: bool,
     _registered: Registered,
+}
+
+impl Streaming {
+    /// The next event from the engine or the edge without waiting; `Err(())` once the engine
+    /// ended the stream.
+    fn ready(&mut self) -> Result<Option<Result<v1::Event, Status>>, ()> {
+        match self.rx.try_recv() {
+            Ok(e) => return Ok(Some(e)),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Err(()),
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        Ok(self.edge.try_recv().ok().map(Ok))
+    }
+
+    /// Waits for the next event from the engine or the edge; None once the engine ended the
+    /// stream.
+    async fn wait(&mut self) -> Option<Result<v1::Event, Status>> {
+        tokio::select! {
+            e = self.rx.recv() => e,
+            Some(e) = self.edge.recv() => Some(Ok(e)),
+        }
+    }
 }
 
 /// The RecordIO body: SUBSCRIBED and a HEARTBEAT, then every event; a HEARTBEAT after each
@@ -687,15 +836,17 @@ struct Streaming {
 fn event_stream(
     first: v1::Event,
     rx: mpsc::Receiver<Result<v1::Event, Status>>,
+    edge: mpsc::Receiver<v1::Event>,
     cx: StreamContext,
     encoding: ContentType,
     registered: Registered,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
-    let mut queued = std::collections::VecDeque::new();
+    let mut queued = VecDeque::new();
     queued.extend(convert::event_to_mesos(&first, &cx));
     queued.push_back(convert::heartbeat());
     let state = Streaming {
         rx,
+        edge,
         cx,
         encoding,
         queued,
@@ -713,14 +864,14 @@ fn event_stream(
             if st.done {
                 return None;
             }
-            let next = match st.rx.try_recv() {
-                Ok(e) => Some(e),
-                Err(mpsc::error::TryRecvError::Empty) if st.burst => {
+            let next = match st.ready() {
+                Ok(Some(e)) => Some(e),
+                Ok(None) if st.burst => {
                     st.queued.push_back(convert::heartbeat());
                     continue;
                 }
-                Err(mpsc::error::TryRecvError::Empty) => st.rx.recv().await,
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Ok(None) => st.wait().await,
+                Err(()) => None,
             };
             match next {
                 Some(Ok(e)) => st.queued.extend(convert::event_to_mesos(&e, &st.cx)),

@@ -185,6 +185,12 @@ pub enum Command {
         weight: f64,
         reply: Reply<()>,
     },
+    /// An operator tears a framework down (Mesos's operator TEARDOWN): as the framework's own
+    /// TEARDOWN, without its stream.
+    TeardownFramework {
+        framework: FrameworkId,
+        reply: Reply<()>,
+    },
 }
 
 /// What the engine asks of the runtime that drives it (`leader::runtime`): data, carried out
@@ -549,6 +555,9 @@ impl Engine {
                 weight,
                 reply,
             } => self.set_role_weight(role, weight, reply),
+            Command::TeardownFramework { framework, reply } => {
+                self.operator_teardown(framework, reply)
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::{Action, Engine, Pending};
 use crate::ids::{AgentId, FrameworkId, TaskId};
-use crate::leader::answer::Reply;
+use crate::leader::answer::{Refusal, Reply};
 use crate::metrics as m;
 use crate::registry::cluster::{ClusterOp, ClusterOutcome};
 
@@ -20,6 +20,24 @@ impl Engine {
                 reply: Some(reply),
             },
         );
+    }
+
+    /// An operator's TEARDOWN: done at once for a framework already torn down, refused for one
+    /// the registry does not know.
+    pub(super) fn operator_teardown(&mut self, framework: FrameworkId, reply: Reply<()>) {
+        let known = self.state().framework(&framework).is_some();
+        if !known {
+            self.answer(
+                reply,
+                Err(Refusal::NotFound(format!(
+                    "teardown.framework_id: framework {framework} is not known"
+                ))),
+            );
+        } else if self.frameworks.is_torn_down(&framework) {
+            self.answer(reply, Ok(()));
+        } else {
+            self.teardown(framework, reply);
+        }
     }
 
     pub(super) fn torn_down(

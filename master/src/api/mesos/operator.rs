@@ -1,0 +1,689 @@
+//! Mesos's v1 operator API on the leading master: `POST /api/v1` (alias `/api/v1/operator`,
+//! where pymesos sends it), Mesos JSON or protobuf as the scheduler API.
+//!
+//! Reads are answered `200` from the applied registry: GET_HEALTH, GET_VERSION, GET_STATE,
+//! GET_AGENTS, GET_FRAMEWORKS, GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_MASTER,
+//! GET_MAINTENANCE_STATUS. Changes go to the leader engine as Drover's own administration does:
+//! DRAIN_AGENT (no new offers, the agent's tasks killed), REACTIVATE_AGENT, MARK_AGENT_GONE and
+//! TEARDOWN of a framework, answered `200` once committed. SUBSCRIBE streams SUBSCRIBED (the
+//! state), then TASK_ADDED, TASK_UPDATED, AGENT_ADDED, AGENT_REMOVED, FRAMEWORK_ADDED,
+//! FRAMEWORK_UPDATED and FRAMEWORK_REMOVED as the registry changes (each applied change is
+//! compared with the one before), and a HEARTBEAT every few seconds; the stream ends when this
+//! master stops leading. Other calls are answered `501` naming the call.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use drover_mesos::v1 as mesos;
+use drover_mesos::v1::master::{call, event, response};
+use futures::StreamExt as _;
+
+use super::convert;
+use super::{ContentType, HttpError, MesosState};
+use crate::api::http::MESOS_API_VERSION;
+use crate::leader::Command;
+use crate::registry::cluster::{
+    AgentRecord, AgentState, ClusterState, FrameworkRecord, TaskRecord,
+};
+
+/// How often an operator event stream carries a HEARTBEAT.
+pub const OPERATOR_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Most operator event streams one master serves at once (503 beyond).
+pub const MAX_OPERATOR_STREAMS: usize = 64;
+
+fn time_info(ms: u64) -> mesos::TimeInfo {
+    mesos::TimeInfo {
+        nanoseconds: (ms as i64).saturating_mul(1_000_000),
+    }
+}
+
+fn resources(r: &drover_resources::Resources) -> Vec<mesos::Resource> {
+    convert::resources_to_mesos(&r.to_proto(), "*")
+}
+
+/// What is allocated (live tasks) and offered, per agent and per framework.
+#[derive(Default)]
+struct Usage {
+    used_on: HashMap<String, drover_resources::Resources>,
+    offered_on: HashMap<String, drover_resources::Resources>,
+    used_by: HashMap<String, drover_resources::Resources>,
+    offered_by: HashMap<String, drover_resources::Resources>,
+}
+
+fn add(
+    to: &mut HashMap<String, drover_resources::Resources>,
+    key: String,
+    r: &drover_resources::Resources,
+) {
+    let entry = to
+        .entry(key)
+        .or_insert_with(drover_resources::Resources::empty);
+    if let Ok(sum) = entry.checked_add(r) {
+        *entry = sum;
+    }
+}
+
+impl Usage {
+    fn of(c: &ClusterState) -> Self {
+        let mut u = Usage::default();
+        for t in c.tasks().filter(|t| !t.state.is_terminal()) {
+            add(&mut u.used_on, t.agent.to_string(), &t.spec.resources);
+            add(&mut u.used_by, t.framework.to_string(), &t.spec.resources);
+        }
+        for o in c.offers() {
+            add(&mut u.offered_on, o.agent.to_string(), &o.resources);
+            add(&mut u.offered_by, o.framework.to_string(), &o.resources);
+        }
+        u
+    }
+
+    fn get(m: &HashMap<String, drover_resources::Resources>, key: &str) -> Vec<mesos::Resource> {
+        m.get(key).map(resources).unwrap_or_default()
+    }
+}
+
+fn agent_view(a: &AgentRecord, u: &Usage) -> response::get_agents::Agent {
+    let (_, port) = convert::split_host_port(&a.addr);
+    let id = a.id.to_string();
+    response::get_agents::Agent {
+        agent_info: mesos::AgentInfo {
+            hostname: a.hostname.clone(),
+            port: Some(i32::from(port)),
+            resources: resources(&a.total),
+            attributes: convert::attributes_to_mesos(&a.attributes.to_proto()),
+            id: Some(mesos::AgentId { value: id.clone() }),
+        },
+        active: a.state == AgentState::Active,
+        deactivated: Some(a.state == AgentState::Draining),
+        version: MESOS_API_VERSION.to_string(),
+        pid: Some(format!("slave(1)@{}", a.addr)),
+        registered_time: Some(time_info(a.registered_at_ms)),
+        total_resources: resources(&a.total),
+        allocated_resources: Usage::get(&u.used_on, &id),
+        offered_resources: Usage::get(&u.offered_on, &id),
+        drain_info: (a.state == AgentState::Draining).then(|| mesos::DrainInfo {
+            state: mesos::DrainState::Draining as i32,
+            config: mesos::DrainConfig::default(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn framework_info(f: &FrameworkRecord) -> mesos::FrameworkInfo {
+    let mut capabilities = Vec::new();
+    if f.partition_aware {
+        capabilities.push(mesos::framework_info::Capability {
+            r#type: Some(mesos::framework_info::capability::Type::PartitionAware as i32),
+        });
+    }
+    mesos::FrameworkInfo {
+        user: String::new(),
+        name: f.name.clone(),
+        id: Some(mesos::FrameworkId {
+            value: f.id.to_string(),
+        }),
+        failover_timeout: Some(f.failover_timeout_ms as f64 / 1000.0),
+        checkpoint: Some(true),
+        roles: vec![f.role.to_string()],
+        principal: (!f.principal.is_empty()).then(|| f.principal.clone()),
+        capabilities,
+        ..Default::default()
+    }
+}
+
+fn framework_view(
+    f: &FrameworkRecord,
+    c: &ClusterState,
+    u: &Usage,
+) -> response::get_frameworks::Framework {
+    let id = f.id.to_string();
+    let offers = c
+        .offers()
+        .filter(|o| o.framework == f.id)
+        .map(|o| {
+            let offer = crate::leader::convert::offer_to_proto(o, c.agent(&o.agent));
+            convert::offer_to_mesos(&offer, f.role.as_str())
+        })
+        .collect();
+    response::get_frameworks::Framework {
+        framework_info: framework_info(f),
+        active: !f.torn_down,
+        connected: !f.torn_down,
+        recovered: false,
+        registered_time: Some(time_info(f.subscribed_at_ms)),
+        offers,
+        allocated_resources: Usage::get(&u.used_by, &id),
+        offered_resources: Usage::get(&u.offered_by, &id),
+        ..Default::default()
+    }
+}
+
+/// A registry task as Mesos's v1 Task, with its statuses.
+pub fn task_view(t: &TaskRecord) -> mesos::Task {
+    let statuses: Vec<mesos::TaskStatus> = t
+        .updates
+        .iter()
+        .map(|u| convert::status_to_mesos(&crate::leader::convert::status_to_proto(t, &u.update)))
+        .collect();
+    let latest = statuses.last().cloned();
+    mesos::Task {
+        name: t.spec.name.clone(),
+        task_id: mesos::TaskId {
+            value: t.spec.id.to_string(),
+        },
+        framework_id: mesos::FrameworkId {
+            value: t.framework.to_string(),
+        },
+        agent_id: mesos::AgentId {
+            value: t.agent.to_string(),
+        },
+        state: mesos::TaskState::from_str_name(t.state.mesos_name())
+            .unwrap_or(mesos::TaskState::TaskUnknown) as i32,
+        resources: resources(&t.spec.resources),
+        status_update_state: latest.as_ref().map(|s| s.state),
+        status_update_uuid: latest.and_then(|s| s.uuid),
+        statuses,
+        ..Default::default()
+    }
+}
+
+fn get_agents(c: &ClusterState, u: &Usage) -> response::GetAgents {
+    response::GetAgents {
+        agents: c
+            .agents()
+            .filter(|a| a.state != AgentState::Gone)
+            .map(|a| agent_view(a, u))
+            .collect(),
+        recovered_agents: vec![],
+    }
+}
+
+fn get_frameworks(c: &ClusterState, u: &Usage) -> response::GetFrameworks {
+    let (mut live, mut completed) = (Vec::new(), Vec::new());
+    for f in c.frameworks() {
+        if f.torn_down {
+            completed.push(framework_view(f, c, u));
+        } else {
+            live.push(framework_view(f, c, u));
+        }
+    }
+    #[allow(deprecated)]
+    response::GetFrameworks {
+        frameworks: live,
+        completed_frameworks: completed,
+        recovered_frameworks: vec![],
+    }
+}
+
+fn get_tasks(c: &ClusterState) -> response::GetTasks {
+    let mut out = response::GetTasks::default();
+    for t in c.tasks() {
+        let view = task_view(t);
+        if t.state.is_terminal() {
+            out.completed_tasks.push(view);
+        } else if t.state == crate::registry::TaskState::Unreachable {
+            out.unreachable_tasks.push(view);
+        } else {
+            out.tasks.push(view);
+        }
+    }
+    out
+}
+
+fn get_state(c: &ClusterState) -> response::GetState {
+    let u = Usage::of(c);
+    response::GetState {
+        get_tasks: Some(get_tasks(c)),
+        get_executors: Some(response::GetExecutors::default()),
+        get_frameworks: Some(get_frameworks(c, &u)),
+        get_agents: Some(get_agents(c, &u)),
+    }
+}
+
+fn get_roles(c: &ClusterState) -> response::GetRoles {
+    let u = Usage::of(c);
+    let mut roles: std::collections::BTreeMap<String, mesos::Role> = Default::default();
+    for (role, weight) in c.role_weights() {
+        roles.insert(
+            role.to_string(),
+            mesos::Role {
+                name: role.to_string(),
+                weight,
+                ..Default::default()
+            },
+        );
+    }
+    for f in c.frameworks().filter(|f| !f.torn_down) {
+        let r = roles
+            .entry(f.role.to_string())
+            .or_insert_with(|| mesos::Role {
+                name: f.role.to_string(),
+                weight: 1.0,
+                ..Default::default()
+            });
+        r.frameworks.push(mesos::FrameworkId {
+            value: f.id.to_string(),
+        });
+        r.resources.extend(Usage::get(&u.used_by, f.id.as_str()));
+    }
+    response::GetRoles {
+        roles: roles.into_values().collect(),
+    }
+}
+
+fn get_maintenance_status(c: &ClusterState) -> response::GetMaintenanceStatus {
+    response::GetMaintenanceStatus {
+        status: mesos::maintenance::ClusterStatus {
+            draining_machines: c
+                .agents()
+                .filter(|a| a.state == AgentState::Draining)
+                .map(|a| mesos::maintenance::cluster_status::DrainingMachine {
+                    id: mesos::MachineId {
+                        hostname: Some(a.hostname.clone()),
+                        ip: Some(convert::split_host_port(&a.addr).0.to_string()),
+                    },
+                })
+                .collect(),
+            down_machines: vec![],
+        },
+    }
+}
+
+fn answer(kind: response::Type) -> mesos::master::Response {
+    mesos::master::Response {
+        r#type: Some(kind as i32),
+        ..Default::default()
+    }
+}
+
+fn encoded(content: ContentType, r: &mesos::master::Response) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content.media_type())],
+        content.encode(r),
+    )
+        .into_response()
+}
+
+fn refused(field: &str, reason: impl std::fmt::Display) -> HttpError {
+    HttpError::new(
+        StatusCode::BAD_REQUEST,
+        format!("Failed to validate master::Call: {field}: {reason}"),
+    )
+}
+
+/// `POST /api/v1` and `/api/v1/operator`.
+pub async fn handle(
+    State(s): State<MesosState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(&s, uri.path(), &headers, &body).await {
+        Ok(r) if r.extensions().get::<EventStream>().is_some() => r,
+        Ok(r) => super::close_after(r),
+        Err(e) => super::close_after(e.into_response()),
+    }
+}
+
+async fn serve(
+    s: &MesosState,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, HttpError> {
+    if let Some(r) = s.not_leading(path).await {
+        return Ok(r);
+    }
+    let content = ContentType::of_request(headers)?;
+    let call: mesos::master::Call = content.decode(body)?;
+    let accept = ContentType::of_accept(headers)?;
+    let kind = call
+        .r#type
+        .and_then(|t| call::Type::try_from(t).ok())
+        .unwrap_or(call::Type::Unknown);
+    let c = s.applied.borrow().registry.cluster().clone();
+    let mut r;
+    match kind {
+        call::Type::GetHealth => {
+            r = answer(response::Type::GetHealth);
+            r.get_health = Some(response::GetHealth { healthy: true });
+        }
+        call::Type::GetVersion => {
+            r = answer(response::Type::GetVersion);
+            r.get_version = Some(response::GetVersion {
+                version_info: mesos::VersionInfo {
+                    version: MESOS_API_VERSION.to_string(),
+                    build_user: Some(format!("drover {}", env!("CARGO_PKG_VERSION"))),
+                    ..Default::default()
+                },
+            });
+        }
+        call::Type::GetState => {
+            r = answer(response::Type::GetState);
+            r.get_state = Some(get_state(&c));
+        }
+        call::Type::GetAgents => {
+            r = answer(response::Type::GetAgents);
+            r.get_agents = Some(get_agents(&c, &Usage::of(&c)));
+        }
+        call::Type::GetFrameworks => {
+            r = answer(response::Type::GetFrameworks);
+            r.get_frameworks = Some(get_frameworks(&c, &Usage::of(&c)));
+        }
+        call::Type::GetExecutors => {
+            // Drover runs no custom executors yet: each task has its own built-in one.
+            r = answer(response::Type::GetExecutors);
+            r.get_executors = Some(response::GetExecutors::default());
+        }
+        call::Type::GetTasks => {
+            r = answer(response::Type::GetTasks);
+            r.get_tasks = Some(get_tasks(&c));
+        }
+        call::Type::GetRoles => {
+            r = answer(response::Type::GetRoles);
+            r.get_roles = Some(get_roles(&c));
+        }
+        call::Type::GetMaster => {
+            r = answer(response::Type::GetMaster);
+            r.get_master = Some(response::GetMaster {
+                master_info: Some(s.master_info().await),
+                start_time: Some(s.started_at_ms as f64 / 1000.0),
+                elected_time: None,
+            });
+        }
+        call::Type::GetMaintenanceStatus => {
+            r = answer(response::Type::GetMaintenanceStatus);
+            r.get_maintenance_status = Some(get_maintenance_status(&c));
+        }
+        call::Type::DrainAgent => {
+            let d = call
+                .drain_agent
+                .as_ref()
+                .ok_or_else(|| refused("drain_agent", "Expecting 'drain_agent' to be present"))?;
+            if d.mark_gone == Some(true) {
+                return Err(refused(
+                    "drain_agent.mark_gone",
+                    "not supported: drain, then MARK_AGENT_GONE",
+                ));
+            }
+            set_agent_state(
+                s,
+                "drain_agent.agent_id",
+                &d.agent_id.value,
+                AgentState::Draining,
+            )
+            .await?;
+            return Ok(StatusCode::OK.into_response());
+        }
+        call::Type::ReactivateAgent => {
+            let a = call.reactivate_agent.as_ref().ok_or_else(|| {
+                refused(
+                    "reactivate_agent",
+                    "Expecting 'reactivate_agent' to be present",
+                )
+            })?;
+            set_agent_state(
+                s,
+                "reactivate_agent.agent_id",
+                &a.agent_id.value,
+                AgentState::Active,
+            )
+            .await?;
+            return Ok(StatusCode::OK.into_response());
+        }
+        call::Type::MarkAgentGone => {
+            let a = call.mark_agent_gone.as_ref().ok_or_else(|| {
+                refused(
+                    "mark_agent_gone",
+                    "Expecting 'mark_agent_gone' to be present",
+                )
+            })?;
+            set_agent_state(
+                s,
+                "mark_agent_gone.agent_id",
+                &a.agent_id.value,
+                AgentState::Gone,
+            )
+            .await?;
+            return Ok(StatusCode::OK.into_response());
+        }
+        call::Type::Teardown => {
+            let t = call
+                .teardown
+                .as_ref()
+                .ok_or_else(|| refused("teardown", "Expecting 'teardown' to be present"))?;
+            let framework = crate::leader::convert::framework_id(
+                "teardown.framework_id",
+                &t.framework_id.value,
+            )
+            .map_err(|e| refused("teardown.framework_id", e.message()))?;
+            s.leader
+                .ask(|reply| Command::TeardownFramework { framework, reply })
+                .await
+                .map_err(|st| status_error(&st))?;
+            return Ok(StatusCode::OK.into_response());
+        }
+        call::Type::Subscribe => return subscribe(s, accept, c),
+        call::Type::Unknown => {
+            return Err(refused("type", "Expecting 'type' to be present and known"))
+        }
+        other => {
+            return Err(HttpError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{} is not supported by Drover", other.as_str_name()),
+            ))
+        }
+    }
+    Ok(encoded(accept, &r))
+}
+
+/// The HTTP error for a status the engine answered.
+fn status_error(s: &tonic::Status) -> HttpError {
+    let code = match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    HttpError::new(code, s.message())
+}
+
+async fn set_agent_state(
+    s: &MesosState,
+    field: &str,
+    id: &str,
+    state: AgentState,
+) -> Result<(), HttpError> {
+    let agent =
+        crate::leader::convert::agent_id(field, id).map_err(|e| refused(field, e.message()))?;
+    s.leader
+        .ask(|reply| Command::SetAgentState {
+            agent,
+            state,
+            reply,
+        })
+        .await
+        .map(drop)
+        .map_err(|st| status_error(&st))
+}
+
+// ---- SUBSCRIBE ----
+
+/// Marks the answer that is an event stream (kept open, not closed after).
+#[derive(Clone, Copy)]
+struct EventStream;
+
+fn event(kind: event::Type) -> mesos::master::Event {
+    mesos::master::Event {
+        r#type: Some(kind as i32),
+        ..Default::default()
+    }
+}
+
+/// The events that take the registry from `old` to `new`.
+pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Event> {
+    let mut out = Vec::new();
+    let u = Usage::of(new);
+    let old_agents: HashMap<String, &AgentRecord> =
+        old.agents().map(|a| (a.id.to_string(), a)).collect();
+    for a in new.agents() {
+        let was = old_agents.get(a.id.as_str());
+        let present = |a: Option<&&AgentRecord>| a.is_some_and(|a| a.state != AgentState::Gone);
+        match (present(was), a.state != AgentState::Gone) {
+            (false, true) => {
+                let mut e = event(event::Type::AgentAdded);
+                e.agent_added = Some(event::AgentAdded {
+                    agent: agent_view(a, &u),
+                });
+                out.push(e);
+            }
+            (true, false) => {
+                let mut e = event(event::Type::AgentRemoved);
+                e.agent_removed = Some(event::AgentRemoved {
+                    agent_id: mesos::AgentId {
+                        value: a.id.to_string(),
+                    },
+                });
+                out.push(e);
+            }
+            _ => {}
+        }
+    }
+    let old_frameworks: HashMap<String, &FrameworkRecord> =
+        old.frameworks().map(|f| (f.id.to_string(), f)).collect();
+    for f in new.frameworks() {
+        match old_frameworks.get(f.id.as_str()) {
+            None if !f.torn_down => {
+                let mut e = event(event::Type::FrameworkAdded);
+                e.framework_added = Some(event::FrameworkAdded {
+                    framework: framework_view(f, new, &u),
+                });
+                out.push(e);
+            }
+            Some(was) if f.torn_down && !was.torn_down => {
+                let mut e = event(event::Type::FrameworkRemoved);
+                e.framework_removed = Some(event::FrameworkRemoved {
+                    framework_info: framework_info(f),
+                });
+                out.push(e);
+            }
+            Some(was) if !f.torn_down && was.subscribed_at_ms != f.subscribed_at_ms => {
+                let mut e = event(event::Type::FrameworkUpdated);
+                e.framework_updated = Some(event::FrameworkUpdated {
+                    framework: framework_view(f, new, &u),
+                });
+                out.push(e);
+            }
+            _ => {}
+        }
+    }
+    let old_tasks: HashMap<(String, String), &TaskRecord> = old
+        .tasks()
+        .map(|t| ((t.framework.to_string(), t.spec.id.to_string()), t))
+        .collect();
+    for t in new.tasks() {
+        let key = (t.framework.to_string(), t.spec.id.to_string());
+        match old_tasks.get(&key) {
+            None => {
+                let mut e = event(event::Type::TaskAdded);
+                e.task_added = Some(event::TaskAdded { task: task_view(t) });
+                out.push(e);
+            }
+            Some(was) if was.updates.len() != t.updates.len() || was.state != t.state => {
+                let Some(latest) = t.updates.last() else {
+                    continue;
+                };
+                let status = convert::status_to_mesos(&crate::leader::convert::status_to_proto(
+                    t,
+                    &latest.update,
+                ));
+                let mut e = event(event::Type::TaskUpdated);
+                e.task_updated = Some(event::TaskUpdated {
+                    framework_id: mesos::FrameworkId {
+                        value: t.framework.to_string(),
+                    },
+                    state: status.state,
+                    status,
+                });
+                out.push(e);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn subscribe(
+    s: &MesosState,
+    accept: ContentType,
+    first: ClusterState,
+) -> Result<Response, HttpError> {
+    let Some(permit) = s.operator_streams.clone().try_acquire_owned().ok() else {
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("at most {MAX_OPERATOR_STREAMS} operator event streams at once"),
+        ));
+    };
+    let mut subscribed = event(event::Type::Subscribed);
+    subscribed.subscribed = Some(event::Subscribed {
+        get_state: Some(get_state(&first)),
+        heartbeat_interval_seconds: Some(OPERATOR_HEARTBEAT.as_secs_f64()),
+    });
+    let record = move |e: &mesos::master::Event| {
+        Bytes::from(drover_mesos::recordio::encode(&accept.encode(e)))
+    };
+    let opening = vec![record(&subscribed), record(&event(event::Type::Heartbeat))];
+    let mut applied = s.applied.clone();
+    applied.mark_unchanged();
+    let raft = s.raft.clone();
+    let me = s.me;
+    let state = (
+        applied,
+        first,
+        permit,
+        std::collections::VecDeque::<Bytes>::new(),
+    );
+    let rest =
+        futures::stream::unfold(state, move |(mut applied, mut last, permit, mut queued)| {
+            let raft = raft.clone();
+            async move {
+                loop {
+                    if let Some(next) = queued.pop_front() {
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(next),
+                            (applied, last, permit, queued),
+                        ));
+                    }
+                    if raft.metrics().borrow().current_leader != Some(me) {
+                        return None;
+                    }
+                    tokio::select! {
+                        changed = applied.changed() => {
+                            if changed.is_err() {
+                                return None;
+                            }
+                            let now = applied.borrow_and_update().registry.cluster().clone();
+                            queued.extend(changes(&last, &now).iter().map(record));
+                            last = now;
+                        }
+                        _ = tokio::time::sleep(OPERATOR_HEARTBEAT) => {
+                            queued.push_back(record(&event(event::Type::Heartbeat)));
+                        }
+                    }
+                }
+            }
+        });
+    let body = futures::stream::iter(opening.into_iter().map(Ok)).chain(rest);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, accept.media_type())
+        .extension(EventStream)
+        .body(Body::from_stream(body))
+        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}

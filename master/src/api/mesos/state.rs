@@ -1,0 +1,390 @@
+//! Mesos's state endpoints on the leading master, in Mesos's JSON shapes (`src/master/http.cpp`
+//! of Mesos 1.x; `master/MESOS_HTTP.md`, section 4), read from the applied registry:
+//! `GET /state` (aliases `/master/state`, `/state.json`, `/master/state.json`),
+//! `/master/frameworks` (`/frameworks`), `/master/slaves` (`/slaves`) and `/master/tasks`
+//! (`/tasks`, with `limit`, `offset`, `order`, `framework_id` and `task_id`). A master that does
+//! not lead answers 307 to the leader, as Mesos's do.
+//!
+//! Resources are Mesos's summaries: scalars as numbers, ranges as `"[a-b, c-d]"`. The registry
+//! has no connection state (that is the leader's soft state), so a framework is `active` and
+//! `connected` while it is not torn down; torn-down ones are `completed_frameworks`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use drover_resources::Resources;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{HttpError, MesosState};
+use crate::api::http::MESOS_API_VERSION;
+use crate::registry::cluster::{
+    AgentRecord, AgentState, ClusterState, FrameworkRecord, TaskRecord,
+};
+use crate::registry::TaskState;
+
+/// Most tasks `/master/tasks` returns in one answer (Mesos's default limit is 100).
+pub const MAX_TASKS_LIMIT: usize = 10_000;
+const DEFAULT_TASKS_LIMIT: usize = 100;
+
+/// Seconds since the epoch, as Mesos writes times.
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// Mesos's summary of resources: `{"cpus": 1.5, "mem": 128, "ports": "[31000-31009]"}`, with
+/// `cpus`, `mem`, `disk` and `gpus` always present.
+pub fn summary(r: &Resources) -> Value {
+    let mut m = Map::new();
+    for name in ["cpus", "disk", "gpus", "mem"] {
+        m.insert(name.into(), json!(0.0));
+    }
+    for (name, amount) in r.scalars() {
+        m.insert(name.to_string(), json!(amount.as_f64()));
+    }
+    for (name, ranges) in r.range_sets() {
+        let parts: Vec<String> = ranges
+            .intervals()
+            .iter()
+            .map(|i| format!("{}-{}", i.begin, i.end))
+            .collect();
+        m.insert(name.to_string(), json!(format!("[{}]", parts.join(", "))));
+    }
+    Value::Object(m)
+}
+
+fn agent_pid(a: &AgentRecord) -> String {
+    format!("slave(1)@{}", a.addr)
+}
+
+/// What is used (live tasks) and offered on each agent, and by each framework.
+#[derive(Default)]
+struct Usage {
+    used_on: BTreeMap<String, Resources>,
+    offered_on: BTreeMap<String, Resources>,
+    used_by: BTreeMap<String, Resources>,
+    offered_by: BTreeMap<String, Resources>,
+}
+
+fn add(to: &mut BTreeMap<String, Resources>, key: String, r: &Resources) {
+    let entry = to.entry(key).or_insert_with(Resources::empty);
+    // The registry never holds more than an agent has, so the sum cannot overflow.
+    if let Ok(sum) = entry.checked_add(r) {
+        *entry = sum;
+    }
+}
+
+fn usage(c: &ClusterState) -> Usage {
+    let mut u = Usage::default();
+    for t in c.tasks().filter(|t| !t.state.is_terminal()) {
+        add(&mut u.used_on, t.agent.to_string(), &t.spec.resources);
+        add(&mut u.used_by, t.framework.to_string(), &t.spec.resources);
+    }
+    for o in c.offers() {
+        add(&mut u.offered_on, o.agent.to_string(), &o.resources);
+        add(&mut u.offered_by, o.framework.to_string(), &o.resources);
+    }
+    u
+}
+
+fn or_empty(m: &BTreeMap<String, Resources>, key: &str) -> Value {
+    summary(m.get(key).unwrap_or(&Resources::empty()))
+}
+
+fn agent_json(a: &AgentRecord, u: &Usage) -> Value {
+    let (_, port) = super::convert::split_host_port(&a.addr);
+    let id = a.id.to_string();
+    let used = u.used_on.get(&id).cloned().unwrap_or_else(Resources::empty);
+    let attributes: Map<String, Value> = a
+        .attributes
+        .to_proto()
+        .into_iter()
+        .filter_map(|at| {
+            let v = match at.value? {
+                drover_proto::v1::attribute::Value::Number(n) => json!(n),
+                drover_proto::v1::attribute::Value::Text(t) => json!(t),
+            };
+            Some((at.name, v))
+        })
+        .collect();
+    json!({
+        "id": id,
+        "pid": agent_pid(a),
+        "hostname": a.hostname,
+        "port": port,
+        "registered_time": secs(a.registered_at_ms),
+        "resources": summary(&a.total),
+        "used_resources": summary(&used),
+        "offered_resources": or_empty(&u.offered_on, &id),
+        "reserved_resources": {},
+        "unreserved_resources": summary(&a.total),
+        "attributes": attributes,
+        "active": a.state == AgentState::Active,
+        "deactivated": a.state == AgentState::Draining,
+        "version": MESOS_API_VERSION,
+        "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
+    })
+}
+
+/// A task as Mesos's `json(Task)`.
+pub fn task_json(t: &TaskRecord) -> Value {
+    let statuses: Vec<Value> = t
+        .updates
+        .iter()
+        .map(|u| {
+            let mut s = json!({
+                "state": u.update.state.mesos_name(),
+                "timestamp": secs(u.update.at_ms),
+            });
+            if let Some(h) = drover_model::health::healthy_of(&u.update.reason) {
+                s["healthy"] = json!(h);
+            }
+            s
+        })
+        .collect();
+    json!({
+        "id": t.spec.id.to_string(),
+        "name": t.spec.name,
+        "framework_id": t.framework.to_string(),
+        "executor_id": "",
+        "slave_id": t.agent.to_string(),
+        "agent_id": t.agent.to_string(),
+        "state": t.state.mesos_name(),
+        "resources": summary(&t.spec.resources),
+        "statuses": statuses,
+    })
+}
+
+fn framework_json(f: &FrameworkRecord, c: &ClusterState, u: &Usage) -> Value {
+    let id = f.id.to_string();
+    let (mut live, mut unreachable, mut completed) = (Vec::new(), Vec::new(), Vec::new());
+    for t in c.tasks_of(&f.id) {
+        match t.state {
+            s if s.is_terminal() => completed.push(task_json(t)),
+            TaskState::Unreachable => unreachable.push(task_json(t)),
+            _ => live.push(task_json(t)),
+        }
+    }
+    let offers: Vec<Value> = c
+        .offers()
+        .filter(|o| o.framework == f.id)
+        .map(|o| {
+            json!({
+                "id": o.id.to_string(),
+                "framework_id": id,
+                "slave_id": o.agent.to_string(),
+                "resources": summary(&o.resources),
+            })
+        })
+        .collect();
+    let mut capabilities = Vec::new();
+    if f.partition_aware {
+        capabilities.push("PARTITION_AWARE");
+    }
+    json!({
+        "id": id,
+        "name": f.name,
+        "user": "",
+        "hostname": "",
+        "webui_url": "",
+        "principal": f.principal,
+        "role": f.role.to_string(),
+        "roles": [f.role.to_string()],
+        "failover_timeout": secs(f.failover_timeout_ms),
+        "checkpoint": true,
+        "capabilities": capabilities,
+        "active": !f.torn_down,
+        "connected": !f.torn_down,
+        "recovered": false,
+        "registered_time": secs(f.subscribed_at_ms),
+        "unregistered_time": 0,
+        "resources": or_empty(&u.used_by, &id),
+        "used_resources": or_empty(&u.used_by, &id),
+        "offered_resources": or_empty(&u.offered_by, &id),
+        "tasks": live,
+        "unreachable_tasks": unreachable,
+        "completed_tasks": completed,
+        "offers": offers,
+        "executors": [],
+    })
+}
+
+fn frameworks_split(c: &ClusterState, u: &Usage) -> (Vec<Value>, Vec<Value>) {
+    let (mut active, mut completed) = (Vec::new(), Vec::new());
+    for f in c.frameworks() {
+        if f.torn_down {
+            completed.push(framework_json(f, c, u));
+        } else {
+            active.push(framework_json(f, c, u));
+        }
+    }
+    (active, completed)
+}
+
+/// What the state endpoint says about the master itself.
+struct MasterView {
+    info: Value,
+    pid: String,
+    hostname: String,
+    id: String,
+}
+
+async fn master_view(s: &MesosState) -> MasterView {
+    let info = s.master_info().await;
+    let pid = info.pid.clone().unwrap_or_default();
+    let hostname = info.hostname.clone().unwrap_or_default();
+    let id = info.id.clone();
+    MasterView {
+        info: serde_json::from_slice(&drover_mesos::to_ascii_json(&info)).unwrap_or(Value::Null),
+        pid,
+        hostname,
+        id,
+    }
+}
+
+/// The state the leader has applied, or the answer of a master that does not lead.
+async fn leader_state(s: &MesosState, path: &str) -> Result<ClusterState, Response> {
+    if let Some(r) = s.not_leading(path).await {
+        return Err(r);
+    }
+    Ok(s.applied.borrow().registry.cluster().clone())
+}
+
+/// `GET /master/state`.
+pub async fn state(State(s): State<MesosState>, uri: Uri) -> Response {
+    let c = match leader_state(&s, uri.path()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let u = usage(&c);
+    let m = master_view(&s).await;
+    let agents: Vec<&AgentRecord> = c.agents().collect();
+    let count = |st: AgentState| agents.iter().filter(|a| a.state == st).count();
+    let (frameworks, completed) = frameworks_split(&c, &u);
+    Json(json!({
+        "version": MESOS_API_VERSION,
+        "drover_version": env!("CARGO_PKG_VERSION"),
+        "id": m.id,
+        "pid": m.pid,
+        "hostname": m.hostname,
+        "leader": m.pid,
+        "leader_info": m.info,
+        "start_time": secs(s.started_at_ms),
+        "capabilities": ["AGENT_UPDATE", "AGENT_DRAINING"],
+        "activated_slaves": count(AgentState::Active),
+        "deactivated_slaves": count(AgentState::Draining),
+        "unreachable_slaves": count(AgentState::Unreachable),
+        "flags": {},
+        "slaves": agents.iter().filter(|a| a.state != AgentState::Gone).map(|a| agent_json(a, &u)).collect::<Vec<_>>(),
+        "recovered_slaves": [],
+        "frameworks": frameworks,
+        "completed_frameworks": completed,
+        "orphan_tasks": [],
+        "unregistered_frameworks": [],
+    }))
+    .into_response()
+}
+
+/// `GET /master/frameworks`.
+pub async fn frameworks(State(s): State<MesosState>, uri: Uri) -> Response {
+    let c = match leader_state(&s, uri.path()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let u = usage(&c);
+    let (frameworks, completed) = frameworks_split(&c, &u);
+    Json(json!({
+        "frameworks": frameworks,
+        "completed_frameworks": completed,
+        "unregistered_frameworks": [],
+    }))
+    .into_response()
+}
+
+/// `GET /master/slaves`.
+pub async fn slaves(State(s): State<MesosState>, uri: Uri) -> Response {
+    let c = match leader_state(&s, uri.path()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let u = usage(&c);
+    let slaves: Vec<Value> = c
+        .agents()
+        .filter(|a| a.state != AgentState::Gone)
+        .map(|a| agent_json(a, &u))
+        .collect();
+    Json(json!({ "slaves": slaves, "recovered_slaves": [] })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TasksQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+    order: Option<String>,
+    framework_id: Option<String>,
+    task_id: Option<String>,
+}
+
+fn number(field: &str, raw: Option<&str>, default: usize) -> Result<usize, HttpError> {
+    match raw {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{field}: '{v}' is not a non-negative integer"),
+            )
+        }),
+    }
+}
+
+/// `GET /master/tasks`: in the order tasks started (their first status), newest first
+/// (`order=desc`, the default) or oldest first, as Mesos.
+pub async fn tasks(State(s): State<MesosState>, uri: Uri, Query(q): Query<TasksQuery>) -> Response {
+    let c = match leader_state(&s, uri.path()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let page = (|| -> Result<(usize, usize, bool), HttpError> {
+        let limit = number("limit", q.limit.as_deref(), DEFAULT_TASKS_LIMIT)?.min(MAX_TASKS_LIMIT);
+        let offset = number("offset", q.offset.as_deref(), 0)?;
+        let descending = match q.order.as_deref() {
+            None | Some("desc") => true,
+            Some("asc") => false,
+            Some(other) => {
+                return Err(HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("order: '{other}' is not 'asc' or 'desc'"),
+                ))
+            }
+        };
+        Ok((limit, offset, descending))
+    })();
+    let (limit, offset, descending) = match page {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut tasks: Vec<&TaskRecord> = c
+        .tasks()
+        .filter(|t| {
+            q.framework_id
+                .as_deref()
+                .is_none_or(|f| t.framework.as_str() == f)
+        })
+        .filter(|t| q.task_id.as_deref().is_none_or(|i| t.spec.id.as_str() == i))
+        .collect();
+    let started = |t: &TaskRecord| t.updates.first().map_or(0, |u| u.update.at_ms);
+    tasks.sort_by_key(|t| (started(t), t.spec.id.to_string()));
+    if descending {
+        tasks.reverse();
+    }
+    let page: Vec<Value> = tasks
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(task_json)
+        .collect();
+    Json(json!({ "tasks": page })).into_response()
+}
