@@ -4,6 +4,7 @@ would: pymesos 0.3.15 (`MesosSchedulerDriver`) and mesoshttp 0.4.2 (`MesosClient
 Usage:
   python mesos_clients.py pymesos  MASTER[,MASTER...]
   python mesos_clients.py mesoshttp MASTER[,MASTER...]
+  python mesos_clients.py operator MASTER[,MASTER...]
 
 The first master given should be a follower: subscribing goes through its redirect.
 
@@ -17,6 +18,12 @@ and launch one more task on the new leader. It then tears down.
 
 mesoshttp: subscribes, launches one task, sees it FINISHED (the client acknowledges), and tears
 down.
+
+operator: pymesos's `MesosOperatorMasterDriver` subscribes to the operator event stream through
+a follower's redirect and reads the cluster with the operator API's calls, while a pymesos
+scheduler in the same script runs one task: the operator sees FRAMEWORK_ADDED, TASK_ADDED and
+TASK_UPDATED (RUNNING, then FINISHED), and the calls' answers name the framework, the task
+and the agent.
 
 Prints "ok" and exits 0 when every check held; a failed check raises.
 """
@@ -263,6 +270,106 @@ def run_mesoshttp(masters):
     print(f"ok mesoshttp: {seen['states']}")
 
 
+def run_operator(masters):
+    from pymesos import MesosOperatorMasterDriver, MesosSchedulerDriver, OperatorMaster, Scheduler
+
+    class Operator(OperatorMaster):
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.seen = []  # (kind, payload)
+
+        def _add(self, kind, payload):
+            with self.lock:
+                self.seen.append((kind, payload))
+
+        def taskAdded(self, task_info):
+            self._add("task_added", task_info)
+
+        def taskUpdated(self, task_info):
+            self._add("task_updated", task_info)
+
+        def frameworkAdded(self, framework_info):
+            self._add("framework_added", framework_info)
+
+        def frameworkUpdated(self, framework_info):
+            self._add("framework_updated", framework_info)
+
+        def frameworkRemoved(self, framework_info):
+            self._add("framework_removed", framework_info)
+
+        def agentAdded(self, agent_info):
+            self._add("agent_added", agent_info)
+
+        def agentRemoved(self, agent_id):
+            self._add("agent_removed", agent_id)
+
+    op = Operator()
+    operator = MesosOperatorMasterDriver(masters[0], op)
+    operator.start()
+    # Calls follow the follower's redirect to the leader.
+    assert operator.getHealth()["get_health"]["healthy"] is True
+    assert operator.getVersion()["get_version"]["version_info"]["version"] == "1.11.0"
+    agents = operator.getAgents()["get_agents"]["agents"]
+    assert agents and agents[0]["active"] is True, agents
+    # The event stream is open once the operator's connection has subscribed.
+    wait("the operator subscribed", lambda: operator.connected)
+
+    class OneTask(Scheduler):
+        def __init__(self):
+            self.task = None
+            self.states = []
+
+        def resourceOffers(self, driver, offers):
+            for offer in offers:
+                if self.task is None:
+                    info = task_info("op", "sleep 1", offer["agent_id"])
+                    self.task = info["task_id"]["value"]
+                    driver.launchTasks(offer["id"], [info])
+                else:
+                    driver.declineOffer(offer["id"], filters={"refuse_seconds": 60})
+
+        def statusUpdate(self, driver, status):
+            self.states.append(status["state"])
+
+    sched = OneTask()
+    framework = {"user": getpass.getuser(), "name": "operated-by-pymesos"}
+    driver = MesosSchedulerDriver(sched, framework, masters[0], use_addict=False)
+    driver.start()
+    wait("the task finished", lambda: "TASK_FINISHED" in sched.states)
+
+    def kinds():
+        with op.lock:
+            return [k for k, _ in op.seen]
+
+    wait("FRAMEWORK_ADDED", lambda: "framework_added" in kinds())
+    wait("TASK_ADDED", lambda: "task_added" in kinds())
+    wait(
+        "TASK_UPDATED to FINISHED",
+        lambda: any(k == "task_updated" and p["state"] == "TASK_FINISHED" for k, p in op.seen),
+    )
+    with op.lock:
+        added = next(p for k, p in op.seen if k == "task_added")
+        framework_added = next(p for k, p in op.seen if k == "framework_added")
+    assert added["task_id"]["value"] == sched.task, added
+    assert framework_added["framework_info"]["name"] == "operated-by-pymesos", framework_added
+
+    tasks = operator.getTasks()["get_tasks"]
+    done = [t["task_id"]["value"] for t in tasks.get("completed_tasks", [])]
+    assert sched.task in done, tasks
+    state = operator.getState()["get_state"]
+    names = [f["framework_info"]["name"] for f in state["get_frameworks"].get("frameworks", [])]
+    assert "operated-by-pymesos" in names, names
+    assert operator.getFrameworks()["get_frameworks"]["frameworks"]
+    assert operator.getMaster()["get_master"]["master_info"]["version"] == "1.11.0"
+    assert operator.getRoles()["get_roles"]["roles"]
+    assert "get_maintenance_status" in operator.getMaintenanceStatus()
+    driver.stop()  # TEARDOWN
+    driver.join()
+    wait("FRAMEWORK_REMOVED", lambda: "framework_removed" in kinds())
+    operator.stop()
+    print(f"ok operator: {kinds()}")
+
+
 def main():
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     mode, masters = sys.argv[1], sys.argv[2].split(",")
@@ -270,6 +377,8 @@ def main():
         run_pymesos(masters)
     elif mode == "mesoshttp":
         run_mesoshttp(masters)
+    elif mode == "operator":
+        run_operator(masters)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

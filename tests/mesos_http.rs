@@ -992,3 +992,28 @@ async fn operator_api_reads_changes_and_streams_events() {
         .await;
     assert_eq!(e["agent_removed"]["agent_id"]["value"], agent_id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pymesos_operator_driver_reads_and_follows_the_cluster() {
+    let Some(python) = python() else { return };
+    let c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    let (_, follower) = leader_and_follower(&c).await;
+    let run = tokio::process::Command::new(&python)
+        .arg(SCRIPT)
+        .arg("operator")
+        .arg(&follower)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the script finished in time")
+        .expect("run the script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.starts_with("ok"),
+        "pymesos operator failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    eprintln!("{}", stdout.trim());
+}
