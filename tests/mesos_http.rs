@@ -774,6 +774,48 @@ async fn state_endpoints_answer_in_mesos_shapes_on_the_leader() {
     let slaves: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(slaves["slaves"].as_array().unwrap().len(), 1);
 
+    // The agent's own /state, in Mesos's agent shape: each task under its command executor,
+    // whose directory is the task's sandbox.
+    let agent_addr = format!(
+        "{}:{}",
+        offer["url"]["address"]["hostname"].as_str().unwrap(),
+        offer["url"]["address"]["port"]
+    );
+    for path in ["/state", "/state.json", "/slave(1)/state"] {
+        let (code, body) = common::http_get(&agent_addr, path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        let a: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(a["id"], offer["agent_id"]["value"]);
+        assert_eq!(a["version"], "1.11.0");
+        assert_eq!(a["resources"]["ports"], "[31000-32000]");
+        let fw = a["frameworks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|fw| fw["id"] == f.framework_id.as_str())
+            .expect("the framework on the agent");
+        let executors = fw["executors"].as_array().unwrap();
+        let live = executors
+            .iter()
+            .find(|e| e["id"] == "st-live")
+            .expect("st-live's executor");
+        assert_eq!(live["tasks"][0]["state"], "TASK_RUNNING", "{live}");
+        assert_eq!(live["tasks"][0]["resources"]["mem"], 16.0);
+        assert!(
+            live["directory"].as_str().unwrap().ends_with("/sandbox"),
+            "{live}"
+        );
+        let (code, _) = common::http_get(
+            &agent_addr,
+            &format!(
+                "/files/read?path={}/stdout&offset=-1",
+                live["directory"].as_str().unwrap()
+            ),
+        )
+        .await;
+        assert_eq!(code, 200);
+    }
+
     // Tasks: newest first by default, a page, a filter, and bad parameters named.
     let ids = |body: &str| -> Vec<String> {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();

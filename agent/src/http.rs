@@ -1,7 +1,7 @@
 //! HTTP endpoints on the agent's port, next to gRPC: `GET /health`, `GET /metrics`
-//! (Prometheus text format) and the sandbox files (`/files/read`, `/files/download`,
-//! `/files/browse`, see
-//! [`crate::files`]).
+//! (Prometheus text format), the sandbox files (`/files/read`, `/files/download`,
+//! `/files/browse`, see [`crate::files`]) and Mesos's agent state (`/state`, see
+//! [`crate::state`]).
 //!
 //! Owns nothing: answers are read at request time from the registration counter and the
 //! Prometheus recorder.
@@ -29,6 +29,8 @@ pub struct HttpState {
     pub registered: Arc<AtomicUsize>,
     /// The work directory, whose task sandboxes `/files` serves.
     pub layout: Layout,
+    /// What `/state` says about the agent itself.
+    pub me: crate::state::AgentSelf,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -37,11 +39,21 @@ pub fn router(state: HttpState) -> Router {
         .route("/files/browse", get(crate::files::browse))
         .route("/files/download", get(crate::files::download))
         .with_state(state.layout.clone());
+    let view = crate::state::StateView {
+        me: state.me.clone(),
+        layout: state.layout.clone(),
+    };
+    let mesos_state = Router::new()
+        .route("/state", get(crate::state::state))
+        .route("/state.json", get(crate::state::state))
+        .route("/slave(1)/state", get(crate::state::state))
+        .with_state(view);
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(files)
+        .merge(mesos_state)
 }
 
 #[derive(Serialize)]

@@ -43,6 +43,7 @@ pub mod register;
 pub mod server;
 pub mod service;
 pub mod simulate;
+pub mod state;
 pub mod status_updates;
 pub mod task;
 pub mod update;

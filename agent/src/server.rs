@@ -160,6 +160,12 @@ pub async fn run_with_config(
         simulated,
         registered,
         layout: layout.clone(),
+        me: crate::state::AgentSelf {
+            hostname: config.hostname.clone(),
+            addr: config.advertised(bound),
+            resources: config.resources.clone(),
+            attributes: config.attributes.clone(),
+        },
     }))
     .add_service(
         AgentServer::new(AgentService::new(backend))

@@ -35,25 +35,17 @@ fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// Mesos's summary of resources: `{"cpus": 1.5, "mem": 128, "ports": "[31000-31009]"}`, with
-/// `cpus`, `mem`, `disk` and `gpus` always present.
+/// Mesos's summary of resources: `{"cpus": 1.5, "mem": 128, "ports": "[31000-31009]"}`.
 pub fn summary(r: &Resources) -> Value {
-    let mut m = Map::new();
-    for name in ["cpus", "disk", "gpus", "mem"] {
-        m.insert(name.into(), json!(0.0));
-    }
-    for (name, amount) in r.scalars() {
-        m.insert(name.to_string(), json!(amount.as_f64()));
-    }
-    for (name, ranges) in r.range_sets() {
-        let parts: Vec<String> = ranges
-            .intervals()
-            .iter()
-            .map(|i| format!("{}-{}", i.begin, i.end))
-            .collect();
-        m.insert(name.to_string(), json!(format!("[{}]", parts.join(", "))));
-    }
-    Value::Object(m)
+    drover_mesos::summary::resources(
+        r.scalars().map(|(n, a)| (n.as_str(), a.as_f64())),
+        r.range_sets().map(|(n, rs)| {
+            (
+                n.as_str(),
+                rs.intervals().iter().map(|i| (i.begin, i.end)).collect(),
+            )
+        }),
+    )
 }
 
 fn agent_pid(a: &AgentRecord) -> String {
