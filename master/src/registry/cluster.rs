@@ -464,6 +464,31 @@ impl From<StoredClusterState> for ClusterState {
     }
 }
 
+/// One entry's change between two versions of the registry (see
+/// [`ClusterState::task_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Change<'a, T> {
+    Added(&'a T),
+    Updated { old: &'a T, new: &'a T },
+    Removed(&'a T),
+}
+
+/// The changes from `old` to `new`, visiting only the parts of the two maps they do not share
+/// (successive applied registries share all but what the operations between them touched).
+fn changes<'a, K: Ord, V: PartialEq>(
+    old: &'a OrdMap<K, V>,
+    new: &'a OrdMap<K, V>,
+) -> impl Iterator<Item = Change<'a, V>> {
+    old.diff(new).map(|d| match d {
+        imbl::ordmap::DiffItem::Add(_, v) => Change::Added(v),
+        imbl::ordmap::DiffItem::Update {
+            old: (_, old),
+            new: (_, new),
+        } => Change::Updated { old, new },
+        imbl::ordmap::DiffItem::Remove(_, v) => Change::Removed(v),
+    })
+}
+
 impl ClusterState {
     /// Its stored maps (not the derived indexes), for a snapshot.
     pub(super) fn stored_maps(&self) -> StoredMaps<'_> {
@@ -515,6 +540,30 @@ impl ClusterState {
     }
     pub fn tasks(&self) -> impl Iterator<Item = &TaskRecord> {
         self.tasks.values()
+    }
+
+    /// How the agents differ from `self` to `newer`.
+    pub fn agent_changes<'a>(
+        &'a self,
+        newer: &'a Self,
+    ) -> impl Iterator<Item = Change<'a, AgentRecord>> {
+        changes(&self.agents, &newer.agents)
+    }
+
+    /// How the frameworks differ from `self` to `newer`.
+    pub fn framework_changes<'a>(
+        &'a self,
+        newer: &'a Self,
+    ) -> impl Iterator<Item = Change<'a, FrameworkRecord>> {
+        changes(&self.frameworks, &newer.frameworks)
+    }
+
+    /// How the tasks differ from `self` to `newer`.
+    pub fn task_changes<'a>(
+        &'a self,
+        newer: &'a Self,
+    ) -> impl Iterator<Item = Change<'a, TaskRecord>> {
+        changes(&self.tasks, &newer.tasks)
     }
 
     /// The live (non-terminal) tasks on `agent`.

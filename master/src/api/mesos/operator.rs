@@ -27,7 +27,7 @@ use super::{ContentType, HttpError, MesosState};
 use crate::api::http::MESOS_API_VERSION;
 use crate::leader::Command;
 use crate::registry::cluster::{
-    AgentRecord, AgentState, ClusterState, FrameworkRecord, TaskRecord,
+    AgentRecord, AgentState, Change, ClusterState, FrameworkRecord, TaskRecord,
 };
 
 /// How often an operator event stream carries a HEARTBEAT.
@@ -526,24 +526,28 @@ fn event(kind: event::Type) -> mesos::master::Event {
     }
 }
 
-/// The events that take the registry from `old` to `new`.
+/// The events that take the registry from `old` to `new` (successive applied states: only
+/// what differs is visited).
 pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Event> {
     let mut out = Vec::new();
-    let u = Usage::of(new);
-    let old_agents: HashMap<String, &AgentRecord> =
-        old.agents().map(|a| (a.id.to_string(), a)).collect();
-    for a in new.agents() {
-        let was = old_agents.get(a.id.as_str());
-        let present = |a: Option<&&AgentRecord>| a.is_some_and(|a| a.state != AgentState::Gone);
-        match (present(was), a.state != AgentState::Gone) {
-            (false, true) => {
+    let mut usage: Option<Usage> = None;
+    let gone = |a: &AgentRecord| a.state == AgentState::Gone;
+    for change in old.agent_changes(new) {
+        let (was, now) = match change {
+            Change::Added(a) => (None, Some(a)),
+            Change::Updated { old, new } => (Some(old), Some(new)),
+            Change::Removed(a) => (Some(a), None),
+        };
+        match (was.filter(|a| !gone(a)), now.filter(|a| !gone(a))) {
+            (None, Some(a)) => {
+                let u = usage.get_or_insert_with(|| Usage::of(new));
                 let mut e = event(event::Type::AgentAdded);
                 e.agent_added = Some(event::AgentAdded {
-                    agent: agent_view(a, &u),
+                    agent: agent_view(a, u),
                 });
                 out.push(e);
             }
-            (true, false) => {
+            (Some(a), None) => {
                 let mut e = event(event::Type::AgentRemoved);
                 e.agent_removed = Some(event::AgentRemoved {
                     agent_id: mesos::AgentId {
@@ -555,47 +559,47 @@ pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Eve
             _ => {}
         }
     }
-    let old_frameworks: HashMap<String, &FrameworkRecord> =
-        old.frameworks().map(|f| (f.id.to_string(), f)).collect();
-    for f in new.frameworks() {
-        match old_frameworks.get(f.id.as_str()) {
-            None if !f.torn_down => {
+    for change in old.framework_changes(new) {
+        let e = match change {
+            Change::Added(f) if !f.torn_down => {
+                let u = usage.get_or_insert_with(|| Usage::of(new));
                 let mut e = event(event::Type::FrameworkAdded);
                 e.framework_added = Some(event::FrameworkAdded {
-                    framework: framework_view(f, new, &u),
+                    framework: framework_view(f, new, u),
                 });
-                out.push(e);
+                e
             }
-            Some(was) if f.torn_down && !was.torn_down => {
+            Change::Updated { old: was, new: f } if f.torn_down && !was.torn_down => {
                 let mut e = event(event::Type::FrameworkRemoved);
                 e.framework_removed = Some(event::FrameworkRemoved {
                     framework_info: framework_info(f),
                 });
-                out.push(e);
+                e
             }
-            Some(was) if !f.torn_down && was.subscribed_at_ms != f.subscribed_at_ms => {
+            Change::Updated { old: was, new: f }
+                if !f.torn_down && was.subscribed_at_ms != f.subscribed_at_ms =>
+            {
+                let u = usage.get_or_insert_with(|| Usage::of(new));
                 let mut e = event(event::Type::FrameworkUpdated);
                 e.framework_updated = Some(event::FrameworkUpdated {
-                    framework: framework_view(f, new, &u),
+                    framework: framework_view(f, new, u),
                 });
-                out.push(e);
+                e
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        out.push(e);
     }
-    let old_tasks: HashMap<(String, String), &TaskRecord> = old
-        .tasks()
-        .map(|t| ((t.framework.to_string(), t.spec.id.to_string()), t))
-        .collect();
-    for t in new.tasks() {
-        let key = (t.framework.to_string(), t.spec.id.to_string());
-        match old_tasks.get(&key) {
-            None => {
+    for change in old.task_changes(new) {
+        match change {
+            Change::Added(t) => {
                 let mut e = event(event::Type::TaskAdded);
                 e.task_added = Some(event::TaskAdded { task: task_view(t) });
                 out.push(e);
             }
-            Some(was) if was.updates.len() != t.updates.len() || was.state != t.state => {
+            Change::Updated { old: was, new: t }
+                if was.updates.len() != t.updates.len() || was.state != t.state =>
+            {
                 let Some(latest) = t.updates.last() else {
                     continue;
                 };
@@ -613,6 +617,8 @@ pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Eve
                 });
                 out.push(e);
             }
+            // An acknowledgement only, or a task forgotten after it ended (pruned): Mesos has
+            // no event for either.
             _ => {}
         }
     }

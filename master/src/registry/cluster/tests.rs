@@ -575,3 +575,27 @@ fn task_extensions_survive_the_log_and_snapshots_and_old_entries_read_as_before(
         Some(ext)
     );
 }
+
+#[test]
+fn changes_between_versions_are_what_the_operations_touched() {
+    let before = with_agent_and_framework();
+    let mut after = before.clone();
+    after.apply(&ClusterOp::RegisterAgent {
+        agent: agent_record("a2", "cpus:1;mem:64"),
+        tasks: None,
+        truncated: false,
+    });
+    let added: Vec<_> = before.agent_changes(&after).collect();
+    assert!(
+        matches!(added.as_slice(), [Change::Added(a)] if a.id == agent("a2")),
+        "{added:?}"
+    );
+    assert_eq!(before.framework_changes(&after).count(), 0);
+    assert_eq!(before.task_changes(&after).count(), 0);
+    let removed: Vec<_> = after.agent_changes(&before).collect();
+    assert!(
+        matches!(removed.as_slice(), [Change::Removed(a)] if a.id == agent("a2")),
+        "{removed:?}"
+    );
+    assert_eq!(before.agent_changes(&before.clone()).count(), 0);
+}
