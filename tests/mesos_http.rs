@@ -745,6 +745,10 @@ async fn state_endpoints_answer_in_mesos_shapes_on_the_leader() {
             .expect("the framework");
         assert_eq!(fw["id"], f.framework_id.as_str());
         assert_eq!(fw["capabilities"], json!(["PARTITION_AWARE"]));
+        assert_eq!(
+            (&fw["connected"], &fw["active"]),
+            (&json!(true), &json!(true))
+        );
         let live: Vec<&str> = fw["tasks"]
             .as_array()
             .unwrap()
@@ -841,6 +845,34 @@ async fn state_endpoints_answer_in_mesos_shapes_on_the_leader() {
         ids(&get("/master/tasks?framework_id=nope").await.1),
         Vec::<String>::new()
     );
+    // Connection is the leader's knowledge: once the framework's stream is gone, it shows
+    // disconnected (and inactive) while it keeps its tasks for its failover timeout.
+    let fid = f.framework_id.clone();
+    drop(f);
+    common::wait_until("the framework shown disconnected", WAIT, || {
+        let (leader, fid) = (leader.clone(), fid.clone());
+        async move {
+            let (_, body) = common::try_http_get(&leader, "/master/frameworks")
+                .await
+                .map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let fw = v["frameworks"]
+                .as_array()
+                .and_then(|a| a.iter().find(|f| f["id"] == fid.as_str()).cloned())
+                .ok_or_else(|| body.clone())?;
+            if fw["connected"] == false
+                && fw["active"] == false
+                && !fw["tasks"].as_array().unwrap().is_empty()
+            {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await
+    .expect("disconnected");
+
     for bad in ["limit=-1", "offset=x", "order=up"] {
         let (code, body) = get(&format!("/master/tasks?{bad}")).await;
         assert_eq!(code, 400, "{bad}: {body}");

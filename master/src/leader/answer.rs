@@ -10,6 +10,7 @@ use std::marker::PhantomData;
 use drover_proto::v1;
 use tonic::Status;
 
+use crate::ids::FrameworkId;
 use crate::registry::cluster::ClusterError;
 use crate::replicated::ReplicaError;
 
@@ -47,6 +48,8 @@ pub enum Answer {
     LiveTasks(u64),
     /// To an agent's heartbeat: whether it must register again (with its tasks).
     Reregister(bool),
+    /// The frameworks with a live stream to this leader.
+    Connected(Vec<FrameworkId>),
 }
 
 impl From<()> for Answer {
@@ -70,6 +73,12 @@ impl From<u64> for Answer {
 impl From<bool> for Answer {
     fn from(b: bool) -> Self {
         Answer::Reregister(b)
+    }
+}
+
+impl From<Vec<FrameworkId>> for Answer {
+    fn from(f: Vec<FrameworkId>) -> Self {
+        Answer::Connected(f)
     }
 }
 

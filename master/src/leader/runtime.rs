@@ -35,6 +35,7 @@ use super::answer::{self, Answer, CallId, Refusal};
 use super::engine::{Action, Command, Context, Engine, Pending, StreamKey, MAX_PENDING_PROPOSALS};
 use crate::clock::Now;
 use crate::config::OfferCycleConfig;
+use crate::ids::FrameworkId;
 use crate::metrics as m;
 use crate::raft::MasterId;
 use crate::registry::cluster::ClusterOutcome;
@@ -86,12 +87,19 @@ impl Waitable for bool {
     }
 }
 
+impl Waitable for Vec<FrameworkId> {
+    fn waiter(tx: Waiting<Self>) -> Waiter {
+        Waiter::Connected(tx)
+    }
+}
+
 /// A caller's channel, by the type of answer it waits for.
 pub enum Waiter {
     Done(Waiting<()>),
     Registered(Waiting<v1::RegisterReply>),
     LiveTasks(Waiting<u64>),
     Reregister(Waiting<bool>),
+    Connected(Waiting<Vec<FrameworkId>>),
 }
 
 impl Waiter {
@@ -101,6 +109,7 @@ impl Waiter {
             Waiter::Registered(tx) => tx.is_closed(),
             Waiter::LiveTasks(tx) => tx.is_closed(),
             Waiter::Reregister(tx) => tx.is_closed(),
+            Waiter::Connected(tx) => tx.is_closed(),
         }
     }
 
@@ -133,6 +142,10 @@ impl Waiter {
             }),
             Waiter::Reregister(tx) => out(tx, answer, |a| match a {
                 Answer::Reregister(b) => Some(b),
+                _ => None,
+            }),
+            Waiter::Connected(tx) => out(tx, answer, |a| match a {
+                Answer::Connected(f) => Some(f),
                 _ => None,
             }),
         }

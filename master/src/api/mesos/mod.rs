@@ -11,6 +11,7 @@ pub mod convert;
 pub mod operator;
 pub mod scheduler;
 pub mod state;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -74,6 +75,16 @@ impl MesosState {
             Some(addr) => redirect_to(&addr, path),
             None => unavailable("No leader elected"),
         })
+    }
+
+    /// The frameworks with a live stream to this leader, as its engine knows them; none while
+    /// it cannot answer (it has just become leader: no framework has subscribed to it yet).
+    async fn connected(&self) -> std::collections::HashSet<String> {
+        self.leader
+            .ask(|reply| crate::leader::Command::ConnectedFrameworks { reply })
+            .await
+            .map(|ids| ids.into_iter().map(|f| f.to_string()).collect())
+            .unwrap_or_default()
     }
 
     async fn master_info(&self) -> mesos::MasterInfo {

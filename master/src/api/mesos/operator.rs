@@ -11,7 +11,7 @@
 //! compared with the one before), and a HEARTBEAT every few seconds; the stream ends when this
 //! master stops leading. Other calls are answered `501` naming the call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -23,6 +23,7 @@ use drover_mesos::v1::master::{call, event, response};
 use futures::StreamExt as _;
 
 use super::convert;
+use super::usage::Usage;
 use super::{ContentType, HttpError, MesosState};
 use crate::api::http::MESOS_API_VERSION;
 use crate::leader::Command;
@@ -45,45 +46,12 @@ fn resources(r: &drover_resources::Resources) -> Vec<mesos::Resource> {
     convert::resources_to_mesos(&r.to_proto(), "*")
 }
 
-/// What is allocated (live tasks) and offered, per agent and per framework.
-#[derive(Default)]
-struct Usage {
-    used_on: HashMap<String, drover_resources::Resources>,
-    offered_on: HashMap<String, drover_resources::Resources>,
-    used_by: HashMap<String, drover_resources::Resources>,
-    offered_by: HashMap<String, drover_resources::Resources>,
-}
-
-fn add(
-    to: &mut HashMap<String, drover_resources::Resources>,
-    key: String,
-    r: &drover_resources::Resources,
-) {
-    let entry = to
-        .entry(key)
-        .or_insert_with(drover_resources::Resources::empty);
-    if let Ok(sum) = entry.checked_add(r) {
-        *entry = sum;
-    }
-}
-
-impl Usage {
-    fn of(c: &ClusterState) -> Self {
-        let mut u = Usage::default();
-        for t in c.tasks().filter(|t| !t.state.is_terminal()) {
-            add(&mut u.used_on, t.agent.to_string(), &t.spec.resources);
-            add(&mut u.used_by, t.framework.to_string(), &t.spec.resources);
-        }
-        for o in c.offers() {
-            add(&mut u.offered_on, o.agent.to_string(), &o.resources);
-            add(&mut u.offered_by, o.framework.to_string(), &o.resources);
-        }
-        u
-    }
-
-    fn get(m: &HashMap<String, drover_resources::Resources>, key: &str) -> Vec<mesos::Resource> {
-        m.get(key).map(resources).unwrap_or_default()
-    }
+/// `m[key]` as Mesos resources.
+fn resources_of(
+    m: &HashMap<String, drover_resources::Resources>,
+    key: &str,
+) -> Vec<mesos::Resource> {
+    resources(&Usage::of_key(m, key))
 }
 
 fn agent_view(a: &AgentRecord, u: &Usage) -> response::get_agents::Agent {
@@ -103,8 +71,8 @@ fn agent_view(a: &AgentRecord, u: &Usage) -> response::get_agents::Agent {
         pid: Some(format!("slave(1)@{}", a.addr)),
         registered_time: Some(time_info(a.registered_at_ms)),
         total_resources: resources(&a.total),
-        allocated_resources: Usage::get(&u.used_on, &id),
-        offered_resources: Usage::get(&u.offered_on, &id),
+        allocated_resources: resources_of(&u.used_on, &id),
+        offered_resources: resources_of(&u.offered_on, &id),
         drain_info: (a.state == AgentState::Draining).then(|| mesos::DrainInfo {
             state: mesos::DrainState::Draining as i32,
             config: mesos::DrainConfig::default(),
@@ -151,13 +119,13 @@ fn framework_view(
         .collect();
     response::get_frameworks::Framework {
         framework_info: framework_info(f),
-        active: !f.torn_down,
-        connected: !f.torn_down,
+        active: !f.torn_down && u.is_connected(&id),
+        connected: !f.torn_down && u.is_connected(&id),
         recovered: false,
         registered_time: Some(time_info(f.subscribed_at_ms)),
         offers,
-        allocated_resources: Usage::get(&u.used_by, &id),
-        offered_resources: Usage::get(&u.offered_by, &id),
+        allocated_resources: resources_of(&u.used_by, &id),
+        offered_resources: resources_of(&u.offered_by, &id),
         ..Default::default()
     }
 }
@@ -234,18 +202,16 @@ fn get_tasks(c: &ClusterState) -> response::GetTasks {
     out
 }
 
-fn get_state(c: &ClusterState) -> response::GetState {
-    let u = Usage::of(c);
+fn get_state(c: &ClusterState, u: &Usage) -> response::GetState {
     response::GetState {
         get_tasks: Some(get_tasks(c)),
         get_executors: Some(response::GetExecutors::default()),
-        get_frameworks: Some(get_frameworks(c, &u)),
-        get_agents: Some(get_agents(c, &u)),
+        get_frameworks: Some(get_frameworks(c, u)),
+        get_agents: Some(get_agents(c, u)),
     }
 }
 
-fn get_roles(c: &ClusterState) -> response::GetRoles {
-    let u = Usage::of(c);
+fn get_roles(c: &ClusterState, u: &Usage) -> response::GetRoles {
     let mut roles: std::collections::BTreeMap<String, mesos::Role> = Default::default();
     for (role, weight) in c.role_weights() {
         roles.insert(
@@ -268,7 +234,7 @@ fn get_roles(c: &ClusterState) -> response::GetRoles {
         r.frameworks.push(mesos::FrameworkId {
             value: f.id.to_string(),
         });
-        r.resources.extend(Usage::get(&u.used_by, f.id.as_str()));
+        r.resources.extend(resources_of(&u.used_by, f.id.as_str()));
     }
     response::GetRoles {
         roles: roles.into_values().collect(),
@@ -347,6 +313,7 @@ async fn serve(
         .and_then(|t| call::Type::try_from(t).ok())
         .unwrap_or(call::Type::Unknown);
     let c = s.applied.borrow().registry.cluster().clone();
+    let u = Usage::of(&c, s.connected().await);
     let mut r;
     match kind {
         call::Type::GetHealth => {
@@ -365,15 +332,15 @@ async fn serve(
         }
         call::Type::GetState => {
             r = answer(response::Type::GetState);
-            r.get_state = Some(get_state(&c));
+            r.get_state = Some(get_state(&c, &u));
         }
         call::Type::GetAgents => {
             r = answer(response::Type::GetAgents);
-            r.get_agents = Some(get_agents(&c, &Usage::of(&c)));
+            r.get_agents = Some(get_agents(&c, &u));
         }
         call::Type::GetFrameworks => {
             r = answer(response::Type::GetFrameworks);
-            r.get_frameworks = Some(get_frameworks(&c, &Usage::of(&c)));
+            r.get_frameworks = Some(get_frameworks(&c, &u));
         }
         call::Type::GetExecutors => {
             // Drover runs no custom executors yet: each task has its own built-in one.
@@ -386,7 +353,7 @@ async fn serve(
         }
         call::Type::GetRoles => {
             r = answer(response::Type::GetRoles);
-            r.get_roles = Some(get_roles(&c));
+            r.get_roles = Some(get_roles(&c, &u));
         }
         call::Type::GetMaster => {
             r = answer(response::Type::GetMaster);
@@ -468,7 +435,7 @@ async fn serve(
                 .map_err(|st| status_error(&st))?;
             return Ok(StatusCode::OK.into_response());
         }
-        call::Type::Subscribe => return subscribe(s, accept, c),
+        call::Type::Subscribe => return subscribe(s, accept, c, &u),
         call::Type::Unknown => {
             return Err(refused("type", "Expecting 'type' to be present and known"))
         }
@@ -515,6 +482,16 @@ async fn set_agent_state(
 
 // ---- SUBSCRIBE ----
 
+/// An operator event stream between records: the last state it told, and what it has to
+/// send.
+struct OperatorStream {
+    s: MesosState,
+    applied: tokio::sync::watch::Receiver<crate::raft::state_machine::AppliedState>,
+    last: ClusterState,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    queued: std::collections::VecDeque<mesos::master::Event>,
+}
+
 /// Marks the answer that is an event stream (kept open, not closed after).
 #[derive(Clone, Copy)]
 struct EventStream;
@@ -528,7 +505,11 @@ fn event(kind: event::Type) -> mesos::master::Event {
 
 /// The events that take the registry from `old` to `new` (successive applied states: only
 /// what differs is visited).
-pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Event> {
+pub fn changes(
+    old: &ClusterState,
+    new: &ClusterState,
+    connected: &HashSet<String>,
+) -> Vec<mesos::master::Event> {
     let mut out = Vec::new();
     let mut usage: Option<Usage> = None;
     let gone = |a: &AgentRecord| a.state == AgentState::Gone;
@@ -540,7 +521,7 @@ pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Eve
         };
         match (was.filter(|a| !gone(a)), now.filter(|a| !gone(a))) {
             (None, Some(a)) => {
-                let u = usage.get_or_insert_with(|| Usage::of(new));
+                let u = usage.get_or_insert_with(|| Usage::of(new, connected.clone()));
                 let mut e = event(event::Type::AgentAdded);
                 e.agent_added = Some(event::AgentAdded {
                     agent: agent_view(a, u),
@@ -562,7 +543,7 @@ pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Eve
     for change in old.framework_changes(new) {
         let e = match change {
             Change::Added(f) if !f.torn_down => {
-                let u = usage.get_or_insert_with(|| Usage::of(new));
+                let u = usage.get_or_insert_with(|| Usage::of(new, connected.clone()));
                 let mut e = event(event::Type::FrameworkAdded);
                 e.framework_added = Some(event::FrameworkAdded {
                     framework: framework_view(f, new, u),
@@ -579,7 +560,7 @@ pub fn changes(old: &ClusterState, new: &ClusterState) -> Vec<mesos::master::Eve
             Change::Updated { old: was, new: f }
                 if !f.torn_down && was.subscribed_at_ms != f.subscribed_at_ms =>
             {
-                let u = usage.get_or_insert_with(|| Usage::of(new));
+                let u = usage.get_or_insert_with(|| Usage::of(new, connected.clone()));
                 let mut e = event(event::Type::FrameworkUpdated);
                 e.framework_updated = Some(event::FrameworkUpdated {
                     framework: framework_view(f, new, u),
@@ -629,6 +610,7 @@ fn subscribe(
     s: &MesosState,
     accept: ContentType,
     first: ClusterState,
+    u: &Usage,
 ) -> Result<Response, HttpError> {
     let Some(permit) = s.operator_streams.clone().try_acquire_owned().ok() else {
         return Err(HttpError::new(
@@ -638,7 +620,7 @@ fn subscribe(
     };
     let mut subscribed = event(event::Type::Subscribed);
     subscribed.subscribed = Some(event::Subscribed {
-        get_state: Some(get_state(&first)),
+        get_state: Some(get_state(&first, u)),
         heartbeat_interval_seconds: Some(OPERATOR_HEARTBEAT.as_secs_f64()),
     });
     let record = move |e: &mesos::master::Event| {
@@ -647,44 +629,42 @@ fn subscribe(
     let opening = vec![record(&subscribed), record(&event(event::Type::Heartbeat))];
     let mut applied = s.applied.clone();
     applied.mark_unchanged();
-    let raft = s.raft.clone();
-    let me = s.me;
-    let state = (
+    let state = OperatorStream {
+        s: s.clone(),
         applied,
-        first,
-        permit,
-        std::collections::VecDeque::<Bytes>::new(),
-    );
-    let rest =
-        futures::stream::unfold(state, move |(mut applied, mut last, permit, mut queued)| {
-            let raft = raft.clone();
-            async move {
-                loop {
-                    if let Some(next) = queued.pop_front() {
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(next),
-                            (applied, last, permit, queued),
-                        ));
-                    }
-                    if raft.metrics().borrow().current_leader != Some(me) {
+        last: first,
+        _permit: permit,
+        queued: std::collections::VecDeque::new(),
+    };
+    let rest = futures::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(next) = st.queued.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(record(&next)), st));
+            }
+            if st.s.raft.metrics().borrow().current_leader != Some(st.s.me) {
+                return None;
+            }
+            tokio::select! {
+                changed = st.applied.changed() => {
+                    if changed.is_err() {
                         return None;
                     }
-                    tokio::select! {
-                        changed = applied.changed() => {
-                            if changed.is_err() {
-                                return None;
-                            }
-                            let now = applied.borrow_and_update().registry.cluster().clone();
-                            queued.extend(changes(&last, &now).iter().map(record));
-                            last = now;
-                        }
-                        _ = tokio::time::sleep(OPERATOR_HEARTBEAT) => {
-                            queued.push_back(record(&event(event::Type::Heartbeat)));
-                        }
-                    }
+                    let now = st.applied.borrow_and_update().registry.cluster().clone();
+                    // Ask the engine who is connected only when frameworks changed.
+                    let connected = if st.last.framework_changes(&now).next().is_some() {
+                        st.s.connected().await
+                    } else {
+                        HashSet::new()
+                    };
+                    st.queued.extend(changes(&st.last, &now, &connected));
+                    st.last = now;
+                }
+                _ = tokio::time::sleep(OPERATOR_HEARTBEAT) => {
+                    st.queued.push_back(event(event::Type::Heartbeat));
                 }
             }
-        });
+        }
+    });
     let body = futures::stream::iter(opening.into_iter().map(Ok)).chain(rest);
     Response::builder()
         .status(StatusCode::OK)

@@ -6,10 +6,8 @@
 //! not lead answers 307 to the leader, as Mesos's do.
 //!
 //! Resources are Mesos's summaries: scalars as numbers, ranges as `"[a-b, c-d]"`. The registry
-//! has no connection state (that is the leader's soft state), so a framework is `active` and
-//! `connected` while it is not torn down; torn-down ones are `completed_frameworks`.
-
-use std::collections::BTreeMap;
+//! has no connection state, so which frameworks are `connected` (and `active`) is asked of the
+//! leader's engine; torn-down ones are `completed_frameworks`.
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
@@ -19,6 +17,7 @@ use drover_resources::Resources;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::usage::Usage;
 use super::{HttpError, MesosState};
 use crate::api::http::MESOS_API_VERSION;
 use crate::registry::cluster::{
@@ -52,44 +51,14 @@ fn agent_pid(a: &AgentRecord) -> String {
     format!("slave(1)@{}", a.addr)
 }
 
-/// What is used (live tasks) and offered on each agent, and by each framework.
-#[derive(Default)]
-struct Usage {
-    used_on: BTreeMap<String, Resources>,
-    offered_on: BTreeMap<String, Resources>,
-    used_by: BTreeMap<String, Resources>,
-    offered_by: BTreeMap<String, Resources>,
-}
-
-fn add(to: &mut BTreeMap<String, Resources>, key: String, r: &Resources) {
-    let entry = to.entry(key).or_insert_with(Resources::empty);
-    // The registry never holds more than an agent has, so the sum cannot overflow.
-    if let Ok(sum) = entry.checked_add(r) {
-        *entry = sum;
-    }
-}
-
-fn usage(c: &ClusterState) -> Usage {
-    let mut u = Usage::default();
-    for t in c.tasks().filter(|t| !t.state.is_terminal()) {
-        add(&mut u.used_on, t.agent.to_string(), &t.spec.resources);
-        add(&mut u.used_by, t.framework.to_string(), &t.spec.resources);
-    }
-    for o in c.offers() {
-        add(&mut u.offered_on, o.agent.to_string(), &o.resources);
-        add(&mut u.offered_by, o.framework.to_string(), &o.resources);
-    }
-    u
-}
-
-fn or_empty(m: &BTreeMap<String, Resources>, key: &str) -> Value {
-    summary(m.get(key).unwrap_or(&Resources::empty()))
+fn or_empty(m: &std::collections::HashMap<String, Resources>, key: &str) -> Value {
+    summary(&Usage::of_key(m, key))
 }
 
 fn agent_json(a: &AgentRecord, u: &Usage) -> Value {
     let (_, port) = super::convert::split_host_port(&a.addr);
     let id = a.id.to_string();
-    let used = u.used_on.get(&id).cloned().unwrap_or_else(Resources::empty);
+    let used = Usage::of_key(&u.used_on, &id);
     let attributes: Map<String, Value> = a
         .attributes
         .to_proto()
@@ -188,8 +157,8 @@ fn framework_json(f: &FrameworkRecord, c: &ClusterState, u: &Usage) -> Value {
         "failover_timeout": secs(f.failover_timeout_ms),
         "checkpoint": true,
         "capabilities": capabilities,
-        "active": !f.torn_down,
-        "connected": !f.torn_down,
+        "active": !f.torn_down && u.is_connected(&id),
+        "connected": !f.torn_down && u.is_connected(&id),
         "recovered": false,
         "registered_time": secs(f.subscribed_at_ms),
         "unregistered_time": 0,
@@ -251,7 +220,7 @@ pub async fn state(State(s): State<MesosState>, uri: Uri) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let u = usage(&c);
+    let u = Usage::of(&c, s.connected().await);
     let m = master_view(&s).await;
     let agents: Vec<&AgentRecord> = c.agents().collect();
     let count = |st: AgentState| agents.iter().filter(|a| a.state == st).count();
@@ -286,7 +255,7 @@ pub async fn frameworks(State(s): State<MesosState>, uri: Uri) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let u = usage(&c);
+    let u = Usage::of(&c, s.connected().await);
     let (frameworks, completed) = frameworks_split(&c, &u);
     Json(json!({
         "frameworks": frameworks,
@@ -302,7 +271,7 @@ pub async fn slaves(State(s): State<MesosState>, uri: Uri) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let u = usage(&c);
+    let u = Usage::of(&c, s.connected().await);
     let slaves: Vec<Value> = c
         .agents()
         .filter(|a| a.state != AgentState::Gone)

@@ -191,6 +191,10 @@ pub enum Command {
         framework: FrameworkId,
         reply: Reply<()>,
     },
+    /// Which frameworks have a live stream to this leader (Mesos's `connected`).
+    ConnectedFrameworks {
+        reply: Reply<Vec<FrameworkId>>,
+    },
 }
 
 /// What the engine asks of the runtime that drives it (`leader::runtime`): data, carried out
@@ -557,6 +561,10 @@ impl Engine {
             } => self.set_role_weight(role, weight, reply),
             Command::TeardownFramework { framework, reply } => {
                 self.operator_teardown(framework, reply)
+            }
+            Command::ConnectedFrameworks { reply } => {
+                let connected = self.frameworks.connected();
+                self.answer(reply, Ok(connected));
             }
         }
     }
