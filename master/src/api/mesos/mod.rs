@@ -20,6 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use drover_mesos::media::MediaError;
 use drover_mesos::v1 as mesos;
 
 use crate::api::http::MESOS_API_VERSION;
@@ -173,100 +174,39 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// The two encodings Mesos's APIs speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentType {
-    Json,
-    Protobuf,
+pub use drover_mesos::media::ContentType;
+
+impl From<MediaError> for HttpError {
+    fn from(e: MediaError) -> Self {
+        let code = match e {
+            MediaError::MissingContentType | MediaError::Body(_) => StatusCode::BAD_REQUEST,
+            MediaError::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MediaError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        };
+        HttpError::new(code, e.to_string())
+    }
 }
 
-const JSON: &str = "application/json";
-const PROTOBUF: &str = "application/x-protobuf";
+/// A request's media, as answers Mesos gives.
+trait RequestMedia {
+    /// The body's encoding: 400 without a Content-Type, 415 for another one.
+    fn of_request(headers: &HeaderMap) -> Result<ContentType, HttpError>;
+    /// The streamed answer's encoding: 406 when Accept allows neither.
+    fn of_accept_header(headers: &HeaderMap) -> Result<ContentType, HttpError>;
+}
 
-impl ContentType {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            ContentType::Json => JSON,
-            ContentType::Protobuf => PROTOBUF,
-        }
+impl RequestMedia for ContentType {
+    fn of_request(headers: &HeaderMap) -> Result<ContentType, HttpError> {
+        let value = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or(""));
+        Ok(ContentType::of_content_type(value)?)
     }
 
-    /// The request body's encoding: 400 without a Content-Type, 415 for another one.
-    fn of_request(headers: &HeaderMap) -> Result<Self, HttpError> {
-        let Some(raw) = headers.get(header::CONTENT_TYPE) else {
-            return Err(HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "Expecting 'Content-Type' to be present",
-            ));
-        };
-        let media = raw
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match media.as_str() {
-            JSON => Ok(ContentType::Json),
-            PROTOBUF => Ok(ContentType::Protobuf),
-            other => Err(HttpError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Expecting 'Content-Type' of {JSON} or {PROTOBUF}, got '{other}'"),
-            )),
-        }
-    }
-
-    /// The encoding of a streamed answer: JSON unless Accept allows only protobuf; 406 when
-    /// Accept allows neither.
-    fn of_accept(headers: &HeaderMap) -> Result<Self, HttpError> {
-        let Some(raw) = headers.get(header::ACCEPT) else {
-            return Ok(ContentType::Json);
-        };
-        let accept = raw.to_str().unwrap_or("").to_ascii_lowercase();
-        let allows = |t: &str| {
-            accept.split(',').any(|part| {
-                let media = part.split(';').next().unwrap_or("").trim();
-                media == t || media == "*/*" || media == "application/*"
-            })
-        };
-        if allows(JSON) {
-            Ok(ContentType::Json)
-        } else if allows(PROTOBUF) {
-            Ok(ContentType::Protobuf)
-        } else {
-            Err(HttpError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                format!("Expecting 'Accept' to allow {JSON} or {PROTOBUF}"),
-            ))
-        }
-    }
-
-    /// Decodes a body; 400 naming the field at fault.
-    fn decode<T>(self, body: &[u8]) -> Result<T, HttpError>
-    where
-        T: prost::Message + Default + serde::de::DeserializeOwned,
-    {
-        match self {
-            ContentType::Json => drover_mesos::from_json(body).map_err(|e| {
-                HttpError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("Failed to convert JSON into Call protobuf: {e}"),
-                )
-            }),
-            ContentType::Protobuf => T::decode(body).map_err(|e| {
-                HttpError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("Failed to parse body into Call protobuf: {e}"),
-                )
-            }),
-        }
-    }
-
-    pub fn encode<T: prost::Message + serde::Serialize>(self, value: &T) -> Vec<u8> {
-        match self {
-            ContentType::Json => drover_mesos::to_ascii_json(value),
-            ContentType::Protobuf => value.encode_to_vec(),
-        }
+    fn of_accept_header(headers: &HeaderMap) -> Result<ContentType, HttpError> {
+        let value = headers
+            .get(header::ACCEPT)
+            .map(|v| v.to_str().unwrap_or(""));
+        Ok(ContentType::of_accept(value)?)
     }
 }

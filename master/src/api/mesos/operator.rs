@@ -24,7 +24,7 @@ use futures::StreamExt as _;
 
 use super::convert;
 use super::usage::Usage;
-use super::{ContentType, HttpError, MesosState};
+use super::{ContentType, HttpError, MesosState, RequestMedia as _};
 use crate::api::http::MESOS_API_VERSION;
 use crate::leader::Command;
 use crate::registry::cluster::{
@@ -307,7 +307,7 @@ async fn serve(
     }
     let content = ContentType::of_request(headers)?;
     let call: mesos::master::Call = content.decode(body)?;
-    let accept = ContentType::of_accept(headers)?;
+    let accept = ContentType::of_accept_header(headers)?;
     let kind = call
         .r#type
         .and_then(|t| call::Type::try_from(t).ok())

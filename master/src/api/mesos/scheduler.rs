@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tonic::{Code, Request, Status};
 
 use super::convert::{self, Refused, StreamContext};
-use super::{close_after, ContentType, HttpError, MesosState};
+use super::{close_after, ContentType, HttpError, MesosState, RequestMedia as _};
 use crate::api::scheduler::SchedulerService;
 use crate::leader::convert as grpc;
 use crate::leader::engine::EVENT_QUEUE;
@@ -219,7 +219,7 @@ fn refused_response(r: &Refused) -> Response {
 pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(r) = s.not_leading(PATH).await {
         let subscribing = ContentType::of_request(&headers)
-            .and_then(|c| c.decode::<mesos::scheduler::Call>(&body))
+            .and_then(|c| Ok(c.decode::<mesos::scheduler::Call>(&body)?))
             .is_ok_and(|c| c.r#type == Some(CallType::Subscribe as i32));
         if subscribing && r.status() == StatusCode::SERVICE_UNAVAILABLE {
             tokio::time::sleep(UNAVAILABLE_PAUSE).await;
@@ -227,7 +227,7 @@ pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes
         return close_after(r);
     }
     let call: mesos::scheduler::Call =
-        match ContentType::of_request(&headers).and_then(|c| c.decode(&body)) {
+        match ContentType::of_request(&headers).and_then(|c| Ok(c.decode(&body)?)) {
             Ok(c) => c,
             Err(e) => return close_after(e.into_response()),
         };
@@ -703,7 +703,7 @@ async fn subscribe_call(
             "Subscribe calls should not include the 'Mesos-Stream-Id' header",
         );
     }
-    let accept = match ContentType::of_accept(headers) {
+    let accept = match ContentType::of_accept_header(headers) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
