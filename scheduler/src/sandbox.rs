@@ -79,17 +79,6 @@ impl SandboxFile {
         Ok(chunk.data)
     }
 
-    /// Everything written since the last read, page after page.
-    pub async fn read_to_end(&mut self) -> Result<String, SandboxError> {
-        let mut all = String::new();
-        loop {
-            let more = self.read_more().await?;
-            if more.is_empty() {
-                return Ok(all);
-            }
-            all.push_str(&more);
-        }
-    }
 
     async fn request(&self, offset: i64) -> Result<Chunk, SandboxError> {
         let url = format!("http://{}/files/read", self.addr);

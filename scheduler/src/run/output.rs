@@ -17,6 +17,10 @@ use crate::sandbox::{SandboxError, SandboxFile};
 /// How often the sandbox files are read while the task runs.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Tries of each file's last read, and the pause between them (within the caller's bound).
+const FINAL_READ_TRIES: u32 = 20;
+const FINAL_READ_RETRY: Duration = Duration::from_millis(100);
+
 /// The copier of one task's output.
 pub(crate) struct OutputPump {
     stop: oneshot::Sender<()>,
@@ -103,19 +107,30 @@ async fn pump(
             _ = tokio::time::sleep(POLL_INTERVAL) => false,
         };
         for (file, sink) in files.iter_mut().zip(sinks.iter_mut()) {
-            let read = if stopping {
-                file.read_to_end().await
-            } else {
-                file.read_more().await
-            };
-            match read {
-                Ok(text) => {
-                    read_any = true;
-                    sink.write(&text);
+            // While it runs, one read per round: what failed is tried at the next. At the
+            // end, read until the file has no more, trying again at once after a failure (the
+            // task's directory moves once its end is acknowledged, and a passing failure then
+            // would lose the end of the output); each chunk is written as it comes.
+            let mut failures = 0;
+            loop {
+                match file.read_more().await {
+                    Ok(text) => {
+                        read_any = true;
+                        let done = text.is_empty();
+                        sink.write(&text);
+                        if !stopping || done {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        last_error = Some(e);
+                        failures += 1;
+                        if !stopping || failures >= FINAL_READ_TRIES {
+                            break;
+                        }
+                        tokio::time::sleep(FINAL_READ_RETRY).await;
+                    }
                 }
-                // Not there yet (the executor has not made the sandbox), or the agent is
-                // away for a moment: the next round tries again.
-                Err(e) => last_error = Some(e),
             }
         }
         if stopping {
