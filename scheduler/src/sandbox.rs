@@ -79,7 +79,6 @@ impl SandboxFile {
         Ok(chunk.data)
     }
 
-
     async fn request(&self, offset: i64) -> Result<Chunk, SandboxError> {
         let url = format!("http://{}/files/read", self.addr);
         let resp = self
