@@ -205,9 +205,17 @@ async fn an_ended_tasks_directory_is_moved_aside_then_collected_after_the_delay(
     })
     .await
     .unwrap();
-    let agent = &c.agents().next().expect("an agent").addr;
-    assert_eq!(
-        metric(agent, "drover_agent_gc_removed_total").await,
-        Some(1.0)
-    );
+    // The counter is bumped once the removal is done, a moment after the directory is gone.
+    let agent = c.agents().next().expect("an agent").addr.clone();
+    wait_until("the removal counted", WAIT, || {
+        let agent = agent.clone();
+        async move {
+            match metric(&agent, "drover_agent_gc_removed_total").await {
+                Some(1.0) => Ok(()),
+                other => Err(format!("drover_agent_gc_removed_total: {other:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap();
 }
