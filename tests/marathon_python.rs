@@ -18,37 +18,15 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn marathon_python_drives_the_scheduler_unchanged() {
-    let python = match std::env::var("DROVER_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            assert!(
-                std::env::var("DROVER_REQUIRE_PYTHON").as_deref() != Ok("1"),
-                "DROVER_PYTHON is not set: run scripts/setup.sh (it makes the client's virtualenv)"
-            );
-            eprintln!("skipped: DROVER_PYTHON is not set (scripts/test.sh sets it)");
-            return;
-        }
+    let Some(python) = common::test_python() else {
+        return;
     };
     let c = common::start_with_agents(3, &[], 2, &[], 2).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let s = Scheduler::start(&c.addrs(), dir.path(), "scheduler", &[]).await;
     s.wait_active(Duration::from_secs(30)).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/marathon_client.py");
-    let run = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(format!("http://{}", s.addr))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(SCRIPT_TIMEOUT, run)
-        .await
-        .expect("the client script finished in time")
-        .expect("run the client script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.starts_with("ok"),
-        "marathon-python failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    let address = format!("http://{}", s.addr);
+    let stdout = common::run_python_ok(&python, script, &[&address], SCRIPT_TIMEOUT).await;
     eprintln!("{}", stdout.trim());
 }

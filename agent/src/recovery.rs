@@ -105,7 +105,17 @@ pub fn kill_everything(layout: &Layout) -> usize {
 /// minute (when every ended task's directory stayed under `frameworks/`; the sandbox collector,
 /// [`crate::gc`], now moves them out once their end is acknowledged).
 pub fn scan(layout: &Layout) -> Vec<Found> {
-    let procs = ProcessTable::read();
+    scan_with(layout, &ProcessTable::read())
+}
+
+/// The task directories as [`scan`] reads them, without reading the process table
+/// (`executor` and `command_group` are then `None`): what a running agent's state endpoint
+/// shows, where processes do not matter. Blocking.
+pub fn scan_task_dirs(layout: &Layout) -> Vec<Found> {
+    scan_with(layout, &ProcessTable::default())
+}
+
+fn scan_with(layout: &Layout, procs: &ProcessTable) -> Vec<Found> {
     let mut found = Vec::new();
     let Ok(frameworks) = std::fs::read_dir(layout.frameworks_dir()) else {
         return found;
@@ -127,7 +137,7 @@ pub fn scan(layout: &Layout) -> Vec<Found> {
                 tracing::warn!(path = %t.path().display(), "recovery: skipping a directory that is not a task id");
                 continue;
             };
-            found.push(inspect(framework.clone(), task, TaskDir(t.path()), &procs));
+            found.push(inspect(framework.clone(), task, TaskDir(t.path()), procs));
         }
     }
     found

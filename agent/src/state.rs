@@ -5,8 +5,8 @@
 //! task's sandbox (what `/files/read` serves).
 //!
 //! Owns nothing: each request reads the work directory (`task.json` and the status update log
-//! of every task directory, as a restart's recovery does), off the runtime. Simulated agents
-//! have no task directories: their tasks do not show.
+//! of every task directory, as a restart's recovery does, without its pass over `/proc`), off
+//! the runtime. Simulated agents have no task directories: their tasks do not show.
 
 use std::collections::BTreeMap;
 
@@ -14,14 +14,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use drover_resources::{AttributeValue, Attributes, Resources};
-use serde_json::{json, Map, Value};
+use drover_mesos::summary::resources as summary;
+use drover_resources::{Attributes, Resources};
+use serde_json::{json, Value};
 
 use crate::layout::Layout;
 use crate::recovery::{self, Found};
-
-/// The Mesos API version the agent's endpoints follow (as the masters').
-pub const MESOS_API_VERSION: &str = "1.11.0";
 
 /// What the agent says about itself.
 #[derive(Clone, Debug)]
@@ -37,32 +35,6 @@ pub struct AgentSelf {
 pub struct StateView {
     pub me: AgentSelf,
     pub layout: Layout,
-}
-
-fn summary(r: &Resources) -> Value {
-    drover_mesos::summary::resources(
-        r.scalars().map(|(n, a)| (n.as_str(), a.as_f64())),
-        r.range_sets().map(|(n, rs)| {
-            (
-                n.as_str(),
-                rs.intervals().iter().map(|i| (i.begin, i.end)).collect(),
-            )
-        }),
-    )
-}
-
-fn attributes(a: &Attributes) -> Value {
-    let m: Map<String, Value> = a
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                AttributeValue::Number(n) => json!(n),
-                AttributeValue::Text(t) => json!(t),
-            };
-            (k.to_string(), v)
-        })
-        .collect();
-    Value::Object(m)
 }
 
 fn executor_json(f: &Found, agent_id: &str) -> Option<Value> {
@@ -121,14 +93,14 @@ fn state_json(v: &StateView, agent_id: Option<String>, found: &[Found]) -> Value
         .collect();
     let (_, port) = v.me.addr.rsplit_once(':').unwrap_or((&v.me.addr, "0"));
     json!({
-        "version": MESOS_API_VERSION,
+        "version": drover_mesos::API_VERSION,
         "drover_version": env!("CARGO_PKG_VERSION"),
         "id": id,
-        "pid": format!("slave(1)@{}", v.me.addr),
+        "pid": drover_mesos::agent_pid(&v.me.addr),
         "hostname": v.me.hostname,
         "port": port.parse::<u16>().unwrap_or(0),
         "resources": summary(&v.me.resources),
-        "attributes": attributes(&v.me.attributes),
+        "attributes": drover_mesos::summary::attributes(&v.me.attributes),
         "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
         "flags": {},
         "frameworks": frameworks,
@@ -144,7 +116,7 @@ pub async fn state(State(v): State<StateView>) -> Response {
             .ok()
             .flatten()
             .map(|a| a.to_string());
-        (id, recovery::scan(&layout))
+        (id, recovery::scan_task_dirs(&layout))
     })
     .await;
     match read {

@@ -39,3 +39,12 @@ pub mod v1 {
 }
 
 pub use json::{from_json, to_ascii_json, JsonError};
+
+/// The Mesos release whose v1 HTTP APIs Drover's masters and agents follow. Clients parse it
+/// as dotted integers (pymesos does `int()` on each part), so it carries nothing else.
+pub const API_VERSION: &str = "1.11.0";
+
+/// An agent's libprocess pid as Mesos names it in its state (`slave(1)@host:port`).
+pub fn agent_pid(addr: &str) -> String {
+    format!("slave(1)@{addr}")
+}

@@ -104,35 +104,28 @@ mod tests {
     #[test]
     fn content_types_and_accepts_choose_as_mesos() {
         use ContentType::*;
-        assert_eq!(
-            ContentType::of_content_type(Some("application/json; charset=utf-8")),
-            Ok(Json)
-        );
-        assert_eq!(
-            ContentType::of_content_type(Some("Application/X-Protobuf")),
-            Ok(Protobuf)
-        );
-        assert_eq!(
-            ContentType::of_content_type(None),
-            Err(MediaError::MissingContentType)
-        );
-        assert!(matches!(
-            ContentType::of_content_type(Some("text/plain")),
-            Err(MediaError::UnsupportedContentType(m)) if m == "text/plain"
-        ));
-        assert_eq!(ContentType::of_accept(None), Ok(Json));
-        assert_eq!(ContentType::of_accept(Some("*/*")), Ok(Json));
-        assert_eq!(
-            ContentType::of_accept(Some("application/x-protobuf")),
-            Ok(Protobuf)
-        );
-        assert_eq!(
-            ContentType::of_accept(Some("application/x-protobuf;q=1, application/json;q=0.5")),
-            Ok(Json)
-        );
-        assert_eq!(
-            ContentType::of_accept(Some("text/html")),
-            Err(MediaError::NotAcceptable)
-        );
+        for (value, want) in [
+            (Some("application/json; charset=utf-8"), Ok(Json)),
+            (Some("Application/X-Protobuf"), Ok(Protobuf)),
+            (None, Err(MediaError::MissingContentType)),
+            (
+                Some("text/plain"),
+                Err(MediaError::UnsupportedContentType("text/plain".into())),
+            ),
+        ] {
+            assert_eq!(ContentType::of_content_type(value), want, "{value:?}");
+        }
+        for (value, want) in [
+            (None, Ok(Json)),
+            (Some("*/*"), Ok(Json)),
+            (Some("application/x-protobuf"), Ok(Protobuf)),
+            (
+                Some("application/x-protobuf;q=1, application/json;q=0.5"),
+                Ok(Json),
+            ),
+            (Some("text/html"), Err(MediaError::NotAcceptable)),
+        ] {
+            assert_eq!(ContentType::of_accept(value), want, "{value:?}");
+        }
     }
 }

@@ -254,15 +254,7 @@ impl Events {
 
     /// The next UPDATE of `task` in `state`.
     pub async fn wait_update(&mut self, task: &str, state: &str) -> serde_json::Value {
-        let what = format!("{state} of {task}");
-        let e = self
-            .wait_for(&what, Duration::from_secs(60), |e| {
-                e["type"] == "UPDATE"
-                    && e["update"]["status"]["task_id"]["value"] == task
-                    && e["update"]["status"]["state"] == state
-            })
-            .await;
-        e["update"]["status"].clone()
+        self.wait_updates(&[(task, state)]).await.remove(0)
     }
 
     /// Waits until every (task, state) of `wanted` was seen in an UPDATE, in any order;

@@ -368,3 +368,42 @@ pub async fn task_in_state(addr: &str, task: &str) -> Result<(String, String), S
         agent_state.to_string(),
     ))
 }
+
+/// The test virtualenv's Python (`DROVER_PYTHON`, made by `scripts/setup.sh`), for the tests
+/// that drive Drover with real clients from PyPI. Without it a test says it skips and returns
+/// None, unless `DROVER_REQUIRE_PYTHON=1` (as the test command sets), where it fails.
+pub fn test_python() -> Option<String> {
+    match std::env::var("DROVER_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var("DROVER_REQUIRE_PYTHON").as_deref() != Ok("1"),
+                "DROVER_PYTHON is not set: run scripts/setup.sh (it makes the clients' virtualenv)"
+            );
+            eprintln!("skipped: DROVER_PYTHON is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// Runs `python script args…` to its end within `timeout`; fails the test with the script's
+/// output unless it exits 0 and its stdout starts with "ok". Returns its stdout.
+pub async fn run_python_ok(python: &str, script: &str, args: &[&str], timeout: Duration) -> String {
+    let run = tokio::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} {args:?} did not finish within {timeout:?}"))
+        .expect("run the script");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.starts_with("ok"),
+        "{script} {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}

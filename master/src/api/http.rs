@@ -45,9 +45,8 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// The Mesos release whose v1 HTTP APIs Drover's follow. Clients parse it as dotted integers
-/// (pymesos does `int()` on each part), so it carries nothing else.
-pub const MESOS_API_VERSION: &str = "1.11.0";
+/// The Mesos release whose v1 HTTP APIs Drover's follow (dotted integers only).
+pub use drover_mesos::API_VERSION as MESOS_API_VERSION;
 
 #[derive(Serialize)]
 struct Version {
@@ -72,19 +71,9 @@ pub(crate) fn leader_addr(
 }
 
 async fn redirect(State(s): State<HttpState>) -> impl IntoResponse {
-    let addr = leader_addr(&s.raft.metrics().borrow());
-    match addr {
-        Some(addr) => (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, format!("//{addr}"))],
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1".to_string())],
-            "no leader is elected yet",
-        )
-            .into_response(),
+    match leader_addr(&s.raft.metrics().borrow()) {
+        Some(addr) => crate::api::mesos::redirect_to(&addr, ""),
+        None => crate::api::mesos::unavailable("no leader is elected yet"),
     }
 }
 

@@ -64,6 +64,25 @@ pub fn split_host_port(addr: &str) -> (&str, u16) {
     }
 }
 
+/// Seconds from a Mesos client, made acceptable as Mesos does rather than refused: not a
+/// number or negative gives `default`, more than Drover's bound gives the bound.
+pub fn lenient_seconds(field: &str, s: f64, default: f64) -> f64 {
+    if !s.is_finite() || s < 0.0 {
+        tracing::debug!(field, value = s, "not a duration; using the default");
+        default
+    } else if s > crate::leader::convert::MAX_SECONDS {
+        tracing::debug!(
+            field,
+            value = s,
+            max = crate::leader::convert::MAX_SECONDS,
+            "duration capped"
+        );
+        crate::leader::convert::MAX_SECONDS
+    } else {
+        s
+    }
+}
+
 // ---- FrameworkInfo ----
 
 /// A Mesos FrameworkInfo as Drover's. `user`, `hostname`, `webui_url`, `checkpoint` (Drover
@@ -97,7 +116,7 @@ pub fn framework_info(f: &mesos::FrameworkInfo) -> Result<v1::FrameworkInfo, Ref
         name: f.name.clone(),
         role,
         principal: f.principal.clone().unwrap_or_default(),
-        failover_timeout_seconds: super::scheduler::lenient_seconds(
+        failover_timeout_seconds: lenient_seconds(
             "subscribe.framework_info.failover_timeout",
             f.failover_timeout.unwrap_or(0.0),
             0.0,

@@ -28,6 +28,7 @@ use crate::api::scheduler::SchedulerService;
 use crate::leader::LeaderHandle;
 use crate::raft::state_machine::AppliedState;
 use crate::raft::{MasterId, Raft};
+use crate::registry::cluster::{ClusterState, FrameworkRecord};
 use tokio::sync::watch;
 
 /// Largest Mesos call body read, bytes (as the gRPC framework API's bound).
@@ -67,7 +68,7 @@ impl MesosState {
 
     /// The answer of a master that does not lead: a redirect to the same path on the leader,
     /// or 503 while there is none. `None` on the leader.
-    async fn not_leading(&self, path: &str) -> Option<Response> {
+    fn not_leading(&self, path: &str) -> Option<Response> {
         let m = self.raft.metrics().borrow().clone();
         if m.current_leader == Some(self.me) {
             return None;
@@ -76,6 +77,22 @@ impl MesosState {
             Some(addr) => redirect_to(&addr, path),
             None => unavailable("No leader elected"),
         })
+    }
+
+    /// The registry as this replica has applied it (a cheap clone: its maps share structure).
+    fn cluster(&self) -> ClusterState {
+        self.applied.borrow().registry.cluster().clone()
+    }
+
+    /// The registry's record of the framework `id` names, if it knows one.
+    fn framework(&self, id: &str) -> Option<FrameworkRecord> {
+        let id = crate::ids::FrameworkId::new(id).ok()?;
+        self.applied
+            .borrow()
+            .registry
+            .cluster()
+            .framework(&id)
+            .cloned()
     }
 
     /// The frameworks with a live stream to this leader, as its engine knows them; none while
@@ -88,7 +105,7 @@ impl MesosState {
             .unwrap_or_default()
     }
 
-    async fn master_info(&self) -> mesos::MasterInfo {
+    fn master_info(&self) -> mesos::MasterInfo {
         let m = self.raft.metrics().borrow().clone();
         let addr = m
             .membership_config
@@ -101,7 +118,7 @@ impl MesosState {
 }
 
 /// 503 with `Retry-After: 1`.
-fn unavailable(message: &str) -> Response {
+pub fn unavailable(message: &str) -> Response {
     let mut r = HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
     r.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -187,26 +204,19 @@ impl From<MediaError> for HttpError {
     }
 }
 
-/// A request's media, as answers Mesos gives.
-trait RequestMedia {
-    /// The body's encoding: 400 without a Content-Type, 415 for another one.
-    fn of_request(headers: &HeaderMap) -> Result<ContentType, HttpError>;
-    /// The streamed answer's encoding: 406 when Accept allows neither.
-    fn of_accept_header(headers: &HeaderMap) -> Result<ContentType, HttpError>;
+/// The request body's encoding: 400 without a Content-Type, 415 for another one.
+fn body_media(headers: &HeaderMap) -> Result<ContentType, HttpError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or(""));
+    Ok(ContentType::of_content_type(value)?)
 }
 
-impl RequestMedia for ContentType {
-    fn of_request(headers: &HeaderMap) -> Result<ContentType, HttpError> {
-        let value = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or(""));
-        Ok(ContentType::of_content_type(value)?)
-    }
-
-    fn of_accept_header(headers: &HeaderMap) -> Result<ContentType, HttpError> {
-        let value = headers
-            .get(header::ACCEPT)
-            .map(|v| v.to_str().unwrap_or(""));
-        Ok(ContentType::of_accept(value)?)
-    }
+/// The encoding of an answer: JSON unless Accept allows only protobuf; 406 when it allows
+/// neither.
+fn answer_media(headers: &HeaderMap) -> Result<ContentType, HttpError> {
+    let value = headers
+        .get(header::ACCEPT)
+        .map(|v| v.to_str().unwrap_or(""));
+    Ok(ContentType::of_accept(value)?)
 }

@@ -24,7 +24,7 @@ use futures::StreamExt as _;
 
 use super::convert;
 use super::usage::Usage;
-use super::{ContentType, HttpError, MesosState, RequestMedia as _};
+use super::{ContentType, HttpError, MesosState};
 use crate::api::http::MESOS_API_VERSION;
 use crate::leader::Command;
 use crate::registry::cluster::{
@@ -68,7 +68,7 @@ fn agent_view(a: &AgentRecord, u: &Usage) -> response::get_agents::Agent {
         active: a.state == AgentState::Active,
         deactivated: Some(a.state == AgentState::Draining),
         version: MESOS_API_VERSION.to_string(),
-        pid: Some(format!("slave(1)@{}", a.addr)),
+        pid: Some(drover_mesos::agent_pid(&a.addr)),
         registered_time: Some(time_info(a.registered_at_ms)),
         total_resources: resources(&a.total),
         allocated_resources: resources_of(&u.used_on, &id),
@@ -171,14 +171,11 @@ fn get_agents(c: &ClusterState, u: &Usage) -> response::GetAgents {
 }
 
 fn get_frameworks(c: &ClusterState, u: &Usage) -> response::GetFrameworks {
-    let (mut live, mut completed) = (Vec::new(), Vec::new());
-    for f in c.frameworks() {
-        if f.torn_down {
-            completed.push(framework_view(f, c, u));
-        } else {
-            live.push(framework_view(f, c, u));
-        }
-    }
+    let (completed, live): (Vec<&FrameworkRecord>, Vec<_>) =
+        c.frameworks().partition(|f| f.torn_down);
+    let view =
+        |fs: Vec<&FrameworkRecord>| fs.into_iter().map(|f| framework_view(f, c, u)).collect();
+    let (live, completed) = (view(live), view(completed));
     #[allow(deprecated)]
     response::GetFrameworks {
         frameworks: live,
@@ -302,18 +299,19 @@ async fn serve(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, HttpError> {
-    if let Some(r) = s.not_leading(path).await {
+    if let Some(r) = s.not_leading(path) {
         return Ok(r);
     }
-    let content = ContentType::of_request(headers)?;
+    let content = super::body_media(headers)?;
     let call: mesos::master::Call = content.decode(body)?;
-    let accept = ContentType::of_accept_header(headers)?;
+    let accept = super::answer_media(headers)?;
     let kind = call
         .r#type
         .and_then(|t| call::Type::try_from(t).ok())
         .unwrap_or(call::Type::Unknown);
-    let c = s.applied.borrow().registry.cluster().clone();
-    let u = Usage::of(&c, s.connected().await);
+    let c = s.cluster();
+    // What is used, offered and connected: only for the calls that show it.
+    let usage = || async { Usage::of(&c, s.connected().await) };
     let mut r;
     match kind {
         call::Type::GetHealth => {
@@ -332,15 +330,15 @@ async fn serve(
         }
         call::Type::GetState => {
             r = answer(response::Type::GetState);
-            r.get_state = Some(get_state(&c, &u));
+            r.get_state = Some(get_state(&c, &usage().await));
         }
         call::Type::GetAgents => {
             r = answer(response::Type::GetAgents);
-            r.get_agents = Some(get_agents(&c, &u));
+            r.get_agents = Some(get_agents(&c, &usage().await));
         }
         call::Type::GetFrameworks => {
             r = answer(response::Type::GetFrameworks);
-            r.get_frameworks = Some(get_frameworks(&c, &u));
+            r.get_frameworks = Some(get_frameworks(&c, &usage().await));
         }
         call::Type::GetExecutors => {
             // Drover runs no custom executors yet: each task has its own built-in one.
@@ -353,12 +351,12 @@ async fn serve(
         }
         call::Type::GetRoles => {
             r = answer(response::Type::GetRoles);
-            r.get_roles = Some(get_roles(&c, &u));
+            r.get_roles = Some(get_roles(&c, &usage().await));
         }
         call::Type::GetMaster => {
             r = answer(response::Type::GetMaster);
             r.get_master = Some(response::GetMaster {
-                master_info: Some(s.master_info().await),
+                master_info: Some(s.master_info()),
                 start_time: Some(s.started_at_ms as f64 / 1000.0),
                 elected_time: None,
             });
@@ -367,56 +365,9 @@ async fn serve(
             r = answer(response::Type::GetMaintenanceStatus);
             r.get_maintenance_status = Some(get_maintenance_status(&c));
         }
-        call::Type::DrainAgent => {
-            let d = call
-                .drain_agent
-                .as_ref()
-                .ok_or_else(|| refused("drain_agent", "Expecting 'drain_agent' to be present"))?;
-            if d.mark_gone == Some(true) {
-                return Err(refused(
-                    "drain_agent.mark_gone",
-                    "not supported: drain, then MARK_AGENT_GONE",
-                ));
-            }
-            set_agent_state(
-                s,
-                "drain_agent.agent_id",
-                &d.agent_id.value,
-                AgentState::Draining,
-            )
-            .await?;
-            return Ok(StatusCode::OK.into_response());
-        }
-        call::Type::ReactivateAgent => {
-            let a = call.reactivate_agent.as_ref().ok_or_else(|| {
-                refused(
-                    "reactivate_agent",
-                    "Expecting 'reactivate_agent' to be present",
-                )
-            })?;
-            set_agent_state(
-                s,
-                "reactivate_agent.agent_id",
-                &a.agent_id.value,
-                AgentState::Active,
-            )
-            .await?;
-            return Ok(StatusCode::OK.into_response());
-        }
-        call::Type::MarkAgentGone => {
-            let a = call.mark_agent_gone.as_ref().ok_or_else(|| {
-                refused(
-                    "mark_agent_gone",
-                    "Expecting 'mark_agent_gone' to be present",
-                )
-            })?;
-            set_agent_state(
-                s,
-                "mark_agent_gone.agent_id",
-                &a.agent_id.value,
-                AgentState::Gone,
-            )
-            .await?;
+        call::Type::DrainAgent | call::Type::ReactivateAgent | call::Type::MarkAgentGone => {
+            let (member, agent_id, state) = agent_call(&call, kind)?;
+            set_agent_state(s, &format!("{member}.agent_id"), agent_id, state).await?;
             return Ok(StatusCode::OK.into_response());
         }
         call::Type::Teardown => {
@@ -435,7 +386,7 @@ async fn serve(
                 .map_err(|st| status_error(&st))?;
             return Ok(StatusCode::OK.into_response());
         }
-        call::Type::Subscribe => return subscribe(s, accept, c, &u),
+        call::Type::Subscribe => return subscribe(s, accept, &c, &usage().await),
         call::Type::Unknown => {
             return Err(refused("type", "Expecting 'type' to be present and known"))
         }
@@ -459,6 +410,43 @@ fn status_error(s: &tonic::Status) -> HttpError {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     HttpError::new(code, s.message())
+}
+
+/// An agent maintenance call's member, agent id and the state it asks for.
+fn agent_call(
+    call: &mesos::master::Call,
+    kind: call::Type,
+) -> Result<(&'static str, &str, AgentState), HttpError> {
+    let missing = |member: &str| refused(member, format!("Expecting '{member}' to be present"));
+    match kind {
+        call::Type::DrainAgent => {
+            let d = call
+                .drain_agent
+                .as_ref()
+                .ok_or_else(|| missing("drain_agent"))?;
+            if d.mark_gone == Some(true) {
+                return Err(refused(
+                    "drain_agent.mark_gone",
+                    "not supported: drain, then MARK_AGENT_GONE",
+                ));
+            }
+            Ok(("drain_agent", &d.agent_id.value, AgentState::Draining))
+        }
+        call::Type::ReactivateAgent => {
+            let a = call
+                .reactivate_agent
+                .as_ref()
+                .ok_or_else(|| missing("reactivate_agent"))?;
+            Ok(("reactivate_agent", &a.agent_id.value, AgentState::Active))
+        }
+        _ => {
+            let a = call
+                .mark_agent_gone
+                .as_ref()
+                .ok_or_else(|| missing("mark_agent_gone"))?;
+            Ok(("mark_agent_gone", &a.agent_id.value, AgentState::Gone))
+        }
+    }
 }
 
 async fn set_agent_state(
@@ -609,7 +597,7 @@ pub fn changes(
 fn subscribe(
     s: &MesosState,
     accept: ContentType,
-    first: ClusterState,
+    first: &ClusterState,
     u: &Usage,
 ) -> Result<Response, HttpError> {
     let Some(permit) = s.operator_streams.clone().try_acquire_owned().ok() else {
@@ -620,7 +608,7 @@ fn subscribe(
     };
     let mut subscribed = event(event::Type::Subscribed);
     subscribed.subscribed = Some(event::Subscribed {
-        get_state: Some(get_state(&first, u)),
+        get_state: Some(get_state(first, u)),
         heartbeat_interval_seconds: Some(OPERATOR_HEARTBEAT.as_secs_f64()),
     });
     let record = move |e: &mesos::master::Event| {
@@ -632,7 +620,7 @@ fn subscribe(
     let state = OperatorStream {
         s: s.clone(),
         applied,
-        last: first,
+        last: first.clone(),
         _permit: permit,
         queued: std::collections::VecDeque::new(),
     };

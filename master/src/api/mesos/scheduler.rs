@@ -38,8 +38,8 @@ use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Status};
 
-use super::convert::{self, Refused, StreamContext};
-use super::{close_after, ContentType, HttpError, MesosState, RequestMedia as _};
+use super::convert::{self, lenient_seconds, Refused, StreamContext};
+use super::{close_after, ContentType, HttpError, MesosState};
 use crate::api::scheduler::SchedulerService;
 use crate::leader::convert as grpc;
 use crate::leader::engine::EVENT_QUEUE;
@@ -124,14 +124,6 @@ fn refused(field: impl Into<String>, reason: impl Into<String>) -> Refused {
     }
 }
 
-/// A gRPC-edge check with the Mesos field name it was given, as a 400.
-fn checked<T>(r: Result<T, Status>) -> Result<T, Refused> {
-    r.map_err(|s| {
-        let (field, reason) = s.message().split_once(": ").unwrap_or(("", s.message()));
-        refused(field, reason)
-    })
-}
-
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Refused> {
     if value.is_empty() {
         Err(refused(field, "Expecting it to be present"))
@@ -143,20 +135,6 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Refused> {
 fn member<'a, T>(m: &'a Option<T>, name: &str) -> Result<&'a T, Refused> {
     m.as_ref()
         .ok_or_else(|| refused(name, format!("Expecting '{name}' to be present")))
-}
-
-/// Seconds from a Mesos client, made acceptable as Mesos does rather than refused: not a
-/// number or negative gives `default`, more than Drover's bound gives the bound.
-pub fn lenient_seconds(field: &str, s: f64, default: f64) -> f64 {
-    if !s.is_finite() || s < 0.0 {
-        tracing::debug!(field, value = s, "not a duration; using the default");
-        default
-    } else if s > grpc::MAX_SECONDS {
-        tracing::debug!(field, value = s, max = grpc::MAX_SECONDS, "duration capped");
-        grpc::MAX_SECONDS
-    } else {
-        s
-    }
 }
 
 fn refuse_seconds(field: &str, f: &Option<mesos::Filters>) -> Option<f64> {
@@ -176,9 +154,7 @@ fn status_response(s: &MesosState, st: &Status, framework_id: Option<&str>) -> R
         },
         Code::FailedPrecondition => match meta(STALE_CALLER) {
             Some(STALE_CALLER_NOT_SUBSCRIBED) => {
-                let known = framework_id
-                    .and_then(|f| crate::ids::FrameworkId::new(f).ok())
-                    .is_some_and(|f| s.applied.borrow().registry.cluster().framework(&f).is_some());
+                let known = framework_id.is_some_and(|f| s.framework(f).is_some());
                 if known {
                     error(StatusCode::FORBIDDEN, format!("Framework is not subscribed: {}", st.message()))
                 } else {
@@ -217,8 +193,8 @@ fn refused_response(r: &Refused) -> Response {
 
 /// `POST /api/v1/scheduler`.
 pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = s.not_leading(PATH).await {
-        let subscribing = ContentType::of_request(&headers)
+    if let Some(r) = s.not_leading(PATH) {
+        let subscribing = super::body_media(&headers)
             .and_then(|c| Ok(c.decode::<mesos::scheduler::Call>(&body)?))
             .is_ok_and(|c| c.r#type == Some(CallType::Subscribe as i32));
         if subscribing && r.status() == StatusCode::SERVICE_UNAVAILABLE {
@@ -227,7 +203,7 @@ pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes
         return close_after(r);
     }
     let call: mesos::scheduler::Call =
-        match ContentType::of_request(&headers).and_then(|c| Ok(c.decode(&body)?)) {
+        match super::body_media(&headers).and_then(|c| Ok(c.decode(&body)?)) {
             Ok(c) => c,
             Err(e) => return close_after(e.into_response()),
         };
@@ -251,8 +227,8 @@ async fn call_answer(
             ))
         }
     };
-    if let Err(r) = checked(grpc::framework_id("framework_id", &framework_id)) {
-        return refused_response(&r);
+    if let Err(st) = grpc::framework_id("framework_id", &framework_id) {
+        return status_response(s, &st, None);
     }
     let Some(stream_id) = headers
         .get(STREAM_ID_HEADER)
@@ -294,7 +270,7 @@ async fn dispatch(
                 return Ok(());
             }
             let offer_ids: Vec<String> = d.offer_ids.iter().map(|o| o.value.clone()).collect();
-            checked(grpc::offer_ids("decline.offer_ids", &offer_ids))?;
+            grpc::offer_ids("decline.offer_ids", &offer_ids)?;
             let r = svc
                 .decline(Request::new(v1::DeclineRequest {
                     caller: Some(caller),
@@ -440,14 +416,7 @@ fn tell(s: &MesosState, caller: &v1::Caller, events: Vec<v1::Event>) {
 }
 
 fn partition_aware(s: &MesosState, framework_id: &str) -> bool {
-    crate::ids::FrameworkId::new(framework_id).is_ok_and(|f| {
-        s.applied
-            .borrow()
-            .registry
-            .cluster()
-            .framework(&f)
-            .is_some_and(|f| f.partition_aware)
-    })
+    s.framework(framework_id).is_some_and(|f| f.partition_aware)
 }
 
 /// An ACCEPT's LAUNCH operations: the tasks Drover runs, and those it refuses (id, why).
@@ -517,7 +486,7 @@ async fn accept(
         .into());
     }
     for (i, o) in offer_ids.iter().enumerate() {
-        checked(grpc::offer_id(&format!("accept.offer_ids[{i}].value"), o))?;
+        grpc::offer_id(&format!("accept.offer_ids[{i}].value"), o)?;
     }
     let (launch, invalid) = launch_of(a)?;
     let refuse = refuse_seconds("accept.filters.refuse_seconds", &a.filters);
@@ -656,7 +625,7 @@ async fn acknowledge(
             format!("not a 16-byte UUID ({} bytes)", a.uuid.len()),
         )
     })?;
-    checked(grpc::task_id("acknowledge.task_id.value", &task_id))?;
+    grpc::task_id("acknowledge.task_id.value", &task_id)?;
     let r = svc
         .acknowledge(Request::new(v1::AcknowledgeRequest {
             caller: Some(caller),
@@ -703,7 +672,7 @@ async fn subscribe_call(
             "Subscribe calls should not include the 'Mesos-Stream-Id' header",
         );
     }
-    let accept = match ContentType::of_accept_header(headers) {
+    let accept = match super::answer_media(headers) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -782,7 +751,7 @@ async fn subscribe_call(
     };
     let cx = StreamContext {
         role: ours.role.clone(),
-        master_info: s.master_info().await,
+        master_info: s.master_info(),
     };
     tracing::info!(framework = %subscribed.framework_id, stream = %stream_id, "Mesos HTTP framework subscribed");
     let body = event_stream(first, rx, edge_rx, cx, accept, registered);
@@ -808,24 +777,33 @@ struct Streaming {
     _registered: Registered,
 }
 
+/// What the engine's and the edge's queues hold for a stream.
+enum Next {
+    Event(Result<v1::Event, Status>),
+    /// Nothing right now.
+    Empty,
+    /// The engine ended the stream.
+    Ended,
+}
+
 impl Streaming {
-    /// The next event from the engine or the edge without waiting; `Err(())` once the engine
-    /// ended the stream.
-    fn ready(&mut self) -> Result<Option<Result<v1::Event, Status>>, ()> {
+    /// The next event from the engine or the edge, without waiting.
+    fn ready(&mut self) -> Next {
         match self.rx.try_recv() {
-            Ok(e) => return Ok(Some(e)),
-            Err(mpsc::error::TryRecvError::Disconnected) => return Err(()),
-            Err(mpsc::error::TryRecvError::Empty) => {}
+            Ok(e) => Next::Event(e),
+            Err(mpsc::error::TryRecvError::Disconnected) => Next::Ended,
+            Err(mpsc::error::TryRecvError::Empty) => match self.edge.try_recv() {
+                Ok(e) => Next::Event(Ok(e)),
+                Err(_) => Next::Empty,
+            },
         }
-        Ok(self.edge.try_recv().ok().map(Ok))
     }
 
-    /// Waits for the next event from the engine or the edge; None once the engine ended the
-    /// stream.
-    async fn wait(&mut self) -> Option<Result<v1::Event, Status>> {
+    /// Waits for the next event from the engine or the edge.
+    async fn wait(&mut self) -> Next {
         tokio::select! {
-            e = self.rx.recv() => e,
-            Some(e) = self.edge.recv() => Some(Ok(e)),
+            e = self.rx.recv() => e.map_or(Next::Ended, Next::Event),
+            Some(e) = self.edge.recv() => Next::Event(Ok(e)),
         }
     }
 }
@@ -865,17 +843,16 @@ fn event_stream(
                 return None;
             }
             let next = match st.ready() {
-                Ok(Some(e)) => Some(e),
-                Ok(None) if st.burst => {
+                Next::Empty if st.burst => {
                     st.queued.push_back(convert::heartbeat());
                     continue;
                 }
-                Ok(None) => st.wait().await,
-                Err(()) => None,
+                Next::Empty => st.wait().await,
+                other => other,
             };
             match next {
-                Some(Ok(e)) => st.queued.extend(convert::event_to_mesos(&e, &st.cx)),
-                Some(Err(status)) => {
+                Next::Event(Ok(e)) => st.queued.extend(convert::event_to_mesos(&e, &st.cx)),
+                Next::Event(Err(status)) => {
                     st.queued.push_back(mesos::scheduler::Event {
                         r#type: Some(mesos::scheduler::event::Type::Error as i32),
                         error: Some(mesos::scheduler::event::Error {
@@ -885,7 +862,7 @@ fn event_stream(
                     });
                     st.done = true;
                 }
-                None => return None,
+                Next::Empty | Next::Ended => return None,
             }
         }
     })

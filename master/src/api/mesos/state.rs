@@ -13,9 +13,10 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use drover_mesos::summary::resources as summary;
 use drover_resources::Resources;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::usage::Usage;
 use super::{HttpError, MesosState};
@@ -34,23 +35,6 @@ fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// Mesos's summary of resources: `{"cpus": 1.5, "mem": 128, "ports": "[31000-31009]"}`.
-pub fn summary(r: &Resources) -> Value {
-    drover_mesos::summary::resources(
-        r.scalars().map(|(n, a)| (n.as_str(), a.as_f64())),
-        r.range_sets().map(|(n, rs)| {
-            (
-                n.as_str(),
-                rs.intervals().iter().map(|i| (i.begin, i.end)).collect(),
-            )
-        }),
-    )
-}
-
-fn agent_pid(a: &AgentRecord) -> String {
-    format!("slave(1)@{}", a.addr)
-}
-
 fn or_empty(m: &std::collections::HashMap<String, Resources>, key: &str) -> Value {
     summary(&Usage::of_key(m, key))
 }
@@ -59,21 +43,9 @@ fn agent_json(a: &AgentRecord, u: &Usage) -> Value {
     let (_, port) = super::convert::split_host_port(&a.addr);
     let id = a.id.to_string();
     let used = Usage::of_key(&u.used_on, &id);
-    let attributes: Map<String, Value> = a
-        .attributes
-        .to_proto()
-        .into_iter()
-        .filter_map(|at| {
-            let v = match at.value? {
-                drover_proto::v1::attribute::Value::Number(n) => json!(n),
-                drover_proto::v1::attribute::Value::Text(t) => json!(t),
-            };
-            Some((at.name, v))
-        })
-        .collect();
     json!({
         "id": id,
-        "pid": agent_pid(a),
+        "pid": drover_mesos::agent_pid(&a.addr),
         "hostname": a.hostname,
         "port": port,
         "registered_time": secs(a.registered_at_ms),
@@ -82,7 +54,7 @@ fn agent_json(a: &AgentRecord, u: &Usage) -> Value {
         "offered_resources": or_empty(&u.offered_on, &id),
         "reserved_resources": {},
         "unreserved_resources": summary(&a.total),
-        "attributes": attributes,
+        "attributes": drover_mesos::summary::attributes(&a.attributes),
         "active": a.state == AgentState::Active,
         "deactivated": a.state == AgentState::Draining,
         "version": MESOS_API_VERSION,
@@ -174,110 +146,84 @@ fn framework_json(f: &FrameworkRecord, c: &ClusterState, u: &Usage) -> Value {
 }
 
 fn frameworks_split(c: &ClusterState, u: &Usage) -> (Vec<Value>, Vec<Value>) {
-    let (mut active, mut completed) = (Vec::new(), Vec::new());
-    for f in c.frameworks() {
-        if f.torn_down {
-            completed.push(framework_json(f, c, u));
-        } else {
-            active.push(framework_json(f, c, u));
-        }
-    }
-    (active, completed)
+    let (completed, active): (Vec<&FrameworkRecord>, Vec<_>) =
+        c.frameworks().partition(|f| f.torn_down);
+    let json =
+        |fs: Vec<&FrameworkRecord>| fs.into_iter().map(|f| framework_json(f, c, u)).collect();
+    (json(active), json(completed))
 }
 
-/// What the state endpoint says about the master itself.
-struct MasterView {
-    info: Value,
-    pid: String,
-    hostname: String,
-    id: String,
-}
+/// An endpoint's answer: the JSON, or the answer of a master that does not lead (or of a
+/// bad query).
+type Answer = Result<Json<Value>, Response>;
 
-async fn master_view(s: &MesosState) -> MasterView {
-    let info = s.master_info().await;
-    let pid = info.pid.clone().unwrap_or_default();
-    let hostname = info.hostname.clone().unwrap_or_default();
-    let id = info.id.clone();
-    MasterView {
-        info: serde_json::from_slice(&drover_mesos::to_ascii_json(&info)).unwrap_or(Value::Null),
-        pid,
-        hostname,
-        id,
-    }
-}
-
-/// The state the leader has applied, or the answer of a master that does not lead.
-async fn leader_state(s: &MesosState, path: &str) -> Result<ClusterState, Response> {
-    if let Some(r) = s.not_leading(path).await {
+/// The state the leader has applied, with what is used, offered and connected in it; or the
+/// answer of a master that does not lead.
+async fn leader_usage(s: &MesosState, path: &str) -> Result<(ClusterState, Usage), Response> {
+    if let Some(r) = s.not_leading(path) {
         return Err(r);
     }
-    Ok(s.applied.borrow().registry.cluster().clone())
+    let c = s.cluster();
+    let u = Usage::of(&c, s.connected().await);
+    Ok((c, u))
 }
 
 /// `GET /master/state`.
-pub async fn state(State(s): State<MesosState>, uri: Uri) -> Response {
-    let c = match leader_state(&s, uri.path()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let u = Usage::of(&c, s.connected().await);
-    let m = master_view(&s).await;
+pub async fn state(State(s): State<MesosState>, uri: Uri) -> Answer {
+    let (c, u) = leader_usage(&s, uri.path()).await?;
+    let info = s.master_info();
+    let pid = info.pid.clone().unwrap_or_default();
     let agents: Vec<&AgentRecord> = c.agents().collect();
     let count = |st: AgentState| agents.iter().filter(|a| a.state == st).count();
+    let slaves: Vec<Value> = agents
+        .iter()
+        .filter(|a| a.state != AgentState::Gone)
+        .map(|a| agent_json(a, &u))
+        .collect();
     let (frameworks, completed) = frameworks_split(&c, &u);
-    Json(json!({
+    Ok(Json(json!({
         "version": MESOS_API_VERSION,
         "drover_version": env!("CARGO_PKG_VERSION"),
-        "id": m.id,
-        "pid": m.pid,
-        "hostname": m.hostname,
-        "leader": m.pid,
-        "leader_info": m.info,
+        "id": info.id,
+        "pid": pid,
+        "hostname": info.hostname,
+        "leader": pid,
+        "leader_info": serde_json::to_value(&info).unwrap_or(Value::Null),
         "start_time": secs(s.started_at_ms),
         "capabilities": ["AGENT_UPDATE", "AGENT_DRAINING"],
         "activated_slaves": count(AgentState::Active),
         "deactivated_slaves": count(AgentState::Draining),
         "unreachable_slaves": count(AgentState::Unreachable),
         "flags": {},
-        "slaves": agents.iter().filter(|a| a.state != AgentState::Gone).map(|a| agent_json(a, &u)).collect::<Vec<_>>(),
+        "slaves": slaves,
         "recovered_slaves": [],
         "frameworks": frameworks,
         "completed_frameworks": completed,
         "orphan_tasks": [],
         "unregistered_frameworks": [],
-    }))
-    .into_response()
+    })))
 }
 
 /// `GET /master/frameworks`.
-pub async fn frameworks(State(s): State<MesosState>, uri: Uri) -> Response {
-    let c = match leader_state(&s, uri.path()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let u = Usage::of(&c, s.connected().await);
+pub async fn frameworks(State(s): State<MesosState>, uri: Uri) -> Answer {
+    let (c, u) = leader_usage(&s, uri.path()).await?;
     let (frameworks, completed) = frameworks_split(&c, &u);
-    Json(json!({
+    Ok(Json(json!({
         "frameworks": frameworks,
         "completed_frameworks": completed,
         "unregistered_frameworks": [],
-    }))
-    .into_response()
+    })))
 }
 
 /// `GET /master/slaves`.
-pub async fn slaves(State(s): State<MesosState>, uri: Uri) -> Response {
-    let c = match leader_state(&s, uri.path()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let u = Usage::of(&c, s.connected().await);
+pub async fn slaves(State(s): State<MesosState>, uri: Uri) -> Answer {
+    let (c, u) = leader_usage(&s, uri.path()).await?;
     let slaves: Vec<Value> = c
         .agents()
         .filter(|a| a.state != AgentState::Gone)
         .map(|a| agent_json(a, &u))
         .collect();
-    Json(json!({ "slaves": slaves, "recovered_slaves": [] })).into_response()
+    Ok(Json(json!({ "slaves": slaves, "recovered_slaves": [] })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,32 +247,31 @@ fn number(field: &str, raw: Option<&str>, default: usize) -> Result<usize, HttpE
     }
 }
 
+/// The page a tasks query asks for: limit, offset, and whether newest first.
+fn page(q: &TasksQuery) -> Result<(usize, usize, bool), HttpError> {
+    let limit = number("limit", q.limit.as_deref(), DEFAULT_TASKS_LIMIT)?.min(MAX_TASKS_LIMIT);
+    let offset = number("offset", q.offset.as_deref(), 0)?;
+    let descending = match q.order.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                format!("order: '{other}' is not 'asc' or 'desc'"),
+            ))
+        }
+    };
+    Ok((limit, offset, descending))
+}
+
 /// `GET /master/tasks`: in the order tasks started (their first status), newest first
 /// (`order=desc`, the default) or oldest first, as Mesos.
-pub async fn tasks(State(s): State<MesosState>, uri: Uri, Query(q): Query<TasksQuery>) -> Response {
-    let c = match leader_state(&s, uri.path()).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let page = (|| -> Result<(usize, usize, bool), HttpError> {
-        let limit = number("limit", q.limit.as_deref(), DEFAULT_TASKS_LIMIT)?.min(MAX_TASKS_LIMIT);
-        let offset = number("offset", q.offset.as_deref(), 0)?;
-        let descending = match q.order.as_deref() {
-            None | Some("desc") => true,
-            Some("asc") => false,
-            Some(other) => {
-                return Err(HttpError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("order: '{other}' is not 'asc' or 'desc'"),
-                ))
-            }
-        };
-        Ok((limit, offset, descending))
-    })();
-    let (limit, offset, descending) = match page {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+pub async fn tasks(State(s): State<MesosState>, uri: Uri, Query(q): Query<TasksQuery>) -> Answer {
+    if let Some(r) = s.not_leading(uri.path()) {
+        return Err(r);
+    }
+    let c = s.cluster();
+    let (limit, offset, descending) = page(&q).map_err(IntoResponse::into_response)?;
     let mut tasks: Vec<&TaskRecord> = c
         .tasks()
         .filter(|t| {
@@ -347,5 +292,5 @@ pub async fn tasks(State(s): State<MesosState>, uri: Uri, Query(q): Query<TasksQ
         .take(limit)
         .map(task_json)
         .collect();
-    Json(json!({ "tasks": page })).into_response()
+    Ok(Json(json!({ "tasks": page })))
 }
