@@ -93,8 +93,15 @@ struct SmokeRun {
 
 /// `drover chaos run` of `workload` under kills and partitions (3 masters, 2 agents, seed
 /// [`SEED`], a fault every 4 s or so for 5 s), for `duration`, then `recovery`, at `rate`
-/// operations per second; asserted valid (exit 0) with its output on failure.
-async fn smoke_run(workload: &str, duration: &str, recovery: &str, rate: &str) -> SmokeRun {
+/// operations per second, with the tasks workload's schedulers on the framework API `api`;
+/// asserted valid (exit 0) with its output on failure.
+async fn smoke_run(
+    workload: &str,
+    duration: &str,
+    recovery: &str,
+    rate: &str,
+    api: &str,
+) -> SmokeRun {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out: PathBuf = tmp.path().join("run");
     let out_s = out.to_str().expect("utf-8").to_string();
@@ -124,6 +131,8 @@ async fn smoke_run(workload: &str, duration: &str, recovery: &str, rate: &str) -
             rate,
             "--seed",
             SEED,
+            "--api",
+            api,
             "--out",
             &out_s,
         ],
@@ -152,7 +161,7 @@ async fn a_smoke_run_under_kills_and_partitions_is_valid_and_damage_is_caught() 
         out,
         stdout,
         results,
-    } = smoke_run("store,tasks", "60s", "15s", "10").await;
+    } = smoke_run("store,tasks", "60s", "15s", "10", "grpc").await;
     assert_eq!(results["valid"], json!(true));
     assert_eq!(
         results["checkers"].as_array().map(Vec::len),
@@ -299,7 +308,7 @@ async fn a_marathon_smoke_run_under_kills_and_partitions_is_valid() {
         out,
         results,
         ..
-    } = smoke_run("marathon", "40s", "10s", "5").await;
+    } = smoke_run("marathon", "40s", "10s", "5", "grpc").await;
     let names: Vec<&str> = results["checkers"]
         .as_array()
         .into_iter()
@@ -322,4 +331,30 @@ async fn a_marathon_smoke_run_under_kills_and_partitions_is_valid() {
             "no acknowledged {op}"
         );
     }
+}
+
+/// The tasks workload with its schedulers on the Mesos v1 scheduler HTTP API (the driver's
+/// HTTP transport: redirects followed to the leader, RecordIO events, one ACKNOWLEDGE per
+/// update) under kills and partitions: valid, and its tasks ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_smoke_run_over_the_mesos_http_api_is_valid() {
+    let SmokeRun {
+        tmp: _tmp,
+        out,
+        results,
+        ..
+    } = smoke_run("tasks", "40s", "15s", "10", "http").await;
+    assert_eq!(results["valid"], json!(true));
+    assert_eq!(read_json(&out.join("run.json"))["api"], "http");
+    let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
+    let running = history
+        .lines()
+        .filter(|l| l.contains("\"f\":\"update\"") && l.contains("TASK_RUNNING"))
+        .count();
+    let acked = history
+        .lines()
+        .filter(|l| l.contains("\"f\":\"ack\"") && l.contains("\"type\":\"ok\""))
+        .count();
+    assert!(running >= 5, "{running} RUNNING updates over HTTP");
+    assert!(acked >= 5, "{acked} acknowledgements over HTTP");
 }

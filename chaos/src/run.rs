@@ -82,6 +82,10 @@ pub struct ChaosOptions {
     /// Extra arguments for every master.
     #[arg(long = "master-arg", allow_hyphen_values = true)]
     pub master_args: Vec<String>,
+    /// The framework API the tasks workload's schedulers speak: Drover's gRPC service or the
+    /// Mesos v1 scheduler HTTP API.
+    #[arg(long, value_enum, default_value_t = drover_scheduler::driver::Api::Grpc)]
+    pub api: drover_scheduler::driver::Api,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,13 +209,15 @@ pub async fn run(
         seed,
         duration_secs: opts.duration.as_secs_f64(),
         rate: opts.rate,
+        api: api_name(opts.api),
     };
     write_json(&out.join("run.json"), &info)?;
     progress(&format!(
-        "seed {seed}: {} masters, {} agents, workloads {}, nemesis {}, {:?} of faults",
+        "seed {seed}: {} masters, {} agents, workloads {} ({} framework API), nemesis {}, {:?} of faults",
         opts.masters,
         opts.agents,
         info.workloads.join(","),
+        info.api,
         if info.nemeses.is_empty() {
             "none".to_string()
         } else {
@@ -236,6 +242,8 @@ pub async fn run(
         seed.to_string(),
         "--rate".into(),
         opts.rate.to_string(),
+        "--api".into(),
+        api_name(opts.api),
     ];
     let cluster = LocalCluster::start(spec).await?;
     let outcome = drive(cluster, clock, opts, &families, &workloads, seed, &progress).await;
@@ -255,6 +263,14 @@ pub async fn run(
         faults,
         results,
     })
+}
+
+/// The command-line name of `api` (`grpc`, `http`).
+pub fn api_name(api: drover_scheduler::driver::Api) -> String {
+    use clap::ValueEnum as _;
+    api.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// Phases 1–4; the cluster is stopped whatever happens.

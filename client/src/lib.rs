@@ -16,4 +16,4 @@ mod master;
 
 pub use backoff::{jittered, Backoff};
 
-pub use master::{ClientError, MasterClient, RetryPolicy, MAX_REPLY_BYTES};
+pub use master::{AttemptError, ClientError, MasterClient, RetryPolicy, MAX_REPLY_BYTES};

@@ -58,6 +58,18 @@ pub enum ClientError {
     Rejected(Status),
 }
 
+/// How one attempt of a call on one master failed (see [`MasterClient::call_idempotent_at`]).
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The master answered with this refusal, or the attempt failed on the way and may have
+    /// reached it.
+    Failed(Status),
+    /// The request certainly never reached the master (its connection could not be made).
+    NotSent(Status),
+    /// Give up the call at once (the master's address cannot be used).
+    Fatal(ClientError),
+}
+
 impl ClientError {
     /// The gRPC status a master answered with, if the failure is a refusal.
     pub fn status(&self) -> Option<&Status> {
@@ -217,10 +229,24 @@ impl MasterClient {
         Ok(c)
     }
 
+    /// A gRPC call through [`MasterClient::call_at`].
     async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, ClientError>
     where
         F: Fn(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
+    {
+        let f = &f;
+        self.call_at(retry, |addr, left| async move {
+            self.on_channel(&addr, left, f).await
+        })
+        .await
+    }
+
+    /// The leader-following loop: `f` is one attempt on the master at the address it gets.
+    async fn call_at<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(String, Duration) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
     {
         let policy = &self.policy;
         let started = Instant::now();
@@ -236,12 +262,14 @@ impl MasterClient {
                 }
             };
             let remaining = policy.deadline.saturating_sub(started.elapsed());
-            let status = match f(self.channel(&addr)?, remaining).await {
+            let (status, not_sent) = match f(addr.clone(), remaining).await {
                 Ok(v) => {
                     *lock(&self.inner.leader) = Some(addr);
                     return Ok(v);
                 }
-                Err(s) => s,
+                Err(AttemptError::Fatal(e)) => return Err(e),
+                Err(AttemptError::NotSent(s)) => (s, true),
+                Err(AttemptError::Failed(s)) => (s, false),
             };
             let mut wait = true;
             if let Some(hint) = redirect(&status) {
@@ -249,7 +277,7 @@ impl MasterClient {
                 redirects += 1;
                 wait = hint.is_none() || redirects > MAX_REDIRECTS_WITHOUT_WAIT;
                 *lock(&self.inner.leader) = hint.filter(|h| *h != addr);
-            } else if never_sent(&status)
+            } else if not_sent
                 || (retry == Retry::Always
                     && matches!(
                         status.code(),
@@ -288,6 +316,27 @@ impl MasterClient {
         }
     }
 
+    /// One attempt of a gRPC call on the master at `addr`.
+    async fn on_channel<T, F, Fut>(
+        &self,
+        addr: &str,
+        time_left: Duration,
+        f: &F,
+    ) -> Result<T, AttemptError>
+    where
+        F: Fn(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let channel = self.channel(addr).map_err(AttemptError::Fatal)?;
+        f(channel, time_left).await.map_err(|s| {
+            if never_sent(&s) {
+                AttemptError::NotSent(s)
+            } else {
+                AttemptError::Failed(s)
+            }
+        })
+    }
+
     /// Runs a call that is safe to repeat (a read, a subscription, an idempotent request) on
     /// the leader: `f` gets a channel to the master tried and the time left before the
     /// deadline, and is tried again, elsewhere if need be, until it succeeds, a master refuses
@@ -310,6 +359,33 @@ impl MasterClient {
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call(Retry::OnlyIfNotApplied, f).await
+    }
+
+    /// [`MasterClient::call_idempotent`] for a transport of the caller's own (the masters'
+    /// HTTP APIs): `f` gets the address (`host:port`) of the master to try and the time left,
+    /// and says how the attempt failed with an [`AttemptError`]. A refusal that names the
+    /// leader is a `Status` with [`metadata::NOT_LEADER`] (and [`metadata::LEADER_ADDR`]).
+    pub async fn call_idempotent_at<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(String, Duration) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        self.call_at(Retry::Always, f).await
+    }
+
+    /// [`MasterClient::call_once`] for a transport of the caller's own; see
+    /// [`MasterClient::call_idempotent_at`].
+    pub async fn call_once_at<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(String, Duration) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        self.call_at(Retry::OnlyIfNotApplied, f).await
+    }
+
+    /// The source address the client's connections leave from, if one was chosen.
+    pub fn bind_ip(&self) -> Option<std::net::IpAddr> {
+        self.inner.bind_ip
     }
 
     fn store(ch: Channel) -> FrameworkStoreClient<Channel> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use drover_proto::v1;
 use drover_resources::Resources;
 use drover_scheduler::driver::{
-    Driver, DriverEvent, DriverOptions, EventStream, FrameworkInfo, Offer, OfferId,
+    Api, Driver, DriverEvent, DriverOptions, EventStream, FrameworkInfo, Offer, OfferId,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -66,6 +66,11 @@ pub struct LaunchBenchOptions {
     /// Extra arguments for every master, e.g. `--master-arg=--allocation-interval-ms=200`.
     #[arg(long = "master-arg", allow_hyphen_values = true)]
     pub master_args: Vec<String>,
+    /// The framework API measured: `grpc`, or `http` (the Mesos v1 scheduler HTTP API), which
+    /// measures a gRPC framework first and then an HTTP one on the same cluster, `--tasks`
+    /// each, so that the two figures stand side by side.
+    #[arg(long, value_enum, default_value_t = Api::Grpc)]
+    pub api: Api,
 }
 
 impl LaunchBenchOptions {
@@ -94,9 +99,11 @@ pub struct MasterMemory {
     pub rss_mib: Option<f64>,
 }
 
-/// What the run measured.
+/// What one framework's launches measured.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LaunchFigures {
+    /// The framework API it spoke (`grpc`, `http`).
+    pub api: String,
     pub simulated: bool,
     pub agents: usize,
     pub tasks: usize,
@@ -149,6 +156,8 @@ enum CallError {
 
 struct Run {
     driver: Driver,
+    /// The tasks' id prefix (one per framework of the run).
+    prefix: String,
     task: Resources,
     opts: LaunchBenchOptions,
     /// The next task number to launch: tasks `0..next_task` are in ACCEPTs already.
@@ -181,12 +190,14 @@ const ACKS_IN_FLIGHT: usize = 2;
 impl Run {
     fn new(
         driver: Driver,
+        prefix: String,
         task: Resources,
         opts: &LaunchBenchOptions,
         sent_tx: tokio::sync::mpsc::UnboundedSender<(Vec<String>, Instant)>,
     ) -> Self {
         Self {
             driver,
+            prefix,
             task,
             opts: opts.clone(),
             next_task: 0,
@@ -270,8 +281,8 @@ impl Run {
 
     fn task_info(&self, n: usize) -> v1::TaskInfo {
         v1::TaskInfo {
-            task_id: format!("bench-{n}"),
-            name: format!("bench-{n}"),
+            task_id: format!("{}-{n}", self.prefix),
+            name: format!("{}-{n}", self.prefix),
             resources: self.task.to_proto(),
             command: Some(v1::CommandInfo {
                 shell: self.opts.command.clone(),
@@ -458,53 +469,90 @@ async fn next_event(events: &mut EventStream) -> Result<DriverEvent, LaunchBench
         .ok_or_else(|| LaunchBenchError::Driver("the driver stopped".into()))
 }
 
-/// Runs the launch benchmark; `progress` gets a line now and then.
+/// Runs the launch benchmark: one framework per API measured (see
+/// [`LaunchBenchOptions::api`]), each on a cluster of its own started afresh (the same
+/// conditions for both: a second framework on the first one's cluster would find its offers
+/// made faster by the first one's ending tasks); `progress` gets a line now and then.
 pub async fn launch(
     binary: PathBuf,
     dir: PathBuf,
     opts: &LaunchBenchOptions,
     mut progress: impl FnMut(&str),
-) -> Result<LaunchFigures, LaunchBenchError> {
+) -> Result<Vec<LaunchFigures>, LaunchBenchError> {
     let task: Resources = opts
         .task_resources
         .parse()
         .map_err(|e| LaunchBenchError::Usage(format!("--task-resources: {e}")))?;
-    let processes = if opts.simulate { 1 } else { opts.agents };
-    let mut spec = ClusterSpec::on_free_ports(binary, dir, opts.masters)?.with_agents(processes)?;
-    spec.master_args = opts.master_args.clone();
-    spec.agent_args = vec!["--resources".into(), opts.agent_resources.clone()];
-    if opts.simulate {
-        spec.agent_args
-            .extend(["--simulate".to_string(), opts.agents.to_string()]);
-    }
     let deadline = Instant::now() + opts.timeout();
-    let mut cluster = LocalCluster::start(spec).await?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    let registering = Instant::now();
-    progress(&format!("waiting for {} agents to register", opts.agents));
-    super::wait_for_active_agents(
-        &leader.leader_addr,
-        opts.agents,
-        opts.timeout().min(Duration::from_secs(600)),
-    )
-    .await?;
-    let registration_seconds = registering.elapsed().as_secs_f64();
-    let first_term = cluster.wait_for_leader(Duration::from_secs(30)).await?.term;
-    progress(&format!(
-        "{} agents registered in {registration_seconds:.1} s; launching {} tasks",
-        opts.agents, opts.tasks
-    ));
+    let apis: &[Api] = match opts.api {
+        Api::Grpc => &[Api::Grpc],
+        Api::Http => &[Api::Grpc, Api::Http],
+    };
+    let mut all = Vec::with_capacity(apis.len());
+    for &api in apis {
+        let name = crate::run::api_name(api);
+        let processes = if opts.simulate { 1 } else { opts.agents };
+        let mut spec = ClusterSpec::on_free_ports(binary.clone(), dir.join(&name), opts.masters)?
+            .with_agents(processes)?;
+        spec.master_args = opts.master_args.clone();
+        spec.agent_args = vec!["--resources".into(), opts.agent_resources.clone()];
+        if opts.simulate {
+            spec.agent_args
+                .extend(["--simulate".to_string(), opts.agents.to_string()]);
+        }
+        let mut cluster = LocalCluster::start(spec).await?;
+        let measured = async {
+            let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+            let registering = Instant::now();
+            progress(&format!(
+                "[{name}] waiting for {} agents to register",
+                opts.agents
+            ));
+            super::wait_for_active_agents(
+                &leader.leader_addr,
+                opts.agents,
+                opts.timeout().min(Duration::from_secs(600)),
+            )
+            .await?;
+            let registration_seconds = registering.elapsed().as_secs_f64();
+            progress(&format!(
+                "[{name}] {} agents registered in {registration_seconds:.1} s; launching {} tasks",
+                opts.agents, opts.tasks
+            ));
+            let mut f = measure(&cluster, api, task.clone(), opts, deadline, &mut progress).await?;
+            f.registration_seconds = registration_seconds;
+            Ok::<_, LaunchBenchError>(f)
+        }
+        .await;
+        cluster.stop_all(Duration::from_secs(20)).await?;
+        all.push(measured?);
+    }
+    Ok(all)
+}
 
+/// One framework on `api` launches `opts.tasks` tasks on `cluster`; then it is torn down.
+async fn measure(
+    cluster: &LocalCluster,
+    api: Api,
+    task: Resources,
+    opts: &LaunchBenchOptions,
+    deadline: Instant,
+    progress: &mut impl FnMut(&str),
+) -> Result<LaunchFigures, LaunchBenchError> {
+    let first_term = cluster.wait_for_leader(Duration::from_secs(30)).await?.term;
+    let name = crate::run::api_name(api);
     let (driver, mut events) = Driver::start(
         &cluster.addrs(),
-        FrameworkInfo::new("bench-launch"),
-        DriverOptions::default(),
+        FrameworkInfo::new(format!("bench-launch-{name}")),
+        DriverOptions {
+            api,
+            ..DriverOptions::default()
+        },
     )
     .map_err(|e| LaunchBenchError::Driver(e.to_string()))?;
     let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut run = Run::new(driver.clone(), task, opts, sent_tx);
-    run.drive(&mut events, sent_rx, deadline, &mut progress)
-        .await?;
+    let mut run = Run::new(driver.clone(), format!("bench-{name}"), task, opts, sent_tx);
+    run.drive(&mut events, sent_rx, deadline, progress).await?;
     while let Some(r) = run.calls.join_next().await {
         run.finished_call(r);
     }
@@ -538,6 +586,7 @@ pub async fn launch(
         _ => 0.0,
     };
     let figures = LaunchFigures {
+        api: name,
         simulated: opts.simulate,
         agents: opts.agents,
         tasks: opts.tasks,
@@ -553,13 +602,12 @@ pub async fn launch(
         p50_ms: percentile_ms(&sorted, 50.0),
         p99_ms: percentile_ms(&sorted, 99.0),
         max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-        registration_seconds,
+        registration_seconds: 0.0,
         masters,
         tasks_in_registry,
         leader_changes,
     };
     driver.teardown().await.ok();
     driver.stop().await;
-    cluster.stop_all(Duration::from_secs(20)).await?;
     Ok(figures)
 }

@@ -109,6 +109,14 @@ pub struct RunInfo {
     pub seed: u64,
     pub duration_secs: f64,
     pub rate: f64,
+    /// The framework API the tasks workload's schedulers spoke (`grpc` or `http`; runs saved
+    /// before it was recorded read as `grpc`).
+    #[serde(default = "grpc")]
+    pub api: String,
+}
+
+fn grpc() -> String {
+    "grpc".into()
 }
 
 impl Evidence {

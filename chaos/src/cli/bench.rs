@@ -326,30 +326,56 @@ async fn bench_launch(
         command = opts.command,
         per_offer = opts.per_offer,
     );
-    let f = launch::launch(binary, dir.to_path_buf(), opts, |line| {
+    let all = launch::launch(binary, dir.to_path_buf(), opts, |line| {
         eprintln!("  {line}");
     })
     .await?;
+    for f in &all {
+        print_launch_figures(f);
+    }
+    if let [grpc, http] = all.as_slice() {
+        let change = |a: f64, b: f64| if a > 0.0 { (b - a) / a * 100.0 } else { 0.0 };
+        println!(
+            "HTTP against gRPC: launches/s {:+.1} %  p50 {:+.1} %  p99 {:+.1} %{}",
+            change(grpc.launches_per_sec, http.launches_per_sec),
+            change(grpc.p50_ms, http.p50_ms),
+            change(grpc.p99_ms, http.p99_ms),
+            if http.simulated {
+                " [SIMULATED agents]"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "figures (JSON): {}",
+        serde_json::to_string(&all).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn print_launch_figures(f: &launch::LaunchFigures) {
     let sim = if f.simulated {
         " [SIMULATED agents]"
     } else {
         ""
     };
+    let api = &f.api;
     println!(
-        "{} of {} tasks RUNNING ({} failed) in {:.2} s from the first ACCEPT: {:.0} launches/s{sim}",
+        "[{api}] {} of {} tasks RUNNING ({} failed) in {:.2} s from the first ACCEPT: {:.0} launches/s{sim}",
         f.running, f.tasks, f.failed, f.seconds, f.launches_per_sec
     );
     println!(
-        "ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs){sim}",
+        "[{api}] ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs){sim}",
         f.p50_ms, f.p99_ms, f.max_ms, f.accepts
     );
     println!(
-        "{} agents registered in {:.1} s; leader changes during the run: {}{sim}",
+        "[{api}] {} agents registered in {:.1} s; leader changes during the run: {}{sim}",
         f.agents, f.registration_seconds, f.leader_changes
     );
     for m in &f.masters {
         println!(
-            "master {}{}: resident memory {} with {} agents and {} tasks in the registry{sim}",
+            "[{api}] master {}{}: resident memory {} with {} agents and {} tasks in the registry{sim}",
             m.id,
             if m.leader { " (leader)" } else { "" },
             m.rss_mib
@@ -359,7 +385,6 @@ async fn bench_launch(
                 .map_or_else(|| "unknown".to_string(), |n| n.to_string())
         );
     }
-    Ok(())
 }
 
 /// `drover bench soak`: a long run at a steady load with leader kills; memory drift per master.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use drover_proto::v1::{self, TaskState};
 use drover_resources::Resources;
 use drover_scheduler::driver::{
-    is_terminal, Driver, DriverError, DriverEvent, DriverOptions, EventStream, FrameworkInfo,
+    is_terminal, Api, Driver, DriverError, DriverEvent, DriverOptions, EventStream, FrameworkInfo,
     OfferId, TaskId,
 };
 use rand::rngs::StdRng;
@@ -139,6 +139,9 @@ pub struct SchedulerArgs {
     /// Ticks per second (each launches a short task or kills a long one).
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
+    /// The framework API it speaks.
+    #[arg(long, value_enum, default_value_t = Api::Grpc)]
+    pub api: Api,
 }
 
 /// Where scheduler `index`'s incarnation `incarnation` writes its history.
@@ -179,6 +182,7 @@ pub async fn run_scheduler(
         bind_ip: args.bind_ip,
         call_timeout: Duration::from_secs(5),
         attempt_timeout: Duration::from_secs(2),
+        api: args.api,
         ..DriverOptions::default()
     };
     let (driver, events) = Driver::start(&args.masters, info, options)

@@ -18,7 +18,8 @@ use drover_proto::v1::{self, event, Caller, Event, SubscribeRequest};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Status, Streaming};
 
-use super::rpc::{self, Repeat};
+use super::http;
+use super::rpc::{self, Call, Transport};
 use super::types::{DriverEvent, FrameworkId, FrameworkInfo, Offer, OfferId};
 use super::{DriverError, DriverOptions};
 
@@ -83,8 +84,27 @@ enum SubscribeError {
 
 struct Subscription {
     subscribed: v1::Subscribed,
-    stream: Streaming<Event>,
+    stream: EventSource,
     master_addr: String,
+}
+
+/// The events of one open subscription, over either transport.
+enum EventSource {
+    Grpc(Streaming<Event>),
+    Http(http::Events),
+}
+
+impl EventSource {
+    /// The next event; `None` when the master ended the stream; an error when it broke.
+    async fn message(&mut self) -> Result<Option<Event>, String> {
+        match self {
+            EventSource::Grpc(s) => s
+                .message()
+                .await
+                .map_err(|st| format!("{:?}: {}", st.code(), st.message())),
+            EventSource::Http(e) => e.message().await,
+        }
+    }
 }
 
 pub(crate) struct Connection {
@@ -92,6 +112,7 @@ pub(crate) struct Connection {
     subscribe_client: MasterClient,
     /// Deadline = one call (teardown, declining unreadable offers).
     call_client: MasterClient,
+    transport: Transport,
     info: FrameworkInfo,
     options: DriverOptions,
     state: watch::Sender<LinkState>,
@@ -107,6 +128,7 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(
         client: MasterClient,
+        transport: Transport,
         info: FrameworkInfo,
         options: DriverOptions,
         state: watch::Sender<LinkState>,
@@ -116,6 +138,7 @@ impl Connection {
         Self {
             subscribe_client: client.with_deadline(options.subscribe_timeout),
             call_client: client.with_deadline(options.call_timeout),
+            transport,
             info,
             options,
             state,
@@ -150,7 +173,8 @@ impl Connection {
                 framework: Some(self.info.to_proto()),
             };
             let client = self.subscribe_client.clone();
-            let subscribing = subscribe(&client, request, self.options.attempt_timeout);
+            let transport = self.transport.clone();
+            let subscribing = subscribe(&client, &transport, request, self.options.attempt_timeout);
             tokio::pin!(subscribing);
             let outcome = loop {
                 let ctl = tokio::select! {
@@ -272,13 +296,7 @@ impl Connection {
                         self.options.heartbeat_misses
                     )
                 }
-                Ok(Err(status)) => {
-                    break format!(
-                        "the stream failed: {:?}: {}",
-                        status.code(),
-                        status.message()
-                    )
-                }
+                Ok(Err(why)) => break format!("the stream failed: {why}"),
                 Ok(Ok(None)) => break "the master closed the stream".to_string(),
                 Ok(Ok(Some(e))) => e,
             };
@@ -348,17 +366,16 @@ impl Connection {
     }
 
     async fn decline_unreadable(&self, offer_ids: Vec<String>, session: &Session) {
-        let request = v1::DeclineRequest {
+        let request = Call::Decline(v1::DeclineRequest {
             caller: Some(session.caller()),
             offer_ids,
             refuse_seconds: None,
-        };
-        let r = rpc::unary(
+        });
+        let r = rpc::send(
             &self.call_client,
-            Repeat::Idempotent,
+            &self.transport,
             self.options.attempt_timeout,
             request,
-            |mut c, r| async move { c.decline(r).await },
         )
         .await;
         if let Err(e) = r {
@@ -441,15 +458,14 @@ impl Connection {
     }
 
     async fn teardown(&self, session: &Session) -> Result<(), DriverError> {
-        let request = v1::TeardownRequest {
+        let request = Call::Teardown(v1::TeardownRequest {
             caller: Some(session.caller()),
-        };
-        let r = rpc::unary(
+        });
+        let r = rpc::send(
             &self.call_client,
-            Repeat::Idempotent,
+            &self.transport,
             self.options.attempt_timeout,
             request,
-            |mut c, r| async move { c.teardown(r).await },
         )
         .await;
         match r {
@@ -469,33 +485,23 @@ enum Served {
 /// Opens the event stream on the leader and reads its first event, which must be SUBSCRIBED.
 async fn subscribe(
     client: &MasterClient,
+    transport: &Transport,
     request: SubscribeRequest,
     attempt_timeout: Duration,
 ) -> Result<Subscription, SubscribeError> {
-    let opened = client
-        .call_idempotent(|channel, time_left| {
-            let request = request.clone();
-            let limit = time_left.min(attempt_timeout);
-            async move {
-                // No grpc-timeout on the request: it would end the stream. Only opening it
-                // and receiving SUBSCRIBED are bounded.
-                let open = async {
-                    let mut stream = rpc::scheduler_client(channel)
-                        .subscribe(request)
-                        .await?
-                        .into_inner();
-                    let first = stream.message().await?;
-                    Ok::<_, Status>((first, stream))
-                };
-                match tokio::time::timeout(limit, open).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Status::deadline_exceeded(format!(
-                        "no SUBSCRIBED within {limit:?}"
-                    ))),
-                }
-            }
-        })
-        .await;
+    let opened = match transport {
+        Transport::Grpc => subscribe_grpc(client, request, attempt_timeout)
+            .await
+            .map(|(first, stream)| (first, EventSource::Grpc(stream))),
+        Transport::Http(h) => h
+            .subscribe(
+                client,
+                &request.framework.unwrap_or_default(),
+                attempt_timeout,
+            )
+            .await
+            .map(|(first, events)| (first, EventSource::Http(events))),
+    };
     let (first, stream) = opened.map_err(|e| match e {
         ClientError::Rejected(s) if is_definite_refusal(s.code()) => SubscribeError::Fatal(
             format!("subscription refused: {:?}: {}", s.code(), s.message()),
@@ -527,6 +533,38 @@ async fn subscribe(
             "{master_addr} sent another event before SUBSCRIBED"
         ))),
     }
+}
+
+/// Opens the gRPC event stream on the leader and reads its first event.
+async fn subscribe_grpc(
+    client: &MasterClient,
+    request: SubscribeRequest,
+    attempt_timeout: Duration,
+) -> Result<(Option<Event>, Streaming<Event>), ClientError> {
+    client
+        .call_idempotent(|channel, time_left| {
+            let request = request.clone();
+            let limit = time_left.min(attempt_timeout);
+            async move {
+                // No grpc-timeout on the request: it would end the stream. Only opening it
+                // and receiving SUBSCRIBED are bounded.
+                let open = async {
+                    let mut stream = rpc::scheduler_client(channel)
+                        .subscribe(request)
+                        .await?
+                        .into_inner();
+                    let first = stream.message().await?;
+                    Ok::<_, Status>((first, stream))
+                };
+                match tokio::time::timeout(limit, open).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "no SUBSCRIBED within {limit:?}"
+                    ))),
+                }
+            }
+        })
+        .await
 }
 
 /// A refusal of SUBSCRIBE that retrying will not change (bad framework info, a removed

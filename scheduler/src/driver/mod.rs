@@ -18,6 +18,8 @@
 //! is dropped; the event stream then ends.
 
 mod connection;
+mod http;
+pub mod mesos;
 mod rpc;
 mod types;
 
@@ -27,14 +29,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use drover_client::{MasterClient, RetryPolicy};
-use drover_proto::v1::scheduler_client::SchedulerClient;
-use drover_proto::v1::{self, CallReply, TaskInfo, TaskStatus};
+use drover_proto::v1::{self, TaskInfo, TaskStatus};
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Status};
 
 use connection::{Connection, Control, LinkState, Session};
-use rpc::Repeat;
+use rpc::{Call, Transport};
+
+pub use http::SCHEDULER_PATH;
 
 pub use types::{
     is_terminal, AgentId, DriverEvent, FrameworkId, FrameworkInfo, Offer, OfferId, TaskId,
@@ -74,6 +76,20 @@ pub struct DriverOptions {
     /// Source address of the driver's connections (None lets the kernel choose); a chaos run
     /// gives each scheduler its own so that the fault layer can cut it off.
     pub bind_ip: Option<std::net::IpAddr>,
+    /// Which of the masters' framework APIs the driver speaks.
+    pub api: Api,
+}
+
+/// The masters' framework APIs: Drover's gRPC service, or the Mesos v1 scheduler HTTP API
+/// (`POST /api/v1/scheduler`, Mesos JSON, as an unchanged Mesos framework speaks it). The
+/// driver behaves the same over both, but for what Mesos cannot say: an ACCEPT on offers
+/// that are gone is answered `202` and its tasks come back TASK_DROPPED (or TASK_LOST), one
+/// ACKNOWLEDGE is sent per update, and statuses carry no exit code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    #[default]
+    Grpc,
+    Http,
 }
 
 impl Default for DriverOptions {
@@ -88,6 +104,7 @@ impl Default for DriverOptions {
             resubscribe_backoff_max: Duration::from_secs(5),
             leader_retry_max: Duration::from_millis(100),
             bind_ip: None,
+            api: Api::Grpc,
         }
     }
 }
@@ -135,6 +152,7 @@ impl futures::Stream for EventStream {
 
 struct Shared {
     client: MasterClient,
+    transport: Transport,
     state: watch::Receiver<LinkState>,
     control: mpsc::Sender<Control>,
     options: DriverOptions,
@@ -163,6 +181,12 @@ impl Driver {
         };
         let client = MasterClient::bound_to(masters, policy, options.bind_ip)
             .map_err(|e| DriverError::Masters(e.to_string()))?;
+        let transport = match options.api {
+            Api::Grpc => Transport::Grpc,
+            Api::Http => Transport::Http(
+                http::MesosHttp::new(options.bind_ip).map_err(DriverError::Masters)?,
+            ),
+        };
         let (state_tx, state_rx) = watch::channel(LinkState {
             framework_id: info.id.clone(),
             ..LinkState::default()
@@ -171,6 +195,7 @@ impl Driver {
         let (control_tx, control_rx) = mpsc::channel(CONTROL_BUFFER);
         let connection = Connection::new(
             client.clone(),
+            transport.clone(),
             info,
             options.clone(),
             state_tx,
@@ -182,6 +207,7 @@ impl Driver {
         let driver = Driver {
             shared: Arc::new(Shared {
                 client,
+                transport,
                 state: state_rx,
                 control: control_tx,
                 options,
@@ -219,16 +245,14 @@ impl Driver {
         }
         check_refuse(refuse_seconds)?;
         let offer_ids = ids(offer_ids);
-        self.call(
-            Repeat::AtMostOnce,
-            |caller| v1::AcceptRequest {
+        self.call(|caller| {
+            Call::Accept(v1::AcceptRequest {
                 caller: Some(caller),
                 offer_ids: offer_ids.clone(),
                 launch: tasks.clone(),
                 refuse_seconds,
-            },
-            |mut c, r| async move { c.accept(r).await },
-        )
+            })
+        })
         .await
     }
 
@@ -244,15 +268,13 @@ impl Driver {
         // calls of at most MAX_IDS_PER_CALL.
         for chunk in offer_ids.chunks(MAX_IDS_PER_CALL) {
             let offer_ids = ids(chunk);
-            self.call(
-                Repeat::Idempotent,
-                |caller| v1::DeclineRequest {
+            self.call(|caller| {
+                Call::Decline(v1::DeclineRequest {
                     caller: Some(caller),
                     offer_ids: offer_ids.clone(),
                     refuse_seconds,
-                },
-                |mut c, r| async move { c.decline(r).await },
-            )
+                })
+            })
             .await?;
         }
         Ok(())
@@ -260,25 +282,21 @@ impl Driver {
 
     /// No more offers until [`Driver::revive`].
     pub async fn suppress(&self) -> Result<(), DriverError> {
-        self.call(
-            Repeat::Idempotent,
-            |caller| v1::SuppressRequest {
+        self.call(|caller| {
+            Call::Suppress(v1::SuppressRequest {
                 caller: Some(caller),
-            },
-            |mut c, r| async move { c.suppress(r).await },
-        )
+            })
+        })
         .await
     }
 
     /// Offers again, forgetting every decline filter.
     pub async fn revive(&self) -> Result<(), DriverError> {
-        self.call(
-            Repeat::Idempotent,
-            |caller| v1::ReviveRequest {
+        self.call(|caller| {
+            Call::Revive(v1::ReviveRequest {
                 caller: Some(caller),
-            },
-            |mut c, r| async move { c.revive(r).await },
-        )
+            })
+        })
         .await
     }
 
@@ -287,15 +305,13 @@ impl Driver {
     pub async fn kill(&self, task_id: &TaskId, grace: Option<Duration>) -> Result<(), DriverError> {
         let task_id = task_id.as_str().to_string();
         let grace_seconds = grace.map(|g| g.as_secs_f64());
-        self.call(
-            Repeat::Idempotent,
-            |caller| v1::KillRequest {
+        self.call(|caller| {
+            Call::Kill(v1::KillRequest {
                 caller: Some(caller),
                 task_id: task_id.clone(),
                 grace_seconds,
-            },
-            |mut c, r| async move { c.kill(r).await },
-        )
+            })
+        })
         .await
     }
 
@@ -310,23 +326,21 @@ impl Driver {
     /// them one by one collects them and acknowledges them together). Updates without a uuid
     /// are skipped.
     pub async fn acknowledge_all(&self, statuses: &[TaskStatus]) -> Result<(), DriverError> {
-        let acks: Vec<v1::Acknowledgement> = statuses
-            .iter()
-            .filter(|s| !s.uuid.is_empty())
-            .map(|s| v1::Acknowledgement {
-                task_id: s.task_id.clone(),
-                uuid: s.uuid.clone(),
-            })
-            .collect();
-        for chunk in acks.chunks(MAX_IDS_PER_CALL) {
-            self.call(
-                Repeat::Idempotent,
-                |caller| v1::AcknowledgeRequest {
+        let reliable: Vec<&TaskStatus> = statuses.iter().filter(|s| !s.uuid.is_empty()).collect();
+        for chunk in reliable.chunks(MAX_IDS_PER_CALL) {
+            self.call(|caller| Call::Acknowledge {
+                request: v1::AcknowledgeRequest {
                     caller: Some(caller),
-                    acks: chunk.to_vec(),
+                    acks: chunk
+                        .iter()
+                        .map(|s| v1::Acknowledgement {
+                            task_id: s.task_id.clone(),
+                            uuid: s.uuid.clone(),
+                        })
+                        .collect(),
                 },
-                |mut c, r| async move { c.acknowledge(r).await },
-            )
+                agents: chunk.iter().map(|s| s.agent_id.clone()).collect(),
+            })
             .await?;
         }
         Ok(())
@@ -365,15 +379,13 @@ impl Driver {
                     .unwrap_or_default(),
             })
             .collect();
-        self.call(
-            Repeat::Idempotent,
-            |caller| v1::ReconcileRequest {
+        self.call(|caller| {
+            Call::Reconcile(v1::ReconcileRequest {
                 caller: Some(caller),
                 task_ids: Vec::new(),
                 tasks: tasks.clone(),
-            },
-            |mut c, r| async move { c.reconcile(r).await },
-        )
+            })
+        })
         .await
     }
 
@@ -452,26 +464,15 @@ impl Driver {
         matches!(changed, Ok(Ok(s)) if !s.stopped)
     }
 
-    async fn call<R, F, Fut>(
-        &self,
-        repeat: Repeat,
-        build: impl Fn(v1::Caller) -> R,
-        rpc: F,
-    ) -> Result<(), DriverError>
-    where
-        R: Clone,
-        F: Fn(SchedulerClient<Channel>, Request<R>) -> Fut,
-        Fut: std::future::Future<Output = Result<Response<CallReply>, Status>>,
-    {
+    async fn call(&self, build: impl Fn(v1::Caller) -> Call) -> Result<(), DriverError> {
         let mut stale_retries = 0;
         loop {
             let session = self.session().await?;
-            let r = rpc::unary(
+            let r = rpc::send(
                 &self.shared.client,
-                repeat,
+                &self.shared.transport,
                 self.shared.options.attempt_timeout,
                 build(session.caller()),
-                &rpc,
             )
             .await;
             let refusal = match r {
