@@ -236,7 +236,7 @@ pub fn task_info(t: &v1::TaskInfo) -> mesos::TaskInfo {
         name: t.name.clone(),
         task_id: task_id(&t.task_id),
         agent_id: agent_id(""),
-        resources: resources_to_mesos(&t.resources),
+        resources: drover_mesos::convert::resources_to_mesos(&t.resources, None),
         command: t.command.as_ref().map(command),
         health_check: t.health_check.as_ref().map(|h| mesos::HealthCheck {
             delay_seconds: Some(h.delay_seconds),
@@ -251,39 +251,6 @@ pub fn task_info(t: &v1::TaskInfo) -> mesos::TaskInfo {
         kill_policy: (t.kill_grace_seconds > 0.0).then(|| kill_policy(t.kill_grace_seconds)),
         ..Default::default()
     }
-}
-
-/// Drover resources as unreserved Mesos SCALAR and RANGES resources.
-pub fn resources_to_mesos(rs: &[v1::Resource]) -> Vec<mesos::Resource> {
-    use mesos::value::Type;
-    rs.iter()
-        .filter_map(|r| {
-            let mut m = mesos::Resource {
-                name: r.name.clone(),
-                ..Default::default()
-            };
-            match r.value.as_ref()? {
-                v1::resource::Value::Scalar(s) => {
-                    m.r#type = Type::Scalar as i32;
-                    m.scalar = Some(mesos::value::Scalar { value: *s });
-                }
-                v1::resource::Value::Ranges(rs) => {
-                    m.r#type = Type::Ranges as i32;
-                    m.ranges = Some(mesos::value::Ranges {
-                        range: rs
-                            .ranges
-                            .iter()
-                            .map(|r| mesos::value::Range {
-                                begin: r.begin,
-                                end: r.end,
-                            })
-                            .collect(),
-                    });
-                }
-            }
-            Some(m)
-        })
-        .collect()
 }
 
 // ---- Events ----
@@ -358,48 +325,6 @@ pub fn event(
 /// A Mesos offer as Drover's: SCALAR and RANGES resources (the driver reads no other kind),
 /// SCALAR and TEXT attributes, and the agent's address from its URL.
 pub fn offer(o: &mesos::Offer) -> v1::Offer {
-    use mesos::value::Type;
-    let resources = o
-        .resources
-        .iter()
-        .filter_map(|r| {
-            let value = match Type::try_from(r.r#type).ok()? {
-                Type::Scalar => v1::resource::Value::Scalar(r.scalar.as_ref()?.value),
-                Type::Ranges => v1::resource::Value::Ranges(v1::Ranges {
-                    ranges: r
-                        .ranges
-                        .as_ref()?
-                        .range
-                        .iter()
-                        .map(|r| v1::ValueRange {
-                            begin: r.begin,
-                            end: r.end,
-                        })
-                        .collect(),
-                }),
-                _ => return None,
-            };
-            Some(v1::Resource {
-                name: r.name.clone(),
-                value: Some(value),
-            })
-        })
-        .collect();
-    let attributes = o
-        .attributes
-        .iter()
-        .filter_map(|a| {
-            let value = match Type::try_from(a.r#type).ok()? {
-                Type::Scalar => v1::attribute::Value::Number(a.scalar.as_ref()?.value),
-                Type::Text => v1::attribute::Value::Text(a.text.as_ref()?.value.clone()),
-                _ => return None,
-            };
-            Some(v1::Attribute {
-                name: a.name.clone(),
-                value: Some(value),
-            })
-        })
-        .collect();
     let agent_addr = o
         .url
         .as_ref()
@@ -418,8 +343,8 @@ pub fn offer(o: &mesos::Offer) -> v1::Offer {
         framework_id: o.framework_id.value.clone(),
         agent_id: o.agent_id.value.clone(),
         hostname: o.hostname.clone(),
-        resources,
-        attributes,
+        resources: drover_mesos::convert::resources_from_mesos(&o.resources),
+        attributes: drover_mesos::convert::attributes_from_mesos(&o.attributes),
         expires_at_ms: 0,
         agent_addr,
     }

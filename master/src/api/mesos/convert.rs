@@ -205,67 +205,11 @@ pub fn resources(field: &str, rs: &[mesos::Resource]) -> Result<Vec<v1::Resource
     Ok(out)
 }
 
-/// Drover resources as Mesos's, allocated to `role`.
-#[allow(deprecated)] // `role`: "*" for unreserved resources, as Mesos still sends it.
-pub fn resources_to_mesos(rs: &[v1::Resource], role: &str) -> Vec<mesos::Resource> {
-    use mesos::value::Type;
-    let role = if role.is_empty() { "*" } else { role };
-    rs.iter()
-        .filter_map(|r| {
-            let mut m = mesos::Resource {
-                name: r.name.clone(),
-                role: Some("*".into()),
-                allocation_info: Some(mesos::resource::AllocationInfo {
-                    role: Some(role.to_string()),
-                }),
-                ..Default::default()
-            };
-            match r.value.as_ref()? {
-                v1::resource::Value::Scalar(s) => {
-                    m.r#type = Type::Scalar as i32;
-                    m.scalar = Some(mesos::value::Scalar { value: *s });
-                }
-                v1::resource::Value::Ranges(rs) => {
-                    m.r#type = Type::Ranges as i32;
-                    m.ranges = Some(mesos::value::Ranges {
-                        range: rs
-                            .ranges
-                            .iter()
-                            .map(|r| mesos::value::Range {
-                                begin: r.begin,
-                                end: r.end,
-                            })
-                            .collect(),
-                    });
-                }
-            }
-            Some(m)
-        })
-        .collect()
-}
+pub use drover_mesos::convert::attributes_to_mesos;
 
-pub fn attributes_to_mesos(attrs: &[v1::Attribute]) -> Vec<mesos::Attribute> {
-    use mesos::value::Type;
-    attrs
-        .iter()
-        .filter_map(|a| {
-            let mut m = mesos::Attribute {
-                name: a.name.clone(),
-                ..Default::default()
-            };
-            match a.value.as_ref()? {
-                v1::attribute::Value::Number(n) => {
-                    m.r#type = Type::Scalar as i32;
-                    m.scalar = Some(mesos::value::Scalar { value: *n });
-                }
-                v1::attribute::Value::Text(t) => {
-                    m.r#type = Type::Text as i32;
-                    m.text = Some(mesos::value::Text { value: t.clone() });
-                }
-            }
-            Some(m)
-        })
-        .collect()
+/// Drover resources as Mesos's, allocated to `role` (`*` when empty).
+pub fn resources_to_mesos(rs: &[v1::Resource], role: &str) -> Vec<mesos::Resource> {
+    drover_mesos::convert::resources_to_mesos(rs, Some(role))
 }
 
 // ---- Offers ----
