@@ -71,6 +71,10 @@ pub struct LaunchBenchOptions {
     /// each, so that the two figures stand side by side.
     #[arg(long, value_enum, default_value_t = Api::Grpc)]
     pub api: Api,
+    /// How many times to measure each API (alternating with `--api http`, each on a fresh
+    /// cluster); the summary gives each figure's median over the trials.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub trials: u32,
 }
 
 impl LaunchBenchOptions {
@@ -470,7 +474,7 @@ async fn next_event(events: &mut EventStream) -> Result<DriverEvent, LaunchBench
 }
 
 /// Runs the launch benchmark: one framework per API measured (see
-/// [`LaunchBenchOptions::api`]), each on a cluster of its own started afresh (the same
+/// [`LaunchBenchOptions::api`]) and trial, each on a cluster of its own started afresh (the same
 /// conditions for both: a second framework on the first one's cluster would find its offers
 /// made faster by the first one's ending tasks); `progress` gets a line now and then.
 pub async fn launch(
@@ -488,12 +492,17 @@ pub async fn launch(
         Api::Grpc => &[Api::Grpc],
         Api::Http => &[Api::Grpc, Api::Http],
     };
-    let mut all = Vec::with_capacity(apis.len());
-    for &api in apis {
+    let rounds = apis.iter().cycle().take(apis.len() * opts.trials as usize);
+    let mut all = Vec::with_capacity(apis.len() * opts.trials as usize);
+    for (round, &api) in rounds.enumerate() {
         let name = crate::run::api_name(api);
         let processes = if opts.simulate { 1 } else { opts.agents };
-        let mut spec = ClusterSpec::on_free_ports(binary.clone(), dir.join(&name), opts.masters)?
-            .with_agents(processes)?;
+        let mut spec = ClusterSpec::on_free_ports(
+            binary.clone(),
+            dir.join(format!("{round}-{name}")),
+            opts.masters,
+        )?
+        .with_agents(processes)?;
         spec.master_args = opts.master_args.clone();
         spec.agent_args = vec!["--resources".into(), opts.agent_resources.clone()];
         if opts.simulate {

@@ -333,18 +333,44 @@ async fn bench_launch(
     for f in &all {
         print_launch_figures(f);
     }
-    if let [grpc, http] = all.as_slice() {
+    let sim = if all.first().is_some_and(|f| f.simulated) {
+        " [SIMULATED agents]"
+    } else {
+        ""
+    };
+    // Each figure's median over the trials, per API.
+    let median = |api: &str, figure: fn(&launch::LaunchFigures) -> f64| {
+        let mut v: Vec<f64> = all.iter().filter(|f| f.api == api).map(figure).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let figures = |api: &str| {
+        (
+            median(api, |f| f.launches_per_sec),
+            median(api, |f| f.p50_ms),
+            median(api, |f| f.p99_ms),
+        )
+    };
+    if opts.trials > 1 {
+        for api in ["grpc", "http"] {
+            if all.iter().any(|f| f.api == api) {
+                let (rate, p50, p99) = figures(api);
+                println!(
+                    "[{api}] median of {} trials: {rate:.0} launches/s  p50 {p50:.1} ms  p99 {p99:.1} ms{sim}",
+                    opts.trials
+                );
+            }
+        }
+    }
+    if all.iter().any(|f| f.api == "http") {
+        let ((g_rate, g50, g99), (h_rate, h50, h99)) = (figures("grpc"), figures("http"));
         let change = |a: f64, b: f64| if a > 0.0 { (b - a) / a * 100.0 } else { 0.0 };
         println!(
-            "HTTP against gRPC: launches/s {:+.1} %  p50 {:+.1} %  p99 {:+.1} %{}",
-            change(grpc.launches_per_sec, http.launches_per_sec),
-            change(grpc.p50_ms, http.p50_ms),
-            change(grpc.p99_ms, http.p99_ms),
-            if http.simulated {
-                " [SIMULATED agents]"
-            } else {
-                ""
-            }
+            "HTTP against gRPC{}: launches/s {:+.1} %  p50 {:+.1} %  p99 {:+.1} %{sim}",
+            if opts.trials > 1 { " (medians)" } else { "" },
+            change(g_rate, h_rate),
+            change(g50, h50),
+            change(g99, h99),
         );
     }
     println!(
