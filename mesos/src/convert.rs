@@ -57,18 +57,7 @@ pub fn resources_from_mesos(rs: &[mesos::Resource]) -> Vec<v1::Resource> {
         .filter_map(|r| {
             let value = match Type::try_from(r.r#type).ok()? {
                 Type::Scalar => v1::resource::Value::Scalar(r.scalar.as_ref()?.value),
-                Type::Ranges => v1::resource::Value::Ranges(v1::Ranges {
-                    ranges: r
-                        .ranges
-                        .as_ref()?
-                        .range
-                        .iter()
-                        .map(|r| v1::ValueRange {
-                            begin: r.begin,
-                            end: r.end,
-                        })
-                        .collect(),
-                }),
+                Type::Ranges => v1::resource::Value::Ranges(ranges_from_mesos(r.ranges.as_ref()?)),
                 _ => return None,
             };
             Some(v1::Resource {
@@ -77,6 +66,20 @@ pub fn resources_from_mesos(rs: &[mesos::Resource]) -> Vec<v1::Resource> {
             })
         })
         .collect()
+}
+
+/// Mesos ranges as Drover's.
+pub fn ranges_from_mesos(rs: &mesos::value::Ranges) -> v1::Ranges {
+    v1::Ranges {
+        ranges: rs
+            .range
+            .iter()
+            .map(|r| v1::ValueRange {
+                begin: r.begin,
+                end: r.end,
+            })
+            .collect(),
+    }
 }
 
 /// Drover attributes as Mesos's: numbers as SCALAR, text as TEXT.

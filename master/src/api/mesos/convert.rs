@@ -179,16 +179,7 @@ pub fn resources(field: &str, rs: &[mesos::Resource]) -> Result<Vec<v1::Resource
                     .ranges
                     .as_ref()
                     .ok_or_else(|| refused(at(".ranges"), "missing for a RANGES resource"))?;
-                v1::resource::Value::Ranges(v1::Ranges {
-                    ranges: rs
-                        .range
-                        .iter()
-                        .map(|r| v1::ValueRange {
-                            begin: r.begin,
-                            end: r.end,
-                        })
-                        .collect(),
-                })
+                v1::resource::Value::Ranges(drover_mesos::convert::ranges_from_mesos(rs))
             }
             _ => {
                 return Err(refused(
