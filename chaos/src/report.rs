@@ -390,13 +390,14 @@ pub fn render(info: &RunInfo, results: &Results, history: &[Record]) -> String {
     );
     let _ = write!(
         h,
-        "<h1 class=\"{}\">{verdict}</h1><p>seed {} &middot; {} masters &middot; {} agents &middot; workloads {} &middot; \
+        "<h1 class=\"{}\">{verdict}</h1><p>seed {} &middot; {} masters &middot; {} agents &middot; workloads {} ({} framework API) &middot; \
          nemesis {} &middot; {:.0} s of faults &middot; {} ops/s &middot; {} history records &middot; {} fault periods</p>",
         if results.valid { "valid" } else { "invalid" },
         info.seed,
         info.masters,
         info.agents,
         escape(&info.workloads.join(", ")),
+        escape(&info.api),
         escape(&if info.nemeses.is_empty() { "none".into() } else { info.nemeses.join(", ") }),
         info.duration_secs,
         info.rate,
