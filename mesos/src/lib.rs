@@ -46,6 +46,18 @@ pub use json::{from_json, to_ascii_json, JsonError};
 /// as dotted integers (pymesos does `int()` on each part), so it carries nothing else.
 pub const API_VERSION: &str = "1.11.0";
 
+/// The path of the scheduler API on every master.
+pub const SCHEDULER_PATH: &str = "/api/v1/scheduler";
+/// The header naming a framework's event stream (`Mesos-Stream-Id`), lower case as HTTP/2
+/// and header maps want it.
+pub const STREAM_ID_HEADER: &str = "mesos-stream-id";
+/// How a master's `400` begins when a call names a stream that is not the framework's live
+/// one (Mesos's wording; the driver reads it as "re-subscribe and send again").
+pub const STREAM_ID_MISMATCH: &str =
+    "The stream ID included in this request didn't match the stream ID currently associated with the framework";
+/// How a master's `400` begins when a call names a framework it does not know.
+pub const FRAMEWORK_NOT_FOUND: &str = "Framework cannot be found";
+
 /// An agent's libprocess pid as Mesos names it in its state (`slave(1)@host:port`).
 pub fn agent_pid(addr: &str) -> String {
     format!("slave(1)@{addr}")

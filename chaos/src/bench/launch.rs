@@ -528,9 +528,16 @@ pub async fn launch(
                 "[{name}] {} agents registered in {registration_seconds:.1} s; launching {} tasks",
                 opts.agents, opts.tasks
             ));
-            let mut f = measure(&cluster, api, task.clone(), opts, deadline, &mut progress).await?;
-            f.registration_seconds = registration_seconds;
-            Ok::<_, LaunchBenchError>(f)
+            measure(
+                &cluster,
+                api,
+                task.clone(),
+                opts,
+                deadline,
+                registration_seconds,
+                &mut progress,
+            )
+            .await
         }
         .await;
         cluster.stop_all(Duration::from_secs(20)).await?;
@@ -546,6 +553,7 @@ async fn measure(
     task: Resources,
     opts: &LaunchBenchOptions,
     deadline: Instant,
+    registration_seconds: f64,
     progress: &mut impl FnMut(&str),
 ) -> Result<LaunchFigures, LaunchBenchError> {
     let first_term = cluster.wait_for_leader(Duration::from_secs(30)).await?.term;
@@ -611,7 +619,7 @@ async fn measure(
         p50_ms: percentile_ms(&sorted, 50.0),
         p99_ms: percentile_ms(&sorted, 99.0),
         max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-        registration_seconds: 0.0,
+        registration_seconds,
         masters,
         tasks_in_registry,
         leader_changes,

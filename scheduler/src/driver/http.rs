@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use drover_client::{AttemptError, ClientError, MasterClient};
-use drover_mesos::recordio;
 use drover_mesos::v1 as mesos;
+use drover_mesos::{recordio, SCHEDULER_PATH, STREAM_ID_HEADER};
 use drover_proto::metadata;
 use drover_proto::v1;
 use reqwest::StatusCode;
@@ -22,10 +22,6 @@ use tonic::{Code, Status};
 
 use super::mesos as convert;
 
-/// The path of the scheduler API on every master.
-pub const SCHEDULER_PATH: &str = "/api/v1/scheduler";
-/// The header naming the subscription a call belongs to.
-const STREAM_ID_HEADER: &str = "mesos-stream-id";
 /// Largest event record the driver reads (an OFFERS event of a large cluster fits).
 const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 /// Largest error body kept for the message.
@@ -288,7 +284,7 @@ async fn answer_error(addr: &str, response: reqwest::Response) -> AttemptError {
                 metadata::STALE_CALLER_NOT_SUBSCRIBED,
             )],
         ),
-        StatusCode::BAD_REQUEST if body.starts_with("Framework cannot be found") => marked(
+        StatusCode::BAD_REQUEST if body.starts_with(drover_mesos::FRAMEWORK_NOT_FOUND) => marked(
             Code::FailedPrecondition,
             message,
             &[(
@@ -296,7 +292,7 @@ async fn answer_error(addr: &str, response: reqwest::Response) -> AttemptError {
                 metadata::STALE_CALLER_NOT_SUBSCRIBED,
             )],
         ),
-        StatusCode::BAD_REQUEST if body.starts_with("The stream ID included") => marked(
+        StatusCode::BAD_REQUEST if body.starts_with(drover_mesos::STREAM_ID_MISMATCH) => marked(
             Code::FailedPrecondition,
             message,
             &[(metadata::STALE_CALLER, metadata::STALE_CALLER_REPLACED)],

@@ -28,6 +28,11 @@ fn unreadable(field: &'static str, reason: impl Into<String>) -> Unreadable {
     }
 }
 
+/// The member an event of its type must carry.
+fn present<'a, T>(member: &'a Option<T>, field: &'static str) -> Result<&'a T, Unreadable> {
+    member.as_ref().ok_or_else(|| unreadable(field, "missing"))
+}
+
 fn framework_id(id: &str) -> mesos::FrameworkId {
     mesos::FrameworkId {
         value: id.to_string(),
@@ -264,17 +269,9 @@ pub fn event(
 ) -> Result<Option<v1::Event>, Unreadable> {
     use v1::event::Event as E;
     let kind = e.r#type.and_then(|t| EventType::try_from(t).ok());
-    let member = |present: bool, field: &'static str| {
-        if present {
-            Ok(())
-        } else {
-            Err(unreadable(field, "missing"))
-        }
-    };
     let out = match kind {
         Some(EventType::Subscribed) => {
-            member(e.subscribed.is_some(), "subscribed")?;
-            let s = e.subscribed.as_ref().expect("checked");
+            let s = present(&e.subscribed, "subscribed")?;
             let master_id = match &s.master_info {
                 Some(m) => m.id.parse().map_err(|_| {
                     unreadable(
@@ -291,32 +288,23 @@ pub fn event(
                 master_id,
             })
         }
-        Some(EventType::Offers) => {
-            member(e.offers.is_some(), "offers")?;
-            let offers = e.offers.as_ref().expect("checked");
-            E::Offers(v1::Offers {
-                offers: offers.offers.iter().map(offer).collect(),
-            })
-        }
-        Some(EventType::Rescind) => {
-            member(e.rescind.is_some(), "rescind")?;
-            E::Rescind(v1::Rescind {
-                offer_id: e.rescind.as_ref().expect("checked").offer_id.value.clone(),
-            })
-        }
-        Some(EventType::Update) => {
-            member(e.update.is_some(), "update")?;
-            E::Update(v1::Update {
-                status: Some(status(&e.update.as_ref().expect("checked").status)?),
-            })
-        }
+        Some(EventType::Offers) => E::Offers(v1::Offers {
+            offers: present(&e.offers, "offers")?
+                .offers
+                .iter()
+                .map(offer)
+                .collect(),
+        }),
+        Some(EventType::Rescind) => E::Rescind(v1::Rescind {
+            offer_id: present(&e.rescind, "rescind")?.offer_id.value.clone(),
+        }),
+        Some(EventType::Update) => E::Update(v1::Update {
+            status: Some(status(&present(&e.update, "update")?.status)?),
+        }),
         Some(EventType::Heartbeat) => E::Heartbeat(v1::Heartbeat {}),
-        Some(EventType::Error) => {
-            member(e.error.is_some(), "error")?;
-            E::Error(v1::Error {
-                message: e.error.as_ref().expect("checked").message.clone(),
-            })
-        }
+        Some(EventType::Error) => E::Error(v1::Error {
+            message: present(&e.error, "error")?.message.clone(),
+        }),
         _ => return Ok(None),
     };
     Ok(Some(v1::Event { event: Some(out) }))
@@ -603,6 +591,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(event(&e, "s").unwrap_err().field, "update.status.uuid");
+        let bare: mesos::scheduler::Event =
+            drover_mesos::from_json(br#"{"type":"UPDATE"}"#).unwrap();
+        assert_eq!(event(&bare, "s").unwrap_err().field, "update");
     }
 
     fn base64_of(b: &[u8]) -> String {

@@ -36,8 +36,6 @@ use tonic::{Code, Status};
 use connection::{Connection, Control, LinkState, Session};
 use rpc::{Call, Transport};
 
-pub use http::SCHEDULER_PATH;
-
 pub use types::{
     is_terminal, AgentId, DriverEvent, FrameworkId, FrameworkInfo, Offer, OfferId, TaskId,
 };

@@ -108,7 +108,7 @@ async fn pump(
         };
         for (file, sink) in files.iter_mut().zip(sinks.iter_mut()) {
             // While it runs, one read per round: what failed is tried at the next. At the
-            // end, read until the file has no more, trying again at once after a failure (the
+            // end, read until the file has no more, trying again shortly after a failure (the
             // task's directory moves once its end is acknowledged, and a passing failure then
             // would lose the end of the output); each chunk is written as it comes.
             let mut failures = 0;

@@ -45,8 +45,7 @@ use crate::leader::convert as grpc;
 use crate::leader::engine::EVENT_QUEUE;
 use crate::registry::cluster::{MAX_OFFERS_PER_ACCEPT, MAX_TASKS_PER_ACCEPT};
 
-/// The header naming a framework's event stream.
-pub const STREAM_ID_HEADER: &str = "mesos-stream-id";
+pub use drover_mesos::STREAM_ID_HEADER;
 /// How long a SUBSCRIBE waits before it is answered 503.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(1);
 /// How long a SUBSCRIBE waits for its SUBSCRIBED event once the engine accepted it.
@@ -56,7 +55,7 @@ const SUBSCRIBED_WAIT: Duration = Duration::from_secs(5);
 pub const EDGE_QUEUE: usize = 1024;
 /// Mesos's default refuse filter, seconds.
 const DEFAULT_REFUSE_SECONDS: f64 = 5.0;
-const PATH: &str = "/api/v1/scheduler";
+const PATH: &str = drover_mesos::SCHEDULER_PATH;
 
 /// The Mesos scheduler API's state: the service calls go to, and the edge's queue of each
 /// live stream by stream id.
@@ -156,17 +155,20 @@ fn status_response(s: &MesosState, st: &Status, framework_id: Option<&str>) -> R
             Some(STALE_CALLER_NOT_SUBSCRIBED) => {
                 let known = framework_id.is_some_and(|f| s.framework(f).is_some());
                 if known {
-                    error(StatusCode::FORBIDDEN, format!("Framework is not subscribed: {}", st.message()))
+                    error(
+                        StatusCode::FORBIDDEN,
+                        format!("Framework is not subscribed: {}", st.message()),
+                    )
                 } else {
-                    error(StatusCode::BAD_REQUEST, format!("Framework cannot be found: {}", st.message()))
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{}: {}", drover_mesos::FRAMEWORK_NOT_FOUND, st.message()),
+                    )
                 }
             }
             Some(_) => error(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "The stream ID included in this request didn't match the stream ID currently associated with the framework: {}",
-                    st.message()
-                ),
+                format!("{}: {}", drover_mesos::STREAM_ID_MISMATCH, st.message()),
             ),
             None => error(StatusCode::BAD_REQUEST, st.message()),
         },
