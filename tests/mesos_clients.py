@@ -5,6 +5,7 @@ Usage:
   python mesos_clients.py pymesos  MASTER[,MASTER...]
   python mesos_clients.py mesoshttp MASTER[,MASTER...]
   python mesos_clients.py operator MASTER[,MASTER...]
+  python mesos_clients.py pymesos-executor MASTER[,MASTER...] EXECUTOR_SCRIPT
 
 The first master given should be a follower: subscribing goes through its redirect.
 
@@ -24,6 +25,13 @@ a follower's redirect and reads the cluster with the operator API's calls, while
 scheduler in the same script runs one task: the operator sees FRAMEWORK_ADDED, TASK_ADDED and
 TASK_UPDATED (RUNNING, then FINISHED), and the calls' answers name the framework, the task
 and the agent.
+
+pymesos-executor: a pymesos scheduler launches two tasks on one agent with a custom executor
+(EXECUTOR_SCRIPT, a pymesos `MesosExecutorDriver`, see mesos_executor.py) and the task data
+each carries: one run of the executor takes both; each task is RUNNING (its updates naming
+the executor) and its executor's framework message "hello <task> <data>" arrives; the
+scheduler's messages "finish <task>" make the executor finish them; once idle, the agent shuts
+the executor down and the scheduler hears executorLost with its status. It then tears down.
 
 Prints "ok" and exits 0 when every check held; a failed check raises.
 """
@@ -370,11 +378,135 @@ def run_operator(masters):
     print(f"ok operator: {kinds()}")
 
 
+def run_pymesos_executor(masters, executor_script):
+    from pymesos import MesosSchedulerDriver, Scheduler, decode_data, encode_data
+
+    executor = {
+        "executor_id": {"value": "pymesos-executor"},
+        "type": "CUSTOM",
+        "name": "a pymesos executor",
+        "command": {"value": f"{sys.executable} {executor_script}", "shell": True},
+        "resources": TASK_RESOURCES,
+    }
+
+    class Framework(Scheduler):
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.to_launch = []  # task names
+            self.launched = {}  # name -> (task id, agent id)
+            self.updates = []
+            self.messages = []  # (executor id, agent id, text)
+            self.lost = []  # (executor id, agent id, status)
+            self.registered_ids = []
+            self.errors = []
+
+        def registered(self, driver, framework_id, master_info):
+            with self.lock:
+                self.registered_ids.append(framework_id["value"])
+
+        def resourceOffers(self, driver, offers):
+            for offer in offers:
+                with self.lock:
+                    name = self.to_launch.pop(0) if self.to_launch else None
+                if name is None:
+                    driver.declineOffer(offer["id"], filters={"refuse_seconds": 1})
+                    continue
+                info = {
+                    "name": name,
+                    "task_id": {"value": f"{name}-{uuid.uuid4()}"},
+                    "agent_id": offer["agent_id"],
+                    "resources": TASK_RESOURCES,
+                    "executor": executor,
+                    "data": encode_data(f"data-of-{name}".encode()),
+                }
+                with self.lock:
+                    self.launched[name] = (info["task_id"]["value"], offer["agent_id"])
+                driver.launchTasks(offer["id"], [info], filters={"refuse_seconds": 1})
+
+        def statusUpdate(self, driver, status):
+            with self.lock:
+                self.updates.append(status)
+
+        def frameworkMessage(self, driver, executor_id, agent_id, message):
+            with self.lock:
+                self.messages.append(
+                    (executor_id["value"], agent_id["value"], decode_data(message).decode())
+                )
+
+        def executorLost(self, driver, executor_id, agent_id, status):
+            with self.lock:
+                self.lost.append((executor_id["value"], agent_id["value"], status))
+
+        def error(self, driver, message):
+            with self.lock:
+                self.errors.append(message)
+
+    fw = Framework()
+
+    def launch(name):
+        with fw.lock:
+            fw.to_launch.append(name)
+        driver.reviveOffers()
+        return wait(f"{name} launched", lambda: fw.launched.get(name))
+
+    def update(task_id, state):
+        def find():
+            with fw.lock:
+                for u in fw.updates:
+                    if u["task_id"]["value"] == task_id and u["state"] == state:
+                        return u
+            return None
+
+        return wait(f"{state} of {task_id}", find)
+
+    def message(text):
+        def find():
+            with fw.lock:
+                return next((m for m in fw.messages if m[2] == text), None)
+
+        return wait(f"the executor's message {text!r}", find)
+
+    framework = {"user": getpass.getuser(), "name": "pymesos-executor-on-drover"}
+    driver = MesosSchedulerDriver(fw, framework, masters[0], use_addict=False)
+    driver.start()
+    framework_id = wait("registered", lambda: fw.registered_ids and fw.registered_ids[0])
+
+    tasks = []
+    for name in ("first", "second"):
+        task_id, agent_id = launch(name)
+        running = update(task_id, "TASK_RUNNING")
+        assert running.get("executor_id") == executor["executor_id"], running
+        assert running.get("source") == "SOURCE_EXECUTOR", running
+        executor_id, agent, _ = message(f"hello {task_id} data-of-{name}")
+        assert executor_id == "pymesos-executor" and agent == agent_id["value"], (executor_id, agent)
+        tasks.append((task_id, agent_id))
+    assert tasks[0][1] == tasks[1][1], "one agent: both tasks on it"
+
+    for task_id, agent_id in tasks:
+        driver.sendFrameworkMessage(
+            executor["executor_id"], agent_id, encode_data(f"finish {task_id}".encode())
+        )
+        finished = update(task_id, "TASK_FINISHED")
+        assert finished.get("message") == "finished on request", finished
+
+    # Idle, the executor is shut down; the framework hears of its end.
+    lost = wait("executorLost", lambda: fw.lost, deadline=90)
+    assert lost[0][0] == "pymesos-executor" and lost[0][1] == tasks[0][1]["value"], lost
+    assert isinstance(lost[0][2], int), lost
+
+    assert not fw.errors, fw.errors
+    driver.stop()  # TEARDOWN
+    driver.join()
+    print(f"ok framework {framework_id}: {len(fw.updates)} updates, executor lost with status {lost[0][2]}")
+
+
 def main():
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     mode, masters = sys.argv[1], sys.argv[2].split(",")
     if mode == "pymesos":
         run_pymesos(masters)
+    elif mode == "pymesos-executor":
+        run_pymesos_executor(masters, sys.argv[3])
     elif mode == "mesoshttp":
         run_mesoshttp(masters)
     elif mode == "operator":

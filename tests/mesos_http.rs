@@ -627,6 +627,28 @@ async fn pymesos_scheduler_runs_tasks_and_fails_over_with_the_leader() {
     eprintln!("{}", out.trim());
 }
 
+const EXECUTOR_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mesos_executor.py");
+
+/// A pymesos scheduler runs two tasks through a pymesos custom executor on one agent:
+/// launches, updates and framework messages both ways over the agents' executor API, and the
+/// executor's end (shut down once idle) reported to the scheduler.
+#[tokio::test(flavor = "multi_thread")]
+async fn pymesos_executor_runs_tasks_and_messages_both_ways() {
+    let Some(python) = common::test_python() else {
+        return;
+    };
+    let c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    let (_leader, follower) = leader_and_follower(&c).await;
+    let out = common::run_python_ok(
+        &python,
+        SCRIPT,
+        &["pymesos-executor", &follower, EXECUTOR_SCRIPT],
+        SCRIPT_TIMEOUT,
+    )
+    .await;
+    eprintln!("{}", out.trim());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mesoshttp_scheduler_launches_a_task_and_tears_down() {
     let Some(python) = common::test_python() else {

@@ -97,6 +97,17 @@ pub struct AgentArgs {
     /// How often the disk's usage is read and old task directories removed, e.g. "1m".
     #[arg(long, env = "DROVER_AGENT_DISK_WATCH_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub disk_watch_interval: Duration,
+    /// How long a custom executor may take to subscribe before it is killed and its tasks
+    /// fail (Mesos's --executor_registration_timeout), e.g. "1min".
+    #[arg(long, env = "DROVER_AGENT_EXECUTOR_REGISTRATION_TIMEOUT", default_value = "1min", value_parser = humantime::parse_duration)]
+    pub executor_registration_timeout: Duration,
+    /// From SHUTDOWN to SIGKILL for a custom executor that set no grace (Mesos's
+    /// --executor_shutdown_grace_period), e.g. "5secs".
+    #[arg(long, env = "DROVER_AGENT_EXECUTOR_SHUTDOWN_GRACE", default_value = "5secs", value_parser = humantime::parse_duration)]
+    pub executor_shutdown_grace: Duration,
+    /// How long a custom executor with no live task keeps running before it is shut down.
+    #[arg(long, env = "DROVER_AGENT_EXECUTOR_IDLE_TIMEOUT", default_value = "5secs", value_parser = humantime::parse_duration)]
+    pub executor_idle_timeout: Duration,
     /// Program and arguments that start an executor (default: this program, "executor").
     #[arg(
         long,
@@ -107,6 +118,9 @@ pub struct AgentArgs {
     )]
     pub executor_command: Vec<String>,
 }
+
+/// Longest custom executor timeout accepted.
+const MAX_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Bounds of `--disk-watch-interval`.
 const MIN_DISK_WATCH: Duration = Duration::from_millis(10);
@@ -147,6 +161,10 @@ pub struct AgentConfig {
     pub gc_delay: Duration,
     pub gc_disk_headroom: f64,
     pub disk_watch_interval: Duration,
+    /// Custom executors' timeouts (see [`AgentArgs`]).
+    pub executor_registration_timeout: Duration,
+    pub executor_shutdown_grace: Duration,
+    pub executor_idle_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -185,6 +203,18 @@ impl AgentConfig {
                 format!("between {MIN_DISK_WATCH:?} and {MAX_DISK_WATCH:?}"),
             ));
         }
+        for (flag, value) in [
+            (
+                "executor-registration-timeout",
+                args.executor_registration_timeout,
+            ),
+            ("executor-shutdown-grace", args.executor_shutdown_grace),
+            ("executor-idle-timeout", args.executor_idle_timeout),
+        ] {
+            if value > MAX_EXECUTOR_TIMEOUT {
+                return Err(invalid(flag, format!("at most {MAX_EXECUTOR_TIMEOUT:?}")));
+            }
+        }
         if args.simulate > MAX_SIMULATED {
             return Err(invalid("simulate", format!("at most {MAX_SIMULATED}")));
         }
@@ -211,6 +241,9 @@ impl AgentConfig {
             gc_delay: args.gc_delay,
             gc_disk_headroom: args.gc_disk_headroom,
             disk_watch_interval: args.disk_watch_interval,
+            executor_registration_timeout: args.executor_registration_timeout,
+            executor_shutdown_grace: args.executor_shutdown_grace,
+            executor_idle_timeout: args.executor_idle_timeout,
         })
     }
 

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{FrameworkId, TaskId};
+use crate::ids::{ExecutorId, FrameworkId, TaskId};
 use crate::layout::Layout;
 
 /// Longest range one read returns, bytes (Mesos's page size is 16 KiB; a log follower wants
@@ -245,8 +245,9 @@ pub fn resolve(layout: &Layout, requested: &str) -> Result<PathBuf, FilesError> 
     }
     let (sandbox, rest) = sandbox_of(layout, &parts).ok_or_else(|| {
         invalid(
-            "not in a task's sandbox (frameworks/<framework>/tasks/<task>/sandbox/… or \
-             completed/<framework>/<task>/sandbox/…)",
+            "not in a task's sandbox (frameworks/<framework>/tasks/<task>/sandbox/…, \
+             completed/<framework>/<task>/sandbox/… or \
+             frameworks/<framework>/executors/<executor>/runs/<container>/sandbox/…)",
         )
     })?;
     let mut file = sandbox.clone();
@@ -276,6 +277,23 @@ fn sandbox_of<'a>(layout: &Layout, parts: &'a [String]) -> Option<(PathBuf, &'a 
                 latest_completed(layout, &fw, &task).unwrap_or(live)
             };
             Some((dir.join("sandbox"), rest))
+        }
+        [top, fw, executors, executor, runs, container, sandbox, rest @ ..]
+            if top == "frameworks"
+                && executors == "executors"
+                && runs == "runs"
+                && sandbox == "sandbox" =>
+        {
+            let fw = FrameworkId::new(fw).ok()?;
+            let executor = ExecutorId::new(executor).ok()?;
+            // A container id is a uuid the agent made: a plain name, checked as an id.
+            let container = ExecutorId::new(container).ok()?;
+            Some((
+                layout
+                    .executor_run_dir(&fw, &executor, container.as_str())
+                    .sandbox(),
+                rest,
+            ))
         }
         [top, fw, task, sandbox, rest @ ..] if top == "completed" && sandbox == "sandbox" => {
             let fw = FrameworkId::new(fw).ok()?;

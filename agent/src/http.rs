@@ -1,7 +1,8 @@
 //! HTTP endpoints on the agent's port, next to gRPC: `GET /health`, `GET /metrics`
 //! (Prometheus text format), the sandbox files (`/files/read`, `/files/download`,
 //! `/files/browse`, see [`crate::files`]) and Mesos's agent state (`/state`, see
-//! [`crate::state`]).
+//! [`crate::state`]), and on a real agent the Mesos executor API (`POST /api/v1/executor`, see
+//! [`crate::executor_api`]).
 //!
 //! Owns nothing: answers are read at request time from the registration counter and the
 //! Prometheus recorder.
@@ -31,6 +32,8 @@ pub struct HttpState {
     pub layout: Layout,
     /// What `/state` says about the agent itself.
     pub me: crate::state::AgentSelf,
+    /// The Mesos executor API, on a real agent.
+    pub executor_api: Option<crate::executor_api::ExecutorApi>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -48,12 +51,17 @@ pub fn router(state: HttpState) -> Router {
         .route("/state.json", get(crate::state::state))
         .route("/slave(1)/state", get(crate::state::state))
         .with_state(view);
-    Router::new()
+    let executor_api = state.executor_api.clone();
+    let router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(files)
-        .merge(mesos_state)
+        .merge(mesos_state);
+    match executor_api {
+        Some(api) => router.merge(crate::executor_api::router(api)),
+        None => router,
+    }
 }
 
 #[derive(Serialize)]

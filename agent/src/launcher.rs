@@ -35,7 +35,9 @@
 //!   (`Registering`): a task launched meanwhile would be missing from the report, and the
 //!   master would take it for lost.
 
-use std::collections::{HashMap, VecDeque};
+mod custom;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -46,7 +48,7 @@ use tokio::task::JoinSet;
 
 use crate::cgroups::CgroupMode;
 use crate::checkpoint::{self, CheckpointError};
-use crate::ids::{AgentId, FrameworkId, TaskId};
+use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::layout::{Layout, TaskDir};
 use crate::metrics as m;
 use crate::protocol::ToExecutor;
@@ -54,6 +56,9 @@ use crate::recovery::{kill_leftovers, Found, RecoverMode};
 use crate::status_updates::StatusUpdates;
 use crate::task::{KillTask, LaunchSpec, RunTask, LAUNCH_SPEC_VERSION};
 use crate::update::{StatusSource, StatusUpdate, TaskState};
+
+pub use custom::{to_launch, CustomError, ExecKey, SubscribedRun, ToCustom, EXECUTOR_EVENT_QUEUE};
+use custom::{CustomPrep, ExecEntry};
 
 /// Finished tasks remembered.
 pub const MAX_COMPLETED_TASKS: usize = 1000;
@@ -106,6 +111,22 @@ pub struct LauncherConfig {
     pub executor_command: Vec<OsString>,
     pub default_kill_grace: Duration,
     pub cgroups: CgroupMode,
+    /// Where custom executors reach the agent's HTTP API (`ip:port`, `MESOS_AGENT_ENDPOINT`).
+    pub executor_endpoint: String,
+    /// How long a custom executor may take to subscribe before it is killed.
+    pub executor_registration_timeout: Duration,
+    /// How long a custom executor with no live task runs before it is shut down.
+    pub executor_idle_timeout: Duration,
+    /// From SHUTDOWN to SIGKILL, for a custom executor that set no grace.
+    pub executor_shutdown_grace: Duration,
+}
+
+impl LauncherConfig {
+    /// Custom executors' timeouts as Mesos's defaults have them (registration 1 min, a
+    /// shutdown grace of 5 s), shut down after 5 s idle.
+    pub const EXECUTOR_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const EXECUTOR_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const EXECUTOR_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 }
 
 type Key = (FrameworkId, TaskId);
@@ -150,6 +171,64 @@ enum Msg {
     },
     /// A re-attached executor disconnected a while ago: is it back or still running?
     CheckAdopted(Key),
+    /// The off-actor part of a custom executor's task's launch ended.
+    CustomPrepared {
+        key: Key,
+        dir: TaskDir,
+        outcome: CustomPrep,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    },
+    /// A run of a custom executor ended (its supervisor exited), with the executor's raw
+    /// wait status when it is known.
+    RunExited {
+        exec: ExecKey,
+        run: crate::layout::RunDir,
+        status: Option<i32>,
+    },
+    RegistrationTimeout {
+        exec: ExecKey,
+        run: crate::layout::RunDir,
+    },
+    IdleCheck {
+        exec: ExecKey,
+        run: crate::layout::RunDir,
+    },
+    ShutdownDeadline {
+        exec: ExecKey,
+        run: crate::layout::RunDir,
+    },
+    ReportEnd {
+        key: Key,
+        state: TaskState,
+        reason: &'static str,
+        message: String,
+    },
+    ExecSubscribe {
+        exec: ExecKey,
+        unacknowledged: HashSet<TaskId>,
+        conn: mpsc::Sender<ToCustom>,
+        reply: oneshot::Sender<Result<SubscribedRun, CustomError>>,
+    },
+    ExecDisconnected {
+        exec: ExecKey,
+        conn: mpsc::Sender<ToCustom>,
+    },
+    ExecCheck {
+        exec: ExecKey,
+        task: Option<TaskId>,
+        reply: oneshot::Sender<Result<AgentId, CustomError>>,
+    },
+    ExecAck {
+        exec: ExecKey,
+        task: TaskId,
+        uuid: uuid::Uuid,
+    },
+    /// A framework's message for a custom executor, or its SHUTDOWN (`shutdown`).
+    ToExecutor {
+        call: crate::task::ExecutorCall,
+        shutdown: bool,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    },
     /// The off-actor part of a launch ended.
     Prepared {
         key: Key,
@@ -191,9 +270,25 @@ struct Entry {
     /// The executor is not this agent's child (an earlier life started it): its exit is
     /// noticed by its absence, not by waiting on it.
     adopted: bool,
+    /// The custom executor that runs it, if not Drover's own.
+    executor: Option<ExecutorId>,
 }
 
 impl Entry {
+    /// A task this agent is starting now.
+    fn new(agent_id: AgentId, kill_grace: Option<Duration>) -> Self {
+        Entry {
+            agent_id,
+            state: TaskState::Staging,
+            kill_grace,
+            conn: None,
+            kill_requested: None,
+            preparing: Some(Vec::new()),
+            adopted: false,
+            executor: None,
+        }
+    }
+
     /// A task an earlier life of the agent started.
     fn recovered(agent_id: AgentId, state: TaskState, kill_grace: Option<Duration>) -> Self {
         Entry {
@@ -204,6 +299,7 @@ impl Entry {
             kill_requested: None,
             preparing: None,
             adopted: true,
+            executor: None,
         }
     }
 }
@@ -211,10 +307,14 @@ impl Entry {
 struct Actor {
     config: LauncherConfig,
     updates: StatusUpdates,
+    /// Custom executors' ends go to their frameworks through it.
+    relay: crate::relay::Relay,
     agent_id: Option<AgentId>,
     /// A task report was made and the registration it is for is not answered yet.
     registering: bool,
     tasks: HashMap<Key, Entry>,
+    /// The runs of custom executors.
+    executors: HashMap<ExecKey, ExecEntry>,
     completed: VecDeque<Key>,
     waiters: JoinSet<()>,
     me: mpsc::WeakSender<Msg>,
@@ -225,14 +325,17 @@ impl Launcher {
     pub fn start(
         config: LauncherConfig,
         updates: StatusUpdates,
+        relay: crate::relay::Relay,
     ) -> (Launcher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let actor = Actor {
             config,
             updates,
+            relay,
             agent_id: None,
             registering: false,
             tasks: HashMap::new(),
+            executors: HashMap::new(),
             completed: VecDeque::new(),
             waiters: JoinSet::new(),
             me: tx.downgrade(),
@@ -304,6 +407,82 @@ impl Launcher {
                 state,
             })
             .await;
+    }
+
+    /// A custom executor subscribed on `conn`: what SUBSCRIBED tells it (its LAUNCHes and
+    /// KILLs follow on `conn`).
+    pub async fn executor_subscribe(
+        &self,
+        exec: ExecKey,
+        unacknowledged: HashSet<TaskId>,
+        conn: mpsc::Sender<ToCustom>,
+    ) -> Result<SubscribedRun, CustomError> {
+        let (reply, rx) = oneshot::channel();
+        let msg = Msg::ExecSubscribe {
+            exec,
+            unacknowledged,
+            conn,
+            reply,
+        };
+        self.tx.send(msg).await.map_err(|_| CustomError::Stopped)?;
+        rx.await.map_err(|_| CustomError::Stopped)?
+    }
+
+    /// A custom executor's subscription on `conn` ended. Callable from `Drop`.
+    pub fn executor_disconnected(&self, exec: ExecKey, conn: mpsc::Sender<ToCustom>) {
+        let tx = self.tx.clone();
+        let msg = Msg::ExecDisconnected { exec, conn };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+
+    /// Whether the custom executor is subscribed and (for an UPDATE) runs `task`; the agent
+    /// the task runs as.
+    pub async fn executor_check(
+        &self,
+        exec: ExecKey,
+        task: Option<TaskId>,
+    ) -> Result<AgentId, CustomError> {
+        let (reply, rx) = oneshot::channel();
+        let msg = Msg::ExecCheck { exec, task, reply };
+        self.tx.send(msg).await.map_err(|_| CustomError::Stopped)?;
+        rx.await.map_err(|_| CustomError::Stopped)?
+    }
+
+    /// A framework's message for one of its custom executors: a MESSAGE event if it is
+    /// subscribed, else dropped.
+    pub async fn framework_message(
+        &self,
+        call: crate::task::ExecutorCall,
+    ) -> Result<(), TaskError> {
+        self.ask(|reply| Msg::ToExecutor {
+            call,
+            shutdown: false,
+            reply,
+        })
+        .await
+    }
+
+    /// A framework shuts one of its custom executors down: SHUTDOWN, then SIGKILL after its
+    /// grace (at once if it is not subscribed). Its tasks that have not ended then fail.
+    pub async fn shutdown_executor(
+        &self,
+        call: crate::task::ExecutorCall,
+    ) -> Result<(), TaskError> {
+        self.ask(|reply| Msg::ToExecutor {
+            call,
+            shutdown: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Tells a custom executor that its update of `task` is checkpointed (ACKNOWLEDGED).
+    pub async fn executor_acknowledge(&self, exec: ExecKey, task: TaskId, uuid: uuid::Uuid) {
+        let _ = self.tx.send(Msg::ExecAck { exec, task, uuid }).await;
     }
 
     /// The agent (re)registered under `id`.
@@ -512,6 +691,51 @@ impl Actor {
                 let _ = reply.send(report);
             }
             Msg::StateSeen { key, state } => self.set_state(&key, state),
+            Msg::CustomPrepared {
+                key,
+                dir,
+                outcome,
+                reply,
+            } => self.custom_prepared(key, dir, outcome, reply).await,
+            Msg::RunExited { exec, run, status } => self.run_exited(exec, run, status).await,
+            Msg::RegistrationTimeout { exec, run } => self.registration_timeout(exec, run).await,
+            Msg::IdleCheck { exec, run } => self.idle_check(exec, run),
+            Msg::ShutdownDeadline { exec, run } => self.shutdown_deadline(exec, run),
+            Msg::ReportEnd {
+                key,
+                state,
+                reason,
+                message,
+            } => self.report_end(&key, state, reason, message).await,
+            Msg::ExecSubscribe {
+                exec,
+                unacknowledged,
+                conn,
+                reply,
+            } => {
+                let r = self.executor_subscribe(exec, unacknowledged, conn);
+                let _ = reply.send(r);
+            }
+            Msg::ExecDisconnected { exec, conn } => self.executor_disconnected(&exec, &conn),
+            Msg::ExecCheck { exec, task, reply } => {
+                let _ = reply.send(self.executor_check(&exec, task.as_ref()));
+            }
+            Msg::ExecAck { exec, task, uuid } => self.executor_acknowledge(&exec, task, uuid),
+            Msg::ToExecutor {
+                call,
+                shutdown,
+                reply,
+            } => {
+                let r = self.check_agent(&call.agent_id).map(|()| {
+                    let exec = (call.framework_id, call.executor_id);
+                    if shutdown {
+                        self.shutdown_run(exec);
+                    } else {
+                        self.message_executor(&exec, call.data);
+                    }
+                });
+                let _ = reply.send(r);
+            }
             Msg::Exited { key, status } => self.exited(key, status).await,
             Msg::Registered(id) => {
                 if self.agent_id.as_ref() != Some(&id) {
@@ -543,8 +767,12 @@ impl Actor {
             return;
         }
         e.state = state;
+        let custom = e.executor.is_some();
         m::task_state_changed(Some(was), Some(state));
         if state.is_terminal() {
+            if custom {
+                self.custom_task_ended(key);
+            }
             self.completed.push_back(key.clone());
             while self.completed.len() > MAX_COMPLETED_TASKS {
                 if let Some(old) = self.completed.pop_front() {
@@ -582,6 +810,7 @@ impl Actor {
                 kill_requested: None,
                 preparing: None,
                 adopted: true,
+                executor: None,
             },
         );
         true
@@ -614,6 +843,11 @@ impl Actor {
             }
             return;
         }
+        if req.task.executor.is_some() {
+            let name = req.framework_name.clone();
+            self.run_custom(req, name, reply);
+            return;
+        }
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
         let spec = LaunchSpec {
             version: LAUNCH_SPEC_VERSION,
@@ -635,15 +869,10 @@ impl Actor {
         };
         self.insert(
             key.clone(),
-            Entry {
-                agent_id: req.agent_id.clone(),
-                state: TaskState::Staging,
-                kill_grace: req.task.kill_grace_ms.map(Duration::from_millis),
-                conn: None,
-                kill_requested: None,
-                preparing: Some(Vec::new()),
-                adopted: false,
-            },
+            Entry::new(
+                req.agent_id.clone(),
+                req.task.kill_grace_ms.map(Duration::from_millis),
+            ),
         );
         let (program, socket) = (
             self.config.executor_command.clone(),
@@ -940,6 +1169,12 @@ impl Actor {
         let grace = req.grace.or(e.kill_grace).unwrap_or(default);
         let grace = e.kill_requested.map_or(grace, |g| g.min(grace));
         e.kill_requested = Some(grace);
+        if let Some(executor) = e.executor.clone() {
+            tracing::info!(task = %key.1, framework = %key.0, %executor, grace_ms = grace.as_millis() as u64, "killing a custom executor's task");
+            self.kill_custom(&key, (key.0.clone(), executor), grace)
+                .await;
+            return Ok(());
+        }
         tracing::info!(task = %key.1, framework = %key.0, grace_ms = grace.as_millis() as u64, connected = e.conn.is_some(), "killing task");
         if let Some(conn) = &e.conn {
             let kill = ToExecutor::Kill {
@@ -1037,6 +1272,7 @@ mod tests {
         let req = v1::RunTaskRequest {
             agent_id: "agent-1".into(),
             framework_id: "fw".into(),
+            framework_name: String::new(),
             tasks: vec![v1::TaskInfo {
                 task_id: task.into(),
                 name: task.into(),
@@ -1050,6 +1286,7 @@ mod tests {
                 }),
                 kill_grace_seconds: 0.0,
                 health_check: None,
+                ..Default::default()
             }],
         };
         RunTask::from_proto(&req).unwrap().remove(0)
@@ -1064,6 +1301,7 @@ mod tests {
             FakeMaster::client("127.0.0.1:1"),
             Config::new(Checkpointing::Memory),
         );
+        let (relay, _relay) = crate::relay::Relay::start(FakeMaster::client("127.0.0.1:1"));
         let (launcher, _actor) = Launcher::start(
             LauncherConfig {
                 layout: Layout::new(dir.path()),
@@ -1071,8 +1309,13 @@ mod tests {
                 executor_command: vec!["/bin/false".into()],
                 default_kill_grace: Duration::from_secs(1),
                 cgroups: CgroupMode::none("test"),
+                executor_endpoint: "127.0.0.1:1".into(),
+                executor_registration_timeout: LauncherConfig::EXECUTOR_REGISTRATION_TIMEOUT,
+                executor_idle_timeout: LauncherConfig::EXECUTOR_IDLE_TIMEOUT,
+                executor_shutdown_grace: LauncherConfig::EXECUTOR_SHUTDOWN_GRACE,
             },
             updates,
+            relay,
         );
         let me = AgentId::new("agent-1").unwrap();
         launcher.registered(me.clone()).await;

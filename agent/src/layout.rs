@@ -15,6 +15,17 @@
 //!     executor_updates.log              every update the executor made (record log, executor)
 //!     sandbox/                          the command's working directory
 //!       stdout, stderr                  the command's output
+//!                                       (for a task of a custom executor: a symlink to its
+//!                                       executor run's sandbox)
+//!   frameworks/<framework_id>/executors/<executor_id>/runs/<container_id>/
+//!                                       one run of a custom executor (as Mesos lays it out)
+//!     executor.json                     the run as launched: the supervisor's input (atomic)
+//!     supervisor.pid                    pid of the run's `drover executor --executor-dir`
+//!     supervisor.log                    the supervisor's own log
+//!     command.pid                       pid (= process group id) of the executor's command
+//!     exit_status                       the command's raw wait status, once it ended (atomic)
+//!     sandbox/                          MESOS_SANDBOX: the executor's working directory
+//!       stdout, stderr                  its output
 //!   completed/<framework_id>/<task_id>[.n]/
 //!                                       an ended task's directory once the master acknowledged
 //!                                       its end (moved by [`crate::gc`], removed after
@@ -27,7 +38,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::ids::{FrameworkId, TaskId};
+use crate::ids::{ExecutorId, FrameworkId, TaskId};
 
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
@@ -90,6 +101,25 @@ impl Layout {
         }
     }
 
+    /// Every run of one custom executor.
+    pub fn executor_runs_dir(&self, framework: &FrameworkId, executor: &ExecutorId) -> PathBuf {
+        self.frameworks_dir()
+            .join(framework.as_str())
+            .join("executors")
+            .join(executor.as_str())
+            .join("runs")
+    }
+
+    /// One run of a custom executor; `container` is a uuid the agent made.
+    pub fn executor_run_dir(
+        &self,
+        framework: &FrameworkId,
+        executor: &ExecutorId,
+        container: &str,
+    ) -> RunDir {
+        RunDir(self.executor_runs_dir(framework, executor).join(container))
+    }
+
     pub fn task_dir(&self, framework: &FrameworkId, task: &TaskId) -> PathBuf {
         self.frameworks_dir()
             .join(framework.as_str())
@@ -123,5 +153,37 @@ impl TaskDir {
     }
     pub fn sandbox(&self) -> PathBuf {
         self.0.join("sandbox")
+    }
+}
+
+/// The files of one run of a custom executor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn executor_json(&self) -> PathBuf {
+        self.0.join("executor.json")
+    }
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.0.join("supervisor.pid")
+    }
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.0.join("supervisor.log")
+    }
+    pub fn command_pid(&self) -> PathBuf {
+        self.0.join("command.pid")
+    }
+    pub fn exit_status(&self) -> PathBuf {
+        self.0.join("exit_status")
+    }
+    pub fn sandbox(&self) -> PathBuf {
+        self.0.join("sandbox")
+    }
+    /// The run's container id: its directory's name.
+    pub fn container_id(&self) -> String {
+        self.0
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }

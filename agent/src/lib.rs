@@ -20,6 +20,12 @@
 //!  master ◀──Register/Heartbeat── register (one loop per agent)
 //! ```
 //!
+//! A task with a custom executor of its framework's own (Mesos's ExecutorInfo) is run by that
+//! executor instead: the launcher starts one run of it per (framework, executor) through a
+//! supervisor (`drover executor --executor-dir`), and the executor speaks the Mesos v1
+//! executor HTTP API on the agent's port ([`executor_api`]), its updates taking the same
+//! checkpointed path.
+//!
 //! On-disk layout: see [`layout`]. Executor protocol: see [`protocol`]. Durable formats: see
 //! [`checkpoint`].
 
@@ -27,6 +33,7 @@ pub mod cgroups;
 pub mod checkpoint;
 pub mod config;
 pub mod executor;
+pub mod executor_api;
 pub mod executor_socket;
 pub mod files;
 pub mod format;
@@ -40,6 +47,7 @@ pub mod protocol;
 pub mod recovery;
 pub mod recovery_bench;
 pub mod register;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod simulate;

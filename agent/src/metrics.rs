@@ -20,6 +20,7 @@ pub const RECOVERED_TASKS_TOTAL: &str = "drover_agent_recovered_tasks_total";
 pub const GC_COMPLETED_SANDBOXES: &str = "drover_agent_gc_completed_sandboxes";
 pub const GC_REMOVED_TOTAL: &str = "drover_agent_gc_removed_total";
 pub const GC_DISK_USAGE_RATIO: &str = "drover_agent_gc_disk_usage_ratio";
+pub const EXECUTOR_NEWS_DROPPED_TOTAL: &str = "drover_agent_executor_news_dropped_total";
 
 /// `outcome` label values of [`STATUS_UPDATES_TOTAL`].
 pub const OUTCOME_SENT: &str = "sent";
@@ -68,6 +69,10 @@ pub fn describe() {
         "Executors connected to this agent's socket"
     );
     describe_counter!(
+        EXECUTOR_NEWS_DROPPED_TOTAL,
+        "Custom executors' messages and ends for their frameworks dropped (queue full, master unreachable)"
+    );
+    describe_counter!(
         RECOVERED_TASKS_TOTAL,
         "Tasks of an earlier life of the agent found at start, by outcome (reattached, ended, executor_gone, cleaned, corrupt)"
     );
@@ -88,4 +93,9 @@ pub fn task_state_changed(from: Option<TaskState>, to: Option<TaskState>) {
 
 pub fn status_update(outcome: &'static str) {
     metrics::counter!(STATUS_UPDATES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// A custom executor's message or end was dropped on its way to the master.
+pub fn executor_news_dropped() {
+    metrics::counter!(EXECUTOR_NEWS_DROPPED_TOTAL).increment(1);
 }

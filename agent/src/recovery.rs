@@ -95,6 +95,41 @@ pub fn kill_everything(layout: &Layout) -> usize {
             killed += 1;
         }
     }
+    killed + kill_executor_runs(layout)
+}
+
+/// Kills every run of a custom executor under the work directory (its command's group; its
+/// supervisor then records the end and exits). Blocking. The number of runs signalled.
+pub fn kill_executor_runs(layout: &Layout) -> usize {
+    use crate::executor::group::signal_group;
+    use nix::sys::signal::Signal;
+    let mut killed = 0;
+    let read_dir = |p: PathBuf| {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+    };
+    for fw in read_dir(layout.frameworks_dir()) {
+        for executor in read_dir(fw.join("executors")) {
+            for run in read_dir(executor.join("runs")) {
+                let run = crate::layout::RunDir(run);
+                if crate::executor::supervise::read_exit_status(&run).is_some() {
+                    continue;
+                }
+                let pid = |p: PathBuf| {
+                    std::fs::read_to_string(p)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok())
+                };
+                if let Some(pgid) = pid(run.command_pid()) {
+                    signal_group(pgid, Signal::SIGKILL);
+                    killed += 1;
+                }
+            }
+        }
+    }
     killed
 }
 

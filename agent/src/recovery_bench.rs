@@ -52,6 +52,8 @@ pub fn populate(work_dir: &Path, tasks: usize) -> Result<(), CheckpointError> {
                 environment: Default::default(),
                 kill_grace_ms: None,
                 health_check: None,
+                executor: None,
+                data: Vec::new(),
             },
             default_kill_grace_ms: 3000,
             cgroups: CgroupMode::None {

@@ -129,7 +129,7 @@ pub async fn run_with_config(
     )
     .map_err(AgentError::Masters)?;
     let (mut wiring, registrations) = Wiring::new(client, config.advertised(bound));
-    let (backend, manager) = if simulated {
+    let (backend, manager, executor_api) = if simulated {
         start_simulated(&config, &layout, bound, &mut wiring, registrations).await?
     } else {
         start_real(&config, &layout, bound, &mut wiring, registrations).await?
@@ -166,6 +166,7 @@ pub async fn run_with_config(
             resources: config.resources.clone(),
             attributes: config.attributes.clone(),
         },
+        executor_api,
     }))
     .add_service(
         AgentServer::new(AgentService::new(backend))
@@ -259,7 +260,7 @@ async fn start_simulated(
     bound: SocketAddr,
     wiring: &mut Wiring,
     registrations: mpsc::Receiver<Registered>,
-) -> Result<(Backend, status_updates::Manager), AgentError> {
+) -> Result<Started, AgentError> {
     let n = config.simulate;
     tracing::info!(
         agents = n,
@@ -311,7 +312,7 @@ async fn start_simulated(
     wiring
         .tasks
         .spawn(forward_simulated(registrations, sim.clone(), n));
-    Ok((Backend::Simulated(sim), manager))
+    Ok((Backend::Simulated(sim), manager, None))
 }
 
 /// One real agent: its status update manager (checkpointing to disk), launcher, recovery of
@@ -322,7 +323,7 @@ async fn start_real(
     bound: SocketAddr,
     wiring: &mut Wiring,
     mut registrations: mpsc::Receiver<Registered>,
-) -> Result<(Backend, status_updates::Manager), AgentError> {
+) -> Result<Started, AgentError> {
     let socket = layout.socket();
     if socket.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
         return Err(AgentError::SocketPath {
@@ -358,14 +359,21 @@ async fn start_real(
             ..status_updates::Config::new(Checkpointing::Disk(layout.clone()))
         },
     );
+    let (relay, relay_task) = crate::relay::Relay::start(wiring.client.clone());
+    wiring.actors.push(relay_task);
     let (launcher, actor) = Launcher::start(
         LauncherConfig {
             layout: layout.clone(),
             executor_command: config.executor_command.clone(),
             default_kill_grace: config.executor_grace,
             cgroups: mode,
+            executor_endpoint: executor_endpoint(bound),
+            executor_registration_timeout: config.executor_registration_timeout,
+            executor_idle_timeout: config.executor_idle_timeout,
+            executor_shutdown_grace: config.executor_shutdown_grace,
         },
         updates.clone(),
+        relay.clone(),
     );
     wiring.actors.push(actor);
     // Before registering: take back what an earlier life of the agent started, so that the
@@ -382,6 +390,13 @@ async fn start_real(
         ended_rx,
     )));
     let unix = executor_socket::bind(&socket)?;
+    let executor_api = crate::executor_api::ExecutorApi {
+        launcher: launcher.clone(),
+        updates: updates.clone(),
+        relay,
+        hostname: config.hostname.clone(),
+        port: bound.port(),
+    };
     wiring
         .tasks
         .spawn(executor_socket::serve(unix, launcher.clone(), updates));
@@ -408,7 +423,25 @@ async fn start_real(
             l.registered(id).await;
         }
     });
-    Ok((Backend::Real(launcher), manager))
+    Ok((Backend::Real(launcher), manager, Some(executor_api)))
+}
+
+/// What starting the agents gives: the backend of the Agent service, the status update
+/// manager, and the executor API (real agents only).
+type Started = (
+    Backend,
+    status_updates::Manager,
+    Option<crate::executor_api::ExecutorApi>,
+);
+
+/// Where custom executors on this host reach the agent: the bound address, loopback for an
+/// unspecified one.
+fn executor_endpoint(bound: SocketAddr) -> String {
+    match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", bound.port()),
+        _ => bound.to_string(),
+    }
 }
 
 /// Takes back the tasks an earlier life of this agent left in its work directory (re-attaches
@@ -420,6 +453,19 @@ async fn recover_earlier_life(
     stored_id: Option<AgentId>,
 ) -> Result<(), AgentError> {
     let scan_layout = layout.clone();
+    // Custom executors are not re-attached yet: what runs of them is killed, and their tasks
+    // are reported as the executor's end (`executor_terminated`).
+    let runs_layout = layout.clone();
+    let killed_runs =
+        tokio::task::spawn_blocking(move || crate::recovery::kill_executor_runs(&runs_layout))
+            .await
+            .unwrap_or(0);
+    if killed_runs > 0 {
+        tracing::warn!(
+            runs = killed_runs,
+            "killed the custom executors an earlier life of this agent started"
+        );
+    }
     let found = tokio::task::spawn_blocking(move || crate::recovery::scan(&scan_layout))
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))?;

@@ -7,12 +7,15 @@
 //! server bounds request sizes ([`MAX_REQUEST_BYTES`]).
 
 use drover_proto::v1::agent_server::Agent;
-use drover_proto::v1::{KillTaskReply, KillTaskRequest, RunTaskReply, RunTaskRequest};
+use drover_proto::v1::{
+    AgentShutdownExecutorReply, AgentShutdownExecutorRequest, FrameworkMessageReply,
+    FrameworkMessageRequest, KillTaskReply, KillTaskRequest, RunTaskReply, RunTaskRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::launcher::{Launcher, TaskError};
 use crate::simulate::Simulator;
-use crate::task::{InvalidField, KillTask, RunTask};
+use crate::task::{ExecutorCall, InvalidField, KillTask, RunTask};
 
 /// Largest request accepted, bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -82,5 +85,33 @@ impl Agent for AgentService {
         }
         .map_err(status_of)?;
         Ok(Response::new(KillTaskReply {}))
+    }
+
+    async fn send_framework_message(
+        &self,
+        request: Request<FrameworkMessageRequest>,
+    ) -> Result<Response<FrameworkMessageReply>, Status> {
+        let r = request.get_ref();
+        let call = ExecutorCall::from_proto(&r.agent_id, &r.framework_id, &r.executor_id, &r.data)
+            .map_err(invalid)?;
+        // Simulated agents run no executors: a message for one is dropped, as for an executor
+        // that is not subscribed.
+        if let Backend::Real(l) = &self.backend {
+            l.framework_message(call).await.map_err(status_of)?;
+        }
+        Ok(Response::new(FrameworkMessageReply {}))
+    }
+
+    async fn shutdown_executor(
+        &self,
+        request: Request<AgentShutdownExecutorRequest>,
+    ) -> Result<Response<AgentShutdownExecutorReply>, Status> {
+        let r = request.get_ref();
+        let call = ExecutorCall::from_proto(&r.agent_id, &r.framework_id, &r.executor_id, &[])
+            .map_err(invalid)?;
+        if let Backend::Real(l) = &self.backend {
+            l.shutdown_executor(call).await.map_err(status_of)?;
+        }
+        Ok(Response::new(AgentShutdownExecutorReply {}))
     }
 }

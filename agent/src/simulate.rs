@@ -478,6 +478,8 @@ mod tests {
                 .collect(),
             kill_grace_ms: None,
             health_check: None,
+            executor: None,
+            data: Vec::new(),
         }
     }
 
@@ -519,6 +521,7 @@ mod tests {
         let run = |agent: &AgentId, task: &str, shell: &str, env: &[(&str, &str)]| RunTask {
             agent_id: agent.clone(),
             framework_id: fw.clone(),
+            framework_name: String::new(),
             task: TaskSpec {
                 task_id: TaskId::new(task).expect("id"),
                 ..spec(shell, env)

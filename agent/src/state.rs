@@ -50,6 +50,33 @@ fn executor_json(f: &Found, agent_id: &str) -> Option<Value> {
         "state": state,
         "resources": summary(&spec.task.resources),
     });
+    // A task of a custom executor shows under that executor (one entry per task: a run shared
+    // by several tasks appears once for each), its directory the run's sandbox (the task's
+    // `sandbox` links there).
+    if let Some(e) = &spec.task.executor {
+        let directory = std::fs::canonicalize(f.dir.sandbox())
+            .unwrap_or_else(|_| f.dir.sandbox())
+            .display()
+            .to_string();
+        let mut task = task;
+        task["executor_id"] = json!(e.executor_id.to_string());
+        let (tasks, completed) = if f.latest_state().is_some_and(|s| s.is_terminal()) {
+            (vec![], vec![task])
+        } else {
+            (vec![task], vec![])
+        };
+        return Some(json!({
+            "id": e.executor_id.to_string(),
+            "name": e.name,
+            "source": e.executor_id.to_string(),
+            "container": "",
+            "directory": directory,
+            "resources": summary(&spec.task.resources),
+            "tasks": tasks,
+            "queued_tasks": [],
+            "completed_tasks": completed,
+        }));
+    }
     let (tasks, completed) = if f.latest_state().is_some_and(|s| s.is_terminal()) {
         (vec![], vec![task])
     } else {

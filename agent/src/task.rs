@@ -16,7 +16,7 @@ use drover_resources::Resources;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::CgroupMode;
-use crate::ids::{AgentId, FrameworkId, TaskId};
+use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 
 /// Longest shell command, bytes.
 pub const MAX_SHELL_BYTES: usize = 64 * 1024;
@@ -26,6 +26,8 @@ pub const MAX_ENV_VARS: usize = 256;
 pub const MAX_ENV_BYTES: usize = 64 * 1024;
 /// Longest task name, bytes.
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest opaque `data` of a task or an executor, bytes.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
 /// Longest kill grace period accepted.
 pub const MAX_KILL_GRACE: Duration = Duration::from_secs(3600);
 /// Version of the `task.json` format.
@@ -63,6 +65,153 @@ pub struct TaskSpec {
     /// The check its executor runs beside it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+    /// The custom executor that runs it (then `shell` and `environment` are empty and unused),
+    /// if not Drover's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorSpec>,
+    /// Opaque bytes for the custom executor.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "drover_mesos::json::bytes_required"
+    )]
+    pub data: Vec<u8>,
+}
+
+/// A custom executor as its tasks name it (see `v1::ExecutorInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorSpec {
+    pub executor_id: ExecutorId,
+    #[serde(default)]
+    pub name: String,
+    /// Run with `/bin/sh -c` in the executor's sandbox.
+    pub shell: String,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// What the executor itself uses, beside its tasks.
+    pub resources: Resources,
+    /// From SHUTDOWN to SIGKILL, when it set one.
+    #[serde(default)]
+    pub shutdown_grace_ms: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "drover_mesos::json::bytes_required"
+    )]
+    pub data: Vec<u8>,
+    /// The task's resources include the executor's (see `v1::ExecutorInfo.charged`).
+    #[serde(default)]
+    pub charged: bool,
+}
+
+impl ExecutorSpec {
+    /// Whether `other` names the same executor the same way (who was charged aside).
+    pub fn same_as(&self, other: &ExecutorSpec) -> bool {
+        ExecutorSpec {
+            charged: other.charged,
+            ..self.clone()
+        } == *other
+    }
+
+    fn from_proto(e: &v1::ExecutorInfo, at: &str) -> Result<Self, InvalidField> {
+        let field = |f: &str| format!("{at}.{f}");
+        let executor_id = ExecutorId::new(&e.executor_id)
+            .map_err(|err| invalid(field("executor_id"), err.to_string()))?;
+        if e.name.len() > MAX_NAME_BYTES {
+            return Err(invalid(
+                field("name"),
+                format!("longer than {MAX_NAME_BYTES} bytes"),
+            ));
+        }
+        let command = e
+            .command
+            .as_ref()
+            .ok_or_else(|| invalid(field("command"), "missing: set command.shell"))?;
+        let (shell, environment) = check_command(command, &field("command"))?;
+        let resources = Resources::from_proto(&e.resources)
+            .map_err(|err| invalid(field("resources"), err.to_string()))?;
+        let grace = grace_from_seconds(&field("shutdown_grace_seconds"), e.shutdown_grace_seconds)?;
+        check_data(&e.data, &field("data"))?;
+        Ok(ExecutorSpec {
+            executor_id,
+            name: e.name.clone(),
+            shell,
+            environment,
+            resources,
+            shutdown_grace_ms: grace.map(|g| g.as_millis() as u64),
+            data: e.data.clone(),
+            charged: e.charged,
+        })
+    }
+}
+
+fn check_data(data: &[u8], field: &str) -> Result<(), InvalidField> {
+    if data.len() > MAX_DATA_BYTES {
+        return Err(invalid(
+            field,
+            format!("larger than {MAX_DATA_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a command (`field` names it): its shell and its environment.
+fn check_command(
+    command: &v1::CommandInfo,
+    field: &str,
+) -> Result<(String, BTreeMap<String, String>), InvalidField> {
+    let field = |f: &str| format!("{field}.{f}");
+    if command.shell.trim().is_empty() {
+        return Err(invalid(field("shell"), "empty: give the command to run"));
+    }
+    if command.shell.len() > MAX_SHELL_BYTES {
+        return Err(invalid(
+            field("shell"),
+            format!("longer than {MAX_SHELL_BYTES} bytes"),
+        ));
+    }
+    if command.shell.contains('\0') {
+        return Err(invalid(field("shell"), "contains a NUL byte"));
+    }
+    if command.environment.len() > MAX_ENV_VARS {
+        return Err(invalid(
+            field("environment"),
+            format!("more than {MAX_ENV_VARS} variables"),
+        ));
+    }
+    let mut env_bytes = 0usize;
+    for (k, v) in &command.environment {
+        env_bytes += k.len() + v.len();
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(invalid(
+                field("environment"),
+                format!(
+                    "{:?} is not a valid variable name",
+                    k.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        if v.contains('\0') {
+            return Err(invalid(
+                field("environment"),
+                format!("the value of {k} contains a NUL byte"),
+            ));
+        }
+    }
+    if env_bytes > MAX_ENV_BYTES {
+        return Err(invalid(
+            field("environment"),
+            format!("larger than {MAX_ENV_BYTES} bytes"),
+        ));
+    }
+    Ok((
+        command.shell.clone(),
+        command
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
 }
 
 /// Checks a grace period in seconds from the wire: `None` for 0 (use the default).
@@ -97,56 +246,34 @@ impl TaskSpec {
         }
         let resources = Resources::from_proto(&task.resources)
             .map_err(|e| invalid(field("resources"), e.to_string()))?;
-        let command = task
-            .command
+        let executor = task
+            .executor
             .as_ref()
-            .ok_or_else(|| invalid(field("command"), "missing: set command.shell"))?;
-        if command.shell.trim().is_empty() {
-            return Err(invalid(
-                field("command.shell"),
-                "empty: give the command to run",
-            ));
-        }
-        if command.shell.len() > MAX_SHELL_BYTES {
-            return Err(invalid(
-                field("command.shell"),
-                format!("longer than {MAX_SHELL_BYTES} bytes"),
-            ));
-        }
-        if command.shell.contains('\0') {
-            return Err(invalid(field("command.shell"), "contains a NUL byte"));
-        }
-        if command.environment.len() > MAX_ENV_VARS {
-            return Err(invalid(
-                field("command.environment"),
-                format!("more than {MAX_ENV_VARS} variables"),
-            ));
-        }
-        let mut env_bytes = 0usize;
-        for (k, v) in &command.environment {
-            env_bytes += k.len() + v.len();
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
+            .map(|e| ExecutorSpec::from_proto(e, &field("executor")))
+            .transpose()?;
+        let (shell, environment) = match (&task.command, &executor) {
+            (Some(_), Some(_)) => {
                 return Err(invalid(
-                    field("command.environment"),
-                    format!(
-                        "{:?} is not a valid variable name",
-                        k.chars().take(64).collect::<String>()
-                    ),
-                ));
+                    field("command"),
+                    "set either command or executor, not both",
+                ))
             }
-            if v.contains('\0') {
+            (Some(command), None) => check_command(command, &field("command"))?,
+            (None, Some(_)) => (String::new(), BTreeMap::new()),
+            (None, None) => {
                 return Err(invalid(
-                    field("command.environment"),
-                    format!("the value of {k} contains a NUL byte"),
-                ));
+                    field("command"),
+                    "missing: set command.shell (or an executor)",
+                ))
             }
-        }
-        if env_bytes > MAX_ENV_BYTES {
+        };
+        if executor.is_some() && task.health_check.is_some() {
             return Err(invalid(
-                field("command.environment"),
-                format!("larger than {MAX_ENV_BYTES} bytes"),
+                field("health_check"),
+                "a custom executor runs its tasks' checks itself: not supported with executor",
             ));
         }
+        check_data(&task.data, &field("data"))?;
         let grace = grace_from_seconds(&field("kill_grace_seconds"), task.kill_grace_seconds)?;
         let health_check = task
             .health_check
@@ -158,20 +285,29 @@ impl TaskSpec {
             task_id,
             name: task.name.clone(),
             resources,
-            shell: command.shell.clone(),
-            environment: command
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            shell,
+            environment,
             kill_grace_ms: grace.map(|g| g.as_millis() as u64),
             health_check,
+            executor,
+            data: task.data.clone(),
         })
     }
 
     /// The ports the task was given, in order (`PORT0`…).
     pub fn ports(&self) -> Vec<u64> {
         self.resources.ports().values().collect()
+    }
+
+    /// The task's own resources: without its executor's, when it was charged for them.
+    pub fn own_resources(&self) -> Resources {
+        match &self.executor {
+            Some(e) if e.charged => self
+                .resources
+                .checked_sub(&e.resources)
+                .unwrap_or_else(|_| self.resources.clone()),
+            _ => self.resources.clone(),
+        }
     }
 }
 
@@ -180,6 +316,8 @@ impl TaskSpec {
 pub struct RunTask {
     pub agent_id: AgentId,
     pub framework_id: FrameworkId,
+    /// What custom executors are told the framework is called.
+    pub framework_name: String,
     pub task: TaskSpec,
 }
 
@@ -191,6 +329,12 @@ impl RunTask {
             AgentId::new(&req.agent_id).map_err(|e| invalid("agent_id", e.to_string()))?;
         let framework_id = FrameworkId::new(&req.framework_id)
             .map_err(|e| invalid("framework_id", e.to_string()))?;
+        if req.framework_name.len() > MAX_NAME_BYTES {
+            return Err(invalid(
+                "framework_name",
+                format!("longer than {MAX_NAME_BYTES} bytes"),
+            ));
+        }
         if req.tasks.is_empty() {
             return Err(invalid("tasks", "name at least one task"));
         }
@@ -208,6 +352,7 @@ impl RunTask {
                 Ok(RunTask {
                     agent_id: agent_id.clone(),
                     framework_id: framework_id.clone(),
+                    framework_name: req.framework_name.clone(),
                     task,
                 })
             })
@@ -238,6 +383,43 @@ impl KillTask {
     }
 }
 
+/// Longest message between a framework and a custom executor, bytes.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A validated `SendFrameworkMessage` or `ShutdownExecutor`: the executor it is for, and the
+/// message (empty for a shutdown).
+#[derive(Debug, Clone)]
+pub struct ExecutorCall {
+    pub agent_id: AgentId,
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    pub data: Vec<u8>,
+}
+
+impl ExecutorCall {
+    pub fn from_proto(
+        agent_id: &str,
+        framework_id: &str,
+        executor_id: &str,
+        data: &[u8],
+    ) -> Result<Self, InvalidField> {
+        if data.len() > MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "data",
+                format!("larger than {MAX_MESSAGE_BYTES} bytes"),
+            ));
+        }
+        Ok(ExecutorCall {
+            agent_id: AgentId::new(agent_id).map_err(|e| invalid("agent_id", e.to_string()))?,
+            framework_id: FrameworkId::new(framework_id)
+                .map_err(|e| invalid("framework_id", e.to_string()))?,
+            executor_id: ExecutorId::new(executor_id)
+                .map_err(|e| invalid("executor_id", e.to_string()))?,
+            data: data.to_vec(),
+        })
+    }
+}
+
 /// `task.json`: everything the executor needs, written by the agent before it starts one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LaunchSpec {
@@ -260,6 +442,27 @@ impl LaunchSpec {
     }
 }
 
+/// Version of the `executor.json` format.
+pub const EXECUTOR_LAUNCH_VERSION: u32 = 1;
+
+/// `executor.json`: one run of a custom executor as the agent started it, the input of its
+/// supervisor (`drover executor --executor-dir`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutorLaunch {
+    pub version: u32,
+    pub agent_id: AgentId,
+    pub framework_id: FrameworkId,
+    pub executor: ExecutorSpec,
+    /// The command's whole environment (the agent builds it: Mesos's executor variables).
+    pub environment: BTreeMap<String, String>,
+    /// What the run's cgroup allows: the executor's resources and its first tasks'.
+    pub limits: Resources,
+    /// How to limit them.
+    pub cgroups: CgroupMode,
+    /// From a shutdown (SIGTERM to the supervisor) to SIGKILL of the executor's group.
+    pub shutdown_grace_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +471,7 @@ mod tests {
         v1::RunTaskRequest {
             agent_id: "agent-1".into(),
             framework_id: "fw-1".into(),
+            framework_name: "web framework".into(),
             tasks: vec![v1::TaskInfo {
                 task_id: "t1".into(),
                 name: "web".into(),
@@ -281,6 +485,7 @@ mod tests {
                 }),
                 kill_grace_seconds: 0.5,
                 health_check: None,
+                ..Default::default()
             }],
         }
     }
@@ -296,6 +501,88 @@ mod tests {
         let r = RunTask::from_proto(&good()).expect("valid").remove(0);
         assert_eq!(r.task.ports(), vec![31000, 31001]);
         assert_eq!(r.task.kill_grace_ms, Some(500));
+    }
+
+    fn with_executor(mut r: v1::RunTaskRequest) -> v1::RunTaskRequest {
+        r.tasks[0].command = None;
+        r.tasks[0].executor = Some(v1::ExecutorInfo {
+            executor_id: "e1".into(),
+            command: Some(v1::CommandInfo {
+                shell: "python3 executor.py".into(),
+                environment: Default::default(),
+            }),
+            resources: "cpus:0.1;mem:32"
+                .parse::<Resources>()
+                .expect("resources")
+                .to_proto(),
+            charged: true,
+            ..Default::default()
+        });
+        r.tasks[0].data = b"task data".to_vec();
+        r
+    }
+
+    #[test]
+    fn a_task_of_a_custom_executor_parses_and_round_trips() {
+        let r = RunTask::from_proto(&with_executor(good()))
+            .expect("valid")
+            .remove(0);
+        assert_eq!(r.framework_name, "web framework");
+        let e = r.task.executor.as_ref().expect("executor");
+        assert_eq!(e.executor_id.as_str(), "e1");
+        assert!(r.task.shell.is_empty());
+        assert_eq!(
+            r.task.own_resources(),
+            "cpus:0.9;mem:96;ports:[31000-31001]"
+                .parse::<Resources>()
+                .unwrap(),
+            "a charged task's own resources leave out its executor's"
+        );
+        let json = serde_json::to_string(&r.task).expect("encode");
+        assert!(json.contains("\"data\":\"dGFzayBkYXRh\""), "{json}");
+        let back: TaskSpec = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, r.task);
+        // A task.json of the build before (no executor, no data) still reads.
+        let mut old: serde_json::Value = serde_json::to_value(good_spec()).expect("value");
+        old.as_object_mut().expect("object").remove("data");
+        let spec: TaskSpec = serde_json::from_value(old).expect("older task.json");
+        assert!(spec.executor.is_none() && spec.data.is_empty());
+    }
+
+    fn good_spec() -> TaskSpec {
+        RunTask::from_proto(&good()).expect("valid").remove(0).task
+    }
+
+    #[test]
+    fn custom_executor_refusals_name_the_field() {
+        let mut r = with_executor(good());
+        r.tasks[0].command = good().tasks[0].command.clone();
+        assert_eq!(field_of(r), "tasks[0].command", "command and executor both");
+        let mut r = with_executor(good());
+        r.tasks[0].executor.as_mut().expect("e").executor_id = "..".into();
+        assert_eq!(field_of(r), "tasks[0].executor.executor_id");
+        let mut r = with_executor(good());
+        r.tasks[0].executor.as_mut().expect("e").command = None;
+        assert_eq!(field_of(r), "tasks[0].executor.command");
+        let mut r = with_executor(good());
+        r.tasks[0].executor.as_mut().expect("e").data = vec![0; MAX_DATA_BYTES + 1];
+        assert_eq!(field_of(r), "tasks[0].executor.data");
+        let mut r = with_executor(good());
+        r.tasks[0].data = vec![0; MAX_DATA_BYTES + 1];
+        assert_eq!(field_of(r), "tasks[0].data");
+        let mut r = with_executor(good());
+        r.tasks[0]
+            .executor
+            .as_mut()
+            .expect("e")
+            .shutdown_grace_seconds = f64::NAN;
+        assert_eq!(field_of(r), "tasks[0].executor.shutdown_grace_seconds");
+        let mut r = with_executor(good());
+        r.tasks[0].health_check = Some(v1::HealthCheck::default());
+        assert_eq!(field_of(r), "tasks[0].health_check");
+        let mut r = good();
+        r.framework_name = "x".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(field_of(r), "framework_name");
     }
 
     #[test]

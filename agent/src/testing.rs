@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use drover_client::{MasterClient, RetryPolicy};
 use drover_proto::v1::agent_registry_server::{AgentRegistry, AgentRegistryServer};
 use drover_proto::v1::{
+    ExecutorExitedReply, ExecutorExitedRequest, ExecutorMessageReply, ExecutorMessageRequest,
     HeartbeatReply, HeartbeatRequest, RegisterReply, RegisterRequest, StatusUpdateOutcome,
     StatusUpdateReply, StatusUpdateRequest, TaskStatus,
 };
@@ -62,6 +63,10 @@ pub struct FakeState {
     pub heartbeat_interval_seconds: f64,
     /// Agents whose registration is refused as removed (GONE).
     pub gone_agents: HashSet<String>,
+    /// Custom executors' messages: (executor id, data), in arrival order.
+    pub executor_messages: Vec<(String, Vec<u8>)>,
+    /// Custom executors' ends: (executor id, raw wait status), in arrival order.
+    pub executor_exits: Vec<(String, Option<i32>)>,
 }
 
 #[derive(Clone, Default)]
@@ -261,5 +266,214 @@ impl AgentRegistry for FakeMaster {
             });
         }
         Ok(Response::new(StatusUpdateReply { outcomes }))
+    }
+
+    async fn executor_message(
+        &self,
+        request: Request<ExecutorMessageRequest>,
+    ) -> Result<Response<ExecutorMessageReply>, Status> {
+        let r = request.into_inner();
+        self.state().executor_messages.push((r.executor_id, r.data));
+        Ok(Response::new(ExecutorMessageReply {}))
+    }
+
+    async fn executor_exited(
+        &self,
+        request: Request<ExecutorExitedRequest>,
+    ) -> Result<Response<ExecutorExitedReply>, Status> {
+        let r = request.into_inner();
+        self.state().executor_exits.push((r.executor_id, r.status));
+        Ok(Response::new(ExecutorExitedReply {}))
+    }
+}
+
+/// A test's stand-in for a custom executor: raw HTTP/1.1 to the agent's executor API, as
+/// pymesos speaks it (JSON, `Connection: close`), reading the SUBSCRIBE stream's chunks and
+/// RecordIO records.
+pub struct ExecutorClient {
+    pub addr: String,
+}
+
+/// An answer: the status code and the body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// One SUBSCRIBE's stream of events (JSON values).
+pub struct EventStream {
+    stream: tokio::net::TcpStream,
+    /// Bytes read and not yet taken apart.
+    buf: Vec<u8>,
+    records: drover_mesos::recordio::Decoder,
+    pub status: u16,
+    ended: bool,
+}
+
+async fn read_head(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            return Ok((status, head));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed before the head"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+impl ExecutorClient {
+    pub fn new(addr: &str) -> Self {
+        Self {
+            addr: addr.to_string(),
+        }
+    }
+
+    /// Sends `body` with `method` and `content_type` (none when `None`); the whole answer.
+    pub async fn request(
+        &self,
+        method: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> std::io::Result<HttpAnswer> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.addr).await?;
+        let ct = content_type
+            .map(|c| format!("Content-Type: {c}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} /api/v1/executor HTTP/1.1\r\nHost: {}\r\n{ct}Accept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut buf = Vec::new();
+        let (status, headers) = read_head(&mut s, &mut buf).await?;
+        s.read_to_end(&mut buf).await?;
+        Ok(HttpAnswer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&buf).into_owned(),
+        })
+    }
+
+    /// POSTs a JSON call.
+    pub async fn call(&self, call: &serde_json::Value) -> HttpAnswer {
+        match self
+            .request(
+                "POST",
+                Some("application/json"),
+                call.to_string().as_bytes(),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => panic!("executor API call to {}: {e}", self.addr),
+        }
+    }
+
+    /// SUBSCRIBEs; the stream (its status is the answer's).
+    pub async fn subscribe(&self, call: &serde_json::Value) -> EventStream {
+        use tokio::io::AsyncWriteExt;
+        let body = call.to_string();
+        let connect = async {
+            let mut s = tokio::net::TcpStream::connect(&self.addr).await?;
+            let head = format!(
+                "POST /api/v1/executor HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                self.addr,
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await?;
+            let mut buf = Vec::new();
+            let (status, _) = read_head(&mut s, &mut buf).await?;
+            Ok::<_, std::io::Error>((s, buf, status))
+        };
+        match connect.await {
+            Ok((stream, buf, status)) => EventStream {
+                stream,
+                buf,
+                records: drover_mesos::recordio::Decoder::new(4 * 1024 * 1024),
+                status,
+                ended: false,
+            },
+            Err(e) => panic!("SUBSCRIBE to {}: {e}", self.addr),
+        }
+    }
+}
+
+impl EventStream {
+    /// Takes complete chunks out of `buf` into the record decoder; false once the last chunk
+    /// was read.
+    fn dechunk(&mut self) -> bool {
+        loop {
+            let Some(line_end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                return true;
+            };
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&self.buf[..line_end]).trim(), 16)
+                    .unwrap_or(0);
+            if size == 0 {
+                self.ended = true;
+                return false;
+            }
+            if self.buf.len() < line_end + 2 + size + 2 {
+                return true;
+            }
+            let data: Vec<u8> = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+            self.buf.drain(..line_end + 2 + size + 2);
+            self.records.push(&data);
+        }
+    }
+
+    /// The next event, `None` once the stream ended; panics after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(r)) = self.records.next_record() {
+                return Some(serde_json::from_slice(&r).expect("an event is JSON"));
+            }
+            if self.ended {
+                return None;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => 0,
+                Err(_) => panic!("no event within {timeout:?}"),
+            };
+            if n == 0 {
+                self.ended = true;
+                continue;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            self.dechunk();
+        }
+    }
+
+    /// The next event other than HEARTBEAT.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        loop {
+            let e = self.next(timeout).await?;
+            if e["type"] != "HEARTBEAT" {
+                return Some(e);
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use clap::Parser;
 use drover_agent::config::AgentConfig;
 use drover_agent::ids::{FrameworkId, TaskId};
 use drover_agent::layout::{Layout, TaskDir};
-use drover_agent::testing::{wait_for, FakeMaster};
+use drover_agent::testing::{wait_for, ExecutorClient, FakeMaster};
 use drover_agent::{run_with_config, AgentError, ExecutorArgs, Stop};
 use drover_proto::v1::agent_client::AgentClient;
 use drover_proto::v1::{self, CommandInfo, KillTaskRequest, RunTaskRequest, TaskInfo};
@@ -68,6 +68,14 @@ fn main() {
         (
             "recovery_survives_corrupt_checkpoints_and_cleans_up_on_request",
             || Box::pin(recovery_corrupt_and_cleanup()),
+        ),
+        (
+            "a_custom_executor_subscribes_runs_its_tasks_and_is_shut_down_when_idle",
+            || Box::pin(custom_executor()),
+        ),
+        (
+            "the_executor_api_refuses_bad_calls_with_the_documented_code",
+            || Box::pin(executor_api_refusals()),
         ),
     ];
     // Opt-in (named exactly): a load check rather than a correctness test.
@@ -138,6 +146,9 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         gc_delay: Duration::from_secs(7 * 24 * 3600),
         gc_disk_headroom: 0.1,
         disk_watch_interval: Duration::from_secs(60),
+        executor_registration_timeout: Duration::from_secs(60),
+        executor_shutdown_grace: Duration::from_secs(2),
+        executor_idle_timeout: Duration::from_secs(1),
     }
 }
 
@@ -160,6 +171,7 @@ fn task(id: &str, shell: &str) -> TaskInfo {
         }),
         kill_grace_seconds: 0.0,
         health_check: None,
+        ..Default::default()
     }
 }
 
@@ -290,6 +302,7 @@ async fn real_agent() {
         agent_id: agent_id.into(),
         framework_id: "fw-1".into(),
         tasks: vec![t],
+        framework_name: String::new(),
     };
     client
         .run_task(run(task("t1", "echo hello $PORT0; exit 3")))
@@ -488,6 +501,7 @@ async fn executor_cannot_start() {
             agent_id: "agent-1".into(),
             framework_id: "fw-1".into(),
             tasks: vec![task("t1", "true")],
+            framework_name: String::new(),
         })
         .await
         .expect("RunTask");
@@ -522,6 +536,7 @@ async fn recovery_corrupt_and_cleanup() {
                 agent_id: "agent-1".into(),
                 framework_id: "fw-1".into(),
                 tasks: vec![task(t, "echo $$ > pid; exec sleep 600")],
+                framework_name: String::new(),
             })
             .await
             .expect("RunTask");
@@ -643,6 +658,7 @@ async fn simulated_agents() {
                         agent_id: format!("agent-{n}"),
                         framework_id: "fw-1".into(),
                         tasks: vec![task(&format!("s{n}"), "sleep 0.05")],
+                        framework_name: String::new(),
                     })
                     .await
                     .is_ok();
@@ -700,4 +716,494 @@ async fn scale_10k() {
     );
     assert!(rate > N as f64 * 0.5, "heartbeats too slow: {rate}/s");
     agent.stop().await;
+}
+
+/// A task of a custom executor: the executor's command writes its environment and its pid
+/// into its sandbox, then sleeps (the test plays the executor over HTTP).
+fn custom_task(id: &str, executor: &str) -> TaskInfo {
+    TaskInfo {
+        command: None,
+        executor: Some(v1::ExecutorInfo {
+            executor_id: executor.into(),
+            name: "test executor".into(),
+            command: Some(CommandInfo {
+                shell: r#"env > "$MESOS_SANDBOX/env.tmp"; mv "$MESOS_SANDBOX/env.tmp" "$MESOS_SANDBOX/env"; echo $$ > "$MESOS_SANDBOX/pid"; exec sleep 600"#.into(),
+                environment: [("MINE".to_string(), "1".to_string())].into_iter().collect(),
+            }),
+            resources: "cpus:0.1;mem:32"
+                .parse::<Resources>()
+                .expect("resources")
+                .to_proto(),
+            shutdown_grace_seconds: 0.0,
+            data: b"executor data".to_vec(),
+            charged: false,
+        }),
+        data: b"task data".to_vec(),
+        ..task(id, "unused")
+    }
+}
+
+/// The runs of executor `e` of framework fw-1.
+fn runs_of(work_dir: &Path, e: &str) -> Vec<PathBuf> {
+    let dir = work_dir
+        .join("frameworks/fw-1/executors")
+        .join(e)
+        .join("runs");
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn executor_call(kind: &str, executor: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut call = serde_json::json!({
+        "type": kind,
+        "executor_id": {"value": executor},
+        "framework_id": {"value": "fw-1"},
+    });
+    if let (Some(c), serde_json::Value::Object(extra)) = (call.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    call
+}
+
+fn update_call(executor: &str, task: &str, state: &str, uuid: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    executor_call(
+        "UPDATE",
+        executor,
+        serde_json::json!({"update": {"status": {
+            "task_id": {"value": task},
+            "state": state,
+            "source": "SOURCE_EXECUTOR",
+            "timestamp": 1700000000,
+            "uuid": base64::engine::general_purpose::STANDARD.encode(uuid),
+        }}}),
+    )
+}
+
+async fn custom_executor() {
+    let (_dir, work_dir, fake, _master, agent, info) = real_agent_with_fake_master().await;
+    let addr = info.addr.clone();
+    wait_registered(&addr).await;
+    let mut client = connect(&addr).await;
+    let run = |t: TaskInfo| RunTaskRequest {
+        agent_id: "agent-1".into(),
+        framework_id: "fw-1".into(),
+        tasks: vec![t],
+        framework_name: "test framework".into(),
+    };
+    client
+        .run_task(run(custom_task("t1", "e1")))
+        .await
+        .expect("RunTask t1");
+    // The executor starts with Mesos's environment, in a process group of its own.
+    wait_for(DEADLINE, "the executor's environment", || {
+        let there = runs_of(&work_dir, "e1")
+            .first()
+            .is_some_and(|r| r.join("sandbox/env").exists());
+        async move { there }
+    })
+    .await;
+    let run_dir = runs_of(&work_dir, "e1").remove(0);
+    let sandbox = run_dir.join("sandbox");
+    let env = std::fs::read_to_string(sandbox.join("env")).expect("env");
+    for var in [
+        format!("MESOS_AGENT_ENDPOINT={addr}"),
+        "MESOS_FRAMEWORK_ID=fw-1".to_string(),
+        "MESOS_EXECUTOR_ID=e1".to_string(),
+        format!("MESOS_DIRECTORY={}", sandbox.display()),
+        format!("MESOS_SANDBOX={}", sandbox.display()),
+        "MESOS_CHECKPOINT=1".to_string(),
+        "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD=2000ms".to_string(),
+        "MESOS_AGENT_ID=agent-1".to_string(),
+        "MINE=1".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == var), "{var} missing from\n{env}");
+    }
+    let pid: i32 = std::fs::read_to_string(sandbox.join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let pgid: i32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .and_then(|g| g.parse().ok())
+        .expect("pgid");
+    assert_eq!(pgid, pid, "the executor leads a process group of its own");
+    // The task's sandbox is the executor's.
+    let t1 = task_dir(&work_dir, "t1");
+    assert_eq!(
+        std::fs::canonicalize(t1.sandbox()).expect("sandbox link"),
+        std::fs::canonicalize(&sandbox).expect("sandbox")
+    );
+
+    let api = ExecutorClient::new(&addr);
+    // Not subscribed yet: its calls are refused, nothing changes.
+    let early = api
+        .call(&update_call("e1", "t1", "TASK_RUNNING", &[7; 16]))
+        .await;
+    assert_eq!(early.status, 403, "{early:?}");
+    assert!(early.body.contains("not subscribed"), "{early:?}");
+
+    let wait = Duration::from_secs(20);
+    let mut events = api
+        .subscribe(&executor_call(
+            "SUBSCRIBE",
+            "e1",
+            serde_json::json!({"subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []}}),
+        ))
+        .await;
+    assert_eq!(events.status, 200);
+    let subscribed = events.next(wait).await.expect("SUBSCRIBED");
+    assert_eq!(subscribed["type"], "SUBSCRIBED", "{subscribed}");
+    let s = &subscribed["subscribed"];
+    assert_eq!(
+        s["executor_info"]["executor_id"],
+        serde_json::json!({"value": "e1"})
+    );
+    assert_eq!(
+        s["framework_info"]["id"],
+        serde_json::json!({"value": "fw-1"})
+    );
+    assert_eq!(s["framework_info"]["name"], "test framework");
+    assert_eq!(
+        s["agent_info"]["id"],
+        serde_json::json!({"value": "agent-1"})
+    );
+    assert_eq!(
+        s["container_id"]["value"],
+        run_dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .as_ref()
+    );
+    assert_eq!(
+        events.next(wait).await.expect("HEARTBEAT")["type"],
+        "HEARTBEAT"
+    );
+    let launch = events.next_event(wait).await.expect("LAUNCH t1");
+    assert_eq!(launch["type"], "LAUNCH", "{launch}");
+    assert_eq!(launch["launch"]["task"]["task_id"]["value"], "t1");
+    assert_eq!(
+        launch["launch"]["task"]["data"], "dGFzayBkYXRh",
+        "task data, base64"
+    );
+    assert_eq!(
+        launch["launch"]["task"]["executor"]["executor_id"]["value"],
+        "e1"
+    );
+
+    // A second task of the same executor goes to the same run.
+    client
+        .run_task(run(custom_task("t2", "e1")))
+        .await
+        .expect("RunTask t2");
+    let launch = events.next_event(wait).await.expect("LAUNCH t2");
+    assert_eq!(
+        launch["launch"]["task"]["task_id"]["value"], "t2",
+        "{launch}"
+    );
+    assert_eq!(runs_of(&work_dir, "e1").len(), 1, "one run for both tasks");
+
+    // UPDATE: 202 once checkpointed, ACKNOWLEDGED with the executor's own uuid, and the
+    // master gets it under that uuid.
+    let uuid = *uuid::Uuid::new_v4().as_bytes();
+    let answer = api
+        .call(&update_call("e1", "t1", "TASK_RUNNING", &uuid))
+        .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert!(answer
+        .headers
+        .to_ascii_lowercase()
+        .contains("connection: close"));
+    let ack = events.next_event(wait).await.expect("ACKNOWLEDGED");
+    assert_eq!(ack["type"], "ACKNOWLEDGED", "{ack}");
+    assert_eq!(ack["acknowledged"]["task_id"]["value"], "t1");
+    {
+        use base64::Engine as _;
+        assert_eq!(
+            ack["acknowledged"]["uuid"],
+            base64::engine::general_purpose::STANDARD.encode(uuid)
+        );
+    }
+    wait_state(&fake, "t1", v1::TaskState::TaskRunning).await;
+    assert_eq!(
+        fake.applied_for("t1"),
+        vec![(
+            v1::TaskState::TaskRunning as i32,
+            uuid::Uuid::from_bytes(uuid).to_string()
+        )]
+    );
+
+    // Messages both ways: the framework's arrives as MESSAGE; the executor's reaches the
+    // master for its framework.
+    client
+        .send_framework_message(v1::FrameworkMessageRequest {
+            agent_id: "agent-1".into(),
+            framework_id: "fw-1".into(),
+            executor_id: "e1".into(),
+            data: b"to the executor".to_vec(),
+        })
+        .await
+        .expect("SendFrameworkMessage");
+    let m = events.next_event(wait).await.expect("MESSAGE");
+    assert_eq!(m["type"], "MESSAGE", "{m}");
+    {
+        use base64::Engine as _;
+        assert_eq!(
+            m["message"]["data"],
+            base64::engine::general_purpose::STANDARD.encode("to the executor")
+        );
+    }
+    let answer = api
+        .call(&executor_call(
+            "MESSAGE",
+            "e1",
+            serde_json::json!({"message": {"data": "dG8gdGhlIGZyYW1ld29yaw=="}}),
+        ))
+        .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    wait_for(DEADLINE, "the executor's message at the master", || async {
+        fake.state().executor_messages == vec![("e1".to_string(), b"to the framework".to_vec())]
+    })
+    .await;
+
+    // Kills go to the executor, which reports the end.
+    let kill = |t: &str| KillTaskRequest {
+        agent_id: "agent-1".into(),
+        framework_id: "fw-1".into(),
+        task_id: t.into(),
+        grace_seconds: 1.0,
+    };
+    client.kill_task(kill("t1")).await.expect("KillTask t1");
+    let k = events.next_event(wait).await.expect("KILL t1");
+    assert_eq!(k["type"], "KILL", "{k}");
+    assert_eq!(k["kill"]["task_id"]["value"], "t1");
+    let answer = api
+        .call(&update_call(
+            "e1",
+            "t1",
+            "TASK_KILLED",
+            uuid::Uuid::new_v4().as_bytes(),
+        ))
+        .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(
+        events.next_event(wait).await.expect("ack")["type"],
+        "ACKNOWLEDGED"
+    );
+    let answer = api
+        .call(&update_call(
+            "e1",
+            "t2",
+            "TASK_FINISHED",
+            uuid::Uuid::new_v4().as_bytes(),
+        ))
+        .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(
+        events.next_event(wait).await.expect("ack")["type"],
+        "ACKNOWLEDGED"
+    );
+    wait_state(&fake, "t1", v1::TaskState::TaskKilled).await;
+    wait_state(&fake, "t2", v1::TaskState::TaskFinished).await;
+
+    // Idle: SHUTDOWN, then (this executor ignores it) SIGKILL of its group after its grace;
+    // the run ends and its stream with it.
+    let shutdown = events.next_event(wait).await.expect("SHUTDOWN");
+    assert_eq!(shutdown["type"], "SHUTDOWN", "{shutdown}");
+    assert!(
+        events.next_event(wait).await.is_none(),
+        "the stream ends with the run"
+    );
+    let exit_status: i32 = std::fs::read_to_string(run_dir.join("exit_status"))
+        .expect("exit_status")
+        .trim()
+        .parse()
+        .expect("a status");
+    assert_eq!(
+        exit_status & 0x7f,
+        9,
+        "killed by SIGKILL (raw status {exit_status})"
+    );
+    wait_for(DEADLINE, "the executor's end at the master", || async {
+        fake.state().executor_exits == vec![("e1".to_string(), Some(exit_status))]
+    })
+    .await;
+    wait_for(DEADLINE, "the executor gone", || {
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err();
+        async move { gone }
+    })
+    .await;
+
+    // A task of a new run that its executor never gets: killed at once.
+    client
+        .run_task(run(custom_task("t3", "e2")))
+        .await
+        .expect("RunTask t3");
+    client.kill_task(kill("t3")).await.expect("KillTask t3");
+    wait_state(&fake, "t3", v1::TaskState::TaskKilled).await;
+    let reason = fake
+        .state()
+        .applied
+        .iter()
+        .find(|s| s.task_id == "t3")
+        .map(|s| s.reason.clone());
+    assert_eq!(reason.as_deref(), Some("killed_before_launch"));
+    agent.stop().await;
+    let killed = tokio::task::spawn_blocking({
+        let layout = Layout::new(&work_dir);
+        move || drover_agent::recovery::kill_executor_runs(&layout)
+    })
+    .await
+    .expect("kill");
+    let _ = killed;
+}
+
+async fn executor_api_refusals() {
+    let (_dir, work_dir, fake, _master, agent, info) = real_agent_with_fake_master().await;
+    let addr = info.addr.clone();
+    wait_registered(&addr).await;
+    let mut client = connect(&addr).await;
+    client
+        .run_task(RunTaskRequest {
+            agent_id: "agent-1".into(),
+            framework_id: "fw-1".into(),
+            tasks: vec![custom_task("t1", "e1")],
+            framework_name: String::new(),
+        })
+        .await
+        .expect("RunTask");
+    let api = ExecutorClient::new(&addr);
+    let heartbeat = executor_call("HEARTBEAT", "e1", serde_json::json!({}));
+    let body = heartbeat.to_string();
+    // (method, content type, body, expected code, what the answer says)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("GET", None, vec![], 405, ""),
+        ("POST", None, body.clone().into_bytes(), 400, "Content-Type"),
+        (
+            "POST",
+            Some("text/plain"),
+            body.clone().into_bytes(),
+            415,
+            "text/plain",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            b"{not json".to_vec(),
+            400,
+            "",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            executor_call("LAUNCH", "e1", serde_json::json!({}))
+                .to_string()
+                .into_bytes(),
+            400,
+            "LAUNCH",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            executor_call("HEARTBEAT", "..", serde_json::json!({}))
+                .to_string()
+                .into_bytes(),
+            400,
+            "executor_id",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            executor_call("HEARTBEAT", "nope", serde_json::json!({}))
+                .to_string()
+                .into_bytes(),
+            400,
+            "Executor cannot be found",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            body.clone().into_bytes(),
+            403,
+            "not subscribed",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            vec![b' '; drover_agent::executor_api::MAX_CALL_BYTES + 1],
+            413,
+            "",
+        ),
+    ];
+    for (method, ct, body, code, says) in cases {
+        let a = api.request(method, ct, &body).await.expect("answered");
+        assert_eq!(a.status, code, "{method} {ct:?}: {a:?}");
+        assert!(
+            a.body.contains(says),
+            "{method} {ct:?}: {a:?} should say {says:?}"
+        );
+    }
+    // Subscribed: bad updates are refused, naming the field; the master sees none of them.
+    wait_for(DEADLINE, "the run", || {
+        let there = !runs_of(&work_dir, "e1").is_empty();
+        async move { there }
+    })
+    .await;
+    let mut events = api
+        .subscribe(&executor_call(
+            "SUBSCRIBE",
+            "e1",
+            serde_json::json!({"subscribe": {}}),
+        ))
+        .await;
+    assert_eq!(events.status, 200);
+    assert_eq!(
+        events
+            .next(Duration::from_secs(20))
+            .await
+            .expect("SUBSCRIBED")["type"],
+        "SUBSCRIBED"
+    );
+    let a = api.call(&heartbeat).await;
+    assert_eq!(a.status, 202, "{a:?}");
+    for (call, says) in [
+        (
+            update_call("e1", "t1", "TASK_RUNNING", &[1; 15]),
+            "update.status.uuid",
+        ),
+        (
+            update_call("e1", "t1", "TASK_STAGING", &[1; 16]),
+            "update.status.state",
+        ),
+        (
+            update_call("e1", "t9", "TASK_RUNNING", &[1; 16]),
+            "Task cannot be found",
+        ),
+        (
+            update_call("e1", "t1", "TASK_RUNNIN", &[1; 16]),
+            "TASK_RUNNIN",
+        ),
+    ] {
+        let a = api.call(&call).await;
+        assert_eq!(a.status, 400, "{call}: {a:?}");
+        assert!(a.body.contains(says), "{call}: {a:?} should say {says:?}");
+    }
+    assert!(
+        fake.applied_for("t1").is_empty(),
+        "nothing reached the master"
+    );
+    agent.stop().await;
+    tokio::task::spawn_blocking({
+        let layout = Layout::new(&work_dir);
+        move || drover_agent::recovery::kill_executor_runs(&layout)
+    })
+    .await
+    .expect("kill");
 }

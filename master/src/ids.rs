@@ -1,4 +1,7 @@
-//! The names of things the master tracks: agents, frameworks, offers, tasks and roles, the
+//! The names of things the master tracks: agents, frameworks, offers, tasks, custom executors
+//! and roles, the
 //! model's (`drover_model::ids`: validated newtypes, one rule for every part of Drover).
 
-pub use drover_model::ids::{AgentId, FrameworkId, InvalidId, OfferId, Role, TaskId, MAX_ID_BYTES};
+pub use drover_model::ids::{
+    AgentId, ExecutorId, FrameworkId, InvalidId, OfferId, Role, TaskId, MAX_ID_BYTES,
+};

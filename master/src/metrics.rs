@@ -42,6 +42,7 @@ pub const TASKS: &str = "drover_master_tasks";
 pub const OFFERS_OUTSTANDING: &str = "drover_master_offers_outstanding";
 pub const OFFERS_TOTAL: &str = "drover_master_offers_total";
 pub const TASKS_LAUNCHED_TOTAL: &str = "drover_master_tasks_launched_total";
+pub const EXECUTOR_MESSAGES_DROPPED_TOTAL: &str = "drover_master_executor_messages_dropped_total";
 pub const PRUNED_TOTAL: &str = "drover_master_pruned_total";
 pub const STORE_BYTES: &str = "drover_master_store_bytes";
 pub const ALLOCATION_SECONDS: &str = "drover_master_allocation_seconds";
@@ -205,6 +206,10 @@ fn describe_leader() {
     describe_counter!(
         TASKS_LAUNCHED_TOTAL,
         "Tasks committed by ACCEPT on this leader"
+    );
+    describe_counter!(
+        EXECUTOR_MESSAGES_DROPPED_TOTAL,
+        "Best-effort messages between frameworks and custom executors this leader dropped (agent unreachable, stream backed up), by direction"
     );
     describe_counter!(
         PRUNED_TOTAL,

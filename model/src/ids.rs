@@ -149,6 +149,11 @@ id_type!(
     TaskId, "task_id", valid_name, legacy_name, RULE
 );
 id_type!(
+    /// A custom executor, named by its framework; unique within that framework on one agent
+    /// (it names the executor's directory there).
+    ExecutorId, "executor_id", valid_name, legacy_name, RULE
+);
+id_type!(
     /// A role: the unit of weighted fair sharing. `*` is the default role.
     Role, "role", valid_role, legacy_role,
     "'*' or names of letters, digits, '.', '_', ':' and '-' joined by '/' (no name '.' or '..'), 1 to 256 bytes"

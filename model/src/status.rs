@@ -123,6 +123,7 @@ impl TaskStatus {
             signal: self.signal,
             timestamp_ms: self.at_ms,
             healthy: self.healthy(),
+            executor_id: String::new(),
         }
     }
 

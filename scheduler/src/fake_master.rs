@@ -355,4 +355,17 @@ impl Scheduler for Service {
         self.0.record(|c| c.teardowns.push(req));
         Ok(Response::new(CallReply {}))
     }
+
+    /// The driver's frameworks address no custom executors: the fake never expects these.
+    async fn message(&self, _request: Request<v1::MessageRequest>) -> Reply {
+        Err(Status::unimplemented(
+            "the fake master takes no executor messages",
+        ))
+    }
+
+    async fn shutdown_executor(&self, _request: Request<v1::ShutdownExecutorRequest>) -> Reply {
+        Err(Status::unimplemented(
+            "the fake master shuts no executor down",
+        ))
+    }
 }

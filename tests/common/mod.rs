@@ -237,6 +237,7 @@ pub fn shell_task(id: &str, resources: &str, shell: &str) -> v1::TaskInfo {
         }),
         kill_grace_seconds: 1.0,
         health_check: None,
+        ..Default::default()
     }
 }
 

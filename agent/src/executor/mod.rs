@@ -30,6 +30,7 @@
 pub(crate) mod group;
 pub mod health;
 mod link;
+pub mod supervise;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -68,15 +69,26 @@ pub const EXIT_OK: i32 = 0;
 /// Exit status of an executor that gave up waiting for the agent's acknowledgement.
 pub const EXIT_UNACKNOWLEDGED: i32 = 2;
 
-/// `drover executor`: internal, started by the agent.
+/// `drover executor`: internal, started by the agent: the executor of one task
+/// (`--task-dir`, `--agent-socket`), or the supervisor of a custom executor's run
+/// (`--executor-dir`, see [`supervise`]).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecutorArgs {
     /// The task's directory (holds task.json; the sandbox is inside).
-    #[arg(long, env = "DROVER_EXECUTOR_TASK_DIR")]
-    pub task_dir: PathBuf,
+    #[arg(
+        long,
+        env = "DROVER_EXECUTOR_TASK_DIR",
+        required_unless_present = "executor_dir",
+        conflicts_with = "executor_dir",
+        requires = "agent_socket"
+    )]
+    pub task_dir: Option<PathBuf>,
     /// The agent's Unix socket.
     #[arg(long, env = "DROVER_EXECUTOR_AGENT_SOCKET")]
-    pub agent_socket: PathBuf,
+    pub agent_socket: Option<PathBuf>,
+    /// A custom executor's run directory (holds executor.json): supervise that executor.
+    #[arg(long)]
+    pub executor_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +113,8 @@ pub enum ExecutorError {
     Version { path: PathBuf, found: u32 },
     #[error("cannot listen for SIGTERM: {0}")]
     Signal(std::io::Error),
+    #[error("give --task-dir and --agent-socket, or --executor-dir")]
+    Usage,
 }
 
 /// Runs the executor until its task is over and reported. Returns the process exit status:
@@ -118,6 +132,9 @@ pub async fn run_executor(args: ExecutorArgs) -> Result<i32, ExecutorError> {
     }
     let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ExecutorError::Signal)?;
+    if let Some(dir) = args.executor_dir {
+        return supervise::supervise(crate::layout::RunDir(dir), sigterm).await;
+    }
     run(args, Some(sigterm)).await
 }
 
@@ -317,7 +334,10 @@ pub(crate) async fn run(
     args: ExecutorArgs,
     mut sigterm: Option<tokio::signal::unix::Signal>,
 ) -> Result<i32, ExecutorError> {
-    let dir = TaskDir(args.task_dir.clone());
+    let (Some(task_dir), Some(socket)) = (args.task_dir, args.agent_socket) else {
+        return Err(ExecutorError::Usage);
+    };
+    let dir = TaskDir(task_dir);
     let spec = read_spec(&dir)?;
     group::become_subreaper();
     tracing::info!(
@@ -327,7 +347,7 @@ pub(crate) async fn run(
         "executor starting"
     );
     let link = Link::start(
-        args.agent_socket.clone(),
+        socket,
         FromExecutor::Hello {
             framework_id: spec.framework_id.clone(),
             task_id: spec.task.task_id.clone(),

@@ -45,6 +45,8 @@ fn launch_spec(
                 .collect::<BTreeMap<_, _>>(),
             kill_grace_ms: None,
             health_check: None,
+            executor: None,
+            data: Vec::new(),
         },
         default_kill_grace_ms: 3000,
         cgroups,
@@ -64,8 +66,9 @@ async fn start(spec: LaunchSpec) -> Setup {
     let socket = dir.path().join("agent.sock");
     let listener = UnixListener::bind(&socket).expect("bind");
     let args = ExecutorArgs {
-        task_dir: task_dir.0.clone(),
-        agent_socket: socket,
+        task_dir: Some(task_dir.0.clone()),
+        agent_socket: Some(socket),
+        executor_dir: None,
     };
     let executor = tokio::spawn(run(args, None));
     Setup {

@@ -294,6 +294,7 @@ impl Run {
             }),
             kill_grace_seconds: 1.0,
             health_check: None,
+            ..Default::default()
         }
     }
 

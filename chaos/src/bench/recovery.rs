@@ -132,6 +132,7 @@ async fn framework(
         }),
         kill_grace_seconds: 0.0,
         health_check: None,
+        ..Default::default()
     };
     for i in 0..opts.long_tasks {
         queue.push_back(info(format!("long-{i}"), "sleep infinity"));

@@ -210,6 +210,7 @@ async fn framework(
                                 }),
                                 kill_grace_seconds: 0.0,
                                 health_check: None,
+                                ..Default::default()
                             }
                         })
                         .collect();

@@ -351,6 +351,7 @@ impl Framework {
             }),
             kill_grace_seconds: 0.5,
             health_check: None,
+            ..Default::default()
         }
     }
 

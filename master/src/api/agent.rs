@@ -1,5 +1,6 @@
 //! The agent registry's gRPC service (`drover.v1.AgentRegistry`): registration, heartbeats
-//! and status updates from agents, answered by the leader's engine.
+//! and status updates from agents, answered by the leader's engine, and the best-effort news
+//! of custom executors (their messages, their ends) for their frameworks.
 //!
 //! Owns the API edge only: validation with the field at fault, and the mapping of the
 //! engine's answers to statuses. A status update is answered (acknowledged) only after it
@@ -132,5 +133,54 @@ impl AgentRegistry for AgentService {
             });
         }
         Ok(Response::new(v1::StatusUpdateReply { outcomes }))
+    }
+
+    async fn executor_message(
+        &self,
+        request: Request<v1::ExecutorMessageRequest>,
+    ) -> Result<Response<v1::ExecutorMessageReply>, Status> {
+        let r = request.into_inner();
+        let agent = convert::agent_id("agent_id", &r.agent_id)?;
+        let framework = convert::framework_id("framework_id", &r.framework_id)?;
+        let executor = convert::executor_id("executor_id", &r.executor_id)?;
+        if r.data.len() > crate::api::scheduler::MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "data",
+                format!(
+                    "larger than {} bytes",
+                    crate::api::scheduler::MAX_MESSAGE_BYTES
+                ),
+            ));
+        }
+        self.leader
+            .ask(|reply| Command::ExecutorMessage {
+                agent,
+                framework,
+                executor,
+                data: r.data,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(v1::ExecutorMessageReply {}))
+    }
+
+    async fn executor_exited(
+        &self,
+        request: Request<v1::ExecutorExitedRequest>,
+    ) -> Result<Response<v1::ExecutorExitedReply>, Status> {
+        let r = request.into_inner();
+        let agent = convert::agent_id("agent_id", &r.agent_id)?;
+        let framework = convert::framework_id("framework_id", &r.framework_id)?;
+        let executor = convert::executor_id("executor_id", &r.executor_id)?;
+        self.leader
+            .ask(|reply| Command::ExecutorExited {
+                agent,
+                framework,
+                executor,
+                status: r.status,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(v1::ExecutorExitedReply {}))
     }
 }

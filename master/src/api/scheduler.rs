@@ -20,6 +20,8 @@ use crate::leader::{Call, Caller, Command, EventSender, LeaderHandle};
 
 /// Largest framework API request decoded, bytes (an ACCEPT of many tasks).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest message for a custom executor, bytes.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Most updates acknowledged in one ACKNOWLEDGE.
 pub const MAX_ACKS_PER_CALL: usize = 1000;
 
@@ -236,5 +238,40 @@ impl Scheduler for SchedulerService {
         request: Request<v1::TeardownRequest>,
     ) -> Result<Response<v1::CallReply>, Status> {
         self.call(request.into_inner().caller, Call::Teardown).await
+    }
+
+    async fn message(
+        &self,
+        request: Request<v1::MessageRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let r = request.into_inner();
+        let agent = convert::agent_id("agent_id", &r.agent_id)?;
+        let executor = convert::executor_id("executor_id", &r.executor_id)?;
+        if r.data.len() > MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "data",
+                format!("larger than {MAX_MESSAGE_BYTES} bytes"),
+            ));
+        }
+        self.call(
+            r.caller,
+            Call::Message {
+                agent,
+                executor,
+                data: r.data,
+            },
+        )
+        .await
+    }
+
+    async fn shutdown_executor(
+        &self,
+        request: Request<v1::ShutdownExecutorRequest>,
+    ) -> Result<Response<v1::CallReply>, Status> {
+        let r = request.into_inner();
+        let agent = convert::agent_id("agent_id", &r.agent_id)?;
+        let executor = convert::executor_id("executor_id", &r.executor_id)?;
+        self.call(r.caller, Call::ShutdownExecutor { agent, executor })
+            .await
     }
 }

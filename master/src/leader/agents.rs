@@ -1,5 +1,6 @@
 //! Messages from the leader to agents: RunTask (the tasks of one ACCEPT together) and KillTask
-//! over the `drover.v1.Agent` service.
+//! over the `drover.v1.Agent` service, and the best-effort messages for custom executors
+//! (a framework's message, SHUTDOWN), sent once.
 //!
 //! Owns one lazily connected channel per agent address and the retry policy for these calls:
 //! a launch or kill is retried with backoff for a bounded time, since both are idempotent on
@@ -69,6 +70,10 @@ impl AgentChannels {
 pub enum AgentMessage {
     Run(v1::RunTaskRequest),
     Kill(v1::KillTaskRequest),
+    /// Best effort: one try, never retried.
+    FrameworkMessage(v1::FrameworkMessageRequest),
+    /// Best effort, as a framework message.
+    ShutdownExecutor(v1::AgentShutdownExecutorRequest),
 }
 
 impl AgentMessage {
@@ -84,7 +89,17 @@ impl AgentMessage {
                 ),
             },
             AgentMessage::Kill(r) => format!("kill of {}", r.task_id),
+            AgentMessage::FrameworkMessage(r) => format!("message to executor {}", r.executor_id),
+            AgentMessage::ShutdownExecutor(r) => format!("shutdown of executor {}", r.executor_id),
         }
+    }
+
+    /// Sent once or not at all (a lost one is lost, as in Mesos).
+    pub fn best_effort(&self) -> bool {
+        matches!(
+            self,
+            AgentMessage::FrameworkMessage(_) | AgentMessage::ShutdownExecutor(_)
+        )
     }
 }
 
@@ -107,17 +122,29 @@ pub async fn send(channel: Channel, agent: AgentId, message: AgentMessage) -> bo
                 r.set_timeout(PER_TRY);
                 client.kill_task(r).await.map(|_| ())
             }
+            AgentMessage::FrameworkMessage(req) => {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(PER_TRY);
+                client.send_framework_message(r).await.map(|_| ())
+            }
+            AgentMessage::ShutdownExecutor(req) => {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(PER_TRY);
+                client.shutdown_executor(r).await.map(|_| ())
+            }
         };
         match r {
             Ok(()) => return true,
             Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Unknown
-                        | tonic::Code::Cancelled
-                ) && started.elapsed() < SEND_DEADLINE =>
+                if !message.best_effort()
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
+                    )
+                    && started.elapsed() < SEND_DEADLINE =>
             {
                 tracing::debug!(%agent, what = %message.describe(), error = %s, "agent unreachable; retrying");
             }

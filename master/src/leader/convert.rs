@@ -47,6 +47,9 @@ pub fn agent_id(field: &str, s: &str) -> Result<AgentId, Status> {
 pub fn task_id(field: &str, s: &str) -> Result<TaskId, Status> {
     TaskId::new(s).map_err(|e| invalid(field, e))
 }
+pub fn executor_id(field: &str, s: &str) -> Result<crate::ids::ExecutorId, Status> {
+    crate::ids::ExecutorId::new(s).map_err(|e| invalid(field, e))
+}
 pub fn offer_id(field: &str, s: &str) -> Result<OfferId, Status> {
     OfferId::new(s).map_err(|e| invalid(field, e))
 }
@@ -120,7 +123,17 @@ pub fn status_from_proto(s: &v1::TaskStatus) -> Result<(TaskId, TaskStatus), Sta
 
 /// A recorded update as the framework sees it.
 pub fn status_to_proto(task: &TaskRecord, u: &TaskStatus) -> v1::TaskStatus {
-    u.to_proto(task.spec.id.as_str(), task.agent.as_str())
+    v1::TaskStatus {
+        executor_id: executor_id_of(task),
+        ..u.to_proto(task.spec.id.as_str(), task.agent.as_str())
+    }
+}
+
+/// The id of the custom executor that runs the task (empty: Drover's own).
+fn executor_id_of(task: &TaskRecord) -> String {
+    executor_of(&task.spec)
+        .map(|e| e.executor_id)
+        .unwrap_or_default()
 }
 
 /// The task's latest state, for RECONCILE: no uuid (not to be acknowledged).
@@ -144,6 +157,7 @@ pub fn reconciliation_status(task: &TaskRecord, now_ms: u64) -> v1::TaskStatus {
             .rev()
             .find_map(|u| u.update.healthy())
             .filter(|_| !task.state.is_terminal()),
+        executor_id: executor_id_of(task),
     }
 }
 
@@ -198,25 +212,30 @@ pub fn resources(field: &str, items: &[v1::Resource]) -> Result<Resources, Statu
     Resources::from_proto(items).map_err(|e| invalid(field, e))
 }
 
-/// A task to launch, from ACCEPT.
-pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
-    let field = |f: &str| format!("launch[{i}].{f}");
-    let command = t
-        .command
-        .as_ref()
-        .ok_or_else(|| invalid(&field("command"), "missing"))?;
+/// Longest opaque `data` of a task or a custom executor, bytes.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+
+/// A command's shell and environment, checked (`field` names the command).
+fn command_from_proto(
+    field: &str,
+    command: &v1::CommandInfo,
+) -> Result<(String, BTreeMap<String, String>), Status> {
+    let field = |f: &str| format!("{field}.{f}");
     if command.shell.trim().is_empty() {
-        return Err(invalid(&field("command.shell"), "empty"));
+        return Err(invalid(&field("shell"), "empty"));
     }
     if command.shell.len() > MAX_COMMAND_BYTES {
         return Err(invalid(
-            &field("command.shell"),
+            &field("shell"),
             format!("longer than {MAX_COMMAND_BYTES} bytes"),
         ));
     }
+    if command.shell.contains('\0') {
+        return Err(invalid(&field("shell"), "holds a NUL byte"));
+    }
     if command.environment.len() > MAX_ENV_VARS {
         return Err(invalid(
-            &field("command.environment"),
+            &field("environment"),
             format!("more than {MAX_ENV_VARS} variables"),
         ));
     }
@@ -225,18 +244,73 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
         let ok_name = k.len() <= MAX_NAME_BYTES && drover_model::limits::is_env_name(k);
         if !ok_name {
             return Err(invalid(
-                &field("command.environment"),
+                &field("environment"),
                 format!("{k:?} is not a variable name"),
             ));
         }
         if v.len() > MAX_ENV_BYTES || v.contains('\0') {
             return Err(invalid(
-                &field(&format!("command.environment.{k}")),
+                &field(&format!("environment.{k}")),
                 format!("at most {MAX_ENV_BYTES} bytes, no NUL"),
             ));
         }
         environment.insert(k.clone(), v.clone());
     }
+    Ok((command.shell.clone(), environment))
+}
+
+fn data(field: &str, bytes: &[u8]) -> Result<(), Status> {
+    if bytes.len() > MAX_DATA_BYTES {
+        return Err(invalid(
+            field,
+            format!("larger than {MAX_DATA_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A task's custom executor, checked; `charged` is the master's to set, so it is cleared.
+fn executor_from_proto(field: &str, e: &v1::ExecutorInfo) -> Result<v1::ExecutorInfo, Status> {
+    let at = |f: &str| format!("{field}.{f}");
+    executor_id(&at("executor_id"), &e.executor_id)?;
+    text(&at("name"), &e.name, MAX_NAME_BYTES)?;
+    let command = e
+        .command
+        .as_ref()
+        .ok_or_else(|| invalid(&at("command"), "missing"))?;
+    command_from_proto(&at("command"), command)?;
+    resources(&at("resources"), &e.resources)?;
+    seconds_to_ms(&at("shutdown_grace_seconds"), e.shutdown_grace_seconds)?;
+    data(&at("data"), &e.data)?;
+    Ok(v1::ExecutorInfo {
+        charged: false,
+        ..e.clone()
+    })
+}
+
+/// A task to launch, from ACCEPT: a command, or a custom executor of the framework's that
+/// runs it (exactly one of the two).
+pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
+    let field = |f: &str| format!("launch[{i}].{f}");
+    let (command, environment) = match (&t.command, &t.executor) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &field("command"),
+                "set either command or executor, not both",
+            ))
+        }
+        (None, None) => return Err(invalid(&field("command"), "missing")),
+        (Some(command), None) => command_from_proto(&field("command"), command)?,
+        (None, Some(_)) => {
+            if t.health_check.is_some() {
+                return Err(invalid(
+                    &field("health_check"),
+                    "a custom executor runs its tasks' checks itself",
+                ));
+            }
+            (String::new(), BTreeMap::new())
+        }
+    };
     let resources = resources(&field("resources"), &t.resources)?;
     if resources.is_empty() {
         return Err(invalid(&field("resources"), "a task needs some resources"));
@@ -245,46 +319,96 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
         id: task_id(&field("task_id"), &t.task_id)?,
         name: text(&field("name"), &t.name, MAX_NAME_BYTES)?,
         resources,
-        command: command.shell.clone(),
+        command,
         environment,
         kill_grace_ms: seconds_to_ms(&field("kill_grace_seconds"), t.kill_grace_seconds)?,
         extensions: extensions_from_proto(i, t)?,
     })
 }
 
-/// The fields of `t` the registry keeps as [`TaskExtensions`], checked; `None` when it has
-/// none.
+/// The fields of `t` the registry keeps as [`TaskExtensions`] (a health check, a custom
+/// executor, the task's data), checked; `None` when it has none.
 fn extensions_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<TaskExtensions>, Status> {
-    let Some(check) = &t.health_check else {
+    let health_check = t
+        .health_check
+        .as_ref()
+        .map(|check| {
+            HealthCheckSpec::from_proto(check, &format!("launch[{i}].health_check"))
+                .map(|c| c.to_proto())
+                .map_err(|e| invalid(&e.field, e.reason))
+        })
+        .transpose()?;
+    let executor = t
+        .executor
+        .as_ref()
+        .map(|e| executor_from_proto(&format!("launch[{i}].executor"), e))
+        .transpose()?;
+    data(&format!("launch[{i}].data"), &t.data)?;
+    if health_check.is_none() && executor.is_none() && t.data.is_empty() {
         return Ok(None);
-    };
-    let checked = HealthCheckSpec::from_proto(check, &format!("launch[{i}].health_check"))
-        .map_err(|e| invalid(&e.field, e.reason))?;
+    }
     let kept = v1::TaskInfo {
-        health_check: Some(checked.to_proto()),
+        health_check,
+        executor,
+        data: t.data.clone(),
         ..Default::default()
     };
     Ok(Some(TaskExtensions(kept.encode_to_vec())))
 }
 
-pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
+/// What a task's extensions hold (nothing when it has none).
+pub fn extensions_of(t: &TaskSpec) -> v1::TaskInfo {
     // Checked when accepted; a record that does not decode (it cannot, short of a bug) loses
     // its extensions rather than its task.
-    let extended = t
-        .extensions
+    t.extensions
         .as_ref()
         .and_then(|e| v1::TaskInfo::decode(e.0.as_slice()).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The custom executor that runs a task, if one does.
+pub fn executor_of(t: &TaskSpec) -> Option<v1::ExecutorInfo> {
+    t.extensions.as_ref()?;
+    extensions_of(t).executor
+}
+
+/// `t` with its custom executor's `charged` set: its resources then include the executor's.
+pub fn with_executor_charged(
+    t: &TaskSpec,
+    executor: &v1::ExecutorInfo,
+) -> Result<TaskSpec, Status> {
+    let mut kept = extensions_of(t);
+    kept.executor = Some(v1::ExecutorInfo {
+        charged: true,
+        ..executor.clone()
+    });
+    let extra =
+        Resources::from_proto(&executor.resources).map_err(|e| invalid("executor.resources", e))?;
+    let resources = t
+        .resources
+        .checked_add(&extra)
+        .map_err(|e| invalid("executor.resources", e))?;
+    Ok(TaskSpec {
+        resources,
+        extensions: Some(TaskExtensions(kept.encode_to_vec())),
+        ..t.clone()
+    })
+}
+
+pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
+    let extended = extensions_of(t);
     v1::TaskInfo {
         task_id: t.id.to_string(),
         name: t.name.clone(),
         resources: t.resources.to_proto(),
-        command: Some(v1::CommandInfo {
+        command: extended.executor.is_none().then(|| v1::CommandInfo {
             shell: t.command.clone(),
             environment: t.environment.clone().into_iter().collect(),
         }),
         kill_grace_seconds: t.kill_grace_ms as f64 / 1000.0,
         health_check: extended.health_check,
+        executor: extended.executor,
+        data: extended.data,
     }
 }
 
@@ -516,6 +640,105 @@ mod tests {
             }),
             kill_grace_seconds: 1.0,
             health_check: None,
+            ..Default::default()
+        }
+    }
+
+    fn custom_task() -> v1::TaskInfo {
+        v1::TaskInfo {
+            command: None,
+            executor: Some(v1::ExecutorInfo {
+                executor_id: "e1".into(),
+                command: Some(v1::CommandInfo {
+                    shell: "python3 executor.py".into(),
+                    environment: Default::default(),
+                }),
+                resources: "cpus:0.1;mem:32".parse::<Resources>().unwrap().to_proto(),
+                charged: true,
+                ..Default::default()
+            }),
+            data: b"task data".to_vec(),
+            ..good_task()
+        }
+    }
+
+    #[test]
+    fn a_custom_executor_s_task_keeps_its_executor_and_data_in_its_extensions() {
+        let spec = task_from_proto(0, &custom_task()).expect("valid");
+        assert!(spec.command.is_empty());
+        let e = executor_of(&spec).expect("executor kept");
+        assert_eq!(e.executor_id, "e1");
+        assert!(!e.charged, "only the master charges");
+        let back = task_to_proto(&spec);
+        assert!(back.command.is_none());
+        assert_eq!(back.data, b"task data");
+        assert_eq!(
+            back.executor.as_ref().map(|e| e.executor_id.as_str()),
+            Some("e1")
+        );
+        let charged = with_executor_charged(&spec, &e).expect("charged");
+        assert_eq!(
+            charged.resources,
+            "cpus:1.1;mem:32".parse::<Resources>().unwrap()
+        );
+        assert!(executor_of(&charged).expect("executor").charged);
+        // A plain command task has no extensions at all (written as older builds read it).
+        assert!(task_from_proto(0, &good_task())
+            .unwrap()
+            .extensions
+            .is_none());
+    }
+
+    #[test]
+    fn bad_custom_executor_tasks_name_the_field() {
+        type Mutation = Box<dyn Fn(&mut v1::TaskInfo)>;
+        fn executor(t: &mut v1::TaskInfo) -> &mut v1::ExecutorInfo {
+            t.executor.as_mut().unwrap()
+        }
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|t| t.command = good_task().command),
+                "launch[2].command",
+            ),
+            (
+                Box::new(|t| executor(t).executor_id = "..".into()),
+                "launch[2].executor.executor_id",
+            ),
+            (
+                Box::new(|t| executor(t).command = None),
+                "launch[2].executor.command",
+            ),
+            (
+                Box::new(|t| executor(t).command.as_mut().unwrap().shell = String::new()),
+                "launch[2].executor.command.shell",
+            ),
+            (
+                Box::new(|t| executor(t).data = vec![0; MAX_DATA_BYTES + 1]),
+                "launch[2].executor.data",
+            ),
+            (
+                Box::new(|t| t.data = vec![0; MAX_DATA_BYTES + 1]),
+                "launch[2].data",
+            ),
+            (
+                Box::new(|t| executor(t).shutdown_grace_seconds = -1.0),
+                "launch[2].executor.shutdown_grace_seconds",
+            ),
+            (
+                Box::new(|t| t.health_check = Some(v1::HealthCheck::default())),
+                "launch[2].health_check",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut t = custom_task();
+            mutate(&mut t);
+            let e = task_from_proto(2, &t).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().starts_with(field),
+                "{} should name {field}",
+                e.message()
+            );
         }
     }
 

@@ -42,6 +42,10 @@ use crate::registry::cluster::ClusterOutcome;
 use crate::registry::{Op, Outcome};
 use crate::replicated::{ReplicaError, Replicated};
 
+/// Sends to agents in flight past which best-effort ones (messages for custom executors) are
+/// dropped; launches and kills always go.
+const MAX_AGENT_SENDS: usize = 4096;
+
 /// Where a caller waits for its answer.
 pub type Waiting<T> = oneshot::Sender<Result<T, Status>>;
 
@@ -367,6 +371,10 @@ impl Runtime {
                     addr,
                     message,
                 } => {
+                    if message.best_effort() && self.to_agents.len() >= MAX_AGENT_SENDS {
+                        tracing::debug!(%agent, "too many messages to agents in flight; a best-effort one is dropped");
+                        continue;
+                    }
                     let Some(ch) = self.channels.channel(&agent, &addr) else {
                         continue;
                     };

@@ -357,6 +357,16 @@ impl Connection {
                     Flow::Continue
                 }
             },
+            // This driver's frameworks run commands, not custom executors: nothing of theirs
+            // sends these.
+            event::Event::Message(m) => {
+                tracing::debug!(executor = %m.executor_id, agent = %m.agent_id, "ignoring an executor's message");
+                Flow::Continue
+            }
+            event::Event::Failure(f) => {
+                tracing::debug!(executor = %f.executor_id, agent = %f.agent_id, status = ?f.status, "ignoring an executor's end");
+                Flow::Continue
+            }
             event::Event::Error(e) => {
                 tracing::warn!(message = %e.message, "the master sent ERROR; the driver stops");
                 let _ = self.forward(DriverEvent::Error(e.message), None).await;

@@ -389,6 +389,11 @@ pub fn status(s: &mesos::TaskStatus) -> Result<v1::TaskStatus, Unreadable> {
             .filter(|t| t.is_finite() && *t >= 0.0)
             .map_or(0, |t| (t * 1000.0).round() as u64),
         healthy: s.healthy,
+        executor_id: s
+            .executor_id
+            .as_ref()
+            .map(|e| e.value.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -433,6 +438,7 @@ mod tests {
             }),
             kill_grace_seconds: 2.5,
             health_check: None,
+            ..Default::default()
         };
         let c = accept(&v1::AcceptRequest {
             caller: caller(),

@@ -1375,6 +1375,7 @@ pub fn task_info(
         }),
         kill_grace_seconds: app.task_kill_grace_period_seconds.map_or(0.0, f64::from),
         health_check: command_check(app),
+        ..Default::default()
     }
 }
 

@@ -285,6 +285,7 @@ impl Plan {
             command: Some(self.command.clone()),
             kill_grace_seconds: self.kill_grace.map(|g| g.as_secs_f64()).unwrap_or(0.0),
             health_check: None,
+            ..Default::default()
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! What Drover does not run is refused here with the field at fault: reserved or SET/TEXT
 //! resources, fetcher URIs, non-VALUE environment variables, HTTP/TCP health checks in a
-//! TaskInfo, containers other than MESOS, custom executors (until the executor API exists).
+//! TaskInfo, containers other than MESOS, the DEFAULT executor (task groups). Custom
+//! executors (an ExecutorInfo with a command) run through the agents' executor API.
 
 use std::net::Ipv4Addr;
 
@@ -243,20 +244,122 @@ pub fn offer_to_mesos(o: &v1::Offer, role: &str) -> mesos::Offer {
 
 // ---- TaskInfo ----
 
-/// A Mesos TaskInfo as Drover's. `agent_id` is not read (the offers name the agent; mesoshttp
-/// sends `slave_id` instead), nor `labels` and `data`, which the command executor ignores.
+/// A Mesos TaskInfo as Drover's: a command, or a custom executor that runs the task (with
+/// the task's `data`). `agent_id` is not read (the offers name the agent; mesoshttp sends
+/// `slave_id` instead), nor `labels`.
 pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refused> {
     let at = |f: &str| format!("{field}.{f}");
-    if t.executor.is_some() {
+    if t.executor.is_some() && t.command.is_some() {
         return Err(refused(
-            at("executor"),
-            "custom executors are not supported yet; give a command",
+            at("command"),
+            "set either command or executor, not both",
         ));
     }
-    if let Some(c) = &t.container {
+    let executor = t
+        .executor
+        .as_ref()
+        .map(|e| executor_info(&at("executor"), e))
+        .transpose()?;
+    container(&at("container"), t.container.as_ref())?;
+    if t.max_completion_time.is_some() {
+        return Err(refused(at("max_completion_time"), "not supported"));
+    }
+    let kill_grace_seconds = t
+        .kill_policy
+        .as_ref()
+        .and_then(|k| k.grace_period.as_ref())
+        .map(|d| nanos_to_seconds(&at("kill_policy.grace_period.nanoseconds"), d.nanoseconds))
+        .transpose()?
+        .unwrap_or(0.0);
+    if let Some(executor) = executor {
+        if t.health_check.is_some() {
+            return Err(refused(
+                at("health_check"),
+                "a custom executor runs its tasks' checks itself",
+            ));
+        }
+        return Ok(v1::TaskInfo {
+            task_id: t.task_id.value.clone(),
+            name: t.name.clone(),
+            resources: resources(&at("resources"), &t.resources)?,
+            command: None,
+            kill_grace_seconds,
+            executor: Some(executor),
+            data: t.data.clone().unwrap_or_default(),
+            ..Default::default()
+        });
+    }
+    let command = t.command.as_ref().ok_or_else(|| {
+        refused(
+            at("command"),
+            "missing (a task needs a command or an executor)",
+        )
+    })?;
+    let shell = command_line(&at("command"), command)?;
+    let environment = environment(&at("command.environment"), command.environment.as_ref())?;
+    let health_check = t
+        .health_check
+        .as_ref()
+        .map(|h| health_check(&at("health_check"), h))
+        .transpose()?;
+    Ok(v1::TaskInfo {
+        task_id: t.task_id.value.clone(),
+        name: t.name.clone(),
+        resources: resources(&at("resources"), &t.resources)?,
+        command: Some(v1::CommandInfo { shell, environment }),
+        kill_grace_seconds,
+        health_check,
+        ..Default::default()
+    })
+}
+
+/// A custom executor: a command of its own (the DEFAULT executor, which runs task groups, is
+/// not supported), plain-process containers only.
+fn executor_info(field: &str, e: &mesos::ExecutorInfo) -> Result<v1::ExecutorInfo, Refused> {
+    use mesos::executor_info::Type;
+    let at = |f: &str| format!("{field}.{f}");
+    if e.r#type == Some(Type::Default as i32) {
+        return Err(refused(
+            at("type"),
+            "the DEFAULT executor (task groups) is not supported; give a CUSTOM executor with a command",
+        ));
+    }
+    container(&at("container"), e.container.as_ref())?;
+    let command = e
+        .command
+        .as_ref()
+        .ok_or_else(|| refused(at("command"), "missing (a custom executor needs a command)"))?;
+    let shell = command_line(&at("command"), command)?;
+    let environment = environment(&at("command.environment"), command.environment.as_ref())?;
+    if let Some(f) = &e.framework_id {
+        if f.value.is_empty() {
+            return Err(refused(at("framework_id.value"), "empty"));
+        }
+    }
+    let shutdown_grace_seconds = e
+        .shutdown_grace_period
+        .as_ref()
+        .map(|d| nanos_to_seconds(&at("shutdown_grace_period.nanoseconds"), d.nanoseconds))
+        .transpose()?
+        .unwrap_or(0.0);
+    Ok(v1::ExecutorInfo {
+        executor_id: e.executor_id.value.clone(),
+        name: e.name.clone().unwrap_or_default(),
+        command: Some(v1::CommandInfo { shell, environment }),
+        resources: resources(&at("resources"), &e.resources)?,
+        shutdown_grace_seconds,
+        data: e.data.clone().unwrap_or_default(),
+        charged: false,
+    })
+}
+
+/// A container: MESOS (a plain process) without image or volumes, or none.
+fn container(field: &str, c: Option<&mesos::ContainerInfo>) -> Result<(), Refused> {
+    let at = |f: &str| format!("{field}.{f}");
+    if let Some(c) = c {
         if c.r#type != mesos::container_info::Type::Mesos as i32 {
             return Err(refused(
-                at("container.type"),
+                at("type"),
                 "only MESOS containers (plain processes) are supported",
             ));
         }
@@ -269,40 +372,12 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
                 "mesos"
             };
             return Err(refused(
-                at(&format!("container.{what}")),
+                at(what),
                 "container images and volumes are not supported",
             ));
         }
     }
-    if t.max_completion_time.is_some() {
-        return Err(refused(at("max_completion_time"), "not supported"));
-    }
-    let command = t
-        .command
-        .as_ref()
-        .ok_or_else(|| refused(at("command"), "missing (a task needs a command)"))?;
-    let shell = command_line(&at("command"), command)?;
-    let environment = environment(&at("command.environment"), command.environment.as_ref())?;
-    let health_check = t
-        .health_check
-        .as_ref()
-        .map(|h| health_check(&at("health_check"), h))
-        .transpose()?;
-    let kill_grace_seconds = t
-        .kill_policy
-        .as_ref()
-        .and_then(|k| k.grace_period.as_ref())
-        .map(|d| nanos_to_seconds(&at("kill_policy.grace_period.nanoseconds"), d.nanoseconds))
-        .transpose()?
-        .unwrap_or(0.0);
-    Ok(v1::TaskInfo {
-        task_id: t.task_id.value.clone(),
-        name: t.name.clone(),
-        resources: resources(&at("resources"), &t.resources)?,
-        command: Some(v1::CommandInfo { shell, environment }),
-        kill_grace_seconds,
-        health_check,
-    })
+    Ok(())
 }
 
 fn nanos_to_seconds(field: &str, nanos: i64) -> Result<f64, Refused> {
@@ -425,13 +500,18 @@ fn reason_to_mesos(reason: &str) -> Option<mesos::task_status::Reason> {
         "memory_limit" => Reason::ContainerLimitationMemory,
         "command_exited" | "command_signaled" | "executor_failed" => Reason::CommandExecutorFailed,
         "killed" => return None,
+        "executor_terminated" => Reason::ExecutorTerminated,
+        "executor_registration_timeout" => Reason::ExecutorRegistrationTimeout,
+        "executor_reregistration_timeout" => Reason::ExecutorReregistrationTimeout,
+        "killed_before_launch" => Reason::TaskKilledDuringLaunch,
         INVALID_OFFERS => Reason::InvalidOffers,
         TASK_INVALID => Reason::TaskInvalid,
         agents::TASK_UNKNOWN_TO_AGENT => Reason::TaskUnknown,
         agents::AGENT_REREGISTERED => Reason::AgentReregistered,
         agents::AGENT_UNREACHABLE | agents::AGENT_REMOVED => Reason::AgentRemoved,
         agents::AGENT_REMOVED_BY_OPERATOR => Reason::AgentRemovedByOperator,
-        _ => return None,
+        // What a custom executor reported in Mesos's words comes back as it was.
+        other => return Reason::from_str_name(&format!("REASON_{}", other.to_ascii_uppercase())),
     })
 }
 
@@ -483,6 +563,9 @@ pub fn status_to_mesos(s: &v1::TaskStatus) -> mesos::TaskStatus {
         timestamp: Some(s.timestamp_ms as f64 / 1000.0),
         uuid,
         healthy: s.healthy,
+        executor_id: (!s.executor_id.is_empty()).then(|| mesos::ExecutorId {
+            value: s.executor_id.clone(),
+        }),
         ..Default::default()
     }
 }
@@ -536,6 +619,31 @@ pub fn event_to_mesos(e: &v1::Event, cx: &StreamContext) -> Option<mesos::schedu
                 message: e.message.clone(),
             });
         }
+        v1::event::Event::Message(m) => {
+            out.r#type = Some(Type::Message as i32);
+            out.message = Some(event::Message {
+                agent_id: mesos::AgentId {
+                    value: m.agent_id.clone(),
+                },
+                executor_id: mesos::ExecutorId {
+                    value: m.executor_id.clone(),
+                },
+                data: m.data.clone(),
+            });
+        }
+        v1::event::Event::Failure(f) => {
+            out.r#type = Some(Type::Failure as i32);
+            out.failure = Some(event::Failure {
+                agent_id: Some(mesos::AgentId {
+                    value: f.agent_id.clone(),
+                }),
+                executor_id: Some(mesos::ExecutorId {
+                    value: f.executor_id.clone(),
+                }),
+                // Clients read a status whenever an executor is named (pymesos does).
+                status: Some(f.status.unwrap_or(-1)),
+            });
+        }
     }
     Some(out)
 }
@@ -568,6 +676,52 @@ mod tests {
     }
 
     #[test]
+    fn a_task_of_a_custom_executor_converts_with_its_data() {
+        let mut j = base();
+        j.as_object_mut().unwrap().remove("command");
+        j["data"] = serde_json::json!("aGVsbG8=");
+        j["executor"] = serde_json::json!({
+            "executor_id": {"value": "e1"}, "type": "CUSTOM", "name": "mine",
+            "framework_id": {"value": "f1"},
+            "command": {"value": "python3 executor.py", "environment": {"variables": [{"name": "K", "value": "v"}]}},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+            "shutdown_grace_period": {"nanoseconds": 2500000000u64},
+            "data": "ZXhlYw=="
+        });
+        let t = task_info("task", &mesos_task(j)).unwrap();
+        assert!(t.command.is_none());
+        assert_eq!(t.data, b"hello");
+        let e = t.executor.expect("executor");
+        assert_eq!(e.executor_id, "e1");
+        assert_eq!(e.name, "mine");
+        let c = e.command.expect("command");
+        assert_eq!(c.shell, "python3 executor.py");
+        assert_eq!(c.environment.get("K").map(String::as_str), Some("v"));
+        assert_eq!(e.shutdown_grace_seconds, 2.5);
+        assert_eq!(e.data, b"exec");
+        assert!(!e.charged);
+        assert_eq!(e.resources.len(), 1);
+        // Its updates name it, and its reasons come back in Mesos's words.
+        let m = status_to_mesos(&v1::TaskStatus {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            state: v1::TaskState::TaskFailed as i32,
+            reason: "executor_terminated".into(),
+            executor_id: "e1".into(),
+            ..Default::default()
+        });
+        assert_eq!(m.executor_id.map(|e| e.value).as_deref(), Some("e1"));
+        assert_eq!(
+            m.reason,
+            Some(mesos::task_status::Reason::ExecutorTerminated as i32)
+        );
+        assert_eq!(
+            reason_to_mesos("container_limitation_disk"),
+            Some(mesos::task_status::Reason::ContainerLimitationDisk)
+        );
+    }
+
+    #[test]
     fn a_command_task_converts() {
         let t = task_info("task", &mesos_task(base())).unwrap();
         assert_eq!(t.task_id, "t1");
@@ -593,8 +747,16 @@ mod tests {
     fn what_drover_cannot_run_is_refused_naming_the_field() {
         let cases: Vec<(serde_json::Value, &str)> = vec![
             (
+                serde_json::json!({"command": null, "executor": {"executor_id": {"value": "e"}, "type": "DEFAULT"}}),
+                "task.executor.type",
+            ),
+            (
                 serde_json::json!({"executor": {"executor_id": {"value": "e"}}}),
-                "task.executor",
+                "task.command",
+            ),
+            (
+                serde_json::json!({"command": null, "executor": {"executor_id": {"value": "e"}}}),
+                "task.executor.command",
             ),
             (
                 serde_json::json!({"container": {"type": "DOCKER"}}),

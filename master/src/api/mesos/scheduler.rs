@@ -328,17 +328,32 @@ async fn dispatch(
             }))
             .await
             .map(drop)?),
-        // Both address a custom executor; Drover runs none yet, so, as Mesos does for an
-        // executor it does not know, the call is taken and dropped.
+        // Both address a custom executor and are best effort, as in Mesos: taken (202) and
+        // dropped when the agent or the executor is not there.
         CallType::Message => {
-            member(&call.message, "message")?;
-            tracing::debug!(framework = %caller.framework_id, "MESSAGE for no executor dropped");
-            Ok(())
+            let m = member(&call.message, "message")?;
+            Ok(svc
+                .message(Request::new(v1::MessageRequest {
+                    caller: Some(caller),
+                    agent_id: required("message.agent_id.value", &m.agent_id.value)?.to_string(),
+                    executor_id: required("message.executor_id.value", &m.executor_id.value)?
+                        .to_string(),
+                    data: m.data.clone(),
+                }))
+                .await
+                .map(drop)?)
         }
         CallType::Shutdown => {
-            member(&call.shutdown, "shutdown")?;
-            tracing::debug!(framework = %caller.framework_id, "SHUTDOWN of no executor dropped");
-            Ok(())
+            let m = member(&call.shutdown, "shutdown")?;
+            Ok(svc
+                .shutdown_executor(Request::new(v1::ShutdownExecutorRequest {
+                    caller: Some(caller),
+                    agent_id: required("shutdown.agent_id.value", &m.agent_id.value)?.to_string(),
+                    executor_id: required("shutdown.executor_id.value", &m.executor_id.value)?
+                        .to_string(),
+                }))
+                .await
+                .map(drop)?)
         }
         // The default Mesos allocator ignores REQUEST, and Drover makes no inverse offers.
         CallType::Request | CallType::AcceptInverseOffers | CallType::DeclineInverseOffers => {

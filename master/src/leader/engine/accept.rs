@@ -1,12 +1,75 @@
 //! ACCEPT: a framework launches tasks on offers. The registry validates and commits it (the
 //! offers consumed, the tasks STAGING); only then does the RunTask go to the agent, and the
 //! unused part of the offers returns to the allocator with the framework's filter.
+//!
+//! A custom executor is paid for once per run: the first task that names it on an agent (no
+//! live task of the framework there, and no earlier task of the same ACCEPT, names it) has
+//! the executor's resources added to its own and the executor marked `charged`; a later task
+//! that names it must name it the same way.
+
+use std::collections::HashMap;
+
+use drover_proto::v1;
 
 use super::{ms, Engine, Pending};
 use crate::ids::{FrameworkId, OfferId};
 use crate::leader::answer::{Refusal, Reply};
+use crate::leader::convert;
 use crate::metrics as m;
-use crate::registry::cluster::{ClusterOp, ClusterOutcome, TaskSpec};
+use crate::registry::cluster::{ClusterOp, ClusterOutcome, ClusterState, TaskSpec};
+
+/// `tasks` with each custom executor charged to the first task that starts a run of it
+/// (see the module doc); refused when a task names a running executor differently.
+pub(super) fn charge_executors(
+    state: &ClusterState,
+    framework: &FrameworkId,
+    offers: &[OfferId],
+    tasks: Vec<TaskSpec>,
+) -> Result<Vec<TaskSpec>, Refusal> {
+    if tasks.iter().all(|t| t.extensions.is_none()) {
+        return Ok(tasks);
+    }
+    // An offer the registry does not have makes it refuse the ACCEPT; nothing to charge.
+    let Some(agent) = offers
+        .first()
+        .and_then(|o| state.offer(o))
+        .map(|o| o.agent.clone())
+    else {
+        return Ok(tasks);
+    };
+    let uncharged = |e: &v1::ExecutorInfo| v1::ExecutorInfo {
+        charged: false,
+        ..e.clone()
+    };
+    let mut running: HashMap<String, v1::ExecutorInfo> = state
+        .live_tasks_on(&agent)
+        .filter(|t| &t.framework == framework)
+        .filter_map(|t| convert::executor_of(&t.spec))
+        .map(|e| (e.executor_id.clone(), uncharged(&e)))
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (i, task) in tasks.into_iter().enumerate() {
+        let Some(executor) = convert::executor_of(&task) else {
+            out.push(task);
+            continue;
+        };
+        match running.get(&executor.executor_id) {
+            Some(known) if *known == uncharged(&executor) => out.push(task),
+            Some(_) => return Err(Refusal::InvalidArgument(format!(
+                "launch[{i}].executor: differs from executor {} of this framework on agent {agent}",
+                executor.executor_id
+            ))),
+            None => {
+                let charged = convert::with_executor_charged(&task, &executor).map_err(|e| {
+                    Refusal::InvalidArgument(format!("launch[{i}].{}", e.message()))
+                })?;
+                running.insert(executor.executor_id.clone(), uncharged(&executor));
+                out.push(charged);
+            }
+        }
+    }
+    Ok(out)
+}
 
 impl Engine {
     pub(super) fn accept(
@@ -17,6 +80,13 @@ impl Engine {
         refuse_ms: Option<u64>,
         reply: Reply<()>,
     ) {
+        let tasks = match charge_executors(&self.view, &framework, &offers, tasks) {
+            Ok(t) => t,
+            Err(refusal) => {
+                self.answer(reply, Err(refusal));
+                return;
+            }
+        };
         // Tasks without extensions are written as every build reads them.
         let op = if tasks.iter().any(|t| t.extensions.is_some()) {
             ClusterOp::AcceptExtended {
@@ -84,6 +154,7 @@ mod tests {
     use crate::leader::agents::AgentMessage;
     use crate::leader::answer::{self, Answer};
     use crate::leader::engine::sim::*;
+    use crate::leader::engine::Call;
     use crate::registry::cluster::ClusterError;
 
     #[test]
@@ -121,5 +192,111 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
         assert!(status.message().contains("never-offered"), "{status}");
         assert!(sim.to_agents.is_empty());
+    }
+
+    fn custom(id: &str, resources: &str, executor: &str, shell: &str) -> TaskSpec {
+        let info = v1::TaskInfo {
+            task_id: id.into(),
+            name: id.into(),
+            resources: res(resources).to_proto(),
+            executor: Some(v1::ExecutorInfo {
+                executor_id: executor.into(),
+                command: Some(v1::CommandInfo {
+                    shell: shell.into(),
+                    environment: Default::default(),
+                }),
+                resources: res("cpus:0.5;mem:64").to_proto(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        convert::task_from_proto(0, &info).expect("a valid task")
+    }
+
+    fn launched(sim: &Sim) -> Vec<v1::TaskInfo> {
+        sim.to_agents
+            .iter()
+            .filter_map(|(_, m)| match m {
+                AgentMessage::Run(r) => Some(r.tasks.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// A custom executor is paid for once per run on an agent: by the first task of the
+    /// ACCEPT that names it, not by the second, nor by a later ACCEPT's task while the first
+    /// is live; a task that names it differently is refused.
+    #[test]
+    fn a_custom_executor_is_charged_once_to_the_task_that_starts_it() {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        sim.allocate();
+        sim.commit();
+        let offer = Stream::offers(&stream.events()).remove(0);
+        let call = sim.call(
+            &stream,
+            Call::Accept {
+                offers: vec![OfferId::new(&offer.id).unwrap()],
+                tasks: vec![
+                    custom("t1", "cpus:1;mem:128", "e1", "run-executor"),
+                    custom("t2", "cpus:1;mem:128", "e1", "run-executor"),
+                ],
+                // What is left is offered again at once.
+                refuse_ms: Some(0),
+            },
+        );
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
+        let tasks = launched(&sim);
+        assert_eq!(tasks.len(), 2);
+        let charged: Vec<bool> = tasks
+            .iter()
+            .map(|t| t.executor.as_ref().expect("executor").charged)
+            .collect();
+        assert_eq!(charged, vec![true, false]);
+        assert_eq!(res_of(&tasks[0]), res("cpus:1.5;mem:192"));
+        assert_eq!(res_of(&tasks[1]), res("cpus:1;mem:128"));
+        assert!(tasks.iter().all(|t| t.command.is_none()));
+        // The registry holds the executor's share once.
+        let fw = FrameworkId::new("f1").unwrap();
+        let t1 = sim
+            .registry
+            .task(&fw, &crate::ids::TaskId::new("t1").unwrap())
+            .map(|t| t.spec.resources.clone());
+        assert_eq!(t1, Some(res("cpus:1.5;mem:192")));
+
+        // A later ACCEPT: the run is live, so nothing more is charged; another command for the
+        // same executor id is refused.
+        sim.to_agents.clear();
+        sim.allocate();
+        sim.commit();
+        let offer = Stream::offers(&stream.events()).remove(0);
+        let refused = sim.call(
+            &stream,
+            accept_one(&offer.id, custom("t3", "cpus:0.5", "e1", "something else")),
+        );
+        sim.settle();
+        let refusal = sim.answer(refused).expect("answered").expect_err("refused");
+        let status = crate::leader::answer::to_status(refusal);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(
+            status.message().starts_with("launch[0].executor"),
+            "{status}"
+        );
+        let call = sim.call(
+            &stream,
+            accept_one(&offer.id, custom("t3", "cpus:0.5", "e1", "run-executor")),
+        );
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
+        let tasks = launched(&sim);
+        assert_eq!(tasks.len(), 1);
+        assert!(!tasks[0].executor.as_ref().expect("executor").charged);
+        assert_eq!(res_of(&tasks[0]), res("cpus:0.5"));
+        check_allocator_books(&sim);
+    }
+
+    fn res_of(t: &v1::TaskInfo) -> drover_resources::Resources {
+        drover_resources::Resources::from_proto(&t.resources).expect("resources")
     }
 }

@@ -151,6 +151,18 @@ impl Frameworks {
         Some(c.stream)
     }
 
+    /// A best-effort event goes to `framework` now, if its stream has room beyond
+    /// [`RESERVED_ROOM`] (a chatty executor's messages never cost its framework the stream):
+    /// the stream it goes on.
+    pub fn sent_if_room(&mut self, framework: &FrameworkId) -> Option<StreamKey> {
+        let c = self.connections.get_mut(framework)?;
+        if c.room <= RESERVED_ROOM {
+            return None;
+        }
+        c.room -= 1;
+        Some(c.stream)
+    }
+
     /// The runtime's word on how many more events `stream` can take now.
     pub fn set_room(&mut self, stream: StreamKey, room: usize) {
         if let Some(c) = self

@@ -51,7 +51,7 @@ mod tests {
                     k.task_id,
                     k.grace_seconds,
                 )),
-                AgentMessage::Run(_) => None,
+                _ => None,
             })
             .collect()
     }

@@ -152,7 +152,7 @@ mod tests {
             .drain(..)
             .filter_map(|(_, m)| match m {
                 AgentMessage::Kill(k) => Some((k.task_id, k.grace_seconds)),
-                AgentMessage::Run(_) => None,
+                _ => None,
             })
             .collect()
     }

@@ -47,6 +47,7 @@ mod decline;
 mod heartbeat;
 mod kill;
 mod maintenance;
+mod messages;
 mod prune;
 mod rebuild;
 mod reconcile;
@@ -73,7 +74,7 @@ use super::convert;
 use crate::allocator::{Allocator, AllocatorConfig};
 use crate::clock::Now;
 use crate::config::OfferCycleConfig;
-use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
+use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, Role, TaskId};
 use crate::metrics as m;
 use crate::raft::MasterId;
 use crate::registry::cluster::{
@@ -136,6 +137,17 @@ pub enum Call {
         tasks: Vec<(String, Option<String>)>,
     },
     Teardown,
+    /// Opaque bytes for a custom executor (best effort).
+    Message {
+        agent: AgentId,
+        executor: ExecutorId,
+        data: Vec<u8>,
+    },
+    /// Shut a custom executor down (best effort).
+    ShutdownExecutor {
+        agent: AgentId,
+        executor: ExecutorId,
+    },
 }
 
 /// A command for the engine: what a service asked (see `runtime::Request`), with the
@@ -194,6 +206,22 @@ pub enum Command {
     /// Which frameworks have a live stream to this leader (Mesos's `connected`).
     ConnectedFrameworks {
         reply: Reply<Vec<FrameworkId>>,
+    },
+    /// A custom executor's message for its framework (best effort).
+    ExecutorMessage {
+        agent: AgentId,
+        framework: FrameworkId,
+        executor: ExecutorId,
+        data: Vec<u8>,
+        reply: Reply<()>,
+    },
+    /// A custom executor ended (best effort: its framework hears FAILURE).
+    ExecutorExited {
+        agent: AgentId,
+        framework: FrameworkId,
+        executor: ExecutorId,
+        status: Option<i32>,
+        reply: Reply<()>,
     },
 }
 
@@ -566,6 +594,20 @@ impl Engine {
                 let connected = self.frameworks.connected();
                 self.answer(reply, Ok(connected));
             }
+            Command::ExecutorMessage {
+                agent,
+                framework,
+                executor,
+                data,
+                reply,
+            } => self.executor_message(agent, framework, executor, data, reply),
+            Command::ExecutorExited {
+                agent,
+                framework,
+                executor,
+                status,
+                reply,
+            } => self.executor_exited(agent, framework, executor, status, reply),
         }
     }
 
@@ -585,6 +627,14 @@ impl Engine {
             Call::Acknowledge { task, uuid } => self.acknowledge(framework, task, uuid, reply),
             Call::Reconcile { tasks } => self.reconcile(framework, tasks, reply),
             Call::Teardown => self.teardown(framework, reply),
+            Call::Message {
+                agent,
+                executor,
+                data,
+            } => self.framework_message(framework, agent, executor, data, reply),
+            Call::ShutdownExecutor { agent, executor } => {
+                self.shutdown_executor(framework, agent, executor, reply)
+            }
         }
     }
 
@@ -600,6 +650,10 @@ impl Engine {
             agent_id: agent.to_string(),
             framework_id: framework.to_string(),
             tasks: tasks.iter().map(convert::task_to_proto).collect(),
+            framework_name: state
+                .framework(framework)
+                .map(|f| f.name.clone())
+                .unwrap_or_default(),
         };
         self.out.push(Action::ToAgent {
             agent: agent.clone(),

@@ -1,0 +1,204 @@
+//! `drover executor --executor-dir RUN_DIR`: the supervisor of one run of a custom executor
+//! (Mesos's `mesos-containerizer launch`), started by the agent and outliving it.
+//!
+//! Owns the executor's process group and cgroup. It reads the run's `executor.json`, records
+//! its own pid, makes the run's cgroup, starts the executor's command with `/bin/sh -c` in its
+//! own process group (custom executors such as pymesos's end with `killpg(0, SIGKILL)`), in
+//! the cgroup from its first instruction, with the environment the agent built, the sandbox
+//! as working directory and `sandbox/stdout`, `sandbox/stderr` as output, and records the
+//! group in `command.pid`. SIGTERM to the supervisor is a shutdown: SIGTERM to the group,
+//! SIGKILL after the grace. When the command ends the supervisor writes its raw wait status
+//! to `exit_status` (atomically: the agent, or a later life of it, reads how the executor
+//! ended from there), kills and reaps what is left of the group and the cgroup, and exits.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::group::{self, signal_group};
+use super::ExecutorError;
+use crate::cgroups::{self, TaskCgroup};
+use crate::checkpoint;
+use crate::layout::RunDir;
+use crate::task::{ExecutorLaunch, EXECUTOR_LAUNCH_VERSION};
+
+/// Largest `executor.json` read, bytes.
+const MAX_EXECUTOR_JSON_BYTES: u64 = 1024 * 1024;
+
+/// Exit status of a supervisor whose executor could not be started (its `exit_status` then
+/// holds `-1`).
+pub const EXIT_NOT_STARTED: i32 = 3;
+
+/// What `exit_status` holds when the command never ran.
+pub const NOT_STARTED_STATUS: i32 = -1;
+
+fn read_launch(dir: &RunDir) -> Result<ExecutorLaunch, ExecutorError> {
+    let path = dir.executor_json();
+    let meta = std::fs::metadata(&path).map_err(|source| ExecutorError::ReadTask {
+        path: path.clone(),
+        source,
+    })?;
+    if meta.len() > MAX_EXECUTOR_JSON_BYTES {
+        return Err(ExecutorError::TaskTooLarge { path });
+    }
+    let bytes = std::fs::read(&path).map_err(|source| ExecutorError::ReadTask {
+        path: path.clone(),
+        source,
+    })?;
+    let launch: ExecutorLaunch =
+        serde_json::from_slice(&bytes).map_err(|source| ExecutorError::DecodeTask {
+            path: path.clone(),
+            source,
+        })?;
+    if launch.version != EXECUTOR_LAUNCH_VERSION {
+        return Err(ExecutorError::Version {
+            path,
+            found: launch.version,
+        });
+    }
+    Ok(launch)
+}
+
+/// Reads a run's `exit_status`: the raw wait status, [`NOT_STARTED_STATUS`], or `None` when
+/// the command has not ended (or the supervisor died before it could say).
+pub fn read_exit_status(dir: &RunDir) -> Option<i32> {
+    std::fs::read_to_string(dir.exit_status())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn write_exit_status(dir: &RunDir, raw: i32) {
+    if let Err(e) = checkpoint::write_atomic(&dir.exit_status(), format!("{raw}\n").as_bytes()) {
+        tracing::error!(error = %e, "cannot record how the executor ended");
+    }
+}
+
+/// Supervises the run in `dir` until its executor has ended; the process exit status.
+pub(crate) async fn supervise(
+    dir: RunDir,
+    mut sigterm: tokio::signal::unix::Signal,
+) -> Result<i32, ExecutorError> {
+    let launch = read_launch(&dir)?;
+    group::become_subreaper();
+    let me = std::process::id();
+    if let Err(e) = checkpoint::write_atomic(&dir.supervisor_pid(), format!("{me}\n").as_bytes()) {
+        tracing::warn!(error = %e, "cannot record the supervisor's pid");
+    }
+    let executor = launch.executor.executor_id.clone();
+    tracing::info!(%executor, framework = %launch.framework_id, pid = me, "executor supervisor starting");
+    let cgroup = match TaskCgroup::create(
+        &launch.cgroups,
+        &cgroups::cgroup_name(
+            launch.framework_id.as_str(),
+            &format!("executor-{}", executor.as_str()),
+        ),
+        &launch.limits,
+    ) {
+        Ok(cg) => cg,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the executor's limits");
+            write_exit_status(&dir, NOT_STARTED_STATUS);
+            return Ok(EXIT_NOT_STARTED);
+        }
+    };
+    let mut child = match spawn(&launch, &dir, cgroup.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the executor");
+            if let Some(cg) = cgroup {
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(error = %e, "cannot remove the executor's cgroup");
+                }
+            }
+            write_exit_status(&dir, NOT_STARTED_STATUS);
+            return Ok(EXIT_NOT_STARTED);
+        }
+    };
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    if let Err(e) = checkpoint::write_atomic(&dir.command_pid(), format!("{pgid}\n").as_bytes()) {
+        tracing::warn!(error = %e, "cannot record the executor's process group");
+    }
+    let grace = Duration::from_millis(launch.shutdown_grace_ms);
+    let mut sigkill_at: Option<Instant> = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Some(()) = sigterm.recv() => {
+                if sigkill_at.is_none() {
+                    tracing::info!(pgid, grace_ms = grace.as_millis() as u64, "shutdown: SIGTERM to the executor's group");
+                    signal_group(pgid, Signal::SIGTERM);
+                    sigkill_at = Some(Instant::now() + grace);
+                }
+            }
+            () = tokio::time::sleep_until(sigkill_at.unwrap_or_else(Instant::now)), if sigkill_at.is_some() => {
+                tracing::info!(pgid, "shutdown grace over: SIGKILL to the executor's group");
+                signal_group(pgid, Signal::SIGKILL);
+                sigkill_at = None;
+            }
+        }
+    };
+    let raw = match &status {
+        Ok(s) => s.into_raw(),
+        Err(e) => {
+            tracing::error!(error = %e, "lost track of the executor");
+            NOT_STARTED_STATUS
+        }
+    };
+    write_exit_status(&dir, raw);
+    tracing::info!(pgid, status = ?status, "executor ended");
+    let _ = tokio::task::spawn_blocking(move || {
+        if !group::kill_and_reap(pgid) {
+            tracing::warn!(pgid, "processes of the executor's group are still there");
+        }
+        if let Some(cg) = cgroup {
+            cg.kill_all();
+            if let Err(e) = cg.remove() {
+                tracing::warn!(error = %e, "cannot remove the executor's cgroup");
+            }
+        }
+    })
+    .await;
+    Ok(0)
+}
+
+/// Starts `/bin/sh -c COMMAND` in its own process group (and the run's cgroup).
+fn spawn(
+    launch: &ExecutorLaunch,
+    dir: &RunDir,
+    cgroup: Option<&TaskCgroup>,
+) -> std::io::Result<tokio::process::Child> {
+    let sandbox = dir.sandbox();
+    std::fs::create_dir_all(&sandbox)?;
+    let output = |name: &str| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sandbox.join(name))
+    };
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&launch.executor.shell)
+        .current_dir(&sandbox)
+        .env_clear()
+        .envs(&launch.environment)
+        .stdin(Stdio::null())
+        .stdout(output("stdout")?)
+        .stderr(output("stderr")?)
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cg) = cgroup {
+        let fds = cg.procs_fds();
+        // SAFETY: join_in_child only calls write(2) on descriptors the parent keeps open
+        // until spawn returns; it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || cgroups::join_in_child(&fds));
+        }
+    }
+    cmd.spawn()
+}
