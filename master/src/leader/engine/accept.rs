@@ -55,10 +55,12 @@ pub(super) fn charge_executors(
         };
         match running.get(&executor.executor_id) {
             Some(known) if *known == uncharged(&executor) => out.push(task),
-            Some(_) => return Err(Refusal::InvalidArgument(format!(
-                "launch[{i}].executor: differs from executor {} of this framework on agent {agent}",
-                executor.executor_id
-            ))),
+            Some(_) => {
+                let id = &executor.executor_id;
+                return Err(Refusal::InvalidArgument(format!(
+                    "launch[{i}].executor: differs from executor {id} of this framework on {agent}"
+                )));
+            }
             None => {
                 let charged = convert::with_executor_charged(&task, &executor).map_err(|e| {
                     Refusal::InvalidArgument(format!("launch[{i}].{}", e.message()))
