@@ -26,12 +26,15 @@ scheduler in the same script runs one task: the operator sees FRAMEWORK_ADDED, T
 TASK_UPDATED (RUNNING, then FINISHED), and the calls' answers name the framework, the task
 and the agent.
 
-pymesos-executor: a pymesos scheduler launches two tasks on one agent with a custom executor
-(EXECUTOR_SCRIPT, a pymesos `MesosExecutorDriver`, see mesos_executor.py) and the task data
-each carries: one run of the executor takes both; each task is RUNNING (its updates naming
-the executor) and its executor's framework message "hello <task> <data>" arrives; the
-scheduler's messages "finish <task>" make the executor finish them; once idle, the agent shuts
-the executor down and the scheduler hears executorLost with its status. It then tears down.
+pymesos-executor: a pymesos scheduler launches a task on one agent with a custom executor
+(EXECUTOR_SCRIPT, a pymesos `MesosExecutorDriver`, see mesos_executor.py) and the task data it
+carries: the task is RUNNING (its updates naming the executor) and the executor's framework
+message "hello <task> <data>" arrives. It then prints "restart-agent" and waits for a line on
+stdin: the test has SIGKILLed the agent and started it again. A second task goes to the same
+run of the executor, which subscribed again; the scheduler's messages "finish <task>" (sent
+again until they work: messages are best effort) make the executor finish both; once idle,
+the agent shuts the executor down and the scheduler hears executorLost with its status. It
+then tears down.
 
 Prints "ok" and exits 0 when every check held; a failed check raises.
 """
@@ -471,22 +474,40 @@ def run_pymesos_executor(masters, executor_script):
     driver.start()
     framework_id = wait("registered", lambda: fw.registered_ids and fw.registered_ids[0])
 
-    tasks = []
-    for name in ("first", "second"):
+    def started(name):
         task_id, agent_id = launch(name)
         running = update(task_id, "TASK_RUNNING")
         assert running.get("executor_id") == executor["executor_id"], running
         assert running.get("source") == "SOURCE_EXECUTOR", running
         executor_id, agent, _ = message(f"hello {task_id} data-of-{name}")
         assert executor_id == "pymesos-executor" and agent == agent_id["value"], (executor_id, agent)
-        tasks.append((task_id, agent_id))
+        return task_id, agent_id
+
+    tasks = [started("first")]
+
+    # The agent is SIGKILLed and started again: the executor (told MESOS_CHECKPOINT=1) keeps
+    # running, subscribes again, and takes the next task in the same run.
+    print("restart-agent", flush=True)
+    line = sys.stdin.readline()
+    assert line.strip() == "restarted", line
+    tasks.append(started("second"))
     assert tasks[0][1] == tasks[1][1], "one agent: both tasks on it"
 
     for task_id, agent_id in tasks:
-        driver.sendFrameworkMessage(
-            executor["executor_id"], agent_id, encode_data(f"finish {task_id}".encode())
-        )
-        finished = update(task_id, "TASK_FINISHED")
+        # Messages are best effort: sent again until the task is finished.
+        def finish():
+            driver.sendFrameworkMessage(
+                executor["executor_id"], agent_id, encode_data(f"finish {task_id}".encode())
+            )
+            time.sleep(1)
+            with fw.lock:
+                return next(
+                    (u for u in fw.updates
+                     if u["task_id"]["value"] == task_id and u["state"] == "TASK_FINISHED"),
+                    None,
+                )
+
+        finished = wait(f"{task_id} finished", finish)
         assert finished.get("message") == "finished on request", finished
 
     # Idle, the executor is shut down; the framework hears of its end.

@@ -629,23 +629,61 @@ async fn pymesos_scheduler_runs_tasks_and_fails_over_with_the_leader() {
 
 const EXECUTOR_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mesos_executor.py");
 
-/// A pymesos scheduler runs two tasks through a pymesos custom executor on one agent:
-/// launches, updates and framework messages both ways over the agents' executor API, and the
-/// executor's end (shut down once idle) reported to the scheduler.
+/// A pymesos scheduler runs tasks through a pymesos custom executor on one agent: launches,
+/// updates and framework messages both ways over the agents' executor API; the agent is
+/// SIGKILLed and started again under the executor, which subscribes again and runs the next
+/// task; its end (shut down once idle) is reported to the scheduler.
 #[tokio::test(flavor = "multi_thread")]
-async fn pymesos_executor_runs_tasks_and_messages_both_ways() {
+async fn pymesos_executor_runs_updates_and_messages_across_an_agent_restart() {
     let Some(python) = common::test_python() else {
         return;
     };
-    let c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    let mut c = common::start_with_agents(3, &[], 1, &[], 1).await;
     let (_leader, follower) = leader_and_follower(&c).await;
-    let out = common::run_python_ok(
-        &python,
-        SCRIPT,
-        &["pymesos-executor", &follower, EXECUTOR_SCRIPT],
-        SCRIPT_TIMEOUT,
-    )
-    .await;
+    let mut child = tokio::process::Command::new(&python)
+        .arg(SCRIPT)
+        .arg("pymesos-executor")
+        .arg(&follower)
+        .arg(EXECUTOR_SCRIPT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the client script");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    let stderr_text = tokio::spawn(async move {
+        let mut s = String::new();
+        let mut r = BufReader::new(stderr);
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut r, &mut s).await;
+        s
+    });
+    let mut out = String::new();
+    let run = async {
+        while let Some(line) = lines.next_line().await.expect("read the script's output") {
+            out.push_str(&line);
+            out.push('\n');
+            if line == "restart-agent" {
+                c.kill_agent(0).await.expect("kill the agent");
+                c.start_agent(0).expect("start the agent again");
+                stdin.write_all(b"restarted\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+        }
+        child.wait().await.expect("the script ends")
+    };
+    let status = tokio::time::timeout(SCRIPT_TIMEOUT, run).await;
+    let err = match tokio::time::timeout(Duration::from_secs(5), stderr_text).await {
+        Ok(Ok(s)) => s,
+        _ => String::new(),
+    };
+    let status = status.unwrap_or_else(|_| panic!("pymesos script timed out:\n{out}\n{err}"));
+    assert!(
+        status.success() && out.lines().any(|l| l.starts_with("ok")),
+        "pymesos executor failed ({status}):\n{out}\n{err}"
+    );
     eprintln!("{}", out.trim());
 }
 

@@ -271,6 +271,115 @@ pub fn cgroup_name(framework: &str, task: &str) -> String {
     format!("{}-{crc:08x}", &name[..MAX_NAME_BYTES - 9])
 }
 
+/// What the cgroup `name` is under a mode, with the limits of some resources.
+struct Limits {
+    /// Its directories (one in v2, cpu and memory in v1).
+    dirs: Vec<PathBuf>,
+    /// (directory, file, value) to write.
+    files: Vec<(PathBuf, &'static str, String)>,
+    v2: bool,
+    /// The directory whose memory controller limits it, when it has a memory limit.
+    memory: Option<PathBuf>,
+    mem_bytes: u64,
+}
+
+/// The cgroup `name` under `mode` with the limits of `resources`; `None` for
+/// [`CgroupMode::None`].
+fn limits_of(mode: &CgroupMode, name: &str, resources: &Resources) -> Option<Limits> {
+    let cpus_milli = resources.cpus().milli();
+    let mem_bytes = resources.mem_mib().milli().saturating_mul(1024 * 1024) / 1000;
+    let quota_us = (cpus_milli * CPU_PERIOD_US / 1000).max(MIN_CPU_QUOTA_US);
+    let mut limits: Vec<(PathBuf, &'static str, String)> = Vec::new();
+    let (dirs, v2, memory) = match mode {
+        CgroupMode::None { .. } => return None,
+        CgroupMode::V2 { parent } => {
+            let dir = parent.join(name);
+            if cpus_milli > 0 {
+                limits.push((
+                    dir.clone(),
+                    "cpu.max",
+                    format!("{quota_us} {CPU_PERIOD_US}"),
+                ));
+            }
+            if mem_bytes > 0 {
+                limits.push((dir.clone(), "memory.max", mem_bytes.to_string()));
+            }
+            let memory = (mem_bytes > 0).then(|| dir.clone());
+            (vec![dir], true, memory)
+        }
+        CgroupMode::V1 { cpu, memory } => {
+            let (cpu_dir, mem_dir) = (cpu.join(name), memory.join(name));
+            if cpus_milli > 0 {
+                limits.push((
+                    cpu_dir.clone(),
+                    "cpu.cfs_period_us",
+                    CPU_PERIOD_US.to_string(),
+                ));
+                limits.push((cpu_dir.clone(), "cpu.cfs_quota_us", quota_us.to_string()));
+                limits.push((
+                    cpu_dir.clone(),
+                    "cpu.shares",
+                    (cpus_milli * 1024 / 1000).max(2).to_string(),
+                ));
+            }
+            if mem_bytes > 0 {
+                limits.push((
+                    mem_dir.clone(),
+                    "memory.limit_in_bytes",
+                    mem_bytes.to_string(),
+                ));
+            }
+            let memory = (mem_bytes > 0).then(|| mem_dir.clone());
+            (vec![cpu_dir, mem_dir], false, memory)
+        }
+    };
+    Some(Limits {
+        dirs,
+        files: limits,
+        v2,
+        memory,
+        mem_bytes,
+    })
+}
+
+/// Raises the limits of the existing cgroup `name` to those of `resources` (a custom
+/// executor's run takes more tasks); never lowers them. Blocking.
+pub fn raise_limits(
+    mode: &CgroupMode,
+    name: &str,
+    resources: &Resources,
+) -> Result<(), CgroupError> {
+    let Some(limits) = limits_of(mode, name, resources) else {
+        return Ok(());
+    };
+    for (dir, file, value) in &limits.files {
+        let path = dir.join(file);
+        let current = fs::read_to_string(&path).unwrap_or_default();
+        if !is_raise(current.trim(), value) {
+            continue;
+        }
+        write_file(&path, value).map_err(|reason| CgroupError {
+            path: dir.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether writing `new` to a limit file that holds `current` raises the limit (`max` is no
+/// limit; `cpu.max` is "quota period"; other files hold one number).
+fn is_raise(current: &str, new: &str) -> bool {
+    let first = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
+    let (cur, new) = (first(current), first(new));
+    if cur == "max" {
+        return false;
+    }
+    match (cur.parse::<u64>(), new.parse::<u64>()) {
+        (Ok(c), Ok(n)) => n > c,
+        _ => true,
+    }
+}
+
 /// One task's cgroup(s): the directories, and each one's `cgroup.procs` opened for the child to
 /// join.
 pub struct TaskCgroup {
@@ -299,52 +408,15 @@ impl TaskCgroup {
         name: &str,
         resources: &Resources,
     ) -> Result<Option<TaskCgroup>, CgroupError> {
-        let cpus_milli = resources.cpus().milli();
-        let mem_bytes = resources.mem_mib().milli().saturating_mul(1024 * 1024) / 1000;
-        let quota_us = (cpus_milli * CPU_PERIOD_US / 1000).max(MIN_CPU_QUOTA_US);
-        let mut limits: Vec<(PathBuf, &str, String)> = Vec::new();
-        let (dirs, v2, memory) = match mode {
-            CgroupMode::None { .. } => return Ok(None),
-            CgroupMode::V2 { parent } => {
-                let dir = parent.join(name);
-                if cpus_milli > 0 {
-                    limits.push((
-                        dir.clone(),
-                        "cpu.max",
-                        format!("{quota_us} {CPU_PERIOD_US}"),
-                    ));
-                }
-                if mem_bytes > 0 {
-                    limits.push((dir.clone(), "memory.max", mem_bytes.to_string()));
-                }
-                let memory = (mem_bytes > 0).then(|| dir.clone());
-                (vec![dir], true, memory)
-            }
-            CgroupMode::V1 { cpu, memory } => {
-                let (cpu_dir, mem_dir) = (cpu.join(name), memory.join(name));
-                if cpus_milli > 0 {
-                    limits.push((
-                        cpu_dir.clone(),
-                        "cpu.cfs_period_us",
-                        CPU_PERIOD_US.to_string(),
-                    ));
-                    limits.push((cpu_dir.clone(), "cpu.cfs_quota_us", quota_us.to_string()));
-                    limits.push((
-                        cpu_dir.clone(),
-                        "cpu.shares",
-                        (cpus_milli * 1024 / 1000).max(2).to_string(),
-                    ));
-                }
-                if mem_bytes > 0 {
-                    limits.push((
-                        mem_dir.clone(),
-                        "memory.limit_in_bytes",
-                        mem_bytes.to_string(),
-                    ));
-                }
-                let memory = (mem_bytes > 0).then(|| mem_dir.clone());
-                (vec![cpu_dir, mem_dir], false, memory)
-            }
+        let Some(Limits {
+            dirs,
+            files: limits,
+            v2,
+            memory,
+            mem_bytes,
+        }) = limits_of(mode, name, resources)
+        else {
+            return Ok(None);
         };
         let fail = |path: &Path, reason: String| CgroupError {
             path: path.to_path_buf(),
@@ -481,6 +553,17 @@ pub fn join_in_child(fds: &[RawFd]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn limits_are_only_raised() {
+        assert!(is_raise("100000 100000", "200000 100000"));
+        assert!(!is_raise("200000 100000", "100000 100000"));
+        assert!(!is_raise("max", "1048576"), "no limit stays no limit");
+        assert!(is_raise("1048576", "2097152"));
+        assert!(!is_raise("2097152", "2097152"));
+        assert!(is_raise("", "2097152"), "an unreadable file is written");
+    }
+
     use super::*;
 
     const HYBRID: &str = "\

@@ -101,6 +101,11 @@ pub struct AgentArgs {
     /// fail (Mesos's --executor_registration_timeout), e.g. "1min".
     #[arg(long, env = "DROVER_AGENT_EXECUTOR_REGISTRATION_TIMEOUT", default_value = "1min", value_parser = humantime::parse_duration)]
     pub executor_registration_timeout: Duration,
+    /// How long a custom executor found running after the agent's restart may take to
+    /// subscribe again before it is killed and its tasks fail (Mesos's
+    /// --executor_reregistration_timeout; pymesos retries with a backoff of up to 15 s).
+    #[arg(long, env = "DROVER_AGENT_EXECUTOR_REREGISTRATION_TIMEOUT", default_value = "30secs", value_parser = humantime::parse_duration)]
+    pub executor_reregistration_timeout: Duration,
     /// From SHUTDOWN to SIGKILL for a custom executor that set no grace (Mesos's
     /// --executor_shutdown_grace_period), e.g. "5secs".
     #[arg(long, env = "DROVER_AGENT_EXECUTOR_SHUTDOWN_GRACE", default_value = "5secs", value_parser = humantime::parse_duration)]
@@ -163,6 +168,7 @@ pub struct AgentConfig {
     pub disk_watch_interval: Duration,
     /// Custom executors' timeouts (see [`AgentArgs`]).
     pub executor_registration_timeout: Duration,
+    pub executor_reregistration_timeout: Duration,
     pub executor_shutdown_grace: Duration,
     pub executor_idle_timeout: Duration,
 }
@@ -242,6 +248,7 @@ impl AgentConfig {
             gc_disk_headroom: args.gc_disk_headroom,
             disk_watch_interval: args.disk_watch_interval,
             executor_registration_timeout: args.executor_registration_timeout,
+            executor_reregistration_timeout: args.executor_reregistration_timeout,
             executor_shutdown_grace: args.executor_shutdown_grace,
             executor_idle_timeout: args.executor_idle_timeout,
         })

@@ -19,10 +19,10 @@
 //!
 //! Refusals, with nothing changed: `400` for a body that does not decode or misses a field
 //! (named), an unknown call type, an executor or task the agent does not have; `403` for a
-//! call of an executor that is not subscribed; `415`/`400` for the content type; `503` when
-//! the agent is stopping or its update queue is full (the executor sends again). Every `202`
-//! closes its connection: pymesos keeps one connection and would lose a call on one the server
-//! closed meanwhile.
+//! call of an executor that never subscribed; `415`/`400` for the content type; `503` when
+//! the agent is stopping or its update queue is full. Every answer but SUBSCRIBE's stream
+//! closes its connection: pymesos keeps one connection and would lose a call on one the
+//! server closed meanwhile.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -70,11 +70,16 @@ pub fn router(api: ExecutorApi) -> Router {
         .with_state(api)
 }
 
+/// An error answer, which closes its connection as a 202 does.
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
     let mut r = (code, message.into()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
     );
     r
 }
@@ -221,7 +226,13 @@ async fn subscribe(api: ExecutorApi, headers: &HeaderMap, exec: ExecKey, call: C
         .filter_map(|t| TaskId::new(&t.task_id.value).ok())
         .collect();
     let (tx, rx) = mpsc::channel(EXECUTOR_EVENT_QUEUE);
-    let weak = tx.downgrade();
+    // Whatever becomes of this handler from here (its client gone mid-way included), the task
+    // table hears that the subscription ended.
+    let guard = Disconnect {
+        launcher: api.launcher.clone(),
+        exec: exec.clone(),
+        conn: tx.downgrade(),
+    };
     let run = match api
         .launcher
         .executor_subscribe(exec.clone(), unacknowledged, tx)
@@ -249,11 +260,6 @@ async fn subscribe(api: ExecutorApi, headers: &HeaderMap, exec: ExecKey, call: C
     let mut queued = VecDeque::new();
     queued.push_back(convert::subscribed(&run, &exec.0, &api.hostname, api.port));
     queued.push_back(convert::heartbeat());
-    let guard = Disconnect {
-        launcher: api.launcher.clone(),
-        exec,
-        conn: weak,
-    };
     let state = Streaming {
         rx,
         queued,

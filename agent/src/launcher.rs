@@ -57,7 +57,7 @@ use crate::status_updates::StatusUpdates;
 use crate::task::{KillTask, LaunchSpec, RunTask, LAUNCH_SPEC_VERSION};
 use crate::update::{StatusSource, StatusUpdate, TaskState};
 
-pub use custom::{to_launch, CustomError, ExecKey, SubscribedRun, ToCustom, EXECUTOR_EVENT_QUEUE};
+pub use custom::{CustomError, ExecKey, SubscribedRun, ToCustom, EXECUTOR_EVENT_QUEUE};
 use custom::{CustomPrep, ExecEntry};
 
 /// Finished tasks remembered.
@@ -79,6 +79,8 @@ pub struct RecoverySummary {
     pub cleaned: usize,
     /// Task directories with an unreadable `task.json`: reported TASK_FAILED.
     pub corrupt: usize,
+    /// Runs of custom executors re-attached (their executors subscribe again).
+    pub executor_runs: usize,
 }
 /// Depth of the launcher's request channel.
 const CHANNEL_DEPTH: usize = 256;
@@ -115,6 +117,8 @@ pub struct LauncherConfig {
     pub executor_endpoint: String,
     /// How long a custom executor may take to subscribe before it is killed.
     pub executor_registration_timeout: Duration,
+    /// How long a custom executor found running after a restart may take to subscribe again.
+    pub executor_reregistration_timeout: Duration,
     /// How long a custom executor with no live task runs before it is shut down.
     pub executor_idle_timeout: Duration,
     /// From SHUTDOWN to SIGKILL, for a custom executor that set no grace.
@@ -125,6 +129,8 @@ impl LauncherConfig {
     /// Custom executors' timeouts as Mesos's defaults have them (registration 1 min, a
     /// shutdown grace of 5 s), shut down after 5 s idle.
     pub const EXECUTOR_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
+    /// pymesos retries with a backoff of up to 15 s: longer than that.
+    pub const EXECUTOR_REREGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
     pub const EXECUTOR_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const EXECUTOR_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 }
@@ -161,6 +167,7 @@ enum Msg {
     Registered(AgentId),
     Recover {
         found: Vec<Found>,
+        runs: Vec<crate::recovery::FoundRun>,
         mode: RecoverMode,
         stored_id: Option<AgentId>,
         reply: oneshot::Sender<RecoverySummary>,
@@ -495,12 +502,14 @@ impl Launcher {
     pub async fn recover(
         &self,
         found: Vec<Found>,
+        runs: Vec<crate::recovery::FoundRun>,
         mode: RecoverMode,
         stored_id: Option<AgentId>,
     ) -> RecoverySummary {
         let (reply, rx) = oneshot::channel();
         let msg = Msg::Recover {
             found,
+            runs,
             mode,
             stored_id,
             reply,
@@ -598,27 +607,38 @@ fn executor_command(
     socket: &std::path::Path,
     dir: &TaskDir,
 ) -> std::io::Result<tokio::process::Command> {
+    let mut cmd = detached_command(command, &dir.0, &dir.executor_log())?;
+    cmd.arg("--task-dir")
+        .arg(&dir.0)
+        .arg("--agent-socket")
+        .arg(socket);
+    Ok(cmd)
+}
+
+/// `drover executor` (the configured `command`) working in `dir`, its output appended to
+/// `log`, never killed with the agent: its own process group, so that a signal to the
+/// agent's group (Ctrl-C in a terminal, a supervisor stopping the agent) does not reach it.
+/// No `pre_exec`, so the standard library can use posix_spawn instead of forking the agent.
+/// The caller adds the mode's arguments.
+fn detached_command(
+    command: &[OsString],
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> std::io::Result<tokio::process::Command> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| std::io::Error::other("no executor command configured"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.executor_log())?;
+        .open(log)?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
-        .arg("--task-dir")
-        .arg(&dir.0)
-        .arg("--agent-socket")
-        .arg(socket)
-        .current_dir(&dir.0)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(false)
-        // Its own process group: a signal to the agent's group (Ctrl-C in a terminal,
-        // a supervisor stopping the agent) does not reach it. No `pre_exec`, so the
-        // standard library can use posix_spawn instead of forking the agent.
         .process_group(0);
     Ok(cmd)
 }
@@ -679,11 +699,12 @@ impl Actor {
             Msg::CheckAdopted(key) => self.check_adopted(key).await,
             Msg::Recover {
                 found,
+                runs,
                 mode,
                 stored_id,
                 reply,
             } => {
-                let summary = self.recover(found, mode, stored_id).await;
+                let summary = self.recover(found, runs, mode, stored_id).await;
                 let _ = reply.send(summary);
             }
             Msg::Report { agent, reply } => {
@@ -988,10 +1009,14 @@ impl Actor {
     async fn recover(
         &mut self,
         found: Vec<Found>,
+        runs: Vec<crate::recovery::FoundRun>,
         mode: RecoverMode,
         stored_id: Option<AgentId>,
     ) -> RecoverySummary {
-        let mut summary = RecoverySummary::default();
+        let mut summary = RecoverySummary {
+            executor_runs: self.recover_runs(runs, mode),
+            ..RecoverySummary::default()
+        };
         for f in found {
             let key = (f.framework.clone(), f.task.clone());
             if self.tasks.contains_key(&key) {
@@ -1041,6 +1066,13 @@ impl Actor {
                 continue;
             }
             let last = state.label();
+            if let Some(run) = &f.run {
+                if self.adopt_custom_task(&key, &spec.task, run, state) {
+                    summary.reattached += 1;
+                    tracing::info!(task = %key.1, framework = %key.0, state = last, "recovery: a task of a re-attached custom executor");
+                    continue;
+                }
+            }
             match (f.executor, mode) {
                 (Some(pid), RecoverMode::Reconnect) => {
                     summary.reattached += 1;
@@ -1071,6 +1103,7 @@ impl Actor {
                 }
             }
         }
+        self.idle_runs_later();
         summary
     }
 
@@ -1311,6 +1344,7 @@ mod tests {
                 cgroups: CgroupMode::none("test"),
                 executor_endpoint: "127.0.0.1:1".into(),
                 executor_registration_timeout: LauncherConfig::EXECUTOR_REGISTRATION_TIMEOUT,
+                executor_reregistration_timeout: LauncherConfig::EXECUTOR_REREGISTRATION_TIMEOUT,
                 executor_idle_timeout: LauncherConfig::EXECUTOR_IDLE_TIMEOUT,
                 executor_shutdown_grace: LauncherConfig::EXECUTOR_SHUTDOWN_GRACE,
             },

@@ -14,6 +14,10 @@
 //! `executor_terminated`) for one whose executor died without reporting its end, and with
 //! `--recover cleanup` kill what still runs.
 //!
+//! It also walks the runs of custom executors (`frameworks/*/executors/*/runs/*`,
+//! [`FoundRun`]): each one's `executor.json`, whether its supervisor (`drover executor
+//! --executor-dir RUN`) still runs, and the executor's exit status if it ended.
+//!
 //! Executors are found by their command line (`drover executor --task-dir DIR …`), not by
 //! `executor.pid`: a pid file can be missing (the agent died between spawning and recording
 //! it) or name a reused pid, a command line with the task's directory cannot.
@@ -21,10 +25,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::ids::{FrameworkId, TaskId};
-use crate::layout::{Layout, TaskDir};
+use crate::ids::{ExecutorId, FrameworkId, TaskId};
+use crate::layout::{Layout, RunDir, TaskDir};
 use crate::status_updates;
-use crate::task::{LaunchSpec, LAUNCH_SPEC_VERSION};
+use crate::task::{ExecutorLaunch, LaunchSpec, EXECUTOR_LAUNCH_VERSION, LAUNCH_SPEC_VERSION};
 use crate::update::{StatusUpdate, TaskState};
 
 /// `--recover`: what to do with tasks an earlier life of the agent started.
@@ -55,6 +59,29 @@ pub struct Found {
     pub executor: Option<i32>,
     /// The process group of its command, if a process of it runs (in the task's sandbox).
     pub command_group: Option<i32>,
+    /// For a task of a custom executor: the run its `sandbox` links to.
+    pub run: Option<RunDir>,
+}
+
+/// One run of a custom executor as recovery found it.
+#[derive(Debug)]
+pub struct FoundRun {
+    pub framework: FrameworkId,
+    pub executor: ExecutorId,
+    pub run: RunDir,
+    /// `executor.json`, or why it cannot be used.
+    pub launch: Result<ExecutorLaunch, String>,
+    /// The pid of its supervisor, if one runs.
+    pub supervisor: Option<i32>,
+    /// The executor's raw wait status, once it ended.
+    pub exit_status: Option<i32>,
+}
+
+impl FoundRun {
+    /// Its executor may still run: the supervisor is there and has not recorded an end.
+    pub fn alive(&self) -> bool {
+        self.supervisor.is_some() && self.exit_status.is_none()
+    }
 }
 
 impl Found {
@@ -98,39 +125,43 @@ pub fn kill_everything(layout: &Layout) -> usize {
     killed + kill_executor_runs(layout)
 }
 
-/// Kills every run of a custom executor under the work directory (its command's group; its
-/// supervisor then records the end and exits). Blocking. The number of runs signalled.
+/// Kills every run of a custom executor under the work directory that still has processes
+/// (its command's group, while a process of it works in the run's sandbox: a recorded group id
+/// alone can name another's group once it was reused). Blocking. The number of runs signalled.
 pub fn kill_executor_runs(layout: &Layout) -> usize {
+    let procs = ProcessTable::read();
+    scan_runs(layout, &procs)
+        .iter()
+        .filter(|r| kill_run_group(&r.run, &procs))
+        .count()
+}
+
+/// Kills the command group of `run` if one of its processes works in the run's sandbox
+/// (reads the process table). Blocking. Whether it did.
+pub fn kill_run_leftovers(run: &RunDir) -> bool {
+    kill_run_group(run, &ProcessTable::read())
+}
+
+fn kill_run_group(run: &RunDir, procs: &ProcessTable) -> bool {
     use crate::executor::group::signal_group;
     use nix::sys::signal::Signal;
-    let mut killed = 0;
-    let read_dir = |p: PathBuf| {
-        std::fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-    };
-    for fw in read_dir(layout.frameworks_dir()) {
-        for executor in read_dir(fw.join("executors")) {
-            for run in read_dir(executor.join("runs")) {
-                let run = crate::layout::RunDir(run);
-                if crate::executor::supervise::read_exit_status(&run).is_some() {
-                    continue;
-                }
-                let pid = |p: PathBuf| {
-                    std::fs::read_to_string(p)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<i32>().ok())
-                };
-                if let Some(pgid) = pid(run.command_pid()) {
-                    signal_group(pgid, Signal::SIGKILL);
-                    killed += 1;
-                }
-            }
+    match read_pid(&run.command_pid()) {
+        Some(pgid) if procs.group_works_in(pgid, &run.sandbox()) => {
+            signal_group(pgid, Signal::SIGKILL);
+            true
         }
+        _ => false,
     }
-    killed
+}
+
+/// A pid file's pid (a positive number on its first line), if there is one.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p: &i32| *p > 0)
 }
 
 /// Scans the work directory and the process table. Blocking.
@@ -141,6 +172,70 @@ pub fn kill_executor_runs(layout: &Layout) -> usize {
 /// [`crate::gc`], now moves them out once their end is acknowledged).
 pub fn scan(layout: &Layout) -> Vec<Found> {
     scan_with(layout, &ProcessTable::read())
+}
+
+/// [`scan`], and the runs of custom executors (`frameworks/*/executors/*/runs/*`), from one
+/// read of the process table. Blocking.
+pub fn scan_all(layout: &Layout) -> (Vec<Found>, Vec<FoundRun>) {
+    let procs = ProcessTable::read();
+    (scan_with(layout, &procs), scan_runs(layout, &procs))
+}
+
+fn scan_runs(layout: &Layout, procs: &ProcessTable) -> Vec<FoundRun> {
+    let mut found = Vec::new();
+    let names = |p: PathBuf| {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+    };
+    for fw in names(layout.frameworks_dir()) {
+        let Some(framework) = fw
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| FrameworkId::new(n).ok())
+        else {
+            continue;
+        };
+        for e in names(fw.join("executors")) {
+            let Some(executor) = e
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| ExecutorId::new(n).ok())
+            else {
+                tracing::warn!(path = %e.display(), "recovery: skipping a directory that is not an executor id");
+                continue;
+            };
+            for r in names(e.join("runs")) {
+                let run = RunDir(r);
+                found.push(FoundRun {
+                    framework: framework.clone(),
+                    executor: executor.clone(),
+                    launch: read_launch(&run),
+                    supervisor: procs.supervisors.get(&run.0).copied(),
+                    exit_status: crate::executor::supervise::read_exit_status(&run),
+                    run,
+                });
+            }
+        }
+    }
+    found
+}
+
+fn read_launch(run: &RunDir) -> Result<ExecutorLaunch, String> {
+    let path = run.executor_json();
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let launch: ExecutorLaunch =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if launch.version != EXECUTOR_LAUNCH_VERSION {
+        return Err(format!(
+            "{}: version {}, this agent reads {EXECUTOR_LAUNCH_VERSION}",
+            path.display(),
+            launch.version
+        ));
+    }
+    Ok(launch)
 }
 
 /// The task directories as [`scan`] reads them, without reading the process table
@@ -192,10 +287,12 @@ fn inspect(framework: FrameworkId, task: TaskId, dir: TaskDir, procs: &ProcessTa
     // A recorded process group is the task's only while one of its processes works in the
     // task's sandbox: a group id can be reused once the task's processes are gone.
     let sandbox = dir.sandbox();
-    let command_group = std::fs::read_to_string(dir.command_pid())
+    let command_group =
+        read_pid(&dir.command_pid()).filter(|pgid| procs.group_works_in(*pgid, &sandbox));
+    // A custom executor's task: its sandbox is a link to its run's.
+    let run = std::fs::read_link(&sandbox)
         .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .filter(|pgid| *pgid > 0 && procs.group_works_in(*pgid, &sandbox));
+        .and_then(|target| target.parent().map(|p| RunDir(p.to_path_buf())));
     Found {
         framework,
         task,
@@ -205,6 +302,7 @@ fn inspect(framework: FrameworkId, task: TaskId, dir: TaskDir, procs: &ProcessTa
         command_group,
         spec,
         dir,
+        run,
     }
 }
 
@@ -215,6 +313,8 @@ struct ProcessTable {
     executors: HashMap<PathBuf, i32>,
     /// Every process (zombies included) by its process group.
     groups: HashMap<i32, Vec<i32>>,
+    /// Live `drover executor --executor-dir` supervisors by their run directory.
+    supervisors: HashMap<PathBuf, i32>,
 }
 
 impl ProcessTable {
@@ -229,6 +329,7 @@ impl ProcessTable {
             return table;
         };
         let mut claims: HashMap<PathBuf, Vec<(i32, i32)>> = HashMap::new();
+        let mut run_claims: HashMap<PathBuf, Vec<(i32, i32)>> = HashMap::new();
         for e in dir.filter_map(Result::ok) {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
@@ -249,15 +350,27 @@ impl ProcessTable {
             if let Some(task_dir) = executor_task_dir(&cmdline) {
                 let ppid = parent_of(&stat).unwrap_or(0);
                 claims.entry(task_dir).or_default().push((pid, ppid));
+            } else if let Some(run_dir) = supervisor_run_dir(&cmdline) {
+                let ppid = parent_of(&stat).unwrap_or(0);
+                run_claims.entry(run_dir).or_default().push((pid, ppid));
             }
         }
-        for (task_dir, pids) in claims {
-            let executor = pids
-                .iter()
+        // Of two processes claiming one directory where one is the other's parent (a child
+        // not yet exec'd), the parent is the executor or supervisor.
+        let eldest = |pids: &[(i32, i32)]| {
+            pids.iter()
                 .find(|(_, ppid)| !pids.iter().any(|(p, _)| p == ppid))
-                .or(pids.first());
-            if let Some((pid, _)) = executor {
-                table.executors.insert(task_dir, *pid);
+                .or(pids.first())
+                .map(|(pid, _)| *pid)
+        };
+        for (task_dir, pids) in claims {
+            if let Some(pid) = eldest(&pids) {
+                table.executors.insert(task_dir, pid);
+            }
+        }
+        for (run_dir, pids) in run_claims {
+            if let Some(pid) = eldest(&pids) {
+                table.supervisors.insert(run_dir, pid);
             }
         }
         table
@@ -327,6 +440,17 @@ pub(crate) fn executor_task_dir(cmdline: &[u8]) -> Option<PathBuf> {
     Some(PathBuf::from(String::from_utf8_lossy(dir).into_owned()))
 }
 
+/// The `--executor-dir` of a supervisor's NUL-separated command line, if it is one.
+pub(crate) fn supervisor_run_dir(cmdline: &[u8]) -> Option<PathBuf> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if !args.iter().any(|a| *a == b"executor") {
+        return None;
+    }
+    let i = args.iter().position(|a| *a == b"--executor-dir")?;
+    let dir = args.get(i + 1)?;
+    Some(PathBuf::from(String::from_utf8_lossy(dir).into_owned()))
+}
+
 /// Whether process `pid` exists and is not a zombie (`/proc/<pid>/stat` state `Z` or `X`).
 pub fn is_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -351,6 +475,14 @@ mod tests {
         );
         assert_eq!(executor_task_dir(b"/bin/sleep\0infinity\0"), None);
         assert_eq!(executor_task_dir(b"drover\0executor\0--task-dir"), None);
+        let line =
+            b"/usr/bin/drover\0executor\0--executor-dir\0/w/frameworks/f/executors/e/runs/c\0";
+        assert_eq!(
+            supervisor_run_dir(line),
+            Some(PathBuf::from("/w/frameworks/f/executors/e/runs/c"))
+        );
+        assert_eq!(executor_task_dir(line), None);
+        assert_eq!(supervisor_run_dir(b"/bin/sleep\0infinity\0"), None);
     }
 
     #[test]

@@ -369,6 +369,7 @@ async fn start_real(
             cgroups: mode,
             executor_endpoint: executor_endpoint(bound),
             executor_registration_timeout: config.executor_registration_timeout,
+            executor_reregistration_timeout: config.executor_reregistration_timeout,
             executor_idle_timeout: config.executor_idle_timeout,
             executor_shutdown_grace: config.executor_shutdown_grace,
         },
@@ -435,12 +436,13 @@ type Started = (
 );
 
 /// Where custom executors on this host reach the agent: the bound address, loopback for an
-/// unspecified one.
+/// unspecified one. An IPv6 address is given as `localhost` (clients split `host:port` at
+/// the first colon, pymesos among them).
 fn executor_endpoint(bound: SocketAddr) -> String {
     match bound.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => format!("127.0.0.1:{}", bound.port()),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", bound.port()),
-        _ => bound.to_string(),
+        std::net::IpAddr::V4(_) => bound.to_string(),
+        std::net::IpAddr::V6(_) => format!("localhost:{}", bound.port()),
     }
 }
 
@@ -453,27 +455,17 @@ async fn recover_earlier_life(
     stored_id: Option<AgentId>,
 ) -> Result<(), AgentError> {
     let scan_layout = layout.clone();
-    // Custom executors are not re-attached yet: what runs of them is killed, and their tasks
-    // are reported as the executor's end (`executor_terminated`).
-    let runs_layout = layout.clone();
-    let killed_runs =
-        tokio::task::spawn_blocking(move || crate::recovery::kill_executor_runs(&runs_layout))
+    let (found, runs) =
+        tokio::task::spawn_blocking(move || crate::recovery::scan_all(&scan_layout))
             .await
-            .unwrap_or(0);
-    if killed_runs > 0 {
-        tracing::warn!(
-            runs = killed_runs,
-            "killed the custom executors an earlier life of this agent started"
-        );
-    }
-    let found = tokio::task::spawn_blocking(move || crate::recovery::scan(&scan_layout))
-        .await
-        .map_err(|e| AgentError::Internal(e.to_string()))?;
-    if found.is_empty() {
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+    if found.is_empty() && runs.is_empty() {
         return Ok(());
     }
     let n = found.len();
-    let summary = launcher.recover(found, config.recover, stored_id).await;
+    let summary = launcher
+        .recover(found, runs, config.recover, stored_id)
+        .await;
     for (outcome, count) in [
         ("reattached", summary.reattached),
         ("ended", summary.ended),
@@ -490,6 +482,7 @@ async fn recover_earlier_life(
         executor_gone = summary.executor_gone,
         cleaned = summary.cleaned,
         corrupt = summary.corrupt,
+        executor_runs = summary.executor_runs,
         mode = ?config.recover,
         "recovered the tasks of an earlier life of this agent"
     );

@@ -27,7 +27,7 @@ pub const MAX_ENV_BYTES: usize = 64 * 1024;
 /// Longest task name, bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest opaque `data` of a task or an executor, bytes.
-pub const MAX_DATA_BYTES: usize = 64 * 1024;
+pub use drover_model::limits::MAX_EXECUTOR_DATA_BYTES as MAX_DATA_BYTES;
 /// Longest kill grace period accepted.
 pub const MAX_KILL_GRACE: Duration = Duration::from_secs(3600);
 /// Version of the `task.json` format.
@@ -384,7 +384,7 @@ impl KillTask {
 }
 
 /// Longest message between a framework and a custom executor, bytes.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub use drover_model::limits::MAX_EXECUTOR_MESSAGE_BYTES as MAX_MESSAGE_BYTES;
 
 /// A validated `SendFrameworkMessage` or `ShutdownExecutor`: the executor it is for, and the
 /// message (empty for a shutdown).
@@ -452,6 +452,9 @@ pub struct ExecutorLaunch {
     pub version: u32,
     pub agent_id: AgentId,
     pub framework_id: FrameworkId,
+    /// What SUBSCRIBED tells the executor its framework is called.
+    #[serde(default)]
+    pub framework_name: String,
     pub executor: ExecutorSpec,
     /// The command's whole environment (the agent builds it: Mesos's executor variables).
     pub environment: BTreeMap<String, String>,

@@ -467,6 +467,18 @@ impl EventStream {
         }
     }
 
+    /// The next event other than HEARTBEAT if one comes within `within`: `Err(())` when none
+    /// did, `Ok(None)` when the stream ended.
+    pub async fn next_event_within(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<serde_json::Value>, ()> {
+        match tokio::time::timeout(within, self.next_event(within + Duration::from_secs(1))).await {
+            Ok(e) => Ok(e),
+            Err(_) => Err(()),
+        }
+    }
+
     /// The next event other than HEARTBEAT.
     pub async fn next_event(&mut self, timeout: Duration) -> Option<serde_json::Value> {
         loop {

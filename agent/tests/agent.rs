@@ -77,6 +77,10 @@ fn main() {
             "the_executor_api_refuses_bad_calls_with_the_documented_code",
             || Box::pin(executor_api_refusals()),
         ),
+        (
+            "a_custom_executor_is_taken_back_after_an_agent_restart",
+            || Box::pin(custom_executor_across_a_restart()),
+        ),
     ];
     // Opt-in (named exactly): a load check rather than a correctness test.
     if filter.as_deref() == Some("scale_10k_simulated_agents") {
@@ -147,6 +151,7 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         gc_disk_headroom: 0.1,
         disk_watch_interval: Duration::from_secs(60),
         executor_registration_timeout: Duration::from_secs(60),
+        executor_reregistration_timeout: Duration::from_secs(5),
         executor_shutdown_grace: Duration::from_secs(2),
         executor_idle_timeout: Duration::from_secs(1),
     }
@@ -1054,6 +1059,75 @@ async fn custom_executor() {
         .find(|s| s.task_id == "t3")
         .map(|s| s.reason.clone());
     assert_eq!(reason.as_deref(), Some("killed_before_launch"));
+
+    // An executor killed outright: its running task fails (executor_terminated), and the
+    // framework hears of the end with the wait status.
+    client
+        .run_task(run(custom_task("t4", "e3")))
+        .await
+        .expect("RunTask t4");
+    let mut e3 = api
+        .subscribe(&executor_call(
+            "SUBSCRIBE",
+            "e3",
+            serde_json::json!({"subscribe": {}}),
+        ))
+        .await;
+    assert_eq!(
+        e3.next(wait).await.expect("SUBSCRIBED")["type"],
+        "SUBSCRIBED"
+    );
+    let launch = e3.next_event(wait).await.expect("LAUNCH t4");
+    assert_eq!(
+        launch["launch"]["task"]["task_id"]["value"], "t4",
+        "{launch}"
+    );
+    let answer = api
+        .call(&update_call(
+            "e3",
+            "t4",
+            "TASK_RUNNING",
+            uuid::Uuid::new_v4().as_bytes(),
+        ))
+        .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(
+        e3.next_event(wait).await.expect("ack")["type"],
+        "ACKNOWLEDGED"
+    );
+    wait_state(&fake, "t4", v1::TaskState::TaskRunning).await;
+    let e3_run = runs_of(&work_dir, "e3").remove(0);
+    let e3_pid: i32 = std::fs::read_to_string(e3_run.join("sandbox/pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(e3_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the executor's group");
+    wait_state(&fake, "t4", v1::TaskState::TaskFailed).await;
+    let failed = fake
+        .state()
+        .applied
+        .iter()
+        .find(|s| s.task_id == "t4" && s.state == v1::TaskState::TaskFailed as i32)
+        .cloned()
+        .expect("failed");
+    assert_eq!(failed.reason, "executor_terminated");
+    assert_eq!(failed.source, v1::StatusSource::SourceAgent as i32);
+    wait_for(DEADLINE, "e3's end at the master", || async {
+        fake.state()
+            .executor_exits
+            .iter()
+            .any(|(e, status)| e == "e3" && status.is_some_and(|s| s & 0x7f == 9))
+    })
+    .await;
+    assert!(
+        e3.next_event(wait).await.is_none(),
+        "the stream ends with the run"
+    );
     agent.stop().await;
     let killed = tokio::task::spawn_blocking({
         let layout = Layout::new(&work_dir);
@@ -1206,4 +1280,186 @@ async fn executor_api_refusals() {
     })
     .await
     .expect("kill");
+}
+
+fn subscribe_call(executor: &str, unacknowledged_tasks: &[&str]) -> serde_json::Value {
+    let tasks: Vec<serde_json::Value> = unacknowledged_tasks
+        .iter()
+        .map(|t| serde_json::json!({"name": t, "task_id": {"value": t}, "agent_id": {"value": "agent-1"}}))
+        .collect();
+    executor_call(
+        "SUBSCRIBE",
+        executor,
+        serde_json::json!({"subscribe": {"unacknowledged_tasks": tasks, "unacknowledged_updates": []}}),
+    )
+}
+
+/// The executor's next event is LAUNCH of `task`.
+async fn expect_launch(events: &mut drover_agent::testing::EventStream, task: &str) {
+    let e = events
+        .next_event(Duration::from_secs(20))
+        .await
+        .expect("an event");
+    assert_eq!(e["type"], "LAUNCH", "{e}");
+    assert_eq!(e["launch"]["task"]["task_id"]["value"], task, "{e}");
+}
+
+async fn custom_executor_across_a_restart() {
+    let (_dir, work_dir, fake, master, agent, info) = real_agent_with_fake_master().await;
+    wait_registered(&info.addr).await;
+    let mut client = connect(&info.addr).await;
+    let run = |t: TaskInfo| RunTaskRequest {
+        agent_id: "agent-1".into(),
+        framework_id: "fw-1".into(),
+        tasks: vec![t],
+        framework_name: "test framework".into(),
+    };
+    let wait = Duration::from_secs(20);
+    // e1 runs t1 (RUNNING); t2 is queued while e1 is away; e2 runs t3.
+    let api = ExecutorClient::new(&info.addr);
+    client
+        .run_task(run(custom_task("t1", "e1")))
+        .await
+        .expect("t1");
+    let mut e1 = api.subscribe(&subscribe_call("e1", &[])).await;
+    assert_eq!(
+        e1.next(wait).await.expect("SUBSCRIBED")["type"],
+        "SUBSCRIBED"
+    );
+    expect_launch(&mut e1, "t1").await;
+    let a = api
+        .call(&update_call(
+            "e1",
+            "t1",
+            "TASK_RUNNING",
+            uuid::Uuid::new_v4().as_bytes(),
+        ))
+        .await;
+    assert_eq!(a.status, 202, "{a:?}");
+    client
+        .run_task(run(custom_task("t3", "e2")))
+        .await
+        .expect("t3");
+    let mut e2 = api.subscribe(&subscribe_call("e2", &[])).await;
+    assert_eq!(
+        e2.next(wait).await.expect("SUBSCRIBED")["type"],
+        "SUBSCRIBED"
+    );
+    expect_launch(&mut e2, "t3").await;
+    let a = api
+        .call(&update_call(
+            "e2",
+            "t3",
+            "TASK_RUNNING",
+            uuid::Uuid::new_v4().as_bytes(),
+        ))
+        .await;
+    assert_eq!(a.status, 202, "{a:?}");
+    wait_state(&fake, "t1", v1::TaskState::TaskRunning).await;
+    wait_state(&fake, "t3", v1::TaskState::TaskRunning).await;
+    drop(e1);
+    client
+        .run_task(run(custom_task("t2", "e1")))
+        .await
+        .expect("t2");
+    let pid = |e: &str| -> i32 {
+        let run = runs_of(&work_dir, e).remove(0);
+        std::fs::read_to_string(run.join("sandbox/pid"))
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("a pid")
+    };
+    let (pid1, pid2) = (pid("e1"), pid("e2"));
+
+    // The agent restarts; both executors keep running.
+    agent.stop().await;
+    drop(e2);
+    let alive = |p: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok();
+    assert!(
+        alive(pid1) && alive(pid2),
+        "the executors outlive the agent"
+    );
+    let agent = Agent::start(config(&work_dir, &master, 0, this_program_as_executor()));
+    let infos = registrations(&fake, 2).await;
+    let report: Vec<(String, i32)> = fake.state().registrations[1]
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.clone(), t.state))
+        .collect();
+    for (t, state) in [
+        ("t1", v1::TaskState::TaskRunning),
+        ("t2", v1::TaskState::TaskStaging),
+        ("t3", v1::TaskState::TaskRunning),
+    ] {
+        assert!(
+            report.contains(&(t.to_string(), state as i32)),
+            "{t} {state:?} in the report {report:?}"
+        );
+    }
+    let addr = infos[1].addr.clone();
+    wait_registered(&addr).await;
+    let api = ExecutorClient::new(&addr);
+
+    // e1 subscribes again, listing nothing unacknowledged: it gets t2 (never given), not t1
+    // (it reported on it).
+    let mut e1 = api.subscribe(&subscribe_call("e1", &[])).await;
+    assert_eq!(e1.status, 200);
+    assert_eq!(
+        e1.next(wait).await.expect("SUBSCRIBED")["type"],
+        "SUBSCRIBED"
+    );
+    expect_launch(&mut e1, "t2").await;
+    assert!(
+        e1.next_event_within(Duration::from_millis(500))
+            .await
+            .is_err(),
+        "nothing more: t1 is not launched again"
+    );
+    // e2 does not come back: its task fails, it is killed.
+    wait_state(&fake, "t3", v1::TaskState::TaskFailed).await;
+    let reason = fake
+        .state()
+        .applied
+        .iter()
+        .find(|s| s.task_id == "t3" && s.state == v1::TaskState::TaskFailed as i32)
+        .map(|s| s.reason.clone());
+    assert_eq!(reason.as_deref(), Some("executor_reregistration_timeout"));
+    wait_for(DEADLINE, "e2 killed", || {
+        let gone = !alive(pid2);
+        async move { gone }
+    })
+    .await;
+    // e1 finishes its tasks; idle, it is shut down, and its end (noticed without being its
+    // parent) reaches the master.
+    for t in ["t1", "t2"] {
+        let a = api
+            .call(&update_call(
+                "e1",
+                t,
+                "TASK_FINISHED",
+                uuid::Uuid::new_v4().as_bytes(),
+            ))
+            .await;
+        assert_eq!(a.status, 202, "{t}: {a:?}");
+        assert_eq!(
+            e1.next_event(wait).await.expect("ack")["type"],
+            "ACKNOWLEDGED"
+        );
+    }
+    assert_eq!(
+        e1.next_event(wait).await.expect("SHUTDOWN")["type"],
+        "SHUTDOWN"
+    );
+    assert!(
+        e1.next_event(wait).await.is_none(),
+        "the stream ends with the run"
+    );
+    wait_for(DEADLINE, "both executors' ends at the master", || async {
+        let exits = fake.state().executor_exits.clone();
+        exits.iter().any(|(e, _)| e == "e1") && exits.iter().any(|(e, _)| e == "e2")
+    })
+    .await;
+    assert!(!alive(pid1));
+    agent.stop().await;
 }

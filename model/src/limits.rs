@@ -7,6 +7,10 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 pub const MAX_ENV_VARS: usize = 256;
 /// Longest environment variable name or value, bytes.
 pub const MAX_ENV_BYTES: usize = 16 * 1024;
+/// Longest opaque `data` of a task or a custom executor, bytes.
+pub const MAX_EXECUTOR_DATA_BYTES: usize = 64 * 1024;
+/// Longest message between a framework and one of its custom executors, bytes.
+pub const MAX_EXECUTOR_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Whether `name` may name an environment variable of a task: letters, digits and `_`, not
 /// starting with a digit (a shell can then read it).

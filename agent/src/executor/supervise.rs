@@ -7,7 +7,9 @@
 //! the cgroup from its first instruction, with the environment the agent built, the sandbox
 //! as working directory and `sandbox/stdout`, `sandbox/stderr` as output, and records the
 //! group in `command.pid`. SIGTERM to the supervisor is a shutdown: SIGTERM to the group,
-//! SIGKILL after the grace. When the command ends the supervisor writes its raw wait status
+//! SIGKILL after the grace. Orphans of the executor, reparented to the supervisor (a
+//! subreaper), are reaped as they exit. When the command ends the supervisor writes its raw
+//! wait status
 //! to `exit_status` (atomically: the agent, or a later life of it, reads how the executor
 //! ended from there), kills and reaps what is left of the group and the cgroup, and exits.
 
@@ -23,6 +25,7 @@ use super::group::{self, signal_group};
 use super::ExecutorError;
 use crate::cgroups::{self, TaskCgroup};
 use crate::checkpoint;
+use crate::ids::{ExecutorId, FrameworkId};
 use crate::layout::RunDir;
 use crate::task::{ExecutorLaunch, EXECUTOR_LAUNCH_VERSION};
 
@@ -30,7 +33,7 @@ use crate::task::{ExecutorLaunch, EXECUTOR_LAUNCH_VERSION};
 const MAX_EXECUTOR_JSON_BYTES: u64 = 1024 * 1024;
 
 /// Exit status of a supervisor whose executor could not be started (its `exit_status` then
-/// holds `-1`).
+/// holds [`NOT_STARTED_STATUS`]).
 pub const EXIT_NOT_STARTED: i32 = 3;
 
 /// What `exit_status` holds when the command never ran.
@@ -61,6 +64,15 @@ fn read_launch(dir: &RunDir) -> Result<ExecutorLaunch, ExecutorError> {
         });
     }
     Ok(launch)
+}
+
+/// The name of a run's cgroup: `<framework>_<executor>@<container>`, which no task's cgroup
+/// (`<framework>_<task>`) can have (`@` is in no id) and no other run's either.
+pub fn run_cgroup_name(framework: &FrameworkId, executor: &ExecutorId, dir: &RunDir) -> String {
+    cgroups::cgroup_name(
+        framework.as_str(),
+        &format!("{executor}@{}", dir.container_id()),
+    )
 }
 
 /// Reads a run's `exit_status`: the raw wait status, [`NOT_STARTED_STATUS`], or `None` when
@@ -94,10 +106,7 @@ pub(crate) async fn supervise(
     tracing::info!(%executor, framework = %launch.framework_id, pid = me, "executor supervisor starting");
     let cgroup = match TaskCgroup::create(
         &launch.cgroups,
-        &cgroups::cgroup_name(
-            launch.framework_id.as_str(),
-            &format!("executor-{}", executor.as_str()),
-        ),
+        &run_cgroup_name(&launch.framework_id, &launch.executor.executor_id, &dir),
         &launch.limits,
     ) {
         Ok(cg) => cg,
@@ -126,9 +135,11 @@ pub(crate) async fn supervise(
     }
     let grace = Duration::from_millis(launch.shutdown_grace_ms);
     let mut sigkill_at: Option<Instant> = None;
+    let mut reap = tokio::time::interval(REAP_INTERVAL);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
+            _ = reap.tick() => reap_orphans(pgid),
             Some(()) = sigterm.recv() => {
                 if sigkill_at.is_none() {
                     tracing::info!(pgid, grace_ms = grace.as_millis() as u64, "shutdown: SIGTERM to the executor's group");
@@ -143,14 +154,11 @@ pub(crate) async fn supervise(
             }
         }
     };
-    let raw = match &status {
-        Ok(s) => s.into_raw(),
-        Err(e) => {
-            tracing::error!(error = %e, "lost track of the executor");
-            NOT_STARTED_STATUS
-        }
-    };
-    write_exit_status(&dir, raw);
+    match &status {
+        Ok(s) => write_exit_status(&dir, s.into_raw()),
+        // No status is recorded: the agent then reports the end as of unknown status.
+        Err(e) => tracing::error!(error = %e, "lost track of the executor"),
+    }
     tracing::info!(pgid, status = ?status, "executor ended");
     let _ = tokio::task::spawn_blocking(move || {
         if !group::kill_and_reap(pgid) {
@@ -165,6 +173,34 @@ pub(crate) async fn supervise(
     })
     .await;
     Ok(0)
+}
+
+/// How often orphans of the executor (reparented to the supervisor, a subreaper) are reaped.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reaps every exited child other than the executor itself (`executor`, which the runtime
+/// waits for): a long-lived executor's orphans must not pile up as zombies.
+fn reap_orphans(executor: i32) {
+    use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+    loop {
+        // Peek (WNOWAIT) at which child exited, so the executor's status is left for its
+        // waiter.
+        let peek = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let pid = match peek {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(status) => match status.pid() {
+                Some(pid) => pid,
+                None => return,
+            },
+        };
+        if pid.as_raw() == executor {
+            return;
+        }
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    }
 }
 
 /// Starts `/bin/sh -c COMMAND` in its own process group (and the run's cgroup).

@@ -22,12 +22,18 @@
 //! - **Idle**: a run with no live task for `executor_idle_timeout` is shut down: SHUTDOWN to
 //!   the executor, SIGKILL of its process group after its grace.
 //! - **Exit**: when the supervisor ends, every task of the run that has not ended is FAILED
-//!   (`executor_terminated`, with the executor's wait status) and the run is forgotten.
+//!   (`executor_terminated`, with the executor's wait status), the framework is told
+//!   ([`crate::relay`]) and the run is forgotten.
+//! - **Agent restart**: a run whose supervisor still runs is taken back (its executor, told
+//!   `MESOS_CHECKPOINT=1`, subscribes again by itself and is re-sent its kills and the tasks it
+//!   does not list); one that has not subscribed again within
+//!   `executor_reregistration_timeout` is killed, its tasks FAILED
+//!   (`executor_reregistration_timeout`). The supervisor is then not the agent's child: its
+//!   end is noticed by polling for it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -40,6 +46,7 @@ use crate::executor::group::signal_group;
 use crate::executor::supervise::read_exit_status;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::layout::{RunDir, TaskDir};
+use crate::recovery::{read_pid, FoundRun, RecoverMode};
 use crate::task::{
     ExecutorLaunch, ExecutorSpec, LaunchSpec, RunTask, TaskSpec, EXECUTOR_LAUNCH_VERSION,
     LAUNCH_SPEC_VERSION,
@@ -104,6 +111,8 @@ pub(super) struct ExecEntry {
     run: RunDir,
     state: RunState,
     ever_subscribed: bool,
+    /// An earlier life of the agent started it: it is not this agent's child.
+    adopted: bool,
     conn: Option<mpsc::Sender<ToCustom>>,
     /// Every task of the run.
     tasks: BTreeSet<TaskId>,
@@ -113,11 +122,20 @@ pub(super) struct ExecEntry {
     launched: HashSet<TaskId>,
     /// Tasks given to the executor on any subscription.
     ever_launched: HashSet<TaskId>,
+    /// Tasks for the next run: they came while this one was going away.
+    deferred: Vec<Deferred>,
+}
+
+/// A RunTask waiting for the next run of its executor.
+pub(super) struct Deferred {
+    req: RunTask,
+    framework_name: String,
+    reply: oneshot::Sender<Result<(), TaskError>>,
 }
 
 /// The tasks to LAUNCH now, in id order: checkpointed (`ready`), still STAGING, neither given
 /// on this subscription nor ended.
-pub fn to_launch<'a>(
+fn to_launch<'a>(
     tasks: impl IntoIterator<Item = (&'a TaskId, bool, TaskState)>,
     launched: &HashSet<TaskId>,
 ) -> Vec<TaskId> {
@@ -208,43 +226,38 @@ fn supervisor_command(
     program: &[OsString],
     run: &RunDir,
 ) -> std::io::Result<tokio::process::Command> {
-    let (program, args) = program
-        .split_first()
-        .ok_or_else(|| std::io::Error::other("no executor command configured"))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.supervisor_log())?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .arg("--executor-dir")
-        .arg(&run.0)
-        .current_dir(&run.0)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(false)
-        .process_group(0);
+    let mut cmd = super::detached_command(program, &run.0, &run.supervisor_log())?;
+    cmd.arg("--executor-dir").arg(&run.0);
     Ok(cmd)
 }
 
-/// SIGKILL to a run's executor group (its supervisor then records the end and exits).
+/// Ends a live run now: SIGKILL to its executor's group (its supervisor then records the end
+/// and exits); before the group is recorded, SIGTERM to the supervisor, which then stops the
+/// executor it starts (SIGTERM, SIGKILL after the grace). Blocking.
 fn kill_run(run: &RunDir) {
-    let pgid = std::fs::read_to_string(run.command_pid())
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
-    match pgid {
+    if read_exit_status(run).is_some() {
+        return;
+    }
+    match read_pid(&run.command_pid()) {
         Some(pgid) => signal_group(pgid, Signal::SIGKILL),
         None => {
-            // Not started yet: stop the supervisor before it starts anything.
-            if let Some(pid) = std::fs::read_to_string(run.supervisor_pid())
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                signal_group(pid, Signal::SIGKILL);
+            if let Some(pid) = read_pid(&run.supervisor_pid()).filter(|p| supervises(*p, run)) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
             }
         }
     }
+}
+
+/// How often an adopted run's supervisor is looked for.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
+
+/// Whether process `pid` is the supervisor of `run` (a pid reused by another process is not).
+fn supervises(pid: i32, run: &RunDir) -> bool {
+    crate::recovery::is_alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|c| crate::recovery::supervisor_run_dir(&c))
+            .is_some_and(|d| d == run.0)
 }
 
 /// A wait status as people read it.
@@ -266,10 +279,36 @@ impl Actor {
         framework_name: String,
         reply: oneshot::Sender<Result<(), TaskError>>,
     ) {
+        let Some(executor) = req.task.executor.as_ref() else {
+            return;
+        };
+        let key: Key = (req.framework_id.clone(), req.task.task_id.clone());
+        let mut entry = Entry::new(
+            req.agent_id.clone(),
+            req.task.kill_grace_ms.map(Duration::from_millis),
+        );
+        entry.executor = Some(executor.executor_id.clone());
+        self.insert(key, entry);
+        self.place_custom(req, framework_name, reply);
+    }
+
+    /// Puts a custom executor's task (in the table already) in a run: the live run of its
+    /// executor, a new one, or, while the executor's run is going away, the next one.
+    fn place_custom(
+        &mut self,
+        req: RunTask,
+        framework_name: String,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+    ) {
         let Some(executor) = req.task.executor.clone() else {
             return;
         };
         let key: Key = (req.framework_id.clone(), req.task.task_id.clone());
+        if self.tasks.get(&key).is_none_or(|e| e.state.is_terminal()) {
+            // Killed while it waited for the next run.
+            let _ = reply.send(Ok(()));
+            return;
+        }
         let exec: ExecKey = (req.framework_id.clone(), executor.executor_id.clone());
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
         let spec = LaunchSpec {
@@ -283,6 +322,9 @@ impl Actor {
         let json = match serde_json::to_vec_pretty(&spec) {
             Ok(j) => j,
             Err(e) => {
+                if let Some(e) = self.tasks.remove(&key) {
+                    crate::metrics::task_state_changed(Some(e.state), None);
+                }
                 let _ = reply.send(Err(TaskError::Checkpoint(CheckpointError::Encode {
                     path: dir.task_json(),
                     source: e,
@@ -290,37 +332,37 @@ impl Actor {
                 return;
             }
         };
-        let mut entry = Entry::new(
-            req.agent_id.clone(),
-            req.task.kill_grace_ms.map(Duration::from_millis),
-        );
-        entry.executor = Some(executor.executor_id.clone());
-        // A run that is there and takes tasks: join it.
-        let joined = match self.executors.get_mut(&exec) {
-            Some(run) if run.state != RunState::ShuttingDown && run.spec.same_as(&executor) => {
-                run.tasks.insert(key.1.clone());
-                run.specs.insert(key.1.clone(), req.task.clone());
-                Some(Ok(run.run.clone()))
-            }
-            Some(run) if run.state == RunState::ShuttingDown => Some(Err(
-                "the executor is shutting down; launch the task again once it has ended"
-                    .to_string(),
-            )),
-            Some(run) => Some(Err(format!(
+        let live = self.live_tasks_of(&exec);
+        enum Place {
+            Join(RunDir),
+            Defer,
+            /// The run is idle with another ExecutorInfo: it goes, the task waits for the next.
+            Replace,
+            Refuse(String),
+            Start,
+        }
+        let place = match self.executors.get(&exec) {
+            Some(run) if run.state == RunState::ShuttingDown => Place::Defer,
+            Some(run) if run.spec.same_as(&executor) => Place::Join(run.run.clone()),
+            Some(_) if live == 0 => Place::Replace,
+            Some(run) => Place::Refuse(format!(
                 "executor {} runs here with another ExecutorInfo (container {})",
                 exec.1,
                 run.run.container_id()
-            ))),
-            None => None,
+            )),
+            None => Place::Start,
         };
-        self.insert(key.clone(), entry);
-        match joined {
-            Some(Ok(run)) => {
+        match place {
+            Place::Join(run_dir) => {
+                if let Some(run) = self.executors.get_mut(&exec) {
+                    run.tasks.insert(key.1.clone());
+                    run.specs.insert(key.1.clone(), req.task.clone());
+                }
                 let me = self.me.clone();
                 self.waiters.spawn(async move {
                     let d = dir.clone();
                     let outcome = checkpoint::off_runtime(dir.0.clone(), move || {
-                        prepare_task(&d, &json, &run)
+                        prepare_task(&d, &json, &run_dir)
                     })
                     .await
                     .unwrap_or_else(CustomPrep::Failed);
@@ -336,7 +378,20 @@ impl Actor {
                     }
                 });
             }
-            Some(Err(why)) => {
+            Place::Defer | Place::Replace => {
+                tracing::info!(task = %key.1, executor = %exec.1, "the executor's run is going away: the task waits for the next run");
+                if let Some(run) = self.executors.get_mut(&exec) {
+                    run.deferred.push(Deferred {
+                        req,
+                        framework_name,
+                        reply,
+                    });
+                }
+                if matches!(place, Place::Replace) {
+                    self.shutdown_run(exec);
+                }
+            }
+            Place::Refuse(why) => {
                 // The task is in the table (it must be answered and reported like any other),
                 // but it runs nowhere: it fails at once.
                 if let Some(e) = self.tasks.get_mut(&key) {
@@ -345,9 +400,9 @@ impl Actor {
                 let _ = reply.send(Ok(()));
                 self.report_later(key, TaskState::Failed, "executor_failed", why);
             }
-            None => {
-                // The run's cgroup holds the executor and its first task; what later tasks
-                // add is not enforced yet.
+            Place::Start => {
+                // The run's cgroup holds the executor and its first task; later tasks raise
+                // its limits as they join.
                 let limits = executor
                     .resources
                     .checked_add(&req.task.own_resources())
@@ -398,6 +453,7 @@ impl Actor {
             version: EXECUTOR_LAUNCH_VERSION,
             agent_id: agent_id.clone(),
             framework_id: exec.0.clone(),
+            framework_name: framework_name.clone(),
             executor: executor.clone(),
             environment: environment(
                 &executor,
@@ -433,11 +489,13 @@ impl Actor {
                 run: run.clone(),
                 state: RunState::Waiting,
                 ever_subscribed: false,
+                adopted: false,
                 conn: None,
                 tasks: [key.1.clone()].into_iter().collect(),
                 specs: [(key.1.clone(), task)].into_iter().collect(),
                 launched: HashSet::new(),
                 ever_launched: HashSet::new(),
+                deferred: Vec::new(),
             },
         );
         tracing::info!(executor = %exec.1, framework = %exec.0, container = %container, "starting a custom executor");
@@ -535,19 +593,51 @@ impl Actor {
                 let _ = reply.send(Ok(()));
                 tracing::info!(task = %key.1, framework = %key.0, "task of a custom executor checkpointed");
                 if let Some(exec) = self.exec_of(&key) {
+                    self.raise_run_limits(&exec);
                     self.launch_ready(&exec);
                 }
                 return;
             }
         };
-        if matches!(outcome, Launch::CheckpointFailed(_)) {
-            if let Some(exec) = self.exec_of(&key) {
-                if let Some(run) = self.executors.get_mut(&exec) {
-                    run.tasks.remove(&key.1);
-                }
+        let failed_run = match outcome {
+            Launch::CheckpointFailed(_) => self.exec_of(&key),
+            _ => None,
+        };
+        if let Some(exec) = &failed_run {
+            if let Some(run) = self.executors.get_mut(exec) {
+                run.tasks.remove(&key.1);
+                run.specs.remove(&key.1);
             }
         }
         self.prepared(key, dir, outcome, reply).await;
+        if let Some(exec) = failed_run {
+            // The run may have no task left: it goes once idle.
+            self.idle_later(exec);
+        }
+    }
+
+    /// Raises the run's cgroup limits to its executor's resources and its live tasks' (never
+    /// lowers them: a task's end does not shrink what the executor may still be using).
+    fn raise_run_limits(&mut self, exec: &ExecKey) {
+        if matches!(self.config.cgroups, crate::cgroups::CgroupMode::None { .. }) {
+            return;
+        }
+        let Some(run) = self.executors.get(exec) else {
+            return;
+        };
+        let mut needed = run.spec.resources.clone();
+        for t in run.specs.values() {
+            needed = needed
+                .checked_add(&t.own_resources())
+                .unwrap_or(needed.clone());
+        }
+        let name = crate::executor::supervise::run_cgroup_name(&exec.0, &exec.1, &run.run);
+        let mode = self.config.cgroups.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::cgroups::raise_limits(&mode, &name, &needed) {
+                tracing::warn!(error = %e, "cannot raise a custom executor's limits");
+            }
+        });
     }
 
     fn exec_of(&self, key: &Key) -> Option<ExecKey> {
@@ -666,8 +756,9 @@ impl Actor {
         }
     }
 
-    /// Whether the subscribed executor may report on `task` (`None`: any call but UPDATE);
-    /// the agent the task runs as.
+    /// Whether the executor may report on `task` (`None`: any call but UPDATE): it subscribed
+    /// (a call between two subscriptions is taken, as Mesos takes it: only one that never
+    /// subscribed is refused), and the task is one of its own; the agent the task runs as.
     pub(super) fn executor_check(
         &self,
         exec: &ExecKey,
@@ -677,17 +768,15 @@ impl Actor {
             .executors
             .get(exec)
             .ok_or(CustomError::ExecutorNotFound)?;
-        if run.conn.is_none() {
+        if !run.ever_subscribed {
             return Err(CustomError::NotSubscribed);
         }
         let Some(task) = task else {
             return Ok(run.agent_id.clone());
         };
-        if !run.tasks.contains(task) {
-            return Err(CustomError::TaskNotFound);
-        }
         self.tasks
             .get(&(exec.0.clone(), task.clone()))
+            .filter(|e| e.executor.as_ref() == Some(&exec.1))
             .map(|e| e.agent_id.clone())
             .ok_or(CustomError::TaskNotFound)
     }
@@ -739,8 +828,19 @@ impl Actor {
             return;
         };
         if let Some(run) = self.executors.get_mut(&exec) {
+            // What a run remembers of a task ends with it: a long-lived executor's books stay
+            // the size of its live tasks.
             run.specs.remove(&key.1);
+            run.tasks.remove(&key.1);
+            run.launched.remove(&key.1);
+            run.ever_launched.remove(&key.1);
         }
+        self.idle_later(exec);
+    }
+
+    /// Looks again in a while whether the run is idle (then shuts it down), if it has no live
+    /// task now.
+    fn idle_later(&mut self, exec: ExecKey) {
         if self.live_tasks_of(&exec) > 0 {
             return;
         }
@@ -835,7 +935,8 @@ impl Actor {
         }
     }
 
-    /// The executor never subscribed: its tasks fail, it is killed.
+    /// The executor never subscribed (or, after the agent's restart, never again): its tasks
+    /// fail, it is killed.
     pub(super) async fn registration_timeout(&mut self, exec: ExecKey, run: RunDir) {
         let Some(entry) = self.executors.get_mut(&exec) else {
             return;
@@ -845,23 +946,172 @@ impl Actor {
         }
         entry.state = RunState::ShuttingDown;
         let tasks: Vec<TaskId> = entry.tasks.iter().cloned().collect();
-        tracing::warn!(executor = %exec.1, framework = %exec.0, "custom executor did not subscribe in time: killing it");
+        let (reason, message) = if entry.adopted {
+            (
+                "executor_reregistration_timeout",
+                format!(
+                    "the executor did not subscribe again within {:?} of the agent's restart",
+                    self.config.executor_reregistration_timeout
+                ),
+            )
+        } else {
+            (
+                "executor_registration_timeout",
+                format!(
+                    "the executor did not subscribe within {:?}",
+                    self.config.executor_registration_timeout
+                ),
+            )
+        };
+        tracing::warn!(executor = %exec.1, framework = %exec.0, reason, "custom executor did not subscribe in time: killing it");
         for t in tasks {
             let key = (exec.0.clone(), t);
             if self.tasks.get(&key).is_some_and(|e| !e.state.is_terminal()) {
-                self.report_end(
-                    &key,
-                    TaskState::Failed,
-                    "executor_registration_timeout",
-                    format!(
-                        "the executor did not subscribe within {:?}",
-                        self.config.executor_registration_timeout
-                    ),
-                )
-                .await;
+                self.report_end(&key, TaskState::Failed, reason, message.clone())
+                    .await;
             }
         }
         tokio::task::spawn_blocking(move || kill_run(&run));
+    }
+
+    /// Takes back the runs an earlier life of the agent started (before its tasks, see
+    /// [`Actor::adopt_custom_task`]): a run whose supervisor still runs is adopted, unless
+    /// `mode` is cleanup or its `executor.json` cannot be read (then it is killed). Its
+    /// executor subscribes again by itself; if it has not within
+    /// `executor_reregistration_timeout`, its tasks fail and it is killed. A run that ended
+    /// while the agent was down is left to its tasks' recovery (they fail).
+    pub(super) fn recover_runs(&mut self, runs: Vec<FoundRun>, mode: RecoverMode) -> usize {
+        let mut adopted = 0;
+        for r in runs {
+            let exec: ExecKey = (r.framework.clone(), r.executor.clone());
+            if !r.alive() {
+                continue;
+            }
+            let launch = match (&r.launch, mode) {
+                (Ok(launch), RecoverMode::Reconnect) if !self.executors.contains_key(&exec) => {
+                    launch.clone()
+                }
+                (launch, _) => {
+                    let why = match launch {
+                        Err(e) => e.clone(),
+                        Ok(_) if mode == RecoverMode::Cleanup => "--recover cleanup".into(),
+                        Ok(_) => "another run of the same executor was taken back".into(),
+                    };
+                    tracing::warn!(executor = %exec.1, framework = %exec.0, run = %r.run.0.display(), %why, "recovery: killing a custom executor's run");
+                    let run = r.run.clone();
+                    tokio::task::spawn_blocking(move || kill_run(&run));
+                    continue;
+                }
+            };
+            tracing::info!(executor = %exec.1, framework = %exec.0, container = %r.run.container_id(), "recovery: re-attaching to a custom executor; it subscribes again");
+            self.executors.insert(
+                exec.clone(),
+                ExecEntry {
+                    agent_id: launch.agent_id.clone(),
+                    framework_name: launch.framework_name.clone(),
+                    spec: launch.executor.clone(),
+                    run: r.run.clone(),
+                    state: RunState::Waiting,
+                    ever_subscribed: false,
+                    adopted: true,
+                    conn: None,
+                    tasks: BTreeSet::new(),
+                    specs: HashMap::new(),
+                    launched: HashSet::new(),
+                    ever_launched: HashSet::new(),
+                    deferred: Vec::new(),
+                },
+            );
+            adopted += 1;
+            let me = self.me.clone();
+            let timeout = self.config.executor_reregistration_timeout;
+            let (e, run) = (exec.clone(), r.run.clone());
+            self.waiters.spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(tx) = me.upgrade() {
+                    let _ = tx.send(Msg::RegistrationTimeout { exec: e, run }).await;
+                }
+            });
+            if let Some(pid) = r.supervisor {
+                self.watch_adopted(exec, r.run, pid);
+            }
+        }
+        adopted
+    }
+
+    /// Waits for an adopted run's supervisor (not this agent's child) to end, then reports it
+    /// as [`Msg::RunExited`].
+    fn watch_adopted(&mut self, exec: ExecKey, run: RunDir, supervisor: i32) {
+        let me = self.me.clone();
+        self.waiters.spawn(async move {
+            loop {
+                tokio::time::sleep(ADOPTED_POLL).await;
+                if me.upgrade().is_none() {
+                    return;
+                }
+                let r = run.clone();
+                let ended = tokio::task::spawn_blocking(move || {
+                    read_exit_status(&r).is_some() || !supervises(supervisor, &r)
+                })
+                .await
+                .unwrap_or(false);
+                if ended {
+                    break;
+                }
+            }
+            let r = run.clone();
+            let status = tokio::task::spawn_blocking(move || read_exit_status(&r))
+                .await
+                .ok()
+                .flatten();
+            if let Some(tx) = me.upgrade() {
+                let _ = tx.send(Msg::RunExited { exec, run, status }).await;
+            }
+        });
+    }
+
+    /// A task an earlier life started, of the run `run` of its custom executor: into that run
+    /// if it was adopted (true), else false (the run ended: the task fails as any whose
+    /// executor ended).
+    pub(super) fn adopt_custom_task(
+        &mut self,
+        key: &Key,
+        task: &TaskSpec,
+        run: &RunDir,
+        state: TaskState,
+    ) -> bool {
+        let Some(executor) = &task.executor else {
+            return false;
+        };
+        let exec: ExecKey = (key.0.clone(), executor.executor_id.clone());
+        let Some(entry) = self.executors.get_mut(&exec) else {
+            return false;
+        };
+        if &entry.run != run {
+            return false;
+        }
+        entry.tasks.insert(key.1.clone());
+        if !state.is_terminal() {
+            entry.specs.insert(key.1.clone(), task.clone());
+        }
+        if state != TaskState::Staging {
+            // The executor has it (it reported on it).
+            entry.ever_launched.insert(key.1.clone());
+        }
+        if let Some(e) = self.tasks.get_mut(key) {
+            e.executor = Some(executor.executor_id.clone());
+            // Its end comes from the run's, not from a built-in executor's absence.
+            e.adopted = false;
+        }
+        true
+    }
+
+    /// After recovery: every run with no live task is shut down once idle.
+    pub(super) fn idle_runs_later(&mut self) {
+        let runs: Vec<ExecKey> = self.executors.keys().cloned().collect();
+        for exec in runs {
+            self.idle_later(exec);
+        }
     }
 
     /// The run's supervisor ended: its tasks that have not ended fail, the run is forgotten.
@@ -874,6 +1124,12 @@ impl Actor {
         }
         let how = describe_status(status);
         let tasks: Vec<TaskId> = entry.tasks.iter().cloned().collect();
+        if status.is_none() {
+            // The supervisor died without recording the end: whatever is left of the
+            // executor goes with it.
+            let run = run.clone();
+            tokio::task::spawn_blocking(move || crate::recovery::kill_run_leftovers(&run));
+        }
         self.relay.exited(&entry.agent_id, &exec.0, &exec.1, status);
         let never_started = status == Some(crate::executor::supervise::NOT_STARTED_STATUS);
         tracing::info!(executor = %exec.1, framework = %exec.0, status = %how, "custom executor ended");
@@ -892,7 +1148,15 @@ impl Actor {
                     .await;
             }
         }
-        self.executors.remove(&exec);
+        let deferred = self
+            .executors
+            .remove(&exec)
+            .map(|e| e.deferred)
+            .unwrap_or_default();
+        // The tasks that came while it went away start the next run.
+        for d in deferred {
+            self.place_custom(d.req, d.framework_name, d.reply);
+        }
     }
 
     /// Reports a task's end from a later turn of the actor (the caller cannot await).

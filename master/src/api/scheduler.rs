@@ -21,7 +21,7 @@ use crate::leader::{Call, Caller, Command, EventSender, LeaderHandle};
 /// Largest framework API request decoded, bytes (an ACCEPT of many tasks).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// Largest message for a custom executor, bytes.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub use drover_model::limits::MAX_EXECUTOR_MESSAGE_BYTES as MAX_MESSAGE_BYTES;
 /// Most updates acknowledged in one ACKNOWLEDGE.
 pub const MAX_ACKS_PER_CALL: usize = 1000;
 

@@ -213,7 +213,7 @@ pub fn resources(field: &str, items: &[v1::Resource]) -> Result<Resources, Statu
 }
 
 /// Longest opaque `data` of a task or a custom executor, bytes.
-pub const MAX_DATA_BYTES: usize = 64 * 1024;
+pub use drover_model::limits::MAX_EXECUTOR_DATA_BYTES as MAX_DATA_BYTES;
 
 /// A command's shell and environment, checked (`field` names the command).
 fn command_from_proto(
