@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::mesos::{accept, post_call, subscribe_call, task, Events, RawResponse};
 use drover_mesos::v1 as mesos;
 use prost::Message as _;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -578,52 +576,24 @@ async fn pymesos_scheduler_runs_tasks_and_fails_over_with_the_leader() {
         .collect();
     masters.insert(0, follower);
     masters.push(leader);
-    let mut child = tokio::process::Command::new(&python)
-        .arg(SCRIPT)
-        .arg("pymesos")
-        .arg(masters.join(","))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the client script");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let stderr = child.stderr.take().unwrap();
-    let stderr_text = tokio::spawn(async move {
-        let mut s = String::new();
-        let mut r = BufReader::new(stderr);
-        let _ = tokio::io::AsyncReadExt::read_to_string(&mut r, &mut s).await;
-        s
-    });
-    let mut out = String::new();
-    let run = async {
-        while let Some(line) = lines.next_line().await.expect("read the script's output") {
-            out.push_str(&line);
-            out.push('\n');
+    let masters = masters.join(",");
+    let mut script = common::Conversation::start(&python, SCRIPT, &["pymesos", &masters]);
+    let talk = async {
+        while let Some(line) = script.next_line().await {
             if line == "kill-leader" {
                 let (old, new) = c.kill_leader(WAIT).await.expect("a new leader");
                 eprintln!(
                     "killed master {}; master {} leads",
                     old.leader_id, new.leader_id
                 );
-                stdin.write_all(b"killed\n").await.unwrap();
-                stdin.flush().await.unwrap();
+                script.say("killed").await;
             }
         }
-        child.wait().await.expect("the script ends")
     };
-    let status = tokio::time::timeout(Duration::from_secs(300), run).await;
-    let err = match tokio::time::timeout(Duration::from_secs(5), stderr_text).await {
-        Ok(Ok(s)) => s,
-        _ => String::new(),
-    };
-    let status = status.unwrap_or_else(|_| panic!("pymesos script timed out:\n{out}\n{err}"));
-    assert!(
-        status.success() && out.lines().any(|l| l.starts_with("ok")),
-        "pymesos failed ({status}):\n{out}\n{err}"
-    );
+    let talked = tokio::time::timeout(Duration::from_secs(300), talk)
+        .await
+        .ok();
+    let out = script.finish(talked).await;
     eprintln!("{}", out.trim());
 }
 
@@ -640,50 +610,22 @@ async fn pymesos_executor_runs_updates_and_messages_across_an_agent_restart() {
     };
     let mut c = common::start_with_agents(3, &[], 1, &[], 1).await;
     let (_leader, follower) = leader_and_follower(&c).await;
-    let mut child = tokio::process::Command::new(&python)
-        .arg(SCRIPT)
-        .arg("pymesos-executor")
-        .arg(&follower)
-        .arg(EXECUTOR_SCRIPT)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the client script");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let stderr = child.stderr.take().unwrap();
-    let stderr_text = tokio::spawn(async move {
-        let mut s = String::new();
-        let mut r = BufReader::new(stderr);
-        let _ = tokio::io::AsyncReadExt::read_to_string(&mut r, &mut s).await;
-        s
-    });
-    let mut out = String::new();
-    let run = async {
-        while let Some(line) = lines.next_line().await.expect("read the script's output") {
-            out.push_str(&line);
-            out.push('\n');
+    let mut script = common::Conversation::start(
+        &python,
+        SCRIPT,
+        &["pymesos-executor", &follower, EXECUTOR_SCRIPT],
+    );
+    let talk = async {
+        while let Some(line) = script.next_line().await {
             if line == "restart-agent" {
                 c.kill_agent(0).await.expect("kill the agent");
                 c.start_agent(0).expect("start the agent again");
-                stdin.write_all(b"restarted\n").await.unwrap();
-                stdin.flush().await.unwrap();
+                script.say("restarted").await;
             }
         }
-        child.wait().await.expect("the script ends")
     };
-    let status = tokio::time::timeout(SCRIPT_TIMEOUT, run).await;
-    let err = match tokio::time::timeout(Duration::from_secs(5), stderr_text).await {
-        Ok(Ok(s)) => s,
-        _ => String::new(),
-    };
-    let status = status.unwrap_or_else(|_| panic!("pymesos script timed out:\n{out}\n{err}"));
-    assert!(
-        status.success() && out.lines().any(|l| l.starts_with("ok")),
-        "pymesos executor failed ({status}):\n{out}\n{err}"
-    );
+    let talked = tokio::time::timeout(SCRIPT_TIMEOUT, talk).await.ok();
+    let out = script.finish(talked).await;
     eprintln!("{}", out.trim());
 }
 

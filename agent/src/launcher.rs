@@ -651,7 +651,39 @@ fn read_launch_spec(dir: &TaskDir) -> Option<LaunchSpec> {
         .filter(|s| s.version == LAUNCH_SPEC_VERSION)
 }
 
+/// `value` as the JSON of the checkpoint at `path`.
+fn checkpoint_json<T: serde::Serialize>(value: &T, path: PathBuf) -> Result<Vec<u8>, TaskError> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|source| TaskError::Checkpoint(CheckpointError::Encode { path, source }))
+}
+
 impl Actor {
+    /// The `task.json` of `req`, whose directory is `dir`.
+    fn launch_spec_json(&self, req: &RunTask, dir: &TaskDir) -> Result<Vec<u8>, TaskError> {
+        let spec = LaunchSpec {
+            version: LAUNCH_SPEC_VERSION,
+            agent_id: req.agent_id.clone(),
+            framework_id: req.framework_id.clone(),
+            task: req.task.clone(),
+            default_kill_grace_ms: self.config.default_kill_grace.as_millis() as u64,
+            cgroups: self.config.cgroups.clone(),
+        };
+        checkpoint_json(&spec, dir.task_json())
+    }
+
+    /// Forgets a task that will not start, answering its RunTask with `error`.
+    fn not_launched(
+        &mut self,
+        key: &Key,
+        reply: oneshot::Sender<Result<(), TaskError>>,
+        error: TaskError,
+    ) {
+        if let Some(e) = self.tasks.remove(key) {
+            m::task_state_changed(Some(e.state), None);
+        }
+        let _ = reply.send(Err(error));
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         loop {
             tokio::select! {
@@ -870,21 +902,10 @@ impl Actor {
             return;
         }
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
-        let spec = LaunchSpec {
-            version: LAUNCH_SPEC_VERSION,
-            agent_id: req.agent_id.clone(),
-            framework_id: req.framework_id.clone(),
-            task: req.task.clone(),
-            default_kill_grace_ms: self.config.default_kill_grace.as_millis() as u64,
-            cgroups: self.config.cgroups.clone(),
-        };
-        let json = match serde_json::to_vec_pretty(&spec) {
+        let json = match self.launch_spec_json(&req, &dir) {
             Ok(j) => j,
             Err(e) => {
-                let _ = reply.send(Err(TaskError::Checkpoint(CheckpointError::Encode {
-                    path: dir.task_json(),
-                    source: e,
-                })));
+                let _ = reply.send(Err(e));
                 return;
             }
         };

@@ -1066,35 +1066,7 @@ async fn custom_executor() {
         .run_task(run(custom_task("t4", "e3")))
         .await
         .expect("RunTask t4");
-    let mut e3 = api
-        .subscribe(&executor_call(
-            "SUBSCRIBE",
-            "e3",
-            serde_json::json!({"subscribe": {}}),
-        ))
-        .await;
-    assert_eq!(
-        e3.next(wait).await.expect("SUBSCRIBED")["type"],
-        "SUBSCRIBED"
-    );
-    let launch = e3.next_event(wait).await.expect("LAUNCH t4");
-    assert_eq!(
-        launch["launch"]["task"]["task_id"]["value"], "t4",
-        "{launch}"
-    );
-    let answer = api
-        .call(&update_call(
-            "e3",
-            "t4",
-            "TASK_RUNNING",
-            uuid::Uuid::new_v4().as_bytes(),
-        ))
-        .await;
-    assert_eq!(answer.status, 202, "{answer:?}");
-    assert_eq!(
-        e3.next_event(wait).await.expect("ack")["type"],
-        "ACKNOWLEDGED"
-    );
+    let mut e3 = running_executor(&api, "e3", "t4").await;
     wait_state(&fake, "t4", v1::TaskState::TaskRunning).await;
     let e3_run = runs_of(&work_dir, "e3").remove(0);
     let e3_pid: i32 = std::fs::read_to_string(e3_run.join("sandbox/pid"))
@@ -1294,6 +1266,37 @@ fn subscribe_call(executor: &str, unacknowledged_tasks: &[&str]) -> serde_json::
     )
 }
 
+/// Subscribes as `executor`, takes the LAUNCH of `task` and reports it RUNNING (acknowledged);
+/// the subscription's stream.
+async fn running_executor(
+    api: &ExecutorClient,
+    executor: &str,
+    task: &str,
+) -> drover_agent::testing::EventStream {
+    let wait = Duration::from_secs(20);
+    let mut events = api.subscribe(&subscribe_call(executor, &[])).await;
+    assert_eq!(events.status, 200);
+    assert_eq!(
+        events.next(wait).await.expect("SUBSCRIBED")["type"],
+        "SUBSCRIBED"
+    );
+    expect_launch(&mut events, task).await;
+    let a = api
+        .call(&update_call(
+            executor,
+            task,
+            "TASK_RUNNING",
+            uuid::Uuid::new_v4().as_bytes(),
+        ))
+        .await;
+    assert_eq!(a.status, 202, "{executor} {task}: {a:?}");
+    assert_eq!(
+        events.next_event(wait).await.expect("ACKNOWLEDGED")["type"],
+        "ACKNOWLEDGED"
+    );
+    events
+}
+
 /// The executor's next event is LAUNCH of `task`.
 async fn expect_launch(events: &mut drover_agent::testing::EventStream, task: &str) {
     let e = events
@@ -1321,40 +1324,12 @@ async fn custom_executor_across_a_restart() {
         .run_task(run(custom_task("t1", "e1")))
         .await
         .expect("t1");
-    let mut e1 = api.subscribe(&subscribe_call("e1", &[])).await;
-    assert_eq!(
-        e1.next(wait).await.expect("SUBSCRIBED")["type"],
-        "SUBSCRIBED"
-    );
-    expect_launch(&mut e1, "t1").await;
-    let a = api
-        .call(&update_call(
-            "e1",
-            "t1",
-            "TASK_RUNNING",
-            uuid::Uuid::new_v4().as_bytes(),
-        ))
-        .await;
-    assert_eq!(a.status, 202, "{a:?}");
+    let e1 = running_executor(&api, "e1", "t1").await;
     client
         .run_task(run(custom_task("t3", "e2")))
         .await
         .expect("t3");
-    let mut e2 = api.subscribe(&subscribe_call("e2", &[])).await;
-    assert_eq!(
-        e2.next(wait).await.expect("SUBSCRIBED")["type"],
-        "SUBSCRIBED"
-    );
-    expect_launch(&mut e2, "t3").await;
-    let a = api
-        .call(&update_call(
-            "e2",
-            "t3",
-            "TASK_RUNNING",
-            uuid::Uuid::new_v4().as_bytes(),
-        ))
-        .await;
-    assert_eq!(a.status, 202, "{a:?}");
+    let e2 = running_executor(&api, "e2", "t3").await;
     wait_state(&fake, "t1", v1::TaskState::TaskRunning).await;
     wait_state(&fake, "t3", v1::TaskState::TaskRunning).await;
     drop(e1);

@@ -126,6 +126,24 @@ pub fn attributes_from_mesos(attrs: &[mesos::Attribute]) -> Vec<v1::Attribute> {
         .collect()
 }
 
+/// A Mesos status reason as Drover's: `REASON_X` is `x`, except a health check's, which says
+/// the health (`task_healthy` or `task_unhealthy`, from `healthy`); none is empty.
+pub fn reason_from_mesos(reason: Option<i32>, healthy: Option<bool>) -> String {
+    use drover_model::health::{REASON_HEALTHY, REASON_UNHEALTHY};
+    use mesos::task_status::Reason;
+    match reason.and_then(|r| Reason::try_from(r).ok()) {
+        Some(Reason::TaskHealthCheckStatusUpdated) => match healthy {
+            Some(false) => REASON_UNHEALTHY.to_string(),
+            _ => REASON_HEALTHY.to_string(),
+        },
+        Some(r) => r
+            .as_str_name()
+            .trim_start_matches("REASON_")
+            .to_ascii_lowercase(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,25 @@ pub mod v1 {
 
 pub use json::{from_json, to_ascii_json, JsonError};
 
+/// A Mesos request (or a field of one) that cannot be taken: the field at fault, as a Mesos
+/// JSON path, and why. The masters' and agents' API edges answer it as a `400` or turn it into
+/// a task's TASK_ERROR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Refused {
+    pub field: String,
+    pub reason: String,
+}
+
+impl Refused {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Refused {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The Mesos release whose v1 HTTP APIs Drover's masters and agents follow. Clients parse it
 /// as dotted integers (pymesos does `int()` on each part), so it carries nothing else.
 pub const API_VERSION: &str = "1.11.0";

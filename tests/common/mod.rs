@@ -408,3 +408,92 @@ pub async fn run_python_ok(python: &str, script: &str, args: &[&str], timeout: D
     );
     stdout
 }
+
+/// A client script that talks with the test: it prints lines (some asking the test to do
+/// something, such as killing a process), reads the test's answers on stdin, and ends by
+/// printing a line starting with "ok".
+pub struct Conversation {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stderr: tokio::task::JoinHandle<String>,
+    /// What it printed so far.
+    pub out: String,
+}
+
+impl Conversation {
+    /// Starts `python script args…`.
+    pub fn start(python: &str, script: &str, args: &[&str]) -> Conversation {
+        use std::process::Stdio;
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(python)
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run the client script");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let stderr = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut s = String::new();
+            let mut r = tokio::io::BufReader::new(stderr);
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut r, &mut s).await;
+            s
+        });
+        Conversation {
+            child,
+            stdin,
+            lines,
+            stderr,
+            out: String::new(),
+        }
+    }
+
+    /// The script's next line (kept in `out`), `None` once it closed its output.
+    pub async fn next_line(&mut self) -> Option<String> {
+        let line = self
+            .lines
+            .next_line()
+            .await
+            .expect("read the script's output")?;
+        self.out.push_str(&line);
+        self.out.push('\n');
+        Some(line)
+    }
+
+    /// Answers the script with one line.
+    pub async fn say(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the script");
+        self.stdin.flush().await.expect("flush");
+    }
+
+    /// Waits for the script to end (its lines all read) and checks that it printed "ok";
+    /// `talked` is the outcome of the conversation, `None` when it ran out of time.
+    pub async fn finish(mut self, talked: Option<()>) -> String {
+        let status = match talked {
+            Some(()) => Some(self.child.wait().await.expect("the script ends")),
+            None => None,
+        };
+        let err = match tokio::time::timeout(Duration::from_secs(5), self.stderr).await {
+            Ok(Ok(s)) => s,
+            _ => String::new(),
+        };
+        let out = self.out;
+        let Some(status) = status else {
+            panic!("the script timed out:\n{out}\n{err}");
+        };
+        assert!(
+            status.success() && out.lines().any(|l| l.starts_with("ok")),
+            "the script failed ({status}):\n{out}\n{err}"
+        );
+        out
+    }
+}

@@ -61,7 +61,7 @@ pub use link::Link;
 pub const MAX_ACK_WAIT: Duration = Duration::from_secs(300);
 /// `PATH` for a task when the executor has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Largest `task.json` read, bytes.
+/// Largest `task.json` (or a custom executor's `executor.json`) read, bytes.
 const MAX_TASK_JSON_BYTES: u64 = 1024 * 1024;
 
 /// Exit status of an executor that delivered its terminal update.
@@ -107,10 +107,12 @@ pub enum ExecutorError {
         #[source]
         source: serde_json::Error,
     },
-    #[error(
-        "{path}: task.json version {found}, this executor reads version {LAUNCH_SPEC_VERSION}"
-    )]
-    Version { path: PathBuf, found: u32 },
+    #[error("{path}: version {found}, this executor reads version {expected}")]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("cannot listen for SIGTERM: {0}")]
     Signal(std::io::Error),
     #[error("give --task-dir and --agent-socket, or --executor-dir")]
@@ -140,6 +142,23 @@ pub async fn run_executor(args: ExecutorArgs) -> Result<i32, ExecutorError> {
 
 fn read_spec(dir: &TaskDir) -> Result<LaunchSpec, ExecutorError> {
     let path = dir.task_json();
+    let spec: LaunchSpec = read_checkpoint(&path)?;
+    if spec.version != LAUNCH_SPEC_VERSION {
+        return Err(ExecutorError::Version {
+            path,
+            found: spec.version,
+            expected: LAUNCH_SPEC_VERSION,
+        });
+    }
+    Ok(spec)
+}
+
+/// A JSON checkpoint the agent wrote for this process (`task.json`, `executor.json`), read
+/// whole once its size is checked.
+pub(crate) fn read_checkpoint<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<T, ExecutorError> {
+    let path = path.to_path_buf();
     let meta = std::fs::metadata(&path).map_err(|source| ExecutorError::ReadTask {
         path: path.clone(),
         source,
@@ -151,18 +170,7 @@ fn read_spec(dir: &TaskDir) -> Result<LaunchSpec, ExecutorError> {
         path: path.clone(),
         source,
     })?;
-    let spec: LaunchSpec =
-        serde_json::from_slice(&bytes).map_err(|source| ExecutorError::DecodeTask {
-            path: path.clone(),
-            source,
-        })?;
-    if spec.version != LAUNCH_SPEC_VERSION {
-        return Err(ExecutorError::Version {
-            path,
-            found: spec.version,
-        });
-    }
-    Ok(spec)
+    serde_json::from_slice(&bytes).map_err(|source| ExecutorError::DecodeTask { path, source })
 }
 
 /// The command's environment (see the module docs).

@@ -29,9 +29,6 @@ use crate::ids::{ExecutorId, FrameworkId};
 use crate::layout::RunDir;
 use crate::task::{ExecutorLaunch, EXECUTOR_LAUNCH_VERSION};
 
-/// Largest `executor.json` read, bytes.
-const MAX_EXECUTOR_JSON_BYTES: u64 = 1024 * 1024;
-
 /// Exit status of a supervisor whose executor could not be started (its `exit_status` then
 /// holds [`NOT_STARTED_STATUS`]).
 pub const EXIT_NOT_STARTED: i32 = 3;
@@ -41,26 +38,12 @@ pub const NOT_STARTED_STATUS: i32 = -1;
 
 fn read_launch(dir: &RunDir) -> Result<ExecutorLaunch, ExecutorError> {
     let path = dir.executor_json();
-    let meta = std::fs::metadata(&path).map_err(|source| ExecutorError::ReadTask {
-        path: path.clone(),
-        source,
-    })?;
-    if meta.len() > MAX_EXECUTOR_JSON_BYTES {
-        return Err(ExecutorError::TaskTooLarge { path });
-    }
-    let bytes = std::fs::read(&path).map_err(|source| ExecutorError::ReadTask {
-        path: path.clone(),
-        source,
-    })?;
-    let launch: ExecutorLaunch =
-        serde_json::from_slice(&bytes).map_err(|source| ExecutorError::DecodeTask {
-            path: path.clone(),
-            source,
-        })?;
+    let launch: ExecutorLaunch = super::read_checkpoint(&path)?;
     if launch.version != EXECUTOR_LAUNCH_VERSION {
         return Err(ExecutorError::Version {
             path,
             found: launch.version,
+            expected: EXECUTOR_LAUNCH_VERSION,
         });
     }
     Ok(launch)

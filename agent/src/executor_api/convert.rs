@@ -3,7 +3,6 @@
 
 use drover_mesos::v1 as mesos;
 use drover_mesos::v1::executor::{event, Call, Event};
-use drover_model::health::{REASON_HEALTHY, REASON_UNHEALTHY};
 use uuid::Uuid;
 
 use super::StreamContext;
@@ -13,18 +12,10 @@ use crate::task::{ExecutorSpec, TaskSpec};
 use crate::update::{StatusSource, StatusUpdate, TaskState, TaskStatus};
 
 /// A call or a field of it that cannot be taken; says which.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct Refused {
-    pub field: String,
-    pub reason: String,
-}
+pub use drover_mesos::Refused;
 
 fn refused(field: impl Into<String>, reason: impl Into<String>) -> Refused {
-    Refused {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    Refused::new(field, reason)
 }
 
 /// The executor a call is from.
@@ -36,22 +27,7 @@ pub fn exec_key(call: &Call) -> Result<ExecKey, Refused> {
     Ok((framework, executor))
 }
 
-/// A Mesos reason as Drover's: `REASON_X` is `x`, except a health check's, which says the
-/// health (`task_healthy` or `task_unhealthy`).
-pub fn reason_from_mesos(reason: Option<i32>, healthy: Option<bool>) -> String {
-    use mesos::task_status::Reason;
-    match reason.and_then(|r| Reason::try_from(r).ok()) {
-        Some(Reason::TaskHealthCheckStatusUpdated) => match healthy {
-            Some(false) => REASON_UNHEALTHY.to_string(),
-            _ => REASON_HEALTHY.to_string(),
-        },
-        Some(r) => r
-            .as_str_name()
-            .trim_start_matches("REASON_")
-            .to_ascii_lowercase(),
-        None => String::new(),
-    }
-}
+pub use drover_mesos::convert::reason_from_mesos;
 
 /// An executor's status update as the agent keeps it: its uuid (16 bytes) kept as is, its
 /// state one an executor may report, stamped with the agent's id.
@@ -348,6 +324,7 @@ mod tests {
 
     #[test]
     fn reasons_map_both_ways_of_health() {
+        use drover_model::health::{REASON_HEALTHY, REASON_UNHEALTHY};
         use mesos::task_status::Reason;
         let health = Some(Reason::TaskHealthCheckStatusUpdated as i32);
         assert_eq!(reason_from_mesos(health, Some(true)), REASON_HEALTHY);

@@ -47,10 +47,7 @@ use crate::executor::supervise::read_exit_status;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::layout::{RunDir, TaskDir};
 use crate::recovery::{read_pid, FoundRun, RecoverMode};
-use crate::task::{
-    ExecutorLaunch, ExecutorSpec, LaunchSpec, RunTask, TaskSpec, EXECUTOR_LAUNCH_VERSION,
-    LAUNCH_SPEC_VERSION,
-};
+use crate::task::{ExecutorLaunch, ExecutorSpec, RunTask, TaskSpec, EXECUTOR_LAUNCH_VERSION};
 use crate::update::TaskState;
 
 /// A custom executor of a framework.
@@ -311,26 +308,9 @@ impl Actor {
         }
         let exec: ExecKey = (req.framework_id.clone(), executor.executor_id.clone());
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
-        let spec = LaunchSpec {
-            version: LAUNCH_SPEC_VERSION,
-            agent_id: req.agent_id.clone(),
-            framework_id: req.framework_id.clone(),
-            task: req.task.clone(),
-            default_kill_grace_ms: self.config.default_kill_grace.as_millis() as u64,
-            cgroups: self.config.cgroups.clone(),
-        };
-        let json = match serde_json::to_vec_pretty(&spec) {
+        let json = match self.launch_spec_json(&req, &dir) {
             Ok(j) => j,
-            Err(e) => {
-                if let Some(e) = self.tasks.remove(&key) {
-                    crate::metrics::task_state_changed(Some(e.state), None);
-                }
-                let _ = reply.send(Err(TaskError::Checkpoint(CheckpointError::Encode {
-                    path: dir.task_json(),
-                    source: e,
-                })));
-                return;
-            }
+            Err(e) => return self.not_launched(&key, reply, e),
         };
         let live = self.live_tasks_of(&exec);
         enum Place {
@@ -467,18 +447,9 @@ impl Actor {
             cgroups: self.config.cgroups.clone(),
             shutdown_grace_ms: grace.as_millis() as u64,
         };
-        let run_json = match serde_json::to_vec_pretty(&launch) {
+        let run_json = match super::checkpoint_json(&launch, run.executor_json()) {
             Ok(j) => j,
-            Err(e) => {
-                if let Some(e) = self.tasks.remove(&key) {
-                    crate::metrics::task_state_changed(Some(e.state), None);
-                }
-                let _ = reply.send(Err(TaskError::Checkpoint(CheckpointError::Encode {
-                    path: run.executor_json(),
-                    source: e,
-                })));
-                return;
-            }
+            Err(e) => return self.not_launched(&key, reply, e),
         };
         self.executors.insert(
             exec.clone(),

@@ -341,8 +341,7 @@ pub fn offer(o: &mesos::Offer) -> v1::Offer {
 /// A Mesos TaskStatus as Drover's: the uuid's 16 bytes as Drover's text form, so that the
 /// acknowledgement names the same update.
 pub fn status(s: &mesos::TaskStatus) -> Result<v1::TaskStatus, Unreadable> {
-    use drover_model::health::{REASON_HEALTHY, REASON_UNHEALTHY};
-    use mesos::task_status::{Reason, Source};
+    use mesos::task_status::Source;
     let uuid = match &s.uuid {
         Some(b) => uuid::Uuid::from_slice(b)
             .map_err(|_| unreadable("update.status.uuid", format!("{} bytes, not 16", b.len())))?
@@ -359,17 +358,7 @@ pub fn status(s: &mesos::TaskStatus) -> Result<v1::TaskStatus, Unreadable> {
         Some(Source::Master) => v1::StatusSource::SourceMaster,
         None => v1::StatusSource::SourceUnspecified,
     };
-    let reason = match s.reason.and_then(|r| Reason::try_from(r).ok()) {
-        None => String::new(),
-        Some(Reason::TaskHealthCheckStatusUpdated) => match s.healthy {
-            Some(false) => REASON_UNHEALTHY.to_string(),
-            _ => REASON_HEALTHY.to_string(),
-        },
-        Some(r) => r
-            .as_str_name()
-            .trim_start_matches("REASON_")
-            .to_ascii_lowercase(),
-    };
+    let reason = drover_mesos::convert::reason_from_mesos(s.reason, s.healthy);
     Ok(v1::TaskStatus {
         task_id: s.task_id.value.clone(),
         agent_id: s

@@ -14,18 +14,10 @@ use drover_mesos::v1 as mesos;
 use drover_proto::v1;
 
 /// A refused Mesos request: the field at fault (Mesos JSON path) and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct Refused {
-    pub field: String,
-    pub reason: String,
-}
+pub use drover_mesos::Refused;
 
 fn refused(field: impl Into<String>, reason: impl Into<String>) -> Refused {
-    Refused {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    Refused::new(field, reason)
 }
 
 /// What converting events for one framework stream needs to know.
