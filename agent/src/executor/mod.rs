@@ -620,7 +620,25 @@ fn spawn(
     cgroup: Option<&TaskCgroup>,
 ) -> std::io::Result<tokio::process::Child> {
     let sandbox = dir.sandbox();
-    std::fs::create_dir_all(&sandbox)?;
+    let env = environment(spec, &sandbox);
+    spawn_shell(&spec.task.shell, env, &sandbox, cgroup)
+}
+
+/// Starts `/bin/sh -c shell` with exactly `env`, in `sandbox` (made if missing) with its
+/// `stdout` and `stderr` there, in a process group of its own and, from its first
+/// instruction, in `cgroup`: how a task's command and a custom executor are started.
+pub(crate) fn spawn_shell<I, K, V>(
+    shell: &str,
+    env: I,
+    sandbox: &std::path::Path,
+    cgroup: Option<&TaskCgroup>,
+) -> std::io::Result<tokio::process::Child>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    std::fs::create_dir_all(sandbox)?;
     let output = |name: &str| {
         OpenOptions::new()
             .create(true)
@@ -629,10 +647,10 @@ fn spawn(
     };
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(&spec.task.shell)
-        .current_dir(&sandbox)
+        .arg(shell)
+        .current_dir(sandbox)
         .env_clear()
-        .envs(environment(spec, &sandbox))
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(output("stdout")?)
         .stderr(output("stderr")?)

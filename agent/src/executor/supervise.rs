@@ -13,9 +13,7 @@
 //! to `exit_status` (atomically: the agent, or a later life of it, reads how the executor
 //! ended from there), kills and reaps what is left of the group and the cgroup, and exits.
 
-use std::fs::OpenOptions;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -99,7 +97,12 @@ pub(crate) async fn supervise(
             return Ok(EXIT_NOT_STARTED);
         }
     };
-    let mut child = match spawn(&launch, &dir, cgroup.as_ref()) {
+    let mut child = match super::spawn_shell(
+        &launch.executor.shell,
+        &launch.environment,
+        &dir.sandbox(),
+        cgroup.as_ref(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the executor");
@@ -184,40 +187,4 @@ fn reap_orphans(executor: i32) {
         }
         let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     }
-}
-
-/// Starts `/bin/sh -c COMMAND` in its own process group (and the run's cgroup).
-fn spawn(
-    launch: &ExecutorLaunch,
-    dir: &RunDir,
-    cgroup: Option<&TaskCgroup>,
-) -> std::io::Result<tokio::process::Child> {
-    let sandbox = dir.sandbox();
-    std::fs::create_dir_all(&sandbox)?;
-    let output = |name: &str| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(sandbox.join(name))
-    };
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(&launch.executor.shell)
-        .current_dir(&sandbox)
-        .env_clear()
-        .envs(&launch.environment)
-        .stdin(Stdio::null())
-        .stdout(output("stdout")?)
-        .stderr(output("stderr")?)
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(cg) = cgroup {
-        let fds = cg.procs_fds();
-        // SAFETY: join_in_child only calls write(2) on descriptors the parent keeps open
-        // until spawn returns; it allocates nothing and takes no lock.
-        unsafe {
-            cmd.pre_exec(move || cgroups::join_in_child(&fds));
-        }
-    }
-    cmd.spawn()
 }
