@@ -97,7 +97,8 @@ enum Command {
     /// The Marathon-compatible scheduler: keeps apps running, serves `/v2` (default :8080).
     Scheduler(drover_scheduler::marathon::serve::SchedulerArgs),
     /// Run an agent: register with the leader, offer this machine's resources, run tasks.
-    /// `drover agent drain|reactivate|remove AGENT` maintains one through the masters.
+    /// `drover agent drain|deactivate|reactivate|remove AGENT` maintains one through the
+    /// masters.
     Agent(AgentCommand),
     /// Internal: one task's executor, started by the agent.
     #[command(hide = true)]
@@ -124,7 +125,13 @@ enum AgentOp {
         #[command(flatten)]
         masters: MastersArg,
     },
-    /// Undo a drain: AGENT's resources are offered again.
+    /// No new offers on AGENT (its outstanding ones rescinded); its tasks keep running.
+    Deactivate {
+        agent: String,
+        #[command(flatten)]
+        masters: MastersArg,
+    },
+    /// Undo a drain or a deactivation: AGENT's resources are offered again.
     Reactivate {
         agent: String,
         #[command(flatten)]
@@ -421,6 +428,9 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                 } => {
                     let c = client(&masters)?;
                     exit(admin::agents::drain(&c, &agent, wait.map(Duration::from_secs)).await)
+                }
+                AgentOp::Deactivate { agent, masters } => {
+                    exit(admin::agents::deactivate(&client(&masters)?, &agent).await)
                 }
                 AgentOp::Reactivate { agent, masters } => {
                     exit(admin::agents::reactivate(&client(&masters)?, &agent).await)

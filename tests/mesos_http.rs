@@ -175,7 +175,8 @@ async fn subscribe_streams_recordio_chunks_in_mesos_json() {
     )
     .await;
     assert_eq!((code, body.as_str()), (202, ""));
-    // Answers other than the stream close their connection (idle ones are cut after 30 s).
+    // A call's answer keeps its connection (pymesos sends the next call on it; idle
+    // connections are never cut); an error answer closes it.
     let r = reqwest::Client::new()
         .post(format!("http://{leader}/api/v1/scheduler"))
         .header("Content-Type", "application/json")
@@ -185,6 +186,16 @@ async fn subscribe_streams_recordio_chunks_in_mesos_json() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    assert!(r.headers().get("connection").is_none(), "{:?}", r.headers());
+    let r = reqwest::Client::new()
+        .post(format!("http://{leader}/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .header("Mesos-Stream-Id", "not-the-stream")
+        .body(call(json!({"type": "REVIVE"})))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
     assert_eq!(r.headers()["connection"], "close");
     let mut events = Events::from_raw(raw, &stream_id, framework_id);
     let running = events.wait_update("wire-1", "TASK_RUNNING").await;
@@ -979,6 +990,59 @@ async fn operator_api_reads_changes_and_streams_events() {
     assert_eq!(code, 501, "{r}");
     let (code, r) = operator(&leader, json!({"type": "DRAIN_AGENT"})).await;
     assert_eq!(code, 400, "{r}");
+    let (code, r) = operator(&leader, json!({"type": "DEACTIVATE_AGENT"})).await;
+    assert!(
+        code == 400 && r.to_string().contains("deactivate_agent"),
+        "{code} {r}"
+    );
+
+    // Deactivate: its offers rescinded and no new ones, its task left running, it shows
+    // deactivated; reactivated, it is offered again.
+    let offered = |want: bool| {
+        let leader = leader.clone();
+        common::wait_until("the agent's offered resources", WAIT, move || {
+            let leader = leader.clone();
+            async move {
+                let (_, r) = operator(&leader, json!({"type": "GET_AGENTS"})).await;
+                let offered = r["get_agents"]["agents"][0]
+                    .get("offered_resources")
+                    .and_then(|o| o.as_array())
+                    .is_some_and(|o| !o.is_empty());
+                (offered == want).then_some(()).ok_or(format!("{r}"))
+            }
+        })
+    };
+    offered(true).await.unwrap();
+    let (code, r) = operator(
+        &leader,
+        json!({"type": "DEACTIVATE_AGENT", "deactivate_agent": {"agent_id": {"value": agent_id}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let (_, r) = operator(&leader, json!({"type": "GET_AGENTS"})).await;
+    let agent = &r["get_agents"]["agents"][0];
+    assert_eq!(
+        (&agent["active"], &agent["deactivated"]),
+        (&json!(false), &json!(true)),
+        "{r}"
+    );
+    assert!(
+        agent
+            .get("offered_resources")
+            .is_none_or(|o| o.as_array().is_some_and(|o| o.is_empty())),
+        "a deactivated agent's offers are rescinded: {r}"
+    );
+    f.wait_for("the offer rescinded", WAIT, |e| e["type"] == "RESCIND")
+        .await;
+    let (_, r) = operator(&leader, json!({"type": "GET_TASKS"})).await;
+    assert_eq!(r["get_tasks"]["tasks"][0]["state"], "TASK_RUNNING", "{r}");
+    let (code, r) = operator(
+        &leader,
+        json!({"type": "REACTIVATE_AGENT", "reactivate_agent": {"agent_id": {"value": agent_id}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    offered(true).await.unwrap();
 
     // Drain: the agent's task is killed and it shows as draining; then reactivated.
     let (code, r) = operator(

@@ -70,7 +70,8 @@ pub fn router(api: ExecutorApi) -> Router {
         .with_state(api)
 }
 
-/// An error answer, which closes its connection as a 202 does.
+/// An error answer, which closes its connection (a 202 keeps it: pymesos sends its next call
+/// on it, and `drover-serve` never closes an idle connection).
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
     let mut r = (code, message.into()).into_response();
     r.headers_mut().insert(
@@ -103,14 +104,9 @@ fn custom_error(e: CustomError) -> Response {
     }
 }
 
-/// `202` that closes its connection.
+/// `202`.
 fn accepted() -> Response {
-    let mut r = StatusCode::ACCEPTED.into_response();
-    r.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    r
+    StatusCode::ACCEPTED.into_response()
 }
 
 async fn call_handler(State(api): State<ExecutorApi>, headers: HeaderMap, body: Bytes) -> Response {

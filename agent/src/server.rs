@@ -24,7 +24,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 
 use crate::cgroups::{self, CgroupMode};
 use crate::config::{AgentArgs, AgentConfig, ConfigError};
@@ -61,8 +60,6 @@ pub enum AgentError {
     SocketPath { path: String },
     #[error(transparent)]
     Socket(#[from] SocketError),
-    #[error("serving: {0}")]
-    Serve(#[from] tonic::transport::Error),
     #[error("the master removed agent {0} (GONE): its tasks were killed and it cannot register under this id again; remove its meta/agent_id to start it as a new agent")]
     Gone(AgentId),
     #[error(transparent)]
@@ -489,7 +486,7 @@ async fn recover_earlier_life(
     Ok(())
 }
 
-/// Serves the agent API until the server fails, `shutdown` resolves (then the tasks stay or
+/// Serves the agent API until `shutdown` resolves (then the tasks stay or
 /// are killed as it says) or the masters remove a real agent (then its tasks are killed).
 async fn serve(
     listener: tokio::net::TcpListener,
@@ -500,18 +497,13 @@ async fn serve(
     simulated: bool,
 ) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = stop_rx.await;
-            },
-        );
+    let config = drover_serve::ServeConfig {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        ..drover_serve::ServeConfig::default()
+    };
+    let server = drover_serve::serve(listener, routes, config, async move {
+        let _ = stop_rx.await;
+    });
     let mut server = std::pin::pin!(server);
     let mut shutdown = std::pin::pin!(shutdown);
     // A real agent the master removed stops; a removed simulated agent stops alone.
@@ -527,12 +519,12 @@ async fn serve(
         }
     };
     tokio::select! {
-        r = &mut server => r.map_err(AgentError::from),
+        () = &mut server => Ok(()),
         stop = &mut shutdown => {
             let _ = stop_tx.send(());
-            // tonic's graceful stop waits for every connection to close: bounded, then cut.
+            // A graceful stop waits for every connection to close: bounded, then cut.
             let served = match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
-                Ok(r) => r.map_err(AgentError::from),
+                Ok(()) => Ok(()),
                 Err(_) => {
                     tracing::warn!(drain = ?SHUTDOWN_DRAIN, "connections still open; closing them");
                     Ok(())

@@ -921,10 +921,6 @@ async fn custom_executor() {
         .call(&update_call("e1", "t1", "TASK_RUNNING", &uuid))
         .await;
     assert_eq!(answer.status, 202, "{answer:?}");
-    assert!(answer
-        .headers
-        .to_ascii_lowercase()
-        .contains("connection: close"));
     let ack = events.next_event(wait).await.expect("ACKNOWLEDGED");
     assert_eq!(ack["type"], "ACKNOWLEDGED", "{ack}");
     assert_eq!(ack["acknowledged"]["task_id"]["value"], "t1");

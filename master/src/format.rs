@@ -4,10 +4,11 @@
 //! header (`raft::snapshot`); Raft messages between replicas carry the protocol version
 //! (`raft::PROTOCOL_VERSION`).
 //!
-//! Versions: 0 is every build before format versions (no stamp); 1 stamped them; 2 is this
-//! one, whose log may hold entries version 1 cannot decode (an ACCEPT of tasks with
-//! extensions, a variant added after version 1's). Versions 0 and 1 are stored exactly as
-//! version 2 reads them (the new variant only adds), so either is migrated by stamping it,
+//! Versions: 0 is every build before format versions (no stamp); 1 stamped them; 2's log may
+//! hold entries version 1 cannot decode (an ACCEPT of tasks with extensions, a variant added
+//! after version 1's); 3 is this one, whose log may hold an agent state version 2 cannot
+//! decode (DEACTIVATED, added last). Versions 0, 1 and 2 are stored exactly as version 3
+//! reads them (the new variants only add), so each is migrated by stamping it,
 //! and `tests/formats.rs` opens one made by an earlier build; the stamp is what makes a build
 //! of version 1 refuse a directory it might not read, by name, rather than fail on an entry.
 //! Any other version is refused with a message naming the directory and both versions, and
@@ -20,9 +21,11 @@ use rocksdb::DB;
 use crate::db::{self, CF_LOGS, CF_NODE, CF_RAFT};
 
 /// The format this build reads and writes.
-pub const DATA_FORMAT: u32 = 2;
+pub const DATA_FORMAT: u32 = 3;
 /// The stamped format before task extensions: read as it is, then stamped [`DATA_FORMAT`].
 const FORMAT_BEFORE_EXTENSIONS: u32 = 1;
+/// The stamped format before deactivated agents: read as it is, then stamped [`DATA_FORMAT`].
+const FORMAT_BEFORE_DEACTIVATED: u32 = 2;
 const KEY_FORMAT: &[u8] = b"format";
 
 /// What opening found.
@@ -40,7 +43,7 @@ pub enum Opened {
 pub enum FormatError {
     #[error("data directory {path} is in format {found}, written by a newer build; this build reads format {DATA_FORMAT}: run the newer build, or start this one on an empty --data-dir and add it as a new master")]
     Newer { path: String, found: u32 },
-    #[error("data directory {path} is in format {found}, which this build cannot read (it reads format {DATA_FORMAT} and migrates formats 0 and 1)")]
+    #[error("data directory {path} is in format {found}, which this build cannot read (it reads format {DATA_FORMAT} and migrates formats 0, 1 and 2)")]
     Unsupported { path: String, found: u32 },
     #[error("data directory {path}: the format stamp is corrupt ({reason})")]
     Corrupt { path: String, reason: String },
@@ -82,7 +85,7 @@ pub fn check(db: &DB, path: &Path) -> Result<Opened, FormatError> {
                 })?;
             match found {
                 DATA_FORMAT => Ok(Opened::Current),
-                FORMAT_BEFORE_EXTENSIONS => {
+                FORMAT_BEFORE_EXTENSIONS | FORMAT_BEFORE_DEACTIVATED => {
                     stamp(db, DATA_FORMAT).map_err(dberr)?;
                     tracing::info!(path = %path_s, from = found, to = DATA_FORMAT, "data directory migrated (same contents, stamped)");
                     Ok(Opened::Migrated { from: found })
@@ -159,18 +162,20 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_of_format_1_is_stamped_2() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft");
-        let db = db::open(&path).unwrap();
-        stamp(&db, 1).unwrap();
-        assert_eq!(check(&db, &path).unwrap(), Opened::Migrated { from: 1 });
-        assert_eq!(check(&db, &path).unwrap(), Opened::Current);
-        assert_eq!(
-            db.get_cf(db::cf(&db, CF_NODE), KEY_FORMAT)
-                .unwrap()
-                .unwrap(),
-            DATA_FORMAT.to_le_bytes()
-        );
+    fn directories_of_formats_1_and_2_are_stamped_current() {
+        for from in [FORMAT_BEFORE_EXTENSIONS, FORMAT_BEFORE_DEACTIVATED] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("raft");
+            let db = db::open(&path).unwrap();
+            stamp(&db, from).unwrap();
+            assert_eq!(check(&db, &path).unwrap(), Opened::Migrated { from });
+            assert_eq!(check(&db, &path).unwrap(), Opened::Current);
+            assert_eq!(
+                db.get_cf(db::cf(&db, CF_NODE), KEY_FORMAT)
+                    .unwrap()
+                    .unwrap(),
+                DATA_FORMAT.to_le_bytes()
+            );
+        }
     }
 }

@@ -18,7 +18,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use openraft::ServerState;
 use tokio::task::JoinSet;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::agent::AgentService;
 use crate::api::cluster::ClusterService;
@@ -66,8 +65,6 @@ pub enum MasterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("serving: {0}")]
-    Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
     #[error(transparent)]
@@ -116,7 +113,6 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     let mut tasks = JoinSet::new();
     let (proposer, proposer_loop) = Proposer::new(raft.clone(), config.id);
@@ -168,7 +164,7 @@ pub async fn run(
         });
     }
 
-    let outcome = serve(routes, incoming, shutdown, raft.clone(), bootstrap_rx).await;
+    let outcome = serve(routes, listener, shutdown, raft.clone(), bootstrap_rx).await;
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     if let Err(e) = raft.shutdown().await {
@@ -251,25 +247,27 @@ async fn open_raft(
     .map_err(|e| MasterError::Raft(e.to_string()))
 }
 
-/// Serves the API until the server fails, `shutdown` resolves, Raft stops on a fatal error or
+/// How the listener serves: the API's HTTP/2 streams and pings, connections bounded.
+fn serve_config() -> drover_serve::ServeConfig {
+    drover_serve::ServeConfig {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        ..drover_serve::ServeConfig::default()
+    }
+}
+
+/// Serves the API until `shutdown` resolves, Raft stops on a fatal error or
 /// bootstrapping fails; then stops the server (graceful, bounded by [`SHUTDOWN_DRAIN`]).
 async fn serve(
     routes: Routes,
-    incoming: TcpIncoming,
+    listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     raft: Raft,
     mut bootstrap_rx: tokio::sync::oneshot::Receiver<Result<(), bootstrap::BootstrapError>>,
 ) -> Result<(), MasterError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop_rx.await;
-        });
+    let server = drover_serve::serve(listener, routes, serve_config(), async move {
+        let _ = stop_rx.await;
+    });
     let mut server = std::pin::pin!(server);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut bootstrap_done = false;
@@ -277,14 +275,14 @@ async fn serve(
     let mut fatal = std::pin::pin!(fatal);
     loop {
         tokio::select! {
-            r = &mut server => break r.map_err(MasterError::from),
+            () = &mut server => break Ok(()),
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
                 let _ = stop_tx.send(());
-                // tonic's graceful stop waits for every connection to close, and a
-                // framework's event stream never does by itself: bounded, then cut.
+                // A graceful stop waits for every connection to close, and a framework's
+                // event stream never does by itself: bounded, then cut.
                 break match tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await {
-                    Ok(r) => r.map_err(MasterError::from),
+                    Ok(()) => Ok(()),
                     Err(_) => {
                         tracing::warn!(drain = ?SHUTDOWN_DRAIN, "connections still open; closing them");
                         Ok(())

@@ -1,10 +1,13 @@
-//! `drover agent drain|reactivate|remove AGENT`: agent maintenance through the leader.
+//! `drover agent drain|deactivate|reactivate|remove AGENT`: agent maintenance through the
+//! leader.
 //!
 //! Drain stops offers on the agent and kills its tasks with their grace period; `--wait`
 //! follows it until no task is left (asking again for the state the agent is in changes
 //! nothing). Remove marks the agent GONE: its remaining tasks end as TASK_GONE_BY_OPERATOR
 //! (TASK_LOST for frameworks that are not partition-aware) and it can never register under its id again (the agent kills what
-//! it still runs and exits; removing its `meta/agent_id` starts it afresh under a new id). Reactivate undoes a drain.
+//! it still runs and exits; removing its `meta/agent_id` starts it afresh under a new id).
+//! Deactivate stops offers on the agent and leaves its tasks running. Reactivate undoes a
+//! drain or a deactivation.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +52,14 @@ pub async fn drain(
     }
     eprintln!("agent {agent} is drained; `drover agent remove {agent}` takes it out for good");
     println!("0");
+    Ok(Exit::Success)
+}
+
+pub async fn deactivate(client: &MasterClient, agent: &str) -> Result<Exit, CliError> {
+    let live = client
+        .set_agent_state(agent, AgentMaintenance::Deactivate)
+        .await?;
+    eprintln!("agent {agent} is deactivated: no new offers; its {live} live task(s) keep running");
     Ok(Exit::Success)
 }
 

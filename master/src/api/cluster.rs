@@ -462,9 +462,10 @@ impl Cluster for ClusterService {
             Ok(AgentMaintenance::Drain) => AgentState::Draining,
             Ok(AgentMaintenance::Reactivate) => AgentState::Active,
             Ok(AgentMaintenance::Remove) => AgentState::Gone,
+            Ok(AgentMaintenance::Deactivate) => AgentState::Deactivated,
             _ => {
                 return Err(Status::invalid_argument(format!(
-                    "action: {} is not DRAIN, REACTIVATE or REMOVE",
+                    "action: {} is not DRAIN, DEACTIVATE, REACTIVATE or REMOVE",
                     r.action
                 )))
             }

@@ -187,7 +187,7 @@ pub fn unknown_task_status(
         ),
         // As Mesos: a task unknown on a registered agent is not running there (it ended and
         // was forgotten, or it never ran).
-        Some(AgentState::Active | AgentState::Draining) => (
+        Some(AgentState::Active | AgentState::Draining | AgentState::Deactivated) => (
             v1::TaskState::TaskGone,
             "the master has no record of this task (it ended and was forgotten, or never ran), and its agent is registered",
         ),

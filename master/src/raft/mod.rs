@@ -39,8 +39,9 @@ pub use crate::identity::MasterId;
 /// of different builds never exchange entries one of them may not decode: upgrades stop every
 /// master, then start them all on the new build (README, "Upgrades"). 0 is every build before
 /// versions existed; 2 streams snapshot files of format 4 (the registry as records); 3 may
-/// propose ACCEPTs of tasks with extensions and streams snapshots of format 5.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// propose ACCEPTs of tasks with extensions and streams snapshots of format 5; 4 may propose
+/// an agent's DEACTIVATED state and streams snapshots of format 6.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Why two replicas cannot talk: their protocol versions differ.
 pub fn protocol_mismatch(theirs_is: &str, theirs: u32, mine_is: &str) -> Option<String> {

@@ -34,9 +34,12 @@ const MAGIC: &[u8; 8] = b"DROVSNAP";
 /// 2: the registry holds the cluster state (agents, frameworks, offers, tasks, roles).
 /// 3: with recovery (unreachable agents, framework failover). 4: the registry as records.
 /// 5: records may include tasks' extensions (a record kind format 4 does not have; a format-4
-/// file reads as it is).
-const FORMAT_VERSION: u32 = 5;
-/// The records format before task extensions: read as format 5.
+/// file reads as it is). 6: records may name deactivated agents (a record kind, and an agent
+/// state, format 5 does not have; a format-4 or -5 file reads as it is).
+const FORMAT_VERSION: u32 = 6;
+/// The records format before deactivated agents: read as format 6.
+const FORMAT_RECORDS_V5: u32 = 5;
+/// The records format before task extensions: read as format 6.
 const FORMAT_RECORDS_V4: u32 = 4;
 /// The format migrated from: the registry as one postcard body.
 const FORMAT_WHOLE_BODY: u32 = 3;
@@ -393,7 +396,7 @@ fn read_header(path: &Path, r: &mut impl Read) -> Result<(u32, Vec<u8>), Snapsho
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     if !matches!(
         version,
-        FORMAT_VERSION | FORMAT_RECORDS_V4 | FORMAT_WHOLE_BODY
+        FORMAT_VERSION | FORMAT_RECORDS_V5 | FORMAT_RECORDS_V4 | FORMAT_WHOLE_BODY
     ) {
         return Err(SnapshotError::Format {
             path: path.to_path_buf(),
@@ -443,8 +446,12 @@ impl<'p> FileReader<'p> {
             hasher: crc32fast::Hasher::new(),
         };
         let (version, meta) = read_header(path, &mut hashed)?;
-        // Format 4's records are format 5's without task extensions.
-        if version != FORMAT_VERSION && version != FORMAT_RECORDS_V4 {
+        // Formats 4's and 5's records are format 6's without task extensions (4) and
+        // deactivated agents (4, 5).
+        if !matches!(
+            version,
+            FORMAT_VERSION | FORMAT_RECORDS_V5 | FORMAT_RECORDS_V4
+        ) {
             return Err(SnapshotError::Format {
                 path: path.to_path_buf(),
                 found: version,
@@ -720,6 +727,27 @@ mod tests {
         assert_eq!(fs::metadata(&cur_path).unwrap().len(), bytes);
         verify(&cur_path, &meta).unwrap();
         assert_eq!(load(&cur_path).unwrap().1, registry);
+    }
+
+    /// Files of records formats 4 and 5 (earlier builds: no task extensions, no deactivated
+    /// agents) hold records this build reads as they are.
+    #[test]
+    fn records_snapshots_of_formats_4_and_5_read_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        let (meta, registry) = sample(10);
+        let path = snaps.write(&meta, &registry).unwrap().path;
+        let good = fs::read(&path).unwrap();
+        for older in [FORMAT_RECORDS_V4, FORMAT_RECORDS_V5] {
+            let mut bytes = good[..good.len() - 4].to_vec();
+            bytes[8..12].copy_from_slice(&older.to_le_bytes());
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let probe = dir.path().join(format!("older-{older}{SUFFIX}"));
+            fs::write(&probe, &bytes).unwrap();
+            verify(&probe, &meta).unwrap();
+            assert_eq!(load(&probe).unwrap(), (meta.clone(), registry.clone()));
+        }
     }
 
     /// A record over the bound is refused, naming its size.

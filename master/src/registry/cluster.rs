@@ -42,6 +42,20 @@ pub enum AgentState {
     Unreachable,
     Draining,
     Gone,
+    /// An operator deactivated it (Mesos's DEACTIVATE_AGENT): no offers, its tasks left
+    /// running. Added last: the encoding is positional, so what older builds stored reads as
+    /// it did.
+    Deactivated,
+}
+
+impl AgentState {
+    /// Whether the agent is reachable: it heartbeats, its tasks are reconciled through it.
+    pub fn is_reachable(self) -> bool {
+        matches!(
+            self,
+            AgentState::Active | AgentState::Draining | AgentState::Deactivated
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -395,6 +409,11 @@ pub struct ClusterState {
     /// loads.
     #[serde(skip)]
     completed: OrdMap<FrameworkId, OrdSet<(u64, TaskId)>>,
+    /// Agents an operator deactivated, whatever their state: one that becomes UNREACHABLE and
+    /// registers again comes back DEACTIVATED. Stored as records of their own (a snapshot
+    /// format 5 does not have), not in the serde form.
+    #[serde(skip)]
+    deactivated: OrdSet<AgentId>,
 }
 
 /// When a terminal task ended, for ordering completed tasks: the time of its first terminal
@@ -424,6 +443,9 @@ pub(super) struct StoredClusterState {
     pub(super) offers: OrdMap<OfferId, OfferRecord>,
     pub(super) tasks: OrdMap<TaskKey, TaskRecord>,
     pub(super) committed: OrdMap<AgentId, Resources>,
+    /// Gathered from records only (see [`ClusterState`]'s field).
+    #[serde(skip)]
+    pub(super) deactivated: OrdSet<AgentId>,
 }
 
 /// The stored maps of a [`ClusterState`], borrowed: what a snapshot writes.
@@ -434,6 +456,7 @@ pub(super) struct StoredMaps<'a> {
     pub(super) offers: &'a OrdMap<OfferId, OfferRecord>,
     pub(super) tasks: &'a OrdMap<TaskKey, TaskRecord>,
     pub(super) committed: &'a OrdMap<AgentId, Resources>,
+    pub(super) deactivated: &'a OrdSet<AgentId>,
 }
 
 impl From<StoredClusterState> for ClusterState {
@@ -460,6 +483,7 @@ impl From<StoredClusterState> for ClusterState {
             committed: s.committed,
             live,
             completed,
+            deactivated: s.deactivated,
         }
     }
 }
@@ -499,6 +523,7 @@ impl ClusterState {
             offers: &self.offers,
             tasks: &self.tasks,
             committed: &self.committed,
+            deactivated: &self.deactivated,
         }
     }
 

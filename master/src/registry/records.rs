@@ -34,6 +34,8 @@ pub enum RecordRef<'a> {
     /// A task's extensions (after its task's record; new variants go last: they are
     /// positional in the encoding).
     TaskExtensions(&'a TaskKey, &'a TaskExtensions),
+    /// An agent an operator deactivated (snapshot format 6).
+    AgentDeactivated(&'a AgentId),
 }
 
 /// One entry of a registry, owned: what a snapshot reads back.
@@ -48,6 +50,7 @@ pub enum Record {
     Task(TaskKey, TaskRecord),
     Committed(AgentId, Resources),
     TaskExtensions(TaskKey, TaskExtensions),
+    AgentDeactivated(AgentId),
 }
 
 /// Records that cannot make a registry.
@@ -57,11 +60,14 @@ pub enum RecordError {
     Duplicate(&'static str, String),
     #[error("extensions for task {0}, which has no record before them")]
     OrphanExtensions(String),
+    #[error("agent {0} deactivated, which has no record before it")]
+    OrphanDeactivated(String),
 }
 
 impl Registry {
     /// Every entry of this registry, one record each: the store's revision first, then the
-    /// store's entries, agents, frameworks, roles, offers, tasks and committed resources.
+    /// store's entries, agents, frameworks, roles, offers, tasks, committed resources, tasks'
+    /// extensions and deactivated agents.
     pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
         let store = self.store.spaces().iter().flat_map(|(framework, space)| {
             space
@@ -83,6 +89,7 @@ impl Registry {
                     .as_ref()
                     .map(|e| RecordRef::TaskExtensions(k, e))
             }))
+            .chain(c.deactivated.iter().map(RecordRef::AgentDeactivated))
     }
 }
 
@@ -133,6 +140,17 @@ impl Builder {
                     return Err(RecordError::Duplicate("task extensions", format!("{k:?}")));
                 }
                 t.spec.extensions = Some(e);
+            }
+            Record::AgentDeactivated(agent) => {
+                if !c.agents.contains_key(&agent) {
+                    return Err(RecordError::OrphanDeactivated(format!("{agent:?}")));
+                }
+                if c.deactivated.insert(agent.clone()).is_some() {
+                    return Err(RecordError::Duplicate(
+                        "deactivated agent",
+                        format!("{agent:?}"),
+                    ));
+                }
             }
         }
         Ok(())

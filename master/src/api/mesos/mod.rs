@@ -125,14 +125,17 @@ pub fn unavailable(message: &str) -> Response {
     r
 }
 
-/// `r` with `Connection: close`: the server closes idle HTTP/1.1 connections after 30 s
-/// without a word, and a client that reuses one for its next call (pymesos does) would lose
-/// that call; told to close, it opens a new one.
-fn close_after(mut r: Response) -> Response {
-    r.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
+/// `r`, with `Connection: close` unless it succeeded. Connections are kept between calls
+/// (`drover-serve` never closes an idle one: pymesos sends its next call on the connection
+/// it kept), but an error may answer a call whose body was never read (a redirect, a refusal
+/// before decoding), and a client starts afresh after one.
+fn close_unless_ok(mut r: Response) -> Response {
+    if !r.status().is_success() {
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
     r
 }
 

@@ -4,7 +4,8 @@
 //! Reads are answered `200` from the applied registry: GET_HEALTH, GET_VERSION, GET_STATE,
 //! GET_AGENTS, GET_FRAMEWORKS, GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_MASTER,
 //! GET_MAINTENANCE_STATUS. Changes go to the leader engine as Drover's own administration does:
-//! DRAIN_AGENT (no new offers, the agent's tasks killed), REACTIVATE_AGENT, MARK_AGENT_GONE and
+//! DRAIN_AGENT (no new offers, the agent's tasks killed), DEACTIVATE_AGENT (no new offers, the
+//! tasks left running), REACTIVATE_AGENT, MARK_AGENT_GONE and
 //! TEARDOWN of a framework, answered `200` once committed. SUBSCRIBE streams SUBSCRIBED (the
 //! state), then TASK_ADDED, TASK_UPDATED, AGENT_ADDED, AGENT_REMOVED, FRAMEWORK_ADDED,
 //! FRAMEWORK_UPDATED and FRAMEWORK_REMOVED as the registry changes (each applied change is
@@ -66,7 +67,10 @@ fn agent_view(a: &AgentRecord, u: &Usage) -> response::get_agents::Agent {
             id: Some(mesos::AgentId { value: id.clone() }),
         },
         active: a.state == AgentState::Active,
-        deactivated: Some(a.state == AgentState::Draining),
+        deactivated: Some(matches!(
+            a.state,
+            AgentState::Draining | AgentState::Deactivated
+        )),
         version: MESOS_API_VERSION.to_string(),
         pid: Some(drover_mesos::agent_pid(&a.addr)),
         registered_time: Some(time_info(a.registered_at_ms)),
@@ -288,8 +292,8 @@ pub async fn handle(
 ) -> Response {
     match serve(&s, uri.path(), &headers, &body).await {
         Ok(r) if r.extensions().get::<EventStream>().is_some() => r,
-        Ok(r) => super::close_after(r),
-        Err(e) => super::close_after(e.into_response()),
+        Ok(r) => super::close_unless_ok(r),
+        Err(e) => super::close_unless_ok(e.into_response()),
     }
 }
 
@@ -365,7 +369,10 @@ async fn serve(
             r = answer(response::Type::GetMaintenanceStatus);
             r.get_maintenance_status = Some(get_maintenance_status(&c));
         }
-        call::Type::DrainAgent | call::Type::ReactivateAgent | call::Type::MarkAgentGone => {
+        call::Type::DrainAgent
+        | call::Type::DeactivateAgent
+        | call::Type::ReactivateAgent
+        | call::Type::MarkAgentGone => {
             let (member, agent_id, state) = agent_call(&call, kind)?;
             set_agent_state(s, &format!("{member}.agent_id"), agent_id, state).await?;
             return Ok(StatusCode::OK.into_response());
@@ -431,6 +438,17 @@ fn agent_call(
                 ));
             }
             Ok(("drain_agent", &d.agent_id.value, AgentState::Draining))
+        }
+        call::Type::DeactivateAgent => {
+            let a = call
+                .deactivate_agent
+                .as_ref()
+                .ok_or_else(|| missing("deactivate_agent"))?;
+            Ok((
+                "deactivate_agent",
+                &a.agent_id.value,
+                AgentState::Deactivated,
+            ))
         }
         call::Type::ReactivateAgent => {
             let a = call

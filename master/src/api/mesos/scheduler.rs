@@ -5,8 +5,8 @@
 //! `Mesos-Stream-Id` header; every other call names that stream id and is answered `202` once
 //! the engine took it. Each call is checked here with Mesos's field names, converted to the
 //! request the gRPC edge takes and handed to the same [`SchedulerService`], so decisions are
-//! the gRPC API's. Answers other than the stream carry `Connection: close`: the server closes
-//! idle connections after 30 s, and a client that reuses one (pymesos) would lose a call.
+//! the gRPC API's. Connections are kept between calls (pymesos sends each call on the one it
+//! kept); error answers close theirs.
 //!
 //! Mesos reports a call's semantic failures as events, not as the call's answer: an ACCEPT on
 //! offers that are gone answers `202` and its tasks come back TASK_DROPPED (TASK_LOST for a
@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tonic::{Code, Request, Status};
 
 use super::convert::{self, lenient_seconds, Refused, StreamContext};
-use super::{close_after, ContentType, HttpError, MesosState};
+use super::{close_unless_ok, ContentType, HttpError, MesosState};
 use crate::api::scheduler::SchedulerService;
 use crate::leader::convert as grpc;
 use crate::leader::engine::EVENT_QUEUE;
@@ -202,17 +202,17 @@ pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes
         if subscribing && r.status() == StatusCode::SERVICE_UNAVAILABLE {
             tokio::time::sleep(UNAVAILABLE_PAUSE).await;
         }
-        return close_after(r);
+        return close_unless_ok(r);
     }
     let call: mesos::scheduler::Call =
         match super::body_media(&headers).and_then(|c| Ok(c.decode(&body)?)) {
             Ok(c) => c,
-            Err(e) => return close_after(e.into_response()),
+            Err(e) => return close_unless_ok(e.into_response()),
         };
     if call.r#type == Some(CallType::Subscribe as i32) {
         return subscribe_call(&s, &headers, call).await;
     }
-    close_after(call_answer(&s, &headers, call).await)
+    close_unless_ok(call_answer(&s, &headers, call).await)
 }
 
 async fn call_answer(

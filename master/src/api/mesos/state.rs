@@ -56,7 +56,7 @@ fn agent_json(a: &AgentRecord, u: &Usage) -> Value {
         "unreserved_resources": summary(&a.total),
         "attributes": drover_mesos::summary::attributes(&a.attributes),
         "active": a.state == AgentState::Active,
-        "deactivated": a.state == AgentState::Draining,
+        "deactivated": matches!(a.state, AgentState::Draining | AgentState::Deactivated),
         "version": MESOS_API_VERSION,
         "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
     })
@@ -192,7 +192,7 @@ pub async fn state(State(s): State<MesosState>, uri: Uri) -> Answer {
         "start_time": secs(s.started_at_ms),
         "capabilities": ["AGENT_UPDATE", "AGENT_DRAINING"],
         "activated_slaves": count(AgentState::Active),
-        "deactivated_slaves": count(AgentState::Draining),
+        "deactivated_slaves": count(AgentState::Draining) + count(AgentState::Deactivated),
         "unreachable_slaves": count(AgentState::Unreachable),
         "flags": {},
         "slaves": slaves,

@@ -10,12 +10,12 @@ use crate::registry::cluster::AgentState;
 
 impl Engine {
     pub(super) fn heartbeat(&mut self, agent: AgentId, reply: Reply<bool>) {
-        // Up: ACTIVE or DRAINING. An agent a new leader has not heard from since it was
+        // Up: ACTIVE, DRAINING or DEACTIVATED. An agent a new leader has not heard from since it was
         // elected registers again, with its tasks.
         let up = self
             .state()
             .agent(&agent)
-            .is_some_and(|a| matches!(a.state, AgentState::Active | AgentState::Draining));
+            .is_some_and(|a| a.state.is_reachable());
         if up {
             self.liveness.heard(&agent, self.now.mono);
         }

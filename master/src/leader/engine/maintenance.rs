@@ -9,18 +9,20 @@ use crate::metrics as m;
 use crate::registry::cluster::{AgentState, ClusterOp, ClusterOutcome};
 
 impl Engine {
-    /// Operator maintenance of an agent (drain, reactivate, remove). Asking for the state the
-    /// agent is in changes nothing and answers its live tasks (`drain --wait` polls so).
+    /// Operator maintenance of an agent (drain, deactivate, reactivate, remove). Asking for the
+    /// state the agent is in changes nothing and answers its live tasks (`drain --wait` polls
+    /// so); so does deactivating a draining agent (it is deactivated already).
     pub(super) fn maintain_agent(&mut self, agent: AgentId, to: AgentState, reply: Reply<u64>) {
         let state = self.state();
         if let Some(a) = state.agent(&agent) {
-            if a.state == to {
+            if a.state == to || (a.state, to) == (AgentState::Draining, AgentState::Deactivated) {
                 self.answer(reply, Ok(state.live_tasks_on(&agent).count() as u64));
                 return;
             }
         }
         let cause = match to {
             AgentState::Draining => "operator_drain",
+            AgentState::Deactivated => "operator_deactivate",
             AgentState::Active => "operator_reactivate",
             AgentState::Gone => "operator_remove",
             AgentState::Unreachable => {
@@ -99,6 +101,9 @@ impl Engine {
             AgentState::Draining => {
                 let _ = self.allocator.set_agent_active(&agent, false);
                 self.kill_all_on(&state, &agent);
+            }
+            AgentState::Deactivated => {
+                let _ = self.allocator.set_agent_active(&agent, false);
             }
             AgentState::Unreachable | AgentState::Gone => {
                 let _ = self.allocator.set_agent_active(&agent, false);
@@ -224,6 +229,62 @@ mod tests {
         );
         sim.settle();
         assert_eq!(Stream::offers(&stream.events()).len(), 1);
+    }
+
+    #[test]
+    fn deactivating_an_agent_rescinds_and_stops_its_offers_and_leaves_its_tasks_running() {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        sim.launch(&mut stream, "t1", "cpus:1;mem:128");
+        let refuse = sim.c.config.default_refuse;
+        sim.advance(refuse);
+        sim.settle();
+        let rest = Stream::offers(&stream.events());
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        sim.to_agents.clear();
+
+        let call = set_state(&mut sim, AgentState::Deactivated);
+        assert!(matches!(
+            sim.commit(),
+            ClusterOp::SetAgentState {
+                state: AgentState::Deactivated,
+                by_operator: true,
+                ..
+            }
+        ));
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
+        assert!(
+            kills(&mut sim).is_empty(),
+            "a deactivated agent's task killed"
+        );
+        let events = stream.events();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, v1::event::Event::Rescind(r) if r.offer_id == rest[0].id)),
+            "the deactivated agent's offer is rescinded: {events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, v1::event::Event::Update(_))),
+            "its task changed: {events:?}"
+        );
+        for second in 1..=10 {
+            sim.advance(Duration::from_secs(1));
+            assert_eq!(
+                offers_proposed(&sim),
+                0,
+                "a deactivated agent offered {second} s after: {:?}",
+                sim.proposed_ops()
+            );
+        }
+        let call = set_state(&mut sim, AgentState::Active);
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
+        let batch = sim.c.config.allocation_batch;
+        sim.advance(batch);
+        assert_eq!(offers_proposed(&sim), 1, "{:?}", sim.proposed_ops());
     }
 
     #[test]

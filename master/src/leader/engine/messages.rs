@@ -14,14 +14,13 @@ use crate::ids::{AgentId, ExecutorId, FrameworkId};
 use crate::leader::agents::AgentMessage;
 use crate::leader::answer::Reply;
 use crate::metrics as m;
-use crate::registry::cluster::AgentState;
 
 impl Engine {
     /// The agent's address, while it is registered and reachable.
     fn reachable_agent(&self, agent: &AgentId) -> Option<String> {
         self.view
             .agent(agent)
-            .filter(|a| matches!(a.state, AgentState::Active | AgentState::Draining))
+            .filter(|a| a.state.is_reachable())
             .map(|a| a.addr.clone())
     }
 

@@ -122,7 +122,7 @@ impl Engine {
         let now = self.now.mono;
         let wait = self.config.agent_reregister_timeout;
         for a in state.agents() {
-            if matches!(a.state, AgentState::Active | AgentState::Draining) {
+            if a.state.is_reachable() {
                 self.recovery.awaiting.insert(a.id.clone(), now + wait);
             }
             if a.state == AgentState::Draining {

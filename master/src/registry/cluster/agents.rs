@@ -23,7 +23,11 @@
 //!   (a STAGING task a draining agent does not have is not launched again: it is
 //!   `TASK_DROPPED`/`TASK_LOST`). The agent stays draining whenever it is reachable, across a
 //!   partition or a leader change, until an operator makes it ACTIVE again. An UNREACHABLE
-//!   agent becomes ACTIVE (or DRAINING) only by registering.
+//!   agent becomes ACTIVE (or DRAINING, or DEACTIVATED) only by registering.
+//! - **DEACTIVATED** (operator, Mesos's DEACTIVATE_AGENT): no offers, its outstanding ones
+//!   removed; its tasks are left as they are. Remembered as draining is, until an operator
+//!   reactivates it (or drains it: draining goes further). Deactivating a draining agent
+//!   changes nothing: it is deactivated already, and its kills go on.
 //! - **Stale decisions** are refused: an UNREACHABLE decided by the leader names the moment the
 //!   agent entered the state it saw, and does nothing if a registration committed meanwhile.
 //! - **A truncated report** (more tasks than a registration may carry) never makes a missing
@@ -121,6 +125,7 @@ impl ClusterState {
             return Err(ClusterError::AgentGone(a.id.clone()));
         }
         let draining = known.is_some_and(|(_, d)| d);
+        let deactivated = self.deactivated.contains(&a.id);
         // Worked out on a copy (O(1)), kept only if nothing is refused.
         let mut next = self.clone();
         let removed = next.remove_offers(&next.offers_on(&a.id));
@@ -129,6 +134,8 @@ impl ClusterState {
         record.draining = draining;
         if draining {
             record.state = AgentState::Draining;
+        } else if deactivated {
+            record.state = AgentState::Deactivated;
         }
         next.agents.insert(a.id.clone(), record);
         let (mut updates, mut relaunch, mut kill) = (Vec::new(), Vec::new(), Vec::new());
@@ -216,17 +223,20 @@ impl ClusterState {
             .get(agent)
             .ok_or_else(|| ClusterError::UnknownAgent(agent.clone()))?
             .state;
+        let unchanged = Ok(ClusterOutcome::AgentStateSet {
+            removed: Vec::new(),
+            updates: Vec::new(),
+        });
         let legal = match (from, to) {
             (AgentState::Gone, _) => return Err(ClusterError::AgentGone(agent.clone())),
-            (f, t) if f == t => {
-                return Ok(ClusterOutcome::AgentStateSet {
-                    removed: Vec::new(),
-                    updates: Vec::new(),
-                })
-            }
+            (f, t) if f == t => return unchanged,
+            // A draining agent is deactivated already.
+            (AgentState::Draining, AgentState::Deactivated) => return unchanged,
             (_, AgentState::Gone)
             | (AgentState::Active | AgentState::Draining, AgentState::Unreachable)
-            | (AgentState::Active, AgentState::Draining)
+            | (AgentState::Deactivated, AgentState::Unreachable)
+            | (AgentState::Active, AgentState::Draining | AgentState::Deactivated)
+            | (AgentState::Deactivated, AgentState::Draining | AgentState::Active)
             | (AgentState::Draining, AgentState::Active) => true,
             _ => false,
         };
@@ -245,6 +255,15 @@ impl ClusterState {
                 AgentState::Active => a.draining = false,
                 _ => {}
             }
+        }
+        match to {
+            AgentState::Deactivated => {
+                self.deactivated.insert(agent.clone());
+            }
+            AgentState::Active | AgentState::Draining | AgentState::Gone => {
+                self.deactivated.remove(agent);
+            }
+            AgentState::Unreachable => {}
         }
         let removed = if to == AgentState::Active {
             Vec::new()

@@ -304,6 +304,75 @@ fn agent_state_changes_follow_the_maintenance_rules() {
 }
 
 #[test]
+fn a_deactivated_agent_gets_no_offers_keeps_its_tasks_and_stays_deactivated_until_reactivated() {
+    let mut s = cluster();
+    launch(&mut s, 1, "f", "aware", TaskState::Running);
+    s.apply(&ClusterOp::CreateOffers(vec![offer(2, "f", "cpus:1")]));
+    let ClusterOutcome::AgentStateSet { removed, updates } =
+        s.apply(&set_state("a1", AgentState::Deactivated, true))
+    else {
+        panic!("not set")
+    };
+    assert_eq!(
+        (removed.len(), updates.len()),
+        (1, 0),
+        "offers go, tasks stay"
+    );
+    assert_eq!(state_of(&s, "f", "aware"), TaskState::Running);
+    assert!(matches!(
+        s.apply(&ClusterOp::CreateOffers(vec![offer(3, "f", "cpus:1")])),
+        ClusterOutcome::OffersCreated { refused } if refused.len() == 1
+    ));
+    // Kept across a re-registration, an UNREACHABLE spell and a snapshot.
+    s.apply(&reregister(vec![reported(
+        "f",
+        "aware",
+        TaskState::Running,
+    )]));
+    assert_eq!(
+        s.agent(&agent("a1")).unwrap().state,
+        AgentState::Deactivated
+    );
+    s.apply(&set_state("a1", AgentState::Unreachable, false));
+    let registry = crate::registry::Registry {
+        cluster: s.clone(),
+        ..Default::default()
+    };
+    let s2 = crate::registry::records::reloaded(&registry).cluster;
+    assert_eq!(s2, s, "the deactivation is in the snapshot's records");
+    s = s2;
+    s.apply(&reregister(vec![reported(
+        "f",
+        "aware",
+        TaskState::Running,
+    )]));
+    assert_eq!(
+        s.agent(&agent("a1")).unwrap().state,
+        AgentState::Deactivated
+    );
+    // Deactivating a draining agent changes nothing; draining a deactivated one drains it.
+    s.apply(&set_state("a1", AgentState::Draining, true));
+    assert_eq!(s.agent(&agent("a1")).unwrap().state, AgentState::Draining);
+    s.apply(&set_state("a1", AgentState::Deactivated, true));
+    assert_eq!(s.agent(&agent("a1")).unwrap().state, AgentState::Draining);
+    // Reactivated: offers again, and a later re-registration leaves it active.
+    s.apply(&set_state("a1", AgentState::Active, true));
+    s.apply(&set_state("a1", AgentState::Deactivated, true));
+    s.apply(&set_state("a1", AgentState::Active, true));
+    s.apply(&reregister(vec![reported(
+        "f",
+        "aware",
+        TaskState::Running,
+    )]));
+    assert_eq!(s.agent(&agent("a1")).unwrap().state, AgentState::Active);
+    assert!(matches!(
+        s.apply(&ClusterOp::CreateOffers(vec![offer(4, "f", "cpus:1")])),
+        ClusterOutcome::OffersCreated { refused } if refused.is_empty()
+    ));
+    assert_eq!(state_of(&s, "f", "aware"), TaskState::Running);
+}
+
+#[test]
 fn a_timeout_decided_before_a_registration_is_superseded_by_it() {
     let mut s = cluster();
     launch(&mut s, 1, "g", "plain", TaskState::Running);
