@@ -31,7 +31,8 @@ pymesos-executor: a pymesos scheduler launches a task on one agent with a custom
 carries: the task is RUNNING (its updates naming the executor) and the executor's framework
 message "hello <task> <data>" arrives. It then prints "restart-agent" and waits for a line on
 stdin: the test has SIGKILLed the agent and started it again. A second task goes to the same
-run of the executor, which subscribed again; the scheduler's messages "finish <task>" (sent
+run of the executor, which subscribed again; then a task group of two (LAUNCH_GROUP), which
+the executor gets together (each of its tasks says "group <task> of 2"); the scheduler's messages "finish <task>" (sent
 again until they work: messages are best effort) make the executor finish both; once idle,
 the agent shuts the executor down and the scheduler hears executorLost with its status. It
 then tears down.
@@ -414,6 +415,29 @@ def run_pymesos_executor(masters, executor_script):
                 if name is None:
                     driver.declineOffer(offer["id"], filters={"refuse_seconds": 1})
                     continue
+                if isinstance(name, list):
+                    # A task group: one LAUNCH_GROUP, its tasks without an executor of their own.
+                    infos = [
+                        {
+                            "name": n,
+                            "task_id": {"value": f"{n}-{uuid.uuid4()}"},
+                            "agent_id": offer["agent_id"],
+                            "resources": TASK_RESOURCES,
+                        }
+                        for n in name
+                    ]
+                    with self.lock:
+                        for n, info in zip(name, infos):
+                            self.launched[n] = (info["task_id"]["value"], offer["agent_id"])
+                    driver.acceptOffers(
+                        [offer["id"]],
+                        [{
+                            "type": "LAUNCH_GROUP",
+                            "launch_group": {"executor": executor, "task_group": {"tasks": infos}},
+                        }],
+                        filters={"refuse_seconds": 1},
+                    )
+                    continue
                 info = {
                     "name": name,
                     "task_id": {"value": f"{name}-{uuid.uuid4()}"},
@@ -492,6 +516,17 @@ def run_pymesos_executor(masters, executor_script):
     assert line.strip() == "restarted", line
     tasks.append(started("second"))
     assert tasks[0][1] == tasks[1][1], "one agent: both tasks on it"
+
+    # A task group, to the same run: the executor gets both tasks in one LAUNCH_GROUP.
+    with fw.lock:
+        fw.to_launch.append(["group-a", "group-b"])
+    driver.reviveOffers()
+    for name in ["group-a", "group-b"]:
+        task_id, agent_id = wait(f"{name} launched", lambda: fw.launched.get(name))
+        running = update(task_id, "TASK_RUNNING")
+        assert running.get("executor_id") == executor["executor_id"], running
+        message(f"group {task_id} of 2")
+        tasks.append((task_id, agent_id))
 
     for task_id, agent_id in tasks:
         # Messages are best effort: sent again until the task is finished.

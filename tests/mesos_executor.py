@@ -5,7 +5,8 @@ agent's executor API and runs the tasks the agent launches.
 
 Each task: TASK_RUNNING at once, then the framework message "hello <task> <task data>"; the
 task finishes (TASK_FINISHED) when the framework sends "finish <task>", and is killed
-(TASK_KILLED) on KILL. The test (tests/mesos_http.rs) runs it through mesos_clients.py's
+(TASK_KILLED) on KILL. A task group (LAUNCH_GROUP) runs the same way, each of its tasks
+sending "group <task> of <size>" instead. The test (tests/mesos_http.rs) runs it through mesos_clients.py's
 `pymesos-executor` mode.
 """
 
@@ -33,6 +34,17 @@ class Tasks(Executor):
             with self.lock:
                 self.update(driver, task_id, "TASK_RUNNING", "running in a pymesos executor")
                 driver.sendFrameworkMessage(encode_data(f"hello {task_id} {data}".encode()))
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def launchTaskGroup(self, driver, tasks):
+        ids = [t["task_id"]["value"] for t in tasks]
+
+        def run():
+            with self.lock:
+                for task_id in ids:
+                    self.update(driver, task_id, "TASK_RUNNING", "running in a task group")
+                    driver.sendFrameworkMessage(encode_data(f"group {task_id} of {len(ids)}".encode()))
 
         threading.Thread(target=run, daemon=True).start()
 

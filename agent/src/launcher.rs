@@ -137,12 +137,18 @@ impl LauncherConfig {
 
 type Key = (FrameworkId, TaskId);
 
+/// A task to run and who waits for the answer.
+type RunRequest = (RunTask, oneshot::Sender<Result<(), TaskError>>);
+
 enum Msg {
     Run {
         // Boxed: a task (its resources held inline) is much larger than the other messages.
         req: Box<RunTask>,
         reply: oneshot::Sender<Result<(), TaskError>>,
     },
+    /// A task group's tasks, placed in one step: none is given to its executor before the
+    /// others are in its run.
+    RunGroup(Vec<RunRequest>),
     Kill {
         req: KillTask,
         reply: oneshot::Sender<Result<(), TaskError>>,
@@ -364,11 +370,38 @@ impl Launcher {
 
     /// Starts the tasks of one RunTask, prepared concurrently (see [`run_all`]).
     pub async fn run_tasks(&self, reqs: Vec<RunTask>) -> Vec<Result<(), TaskError>> {
-        run_all(&self.tx, reqs, |req, reply| Msg::Run {
+        let (grouped, single): (Vec<RunTask>, Vec<RunTask>) =
+            reqs.into_iter().partition(|r| r.task.task_group.is_some());
+        let mut answers = run_all(&self.tx, single, |req, reply| Msg::Run {
             req: Box::new(req),
             reply,
         })
-        .await
+        .await;
+        let mut groups: Vec<(String, Vec<RunTask>)> = Vec::new();
+        for req in grouped {
+            let g = req.task.task_group.clone().unwrap_or_default();
+            match groups.iter_mut().find(|(name, _)| *name == g) {
+                Some((_, members)) => members.push(req),
+                None => groups.push((g, vec![req])),
+            }
+        }
+        for (_, members) in groups {
+            let (requests, replies): (Vec<RunRequest>, Vec<_>) = members
+                .into_iter()
+                .map(|req| {
+                    let (reply, rx) = oneshot::channel();
+                    ((req, reply), rx)
+                })
+                .unzip();
+            let sent = self.tx.send(Msg::RunGroup(requests)).await.is_ok();
+            for rx in replies {
+                answers.push(match sent {
+                    true => rx.await.unwrap_or(Err(TaskError::Stopped)),
+                    false => Err(TaskError::Stopped),
+                });
+            }
+        }
+        answers
     }
 
     pub async fn kill_task(&self, req: KillTask) -> Result<(), TaskError> {
@@ -704,6 +737,11 @@ impl Actor {
     async fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Run { req, reply } => self.run_task(*req, reply),
+            Msg::RunGroup(members) => {
+                for (req, reply) in members {
+                    self.run_task(req, reply);
+                }
+            }
             Msg::Prepared {
                 key,
                 dir,

@@ -54,6 +54,7 @@ pub fn populate(work_dir: &Path, tasks: usize) -> Result<(), CheckpointError> {
                 health_check: None,
                 executor: None,
                 data: Vec::new(),
+                task_group: None,
             },
             default_kill_grace_ms: 3000,
             cgroups: CgroupMode::None {

@@ -480,6 +480,7 @@ mod tests {
             health_check: None,
             executor: None,
             data: Vec::new(),
+            task_group: None,
         }
     }
 

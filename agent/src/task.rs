@@ -76,6 +76,10 @@ pub struct TaskSpec {
         with = "drover_mesos::json::bytes_required"
     )]
     pub data: Vec<u8>,
+    /// The task group it was launched in (Mesos's LAUNCH_GROUP): its executor gets the
+    /// group's tasks together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_group: Option<String>,
 }
 
 /// A custom executor as its tasks name it (see `v1::ExecutorInfo`).
@@ -231,6 +235,33 @@ pub fn grace_from_seconds(field: &str, seconds: f64) -> Result<Option<Duration>,
     Ok((seconds > 0.0).then(|| Duration::from_secs_f64(seconds)))
 }
 
+/// Longest task group name.
+pub const MAX_TASK_GROUP_BYTES: usize = 255;
+
+/// A task's group, checked: only a custom executor's task is in one.
+fn task_group(
+    task: &v1::TaskInfo,
+    executor: &Option<ExecutorSpec>,
+    field: &str,
+) -> Result<Option<String>, InvalidField> {
+    if task.task_group.is_empty() {
+        return Ok(None);
+    }
+    if executor.is_none() {
+        return Err(invalid(
+            field.to_string(),
+            "only a custom executor's tasks form groups",
+        ));
+    }
+    if task.task_group.len() > MAX_TASK_GROUP_BYTES {
+        return Err(invalid(
+            field.to_string(),
+            format!("at most {MAX_TASK_GROUP_BYTES} bytes"),
+        ));
+    }
+    Ok(Some(task.task_group.clone()))
+}
+
 impl TaskSpec {
     /// Validates a `RunTask`'s task; `at` names it in errors (`tasks[3]` gives fields such
     /// as `tasks[3].command.shell`).
@@ -289,6 +320,7 @@ impl TaskSpec {
             environment,
             kill_grace_ms: grace.map(|g| g.as_millis() as u64),
             health_check,
+            task_group: task_group(task, &executor, &field("task_group"))?,
             executor,
             data: task.data.clone(),
         })
@@ -554,6 +586,29 @@ mod tests {
 
     fn good_spec() -> TaskSpec {
         RunTask::from_proto(&good()).expect("valid").remove(0).task
+    }
+
+    #[test]
+    fn a_task_group_needs_a_custom_executor_and_a_short_name() {
+        let mut r = good();
+        r.tasks[0].task_group = "g".into();
+        assert_eq!(
+            field_of(r),
+            "tasks[0].task_group",
+            "a command task in a group"
+        );
+        let mut r = with_executor(good());
+        r.tasks[0].task_group = "g".repeat(MAX_TASK_GROUP_BYTES + 1);
+        assert_eq!(field_of(r), "tasks[0].task_group");
+        let mut r = with_executor(good());
+        r.tasks[0].task_group = "g".into();
+        let task = RunTask::from_proto(&r).expect("valid").remove(0).task;
+        assert_eq!(task.task_group.as_deref(), Some("g"));
+        // Checkpointed and read back with it; a task.json without it reads as no group.
+        let json = serde_json::to_string(&task).unwrap();
+        assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), task);
+        let plain = serde_json::to_string(&good_spec()).unwrap();
+        assert!(!plain.contains("task_group"), "{plain}");
     }
 
     #[test]

@@ -47,6 +47,7 @@ fn launch_spec(
             health_check: None,
             executor: None,
             data: Vec::new(),
+            task_group: None,
         },
         default_kill_grace_ms: 3000,
         cgroups,

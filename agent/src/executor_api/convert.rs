@@ -218,6 +218,18 @@ pub fn event(e: &ToCustom, cx: &StreamContext) -> Event {
             }),
             ..Default::default()
         },
+        ToCustom::LaunchGroup(tasks) => Event {
+            r#type: Some(event::Type::LaunchGroup as i32),
+            launch_group: Some(event::LaunchGroup {
+                task_group: mesos::TaskGroupInfo {
+                    tasks: tasks
+                        .iter()
+                        .map(|t| task_info(t, &cx.framework, &cx.agent))
+                        .collect(),
+                },
+            }),
+            ..Default::default()
+        },
         ToCustom::Kill { task, grace } => Event {
             r#type: Some(event::Type::Kill as i32),
             kill: Some(event::Kill {

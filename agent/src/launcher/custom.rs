@@ -63,8 +63,16 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 #[derive(Debug, Clone)]
 pub enum ToCustom {
     Launch(Box<TaskSpec>),
-    Kill { task: TaskId, grace: Duration },
-    Acknowledged { task: TaskId, uuid: Uuid },
+    /// A task group's tasks, together (Mesos's LAUNCH_GROUP).
+    LaunchGroup(Vec<TaskSpec>),
+    Kill {
+        task: TaskId,
+        grace: Duration,
+    },
+    Acknowledged {
+        task: TaskId,
+        uuid: Uuid,
+    },
     Message(Vec<u8>),
     Shutdown,
 }
@@ -143,6 +151,35 @@ fn to_launch<'a>(
         })
         .map(|(t, _, _)| t.clone())
         .collect()
+}
+
+/// What to give the executor of `to_launch`'s tasks: alone, or with their group (in the
+/// order of its first task) once every task of the group the run holds is ready to go (one
+/// still being written holds its group back). Pure.
+fn launches(
+    ready: Vec<TaskId>,
+    group_of: impl Fn(&TaskId) -> Option<String>,
+    waiting: &HashSet<TaskId>,
+    members: impl Fn(&str) -> Vec<TaskId>,
+) -> Vec<Vec<TaskId>> {
+    let mut out: Vec<Vec<TaskId>> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for t in ready {
+        match group_of(&t) {
+            None => out.push(vec![t]),
+            Some(g) => {
+                if !seen.insert(g.clone()) {
+                    continue;
+                }
+                let all = members(&g);
+                if all.iter().any(|m| waiting.contains(m)) {
+                    continue;
+                }
+                out.push(all);
+            }
+        }
+    }
+    out
 }
 
 /// The executor's environment: `PATH`, its command's variables, then Mesos's executor
@@ -634,23 +671,54 @@ impl Actor {
             })
             .collect();
         let ids = to_launch(tasks.iter().map(|(t, r, s)| (t, *r, *s)), &run.launched);
-        for task in ids {
-            let Some(spec) = self
-                .executors
-                .get(exec)
-                .and_then(|r| r.specs.get(&task))
-                .cloned()
-            else {
-                continue;
+        // A group's tasks not given yet: those still being written hold it back.
+        let waiting: HashSet<TaskId> = tasks
+            .iter()
+            .filter(|(t, ready, state)| {
+                !*ready && *state == TaskState::Staging && !run.launched.contains(t)
+            })
+            .map(|(t, _, _)| t.clone())
+            .collect();
+        let group_of = |t: &TaskId| run.specs.get(t).and_then(|s| s.task_group.clone());
+        let members = |g: &str| {
+            tasks
+                .iter()
+                .filter(|(t, _, state)| {
+                    *state == TaskState::Staging
+                        && !run.launched.contains(t)
+                        && run.specs.get(t).and_then(|s| s.task_group.as_deref()) == Some(g)
+                })
+                .map(|(t, _, _)| t.clone())
+                .collect()
+        };
+        let batches = launches(ids, group_of, &waiting, members);
+        for batch in batches {
+            let Some(run) = self.executors.get(exec) else {
+                return;
             };
-            if conn.try_send(ToCustom::Launch(Box::new(spec))).is_err() {
+            let specs: Vec<TaskSpec> = batch
+                .iter()
+                .filter_map(|t| run.specs.get(t).cloned())
+                .collect();
+            if specs.is_empty() {
+                continue;
+            }
+            let mut specs = specs;
+            let event = if specs[0].task_group.is_some() {
+                ToCustom::LaunchGroup(specs)
+            } else {
+                ToCustom::Launch(Box::new(specs.swap_remove(0)))
+            };
+            if conn.try_send(event).is_err() {
                 tracing::warn!(executor = %exec.1, "the executor's event queue is full; it gets the task when it subscribes again");
                 self.drop_connection(exec);
                 return;
             }
             if let Some(run) = self.executors.get_mut(exec) {
-                run.launched.insert(task.clone());
-                run.ever_launched.insert(task);
+                for task in batch {
+                    run.launched.insert(task.clone());
+                    run.ever_launched.insert(task);
+                }
             }
         }
     }
@@ -1170,6 +1238,37 @@ mod tests {
             (&d, false, TaskState::Staging),
         ];
         assert_eq!(to_launch(tasks, &launched), vec![a]);
+    }
+
+    #[test]
+    fn a_group_goes_whole_once_none_of_its_tasks_is_still_being_written() {
+        let (a, g1, g2, h1, h2) = (t("a"), t("g1"), t("g2"), t("h1"), t("h2"));
+        let group_of = |x: &TaskId| match x.as_str() {
+            "g1" | "g2" => Some("g".to_string()),
+            "h1" | "h2" => Some("h".to_string()),
+            _ => None,
+        };
+        let members = |g: &str| match g {
+            "g" => vec![t("g1"), t("g2")],
+            _ => vec![t("h1"), t("h2")],
+        };
+        // h2 is still being written: h waits; g goes whole, once, in its first task's place.
+        let waiting: HashSet<TaskId> = [h2.clone()].into_iter().collect();
+        let ready = vec![g2.clone(), a.clone(), g1.clone(), h1.clone()];
+        assert_eq!(
+            launches(ready, group_of, &waiting, members),
+            vec![vec![g1.clone(), g2.clone()], vec![a]]
+        );
+        // Written: h goes whole.
+        assert_eq!(
+            launches(
+                vec![h1.clone(), h2.clone()],
+                group_of,
+                &HashSet::new(),
+                members
+            ),
+            vec![vec![h1, h2]]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! registry's types, with the validation every field from the network gets: ids, names, sizes,
 //! resources, states. Errors name the field at fault (they become INVALID_ARGUMENT).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use drover_model::health::HealthCheckSpec;
 use drover_proto::v1;
@@ -344,6 +344,19 @@ fn extensions_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<TaskExtens
         .map(|e| executor_from_proto(&format!("launch[{i}].executor"), e))
         .transpose()?;
     data(&format!("launch[{i}].data"), &t.data)?;
+    if !t.task_group.is_empty() {
+        if executor.is_none() {
+            return Err(invalid(
+                &format!("launch[{i}].task_group"),
+                "only a custom executor's tasks form groups",
+            ));
+        }
+        text(
+            &format!("launch[{i}].task_group"),
+            &t.task_group,
+            MAX_TASK_GROUP_BYTES,
+        )?;
+    }
     if health_check.is_none() && executor.is_none() && t.data.is_empty() {
         return Ok(None);
     }
@@ -351,6 +364,7 @@ fn extensions_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<TaskExtens
         health_check,
         executor,
         data: t.data.clone(),
+        task_group: t.task_group.clone(),
         ..Default::default()
     };
     Ok(Some(TaskExtensions(kept.encode_to_vec())))
@@ -409,6 +423,7 @@ pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
         health_check: extended.health_check,
         executor: extended.executor,
         data: extended.data,
+        task_group: extended.task_group,
     }
 }
 
@@ -439,7 +454,65 @@ pub fn accept_from_proto(
         .enumerate()
         .map(|(i, t)| task_from_proto(i, t))
         .collect::<Result<_, _>>()?;
+    same_executor_per_group(launch)?;
     Ok((offers, tasks))
+}
+
+/// Longest task group name.
+pub const MAX_TASK_GROUP_BYTES: usize = 255;
+
+/// The tasks of one group name one executor (their executor gets them together).
+fn same_executor_per_group(launch: &[v1::TaskInfo]) -> Result<(), Status> {
+    let mut executors: HashMap<&str, &str> = HashMap::new();
+    for (i, t) in launch.iter().enumerate() {
+        let Some(e) = t.executor.as_ref().filter(|_| !t.task_group.is_empty()) else {
+            continue;
+        };
+        let first = *executors
+            .entry(t.task_group.as_str())
+            .or_insert(e.executor_id.as_str());
+        if first != e.executor_id {
+            return Err(invalid(
+                &format!("launch[{i}].executor"),
+                format!(
+                    "task group {} names executor {first}; every task of a group names the same",
+                    t.task_group
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `tasks` cut into runs of at most `max` for RunTask calls, never splitting a task group
+/// (an agent gives a group's tasks to their executor together only if they come together);
+/// a group longer than `max` (it cannot be: one ACCEPT's tasks fit one call) goes whole.
+pub fn runs_keeping_groups(tasks: &[TaskSpec], max: usize) -> Vec<Vec<TaskSpec>> {
+    let mut groups: Vec<(Option<String>, Vec<TaskSpec>)> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        let group = (t.extensions.is_some())
+            .then(|| extensions_of(t).task_group)
+            .filter(|g| !g.is_empty());
+        match group {
+            Some(g) => match at.get(&g) {
+                Some(&i) => groups[i].1.push(t.clone()),
+                None => {
+                    at.insert(g.clone(), groups.len());
+                    groups.push((Some(g), vec![t.clone()]));
+                }
+            },
+            None => groups.push((None, vec![t.clone()])),
+        }
+    }
+    let mut runs: Vec<Vec<TaskSpec>> = Vec::new();
+    for (_, members) in groups {
+        match runs.last_mut() {
+            Some(run) if run.len() + members.len() <= max => run.extend(members),
+            _ => runs.push(members),
+        }
+    }
+    runs
 }
 
 /// Most offers one DECLINE may name.
@@ -660,6 +733,57 @@ mod tests {
             data: b"task data".to_vec(),
             ..good_task()
         }
+    }
+
+    #[test]
+    fn task_groups_keep_their_name_share_one_executor_and_are_never_split_across_runs() {
+        let member = |id: &str, group: &str, executor: &str| {
+            let mut t = custom_task();
+            t.task_id = id.into();
+            t.task_group = group.into();
+            if let Some(e) = t.executor.as_mut() {
+                e.executor_id = executor.into();
+            }
+            t
+        };
+        let launch = vec![
+            member("a", "", "e1"),
+            member("g1", "g", "e1"),
+            member("b", "", "e1"),
+            member("g2", "g", "e1"),
+        ];
+        let (_, tasks) = accept_from_proto(&["o1".to_string()], &launch).expect("valid");
+        assert_eq!(task_to_proto(&tasks[1]).task_group, "g");
+        // Runs of at most 2: the group's tasks go together, whatever their order.
+        let ids = |runs: Vec<Vec<TaskSpec>>| -> Vec<Vec<String>> {
+            runs.iter()
+                .map(|r| r.iter().map(|t| t.id.to_string()).collect())
+                .collect()
+        };
+        assert_eq!(
+            ids(runs_keeping_groups(&tasks, 2)),
+            vec![vec!["a"], vec!["g1", "g2"], vec!["b"]]
+        );
+        assert_eq!(
+            ids(runs_keeping_groups(&tasks, 4)),
+            vec![vec!["a", "g1", "g2", "b"]]
+        );
+        // A group names one executor; a command task is in none.
+        let mixed = vec![member("g1", "g", "e1"), member("g2", "g", "e2")];
+        let e = accept_from_proto(&["o1".to_string()], &mixed).unwrap_err();
+        assert!(
+            e.message().contains("launch[1].executor"),
+            "{}",
+            e.message()
+        );
+        let mut plain = good_task();
+        plain.task_group = "g".into();
+        let e = task_from_proto(0, &plain).unwrap_err();
+        assert!(
+            e.message().contains("launch[0].task_group"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]

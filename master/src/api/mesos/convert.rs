@@ -313,7 +313,7 @@ fn executor_info(field: &str, e: &mesos::ExecutorInfo) -> Result<v1::ExecutorInf
     if e.r#type == Some(Type::Default as i32) {
         return Err(refused(
             at("type"),
-            "the DEFAULT executor (task groups) is not supported; give a CUSTOM executor with a command",
+            "the DEFAULT executor is not supported; give a CUSTOM executor with a command (LAUNCH_GROUP takes one too)",
         ));
     }
     container(&at("container"), e.container.as_ref())?;

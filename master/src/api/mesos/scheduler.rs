@@ -463,10 +463,24 @@ fn launch_of(a: &mesos::scheduler::call::Accept) -> Result<Launch, Refused> {
                 }
             }
             Some(Op::LaunchGroup) => {
-                return Err(refused(
-                    format!("{field}.type"),
-                    "LAUNCH_GROUP needs a custom executor, which Drover does not run yet",
-                ))
+                let g = member(&op.launch_group, &format!("{field}.launch_group"))?;
+                let at = format!("{field}.launch_group");
+                let tasks = &g.task_group.tasks;
+                if tasks.is_empty() {
+                    return Err(refused(format!("{at}.task_group.tasks"), "empty"));
+                }
+                let mut ids = Vec::with_capacity(tasks.len());
+                for (j, t) in tasks.iter().enumerate() {
+                    let tf = format!("{at}.task_group.tasks[{j}]");
+                    ids.push(required(&format!("{tf}.task_id.value"), &t.task_id.value)?);
+                    required(&format!("{tf}.name"), &t.name)?;
+                }
+                match launch_group(&at, &g.executor, tasks) {
+                    Ok(infos) => launch.extend(infos),
+                    // A group launches whole or not at all: every task of a bad one is
+                    // TASK_ERROR.
+                    Err(e) => invalid.extend(ids.iter().map(|id| (id.to_string(), e.to_string()))),
+                }
             }
             Some(other) => {
                 return Err(refused(
@@ -487,6 +501,43 @@ fn launch_of(a: &mesos::scheduler::call::Accept) -> Result<Launch, Refused> {
         ));
     }
     Ok((launch, invalid))
+}
+
+/// A LAUNCH_GROUP's tasks, each run by the group's executor and in one task group (named
+/// after its first task, whose id no other task of the framework has), checked as a whole.
+fn launch_group(
+    at: &str,
+    executor: &mesos::ExecutorInfo,
+    tasks: &[mesos::TaskInfo],
+) -> Result<Vec<v1::TaskInfo>, Refused> {
+    if executor.r#type.is_none() {
+        return Err(refused(
+            format!("{at}.executor.type"),
+            "must be set (CUSTOM)",
+        ));
+    }
+    let group = tasks[0].task_id.value.clone();
+    let mut infos = Vec::with_capacity(tasks.len());
+    for (j, t) in tasks.iter().enumerate() {
+        let tf = format!("{at}.task_group.tasks[{j}]");
+        if t.executor.as_ref().is_some_and(|e| e != executor) {
+            return Err(refused(
+                format!("{tf}.executor"),
+                "differs from the group's executor",
+            ));
+        }
+        let with_executor = mesos::TaskInfo {
+            executor: Some(executor.clone()),
+            ..t.clone()
+        };
+        let info = convert::task_info(&tf, &with_executor).map(|info| v1::TaskInfo {
+            task_group: group.clone(),
+            ..info
+        })?;
+        grpc::task_from_proto(j, &info).map_err(|s| refused(tf.clone(), s.message()))?;
+        infos.push(info);
+    }
+    Ok(infos)
 }
 
 async fn accept(
@@ -884,4 +935,72 @@ fn event_stream(
         }
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor() -> mesos::ExecutorInfo {
+        serde_json::from_value(serde_json::json!({
+            "executor_id": {"value": "e1"},
+            "type": "CUSTOM",
+            "command": {"value": "python3 executor.py"},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}]
+        }))
+        .unwrap()
+    }
+
+    fn group(tasks: serde_json::Value) -> mesos::scheduler::call::Accept {
+        let mut a: mesos::scheduler::call::Accept = serde_json::from_value(serde_json::json!({
+            "offer_ids": [{"value": "o1"}],
+            "operations": [{"type": "LAUNCH_GROUP", "launch_group": {
+                "executor": {"executor_id": {"value": "e1"}},
+                "task_group": {"tasks": tasks}
+            }}]
+        }))
+        .unwrap();
+        if let Some(g) = a.operations[0].launch_group.as_mut() {
+            g.executor = executor();
+        }
+        a
+    }
+
+    fn task(id: &str, cpus: f64) -> serde_json::Value {
+        serde_json::json!({
+            "name": id, "task_id": {"value": id}, "agent_id": {"value": "a1"},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}}]
+        })
+    }
+
+    #[test]
+    fn a_launch_group_runs_its_tasks_together_in_its_executor_or_refuses_them_all() {
+        let (launch, invalid) = launch_of(&group(serde_json::json!([
+            task("t1", 0.5),
+            task("t2", 0.5)
+        ])))
+        .unwrap();
+        assert!(invalid.is_empty(), "{invalid:?}");
+        assert_eq!(launch.len(), 2);
+        for t in &launch {
+            assert_eq!(t.task_group, "t1", "named after its first task");
+            assert_eq!(
+                t.executor.as_ref().map(|e| e.executor_id.as_str()),
+                Some("e1")
+            );
+        }
+        // One bad task (no resources): none of the group launches, each is TASK_ERROR.
+        let (launch, invalid) = launch_of(&group(serde_json::json!([
+            task("t1", 0.5),
+            task("t2", 0.0)
+        ])))
+        .unwrap();
+        assert!(launch.is_empty(), "{launch:?}");
+        let ids: Vec<&str> = invalid.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["t1", "t2"]);
+        assert!(invalid[0].1.contains("tasks[1]"), "{invalid:?}");
+        // An empty group is a malformed call.
+        let e = launch_of(&group(serde_json::json!([]))).unwrap_err();
+        assert!(e.to_string().contains("task_group.tasks"), "{e}");
+    }
 }

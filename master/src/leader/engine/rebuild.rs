@@ -161,8 +161,8 @@ impl Engine {
         let mut n = 0;
         for ((framework, agent), tasks) in staging {
             n += tasks.len();
-            for chunk in tasks.chunks(MAX_TASKS_PER_RUN) {
-                self.run_on_agent(state, &framework, &agent, chunk);
+            for run in crate::leader::convert::runs_keeping_groups(&tasks, MAX_TASKS_PER_RUN) {
+                self.run_on_agent(state, &framework, &agent, &run);
             }
         }
         n

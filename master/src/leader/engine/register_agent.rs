@@ -105,8 +105,8 @@ impl Engine {
             if self.frameworks.is_torn_down(&framework) {
                 continue;
             }
-            for chunk in specs.chunks(MAX_TASKS_PER_RUN) {
-                self.run_on_agent(&state, &framework, &registered.id, chunk);
+            for run in crate::leader::convert::runs_keeping_groups(&specs, MAX_TASKS_PER_RUN) {
+                self.run_on_agent(&state, &framework, &registered.id, &run);
             }
         }
         for (framework, task) in kill {
