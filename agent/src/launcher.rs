@@ -370,36 +370,51 @@ impl Launcher {
 
     /// Starts the tasks of one RunTask, prepared concurrently (see [`run_all`]).
     pub async fn run_tasks(&self, reqs: Vec<RunTask>) -> Vec<Result<(), TaskError>> {
-        let (grouped, single): (Vec<RunTask>, Vec<RunTask>) =
-            reqs.into_iter().partition(|r| r.task.task_group.is_some());
-        let mut answers = run_all(&self.tx, single, |req, reply| Msg::Run {
-            req: Box::new(req),
-            reply,
-        })
-        .await;
-        let mut groups: Vec<(String, Vec<RunTask>)> = Vec::new();
-        for req in grouped {
-            let g = req.task.task_group.clone().unwrap_or_default();
-            match groups.iter_mut().find(|(name, _)| *name == g) {
-                Some((_, members)) => members.push(req),
-                None => groups.push((g, vec![req])),
+        // A task group's tasks go in one message. Every message is sent before any answer
+        // is awaited: a task may be answered only once a run of its executor ends.
+        let mut batches: Vec<Vec<RunTask>> = Vec::new();
+        let mut group_at: HashMap<String, usize> = HashMap::new();
+        for req in reqs {
+            match req.task.task_group.clone() {
+                Some(g) => match group_at.get(&g) {
+                    Some(&i) => batches[i].push(req),
+                    None => {
+                        group_at.insert(g, batches.len());
+                        batches.push(vec![req]);
+                    }
+                },
+                None => batches.push(vec![req]),
             }
         }
-        for (_, members) in groups {
-            let (requests, replies): (Vec<RunRequest>, Vec<_>) = members
+        let mut pending = Vec::new();
+        for batch in batches {
+            let grouped = batch.first().is_some_and(|r| r.task.task_group.is_some());
+            let (requests, replies): (Vec<RunRequest>, Vec<_>) = batch
                 .into_iter()
                 .map(|req| {
                     let (reply, rx) = oneshot::channel();
                     ((req, reply), rx)
                 })
                 .unzip();
-            let sent = self.tx.send(Msg::RunGroup(requests)).await.is_ok();
-            for rx in replies {
-                answers.push(match sent {
-                    true => rx.await.unwrap_or(Err(TaskError::Stopped)),
-                    false => Err(TaskError::Stopped),
-                });
-            }
+            let msg = if !grouped && requests.len() == 1 {
+                let mut requests = requests;
+                let (req, reply) = requests.remove(0);
+                Msg::Run {
+                    req: Box::new(req),
+                    reply,
+                }
+            } else {
+                Msg::RunGroup(requests)
+            };
+            let sent = self.tx.send(msg).await.is_ok();
+            pending.extend(replies.into_iter().map(|rx| sent.then_some(rx)));
+        }
+        let mut answers = Vec::with_capacity(pending.len());
+        for rx in pending {
+            answers.push(match rx {
+                Some(rx) => rx.await.unwrap_or(Err(TaskError::Stopped)),
+                None => Err(TaskError::Stopped),
+            });
         }
         answers
     }

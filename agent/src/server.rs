@@ -546,7 +546,8 @@ async fn serve(
         }
         id = removed => {
             let _ = stop_tx.send(());
-            let _ = (&mut server).await;
+            // Bounded: executors' event streams end only once their tasks are killed below.
+            let _ = tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await;
             // Its tasks are over for the masters (TASK_GONE): nothing may keep running.
             let killed = kill_every_task(layout).await;
             tracing::error!(agent_id = %id, killed, "removed by the masters: killed every task of this agent");

@@ -235,8 +235,7 @@ pub fn grace_from_seconds(field: &str, seconds: f64) -> Result<Option<Duration>,
     Ok((seconds > 0.0).then(|| Duration::from_secs_f64(seconds)))
 }
 
-/// Longest task group name.
-pub const MAX_TASK_GROUP_BYTES: usize = 255;
+pub use drover_model::limits::MAX_TASK_GROUP_BYTES;
 
 /// A task's group, checked: only a custom executor's task is in one.
 fn task_group(

@@ -292,7 +292,7 @@ async fn serve(
             e = &mut fatal => {
                 tracing::error!(error = %e, "raft stopped");
                 let _ = stop_tx.send(());
-                let _ = (&mut server).await;
+                let _ = tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await;
                 break Err(MasterError::Fatal(e));
             }
             r = &mut bootstrap_rx, if !bootstrap_done => {
@@ -300,7 +300,7 @@ async fn serve(
                 if let Ok(Err(e)) = r {
                     tracing::error!("{e}");
                     let _ = stop_tx.send(());
-                    let _ = (&mut server).await;
+                    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, &mut server).await;
                     break Err(e.into());
                 }
             }

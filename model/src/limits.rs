@@ -21,6 +21,10 @@ pub fn is_env_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Longest task group name (Mesos's LAUNCH_GROUP names its group after its first task, so a
+/// name is as long as a task id may be).
+pub const MAX_TASK_GROUP_BYTES: usize = crate::ids::MAX_ID_BYTES;
+
 #[cfg(test)]
 mod tests {
     #[test]

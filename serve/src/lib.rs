@@ -8,7 +8,8 @@
 //! hyper's default closes a keep-alive connection that sends no request for 30 s, and the
 //! Mesos clients in use (pymesos's scheduler and executor) send their next call on the
 //! connection they kept and lose that call when the server closed it meanwhile. Connections
-//! are bounded in number, not in idle time.
+//! are bounded in number, not in idle time; TCP keepalive probes find the peers that are gone
+//! (a crashed host, a cut network) and free their connections.
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,6 +32,9 @@ pub struct ServeConfig {
     /// connection is dropped.
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive: the first probe after this much silence, then one every
+    /// `tcp_keepalive / 6`; after 3 unanswered the connection is dropped.
+    pub tcp_keepalive: Duration,
 }
 
 impl Default for ServeConfig {
@@ -40,6 +44,7 @@ impl Default for ServeConfig {
             max_concurrent_streams: 1024,
             http2_keepalive_interval: Duration::from_secs(5),
             http2_keepalive_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(60),
         }
     }
 }
@@ -104,6 +109,13 @@ pub async fn serve(
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+        }
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(config.tcp_keepalive)
+            .with_interval(config.tcp_keepalive / 6)
+            .with_retries(3);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(%peer, error = %e, "TCP keepalive");
         }
         let service = TowerToHyperService::new(router.clone());
         let conn = builder

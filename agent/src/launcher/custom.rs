@@ -619,7 +619,9 @@ impl Actor {
         }
         self.prepared(key, dir, outcome, reply).await;
         if let Some(exec) = failed_run {
-            // The run may have no task left: it goes once idle.
+            // A group it held back goes without it; the run may have no task left: it goes
+            // once idle.
+            self.launch_ready(&exec);
             self.idle_later(exec);
         }
     }

@@ -458,8 +458,7 @@ pub fn accept_from_proto(
     Ok((offers, tasks))
 }
 
-/// Longest task group name.
-pub const MAX_TASK_GROUP_BYTES: usize = 255;
+pub use drover_model::limits::MAX_TASK_GROUP_BYTES;
 
 /// The tasks of one group name one executor (their executor gets them together).
 fn same_executor_per_group(launch: &[v1::TaskInfo]) -> Result<(), Status> {
