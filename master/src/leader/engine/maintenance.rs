@@ -151,6 +151,34 @@ mod tests {
             .count()
     }
 
+    /// a1, `what` (draining, deactivated), is not offered for ten seconds.
+    fn no_offers_for_ten_seconds(sim: &mut Sim, what: &str) {
+        for second in 1..=10 {
+            sim.advance(Duration::from_secs(1));
+            assert_eq!(
+                offers_proposed(sim),
+                0,
+                "a {what} agent offered {second} s after: {:?}",
+                sim.proposed_ops()
+            );
+        }
+    }
+
+    /// a1 made active again with its one live task: offered within the allocation batch.
+    fn reactivated_and_offered(sim: &mut Sim) {
+        let call = set_state(sim, AgentState::Active);
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
+        let batch = sim.c.config.allocation_batch;
+        sim.advance(batch);
+        assert_eq!(
+            offers_proposed(sim),
+            1,
+            "active again, offered within {batch:?}: {:?}",
+            sim.proposed_ops()
+        );
+    }
+
     /// KillTask messages sent: (task, grace in seconds).
     fn kills(sim: &mut Sim) -> Vec<(String, f64)> {
         sim.to_agents
@@ -206,27 +234,8 @@ mod tests {
                 .any(|e| matches!(e, v1::event::Event::Rescind(r) if r.offer_id == rest[0].id)),
             "the draining agent's offer is rescinded: {events:?}"
         );
-        for second in 1..=10 {
-            sim.advance(Duration::from_secs(1));
-            assert_eq!(
-                offers_proposed(&sim),
-                0,
-                "a draining agent offered {second} s after the drain: {:?}",
-                sim.proposed_ops()
-            );
-        }
-
-        let call = set_state(&mut sim, AgentState::Active);
-        sim.settle();
-        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
-        let batch = sim.c.config.allocation_batch;
-        sim.advance(batch);
-        assert_eq!(
-            offers_proposed(&sim),
-            1,
-            "active again, offered within {batch:?}: {:?}",
-            sim.proposed_ops()
-        );
+        no_offers_for_ten_seconds(&mut sim, "draining");
+        reactivated_and_offered(&mut sim);
         sim.settle();
         assert_eq!(Stream::offers(&stream.events()).len(), 1);
     }
@@ -270,21 +279,8 @@ mod tests {
                 .any(|e| matches!(e, v1::event::Event::Update(_))),
             "its task changed: {events:?}"
         );
-        for second in 1..=10 {
-            sim.advance(Duration::from_secs(1));
-            assert_eq!(
-                offers_proposed(&sim),
-                0,
-                "a deactivated agent offered {second} s after: {:?}",
-                sim.proposed_ops()
-            );
-        }
-        let call = set_state(&mut sim, AgentState::Active);
-        sim.settle();
-        assert_eq!(sim.answer(call), Some(Ok(Answer::LiveTasks(1))));
-        let batch = sim.c.config.allocation_batch;
-        sim.advance(batch);
-        assert_eq!(offers_proposed(&sim), 1, "{:?}", sim.proposed_ops());
+        no_offers_for_ten_seconds(&mut sim, "deactivated");
+        reactivated_and_offered(&mut sim);
     }
 
     #[test]
