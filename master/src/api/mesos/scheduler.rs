@@ -516,7 +516,9 @@ fn launch_group(
             "must be set (CUSTOM)",
         ));
     }
-    let group = tasks[0].task_id.value.clone();
+    let Some(group) = tasks.first().map(|t| t.task_id.value.clone()) else {
+        return Err(refused(format!("{at}.task_group.tasks"), "empty"));
+    };
     let mut infos = Vec::with_capacity(tasks.len());
     for (j, t) in tasks.iter().enumerate() {
         let tf = format!("{at}.task_group.tasks[{j}]");

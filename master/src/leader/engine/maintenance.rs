@@ -151,6 +151,18 @@ mod tests {
             .count()
     }
 
+    /// The rest of a1 beside its task, offered once ACCEPT's default filter passes; the
+    /// agents' messages so far forgotten.
+    fn rest_offered(sim: &mut Sim, stream: &mut Stream) -> Vec<v1::Offer> {
+        let refuse = sim.c.config.default_refuse;
+        sim.advance(refuse);
+        sim.settle();
+        let rest = Stream::offers(&stream.events());
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        sim.to_agents.clear();
+        rest
+    }
+
     /// a1, `what` (draining, deactivated), is not offered for ten seconds.
     fn no_offers_for_ten_seconds(sim: &mut Sim, what: &str) {
         for second in 1..=10 {
@@ -199,13 +211,7 @@ mod tests {
             ..task("t1", "cpus:1;mem:128")
         };
         sim.launch_task(&mut stream, spec);
-        // The rest of the agent is offered again once ACCEPT's default filter passes.
-        let refuse = sim.c.config.default_refuse;
-        sim.advance(refuse);
-        sim.settle();
-        let rest = Stream::offers(&stream.events());
-        assert_eq!(rest.len(), 1, "{rest:?}");
-        sim.to_agents.clear();
+        let rest = rest_offered(&mut sim, &mut stream);
 
         let call = set_state(&mut sim, AgentState::Draining);
         assert!(
@@ -244,12 +250,7 @@ mod tests {
     fn deactivating_an_agent_rescinds_and_stops_its_offers_and_leaves_its_tasks_running() {
         let (mut sim, mut stream) = one_agent_one_framework();
         sim.launch(&mut stream, "t1", "cpus:1;mem:128");
-        let refuse = sim.c.config.default_refuse;
-        sim.advance(refuse);
-        sim.settle();
-        let rest = Stream::offers(&stream.events());
-        assert_eq!(rest.len(), 1, "{rest:?}");
-        sim.to_agents.clear();
+        let rest = rest_offered(&mut sim, &mut stream);
 
         let call = set_state(&mut sim, AgentState::Deactivated);
         assert!(matches!(

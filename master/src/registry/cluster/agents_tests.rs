@@ -303,6 +303,19 @@ fn agent_state_changes_follow_the_maintenance_rules() {
     );
 }
 
+/// a1 registers again, reporting its task running: it comes back deactivated.
+fn reregistered_still_deactivated(s: &mut ClusterState) {
+    s.apply(&reregister(vec![reported(
+        "f",
+        "aware",
+        TaskState::Running,
+    )]));
+    assert_eq!(
+        s.agent(&agent("a1")).unwrap().state,
+        AgentState::Deactivated
+    );
+}
+
 #[test]
 fn a_deactivated_agent_gets_no_offers_keeps_its_tasks_and_stays_deactivated_until_reactivated() {
     let mut s = cluster();
@@ -324,15 +337,7 @@ fn a_deactivated_agent_gets_no_offers_keeps_its_tasks_and_stays_deactivated_unti
         ClusterOutcome::OffersCreated { refused } if refused.len() == 1
     ));
     // Kept across a re-registration, an UNREACHABLE spell and a snapshot.
-    s.apply(&reregister(vec![reported(
-        "f",
-        "aware",
-        TaskState::Running,
-    )]));
-    assert_eq!(
-        s.agent(&agent("a1")).unwrap().state,
-        AgentState::Deactivated
-    );
+    reregistered_still_deactivated(&mut s);
     s.apply(&set_state("a1", AgentState::Unreachable, false));
     let registry = crate::registry::Registry {
         cluster: s.clone(),
@@ -341,15 +346,7 @@ fn a_deactivated_agent_gets_no_offers_keeps_its_tasks_and_stays_deactivated_unti
     let s2 = crate::registry::records::reloaded(&registry).cluster;
     assert_eq!(s2, s, "the deactivation is in the snapshot's records");
     s = s2;
-    s.apply(&reregister(vec![reported(
-        "f",
-        "aware",
-        TaskState::Running,
-    )]));
-    assert_eq!(
-        s.agent(&agent("a1")).unwrap().state,
-        AgentState::Deactivated
-    );
+    reregistered_still_deactivated(&mut s);
     // Deactivating a draining agent changes nothing; draining a deactivated one drains it.
     s.apply(&set_state("a1", AgentState::Draining, true));
     assert_eq!(s.agent(&agent("a1")).unwrap().state, AgentState::Draining);
