@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::ids::{ExecutorId, FrameworkId, TaskId};
 use crate::layout::{Layout, RunDir, TaskDir};
 use crate::status_updates;
-use crate::task::{ExecutorLaunch, LaunchSpec, EXECUTOR_LAUNCH_VERSION, LAUNCH_SPEC_VERSION};
+use crate::task::{ExecutorLaunch, LaunchSpec};
 use crate::update::{StatusUpdate, TaskState};
 
 /// `--recover`: what to do with tasks an earlier life of the agent started.
@@ -223,19 +223,9 @@ fn scan_runs(layout: &Layout, procs: &ProcessTable) -> Vec<FoundRun> {
     found
 }
 
+/// The run's `executor.json`, as its supervisor reads it (size, format, version checked).
 fn read_launch(run: &RunDir) -> Result<ExecutorLaunch, String> {
-    let path = run.executor_json();
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let launch: ExecutorLaunch =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    if launch.version != EXECUTOR_LAUNCH_VERSION {
-        return Err(format!(
-            "{}: version {}, this agent reads {EXECUTOR_LAUNCH_VERSION}",
-            path.display(),
-            launch.version
-        ));
-    }
-    Ok(launch)
+    crate::executor::supervise::read_launch(run).map_err(|e| e.to_string())
 }
 
 /// The task directories as [`scan`] reads them, without reading the process table
@@ -387,19 +377,9 @@ impl ProcessTable {
     }
 }
 
+/// The task's `task.json`, as its executor reads it (size, format, version checked).
 fn read_spec(dir: &TaskDir) -> Result<LaunchSpec, String> {
-    let path = dir.task_json();
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let spec: LaunchSpec =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    if spec.version != LAUNCH_SPEC_VERSION {
-        return Err(format!(
-            "{}: version {}, this agent reads {LAUNCH_SPEC_VERSION}",
-            path.display(),
-            spec.version
-        ));
-    }
-    Ok(spec)
+    crate::executor::read_spec(dir).map_err(|e| e.to_string())
 }
 
 /// The executor's own log of its updates (what it made, whether or not the agent got it).

@@ -140,7 +140,8 @@ pub async fn run_executor(args: ExecutorArgs) -> Result<i32, ExecutorError> {
     run(args, Some(sigterm)).await
 }
 
-fn read_spec(dir: &TaskDir) -> Result<LaunchSpec, ExecutorError> {
+/// A task's `task.json`, checked: its size, its format and its version.
+pub(crate) fn read_spec(dir: &TaskDir) -> Result<LaunchSpec, ExecutorError> {
     let path = dir.task_json();
     let spec: LaunchSpec = read_checkpoint(&path)?;
     if spec.version != LAUNCH_SPEC_VERSION {

@@ -34,7 +34,8 @@ pub const EXIT_NOT_STARTED: i32 = 3;
 /// What `exit_status` holds when the command never ran.
 pub const NOT_STARTED_STATUS: i32 = -1;
 
-fn read_launch(dir: &RunDir) -> Result<ExecutorLaunch, ExecutorError> {
+/// A run's `executor.json`, checked: its size, its format and its version.
+pub(crate) fn read_launch(dir: &RunDir) -> Result<ExecutorLaunch, ExecutorError> {
     let path = dir.executor_json();
     let launch: ExecutorLaunch = super::read_checkpoint(&path)?;
     if launch.version != EXECUTOR_LAUNCH_VERSION {
