@@ -1,13 +1,20 @@
 //! The sandbox collector: takes ended tasks' directories out of the agent's way and removes
 //! them after `--gc-delay`, sooner when the work directory's disk fills, oldest first (as a
-//! Mesos agent collects sandboxes).
+//! Mesos agent collects sandboxes); the same for ended runs of custom executors.
 //!
-//! Owns `WORK_DIR/completed/` and nothing else. A task's directory moves there from
-//! `frameworks/<framework>/tasks/<task>` once its end is settled for everyone: the master
-//! acknowledged its terminal status update (the status update manager reports it, at run time
-//! and for the logs it recovers at start) and no executor works in it any more. The agent's
-//! restart scan reads every directory under `frameworks/`, so it then reads live tasks only,
-//! however many the agent ever ran (a 10-minute chaos run used to leave 7 700 behind).
+//! Owns `WORK_DIR/completed/` and the directories of ended runs. A task's directory moves
+//! there from `frameworks/<framework>/tasks/<task>` once its end is settled for everyone: the
+//! master acknowledged its terminal status update (the status update manager reports it, at
+//! run time and for the logs it recovers at start) and no executor works in it any more. The
+//! agent's restart scan reads every directory under `frameworks/`, so it then reads live tasks
+//! only, however many the agent ever ran (a 10-minute chaos run used to leave 7 700 behind).
+//!
+//! A custom executor's run (`frameworks/<framework>/executors/<executor>/runs/<container>`) is
+//! removed where it is, its age counting from the executor's end (see
+//! [`crate::recovery::ended_runs`], read at start and at every disk watch): it is not moved,
+//! since the directories of its ended tasks link their `sandbox` to the run's, and `/files`
+//! follows those links. A run that a task directory still in `frameworks/` links to waits
+//! until that task's end is settled too.
 //!
 //! In `completed/` a directory is removed once it is older than the current maximum age,
 //! `gc_delay × max(0, 1 − headroom − disk usage)` (Mesos's formula), recomputed every
@@ -15,11 +22,12 @@
 //! nearly full everything completed goes, oldest first. A directory's age counts from its
 //! move (or, after a restart, from its last modification).
 //!
-//! Never does: remove or move anything that is not an ended task's directory; block the
-//! runtime (file work runs on the blocking pool); hold more than [`MAX_TRACKED`] entries (the
-//! oldest beyond it is removed at once) or queue more than [`QUEUE_DEPTH`] moves.
+//! Never does: remove or move anything that is not an ended task's directory or an ended
+//! run's; block the runtime (file work runs on the blocking pool); hold more than
+//! [`MAX_TRACKED`] entries (the oldest beyond it is removed at once) or queue more than
+//! [`QUEUE_DEPTH`] moves.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -27,10 +35,11 @@ use drover_model::unix_ms;
 use tokio::sync::mpsc;
 
 use crate::ids::{FrameworkId, TaskId};
-use crate::layout::{Layout, TaskDir};
+use crate::layout::{Layout, RunDir, TaskDir};
 use crate::metrics as m;
 
-/// Completed task directories tracked for removal; beyond it the oldest is removed at once.
+/// Completed task directories and ended runs tracked for removal; beyond it the oldest is
+/// removed at once.
 pub const MAX_TRACKED: usize = 100_000;
 /// Tasks waiting to be moved (the status update manager's notices).
 pub const QUEUE_DEPTH: usize = 65_536;
@@ -93,15 +102,27 @@ pub fn due(
         .collect()
 }
 
+/// What the collector keeps track of: directories by age stamp (milliseconds since the
+/// epoch), and which of them are ended runs, removed in place.
+#[derive(Default)]
+struct Tracked {
+    dirs: BTreeSet<(u64, PathBuf)>,
+    runs: HashSet<PathBuf>,
+}
+
 /// Runs the collector until every sender of `ended` is gone.
 pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
     let layout = config.layout.clone();
-    let mut tracked: BTreeSet<(u64, PathBuf)> =
-        tokio::task::spawn_blocking(move || scan_completed(&layout))
+    let mut tracked = Tracked {
+        dirs: tokio::task::spawn_blocking(move || scan_completed(&layout))
             .await
-            .unwrap_or_default();
+            .unwrap_or_default(),
+        runs: HashSet::new(),
+    };
+    track_ended_runs(&config.layout, &mut tracked).await;
     tracing::info!(
-        completed = tracked.len(),
+        completed = tracked.dirs.len(),
+        ended_runs = tracked.runs.len(),
         gc_delay = ?config.gc_delay,
         headroom = config.disk_headroom,
         "sandbox collector started"
@@ -116,8 +137,8 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
             e = ended.recv() => match e {
                 Some(e) => {
                     if let Some(path) = move_one(&config.layout, &e, &mut waiting, 0).await {
-                        tracked.insert((unix_ms(), path));
-                        if tracked.len() > MAX_TRACKED {
+                        tracked.dirs.insert((unix_ms(), path));
+                        if tracked.dirs.len() > MAX_TRACKED {
                             collect(&config, &mut tracked).await;
                         }
                     }
@@ -128,13 +149,32 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
                 for _ in 0..waiting.len() {
                     let Some((e, tries)) = waiting.pop_front() else { break };
                     if let Some(path) = move_one(&config.layout, &e, &mut waiting, tries).await {
-                        tracked.insert((unix_ms(), path));
+                        tracked.dirs.insert((unix_ms(), path));
                     }
                 }
             }
-            _ = watch.tick() => collect(&config, &mut tracked).await,
+            _ = watch.tick() => {
+                track_ended_runs(&config.layout, &mut tracked).await;
+                collect(&config, &mut tracked).await;
+            }
         }
-        metrics::gauge!(m::GC_COMPLETED_SANDBOXES).set(tracked.len() as f64);
+        metrics::gauge!(m::GC_COMPLETED_SANDBOXES).set(tracked.dirs.len() as f64);
+    }
+}
+
+/// Tracks the runs that ended since the last look, aged from their end.
+async fn track_ended_runs(layout: &Layout, tracked: &mut Tracked) {
+    let layout = layout.clone();
+    let ended = tokio::task::spawn_blocking(move || crate::recovery::ended_runs(&layout))
+        .await
+        .unwrap_or_default();
+    for (run, at) in ended {
+        if tracked.runs.insert(run.0.clone()) {
+            let at = at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            tracked.dirs.insert((at, run.0));
+        }
     }
 }
 
@@ -229,8 +269,16 @@ fn executor_runs_in(dir: &TaskDir) -> bool {
         .is_some_and(|d| d == dir.0)
 }
 
+/// What became of a due directory.
+enum Removal {
+    Removed,
+    /// Not removed (an error, or a run a live task still links to): tried again at the next
+    /// watch.
+    Kept,
+}
+
 /// Removes what is due, oldest first, off the runtime.
-async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
+async fn collect(config: &GcConfig, tracked: &mut Tracked) {
     let usage = match config.disk_usage {
         DiskUsage::Fixed(u) => Some(u),
         DiskUsage::Measured => {
@@ -245,33 +293,61 @@ async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
     if let Some(u) = usage {
         metrics::gauge!(m::GC_DISK_USAGE_RATIO).set(u);
     }
-    let due = due(tracked, unix_ms(), age, MAX_TRACKED);
+    let due = due(&tracked.dirs, unix_ms(), age, MAX_TRACKED);
     if due.is_empty() {
         return;
     }
     for e in &due {
-        tracked.remove(e);
+        tracked.dirs.remove(e);
     }
     let n = due.len();
-    let failed = tokio::task::spawn_blocking(move || {
+    let due: Vec<((u64, PathBuf), bool)> = due
+        .into_iter()
+        .map(|e| {
+            let run = tracked.runs.contains(&e.1);
+            (e, run)
+        })
+        .collect();
+    let outcomes = tokio::task::spawn_blocking(move || {
         due.into_iter()
-            .filter(|(_, p)| match std::fs::remove_dir_all(p) {
-                Ok(()) => false,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "cannot remove a completed task's directory");
-                    true
-                }
+            .map(|(e, run)| {
+                let outcome = remove_due(&e.1, run);
+                (e, outcome)
             })
             .collect::<Vec<_>>()
     })
     .await
     .unwrap_or_default();
-    let removed = n - failed.len();
-    // Tried again at the next watch.
-    tracked.extend(failed);
+    let mut removed = 0;
+    for (e, outcome) in outcomes {
+        match outcome {
+            Removal::Removed => {
+                removed += 1;
+                tracked.runs.remove(&e.1);
+            }
+            Removal::Kept => {
+                tracked.dirs.insert(e);
+            }
+        }
+    }
     metrics::counter!(m::GC_REMOVED_TOTAL).increment(removed as u64);
-    tracing::info!(removed, due = n, max_age = ?age, disk_usage = ?usage, "removed completed task directories");
+    tracing::info!(removed, due = n, max_age = ?age, disk_usage = ?usage, "removed completed task directories and ended runs");
+}
+
+/// Removes one due directory (`run`: an ended run, kept while a live task links to it).
+/// Blocking.
+fn remove_due(path: &Path, run: bool) -> Removal {
+    if run && crate::recovery::run_has_live_task(&RunDir(path.to_path_buf())) {
+        return Removal::Kept;
+    }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Removal::Removed,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Removal::Removed,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a completed directory");
+            Removal::Kept
+        }
+    }
 }
 
 /// Every directory under `completed/<framework>/`, with its last modification. Blocking;

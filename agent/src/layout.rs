@@ -18,7 +18,9 @@
 //!                                       (for a task of a custom executor: a symlink to its
 //!                                       executor run's sandbox)
 //!   frameworks/<framework_id>/executors/<executor_id>/runs/<container_id>/
-//!                                       one run of a custom executor (as Mesos lays it out)
+//!                                       one run of a custom executor (as Mesos lays it out;
+//!                                       removed in place by [`crate::gc`] after --gc-delay
+//!                                       once it ended and its tasks' ends are settled)
 //!     executor.json                     the run as launched: the supervisor's input (atomic)
 //!     supervisor.pid                    pid of the run's `drover executor --executor-dir`
 //!     supervisor.log                    the supervisor's own log

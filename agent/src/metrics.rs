@@ -41,7 +41,7 @@ pub fn install(
 pub fn describe() {
     describe_gauge!(
         GC_COMPLETED_SANDBOXES,
-        "Ended tasks' directories kept under completed/, waiting for removal"
+        "Ended tasks' directories kept under completed/ and ended custom executor runs, waiting for removal"
     );
     describe_counter!(
         GC_REMOVED_TOTAL,

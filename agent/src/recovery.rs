@@ -223,6 +223,67 @@ fn scan_runs(layout: &Layout, procs: &ProcessTable) -> Vec<FoundRun> {
     found
 }
 
+/// The runs of custom executors that have ended, each with when it ended: those whose
+/// supervisor recorded the executor's end (`exit_status`, its time), and those whose supervisor
+/// started (`supervisor.pid`, its time) and runs no more. A run still starting (no supervisor
+/// yet) is not one: its pid file is read before the process is looked for, so a supervisor
+/// that wrote it is seen alive. Blocking.
+pub fn ended_runs(layout: &Layout) -> Vec<(RunDir, std::time::SystemTime)> {
+    let names = |p: PathBuf| {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+    };
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut ended = Vec::new();
+    for fw in names(layout.frameworks_dir()) {
+        for e in names(fw.join("executors")) {
+            for r in names(e.join("runs")) {
+                let run = RunDir(r);
+                if let Some(at) = modified(&run.exit_status()) {
+                    ended.push((run, at));
+                    continue;
+                }
+                let Some(pid) = read_pid(&run.supervisor_pid()) else {
+                    continue;
+                };
+                if let (false, Some(at)) = (supervises(pid, &run), modified(&run.supervisor_pid()))
+                {
+                    ended.push((run, at));
+                }
+            }
+        }
+    }
+    ended
+}
+
+/// Whether process `pid` is the supervisor of `run` (a pid reused by another process is not).
+/// Blocking.
+pub(crate) fn supervises(pid: i32, run: &RunDir) -> bool {
+    is_alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|c| supervisor_run_dir(&c))
+            .is_some_and(|d| d == run.0)
+}
+
+/// Whether a task directory of the run's framework (`frameworks/<fw>/tasks/*`) still has its
+/// sandbox in `run` (a task of the run whose end the master has not settled). Blocking.
+pub fn run_has_live_task(run: &RunDir) -> bool {
+    // frameworks/<fw>/executors/<e>/runs/<container>
+    let Some(fw) = run.0.ancestors().nth(4) else {
+        return false;
+    };
+    let sandbox = run.sandbox();
+    std::fs::read_dir(fw.join("tasks"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|t| std::fs::read_link(TaskDir(t.path()).sandbox()).is_ok_and(|l| l == sandbox))
+}
+
 /// The run's `executor.json`, as its supervisor reads it (size, format, version checked).
 fn read_launch(run: &RunDir) -> Result<ExecutorLaunch, String> {
     crate::executor::supervise::read_launch(run).map_err(|e| e.to_string())

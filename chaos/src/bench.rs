@@ -66,6 +66,22 @@ pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU time (user and system) the process `pid` has used so far, from `/proc/<pid>/stat`.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time in a `/proc/<pid>/stat` line, whose counts are in Linux's USER_HZ ticks (100 a
+/// second on every architecture). Pure.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // The fields after the command name (in parentheses, and it may hold spaces): the state
+    // is field 3, utime field 14 and stime field 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: f64 = fields.get(15 - 3)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 /// How many tasks of `task` fit in `offered`, at most `max`.
 pub(crate) fn fits(
     offered: &drover_resources::Resources,
@@ -310,4 +326,14 @@ pub async fn failover(
         p99_ms: percentile_ms(&sorted, 99.0),
         max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (drover (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(super::stat_cpu_seconds(stat), Some(3.25));
+        assert_eq!(super::stat_cpu_seconds("4242 (drover) S 1"), None);
+    }
 }

@@ -1,25 +1,37 @@
 //! One listening port for gRPC (HTTP/2) and the HTTP/1.1 APIs (Mesos's, the state and
 //! metrics endpoints), shared by masters and agents.
 //!
-//! Owns the connections: accepting them (at most [`ServeConfig::max_connections`] at once;
-//! the next waits in the kernel's backlog), serving each with hyper (HTTP/1.1 or HTTP/2 as
-//! the client speaks), and stopping them gracefully. It exists for one thing tonic's server
-//! does not let a caller set: an idle HTTP/1.1 connection is kept open, as Mesos keeps it.
-//! hyper's default closes a keep-alive connection that sends no request for 30 s, and the
-//! Mesos clients in use (pymesos's scheduler and executor) send their next call on the
-//! connection they kept and lose that call when the server closed it meanwhile. Connections
-//! are bounded in number, not in idle time; TCP keepalive probes find the peers that are gone
-//! (a crashed host, a cut network) and free their connections.
+//! Owns the connections: accepting them (at most [`ServeConfig::max_connections`] at once),
+//! serving each with hyper (HTTP/1.1 or HTTP/2 as the client speaks), and stopping them
+//! gracefully. It exists for one thing tonic's server does not let a caller set: an idle
+//! HTTP/1.1 connection is kept open, as Mesos keeps it. hyper's default closes a keep-alive
+//! connection that sends no request for 30 s, and the Mesos clients in use (pymesos's
+//! scheduler and executor) send their next call on the connection they kept and lose that
+//! call when the server closed it meanwhile.
+//!
+//! Connections are therefore bounded in number, not in idle time. TCP keepalive probes find
+//! the peers that are gone (a crashed host, a cut network) and free their connections. When
+//! every slot is taken, the connection idle longest (no request being answered, no response
+//! body being sent, for at least [`ServeConfig::evict_idle_after`]) is closed gracefully to
+//! make room: a peer that connects and stays silent, or a client that leaks idle connections,
+//! cannot keep Raft peers, agents and frameworks out. A connection answering a request or
+//! streaming events is never closed for room; with all of them busy a new connection waits,
+//! accepted but not read, and the ones after it in the kernel's backlog, until one ends.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Notify, Semaphore};
+use tower::ServiceExt;
 
 /// How a listener serves its connections.
 #[derive(Debug, Clone)]
@@ -35,6 +47,9 @@ pub struct ServeConfig {
     /// TCP keepalive: the first probe after this much silence, then one every
     /// `tcp_keepalive / 6`; after 3 unanswered the connection is dropped.
     pub tcp_keepalive: Duration,
+    /// How long a connection must have been idle before it may be closed to make room for a
+    /// new one (see the module doc).
+    pub evict_idle_after: Duration,
 }
 
 impl Default for ServeConfig {
@@ -45,6 +60,7 @@ impl Default for ServeConfig {
             http2_keepalive_interval: Duration::from_secs(5),
             http2_keepalive_timeout: Duration::from_secs(10),
             tcp_keepalive: Duration::from_secs(60),
+            evict_idle_after: Duration::from_secs(5),
         }
     }
 }
@@ -52,6 +68,9 @@ impl Default for ServeConfig {
 /// How long accepting pauses after an error (out of file descriptors, say) before it tries
 /// again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// With every slot taken and none idle long enough to close, how often the slots are looked
+/// at again.
+const EVICT_RETRY: Duration = Duration::from_millis(500);
 
 /// The connection builder: HTTP/1.1 keep-alive without an idle limit, HTTP/2 with pings.
 fn builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
@@ -68,6 +87,95 @@ fn builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// What one connection is doing, as its requests and response bodies tell it.
+struct Activity {
+    /// Requests being answered and response bodies being sent.
+    busy: AtomicUsize,
+    /// When it was last busy, in milliseconds since the listener started.
+    last_active_ms: AtomicU64,
+    /// Told to close gracefully (to make room).
+    evict: Notify,
+}
+
+/// Held while a request is answered and its response body sent.
+struct Busy {
+    activity: Arc<Activity>,
+    epoch: Instant,
+}
+
+impl Busy {
+    fn new(activity: Arc<Activity>, epoch: Instant) -> Self {
+        activity.busy.fetch_add(1, Ordering::SeqCst);
+        Self { activity, epoch }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.activity.last_active_ms.store(now, Ordering::SeqCst);
+        self.activity.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its connection busy until it is sent (or dropped).
+struct TrackedBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl axum::body::HttpBody for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The live connections, by a number of their own.
+#[derive(Default)]
+struct Slots {
+    connections: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the connection idle longest (at least `min_idle`) to close, if there is one.
+    fn evict_idlest(&self, epoch: Instant, min_idle: Duration) {
+        let now = epoch.elapsed().as_millis() as u64;
+        let min_idle = min_idle.as_millis() as u64;
+        let connections = self.lock();
+        let idlest = connections
+            .values()
+            .filter(|a| a.busy.load(Ordering::SeqCst) == 0)
+            .map(|a| (a.last_active_ms.load(Ordering::SeqCst), a))
+            .filter(|(at, _)| now.saturating_sub(*at) >= min_idle)
+            .min_by_key(|(at, _)| *at);
+        if let Some((_, a)) = idlest {
+            // Never idle again: it is not picked twice while it closes.
+            a.busy.fetch_add(1, Ordering::SeqCst);
+            a.evict.notify_one();
+        }
+    }
+}
+
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops accepting and waits
 /// for the open connections to finish what they are answering (a caller bounds the wait:
 /// streams that never end by themselves, such as a framework's events, keep it waiting).
@@ -80,19 +188,15 @@ pub async fn serve(
 ) {
     let router = routes.prepare().into_axum_router();
     let builder = builder(&config);
-    let permits = std::sync::Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let slots = Arc::new(Slots::default());
+    let epoch = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let mut next_id: u64 = 0;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = &mut shutdown => break,
@@ -107,6 +211,22 @@ pub async fn serve(
                 }
             }
         };
+        // A slot for it; with none free, room is made by closing the idlest connection, if one
+        // is idle long enough (looked at again after a while: the one told to close may take
+        // its time, or none may be idle yet). Meanwhile the connections after this one wait
+        // in the kernel's backlog.
+        let permit = loop {
+            if let Ok(p) = permits.clone().try_acquire_owned() {
+                break Some(p);
+            }
+            slots.evict_idlest(epoch, config.evict_idle_after);
+            tokio::select! {
+                p = permits.clone().acquire_owned() => break p.ok(),
+                () = tokio::time::sleep(EVICT_RETRY) => {}
+                () = &mut shutdown => break None,
+            }
+        };
+        let Some(permit) = permit else { break };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "TCP_NODELAY");
         }
@@ -117,32 +237,102 @@ pub async fn serve(
         if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
             tracing::debug!(%peer, error = %e, "TCP keepalive");
         }
-        let service = TowerToHyperService::new(router.clone());
+        let activity = Arc::new(Activity {
+            busy: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+            evict: Notify::new(),
+        });
+        let id = next_id;
+        next_id += 1;
+        slots.lock().insert(id, activity.clone());
+        let service = {
+            let (router, activity) = (router.clone(), activity.clone());
+            hyper::service::service_fn(move |request| {
+                let busy = Busy::new(activity.clone(), epoch);
+                let answer = router.clone().oneshot(request);
+                async move {
+                    let response = answer.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|inner| Body::new(TrackedBody { inner, _busy: busy })),
+                    )
+                }
+            })
+        };
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let conn = graceful.watch(conn);
+        let (slots, mut stop) = (slots.clone(), stop_rx.clone());
         connections.spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let mut closing = false;
+            let ended = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    () = activity.evict.notified(), if !closing => {
+                        tracing::debug!(%peer, "closing the idlest connection to make room");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    r = stop.wait_for(|stop| *stop), if !closing => {
+                        closing = true;
+                        if r.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
+            slots.lock().remove(&id);
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stop_tx.send_replace(true);
     while connections.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn routes() -> tonic::service::Routes {
         tonic::service::Routes::from(
-            axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" })),
+            axum::Router::new()
+                .route("/ping", axum::routing::get(|| async { "pong" }))
+                // A response that never ends (as a framework's event stream): "open", then
+                // nothing.
+                .route(
+                    "/stream",
+                    axum::routing::get(|| async {
+                        let open = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+                            axum::body::Bytes::from_static(b"open"),
+                        )]);
+                        Body::from_stream(open.chain(futures::stream::pending()))
+                    }),
+                ),
         )
+    }
+
+    /// Opens a connection and sends `GET path`, reading until `until` arrives.
+    async fn get(addr: std::net::SocketAddr, path: &str, until: &str) -> tokio::net::TcpStream {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let mut got = String::new();
+        while !got.contains(until) {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("answered within 10 s")
+                .unwrap();
+            assert!(n > 0, "connection closed after {got:?}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        s
     }
 
     /// Reads one answer. No timeout: under a paused clock, a timeout would fire while the
@@ -187,33 +377,31 @@ mod tests {
         server.await.unwrap();
     }
 
-    /// Past `max_connections`, a new connection is served only once one closes.
+    /// Past `max_connections` with every connection busy (a response still being sent), a
+    /// new connection is served only once one closes.
     #[tokio::test]
-    async fn connections_beyond_the_bound_wait_for_a_free_one() {
+    async fn connections_beyond_the_bound_wait_for_a_busy_one_to_end() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = ServeConfig {
             max_connections: 1,
+            evict_idle_after: Duration::ZERO,
             ..ServeConfig::default()
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, routes(), config, async {
             let _ = stop_rx.await;
         }));
+        let first = get(addr, "/stream", "open").await;
         let request = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
-        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-        first.write_all(request).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), read_answer(&mut first))
-            .await
-            .expect("answered");
         let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
         second.write_all(request).await.unwrap();
         let mut buf = [0u8; 64];
         assert!(
-            tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf))
+            tokio::time::timeout(Duration::from_millis(1500), second.read(&mut buf))
                 .await
                 .is_err(),
-            "the second connection was served while the first was open"
+            "the second connection was served while the first was streaming"
         );
         drop(first);
         let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut second))
@@ -226,5 +414,42 @@ mod tests {
             .await
             .expect("stopped")
             .unwrap();
+    }
+
+    /// With every slot taken, the connection idle longest is closed for a new one; one
+    /// streaming a response is not.
+    #[tokio::test]
+    async fn the_idlest_connection_makes_room_and_a_streaming_one_stays() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ServeConfig {
+            max_connections: 2,
+            evict_idle_after: Duration::ZERO,
+            ..ServeConfig::default()
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, routes(), config, async {
+            let _ = stop_rx.await;
+        }));
+        // Streaming since before the idle one's last request.
+        let mut streaming = get(addr, "/stream", "open").await;
+        let mut idle = get(addr, "/ping", "pong").await;
+        // A third connection is served: the idle one made room.
+        let third = get(addr, "/ping", "pong").await;
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+            .await
+            .expect("the idle connection closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the idle connection got {:?}", &buf[..n]);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), streaming.read(&mut buf))
+                .await
+                .is_err(),
+            "the streaming connection was closed or sent more"
+        );
+        let _ = stop_tx.send(());
+        drop((streaming, third));
+        server.abort();
     }
 }

@@ -173,6 +173,70 @@ async fn ended_tasks_are_moved_then_removed_once_past_the_delay_and_not_before()
     collector.await.unwrap();
 }
 
+/// A run of a custom executor `executor` of framework `fw`, with a file in its sandbox.
+fn run_dir(layout: &Layout, executor: &str, container: &str) -> RunDir {
+    let run = layout.executor_run_dir(
+        &FrameworkId::new("fw").unwrap(),
+        &crate::ids::ExecutorId::new(executor).unwrap(),
+        container,
+    );
+    std::fs::create_dir_all(run.sandbox()).unwrap();
+    std::fs::write(run.sandbox().join("stdout"), b"hello").unwrap();
+    run
+}
+
+#[tokio::test]
+async fn ended_runs_are_removed_in_place_once_no_live_task_links_to_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    // Ended (its supervisor recorded the end), and a task whose end is not settled yet
+    // still has its sandbox there.
+    let linked = run_dir(&layout, "e1", "c1");
+    std::fs::write(linked.exit_status(), "0\n").unwrap();
+    let task = layout.task_dir(
+        &FrameworkId::new("fw").unwrap(),
+        &TaskId::new("t1").unwrap(),
+    );
+    std::fs::create_dir_all(&task).unwrap();
+    std::os::unix::fs::symlink(linked.sandbox(), TaskDir(task.clone()).sandbox()).unwrap();
+    // Still starting: no supervisor yet.
+    let starting = run_dir(&layout, "e2", "c2");
+    // Its supervisor started and died without recording an end.
+    let died = run_dir(&layout, "e3", "c3");
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(died.supervisor_pid(), format!("{pid}\n")).unwrap();
+
+    let (tx, rx) = mpsc::channel(16);
+    let collector = tokio::spawn(run(fixed(&layout, Duration::ZERO), rx));
+    wait_for("the run whose supervisor died is removed", || {
+        !died.0.exists()
+    })
+    .await;
+    assert!(
+        linked.sandbox().join("stdout").exists(),
+        "a live task links to it"
+    );
+    // The task's end is settled: its directory leaves `frameworks/`.
+    std::fs::remove_dir_all(&task).unwrap();
+    wait_for("the linked run is removed once its task left", || {
+        !linked.0.exists()
+    })
+    .await;
+    assert!(
+        starting.sandbox().join("stdout").exists(),
+        "a starting run stays"
+    );
+    assert_eq!(
+        crate::recovery::ended_runs(&layout).len(),
+        0,
+        "nothing ended is left"
+    );
+    drop(tx);
+    collector.await.unwrap();
+}
+
 #[test]
 fn disk_usage_reads_like_df() {
     let tmp = tempfile::tempdir().unwrap();

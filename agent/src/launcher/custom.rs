@@ -46,7 +46,7 @@ use crate::executor::group::signal_group;
 use crate::executor::supervise::read_exit_status;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::layout::{RunDir, TaskDir};
-use crate::recovery::{read_pid, FoundRun, RecoverMode};
+use crate::recovery::{read_pid, supervises, FoundRun, RecoverMode};
 use crate::task::{ExecutorLaunch, ExecutorSpec, RunTask, TaskSpec, EXECUTOR_LAUNCH_VERSION};
 use crate::update::TaskState;
 
@@ -284,15 +284,6 @@ fn kill_run(run: &RunDir) {
 
 /// How often an adopted run's supervisor is looked for.
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
-
-/// Whether process `pid` is the supervisor of `run` (a pid reused by another process is not).
-fn supervises(pid: i32, run: &RunDir) -> bool {
-    crate::recovery::is_alive(pid)
-        && std::fs::read(format!("/proc/{pid}/cmdline"))
-            .ok()
-            .and_then(|c| crate::recovery::supervisor_run_dir(&c))
-            .is_some_and(|d| d == run.0)
-}
 
 /// A wait status as people read it.
 fn describe_status(raw: Option<i32>) -> String {

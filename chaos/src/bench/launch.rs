@@ -120,6 +120,10 @@ pub struct LaunchFigures {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// How long the ACCEPT calls took to be answered (the part of the latency before the
+    /// launch leaves the leader), p50 and p99.
+    pub accept_call_p50_ms: f64,
+    pub accept_call_p99_ms: f64,
     pub registration_seconds: f64,
     pub masters: Vec<MasterMemory>,
     /// Tasks in the leader's registry when memory was read; `None` when the leader's
@@ -128,6 +132,78 @@ pub struct LaunchFigures {
     /// Raft terms that began between the agents' registration and the end of the run (0: the
     /// same leader throughout).
     pub leader_changes: u64,
+    /// Where the CPU went from the framework's start to its last acknowledgement.
+    pub cpu: CpuFigures,
+    /// Raft log entries the leader appended meanwhile (writes are batched into entries, each
+    /// synced on a majority); `None` when its metrics could not be read.
+    pub raft_entries: Option<u64>,
+}
+
+/// CPU seconds (user and system) used during one framework's run, by process; `None` where
+/// `/proc` could not be read.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CpuFigures {
+    pub leader: Option<f64>,
+    /// The other masters together.
+    pub followers: Option<f64>,
+    /// The agent processes together.
+    pub agents: Option<f64>,
+    /// This process: the framework's driver and the benchmark's own work.
+    pub framework: Option<f64>,
+}
+
+/// The CPU clocks of a cluster's processes at one moment, by role (see [`CpuFigures`]).
+struct CpuClocks {
+    leader: Option<f64>,
+    followers: Option<f64>,
+    agents: Option<f64>,
+    framework: Option<f64>,
+}
+
+impl CpuClocks {
+    fn read(cluster: &LocalCluster, leader: u64) -> Self {
+        let sum = |pids: Vec<Option<u32>>| -> Option<f64> {
+            pids.into_iter().map(|p| p.and_then(cpu_seconds)).sum()
+        };
+        Self {
+            leader: sum(cluster
+                .masters()
+                .filter(|m| m.id == leader)
+                .map(|m| m.pid())
+                .collect()),
+            followers: sum(cluster
+                .masters()
+                .filter(|m| m.id != leader)
+                .map(|m| m.pid())
+                .collect()),
+            agents: sum(cluster.agents().map(|a| a.pid()).collect()),
+            framework: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// The CPU used from `self` to `later`.
+    fn until(&self, later: &Self) -> CpuFigures {
+        let d = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+        CpuFigures {
+            leader: d(self.leader, later.leader),
+            followers: d(self.followers, later.followers),
+            agents: d(self.agents, later.agents),
+            framework: d(self.framework, later.framework),
+        }
+    }
+}
+
+/// The leader's count of appended Raft entries (see [`LaunchFigures::raft_entries`]).
+async fn raft_entries(leader_addr: &str) -> Option<u64> {
+    match http_get(leader_addr, "/metrics").await {
+        Ok(body) => {
+            metric_sum(&body, "drover_master_raft_appended_entries_total", "").map(|v| v as u64)
+        }
+        Err(e) => {
+            tracing::warn!("reading the leader's /metrics: {e}");
+            None
+        }
+    }
 }
 
 /// The errors of the launch benchmark.
@@ -145,7 +221,7 @@ pub enum LaunchBenchError {
     Timeout(Duration, String),
 }
 
-use super::{fits, rss_mib};
+use super::{cpu_seconds, fits, rss_mib};
 use crate::http::{get as http_get, metric_sum};
 
 /// Why a call of the run failed.
@@ -175,7 +251,10 @@ struct Run {
     last_running: Option<Instant>,
     failed: usize,
     accepts: usize,
-    calls: JoinSet<Result<(), CallError>>,
+    /// Each answered call: how long an ACCEPT took to be answered (`None` for others).
+    calls: JoinSet<Result<Option<Duration>, CallError>>,
+    /// How long each answered ACCEPT took, from leaving to its answer.
+    accept_calls: Vec<Duration>,
     permits: Arc<Semaphore>,
     /// Offers kept for later use (with `rate`), oldest first, each with the tasks it fits
     /// (at most `per_offer`).
@@ -212,6 +291,7 @@ impl Run {
             failed: 0,
             accepts: 0,
             calls: JoinSet::new(),
+            accept_calls: Vec::new(),
             permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
             held: VecDeque::new(),
             committed: 0,
@@ -331,6 +411,7 @@ impl Run {
             driver
                 .decline(&offers, Some(3600.0))
                 .await
+                .map(|()| None)
                 .map_err(|e| CallError::Decline(e.to_string()))
         });
     }
@@ -374,10 +455,12 @@ impl Run {
             self.calls.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 // Latency counts from here: the ACCEPT leaves the framework.
-                let _ = sent_tx.send((ids.clone(), Instant::now()));
+                let left = Instant::now();
+                let _ = sent_tx.send((ids.clone(), left));
                 driver
                     .accept(std::slice::from_ref(&offer), tasks, None)
                     .await
+                    .map(|()| Some(left.elapsed()))
                     .map_err(|e| CallError::Accept {
                         tasks: ids,
                         error: e.to_string(),
@@ -447,7 +530,10 @@ impl Run {
         self.flush_acks();
     }
 
-    fn finished_call(&mut self, r: Result<Result<(), CallError>, tokio::task::JoinError>) {
+    fn finished_call(
+        &mut self,
+        r: Result<Result<Option<Duration>, CallError>, tokio::task::JoinError>,
+    ) {
         match r {
             Ok(Err(CallError::Decline(e))) => tracing::warn!("DECLINE failed: {e}"),
             Ok(Err(CallError::Accept { tasks, error })) => {
@@ -458,7 +544,8 @@ impl Run {
                     }
                 }
             }
-            Ok(Ok(())) | Err(_) => {}
+            Ok(Ok(Some(took))) => self.accept_calls.push(took),
+            Ok(Ok(None)) | Err(_) => {}
         }
     }
 
@@ -557,7 +644,10 @@ async fn measure(
     registration_seconds: f64,
     progress: &mut impl FnMut(&str),
 ) -> Result<LaunchFigures, LaunchBenchError> {
-    let first_term = cluster.wait_for_leader(Duration::from_secs(30)).await?.term;
+    let first = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let first_term = first.term;
+    let entries_before = raft_entries(&first.leader_addr).await;
+    let cpu_before = CpuClocks::read(cluster, first.leader_id);
     let name = crate::run::api_name(api);
     let (driver, mut events) = Driver::start(
         &cluster.addrs(),
@@ -577,10 +667,15 @@ async fn measure(
     while let Some(r) = run.acks.join_next().await {
         run.finished_ack(r);
     }
+    let cpu = cpu_before.until(&CpuClocks::read(cluster, first.leader_id));
 
     // Memory with every task still in the registry.
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let leader_changes = leader.term.saturating_sub(first_term);
+    let raft_entries = match (entries_before, raft_entries(&leader.leader_addr).await) {
+        (Some(a), Some(b)) if leader_changes == 0 => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     let tasks_in_registry: Option<u64> = match http_get(&leader.leader_addr, "/metrics").await {
         Ok(body) => metric_sum(&body, "drover_master_tasks", "").map(|v| v as u64),
         Err(e) => {
@@ -599,6 +694,8 @@ async fn measure(
 
     let mut sorted = run.latencies.clone();
     sorted.sort_unstable();
+    let mut accept_calls = run.accept_calls.clone();
+    accept_calls.sort_unstable();
     let seconds = match (run.first_accept, run.last_running) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => 0.0,
@@ -620,10 +717,14 @@ async fn measure(
         p50_ms: percentile_ms(&sorted, 50.0),
         p99_ms: percentile_ms(&sorted, 99.0),
         max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        accept_call_p50_ms: percentile_ms(&accept_calls, 50.0),
+        accept_call_p99_ms: percentile_ms(&accept_calls, 99.0),
         registration_seconds,
         masters,
         tasks_in_registry,
         leader_changes,
+        cpu,
+        raft_entries,
     };
     driver.teardown().await.ok();
     driver.stop().await;

@@ -392,12 +392,22 @@ fn print_launch_figures(f: &launch::LaunchFigures) {
         f.running, f.tasks, f.failed, f.seconds, f.launches_per_sec
     );
     println!(
-        "[{api}] ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs){sim}",
-        f.p50_ms, f.p99_ms, f.max_ms, f.accepts
+        "[{api}] ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs; each answered in p50 {:.1} ms  p99 {:.1} ms){sim}",
+        f.p50_ms, f.p99_ms, f.max_ms, f.accepts, f.accept_call_p50_ms, f.accept_call_p99_ms
     );
     println!(
         "[{api}] {} agents registered in {:.1} s; leader changes during the run: {}{sim}",
         f.agents, f.registration_seconds, f.leader_changes
+    );
+    let secs = |c: Option<f64>| c.map_or_else(|| "unknown".to_string(), |c| format!("{c:.2} s"));
+    println!(
+        "[{api}] CPU during the run: leader {}, followers {}, agents {}, framework {}; {} Raft entries appended by the leader{sim}",
+        secs(f.cpu.leader),
+        secs(f.cpu.followers),
+        secs(f.cpu.agents),
+        secs(f.cpu.framework),
+        f.raft_entries
+            .map_or_else(|| "unknown".to_string(), |n| n.to_string())
     );
     for m in &f.masters {
         println!(
