@@ -328,6 +328,9 @@ struct Actor {
     tasks: HashMap<Key, Entry>,
     /// The runs of custom executors.
     executors: HashMap<ExecKey, ExecEntry>,
+    /// Runs that ended while the agent was down, not yet told to their frameworks: they are
+    /// once the agent is registered again (see [`custom`]).
+    exits_while_down: Vec<custom::EndedRun>,
     completed: VecDeque<Key>,
     waiters: JoinSet<()>,
     me: mpsc::WeakSender<Msg>,
@@ -349,6 +352,7 @@ impl Launcher {
             registering: false,
             tasks: HashMap::new(),
             executors: HashMap::new(),
+            exits_while_down: Vec::new(),
             completed: VecDeque::new(),
             waiters: JoinSet::new(),
             me: tx.downgrade(),
@@ -847,8 +851,9 @@ impl Actor {
                 if self.agent_id.as_ref() != Some(&id) {
                     tracing::info!(agent_id = %id, "task table now answers as this agent");
                 }
-                self.agent_id = Some(id);
                 self.registering = false;
+                self.report_exits_while_down(&id);
+                self.agent_id = Some(id);
             }
         }
     }

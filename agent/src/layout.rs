@@ -26,6 +26,7 @@
 //!     supervisor.log                    the supervisor's own log
 //!     command.pid                       pid (= process group id) of the executor's command
 //!     exit_status                       the command's raw wait status, once it ended (atomic)
+//!     exit_reported                     empty, once the end went to the framework (FAILURE)
 //!     sandbox/                          MESOS_SANDBOX: the executor's working directory
 //!       stdout, stderr                  its output
 //!   completed/<framework_id>/<task_id>[.n]/
@@ -177,6 +178,11 @@ impl RunDir {
     }
     pub fn exit_status(&self) -> PathBuf {
         self.0.join("exit_status")
+    }
+    /// There once the run's end was handed to the relay for its framework (FAILURE), so that
+    /// a later life of the agent does not tell it again.
+    pub fn exit_reported(&self) -> PathBuf {
+        self.0.join("exit_reported")
     }
     pub fn sandbox(&self) -> PathBuf {
         self.0.join("sandbox")

@@ -75,6 +75,8 @@ pub struct FoundRun {
     pub supervisor: Option<i32>,
     /// The executor's raw wait status, once it ended.
     pub exit_status: Option<i32>,
+    /// Its end was told to its framework already (see [`RunDir::exit_reported`]).
+    pub exit_reported: bool,
 }
 
 impl FoundRun {
@@ -215,6 +217,7 @@ fn scan_runs(layout: &Layout, procs: &ProcessTable) -> Vec<FoundRun> {
                     launch: read_launch(&run),
                     supervisor: procs.supervisors.get(&run.0).copied(),
                     exit_status: crate::executor::supervise::read_exit_status(&run),
+                    exit_reported: run.exit_reported().exists(),
                     run,
                 });
             }

@@ -1314,7 +1314,8 @@ async fn custom_executor_across_a_restart() {
         framework_name: "test framework".into(),
     };
     let wait = Duration::from_secs(20);
-    // e1 runs t1 (RUNNING); t2 is queued while e1 is away; e2 runs t3.
+    // e1 runs t1 (RUNNING); t2 is queued while e1 is away; e2 runs t3; e3 runs t4 and ends
+    // while the agent is down.
     let api = ExecutorClient::new(&info.addr);
     client
         .run_task(run(custom_task("t1", "e1")))
@@ -1326,6 +1327,11 @@ async fn custom_executor_across_a_restart() {
         .await
         .expect("t3");
     let e2 = running_executor(&api, "e2", "t3").await;
+    client
+        .run_task(run(custom_task("t4", "e3")))
+        .await
+        .expect("t4");
+    let e3 = running_executor(&api, "e3", "t4").await;
     wait_state(&fake, "t1", v1::TaskState::TaskRunning).await;
     wait_state(&fake, "t3", v1::TaskState::TaskRunning).await;
     drop(e1);
@@ -1341,15 +1347,30 @@ async fn custom_executor_across_a_restart() {
             .parse()
             .expect("a pid")
     };
-    let (pid1, pid2) = (pid("e1"), pid("e2"));
+    let (pid1, pid2, pid3) = (pid("e1"), pid("e2"), pid("e3"));
 
-    // The agent restarts; both executors keep running.
+    // The agent restarts; the executors keep running, but for e3, killed meanwhile.
     agent.stop().await;
-    drop(e2);
+    drop((e2, e3));
     let alive = |p: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok();
     assert!(
-        alive(pid1) && alive(pid2),
+        alive(pid1) && alive(pid2) && alive(pid3),
         "the executors outlive the agent"
+    );
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid3),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill e3's group");
+    let e3_run = runs_of(&work_dir, "e3").remove(0);
+    wait_for(DEADLINE, "e3's supervisor records its end", || {
+        let ended = e3_run.join("exit_status").exists();
+        async move { ended }
+    })
+    .await;
+    assert!(
+        !fake.state().executor_exits.iter().any(|(e, _)| e == "e3"),
+        "e3's end was told before the restart"
     );
     let agent = Agent::start(config(&work_dir, &master, 0, this_program_as_executor()));
     let infos = registrations(&fake, 2).await;
@@ -1371,6 +1392,16 @@ async fn custom_executor_across_a_restart() {
     let addr = infos[1].addr.clone();
     wait_registered(&addr).await;
     let api = ExecutorClient::new(&addr);
+    // e3's task fails with it, and its framework hears of its end (SIGKILLed).
+    wait_state(&fake, "t4", v1::TaskState::TaskFailed).await;
+    wait_for(DEADLINE, "e3's end, told after the restart", || async {
+        fake.state()
+            .executor_exits
+            .iter()
+            .any(|(e, status)| e == "e3" && status.is_some_and(|s| s & 0x7f == 9))
+    })
+    .await;
+    assert!(e3_run.join("exit_reported").exists(), "marked as told");
 
     // e1 subscribes again, listing nothing unacknowledged: it gets t2 (never given), not t1
     // (it reported on it).

@@ -24,6 +24,10 @@
 //! - **Exit**: when the supervisor ends, every task of the run that has not ended is FAILED
 //!   (`executor_terminated`, with the executor's wait status), the framework is told
 //!   ([`crate::relay`]) and the run is forgotten.
+//! - **Ended while the agent was down**: its tasks fail through their own recovery, and its
+//!   framework hears of the executor's end (FAILURE, with the recorded wait status) once the
+//!   agent is registered again. Each end is told once: `exit_reported` in the run's directory
+//!   marks it, so a later restart does not tell it again.
 //! - **Agent restart**: a run whose supervisor still runs is taken back (its executor, told
 //!   `MESOS_CHECKPOINT=1`, subscribes again by itself and is re-sent its kills and the tasks it
 //!   does not list); one that has not subscribed again within
@@ -52,6 +56,15 @@ use crate::update::TaskState;
 
 /// A custom executor of a framework.
 pub type ExecKey = (FrameworkId, ExecutorId);
+
+/// A run that ended while the agent was down, for its framework to hear of: the agent it ran
+/// on, its executor, its raw wait status (if recorded) and its directory.
+pub(super) struct EndedRun {
+    agent: AgentId,
+    exec: ExecKey,
+    status: Option<i32>,
+    run: RunDir,
+}
 
 /// Events queued for one subscribed executor.
 pub const EXECUTOR_EVENT_QUEUE: usize = 4096;
@@ -280,6 +293,17 @@ fn kill_run(run: &RunDir) {
             }
         }
     }
+}
+
+/// Marks the run's end as told to its framework, off the actor. Not durable on purpose: an
+/// end told twice after a crash is a duplicate FAILURE, which frameworks take (best effort,
+/// as in Mesos).
+fn mark_exit_reported(run: RunDir) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = std::fs::write(run.exit_reported(), b"") {
+            tracing::warn!(run = %run.0.display(), error = %e, "cannot mark a run's end as told");
+        }
+    });
 }
 
 /// How often an adopted run's supervisor is looked for.
@@ -1011,12 +1035,21 @@ impl Actor {
     /// `mode` is cleanup or its `executor.json` cannot be read (then it is killed). Its
     /// executor subscribes again by itself; if it has not within
     /// `executor_reregistration_timeout`, its tasks fail and it is killed. A run that ended
-    /// while the agent was down is left to its tasks' recovery (they fail).
+    /// while the agent was down is left to its tasks' recovery (they fail); its end is kept
+    /// for its framework, told once the agent is registered again.
     pub(super) fn recover_runs(&mut self, runs: Vec<FoundRun>, mode: RecoverMode) -> usize {
         let mut adopted = 0;
         for r in runs {
             let exec: ExecKey = (r.framework.clone(), r.executor.clone());
             if !r.alive() {
+                if let (Ok(launch), false) = (&r.launch, r.exit_reported) {
+                    self.exits_while_down.push(EndedRun {
+                        agent: launch.agent_id.clone(),
+                        exec,
+                        status: r.exit_status,
+                        run: r.run.clone(),
+                    });
+                }
                 continue;
             }
             let launch = match (&r.launch, mode) {
@@ -1162,7 +1195,9 @@ impl Actor {
             let run = run.clone();
             tokio::task::spawn_blocking(move || crate::recovery::kill_run_leftovers(&run));
         }
-        self.relay.exited(&entry.agent_id, &exec.0, &exec.1, status);
+        if self.relay.exited(&entry.agent_id, &exec.0, &exec.1, status) {
+            mark_exit_reported(run.clone());
+        }
         let never_started = status == Some(crate::executor::supervise::NOT_STARTED_STATUS);
         tracing::info!(executor = %exec.1, framework = %exec.0, status = %how, "custom executor ended");
         for t in tasks {
@@ -1188,6 +1223,21 @@ impl Actor {
         // The tasks that came while it went away start the next run.
         for d in deferred {
             self.place_custom(d.req, d.framework_name, d.reply);
+        }
+    }
+
+    /// Registered as `agent`: the frameworks hear of the runs that ended on it while the agent
+    /// was down (those of another agent id are forgotten: that agent is gone, and its
+    /// frameworks learnt it from the master).
+    pub(super) fn report_exits_while_down(&mut self, agent: &AgentId) {
+        for e in std::mem::take(&mut self.exits_while_down) {
+            if &e.agent != agent {
+                continue;
+            }
+            tracing::info!(executor = %e.exec.1, framework = %e.exec.0, status = %describe_status(e.status), "a custom executor ended while the agent was down");
+            if self.relay.exited(&e.agent, &e.exec.0, &e.exec.1, e.status) {
+                mark_exit_reported(e.run);
+            }
         }
     }
 

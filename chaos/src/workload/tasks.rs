@@ -243,6 +243,9 @@ struct Known {
     agent: Option<String>,
     /// The ACCEPT that carried it had an unknown outcome: it may never have launched.
     uncertain: bool,
+    /// The ACCEPT that carries it is not answered yet: a TASK_UNKNOWN now (a reconciliation
+    /// or a KILL that raced it) says nothing of whether it launches.
+    accepting: bool,
 }
 
 struct Framework {
@@ -624,6 +627,7 @@ impl Framework {
                     state: None,
                     agent: Some(o.agent_id.as_str().to_string()),
                     uncertain: true,
+                    accepting: true,
                 },
             );
         }
@@ -647,30 +651,42 @@ impl Framework {
             Outcome::Reconciled(Kind::Ok) => self.recovering = false,
             // Not sent: ask again at the next subscription or tick of the reconcile timer.
             Outcome::Reconciled(_) => {}
-            Outcome::Accepted { tasks, kind } => match kind {
-                Kind::Ok => {
-                    for t in &tasks {
-                        if let Some(k) = self.tasks.get_mut(&t.task_id) {
-                            k.uncertain = false;
-                        }
+            Outcome::Accepted { tasks, kind } => {
+                for t in &tasks {
+                    if let Some(k) = self.tasks.get_mut(&t.task_id) {
+                        k.accepting = false;
                     }
                 }
-                // Certainly not launched: the same tasks (same ids) go back to the queue.
-                Kind::Fail => {
-                    for t in tasks.into_iter().rev() {
-                        if self
-                            .tasks
-                            .get(&t.task_id)
-                            .is_some_and(|k| k.state.is_none())
-                        {
-                            self.tasks.remove(&t.task_id);
-                            self.queue.push_front(t);
-                        }
+                self.accepted(tasks, kind);
+            }
+        }
+    }
+
+    /// An ACCEPT's answer: what it says of its tasks.
+    fn accepted(&mut self, tasks: Vec<v1::TaskInfo>, kind: Kind) {
+        match kind {
+            Kind::Ok => {
+                for t in &tasks {
+                    if let Some(k) = self.tasks.get_mut(&t.task_id) {
+                        k.uncertain = false;
                     }
                 }
-                // Maybe launched: reconciliation will tell; they stay uncertain until then.
-                _ => {}
-            },
+            }
+            // Certainly not launched: the same tasks (same ids) go back to the queue.
+            Kind::Fail => {
+                for t in tasks.into_iter().rev() {
+                    if self
+                        .tasks
+                        .get(&t.task_id)
+                        .is_some_and(|k| k.state.is_none())
+                    {
+                        self.tasks.remove(&t.task_id);
+                        self.queue.push_front(t);
+                    }
+                }
+            }
+            // Maybe launched: reconciliation will tell; they stay uncertain until then.
+            _ => {}
         }
     }
 
@@ -691,8 +707,8 @@ impl Framework {
             || (state == TaskState::TaskGone && s.reason == "reconciliation" && s.uuid.is_empty());
         if let Some(k) = self.tasks.get_mut(&s.task_id) {
             if no_record {
-                // The uncertain ACCEPT did not launch it.
-                if k.uncertain && k.state.is_none() {
+                // The uncertain ACCEPT did not launch it (one not answered yet may still).
+                if k.uncertain && !k.accepting && k.state.is_none() {
                     k.state = Some(TaskState::TaskDropped);
                 }
             } else if fresh && !k.state.is_some_and(is_terminal) {
@@ -709,6 +725,7 @@ impl Framework {
                     state: Some(state),
                     agent: Some(s.agent_id.clone()),
                     uncertain: false,
+                    accepting: false,
                 },
             );
         }

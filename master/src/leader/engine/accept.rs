@@ -104,6 +104,7 @@ impl Engine {
                 tasks: tasks.clone(),
             }
         };
+        self.launching.begin(&framework, &tasks);
         self.propose(
             op,
             Pending::Accepted {
@@ -127,6 +128,7 @@ impl Engine {
     ) {
         let ClusterOutcome::Accepted { agent, unused } = outcome else {
             self.answer(reply, Err(Refusal::Internal("unexpected outcome".into())));
+            self.launch_settled(&framework, &tasks);
             return;
         };
         // The offers are consumed; drop their timers.
@@ -147,6 +149,7 @@ impl Engine {
             self.run_on_agent(&state, &framework, &agent, &tasks);
         }
         self.answer(reply, Ok(()));
+        self.launch_settled(&framework, &tasks);
     }
 }
 

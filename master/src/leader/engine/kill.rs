@@ -1,11 +1,71 @@
 //! KILL: a framework asks for a task to be killed; the KillTask goes to its agent (whose
 //! update, committed, ends the task). A task already ended is answered as done.
+//!
+//! A KILL of a task whose ACCEPT is proposed and not yet committed waits for that ACCEPT
+//! (at most [`MAX_KILLS_WAITING`] per task), then is handled as if it came after: the task
+//! launched is killed, one whose ACCEPT was refused is not found. A Mesos master knows a task
+//! from its ACCEPT on, so a framework that kills right after accepting (as one shutting down
+//! does) must not be told the task is unknown while it is about to be launched.
+
+use std::collections::HashMap;
 
 use super::Engine;
 use crate::ids::{FrameworkId, TaskId};
 use crate::leader::answer::{Refusal, Reply};
+use crate::registry::cluster::TaskSpec;
+
+/// KILLs kept per task while its ACCEPT commits; more are answered as before it.
+pub const MAX_KILLS_WAITING: usize = 16;
+
+/// A KILL waiting for its task's ACCEPT: its grace and its caller.
+type WaitingKill = (Option<u64>, Reply<()>);
+
+/// Tasks of ACCEPTs in flight and the KILLs waiting for them. An ACCEPT in flight holds at
+/// most `MAX_TASKS_PER_ACCEPT` tasks, and the proposer bounds what is in flight.
+#[derive(Default)]
+pub(super) struct Launching {
+    tasks: HashMap<(FrameworkId, TaskId), Vec<WaitingKill>>,
+}
+
+impl Launching {
+    /// The ACCEPT of `tasks` is proposed.
+    pub(super) fn begin(&mut self, framework: &FrameworkId, tasks: &[TaskSpec]) {
+        for t in tasks {
+            self.tasks
+                .entry((framework.clone(), t.id.clone()))
+                .or_default();
+        }
+    }
+
+    /// Keeps `kill` until the task's ACCEPT settles; gives it back if the task is not being
+    /// launched, or too many wait already.
+    fn wait(
+        &mut self,
+        framework: &FrameworkId,
+        task: &TaskId,
+        kill: WaitingKill,
+    ) -> Option<WaitingKill> {
+        match self.tasks.get_mut(&(framework.clone(), task.clone())) {
+            Some(waiting) if waiting.len() < MAX_KILLS_WAITING => {
+                waiting.push(kill);
+                None
+            }
+            _ => Some(kill),
+        }
+    }
+}
 
 impl Engine {
+    /// The ACCEPT of `tasks` committed or was refused: the KILLs that waited for it go on.
+    pub(super) fn launch_settled(&mut self, framework: &FrameworkId, tasks: &[TaskSpec]) {
+        for t in tasks {
+            let key = (framework.clone(), t.id.clone());
+            for (grace_ms, reply) in self.launching.tasks.remove(&key).unwrap_or_default() {
+                self.kill(framework.clone(), t.id.clone(), grace_ms, reply);
+            }
+        }
+    }
+
     pub(super) fn kill(
         &mut self,
         framework: FrameworkId,
@@ -15,9 +75,19 @@ impl Engine {
     ) {
         let state = self.state();
         let r = match state.task(&framework, &task) {
-            None => Err(Refusal::NotFound(format!(
-                "task_id: framework {framework} has no task {task}"
-            ))),
+            None => {
+                // Unless it waits for the task's ACCEPT.
+                if let Some((_, reply)) = self.launching.wait(&framework, &task, (grace_ms, reply))
+                {
+                    self.answer(
+                        reply,
+                        Err(Refusal::NotFound(format!(
+                            "task_id: framework {framework} has no task {task}"
+                        ))),
+                    );
+                }
+                return;
+            }
             Some(t) if t.state.is_terminal() => Ok(()),
             Some(t) => {
                 let grace = grace_ms.unwrap_or(t.spec.kill_grace_ms);
@@ -61,6 +131,65 @@ mod tests {
             task: task.clone(),
             grace_ms,
         }
+    }
+
+    #[test]
+    fn a_kill_while_the_tasks_accept_commits_waits_for_it() {
+        use crate::replica_error::ReplicaError;
+        let (mut sim, mut stream) = one_agent_one_framework();
+        sim_allocate_and_commit(&mut sim);
+        let offers = Stream::offers(&stream.events());
+        // Launched: the KILL that came while its ACCEPT committed is answered once it did,
+        // and reaches the agent after the launch.
+        let accept = sim.call(
+            &stream,
+            accept_one(&offers[0].id, task("t1", "cpus:1;mem:128")),
+        );
+        let t1 = TaskId::new("t1").unwrap();
+        let early = sim.call(&stream, kill(&t1, Some(500)));
+        assert_eq!(
+            sim.answer(early),
+            None,
+            "not answered before the ACCEPT commits"
+        );
+        sim.to_agents.clear();
+        sim.commit();
+        assert_eq!(sim.answer(accept), Some(Ok(Answer::Done)));
+        assert_eq!(sim.answer(early), Some(Ok(Answer::Done)));
+        let sent: Vec<&str> = sim
+            .to_agents
+            .iter()
+            .map(|(_, m)| match m {
+                AgentMessage::Kill(_) => "kill",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(sent.last(), Some(&"kill"), "the launch first: {sent:?}");
+        assert_eq!(
+            kills(&mut sim),
+            [("a1".into(), "f1".into(), "t1".into(), 0.5)]
+        );
+        // Refused (or lost): the waiting KILL is told the task is not there. (The rest of the
+        // agent is offered again once the ACCEPT's refusal filter ran out.)
+        sim.advance(std::time::Duration::from_secs(10));
+        sim.settle();
+        let offers = Stream::offers(&stream.events());
+        assert!(!offers.is_empty(), "offered again");
+        let accept = sim.call(
+            &stream,
+            accept_one(&offers[0].id, task("t2", "cpus:1;mem:128")),
+        );
+        let t2 = TaskId::new("t2").unwrap();
+        let early = sim.call(&stream, kill(&t2, None));
+        sim.lose(ReplicaError::Lost("truncated".into()));
+        assert!(matches!(sim.answer(accept), Some(Err(_))));
+        assert!(
+            matches!(sim.answer(early), Some(Err(Refusal::NotFound(_)))),
+            "not found once the ACCEPT failed"
+        );
+        // A task no ACCEPT is launching is not found at once.
+        let call = sim.call(&stream, kill(&TaskId::new("t9").unwrap(), None));
+        assert!(matches!(sim.answer(call), Some(Err(Refusal::NotFound(_)))));
     }
 
     #[test]

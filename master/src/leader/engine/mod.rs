@@ -359,6 +359,9 @@ pub struct Engine {
     fresh_id: Box<dyn FnMut() -> String + Send>,
     /// A PruneCompleted is in flight (one at a time).
     pruning: bool,
+    /// Tasks of ACCEPTs proposed and not yet committed or refused, with the KILLs that came
+    /// for them meanwhile (see [`kill`]).
+    launching: kill::Launching,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -387,6 +390,7 @@ impl Engine {
             now,
             fresh_id: Box::new(convert::fresh_id),
             pruning: false,
+            launching: Default::default(),
         }
     }
 
@@ -763,8 +767,16 @@ impl Engine {
     /// Answers the caller behind `after` with `status`.
     fn fail(&mut self, pending: Pending, status: Refusal) {
         match pending {
+            Pending::Accepted {
+                framework,
+                tasks,
+                reply,
+                ..
+            } => {
+                self.answer(reply, Err(status));
+                self.launch_settled(&framework, &tasks);
+            }
             Pending::Subscribed { reply, .. }
-            | Pending::Accepted { reply, .. }
             | Pending::Declined { reply, .. }
             | Pending::StatusApplied { reply, .. }
             | Pending::Acknowledged { reply, .. }
