@@ -183,15 +183,17 @@ pub fn scan_all(layout: &Layout) -> (Vec<Found>, Vec<FoundRun>) {
     (scan_with(layout, &procs), scan_runs(layout, &procs))
 }
 
+/// The paths of the entries of directory `p` (none if it cannot be read). Blocking.
+fn names(p: PathBuf) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+}
+
 fn scan_runs(layout: &Layout, procs: &ProcessTable) -> Vec<FoundRun> {
     let mut found = Vec::new();
-    let names = |p: PathBuf| {
-        std::fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-    };
     for fw in names(layout.frameworks_dir()) {
         let Some(framework) = fw
             .file_name()
@@ -232,13 +234,6 @@ fn scan_runs(layout: &Layout, procs: &ProcessTable) -> Vec<FoundRun> {
 /// yet) is not one: its pid file is read before the process is looked for, so a supervisor
 /// that wrote it is seen alive. Blocking.
 pub fn ended_runs(layout: &Layout) -> Vec<(RunDir, std::time::SystemTime)> {
-    let names = |p: PathBuf| {
-        std::fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-    };
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut ended = Vec::new();
     for fw in names(layout.frameworks_dir()) {
