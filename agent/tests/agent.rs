@@ -723,8 +723,9 @@ async fn scale_10k() {
     agent.stop().await;
 }
 
-/// A task of a custom executor: the executor's command writes its environment and its pid
-/// into its sandbox, then sleeps (the test plays the executor over HTTP).
+/// A task of a custom executor: the executor's command writes its pid and then its
+/// environment into its sandbox (each whole, by a rename), then sleeps (the test plays the
+/// executor over HTTP).
 fn custom_task(id: &str, executor: &str) -> TaskInfo {
     TaskInfo {
         command: None,
@@ -732,7 +733,7 @@ fn custom_task(id: &str, executor: &str) -> TaskInfo {
             executor_id: executor.into(),
             name: "test executor".into(),
             command: Some(CommandInfo {
-                shell: r#"env > "$MESOS_SANDBOX/env.tmp"; mv "$MESOS_SANDBOX/env.tmp" "$MESOS_SANDBOX/env"; echo $$ > "$MESOS_SANDBOX/pid"; exec sleep 600"#.into(),
+                shell: r#"echo $$ > "$MESOS_SANDBOX/pid.tmp"; mv "$MESOS_SANDBOX/pid.tmp" "$MESOS_SANDBOX/pid"; env > "$MESOS_SANDBOX/env.tmp"; mv "$MESOS_SANDBOX/env.tmp" "$MESOS_SANDBOX/env"; exec sleep 600"#.into(),
                 environment: [("MINE".to_string(), "1".to_string())].into_iter().collect(),
             }),
             resources: "cpus:0.1;mem:32"
@@ -746,6 +747,23 @@ fn custom_task(id: &str, executor: &str) -> TaskInfo {
         data: b"task data".to_vec(),
         ..task(id, "unused")
     }
+}
+
+/// The pid the command of executor `e`'s (first) run wrote, once it wrote it: the test plays
+/// the executor, so its subscription says nothing of the command's progress.
+async fn executor_pid(work_dir: &Path, e: &str) -> i32 {
+    let read = || {
+        runs_of(work_dir, e)
+            .first()
+            .and_then(|r| std::fs::read_to_string(r.join("sandbox/pid")).ok())
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    wait_for(DEADLINE, "the executor's pid", || {
+        let there = read().is_some();
+        async move { there }
+    })
+    .await;
+    read().expect("a pid")
 }
 
 /// The runs of executor `e` of framework fw-1.
@@ -1064,12 +1082,7 @@ async fn custom_executor() {
         .expect("RunTask t4");
     let mut e3 = running_executor(&api, "e3", "t4").await;
     wait_state(&fake, "t4", v1::TaskState::TaskRunning).await;
-    let e3_run = runs_of(&work_dir, "e3").remove(0);
-    let e3_pid: i32 = std::fs::read_to_string(e3_run.join("sandbox/pid"))
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let e3_pid = executor_pid(&work_dir, "e3").await;
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(e3_pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -1339,15 +1352,11 @@ async fn custom_executor_across_a_restart() {
         .run_task(run(custom_task("t2", "e1")))
         .await
         .expect("t2");
-    let pid = |e: &str| -> i32 {
-        let run = runs_of(&work_dir, e).remove(0);
-        std::fs::read_to_string(run.join("sandbox/pid"))
-            .expect("pid")
-            .trim()
-            .parse()
-            .expect("a pid")
-    };
-    let (pid1, pid2, pid3) = (pid("e1"), pid("e2"), pid("e3"));
+    let (pid1, pid2, pid3) = (
+        executor_pid(&work_dir, "e1").await,
+        executor_pid(&work_dir, "e2").await,
+        executor_pid(&work_dir, "e3").await,
+    );
 
     // The agent restarts; the executors keep running, but for e3, killed meanwhile.
     agent.stop().await;
