@@ -27,7 +27,7 @@
 //! [`MAX_TRACKED`] entries (the oldest beyond it is removed at once) or queue more than
 //! [`QUEUE_DEPTH`] moves.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -102,27 +102,20 @@ pub fn due(
         .collect()
 }
 
-/// What the collector keeps track of: directories by age stamp (milliseconds since the
-/// epoch), and which of them are ended runs, removed in place.
-#[derive(Default)]
-struct Tracked {
-    dirs: BTreeSet<(u64, PathBuf)>,
-    runs: HashSet<PathBuf>,
-}
-
 /// Runs the collector until every sender of `ended` is gone.
 pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
     let layout = config.layout.clone();
-    let mut tracked = Tracked {
-        dirs: tokio::task::spawn_blocking(move || scan_completed(&layout))
+    // Directories by age stamp (milliseconds since the epoch). An ended run is under
+    // `frameworks/` (removed in place), a task's directory under `completed/`.
+    let mut tracked: BTreeSet<(u64, PathBuf)> =
+        tokio::task::spawn_blocking(move || scan_completed(&layout))
             .await
-            .unwrap_or_default(),
-        runs: HashSet::new(),
-    };
+            .unwrap_or_default();
+    let completed = tracked.len();
     track_ended_runs(&config.layout, &mut tracked).await;
     tracing::info!(
-        completed = tracked.dirs.len(),
-        ended_runs = tracked.runs.len(),
+        completed,
+        ended_runs = tracked.len() - completed,
         gc_delay = ?config.gc_delay,
         headroom = config.disk_headroom,
         "sandbox collector started"
@@ -137,8 +130,8 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
             e = ended.recv() => match e {
                 Some(e) => {
                     if let Some(path) = move_one(&config.layout, &e, &mut waiting, 0).await {
-                        tracked.dirs.insert((unix_ms(), path));
-                        if tracked.dirs.len() > MAX_TRACKED {
+                        tracked.insert((unix_ms(), path));
+                        if tracked.len() > MAX_TRACKED {
                             collect(&config, &mut tracked).await;
                         }
                     }
@@ -149,7 +142,7 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
                 for _ in 0..waiting.len() {
                     let Some((e, tries)) = waiting.pop_front() else { break };
                     if let Some(path) = move_one(&config.layout, &e, &mut waiting, tries).await {
-                        tracked.dirs.insert((unix_ms(), path));
+                        tracked.insert((unix_ms(), path));
                     }
                 }
             }
@@ -158,23 +151,22 @@ pub async fn run(config: GcConfig, mut ended: mpsc::Receiver<Ended>) {
                 collect(&config, &mut tracked).await;
             }
         }
-        metrics::gauge!(m::GC_COMPLETED_SANDBOXES).set(tracked.dirs.len() as f64);
+        metrics::gauge!(m::GC_COMPLETED_SANDBOXES).set(tracked.len() as f64);
     }
 }
 
-/// Tracks the runs that ended since the last look, aged from their end.
-async fn track_ended_runs(layout: &Layout, tracked: &mut Tracked) {
+/// Tracks the runs that ended, aged from their end. A run already tracked is found again
+/// with the same stamp (its end file's time), so the set holds it once.
+async fn track_ended_runs(layout: &Layout, tracked: &mut BTreeSet<(u64, PathBuf)>) {
     let layout = layout.clone();
     let ended = tokio::task::spawn_blocking(move || crate::recovery::ended_runs(&layout))
         .await
         .unwrap_or_default();
     for (run, at) in ended {
-        if tracked.runs.insert(run.0.clone()) {
-            let at = at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            tracked.dirs.insert((at, run.0));
-        }
+        let at = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        tracked.insert((at, run.0));
     }
 }
 
@@ -278,7 +270,7 @@ enum Removal {
 }
 
 /// Removes what is due, oldest first, off the runtime.
-async fn collect(config: &GcConfig, tracked: &mut Tracked) {
+async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
     let usage = match config.disk_usage {
         DiskUsage::Fixed(u) => Some(u),
         DiskUsage::Measured => {
@@ -293,24 +285,19 @@ async fn collect(config: &GcConfig, tracked: &mut Tracked) {
     if let Some(u) = usage {
         metrics::gauge!(m::GC_DISK_USAGE_RATIO).set(u);
     }
-    let due = due(&tracked.dirs, unix_ms(), age, MAX_TRACKED);
+    let due = due(tracked, unix_ms(), age, MAX_TRACKED);
     if due.is_empty() {
         return;
     }
     for e in &due {
-        tracked.dirs.remove(e);
+        tracked.remove(e);
     }
     let n = due.len();
-    let due: Vec<((u64, PathBuf), bool)> = due
-        .into_iter()
-        .map(|e| {
-            let run = tracked.runs.contains(&e.1);
-            (e, run)
-        })
-        .collect();
+    let frameworks = config.layout.frameworks_dir();
     let outcomes = tokio::task::spawn_blocking(move || {
         due.into_iter()
-            .map(|(e, run)| {
+            .map(|e| {
+                let run = e.1.starts_with(&frameworks);
                 let outcome = remove_due(&e.1, run);
                 (e, outcome)
             })
@@ -321,12 +308,9 @@ async fn collect(config: &GcConfig, tracked: &mut Tracked) {
     let mut removed = 0;
     for (e, outcome) in outcomes {
         match outcome {
-            Removal::Removed => {
-                removed += 1;
-                tracked.runs.remove(&e.1);
-            }
+            Removal::Removed => removed += 1,
             Removal::Kept => {
-                tracked.dirs.insert(e);
+                tracked.insert(e);
             }
         }
     }

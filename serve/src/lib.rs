@@ -317,6 +317,29 @@ mod tests {
         )
     }
 
+    /// A server of `max_connections` slots, any idle connection closable for room; its
+    /// address, its stop switch and its task.
+    async fn start(
+        max_connections: usize,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ServeConfig {
+            max_connections,
+            evict_idle_after: Duration::ZERO,
+            ..ServeConfig::default()
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, routes(), config, async {
+            let _ = stop_rx.await;
+        }));
+        (addr, stop_tx, server)
+    }
+
     /// Opens a connection and sends `GET path`, reading until `until` arrives.
     async fn get(addr: std::net::SocketAddr, path: &str, until: &str) -> tokio::net::TcpStream {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -381,17 +404,7 @@ mod tests {
     /// new connection is served only once one closes.
     #[tokio::test]
     async fn connections_beyond_the_bound_wait_for_a_busy_one_to_end() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = ServeConfig {
-            max_connections: 1,
-            evict_idle_after: Duration::ZERO,
-            ..ServeConfig::default()
-        };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, routes(), config, async {
-            let _ = stop_rx.await;
-        }));
+        let (addr, stop_tx, server) = start(1).await;
         let first = get(addr, "/stream", "open").await;
         let request = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
         let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -420,17 +433,7 @@ mod tests {
     /// streaming a response is not.
     #[tokio::test]
     async fn the_idlest_connection_makes_room_and_a_streaming_one_stays() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = ServeConfig {
-            max_connections: 2,
-            evict_idle_after: Duration::ZERO,
-            ..ServeConfig::default()
-        };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, routes(), config, async {
-            let _ = stop_rx.await;
-        }));
+        let (addr, stop_tx, server) = start(2).await;
         // Streaming since before the idle one's last request.
         let mut streaming = get(addr, "/stream", "open").await;
         let mut idle = get(addr, "/ping", "pong").await;

@@ -139,8 +139,9 @@ pub struct LaunchFigures {
     pub raft_entries: Option<u64>,
 }
 
-/// CPU seconds (user and system) used during one framework's run, by process; `None` where
-/// `/proc` could not be read.
+/// CPU seconds (user and system) by role: used during one framework's run (what is
+/// reported), or, while measuring, each process's clock at one moment; `None` where `/proc`
+/// could not be read.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CpuFigures {
     pub leader: Option<f64>,
@@ -152,15 +153,9 @@ pub struct CpuFigures {
     pub framework: Option<f64>,
 }
 
-/// The CPU clocks of a cluster's processes at one moment, by role (see [`CpuFigures`]).
-struct CpuClocks {
-    leader: Option<f64>,
-    followers: Option<f64>,
-    agents: Option<f64>,
-    framework: Option<f64>,
-}
-
-impl CpuClocks {
+impl CpuFigures {
+    /// The CPU clocks of `cluster`'s processes now, by role (`leader` is the leader's id):
+    /// each the CPU used since the process started.
     fn read(cluster: &LocalCluster, leader: u64) -> Self {
         let sum = |pids: Vec<Option<u32>>| -> Option<f64> {
             pids.into_iter().map(|p| p.and_then(cpu_seconds)).sum()
@@ -181,10 +176,10 @@ impl CpuClocks {
         }
     }
 
-    /// The CPU used from `self` to `later`.
-    fn until(&self, later: &Self) -> CpuFigures {
+    /// The CPU used from the clocks `self` to the clocks `later`.
+    fn until(&self, later: &Self) -> Self {
         let d = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-        CpuFigures {
+        Self {
             leader: d(self.leader, later.leader),
             followers: d(self.followers, later.followers),
             agents: d(self.agents, later.agents),
@@ -193,18 +188,19 @@ impl CpuClocks {
     }
 }
 
-/// The leader's count of appended Raft entries (see [`LaunchFigures::raft_entries`]).
-async fn raft_entries(leader_addr: &str) -> Option<u64> {
+/// The sum of metric `name` on the leader's `/metrics`; `None` when it cannot be read.
+async fn leader_metric(leader_addr: &str, name: &str) -> Option<u64> {
     match http_get(leader_addr, "/metrics").await {
-        Ok(body) => {
-            metric_sum(&body, "drover_master_raft_appended_entries_total", "").map(|v| v as u64)
-        }
+        Ok(body) => metric_sum(&body, name, "").map(|v| v as u64),
         Err(e) => {
             tracing::warn!("reading the leader's /metrics: {e}");
             None
         }
     }
 }
+
+/// The leader's count of appended Raft entries (see [`LaunchFigures::raft_entries`]).
+const RAFT_ENTRIES: &str = "drover_master_raft_appended_entries_total";
 
 /// The errors of the launch benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -646,8 +642,8 @@ async fn measure(
 ) -> Result<LaunchFigures, LaunchBenchError> {
     let first = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let first_term = first.term;
-    let entries_before = raft_entries(&first.leader_addr).await;
-    let cpu_before = CpuClocks::read(cluster, first.leader_id);
+    let entries_before = leader_metric(&first.leader_addr, RAFT_ENTRIES).await;
+    let cpu_before = CpuFigures::read(cluster, first.leader_id);
     let name = crate::run::api_name(api);
     let (driver, mut events) = Driver::start(
         &cluster.addrs(),
@@ -667,22 +663,19 @@ async fn measure(
     while let Some(r) = run.acks.join_next().await {
         run.finished_ack(r);
     }
-    let cpu = cpu_before.until(&CpuClocks::read(cluster, first.leader_id));
+    let cpu = cpu_before.until(&CpuFigures::read(cluster, first.leader_id));
 
     // Memory with every task still in the registry.
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let leader_changes = leader.term.saturating_sub(first_term);
-    let raft_entries = match (entries_before, raft_entries(&leader.leader_addr).await) {
+    let raft_entries = match (
+        entries_before,
+        leader_metric(&leader.leader_addr, RAFT_ENTRIES).await,
+    ) {
         (Some(a), Some(b)) if leader_changes == 0 => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let tasks_in_registry: Option<u64> = match http_get(&leader.leader_addr, "/metrics").await {
-        Ok(body) => metric_sum(&body, "drover_master_tasks", "").map(|v| v as u64),
-        Err(e) => {
-            tracing::warn!("reading the leader's /metrics: {e}");
-            None
-        }
-    };
+    let tasks_in_registry = leader_metric(&leader.leader_addr, "drover_master_tasks").await;
     let masters: Vec<MasterMemory> = cluster
         .masters()
         .map(|m| MasterMemory {
