@@ -255,6 +255,7 @@ pub(crate) fn offer(id: &str, resources: &str) -> v1::Offer {
         attributes: vec![],
         expires_at_ms: 0,
         agent_addr: String::new(),
+        executor_ids: Vec::new(),
     }
 }
 

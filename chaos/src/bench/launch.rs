@@ -75,6 +75,11 @@ pub struct LaunchBenchOptions {
     /// cluster); the summary gives each figure's median over the trials.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub trials: u32,
+    /// Do not acknowledge status updates: measures the launch and event path without the
+    /// ACKNOWLEDGE calls' cost (each a committed write; over the Mesos HTTP API, one request
+    /// per update). Every framework that relies on updates acknowledges them.
+    #[arg(long)]
+    pub no_acknowledge: bool,
 }
 
 impl LaunchBenchOptions {
@@ -124,6 +129,12 @@ pub struct LaunchFigures {
     /// launch leaves the leader), p50 and p99.
     pub accept_call_p50_ms: f64,
     pub accept_call_p99_ms: f64,
+    /// How long each RUNNING took from its creation on the agent (its `timestamp`, in whole
+    /// milliseconds) to the framework's event loop, p50 and p99: the relay's part of the
+    /// latency (commit on the leader, the event stream, the framework's decoding); the rest is
+    /// the ACCEPT's way to the agent.
+    pub relay_p50_ms: f64,
+    pub relay_p99_ms: f64,
     pub registration_seconds: f64,
     pub masters: Vec<MasterMemory>,
     /// Tasks in the leader's registry when memory was read; `None` when the leader's
@@ -242,6 +253,8 @@ struct Run {
     /// ACCEPTs as they leave (task ids, when), from the calls' tasks.
     sent_tx: tokio::sync::mpsc::UnboundedSender<(Vec<String>, Instant)>,
     latencies: Vec<Duration>,
+    /// Per RUNNING: from its creation on the agent to its arrival here.
+    relayed: Vec<Duration>,
     /// When the first ACCEPT was sent: the rate's clock and the start of the throughput.
     first_accept: Option<Instant>,
     last_running: Option<Instant>,
@@ -282,6 +295,7 @@ impl Run {
             next_task: 0,
             sent: HashMap::new(),
             latencies: Vec::with_capacity(opts.tasks),
+            relayed: Vec::with_capacity(opts.tasks),
             first_accept: None,
             last_running: None,
             failed: 0,
@@ -479,7 +493,7 @@ impl Run {
 
     fn update(&mut self, status: v1::TaskStatus) {
         let state = v1::TaskState::try_from(status.state).unwrap_or(v1::TaskState::Unspecified);
-        if !status.uuid.is_empty() {
+        if !status.uuid.is_empty() && !self.opts.no_acknowledge {
             // Not gated by the permits: the event loop must keep reading (a framework that
             // falls behind its event stream is disconnected).
             self.unacked.push(status.clone());
@@ -494,6 +508,10 @@ impl Run {
                 self.sent.remove(&status.task_id);
                 let now = Instant::now();
                 self.latencies.push(now - sent);
+                let created = std::time::UNIX_EPOCH + Duration::from_millis(status.timestamp_ms);
+                if let Ok(relayed) = std::time::SystemTime::now().duration_since(created) {
+                    self.relayed.push(relayed);
+                }
                 self.last_running = Some(now);
             }
             _ => {
@@ -689,6 +707,8 @@ async fn measure(
     sorted.sort_unstable();
     let mut accept_calls = run.accept_calls.clone();
     accept_calls.sort_unstable();
+    let mut relayed = run.relayed.clone();
+    relayed.sort_unstable();
     let seconds = match (run.first_accept, run.last_running) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => 0.0,
@@ -712,6 +732,8 @@ async fn measure(
         max_ms: sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         accept_call_p50_ms: percentile_ms(&accept_calls, 50.0),
         accept_call_p99_ms: percentile_ms(&accept_calls, 99.0),
+        relay_p50_ms: percentile_ms(&relayed, 50.0),
+        relay_p99_ms: percentile_ms(&relayed, 99.0),
         registration_seconds,
         masters,
         tasks_in_registry,

@@ -326,6 +326,9 @@ async fn bench_launch(
         command = opts.command,
         per_offer = opts.per_offer,
     );
+    if opts.no_acknowledge {
+        println!("the framework does NOT acknowledge status updates (--no-acknowledge)");
+    }
     let all = launch::launch(binary, dir.to_path_buf(), opts, |line| {
         eprintln!("  {line}");
     })
@@ -394,6 +397,10 @@ fn print_launch_figures(f: &launch::LaunchFigures) {
     println!(
         "[{api}] ACCEPT → RUNNING latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} ACCEPTs; each answered in p50 {:.1} ms  p99 {:.1} ms){sim}",
         f.p50_ms, f.p99_ms, f.max_ms, f.accepts, f.accept_call_p50_ms, f.accept_call_p99_ms
+    );
+    println!(
+        "[{api}] of which RUNNING created on the agent → read by the framework: p50 {:.1} ms  p99 {:.1} ms (agent timestamps in whole ms){sim}",
+        f.relay_p50_ms, f.relay_p99_ms
     );
     println!(
         "[{api}] {} agents registered in {:.1} s; leader changes during the run: {}{sim}",

@@ -2,7 +2,7 @@
 //! registry's types, with the validation every field from the network gets: ids, names, sizes,
 //! resources, states. Errors name the field at fault (they become INVALID_ARGUMENT).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use drover_model::health::HealthCheckSpec;
 use drover_proto::v1;
@@ -12,9 +12,9 @@ use tonic::Status;
 
 use crate::ids::{AgentId, FrameworkId, OfferId, Role, TaskId};
 use crate::registry::cluster::{
-    AgentRecord, AgentState, FrameworkRecord, OfferRecord, ReportedTask, StatusRecord,
-    StatusSource, TaskExtensions, TaskRecord, TaskSpec, TaskStatus, MAX_OFFERS_PER_ACCEPT,
-    MAX_REPORTED_TASKS, MAX_TASKS_PER_ACCEPT,
+    AgentRecord, AgentState, ClusterState, FrameworkRecord, OfferRecord, ReportedTask,
+    StatusRecord, StatusSource, TaskExtensions, TaskRecord, TaskSpec, TaskStatus,
+    MAX_OFFERS_PER_ACCEPT, MAX_REPORTED_TASKS, MAX_TASKS_PER_ACCEPT,
 };
 use crate::registry::TaskState;
 
@@ -203,6 +203,22 @@ pub fn unknown_task_status(
         source: v1::StatusSource::SourceMaster as i32,
         reason: "reconciliation".into(),
         message: message.into(),
+        timestamp_ms: now_ms,
+        ..Default::default()
+    }
+}
+
+/// RECONCILE's answer for a task whose ACCEPT is being committed: TASK_STAGING, as a Mesos
+/// master answers for a task it is launching (the framework is not told it is unknown while
+/// it is about to run).
+pub fn staging_status(task: &TaskId, agent: Option<&AgentId>, now_ms: u64) -> v1::TaskStatus {
+    v1::TaskStatus {
+        task_id: task.to_string(),
+        agent_id: agent.map(ToString::to_string).unwrap_or_default(),
+        state: v1::TaskState::TaskStaging as i32,
+        source: v1::StatusSource::SourceMaster as i32,
+        reason: "reconciliation".into(),
+        message: "the task's ACCEPT is being committed".into(),
         timestamp_ms: now_ms,
         ..Default::default()
     }
@@ -530,7 +546,16 @@ pub fn offer_ids(field: &str, ids: &[String]) -> Result<Vec<OfferId>, Status> {
         .collect()
 }
 
-pub fn offer_to_proto(o: &OfferRecord, agent: Option<&AgentRecord>) -> v1::Offer {
+/// An offer as frameworks see it, with its agent's details and the framework's custom
+/// executors running there (from the state `state`).
+pub fn offer_to_proto(o: &OfferRecord, state: &ClusterState) -> v1::Offer {
+    let agent = state.agent(&o.agent);
+    let executor_ids: BTreeSet<String> = state
+        .live_tasks_on(&o.agent)
+        .filter(|t| t.framework == o.framework)
+        .filter_map(|t| executor_of(&t.spec))
+        .map(|e| e.executor_id)
+        .collect();
     v1::Offer {
         id: o.id.to_string(),
         framework_id: o.framework.to_string(),
@@ -540,6 +565,7 @@ pub fn offer_to_proto(o: &OfferRecord, agent: Option<&AgentRecord>) -> v1::Offer
         attributes: agent.map(|a| a.attributes.to_proto()).unwrap_or_default(),
         expires_at_ms: o.expires_at_ms,
         agent_addr: agent.map(|a| a.addr.clone()).unwrap_or_default(),
+        executor_ids: executor_ids.into_iter().collect(),
     }
 }
 

@@ -335,6 +335,7 @@ pub fn offer(o: &mesos::Offer) -> v1::Offer {
         attributes: drover_mesos::convert::attributes_from_mesos(&o.attributes),
         expires_at_ms: 0,
         agent_addr,
+        executor_ids: o.executor_ids.iter().map(|e| e.value.clone()).collect(),
     }
 }
 

@@ -37,7 +37,8 @@ use connection::{Connection, Control, LinkState, Session};
 use rpc::{Call, Transport};
 
 pub use types::{
-    is_terminal, AgentId, DriverEvent, FrameworkId, FrameworkInfo, Offer, OfferId, TaskId,
+    is_terminal, AgentId, DriverEvent, ExecutorId, FrameworkId, FrameworkInfo, Offer, OfferId,
+    TaskId,
 };
 
 /// Most pending control requests (stop, teardown) from the handles to the background task.
@@ -347,7 +348,7 @@ impl Driver {
     /// Asks for the latest state of `task_ids` (or, when empty, of every live task of the
     /// framework). The answers come as [`DriverEvent::Update`]s without a uuid; a task the
     /// master never heard of is answered TASK_UNKNOWN (TASK_LOST if the framework is not
-    /// partition-aware).
+    /// partition-aware), one whose ACCEPT is still being committed TASK_STAGING.
     pub async fn reconcile(&self, task_ids: &[TaskId]) -> Result<(), DriverError> {
         let tasks: Vec<(TaskId, Option<AgentId>)> =
             task_ids.iter().map(|t| (t.clone(), None)).collect();

@@ -70,6 +70,10 @@ id_newtype!(
     /// An agent's id, as the master names it.
     AgentId
 );
+id_newtype!(
+    /// A custom executor's id, chosen by the framework; unique within the framework.
+    ExecutorId
+);
 
 /// What the framework tells the master about itself when it subscribes.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,6 +137,8 @@ pub struct Offer {
     pub expires_at_ms: u64,
     /// The agent's address (host:port), where its `/files` are read.
     pub agent_addr: String,
+    /// The framework's custom executors running on the agent.
+    pub executor_ids: Vec<ExecutorId>,
 }
 
 impl Offer {
@@ -146,6 +152,7 @@ impl Offer {
             attributes: Attributes::from_proto(&o.attributes)?,
             expires_at_ms: o.expires_at_ms,
             agent_addr: o.agent_addr.clone(),
+            executor_ids: o.executor_ids.iter().map(ExecutorId::new).collect(),
         })
     }
 }

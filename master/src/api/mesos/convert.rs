@@ -227,7 +227,11 @@ pub fn offer_to_mesos(o: &v1::Offer, role: &str) -> mesos::Offer {
         url,
         resources: resources_to_mesos(&o.resources, role),
         attributes: attributes_to_mesos(&o.attributes),
-        executor_ids: vec![],
+        executor_ids: o
+            .executor_ids
+            .iter()
+            .map(|e| mesos::ExecutorId { value: e.clone() })
+            .collect(),
         allocation_info: Some(mesos::resource::AllocationInfo {
             role: Some(role.to_string()),
         }),

@@ -117,7 +117,7 @@ fn framework_view(
         .offers()
         .filter(|o| o.framework == f.id)
         .map(|o| {
-            let offer = crate::leader::convert::offer_to_proto(o, c.agent(&o.agent));
+            let offer = crate::leader::convert::offer_to_proto(o, c);
             convert::offer_to_mesos(&offer, f.role.as_str())
         })
         .collect();

@@ -104,7 +104,11 @@ impl Engine {
                 tasks: tasks.clone(),
             }
         };
-        self.launching.begin(&framework, &tasks);
+        let agent = offers
+            .first()
+            .and_then(|o| self.view.offer(o))
+            .map(|o| o.agent.clone());
+        self.launching.begin(&framework, agent.as_ref(), &tasks);
         self.propose(
             op,
             Pending::Accepted {
@@ -238,6 +242,7 @@ mod tests {
         sim.allocate();
         sim.commit();
         let offer = Stream::offers(&stream.events()).remove(0);
+        assert!(offer.executor_ids.is_empty(), "no executor runs yet");
         let call = sim.call(
             &stream,
             Call::Accept {
@@ -276,6 +281,8 @@ mod tests {
         sim.allocate();
         sim.commit();
         let offer = Stream::offers(&stream.events()).remove(0);
+        // The offer names the executor running there, as a Mesos offer does.
+        assert_eq!(offer.executor_ids, ["e1"]);
         let refused = sim.call(
             &stream,
             accept_one(&offer.id, custom("t3", "cpus:0.5", "e1", "something else")),

@@ -64,7 +64,7 @@ impl Engine {
             by_framework
                 .entry(o.framework.clone())
                 .or_default()
-                .push(convert::offer_to_proto(o, state.agent(&o.agent)));
+                .push(convert::offer_to_proto(o, &state));
         }
         metrics::counter!(m::OFFERS_TOTAL).increment(offers.len() as u64);
         let mut orphans = Vec::new();

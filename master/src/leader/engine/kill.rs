@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::Engine;
-use crate::ids::{FrameworkId, TaskId};
+use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::leader::answer::{Refusal, Reply};
 use crate::registry::cluster::TaskSpec;
 
@@ -20,21 +20,50 @@ pub const MAX_KILLS_WAITING: usize = 16;
 /// A KILL waiting for its task's ACCEPT: its grace and its caller.
 type WaitingKill = (Option<u64>, Reply<()>);
 
-/// Tasks of ACCEPTs in flight and the KILLs waiting for them. An ACCEPT in flight holds at
-/// most `MAX_TASKS_PER_ACCEPT` tasks, and the proposer bounds what is in flight.
+/// Tasks of ACCEPTs in flight, each with the agent its offers are on and the KILLs waiting
+/// for it. An ACCEPT in flight holds at most `MAX_TASKS_PER_ACCEPT` tasks, and the proposer
+/// bounds what is in flight.
 #[derive(Default)]
 pub(super) struct Launching {
-    tasks: HashMap<(FrameworkId, TaskId), Vec<WaitingKill>>,
+    tasks: HashMap<(FrameworkId, TaskId), (Option<AgentId>, Vec<WaitingKill>)>,
 }
 
 impl Launching {
-    /// The ACCEPT of `tasks` is proposed.
-    pub(super) fn begin(&mut self, framework: &FrameworkId, tasks: &[TaskSpec]) {
+    /// The ACCEPT of `tasks` on `agent`'s offers is proposed.
+    pub(super) fn begin(
+        &mut self,
+        framework: &FrameworkId,
+        agent: Option<&AgentId>,
+        tasks: &[TaskSpec],
+    ) {
         for t in tasks {
             self.tasks
                 .entry((framework.clone(), t.id.clone()))
-                .or_default();
+                .or_insert_with(|| (agent.cloned(), Vec::new()));
         }
+    }
+
+    /// Whether `task` is being launched, and on which agent (when its offer named one).
+    pub(super) fn agent_of(
+        &self,
+        framework: &FrameworkId,
+        task: &TaskId,
+    ) -> Option<Option<&AgentId>> {
+        self.tasks
+            .get(&(framework.clone(), task.clone()))
+            .map(|(agent, _)| agent.as_ref())
+    }
+
+    /// The tasks of `framework` being launched, with their agents.
+    pub(super) fn of(
+        &self,
+        framework: &FrameworkId,
+    ) -> impl Iterator<Item = (&TaskId, Option<&AgentId>)> + '_ {
+        let framework = framework.clone();
+        self.tasks
+            .iter()
+            .filter(move |((f, _), _)| *f == framework)
+            .map(|((_, t), (agent, _))| (t, agent.as_ref()))
     }
 
     /// Keeps `kill` until the task's ACCEPT settles; gives it back if the task is not being
@@ -46,7 +75,7 @@ impl Launching {
         kill: WaitingKill,
     ) -> Option<WaitingKill> {
         match self.tasks.get_mut(&(framework.clone(), task.clone())) {
-            Some(waiting) if waiting.len() < MAX_KILLS_WAITING => {
+            Some((_, waiting)) if waiting.len() < MAX_KILLS_WAITING => {
                 waiting.push(kill);
                 None
             }
@@ -60,7 +89,8 @@ impl Engine {
     pub(super) fn launch_settled(&mut self, framework: &FrameworkId, tasks: &[TaskSpec]) {
         for t in tasks {
             let key = (framework.clone(), t.id.clone());
-            for (grace_ms, reply) in self.launching.tasks.remove(&key).unwrap_or_default() {
+            let waiting = self.launching.tasks.remove(&key).map(|(_, w)| w);
+            for (grace_ms, reply) in waiting.unwrap_or_default() {
                 self.kill(framework.clone(), t.id.clone(), grace_ms, reply);
             }
         }

@@ -63,6 +63,8 @@ impl Engine {
             .is_some_and(|f| f.partition_aware);
         let mut answers = Vec::new();
         let mut unknown = Vec::new();
+        // Tasks whose ACCEPT is committing (answered TASK_STAGING, as Mesos does).
+        let mut staging = Vec::new();
         let mut held: Vec<(AgentId, TaskId)> = Vec::new();
         {
             // A live task on an agent still awaited is answered once the agent settles.
@@ -83,13 +85,24 @@ impl Engine {
                 {
                     answer(t);
                 }
+                for (task, agent) in self.launching.of(&framework) {
+                    staging.push(convert::staging_status(task, agent, now));
+                }
             } else {
                 for (id, agent) in &tasks {
                     let known = TaskId::new(id)
                         .ok()
                         .and_then(|tid| state.task(&framework, &tid));
+                    let launching = TaskId::new(id)
+                        .ok()
+                        .and_then(|tid| Some((self.launching.agent_of(&framework, &tid)?, tid)));
                     match known {
                         Some(t) => answer(t),
+                        None if launching.is_some() => {
+                            if let Some((agent, tid)) = launching {
+                                staging.push(convert::staging_status(&tid, agent, now));
+                            }
+                        }
                         None => {
                             let agent_state = agent.as_deref().map(|a| {
                                 let s = AgentId::new(a)
@@ -109,6 +122,7 @@ impl Engine {
                 }
             }
         }
+        answers.extend(staging);
         answers.extend(unknown);
         let deferred = held.len();
         for (agent, task) in held {
@@ -214,6 +228,76 @@ mod tests {
             reconciliations(&events),
             [("t1".to_string(), running)],
             "the held answer, once a1 registered again: {events:?}"
+        );
+    }
+
+    #[test]
+    fn a_task_whose_accept_is_committing_is_reconciled_staging_on_its_offers_agent() {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        sim_allocate_and_commit(&mut sim);
+        let offers = Stream::offers(&stream.events());
+        let accept = sim.call(
+            &stream,
+            accept_one(&offers[0].id, task("t1", "cpus:1;mem:128")),
+        );
+        let staging = v1::TaskState::TaskStaging as i32;
+        let explicit = sim.call(
+            &stream,
+            Call::Reconcile {
+                tasks: vec![("t1".into(), None), ("t9".into(), None)],
+            },
+        );
+        assert_eq!(sim.answer(explicit), Some(Ok(Answer::Done)));
+        let events = stream.events();
+        let unknown = v1::TaskState::TaskUnknown as i32;
+        assert_eq!(
+            reconciliations(&events),
+            [("t1".to_string(), staging), ("t9".to_string(), unknown)],
+            "{events:?}"
+        );
+        let agent_of = |events: &[v1::event::Event]| -> Vec<String> {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    v1::event::Event::Update(v1::Update { status: Some(s) })
+                        if s.task_id == "t1" =>
+                    {
+                        Some(s.agent_id.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(agent_of(&events), ["a1"]);
+        sim.advance(Duration::from_secs(1));
+        assert_eq!(implicit(&mut sim, &stream), Some(Ok(Answer::Done)));
+        assert_eq!(
+            reconciliations(&stream.events()),
+            [("t1".to_string(), staging)],
+            "an implicit RECONCILE names it too"
+        );
+        // Committed: answered from the registry.
+        sim.commit();
+        assert_eq!(sim.answer(accept), Some(Ok(Answer::Done)));
+        stream.events();
+        sim.advance(Duration::from_secs(1));
+        assert_eq!(implicit(&mut sim, &stream), Some(Ok(Answer::Done)));
+        assert_eq!(
+            reconciliations(&stream.events()),
+            [("t1".to_string(), staging)],
+        );
+        sim.advance(Duration::from_secs(1));
+        let call = sim.call(
+            &stream,
+            Call::Reconcile {
+                tasks: vec![("t1".into(), None)],
+            },
+        );
+        assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
+        let events = stream.events();
+        assert!(
+            events.iter().all(|e| !matches!(e, v1::event::Event::Update(v1::Update { status: Some(s) }) if s.message.contains("ACCEPT"))),
+            "from the registry once committed: {events:?}"
         );
     }
 

@@ -93,7 +93,7 @@ impl Engine {
         let offers: Vec<v1::Offer> = state
             .offers()
             .filter(|o| o.framework == id && !self.offers.is_removing(&o.id))
-            .map(|o| convert::offer_to_proto(o, state.agent(&o.agent)))
+            .map(|o| convert::offer_to_proto(o, &state))
             .collect();
         // Offers this send cannot deliver stay outstanding until they expire, as before a
         // re-subscription.

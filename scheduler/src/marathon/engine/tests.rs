@@ -23,6 +23,7 @@ fn offer(n: u32, host: &str, resources: &str) -> Offer {
         attributes: Attributes::default(),
         expires_at_ms: 0,
         agent_addr: String::new(),
+        executor_ids: Vec::new(),
     }
 }
 
