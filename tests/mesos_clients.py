@@ -403,6 +403,7 @@ def run_pymesos_executor(masters, executor_script):
             self.lost = []  # (executor id, agent id, status)
             self.registered_ids = []
             self.errors = []
+            self.relaunchable = set()  # names launched again if their offer was gone
 
         def registered(self, driver, framework_id, master_info):
             with self.lock:
@@ -451,8 +452,22 @@ def run_pymesos_executor(masters, executor_script):
                 driver.launchTasks(offer["id"], [info], filters={"refuse_seconds": 1})
 
         def statusUpdate(self, driver, status):
+            again = False
             with self.lock:
                 self.updates.append(status)
+                # As a framework must: a task on an offer that was gone (the agent registered
+                # again meanwhile, which rescinds its offers) is launched again on a new offer.
+                if status["state"] in ("TASK_DROPPED", "TASK_LOST") and (
+                    status.get("reason") == "REASON_INVALID_OFFERS"
+                ):
+                    task_id = status["task_id"]["value"]
+                    for name, (launched_id, _) in list(self.launched.items()):
+                        if launched_id == task_id and name in self.relaunchable:
+                            del self.launched[name]
+                            self.to_launch.append(name)
+                            again = True
+            if again:
+                driver.reviveOffers()
 
         def frameworkMessage(self, driver, executor_id, agent_id, message):
             with self.lock:
@@ -498,9 +513,33 @@ def run_pymesos_executor(masters, executor_script):
     driver.start()
     framework_id = wait("registered", lambda: fw.registered_ids and fw.registered_ids[0])
 
+    def running_of(name):
+        """The RUNNING of the task launched for `name` (the latest, if it was launched again)."""
+
+        def find():
+            with fw.lock:
+                current = fw.launched.get(name)
+                for u in fw.updates if current else []:
+                    if u["task_id"]["value"] == current[0] and u["state"] == "TASK_RUNNING":
+                        return u, current
+            return None
+
+        def describe():
+            with fw.lock:
+                seen = [(u["task_id"]["value"], u["state"], u.get("reason"), u.get("message"))
+                        for u in fw.updates if u["task_id"]["value"].startswith(name + "-")]
+            return f"TASK_RUNNING of {name} (its updates: {seen})"
+
+        try:
+            return wait(f"TASK_RUNNING of {name}", find)
+        except AssertionError:
+            raise AssertionError(f"timed out waiting for {describe()}") from None
+
     def started(name):
-        task_id, agent_id = launch(name)
-        running = update(task_id, "TASK_RUNNING")
+        with fw.lock:
+            fw.relaunchable.add(name)
+        launch(name)
+        running, (task_id, agent_id) = running_of(name)
         assert running.get("executor_id") == executor["executor_id"], running
         assert running.get("source") == "SOURCE_EXECUTOR", running
         executor_id, agent, _ = message(f"hello {task_id} data-of-{name}")
