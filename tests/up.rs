@@ -55,7 +55,12 @@ async fn up_with(
         false
     })
     .await;
-    assert_eq!(ready, Ok(true), "drover up did not come up: {seen:#?}");
+    assert_eq!(
+        ready,
+        Ok(true),
+        "drover up did not come up: {seen:#?}\nits logs end:\n{}",
+        log_tails(dir)
+    );
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, seen)
