@@ -32,13 +32,17 @@ async fn up_with(
     base: u16,
     scheduler_port: u16,
 ) -> (tokio::process::Child, Vec<String>) {
+    // Beside the data directory: what `drover up` says when it gives up (no leader, say).
+    let stderr_path = dir.with_file_name(format!("up-{base}.stderr.log"));
     let mut child = tokio::process::Command::new(common::binary())
         .args(["up", "--data-dir"])
         .arg(dir)
         .args(["--base-port", &base.to_string()])
         .args(["--scheduler-port", &scheduler_port.to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(&stderr_path).expect("a file for drover up's stderr"),
+        ))
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -58,7 +62,8 @@ async fn up_with(
     assert_eq!(
         ready,
         Ok(true),
-        "drover up did not come up: {seen:#?}\nits logs end:\n{}",
+        "drover up did not come up: {seen:#?}\n{}its logs end:\n{}",
+        common::log_tail("drover up's stderr", &stderr_path, 20),
         log_tails(dir)
     );
     // Keep draining stdout so the child never blocks on a full pipe.
