@@ -212,6 +212,17 @@ async fn wait_state(fake: &FakeMaster, task: &str, state: v1::TaskState) {
     .await;
 }
 
+/// Waits until the master has been told that executor `executor` ended SIGKILLed.
+async fn wait_executor_killed(fake: &FakeMaster, executor: &str, what: &str) {
+    wait_for(DEADLINE, what, || async {
+        fake.state()
+            .executor_exits
+            .iter()
+            .any(|(e, status)| e == executor && status.is_some_and(|s| s & 0x7f == 9))
+    })
+    .await;
+}
+
 async fn http_get(addr: &str, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(
@@ -1098,13 +1109,7 @@ async fn custom_executor() {
         .expect("failed");
     assert_eq!(failed.reason, "executor_terminated");
     assert_eq!(failed.source, v1::StatusSource::SourceAgent as i32);
-    wait_for(DEADLINE, "e3's end at the master", || async {
-        fake.state()
-            .executor_exits
-            .iter()
-            .any(|(e, status)| e == "e3" && status.is_some_and(|s| s & 0x7f == 9))
-    })
-    .await;
+    wait_executor_killed(&fake, "e3", "e3's end at the master").await;
     assert!(
         e3.next_event(wait).await.is_none(),
         "the stream ends with the run"
@@ -1403,13 +1408,7 @@ async fn custom_executor_across_a_restart() {
     let api = ExecutorClient::new(&addr);
     // e3's task fails with it, and its framework hears of its end (SIGKILLed).
     wait_state(&fake, "t4", v1::TaskState::TaskFailed).await;
-    wait_for(DEADLINE, "e3's end, told after the restart", || async {
-        fake.state()
-            .executor_exits
-            .iter()
-            .any(|(e, status)| e == "e3" && status.is_some_and(|s| s & 0x7f == 9))
-    })
-    .await;
+    wait_executor_killed(&fake, "e3", "e3's end, told after the restart").await;
     assert!(e3_run.join("exit_reported").exists(), "marked as told");
 
     // e1 subscribes again, listing nothing unacknowledged: it gets t2 (never given), not t1

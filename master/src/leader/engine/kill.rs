@@ -167,14 +167,9 @@ mod tests {
     fn a_kill_while_the_tasks_accept_commits_waits_for_it() {
         use crate::replica_error::ReplicaError;
         let (mut sim, mut stream) = one_agent_one_framework();
-        sim_allocate_and_commit(&mut sim);
-        let offers = Stream::offers(&stream.events());
         // Launched: the KILL that came while its ACCEPT committed is answered once it did,
         // and reaches the agent after the launch.
-        let accept = sim.call(
-            &stream,
-            accept_one(&offers[0].id, task("t1", "cpus:1;mem:128")),
-        );
+        let accept = accept_first_offer(&mut sim, &mut stream, task("t1", "cpus:1;mem:128"));
         let t1 = TaskId::new("t1").unwrap();
         let early = sim.call(&stream, kill(&t1, Some(500)));
         assert_eq!(

@@ -90,20 +90,17 @@ impl Engine {
                 }
             } else {
                 for (id, agent) in &tasks {
-                    let known = TaskId::new(id)
-                        .ok()
-                        .and_then(|tid| state.task(&framework, &tid));
-                    let launching = TaskId::new(id)
-                        .ok()
-                        .and_then(|tid| Some((self.launching.agent_of(&framework, &tid)?, tid)));
-                    match known {
-                        Some(t) => answer(t),
-                        None if launching.is_some() => {
-                            if let Some((agent, tid)) = launching {
-                                staging.push(convert::staging_status(&tid, agent, now));
-                            }
+                    let tid = TaskId::new(id).ok();
+                    let known = tid.as_ref().and_then(|t| state.task(&framework, t));
+                    let launching = tid
+                        .as_ref()
+                        .and_then(|t| Some((t, self.launching.agent_of(&framework, t)?)));
+                    match (known, launching) {
+                        (Some(t), _) => answer(t),
+                        (None, Some((t, agent))) => {
+                            staging.push(convert::staging_status(t, agent, now));
                         }
-                        None => {
+                        (None, None) => {
                             let agent_state = agent.as_deref().map(|a| {
                                 let s = AgentId::new(a)
                                     .ok()
@@ -234,12 +231,7 @@ mod tests {
     #[test]
     fn a_task_whose_accept_is_committing_is_reconciled_staging_on_its_offers_agent() {
         let (mut sim, mut stream) = one_agent_one_framework();
-        sim_allocate_and_commit(&mut sim);
-        let offers = Stream::offers(&stream.events());
-        let accept = sim.call(
-            &stream,
-            accept_one(&offers[0].id, task("t1", "cpus:1;mem:128")),
-        );
+        let accept = accept_first_offer(&mut sim, &mut stream, task("t1", "cpus:1;mem:128"));
         let staging = v1::TaskState::TaskStaging as i32;
         let explicit = sim.call(
             &stream,

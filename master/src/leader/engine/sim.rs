@@ -567,6 +567,14 @@ pub(super) fn sim_allocate_and_commit(sim: &mut Sim) {
     sim.settle();
 }
 
+/// Offers made and committed, and an ACCEPT of the first one launching `task` proposed and
+/// not yet committed: the call, to be answered once it commits.
+pub(super) fn accept_first_offer(sim: &mut Sim, stream: &mut Stream, task: TaskSpec) -> CallId {
+    sim_allocate_and_commit(sim);
+    let offers = Stream::offers(&stream.events());
+    sim.call(stream, accept_one(&offers[0].id, task))
+}
+
 /// The status updates among `events`: (task id, state).
 pub(super) fn updates(events: &[v1::event::Event]) -> Vec<(String, i32)> {
     events
