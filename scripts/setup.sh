@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Drover needs and this machine lacks:
-# a C/C++ toolchain and libclang (RocksDB and its Rust bindings are built from source), and
-# Prometheus (promtool checks the metrics exposition; the server is used by one test).
+# a C/C++ toolchain and libclang (RocksDB and its Rust bindings are built from source),
+# Prometheus (promtool checks the metrics exposition; the server is used by one test), and a
+# static busybox (the container tests' image is made from it with `docker import`).
 # protoc needs nothing: the build uses a vendored one. Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
@@ -19,6 +20,10 @@ fi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Container tests build their image from a static busybox (no registry is reachable).
+if ! ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; then
+  missing+=(busybox-static)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   # shellcheck disable=SC2207

@@ -99,7 +99,7 @@ enum Command {
     /// Run an agent: register with the leader, offer this machine's resources, run tasks.
     /// `drover agent drain|deactivate|reactivate|remove AGENT` maintains one through the
     /// masters.
-    Agent(AgentCommand),
+    Agent(Box<AgentCommand>),
     /// Internal: one task's executor, started by the agent.
     #[command(hide = true)]
     Executor(drover_agent::ExecutorArgs),
@@ -359,14 +359,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
-    let server = matches!(
-        cli.command,
-        Command::Master(_)
-            | Command::Up(_)
-            | Command::Agent(AgentCommand { op: None, .. })
-            | Command::Executor(_)
-            | Command::Scheduler(_)
-    );
+    let server = match &cli.command {
+        Command::Agent(a) => a.op.is_none(),
+        c => matches!(
+            c,
+            Command::Master(_) | Command::Up(_) | Command::Executor(_) | Command::Scheduler(_)
+        ),
+    };
     init_logging(
         cli.log_format,
         cli.log,
@@ -420,32 +419,35 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
-            Command::Agent(AgentCommand { op: Some(op), .. }) => match op {
-                AgentOp::Drain {
-                    agent,
-                    wait,
-                    masters,
-                } => {
-                    let c = client(&masters)?;
-                    exit(admin::agents::drain(&c, &agent, wait.map(Duration::from_secs)).await)
-                }
-                AgentOp::Deactivate { agent, masters } => {
-                    exit(admin::agents::deactivate(&client(&masters)?, &agent).await)
-                }
-                AgentOp::Reactivate { agent, masters } => {
-                    exit(admin::agents::reactivate(&client(&masters)?, &agent).await)
-                }
-                AgentOp::Remove { agent, masters } => {
-                    exit(admin::agents::remove(&client(&masters)?, &agent).await)
+            Command::Agent(a) => match *a {
+                AgentCommand { op: Some(op), .. } => match op {
+                    AgentOp::Drain {
+                        agent,
+                        wait,
+                        masters,
+                    } => {
+                        let c = client(&masters)?;
+                        exit(admin::agents::drain(&c, &agent, wait.map(Duration::from_secs)).await)
+                    }
+                    AgentOp::Deactivate { agent, masters } => {
+                        exit(admin::agents::deactivate(&client(&masters)?, &agent).await)
+                    }
+                    AgentOp::Reactivate { agent, masters } => {
+                        exit(admin::agents::reactivate(&client(&masters)?, &agent).await)
+                    }
+                    AgentOp::Remove { agent, masters } => {
+                        exit(admin::agents::remove(&client(&masters)?, &agent).await)
+                    }
+                },
+                AgentCommand { op: None, run } => {
+                    let run =
+                        run.context("drover agent: give --work-dir (see drover agent --help)")?;
+                    let prometheus = drover_agent::metrics::install()
+                        .context("installing the metrics recorder")?;
+                    drover_agent::run(run, prometheus, agent_stop()).await?;
+                    ExitCode::SUCCESS
                 }
             },
-            Command::Agent(AgentCommand { op: None, run }) => {
-                let run = run.context("drover agent: give --work-dir (see drover agent --help)")?;
-                let prometheus =
-                    drover_agent::metrics::install().context("installing the metrics recorder")?;
-                drover_agent::run(run, prometheus, agent_stop()).await?;
-                ExitCode::SUCCESS
-            }
             Command::Executor(args) => match drover_agent::run_executor(args).await {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => {

@@ -748,3 +748,73 @@ async fn stopping_a_cluster_leaves_no_executor_or_task_behind() {
     .await
     .unwrap();
 }
+
+/// `drover run --image IMAGE --publish 8080 -- 'echo …; exit 4'`: the task runs as a container
+/// on an agent whose engine answers, with the same statuses and exit code as a command, its
+/// output streamed back, and a published port in PORT0 (skipped, saying why, where the Docker
+/// engine does not answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_image_runs_a_container_with_the_statuses_and_exit_code_of_a_command() {
+    let image = match drover_agent::testing::docker_test_image().await {
+        Ok(i) => i,
+        Err(why) => {
+            eprintln!("skipped: no usable Docker engine here ({why})");
+            return;
+        }
+    };
+    let c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
+    let masters = c.addrs().join(",");
+    let task_id = format!("container-{}", std::process::id());
+    let out = cli(&[
+        "run",
+        "--masters",
+        &masters,
+        "--name",
+        "e2e-container",
+        "--task-id",
+        &task_id,
+        "--image",
+        image,
+        "--publish",
+        "8080",
+        "--",
+        "echo in a container on port $PORT0 as $(id -u); exit 4",
+    ])
+    .await;
+    // The ended container stays until its sandbox is collected: removed here.
+    let _ = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker rm -f $(docker ps -aq --filter label=drover.task_id={task_id}) >/dev/null 2>&1"
+        ))
+        .status()
+        .await;
+    assert_eq!(
+        out.code, 4,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    let states: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("TASK_"))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "TASK_STAGING",
+            "TASK_STARTING",
+            "TASK_RUNNING",
+            "TASK_FAILED"
+        ],
+        "stdout:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("in a container on port 31000 as 0"),
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+}

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use drover_model::container::{DockerPolicy, KNOWN_PARAMETERS};
 use drover_resources::{Attributes, Resources};
 
 /// Most simulated agents in one process.
@@ -113,6 +114,35 @@ pub struct AgentArgs {
     /// How long a custom executor with no live task keeps running before it is shut down.
     #[arg(long, env = "DROVER_AGENT_EXECUTOR_IDLE_TIMEOUT", default_value = "5secs", value_parser = humantime::parse_duration)]
     pub executor_idle_timeout: Duration,
+    /// Containerizers to offer (Mesos's --containerizers): "docker,command" runs container
+    /// tasks through the local Docker engine when it answers at start (the agent logs why
+    /// not otherwise) and advertises it in its `containerizers` attribute; "command" runs
+    /// commands only.
+    #[arg(
+        long,
+        env = "DROVER_AGENT_CONTAINERIZERS",
+        value_delimiter = ',',
+        default_value = "docker,command"
+    )]
+    pub containerizers: Vec<String>,
+    /// The Docker engine's Unix socket.
+    #[arg(long, env = "DROVER_AGENT_DOCKER_SOCKET", default_value = crate::docker::DEFAULT_SOCKET)]
+    pub docker_socket: PathBuf,
+    /// Run privileged containers (refused otherwise).
+    #[arg(long, env = "DROVER_AGENT_DOCKER_ALLOW_PRIVILEGED")]
+    pub docker_allow_privileged: bool,
+    /// The `docker run` parameters containers may set, of label, env, hostname, user,
+    /// workdir, init, read-only, cap-add, cap-drop, shm-size (default: all but cap-add).
+    #[arg(
+        long,
+        env = "DROVER_AGENT_DOCKER_ALLOWED_PARAMETERS",
+        value_delimiter = ','
+    )]
+    pub docker_allowed_parameters: Option<Vec<String>>,
+    /// Absolute host paths (and what is below them) container volumes may mount; the task's
+    /// sandbox is always allowed. Default: none.
+    #[arg(long, env = "DROVER_AGENT_DOCKER_VOLUME_PATHS", value_delimiter = ',')]
+    pub docker_volume_paths: Vec<PathBuf>,
     /// Program and arguments that start an executor (default: this program, "executor").
     #[arg(
         long,
@@ -171,6 +201,36 @@ pub struct AgentConfig {
     pub executor_reregistration_timeout: Duration,
     pub executor_shutdown_grace: Duration,
     pub executor_idle_timeout: Duration,
+    /// Whether and how to run container tasks (see [`DockerSettings`]).
+    pub docker: DockerSettings,
+}
+
+/// The Docker containerizer's settings: whether it is wanted (the engine must still answer at
+/// start), where the engine is and what containers may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    pub wanted: bool,
+    pub socket: PathBuf,
+    pub policy: DockerPolicy,
+}
+
+impl DockerSettings {
+    /// Commands only.
+    pub fn disabled() -> Self {
+        DockerSettings {
+            wanted: false,
+            socket: PathBuf::from(crate::docker::DEFAULT_SOCKET),
+            policy: DockerPolicy::default(),
+        }
+    }
+
+    /// The local engine at its default socket, with the default policy.
+    pub fn local() -> Self {
+        DockerSettings {
+            wanted: true,
+            ..Self::disabled()
+        }
+    }
 }
 
 impl AgentConfig {
@@ -184,6 +244,7 @@ impl AgentConfig {
                 return Err(invalid("advertise", format!("{a:?}: expected host:port")));
             }
         }
+        let docker = docker_settings(&args)?;
         let hostname = hostname(args.hostname)?;
         if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&args.heartbeat_interval_ms) {
             return Err(invalid(
@@ -229,6 +290,12 @@ impl AgentConfig {
             .attributes
             .parse::<Attributes>()
             .map_err(|e| invalid("attributes", e.to_string()))?;
+        if attributes.get(CONTAINERIZERS_ATTRIBUTE).is_some() {
+            return Err(invalid(
+                "attributes",
+                format!("{CONTAINERIZERS_ATTRIBUTE} is the agent's own: use --containerizers"),
+            ));
+        }
         let executor_command = executor_command(&args.executor_command)?;
         Ok(AgentConfig {
             masters,
@@ -251,6 +318,7 @@ impl AgentConfig {
             executor_reregistration_timeout: args.executor_reregistration_timeout,
             executor_shutdown_grace: args.executor_shutdown_grace,
             executor_idle_timeout: args.executor_idle_timeout,
+            docker,
         })
     }
 
@@ -425,6 +493,70 @@ fn executor_command(given: &[String]) -> Result<Vec<OsString>, ConfigError> {
         }
     }
     Ok(command)
+}
+
+/// The attribute the agent advertises its containerizers in.
+pub const CONTAINERIZERS_ATTRIBUTE: &str = "containerizers";
+
+fn docker_settings(args: &AgentArgs) -> Result<DockerSettings, ConfigError> {
+    let mut wanted = false;
+    for c in &args.containerizers {
+        match c.trim() {
+            "docker" => wanted = true,
+            // Mesos calls its plain-process containerizer "mesos".
+            "command" | "mesos" => {}
+            other => {
+                return Err(invalid(
+                    "containerizers",
+                    format!("{other:?}: docker or command"),
+                ))
+            }
+        }
+    }
+    let mut policy = DockerPolicy {
+        allow_privileged: args.docker_allow_privileged,
+        ..DockerPolicy::default()
+    };
+    if let Some(allowed) = &args.docker_allowed_parameters {
+        let allowed: Vec<String> = allowed
+            .iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if let Some(p) = allowed
+            .iter()
+            .find(|p| !KNOWN_PARAMETERS.contains(&p.as_str()))
+        {
+            return Err(invalid(
+                "docker-allowed-parameters",
+                format!("{p:?}: one of {}", KNOWN_PARAMETERS.join(",")),
+            ));
+        }
+        policy.allowed_parameters = allowed;
+    }
+    for p in &args.docker_volume_paths {
+        let text = p.to_str().unwrap_or_default();
+        if !p.is_absolute() || text.contains(':') || text.contains(',') {
+            return Err(invalid(
+                "docker-volume-paths",
+                format!("{}: absolute paths without ':'", p.display()),
+            ));
+        }
+        if p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(invalid(
+                "docker-volume-paths",
+                format!("{}: no '..'", p.display()),
+            ));
+        }
+        policy.allowed_volume_paths.push(text.to_string());
+    }
+    Ok(DockerSettings {
+        wanted,
+        socket: args.docker_socket.clone(),
+        policy,
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,10 @@
 //! nearly full everything completed goes, oldest first. A directory's age counts from its
 //! move (or, after a restart, from its last modification).
 //!
+//! A task that ran a Docker container leaves it (stopped) until its directory goes: the
+//! container is removed then (its id is in the directory's `container.id`), so `docker logs`
+//! and `docker inspect` tell about it as long as the sandbox does.
+//!
 //! Never does: remove or move anything that is not an ended task's directory or an ended
 //! run's; block the runtime (file work runs on the blocking pool); hold more than
 //! [`MAX_TRACKED`] entries (the oldest beyond it is removed at once) or queue more than
@@ -62,6 +66,9 @@ pub struct GcConfig {
     pub disk_watch_interval: Duration,
     /// Where the disk's usage comes from: the file system, or a fixed figure (tests).
     pub disk_usage: DiskUsage,
+    /// The Docker engine's socket, when the agent runs containers: a task's ended container
+    /// is removed with its directory.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// The source of the disk usage the maximum age is computed from.
@@ -294,6 +301,9 @@ async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
     }
     let n = due.len();
     let frameworks = config.layout.frameworks_dir();
+    if let Some(socket) = &config.docker_socket {
+        remove_containers(socket, &due, &frameworks).await;
+    }
     let outcomes = tokio::task::spawn_blocking(move || {
         due.into_iter()
             .map(|e| {
@@ -316,6 +326,43 @@ async fn collect(config: &GcConfig, tracked: &mut BTreeSet<(u64, PathBuf)>) {
     }
     metrics::counter!(m::GC_REMOVED_TOTAL).increment(removed as u64);
     tracing::info!(removed, due = n, max_age = ?age, disk_usage = ?usage, "removed completed task directories and ended runs");
+}
+
+/// Removes the containers of the due task directories that ran one (their `container.id`).
+/// A container that cannot be removed is logged and left (the directory goes anyway).
+async fn remove_containers(socket: &Path, due: &[(u64, PathBuf)], frameworks: &Path) {
+    let dirs: Vec<PathBuf> = due
+        .iter()
+        .filter(|(_, p)| !p.starts_with(frameworks))
+        .map(|(_, p)| p.clone())
+        .collect();
+    let ids = tokio::task::spawn_blocking(move || {
+        dirs.iter()
+            .filter_map(|d| std::fs::read_to_string(TaskDir(d.clone()).container_id()).ok())
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    if ids.is_empty() {
+        return;
+    }
+    let docker = match crate::docker::connect(socket).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, containers = ids.len(), "cannot remove ended containers");
+            return;
+        }
+    };
+    for id in ids {
+        match crate::docker::remove(&docker, &id).await {
+            Ok(()) => metrics::counter!(m::GC_CONTAINERS_REMOVED_TOTAL).increment(1),
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "cannot remove an ended container")
+            }
+        }
+    }
 }
 
 /// Removes one due directory (`run`: an ended run, kept while a live task links to it).

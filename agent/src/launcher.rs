@@ -123,6 +123,8 @@ pub struct LauncherConfig {
     pub executor_idle_timeout: Duration,
     /// From SHUTDOWN to SIGKILL, for a custom executor that set no grace.
     pub executor_shutdown_grace: Duration,
+    /// The Docker engine container tasks run through, when the agent has one.
+    pub docker: Option<crate::docker::DockerEngine>,
 }
 
 impl LauncherConfig {
@@ -719,6 +721,7 @@ impl Actor {
             task: req.task.clone(),
             default_kill_grace_ms: self.config.default_kill_grace.as_millis() as u64,
             cgroups: self.config.cgroups.clone(),
+            docker: self.config.docker.clone(),
         };
         checkpoint_json(&spec, dir.task_json())
     }
@@ -1082,6 +1085,33 @@ impl Actor {
             tracing::error!(task = %key.1, error = %e, "cannot report the task's end");
         }
         self.set_state(key, state);
+        self.remove_container(key);
+    }
+
+    /// Removes the Docker container of a task the agent ended on its executor's behalf (the
+    /// executor is gone, or was killed with the agent's cleanup): nothing of the task may run
+    /// on without an executor to report on it. A task without a container has nothing to do.
+    fn remove_container(&mut self, key: &Key) {
+        let Some(docker) = &self.config.docker else {
+            return;
+        };
+        let socket = docker.socket.clone();
+        let file = TaskDir(self.config.layout.task_dir(&key.0, &key.1)).container_id();
+        let task = key.1.clone();
+        self.waiters.spawn(async move {
+            let Ok(id) = tokio::fs::read_to_string(&file).await else {
+                return;
+            };
+            let id = id.trim();
+            let removed = match crate::docker::connect(&socket).await {
+                Ok(d) => crate::docker::remove(&d, id).await,
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => tracing::info!(%task, container = %id, "removed the container of a task that ended without its executor"),
+                Err(e) => tracing::warn!(%task, container = %id, error = %e, "cannot remove the container of a task that ended without its executor"),
+            }
+        });
     }
 
     /// Takes back what an earlier life of the agent started; see the module doc.
@@ -1426,6 +1456,7 @@ mod tests {
                 executor_reregistration_timeout: LauncherConfig::EXECUTOR_REREGISTRATION_TIMEOUT,
                 executor_idle_timeout: LauncherConfig::EXECUTOR_IDLE_TIMEOUT,
                 executor_shutdown_grace: LauncherConfig::EXECUTOR_SHUTDOWN_GRACE,
+                docker: None,
             },
             updates,
             relay,

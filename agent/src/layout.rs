@@ -154,6 +154,10 @@ impl TaskDir {
     pub fn executor_updates_log(&self) -> PathBuf {
         self.0.join("executor_updates.log")
     }
+    /// The Docker container the task runs in, when it has one (its id, written when created).
+    pub fn container_id(&self) -> PathBuf {
+        self.0.join("container.id")
+    }
     pub fn sandbox(&self) -> PathBuf {
         self.0.join("sandbox")
     }

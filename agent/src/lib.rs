@@ -26,12 +26,18 @@
 //! executor HTTP API on the agent's port ([`executor_api`]), its updates taking the same
 //! checkpointed path.
 //!
+//! A task with a Docker container runs through the same `drover executor`, which creates,
+//! starts, watches and stops the container through the local engine
+//! ([`executor::container`]); the agent advertises `containerizers: docker,command` only when
+//! the engine answered at start ([`docker`]).
+//!
 //! On-disk layout: see [`layout`]. Executor protocol: see [`protocol`]. Durable formats: see
 //! [`checkpoint`].
 
 pub mod cgroups;
 pub mod checkpoint;
 pub mod config;
+pub mod docker;
 pub mod executor;
 pub mod executor_api;
 pub mod executor_socket;

@@ -20,6 +20,7 @@ pub const RECOVERED_TASKS_TOTAL: &str = "drover_agent_recovered_tasks_total";
 pub const GC_COMPLETED_SANDBOXES: &str = "drover_agent_gc_completed_sandboxes";
 pub const GC_REMOVED_TOTAL: &str = "drover_agent_gc_removed_total";
 pub const GC_DISK_USAGE_RATIO: &str = "drover_agent_gc_disk_usage_ratio";
+pub const GC_CONTAINERS_REMOVED_TOTAL: &str = "drover_agent_gc_containers_removed_total";
 pub const EXECUTOR_NEWS_DROPPED_TOTAL: &str = "drover_agent_executor_news_dropped_total";
 
 /// `outcome` label values of [`STATUS_UPDATES_TOTAL`].
@@ -46,6 +47,10 @@ pub fn describe() {
     describe_counter!(
         GC_REMOVED_TOTAL,
         "Ended tasks' directories removed by the sandbox collector"
+    );
+    describe_counter!(
+        GC_CONTAINERS_REMOVED_TOTAL,
+        "Ended tasks' Docker containers removed with their directories by the sandbox collector"
     );
     describe_gauge!(
         GC_DISK_USAGE_RATIO,

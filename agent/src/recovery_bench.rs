@@ -55,11 +55,13 @@ pub fn populate(work_dir: &Path, tasks: usize) -> Result<(), CheckpointError> {
                 executor: None,
                 data: Vec::new(),
                 task_group: None,
+                container: None,
             },
             default_kill_grace_ms: 3000,
             cgroups: CgroupMode::None {
                 reason: "benchmark".into(),
             },
+            docker: None,
         };
         let json = serde_json::to_vec(&spec).map_err(|e| CheckpointError::Io {
             path: dir.task_json(),

@@ -27,6 +27,7 @@ use tonic::service::Routes;
 
 use crate::cgroups::{self, CgroupMode};
 use crate::config::{AgentArgs, AgentConfig, ConfigError};
+use crate::docker::DockerEngine;
 use crate::executor_socket::{self, SocketError};
 use crate::launcher::{Launcher, LauncherConfig};
 use crate::layout::{Layout, MAX_SOCKET_PATH_BYTES};
@@ -99,12 +100,19 @@ pub async fn run(
 /// agents (real or simulated) and serves until `shutdown` or the masters' removal, then stops
 /// everything it started.
 pub async fn run_with_config(
-    config: AgentConfig,
+    mut config: AgentConfig,
     prometheus: PrometheusHandle,
     shutdown: impl Future<Output = Stop> + Send + 'static,
 ) -> Result<(), AgentError> {
     m::describe();
     let simulated = config.simulate > 0;
+    let docker = if simulated {
+        None
+    } else {
+        let (engine, attributes) = containerizers(&config).await?;
+        config.attributes = attributes;
+        engine
+    };
     metrics::gauge!(m::SIMULATED).set(if simulated { 1.0 } else { 0.0 });
     let layout = Layout::new(&config.work_dir);
     let format_layout = layout.clone();
@@ -129,7 +137,7 @@ pub async fn run_with_config(
     let (backend, manager, executor_api) = if simulated {
         start_simulated(&config, &layout, bound, &mut wiring, registrations).await?
     } else {
-        start_real(&config, &layout, bound, &mut wiring, registrations).await?
+        start_real(&config, &layout, bound, &mut wiring, registrations, docker).await?
     };
     let Wiring {
         registered,
@@ -312,6 +320,43 @@ async fn start_simulated(
     Ok((Backend::Simulated(sim), manager, None))
 }
 
+/// Whether this agent runs containers: with `docker` among its containerizers, when the
+/// engine answers now (else it logs why not). Returns the engine and the agent's attributes
+/// with `containerizers` set (`docker,command` or `command`).
+async fn containerizers(
+    config: &AgentConfig,
+) -> Result<(Option<DockerEngine>, drover_resources::Attributes), AgentError> {
+    let socket = &config.docker.socket;
+    let engine = if config.docker.wanted {
+        match crate::docker::probe(socket).await {
+            Ok(version) => {
+                tracing::info!(socket = %socket.display(), %version, "Docker engine answers: container tasks run here");
+                Some(DockerEngine {
+                    socket: socket.clone(),
+                    policy: config.docker.policy.clone(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "container tasks will not run here: the Docker engine does not answer");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let value = if engine.is_some() {
+        "docker,command"
+    } else {
+        "command"
+    };
+    let attributes = config
+        .attributes
+        .clone()
+        .with_text(crate::config::CONTAINERIZERS_ATTRIBUTE, value)
+        .map_err(|e| AgentError::Internal(format!("attributes: {e}")))?;
+    Ok((engine, attributes))
+}
+
 /// One real agent: its status update manager (checkpointing to disk), launcher, recovery of
 /// what an earlier life started, sandbox collector, executor socket and registrar.
 async fn start_real(
@@ -320,6 +365,7 @@ async fn start_real(
     bound: SocketAddr,
     wiring: &mut Wiring,
     mut registrations: mpsc::Receiver<Registered>,
+    docker: Option<DockerEngine>,
 ) -> Result<Started, AgentError> {
     let socket = layout.socket();
     if socket.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
@@ -358,6 +404,7 @@ async fn start_real(
     );
     let (relay, relay_task) = crate::relay::Relay::start(wiring.client.clone());
     wiring.actors.push(relay_task);
+    let docker_socket = docker.as_ref().map(|d| d.socket.clone());
     let (launcher, actor) = Launcher::start(
         LauncherConfig {
             layout: layout.clone(),
@@ -369,6 +416,7 @@ async fn start_real(
             executor_reregistration_timeout: config.executor_reregistration_timeout,
             executor_idle_timeout: config.executor_idle_timeout,
             executor_shutdown_grace: config.executor_shutdown_grace,
+            docker,
         },
         updates.clone(),
         relay.clone(),
@@ -384,6 +432,7 @@ async fn start_real(
             disk_headroom: config.gc_disk_headroom,
             disk_watch_interval: config.disk_watch_interval,
             disk_usage: crate::gc::DiskUsage::Measured,
+            docker_socket: docker_socket.clone(),
         },
         ended_rx,
     )));

@@ -481,6 +481,7 @@ mod tests {
             executor: None,
             data: Vec::new(),
             task_group: None,
+            container: None,
         }
     }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use drover_model::container::ContainerSpec;
 use drover_model::health::HealthCheckSpec;
 use drover_proto::agent_api::MAX_TASKS_PER_RUN;
 use drover_proto::v1;
@@ -16,6 +17,7 @@ use drover_resources::Resources;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::CgroupMode;
+use crate::docker::DockerEngine;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 
 /// Longest shell command, bytes.
@@ -80,6 +82,9 @@ pub struct TaskSpec {
     /// group's tasks together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_group: Option<String>,
+    /// The Docker container it runs in (then an empty `shell` runs the image's own command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
 }
 
 /// A custom executor as its tasks name it (see `v1::ExecutorInfo`).
@@ -177,18 +182,29 @@ fn check_command(
     if command.shell.contains('\0') {
         return Err(invalid(field("shell"), "contains a NUL byte"));
     }
-    if command.environment.len() > MAX_ENV_VARS {
+    Ok((
+        command.shell.clone(),
+        check_environment(&command.environment, &field("environment"))?,
+    ))
+}
+
+/// Checks a command's environment (`field` names it).
+fn check_environment(
+    environment: &std::collections::HashMap<String, String>,
+    field: &str,
+) -> Result<BTreeMap<String, String>, InvalidField> {
+    if environment.len() > MAX_ENV_VARS {
         return Err(invalid(
-            field("environment"),
+            field,
             format!("more than {MAX_ENV_VARS} variables"),
         ));
     }
     let mut env_bytes = 0usize;
-    for (k, v) in &command.environment {
+    for (k, v) in environment {
         env_bytes += k.len() + v.len();
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(invalid(
-                field("environment"),
+                field,
                 format!(
                     "{:?} is not a valid variable name",
                     k.chars().take(64).collect::<String>()
@@ -197,25 +213,18 @@ fn check_command(
         }
         if v.contains('\0') {
             return Err(invalid(
-                field("environment"),
+                field,
                 format!("the value of {k} contains a NUL byte"),
             ));
         }
     }
     if env_bytes > MAX_ENV_BYTES {
-        return Err(invalid(
-            field("environment"),
-            format!("larger than {MAX_ENV_BYTES} bytes"),
-        ));
+        return Err(invalid(field, format!("larger than {MAX_ENV_BYTES} bytes")));
     }
-    Ok((
-        command.shell.clone(),
-        command
-            .environment
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    ))
+    Ok(environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }
 
 /// Checks a grace period in seconds from the wire: `None` for 0 (use the default).
@@ -281,6 +290,32 @@ impl TaskSpec {
             .as_ref()
             .map(|e| ExecutorSpec::from_proto(e, &field("executor")))
             .transpose()?;
+        let container = task
+            .container
+            .as_ref()
+            .map(|c| ContainerSpec::from_proto(c, &field("container")))
+            .transpose()
+            .map_err(|e| invalid(e.field, e.reason))?
+            .flatten();
+        if let Some(c) = &container {
+            if executor.is_some() {
+                return Err(invalid(
+                    field("container"),
+                    "a custom executor's task cannot have a container of its own",
+                ));
+            }
+            if task.health_check.is_some() {
+                return Err(invalid(
+                    field("health_check"),
+                    "health checks of container tasks are not supported yet",
+                ));
+            }
+            c.check_host_ports(
+                &resources.ports().values().collect::<Vec<_>>(),
+                &field("container"),
+            )
+            .map_err(|e| invalid(e.field, e.reason))?;
+        }
         let (shell, environment) = match (&task.command, &executor) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -288,6 +323,12 @@ impl TaskSpec {
                     "set either command or executor, not both",
                 ))
             }
+            // A container's command may be left out: its image's own runs.
+            (None, None) if container.is_some() => (String::new(), BTreeMap::new()),
+            (Some(command), None) if container.is_some() && command.shell.is_empty() => (
+                String::new(),
+                check_environment(&command.environment, &field("command.environment"))?,
+            ),
             (Some(command), None) => check_command(command, &field("command"))?,
             (None, Some(_)) => (String::new(), BTreeMap::new()),
             (None, None) => {
@@ -322,6 +363,7 @@ impl TaskSpec {
             task_group: task_group(task, &executor, &field("task_group"))?,
             executor,
             data: task.data.clone(),
+            container,
         })
     }
 
@@ -462,6 +504,9 @@ pub struct LaunchSpec {
     pub default_kill_grace_ms: u64,
     /// How to limit the task's cpu and memory.
     pub cgroups: CgroupMode,
+    /// The agent's Docker engine, when it runs containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerEngine>,
 }
 
 impl LaunchSpec {

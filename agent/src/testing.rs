@@ -60,6 +60,8 @@ pub struct FakeState {
     /// Agents the fake knows (a heartbeat from another gets `reregister`).
     pub known_agents: HashSet<String>,
     pub next_agent: u64,
+    /// The id a new agent gets (default: `agent-N`).
+    pub assign_id: Option<String>,
     pub heartbeat_interval_seconds: f64,
     /// Agents whose registration is refused as removed (GONE).
     pub gone_agents: HashSet<String>,
@@ -175,7 +177,10 @@ impl AgentRegistry for FakeMaster {
         }
         if id.is_empty() {
             s.next_agent += 1;
-            id = format!("agent-{}", s.next_agent);
+            id = s
+                .assign_id
+                .clone()
+                .unwrap_or_else(|| format!("agent-{}", s.next_agent));
         }
         s.known_agents.insert(id.clone());
         s.registrations.push(req);
@@ -487,5 +492,110 @@ impl EventStream {
                 return Some(e);
             }
         }
+    }
+}
+
+/// The image container tests run.
+pub const TEST_IMAGE: &str = "drover-test/busybox:1";
+
+/// Makes sure the local Docker engine has [`TEST_IMAGE`], building it once per machine (no
+/// registry is needed): a root file system of Debian's static busybox with a link per applet
+/// and an `/etc/passwd`, given to `docker import`. `Err(reason)` when the engine does not
+/// answer or busybox-static is missing (`scripts/setup.sh` installs it): the test then says
+/// why and skips.
+pub async fn docker_test_image() -> Result<&'static str, String> {
+    let socket = std::path::Path::new(crate::docker::DEFAULT_SOCKET);
+    let docker = crate::docker::connect(socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    if docker.inspect_image(TEST_IMAGE).await.is_ok() {
+        return Ok(TEST_IMAGE);
+    }
+    tokio::task::spawn_blocking(build_test_image)
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok(TEST_IMAGE)
+}
+
+fn build_test_image() -> Result<(), String> {
+    use std::process::{Command, Stdio};
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.exists())
+        .ok_or("busybox is not installed (apt-get install busybox-static)")?;
+    let bytes = std::fs::read(busybox).map_err(|e| e.to_string())?;
+    if bytes.windows(7).any(|w| w == b"ld-linu") {
+        return Err(format!(
+            "{} is linked dynamically: install busybox-static",
+            busybox.display()
+        ));
+    }
+    let root = TempRoot(std::env::temp_dir().join(format!(
+        "drover-test-image-{}-{}",
+        std::process::id(),
+        drover_model::unix_ms()
+    )));
+    let bin = root.path().join("bin");
+    for d in [&bin, &root.path().join("tmp"), &root.path().join("etc")] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(bin.join("busybox"), &bytes).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(
+        bin.join("busybox"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| e.to_string())?;
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(|e| e.to_string())?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("tar: {e}"))?;
+    let tar_out = tar.stdout.take().ok_or("tar: no output")?;
+    let import = Command::new("docker")
+        .args(["import", "-c", "ENV PATH=/bin", "-", TEST_IMAGE])
+        .stdin(tar_out)
+        .output()
+        .map_err(|e| format!("docker import: {e}"))?;
+    let tar_status = tar.wait().map_err(|e| e.to_string())?;
+    if !tar_status.success() || !import.status.success() {
+        return Err(format!(
+            "building {TEST_IMAGE} failed: {}",
+            String::from_utf8_lossy(&import.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// A directory removed when dropped.
+struct TempRoot(std::path::PathBuf);
+
+impl TempRoot {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

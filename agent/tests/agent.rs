@@ -26,6 +26,9 @@ use tonic::Code;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+#[path = "agent_scenarios/docker.rs"]
+mod docker;
+
 type Scenario = fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>;
 
 #[derive(Parser)]
@@ -81,6 +84,12 @@ fn main() {
             "a_custom_executor_is_taken_back_after_an_agent_restart",
             || Box::pin(custom_executor_across_a_restart()),
         ),
+        ("docker_containers_run_report_and_stop", || {
+            Box::pin(docker::containers_run_report_and_stop())
+        }),
+        ("docker_containers_outlive_an_agent_restart", || {
+            Box::pin(docker::containers_outlive_an_agent_restart())
+        }),
     ];
     // Opt-in (named exactly): a load check rather than a correctness test.
     if filter.as_deref() == Some("scale_10k_simulated_agents") {
@@ -154,6 +163,7 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         executor_reregistration_timeout: Duration::from_secs(5),
         executor_shutdown_grace: Duration::from_secs(2),
         executor_idle_timeout: Duration::from_secs(1),
+        docker: drover_agent::config::DockerSettings::disabled(),
     }
 }
 

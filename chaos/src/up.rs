@@ -95,8 +95,21 @@ fn check_ports_free(spec: &ClusterSpec) -> Result<(), ClusterError> {
     }
 }
 
+/// The containerizers an agent advertises (its `/state`'s `containerizers` attribute).
+async fn agent_containerizers(addr: &str) -> Option<String> {
+    let state = crate::http::get_json(addr, "/state").await.ok()?;
+    state["attributes"]["containerizers"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// Where everything is, and what to try.
-fn print_banner(cluster: &LocalCluster, leader: &StatusReply, schedulers: &[MarathonScheduler]) {
+fn print_banner(
+    cluster: &LocalCluster,
+    leader: &StatusReply,
+    schedulers: &[MarathonScheduler],
+    containerizers: &[Option<String>],
+) {
     println!();
     println!(
         "Drover is up: cluster {}, term {}",
@@ -115,11 +128,21 @@ fn print_banner(cluster: &LocalCluster, leader: &StatusReply, schedulers: &[Mara
         );
         println!("            log {}", m.log_path.display());
     }
-    for a in cluster.agents() {
+    for (i, a) in cluster.agents().enumerate() {
         println!(
             "  agent {}   grpc://{}  http://{}/health",
             a.index, a.addr, a.addr
         );
+        let containers = match containerizers.get(i).cloned().flatten() {
+            Some(c) if c.split(',').any(|c| c == "docker") => {
+                format!("containers: yes (containerizers {c})")
+            }
+            Some(c) => format!(
+                "containers: no (containerizers {c}: the Docker engine did not answer; see its log)"
+            ),
+            None => "containers: unknown (its /state did not answer)".to_string(),
+        };
+        println!("            {containers}");
         println!(
             "            work dir {}  log {}",
             a.work_dir.display(),
@@ -203,7 +226,11 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         cluster.stop_all(Duration::from_secs(10)).await?;
         return Err(e);
     }
-    print_banner(&cluster, &leader, &schedulers);
+    let mut containerizers = Vec::new();
+    for a in cluster.agents() {
+        containerizers.push(agent_containerizers(&a.addr).await);
+    }
+    print_banner(&cluster, &leader, &schedulers, &containerizers);
 
     // Both listeners live for the whole loop: a listener sees only the signals that arrive
     // after it subscribed, so one made afresh each round (`tokio::signal::ctrl_c()`) missed a

@@ -9,9 +9,12 @@
 //! - [`limits`]: the bounds of a task's definition (command, environment) every part checks.
 //! - [`health`]: a task's health check (run by its executor), its one validation, and how a
 //!   status reports what it found.
+//! - [`container`]: a task's Docker container, its one validation, and an agent's policy
+//!   for what containers may do.
 //! - [`clock`]: [`unix_ms`], the one wall-clock reading.
 
 pub mod clock;
+pub mod container;
 pub mod health;
 pub mod ids;
 pub mod limits;

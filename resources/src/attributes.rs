@@ -49,6 +49,19 @@ impl Attributes {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// These attributes with `name` set to the text `value` (replacing what it had).
+    pub fn with_text(mut self, name: &str, value: &str) -> Result<Self, ResourceError> {
+        let name = crate::ResourceName::new(name)?.as_str().to_string();
+        if value.is_empty() || value.len() > MAX_VALUE_BYTES || value.contains(';') {
+            return Err(ResourceError::Invalid {
+                name,
+                reason: format!("an attribute value has 1 to {MAX_VALUE_BYTES} bytes, no ';'"),
+            });
+        }
+        self.0.insert(name, AttributeValue::Text(value.to_string()));
+        Ok(self)
+    }
 }
 
 impl fmt::Display for Attributes {

@@ -26,7 +26,11 @@
 //! then the task's `command.environment`, then the agent's own variables, which win:
 //! `PORT0`…`PORTn`, `PORT` (= `PORT0`) and `PORTS` (comma list) from the task's `ports` in
 //! order, `DROVER_SANDBOX`, `DROVER_TASK_ID`, `DROVER_FRAMEWORK_ID`, `DROVER_AGENT_ID`.
+//!
+//! A task with a container runs as a Docker container instead (see [`container`]), with the
+//! same statuses, kills and acknowledgements.
 
+pub mod container;
 pub(crate) mod group;
 pub mod health;
 mod link;
@@ -378,6 +382,10 @@ pub(crate) async fn run(
         )
         .await;
 
+    if let Some(container) = spec.task.container.clone() {
+        container::run(&spec, &dir, &container, &mut reporter, &mut sigterm).await;
+        return finish(reporter).await;
+    }
     let cgroup = match TaskCgroup::create(
         &spec.cgroups,
         &cgroups::cgroup_name(spec.framework_id.as_str(), spec.task.task_id.as_str()),

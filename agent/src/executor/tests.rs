@@ -48,9 +48,11 @@ fn launch_spec(
             executor: None,
             data: Vec::new(),
             task_group: None,
+            container: None,
         },
         default_kill_grace_ms: 3000,
         cgroups,
+        docker: None,
     }
 }
 

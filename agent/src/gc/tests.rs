@@ -66,6 +66,7 @@ fn fixed(layout: &Layout, gc_delay: Duration) -> GcConfig {
         disk_headroom: 0.0,
         disk_watch_interval: Duration::from_millis(20),
         disk_usage: DiskUsage::Fixed(0.0),
+        docker_socket: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use drover_model::container::ContainerSpec;
 use drover_model::health::HealthCheckSpec;
 use drover_proto::v1;
 use drover_resources::{Attributes, Resources};
@@ -236,9 +237,20 @@ fn command_from_proto(
     field: &str,
     command: &v1::CommandInfo,
 ) -> Result<(String, BTreeMap<String, String>), Status> {
-    let field = |f: &str| format!("{field}.{f}");
     if command.shell.trim().is_empty() {
-        return Err(invalid(&field("shell"), "empty"));
+        return Err(invalid(&format!("{field}.shell"), "empty"));
+    }
+    command_or_environment(field, command)
+}
+
+/// A command whose shell may be empty (a container's: the image's own command runs then).
+fn command_or_environment(
+    field: &str,
+    command: &v1::CommandInfo,
+) -> Result<(String, BTreeMap<String, String>), Status> {
+    let field = |f: &str| format!("{field}.{f}");
+    if !command.shell.is_empty() && command.shell.trim().is_empty() {
+        return Err(invalid(&field("shell"), "blank"));
     }
     if command.shell.len() > MAX_COMMAND_BYTES {
         return Err(invalid(
@@ -308,6 +320,7 @@ fn executor_from_proto(field: &str, e: &v1::ExecutorInfo) -> Result<v1::Executor
 /// runs it (exactly one of the two).
 pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
     let field = |f: &str| format!("launch[{i}].{f}");
+    let container = container_from_proto(i, t)?;
     let (command, environment) = match (&t.command, &t.executor) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -315,7 +328,18 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
                 "set either command or executor, not both",
             ))
         }
+        (_, Some(_)) if container.is_some() => {
+            return Err(invalid(
+                &field("container"),
+                "a custom executor's task cannot have a container of its own",
+            ))
+        }
+        // A container without a command runs its image's own.
+        (None, None) if container.is_some() => (String::new(), BTreeMap::new()),
         (None, None) => return Err(invalid(&field("command"), "missing")),
+        (Some(command), None) if container.is_some() => {
+            command_or_environment(&field("command"), command)?
+        }
         (Some(command), None) => command_from_proto(&field("command"), command)?,
         (None, Some(_)) => {
             if t.health_check.is_some() {
@@ -331,6 +355,11 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
     if resources.is_empty() {
         return Err(invalid(&field("resources"), "a task needs some resources"));
     }
+    if let Some(c) = &container {
+        let ports: Vec<u64> = resources.ports().values().collect();
+        c.check_host_ports(&ports, &field("container"))
+            .map_err(|e| invalid(&e.field, e.reason))?;
+    }
     Ok(TaskSpec {
         id: task_id(&field("task_id"), &t.task_id)?,
         name: text(&field("name"), &t.name, MAX_NAME_BYTES)?,
@@ -338,13 +367,33 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
         command,
         environment,
         kill_grace_ms: seconds_to_ms(&field("kill_grace_seconds"), t.kill_grace_seconds)?,
-        extensions: extensions_from_proto(i, t)?,
+        extensions: extensions_from_proto(i, t, container.as_ref())?,
     })
 }
 
+/// A task's container, checked; `None` without one (or for a MESOS one: a plain process).
+fn container_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<ContainerSpec>, Status> {
+    let Some(c) = &t.container else {
+        return Ok(None);
+    };
+    let spec = ContainerSpec::from_proto(c, &format!("launch[{i}].container"))
+        .map_err(|e| invalid(&e.field, e.reason))?;
+    if spec.is_some() && t.health_check.is_some() {
+        return Err(invalid(
+            &format!("launch[{i}].health_check"),
+            "health checks of container tasks are not supported yet",
+        ));
+    }
+    Ok(spec)
+}
+
 /// The fields of `t` the registry keeps as [`TaskExtensions`] (a health check, a custom
-/// executor, the task's data), checked; `None` when it has none.
-fn extensions_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<TaskExtensions>, Status> {
+/// executor, the task's data, its container), checked; `None` when it has none.
+fn extensions_from_proto(
+    i: usize,
+    t: &v1::TaskInfo,
+    container: Option<&ContainerSpec>,
+) -> Result<Option<TaskExtensions>, Status> {
     let health_check = t
         .health_check
         .as_ref()
@@ -373,7 +422,8 @@ fn extensions_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<TaskExtens
             MAX_TASK_GROUP_BYTES,
         )?;
     }
-    if health_check.is_none() && executor.is_none() && t.data.is_empty() {
+    let container = container.map(ContainerSpec::to_proto);
+    if health_check.is_none() && executor.is_none() && t.data.is_empty() && container.is_none() {
         return Ok(None);
     }
     let kept = v1::TaskInfo {
@@ -381,6 +431,7 @@ fn extensions_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<TaskExtens
         executor,
         data: t.data.clone(),
         task_group: t.task_group.clone(),
+        container,
         ..Default::default()
     };
     Ok(Some(TaskExtensions(kept.encode_to_vec())))
@@ -400,6 +451,12 @@ pub fn extensions_of(t: &TaskSpec) -> v1::TaskInfo {
 pub fn executor_of(t: &TaskSpec) -> Option<v1::ExecutorInfo> {
     t.extensions.as_ref()?;
     extensions_of(t).executor
+}
+
+/// The container a task runs in, if it has one.
+pub fn container_of(t: &TaskSpec) -> Option<v1::ContainerInfo> {
+    t.extensions.as_ref()?;
+    extensions_of(t).container
 }
 
 /// `t` with its custom executor's `charged` set: its resources then include the executor's.
@@ -440,6 +497,7 @@ pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
         executor: extended.executor,
         data: extended.data,
         task_group: extended.task_group,
+        container: extended.container,
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_model::limits::{MAX_COMMAND_BYTES, MAX_ENV_VARS};
-use drover_proto::v1::{CommandInfo, TaskInfo};
+use drover_proto::v1::{CommandInfo, ContainerInfo, TaskInfo};
 use drover_resources::{ResourceError, Resources};
 
 use crate::driver::{DriverError, DriverOptions, FrameworkInfo, TaskId};
@@ -89,10 +89,24 @@ pub struct RunArgs {
     /// Do not copy the task's stdout and stderr (stdout then holds only the status lines).
     #[arg(long)]
     pub no_output: bool,
+    /// Run the task as a container of this Docker image (on an agent whose containerizers
+    /// include docker); without a COMMAND, the image's own runs.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// The container's network: host, bridge, none, or the name of a Docker network.
+    #[arg(long, requires = "image", default_value = "bridge")]
+    pub network: String,
+    /// Publish this container port on a port taken from the offer (repeatable; the container
+    /// sees the host port in PORT0…, the container port is where it listens).
+    #[arg(long, requires = "image", value_name = "CONTAINER_PORT")]
+    pub publish: Vec<u16>,
+    /// Pull the image even when the agent's engine has it.
+    #[arg(long, requires = "image")]
+    pub force_pull: bool,
     /// The command, run with /bin/sh -c (its words are joined with spaces).
     #[arg(
         value_name = "COMMAND",
-        required = true,
+        required_unless_present = "image",
         num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
@@ -156,6 +170,8 @@ pub(crate) struct Plan {
     pub offer_timeout: Duration,
     /// Copy the task's stdout and stderr while it runs.
     pub stream_output: bool,
+    /// The container to run in (host ports of its mappings are filled from the offer).
+    pub container: Option<ContainerInfo>,
 }
 
 impl Plan {
@@ -211,8 +227,17 @@ impl Plan {
         if args.timeout.is_zero() {
             return Err(usage("timeout", "must be more than 0".into()));
         }
+        let container = match &args.image {
+            Some(image) => Some(container(
+                image,
+                &args.network,
+                &args.publish,
+                args.force_pull,
+            )?),
+            None => None,
+        };
         let shell = args.command.join(" ");
-        if shell.trim().is_empty() {
+        if shell.trim().is_empty() && container.is_none() {
             return Err(RunError::Usage(
                 "no command: give it after the options, e.g. `drover run -- echo hello`".into(),
             ));
@@ -247,7 +272,6 @@ impl Plan {
             task_id: TaskId::new(task_id),
             name: args.name,
             scalars,
-            ports: args.ports,
             command: CommandInfo {
                 shell,
                 environment: environment.into_iter().collect(),
@@ -255,6 +279,9 @@ impl Plan {
             kill_grace: args.kill_grace_seconds.map(Duration::from_secs_f64),
             offer_timeout: args.timeout,
             stream_output: !args.no_output,
+            // A published port takes one of the offer's ports.
+            ports: args.ports.max(args.publish.len() as u64),
+            container,
         })
     }
 
@@ -278,6 +305,13 @@ impl Plan {
     }
 
     pub fn task_info(&self, resources: &Resources) -> TaskInfo {
+        let mut container = self.container.clone();
+        // The i-th published container port goes on the i-th port taken from the offer.
+        if let Some(d) = container.as_mut().and_then(|c| c.docker.as_mut()) {
+            for (m, port) in d.port_mappings.iter_mut().zip(resources.ports().values()) {
+                m.host_port = port as u32;
+            }
+        }
         TaskInfo {
             task_id: self.task_id.as_str().to_string(),
             name: self.name.clone(),
@@ -285,9 +319,61 @@ impl Plan {
             command: Some(self.command.clone()),
             kill_grace_seconds: self.kill_grace.map(|g| g.as_secs_f64()).unwrap_or(0.0),
             health_check: None,
+            container,
             ..Default::default()
         }
     }
+}
+
+/// The container of `--image`: its network and the container ports to publish (host ports are
+/// the offer's, filled in at launch).
+fn container(
+    image: &str,
+    network: &str,
+    publish: &[u16],
+    force_pull: bool,
+) -> Result<ContainerInfo, RunError> {
+    use drover_proto::v1::container_info::docker_info::{Network, PortMapping};
+    use drover_proto::v1::container_info::{DockerInfo, Type};
+    let (network, network_name) = match network {
+        "host" => (Network::Host, String::new()),
+        "bridge" => (Network::Bridge, String::new()),
+        "none" => (Network::None, String::new()),
+        name => (Network::User, name.to_string()),
+    };
+    let info = ContainerInfo {
+        r#type: Type::Docker as i32,
+        volumes: vec![],
+        docker: Some(DockerInfo {
+            image: image.to_string(),
+            network: network as i32,
+            port_mappings: publish
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PortMapping {
+                    // A placeholder until the offer's ports are known (checked as such here).
+                    host_port: 1 + i as u32,
+                    container_port: u32::from(*p),
+                    protocol: "tcp".into(),
+                })
+                .collect(),
+            force_pull_image: force_pull,
+            network_name,
+            ..Default::default()
+        }),
+    };
+    // The same check the master makes, so that a bad flag is a usage error here.
+    drover_model::container::ContainerSpec::from_proto(&info, "container").map_err(|e| {
+        let flag = if e.field.contains("image") {
+            "image"
+        } else if e.field.contains("port_mappings") {
+            "publish"
+        } else {
+            "network"
+        };
+        RunError::Usage(format!("--{flag}: {}", e.reason))
+    })?;
+    Ok(info)
 }
 
 fn resource_usage(e: &ResourceError) -> RunError {

@@ -5,8 +5,9 @@
 //!
 //! What Drover does not run is refused here with the field at fault: reserved or SET/TEXT
 //! resources, fetcher URIs, non-VALUE environment variables, HTTP/TCP health checks in a
-//! TaskInfo, containers other than MESOS, the DEFAULT executor (task groups). Custom
-//! executors (an ExecutorInfo with a command) run through the agents' executor API.
+//! TaskInfo, MESOS container images, the DEFAULT executor (task groups). DOCKER containers
+//! convert to Drover's (the agents run them through their Docker engine); custom executors
+//! (an ExecutorInfo with a command) run through the agents' executor API.
 
 use std::net::Ipv4Addr;
 
@@ -256,7 +257,13 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
         .as_ref()
         .map(|e| executor_info(&at("executor"), e))
         .transpose()?;
-    container(&at("container"), t.container.as_ref())?;
+    let container = container(&at("container"), t.container.as_ref())?;
+    if container.is_some() && executor.is_some() {
+        return Err(refused(
+            at("container"),
+            "a custom executor's task cannot have a container of its own",
+        ));
+    }
     if t.max_completion_time.is_some() {
         return Err(refused(at("max_completion_time"), "not supported"));
     }
@@ -282,6 +289,45 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
             kill_grace_seconds,
             executor: Some(executor),
             data: t.data.clone().unwrap_or_default(),
+            ..Default::default()
+        });
+    }
+    if container.is_some() {
+        // A Docker task may leave the command out (or give only its environment): the
+        // image's own entrypoint and command run then.
+        let command = t.command.clone().unwrap_or_default();
+        let environment = environment(&at("command.environment"), command.environment.as_ref())?;
+        let image_default = command.value.as_deref().unwrap_or("").trim().is_empty();
+        if image_default && !command.arguments.is_empty() {
+            return Err(refused(
+                at("command.arguments"),
+                "arguments for the image's entrypoint are not supported; give command.value (run with /bin/sh -c)",
+            ));
+        }
+        let shell = if image_default {
+            if !command.uris.is_empty() {
+                return Err(refused(
+                    at("command.uris"),
+                    "fetching URIs is not supported",
+                ));
+            }
+            String::new()
+        } else {
+            command_line(&at("command"), &command)?
+        };
+        let health_check = t
+            .health_check
+            .as_ref()
+            .map(|h| health_check(&at("health_check"), h))
+            .transpose()?;
+        return Ok(v1::TaskInfo {
+            task_id: t.task_id.value.clone(),
+            name: t.name.clone(),
+            resources: resources(&at("resources"), &t.resources)?,
+            command: Some(v1::CommandInfo { shell, environment }),
+            kill_grace_seconds,
+            health_check,
+            container,
             ..Default::default()
         });
     }
@@ -320,7 +366,12 @@ fn executor_info(field: &str, e: &mesos::ExecutorInfo) -> Result<v1::ExecutorInf
             "the DEFAULT executor is not supported; give a CUSTOM executor with a command (LAUNCH_GROUP takes one too)",
         ));
     }
-    container(&at("container"), e.container.as_ref())?;
+    if container(&at("container"), e.container.as_ref())?.is_some() {
+        return Err(refused(
+            at("container.type"),
+            "a custom executor runs as a plain process: only MESOS containers",
+        ));
+    }
     let command = e
         .command
         .as_ref()
@@ -349,31 +400,105 @@ fn executor_info(field: &str, e: &mesos::ExecutorInfo) -> Result<v1::ExecutorInf
     })
 }
 
-/// A container: MESOS (a plain process) without image or volumes, or none.
-fn container(field: &str, c: Option<&mesos::ContainerInfo>) -> Result<(), Refused> {
+/// A container as Drover's: DOCKER (image, network, port mappings, privileged, parameters,
+/// force_pull_image, volumes; a USER network's name from `network_infos[0].name`), or `None`
+/// for a MESOS one (a plain process), which may not name an image. The fields are checked
+/// where every task is, at ACCEPT.
+fn container(
+    field: &str,
+    c: Option<&mesos::ContainerInfo>,
+) -> Result<Option<v1::ContainerInfo>, Refused> {
+    use mesos::container_info::{docker_info, volume, Type};
+    use v1::container_info as drover;
     let at = |f: &str| format!("{field}.{f}");
-    if let Some(c) = c {
-        if c.r#type != mesos::container_info::Type::Mesos as i32 {
+    let Some(c) = c else { return Ok(None) };
+    if c.r#type == Type::Mesos as i32 {
+        if c.mesos.as_ref().is_some_and(|m| m.image.is_some()) {
             return Err(refused(
-                at("type"),
-                "only MESOS containers (plain processes) are supported",
+                at("mesos.image"),
+                "MESOS container images are not supported; use a DOCKER container",
             ));
         }
-        if c.mesos.is_some() || c.docker.is_some() || !c.volumes.is_empty() {
-            let what = if !c.volumes.is_empty() {
-                "volumes"
-            } else if c.docker.is_some() {
+        if c.docker.is_some() || !c.volumes.is_empty() {
+            let what = if c.docker.is_some() {
                 "docker"
             } else {
-                "mesos"
+                "volumes"
             };
             return Err(refused(
                 at(what),
-                "container images and volumes are not supported",
+                "a MESOS container is a plain process: images and volumes need type DOCKER",
             ));
         }
+        return Ok(None);
     }
-    Ok(())
+    if c.r#type != Type::Docker as i32 {
+        return Err(refused(at("type"), "DOCKER or MESOS"));
+    }
+    let d = c
+        .docker
+        .as_ref()
+        .ok_or_else(|| refused(at("docker"), "missing: a DOCKER container names its image"))?;
+    let network = match d.network.map(docker_info::Network::try_from) {
+        None | Some(Ok(docker_info::Network::Host)) => drover::docker_info::Network::Host,
+        Some(Ok(docker_info::Network::Bridge)) => drover::docker_info::Network::Bridge,
+        Some(Ok(docker_info::Network::None)) => drover::docker_info::Network::None,
+        Some(Ok(docker_info::Network::User)) => drover::docker_info::Network::User,
+        Some(Err(_)) => return Err(refused(at("docker.network"), "HOST, BRIDGE, NONE or USER")),
+    };
+    let network_name = if network == drover::docker_info::Network::User {
+        c.network_infos
+            .first()
+            .and_then(|n| n.name.clone())
+            .ok_or_else(|| {
+                refused(
+                    at("network_infos"),
+                    "a USER network names its Docker network in network_infos[0].name",
+                )
+            })?
+    } else {
+        String::new()
+    };
+    let volumes = c
+        .volumes
+        .iter()
+        .map(|v| drover::Volume {
+            container_path: v.container_path.clone(),
+            host_path: v.host_path.clone().unwrap_or_default(),
+            mode: match v.mode.map(volume::Mode::try_from) {
+                Some(Ok(volume::Mode::Ro)) => drover::volume::Mode::Ro as i32,
+                _ => drover::volume::Mode::Rw as i32,
+            },
+        })
+        .collect();
+    Ok(Some(v1::ContainerInfo {
+        r#type: drover::Type::Docker as i32,
+        volumes,
+        docker: Some(drover::DockerInfo {
+            image: d.image.clone(),
+            network: network as i32,
+            port_mappings: d
+                .port_mappings
+                .iter()
+                .map(|m| drover::docker_info::PortMapping {
+                    host_port: m.host_port,
+                    container_port: m.container_port,
+                    protocol: m.protocol.clone().unwrap_or_default(),
+                })
+                .collect(),
+            privileged: d.privileged.unwrap_or(false),
+            parameters: d
+                .parameters
+                .iter()
+                .map(|p| drover::docker_info::Parameter {
+                    key: p.key.clone(),
+                    value: p.value.clone(),
+                })
+                .collect(),
+            force_pull_image: d.force_pull_image.unwrap_or(false),
+            network_name,
+        }),
+    }))
 }
 
 fn nanos_to_seconds(field: &str, nanos: i64) -> Result<f64, Refused> {
@@ -740,6 +865,51 @@ mod tests {
     }
 
     #[test]
+    fn a_docker_task_converts_with_its_container_and_may_leave_its_command_out() {
+        let mut j = base();
+        j.as_object_mut().unwrap().remove("command");
+        j["container"] = serde_json::json!({
+            "type": "DOCKER",
+            "docker": {"image": "web:1", "network": "USER", "privileged": false,
+                "port_mappings": [{"host_port": 31000, "container_port": 80, "protocol": "tcp"}],
+                "parameters": [{"key": "label", "value": "a=b"}], "force_pull_image": true},
+            "network_infos": [{"name": "mynet"}],
+            "volumes": [{"container_path": "/data", "host_path": "data", "mode": "RO"}]
+        });
+        let t = task_info("task", &mesos_task(j)).unwrap();
+        assert_eq!(t.command.as_ref().map(|c| c.shell.as_str()), Some(""));
+        let c = t.container.expect("container");
+        assert_eq!(c.r#type, v1::container_info::Type::Docker as i32);
+        let d = c.docker.expect("docker");
+        assert_eq!(d.image, "web:1");
+        assert_eq!(
+            d.network,
+            v1::container_info::docker_info::Network::User as i32
+        );
+        assert_eq!(d.network_name, "mynet");
+        assert_eq!(
+            (
+                d.port_mappings[0].host_port,
+                d.port_mappings[0].container_port
+            ),
+            (31000, 80)
+        );
+        assert_eq!(d.parameters[0].key, "label");
+        assert!(d.force_pull_image);
+        assert_eq!(
+            c.volumes[0].mode,
+            v1::container_info::volume::Mode::Ro as i32
+        );
+        // A MESOS container without an image is no container at all.
+        let mut plain = base();
+        plain["container"] = serde_json::json!({"type": "MESOS", "mesos": {}});
+        assert!(task_info("task", &mesos_task(plain))
+            .unwrap()
+            .container
+            .is_none());
+    }
+
+    #[test]
     fn what_drover_cannot_run_is_refused_naming_the_field() {
         let cases: Vec<(serde_json::Value, &str)> = vec![
             (
@@ -756,7 +926,15 @@ mod tests {
             ),
             (
                 serde_json::json!({"container": {"type": "DOCKER"}}),
-                "task.container.type",
+                "task.container.docker",
+            ),
+            (
+                serde_json::json!({"container": {"type": "MESOS", "mesos": {"image": {}}}}),
+                "task.container.mesos.image",
+            ),
+            (
+                serde_json::json!({"container": {"type": "DOCKER", "docker": {"image": "x", "network": "USER"}}}),
+                "task.container.network_infos",
             ),
             (
                 serde_json::json!({"command": {"value": "x", "uris": [{"value": "http://x"}]}}),

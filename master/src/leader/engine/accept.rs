@@ -6,6 +6,10 @@
 //! live task of the framework there, and no earlier task of the same ACCEPT, names it) has
 //! the executor's resources added to its own and the executor marked `charged`; a later task
 //! that names it must name it the same way.
+//!
+//! A task with a container goes only to an agent that runs containers: one whose
+//! `containerizers` attribute (set by the agent when its Docker engine answered at start)
+//! names `docker`; elsewhere the ACCEPT is refused naming the task.
 
 use std::collections::HashMap;
 
@@ -73,6 +77,49 @@ pub(super) fn charge_executors(
     Ok(out)
 }
 
+/// The attribute an agent advertises its containerizers in (`docker,command` or `command`).
+pub const CONTAINERIZERS_ATTRIBUTE: &str = "containerizers";
+
+/// Refuses the ACCEPT when a task has a container and the offers' agent does not run
+/// containers.
+pub(super) fn check_containerizers(
+    state: &ClusterState,
+    offers: &[OfferId],
+    tasks: &[TaskSpec],
+) -> Result<(), Refusal> {
+    let Some(i) = tasks
+        .iter()
+        .position(|t| convert::container_of(t).is_some())
+    else {
+        return Ok(());
+    };
+    let Some(agent) = offers
+        .first()
+        .and_then(|o| state.offer(o))
+        .and_then(|o| state.agent(&o.agent))
+    else {
+        // The registry refuses an ACCEPT of offers it does not have.
+        return Ok(());
+    };
+    let docker = agent
+        .attributes
+        .get(CONTAINERIZERS_ATTRIBUTE)
+        .is_some_and(|v| v.to_string().split(',').any(|c| c.trim() == "docker"));
+    if docker {
+        return Ok(());
+    }
+    Err(Refusal::InvalidArgument(format!(
+        "launch[{i}].container: agent {} ({}) does not run containers (its containerizers: {})",
+        agent.id,
+        agent.hostname,
+        agent
+            .attributes
+            .get(CONTAINERIZERS_ATTRIBUTE)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "command".into())
+    )))
+}
+
 impl Engine {
     pub(super) fn accept(
         &mut self,
@@ -82,6 +129,10 @@ impl Engine {
         refuse_ms: Option<u64>,
         reply: Reply<()>,
     ) {
+        if let Err(refusal) = check_containerizers(&self.view, &offers, &tasks) {
+            self.answer(reply, Err(refusal));
+            return;
+        }
         let tasks = match charge_executors(&self.view, &framework, &offers, tasks) {
             Ok(t) => t,
             Err(refusal) => {
@@ -160,11 +211,12 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OfferCycleConfig;
     use crate::leader::agents::AgentMessage;
     use crate::leader::answer::{self, Answer};
     use crate::leader::engine::sim::*;
     use crate::leader::engine::Call;
-    use crate::registry::cluster::ClusterError;
+    use crate::registry::cluster::{AgentRecord, ClusterError};
 
     #[test]
     fn a_task_is_sent_to_its_agent_only_after_its_accept_is_committed() {
@@ -220,6 +272,59 @@ mod tests {
             ..Default::default()
         };
         convert::task_from_proto(0, &info).expect("a valid task")
+    }
+
+    fn container_task(id: &str) -> TaskSpec {
+        let info = v1::TaskInfo {
+            task_id: id.into(),
+            name: id.into(),
+            resources: res("cpus:1;mem:128").to_proto(),
+            container: Some(v1::ContainerInfo {
+                r#type: v1::container_info::Type::Docker as i32,
+                docker: Some(v1::container_info::DockerInfo {
+                    image: "web:1".into(),
+                    ..Default::default()
+                }),
+                volumes: vec![],
+            }),
+            ..Default::default()
+        };
+        convert::task_from_proto(0, &info).expect("a valid task")
+    }
+
+    /// A container task goes only to an agent whose `containerizers` attribute names docker:
+    /// elsewhere the ACCEPT is refused naming the task, and nothing is launched.
+    #[test]
+    fn a_container_task_is_refused_on_an_agent_without_docker() {
+        let (mut sim, mut stream) = one_agent_one_framework();
+        let call = accept_first_offer(&mut sim, &mut stream, container_task("c1"));
+        sim.settle();
+        let refused = answer::to_status(sim.answer(call).unwrap().unwrap_err());
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+        assert!(
+            refused.message().contains("launch[0].container")
+                && refused.message().contains("does not run containers"),
+            "{refused}"
+        );
+        assert!(launched(&sim).is_empty());
+
+        let mut sim = Sim::new(OfferCycleConfig::default());
+        let agent = AgentRecord {
+            attributes: "containerizers:docker,command".parse().unwrap(),
+            ..sim.agent_record("a1", "cpus:4;mem:4096")
+        };
+        sim.register_record(agent, None);
+        let mut stream = sim.subscribe("f1");
+        let call = accept_first_offer(&mut sim, &mut stream, container_task("c1"));
+        sim.settle();
+        assert_eq!(sim.answer(call), Some(Ok(Answer::Done)));
+        let tasks = launched(&sim);
+        let image = tasks[0]
+            .container
+            .as_ref()
+            .and_then(|c| c.docker.as_ref())
+            .map(|d| d.image.clone());
+        assert_eq!(image.as_deref(), Some("web:1"));
     }
 
     fn launched(sim: &Sim) -> Vec<v1::TaskInfo> {

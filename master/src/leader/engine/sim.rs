@@ -370,10 +370,20 @@ impl Sim {
         total: &str,
         tasks: Option<Vec<ReportedTask>>,
     ) -> v1::RegisterReply {
+        self.register_record(self.agent_record(id, total), tasks)
+    }
+
+    /// Registers `agent` (again with the task report `tasks` when given); settles; returns
+    /// the engine's answer.
+    pub(super) fn register_record(
+        &mut self,
+        agent: AgentRecord,
+        tasks: Option<Vec<ReportedTask>>,
+    ) -> v1::RegisterReply {
         let reply = self.reply();
         let call = reply.id();
         self.command(Command::RegisterAgent {
-            agent: self.agent_record(id, total),
+            agent,
             tasks,
             truncated: false,
             reply,

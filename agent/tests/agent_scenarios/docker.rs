@@ -1,0 +1,397 @@
+//! Container tasks on a real agent with the local Docker engine: output, exit codes, the
+//! memory limit, a published port, a kill with its grace, a missing image, the agent's
+//! policy, and an agent restart while containers run. Each scenario builds its image locally
+//! (no registry) and is skipped, saying why, where the engine does not answer.
+
+use super::*;
+use drover_agent::config::DockerSettings;
+use drover_agent::testing::docker_test_image;
+use v1::container_info::docker_info::{Network, PortMapping};
+use v1::container_info::{DockerInfo, Type};
+
+/// The image, or `None` after printing why container scenarios are skipped here.
+async fn image_or_skip() -> Option<&'static str> {
+    match docker_test_image().await {
+        Ok(image) => Some(image),
+        Err(why) => {
+            println!("    skipped: no usable Docker engine here ({why})");
+            None
+        }
+    }
+}
+
+/// A container task of `image` running `shell` (empty: the image's own command).
+fn container_task(id: &str, image: &str, shell: &str, resources: &str) -> TaskInfo {
+    TaskInfo {
+        task_id: id.into(),
+        name: id.into(),
+        resources: resources
+            .parse::<Resources>()
+            .expect("resources")
+            .to_proto(),
+        command: Some(CommandInfo {
+            shell: shell.into(),
+            environment: [("GREETING".to_string(), "hello".to_string())].into(),
+        }),
+        container: Some(v1::ContainerInfo {
+            r#type: Type::Docker as i32,
+            docker: Some(DockerInfo {
+                image: image.into(),
+                ..Default::default()
+            }),
+            volumes: vec![],
+        }),
+        ..Default::default()
+    }
+}
+
+fn docker_config(work_dir: &Path, master: &str) -> AgentConfig {
+    AgentConfig {
+        docker: DockerSettings::local(),
+        // Ended tasks' directories, and their containers, go soon.
+        gc_delay: Duration::from_secs(1),
+        disk_watch_interval: Duration::from_millis(200),
+        ..config(work_dir, master, 0, this_program_as_executor())
+    }
+}
+
+fn update_of(fake: &FakeMaster, task: &str, state: v1::TaskState) -> v1::TaskStatus {
+    fake.state()
+        .applied
+        .iter()
+        .find(|s| s.task_id == task && s.state == state as i32)
+        .cloned()
+        .unwrap_or_else(|| panic!("{task}: no {state:?} update"))
+}
+
+/// Containers the engine has for `agent_id`'s tasks (running or not), by `docker ps`.
+fn containers_of(agent_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=drover.agent_id={agent_id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A unique agent id per run, so that scenarios on one engine never see each other's
+/// containers.
+fn unique_agent_id() -> String {
+    format!(
+        "agent-docker-{}-{}",
+        std::process::id(),
+        drover_model::unix_ms()
+    )
+}
+
+/// Removes every container of an agent when dropped: a scenario that fails leaves none.
+struct RemoveContainers(String);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        for id in containers_of(&self.0) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output();
+        }
+    }
+}
+
+pub(super) async fn containers_run_report_and_stop() {
+    let Some(image) = image_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
+    let fake = FakeMaster::default();
+    let agent_id = unique_agent_id();
+    let _cleanup = RemoveContainers(agent_id.clone());
+    fake.state().assign_id = Some(agent_id.clone());
+    let master = fake.serve().await;
+    let agent = Agent::start(docker_config(&work_dir, &master));
+    let info = registrations(&fake, 1).await.remove(0);
+    let containerizers = info
+        .attributes
+        .iter()
+        .find(|a| a.name == "containerizers")
+        .and_then(|a| match &a.value {
+            Some(v1::attribute::Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        });
+    assert_eq!(
+        containerizers.as_deref(),
+        Some("docker,command"),
+        "{info:?}"
+    );
+    wait_id_persisted(&work_dir).await;
+    let addr = info.addr.clone();
+    wait_registered(&addr).await;
+    let mut client = connect(&addr).await;
+    let run = |t: TaskInfo| RunTaskRequest {
+        agent_id: agent_id.clone(),
+        framework_id: "fw-1".into(),
+        tasks: vec![t],
+        framework_name: String::new(),
+    };
+
+    // Output into the sandbox, exit 0: FINISHED.
+    client
+        .run_task(run(container_task(
+            "d-ok",
+            image,
+            "echo $GREETING from $DROVER_TASK_ID in $MESOS_SANDBOX; echo oops >&2",
+            "cpus:0.5;mem:64",
+        )))
+        .await
+        .expect("RunTask d-ok");
+    // Exit 3: FAILED with code 3.
+    client
+        .run_task(run(container_task(
+            "d-fail",
+            image,
+            "exit 3",
+            "cpus:0.1;mem:32",
+        )))
+        .await
+        .expect("RunTask d-fail");
+    // Over its memory: FAILED memory_limit.
+    client
+        .run_task(run(container_task(
+            "d-oom",
+            image,
+            "head -c 200000000 /dev/zero | tail -c 100000000 > /dev/null",
+            // A cpu to itself: a throttled task takes long to fill its memory.
+            "cpus:1;mem:32",
+        )))
+        .await
+        .expect("RunTask d-oom");
+    // An image no registry has: FAILED with the engine's message.
+    client
+        .run_task(run(container_task(
+            "d-missing",
+            "drover-test/no-such-image:none",
+            "true",
+            "cpus:0.1;mem:32",
+        )))
+        .await
+        .expect("RunTask d-missing");
+    // Privileged, which this agent does not allow: FAILED naming the field.
+    let mut privileged = container_task("d-priv", image, "true", "cpus:0.1;mem:32");
+    if let Some(d) = privileged
+        .container
+        .as_mut()
+        .and_then(|c| c.docker.as_mut())
+    {
+        d.privileged = true;
+    }
+    client
+        .run_task(run(privileged))
+        .await
+        .expect("RunTask d-priv");
+    // A web server on the bridge network, its port 8080 published on the offered 31001; it
+    // notes the SIGTERM of a kill in the sandbox.
+    let mut web = container_task(
+        "d-web",
+        image,
+        "trap 'echo TERM > /mnt/mesos/sandbox/term; exit 0' TERM; mkdir -p /www; \
+         echo served-by-container > /www/index.html; httpd -f -p 8080 -h /www & \
+         while true; do sleep 0.1; done",
+        "cpus:0.1;mem:32;ports:[31001-31001]",
+    );
+    if let Some(d) = web.container.as_mut().and_then(|c| c.docker.as_mut()) {
+        d.network = Network::Bridge as i32;
+        d.port_mappings = vec![PortMapping {
+            host_port: 31001,
+            container_port: 8080,
+            protocol: "tcp".into(),
+        }];
+    }
+    web.kill_grace_seconds = 10.0;
+    client.run_task(run(web)).await.expect("RunTask d-web");
+
+    wait_state(&fake, "d-ok", v1::TaskState::TaskFinished).await;
+    assert_eq!(
+        states(&fake, "d-ok"),
+        vec![
+            v1::TaskState::TaskStarting,
+            v1::TaskState::TaskRunning,
+            v1::TaskState::TaskFinished
+        ]
+    );
+    let sandbox = task_dir(&work_dir, "d-ok").sandbox();
+    let stdout = std::fs::read_to_string(sandbox.join("stdout")).expect("stdout");
+    assert_eq!(stdout, "hello from d-ok in /mnt/mesos/sandbox\n");
+    let stderr = std::fs::read_to_string(sandbox.join("stderr")).expect("stderr");
+    assert!(stderr.ends_with("oops\n"), "{stderr}");
+
+    wait_state(&fake, "d-fail", v1::TaskState::TaskFailed).await;
+    let failed = update_of(&fake, "d-fail", v1::TaskState::TaskFailed);
+    assert_eq!(failed.exit_code, Some(3), "{failed:?}");
+    assert_eq!(failed.reason, "command_exited", "{failed:?}");
+
+    wait_state(&fake, "d-oom", v1::TaskState::TaskFailed).await;
+    let oom = update_of(&fake, "d-oom", v1::TaskState::TaskFailed);
+    assert_eq!(oom.reason, "memory_limit", "{oom:?}");
+    assert!(oom.message.contains("32 MiB"), "{oom:?}");
+
+    wait_state(&fake, "d-missing", v1::TaskState::TaskFailed).await;
+    let missing = update_of(&fake, "d-missing", v1::TaskState::TaskFailed);
+    assert_eq!(missing.reason, "container_launch_failed", "{missing:?}");
+    assert!(
+        missing.message.contains("drover-test/no-such-image:none"),
+        "{missing:?}"
+    );
+
+    wait_state(&fake, "d-priv", v1::TaskState::TaskFailed).await;
+    let refused = update_of(&fake, "d-priv", v1::TaskState::TaskFailed);
+    assert_eq!(refused.reason, "container_launch_failed", "{refused:?}");
+    assert!(
+        refused.message.contains("container.docker.privileged"),
+        "{refused:?}"
+    );
+
+    wait_state(&fake, "d-web", v1::TaskState::TaskRunning).await;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    wait_for(DEADLINE, "the container serves on host port 31001", || {
+        let got = got.clone();
+        async move {
+            let answer = match tokio::net::TcpStream::connect("127.0.0.1:31001").await {
+                Ok(mut s) => {
+                    let _ = s
+                        .write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+                        .await;
+                    let mut out = String::new();
+                    let _ = s.read_to_string(&mut out).await;
+                    out
+                }
+                Err(_) => String::new(),
+            };
+            let served = answer.contains("served-by-container");
+            *got.lock().expect("lock") = answer;
+            served
+        }
+    })
+    .await;
+    let body = got.lock().expect("lock").clone();
+    assert!(
+        body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
+        "{body}"
+    );
+    client
+        .kill_task(KillTaskRequest {
+            agent_id: agent_id.clone(),
+            framework_id: "fw-1".into(),
+            task_id: "d-web".into(),
+            grace_seconds: 0.0,
+        })
+        .await
+        .expect("KillTask d-web");
+    wait_state(&fake, "d-web", v1::TaskState::TaskKilled).await;
+    let web_sandbox = task_dir(&work_dir, "d-web").sandbox();
+    assert_eq!(
+        std::fs::read_to_string(web_sandbox.join("term")).expect("SIGTERM noted"),
+        "TERM\n"
+    );
+
+    // Every task ended and was acknowledged: the collector takes their directories, and
+    // their containers with them.
+    wait_for(DEADLINE, "no container of this agent is left", || {
+        let agent_id = agent_id.clone();
+        async move { containers_of(&agent_id).is_empty() }
+    })
+    .await;
+    agent.stop().await;
+}
+
+pub(super) async fn containers_outlive_an_agent_restart() {
+    let Some(image) = image_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
+    let fake = FakeMaster::default();
+    let agent_id = unique_agent_id();
+    let _cleanup = RemoveContainers(agent_id.clone());
+    fake.state().assign_id = Some(agent_id.clone());
+    let master = fake.serve().await;
+    let agent = Agent::start(docker_config(&work_dir, &master));
+    let addr = registrations(&fake, 1).await.remove(0).addr;
+    wait_id_persisted(&work_dir).await;
+    wait_registered(&addr).await;
+    let mut client = connect(&addr).await;
+    let run = |t: TaskInfo| RunTaskRequest {
+        agent_id: agent_id.clone(),
+        framework_id: "fw-1".into(),
+        tasks: vec![t],
+        framework_name: String::new(),
+    };
+    // One runs until killed; the other until a file appears in its sandbox (while the agent
+    // is down).
+    let mut long = container_task(
+        "d-long",
+        image,
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        "cpus:0.1;mem:32",
+    );
+    long.kill_grace_seconds = 5.0;
+    client.run_task(run(long)).await.expect("RunTask d-long");
+    client
+        .run_task(run(container_task(
+            "d-until",
+            image,
+            "while [ ! -f /mnt/mesos/sandbox/go ]; do sleep 0.1; done; echo went",
+            "cpus:0.1;mem:32",
+        )))
+        .await
+        .expect("RunTask d-until");
+    for t in ["d-long", "d-until"] {
+        wait_state(&fake, t, v1::TaskState::TaskRunning).await;
+    }
+    agent.stop().await;
+    assert_eq!(
+        containers_of(&agent_id).len(),
+        2,
+        "the containers outlive the agent"
+    );
+    std::fs::write(task_dir(&work_dir, "d-until").sandbox().join("go"), b"").expect("go");
+
+    let agent = Agent::start(docker_config(&work_dir, &master));
+    let addr = registrations(&fake, 2).await.remove(1).addr;
+    wait_registered(&addr).await;
+    // The end that came while the agent was down arrives; the other task runs on.
+    wait_state(&fake, "d-until", v1::TaskState::TaskFinished).await;
+    assert_eq!(
+        std::fs::read_to_string(task_dir(&work_dir, "d-until").sandbox().join("stdout"))
+            .expect("stdout"),
+        "went\n"
+    );
+    assert_eq!(
+        states(&fake, "d-long"),
+        vec![v1::TaskState::TaskStarting, v1::TaskState::TaskRunning]
+    );
+    let mut client = connect(&addr).await;
+    client
+        .kill_task(KillTaskRequest {
+            agent_id: agent_id.clone(),
+            framework_id: "fw-1".into(),
+            task_id: "d-long".into(),
+            grace_seconds: 0.0,
+        })
+        .await
+        .expect("KillTask d-long");
+    wait_state(&fake, "d-long", v1::TaskState::TaskKilled).await;
+    wait_for(DEADLINE, "no container of this agent is left", || {
+        let agent_id = agent_id.clone();
+        async move { containers_of(&agent_id).is_empty() }
+    })
+    .await;
+    agent.stop().await;
+}
