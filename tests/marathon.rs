@@ -764,3 +764,88 @@ async fn a_task_on_a_partitioned_agent_is_replaced_and_the_surplus_killed_when_i
     let app = app_named(&s.addr, "cut", "one task again", |a| settled(a, 1)).await;
     assert_eq!(app["tasks"][0]["id"], old.as_str(), "{app}");
 }
+
+/// A Docker app on the bridge network, through the Marathon API on a real cluster whose agent
+/// runs containers: its task runs the image, its container port is reachable on the offered
+/// host port the task view lists, and deleting the app stops the container (skipped, saying
+/// why, where the Docker engine does not answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_app_serves_on_its_mapped_host_port_and_stops_on_delete() {
+    let image = match drover_agent::testing::docker_test_image().await {
+        Ok(i) => i,
+        Err(why) => {
+            eprintln!("skipped: no usable Docker engine here ({why})");
+            return;
+        }
+    };
+    let c = common::start_with_agents(1, &[], 1, &[], 1).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Scheduler::start(&c.addrs(), dir.path(), "scheduler", &[]).await;
+    s.wait_active(Duration::from_secs(30)).await;
+    let app = json!({"id": "/docker-web",
+        "cmd": "mkdir -p /www && echo served-by-marathon-app > /www/index.html && exec httpd -f -p 8080 -h /www",
+        "cpus": 0.1, "mem": 32,
+        "container": {"type": "DOCKER", "docker": {"image": image},
+                      "portMappings": [{"containerPort": 8080, "name": "http"}]},
+        "networks": [{"mode": "container/bridge"}]});
+    let (status, r) = send(reqwest::Method::POST, &s.addr, "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{r}");
+    let running = app_named(&s.addr, "docker-web", "the container app running", |a| {
+        settled(a, 1)
+    })
+    .await;
+    let task = running["tasks"][0].clone();
+    let task_id = task["id"].as_str().expect("task id").to_string();
+    let host_port = task["ports"][0].as_u64().expect("a host port");
+    let body = common::wait_until(
+        "the app answers on its host port",
+        CONVERGE,
+        || async move {
+            let text = reqwest::get(format!("http://127.0.0.1:{host_port}/index.html"))
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(text)
+        },
+    )
+    .await
+    .expect("served");
+    assert_eq!(body, "served-by-marathon-app\n");
+    let (status, r) = send(
+        reqwest::Method::DELETE,
+        &s.addr,
+        "/v2/apps/docker-web",
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{status} {r}");
+    common::wait_until("the container stopped", CONVERGE, || {
+        let task_id = task_id.clone();
+        async move {
+            let out = tokio::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=drover.task_id={task_id}"),
+                ])
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            let running = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            running.is_empty().then_some(()).ok_or(running)
+        }
+    })
+    .await
+    .expect("stopped");
+    // The ended container stays until its sandbox is collected: removed here.
+    let _ = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker rm -f $(docker ps -aq --filter label=drover.task_id={task_id}) >/dev/null 2>&1"
+        ))
+        .status()
+        .await;
+}

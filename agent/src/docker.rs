@@ -50,13 +50,6 @@ pub enum DockerError {
     Engine(String),
 }
 
-impl DockerError {
-    /// The engine's own message for a refusal, else the whole error.
-    pub fn message(&self) -> String {
-        self.to_string()
-    }
-}
-
 /// Describes an engine error by its message (the engine's words for a server error).
 pub fn engine_error(e: bollard::errors::Error) -> DockerError {
     use bollard::errors::Error as E;

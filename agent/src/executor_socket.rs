@@ -147,11 +147,14 @@ async fn handle(
                             )));
                         }
                         let (uuid, state) = (update.status.uuid, update.status.state);
+                        let reason = update.status.reason.clone();
                         updates
                             .update(update)
                             .await
                             .map_err(|e| ConnError::Refused(e.to_string()))?;
-                        launcher.state_seen(framework_id.clone(), task_id.clone(), state).await;
+                        launcher
+                            .state_seen(framework_id.clone(), task_id.clone(), state, reason)
+                            .await;
                         write_message(&mut write, &ToExecutor::Ack { uuid }).await?;
                     }
                     Some(Ok(Some(FromExecutor::Hello { .. }))) => {

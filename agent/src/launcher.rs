@@ -48,6 +48,7 @@ use tokio::task::JoinSet;
 
 use crate::cgroups::CgroupMode;
 use crate::checkpoint::{self, CheckpointError};
+use crate::executor::container::REASON_IMAGE_PULL_FAILED;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::layout::{Layout, TaskDir};
 use crate::metrics as m;
@@ -167,6 +168,7 @@ enum Msg {
     StateSeen {
         key: Key,
         state: TaskState,
+        reason: String,
     },
     Exited {
         key: Key,
@@ -287,6 +289,9 @@ struct Entry {
     adopted: bool,
     /// The custom executor that runs it, if not Drover's own.
     executor: Option<ExecutorId>,
+    /// It runs in a Docker container: since when this agent has been starting it (`None` for
+    /// one an earlier life started), for the start latency.
+    container: Option<Option<std::time::Instant>>,
 }
 
 impl Entry {
@@ -301,6 +306,7 @@ impl Entry {
             preparing: Some(Vec::new()),
             adopted: false,
             executor: None,
+            container: None,
         }
     }
 
@@ -315,6 +321,7 @@ impl Entry {
             preparing: None,
             adopted: true,
             executor: None,
+            container: None,
         }
     }
 }
@@ -459,13 +466,21 @@ impl Launcher {
             .await;
     }
 
-    /// An update of the task was checkpointed (call before acknowledging it to the executor).
-    pub async fn state_seen(&self, framework: FrameworkId, task: TaskId, state: TaskState) {
+    /// An update of the task, with `state` and `reason`, was checkpointed (call before
+    /// acknowledging it to the executor).
+    pub async fn state_seen(
+        &self,
+        framework: FrameworkId,
+        task: TaskId,
+        state: TaskState,
+        reason: String,
+    ) {
         let _ = self
             .tx
             .send(Msg::StateSeen {
                 key: (framework, task),
                 state,
+                reason,
             })
             .await;
     }
@@ -753,6 +768,9 @@ impl Actor {
         // the agent.
         for (_, e) in self.tasks.drain() {
             m::task_state_changed(Some(e.state), None);
+            if e.container.is_some() {
+                m::container_state_changed(Some(e.state), None);
+            }
         }
     }
 
@@ -803,7 +821,13 @@ impl Actor {
                 let report = self.report(&agent).await;
                 let _ = reply.send(report);
             }
-            Msg::StateSeen { key, state } => self.set_state(&key, state),
+            Msg::StateSeen { key, state, reason } => {
+                let container = self.tasks.get(&key).is_some_and(|e| e.container.is_some());
+                if container && state == TaskState::Failed && reason == REASON_IMAGE_PULL_FAILED {
+                    m::image_pull_failed();
+                }
+                self.set_state(&key, state)
+            }
             Msg::CustomPrepared {
                 key,
                 dir,
@@ -883,6 +907,14 @@ impl Actor {
         e.state = state;
         let custom = e.executor.is_some();
         m::task_state_changed(Some(was), Some(state));
+        if let Some(started) = e.container {
+            m::container_state_changed(Some(was), Some(state));
+            if let (TaskState::Running, Some(at)) = (state, started) {
+                m::container_started(at.elapsed());
+                // Once: a RUNNING that reports health is not a start.
+                e.container = Some(None);
+            }
+        }
         if state.is_terminal() {
             if custom {
                 self.custom_task_ended(key);
@@ -892,6 +924,9 @@ impl Actor {
                 if let Some(old) = self.completed.pop_front() {
                     if let Some(e) = self.tasks.remove(&old) {
                         m::task_state_changed(Some(e.state), None);
+                        if e.container.is_some() {
+                            m::container_state_changed(Some(e.state), None);
+                        }
                     }
                 }
             }
@@ -900,6 +935,9 @@ impl Actor {
 
     fn insert(&mut self, key: Key, entry: Entry) {
         m::task_state_changed(None, Some(entry.state));
+        if entry.container.is_some() {
+            m::container_state_changed(None, Some(entry.state));
+        }
         self.tasks.insert(key, entry);
     }
 
@@ -925,6 +963,7 @@ impl Actor {
                 preparing: None,
                 adopted: true,
                 executor: None,
+                container: spec.task.container.is_some().then_some(None),
             },
         );
         true
@@ -970,13 +1009,14 @@ impl Actor {
                 return;
             }
         };
-        self.insert(
-            key.clone(),
-            Entry::new(
-                req.agent_id.clone(),
-                req.task.kill_grace_ms.map(Duration::from_millis),
-            ),
+        let mut entry = Entry::new(
+            req.agent_id.clone(),
+            req.task.kill_grace_ms.map(Duration::from_millis),
         );
+        if req.task.container.is_some() {
+            entry.container = Some(Some(std::time::Instant::now()));
+        }
+        self.insert(key.clone(), entry);
         let (program, socket) = (
             self.config.executor_command.clone(),
             self.config.layout.socket(),
@@ -1160,10 +1200,11 @@ impl Actor {
                 }
             };
             let grace = spec.task.kill_grace_ms.map(Duration::from_millis);
-            self.insert(
-                key.clone(),
-                Entry::recovered(spec.agent_id.clone(), TaskState::Staging, grace),
-            );
+            let mut entry = Entry::recovered(spec.agent_id.clone(), TaskState::Staging, grace);
+            if spec.task.container.is_some() {
+                entry.container = Some(None);
+            }
+            self.insert(key.clone(), entry);
             // The executor's updates the agent missed: its true end, if it ended meanwhile.
             for u in &f.unseen {
                 self.checkpoint_unseen(&key, u).await;
@@ -1213,7 +1254,72 @@ impl Actor {
             }
         }
         self.idle_runs_later();
+        if let Some(agent) = stored_id {
+            // Before registering (no task can start meanwhile, so none is taken for an
+            // orphan).
+            self.sweep_containers(agent).await;
+        }
         summary
+    }
+
+    /// After recovery: removes the containers labelled with this agent that no task of it
+    /// accounts for: a running one whose task is not live here (its executor died before it
+    /// recorded the container, or its task directory is gone), and an ended one whose task
+    /// directory is gone (the collector could not remove it then). An ended container of a
+    /// task whose directory is kept stays until the collector removes both.
+    async fn sweep_containers(&self, agent: AgentId) {
+        let Some(engine) = &self.config.docker else {
+            return;
+        };
+        let live: HashSet<(String, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, e)| e.container.is_some() && !e.state.is_terminal())
+            .map(|((f, t), _)| (f.to_string(), t.to_string()))
+            .collect();
+        let listed = match crate::docker::connect(&engine.socket).await {
+            Ok(d) => crate::docker::list(&d, agent.as_str(), None)
+                .await
+                .map(|found| (d, found)),
+            Err(e) => Err(e),
+        };
+        let (docker, found) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for containers no task accounts for");
+                return;
+            }
+        };
+        let layout = &self.config.layout;
+        for c in found {
+            let orphan = if c.running {
+                !live.contains(&(c.framework.clone(), c.task.clone()))
+            } else {
+                // An ended one goes with its task's directory, wherever that is kept.
+                match (FrameworkId::new(&c.framework), TaskId::new(&c.task)) {
+                    (Ok(f), Ok(t)) => {
+                        !layout.task_dir(&f, &t).exists()
+                            && !layout
+                                .completed_dir()
+                                .join(f.as_str())
+                                .join(t.as_str())
+                                .exists()
+                    }
+                    _ => true,
+                }
+            };
+            if !orphan {
+                continue;
+            }
+            match crate::docker::remove(&docker, &c.id).await {
+                Ok(()) => {
+                    tracing::warn!(container = %c.id, task = %c.task, framework = %c.framework, running = c.running, "removed a container no task of this agent accounts for")
+                }
+                Err(e) => {
+                    tracing::warn!(container = %c.id, error = %e, "cannot remove a container no task accounts for")
+                }
+            }
+        }
     }
 
     /// Checkpoints and sends an update the executor made while the agent was down.

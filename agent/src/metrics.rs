@@ -4,10 +4,12 @@
 //! [`crate::simulate`]) keep `drover_agent_tasks{state}` (tasks this process knows, by their
 //! latest state; finished ones until they are forgotten); the status update manager counts
 //! `drover_agent_status_updates_total{outcome}`; the registration loops keep
-//! `drover_agent_registered` (registered agents: 0 or 1, or up to N when simulating);
+//! `drover_agent_registered` (registered agents: 0 or 1, or up to N when simulating); the
+//! task table also keeps `drover_agent_containers{state}`, the start latency of containers
+//! and the image pull failures;
 //! [`crate::server`] sets `drover_agent_simulated`.
 
-use metrics::{describe_counter, describe_gauge};
+use metrics::{describe_counter, describe_gauge, describe_histogram};
 
 use crate::update::TaskState;
 
@@ -21,6 +23,9 @@ pub const GC_COMPLETED_SANDBOXES: &str = "drover_agent_gc_completed_sandboxes";
 pub const GC_REMOVED_TOTAL: &str = "drover_agent_gc_removed_total";
 pub const GC_DISK_USAGE_RATIO: &str = "drover_agent_gc_disk_usage_ratio";
 pub const GC_CONTAINERS_REMOVED_TOTAL: &str = "drover_agent_gc_containers_removed_total";
+pub const CONTAINERS: &str = "drover_agent_containers";
+pub const CONTAINER_START_SECONDS: &str = "drover_agent_container_start_seconds";
+pub const IMAGE_PULL_FAILURES_TOTAL: &str = "drover_agent_image_pull_failures_total";
 pub const EXECUTOR_NEWS_DROPPED_TOTAL: &str = "drover_agent_executor_news_dropped_total";
 
 /// `outcome` label values of [`STATUS_UPDATES_TOTAL`].
@@ -47,6 +52,18 @@ pub fn describe() {
     describe_counter!(
         GC_REMOVED_TOTAL,
         "Ended tasks' directories removed by the sandbox collector"
+    );
+    describe_gauge!(
+        CONTAINERS,
+        "Container tasks this agent process knows, by latest state (finished ones until forgotten)"
+    );
+    describe_histogram!(
+        CONTAINER_START_SECONDS,
+        "From a container task's RunTask to its container running (image lookup or pull, create, start)"
+    );
+    describe_counter!(
+        IMAGE_PULL_FAILURES_TOTAL,
+        "Container tasks failed because their image could not be pulled"
     );
     describe_counter!(
         GC_CONTAINERS_REMOVED_TOTAL,
@@ -94,6 +111,29 @@ pub fn task_state_changed(from: Option<TaskState>, to: Option<TaskState>) {
     if let Some(t) = to {
         metrics::gauge!(TASKS, "state" => t.label()).increment(1.0);
     }
+}
+
+/// Moves one container task between state gauges, as [`task_state_changed`].
+pub fn container_state_changed(from: Option<TaskState>, to: Option<TaskState>) {
+    if from == to {
+        return;
+    }
+    if let Some(f) = from {
+        metrics::gauge!(CONTAINERS, "state" => f.label()).decrement(1.0);
+    }
+    if let Some(t) = to {
+        metrics::gauge!(CONTAINERS, "state" => t.label()).increment(1.0);
+    }
+}
+
+/// A container task this agent started is running, `took` after its RunTask.
+pub fn container_started(took: std::time::Duration) {
+    metrics::histogram!(CONTAINER_START_SECONDS).record(took.as_secs_f64());
+}
+
+/// A container task failed for its image.
+pub fn image_pull_failed() {
+    metrics::counter!(IMAGE_PULL_FAILURES_TOTAL).increment(1);
 }
 
 pub fn status_update(outcome: &'static str) {

@@ -4,7 +4,7 @@
 //! Owns one container's life, from the image to its end: the agent's policy is checked
 //! (privileged, parameters, host paths: a refusal is TASK_FAILED naming the field), the image
 //! is looked up and pulled when missing (or always, with `force_pull_image`; a pull that fails
-//! is TASK_FAILED with the engine's message, reason `container_launch_failed`), the container
+//! is TASK_FAILED with the engine's message, reason `container_image_pull_failed`), the container
 //! is created (`drover-<task id>`, labelled with agent, framework and task, see
 //! [`crate::docker`]) with the task's cpu shares and CFS quota, its memory as a hard limit
 //! without swap, its offered host ports published, `PORT0…` and `DROVER_*` in its environment
@@ -40,6 +40,9 @@ use crate::update::TaskState;
 /// The reason of a container task that could not be started (Mesos's
 /// REASON_CONTAINER_LAUNCH_FAILED).
 pub const REASON_LAUNCH_FAILED: &str = "container_launch_failed";
+/// The reason of a container task whose image could not be had (Mesos: the same
+/// REASON_CONTAINER_LAUNCH_FAILED as any other launch failure; Drover says which).
+pub const REASON_IMAGE_PULL_FAILED: &str = "container_image_pull_failed";
 /// How long the executor waits for the output stream to drain after the container ended.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
 /// Past the grace period, how long `docker stop` may take before the executor sends SIGKILL
@@ -74,9 +77,9 @@ pub(super) async fn run(
                 )
                 .await
         }
-        Err(message) => {
+        Err((reason, message)) => {
             reporter
-                .report(TaskState::Failed, REASON_LAUNCH_FAILED, message, None)
+                .report(TaskState::Failed, reason, message, None)
                 .await
         }
     }
@@ -98,25 +101,30 @@ enum Started {
     KilledBefore,
 }
 
-/// Checks, pulls, creates and starts the container; reports TASK_RUNNING. The error is the
-/// TASK_FAILED message.
+/// Why a container did not start: the TASK_FAILED reason and message.
+type NotStarted = (&'static str, String);
+
+fn launch_failed(message: impl ToString) -> NotStarted {
+    (REASON_LAUNCH_FAILED, message.to_string())
+}
+
+/// Checks, pulls, creates and starts the container; reports TASK_RUNNING.
 async fn start(
     spec: &LaunchSpec,
     dir: &TaskDir,
     container: &ContainerSpec,
     reporter: &mut Reporter,
     sigterm: &mut Option<tokio::signal::unix::Signal>,
-) -> Result<Started, String> {
+) -> Result<Started, NotStarted> {
     let Some(engine) = spec.docker.as_ref() else {
-        return Err(
-            "this agent does not run containers: its Docker engine did not answer when it started"
-                .into(),
-        );
+        return Err(launch_failed(
+            "this agent does not run containers: its Docker engine did not answer when it started",
+        ));
     };
-    engine.policy.check(container).map_err(|e| e.to_string())?;
+    engine.policy.check(container).map_err(launch_failed)?;
     let docker = docker::connect(&engine.socket)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(launch_failed)?;
     let began = Instant::now();
     // The pull may take long: a kill meanwhile ends the task before it starts.
     let pulled = tokio::select! {
@@ -124,7 +132,7 @@ async fn start(
         Some(_) = reporter.link.kills.recv() => return Ok(Started::KilledBefore),
         Some(()) = next_sigterm(sigterm) => return Ok(Started::KilledBefore),
     };
-    pulled?;
+    pulled.map_err(|message| (REASON_IMAGE_PULL_FAILED, message))?;
     let task = spec.task.task_id.as_str();
     let framework = spec.framework_id.as_str();
     let agent = spec.agent_id.as_str();
@@ -132,21 +140,23 @@ async fn start(
     // end): never two containers for one task.
     for old in docker::list(&docker, agent, Some((framework, task)))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(launch_failed)?
     {
         tracing::warn!(container = %old.id, "removing a container an earlier executor of this task left");
         docker::remove(&docker, &old.id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(launch_failed)?;
     }
-    let body = create_body(spec, &dir.sandbox(), container)?;
+    let body = create_body(spec, &dir.sandbox(), container).map_err(launch_failed)?;
     let memory_limit = body
         .host_config
         .as_ref()
         .and_then(|h| h.memory)
         .unwrap_or(0)
         .max(0) as u64;
-    let id = create(&docker, task, framework, body).await?;
+    let id = create(&docker, task, framework, body)
+        .await
+        .map_err(launch_failed)?;
     if let Err(e) = checkpoint::write_atomic(&dir.container_id(), format!("{id}\n").as_bytes()) {
         tracing::warn!(error = %e, "cannot record the container's id");
     }
@@ -155,7 +165,9 @@ async fn start(
         if let Err(e) = docker::remove(&docker, &id).await {
             tracing::warn!(error = %e, "cannot remove the container that did not start");
         }
-        return Err(format!("cannot start the container: {message}"));
+        return Err(launch_failed(format!(
+            "cannot start the container: {message}"
+        )));
     }
     let logs = tokio::spawn(stream_logs(docker.clone(), id.clone(), dir.sandbox()));
     let short = &id[..id.len().min(12)];

@@ -244,7 +244,7 @@ pub(super) async fn containers_run_report_and_stop() {
 
     wait_state(&fake, "d-missing", v1::TaskState::TaskFailed).await;
     let missing = update_of(&fake, "d-missing", v1::TaskState::TaskFailed);
-    assert_eq!(missing.reason, "container_launch_failed", "{missing:?}");
+    assert_eq!(missing.reason, "container_image_pull_failed", "{missing:?}");
     assert!(
         missing.message.contains("drover-test/no-such-image:none"),
         "{missing:?}"
@@ -362,10 +362,35 @@ pub(super) async fn containers_outlive_an_agent_restart() {
         "the containers outlive the agent"
     );
     std::fs::write(task_dir(&work_dir, "d-until").sandbox().join("go"), b"").expect("go");
+    // Containers of this agent no task accounts for: one running, one ended.
+    let ghost = |task: &str, command: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["run", "-d"])
+            .args(["--label", &format!("drover.agent_id={agent_id}")])
+            .args(["--label", "drover.framework_id=fw-1"])
+            .args(["--label", &format!("drover.task_id={task}")])
+            .args([image, "sh", "-c", command])
+            .output()
+            .expect("docker run");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let ghosts = [
+        ghost("ghost-running", "sleep 600"),
+        ghost("ghost-ended", "true"),
+    ];
 
     let agent = Agent::start(docker_config(&work_dir, &master));
     let addr = registrations(&fake, 2).await.remove(1).addr;
     wait_registered(&addr).await;
+    // Recovery removed the containers no task accounts for, before registering.
+    let left = containers_of(&agent_id);
+    for g in &ghosts {
+        assert!(
+            !left.iter().any(|c| g.starts_with(c.as_str())),
+            "{g} left: {left:?}"
+        );
+    }
     // The end that came while the agent was down arrives; the other task runs on.
     wait_state(&fake, "d-until", v1::TaskState::TaskFinished).await;
     assert_eq!(

@@ -6,15 +6,19 @@
 //! must be JSON (else 400); the keys Marathon itself writes into an app (`tasksRunning`,
 //! `deployments`, …, which clients send back on update) are dropped and unknown keys are
 //! refused by name; then the typed definition is read (a wrong type is refused with its
-//! path) and checked field by field. Features Drover does not have yet (containers, fetched
-//! URIs, secrets, readiness checks, GPUs, non-host networks) are refused by name rather than
-//! silently ignored.
+//! path) and checked field by field. Features Drover does not have yet (fetched URIs,
+//! secrets, readiness checks, GPUs, MESOS container images) are refused by name rather than
+//! silently ignored. Docker containers and their networks: see [`container`].
 
 use std::collections::BTreeMap;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+
+mod container;
+
+pub use container::{AppNetwork, Container};
 
 use super::error::{pointer, ApiError, PathSegment, Violation};
 use super::path::PathId;
@@ -476,24 +480,6 @@ pub enum KillSelection {
     OldestFirst,
 }
 
-/// A container: stored as given; refused until agents run containers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Container {
-    #[serde(rename = "type", default = "docker")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub docker: Option<Value>,
-    #[serde(default)]
-    pub port_mappings: Vec<Value>,
-    #[serde(default)]
-    pub volumes: Vec<Value>,
-}
-
-fn docker() -> String {
-    "DOCKER".into()
-}
-
 /// Reads an app definition from a request body: 400 if it is not JSON, 422 naming every field
 /// at fault if it is not a valid definition.
 pub fn parse_app(body: &[u8]) -> Result<AppDefinition, ApiError> {
@@ -577,8 +563,80 @@ impl AppDefinition {
                 })
                 .collect();
         }
+        if let Some(network) = self.container.as_mut().and_then(Container::fold_deprecated) {
+            let mode = match network.as_str() {
+                "BRIDGE" => Some("container/bridge"),
+                "USER" => Some("container"),
+                "HOST" => Some("host"),
+                _ => None,
+            };
+            if let Some(mode) = mode {
+                self.networks = vec![Network {
+                    mode: mode.into(),
+                    name: None,
+                    labels: BTreeMap::new(),
+                }];
+            }
+        }
+        // Marathon's default port definition is for host networking only.
+        if !matches!(self.network(), Some(AppNetwork::Host))
+            && self.port_definitions == default_port_definitions()
+        {
+            self.port_definitions.clear();
+        }
         self.version = None;
         self
+    }
+
+    /// How the app's tasks are networked; `None` when its networks are not one Drover runs.
+    pub fn network(&self) -> Option<AppNetwork> {
+        match self.networks.as_slice() {
+            [] => Some(AppNetwork::Host),
+            [n] => match (n.mode.as_str(), &n.name) {
+                ("host", _) => Some(AppNetwork::Host),
+                ("container/bridge", _) => Some(AppNetwork::Bridge),
+                ("container", Some(name)) if !name.is_empty() => {
+                    Some(AppNetwork::Named(name.clone()))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The app's Docker container, if it runs one.
+    pub fn docker_container(&self) -> Option<&Container> {
+        self.container.as_ref().filter(|c| c.is_docker())
+    }
+
+    /// The host ports one instance needs, in order (`PORT0`…): `Some` of a fixed port, `None`
+    /// for any offered one. On host networking, one per port definition (fixed with
+    /// `requirePorts`); on a container network, one per published port mapping.
+    pub fn host_port_requests(&self) -> Vec<Option<u64>> {
+        match (self.network(), self.docker_container()) {
+            (Some(n @ (AppNetwork::Bridge | AppNetwork::Named(_))), Some(c)) => {
+                c.host_port_requests(&n)
+            }
+            _ => self
+                .port_definitions
+                .iter()
+                .map(|p| self.require_ports.then_some(u64::from(p.port)))
+                .collect(),
+        }
+    }
+
+    /// The names of the host ports (`PORT_<NAME>`), in the order of [`Self::host_port_requests`].
+    pub fn port_names(&self) -> Vec<Option<String>> {
+        match (self.network(), self.docker_container()) {
+            (Some(n @ (AppNetwork::Bridge | AppNetwork::Named(_))), Some(c)) => {
+                c.published_names(&n)
+            }
+            _ => self
+                .port_definitions
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+        }
     }
 
     /// Every rule the definition breaks, with the field at fault.
@@ -600,7 +658,7 @@ impl AppDefinition {
                 "/",
                 "AppDefinition must either contain one of 'cmd' or 'args', not both",
             )),
-            (None, None) if self.container.is_none() => v.push(Violation::new(
+            (None, None) if self.docker_container().is_none() => v.push(Violation::new(
                 "/",
                 "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.",
             )),
@@ -758,7 +816,7 @@ impl AppDefinition {
             match h.protocol {
                 HealthProtocol::Http | HealthProtocol::Tcp => {
                     let index = h.port_index.unwrap_or(0) as usize;
-                    if h.port.is_none() && index >= self.port_definitions.len() {
+                    if h.port.is_none() && index >= self.host_port_requests().len() {
                         v.push(Violation::new(at("/portIndex"), "must name one of the app's ports"));
                     }
                     if h.command.is_some() {
@@ -855,11 +913,20 @@ impl AppDefinition {
     }
 
     fn check_unsupported(&self, v: &mut Vec<Violation>) {
-        if self.container.is_some() {
-            v.push(Violation::new(
-                "/container",
-                "containers are not supported yet: Drover's agents run commands only",
-            ));
+        let network = self.network();
+        if let Some(c) = &self.container {
+            c.violations(network.as_ref(), self.args.is_some(), v);
+            if c.is_docker()
+                && self
+                    .health_checks
+                    .iter()
+                    .any(|h| h.protocol == HealthProtocol::Command)
+            {
+                v.push(Violation::new(
+                    "/healthChecks",
+                    "COMMAND health checks of container apps are not supported yet: use HTTP or TCP",
+                ));
+            }
         }
         if self.gpus > 0 {
             v.push(Violation::new("/gpus", "GPUs are not supported by Drover"));
@@ -870,12 +937,25 @@ impl AppDefinition {
                 "only the default executor (\"\" or \"//cmd\")",
             ));
         }
-        for (i, n) in self.networks.iter().enumerate() {
-            if n.mode != "host" {
-                v.push(Violation::new(
-                    format!("/networks({i})/mode"),
-                    "only host networking is supported by Drover",
-                ));
+        match &network {
+            None => v.push(Violation::new(
+                "/networks",
+                "one network: host, container/bridge, or container with a name",
+            )),
+            Some(AppNetwork::Host) => {}
+            Some(_) => {
+                if self.docker_container().is_none() {
+                    v.push(Violation::new(
+                        "/networks",
+                        "container networks need a DOCKER container",
+                    ));
+                }
+                if !self.port_definitions.is_empty() {
+                    v.push(Violation::new(
+                        "/portDefinitions",
+                        "must be empty on a container network: use container.portMappings",
+                    ));
+                }
             }
         }
         if let Some(user) = &self.user {

@@ -1312,9 +1312,10 @@ fn sort_for_stopping(
 fn task_env(app: &AppDefinition, i: &Instance) -> BTreeMap<String, String> {
     let mut env = app.env.clone();
     let ports = i.ports().to_vec();
+    let names = app.port_names();
     for (n, p) in ports.iter().enumerate() {
         env.insert(format!("PORT{n}"), p.to_string());
-        if let Some(name) = app.port_definitions.get(n).and_then(|d| d.name.as_ref()) {
+        if let Some(name) = names.get(n).and_then(|d| d.as_ref()) {
             env.insert(
                 format!("PORT_{}", name.to_uppercase().replace('-', "_")),
                 p.to_string(),
@@ -1375,6 +1376,10 @@ pub fn task_info(
         }),
         kill_grace_seconds: app.task_kill_grace_period_seconds.map_or(0.0, f64::from),
         health_check: command_check(app),
+        container: match (&app.container, app.network()) {
+            (Some(c), Some(network)) => c.to_proto(&network, i.ports()),
+            _ => None,
+        },
         ..Default::default()
     }
 }

@@ -10,7 +10,9 @@
 //! expression). An agent without the attribute satisfies only UNLIKE.
 //!
 //! Host ports: with `requirePorts` each instance takes exactly its definitions' ports (so at
-//! most one instance per agent); otherwise any free ports of the offer, lowest first.
+//! most one instance per agent); otherwise any free ports of the offer, lowest first; a
+//! container app's published port mappings likewise (a fixed `hostPort`, or any). An app with
+//! a Docker container goes only to agents whose `containerizers` attribute names docker.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,13 @@ pub struct Agent<'a> {
 }
 
 impl Agent<'_> {
+    /// Whether the agent runs Docker containers (its `containerizers` attribute).
+    fn runs_containers(&self) -> bool {
+        self.attributes
+            .get("containerizers")
+            .is_some_and(|v| v.to_string().split(',').any(|c| c == "docker"))
+    }
+
     /// The agent's value for a constraint's field.
     fn value(&self, field: &str) -> Option<String> {
         if field == "hostname" {
@@ -74,6 +83,9 @@ pub fn place(
         .map(|c| agent.value(&c.field))
         .collect();
     let mut launches = Vec::new();
+    if app.docker_container().is_some() && !agent.runs_containers() {
+        return Ok(launches);
+    }
     while launches.len() < wanted {
         let fits_constraints = app
             .constraints
@@ -105,21 +117,23 @@ pub fn place(
     Ok(launches)
 }
 
-/// The host ports one instance takes from `free`, or `None` if they are not there.
+/// The host ports one instance takes from `free`, or `None` if they are not there: each
+/// fixed one (`requirePorts`, a mapping's `hostPort`) must be free, the others are the lowest
+/// free ports besides.
 fn host_ports(app: &AppDefinition, free: &Ranges) -> Option<Vec<u64>> {
-    if app.require_ports {
-        let ports: Vec<u64> = app
-            .port_definitions
-            .iter()
-            .map(|p| u64::from(p.port))
-            .collect();
-        return ports
-            .iter()
-            .all(|p| free.contains_value(*p))
-            .then_some(ports);
+    let requests = app.host_port_requests();
+    let fixed: Vec<u64> = requests.iter().flatten().copied().collect();
+    if !fixed.iter().all(|p| free.contains_value(*p)) {
+        return None;
     }
-    let ports: Vec<u64> = free.values().take(app.port_definitions.len()).collect();
-    (ports.len() == app.port_definitions.len()).then_some(ports)
+    let mut any = free.values().filter(|p| !fixed.contains(p));
+    requests
+        .iter()
+        .map(|r| match r {
+            Some(p) => Some(*p),
+            None => any.next(),
+        })
+        .collect()
 }
 
 /// Whether one more instance on an agent whose value is `value` keeps constraint `c`, given

@@ -625,6 +625,9 @@ fn reason_to_mesos(reason: &str) -> Option<mesos::task_status::Reason> {
         "executor_registration_timeout" => Reason::ExecutorRegistrationTimeout,
         "executor_reregistration_timeout" => Reason::ExecutorReregistrationTimeout,
         "killed_before_launch" => Reason::TaskKilledDuringLaunch,
+        // Drover tells an image that could not be had from other launch failures; Mesos
+        // does not.
+        "container_image_pull_failed" => Reason::ContainerLaunchFailed,
         INVALID_OFFERS => Reason::InvalidOffers,
         TASK_INVALID => Reason::TaskInvalid,
         agents::TASK_UNKNOWN_TO_AGENT => Reason::TaskUnknown,

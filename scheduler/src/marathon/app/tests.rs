@@ -182,9 +182,39 @@ fn bad_definitions_are_refused_naming_the_field() {
             "/portDefinitions(1)/name",
         ),
         (
-            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "busybox"}}}"#,
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {}}}"#,
             422,
-            "/container",
+            "/container/docker/image",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "MESOS", "docker": {"image": "busybox"}}}"#,
+            422,
+            "/container/type",
+        ),
+        (
+            r#"{"id": "/a", "args": ["x"], "container": {"type": "DOCKER", "docker": {"image": "busybox"}}}"#,
+            422,
+            "/args",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "b", "parameters": [{"key": "volumes-from", "value": "c"}]}}}"#,
+            422,
+            "/container/docker/parameters(0)/key",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "b"}, "portMappings": [{"containerPort": 80}]}}"#,
+            422,
+            "/container/portMappings",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "networks": [{"mode": "container/bridge"}]}"#,
+            422,
+            "/networks",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "b"}, "volumes": [{"containerPath": "/d", "persistent": {"size": 1}}]}}"#,
+            422,
+            "/container/volumes(0)",
         ),
         (
             r#"{"id": "/a", "cmd": "x", "uris": ["http://x/y.tgz"]}"#,
@@ -195,7 +225,7 @@ fn bad_definitions_are_refused_naming_the_field() {
         (
             r#"{"id": "/a", "cmd": "x", "networks": [{"mode": "container"}]}"#,
             422,
-            "/networks(0)/mode",
+            "/networks",
         ),
         (
             r#"{"id": "/a", "cmd": "x", "env": {"A": {"secret": "s"}}}"#,
@@ -229,4 +259,56 @@ fn an_oversized_command_is_refused() {
         serde_json::json!({"id": "/a", "cmd": "x".repeat(MAX_COMMAND_BYTES + 1)}).to_string();
     let e = parse(&body).unwrap_err();
     assert_eq!(e.details[0].path, "/cmd");
+}
+
+#[test]
+fn a_docker_app_on_the_bridge_publishes_its_mapped_ports() {
+    let app = parse(
+        r#"{"id": "/web", "cmd": "httpd -f -p 8080",
+            "container": {"type": "DOCKER", "docker": {"image": "web:1", "forcePullImage": true},
+                "portMappings": [{"containerPort": 8080, "name": "http"}, {"containerPort": 9000, "hostPort": 31005}],
+                "volumes": [{"containerPath": "/data", "hostPath": "data", "mode": "RO"}]},
+            "networks": [{"mode": "container/bridge"}]}"#,
+    )
+    .expect("a valid app");
+    assert_eq!(app.network(), Some(AppNetwork::Bridge));
+    assert!(
+        app.port_definitions.is_empty(),
+        "the host-network default is dropped"
+    );
+    assert_eq!(app.host_port_requests(), vec![None, Some(31005)]);
+    assert_eq!(app.port_names(), vec![Some("http".to_string()), None]);
+    let c = app
+        .container
+        .as_ref()
+        .and_then(|c| c.to_proto(&AppNetwork::Bridge, &[31000, 31005]))
+        .expect("a docker container");
+    let d = c.docker.expect("docker");
+    assert_eq!(d.image, "web:1");
+    assert!(d.force_pull_image);
+    let mapped: Vec<(u32, u32)> = d
+        .port_mappings
+        .iter()
+        .map(|m| (m.host_port, m.container_port))
+        .collect();
+    assert_eq!(mapped, vec![(31000, 8080), (31005, 9000)]);
+    assert_eq!(
+        c.volumes[0].mode,
+        drover_proto::v1::container_info::volume::Mode::Ro as i32
+    );
+    // The deprecated form reads the same.
+    let old = parse(
+        r#"{"id": "/web", "cmd": "x", "container": {"type": "DOCKER",
+            "docker": {"image": "web:1", "network": "BRIDGE", "portMappings": [{"containerPort": 8080}]}}}"#,
+    )
+    .expect("a valid app");
+    assert_eq!(old.network(), Some(AppNetwork::Bridge));
+    assert_eq!(old.host_port_requests(), vec![None]);
+    // A Docker app on host networking keeps its port definitions.
+    let host = parse(
+        r#"{"id": "/h", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "b"}}}"#,
+    )
+    .expect("a valid app");
+    assert_eq!(host.network(), Some(AppNetwork::Host));
+    assert_eq!(host.host_port_requests(), vec![None]);
 }

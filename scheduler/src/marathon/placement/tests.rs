@@ -191,3 +191,25 @@ fn group_by_spreads_evenly() {
         3
     );
 }
+
+#[test]
+fn a_docker_app_goes_to_agents_that_run_containers_and_takes_its_mapped_ports() {
+    let app = app(
+        r#", "container": {"type": "DOCKER", "docker": {"image": "web:1"},
+            "portMappings": [{"containerPort": 80}, {"containerPort": 90, "hostPort": 31003}]},
+           "networks": [{"mode": "container/bridge"}]"#,
+    );
+    let offered = offer("cpus:4;mem:4096;ports:[31000-31003]");
+    let plain = attrs("rack:a");
+    let on = |attributes| Agent {
+        hostname: "h1",
+        attributes,
+    };
+    let none = place(&app, on(&plain), &offered, &[], 2).unwrap();
+    assert!(none.is_empty(), "an agent without docker: {none:?}");
+    let docker = attrs("containerizers:docker,command");
+    let launches = place(&app, on(&docker), &offered, &[], 2).unwrap();
+    // The fixed host port can be taken once: one instance.
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    assert_eq!(launches[0].ports, vec![31000, 31003]);
+}
