@@ -771,12 +771,8 @@ async fn a_task_on_a_partitioned_agent_is_replaced_and_the_surplus_killed_when_i
 /// why, where the Docker engine does not answer).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_app_serves_on_its_mapped_host_port_and_stops_on_delete() {
-    let image = match drover_agent::testing::docker_test_image().await {
-        Ok(i) => i,
-        Err(why) => {
-            eprintln!("skipped: no usable Docker engine here ({why})");
-            return;
-        }
+    let Some(image) = common::docker_image_or_skip().await else {
+        return;
     };
     let c = common::start_with_agents(1, &[], 1, &[], 1).await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -840,12 +836,5 @@ async fn a_docker_app_serves_on_its_mapped_host_port_and_stops_on_delete() {
     })
     .await
     .expect("stopped");
-    // The ended container stays until its sandbox is collected: removed here.
-    let _ = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "docker rm -f $(docker ps -aq --filter label=drover.task_id={task_id}) >/dev/null 2>&1"
-        ))
-        .status()
-        .await;
+    common::remove_task_containers(&task_id).await;
 }

@@ -755,12 +755,8 @@ async fn stopping_a_cluster_leaves_no_executor_or_task_behind() {
 /// engine does not answer).
 #[tokio::test(flavor = "multi_thread")]
 async fn run_image_runs_a_container_with_the_statuses_and_exit_code_of_a_command() {
-    let image = match drover_agent::testing::docker_test_image().await {
-        Ok(i) => i,
-        Err(why) => {
-            eprintln!("skipped: no usable Docker engine here ({why})");
-            return;
-        }
+    let Some(image) = common::docker_image_or_skip().await else {
+        return;
     };
     let c = start_with_agents(3, &[], 1, &["--resources", AGENT_RESOURCES], 1).await;
     let masters = c.addrs().join(",");
@@ -781,14 +777,7 @@ async fn run_image_runs_a_container_with_the_statuses_and_exit_code_of_a_command
         "echo in a container on port $PORT0 as $(id -u); exit 4",
     ])
     .await;
-    // The ended container stays until its sandbox is collected: removed here.
-    let _ = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "docker rm -f $(docker ps -aq --filter label=drover.task_id={task_id}) >/dev/null 2>&1"
-        ))
-        .status()
-        .await;
+    common::remove_task_containers(&task_id).await;
     assert_eq!(
         out.code, 4,
         "stdout:\n{}\nstderr:\n{}",

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use drover_model::container::{DockerPolicy, KNOWN_PARAMETERS};
+use drover_model::container::{DockerPolicy, CONTAINERIZERS_ATTRIBUTE, KNOWN_PARAMETERS};
 use drover_resources::{Attributes, Resources};
 
 /// Most simulated agents in one process.
@@ -494,9 +494,6 @@ fn executor_command(given: &[String]) -> Result<Vec<OsString>, ConfigError> {
     }
     Ok(command)
 }
-
-/// The attribute the agent advertises its containerizers in.
-pub const CONTAINERIZERS_ATTRIBUTE: &str = "containerizers";
 
 fn docker_settings(args: &AgentArgs) -> Result<DockerSettings, ConfigError> {
     let mut wanted = false;

@@ -196,21 +196,6 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
     }
 }
 
-/// Removes every container of this agent's task `(framework, task)`; how many it removed.
-pub async fn remove_task_containers(
-    socket: &Path,
-    agent: &str,
-    framework: &str,
-    task: &str,
-) -> Result<usize, DockerError> {
-    let docker = connect(socket).await?;
-    let found = list(&docker, agent, Some((framework, task))).await?;
-    for c in &found {
-        remove(&docker, &c.id).await?;
-    }
-    Ok(found.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

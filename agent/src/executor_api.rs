@@ -189,7 +189,6 @@ async fn update(api: &ExecutorApi, exec: &ExecKey, call: &Call) -> Result<(), Re
     let update = convert::status_from_mesos(&u.status, exec, &task, &agent)
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     let (uuid, state) = (update.status.uuid, update.status.state);
-    let reason = update.status.reason.clone();
     api.updates.update(update).await.map_err(|e| match e {
         UpdateError::QueueFull(_) | UpdateError::Stopped => {
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -197,7 +196,8 @@ async fn update(api: &ExecutorApi, exec: &ExecKey, call: &Call) -> Result<(), Re
         UpdateError::Checkpoint(_) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     })?;
     api.launcher
-        .state_seen(exec.0.clone(), task.clone(), state, reason)
+        // A custom executor's task runs no container of Drover's.
+        .state_seen(exec.0.clone(), task.clone(), state, false)
         .await;
     api.launcher
         .executor_acknowledge(exec.clone(), task, uuid)

@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::executor::container::REASON_IMAGE_PULL_FAILED;
 use crate::launcher::Launcher;
 use crate::metrics as m;
 use crate::protocol::{read_message, write_message, FromExecutor, ProtocolError, ToExecutor};
@@ -147,13 +148,13 @@ async fn handle(
                             )));
                         }
                         let (uuid, state) = (update.status.uuid, update.status.state);
-                        let reason = update.status.reason.clone();
+                        let pull_failed = update.status.reason == REASON_IMAGE_PULL_FAILED;
                         updates
                             .update(update)
                             .await
                             .map_err(|e| ConnError::Refused(e.to_string()))?;
                         launcher
-                            .state_seen(framework_id.clone(), task_id.clone(), state, reason)
+                            .state_seen(framework_id.clone(), task_id.clone(), state, pull_failed)
                             .await;
                         write_message(&mut write, &ToExecutor::Ack { uuid }).await?;
                     }

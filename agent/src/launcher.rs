@@ -48,7 +48,6 @@ use tokio::task::JoinSet;
 
 use crate::cgroups::CgroupMode;
 use crate::checkpoint::{self, CheckpointError};
-use crate::executor::container::REASON_IMAGE_PULL_FAILED;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::layout::{Layout, TaskDir};
 use crate::metrics as m;
@@ -168,7 +167,9 @@ enum Msg {
     StateSeen {
         key: Key,
         state: TaskState,
-        reason: String,
+        /// The update says its container's image could not be had
+        /// ([`crate::executor::container::REASON_IMAGE_PULL_FAILED`]).
+        image_pull_failed: bool,
     },
     Exited {
         key: Key,
@@ -466,21 +467,21 @@ impl Launcher {
             .await;
     }
 
-    /// An update of the task, with `state` and `reason`, was checkpointed (call before
-    /// acknowledging it to the executor).
+    /// An update of the task, with `state`, was checkpointed (call before acknowledging it to
+    /// the executor); `image_pull_failed`: its reason is [`REASON_IMAGE_PULL_FAILED`].
     pub async fn state_seen(
         &self,
         framework: FrameworkId,
         task: TaskId,
         state: TaskState,
-        reason: String,
+        image_pull_failed: bool,
     ) {
         let _ = self
             .tx
             .send(Msg::StateSeen {
                 key: (framework, task),
                 state,
-                reason,
+                image_pull_failed,
             })
             .await;
     }
@@ -821,9 +822,12 @@ impl Actor {
                 let report = self.report(&agent).await;
                 let _ = reply.send(report);
             }
-            Msg::StateSeen { key, state, reason } => {
-                let container = self.tasks.get(&key).is_some_and(|e| e.container.is_some());
-                if container && state == TaskState::Failed && reason == REASON_IMAGE_PULL_FAILED {
+            Msg::StateSeen {
+                key,
+                state,
+                image_pull_failed,
+            } => {
+                if image_pull_failed {
                     m::image_pull_failed();
                 }
                 self.set_state(&key, state)

@@ -102,28 +102,25 @@ pub fn describe() {
 
 /// Moves one task between state gauges (`from` None: a new task; `to` None: forgotten).
 pub fn task_state_changed(from: Option<TaskState>, to: Option<TaskState>) {
+    state_gauges_moved(TASKS, from, to);
+}
+
+/// Moves one task between the `state` gauges of `name`.
+fn state_gauges_moved(name: &'static str, from: Option<TaskState>, to: Option<TaskState>) {
     if from == to {
         return;
     }
     if let Some(f) = from {
-        metrics::gauge!(TASKS, "state" => f.label()).decrement(1.0);
+        metrics::gauge!(name, "state" => f.label()).decrement(1.0);
     }
     if let Some(t) = to {
-        metrics::gauge!(TASKS, "state" => t.label()).increment(1.0);
+        metrics::gauge!(name, "state" => t.label()).increment(1.0);
     }
 }
 
 /// Moves one container task between state gauges, as [`task_state_changed`].
 pub fn container_state_changed(from: Option<TaskState>, to: Option<TaskState>) {
-    if from == to {
-        return;
-    }
-    if let Some(f) = from {
-        metrics::gauge!(CONTAINERS, "state" => f.label()).decrement(1.0);
-    }
-    if let Some(t) = to {
-        metrics::gauge!(CONTAINERS, "state" => t.label()).increment(1.0);
-    }
+    state_gauges_moved(CONTAINERS, from, to);
 }
 
 /// A container task this agent started is running, `took` after its RunTask.

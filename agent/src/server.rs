@@ -352,7 +352,7 @@ async fn containerizers(
     let attributes = config
         .attributes
         .clone()
-        .with_text(crate::config::CONTAINERIZERS_ATTRIBUTE, value)
+        .with_text(drover_model::container::CONTAINERIZERS_ATTRIBUTE, value)
         .map_err(|e| AgentError::Internal(format!("attributes: {e}")))?;
     Ok((engine, attributes))
 }

@@ -98,7 +98,7 @@ fn check_ports_free(spec: &ClusterSpec) -> Result<(), ClusterError> {
 /// The containerizers an agent advertises (its `/state`'s `containerizers` attribute).
 async fn agent_containerizers(addr: &str) -> Option<String> {
     let state = crate::http::get_json(addr, "/state").await.ok()?;
-    state["attributes"]["containerizers"]
+    state["attributes"][drover_model::container::CONTAINERIZERS_ATTRIBUTE]
         .as_str()
         .map(str::to_string)
 }
@@ -134,7 +134,7 @@ fn print_banner(
             a.index, a.addr, a.addr
         );
         let containers = match containerizers.get(i).cloned().flatten() {
-            Some(c) if c.split(',').any(|c| c == "docker") => {
+            Some(c) if drover_model::container::runs_docker(&c) => {
                 format!("containers: yes (containerizers {c})")
             }
             Some(c) => format!(

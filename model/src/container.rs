@@ -62,6 +62,15 @@ pub const DEFAULT_ALLOWED_PARAMETERS: &[&str] = &[
     "shm-size",
 ];
 
+/// The agent attribute that says which containerizers an agent runs (`docker,command` or
+/// `command`): the agent sets it, the master and schedulers read it.
+pub const CONTAINERIZERS_ATTRIBUTE: &str = "containerizers";
+
+/// Whether a `containerizers` attribute's value names docker.
+pub fn runs_docker(containerizers: &str) -> bool {
+    containerizers.split(',').any(|c| c.trim() == "docker")
+}
+
 /// A field of a container that is wrong, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

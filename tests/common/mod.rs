@@ -497,3 +497,27 @@ impl Conversation {
         out
     }
 }
+
+/// The container tests' image (built locally once per machine), or `None` after saying why
+/// the test is skipped here (no Docker engine that answers, or no static busybox).
+pub async fn docker_image_or_skip() -> Option<&'static str> {
+    match drover_agent::testing::docker_test_image().await {
+        Ok(image) => Some(image),
+        Err(why) => {
+            eprintln!("skipped: no usable Docker engine here ({why})");
+            None
+        }
+    }
+}
+
+/// Removes every container of task `task_id`: an ended one stays until its sandbox is
+/// collected (days, with the agents' default), so tests remove their own.
+pub async fn remove_task_containers(task_id: &str) {
+    let _ = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker rm -f $(docker ps -aq --filter label=drover.task_id={task_id}) >/dev/null 2>&1"
+        ))
+        .status()
+        .await;
+}

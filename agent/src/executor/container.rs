@@ -29,7 +29,7 @@ use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
-use super::{terminal, KillState, Reporter};
+use super::{KillRequest, KillState, Reporter};
 use crate::cgroups::MemoryLimitHit;
 use crate::checkpoint;
 use crate::docker;
@@ -170,7 +170,7 @@ async fn start(
         )));
     }
     let logs = tokio::spawn(stream_logs(docker.clone(), id.clone(), dir.sandbox()));
-    let short = &id[..id.len().min(12)];
+    let short = id.get(..12).unwrap_or(&id);
     reporter
         .report(
             TaskState::Running,
@@ -571,47 +571,26 @@ async fn supervise(
     if tokio::time::timeout(LOG_DRAIN, logs).await.is_err() {
         tracing::warn!("the container's output did not drain in time");
     }
-    match ended {
-        Ok(Ended {
-            exit_code,
-            oom_killed,
-        }) => {
-            let status = ExitStatus::from_raw(((exit_code & 0xff) as i32) << 8);
-            let memory = oom_killed.then_some(MemoryLimitHit {
-                oom_kills: 1,
-                limit_bytes: memory_limit,
-            });
-            let (state, reason, message) = terminal(status, kill.as_ref(), memory.as_ref());
-            reporter.report(state, reason, message, Some(status)).await;
-        }
-        Err(e) => {
-            reporter
-                .report(
-                    TaskState::Failed,
-                    "executor_failed",
-                    format!("lost track of the container: {e}"),
-                    None,
-                )
-                .await;
-        }
-    }
+    let memory = ended
+        .as_ref()
+        .is_ok_and(|e| e.oom_killed)
+        .then_some(MemoryLimitHit {
+            oom_kills: 1,
+            limit_bytes: memory_limit,
+        });
+    let status = ended
+        .map(|e| ExitStatus::from_raw(((e.exit_code & 0xff) as i32) << 8))
+        .map_err(|e| format!("lost track of the container: {e}"));
+    reporter
+        .report_end(status, kill.as_ref(), memory.as_ref())
+        .await;
 }
 
 /// Asks the engine to stop the container with `grace` (it sends SIGTERM, then SIGKILL when
 /// the grace is over); a later request may only shorten the grace.
 fn request_stop(docker: &Docker, id: &str, kill: &mut Option<KillState>, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    if let Some(k) = kill.as_mut() {
-        if deadline >= k.deadline {
-            return;
-        }
-        k.deadline = deadline;
-    } else {
-        *kill = Some(KillState {
-            deadline,
-            sigkill_sent: false,
-            unhealthy: None,
-        });
+    if KillState::request(kill, grace) == KillRequest::Unchanged {
+        return;
     }
     tracing::info!(container = %id, grace_ms = grace.as_millis() as u64, "kill requested: docker stop");
     let seconds = grace.as_secs_f64().ceil().min(i32::MAX as f64) as i32;
@@ -634,32 +613,19 @@ fn request_stop(docker: &Docker, id: &str, kill: &mut Option<KillState>, grace: 
 mod tests {
     use super::*;
     use crate::cgroups::CgroupMode;
-    use crate::ids::{AgentId, FrameworkId, TaskId};
-    use crate::task::{TaskSpec, LAUNCH_SPEC_VERSION};
+    use crate::ids::{AgentId, TaskId};
     use drover_model::container::{Parameter, PortMapping, PortProtocol, VolumeSpec};
 
     fn spec(shell: &str) -> LaunchSpec {
-        LaunchSpec {
-            version: LAUNCH_SPEC_VERSION,
-            agent_id: AgentId::new("a1").unwrap(),
-            framework_id: FrameworkId::new("f1").unwrap(),
-            task: TaskSpec {
-                task_id: TaskId::new("web.1").unwrap(),
-                name: "web".into(),
-                resources: "cpus:0.5;mem:64;ports:[31000-31000]".parse().unwrap(),
-                shell: shell.into(),
-                environment: [("A".to_string(), "1".to_string())].into(),
-                kill_grace_ms: None,
-                health_check: None,
-                executor: None,
-                data: Vec::new(),
-                task_group: None,
-                container: None,
-            },
-            default_kill_grace_ms: 3000,
-            cgroups: CgroupMode::none("test"),
-            docker: None,
-        }
+        let mut spec = crate::executor::tests::launch_spec(
+            shell,
+            &[("A", "1")],
+            "cpus:0.5;mem:64;ports:[31000-31000]",
+            CgroupMode::none("test"),
+        );
+        spec.agent_id = AgentId::new("a1").unwrap();
+        spec.task.task_id = TaskId::new("web.1").unwrap();
+        spec
     }
 
     fn container() -> ContainerSpec {

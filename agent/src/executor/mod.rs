@@ -263,6 +263,28 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Reports the task's end: what its exit status means (see [`terminal`]), or TASK_FAILED
+    /// (`executor_failed`, with `lost`) when the executor lost track of it.
+    async fn report_end(
+        &mut self,
+        ended: Result<ExitStatus, String>,
+        kill: Option<&KillState>,
+        memory: Option<&MemoryLimitHit>,
+    ) {
+        match ended {
+            Ok(status) => {
+                let (state, reason, message) = terminal(status, kill, memory);
+                self.report(state, reason, message, Some(status)).await;
+            }
+            Err(lost) => {
+                self.report(TaskState::Failed, "executor_failed", lost, None)
+                    .await
+            }
+        }
+    }
+}
+
 fn signal_name(signal: i32) -> String {
     Signal::try_from(signal)
         .map(|s| s.as_str().to_string())
@@ -457,22 +479,13 @@ pub(crate) async fn run(
     .await;
     drop(checking);
     let memory_hit = clean_up(pgid, cgroup).await;
-    match status {
-        Ok(status) => {
-            let (state, reason, message) = terminal(status, kill.as_ref(), memory_hit.as_ref());
-            reporter.report(state, reason, message, Some(status)).await;
-        }
-        Err(e) => {
-            reporter
-                .report(
-                    TaskState::Failed,
-                    "executor_failed",
-                    format!("lost track of the command: {e}"),
-                    None,
-                )
-                .await;
-        }
-    }
+    reporter
+        .report_end(
+            status.map_err(|e| format!("lost track of the command: {e}")),
+            kill.as_ref(),
+            memory_hit.as_ref(),
+        )
+        .await;
     finish(reporter).await
 }
 
@@ -598,26 +611,46 @@ async fn finish(mut reporter: Reporter) -> Result<i32, ExecutorError> {
 }
 
 fn request_kill(kill: &mut Option<KillState>, pgid: i32, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    match kill {
-        Some(k) => {
-            // A second request may only shorten the grace.
-            if deadline < k.deadline {
+    if KillState::request(kill, grace) == KillRequest::First {
+        tracing::info!(
+            pgid,
+            grace_ms = grace.as_millis() as u64,
+            "kill requested: SIGTERM to the process group"
+        );
+        signal_group(pgid, Signal::SIGTERM);
+    }
+}
+
+/// What a kill request changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillRequest {
+    /// The first: the kill starts now.
+    First,
+    /// A later one with a shorter grace: the deadline moved closer.
+    Shortened,
+    /// A later one with a longer grace: nothing.
+    Unchanged,
+}
+
+impl KillState {
+    /// Records a kill request with `grace` in `kill`: a first one starts the kill, a later
+    /// one may only shorten the grace.
+    fn request(kill: &mut Option<KillState>, grace: Duration) -> KillRequest {
+        let deadline = Instant::now() + grace;
+        match kill {
+            Some(k) if deadline < k.deadline => {
                 k.deadline = deadline;
+                KillRequest::Shortened
             }
-        }
-        None => {
-            tracing::info!(
-                pgid,
-                grace_ms = grace.as_millis() as u64,
-                "kill requested: SIGTERM to the process group"
-            );
-            signal_group(pgid, Signal::SIGTERM);
-            *kill = Some(KillState {
-                deadline,
-                sigkill_sent: false,
-                unhealthy: None,
-            });
+            Some(_) => KillRequest::Unchanged,
+            None => {
+                *kill = Some(KillState {
+                    deadline,
+                    sigkill_sent: false,
+                    unhealthy: None,
+                });
+                KillRequest::First
+            }
         }
     }
 }

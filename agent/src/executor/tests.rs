@@ -24,7 +24,8 @@ struct Setup {
     executor: JoinHandle<Result<i32, ExecutorError>>,
 }
 
-fn launch_spec(
+/// A command task's `task.json` with a fresh task id (also used by the container tests).
+pub(super) fn launch_spec(
     shell: &str,
     env: &[(&str, &str)],
     resources: &str,

@@ -105,23 +105,87 @@ impl Drop for RemoveContainers {
     }
 }
 
-pub(super) async fn containers_run_report_and_stop() {
-    let Some(image) = image_or_skip().await else {
-        return;
-    };
+/// A real agent whose engine answers, registered with a fake master under an id of its own.
+struct DockerAgent {
+    work_dir: PathBuf,
+    fake: FakeMaster,
+    master: String,
+    agent: Agent,
+    info: v1::AgentInfo,
+    agent_id: String,
+    // Dropped last: the containers go even when the scenario fails.
+    _cleanup: RemoveContainers,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_docker_agent() -> DockerAgent {
     let dir = tempfile::tempdir().expect("tempdir");
     let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
     let fake = FakeMaster::default();
     let agent_id = unique_agent_id();
-    let _cleanup = RemoveContainers(agent_id.clone());
+    let cleanup = RemoveContainers(agent_id.clone());
     fake.state().assign_id = Some(agent_id.clone());
     let master = fake.serve().await;
     let agent = Agent::start(docker_config(&work_dir, &master));
     let info = registrations(&fake, 1).await.remove(0);
+    wait_id_persisted(&work_dir).await;
+    wait_registered(&info.addr).await;
+    DockerAgent {
+        work_dir,
+        fake,
+        master,
+        agent,
+        info,
+        agent_id,
+        _cleanup: cleanup,
+        _dir: dir,
+    }
+}
+
+fn run_request(agent_id: &str, t: TaskInfo) -> RunTaskRequest {
+    RunTaskRequest {
+        agent_id: agent_id.into(),
+        framework_id: "fw-1".into(),
+        tasks: vec![t],
+        framework_name: String::new(),
+    }
+}
+
+fn kill_request(agent_id: &str, task: &str) -> KillTaskRequest {
+    KillTaskRequest {
+        agent_id: agent_id.into(),
+        framework_id: "fw-1".into(),
+        task_id: task.into(),
+        grace_seconds: 0.0,
+    }
+}
+
+async fn wait_no_containers(agent_id: &str) {
+    wait_for(DEADLINE, "no container of this agent is left", || async {
+        containers_of(agent_id).is_empty()
+    })
+    .await;
+}
+
+pub(super) async fn containers_run_report_and_stop() {
+    let Some(image) = image_or_skip().await else {
+        return;
+    };
+    // Every field bound: one left to `..` would be dropped here (the directory, the cleanup).
+    let DockerAgent {
+        work_dir,
+        fake,
+        master: _master,
+        agent,
+        info,
+        agent_id,
+        _cleanup,
+        _dir,
+    } = start_docker_agent().await;
     let containerizers = info
         .attributes
         .iter()
-        .find(|a| a.name == "containerizers")
+        .find(|a| a.name == drover_model::container::CONTAINERIZERS_ATTRIBUTE)
         .and_then(|a| match &a.value {
             Some(v1::attribute::Value::Text(t)) => Some(t.clone()),
             _ => None,
@@ -131,16 +195,8 @@ pub(super) async fn containers_run_report_and_stop() {
         Some("docker,command"),
         "{info:?}"
     );
-    wait_id_persisted(&work_dir).await;
-    let addr = info.addr.clone();
-    wait_registered(&addr).await;
-    let mut client = connect(&addr).await;
-    let run = |t: TaskInfo| RunTaskRequest {
-        agent_id: agent_id.clone(),
-        framework_id: "fw-1".into(),
-        tasks: vec![t],
-        framework_name: String::new(),
-    };
+    let mut client = connect(&info.addr).await;
+    let run = |t: TaskInfo| run_request(&agent_id, t);
 
     // Output into the sandbox, exit 0: FINISHED.
     client
@@ -286,12 +342,7 @@ pub(super) async fn containers_run_report_and_stop() {
         "{body}"
     );
     client
-        .kill_task(KillTaskRequest {
-            agent_id: agent_id.clone(),
-            framework_id: "fw-1".into(),
-            task_id: "d-web".into(),
-            grace_seconds: 0.0,
-        })
+        .kill_task(kill_request(&agent_id, "d-web"))
         .await
         .expect("KillTask d-web");
     wait_state(&fake, "d-web", v1::TaskState::TaskKilled).await;
@@ -303,11 +354,7 @@ pub(super) async fn containers_run_report_and_stop() {
 
     // Every task ended and was acknowledged: the collector takes their directories, and
     // their containers with them.
-    wait_for(DEADLINE, "no container of this agent is left", || {
-        let agent_id = agent_id.clone();
-        async move { containers_of(&agent_id).is_empty() }
-    })
-    .await;
+    wait_no_containers(&agent_id).await;
     agent.stop().await;
 }
 
@@ -315,24 +362,18 @@ pub(super) async fn containers_outlive_an_agent_restart() {
     let Some(image) = image_or_skip().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let work_dir: PathBuf = std::fs::canonicalize(dir.path()).expect("canonical");
-    let fake = FakeMaster::default();
-    let agent_id = unique_agent_id();
-    let _cleanup = RemoveContainers(agent_id.clone());
-    fake.state().assign_id = Some(agent_id.clone());
-    let master = fake.serve().await;
-    let agent = Agent::start(docker_config(&work_dir, &master));
-    let addr = registrations(&fake, 1).await.remove(0).addr;
-    wait_id_persisted(&work_dir).await;
-    wait_registered(&addr).await;
-    let mut client = connect(&addr).await;
-    let run = |t: TaskInfo| RunTaskRequest {
-        agent_id: agent_id.clone(),
-        framework_id: "fw-1".into(),
-        tasks: vec![t],
-        framework_name: String::new(),
-    };
+    let DockerAgent {
+        work_dir,
+        fake,
+        master,
+        agent,
+        info,
+        agent_id,
+        _cleanup,
+        _dir,
+    } = start_docker_agent().await;
+    let mut client = connect(&info.addr).await;
+    let run = |t: TaskInfo| run_request(&agent_id, t);
     // One runs until killed; the other until a file appears in its sandbox (while the agent
     // is down).
     let mut long = container_task(
@@ -404,19 +445,10 @@ pub(super) async fn containers_outlive_an_agent_restart() {
     );
     let mut client = connect(&addr).await;
     client
-        .kill_task(KillTaskRequest {
-            agent_id: agent_id.clone(),
-            framework_id: "fw-1".into(),
-            task_id: "d-long".into(),
-            grace_seconds: 0.0,
-        })
+        .kill_task(kill_request(&agent_id, "d-long"))
         .await
         .expect("KillTask d-long");
     wait_state(&fake, "d-long", v1::TaskState::TaskKilled).await;
-    wait_for(DEADLINE, "no container of this agent is left", || {
-        let agent_id = agent_id.clone();
-        async move { containers_of(&agent_id).is_empty() }
-    })
-    .await;
+    wait_no_containers(&agent_id).await;
     agent.stop().await;
 }

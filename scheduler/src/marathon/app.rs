@@ -613,11 +613,9 @@ impl AppDefinition {
     /// for any offered one. On host networking, one per port definition (fixed with
     /// `requirePorts`); on a container network, one per published port mapping.
     pub fn host_port_requests(&self) -> Vec<Option<u64>> {
-        match (self.network(), self.docker_container()) {
-            (Some(n @ (AppNetwork::Bridge | AppNetwork::Named(_))), Some(c)) => {
-                c.host_port_requests(&n)
-            }
-            _ => self
+        match self.mapped_ports() {
+            Some((c, n)) => c.host_port_requests(&n),
+            None => self
                 .port_definitions
                 .iter()
                 .map(|p| self.require_ports.then_some(u64::from(p.port)))
@@ -627,15 +625,22 @@ impl AppDefinition {
 
     /// The names of the host ports (`PORT_<NAME>`), in the order of [`Self::host_port_requests`].
     pub fn port_names(&self) -> Vec<Option<String>> {
-        match (self.network(), self.docker_container()) {
-            (Some(n @ (AppNetwork::Bridge | AppNetwork::Named(_))), Some(c)) => {
-                c.published_names(&n)
-            }
-            _ => self
+        match self.mapped_ports() {
+            Some((c, n)) => c.published_names(&n),
+            None => self
                 .port_definitions
                 .iter()
                 .map(|p| p.name.clone())
                 .collect(),
+        }
+    }
+
+    /// The container and its network when the app's host ports come from its port mappings
+    /// (a Docker container on a container network), not from its port definitions.
+    fn mapped_ports(&self) -> Option<(&Container, AppNetwork)> {
+        match (self.network(), self.docker_container()) {
+            (Some(n @ (AppNetwork::Bridge | AppNetwork::Named(_))), Some(c)) => Some((c, n)),
+            _ => None,
         }
     }
 

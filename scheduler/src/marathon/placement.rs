@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use drover_model::container::{runs_docker, CONTAINERIZERS_ATTRIBUTE};
 use drover_resources::{Attributes, Ranges, Resources};
 
 use super::app::{AppDefinition, Constraint, Operator};
@@ -31,8 +32,8 @@ impl Agent<'_> {
     /// Whether the agent runs Docker containers (its `containerizers` attribute).
     fn runs_containers(&self) -> bool {
         self.attributes
-            .get("containerizers")
-            .is_some_and(|v| v.to_string().split(',').any(|c| c == "docker"))
+            .get(CONTAINERIZERS_ATTRIBUTE)
+            .is_some_and(|v| runs_docker(&v.to_string()))
     }
 
     /// The agent's value for a constraint's field.

@@ -315,21 +315,7 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
         } else {
             command_line(&at("command"), &command)?
         };
-        let health_check = t
-            .health_check
-            .as_ref()
-            .map(|h| health_check(&at("health_check"), h))
-            .transpose()?;
-        return Ok(v1::TaskInfo {
-            task_id: t.task_id.value.clone(),
-            name: t.name.clone(),
-            resources: resources(&at("resources"), &t.resources)?,
-            command: Some(v1::CommandInfo { shell, environment }),
-            kill_grace_seconds,
-            health_check,
-            container,
-            ..Default::default()
-        });
+        return command_task(field, t, shell, environment, kill_grace_seconds, container);
     }
     let command = t.command.as_ref().ok_or_else(|| {
         refused(
@@ -339,6 +325,20 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
     })?;
     let shell = command_line(&at("command"), command)?;
     let environment = environment(&at("command.environment"), command.environment.as_ref())?;
+    command_task(field, t, shell, environment, kill_grace_seconds, None)
+}
+
+/// A task Drover's executor runs (a command, in a container when it has one), with its
+/// health check.
+fn command_task(
+    field: &str,
+    t: &mesos::TaskInfo,
+    shell: String,
+    environment: std::collections::HashMap<String, String>,
+    kill_grace_seconds: f64,
+    container: Option<v1::ContainerInfo>,
+) -> Result<v1::TaskInfo, Refused> {
+    let at = |f: &str| format!("{field}.{f}");
     let health_check = t
         .health_check
         .as_ref()
@@ -351,6 +351,7 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
         command: Some(v1::CommandInfo { shell, environment }),
         kill_grace_seconds,
         health_check,
+        container,
         ..Default::default()
     })
 }

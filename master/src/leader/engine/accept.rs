@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use drover_model::container::{runs_docker, CONTAINERIZERS_ATTRIBUTE};
 use drover_proto::v1;
 
 use super::{ms, Engine, Pending};
@@ -77,9 +78,6 @@ pub(super) fn charge_executors(
     Ok(out)
 }
 
-/// The attribute an agent advertises its containerizers in (`docker,command` or `command`).
-pub const CONTAINERIZERS_ATTRIBUTE: &str = "containerizers";
-
 /// Refuses the ACCEPT when a task has a container and the offers' agent does not run
 /// containers.
 pub(super) fn check_containerizers(
@@ -101,22 +99,17 @@ pub(super) fn check_containerizers(
         // The registry refuses an ACCEPT of offers it does not have.
         return Ok(());
     };
-    let docker = agent
+    let containerizers = agent
         .attributes
         .get(CONTAINERIZERS_ATTRIBUTE)
-        .is_some_and(|v| v.to_string().split(',').any(|c| c.trim() == "docker"));
-    if docker {
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "command".into());
+    if runs_docker(&containerizers) {
         return Ok(());
     }
     Err(Refusal::InvalidArgument(format!(
-        "launch[{i}].container: agent {} ({}) does not run containers (its containerizers: {})",
-        agent.id,
-        agent.hostname,
-        agent
-            .attributes
-            .get(CONTAINERIZERS_ATTRIBUTE)
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "command".into())
+        "launch[{i}].container: agent {} ({}) does not run containers (its containerizers: {containerizers})",
+        agent.id, agent.hostname,
     )))
 }
 
