@@ -102,43 +102,63 @@ async fn smoke_run(
     rate: &str,
     api: &str,
 ) -> SmokeRun {
+    smoke_run_with(
+        workload,
+        "kill,partition",
+        duration,
+        recovery,
+        rate,
+        api,
+        &[],
+    )
+    .await
+}
+
+/// [`smoke_run`] under the fault families `nemesis`, with `extra` arguments for `chaos run`.
+async fn smoke_run_with(
+    workload: &str,
+    nemesis: &str,
+    duration: &str,
+    recovery: &str,
+    rate: &str,
+    api: &str,
+    extra: &[&str],
+) -> SmokeRun {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out: PathBuf = tmp.path().join("run");
     let out_s = out.to_str().expect("utf-8").to_string();
-    let (code, stdout, stderr) = drover(
-        &[
-            "--log",
-            "warn",
-            "chaos",
-            "run",
-            "--masters",
-            "3",
-            "--agents",
-            "2",
-            "--workload",
-            workload,
-            "--nemesis",
-            "kill,partition",
-            "--duration",
-            duration,
-            "--quiet",
-            "4s",
-            "--hold",
-            "5s",
-            "--recovery",
-            recovery,
-            "--rate",
-            rate,
-            "--seed",
-            SEED,
-            "--api",
-            api,
-            "--out",
-            &out_s,
-        ],
-        Duration::from_secs(420),
-    )
-    .await;
+    let mut args = vec![
+        "--log",
+        "warn",
+        "chaos",
+        "run",
+        "--masters",
+        "3",
+        "--agents",
+        "2",
+        "--workload",
+        workload,
+        "--nemesis",
+        nemesis,
+        "--duration",
+        duration,
+        "--quiet",
+        "4s",
+        "--hold",
+        "5s",
+        "--recovery",
+        recovery,
+        "--rate",
+        rate,
+        "--seed",
+        SEED,
+        "--api",
+        api,
+        "--out",
+        &out_s,
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = drover(&args, Duration::from_secs(420)).await;
     let results = read_json(&out.join("results.json"));
     assert_eq!(
         code,
@@ -357,4 +377,75 @@ async fn a_tasks_smoke_run_over_the_mesos_http_api_is_valid() {
         .count();
     assert!(running >= 5, "{running} RUNNING updates over HTTP");
     assert!(acked >= 5, "{acked} acknowledgements over HTTP");
+}
+
+/// The tasks workload with its tasks as Docker containers under SIGKILLs of the agents (and
+/// partitions): valid, the containers checker among the verdicts, containers ran, an agent
+/// was SIGKILLed while they ran, and no container of the run is left once it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_smoke_run_with_containers_under_agent_kills_is_valid_and_leaves_none() {
+    if common::docker_image_or_skip().await.is_none() {
+        return;
+    }
+    let SmokeRun {
+        tmp: _tmp,
+        out,
+        results,
+        ..
+    } = smoke_run_with(
+        "tasks",
+        "kill-agent,partition",
+        "40s",
+        "15s",
+        "5",
+        "grpc",
+        &["--containers", "docker"],
+    )
+    .await;
+    let containers = results["checkers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["checker"] == "containers")
+        .cloned()
+        .unwrap_or_else(|| panic!("no containers checker: {results}"));
+    assert_eq!(containers["valid"], "valid", "{containers}");
+    assert!(
+        containers["stats"]["containers"].as_u64() >= Some(5),
+        "{containers}"
+    );
+    assert_eq!(read_json(&out.join("run.json"))["containers"], "docker");
+    let history = std::fs::read_to_string(out.join("history.jsonl")).expect("history");
+    assert!(
+        history
+            .lines()
+            .any(|l| l.contains("\"fault\":\"kill-agent\"")
+                && l.contains("\"type\":\"info\"")
+                && !l.contains("\"error\"")),
+        "no agent was SIGKILLed"
+    );
+    let evidence = read_json(&out.join("final/containers.json"));
+    let frameworks: Vec<&str> = evidence["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!frameworks.is_empty(), "{evidence}");
+    for f in frameworks {
+        let listed = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=drover.framework_id={f}"),
+            ])
+            .output()
+            .expect("docker ps");
+        assert!(
+            listed.stdout.is_empty(),
+            "containers of {f} left: {}",
+            String::from_utf8_lossy(&listed.stdout)
+        );
+    }
 }

@@ -807,3 +807,57 @@ async fn run_image_runs_a_container_with_the_statuses_and_exit_code_of_a_command
         out.stderr
     );
 }
+
+/// `drover bench launch --containers docker` (the benchmark's smoke version: 10 tasks on one
+/// agent): a round with the command executor, then the same tasks as containers on a fresh
+/// cluster, every task RUNNING in both, the comparison printed, and no container left once the
+/// benchmark's clusters stopped (skipped, saying why, where the Docker engine does not answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_launch_measures_containers_beside_commands_and_leaves_none() {
+    if common::docker_image_or_skip().await.is_none() {
+        return;
+    }
+    let out = cli(&[
+        "bench",
+        "launch",
+        "--agents",
+        "1",
+        "--tasks",
+        "10",
+        "--containers",
+        "docker",
+        "--timeout-seconds",
+        "100",
+    ])
+    .await;
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    for label in ["[grpc]", "[grpc docker]"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(label) && l.contains("10 of 10 tasks RUNNING (0 failed)")),
+            "{label} not all RUNNING:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout
+            .contains("[grpc] containers against commands: launches/s"),
+        "{}",
+        out.stdout
+    );
+    let left = tokio::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=drover.task_id=bench-grpc-0"])
+        .output()
+        .await
+        .expect("docker ps");
+    assert!(
+        left.stdout.is_empty(),
+        "the benchmark's containers were left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

@@ -135,6 +135,7 @@ pub fn labels(agent: &str, framework: &str, task: &str) -> HashMap<String, Strin
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labelled {
     pub id: String,
+    pub agent: String,
     pub framework: String,
     pub task: String,
     pub running: bool,
@@ -147,11 +148,21 @@ pub async fn list(
     agent: &str,
     task: Option<(&str, &str)>,
 ) -> Result<Vec<Labelled>, DockerError> {
-    let mut label_filters = vec![format!("{LABEL_AGENT}={agent}")];
+    let mut labels = vec![(LABEL_AGENT, agent)];
     if let Some((framework, task)) = task {
-        label_filters.push(format!("{LABEL_FRAMEWORK}={framework}"));
-        label_filters.push(format!("{LABEL_TASK}={task}"));
+        labels.push((LABEL_FRAMEWORK, framework));
+        labels.push((LABEL_TASK, task));
     }
+    list_labelled(docker, &labels).await
+}
+
+/// Every container Drover started (running or not) that carries each of `labels`
+/// (`key`, `value`): e.g. one framework's, by [`LABEL_FRAMEWORK`].
+pub async fn list_labelled(
+    docker: &Docker,
+    labels: &[(&str, &str)],
+) -> Result<Vec<Labelled>, DockerError> {
+    let label_filters = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let filters: HashMap<String, Vec<String>> = [("label".to_string(), label_filters)].into();
     let options = bollard::query_parameters::ListContainersOptions {
         all: true,
@@ -168,6 +179,7 @@ pub async fn list(
             let labels = c.labels.unwrap_or_default();
             Some(Labelled {
                 id: c.id?,
+                agent: labels.get(LABEL_AGENT)?.clone(),
                 framework: labels.get(LABEL_FRAMEWORK)?.clone(),
                 task: labels.get(LABEL_TASK)?.clone(),
                 running: matches!(

@@ -1535,6 +1535,7 @@ mod tests {
                 command: Some(v1::CommandInfo {
                     shell: "true".into(),
                     environment: Default::default(),
+                    ..Default::default()
                 }),
                 kill_grace_seconds: 0.0,
                 health_check: None,

@@ -56,6 +56,7 @@ pub fn populate(work_dir: &Path, tasks: usize) -> Result<(), CheckpointError> {
                 data: Vec::new(),
                 task_group: None,
                 container: None,
+                arguments: Vec::new(),
             },
             default_kill_grace_ms: 3000,
             cgroups: CgroupMode::None {

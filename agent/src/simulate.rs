@@ -482,6 +482,7 @@ mod tests {
             data: Vec::new(),
             task_group: None,
             container: None,
+            arguments: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use drover_model::container::ContainerSpec;
+use drover_model::container::{check_arguments, ContainerSpec};
 use drover_model::health::HealthCheckSpec;
 use drover_proto::agent_api::MAX_TASKS_PER_RUN;
 use drover_proto::v1;
@@ -82,9 +82,13 @@ pub struct TaskSpec {
     /// group's tasks together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_group: Option<String>,
-    /// The Docker container it runs in (then an empty `shell` runs the image's own command).
+    /// The Docker container it runs in (then an empty `shell` runs the image's own command,
+    /// with `arguments` when there are some).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+    /// A container's entrypoint arguments (Docker's CMD; then `shell` is empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
 }
 
 /// A custom executor as its tasks name it (see `v1::ExecutorInfo`).
@@ -297,17 +301,20 @@ impl TaskSpec {
             .transpose()
             .map_err(|e| invalid(e.field, e.reason))?
             .flatten();
+        if let Some(c) = &task.command {
+            check_arguments(
+                &c.arguments,
+                &c.shell,
+                container.is_some() && executor.is_none(),
+                &field("command"),
+            )
+            .map_err(|e| invalid(e.field, e.reason))?;
+        }
         if let Some(c) = &container {
             if executor.is_some() {
                 return Err(invalid(
                     field("container"),
                     "a custom executor's task cannot have a container of its own",
-                ));
-            }
-            if task.health_check.is_some() {
-                return Err(invalid(
-                    field("health_check"),
-                    "health checks of container tasks are not supported yet",
                 ));
             }
             c.check_host_ports(
@@ -364,6 +371,11 @@ impl TaskSpec {
             executor,
             data: task.data.clone(),
             container,
+            arguments: task
+                .command
+                .as_ref()
+                .map(|c| c.arguments.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -561,6 +573,7 @@ mod tests {
                 command: Some(v1::CommandInfo {
                     shell: "echo hi".into(),
                     environment: [("A".to_string(), "1".to_string())].into_iter().collect(),
+                    ..Default::default()
                 }),
                 kill_grace_seconds: 0.5,
                 health_check: None,
@@ -589,6 +602,7 @@ mod tests {
             command: Some(v1::CommandInfo {
                 shell: "python3 executor.py".into(),
                 environment: Default::default(),
+                ..Default::default()
             }),
             resources: "cpus:0.1;mem:32"
                 .parse::<Resources>()

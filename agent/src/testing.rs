@@ -517,6 +517,38 @@ pub async fn docker_test_image() -> Result<&'static str, String> {
     Ok(TEST_IMAGE)
 }
 
+/// Whether a 64-bit little-endian ELF file names a program interpreter (`PT_INTERP`): it is
+/// linked dynamically. The bytes alone do not tell: a static glibc binary carries the string
+/// `ld-linux-x86-64.so.2` too.
+fn elf_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        elf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    if elf.get(..4) != Some(b"\x7fELF".as_slice()) {
+        return false;
+    }
+    let (Some(phoff), Some(entsize), Some(count)) = (u64_at(32), u16_at(54), u16_at(56)) else {
+        return false;
+    };
+    (0..usize::from(count)).any(|i| {
+        usize::try_from(phoff)
+            .ok()
+            .and_then(|off| u32_at(off + i * usize::from(entsize)))
+            == Some(PT_INTERP)
+    })
+}
+
 fn build_test_image() -> Result<(), String> {
     use std::process::{Command, Stdio};
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
@@ -525,7 +557,7 @@ fn build_test_image() -> Result<(), String> {
         .find(|p| p.exists())
         .ok_or("busybox is not installed (apt-get install busybox-static)")?;
     let bytes = std::fs::read(busybox).map_err(|e| e.to_string())?;
-    if bytes.windows(7).any(|w| w == b"ld-linu") {
+    if elf_interpreter(&bytes) {
         return Err(format!(
             "{} is linked dynamically: install busybox-static",
             busybox.display()
@@ -597,5 +629,18 @@ impl TempRoot {
 impl Drop for TempRoot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamically_linked_program_names_its_interpreter() {
+        let ls = std::fs::read("/bin/ls").expect("/bin/ls");
+        assert!(elf_interpreter(&ls), "/bin/ls is linked dynamically here");
+        assert!(!elf_interpreter(b"#!/bin/sh\n"));
+        assert!(!elf_interpreter(b"\x7fELF"), "a truncated header");
     }
 }

@@ -183,6 +183,7 @@ fn task(id: &str, shell: &str) -> TaskInfo {
         command: Some(CommandInfo {
             shell: shell.into(),
             environment: Default::default(),
+            ..Default::default()
         }),
         kill_grace_seconds: 0.0,
         health_check: None,
@@ -407,6 +408,7 @@ async fn real_agent() {
         command: Some(CommandInfo {
             shell: "test -f ok".into(),
             environment: Default::default(),
+            ..Default::default()
         }),
     });
     client.run_task(run(checked)).await.expect("RunTask hc");
@@ -756,6 +758,7 @@ fn custom_task(id: &str, executor: &str) -> TaskInfo {
             command: Some(CommandInfo {
                 shell: r#"echo $$ > "$MESOS_SANDBOX/pid.tmp"; mv "$MESOS_SANDBOX/pid.tmp" "$MESOS_SANDBOX/pid"; env > "$MESOS_SANDBOX/env.tmp"; mv "$MESOS_SANDBOX/env.tmp" "$MESOS_SANDBOX/env"; exec sleep 600"#.into(),
                 environment: [("MINE".to_string(), "1".to_string())].into_iter().collect(),
+                ..Default::default()
             }),
             resources: "cpus:0.1;mem:32"
                 .parse::<Resources>()

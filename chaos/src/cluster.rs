@@ -697,6 +697,7 @@ impl Drop for LocalCluster {
             }
             kill_executors(&a.work_dir);
         }
+        crate::containers::remove_of_agents_blocking(self.agent_ids());
         for m in self.masters.values_mut() {
             if let Some(child) = m.child.as_mut() {
                 if let Some(pid) = child.id() {

@@ -2,18 +2,20 @@
 //! its heal, every start and stop recorded in the history (process `nemesis`).
 //!
 //! Families (`--nemesis`): `kill` (SIGKILL the leader, a random master or a random agent, or
-//! a scheduler, and start it again at the heal), `pause` (SIGSTOP the leader, a random master,
-//! an agent or a scheduler; SIGCONT), `partition` (cuts in the fault layer ([`crate::net`]): the leader isolated, the
-//! leader in a minority, random halves, a bridge; an agent cut off from every master; a
-//! scheduler cut off from every master), `restart-all` (SIGKILL every master, start them all
-//! again), `rolling-restart` (each master in turn SIGKILLed, down for 1.5 s, started again
-//! and answering before the next) and `truncate` (aimed at a leader's uncommitted tail: the
-//! leader and one follower are cut off from the others for 100–600 ms, so that the leader's
-//! latest entries reach that follower only; then the leader is isolated and the follower
-//! rejoins the majority holding them. Whichever replica wins next either commits those entries
-//! (the follower) or truncates them (another one), and the old leader's proposals for them
-//! end in "outcome unknown", never in a refusal a client would retry (issue 16). With 5 masters
-//! the pair is a minority; with 3 it commits, and the fault is an isolated leader).
+//! a scheduler, and start it again at the heal), `kill-agent` (the same, aimed at a random
+//! agent only, whose executors and containers run on meanwhile), `pause` (SIGSTOP the leader,
+//! a random master, an agent or a scheduler; SIGCONT), `partition` (cuts in the fault layer
+//! ([`crate::net`]): the leader isolated, the leader in a minority, random halves, a bridge; an
+//! agent cut off from every master; a scheduler cut off from every master), `restart-all`
+//! (SIGKILL every master, start them all again), `rolling-restart` (each master in turn
+//! SIGKILLed, down for 1.5 s, started again and answering before the next) and `truncate`
+//! (aimed at a leader's uncommitted tail: the leader and one follower are cut off from the
+//! others for 100–600 ms, so that the leader's latest entries reach that follower only; then
+//! the leader is isolated and the follower rejoins the majority holding them. Whichever replica
+//! wins next either commits those entries (the follower) or truncates them (another one), and
+//! the old leader's proposals for them end in "outcome unknown", never in a refusal a client
+//! would retry (issue 16). With 5 masters the pair is a minority; with 3 it commits, and the
+//! fault is an isolated leader).
 //!
 //! The schedule alternates a quiet period and a fault period whose lengths, the family and the
 //! victim are drawn from one seeded generator, so a seed names a schedule (what the cluster
@@ -49,6 +51,8 @@ const SERVING_WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
     Kill,
+    /// A kill aimed at agents only (their executors and containers run on).
+    KillAgent,
     Pause,
     Partition,
     RestartAll,
@@ -57,8 +61,9 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Kill,
+        Family::KillAgent,
         Family::Pause,
         Family::Partition,
         Family::RestartAll,
@@ -69,6 +74,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Kill => "kill",
+            Family::KillAgent => "kill-agent",
             Family::Pause => "pause",
             Family::Partition => "partition",
             Family::RestartAll => "restart-all",
@@ -280,6 +286,10 @@ impl Nemesis {
     async fn plan(&mut self, family: Family) -> (String, Plan) {
         match family {
             Family::Kill | Family::Pause => self.plan_process_fault(family).await,
+            Family::KillAgent => match self.running_agents().choose(&mut self.rng).copied() {
+                Some(i) => ("kill-agent".into(), Plan::Kill(Target::Agent(i))),
+                None => self.plan_process_fault(Family::Kill).await,
+            },
             Family::Partition => self.plan_partition().await,
             Family::RestartAll => ("restart-all".into(), Plan::RestartAll),
             Family::RollingRestart => ("rolling-restart".into(), Plan::RollingRestart),

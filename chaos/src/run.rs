@@ -26,6 +26,7 @@ use crate::checker::{self, final_state_path, Results, RunInfo};
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
 use crate::history::{Clock, HistoryError, Mode, Recorder};
 use crate::nemesis::{Family, Nemesis, Schedule};
+use crate::workload::tasks::Containers;
 use crate::workload::{self, Context, Workload};
 
 /// Parses `60s`, `10m`, `1h30m`, `500ms`.
@@ -45,9 +46,9 @@ pub struct ChaosOptions {
     /// Workloads to run side by side (comma-separated): store, tasks, marathon.
     #[arg(long, value_delimiter = ',', default_value = "store,tasks")]
     pub workload: Vec<String>,
-    /// Fault families (comma-separated): kill, pause, partition, restart-all,
-    /// rolling-restart, truncate (a leader's uncommitted tail left on one follower; aimed at 5
-    /// masters); `none` for a run without faults.
+    /// Fault families (comma-separated): kill, kill-agent (agents only), pause, partition,
+    /// restart-all, rolling-restart, truncate (a leader's uncommitted tail left on one
+    /// follower; aimed at 5 masters); `none` for a run without faults.
     #[arg(long, value_delimiter = ',', default_value = "kill,partition")]
     pub nemesis: Vec<String>,
     /// How long faults are injected (e.g. 60s, 10m).
@@ -86,6 +87,11 @@ pub struct ChaosOptions {
     /// Mesos v1 scheduler HTTP API.
     #[arg(long, value_enum, default_value_t = drover_scheduler::driver::Api::Grpc)]
     pub api: drover_scheduler::driver::Api,
+    /// How the tasks workload's tasks run: `none` (commands) or `docker` (containers of a test
+    /// image built locally; the run then also checks that no container outlives its task or
+    /// the run).
+    #[arg(long, value_enum, default_value_t = Containers::None)]
+    pub containers: Containers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,14 +216,16 @@ pub async fn run(
         duration_secs: opts.duration.as_secs_f64(),
         rate: opts.rate,
         api: api_name(opts.api),
+        containers: containers_name(opts.containers),
     };
     write_json(&out.join("run.json"), &info)?;
     progress(&format!(
-        "seed {seed}: {} masters, {} agents, workloads {} ({} framework API), nemesis {}, {:?} of faults",
+        "seed {seed}: {} masters, {} agents, workloads {} ({} framework API, containers {}), nemesis {}, {:?} of faults",
         opts.masters,
         opts.agents,
         info.workloads.join(","),
         info.api,
+        info.containers,
         if info.nemeses.is_empty() {
             "none".to_string()
         } else {
@@ -245,6 +253,19 @@ pub async fn run(
         "--api".into(),
         api_name(opts.api),
     ];
+    if opts.containers == Containers::Docker {
+        let image = drover_agent::testing::docker_test_image()
+            .await
+            .map_err(|why| ChaosError::Options(format!("--containers docker: {why}")))?;
+        progress(&format!("the tasks run as containers of {image}"));
+        spec.scheduler_args
+            .extend(["--image".to_string(), image.to_string()]);
+        // The tasks append to launches.log in the run's directory.
+        spec.agent_args.extend([
+            "--docker-volume-paths".to_string(),
+            out.display().to_string(),
+        ]);
+    }
     let cluster = LocalCluster::start(spec).await?;
     let outcome = drive(cluster, clock, opts, &families, &workloads, seed, &progress).await;
     let (faults, records) = outcome?;
@@ -361,6 +382,11 @@ async fn drive(
         ));
     }
     let failure = join_clients(clients).await;
+    let containers = if opts.containers == Containers::Docker {
+        Some(containers_after_drain(out, &cluster, progress).await)
+    } else {
+        None
+    };
     let _ = stop_monitor_tx.send(true);
     let _ = monitor.await;
     let _ = sampler.await;
@@ -370,11 +396,86 @@ async fn drive(
 
     save_evidence(&cluster, out, progress).await?;
     keep_logs(&cluster, out);
+    let frameworks = run_frameworks(out, &cluster);
     cluster.stop_all(Duration::from_secs(10)).await?;
+    if let Some(mut found) = containers {
+        // Stopping the cluster removes every container of its agents.
+        found.left_after_stop = crate::containers::of_frameworks(&frameworks)
+            .await
+            .map(|c| c.len())
+            .ok();
+        write_json(&checker::containers_path(out), &found)?;
+    }
     if let Some(e) = failure {
         return Err(e);
     }
     Ok((faults, records))
+}
+
+/// The command-line name of `c` (`none`, `docker`).
+pub fn containers_name(c: Containers) -> String {
+    use clap::ValueEnum as _;
+    c.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The framework ids the run's schedulers saved.
+fn run_frameworks(out: &Path, cluster: &LocalCluster) -> Vec<String> {
+    cluster
+        .schedulers()
+        .filter_map(|s| {
+            std::fs::read_to_string(crate::workload::tasks::framework_id_path(out, s.index)).ok()
+        })
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
+/// How long the containers of the drained frameworks' tasks may take to stop (a kill is
+/// `docker stop` with the task's grace, then SIGKILL).
+const CONTAINER_STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// Once the schedulers drained: waits (up to [`CONTAINER_STOP_WAIT`]) until no container of
+/// theirs runs, and says what the engine then lists.
+async fn containers_after_drain(
+    out: &Path,
+    cluster: &LocalCluster,
+    progress: &impl Fn(&str),
+) -> checker::containers::ContainerEvidence {
+    let frameworks = run_frameworks(out, cluster);
+    let started = std::time::Instant::now();
+    loop {
+        let listed = crate::containers::of_frameworks(&frameworks).await;
+        let running = listed
+            .as_ref()
+            .map(|l| l.iter().filter(|c| c.running).count())
+            .unwrap_or(0);
+        if running == 0 || started.elapsed() >= CONTAINER_STOP_WAIT {
+            let waited_s = started.elapsed().as_secs_f64();
+            progress(&format!(
+                "{} containers of the run's frameworks, {running} still running after {waited_s:.1} s",
+                listed.as_ref().map_or(0, |l| l.len())
+            ));
+            return match listed {
+                Ok(after_drain) => checker::containers::ContainerEvidence {
+                    frameworks,
+                    after_drain,
+                    waited_s,
+                    error: None,
+                    left_after_stop: None,
+                },
+                Err(e) => checker::containers::ContainerEvidence {
+                    frameworks,
+                    after_drain: Vec::new(),
+                    waited_s,
+                    error: Some(e),
+                    left_after_stop: None,
+                },
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A workload client's end: its workload's name and how it ended.

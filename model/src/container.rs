@@ -29,6 +29,11 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest user network name, bytes.
 pub const MAX_NETWORK_NAME_BYTES: usize = 128;
 
+/// Most arguments of a container's entrypoint.
+pub const MAX_ARGUMENTS: usize = 1024;
+/// Longest arguments of a container's entrypoint together, bytes.
+pub const MAX_ARGUMENTS_BYTES: usize = 64 * 1024;
+
 /// Where the task's sandbox is mounted in its container (as Mesos mounts it).
 pub const SANDBOX_MOUNT: &str = "/mnt/mesos/sandbox";
 
@@ -65,6 +70,49 @@ pub const DEFAULT_ALLOWED_PARAMETERS: &[&str] = &[
 /// The agent attribute that says which containerizers an agent runs (`docker,command` or
 /// `command`): the agent sets it, the master and schedulers read it.
 pub const CONTAINERIZERS_ATTRIBUTE: &str = "containerizers";
+
+/// Checks a command's `arguments` (`at` names the command): they are for a container's
+/// entrypoint (Docker's CMD), so they need a container and an empty shell.
+pub fn check_arguments(
+    arguments: &[String],
+    shell: &str,
+    container: bool,
+    at: &str,
+) -> Result<(), InvalidContainer> {
+    if arguments.is_empty() {
+        return Ok(());
+    }
+    let invalid = |reason: String| InvalidContainer {
+        field: format!("{at}.arguments"),
+        reason,
+    };
+    if !container {
+        return Err(invalid(
+            "arguments are for a container's entrypoint: a task without a container gives its shell"
+                .into(),
+        ));
+    }
+    if !shell.is_empty() {
+        return Err(invalid(
+            "give either shell (run with /bin/sh -c) or arguments (for the image's entrypoint), not both".into(),
+        ));
+    }
+    if arguments.len() > MAX_ARGUMENTS {
+        return Err(invalid(format!("at most {MAX_ARGUMENTS}")));
+    }
+    if arguments.iter().map(|a| a.len() + 1).sum::<usize>() > MAX_ARGUMENTS_BYTES {
+        return Err(invalid(format!(
+            "at most {MAX_ARGUMENTS_BYTES} bytes together"
+        )));
+    }
+    if let Some(i) = arguments.iter().position(|a| a.contains('\0')) {
+        return Err(InvalidContainer {
+            field: format!("{at}.arguments[{i}]"),
+            reason: "contains a NUL byte".into(),
+        });
+    }
+    Ok(())
+}
 
 /// Whether a `containerizers` attribute's value names docker.
 pub fn runs_docker(containerizers: &str) -> bool {
@@ -168,6 +216,19 @@ impl VolumeSpec {
 }
 
 impl ContainerSpec {
+    /// `image` on the host's network, with nothing else set.
+    pub fn of_image(image: impl Into<String>) -> Self {
+        ContainerSpec {
+            image: image.into(),
+            network: DockerNetwork::Host,
+            port_mappings: Vec::new(),
+            privileged: false,
+            parameters: Vec::new(),
+            force_pull_image: false,
+            volumes: Vec::new(),
+        }
+    }
+
     /// Checks a container from the wire; `at` names it in errors (`launch[0].container`).
     /// `Ok(None)` for a MESOS container without an image: a plain process, as no container.
     pub fn from_proto(c: &v1::ContainerInfo, at: &str) -> Result<Option<Self>, InvalidContainer> {
@@ -801,5 +862,33 @@ mod tests {
         assert_eq!(parse_bytes("1024"), Some(1024));
         assert_eq!(parse_bytes("0"), None);
         assert_eq!(parse_bytes("x"), None);
+    }
+
+    #[test]
+    fn arguments_need_a_container_and_no_shell() {
+        let args = vec!["-p".to_string(), "8080".to_string()];
+        assert_eq!(check_arguments(&[], "echo", false, "c"), Ok(()));
+        assert_eq!(check_arguments(&args, "", true, "c"), Ok(()));
+        assert_eq!(
+            check_arguments(&args, "", false, "c")
+                .expect_err("no container")
+                .field,
+            "c.arguments"
+        );
+        assert_eq!(
+            check_arguments(&args, "echo", true, "c")
+                .expect_err("shell too")
+                .field,
+            "c.arguments"
+        );
+        let nul = vec!["a".to_string(), "b\0".to_string()];
+        assert_eq!(
+            check_arguments(&nul, "", true, "c").expect_err("NUL").field,
+            "c.arguments[1]"
+        );
+        let many = vec!["a".to_string(); MAX_ARGUMENTS + 1];
+        assert!(check_arguments(&many, "", true, "c").is_err());
+        let long = vec!["a".repeat(MAX_ARGUMENTS_BYTES)];
+        assert!(check_arguments(&long, "", true, "c").is_err());
     }
 }

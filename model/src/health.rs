@@ -100,6 +100,12 @@ impl HealthCheckSpec {
                 format!("1 to {MAX_COMMAND_BYTES} bytes"),
             ));
         }
+        if !command.arguments.is_empty() {
+            return Err(invalid(
+                "command.arguments",
+                "a check runs its shell (with /bin/sh -c): give no arguments".into(),
+            ));
+        }
         if command.shell.contains('\0') {
             return Err(invalid("command.shell", "contains a NUL byte".into()));
         }
@@ -171,6 +177,7 @@ impl HealthCheckSpec {
             command: Some(v1::CommandInfo {
                 shell: self.command.clone(),
                 environment: self.environment.clone().into_iter().collect(),
+                ..Default::default()
             }),
         }
     }
@@ -319,6 +326,7 @@ mod tests {
             command: Some(v1::CommandInfo {
                 shell: "test -f ready".into(),
                 environment: Default::default(),
+                ..Default::default()
             }),
         };
         let s = HealthCheckSpec::from_proto(&good, "h").unwrap();

@@ -234,6 +234,7 @@ pub fn shell_task(id: &str, resources: &str, shell: &str) -> v1::TaskInfo {
         command: Some(v1::CommandInfo {
             shell: shell.into(),
             environment: Default::default(),
+            ..Default::default()
         }),
         kill_grace_seconds: 1.0,
         health_check: None,

@@ -12,7 +12,8 @@
 //! is streamed from the engine into the sandbox's `stdout` and `stderr`. A kill is `docker
 //! stop` with the task's grace (SIGTERM, SIGKILL when it is over); its end is TASK_FINISHED
 //! (exit 0), TASK_FAILED (another code; reason `memory_limit` when the kernel's OOM killer
-//! acted) or TASK_KILLED. The container id is recorded in the task directory; the ended
+//! acted) or TASK_KILLED. A health check runs inside the container (`docker exec`), with the
+//! same reports and kill as for a command task. The container id is recorded in the task directory; the ended
 //! container stays until the agent collects the task's directory (see [`crate::gc`]), so
 //! `docker logs` and `docker inspect` still tell about it.
 
@@ -29,7 +30,8 @@ use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
-use super::{KillRequest, KillState, Reporter};
+use super::health::CheckPlace;
+use super::{Checking, KillRequest, KillState, Reporter};
 use crate::cgroups::MemoryLimitHit;
 use crate::checkpoint;
 use crate::docker;
@@ -358,6 +360,9 @@ pub(crate) fn create_body(
         // image's entrypoint.
         body.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
         body.cmd = Some(vec![task.shell.clone()]);
+    } else if !task.arguments.is_empty() {
+        // The image's entrypoint with these arguments (Mesos: shell false).
+        body.cmd = Some(task.arguments.clone());
     }
     let mut cap_add = Vec::new();
     let mut cap_drop = Vec::new();
@@ -527,6 +532,11 @@ async fn supervise(
         memory_limit,
     } = running;
     let mut kill: Option<KillState> = None;
+    let mut health = Checking::start(spec, || CheckPlace::Container {
+        docker: docker.clone(),
+        id: id.clone(),
+    });
+    let mut checking = health.as_mut();
     let ended = {
         let wait = wait_ended(&docker, &id);
         tokio::pin!(wait);
@@ -545,6 +555,19 @@ async fn supervise(
                 Some(()) = next_sigterm(sigterm) => {
                     tracing::info!("SIGTERM: stopping the container");
                     request_stop(&docker, &id, &mut kill, spec.kill_grace(None));
+                }
+                Some(result) = Checking::next(&mut checking) => {
+                    if kill.is_some() {
+                        continue;
+                    }
+                    let Some(c) = checking.as_mut() else { continue };
+                    if let Some(why) = c.observe(result, reporter).await {
+                        tracing::info!(container = %id, "unhealthy: stopping the container");
+                        request_stop(&docker, &id, &mut kill, spec.kill_grace(None));
+                        if let Some(k) = kill.as_mut() {
+                            k.unhealthy = Some(why);
+                        }
+                    }
                 }
                 _ = async {
                     match deadline {
@@ -566,6 +589,7 @@ async fn supervise(
             }
         }
     };
+    drop(health);
     // The output stream ends with the container; what it had is in the sandbox before the end
     // is reported.
     if tokio::time::timeout(LOG_DRAIN, logs).await.is_err() {
@@ -713,8 +737,15 @@ mod tests {
             Some(vec!["/bin/sh".to_string(), "-c".to_string()])
         );
         assert_eq!(body.cmd, Some(vec!["serve".to_string()]));
-        // Without a command the image's own runs.
+        // Without a command the image's own runs, with the task's arguments if it has some.
         let own = create_body(&spec(""), sandbox.path(), &container()).unwrap();
         assert_eq!((own.entrypoint, own.cmd), (None, None));
+        let mut with_args = spec("");
+        with_args.task.arguments = vec!["-p".into(), "8080".into()];
+        let args = create_body(&with_args, sandbox.path(), &container()).unwrap();
+        assert_eq!(
+            (args.entrypoint, args.cmd),
+            (None, Some(vec!["-p".to_string(), "8080".to_string()]))
+        );
     }
 }

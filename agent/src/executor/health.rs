@@ -1,7 +1,10 @@
-//! The task's health check, run by its executor: `/bin/sh -c CHECK` in the sandbox, with the
-//! task's environment plus the check's own, every interval after the first delay. A check
-//! passes when it exits 0 within its timeout; one that runs longer is killed (its whole
-//! process group) and fails.
+//! The task's health check, run by its executor every interval after the first delay: for a
+//! command task `/bin/sh -c CHECK` in the sandbox, with the task's environment plus the
+//! check's own; for a container task the same inside its container (`docker exec`, in the
+//! sandbox as the container sees it, with the container's environment plus the check's own).
+//! A check passes when it exits 0 within its timeout. One that runs longer fails: on the host
+//! it is killed (its whole process group); in a container the engine has no way to end an exec,
+//! so the check's process may run on there until it ends by itself.
 //!
 //! Owns the checking loop, in one spawned task that sends each result to the executor's
 //! supervising loop, which decides with [`drover_model::health::HealthState`] what to report
@@ -11,7 +14,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use drover_model::container::SANDBOX_MOUNT;
 use drover_model::health::HealthCheckSpec;
+use futures::StreamExt as _;
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -29,17 +34,28 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+/// Where the check runs.
+#[derive(Clone)]
+pub enum CheckPlace {
+    /// On the host, in the task's sandbox, with the task's environment.
+    Sandbox {
+        env: BTreeMap<String, String>,
+        sandbox: PathBuf,
+    },
+    /// In the task's running container (by id).
+    Container { docker: bollard::Docker, id: String },
+}
+
 /// Starts checking; results arrive on the returned channel.
-pub fn start(
-    spec: HealthCheckSpec,
-    env: BTreeMap<String, String>,
-    sandbox: PathBuf,
-) -> mpsc::Receiver<CheckResult> {
+pub fn start(spec: HealthCheckSpec, place: CheckPlace) -> mpsc::Receiver<CheckResult> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         tokio::time::sleep(spec.delay()).await;
         loop {
-            let result = check_once(&spec, &env, &sandbox).await;
+            let result = match &place {
+                CheckPlace::Sandbox { env, sandbox } => check_once(&spec, env, sandbox).await,
+                CheckPlace::Container { docker, id } => check_in_container(&spec, docker, id).await,
+            };
             if tx.send(result).await.is_err() {
                 return;
             }
@@ -49,7 +65,74 @@ pub fn start(
     rx
 }
 
-/// Runs the check once.
+/// Runs the check once inside container `id` (`docker exec`).
+pub async fn check_in_container(
+    spec: &HealthCheckSpec,
+    docker: &bollard::Docker,
+    id: &str,
+) -> CheckResult {
+    let failed = |detail: String| CheckResult {
+        passed: false,
+        detail,
+    };
+    let config = bollard::models::ExecConfig {
+        cmd: Some(vec!["/bin/sh".into(), "-c".into(), spec.command.clone()]),
+        env: Some(
+            spec.environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
+        working_dir: Some(SANDBOX_MOUNT.into()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let run = async {
+        let exec = docker
+            .create_exec(id, config)
+            .await
+            .map_err(|e| format!("the check could not be created in the container: {e}"))?;
+        let mut output = Vec::new();
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| format!("the check did not start in the container: {e}"))?
+        {
+            while let Some(Ok(chunk)) = stream.next().await {
+                output.extend_from_slice(&chunk.into_bytes());
+                if output.len() > 2 * MAX_OUTPUT_BYTES {
+                    output.drain(..output.len() - MAX_OUTPUT_BYTES);
+                }
+            }
+        }
+        let inspected = docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| format!("the check's end could not be read: {e}"))?;
+        Ok::<_, String>((inspected.exit_code, output))
+    };
+    match tokio::time::timeout(spec.timeout(), run).await {
+        Ok(Ok((Some(0), _))) => CheckResult {
+            passed: true,
+            detail: String::new(),
+        },
+        Ok(Ok((code, output))) => failed(format!(
+            "the check exited with status {}{}",
+            code.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+            tail(&output)
+        )),
+        Ok(Err(e)) => failed(e),
+        Err(_) => failed(format!(
+            "the check ran longer than its timeout ({:?})",
+            spec.timeout()
+        )),
+    }
+}
+
+/// Runs the check once on the host, in the task's sandbox.
 pub async fn check_once(
     spec: &HealthCheckSpec,
     env: &BTreeMap<String, String>,
@@ -223,8 +306,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut rx = start(
             spec("true", 1000),
-            BTreeMap::new(),
-            dir.path().to_path_buf(),
+            CheckPlace::Sandbox {
+                env: BTreeMap::new(),
+                sandbox: dir.path().to_path_buf(),
+            },
         );
         for _ in 0..3 {
             let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())

@@ -364,6 +364,60 @@ struct Checking {
     started: Instant,
 }
 
+impl Checking {
+    /// Starts the task's health check at `place`, if the task has one.
+    fn start(spec: &LaunchSpec, place: impl FnOnce() -> health::CheckPlace) -> Option<Checking> {
+        let h = spec.task.health_check.clone()?;
+        Some(Checking {
+            results: health::start(h.clone(), place()),
+            spec: h,
+            state: HealthState::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The next result of the check, if there is one under way (else never).
+    async fn next(checking: &mut Option<&mut Checking>) -> Option<health::CheckResult> {
+        match checking.as_mut() {
+            Some(c) => c.results.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Takes one result: reports the task's health when it changed; `Some(why)` when the
+    /// task must be killed for it.
+    async fn observe(
+        &mut self,
+        result: health::CheckResult,
+        reporter: &mut Reporter,
+    ) -> Option<String> {
+        match self
+            .state
+            .observe(&self.spec, result.passed, self.started.elapsed())
+        {
+            HealthVerdict::Quiet => None,
+            HealthVerdict::Report { healthy } => {
+                let (reason, message) = if healthy {
+                    (REASON_HEALTHY, "the health check passed".to_string())
+                } else {
+                    (
+                        REASON_UNHEALTHY,
+                        format!("the health check failed: {}", result.detail),
+                    )
+                };
+                reporter
+                    .report(TaskState::Running, reason, message, None)
+                    .await;
+                None
+            }
+            HealthVerdict::Kill { failures } => Some(format!(
+                "killed after {failures} failed health checks in a row (the last: {})",
+                result.detail
+            )),
+        }
+    }
+}
+
 /// The executor, with an optional SIGTERM stream (tests run it in-process without one).
 pub(crate) async fn run(
     args: ExecutorArgs,
@@ -459,13 +513,11 @@ pub(crate) async fn run(
         )
         .await;
 
-    let mut checking = spec.task.health_check.clone().map(|h| {
+    let mut checking = Checking::start(&spec, || {
         let sandbox = dir.sandbox();
-        Checking {
-            results: health::start(h.clone(), environment(&spec, &sandbox), sandbox),
-            spec: h,
-            state: HealthState::default(),
-            started: Instant::now(),
+        health::CheckPlace::Sandbox {
+            env: environment(&spec, &sandbox),
+            sandbox,
         }
     });
     let (status, kill) = supervise(
@@ -523,36 +575,16 @@ async fn supervise(
                 let grace = spec.kill_grace(None);
                 request_kill(&mut kill, pgid, grace);
             }
-            Some(result) = async {
-                match checking.as_mut() {
-                    Some(c) => c.results.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            Some(result) = Checking::next(&mut checking) => {
                 if kill.is_some() {
                     continue;
                 }
                 let Some(c) = checking.as_mut() else { continue };
-                match c.state.observe(&c.spec, result.passed, c.started.elapsed()) {
-                    HealthVerdict::Quiet => {}
-                    HealthVerdict::Report { healthy } => {
-                        let (reason, message) = if healthy {
-                            (REASON_HEALTHY, "the health check passed".to_string())
-                        } else {
-                            (REASON_UNHEALTHY, format!("the health check failed: {}", result.detail))
-                        };
-                        reporter.report(TaskState::Running, reason, message, None).await;
-                    }
-                    HealthVerdict::Kill { failures } => {
-                        let why = format!(
-                            "killed after {failures} failed health checks in a row (the last: {})",
-                            result.detail
-                        );
-                        tracing::info!(pgid, failures, "unhealthy: killing the task");
-                        request_kill(&mut kill, pgid, spec.kill_grace(None));
-                        if let Some(k) = kill.as_mut() {
-                            k.unhealthy = Some(why);
-                        }
+                if let Some(why) = c.observe(result, reporter).await {
+                    tracing::info!(pgid, "unhealthy: killing the task");
+                    request_kill(&mut kill, pgid, spec.kill_grace(None));
+                    if let Some(k) = kill.as_mut() {
+                        k.unhealthy = Some(why);
                     }
                 }
             }

@@ -50,6 +50,7 @@ pub(super) fn launch_spec(
             data: Vec::new(),
             task_group: None,
             container: None,
+            arguments: Vec::new(),
         },
         default_kill_grace_ms: 3000,
         cgroups,

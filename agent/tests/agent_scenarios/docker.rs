@@ -1,6 +1,6 @@
 //! Container tasks on a real agent with the local Docker engine: output, exit codes, the
-//! memory limit, a published port, a kill with its grace, a missing image, the agent's
-//! policy, and an agent restart while containers run. Each scenario builds its image locally
+//! memory limit, a published port, a kill with its grace, a health check inside the
+//! container, a missing image, the agent's policy, and an agent restart while containers run. Each scenario builds its image locally
 //! (no registry) and is skipped, saying why, where the engine does not answer.
 
 use super::*;
@@ -32,6 +32,7 @@ fn container_task(id: &str, image: &str, shell: &str, resources: &str) -> TaskIn
         command: Some(CommandInfo {
             shell: shell.into(),
             environment: [("GREETING".to_string(), "hello".to_string())].into(),
+            ..Default::default()
         }),
         container: Some(v1::ContainerInfo {
             r#type: Type::Docker as i32,
@@ -272,6 +273,35 @@ pub(super) async fn containers_run_report_and_stop() {
     }
     web.kill_grace_seconds = 10.0;
     client.run_task(run(web)).await.expect("RunTask d-web");
+    // A health check inside the container (`docker exec`, in the sandbox as the container
+    // sees it, with the check's own environment): healthy while the container's /tmp/ok is
+    // there, then killed after two failures in a row.
+    let mut checked = container_task(
+        "d-hc",
+        image,
+        "touch /tmp/ok; sleep 2; rm /tmp/ok; sleep 60",
+        "cpus:0.1;mem:32",
+    );
+    checked.health_check = Some(v1::HealthCheck {
+        delay_seconds: 0.0,
+        interval_seconds: 0.3,
+        timeout_seconds: 5.0,
+        consecutive_failures: 2,
+        grace_period_seconds: 10.0,
+        command: Some(CommandInfo {
+            shell: "test -f /tmp/ok && test \"$(pwd)\" = /mnt/mesos/sandbox && test \"$HC\" = yes"
+                .into(),
+            environment: [("HC".to_string(), "yes".to_string())].into(),
+            ..Default::default()
+        }),
+    });
+    client.run_task(run(checked)).await.expect("RunTask d-hc");
+    // Arguments instead of a shell: the image's command line (it has no entrypoint).
+    let mut args = container_task("d-args", image, "", "cpus:0.1;mem:32");
+    if let Some(c) = args.command.as_mut() {
+        c.arguments = vec!["echo".into(), "from".into(), "$GREETING".into()];
+    }
+    client.run_task(run(args)).await.expect("RunTask d-args");
 
     wait_state(&fake, "d-ok", v1::TaskState::TaskFinished).await;
     assert_eq!(
@@ -350,6 +380,31 @@ pub(super) async fn containers_run_report_and_stop() {
     assert_eq!(
         std::fs::read_to_string(web_sandbox.join("term")).expect("SIGTERM noted"),
         "TERM\n"
+    );
+
+    wait_state(&fake, "d-args", v1::TaskState::TaskFinished).await;
+    let args_out = std::fs::read_to_string(task_dir(&work_dir, "d-args").sandbox().join("stdout"))
+        .expect("stdout");
+    assert_eq!(args_out, "from $GREETING\n", "no shell expanded it");
+
+    wait_state(&fake, "d-hc", v1::TaskState::TaskKilled).await;
+    let reports: Vec<(v1::TaskState, Option<bool>, String)> = fake
+        .state()
+        .applied
+        .iter()
+        .filter(|s| s.task_id == "d-hc")
+        .map(|s| (s.state(), s.healthy, s.reason.clone()))
+        .collect();
+    let r = |state, healthy: Option<bool>, reason: &str| (state, healthy, reason.to_string());
+    assert_eq!(
+        reports,
+        vec![
+            r(v1::TaskState::TaskStarting, None, "starting"),
+            r(v1::TaskState::TaskRunning, None, "running"),
+            r(v1::TaskState::TaskRunning, Some(true), "task_healthy"),
+            r(v1::TaskState::TaskRunning, Some(false), "task_unhealthy"),
+            r(v1::TaskState::TaskKilled, Some(false), "task_unhealthy"),
+        ]
     );
 
     // Every task ended and was acknowledged: the collector takes their directories, and

@@ -1,8 +1,9 @@
 //! The launch benchmark (`drover bench launch`): how fast tasks go from ACCEPT to RUNNING
 //! through a real cluster, and what the masters weigh afterwards.
 //!
-//! Starts its own masters (fsync on) and either real agents (tasks run by real executors) or
-//! one `drover agent --simulate N` process (tasks are timers; every line printed says so).
+//! Starts its own masters (fsync on) and either real agents (tasks run by real executors, and
+//! with `--containers docker` also, in a round of their own, as Docker containers) or one
+//! `drover agent --simulate N` process (tasks are timers; every line printed says so).
 //! One framework on the driver library packs up to `per_offer` tasks into each offer it
 //! gets, sends the ACCEPTs concurrently, declines what it does not need for long, and
 //! acknowledges every update. A task's latency is from its ACCEPT being sent to its
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 
 use super::percentile_ms;
 use crate::cluster::{ClusterError, ClusterSpec, LocalCluster};
+use crate::workload::tasks::Containers;
 
 /// What to run: the options of `drover bench launch` (their doc comments are its help).
 #[derive(clap::Args, Clone, Debug)]
@@ -80,6 +82,11 @@ pub struct LaunchBenchOptions {
     /// per update). Every framework that relies on updates acknowledges them.
     #[arg(long)]
     pub no_acknowledge: bool,
+    /// `docker`: measure the tasks as Docker containers (of a test image built locally) too:
+    /// each round with the command executor is followed by one with containers, on a fresh
+    /// cluster, the same tasks and command, so that the two figures stand side by side.
+    #[arg(long, value_enum, default_value_t = Containers::None)]
+    pub containers: Containers,
 }
 
 impl LaunchBenchOptions {
@@ -113,6 +120,8 @@ pub struct MasterMemory {
 pub struct LaunchFigures {
     /// The framework API it spoke (`grpc`, `http`).
     pub api: String,
+    /// How its tasks ran: `none` (the command executor) or `docker` (containers).
+    pub containers: String,
     pub simulated: bool,
     pub agents: usize,
     pub tasks: usize,
@@ -243,6 +252,8 @@ enum CallError {
 
 struct Run {
     driver: Driver,
+    /// The container each task runs in, or none (a command).
+    container: Option<v1::ContainerInfo>,
     /// The tasks' id prefix (one per framework of the run).
     prefix: String,
     task: Resources,
@@ -282,6 +293,7 @@ const ACKS_IN_FLIGHT: usize = 2;
 impl Run {
     fn new(
         driver: Driver,
+        container: Option<v1::ContainerInfo>,
         prefix: String,
         task: Resources,
         opts: &LaunchBenchOptions,
@@ -289,6 +301,7 @@ impl Run {
     ) -> Self {
         Self {
             driver,
+            container,
             prefix,
             task,
             opts: opts.clone(),
@@ -381,9 +394,11 @@ impl Run {
             command: Some(v1::CommandInfo {
                 shell: self.opts.command.clone(),
                 environment: Default::default(),
+                ..Default::default()
             }),
             kill_grace_seconds: 1.0,
             health_check: None,
+            container: self.container.clone(),
             ..Default::default()
         }
     }
@@ -594,14 +609,37 @@ pub async fn launch(
         Api::Grpc => &[Api::Grpc],
         Api::Http => &[Api::Grpc, Api::Http],
     };
-    let rounds = apis.iter().cycle().take(apis.len() * opts.trials as usize);
-    let mut all = Vec::with_capacity(apis.len() * opts.trials as usize);
-    for (round, &api) in rounds.enumerate() {
+    let image = match opts.containers {
+        Containers::None => None,
+        Containers::Docker if opts.simulate => {
+            return Err(LaunchBenchError::Usage(
+                "--containers docker needs real agents, not --simulate".into(),
+            ))
+        }
+        Containers::Docker => Some(
+            drover_agent::testing::docker_test_image()
+                .await
+                .map_err(|why| LaunchBenchError::Usage(format!("--containers docker: {why}")))?,
+        ),
+    };
+    // Each API's round with commands, then (with an image) the same with containers.
+    let kinds: Vec<Option<&str>> = std::iter::once(None).chain(image.map(Some)).collect();
+    let per_trial: Vec<(Api, Option<&str>)> = apis
+        .iter()
+        .flat_map(|&api| kinds.iter().map(move |&k| (api, k)))
+        .collect();
+    let rounds = per_trial
+        .iter()
+        .cycle()
+        .take(per_trial.len() * opts.trials as usize);
+    let mut all = Vec::with_capacity(per_trial.len() * opts.trials as usize);
+    for (round, &(api, image)) in rounds.enumerate() {
         let name = crate::run::api_name(api);
+        let label = figures_label(&name, image.is_some());
         let processes = if opts.simulate { 1 } else { opts.agents };
         let mut spec = ClusterSpec::on_free_ports(
             binary.clone(),
-            dir.join(format!("{round}-{name}")),
+            dir.join(format!("{round}-{}", label.replace(' ', "-"))),
             opts.masters,
         )?
         .with_agents(processes)?;
@@ -616,7 +654,7 @@ pub async fn launch(
             let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
             let registering = Instant::now();
             progress(&format!(
-                "[{name}] waiting for {} agents to register",
+                "[{label}] waiting for {} agents to register",
                 opts.agents
             ));
             super::wait_for_active_agents(
@@ -627,12 +665,12 @@ pub async fn launch(
             .await?;
             let registration_seconds = registering.elapsed().as_secs_f64();
             progress(&format!(
-                "[{name}] {} agents registered in {registration_seconds:.1} s; launching {} tasks",
+                "[{label}] {} agents registered in {registration_seconds:.1} s; launching {} tasks",
                 opts.agents, opts.tasks
             ));
             measure(
                 &cluster,
-                api,
+                (api, image),
                 task.clone(),
                 opts,
                 deadline,
@@ -648,10 +686,27 @@ pub async fn launch(
     Ok(all)
 }
 
-/// One framework on `api` launches `opts.tasks` tasks on `cluster`; then it is torn down.
+/// How a round's figures are labelled: its API, and `docker` when its tasks were containers.
+pub fn figures_label(api: &str, containers: bool) -> String {
+    if containers {
+        format!("{api} docker")
+    } else {
+        api.to_string()
+    }
+}
+
+impl LaunchFigures {
+    /// [`figures_label`] of these figures.
+    pub fn label(&self) -> String {
+        figures_label(&self.api, self.containers == "docker")
+    }
+}
+
+/// One framework on `api` launches `opts.tasks` tasks on `cluster` (as containers of `image`
+/// when one is given); then it is torn down.
 async fn measure(
     cluster: &LocalCluster,
-    api: Api,
+    (api, image): (Api, Option<&str>),
     task: Resources,
     opts: &LaunchBenchOptions,
     deadline: Instant,
@@ -673,7 +728,15 @@ async fn measure(
     )
     .map_err(|e| LaunchBenchError::Driver(e.to_string()))?;
     let (sent_tx, sent_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut run = Run::new(driver.clone(), format!("bench-{name}"), task, opts, sent_tx);
+    let container = image.map(|i| drover_model::container::ContainerSpec::of_image(i).to_proto());
+    let mut run = Run::new(
+        driver.clone(),
+        container,
+        format!("bench-{name}"),
+        task,
+        opts,
+        sent_tx,
+    );
     run.drive(&mut events, sent_rx, deadline, progress).await?;
     while let Some(r) = run.calls.join_next().await {
         run.finished_call(r);
@@ -715,6 +778,7 @@ async fn measure(
     };
     let figures = LaunchFigures {
         api: name,
+        containers: if image.is_some() { "docker" } else { "none" }.to_string(),
         simulated: opts.simulate,
         agents: opts.agents,
         tasks: opts.tasks,

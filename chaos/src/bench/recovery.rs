@@ -129,6 +129,7 @@ async fn framework(
         command: Some(v1::CommandInfo {
             shell: shell.into(),
             environment: Default::default(),
+            ..Default::default()
         }),
         kill_grace_seconds: 0.0,
         health_check: None,

@@ -207,6 +207,7 @@ async fn framework(
                                 command: Some(v1::CommandInfo {
                                     shell: command.clone(),
                                     environment: Default::default(),
+                                    ..Default::default()
                                 }),
                                 kill_grace_seconds: 0.0,
                                 health_check: None,

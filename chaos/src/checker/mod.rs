@@ -6,6 +6,7 @@
 //! They read only files ([`Evidence::load`]), so `drover chaos check DIR` re-judges a saved
 //! run exactly as the run itself did.
 
+pub mod containers;
 pub mod leaders;
 pub mod marathon;
 pub mod store;
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::history::{self, HistoryError, Record};
+
+pub use containers::containers_path;
 
 /// A checker's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +82,8 @@ pub struct Evidence {
     pub launches: String,
     /// Masters in the cluster (a final state missing from one is itself a finding).
     pub masters: u64,
+    /// What became of the tasks' containers (runs with `--containers docker`).
+    pub containers: Option<containers::ContainerEvidence>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +118,13 @@ pub struct RunInfo {
     /// before it was recorded read as `grpc`).
     #[serde(default = "grpc")]
     pub api: String,
+    /// How the tasks ran (`none`: commands, `docker`: containers).
+    #[serde(default = "no_containers")]
+    pub containers: String,
+}
+
+fn no_containers() -> String {
+    "none".into()
 }
 
 fn grpc() -> String {
@@ -120,7 +132,8 @@ fn grpc() -> String {
 }
 
 impl Evidence {
-    /// Reads `history.jsonl`, `run.json` and `final/master-*.json` from a run's directory.
+    /// Reads `history.jsonl`, `run.json`, `final/master-*.json` and, when there,
+    /// `final/containers.json` from a run's directory.
     pub fn load(dir: &Path) -> Result<Evidence, EvidenceError> {
         let history = history::read(&dir.join("history.jsonl"))?;
         let info_path = dir.join("run.json");
@@ -148,6 +161,12 @@ impl Evidence {
         } else {
             String::new()
         };
+        let containers_file = containers_path(dir);
+        let containers = if containers_file.exists() {
+            Some(read_json(&containers_file)?)
+        } else {
+            None
+        };
         Ok(Evidence {
             history,
             final_states,
@@ -155,6 +174,7 @@ impl Evidence {
             agent_acks,
             launches,
             masters: info.masters,
+            containers,
         })
     }
 }
@@ -183,6 +203,9 @@ pub fn check_all(ev: &Evidence, time_limit: Duration) -> Results {
     }
     if ev.workloads.iter().any(|w| w == "marathon") {
         out.extend(marathon::check(ev));
+    }
+    if let Some(c) = &ev.containers {
+        out.push(containers::check(c, &ev.history));
     }
     Results::of(out)
 }

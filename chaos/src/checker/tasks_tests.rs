@@ -115,6 +115,7 @@ fn generated(n: usize, long: usize) -> Evidence {
         agent_acks: acks,
         launches,
         masters: 3,
+        containers: None,
     }
 }
 

@@ -329,6 +329,12 @@ async fn bench_launch(
     if opts.no_acknowledge {
         println!("the framework does NOT acknowledge status updates (--no-acknowledge)");
     }
+    if opts.containers == crate::workload::tasks::Containers::Docker {
+        println!(
+            "each round with the command executor is followed by one with the same tasks as Docker containers (image {}, host network)",
+            drover_agent::testing::TEST_IMAGE
+        );
+    }
     let all = launch::launch(binary, dir.to_path_buf(), opts, |line| {
         eprintln!("  {line}");
     })
@@ -341,33 +347,53 @@ async fn bench_launch(
     } else {
         ""
     };
-    // Each figure's median over the trials, per API.
-    let median = |api: &str, figure: fn(&launch::LaunchFigures) -> f64| {
-        let mut v: Vec<f64> = all.iter().filter(|f| f.api == api).map(figure).collect();
+    // Each figure's median over the trials, per API and kind of task.
+    let median = |label: &str, figure: fn(&launch::LaunchFigures) -> f64| {
+        let mut v: Vec<f64> = all
+            .iter()
+            .filter(|f| f.label() == label)
+            .map(figure)
+            .collect();
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let figures = |api: &str| {
+    let figures = |label: &str| {
         (
-            median(api, |f| f.launches_per_sec),
-            median(api, |f| f.p50_ms),
-            median(api, |f| f.p99_ms),
+            median(label, |f| f.launches_per_sec),
+            median(label, |f| f.p50_ms),
+            median(label, |f| f.p99_ms),
         )
     };
+    let labels: Vec<String> = ["grpc", "grpc docker", "http", "http docker"]
+        .into_iter()
+        .filter(|l| all.iter().any(|f| f.label() == *l))
+        .map(String::from)
+        .collect();
     if opts.trials > 1 {
-        for api in ["grpc", "http"] {
-            if all.iter().any(|f| f.api == api) {
-                let (rate, p50, p99) = figures(api);
-                println!(
-                    "[{api}] median of {} trials: {rate:.0} launches/s  p50 {p50:.1} ms  p99 {p99:.1} ms{sim}",
-                    opts.trials
-                );
-            }
+        for label in &labels {
+            let (rate, p50, p99) = figures(label);
+            println!(
+                "[{label}] median of {} trials: {rate:.0} launches/s  p50 {p50:.1} ms  p99 {p99:.1} ms{sim}",
+                opts.trials
+            );
+        }
+    }
+    let change = |a: f64, b: f64| if a > 0.0 { (b - a) / a * 100.0 } else { 0.0 };
+    for api in ["grpc", "http"] {
+        let docker = format!("{api} docker");
+        if labels.contains(&docker) {
+            let ((c_rate, c50, c99), (d_rate, d50, d99)) = (figures(api), figures(&docker));
+            println!(
+                "[{api}] containers against commands{}: launches/s {:+.1} %  p50 {:+.1} %  p99 {:+.1} %",
+                if opts.trials > 1 { " (medians)" } else { "" },
+                change(c_rate, d_rate),
+                change(c50, d50),
+                change(c99, d99),
+            );
         }
     }
     if all.iter().any(|f| f.api == "http") {
         let ((g_rate, g50, g99), (h_rate, h50, h99)) = (figures("grpc"), figures("http"));
-        let change = |a: f64, b: f64| if a > 0.0 { (b - a) / a * 100.0 } else { 0.0 };
         println!(
             "HTTP against gRPC{}: launches/s {:+.1} %  p50 {:+.1} %  p99 {:+.1} %{sim}",
             if opts.trials > 1 { " (medians)" } else { "" },
@@ -389,7 +415,7 @@ fn print_launch_figures(f: &launch::LaunchFigures) {
     } else {
         ""
     };
-    let api = &f.api;
+    let api = &f.label();
     println!(
         "[{api}] {} of {} tasks RUNNING ({} failed) in {:.2} s from the first ACCEPT: {:.0} launches/s{sim}",
         f.running, f.tasks, f.failed, f.seconds, f.launches_per_sec

@@ -4,7 +4,8 @@
 //! Owns the agent child processes (killed when the cluster is dropped, like the masters).
 //! Executors are started by the agents in their own sessions, on purpose (they outlive an
 //! agent restart), so the cluster also kills every process working under an agent's work
-//! directory (executors, tasks) when it stops or is dropped: a test never leaks a task.
+//! directory (executors, tasks) and removes every Docker container labelled with one of its
+//! agents when it stops or is dropped: a test never leaks a task.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -213,8 +214,16 @@ impl LocalCluster {
             .map_err(|e| io(format!("signalling agent {index}"))(std::io::Error::from(e)))
     }
 
+    /// The ids the cluster's agents were given (those that registered).
+    pub fn agent_ids(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter_map(|a| crate::containers::agent_id(&a.work_dir))
+            .collect()
+    }
+
     /// SIGTERMs every running agent, waits up to `grace`, then SIGKILLs; then kills every
-    /// executor the agents started.
+    /// executor the agents started and removes every container they started.
     pub(super) async fn stop_agents(&mut self, grace: Duration) -> Result<(), ClusterError> {
         for a in &self.agents {
             if let Some(pid) = a.pid() {
@@ -229,6 +238,9 @@ impl LocalCluster {
                 }
             }
             kill_executors(&a.work_dir);
+        }
+        if let Err(e) = crate::containers::remove_of_agents(&self.agent_ids()).await {
+            tracing::debug!("removing the cluster's containers: {e}");
         }
         Ok(())
     }

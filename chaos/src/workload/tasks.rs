@@ -10,7 +10,8 @@
 //! `decline`, `kill`, `ack`, `reconcile`, each invoke then ok / fail / info. It records
 //! durably before it acts, into its own file on the run's clock; the runner merges the files.
 //! Every task's command first appends `<task> <agent>` to `launches.log` in the run's
-//! directory: that is what the agents ran, for the double-launch checker.
+//! directory: that is what the agents ran, for the double-launch checker. With `--image` every
+//! task runs as a Docker container of that image, the run's directory mounted into it.
 //!
 //! The frameworks are partition-aware with a long failover timeout, so a scheduler cut off,
 //! paused or killed keeps its tasks. A scheduler started again (a new incarnation) fails over
@@ -142,6 +143,36 @@ pub struct SchedulerArgs {
     /// The framework API it speaks.
     #[arg(long, value_enum, default_value_t = Api::Grpc)]
     pub api: Api,
+    /// Run every task as a Docker container of this image (host network, the run's directory
+    /// mounted at its own path so that the tasks can append to `launches.log`).
+    #[arg(long)]
+    pub image: Option<String>,
+}
+
+/// How the tasks workload's tasks run (`drover chaos run --containers`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Containers {
+    /// Plain commands, by the command executor.
+    #[default]
+    None,
+    /// Docker containers of the test image, built locally (`drover_agent::testing`).
+    Docker,
+}
+
+/// The container every task of a run with `--image` runs in: `image` on the host's network,
+/// with `run_dir` mounted read-write at the same path.
+pub fn task_container(image: &str, run_dir: &std::path::Path) -> v1::ContainerInfo {
+    use drover_model::container::{ContainerSpec, VolumeSpec};
+    let dir = run_dir.display().to_string();
+    ContainerSpec {
+        volumes: vec![VolumeSpec {
+            container_path: dir.clone(),
+            host_path: dir,
+            read_only: false,
+        }],
+        ..ContainerSpec::of_image(image)
+    }
+    .to_proto()
 }
 
 /// Where scheduler `index`'s incarnation `incarnation` writes its history.
@@ -149,7 +180,8 @@ pub fn history_path(run_dir: &std::path::Path, index: usize, incarnation: u64) -
     run_dir.join(format!("scheduler-{index}.{incarnation}.jsonl"))
 }
 
-fn framework_id_path(run_dir: &std::path::Path, index: usize) -> PathBuf {
+/// Where scheduler `index` saves its framework id for its next incarnation.
+pub fn framework_id_path(run_dir: &std::path::Path, index: usize) -> PathBuf {
     run_dir.join(format!("scheduler-{index}.framework-id"))
 }
 
@@ -206,6 +238,10 @@ pub async fn run_scheduler(
                 .wrapping_add(args.incarnation),
         ),
         launches: args.run_dir.join(LAUNCHES_FILE),
+        container: args
+            .image
+            .as_deref()
+            .map(|image| task_container(image, &args.run_dir)),
         ctx,
         driver,
         task_res,
@@ -255,6 +291,8 @@ struct Framework {
     rng: StdRng,
     task_res: Resources,
     launches: PathBuf,
+    /// The container every task runs in (`--image`), or none: plain commands.
+    container: Option<v1::ContainerInfo>,
     /// Tasks waiting for an offer.
     queue: VecDeque<v1::TaskInfo>,
     /// Every task handed to an ACCEPT (ok or unknown), by id.
@@ -351,9 +389,11 @@ impl Framework {
             command: Some(v1::CommandInfo {
                 shell,
                 environment: Default::default(),
+                ..Default::default()
             }),
             kill_grace_seconds: 0.5,
             health_check: None,
+            container: self.container.clone(),
             ..Default::default()
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use drover_model::container::ContainerSpec;
+use drover_model::container::{check_arguments, ContainerSpec};
 use drover_model::health::HealthCheckSpec;
 use drover_proto::v1;
 use drover_resources::{Attributes, Resources};
@@ -306,6 +306,8 @@ fn executor_from_proto(field: &str, e: &v1::ExecutorInfo) -> Result<v1::Executor
         .command
         .as_ref()
         .ok_or_else(|| invalid(&at("command"), "missing"))?;
+    check_arguments(&command.arguments, &command.shell, false, &at("command"))
+        .map_err(|e| invalid(&e.field, e.reason))?;
     command_from_proto(&at("command"), command)?;
     resources(&at("resources"), &e.resources)?;
     seconds_to_ms(&at("shutdown_grace_seconds"), e.shutdown_grace_seconds)?;
@@ -321,6 +323,15 @@ fn executor_from_proto(field: &str, e: &v1::ExecutorInfo) -> Result<v1::Executor
 pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
     let field = |f: &str| format!("launch[{i}].{f}");
     let container = container_from_proto(i, t)?;
+    if let Some(c) = &t.command {
+        check_arguments(
+            &c.arguments,
+            &c.shell,
+            container.is_some(),
+            &field("command"),
+        )
+        .map_err(|e| invalid(&e.field, e.reason))?;
+    }
     let (command, environment) = match (&t.command, &t.executor) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -376,15 +387,8 @@ fn container_from_proto(i: usize, t: &v1::TaskInfo) -> Result<Option<ContainerSp
     let Some(c) = &t.container else {
         return Ok(None);
     };
-    let spec = ContainerSpec::from_proto(c, &format!("launch[{i}].container"))
-        .map_err(|e| invalid(&e.field, e.reason))?;
-    if spec.is_some() && t.health_check.is_some() {
-        return Err(invalid(
-            &format!("launch[{i}].health_check"),
-            "health checks of container tasks are not supported yet",
-        ));
-    }
-    Ok(spec)
+    ContainerSpec::from_proto(c, &format!("launch[{i}].container"))
+        .map_err(|e| invalid(&e.field, e.reason))
 }
 
 /// The fields of `t` the registry keeps as [`TaskExtensions`] (a health check, a custom
@@ -432,6 +436,15 @@ fn extensions_from_proto(
         data: t.data.clone(),
         task_group: t.task_group.clone(),
         container,
+        // A container's entrypoint arguments (the registry's command is its shell).
+        command: t
+            .command
+            .as_ref()
+            .filter(|c| !c.arguments.is_empty())
+            .map(|c| v1::CommandInfo {
+                arguments: c.arguments.clone(),
+                ..Default::default()
+            }),
         ..Default::default()
     };
     Ok(Some(TaskExtensions(kept.encode_to_vec())))
@@ -491,6 +504,7 @@ pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
         command: extended.executor.is_none().then(|| v1::CommandInfo {
             shell: t.command.clone(),
             environment: t.environment.clone().into_iter().collect(),
+            arguments: extended.command.map(|c| c.arguments).unwrap_or_default(),
         }),
         kill_grace_seconds: t.kill_grace_ms as f64 / 1000.0,
         health_check: extended.health_check,
@@ -793,6 +807,7 @@ mod tests {
             command: Some(v1::CommandInfo {
                 shell: "true".into(),
                 environment: Default::default(),
+                ..Default::default()
             }),
             kill_grace_seconds: 1.0,
             health_check: None,
@@ -808,6 +823,7 @@ mod tests {
                 command: Some(v1::CommandInfo {
                     shell: "python3 executor.py".into(),
                     environment: Default::default(),
+                    ..Default::default()
                 }),
                 resources: "cpus:0.1;mem:32".parse::<Resources>().unwrap().to_proto(),
                 charged: true,
@@ -1003,6 +1019,7 @@ mod tests {
             command: Some(v1::CommandInfo {
                 shell: "test -f ready".into(),
                 environment: Default::default(),
+                ..Default::default()
             }),
         };
         let task = v1::TaskInfo {

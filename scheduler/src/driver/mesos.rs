@@ -425,6 +425,7 @@ mod tests {
             command: Some(v1::CommandInfo {
                 shell: "echo hi".into(),
                 environment: [("K".to_string(), "v".to_string())].into(),
+                ..Default::default()
             }),
             kill_grace_seconds: 2.5,
             health_check: None,

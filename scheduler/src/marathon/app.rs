@@ -920,18 +920,7 @@ impl AppDefinition {
     fn check_unsupported(&self, v: &mut Vec<Violation>) {
         let network = self.network();
         if let Some(c) = &self.container {
-            c.violations(network.as_ref(), self.args.is_some(), v);
-            if c.is_docker()
-                && self
-                    .health_checks
-                    .iter()
-                    .any(|h| h.protocol == HealthProtocol::Command)
-            {
-                v.push(Violation::new(
-                    "/healthChecks",
-                    "COMMAND health checks of container apps are not supported yet: use HTTP or TCP",
-                ));
-            }
+            c.violations(network.as_ref(), v);
         }
         if self.gpus > 0 {
             v.push(Violation::new("/gpus", "GPUs are not supported by Drover"));

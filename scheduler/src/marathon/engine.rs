@@ -1355,16 +1355,21 @@ pub fn task_info(
     i: &Instance,
     resources: &drover_resources::Resources,
 ) -> TaskInfo {
-    let shell = match (&app.cmd, &app.args) {
-        (Some(cmd), _) => cmd.clone(),
-        (None, Some(args)) => format!(
-            "exec {}",
-            args.iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
+    let (shell, arguments) = match (&app.cmd, &app.args) {
+        (Some(cmd), _) => (cmd.clone(), Vec::new()),
+        // A container's args go to its image's entrypoint (as Marathon passes them).
+        (None, Some(args)) if app.docker_container().is_some() => (String::new(), args.clone()),
+        (None, Some(args)) => (
+            format!(
+                "exec {}",
+                args.iter()
+                    .map(|a| shell_quote(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Vec::new(),
         ),
-        (None, None) => String::new(),
+        (None, None) => (String::new(), Vec::new()),
     };
     TaskInfo {
         task_id: i.task_id().map(TaskId::into_string).unwrap_or_default(),
@@ -1373,6 +1378,7 @@ pub fn task_info(
         command: Some(CommandInfo {
             shell,
             environment: task_env(app, i).into_iter().collect(),
+            arguments,
         }),
         kill_grace_seconds: app.task_kill_grace_period_seconds.map_or(0.0, f64::from),
         health_check: command_check(app),
@@ -1403,6 +1409,7 @@ fn command_check(app: &AppDefinition) -> Option<drover_proto::v1::HealthCheck> {
                 .map(|c| c.value.clone())
                 .unwrap_or_default(),
             environment: Default::default(),
+            ..Default::default()
         }),
     })
 }

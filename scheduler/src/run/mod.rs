@@ -275,6 +275,7 @@ impl Plan {
             command: CommandInfo {
                 shell,
                 environment: environment.into_iter().collect(),
+                ..Default::default()
             },
             kill_grace: args.kill_grace_seconds.map(Duration::from_secs_f64),
             offer_timeout: args.timeout,

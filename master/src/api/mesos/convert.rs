@@ -298,12 +298,13 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
         let command = t.command.clone().unwrap_or_default();
         let environment = environment(&at("command.environment"), command.environment.as_ref())?;
         let image_default = command.value.as_deref().unwrap_or("").trim().is_empty();
-        if image_default && !command.arguments.is_empty() {
-            return Err(refused(
-                at("command.arguments"),
-                "arguments for the image's entrypoint are not supported; give command.value (run with /bin/sh -c)",
-            ));
-        }
+        // Without a value, the arguments go to the image's entrypoint (Docker's CMD), as
+        // Mesos's docker containerizer passes them.
+        let arguments = if image_default {
+            command.arguments.clone()
+        } else {
+            Vec::new()
+        };
         let shell = if image_default {
             if !command.uris.is_empty() {
                 return Err(refused(
@@ -315,7 +316,11 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
         } else {
             command_line(&at("command"), &command)?
         };
-        return command_task(field, t, shell, environment, kill_grace_seconds, container);
+        let mut task = command_task(field, t, shell, environment, kill_grace_seconds, container)?;
+        if let Some(c) = task.command.as_mut() {
+            c.arguments = arguments;
+        }
+        return Ok(task);
     }
     let command = t.command.as_ref().ok_or_else(|| {
         refused(
@@ -348,7 +353,11 @@ fn command_task(
         task_id: t.task_id.value.clone(),
         name: t.name.clone(),
         resources: resources(&at("resources"), &t.resources)?,
-        command: Some(v1::CommandInfo { shell, environment }),
+        command: Some(v1::CommandInfo {
+            shell,
+            environment,
+            ..Default::default()
+        }),
         kill_grace_seconds,
         health_check,
         container,
@@ -393,7 +402,11 @@ fn executor_info(field: &str, e: &mesos::ExecutorInfo) -> Result<v1::ExecutorInf
     Ok(v1::ExecutorInfo {
         executor_id: e.executor_id.value.clone(),
         name: e.name.clone().unwrap_or_default(),
-        command: Some(v1::CommandInfo { shell, environment }),
+        command: Some(v1::CommandInfo {
+            shell,
+            environment,
+            ..Default::default()
+        }),
         resources: resources(&at("resources"), &e.resources)?,
         shutdown_grace_seconds,
         data: e.data.clone().unwrap_or_default(),
@@ -598,6 +611,7 @@ fn health_check(field: &str, h: &mesos::HealthCheck) -> Result<v1::HealthCheck, 
                 &format!("{field}.command.environment"),
                 command.environment.as_ref(),
             )?,
+            ..Default::default()
         }),
     })
 }
@@ -903,6 +917,18 @@ mod tests {
         assert_eq!(
             c.volumes[0].mode,
             v1::container_info::volume::Mode::Ro as i32
+        );
+        // Arguments without a value go to the image's entrypoint.
+        let mut args = base();
+        args["command"] = serde_json::json!({"shell": false, "arguments": ["-p", "8080"]});
+        args["container"] = serde_json::json!({"type": "DOCKER", "docker": {"image": "web:1"}});
+        let c = task_info("task", &mesos_task(args))
+            .unwrap()
+            .command
+            .expect("command");
+        assert_eq!(
+            (c.shell.as_str(), c.arguments),
+            ("", vec!["-p".to_string(), "8080".to_string()])
         );
         // A MESOS container without an image is no container at all.
         let mut plain = base();

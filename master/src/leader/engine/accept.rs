@@ -258,6 +258,7 @@ mod tests {
                 command: Some(v1::CommandInfo {
                     shell: shell.into(),
                     environment: Default::default(),
+                    ..Default::default()
                 }),
                 resources: res("cpus:0.5;mem:64").to_proto(),
                 ..Default::default()

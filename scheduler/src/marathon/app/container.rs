@@ -7,13 +7,13 @@
 //! port mapping without `hostPort` takes any offered port (as `hostPort: 0`), one on a named
 //! network is not published unless it gives one; `containerPort: 0` means the host port; the
 //! deprecated `docker.network` and `docker.portMappings` are folded into `networks` and
-//! `container.portMappings`. What Drover does not run is refused by name: MESOS containers
-//! with an image, `args` for the image's entrypoint, persistent and external volumes, docker
+//! `container.portMappings`; `args` go to the image's entrypoint. What Drover does not run is
+//! refused by name: MESOS containers with an image, persistent and external volumes, docker
 //! parameters the agents do not apply.
 
 use std::collections::BTreeMap;
 
-use drover_model::container::KNOWN_PARAMETERS;
+use drover_model::container::{ContainerSpec, KNOWN_PARAMETERS};
 use drover_proto::v1;
 use serde::{Deserialize, Serialize};
 
@@ -133,8 +133,49 @@ impl Container {
         docker.network.take()
     }
 
-    /// Every rule the container breaks, given the app's network and whether it has `args`.
-    pub fn violations(&self, network: Option<&AppNetwork>, args: bool, v: &mut Vec<Violation>) {
+    /// Every rule the container breaks, given the app's network.
+    pub fn violations(&self, network: Option<&AppNetwork>, v: &mut Vec<Violation>) {
+        let before = v.len();
+        self.rule_violations(network, v);
+        // What passes Marathon's rules must also pass the check every ACCEPT makes (an image
+        // reference, a network name, duplicate host ports): else the app would be stored and
+        // refused at every launch.
+        if let (true, Some(network)) = (v.len() == before, network) {
+            if let Some(bad) = self.launch_violation(network) {
+                v.push(bad);
+            }
+        }
+    }
+
+    /// The refusal the agents' and master's container check ([`ContainerSpec::from_proto`])
+    /// would give this container's tasks, at its place in the app's JSON.
+    fn launch_violation(&self, network: &AppNetwork) -> Option<Violation> {
+        let requests = self.host_port_requests(network);
+        let fixed: Vec<u64> = requests.iter().flatten().copied().collect();
+        // Stand-ins for the offered ports, distinct from the fixed ones.
+        let mut stand_ins = (1..=65535u64).filter(|p| !fixed.contains(p));
+        let host_ports: Vec<u64> = requests
+            .iter()
+            .map(|r| r.or_else(|| stand_ins.next()).unwrap_or(0))
+            .collect();
+        let info = self.to_proto(network, &host_ports)?;
+        let e = ContainerSpec::from_proto(&info, "container").err()?;
+        // The n-th published mapping is the index-th of the app's portMappings.
+        let published: Vec<usize> = self
+            .port_mappings
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.host_port.is_some() || *network == AppNetwork::Bridge)
+            .map(|(i, _)| i)
+            .collect();
+        Some(Violation::new(
+            marathon_path(&e.field, &published),
+            e.reason,
+        ))
+    }
+
+    /// Marathon's own rules for containers.
+    fn rule_violations(&self, network: Option<&AppNetwork>, v: &mut Vec<Violation>) {
         match self.kind.as_str() {
             "DOCKER" => {}
             "MESOS" => {
@@ -170,12 +211,6 @@ impl Container {
                 "/container/docker/image",
                 "a DOCKER container names its image",
             )),
-        }
-        if args {
-            v.push(Violation::new(
-                "/args",
-                "args for a container's entrypoint are not supported yet: give cmd (run with /bin/sh -c)",
-            ));
         }
         if matches!(network, Some(AppNetwork::Host)) && !self.port_mappings.is_empty() {
             v.push(Violation::new(
@@ -310,4 +345,41 @@ impl Container {
                 .collect(),
         })
     }
+}
+
+/// The JSON path in a Marathon app of a field the container check names
+/// (`container.docker.port_mappings[0].host_port` is `/container/portMappings(2)/hostPort`
+/// when the first published mapping is the app's third; `network_name` is the app's
+/// `/networks`).
+fn marathon_path(field: &str, published: &[usize]) -> String {
+    let mut out = String::new();
+    for segment in field.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let index = match (name, index) {
+            ("port_mappings", Some(i)) => published.get(i).copied().or(Some(i)),
+            (_, i) => i,
+        };
+        out.push('/');
+        let mut upper = false;
+        for c in name.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        if let Some(i) = index {
+            out.push_str(&format!("({i})"));
+        }
+    }
+    if out.contains("/networkName") {
+        return "/networks".into();
+    }
+    out.replace("/docker/portMappings", "/portMappings")
 }

@@ -192,11 +192,6 @@ fn bad_definitions_are_refused_naming_the_field() {
             "/container/type",
         ),
         (
-            r#"{"id": "/a", "args": ["x"], "container": {"type": "DOCKER", "docker": {"image": "busybox"}}}"#,
-            422,
-            "/args",
-        ),
-        (
             r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "b", "parameters": [{"key": "volumes-from", "value": "c"}]}}}"#,
             422,
             "/container/docker/parameters(0)/key",
@@ -238,6 +233,22 @@ fn bad_definitions_are_refused_naming_the_field() {
             "/backoffFactor",
         ),
         (r#"{"id": "/a", "cmd": "x", "role": "a b"}"#, 422, "/role"),
+        // The launch-time container check, at the app's JSON paths.
+        (
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "a b"}}}"#,
+            422,
+            "/container/docker/image",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "networks": [{"mode": "container/bridge"}], "container": {"type": "DOCKER", "docker": {"image": "b"}, "portMappings": [{"containerPort": 80}, {"containerPort": 81, "hostPort": 8000}, {"containerPort": 82, "hostPort": 8000}]}}"#,
+            422,
+            "/container/portMappings(2)/hostPort",
+        ),
+        (
+            r#"{"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "b"}, "volumes": [{"containerPath": "/d", "hostPath": "/x/../etc", "mode": "RW"}]}}"#,
+            422,
+            "/container/volumes(0)/hostPath",
+        ),
     ];
     for (body, status, path) in cases {
         let e = parse(body).expect_err(body);

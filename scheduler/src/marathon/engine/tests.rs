@@ -574,3 +574,27 @@ fn args_are_quoted_for_the_shell() {
     let t = task_info(&r.app, &i, &"cpus:1".parse().unwrap());
     assert_eq!(t.command.unwrap().shell, r#"exec 'echo' 'it'\''s' '$HOME'"#);
 }
+
+#[test]
+fn a_container_s_args_go_to_its_image_s_entrypoint_and_its_command_check_runs_inside() {
+    let r = record(
+        r#"{"id": "/a", "args": ["-p", "$PORT0"],
+            "container": {"type": "DOCKER", "docker": {"image": "web:1"}},
+            "healthChecks": [{"protocol": "COMMAND", "command": {"value": "true"}}]}"#,
+        T0,
+    );
+    let mut i = Instance::scheduled(&r.app.id, Timestamp(T0));
+    i.incarnation = 1;
+    let t = task_info(&r.app, &i, &"cpus:1".parse().unwrap());
+    let c = t.command.expect("command");
+    assert_eq!(c.shell, "");
+    assert_eq!(c.arguments, ["-p", "$PORT0"]);
+    assert!(t.container.is_some());
+    assert_eq!(
+        t.health_check
+            .and_then(|h| h.command)
+            .map(|c| c.shell)
+            .as_deref(),
+        Some("true")
+    );
+}
