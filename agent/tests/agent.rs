@@ -209,6 +209,49 @@ async fn connect(addr: &str) -> AgentClient<tonic::transport::Channel> {
         .expect("connect to the agent")
 }
 
+/// A health check of `shell` (with `env`) every 0.3 s, that has the task killed after two
+/// failures in a row; its 10 s grace period covers the task's start.
+fn health_check(shell: &str, env: &[(&str, &str)]) -> v1::HealthCheck {
+    v1::HealthCheck {
+        delay_seconds: 0.0,
+        interval_seconds: 0.3,
+        timeout_seconds: 5.0,
+        consecutive_failures: 2,
+        grace_period_seconds: 10.0,
+        command: Some(CommandInfo {
+            shell: shell.into(),
+            environment: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `task`'s updates said: started, running, healthy, unhealthy, then killed for it.
+fn assert_healthy_then_killed_unhealthy(fake: &FakeMaster, task: &str) {
+    let reports: Vec<(v1::TaskState, Option<bool>, String)> = fake
+        .state()
+        .applied
+        .iter()
+        .filter(|s| s.task_id == task)
+        .map(|s| (s.state(), s.healthy, s.reason.clone()))
+        .collect();
+    let r = |state, healthy: Option<bool>, reason: &str| (state, healthy, reason.to_string());
+    assert_eq!(
+        reports,
+        vec![
+            r(v1::TaskState::TaskStarting, None, "starting"),
+            r(v1::TaskState::TaskRunning, None, "running"),
+            r(v1::TaskState::TaskRunning, Some(true), "task_healthy"),
+            r(v1::TaskState::TaskRunning, Some(false), "task_unhealthy"),
+            r(v1::TaskState::TaskKilled, Some(false), "task_unhealthy"),
+        ],
+        "{task}"
+    );
+}
+
 fn states(fake: &FakeMaster, task: &str) -> Vec<v1::TaskState> {
     fake.applied_for(task)
         .into_iter()
@@ -399,38 +442,10 @@ async fn real_agent() {
     // A task with a health check: its executor reports the health when it changes, and
     // kills the task after two failures in a row (the grace period covers its start).
     let mut checked = task("hc", "touch ok; sleep 2; rm ok; sleep 60");
-    checked.health_check = Some(v1::HealthCheck {
-        delay_seconds: 0.0,
-        interval_seconds: 0.3,
-        timeout_seconds: 5.0,
-        consecutive_failures: 2,
-        grace_period_seconds: 10.0,
-        command: Some(CommandInfo {
-            shell: "test -f ok".into(),
-            environment: Default::default(),
-            ..Default::default()
-        }),
-    });
+    checked.health_check = Some(health_check("test -f ok", &[]));
     client.run_task(run(checked)).await.expect("RunTask hc");
     wait_state(&fake, "hc", v1::TaskState::TaskKilled).await;
-    let reports: Vec<(v1::TaskState, Option<bool>, String)> = fake
-        .state()
-        .applied
-        .iter()
-        .filter(|s| s.task_id == "hc")
-        .map(|s| (s.state(), s.healthy, s.reason.clone()))
-        .collect();
-    let r = |state, healthy: Option<bool>, reason: &str| (state, healthy, reason.to_string());
-    assert_eq!(
-        reports,
-        vec![
-            r(v1::TaskState::TaskStarting, None, "starting"),
-            r(v1::TaskState::TaskRunning, None, "running"),
-            r(v1::TaskState::TaskRunning, Some(true), "task_healthy"),
-            r(v1::TaskState::TaskRunning, Some(false), "task_unhealthy"),
-            r(v1::TaskState::TaskKilled, Some(false), "task_unhealthy"),
-        ]
-    );
+    assert_healthy_then_killed_unhealthy(&fake, "hc");
 
     // RunTask again: idempotent, nothing new.
     client

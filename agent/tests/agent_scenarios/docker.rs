@@ -282,24 +282,21 @@ pub(super) async fn containers_run_report_and_stop() {
         "touch /tmp/ok; sleep 2; rm /tmp/ok; sleep 60",
         "cpus:0.1;mem:32",
     );
-    checked.health_check = Some(v1::HealthCheck {
-        delay_seconds: 0.0,
-        interval_seconds: 0.3,
-        timeout_seconds: 5.0,
-        consecutive_failures: 2,
-        grace_period_seconds: 10.0,
-        command: Some(CommandInfo {
-            shell: "test -f /tmp/ok && test \"$(pwd)\" = /mnt/mesos/sandbox && test \"$HC\" = yes"
-                .into(),
-            environment: [("HC".to_string(), "yes".to_string())].into(),
-            ..Default::default()
-        }),
-    });
+    checked.health_check = Some(health_check(
+        "test -f /tmp/ok && test \"$(pwd)\" = /mnt/mesos/sandbox && test \"$HC\" = yes",
+        &[("HC", "yes")],
+    ));
     client.run_task(run(checked)).await.expect("RunTask d-hc");
-    // Arguments instead of a shell: the image's command line (it has no entrypoint).
+    // Arguments instead of a shell: the image's command line (it has no entrypoint), with no
+    // shell to expand `$GREETING` (it is `hello`): `test` compares the words as given, fails.
     let mut args = container_task("d-args", image, "", "cpus:0.1;mem:32");
     if let Some(c) = args.command.as_mut() {
-        c.arguments = vec!["echo".into(), "from".into(), "$GREETING".into()];
+        c.arguments = vec![
+            "test".into(),
+            "$GREETING".into(),
+            "=".into(),
+            "hello".into(),
+        ];
     }
     client.run_task(run(args)).await.expect("RunTask d-args");
 
@@ -382,30 +379,16 @@ pub(super) async fn containers_run_report_and_stop() {
         "TERM\n"
     );
 
-    wait_state(&fake, "d-args", v1::TaskState::TaskFinished).await;
-    let args_out = std::fs::read_to_string(task_dir(&work_dir, "d-args").sandbox().join("stdout"))
-        .expect("stdout");
-    assert_eq!(args_out, "from $GREETING\n", "no shell expanded it");
+    wait_state(&fake, "d-args", v1::TaskState::TaskFailed).await;
+    let args_end = update_of(&fake, "d-args", v1::TaskState::TaskFailed);
+    assert_eq!(
+        args_end.exit_code,
+        Some(1),
+        "no shell expanded it: {args_end:?}"
+    );
 
     wait_state(&fake, "d-hc", v1::TaskState::TaskKilled).await;
-    let reports: Vec<(v1::TaskState, Option<bool>, String)> = fake
-        .state()
-        .applied
-        .iter()
-        .filter(|s| s.task_id == "d-hc")
-        .map(|s| (s.state(), s.healthy, s.reason.clone()))
-        .collect();
-    let r = |state, healthy: Option<bool>, reason: &str| (state, healthy, reason.to_string());
-    assert_eq!(
-        reports,
-        vec![
-            r(v1::TaskState::TaskStarting, None, "starting"),
-            r(v1::TaskState::TaskRunning, None, "running"),
-            r(v1::TaskState::TaskRunning, Some(true), "task_healthy"),
-            r(v1::TaskState::TaskRunning, Some(false), "task_unhealthy"),
-            r(v1::TaskState::TaskKilled, Some(false), "task_unhealthy"),
-        ]
-    );
+    assert_healthy_then_killed_unhealthy(&fake, "d-hc");
 
     // Every task ended and was acknowledged: the collector takes their directories, and
     // their containers with them.

@@ -300,7 +300,13 @@ pub fn task_info(field: &str, t: &mesos::TaskInfo) -> Result<v1::TaskInfo, Refus
         let image_default = command.value.as_deref().unwrap_or("").trim().is_empty();
         // Without a value, the arguments go to the image's entrypoint (Docker's CMD), as
         // Mesos's docker containerizer passes them.
-        let arguments = if image_default {
+        if image_default && command.shell != Some(false) && !command.arguments.is_empty() {
+            return Err(refused(
+                at("command.shell"),
+                "arguments without a value go to the image's entrypoint: set shell to false",
+            ));
+        }
+        let arguments = if image_default && command.shell == Some(false) {
             command.arguments.clone()
         } else {
             Vec::new()
