@@ -457,21 +457,16 @@ async fn containers_after_drain(
                 "{} containers of the run's frameworks, {running} still running after {waited_s:.1} s",
                 listed.as_ref().map_or(0, |l| l.len())
             ));
-            return match listed {
-                Ok(after_drain) => checker::containers::ContainerEvidence {
-                    frameworks,
-                    after_drain,
-                    waited_s,
-                    error: None,
-                    left_after_stop: None,
-                },
-                Err(e) => checker::containers::ContainerEvidence {
-                    frameworks,
-                    after_drain: Vec::new(),
-                    waited_s,
-                    error: Some(e),
-                    left_after_stop: None,
-                },
+            let (after_drain, error) = match listed {
+                Ok(l) => (l, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            return checker::containers::ContainerEvidence {
+                frameworks,
+                after_drain,
+                waited_s,
+                error,
+                left_after_stop: None,
             };
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
