@@ -806,6 +806,37 @@ async fn run_image_runs_a_container_with_the_statuses_and_exit_code_of_a_command
         out.stdout,
         out.stderr
     );
+
+    // --no-shell: the words are the container's command line, each as given (no shell
+    // expands `$PORT0` or splits the quoted one).
+    let words_id = format!("container-words-{}", std::process::id());
+    let out = cli(&[
+        "run",
+        "--masters",
+        &masters,
+        "--task-id",
+        &words_id,
+        "--image",
+        image,
+        "--no-shell",
+        "--",
+        "echo",
+        "$PORT0",
+        "as  given",
+    ])
+    .await;
+    common::remove_task_containers(&words_id).await;
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(
+        out.stdout.lines().any(|l| l == "$PORT0 as  given"),
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 /// `drover bench launch --containers docker` (the benchmark's smoke version: 10 tasks on one

@@ -106,6 +106,32 @@ fn main() {
     }
 }
 
+/// The process-wide recorder every in-process agent of this binary records into (one per
+/// process, as in the agent binary), so that its `/metrics` tell what the scenarios did.
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the test binary's one metrics recorder")
+        })
+        .clone()
+}
+
+/// The value of the sample `series` (a name with its labels, as rendered:
+/// `drover_agent_containers{state="running"}`) in a Prometheus text page.
+fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 struct Agent {
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), AgentError>>,
@@ -113,9 +139,7 @@ struct Agent {
 
 impl Agent {
     fn start(config: AgentConfig) -> Agent {
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle();
+        let handle = prometheus();
         let (stop, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(run_with_config(config, handle, async move {
             let _ = rx.await;

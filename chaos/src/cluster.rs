@@ -304,6 +304,9 @@ pub struct LocalCluster {
     schedulers: Vec<SchedulerProcess>,
     client: MasterClient,
     net: Option<FaultyNetwork>,
+    /// An agent ran since the cluster last removed its agents' containers: dropping it must
+    /// remove them (a cluster stopped in order already did).
+    containers_to_remove: bool,
 }
 
 impl LocalCluster {
@@ -345,6 +348,7 @@ impl LocalCluster {
             schedulers,
             client,
             net,
+            containers_to_remove: false,
         })
     }
 
@@ -697,7 +701,9 @@ impl Drop for LocalCluster {
             }
             kill_executors(&a.work_dir);
         }
-        crate::containers::remove_of_agents_blocking(self.agent_ids());
+        if self.containers_to_remove {
+            crate::containers::remove_of_agents_blocking(self.agent_ids());
+        }
         for m in self.masters.values_mut() {
             if let Some(child) = m.child.as_mut() {
                 if let Some(pid) = child.id() {

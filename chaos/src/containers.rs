@@ -8,6 +8,7 @@
 //! that only cleans up.
 
 use std::path::Path;
+use std::time::Duration;
 
 use drover_agent::docker::{self, Labelled, LABEL_AGENT, LABEL_FRAMEWORK};
 use futures::StreamExt as _;
@@ -64,32 +65,48 @@ pub async fn of_frameworks(frameworks: &[String]) -> Result<Vec<Container>, Stri
 }
 
 /// Removes every container (running or ended) labelled with one of `agents`; how many went.
+/// Bounded: it gives up at the first call the engine does not answer in time (each is bounded
+/// by [`docker::CALL_TIMEOUT`]: an engine that stopped answering would otherwise hold the
+/// caller for a minute per container) and after [`REMOVAL_DEADLINE`] in all.
 pub async fn remove_of_agents(agents: &[String]) -> Result<usize, String> {
     if agents.is_empty() {
         return Ok(0);
     }
-    let d = engine().await?;
     let mut removed = 0;
+    let all = remove_each(agents, &mut removed);
+    match tokio::time::timeout(REMOVAL_DEADLINE, all).await {
+        Ok(Ok(())) => Ok(removed),
+        Ok(Err(e)) => Err(format!("{e} ({removed} removed before)")),
+        Err(_) => Err(format!(
+            "not done within {} s ({removed} removed)",
+            REMOVAL_DEADLINE.as_secs()
+        )),
+    }
+}
+
+async fn remove_each(agents: &[String], removed: &mut usize) -> Result<(), String> {
+    let d = engine().await?;
     for a in agents {
         let found = docker::list_labelled(&d, &[(LABEL_AGENT, a)])
             .await
             .map_err(|e| e.to_string())?;
-        // A long run leaves thousands of ended containers: several removals at once.
-        let results: Vec<Result<(), docker::DockerError>> =
-            futures::stream::iter(found.iter().map(|c| docker::remove(&d, &c.id)))
-                .buffer_unordered(REMOVALS_AT_ONCE)
-                .collect()
-                .await;
-        for r in results {
+        // A long run leaves thousands of ended containers: several removals at once, and the
+        // first failure ends the cleanup (the rest would most likely fail alike).
+        let mut results = futures::stream::iter(found.iter().map(|c| docker::remove(&d, &c.id)))
+            .buffer_unordered(REMOVALS_AT_ONCE);
+        while let Some(r) = results.next().await {
             r.map_err(|e| e.to_string())?;
-            removed += 1;
+            *removed += 1;
         }
     }
-    Ok(removed)
+    Ok(())
 }
 
 /// Container removals in flight at once.
 const REMOVALS_AT_ONCE: usize = 8;
+/// Longest a whole [`remove_of_agents`] may take (a healthy engine removes a few dozen ended
+/// containers a second: a ten-minute run's thousands take about a minute).
+pub const REMOVAL_DEADLINE: Duration = Duration::from_secs(180);
 
 /// [`remove_of_agents`] from synchronous code (a `Drop`), on a thread of its own with its own
 /// runtime, so that it works inside and outside a runtime alike.

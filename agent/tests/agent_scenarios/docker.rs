@@ -368,6 +368,19 @@ pub(super) async fn containers_run_report_and_stop() {
         body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"),
         "{body}"
     );
+    // The metrics tell of it: a container running, its start latency, the image that could
+    // not be had (at least: the recorder is the whole test process's).
+    let page = http_get(&info.addr, "/metrics").await;
+    let at_least = |series: &str, least: f64| {
+        let v = metric(&page, series);
+        assert!(
+            v >= Some(least),
+            "{series} = {v:?} (want >= {least}):\n{page}"
+        );
+    };
+    at_least("drover_agent_containers{state=\"running\"}", 1.0);
+    at_least("drover_agent_container_start_seconds_count", 1.0);
+    at_least("drover_agent_image_pull_failures_total", 1.0);
     client
         .kill_task(kill_request(&agent_id, "d-web"))
         .await

@@ -121,7 +121,7 @@ pub struct LaunchFigures {
     /// The framework API it spoke (`grpc`, `http`).
     pub api: String,
     /// How its tasks ran: `none` (the command executor) or `docker` (containers).
-    pub containers: String,
+    pub containers: Containers,
     pub simulated: bool,
     pub agents: usize,
     pub tasks: usize,
@@ -698,7 +698,7 @@ pub fn figures_label(api: &str, containers: bool) -> String {
 impl LaunchFigures {
     /// [`figures_label`] of these figures.
     pub fn label(&self) -> String {
-        figures_label(&self.api, self.containers == "docker")
+        figures_label(&self.api, self.containers == Containers::Docker)
     }
 }
 
@@ -778,7 +778,11 @@ async fn measure(
     };
     let figures = LaunchFigures {
         api: name,
-        containers: if image.is_some() { "docker" } else { "none" }.to_string(),
+        containers: if image.is_some() {
+            Containers::Docker
+        } else {
+            Containers::None
+        },
         simulated: opts.simulate,
         agents: opts.agents,
         tasks: opts.tasks,

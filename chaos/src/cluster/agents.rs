@@ -162,6 +162,7 @@ impl LocalCluster {
             spec.binary.display()
         )))?;
         a.child = Some(child);
+        self.containers_to_remove = true;
         Ok(())
     }
 
@@ -239,8 +240,9 @@ impl LocalCluster {
             }
             kill_executors(&a.work_dir);
         }
-        if let Err(e) = crate::containers::remove_of_agents(&self.agent_ids()).await {
-            tracing::debug!("removing the cluster's containers: {e}");
+        match crate::containers::remove_of_agents(&self.agent_ids()).await {
+            Ok(_) => self.containers_to_remove = false,
+            Err(e) => tracing::debug!("removing the cluster's containers: {e}"),
         }
         Ok(())
     }

@@ -150,7 +150,8 @@ pub struct SchedulerArgs {
 }
 
 /// How the tasks workload's tasks run (`drover chaos run --containers`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Containers {
     /// Plain commands, by the command executor.
     #[default]

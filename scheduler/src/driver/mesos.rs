@@ -226,9 +226,13 @@ fn command(c: &v1::CommandInfo) -> mesos::CommandInfo {
         })
         .collect();
     variables.sort_by(|a, b| a.name.cmp(&b.name));
+    // A container's entrypoint arguments (no shell): Mesos says so with `shell: false`, the
+    // arguments and no value.
+    let shelled = c.arguments.is_empty();
     mesos::CommandInfo {
-        value: Some(c.shell.clone()),
-        shell: Some(true),
+        value: shelled.then(|| c.shell.clone()),
+        shell: Some(shelled),
+        arguments: c.arguments.clone(),
         environment: (!variables.is_empty()).then_some(mesos::Environment { variables }),
         ..Default::default()
     }
@@ -448,6 +452,16 @@ mod tests {
         assert_eq!(t["task_id"]["value"], "t1");
         assert_eq!(t["command"]["value"], "echo hi");
         assert_eq!(t["command"]["environment"]["variables"][0]["name"], "K");
+        assert_eq!(t["command"]["shell"], true);
+        // A container's entrypoint arguments: no value, no shell.
+        let args = command(&v1::CommandInfo {
+            arguments: vec!["echo".into(), "$X".into()],
+            ..Default::default()
+        });
+        let a = json(&args);
+        assert_eq!(a["shell"], false, "{a}");
+        assert_eq!(a["arguments"][1], "$X", "{a}");
+        assert!(a.get("value").is_none_or(|v| v.is_null()), "{a}");
         assert_eq!(
             t["kill_policy"]["grace_period"]["nanoseconds"],
             2_500_000_000i64

@@ -103,7 +103,12 @@ pub struct RunArgs {
     /// Pull the image even when the agent's engine has it.
     #[arg(long, requires = "image")]
     pub force_pull: bool,
-    /// The command, run with /bin/sh -c (its words are joined with spaces).
+    /// Give COMMAND's words to the container as its own command line (Docker's CMD, after the
+    /// image's entrypoint), with no shell in between: each word is passed as it is.
+    #[arg(long, requires = "image")]
+    pub no_shell: bool,
+    /// The command, run with /bin/sh -c (its words are joined with spaces); with `--no-shell`,
+    /// the container's command line.
     #[arg(
         value_name = "COMMAND",
         required_unless_present = "image",
@@ -236,8 +241,25 @@ impl Plan {
             )?),
             None => None,
         };
-        let shell = args.command.join(" ");
-        if shell.trim().is_empty() && container.is_none() {
+        let (shell, arguments) = if args.no_shell {
+            if args.command.is_empty() {
+                return Err(usage(
+                    "no-shell",
+                    "give the container's command line after the options".into(),
+                ));
+            }
+            (String::new(), args.command.clone())
+        } else {
+            (args.command.join(" "), Vec::new())
+        };
+        drover_model::container::check_arguments(
+            &arguments,
+            &shell,
+            container.is_some(),
+            "command",
+        )
+        .map_err(|e| usage("no-shell", e.reason))?;
+        if shell.trim().is_empty() && arguments.is_empty() && container.is_none() {
             return Err(RunError::Usage(
                 "no command: give it after the options, e.g. `drover run -- echo hello`".into(),
             ));
@@ -274,8 +296,8 @@ impl Plan {
             scalars,
             command: CommandInfo {
                 shell,
+                arguments,
                 environment: environment.into_iter().collect(),
-                ..Default::default()
             },
             kill_grace: args.kill_grace_seconds.map(Duration::from_secs_f64),
             offer_timeout: args.timeout,

@@ -417,6 +417,24 @@ fn plan_checks_fields_and_names_them() {
         spaced.task_id
     );
     assert_eq!(spaced.framework.name, "my job/é");
+    // With --no-shell the words are the container's command line, each as given.
+    let words = ok(&[
+        "--image",
+        "busybox:1",
+        "--no-shell",
+        "--",
+        "test",
+        "$X",
+        "=",
+        "a b",
+    ])
+    .unwrap();
+    assert_eq!(words.command.shell, "");
+    assert_eq!(words.command.arguments, ["test", "$X", "=", "a b"]);
+    assert!(
+        parse(&["--masters", "m:1", "--no-shell", "--", "x"]).is_err(),
+        "--no-shell needs --image"
+    );
 
     for (args, field) in [
         (vec!["--cpus", "0", "--", "x"], "--cpus"),
@@ -429,6 +447,7 @@ fn plan_checks_fields_and_names_them() {
             "--kill-grace-seconds",
         ),
         (vec!["--", " "], "no command"),
+        (vec!["--image", "busybox:1", "--no-shell"], "--no-shell"),
     ] {
         let e = ok(&args).unwrap_err();
         assert_eq!(e.exit_code(), 2);
