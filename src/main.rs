@@ -103,6 +103,12 @@ enum Command {
     /// Internal: one task's executor, started by the agent.
     #[command(hide = true)]
     Executor(drover_agent::ExecutorArgs),
+    /// A development certificate authority: `drover certs init --dir D`, then
+    /// `drover certs issue --dir D --role master|agent|framework|client --name N --host H`.
+    Certs {
+        #[command(subcommand)]
+        op: admin::certs::CertsOp,
+    },
 }
 
 #[derive(Args)]
@@ -384,6 +390,13 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Command::Store(s) => store(s).await?,
+            Command::Certs { op } => match admin::certs::run(op) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("drover certs: {e}");
+                    ExitCode::from(2)
+                }
+            },
             Command::Cluster(c) => cluster(c).await?,
             Command::Leader(m) => exit(admin::cluster::leader(&client(&m)?).await),
             Command::App { scheduler, op } => apps_exit(admin::apps::app(&scheduler, op).await),

@@ -1,12 +1,13 @@
 //! The command-line clients, once their arguments are parsed: the operators' `drover store`,
 //! `drover cluster`, `drover agent drain|…` and `drover leader` through `drover-client`, and
 //! the users' `drover app|task|deployment|watch` over the scheduler's `/v2` ([`apps`]), and
-//! `drover task logs` through the agents' `/files` ([`logs`]).
+//! `drover task logs` through the agents' `/files` ([`logs`]), and `drover certs` ([`certs`]).
 //! Output goes to stdout (results) and stderr (diagnostics); the exit status follows grep:
 //! 0 success, 1 "no" (key absent, compare-and-set refused), 2 error.
 
 pub mod agents;
 pub mod apps;
+pub mod certs;
 pub mod cluster;
 pub mod logs;
 pub mod store;
