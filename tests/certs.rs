@@ -38,7 +38,7 @@ async fn certs_init_and_issue_make_files_that_load_with_their_role() {
     assert!(out.stdout.contains("urn:drover:agent:a1"), "{}", out.stdout);
     let files = TlsFiles {
         cert: agents.join("agent-a1.pem"),
-        key: agents.join("agent-a1-key.pem"),
+        key: agents.join("agent-a1.key"),
         ca: dir.path().join("ca.pem"),
     };
     let loaded = files.load(Role::Agent).expect("the issued files load");

@@ -19,7 +19,7 @@ pub enum CertsOp {
         days: u64,
     },
     /// Issue a certificate for ROLE and NAME, signed by the CA in DIR, as
-    /// `<role>-<name>.pem` and `<role>-<name>-key.pem` (into --out, or DIR); issuing again
+    /// `<role>-<name>.pem` and `<role>-<name>.key` (into --out, or DIR); issuing again
     /// renews it.
     Issue {
         #[arg(long)]

@@ -1,6 +1,6 @@
 //! A development certificate authority, behind `drover certs init|issue`: a CA key and
 //! certificate in a directory (`ca.pem`, `ca-key.pem`), and the certificates it issues for an
-//! [`Identity`] (`<role>-<name>.pem`, `<role>-<name>-key.pem`), each valid for the host names
+//! [`Identity`] (`<role>-<name>.pem`, `<role>-<name>.key`), each valid for the host names
 //! and addresses it is given and carrying its identity as a URI SAN. A deployment may use its
 //! own CA instead: Drover reads only the chain, the key, the CA and that URI SAN.
 //!
@@ -220,7 +220,9 @@ impl Ca {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
-    /// [`Ca::issue`], written into `dir` as `<role>-<name>.pem` and `<role>-<name>-key.pem`
+    /// [`Ca::issue`], written into `dir` as `<role>-<name>.pem` and `<role>-<name>.key` (the
+    /// key's own extension: with `-key.pem`, the certificate of a name ending in `-key` would
+    /// overwrite the key of the name without it)
     /// (replacing earlier ones: issuing again is how a certificate is renewed).
     pub fn issue_to(
         &self,
@@ -233,7 +235,7 @@ impl Ca {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let stem = format!("{}-{}", identity.role, identity.name);
         let cert = dir.join(format!("{stem}.pem"));
-        let key = dir.join(format!("{stem}-key.pem"));
+        let key = dir.join(format!("{stem}.key"));
         write_file(&key, key_pem.as_bytes(), true)?;
         write_file(&cert, cert_pem.as_bytes(), false)?;
         Ok(Issued {
@@ -246,7 +248,9 @@ impl Ca {
 
 /// Writes `bytes` to `path` through a temporary file and a rename; `secret`: owner-only.
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), CaError> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -284,6 +288,20 @@ mod tests {
             .unwrap();
         assert_eq!(issued.cert, dir.path().join("agent-a1.pem"));
         assert_eq!(mode(&issued.key), 0o600);
+        // Regression: a name ending in `-key` once wrote its certificate over this key.
+        let suffixed = Identity::new(Role::Agent, "a1-key").unwrap();
+        let other = ca
+            .issue_to(
+                dir.path(),
+                &suffixed,
+                &[],
+                Validity::from_now(CERT_VALIDITY),
+            )
+            .unwrap();
+        assert_ne!(other.cert, issued.key);
+        assert!(fs::read_to_string(&issued.key)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
 
         // The CA loads again from its files and still issues.
         let again = load(dir.path()).unwrap();
