@@ -162,6 +162,9 @@ struct MastersArg {
         default_value = "127.0.0.1:5050,127.0.0.1:5052,127.0.0.1:5054"
     )]
     masters: Vec<String>,
+    /// Mutual TLS to the masters, with an operator's (client) certificate.
+    #[command(flatten)]
+    tls: drover_tls::TlsArgs,
 }
 
 #[derive(Args)]
@@ -282,7 +285,19 @@ fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
 }
 
 fn client(m: &MastersArg) -> anyhow::Result<MasterClient> {
-    Ok(MasterClient::new(&m.masters)?)
+    let tls = match m.tls.files()? {
+        None => None,
+        Some(files) => Some(drover_tls::LiveTls::fixed(files, drover_tls::Role::Client)?),
+    };
+    let dialer = drover_client::channel::Dialer {
+        bind_ip: None,
+        tls: tls.map(|t| t.client(&[drover_tls::Role::Master])),
+    };
+    Ok(MasterClient::with_dialer(
+        &m.masters,
+        drover_client::RetryPolicy::default(),
+        dialer,
+    )?)
 }
 
 /// How a `drover app|task|deployment|watch` command ended.

@@ -82,6 +82,18 @@ pub struct AgentArgs {
     /// with several interfaces picks one; a test cluster's fault layer tells agents apart by it.
     #[arg(long, env = "DROVER_AGENT_MASTER_BIND_IP")]
     pub master_bind_ip: Option<std::net::IpAddr>,
+    /// This agent's certificate (PEM), issued for the agent role; with --tls-key and
+    /// --tls-ca, every connection is mutual TLS. (The three flags are spelled out rather
+    /// than flattened from `drover_tls::TlsArgs`: clap cannot tell an optional flattened
+    /// group that holds another flattened group is present, and `drover agent` is one.)
+    #[arg(long, env = "DROVER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "DROVER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM).
+    #[arg(long, env = "DROVER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// What to do at start with the tasks an earlier life of this agent started: reconnect
     /// (re-attach to running executors, report what ended meanwhile) or cleanup (kill them
     /// all, reported TASK_KILLED).
@@ -192,6 +204,8 @@ pub struct AgentConfig {
     pub executor_command: Vec<OsString>,
     pub recover: crate::recovery::RecoverMode,
     pub master_bind_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS on every connection, in and out (plain TCP when `None`).
+    pub tls: Option<drover_tls::config::TlsFiles>,
     /// The sandbox collector's settings (see [`crate::gc`]).
     pub gc_delay: Duration,
     pub gc_disk_headroom: f64,
@@ -311,6 +325,12 @@ impl AgentConfig {
             executor_command,
             recover: args.recover,
             master_bind_ip: args.master_bind_ip,
+            tls: drover_tls::live::files_from_flags(
+                args.tls_cert.clone(),
+                args.tls_key.clone(),
+                args.tls_ca.clone(),
+            )
+            .map_err(|e| invalid("tls-cert", e.to_string()))?,
             gc_delay: args.gc_delay,
             gc_disk_headroom: args.gc_disk_headroom,
             disk_watch_interval: args.disk_watch_interval,

@@ -114,8 +114,9 @@ pub async fn read(
     let length =
         unless_minus_one("length", q.length)?.map_or(MAX_READ_BYTES, |l| l.min(MAX_READ_BYTES));
     let reply = tokio::task::spawn_blocking(move || {
-        let file = resolve(&layout, &path)?;
-        read_range(&file, &path, offset, length)
+        on_resolved(&layout, &path, |file| {
+            read_range(file, &path, offset, length)
+        })
     })
     .await
     .map_err(|e| FilesError::Io("read".into(), e.to_string()))??;
@@ -133,18 +134,18 @@ pub async fn download(
         field: "path",
         reason: "missing".into(),
     })?;
-    let shown = path.clone();
-    let (file, size) = tokio::task::spawn_blocking(move || {
-        let file = resolve(&layout, &path)?;
-        let meta =
-            std::fs::metadata(&file).map_err(|e| FilesError::Io(path.clone(), e.to_string()))?;
-        if meta.is_dir() {
-            return Err(FilesError::Invalid {
-                field: "path",
-                reason: format!("{path}: is a directory (browse it)"),
-            });
-        }
-        Ok((file, meta.len()))
+    let (file, opened, size) = tokio::task::spawn_blocking(move || {
+        on_resolved(&layout, &path, |file| {
+            let opened = std::fs::File::open(file).map_err(|e| io_error(&path, e))?;
+            let meta = opened.metadata().map_err(|e| io_error(&path, e))?;
+            if meta.is_dir() {
+                return Err(FilesError::Invalid {
+                    field: "path",
+                    reason: format!("{path}: is a directory (browse it)"),
+                });
+            }
+            Ok((file.to_path_buf(), opened, meta.len()))
+        })
     })
     .await
     .map_err(|e| FilesError::Io("download".into(), e.to_string()))??;
@@ -152,10 +153,7 @@ pub async fn download(
         .file_name()
         .map(|n| n.to_string_lossy().replace('"', ""))
         .unwrap_or_default();
-    let opened = tokio::fs::File::open(&file)
-        .await
-        .map_err(|e| FilesError::Io(shown, e.to_string()))?
-        .take(size);
+    let opened = tokio::fs::File::from_std(opened).take(size);
     let chunks = futures::stream::unfold(opened, |mut f| async move {
         let mut buf = vec![0u8; DOWNLOAD_CHUNK_BYTES];
         match f.read(&mut buf).await {
@@ -202,13 +200,35 @@ pub async fn browse(
         field: "path",
         reason: "missing".into(),
     })?;
-    let entries = tokio::task::spawn_blocking(move || {
-        let dir = resolve(&layout, &path)?;
-        list(&dir, &path)
-    })
-    .await
-    .map_err(|e| FilesError::Io("browse".into(), e.to_string()))??;
+    let entries =
+        tokio::task::spawn_blocking(move || on_resolved(&layout, &path, |dir| list(dir, &path)))
+            .await
+            .map_err(|e| FilesError::Io("browse".into(), e.to_string()))??;
     Ok(Json(entries))
+}
+
+/// `op` run on the real path `requested` names. The sandbox collector may move a task's
+/// directory to `completed/` between the path's resolution and its use (a rename: what was
+/// already open stays readable). An `op` that then finds nothing runs once more on the path
+/// resolved again, which names where the directory went. Blocking.
+fn on_resolved<T>(
+    layout: &Layout,
+    requested: &str,
+    mut op: impl FnMut(&Path) -> Result<T, FilesError>,
+) -> Result<T, FilesError> {
+    match op(&resolve(layout, requested)?) {
+        Err(FilesError::NotFound(_)) => op(&resolve(layout, requested)?),
+        done => done,
+    }
+}
+
+/// An I/O error on the file shown as `shown`: a missing file is [`FilesError::NotFound`].
+fn io_error(shown: &str, e: std::io::Error) -> FilesError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        FilesError::NotFound(shown.to_string())
+    } else {
+        FilesError::Io(shown.to_string(), e.to_string())
+    }
 }
 
 /// The real path a request names, checked to lie inside a task's sandbox. Blocking.
@@ -328,7 +348,7 @@ fn read_range(
     offset: Option<u64>,
     length: u64,
 ) -> Result<ReadReply, FilesError> {
-    let io = |e: std::io::Error| FilesError::Io(shown.to_string(), e.to_string());
+    let io = |e: std::io::Error| io_error(shown, e);
     let mut f = std::fs::File::open(file).map_err(io)?;
     let meta = f.metadata().map_err(io)?;
     if meta.is_dir() {
@@ -396,7 +416,10 @@ pub fn text_of(bytes: &[u8], more: bool) -> String {
 /// The entries of directory `dir`, sorted by name, their paths as `shown` plus the name.
 fn list(dir: &Path, shown: &str) -> Result<Vec<Entry>, FilesError> {
     use std::os::unix::fs::MetadataExt;
-    let io = |e: std::io::Error| FilesError::Io(shown.to_string(), e.to_string());
+    let io = |e: std::io::Error| io_error(shown, e);
+    if !dir.exists() {
+        return Err(FilesError::NotFound(shown.to_string()));
+    }
     if !dir.is_dir() {
         return Err(FilesError::Invalid {
             field: "path",
@@ -605,5 +628,39 @@ mod tests {
         assert_eq!(listed[0].path, "completed/fw/t1/sandbox/stdout");
         assert_eq!(listed[0].size, 5);
         assert!(listed[0].mode.starts_with('-'));
+    }
+
+    #[test]
+    fn a_task_moved_between_resolution_and_reading_is_read_where_it_went() {
+        let work = tempfile::tempdir().unwrap();
+        let layout = Layout::new(work.path());
+        let dir = sandbox(&layout, "fw", "t1");
+        std::fs::write(dir.join("stdout"), "the end").unwrap();
+        let path = "frameworks/fw/tasks/t1/sandbox/stdout";
+        let live = dir.parent().unwrap().to_path_buf();
+        let moved = layout.completed_dir().join("fw").join("t1");
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        // The collector's rename lands after the first resolution, before the read.
+        let mut calls = 0;
+        let read = on_resolved(&layout, path, |file| {
+            calls += 1;
+            if calls == 1 {
+                std::fs::rename(&live, &moved).unwrap();
+            }
+            read_range(file, path, Some(0), 100)
+        })
+        .unwrap();
+        assert_eq!((read.data.as_str(), calls), ("the end", 2));
+        // The same for a listing; a path that names nothing either time is not found (404).
+        let listed = on_resolved(&layout, "frameworks/fw/tasks/t1/sandbox", |d| {
+            list(d, "frameworks/fw/tasks/t1/sandbox")
+        })
+        .unwrap();
+        assert_eq!(listed.len(), 1);
+        let gone = "frameworks/fw/tasks/t1/sandbox/stderr";
+        assert_eq!(
+            on_resolved(&layout, gone, |f| read_range(f, gone, Some(0), 1)).unwrap_err(),
+            FilesError::NotFound(gone.into())
+        );
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use drover_client::{ClientError, MasterClient};
 use drover_proto::v1::agent_server::AgentServer;
+use drover_tls::Role;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -127,10 +128,23 @@ pub async fn run_with_config(
         .await
         .map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
-    let client = MasterClient::bound_to(
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(
+            drover_tls::LiveTls::watch(files.clone(), Role::Agent)
+                .map_err(|e| AgentError::Internal(format!("TLS: {e}")))?,
+        ),
+    };
+    if let Some(tls) = &tls {
+        tracing::info!(identity = %tls.identity(), "mutual TLS on every connection");
+    }
+    let client = MasterClient::with_dialer(
         &config.masters,
         drover_client::RetryPolicy::default(),
-        config.master_bind_ip,
+        drover_client::channel::Dialer {
+            bind_ip: config.master_bind_ip,
+            tls: tls.as_ref().map(|t| t.client(&[Role::Master])),
+        },
     )
     .map_err(AgentError::Masters)?;
     let (mut wiring, registrations) = Wiring::new(client, config.advertised(bound));
@@ -178,7 +192,24 @@ pub async fn run_with_config(
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_REQUEST_BYTES),
     );
-    let outcome = serve(listener, routes, shutdown, gone_rx, &layout, simulated).await;
+    let serve_config = drover_serve::ServeConfig {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        tls: tls
+            .as_ref()
+            .map(|t| t.server(&[Role::Master, Role::Client, Role::Framework])),
+        roles: role_rules(),
+        ..drover_serve::ServeConfig::default()
+    };
+    let outcome = serve(
+        listener,
+        routes,
+        serve_config,
+        shutdown,
+        gone_rx,
+        &layout,
+        simulated,
+    )
+    .await;
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     for a in actors {
@@ -537,19 +568,30 @@ async fn recover_earlier_life(
 
 /// Serves the agent API until `shutdown` resolves (then the tasks stay or
 /// are killed as it says) or the masters remove a real agent (then its tasks are killed).
+/// Which roles may call what on an agent with TLS on (its handshake takes masters,
+/// operators and frameworks). The agent API (launch, kill) is the masters'; the operator API
+/// is operators' and masters'; the sandbox files are read by all three. Custom executors
+/// (`/api/v1/executor`) hold no certificate and cannot reach an agent with TLS on yet; the
+/// built-in executors talk to the agent over its Unix socket, which only root can open.
+pub fn role_rules() -> drover_serve::RoleRules {
+    use Role::*;
+    drover_serve::RoleRules::new([
+        ("/drover.v1.Agent/", &[Master][..]),
+        ("/api/v1/executor", &[][..]),
+        ("/api/v1", &[Client, Master][..]),
+    ])
+}
+
 async fn serve(
     listener: tokio::net::TcpListener,
     routes: Routes,
+    config: drover_serve::ServeConfig,
     shutdown: impl Future<Output = Stop> + Send + 'static,
     mut gone_rx: mpsc::Receiver<Registered>,
     layout: &Layout,
     simulated: bool,
 ) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = drover_serve::ServeConfig {
-        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
-        ..drover_serve::ServeConfig::default()
-    };
     let server = drover_serve::serve(listener, routes, config, async move {
         let _ = stop_rx.await;
     });

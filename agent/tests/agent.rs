@@ -180,6 +180,7 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         executor_command: executor.into_iter().map(Into::into).collect(),
         recover: drover_agent::recovery::RecoverMode::Reconnect,
         master_bind_ip: None,
+        tls: None,
         gc_delay: Duration::from_secs(7 * 24 * 3600),
         gc_disk_headroom: 0.1,
         disk_watch_interval: Duration::from_secs(60),
@@ -422,10 +423,16 @@ async fn real_agent() {
     assert_eq!(failed.source, v1::StatusSource::SourceExecutor as i32);
     assert_eq!(failed.agent_id, agent_id);
     let t1 = task_dir(&work_dir, "t1");
-    assert_eq!(
-        std::fs::read_to_string(t1.sandbox().join("stdout")).expect("stdout"),
-        "hello 31000\n"
-    );
+    // The sandbox collector may move the directory at any moment once the end is
+    // acknowledged (a rename): each file is looked for where it ran, then where it went.
+    let moved = Layout::new(&work_dir)
+        .completed_dir()
+        .join("fw-1")
+        .join("t1");
+    let stdout = std::fs::read_to_string(t1.sandbox().join("stdout"))
+        .or_else(|_| std::fs::read_to_string(moved.join("sandbox").join("stdout")))
+        .expect("stdout");
+    assert_eq!(stdout, "hello 31000\n");
     // The same through the agent's /files, by the sandbox's path; nothing outside it.
     let sandbox_path = "frameworks/fw-1/tasks/t1/sandbox/stdout";
     let read = http_get(&addr, &format!("/files/read?path={sandbox_path}&offset=0")).await;
@@ -443,12 +450,6 @@ async fn real_agent() {
     )
     .await;
     assert!(outside.starts_with("HTTP/1.1 400"), "{outside}");
-    // The sandbox collector may move the directory at any moment once the end is
-    // acknowledged (a rename): each file is looked for where it ran, then where it went.
-    let moved = Layout::new(&work_dir)
-        .completed_dir()
-        .join("fw-1")
-        .join("t1");
     for f in [
         t1.task_json(),
         t1.executor_pid(),

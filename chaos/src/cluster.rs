@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 mod agents;
+pub mod certs;
 pub mod marathon;
 mod schedulers;
 
@@ -117,6 +118,9 @@ pub struct ClusterSpec {
     /// arguments every one gets besides its masters, address, index and incarnation.
     pub schedulers: usize,
     pub scheduler_args: Vec<String>,
+    /// Mutual TLS on every connection: a CA under `base_dir/tls` issues each master and agent
+    /// a certificate, and the harness's client one of an operator ([`certs`]).
+    pub tls: bool,
 }
 
 impl ClusterSpec {
@@ -143,6 +147,7 @@ impl ClusterSpec {
             distinct_agent_hostnames: false,
             schedulers: 0,
             scheduler_args: Vec::new(),
+            tls: false,
         })
     }
 
@@ -179,6 +184,7 @@ impl ClusterSpec {
             distinct_agent_hostnames: false,
             schedulers: 0,
             scheduler_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -304,6 +310,8 @@ pub struct LocalCluster {
     schedulers: Vec<SchedulerProcess>,
     client: MasterClient,
     net: Option<FaultyNetwork>,
+    /// The CA and certificates of a cluster with TLS on.
+    certs: Option<certs::ClusterCerts>,
     /// An agent ran since the cluster last removed its agents' containers: dropping it must
     /// remove them (a cluster stopped in order already did).
     containers_to_remove: bool,
@@ -331,7 +339,26 @@ impl LocalCluster {
             m.peers = peers.clone();
         }
         let addrs: Vec<String> = masters.values().map(|m| m.addr.clone()).collect();
-        let client = MasterClient::new(&addrs)?;
+        if spec.tls && spec.schedulers > 0 {
+            return Err(ClusterError::Io {
+                what: "starting schedulers in a cluster with TLS".into(),
+                source: std::io::Error::other("not supported yet"),
+            });
+        }
+        let certs = if spec.tls {
+            Some(certs::ClusterCerts::open(&spec.base_dir)?)
+        } else {
+            None
+        };
+        let dialer = drover_client::channel::Dialer {
+            bind_ip: None,
+            tls: match &certs {
+                Some(c) => Some(c.harness()?.client(&[drover_tls::Role::Master])),
+                None => None,
+            },
+        };
+        let client =
+            MasterClient::with_dialer(&addrs, drover_client::RetryPolicy::default(), dialer)?;
         let agents = spec
             .agent_ports
             .iter()
@@ -348,6 +375,7 @@ impl LocalCluster {
             schedulers,
             client,
             net,
+            certs,
             containers_to_remove: false,
         })
     }
@@ -392,6 +420,11 @@ impl LocalCluster {
         self.client.clone()
     }
 
+    /// The CA and certificates of a cluster with TLS on.
+    pub fn certs(&self) -> Option<&certs::ClusterCerts> {
+        self.certs.as_ref()
+    }
+
     /// Registers a master that is not a founding member (to be added with add-master) on a
     /// free port. Its `--peers` lists the founders so it can report what it sees.
     pub fn add_master_slot(&mut self, id: MasterId) -> Result<&MasterProcess, ClusterError> {
@@ -417,6 +450,17 @@ impl LocalCluster {
         if m.child.is_some() {
             return Err(ClusterError::AlreadyRunning(id));
         }
+        let tls_flags = match &self.certs {
+            None => Vec::new(),
+            Some(c) => {
+                let hosts = [
+                    certs::host_of(&m.addr),
+                    certs::host_of(&m.advertised),
+                    "localhost".to_string(),
+                ];
+                certs::flags(&c.files(drover_tls::Role::Master, &format!("m{id}"), &hosts)?)
+            }
+        };
         let mut cmd = Command::new(&spec.binary);
         owned(&mut cmd)
             .arg("master")
@@ -428,6 +472,7 @@ impl LocalCluster {
             .arg(&m.peers)
             .arg("--data-dir")
             .arg(&m.data_dir)
+            .args(&tls_flags)
             .args(&spec.master_args)
             .args(
                 spec.proxied

@@ -93,8 +93,8 @@ struct Inner {
     addrs: Vec<String>,
     channels: Mutex<HashMap<String, Channel>>,
     leader: Mutex<Option<String>>,
-    /// Source address of its connections; None lets the kernel choose.
-    bind_ip: Option<std::net::IpAddr>,
+    /// How it connects: source address, TLS.
+    dialer: channel::Dialer,
 }
 
 /// A leader-following client for the masters. Cheap to clone; clones share connections.
@@ -159,7 +159,7 @@ impl MasterClient {
     }
 
     pub fn with_policy(addrs: &[String], policy: RetryPolicy) -> Result<Self, ClientError> {
-        Self::build(addrs, policy, None)
+        Self::with_dialer(addrs, policy, channel::Dialer::default())
     }
 
     /// A client whose connections leave from `bind_ip` (a host with several addresses picks
@@ -169,13 +169,14 @@ impl MasterClient {
         policy: RetryPolicy,
         bind_ip: Option<std::net::IpAddr>,
     ) -> Result<Self, ClientError> {
-        Self::build(addrs, policy, bind_ip)
+        Self::with_dialer(addrs, policy, channel::Dialer { bind_ip, tls: None })
     }
 
-    fn build(
+    /// A client whose connections are made by `dialer` (its source address, mutual TLS).
+    pub fn with_dialer(
         addrs: &[String],
         policy: RetryPolicy,
-        bind_ip: Option<std::net::IpAddr>,
+        dialer: channel::Dialer,
     ) -> Result<Self, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::NoMasters);
@@ -191,7 +192,7 @@ impl MasterClient {
                 addrs: addrs.to_vec(),
                 channels: Mutex::new(HashMap::new()),
                 leader: Mutex::new(None),
-                bind_ip,
+                dialer,
             }),
             policy,
         })
@@ -218,13 +219,14 @@ impl MasterClient {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = channel::endpoint(addr)
+        let c = self
+            .inner
+            .dialer
+            .channel(addr)
             .map_err(|e| ClientError::BadAddress {
                 addr: addr.to_string(),
                 reason: e.to_string(),
-            })?
-            .local_address(self.inner.bind_ip)
-            .connect_lazy();
+            })?;
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -385,7 +387,12 @@ impl MasterClient {
 
     /// The source address the client's connections leave from, if one was chosen.
     pub fn bind_ip(&self) -> Option<std::net::IpAddr> {
-        self.inner.bind_ip
+        self.inner.dialer.bind_ip
+    }
+
+    /// How the client connects (to dial other processes the same way).
+    pub fn dialer(&self) -> &channel::Dialer {
+        &self.inner.dialer
     }
 
     fn store(ch: Channel) -> FrameworkStoreClient<Channel> {

@@ -53,7 +53,7 @@ struct PeerAnswer {
 }
 
 async fn hello(
-    dialer: PeerDialer,
+    dialer: &PeerDialer,
     me: MasterId,
     id: MasterId,
     addr: &str,
@@ -119,7 +119,7 @@ pub async fn run(
         let mut answers = Vec::new();
         let mut missing = Vec::new();
         for (&id, addr) in peers.iter().filter(|(id, _)| **id != me) {
-            match hello(dialer, me, id, addr).await {
+            match hello(&dialer, me, id, addr).await {
                 Ok(a) => answers.push(a),
                 Err(e) => missing.push(format!("master {id} at {addr}: {e}")),
             }
@@ -198,7 +198,7 @@ async fn wait_to_be_added(
             Err(_) => {
                 let mut seen = Vec::new();
                 for (&id, addr) in peers.iter().filter(|(id, _)| **id != me) {
-                    if let Ok(a) = hello(dialer, me, id, addr).await {
+                    if let Ok(a) = hello(&dialer, me, id, addr).await {
                         if !a.cluster.is_empty() {
                             seen.push(format!("master {id} is in cluster {}", a.cluster));
                         }

@@ -43,6 +43,8 @@ pub struct MasterConfig {
     pub catch_up_timeout: Duration,
     /// Source address for connections to other masters; None lets the kernel choose.
     pub peer_bind_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS on every connection, in and out (plain TCP when `None`).
+    pub tls: Option<drover_tls::config::TlsFiles>,
     /// The leader's offer cycle: allocation, offers, agent health.
     pub offers: OfferCycleConfig,
 }
@@ -118,6 +120,7 @@ impl MasterConfig {
             write_timeout: Duration::from_secs(5),
             catch_up_timeout: Duration::from_secs(60),
             peer_bind_ip: None,
+            tls: None,
             offers: OfferCycleConfig::default(),
         }
     }
@@ -286,6 +289,8 @@ pub struct MasterArgs {
     /// it are forgotten (as Mesos's --max_completed_frameworks).
     #[arg(long, env = "DROVER_MAX_COMPLETED_FRAMEWORKS", default_value_t = 50)]
     pub max_completed_frameworks: u32,
+    #[command(flatten)]
+    pub tls: drover_tls::TlsArgs,
 }
 
 /// `drover master --config FILE`: the master's settings in TOML.
@@ -313,6 +318,9 @@ struct MasterFile {
     agent_removal_timeout_ms: Option<u64>,
     max_completed_tasks_per_framework: Option<u32>,
     max_completed_frameworks: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 }
 
 /// A refused configuration.
@@ -385,6 +393,15 @@ impl MasterArgs {
             max_completed_tasks_per_framework,
             max_completed_frameworks
         );
+        for (id, slot, value) in [
+            ("tls_cert", &mut a.tls.tls_cert, f.tls_cert),
+            ("tls_key", &mut a.tls.tls_key, f.tls_key),
+            ("tls_ca", &mut a.tls.tls_ca, f.tls_ca),
+        ] {
+            if !explicit(id) && value.is_some() {
+                *slot = value;
+            }
+        }
         Ok(self)
     }
 
@@ -414,6 +431,10 @@ impl MasterArgs {
         config.keep_entries_after_snapshot = a.keep_logs;
         config.write_timeout = Duration::from_millis(a.write_timeout_ms);
         config.peer_bind_ip = a.peer_bind_ip;
+        config.tls = a.tls.files().map_err(|e| ConfigError::Invalid {
+            flag: "--tls-cert",
+            error: e.to_string(),
+        })?;
         config.catch_up_timeout = Duration::from_millis(a.catch_up_timeout_ms);
         for (flag, v) in [
             ("--allocation-interval-ms", a.allocation_interval_ms),

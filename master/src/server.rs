@@ -14,6 +14,7 @@ use drover_proto::master::framework_store_server::FrameworkStoreServer;
 use drover_proto::raft::raft_service_server::RaftServiceServer;
 use drover_proto::v1::agent_registry_server::AgentRegistryServer;
 use drover_proto::v1::scheduler_server::SchedulerServer;
+use drover_tls::Role;
 use metrics_exporter_prometheus::PrometheusHandle;
 use openraft::ServerState;
 use tokio::task::JoinSet;
@@ -69,6 +70,8 @@ pub enum MasterError {
     Bootstrap(#[from] bootstrap::BootstrapError),
     #[error(transparent)]
     Format(#[from] crate::format::FormatError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("raft stopped on a fatal error: {0}; the process exits so that a supervisor restarts it from its data directory")]
     Fatal(String),
 }
@@ -102,10 +105,25 @@ pub async fn run(
     let state_machine = StateMachine::open(snapshots.clone())?;
     let applied = state_machine.subscribe();
     let applied_for_http = applied.clone();
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(
+            drover_tls::LiveTls::watch(files.clone(), Role::Master)
+                .map_err(|e| MasterError::Tls(e.to_string()))?,
+        ),
+    };
+    if let Some(tls) = &tls {
+        tracing::info!(identity = %tls.identity(), "mutual TLS on every connection");
+    }
     let dialer = PeerDialer {
         bind_ip: config.peer_bind_ip,
+        tls: tls.as_ref().map(|t| t.client(&[Role::Master])),
     };
-    let raft = open_raft(&config, &identity, &db, dialer, state_machine).await?;
+    let agent_dialer = drover_client::channel::Dialer {
+        bind_ip: None,
+        tls: tls.as_ref().map(|t| t.client(&[Role::Agent])),
+    };
+    let raft = open_raft(&config, &identity, &db, dialer.clone(), state_machine).await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -129,6 +147,7 @@ pub async fn run(
         replicated.clone(),
         config.offers.clone(),
         config.write_timeout,
+        agent_dialer,
     );
     tasks.spawn(leader_watcher);
     tasks.spawn(registry_gauges(applied_for_http.clone()));
@@ -145,7 +164,7 @@ pub async fn run(
         snapshots,
         &replicated,
         leader,
-        dialer,
+        dialer.clone(),
     );
 
     tasks.spawn(watch_metrics(raft.clone(), config.id));
@@ -164,7 +183,21 @@ pub async fn run(
         });
     }
 
-    let outcome = serve(routes, listener, shutdown, raft.clone(), bootstrap_rx).await;
+    let serve_config = drover_serve::ServeConfig {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        tls: tls.as_ref().map(|t| t.server(&Role::ALL)),
+        roles: role_rules(),
+        ..drover_serve::ServeConfig::default()
+    };
+    let outcome = serve(
+        routes,
+        listener,
+        serve_config,
+        shutdown,
+        raft.clone(),
+        bootstrap_rx,
+    )
+    .await;
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     if let Err(e) = raft.shutdown().await {
@@ -247,12 +280,25 @@ async fn open_raft(
     .map_err(|e| MasterError::Raft(e.to_string()))
 }
 
-/// How the listener serves: the API's HTTP/2 streams and pings, connections bounded.
-fn serve_config() -> drover_serve::ServeConfig {
-    drover_serve::ServeConfig {
-        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
-        ..drover_serve::ServeConfig::default()
-    }
+/// Which roles may call what on a master with TLS on. Raft is between masters only; the
+/// agent registry takes agents; the framework APIs take frameworks (and operators, who run
+/// one-off frameworks such as `drover run`); cluster administration and the operator API
+/// take operators (and masters: bootstrap and add-master call other masters). What no rule
+/// names (`/health`, `/metrics`, `/state`, `/redirect`) is open to every role.
+pub fn role_rules() -> drover_serve::RoleRules {
+    use Role::*;
+    drover_serve::RoleRules::new([
+        ("/drover.raft.v1.RaftService/", &[Master][..]),
+        ("/drover.v1.AgentRegistry/", &[Agent][..]),
+        ("/drover.v1.Scheduler/", &[Framework, Client][..]),
+        (
+            "/drover.master.v1.FrameworkStore/",
+            &[Framework, Client][..],
+        ),
+        ("/drover.master.v1.Cluster/", &[Master, Client][..]),
+        ("/api/v1/scheduler", &[Framework, Client][..]),
+        ("/api/v1", &[Client, Master][..]),
+    ])
 }
 
 /// Serves the API until `shutdown` resolves, Raft stops on a fatal error or
@@ -260,12 +306,13 @@ fn serve_config() -> drover_serve::ServeConfig {
 async fn serve(
     routes: Routes,
     listener: tokio::net::TcpListener,
+    serve_config: drover_serve::ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     raft: Raft,
     mut bootstrap_rx: tokio::sync::oneshot::Receiver<Result<(), bootstrap::BootstrapError>>,
 ) -> Result<(), MasterError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = drover_serve::serve(listener, routes, serve_config(), async move {
+    let server = drover_serve::serve(listener, routes, serve_config, async move {
         let _ = stop_rx.await;
     });
     let mut server = std::pin::pin!(server);

@@ -14,6 +14,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    #[error("TLS to the agents: {0}")]
+    Tls(String),
     #[error("cannot reach the agent at {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
     #[error("{path}: not found on the agent at {addr} (the task has not started there yet, or its sandbox was removed)")]
@@ -29,6 +31,8 @@ pub enum SandboxError {
 /// A task's sandbox file, read from its agent chunk after chunk.
 pub struct SandboxFile {
     http: reqwest::Client,
+    /// `http`, or `https` with mutual TLS.
+    scheme: &'static str,
     addr: String,
     path: String,
     offset: u64,
@@ -42,16 +46,35 @@ struct Chunk {
 
 impl SandboxFile {
     /// `name` (`stdout`, `stderr`) in the sandbox of `task` of `framework` on the agent at
-    /// `addr` (host:port), from its start.
-    pub fn new(addr: &str, framework: &str, task: &str, name: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
+    /// `addr` (host:port), from its start; over mutual TLS with `tls` (whose servers must be
+    /// agents).
+    pub fn new(
+        addr: &str,
+        framework: &str,
+        task: &str,
+        name: &str,
+        tls: Option<&drover_tls::ClientTls>,
+    ) -> Result<Self, SandboxError> {
+        let tls_error = |e: &dyn std::fmt::Display| SandboxError::Tls(e.to_string());
+        let (http, scheme) = match tls {
+            None => (reqwest::Client::new(), "http"),
+            Some(tls) => (
+                reqwest::Client::builder()
+                    .use_preconfigured_tls(tls.http1_config().map_err(|e| tls_error(&e))?)
+                    .build()
+                    .map_err(|e| tls_error(&e))?,
+                "https",
+            ),
+        };
+        Ok(Self {
+            http,
+            scheme,
             addr: addr.to_string(),
             // The agent's files API names a live task's sandbox as its layout does, relative
             // to the work directory, and still finds it once moved to `completed/`.
             path: format!("frameworks/{framework}/tasks/{task}/sandbox/{name}"),
             offset: 0,
-        }
+        })
     }
 
     /// The path asked of the agent.
@@ -80,7 +103,7 @@ impl SandboxFile {
     }
 
     async fn request(&self, offset: i64) -> Result<Chunk, SandboxError> {
-        let url = format!("http://{}/files/read", self.addr);
+        let url = format!("{}://{}/files/read", self.scheme, self.addr);
         let resp = self
             .http
             .get(&url)

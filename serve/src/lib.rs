@@ -17,6 +17,12 @@
 //! cannot keep Raft peers, agents and frameworks out. A connection answering a request or
 //! streaming events is never closed for room; with all of them busy a new connection waits,
 //! accepted but not read, and the ones after it in the kernel's backlog, until one ends.
+//!
+//! With [`ServeConfig::tls`], every connection is mutual TLS: the handshake (bounded by
+//! `drover_tls::live::HANDSHAKE_TIMEOUT`) comes first, in the connection's own task, and a
+//! peer without a certificate of the cluster's CA and of a role the listener takes is
+//! dropped before any request is read. Each request then carries the peer's
+//! [`Identity`] as an extension, and [`RoleRules`] refuse paths the peer's role may not call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +33,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use drover_tls::{Identity, Role, ServerTls};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -50,6 +57,11 @@ pub struct ServeConfig {
     /// How long a connection must have been idle before it may be closed to make room for a
     /// new one (see the module doc).
     pub evict_idle_after: Duration,
+    /// Mutual TLS on every connection (plain TCP when `None`): the handshake, bounded in
+    /// time, comes before any request is read.
+    pub tls: Option<ServerTls>,
+    /// Which roles may call which paths (only with `tls`: without it no caller is known).
+    pub roles: RoleRules,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +73,8 @@ impl Default for ServeConfig {
             http2_keepalive_timeout: Duration::from_secs(10),
             tcp_keepalive: Duration::from_secs(60),
             evict_idle_after: Duration::from_secs(5),
+            tls: None,
+            roles: RoleRules::default(),
         }
     }
 }
@@ -176,6 +190,136 @@ impl Slots {
     }
 }
 
+/// One accepted connection, and what serving it needs.
+struct Connection {
+    peer: std::net::SocketAddr,
+    router: axum::Router,
+    builder: auto::Builder<TokioExecutor>,
+    rules: RoleRules,
+    activity: Arc<Activity>,
+    epoch: Instant,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves the connection's requests until it ends, is told to make room or the listener
+    /// stops. `who`: the peer's identity, as its certificate said (with TLS): each request
+    /// carries it as an extension, and the listener's [`RoleRules`] are applied to it.
+    async fn drive<IO>(self, io: IO, who: Option<Identity>)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            peer,
+            router,
+            builder,
+            rules,
+            activity,
+            epoch,
+            mut stop,
+        } = self;
+        let service = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                let busy = Busy::new(activity.clone(), epoch);
+                let refused = who.as_ref().and_then(|who| rules.refusal(&request, who));
+                if let Some(who) = &who {
+                    request.extensions_mut().insert(who.clone());
+                }
+                let answer = router.clone().oneshot(request);
+                async move {
+                    let response = match refused {
+                        Some(refused) => refused,
+                        None => answer.await?,
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|inner| Body::new(TrackedBody { inner, _busy: busy })),
+                    )
+                }
+            })
+        };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        let mut closing = false;
+        let ended = loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                () = activity.evict.notified(), if !closing => {
+                    tracing::debug!(%peer, "closing the idlest connection to make room");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                r = stop.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    if r.is_ok() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, error = %e, "connection ended");
+        }
+    }
+}
+
+/// Which roles may call which paths on a TLS listener: the first rule whose prefix the
+/// request's path starts with decides; a path no rule covers is open to every role the
+/// listener's handshake takes. A request refused gets gRPC's `PERMISSION_DENIED` (a gRPC
+/// call) or HTTP 403, naming the path and the caller.
+#[derive(Clone, Debug, Default)]
+pub struct RoleRules(Arc<Vec<(String, Vec<Role>)>>);
+
+impl RoleRules {
+    /// Rules from `(path prefix, roles allowed)`, first match wins.
+    pub fn new<'a>(rules: impl IntoIterator<Item = (&'a str, &'a [Role])>) -> Self {
+        RoleRules(Arc::new(
+            rules
+                .into_iter()
+                .map(|(prefix, roles)| (prefix.to_string(), roles.to_vec()))
+                .collect(),
+        ))
+    }
+
+    /// Whether `who` may call `path`.
+    pub fn allows(&self, path: &str, who: &Identity) -> bool {
+        self.0
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .is_none_or(|(_, roles)| roles.contains(&who.role))
+    }
+
+    /// The answer to a request `who` may not make, if it may not.
+    fn refusal<B>(
+        &self,
+        request: &http::Request<B>,
+        who: &Identity,
+    ) -> Option<axum::response::Response> {
+        let path = request.uri().path();
+        if self.allows(path, who) {
+            return None;
+        }
+        metrics::counter!("drover_role_refusals_total", "role" => who.role.as_str()).increment(1);
+        let message = format!("{path}: not allowed for {who}");
+        tracing::warn!(%who, path, "request refused for the caller's role");
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        Some(if grpc {
+            tonic::Status::permission_denied(message).into_http::<axum::body::Body>()
+        } else {
+            use axum::response::IntoResponse;
+            (
+                http::StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({ "message": message, "field": null })),
+            )
+                .into_response()
+        })
+    }
+}
+
 /// Serves `routes` on `listener` until `shutdown` resolves, then stops accepting and waits
 /// for the open connections to finish what they are answering (a caller bounds the wait:
 /// streams that never end by themselves, such as a framework's events, keep it waiting).
@@ -245,44 +389,31 @@ pub async fn serve(
         let id = next_id;
         next_id += 1;
         slots.lock().insert(id, activity.clone());
-        let service = {
-            let (router, activity) = (router.clone(), activity.clone());
-            hyper::service::service_fn(move |request| {
-                let busy = Busy::new(activity.clone(), epoch);
-                let answer = router.clone().oneshot(request);
-                async move {
-                    let response = answer.await?;
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|inner| Body::new(TrackedBody { inner, _busy: busy })),
-                    )
-                }
-            })
+        let connection = Connection {
+            peer,
+            router: router.clone(),
+            builder: builder.clone(),
+            rules: config.roles.clone(),
+            activity,
+            epoch,
+            stop: stop_rx.clone(),
         };
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let (slots, mut stop) = (slots.clone(), stop_rx.clone());
+        let (slots, tls) = (slots.clone(), config.tls.clone());
         connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let mut closing = false;
-            let ended = loop {
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    () = activity.evict.notified(), if !closing => {
-                        tracing::debug!(%peer, "closing the idlest connection to make room");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+            match tls {
+                None => connection.drive(stream, None).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok((stream, who)) => {
+                        metrics::counter!("drover_tls_handshakes_total", "outcome" => "accepted")
+                            .increment(1);
+                        connection.drive(stream, Some(who)).await
                     }
-                    r = stop.wait_for(|stop| *stop), if !closing => {
-                        closing = true;
-                        if r.is_ok() {
-                            conn.as_mut().graceful_shutdown();
-                        }
+                    Err(e) => {
+                        metrics::counter!("drover_tls_handshakes_total", "outcome" => "refused")
+                            .increment(1);
+                        tracing::info!(%peer, error = %e, "TLS handshake refused");
                     }
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended");
+                },
             }
             slots.lock().remove(&id);
             drop(permit);

@@ -36,8 +36,8 @@ pub(super) async fn logs(api: &Api, id: &str, follow: bool, stderr: bool) -> Res
     }
     let agent = locate(&masters, framework, id).await?;
     let name = if stderr { "stderr" } else { "stdout" };
-    let mut file = SandboxFile::new(&agent, framework, id, name);
     let sandbox = |e: drover_scheduler::sandbox::SandboxError| AppsError::Api(e.to_string());
+    let mut file = SandboxFile::new(&agent, framework, id, name, None).map_err(sandbox)?;
     loop {
         let text = file.read_more().await.map_err(sandbox)?;
         if text.is_empty() {

@@ -522,3 +522,75 @@ pub async fn remove_task_containers(task_id: &str) {
         .status()
         .await;
 }
+
+/// Starts `masters` masters and `agents` agents (with `agent_args`) with mutual TLS on every
+/// connection (`ClusterSpec::tls`), and waits until the leader has them all active, asked
+/// over HTTPS as the cluster's harness.
+pub async fn start_tls(masters: u64, agents: usize, agent_args: &[&str]) -> TestCluster {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = ClusterSpec::on_free_ports(binary(), dir.path().to_path_buf(), masters)
+        .expect("ports")
+        .with_agents(agents)
+        .expect("agent ports");
+    spec.agent_args = agent_args.iter().map(|s| s.to_string()).collect();
+    spec.tls = true;
+    let c = TestCluster {
+        cluster: LocalCluster::new(spec).expect("cluster"),
+        dir: Some(dir),
+    };
+    let mut c = launch(c).await;
+    for i in 0..agents {
+        c.start_agent(i).expect("start agent");
+    }
+    wait_until(
+        "agents registered over TLS",
+        Duration::from_secs(60),
+        || async {
+            let leader = c
+                .wait_for_leader(LEADER_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (code, body) = https_get(&c, &leader.leader_addr, "/v1/state").await?;
+            if code != 200 {
+                return Err(format!("/v1/state answered {code}: {body}"));
+            }
+            let state: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let active = state["agents"]
+                .as_array()
+                .map(|a| a.iter().filter(|a| a["state"] == "ACTIVE").count())
+                .unwrap_or(0);
+            if active >= agents {
+                Ok(())
+            } else {
+                Err(format!("{active} of {agents} agents active"))
+            }
+        },
+    )
+    .await
+    .expect("agents registered");
+    c
+}
+
+/// `GET path` of the master or agent at `addr` over mutual TLS, as the cluster's harness (an
+/// operator): the status and the body.
+pub async fn https_get(c: &LocalCluster, addr: &str, path: &str) -> Result<(u16, String), String> {
+    let certs = c.certs().ok_or("the cluster runs without TLS")?;
+    let harness = certs.harness().map_err(|e| e.to_string())?;
+    let config = harness
+        .client(&[drover_tls::Role::Master, drover_tls::Role::Agent])
+        .http1_config()
+        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = http
+        .get(format!("https://{addr}{path}"))
+        .send()
+        .await
+        .map_err(|e| format!("{addr}{path}: {e}"))?;
+    let code = resp.status().as_u16();
+    Ok((code, resp.text().await.map_err(|e| e.to_string())?))
+}

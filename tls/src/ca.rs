@@ -121,9 +121,15 @@ pub fn init(dir: &Path, validity: Validity) -> Result<Ca, CaError> {
         return Err(CaError::Exists(dir.to_path_buf()));
     }
     let mut params = CertificateParams::default();
+    // A name of its own (the moment it was made): two CAs never share an issuer name, so a
+    // certificate of another CA is refused as of an unknown issuer, not by its signature.
+    let made = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     params
         .distinguished_name
-        .push(DnType::CommonName, "Drover cluster CA");
+        .push(DnType::CommonName, format!("Drover cluster CA {made:x}"));
     params
         .distinguished_name
         .push(DnType::OrganizationName, "Drover");

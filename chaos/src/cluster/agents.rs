@@ -124,6 +124,21 @@ impl LocalCluster {
         if a.child.is_some() {
             return Err(ClusterError::AgentRunning(index));
         }
+        let tls_flags = match &self.certs {
+            None => Vec::new(),
+            Some(c) => {
+                let hosts = [
+                    super::certs::host_of(&a.addr),
+                    agent_hostname(index),
+                    "localhost".to_string(),
+                ];
+                super::certs::flags(&c.files(
+                    drover_tls::Role::Agent,
+                    &format!("a{index}"),
+                    &hosts,
+                )?)
+            }
+        };
         fs::create_dir_all(&a.work_dir)
             .map_err(io(format!("creating {}", a.work_dir.display())))?;
         let mut cmd = Command::new(&spec.binary);
@@ -135,6 +150,7 @@ impl LocalCluster {
             .arg(&a.work_dir)
             .arg("--listen")
             .arg(&a.addr)
+            .args(&tls_flags)
             .args(&spec.agent_args)
             .args(
                 spec.distinct_agent_hostnames

@@ -24,12 +24,21 @@ const PER_TRY: Duration = Duration::from_secs(5);
 /// agents of one process, share a connection), kept while some agent has that address.
 #[derive(Default)]
 pub struct AgentChannels {
+    /// How agents are dialled (mutual TLS, whose servers must be agents).
+    dialer: drover_client::channel::Dialer,
     addr_of: HashMap<AgentId, String>,
     /// Each address's channel and how many agents have it.
     by_addr: HashMap<String, (Channel, usize)>,
 }
 
 impl AgentChannels {
+    pub fn new(dialer: drover_client::channel::Dialer) -> Self {
+        Self {
+            dialer,
+            ..Self::default()
+        }
+    }
+
     pub fn channel(&mut self, agent: &AgentId, addr: &str) -> Option<Channel> {
         if self.addr_of.get(agent).map(String::as_str) == Some(addr) {
             return self.by_addr.get(addr).map(|(ch, _)| ch.clone());
@@ -40,7 +49,7 @@ impl AgentChannels {
                 ch.clone()
             }
             None => {
-                let ch = drover_client::channel::endpoint(addr).ok()?.connect_lazy();
+                let ch = self.dialer.channel(addr).ok()?;
                 self.by_addr.insert(addr.to_string(), (ch.clone(), 1));
                 ch
             }

@@ -127,6 +127,7 @@ pub fn start(
     replicated: Replicated,
     config: OfferCycleConfig,
     timeout: Duration,
+    agents: drover_client::channel::Dialer,
 ) -> (LeaderHandle, impl std::future::Future<Output = ()> + Send) {
     let handle = LeaderHandle {
         current: Arc::new(Mutex::new(None)),
@@ -158,7 +159,8 @@ pub fn start(
             }
             if leading && running.is_none() {
                 let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMANDS);
-                let r = runtime::Runtime::new(me, replicated.clone(), config.clone());
+                let r =
+                    runtime::Runtime::new(me, replicated.clone(), config.clone(), agents.clone());
                 let h = tokio::spawn(r.run(rx));
                 *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
                 tracing::info!(term, "offer cycle started: this master leads");

@@ -176,7 +176,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(me: MasterId, replicated: Replicated, config: OfferCycleConfig) -> Self {
+    /// `agents`: how the offer cycle dials agents (to launch and kill).
+    pub fn new(
+        me: MasterId,
+        replicated: Replicated,
+        config: OfferCycleConfig,
+        agents: drover_client::channel::Dialer,
+    ) -> Self {
         Self {
             me,
             engine: Engine::new(me, config.clone(), Now::read()),
@@ -184,7 +190,7 @@ impl Runtime {
             config,
             pending: FuturesUnordered::new(),
             to_agents: JoinSet::new(),
-            channels: AgentChannels::default(),
+            channels: AgentChannels::new(agents),
             waiting: HashMap::new(),
             offered: HashMap::new(),
             streams: HashMap::new(),

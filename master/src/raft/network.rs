@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,22 +59,9 @@ pub const APPEND_BUDGET_BYTES: usize = 256 * 1024;
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// How this master connects to other masters.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PeerDialer {
-    /// Source address of outgoing connections (a multi-homed host picks its interface; a
-    /// fault-injecting proxy tells masters apart by it). None lets the kernel choose.
-    pub bind_ip: Option<IpAddr>,
-}
-
-impl PeerDialer {
-    /// A lazily-connecting channel to the master at `addr`, with the transport's settings.
-    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Ok(drover_client::channel::endpoint(addr)?
-            .local_address(self.bind_ip)
-            .connect_lazy())
-    }
-}
+/// How this master connects to other masters: source address, and mutual TLS whose servers
+/// must be masters.
+pub use drover_client::channel::Dialer as PeerDialer;
 
 /// Creates one [`PeerClient`] per replication target; caches channels by peer.
 pub struct NetworkFactory {

@@ -33,18 +33,31 @@ const ACKS_IN_FLIGHT: usize = 16;
 #[derive(Clone)]
 pub(crate) struct MesosHttp {
     client: reqwest::Client,
+    /// `http`, or `https` with mutual TLS.
+    scheme: &'static str,
 }
 
 impl MesosHttp {
-    pub fn new(bind_ip: Option<IpAddr>) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+    /// A client whose connections leave from `bind_ip`, over mutual TLS with `tls`.
+    pub fn new(
+        bind_ip: Option<IpAddr>,
+        tls: Option<&drover_tls::ClientTls>,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
             // Redirects are followed by the leader-following loop, which remembers the leader.
             .redirect(reqwest::redirect::Policy::none())
             .local_address(bind_ip)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self { client })
+            .tcp_nodelay(true);
+        let scheme = match tls {
+            None => "http",
+            Some(tls) => {
+                builder =
+                    builder.use_preconfigured_tls(tls.http1_config().map_err(|e| e.to_string())?);
+                "https"
+            }
+        };
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok(Self { client, scheme })
     }
 
     /// POSTs `call` to the master at `addr`; an answer other than `2xx` is an [`AttemptError`].
@@ -58,7 +71,7 @@ impl MesosHttp {
     ) -> Result<reqwest::Response, AttemptError> {
         let mut request = self
             .client
-            .post(format!("http://{addr}{SCHEDULER_PATH}"))
+            .post(format!("{}://{addr}{SCHEDULER_PATH}", self.scheme))
             .header(reqwest::header::CONTENT_TYPE, drover_mesos::media::JSON)
             .header(reqwest::header::ACCEPT, drover_mesos::media::JSON)
             .body(drover_mesos::to_ascii_json(call));

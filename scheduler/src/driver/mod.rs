@@ -75,6 +75,8 @@ pub struct DriverOptions {
     /// Source address of the driver's connections (None lets the kernel choose); a chaos run
     /// gives each scheduler its own so that the fault layer can cut it off.
     pub bind_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS to the masters, over either API.
+    pub tls: Option<drover_tls::ClientTls>,
     /// Which of the masters' framework APIs the driver speaks.
     pub api: Api,
 }
@@ -103,6 +105,7 @@ impl Default for DriverOptions {
             resubscribe_backoff_max: Duration::from_secs(5),
             leader_retry_max: Duration::from_millis(100),
             bind_ip: None,
+            tls: None,
             api: Api::Grpc,
         }
     }
@@ -178,12 +181,17 @@ impl Driver {
             backoff_max: options.leader_retry_max,
             ..RetryPolicy::default()
         };
-        let client = MasterClient::bound_to(masters, policy, options.bind_ip)
+        let dialer = drover_client::channel::Dialer {
+            bind_ip: options.bind_ip,
+            tls: options.tls.clone(),
+        };
+        let client = MasterClient::with_dialer(masters, policy, dialer)
             .map_err(|e| DriverError::Masters(e.to_string()))?;
         let transport = match options.api {
             Api::Grpc => Transport::Grpc,
             Api::Http => Transport::Http(
-                http::MesosHttp::new(options.bind_ip).map_err(DriverError::Masters)?,
+                http::MesosHttp::new(options.bind_ip, options.tls.as_ref())
+                    .map_err(DriverError::Masters)?,
             ),
         };
         let (state_tx, state_rx) = watch::channel(LinkState {

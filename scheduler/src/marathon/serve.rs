@@ -17,7 +17,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use drover_client::MasterClient;
+use drover_client::{MasterClient, RetryPolicy};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -65,6 +65,10 @@ pub struct SchedulerArgs {
     /// takes over this long after the active one stopped renewing.
     #[arg(long, default_value_t = 2000)]
     pub lease_ms: u64,
+    /// Mutual TLS to the masters, with a framework's certificate (the `/v2` listener itself
+    /// is plain HTTP yet).
+    #[command(flatten)]
+    pub tls: drover_tls::TlsArgs,
 }
 
 /// Why the scheduler stopped.
@@ -74,6 +78,8 @@ pub enum ServeError {
     Masters(String),
     #[error("--lease-ms: {0}")]
     Lease(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -102,8 +108,23 @@ pub async fn serve(
             args.lease_ms
         )));
     }
-    let client =
-        MasterClient::new(&args.masters).map_err(|e| ServeError::Masters(e.to_string()))?;
+    let tls = match args
+        .tls
+        .files()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+    {
+        None => None,
+        Some(files) => Some(
+            drover_tls::LiveTls::watch(files, drover_tls::Role::Framework)
+                .map_err(|e| ServeError::Tls(e.to_string()))?,
+        ),
+    };
+    let dialer = drover_client::channel::Dialer {
+        bind_ip: None,
+        tls: tls.map(|t| t.client(&[drover_tls::Role::Master])),
+    };
+    let client = MasterClient::with_dialer(&args.masters, RetryPolicy::default(), dialer)
+        .map_err(|e| ServeError::Masters(e.to_string()))?;
     let store = FrameworkStore {
         client,
         framework: args.framework_name.clone(),
@@ -271,7 +292,11 @@ async fn start_active(
         id: known_id,
         partition_aware: true,
     };
-    let (driver, events) = Driver::start(&args.masters, framework, DriverOptions::default())
+    let options = DriverOptions {
+        tls: store.client.dialer().tls.clone(),
+        ..DriverOptions::default()
+    };
+    let (driver, events) = Driver::start(&args.masters, framework, options)
         .map_err(|e| ServeError::Masters(e.to_string()))?;
     let info = Info {
         name: "drover".into(),

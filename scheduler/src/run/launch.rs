@@ -173,6 +173,13 @@ pub(crate) async fn launch(
     mut interrupts: Interrupts,
 ) -> Result<i32, RunError> {
     let plan = Plan::from_args(args)?;
+    let options = match (&plan.tls, options.tls) {
+        (Some(live), None) => DriverOptions {
+            tls: Some(live.client(&[drover_tls::Role::Master])),
+            ..options
+        },
+        (_, tls) => DriverOptions { tls, ..options },
+    };
     eprintln!(
         "drover run: task {} ({}) via masters {}",
         plan.task_id,
@@ -423,11 +430,23 @@ impl Launcher<'_> {
         }
         let addr = self.agent_addr.as_deref()?;
         let framework = self.driver.framework_id()?;
-        Some(OutputPump::start(
+        let tls = self
+            .plan
+            .tls
+            .as_ref()
+            .map(|t| t.client(&[drover_tls::Role::Agent]));
+        match OutputPump::start(
             addr,
             framework.as_str(),
             self.plan.task_id.as_str(),
-        ))
+            tls.as_ref(),
+        ) {
+            Ok(pump) => Some(pump),
+            Err(e) => {
+                eprintln!("drover run: warning: the task's output: {e}");
+                None
+            }
+        }
     }
 
     /// Prints TASK_STAGING once: the task is committed.

@@ -117,6 +117,10 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<String>,
+    /// Mutual TLS to the masters and the task's agent, with an operator's (client)
+    /// certificate.
+    #[command(flatten)]
+    pub tls: drover_tls::TlsArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +181,8 @@ pub(crate) struct Plan {
     pub stream_output: bool,
     /// The container to run in (host ports of its mappings are filled from the offer).
     pub container: Option<ContainerInfo>,
+    /// Mutual TLS, as a client (operator).
+    pub tls: Option<drover_tls::LiveTls>,
 }
 
 impl Plan {
@@ -288,7 +294,19 @@ impl Plan {
             // comes back, rather than LOST and killed.
             partition_aware: true,
         };
+        let tls = match args
+            .tls
+            .files()
+            .map_err(|e| usage("tls-cert", e.to_string()))?
+        {
+            None => None,
+            Some(files) => Some(
+                drover_tls::LiveTls::fixed(files, drover_tls::Role::Client)
+                    .map_err(|e| usage("tls-cert", e.to_string()))?,
+            ),
+        };
         Ok(Plan {
+            tls,
             masters,
             framework,
             task_id: TaskId::new(task_id),

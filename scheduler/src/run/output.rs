@@ -29,14 +29,19 @@ pub(crate) struct OutputPump {
 
 impl OutputPump {
     /// Starts copying the output of `task` of `framework` on the agent at `addr`.
-    pub fn start(addr: &str, framework: &str, task: &str) -> Self {
+    pub fn start(
+        addr: &str,
+        framework: &str,
+        task: &str,
+        tls: Option<&drover_tls::ClientTls>,
+    ) -> Result<Self, SandboxError> {
         let files = [
-            SandboxFile::new(addr, framework, task, "stdout"),
-            SandboxFile::new(addr, framework, task, "stderr"),
+            SandboxFile::new(addr, framework, task, "stdout", tls)?,
+            SandboxFile::new(addr, framework, task, "stderr", tls)?,
         ];
         let (stop, stop_rx) = oneshot::channel();
         let handle = tokio::spawn(pump(files, stop_rx));
-        Self { stop, handle }
+        Ok(Self { stop, handle })
     }
 
     /// Copies what is left and stops, within `bound`; says so on stderr if the output could

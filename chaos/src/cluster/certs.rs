@@ -1,0 +1,131 @@
+//! A local cluster's certificates, when it runs with mutual TLS: a development CA under
+//! `BASE_DIR/tls` and one certificate per process (each master, agent and scheduler, and the
+//! harness itself as an operator), issued as `drover certs issue` would.
+//!
+//! Owns the `tls/` directory. A certificate is issued once and kept: a process restarted
+//! presents the same one.
+
+use std::path::{Path, PathBuf};
+
+use drover_tls::ca::{self, Ca, Validity, CA_VALIDITY, CERT_VALIDITY};
+use drover_tls::config::TlsFiles;
+use drover_tls::{Identity, LiveTls, Role};
+
+use super::ClusterError;
+
+/// The name of the harness's own (operator) certificate.
+pub const HARNESS: &str = "harness";
+
+/// The CA of a local cluster and what it issued.
+#[derive(Debug)]
+pub struct ClusterCerts {
+    dir: PathBuf,
+    ca: Ca,
+}
+
+fn tls_error(what: impl std::fmt::Display) -> impl FnOnce(String) -> ClusterError {
+    let what = what.to_string();
+    move |e| ClusterError::Io {
+        what,
+        source: std::io::Error::other(e),
+    }
+}
+
+impl ClusterCerts {
+    /// The CA under `base_dir/tls`, made if it is not there yet.
+    pub fn open(base_dir: &Path) -> Result<Self, ClusterError> {
+        let dir = base_dir.join("tls");
+        let ca = if dir.join(ca::CA_CERT).exists() {
+            ca::load(&dir)
+        } else {
+            ca::init(&dir, Validity::from_now(CA_VALIDITY))
+        }
+        .map_err(|e| tls_error(format!("the cluster CA in {}", dir.display()))(e.to_string()))?;
+        Ok(Self { dir, ca })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The certificate of `role` `name`, valid for `hosts`: issued on first use, then kept.
+    pub fn files(
+        &self,
+        role: Role,
+        name: &str,
+        hosts: &[String],
+    ) -> Result<TlsFiles, ClusterError> {
+        self.issue(role, name, hosts, None)
+    }
+
+    /// A certificate of `role` `name` valid only during `validity` (an expired one, say),
+    /// issued now whatever exists.
+    pub fn issue_valid(
+        &self,
+        role: Role,
+        name: &str,
+        validity: Validity,
+    ) -> Result<TlsFiles, ClusterError> {
+        self.issue(role, name, &[], Some(validity))
+    }
+
+    fn issue(
+        &self,
+        role: Role,
+        name: &str,
+        hosts: &[String],
+        validity: Option<Validity>,
+    ) -> Result<TlsFiles, ClusterError> {
+        let what = format!("a certificate for {role} {name}");
+        let identity = Identity::new(role, name).map_err(|e| tls_error(&what)(e.to_string()))?;
+        let stem = self.dir.join(format!("{role}-{name}"));
+        let files = TlsFiles {
+            cert: stem.with_extension("pem"),
+            key: stem.with_extension("key"),
+            ca: self.dir.join(ca::CA_CERT),
+        };
+        if validity.is_none() && files.cert.exists() && files.key.exists() {
+            return Ok(files);
+        }
+        let validity = validity.unwrap_or_else(|| Validity::from_now(CERT_VALIDITY));
+        let mut hosts: Vec<String> = hosts.to_vec();
+        hosts.sort();
+        hosts.dedup();
+        let issued = self
+            .ca
+            .issue_to(&self.dir, &identity, &hosts, validity)
+            .map_err(|e| tls_error(&what)(e.to_string()))?;
+        Ok(TlsFiles {
+            cert: issued.cert,
+            key: issued.key,
+            ..files
+        })
+    }
+
+    /// The harness's operator certificate, loaded.
+    pub fn harness(&self) -> Result<LiveTls, ClusterError> {
+        let files = self.files(Role::Client, HARNESS, &[])?;
+        LiveTls::fixed(files, Role::Client)
+            .map_err(|e| tls_error("the harness's certificate")(e.to_string()))
+    }
+}
+
+/// The flags that hand `files` to a process.
+pub fn flags(files: &TlsFiles) -> Vec<String> {
+    [
+        ("--tls-cert", &files.cert),
+        ("--tls-key", &files.key),
+        ("--tls-ca", &files.ca),
+    ]
+    .into_iter()
+    .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    .collect()
+}
+
+/// The host part of `host:port` (an IPv6 address without its brackets).
+pub fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}

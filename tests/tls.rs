@@ -1,0 +1,184 @@
+//! A cluster with mutual TLS on every connection, on real processes: three masters (Raft over
+//! TLS), an agent (registering, and taking launches, over TLS) and `drover run` (framework API
+//! and sandbox reads over TLS) run a task; a would-be peer without a valid certificate is
+//! refused at the handshake, and one whose certificate is of another role is refused what
+//! that role may not call.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use drover_client::channel::Dialer;
+use drover_client::{ClientError, MasterClient, RetryPolicy};
+use drover_proto::raft::raft_service_client::RaftServiceClient;
+use drover_proto::raft::RaftRequest;
+use drover_proto::v1;
+use drover_tls::ca::Validity;
+use drover_tls::config::TlsFiles;
+use drover_tls::{LiveTls, Role};
+use tonic::Code;
+
+use common::{cli, https_get, start_tls};
+
+const AGENT_RESOURCES: &str = "cpus:2;mem:1024;disk:512;ports:[31000-31009]";
+
+/// The flags that hand `files` to the CLI.
+fn tls_flags(files: &TlsFiles) -> Vec<String> {
+    drover_chaos::cluster::certs::flags(files)
+}
+
+/// A client of the masters at `addrs` presenting `files` (a certificate of `role`), that
+/// gives up after a few seconds.
+fn client_as(addrs: &[String], files: TlsFiles, role: Role) -> MasterClient {
+    let tls = LiveTls::fixed(files, role).expect("the certificate loads");
+    MasterClient::with_dialer(
+        addrs,
+        RetryPolicy {
+            deadline: Duration::from_secs(3),
+            ..RetryPolicy::default()
+        },
+        Dialer {
+            bind_ip: None,
+            tls: Some(tls.client(&[Role::Master])),
+        },
+    )
+    .expect("client")
+}
+
+/// The gRPC status code a failed call ended with.
+fn code_of(e: &ClientError) -> Option<Code> {
+    match e {
+        ClientError::Rejected(s) => Some(s.code()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_with_tls_runs_a_task_and_refuses_who_has_no_valid_certificate() {
+    let c = start_tls(3, 1, &["--resources", AGENT_RESOURCES]).await;
+    let addrs = c.addrs();
+    let masters = addrs.join(",");
+    let certs = c.certs().expect("certificates");
+    let operator = certs.files(Role::Client, "ops", &[]).unwrap();
+
+    // `drover run` as an operator: the framework API, the launch on the agent, the updates
+    // back, and the task's output read from the agent, every hop over TLS.
+    let mut args: Vec<String> = ["run", "--masters", &masters, "--name", "tls"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(tls_flags(&operator));
+    args.extend(["--", "echo hello over tls"].iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cli(&args).await;
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stdout.contains("TASK_FINISHED"), "{}", out.stdout);
+    assert!(out.stdout.contains("hello over tls"), "{}", out.stdout);
+
+    // The same CLI without a certificate: no master answers it.
+    let out = cli(&["leader", "--masters", &masters]).await;
+    assert_ne!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    // Nor plain HTTP.
+    let plain = common::try_http_get(&addrs[0], "/health").await;
+    assert!(
+        !matches!(&plain, Ok((200, _))),
+        "plain HTTP answered: {plain:?}"
+    );
+    // Over HTTPS as an operator, it does.
+    let (code, body) = https_get(&c, &addrs[0], "/health").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    // An expired operator certificate: refused at the handshake.
+    let now = SystemTime::now();
+    let expired = certs
+        .issue_valid(
+            Role::Client,
+            "old",
+            Validity {
+                not_before: now - Duration::from_secs(2 * 86_400),
+                not_after: now - Duration::from_secs(86_400),
+            },
+        )
+        .unwrap();
+    let e = client_as(&addrs, expired, Role::Client)
+        .leader_status()
+        .await
+        .expect_err("an expired certificate is refused");
+    assert!(
+        code_of(&e).is_none(),
+        "refused by a master, not at the handshake: {e}"
+    );
+
+    // Another CA's operator: refused at the handshake.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger_certs =
+        drover_chaos::cluster::certs::ClusterCerts::open(stranger_dir.path()).unwrap();
+    let stranger = TlsFiles {
+        ca: operator.ca.clone(),
+        ..stranger_certs.files(Role::Client, "ops", &[]).unwrap()
+    };
+    let e = client_as(&addrs, stranger, Role::Client)
+        .leader_status()
+        .await
+        .expect_err("another CA's certificate is refused");
+    assert!(
+        code_of(&e).is_none(),
+        "refused by a master, not at the handshake: {e}"
+    );
+
+    // Certificates of the CA, of roles that may not make the call: refused by name.
+    let agent = certs.files(Role::Agent, "a0", &[]).unwrap();
+    let framework = certs.files(Role::Framework, "fw", &[]).unwrap();
+    // An agent cannot administer the cluster…
+    let e = client_as(&addrs, agent.clone(), Role::Agent)
+        .leader_status()
+        .await
+        .expect_err("an agent may not call Cluster");
+    assert_eq!(code_of(&e), Some(Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("not allowed for agent a0"), "{e}");
+    // …nor subscribe as a framework.
+    let as_agent = client_as(&addrs, agent, Role::Agent);
+    let e = as_agent
+        .call_idempotent(|ch, _| async move {
+            drover_proto::v1::scheduler_client::SchedulerClient::new(ch)
+                .subscribe(v1::SubscribeRequest::default())
+                .await
+                .map(|_| ())
+        })
+        .await
+        .expect_err("an agent may not subscribe");
+    assert_eq!(code_of(&e), Some(Code::PermissionDenied), "{e}");
+    // A framework cannot register as an agent.
+    let e = client_as(&addrs, framework, Role::Framework)
+        .call_idempotent(|ch, _| async move {
+            drover_proto::v1::agent_registry_client::AgentRegistryClient::new(ch)
+                .register(v1::RegisterRequest::default())
+                .await
+                .map(|_| ())
+        })
+        .await
+        .expect_err("a framework may not register an agent");
+    assert_eq!(code_of(&e), Some(Code::PermissionDenied), "{e}");
+    // An operator cannot speak Raft to a master.
+    let tls = LiveTls::fixed(operator, Role::Client).unwrap();
+    let channel = Dialer {
+        bind_ip: None,
+        tls: Some(tls.client(&[Role::Master])),
+    }
+    .channel(&addrs[0])
+    .unwrap();
+    let e = RaftServiceClient::new(channel)
+        .vote(RaftRequest::default())
+        .await
+        .expect_err("an operator may not vote");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not allowed for client ops"), "{e:?}");
+}
