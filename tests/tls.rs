@@ -13,12 +13,14 @@ use drover_client::{ClientError, MasterClient, RetryPolicy};
 use drover_proto::raft::raft_service_client::RaftServiceClient;
 use drover_proto::raft::RaftRequest;
 use drover_proto::v1;
+use drover_proto::v1::agent_client::AgentClient;
+use drover_scheduler::driver::{Api, Driver, DriverEvent, DriverOptions, FrameworkInfo};
 use drover_tls::ca::Validity;
 use drover_tls::config::TlsFiles;
 use drover_tls::{LiveTls, Role};
 use tonic::Code;
 
-use common::{cli, https_get, start_tls};
+use common::{cli, https_get, next, start_tls};
 
 const AGENT_RESOURCES: &str = "cpus:2;mem:1024;disk:512;ports:[31000-31009]";
 
@@ -79,6 +81,58 @@ async fn a_cluster_with_tls_runs_a_task_and_refuses_who_has_no_valid_certificate
     assert!(out.stdout.contains("TASK_FINISHED"), "{}", out.stdout);
     assert!(out.stdout.contains("hello over tls"), "{}", out.stdout);
 
+    // A framework's certificate: it subscribes over gRPC and over the Mesos HTTP API, and
+    // uses its store.
+    let framework = certs.files(Role::Framework, "fw", &[]).unwrap();
+    let as_framework = LiveTls::fixed(framework.clone(), Role::Framework).unwrap();
+    for api in [Api::Grpc, Api::Http] {
+        let options = DriverOptions {
+            api,
+            tls: Some(as_framework.client(&[Role::Master])),
+            ..DriverOptions::default()
+        };
+        let (_driver, mut events) =
+            Driver::start(&addrs, FrameworkInfo::new("tls-framework"), options).unwrap();
+        loop {
+            match next(&mut events, Duration::from_secs(30)).await {
+                Some(DriverEvent::Subscribed { .. }) => break,
+                Some(DriverEvent::Disconnected { .. }) => continue,
+                other => panic!("{api:?}: expected SUBSCRIBED, got {other:?}"),
+            }
+        }
+    }
+    let store = client_as(&addrs, framework.clone(), Role::Framework);
+    store
+        .put("tls-framework", "k", b"v".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get("tls-framework", "k")
+            .await
+            .unwrap()
+            .map(|v| v.value),
+        Some(b"v".to_vec())
+    );
+
+    // Only masters may launch on an agent: an operator's certificate is refused RunTask.
+    let agent_addr = c.agents().next().expect("an agent").addr.clone();
+    let channel = Dialer {
+        bind_ip: None,
+        tls: Some(
+            LiveTls::fixed(operator.clone(), Role::Client)
+                .unwrap()
+                .client(&[Role::Agent]),
+        ),
+    }
+    .channel(&agent_addr)
+    .unwrap();
+    let e = AgentClient::new(channel)
+        .run_task(v1::RunTaskRequest::default())
+        .await
+        .expect_err("an operator may not launch on an agent");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
     // The same CLI without a certificate: no master answers it.
     let out = cli(&["leader", "--masters", &masters]).await;
     assert_ne!(
@@ -136,7 +190,6 @@ async fn a_cluster_with_tls_runs_a_task_and_refuses_who_has_no_valid_certificate
 
     // Certificates of the CA, of roles that may not make the call: refused by name.
     let agent = certs.files(Role::Agent, "a0", &[]).unwrap();
-    let framework = certs.files(Role::Framework, "fw", &[]).unwrap();
     // An agent cannot administer the cluster…
     let e = client_as(&addrs, agent.clone(), Role::Agent)
         .leader_status()

@@ -208,16 +208,18 @@ pub async fn browse(
 }
 
 /// `op` run on the real path `requested` names. The sandbox collector may move a task's
-/// directory to `completed/` between the path's resolution and its use (a rename: what was
-/// already open stays readable). An `op` that then finds nothing runs once more on the path
-/// resolved again, which names where the directory went. Blocking.
+/// directory to `completed/` while the path is resolved or between its resolution and its
+/// use (a rename: what was already open stays readable). When the resolution or `op` then
+/// finds nothing, both run once more, and the path now names where the directory went.
+/// Blocking.
 fn on_resolved<T>(
     layout: &Layout,
     requested: &str,
     mut op: impl FnMut(&Path) -> Result<T, FilesError>,
 ) -> Result<T, FilesError> {
-    match op(&resolve(layout, requested)?) {
-        Err(FilesError::NotFound(_)) => op(&resolve(layout, requested)?),
+    let mut attempt = || resolve(layout, requested).and_then(|path| op(&path));
+    match attempt() {
+        Err(FilesError::NotFound(_)) => attempt(),
         done => done,
     }
 }

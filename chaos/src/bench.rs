@@ -42,6 +42,8 @@ pub struct WriteBenchOptions {
     pub value_bytes: usize,
     /// Separate HTTP/2 connections the clients are spread over.
     pub connections: usize,
+    /// Mutual TLS on every connection (Raft and the clients').
+    pub tls: bool,
 }
 
 /// Percentile (0..=100) of sorted samples, in milliseconds.
@@ -153,8 +155,10 @@ async fn start_cluster(
     binary: PathBuf,
     dir: PathBuf,
     masters: u64,
+    tls: bool,
 ) -> Result<LocalCluster, ClusterError> {
-    let spec = ClusterSpec::on_free_ports(binary, dir, masters)?;
+    let mut spec = ClusterSpec::on_free_ports(binary, dir, masters)?;
+    spec.tls = tls;
     let cluster = LocalCluster::start(spec).await?;
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     Ok(cluster)
@@ -167,10 +171,12 @@ pub async fn store_writes(
     opts: &WriteBenchOptions,
     mut report: impl FnMut(&WriteFigures),
 ) -> Result<Vec<WriteFigures>, ClusterError> {
-    let mut cluster = start_cluster(binary, dir, opts.masters).await?;
+    let mut cluster = start_cluster(binary, dir, opts.masters, opts.tls).await?;
     let addrs = cluster.addrs();
+    // Each its own connection, dialled as the cluster's own client is (TLS or not).
+    let dialer = cluster.client().dialer().clone();
     let clients: Vec<MasterClient> = (0..opts.connections.max(1))
-        .map(|_| MasterClient::new(&addrs))
+        .map(|_| MasterClient::with_dialer(&addrs, RetryPolicy::default(), dialer.clone()))
         .collect::<Result<_, _>>()?;
     let value = vec![b'x'; opts.value_bytes];
     let mut all = Vec::new();
@@ -260,7 +266,7 @@ pub async fn failover(
     trials: usize,
     mut report: impl FnMut(usize, Duration, u64, u64),
 ) -> Result<FailoverFigures, ClusterError> {
-    let mut cluster = start_cluster(binary, dir, masters).await?;
+    let mut cluster = start_cluster(binary, dir, masters, false).await?;
     let probe = MasterClient::with_policy(
         &cluster.addrs(),
         RetryPolicy {

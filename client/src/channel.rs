@@ -14,6 +14,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// How long establishing a TCP connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long establishing a TLS connection may take: TCP, then the handshake's two round
+/// trips and its signatures (a busy peer, or a listener whose slots are all taken, answers
+/// later than a plain connect needs).
+pub const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 keepalive: ping an idle connection this often, and drop it when a ping goes
 /// unanswered for `KEEPALIVE_TIMEOUT` (detects a silently partitioned peer).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -52,10 +56,12 @@ impl Dialer {
         let endpoint = endpoint(addr)?;
         Ok(match &self.tls {
             None => endpoint.local_address(self.bind_ip).connect_lazy(),
-            Some(tls) => endpoint.connect_with_connector_lazy(TlsConnector {
-                tls: tls.clone(),
-                bind_ip: self.bind_ip,
-            }),
+            Some(tls) => endpoint
+                .connect_timeout(TLS_CONNECT_TIMEOUT)
+                .connect_with_connector_lazy(TlsConnector {
+                    tls: tls.clone(),
+                    bind_ip: self.bind_ip,
+                }),
         })
     }
 }

@@ -202,6 +202,32 @@ struct Connection {
 }
 
 impl Connection {
+    /// The TLS handshake, unless the connection is told to make room or the listener stops
+    /// first (`None`: a peer not yet authenticated is dropped at once).
+    async fn handshake(
+        &self,
+        tls: &ServerTls,
+        stream: tokio::net::TcpStream,
+    ) -> Option<
+        Result<
+            (
+                drover_tls::tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+                Identity,
+            ),
+            drover_tls::HandshakeError,
+        >,
+    > {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            r = tls.accept(stream) => Some(r),
+            () = self.activity.evict.notified() => {
+                tracing::debug!(peer = %self.peer, "dropping a connection still in its TLS handshake to make room");
+                None
+            }
+            _ = stop.wait_for(|stop| *stop) => None,
+        }
+    }
+
     /// Serves the connection's requests until it ends, is told to make room or the listener
     /// stops. `who`: the peer's identity, as its certificate said (with TLS): each request
     /// carries it as an extension, and the listener's [`RoleRules`] are applied to it.
@@ -402,13 +428,14 @@ pub async fn serve(
         connections.spawn(async move {
             match tls {
                 None => connection.drive(stream, None).await,
-                Some(tls) => match tls.accept(stream).await {
-                    Ok((stream, who)) => {
+                Some(tls) => match connection.handshake(&tls, stream).await {
+                    None => {}
+                    Some(Ok((stream, who))) => {
                         metrics::counter!("drover_tls_handshakes_total", "outcome" => "accepted")
                             .increment(1);
                         connection.drive(stream, Some(who)).await
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         metrics::counter!("drover_tls_handshakes_total", "outcome" => "refused")
                             .increment(1);
                         tracing::info!(%peer, error = %e, "TLS handshake refused");

@@ -47,12 +47,21 @@ fn routes() -> tonic::service::Routes {
 
 /// A listener on loopback with `tls` taking `clients`; its port.
 async fn start(tls: &LiveTls, clients: &[Role]) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    start_with(tls, clients, ServeConfig::default()).await
+}
+
+/// [`start`] with `config`'s connection bounds.
+async fn start_with(
+    tls: &LiveTls,
+    clients: &[Role],
+    config: ServeConfig,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = ServeConfig {
         tls: Some(tls.server(clients)),
         roles: RoleRules::new([("/raft/", &[Role::Master][..])]),
-        ..ServeConfig::default()
+        ..config
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, routes(), config, async {
@@ -177,6 +186,42 @@ async fn a_silent_peer_is_dropped_at_the_handshake_deadline() {
     );
 }
 
+/// With every slot taken by a peer that connected and says nothing, a new connection makes
+/// room: the silent one, not authenticated, is dropped at once rather than holding its slot
+/// until its handshake deadline.
+#[tokio::test]
+async fn a_peer_silent_in_its_handshake_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = ca::init(d, Validity::from_now(CA_VALIDITY)).unwrap();
+    let master = issue(&ca, d, Role::Master, "m1", &["127.0.0.1"]);
+    let operator = issue(&ca, d, Role::Client, "ops", &[]);
+    let tls = LiveTls::fixed(master, Role::Master).unwrap();
+    let config = ServeConfig {
+        max_connections: 1,
+        evict_idle_after: Duration::ZERO,
+        ..ServeConfig::default()
+    };
+    let (port, _stop) = start_with(&tls, &[Role::Client], config).await;
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // Served well before the silent peer's handshake deadline would free its slot.
+    let within = drover_tls::live::HANDSHAKE_TIMEOUT / 2;
+    let answer = tokio::time::timeout(
+        within,
+        request(&operator, Role::Client, port, &get("/whoami")),
+    )
+    .await
+    .expect("served before the silent peer's handshake deadline")
+    .unwrap();
+    assert!(answer.ends_with("client ops"), "{answer}");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(DEADLINE, silent.read(&mut buf))
+        .await
+        .expect("the silent peer was dropped")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 /// New files under a running listener (a rotated CA and the certificates it issued) are
 /// taken up without a restart: the new CA's peers get through, the old CA's no longer do.
 #[tokio::test]
@@ -223,22 +268,52 @@ async fn a_rotated_ca_is_taken_up_without_a_restart() {
         }
     }
     assert_eq!(tls.identity(), Identity::new(Role::Master, "m1").unwrap());
+    // The old operator reads the same CA file, now the new CA's, so it trusts the renewed
+    // server: the refusal is the server's, of a certificate its new CA did not issue.
     let stale = request(&old_operator, Role::Client, port, &get("/whoami")).await;
     assert!(stale.is_err(), "{stale:?}");
 }
 
-/// Files that do not load (a key that is not one) are refused and the listener goes on with
-/// the ones it had.
+/// Files that do not load (a key that is not one), and a CA file that no longer vouches for
+/// the process's own certificate (a new CA put in alone, before the renewal), are refused and
+/// the listener goes on with the files it had.
 #[tokio::test]
 async fn broken_files_are_refused_and_the_old_ones_stay() {
+    refused_reload(|served, _| std::fs::write(&served.key, "not a key\n").unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_ca_file_that_drops_the_processs_own_ca_is_refused() {
+    refused_reload(|served, other| {
+        let tmp = served.ca.with_extension("new");
+        std::fs::write(&tmp, other.cert_pem()).unwrap();
+        std::fs::rename(&tmp, &served.ca).unwrap();
+    })
+    .await;
+}
+
+/// Serves with watched files, spoils them with `spoil` (given the served files and another
+/// CA), and checks that the reload was refused and the old files still serve.
+async fn refused_reload(spoil: impl FnOnce(&TlsFiles, &Ca)) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = ca::init(d, Validity::from_now(CA_VALIDITY)).unwrap();
     let served = issue(&ca, d, Role::Master, "m1", &["127.0.0.1"]);
     let operator = issue(&ca, d, Role::Client, "ops", &[]);
+    // The operator trusts a CA file of its own, which the spoiling leaves alone.
+    let operator = TlsFiles {
+        ca: {
+            let own = d.join("operator-ca.pem");
+            std::fs::copy(&operator.ca, &own).unwrap();
+            own
+        },
+        ..operator
+    };
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = ca::init(other_dir.path(), Validity::from_now(CA_VALIDITY)).unwrap();
     let tls = LiveTls::watch(served.clone(), Role::Master).unwrap();
     let (port, _stop) = start(&tls, &[Role::Client]).await;
-    std::fs::write(&served.key, "not a key\n").unwrap();
+    spoil(&served, &other);
     let deadline = tokio::time::Instant::now() + 4 * drover_tls::live::POLL_INTERVAL;
     while tls
         .reloads()

@@ -126,6 +126,23 @@ impl TlsFiles {
     }
 }
 
+/// Checks that `loaded`'s own certificate is one its own CA file vouches for, now: issued by
+/// one of its CAs, in its validity. Peers holding the same CA file would refuse it otherwise.
+pub fn check_own_chain(loaded: &Loaded) -> Result<(), TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(loaded.roots.clone(), provider())
+        .build()
+        .map_err(config_error)?;
+    verifier
+        .verify_client_cert(&loaded.chain[0], &loaded.chain[1..], UnixTime::now())
+        .map_err(|e| {
+            TlsError::Config(format!(
+                "{}: the certificate does not verify against the CA file: {e}",
+                loaded.identity
+            ))
+        })?;
+    Ok(())
+}
+
 /// rustls's `ring` provider: it builds in seconds where `aws-lc-rs` compiles a C library
 /// (minutes on CI's two cores), but it has no post-quantum key exchange, hence rustls's
 /// deprecation; moving to `aws-lc-rs` is one line here when that exchange is wanted.

@@ -24,7 +24,9 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::config::{client_config, peer_identity, server_config, Loaded, TlsError, TlsFiles};
+use crate::config::{
+    check_own_chain, client_config, peer_identity, server_config, Loaded, TlsError, TlsFiles,
+};
 use crate::identity::{Identity, Role};
 
 /// How often the reload task looks at the files' sizes and modification times.
@@ -81,11 +83,22 @@ fn fingerprint(files: &TlsFiles) -> Fingerprint {
 }
 
 /// Loads `files` as `role` and checks that both configurations can be built from them (a
-/// key that does not match its certificate is found here, not at the next handshake).
-fn load_checked(files: &TlsFiles, role: Role) -> Result<Loaded, TlsError> {
+/// key that does not match its certificate is found here, not at the next handshake), and
+/// that the certificate verifies against the CA file now ([`check_own_chain`]). A process
+/// starting with a certificate that does not verify is warned and starts (its peers will
+/// refuse it, and say why); a reload to such files is refused (`strict`): replacing the CA
+/// file with a new CA alone, before the certificates are renewed, or an expired renewal,
+/// would otherwise take every process off the network within seconds.
+fn load_checked(files: &TlsFiles, role: Role, strict: bool) -> Result<Loaded, TlsError> {
     let loaded = files.load(role)?;
     server_config(&loaded, &Role::ALL)?;
     client_config(&loaded, &Role::ALL)?;
+    if let Err(e) = check_own_chain(&loaded) {
+        if strict {
+            return Err(e);
+        }
+        tracing::warn!(error = %e, "this process's certificate will be refused by its peers");
+    }
     Ok(loaded)
 }
 
@@ -102,7 +115,7 @@ impl std::fmt::Debug for LiveTls {
 impl LiveTls {
     /// The files loaded once, never reloaded (tests, one-shot commands).
     pub fn fixed(files: TlsFiles, role: Role) -> Result<Self, TlsError> {
-        let loaded = load_checked(&files, role)?;
+        let loaded = load_checked(&files, role, false)?;
         let (_, current) = watch::channel(Arc::new(loaded));
         Ok(Self {
             files,
@@ -117,7 +130,7 @@ impl LiveTls {
     pub fn watch(files: TlsFiles, role: Role) -> Result<Self, TlsError> {
         // Taken before the files are read: a change made after this is seen by the task.
         let seen = fingerprint(&files);
-        let loaded = load_checked(&files, role)?;
+        let loaded = load_checked(&files, role, false)?;
         let (tx, current) = watch::channel(Arc::new(loaded));
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| TlsError::Config(format!("SIGHUP handler: {e}")))?;
@@ -201,7 +214,7 @@ async fn reload_loop(
             continue;
         }
         seen = now;
-        match load_checked(&files, role) {
+        match load_checked(&files, role, true) {
             Ok(loaded) => {
                 tracing::info!(
                     identity = %loaded.identity,

@@ -36,6 +36,10 @@ pub enum BenchWhat {
         /// HTTP/2 connections the clients are spread over.
         #[arg(long, default_value_t = 4)]
         connections: usize,
+        /// Mutual TLS on every connection (Raft between the masters, the clients'), with
+        /// certificates from a CA made for the run.
+        #[arg(long)]
+        tls: bool,
     },
     /// One DRF allocation cycle, the allocator alone (no I/O): 1 000 agents × 100 frameworks
     /// and 10 000 × 1 000 by default; median, p99 and max.
@@ -233,6 +237,7 @@ pub async fn run(what: BenchWhat) -> Result<(), CommandError> {
             warmup_seconds,
             value_bytes,
             connections,
+            tls,
         } => {
             let opts = WriteBenchOptions {
                 masters,
@@ -241,6 +246,7 @@ pub async fn run(what: BenchWhat) -> Result<(), CommandError> {
                 warmup: Duration::from_secs(warmup_seconds),
                 value_bytes,
                 connections,
+                tls,
             };
             let result = bench_store(binary, &dir, &opts).await;
             let _ = std::fs::remove_dir_all(&dir);
@@ -296,10 +302,15 @@ async fn bench_store(
     opts: &WriteBenchOptions,
 ) -> Result<(), CommandError> {
     println!(
-        "store write benchmark: {} masters on loopback, fsync on (every log append and vote is fsynced before it is acknowledged), {}-byte values, {} s per run",
+        "store write benchmark: {} masters on loopback, fsync on (every log append and vote is fsynced before it is acknowledged), {}-byte values, {} s per run, {}",
         opts.masters,
         opts.value_bytes,
-        opts.duration.as_secs()
+        opts.duration.as_secs(),
+        if opts.tls {
+            "mutual TLS on every connection"
+        } else {
+            "plain TCP"
+        }
     );
     store_writes(binary, dir.to_path_buf(), opts, print_write_figures).await?;
     Ok(())

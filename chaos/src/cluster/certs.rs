@@ -78,10 +78,10 @@ impl ClusterCerts {
     ) -> Result<TlsFiles, ClusterError> {
         let what = format!("a certificate for {role} {name}");
         let identity = Identity::new(role, name).map_err(|e| tls_error(&what)(e.to_string()))?;
-        let stem = self.dir.join(format!("{role}-{name}"));
+        // As `Ca::issue_to` names them (not `with_extension`: a name may hold a dot).
         let files = TlsFiles {
-            cert: stem.with_extension("pem"),
-            key: stem.with_extension("key"),
+            cert: self.dir.join(format!("{role}-{name}.pem")),
+            key: self.dir.join(format!("{role}-{name}.key")),
             ca: self.dir.join(ca::CA_CERT),
         };
         if validity.is_none() && files.cert.exists() && files.key.exists() {

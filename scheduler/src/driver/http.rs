@@ -9,6 +9,7 @@
 //! `202` is success, and a `503` or a broken answer leaves a write's outcome unknown.
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_client::{AttemptError, ClientError, MasterClient};
@@ -16,6 +17,7 @@ use drover_mesos::v1 as mesos;
 use drover_mesos::{recordio, SCHEDULER_PATH, STREAM_ID_HEADER};
 use drover_proto::metadata;
 use drover_proto::v1;
+use drover_tls::tokio_rustls::rustls::ClientConfig;
 use reqwest::StatusCode;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -32,9 +34,12 @@ const ACKS_IN_FLIGHT: usize = 16;
 /// An HTTP client for the masters' scheduler API. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct MesosHttp {
-    client: reqwest::Client,
-    /// `http`, or `https` with mutual TLS.
-    scheme: &'static str,
+    bind_ip: Option<IpAddr>,
+    /// Mutual TLS (`https`), or plain `http` when `None`.
+    tls: Option<drover_tls::ClientTls>,
+    /// The client, and the TLS configuration it was built with: built again when the
+    /// certificates were reloaded, so new connections present the new ones.
+    current: Arc<Mutex<(Option<Arc<ClientConfig>>, reqwest::Client)>>,
 }
 
 impl MesosHttp {
@@ -43,21 +48,32 @@ impl MesosHttp {
         bind_ip: Option<IpAddr>,
         tls: Option<&drover_tls::ClientTls>,
     ) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            // Redirects are followed by the leader-following loop, which remembers the leader.
-            .redirect(reqwest::redirect::Policy::none())
-            .local_address(bind_ip)
-            .tcp_nodelay(true);
-        let scheme = match tls {
-            None => "http",
-            Some(tls) => {
-                builder =
-                    builder.use_preconfigured_tls(tls.http1_config().map_err(|e| e.to_string())?);
-                "https"
-            }
+        let config = tls
+            .map(|t| t.config().map_err(|e| e.to_string()))
+            .transpose()?;
+        let client = build_client(bind_ip, config.as_deref())?;
+        Ok(Self {
+            bind_ip,
+            tls: tls.cloned(),
+            current: Arc::new(Mutex::new((config, client))),
+        })
+    }
+
+    /// The client for the next request, and its scheme.
+    fn client(&self) -> Result<(reqwest::Client, &'static str), String> {
+        let Some(tls) = &self.tls else {
+            let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            return Ok((current.1.clone(), "http"));
         };
-        let client = builder.build().map_err(|e| e.to_string())?;
-        Ok(Self { client, scheme })
+        let config = tls.config().map_err(|e| e.to_string())?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if !current.0.as_ref().is_some_and(|c| Arc::ptr_eq(c, &config)) {
+            *current = (
+                Some(config.clone()),
+                build_client(self.bind_ip, Some(&config))?,
+            );
+        }
+        Ok((current.1.clone(), "https"))
     }
 
     /// POSTs `call` to the master at `addr`; an answer other than `2xx` is an [`AttemptError`].
@@ -69,9 +85,11 @@ impl MesosHttp {
         call: &mesos::scheduler::Call,
         limit: Option<Duration>,
     ) -> Result<reqwest::Response, AttemptError> {
-        let mut request = self
-            .client
-            .post(format!("{}://{addr}{SCHEDULER_PATH}", self.scheme))
+        let (client, scheme) = self
+            .client()
+            .map_err(|e| AttemptError::NotSent(tonic::Status::unavailable(format!("TLS: {e}"))))?;
+        let mut request = client
+            .post(format!("{scheme}://{addr}{SCHEDULER_PATH}"))
             .header(reqwest::header::CONTENT_TYPE, drover_mesos::media::JSON)
             .header(reqwest::header::ACCEPT, drover_mesos::media::JSON)
             .body(drover_mesos::to_ascii_json(call));
@@ -321,6 +339,24 @@ async fn answer_error(addr: &str, response: reqwest::Response) -> AttemptError {
         StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(message),
         _ => Status::unknown(message),
     })
+}
+
+/// A reqwest client for the masters: no redirects followed (the leader-following loop does
+/// it), from `bind_ip`, with TLS `config` (offering only HTTP/1.1) when given.
+fn build_client(
+    bind_ip: Option<IpAddr>,
+    config: Option<&ClientConfig>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(bind_ip)
+        .tcp_nodelay(true);
+    if let Some(config) = config {
+        let mut config = config.clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        builder = builder.use_preconfigured_tls(config);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// The leader's `host:port` in a redirect's `Location` (`//host:port/api/v1/scheduler`, or
