@@ -59,29 +59,40 @@ fn task_ids(app: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// Reads the event stream in the background; the payloads seen so far.
+/// Reads the event stream in the background; the payloads seen so far. Until a scheduler
+/// holds the lease, `/v2/events` answers 503 (a scheduler answers `/ping` before it has won
+/// its lease): the stream is asked for again until one answers 200; once that one ends, the
+/// reading stops.
 fn follow_events(addr: &str) -> tokio::sync::watch::Receiver<Vec<Value>> {
     let (tx, rx) = tokio::sync::watch::channel(Vec::new());
     let url = format!("http://{addr}/v2/events");
     tokio::spawn(async move {
-        let Ok(mut resp) = reqwest::Client::new()
-            .get(url)
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-        else {
-            return;
-        };
-        let mut pending = String::new();
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(at) = pending.find('\n') {
-                let line: String = pending.drain(..=at).collect();
-                if let Some(data) = line.trim_end().strip_prefix("data: ") {
-                    let event: Value = serde_json::from_str(data).expect("one line of JSON");
-                    tx.send_modify(|v| v.push(event));
+        let http = reqwest::Client::new();
+        while !tx.is_closed() {
+            let resp = http
+                .get(&url)
+                .header("Accept", "text/event-stream")
+                .send()
+                .await;
+            let mut resp = match resp {
+                Ok(r) if r.status().is_success() => r,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let mut pending = String::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(at) = pending.find('\n') {
+                    let line: String = pending.drain(..=at).collect();
+                    if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                        let event: Value = serde_json::from_str(data).expect("one line of JSON");
+                        tx.send_modify(|v| v.push(event));
+                    }
                 }
             }
+            return;
         }
     });
     rx

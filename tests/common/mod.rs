@@ -245,19 +245,23 @@ pub fn shell_task(id: &str, resources: &str, shell: &str) -> v1::TaskInfo {
 /// Waits until the leader's registry holds `n` active agents.
 pub async fn wait_for_agents(c: &LocalCluster, n: usize) {
     wait_until("agents registered", Duration::from_secs(60), || async {
-        let state = leader_state(c).await?;
-        let active = state["agents"]
-            .as_array()
-            .map(|a| a.iter().filter(|a| a["state"] == "ACTIVE").count())
-            .unwrap_or(0);
-        if active >= n {
-            Ok(())
-        } else {
-            Err(format!("{active} of {n} agents active"))
-        }
+        enough_active_agents(&leader_state(c).await?, n)
     })
     .await
     .expect("agents registered");
+}
+
+/// `Ok` when the registry `state` (a master's `/v1/state`) holds at least `n` active agents.
+fn enough_active_agents(state: &serde_json::Value, n: usize) -> Result<(), String> {
+    let active = state["agents"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a["state"] == "ACTIVE").count())
+        .unwrap_or(0);
+    if active >= n {
+        Ok(())
+    } else {
+        Err(format!("{active} of {n} agents active"))
+    }
 }
 
 /// Prepares a cluster of `masters` without starting anything.
@@ -556,15 +560,7 @@ pub async fn start_tls(masters: u64, agents: usize, agent_args: &[&str]) -> Test
             }
             let state: serde_json::Value =
                 serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            let active = state["agents"]
-                .as_array()
-                .map(|a| a.iter().filter(|a| a["state"] == "ACTIVE").count())
-                .unwrap_or(0);
-            if active >= agents {
-                Ok(())
-            } else {
-                Err(format!("{active} of {agents} agents active"))
-            }
+            enough_active_agents(&state, agents)
         },
     )
     .await
