@@ -162,16 +162,6 @@ impl MasterClient {
         Self::with_dialer(addrs, policy, channel::Dialer::default())
     }
 
-    /// A client whose connections leave from `bind_ip` (a host with several addresses picks
-    /// its interface; the fault layer of a test cluster tells nodes apart by it).
-    pub fn bound_to(
-        addrs: &[String],
-        policy: RetryPolicy,
-        bind_ip: Option<std::net::IpAddr>,
-    ) -> Result<Self, ClientError> {
-        Self::with_dialer(addrs, policy, channel::Dialer { bind_ip, tls: None })
-    }
-
     /// A client whose connections are made by `dialer` (its source address, mutual TLS).
     pub fn with_dialer(
         addrs: &[String],

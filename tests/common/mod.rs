@@ -190,13 +190,21 @@ pub async fn state_at(addr: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(&body).map_err(|e| format!("{addr}: {e}"))
 }
 
-/// The leader's `/v1/state` as JSON.
+/// The leader's `/v1/state` as JSON (over HTTPS, as the harness, in a cluster with TLS).
 pub async fn leader_state(c: &LocalCluster) -> Result<serde_json::Value, String> {
     let leader = c
         .wait_for_leader(LEADER_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    state_at(&leader.leader_addr).await
+    let addr = &leader.leader_addr;
+    if c.certs().is_none() {
+        return state_at(addr).await;
+    }
+    let (code, body) = https_get(c, addr, "/v1/state").await?;
+    if code != 200 {
+        return Err(format!("{addr}: /v1/state answered {code}: {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{addr}: {e}"))
 }
 
 /// The next driver event within `timeout`; `None` on timeout or once the driver has stopped.
@@ -531,41 +539,10 @@ pub async fn remove_task_containers(task_id: &str) {
 /// connection (`ClusterSpec::tls`), and waits until the leader has them all active, asked
 /// over HTTPS as the cluster's harness.
 pub async fn start_tls(masters: u64, agents: usize, agent_args: &[&str]) -> TestCluster {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut spec = ClusterSpec::on_free_ports(binary(), dir.path().to_path_buf(), masters)
-        .expect("ports")
-        .with_agents(agents)
-        .expect("agent ports");
-    spec.agent_args = agent_args.iter().map(|s| s.to_string()).collect();
-    spec.tls = true;
-    let c = TestCluster {
-        cluster: LocalCluster::new(spec).expect("cluster"),
-        dir: Some(dir),
-    };
-    let mut c = launch(c).await;
-    for i in 0..agents {
-        c.start_agent(i).expect("start agent");
-    }
-    wait_until(
-        "agents registered over TLS",
-        Duration::from_secs(60),
-        || async {
-            let leader = c
-                .wait_for_leader(LEADER_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (code, body) = https_get(&c, &leader.leader_addr, "/v1/state").await?;
-            if code != 200 {
-                return Err(format!("/v1/state answered {code}: {body}"));
-            }
-            let state: serde_json::Value =
-                serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            enough_active_agents(&state, agents)
-        },
-    )
+    start_agents_with(masters, &[], agents, agent_args, agents, |spec| {
+        spec.tls = true
+    })
     .await
-    .expect("agents registered");
-    c
 }
 
 /// `GET path` of the master or agent at `addr` over mutual TLS, as the cluster's harness (an

@@ -161,14 +161,6 @@ impl LiveTls {
         &self.outcomes
     }
 
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
     /// The server side, taking clients of `clients`' roles.
     pub fn server(&self, clients: &[Role]) -> ServerTls {
         ServerTls {
@@ -332,9 +324,7 @@ impl ClientTls {
     /// The configuration for an HTTP/1.1 client (reqwest, which speaks no HTTP/2 here):
     /// the same, offering only `http/1.1` in ALPN.
     pub fn http1_config(&self) -> Result<ClientConfig, TlsError> {
-        let mut c = (*self.config()?).clone();
-        c.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(c)
+        Ok(http1_only(self.config()?.as_ref()))
     }
 
     /// The handshake on a connection to `host` (a name or an address, which the server's
@@ -357,6 +347,14 @@ impl ClientTls {
                 .map_err(|_| HandshakeError::Timeout(HANDSHAKE_TIMEOUT))??,
         )
     }
+}
+
+/// `config`, offering only `http/1.1` in ALPN: for an HTTP/1.1 client (reqwest speaks no
+/// HTTP/2 here, and a server offered `h2` first would pick it).
+pub fn http1_only(config: &ClientConfig) -> ClientConfig {
+    let mut c = config.clone();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c
 }
 
 /// The three files `--tls-cert`, `--tls-key` and `--tls-ca` name, all or none: `None` when

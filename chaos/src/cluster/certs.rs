@@ -23,11 +23,10 @@ pub struct ClusterCerts {
     ca: Ca,
 }
 
-fn tls_error(what: impl std::fmt::Display) -> impl FnOnce(String) -> ClusterError {
-    let what = what.to_string();
-    move |e| ClusterError::Io {
-        what,
-        source: std::io::Error::other(e),
+fn tls_error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Io {
+        what: what.to_string(),
+        source: std::io::Error::other(e.to_string()),
     }
 }
 
@@ -40,7 +39,7 @@ impl ClusterCerts {
         } else {
             ca::init(&dir, Validity::from_now(CA_VALIDITY))
         }
-        .map_err(|e| tls_error(format!("the cluster CA in {}", dir.display()))(e.to_string()))?;
+        .map_err(|e| tls_error(format!("the cluster CA in {}", dir.display()), e))?;
         Ok(Self { dir, ca })
     }
 
@@ -77,7 +76,7 @@ impl ClusterCerts {
         validity: Option<Validity>,
     ) -> Result<TlsFiles, ClusterError> {
         let what = format!("a certificate for {role} {name}");
-        let identity = Identity::new(role, name).map_err(|e| tls_error(&what)(e.to_string()))?;
+        let identity = Identity::new(role, name).map_err(|e| tls_error(&what, e))?;
         // As `Ca::issue_to` names them (not `with_extension`: a name may hold a dot).
         let files = TlsFiles {
             cert: self.dir.join(format!("{role}-{name}.pem")),
@@ -94,7 +93,7 @@ impl ClusterCerts {
         let issued = self
             .ca
             .issue_to(&self.dir, &identity, &hosts, validity)
-            .map_err(|e| tls_error(&what)(e.to_string()))?;
+            .map_err(|e| tls_error(&what, e))?;
         Ok(TlsFiles {
             cert: issued.cert,
             key: issued.key,
@@ -105,8 +104,7 @@ impl ClusterCerts {
     /// The harness's operator certificate, loaded.
     pub fn harness(&self) -> Result<LiveTls, ClusterError> {
         let files = self.files(Role::Client, HARNESS, &[])?;
-        LiveTls::fixed(files, Role::Client)
-            .map_err(|e| tls_error("the harness's certificate")(e.to_string()))
+        LiveTls::fixed(files, Role::Client).map_err(|e| tls_error("the harness's certificate", e))
     }
 }
 

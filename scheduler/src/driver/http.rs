@@ -352,9 +352,7 @@ fn build_client(
         .local_address(bind_ip)
         .tcp_nodelay(true);
     if let Some(config) = config {
-        let mut config = config.clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        builder = builder.use_preconfigured_tls(config);
+        builder = builder.use_preconfigured_tls(drover_tls::live::http1_only(config));
     }
     builder.build().map_err(|e| e.to_string())
 }
