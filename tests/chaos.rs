@@ -160,18 +160,51 @@ async fn smoke_run_with(
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = drover(&args, Duration::from_secs(420)).await;
     let results = read_json(&out.join("results.json"));
-    assert_eq!(
-        code,
-        0,
-        "chaos run not valid:\n{stdout}\n{stderr}\n{}",
-        serde_json::to_string_pretty(&results).unwrap_or_default()
-    );
+    if code != 0 {
+        // The run's directory (histories, every process's log) is kept for a post-mortem.
+        let kept = tmp.keep();
+        panic!(
+            "chaos run not valid (its directory kept: {}):\n{stdout}\n{stderr}\n{}\nwhat the nodes logged as errors and warnings:\n{}",
+            kept.display(),
+            serde_json::to_string_pretty(&results).unwrap_or_default(),
+            troubles_logged(&out.join("nodes"))
+        );
+    }
     SmokeRun {
         tmp,
         out,
         stdout,
         results,
     }
+}
+
+/// The distinct ERROR and WARN messages of every node's log in `dir` (their first 40, the
+/// time stamp and fields cut off), with how often each came: a failed run's likely causes,
+/// for CI output that keeps no files.
+fn troubles_logged(dir: &Path) -> String {
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        let node = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
+            let Some(at) = line.find(" ERROR ").or_else(|| line.find("  WARN ")) else {
+                continue;
+            };
+            let message: String = line[at..].trim().chars().take(160).collect();
+            *seen.entry(format!("{node}: {message}")).or_default() += 1;
+        }
+    }
+    seen.iter()
+        .take(40)
+        .map(|(m, n)| format!("{n:>5} x {m}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,13 +397,16 @@ async fn drive(
     save_evidence(&cluster, out, progress).await?;
     keep_logs(&cluster, out);
     let frameworks = run_frameworks(out, &cluster);
+    let cluster_agents = cluster.agent_ids();
     cluster.stop_all(Duration::from_secs(10)).await?;
     if let Some(mut found) = containers {
         // Stopping the cluster removes every container of its agents.
-        found.left_after_stop = crate::containers::of_frameworks(&frameworks)
-            .await
-            .map(|c| c.len())
-            .ok();
+        let left = crate::containers::of_frameworks(&frameworks).await.ok();
+        found.left_after_stop = left.as_ref().map(Vec::len);
+        let of_agents: std::collections::BTreeSet<String> =
+            left.into_iter().flatten().map(|c| c.agent).collect();
+        found.left_of_agents = of_agents.into_iter().collect();
+        found.cluster_agents = cluster_agents;
         write_json(&checker::containers_path(out), &found)?;
     }
     if let Some(e) = failure {
@@ -467,6 +470,8 @@ async fn containers_after_drain(
                 waited_s,
                 error,
                 left_after_stop: None,
+                left_of_agents: Vec::new(),
+                cluster_agents: Vec::new(),
             };
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -33,6 +33,13 @@ pub struct ContainerEvidence {
     pub error: Option<String>,
     /// Containers of theirs left once the cluster stopped; `None` when that listing failed.
     pub left_after_stop: Option<usize>,
+    /// The agent ids those left carry, and the ids the cluster's agents held when it
+    /// stopped (it removes the containers of those): an id missing from the second is an
+    /// agent that changed ids; one in both, a removal that failed.
+    #[serde(default)]
+    pub left_of_agents: Vec<String>,
+    #[serde(default)]
+    pub cluster_agents: Vec<String>,
 }
 
 /// Where a run keeps its [`ContainerEvidence`].
@@ -93,15 +100,27 @@ pub fn check(ev: &ContainerEvidence, history: &[Record]) -> CheckerResult {
         .collect();
     match ev.left_after_stop {
         Some(0) => {}
-        Some(n) => bad.push(json!({"problem": "left after the cluster stopped", "containers": n})),
+        Some(n) => bad.push(json!({
+            "problem": "left after the cluster stopped",
+            "containers": n,
+            "of_agents": ev.left_of_agents,
+            "cluster_agents": ev.cluster_agents,
+        })),
         None => {
             bad.push(json!({"problem": "the containers left after the stop could not be listed"}))
         }
     }
+    let running = ev.after_drain.iter().filter(|c| c.running).count();
+    let left = match ev.left_after_stop {
+        Some(0) => "none".to_string(),
+        Some(n) => n.to_string(),
+        None => "an unknown number".to_string(),
+    };
     let looked_at = format!(
-        "{} containers of {} frameworks; none running {:.1} s after the drain, none left after the stop",
+        "{} containers of {} frameworks; {} running {:.1} s after the drain, {left} left after the stop",
         ev.after_drain.len(),
         ev.frameworks.len(),
+        if running == 0 { "none".to_string() } else { running.to_string() },
         ev.waited_s
     );
     verdict(
@@ -136,6 +155,7 @@ mod tests {
             waited_s: 0.5,
             error: None,
             left_after_stop: left,
+            ..Default::default()
         }
     }
 
@@ -162,6 +182,7 @@ mod tests {
     fn a_container_left_after_the_stop_is_a_violation() {
         let r = check(&evidence(vec![container("t1", false)], Some(1)), &[]);
         assert_eq!(r.valid, Validity::Invalid);
+        assert!(r.summary.contains("1 left after the stop"), "{}", r.summary);
         let r = check(&evidence(vec![container("t1", false)], None), &[]);
         assert_eq!(r.valid, Validity::Invalid);
     }

@@ -1,6 +1,7 @@
 //! The tasks workload: schedulers, each a real process (`drover chaos scheduler`, started by
 //! the cluster like any node, [`crate::cluster`]), each a framework on the driver library that
-//! keeps a few long tasks running, launches short ones at the run's rate, kills some, and
+//! keeps a few long tasks running, launches short ones at the run's rate, kills a long one now
+//! and then while all of them run, and
 //! records everything it sees and does for the task checkers ([`crate::checker::tasks`]).
 //!
 //! Scheduler `k` records what arrives as process `tasks` (k = 0) or `tasks<k>`, and each call
@@ -56,7 +57,8 @@ pub struct TasksWorkload {
     pub schedulers: usize,
     /// Tasks each scheduler keeps running until killed (the instances it wants).
     pub long_tasks: usize,
-    /// Out of every 10 ticks, how many kill a long task (the others launch a short one).
+    /// Out of every 10 ticks while all the long tasks run, how many kill one of them (the
+    /// others launch a short one).
     pub kills_per_10: u32,
     /// Tasks waiting for an offer at most; beyond it ticks launch nothing.
     pub max_queued: usize,
@@ -498,7 +500,13 @@ impl Framework {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        if !running_long.is_empty() && self.rng.random_range(0..10) < self.shape.kills_per_10 {
+        // A long task is killed only while every wanted one runs: each kill then follows a
+        // moment when all ran, which is what the liveness checker looks for after the heal.
+        // Killing whichever runs, a kill a second at the default rate, outpaced the
+        // replacements where a task takes seconds to start (containers on a loaded engine),
+        // so all of them might never run at once with the cluster healthy.
+        let all_run = running_long.len() >= self.shape.long_tasks;
+        if all_run && self.rng.random_range(0..10) < self.shape.kills_per_10 {
             let victim = running_long[self.rng.random_range(0..running_long.len())].clone();
             self.kill(victim);
         } else if self.queue.len() < self.shape.max_queued {
