@@ -5,10 +5,15 @@ deployments, queue, versions, info, leader, errors and the event stream.
 Its models are strict (they raise on any key they do not know), so every answer parsing here
 proves a response shape. Usage: python marathon_client.py http://127.0.0.1:8080 [more URLs]
 Prints "ok" and exits 0 when every check held; a failed check raises.
+
+With DROVER_TLS_CERT, DROVER_TLS_KEY and DROVER_TLS_CA set (an operator's certificate, its
+key, the cluster's CA) it talks HTTPS with mutual TLS, through the client's own `session`,
+`sse_session` and `verify` parameters, as a user's tool would.
 """
 
 import collections
 import collections.abc
+import os
 import sys
 import threading
 import time
@@ -17,6 +22,7 @@ import time
 # the only thing added (scheduler/MARATHON.md, section 0). The package itself is unchanged.
 collections.Iterable = collections.abc.Iterable
 
+import requests  # noqa: E402
 from marathon import MarathonClient  # noqa: E402
 from marathon.exceptions import ConflictError, MarathonHttpError, NotFoundError  # noqa: E402
 from marathon.models import MarathonApp, MarathonConstraint  # noqa: E402
@@ -48,8 +54,18 @@ def follow(client, seen):
         seen.append(event)
 
 
+def tls_options():
+    """The client's keyword arguments for mutual TLS, from the environment (none if unset)."""
+    cert, key, ca = (os.environ.get(k) for k in ("DROVER_TLS_CERT", "DROVER_TLS_KEY", "DROVER_TLS_CA"))
+    if not cert:
+        return {}
+    session, sse_session = requests.Session(), requests.Session()
+    session.cert = sse_session.cert = (cert, key)
+    return {"session": session, "sse_session": sse_session, "verify": ca}
+
+
 def main():
-    client = MarathonClient(sys.argv[1:], timeout=10)
+    client = MarathonClient(sys.argv[1:], timeout=10, **tls_options())
     assert client.ping().strip() == b"pong", client.ping()
     info = client.get_info()
     assert info.framework_id, info

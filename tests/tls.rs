@@ -235,3 +235,165 @@ async fn a_cluster_with_tls_runs_a_task_and_refuses_who_has_no_valid_certificate
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("not allowed for client ops"), "{e:?}");
 }
+
+/// The Marathon API over mutual TLS: `drover scheduler` with a framework's certificate talks
+/// to the masters over TLS and serves `/v2` as HTTPS to operators' certificates. The real
+/// Marathon client (marathon-python, unchanged, given a requests session holding the
+/// certificate) runs its whole script; the CLI adds an app and reads its task's output
+/// (scheduler, masters and agent all over TLS); a client without a certificate is refused at
+/// the handshake, and an agent's certificate is refused `/v2` by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_marathon_api_serves_https_to_operators_only() {
+    let c = start_tls(1, 2, &[]).await;
+    let certs = c.certs().expect("certificates");
+    let framework = certs
+        .files(Role::Framework, "marathon", &["127.0.0.1".to_string()])
+        .unwrap();
+    let operator = certs.files(Role::Client, "ops", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut scheduler = drover_chaos::cluster::marathon::MarathonScheduler::start_on_free_port(
+        &common::binary(),
+        &c.addrs().join(","),
+        dir.path().join("scheduler.log"),
+        &tls_flags(&framework),
+    )
+    .expect("start drover scheduler");
+    let as_operator = drover_chaos::http::Http::tls(
+        &LiveTls::fixed(operator.clone(), Role::Client)
+            .unwrap()
+            .client(&[Role::Framework]),
+    )
+    .unwrap();
+    let log = || common::log_tail("scheduler", &dir.path().join("scheduler.log"), 40);
+    scheduler
+        .wait_ready_with(&as_operator, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let addr = scheduler.addr.clone();
+    common::wait_until(
+        "the scheduler to be active",
+        Duration::from_secs(30),
+        || {
+            let (http, addr) = (as_operator.clone(), addr.clone());
+            async move {
+                let leader = http.get_json(&addr, "/v2/leader").await?;
+                (leader["leader"] == addr.as_str())
+                    .then_some(())
+                    .ok_or_else(|| leader.to_string())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let url = format!("https://{addr}");
+
+    // Without a certificate: no answer, over HTTPS or plain HTTP.
+    let bare = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let e = bare.get(format!("{url}/v2/apps")).send().await;
+    assert!(e.is_err(), "answered without a certificate: {e:?}");
+    let plain = common::try_http_get(&addr, "/v2/apps").await;
+    assert!(
+        !matches!(&plain, Ok((200, _))),
+        "plain HTTP answered: {plain:?}"
+    );
+    // An agent's certificate: refused /v2 by name (a 403), though it may ping.
+    let agent = certs.files(Role::Agent, "a9", &[]).unwrap();
+    let as_agent = drover_chaos::http::Http::tls(
+        &LiveTls::fixed(agent, Role::Agent)
+            .unwrap()
+            .client(&[Role::Framework]),
+    )
+    .unwrap();
+    let refused = as_agent
+        .client()
+        .get(format!("{url}/v2/apps"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("not allowed for agent a9"), "{body}");
+    assert_eq!(as_agent.get(&addr, "/ping").await.unwrap().trim(), "pong");
+
+    // The real Marathon client over HTTPS with the operator's certificate.
+    if let Some(python) = common::test_python() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/marathon_client.py");
+        let run = tokio::process::Command::new(&python)
+            .arg(script)
+            .arg(&url)
+            .env("DROVER_TLS_CERT", &operator.cert)
+            .env("DROVER_TLS_KEY", &operator.key)
+            .env("DROVER_TLS_CA", &operator.ca)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(240), run)
+            .await
+            .expect("the Marathon client's script finishes within 240 s")
+            .expect("run the script");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("ok"),
+            "marathon_client.py over TLS failed ({}):\n{stdout}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            log()
+        );
+        eprintln!("marathon_client.py over TLS: {}", stdout.trim());
+    }
+
+    // The CLI: an app added and waited for, its task's output read.
+    let app = dir.path().join("app.json");
+    std::fs::write(
+        &app,
+        r#"{"id": "/tls/echo", "cmd": "echo hello-over-marathon-tls && sleep 600",
+            "cpus": 0.1, "mem": 16, "instances": 1}"#,
+    )
+    .unwrap();
+    let mut flags = vec!["--scheduler".to_string(), url.clone()];
+    flags.extend(tls_flags(&operator));
+    let with_flags = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|s| s.to_string())
+            .chain(flags.iter().cloned())
+            .collect()
+    };
+    let run_cli = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&args).await
+    };
+    let out = run_cli(with_flags(&["app", "add", app.to_str().unwrap(), "--wait"])).await;
+    assert_eq!(out.code, 0, "{}\n{}\n{}", out.stdout, out.stderr, log());
+    let out = run_cli(with_flags(&[
+        "task",
+        "list",
+        "--app",
+        "/tls/echo",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let tasks: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let task = tasks["tasks"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task: {tasks}"))
+        .to_string();
+    let logs = with_flags(&["task", "logs", &task]);
+    common::wait_until("the task's output", Duration::from_secs(30), || {
+        let logs = logs.clone();
+        async move {
+            let out = run_cli(logs).await;
+            if out.stdout.contains("hello-over-marathon-tls") {
+                Ok(())
+            } else {
+                Err(format!("{}\n{}", out.stdout, out.stderr))
+            }
+        }
+    })
+    .await
+    .unwrap();
+    scheduler.kill().await;
+}

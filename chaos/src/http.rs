@@ -1,23 +1,75 @@
-//! Plain HTTP against a master's, agent's or scheduler's HTTP endpoints (`/metrics`,
+//! HTTP, plain or mutual TLS, against a master's, agent's or scheduler's HTTP endpoints (`/metrics`,
 //! `/v1/state`, `/v2`), for the benchmarks, the workloads and the harness.
 
 use std::time::Duration;
 
+/// An HTTP client of the cluster's endpoints: plain, or mutual TLS with a certificate of the
+/// cluster's CA (then `https`, and the servers must hold certificates of the roles given).
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl Http {
+    /// Plain HTTP.
+    pub fn plain() -> Self {
+        Http {
+            client: reqwest::Client::new(),
+            scheme: "http",
+        }
+    }
+
+    /// HTTPS with `tls` (HTTP/1.1: reqwest speaks no HTTP/2 here).
+    pub fn tls(tls: &drover_tls::ClientTls) -> Result<Self, String> {
+        let config = tls.http1_config().map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Http {
+            client,
+            scheme: "https",
+        })
+    }
+
+    /// `addr` (host:port) and `path` as a URL of this client's scheme.
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
+    }
+
+    /// The client, for requests this type has no helper for.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// GET `addr` `path`; the body as text (bounded at 10 s).
+    pub async fn get(&self, addr: &str, path: &str) -> Result<String, String> {
+        let resp = self
+            .client
+            .get(self.url(addr, path))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        resp.text().await.map_err(|e| e.to_string())
+    }
+
+    /// GET `addr` `path`, parsed as JSON.
+    pub async fn get_json(&self, addr: &str, path: &str) -> Result<serde_json::Value, String> {
+        let body = self.get(addr, path).await?;
+        serde_json::from_str(&body).map_err(|e| format!("{addr}{path}: {e}"))
+    }
+}
+
 /// GET `http://addr/path`; the body as text. Errors are strings (for [`crate::wait_until`]).
 pub async fn get(addr: &str, path: &str) -> Result<String, String> {
-    let resp = reqwest::Client::new()
-        .get(format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    resp.text().await.map_err(|e| e.to_string())
+    Http::plain().get(addr, path).await
 }
 
 /// GET `http://addr/path`, parsed as JSON.
 pub async fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
-    let body = get(addr, path).await?;
-    serde_json::from_str(&body).map_err(|e| format!("{addr}{path}: {e}"))
+    Http::plain().get_json(addr, path).await
 }
 
 /// A request with an optional JSON body, through `client`, bounded by `timeout`: the status

@@ -356,7 +356,22 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let router = routes.prepare().into_axum_router();
+    serve_router(
+        listener,
+        routes.prepare().into_axum_router(),
+        config,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] for an HTTP-only service (no gRPC): `router` answers every request.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = builder(&config);
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let slots = Arc::new(Slots::default());

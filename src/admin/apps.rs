@@ -30,6 +30,43 @@ pub struct SchedulerArg {
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// An operator's (client) certificate, for a scheduler serving HTTPS with mutual TLS
+    /// (with --tls-key and --tls-ca; the URL then starts with `https://`).
+    #[arg(long, global = true, env = "DROVER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, global = true, env = "DROVER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM).
+    #[arg(long, global = true, env = "DROVER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl SchedulerArg {
+    /// The operator's certificate, if the three TLS flags are given.
+    fn tls(&self) -> Result<Option<drover_tls::LiveTls>, AppsError> {
+        let tls_error = |e: &dyn std::fmt::Display| AppsError::Usage(format!("TLS: {e}"));
+        let files = drover_tls::live::files_from_flags(
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+            self.tls_ca.clone(),
+        )
+        .map_err(|e| tls_error(&e))?;
+        files
+            .map(|f| drover_tls::LiveTls::fixed(f, drover_tls::Role::Client))
+            .transpose()
+            .map_err(|e| tls_error(&e))
+    }
+
+    /// The HTTP client of the scheduler (HTTPS with the operator's certificate, checking the
+    /// scheduler's is a framework's).
+    fn http(&self) -> Result<drover_chaos::http::Http, AppsError> {
+        match self.tls()? {
+            None => Ok(drover_chaos::http::Http::plain()),
+            Some(t) => drover_chaos::http::Http::tls(&t.client(&[drover_tls::Role::Framework]))
+                .map_err(|e| AppsError::Usage(format!("TLS: {e}"))),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,17 +163,16 @@ pub enum AppsError {
 pub(super) struct Api {
     base: String,
     http: reqwest::Client,
+    /// The operator's certificate, for the masters and agents `task logs` reads from.
+    pub(super) tls: Option<drover_tls::LiveTls>,
 }
 
 impl Api {
-    fn new(scheduler: &str) -> Result<Api, AppsError> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| AppsError::Usage(e.to_string()))?;
+    fn new(s: &SchedulerArg) -> Result<Api, AppsError> {
         Ok(Api {
-            base: scheduler.trim_end_matches('/').to_string(),
-            http,
+            base: s.scheduler.trim_end_matches('/').to_string(),
+            http: s.http()?.client().clone(),
+            tls: s.tls()?,
         })
     }
 
@@ -147,7 +183,7 @@ impl Api {
         body: Option<&Value>,
     ) -> Result<Value, AppsError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
+        let mut req = self.http.request(method, &url).timeout(REQUEST_TIMEOUT);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -287,7 +323,7 @@ async fn changed(
 }
 
 pub async fn app(s: &SchedulerArg, op: AppOp) -> Result<(), AppsError> {
-    let api = Api::new(&s.scheduler)?;
+    let api = Api::new(s)?;
     use reqwest::Method;
     match op {
         AppOp::Add { file, wait } => {
@@ -422,7 +458,7 @@ fn print_tasks(tasks: &[Value]) {
 }
 
 pub async fn task(s: &SchedulerArg, op: TaskOp) -> Result<(), AppsError> {
-    let api = Api::new(&s.scheduler)?;
+    let api = Api::new(s)?;
     use reqwest::Method;
     match op {
         TaskOp::List { app } => {
@@ -460,7 +496,7 @@ pub async fn task(s: &SchedulerArg, op: TaskOp) -> Result<(), AppsError> {
 }
 
 pub async fn deployment(s: &SchedulerArg, op: DeploymentOp) -> Result<(), AppsError> {
-    let api = Api::new(&s.scheduler)?;
+    let api = Api::new(s)?;
     use reqwest::Method;
     match op {
         DeploymentOp::List => {
@@ -511,7 +547,7 @@ pub async fn deployment(s: &SchedulerArg, op: DeploymentOp) -> Result<(), AppsEr
 
 /// Follows the event stream, one line per event, reconnecting (with backoff) when it breaks.
 pub async fn watch(s: &SchedulerArg) -> Result<(), AppsError> {
-    let http = reqwest::Client::new();
+    let http = s.http()?.client().clone();
     let url = format!("{}/v2/events", s.scheduler.trim_end_matches('/'));
     let mut backoff = Duration::from_millis(200);
     loop {

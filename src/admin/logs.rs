@@ -9,8 +9,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use drover_chaos::http::get_json;
+use drover_chaos::http::Http;
 use drover_scheduler::sandbox::SandboxFile;
+use drover_tls::Role;
 use serde_json::Value;
 
 use super::apps::{Api, AppsError};
@@ -34,10 +35,17 @@ pub(super) async fn logs(api: &Api, id: &str, follow: bool, stderr: bool) -> Res
             "the scheduler's /v2/info names no masters (marathon_config.master)".into(),
         ));
     }
-    let agent = locate(&masters, framework, id).await?;
+    let tls_error = |e: String| AppsError::Usage(format!("TLS: {e}"));
+    let http = match &api.tls {
+        None => Http::plain(),
+        Some(t) => Http::tls(&t.client(&[Role::Master])).map_err(tls_error)?,
+    };
+    let agent = locate(&http, &masters, framework, id).await?;
     let name = if stderr { "stderr" } else { "stdout" };
     let sandbox = |e: drover_scheduler::sandbox::SandboxError| AppsError::Api(e.to_string());
-    let mut file = SandboxFile::new(&agent, framework, id, name, None).map_err(sandbox)?;
+    let to_agents = api.tls.as_ref().map(|t| t.client(&[Role::Agent]));
+    let mut file =
+        SandboxFile::new(&agent, framework, id, name, to_agents.as_ref()).map_err(sandbox)?;
     loop {
         let text = file.read_more().await.map_err(sandbox)?;
         if text.is_empty() {
@@ -71,10 +79,15 @@ fn write_out(text: &str) -> Result<(), AppsError> {
 
 /// The address of the agent that runs (or ran) task `id` of `framework`, from the first master
 /// whose registry names it (the leader's first).
-async fn locate(masters: &[String], framework: &str, id: &str) -> Result<String, AppsError> {
+async fn locate(
+    http: &Http,
+    masters: &[String],
+    framework: &str,
+    id: &str,
+) -> Result<String, AppsError> {
     let mut order: Vec<String> = Vec::new();
     for m in masters {
-        let leader = get_json(m, "/v1/leader").await;
+        let leader = http.get_json(m, "/v1/leader").await;
         if let Some(addr) = leader
             .ok()
             .and_then(|l| l["leader_addr"].as_str().map(str::to_string))
@@ -86,7 +99,7 @@ async fn locate(masters: &[String], framework: &str, id: &str) -> Result<String,
     order.extend(masters.iter().cloned());
     let mut last = String::from("no master answered");
     for m in &order {
-        let state = match get_json(m, "/v1/state").await {
+        let state = match http.get_json(m, "/v1/state").await {
             Ok(s) => s,
             Err(e) => {
                 last = format!("{m}: {e}");

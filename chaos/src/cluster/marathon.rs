@@ -83,11 +83,21 @@ impl MarathonScheduler {
 
     /// Waits until it answers `/ping`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), crate::wait::WaitError> {
-        let url = format!("http://{}/ping", self.addr);
+        self.wait_ready_with(&crate::http::Http::plain(), timeout)
+            .await
+    }
+
+    /// [`wait_ready`](Self::wait_ready) through `http` (HTTPS for a scheduler with TLS on).
+    pub async fn wait_ready_with(
+        &self,
+        http: &crate::http::Http,
+        timeout: Duration,
+    ) -> Result<(), crate::wait::WaitError> {
+        let url = http.url(&self.addr, "/ping");
         crate::wait::wait_until("the scheduler to answer /ping", timeout, || {
-            let url = url.clone();
+            let (url, client) = (url.clone(), http.client().clone());
             async move {
-                match reqwest::get(&url).await {
+                match client.get(&url).send().await {
                     Ok(r) if r.status().is_success() => Ok(()),
                     Ok(r) => Err(r.status().to_string()),
                     Err(e) => Err(e.to_string()),

@@ -65,8 +65,9 @@ pub struct SchedulerArgs {
     /// takes over this long after the active one stopped renewing.
     #[arg(long, default_value_t = 2000)]
     pub lease_ms: u64,
-    /// Mutual TLS to the masters, with a framework's certificate (the `/v2` listener itself
-    /// is plain HTTP yet).
+    /// Mutual TLS with a framework's certificate: to the masters, and on the `/v2` listener
+    /// (HTTPS, clients presenting an operator's certificate of the same CA; give the
+    /// certificate the listener's host names so that clients checking names accept it).
     #[command(flatten)]
     pub tls: drover_tls::TlsArgs,
 }
@@ -94,6 +95,14 @@ pub enum ServeError {
 struct Roles {
     active: watch::Receiver<Option<Router>>,
     leader: watch::Receiver<Option<String>>,
+    /// How clients reach the active scheduler (`https` with TLS on).
+    scheme: &'static str,
+}
+
+/// Which certificate roles may call what with TLS on (the handshake takes any role of the
+/// cluster's CA): the app API is operators'; `/ping`, `/health` and `/metrics` anyone's.
+pub fn role_rules() -> drover_serve::RoleRules {
+    drover_serve::RoleRules::new([("/v2", &[drover_tls::Role::Client][..])])
 }
 
 /// Runs the scheduler until `shutdown` resolves or the masters end the framework.
@@ -121,7 +130,7 @@ pub async fn serve(
     };
     let dialer = drover_client::channel::Dialer {
         bind_ip: None,
-        tls: tls.map(|t| t.client(&[drover_tls::Role::Master])),
+        tls: tls.as_ref().map(|t| t.client(&[drover_tls::Role::Master])),
     };
     let client = MasterClient::with_dialer(&args.masters, RetryPolicy::default(), dialer)
         .map_err(|e| ServeError::Masters(e.to_string()))?;
@@ -146,17 +155,24 @@ pub async fn serve(
         Roles {
             active: active_rx,
             leader: leader_rx,
+            scheme: if tls.is_some() { "https" } else { "http" },
         },
         metrics,
     );
+    let serve_config = drover_serve::ServeConfig {
+        tls: tls.as_ref().map(|t| t.server(&drover_tls::Role::ALL)),
+        roles: role_rules(),
+        ..drover_serve::ServeConfig::default()
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, edge)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let server = tokio::spawn(drover_serve::serve_router(
+        listener,
+        edge,
+        serve_config,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     tracing::info!(%local, %advertise, "serving; waiting for the scheduler lease");
     let times = LeaseTimes {
         ttl: Duration::from_millis(args.lease_ms),
@@ -181,7 +197,13 @@ pub async fn serve(
     let outcome = process.terms(shutdown).await;
     let _ = stop_tx.send(());
     // Event streams never end by themselves: the server gets a bounded time to drain.
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let mut server = server;
+    if tokio::time::timeout(Duration::from_secs(2), &mut server)
+        .await
+        .is_err()
+    {
+        server.abort();
+    }
     outcome
 }
 
@@ -347,7 +369,10 @@ async fn dispatch(State(roles): State<Roles>, request: Request) -> Response {
                 .map_or(path.clone(), |p| p.as_str().to_string());
             Response::builder()
                 .status(StatusCode::TEMPORARY_REDIRECT)
-                .header(header::LOCATION, format!("http://{addr}{target}"))
+                .header(
+                    header::LOCATION,
+                    format!("{}://{addr}{target}", roles.scheme),
+                )
                 .body(Body::empty())
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
