@@ -269,6 +269,10 @@ struct UpArgs {
     /// The first scheduler's port (`/v2`); the others use the ports after it.
     #[arg(long, default_value_t = 8080)]
     scheduler_port: u16,
+    /// Plain TCP and HTTP, no certificates. By default every connection is mutual TLS, with
+    /// a CA and certificates made under the data directory's `tls/`.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn init_logging(format: LogFormat, filter: Option<String>, default: &str) {
@@ -432,6 +436,7 @@ async fn run(cli: Cli, matches: clap::ArgMatches) -> ExitCode {
                     agent_args: Vec::new(),
                     schedulers: u.schedulers,
                     scheduler_port: u.scheduler_port,
+                    tls: !u.insecure,
                 })
                 .await?;
                 ExitCode::SUCCESS

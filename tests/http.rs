@@ -122,10 +122,15 @@ async fn health_leader_and_metrics_on_every_master() {
 }
 
 /// Runs the real Prometheus server with the repository's `deploy/prometheus.yml` (its targets
-/// pointed at this test's ports) and waits until it reports all three masters up.
+/// pointed at this test's ports, its certificate files at this cluster's, as `drover up`
+/// makes them) and waits until it reports all three masters up, scraped over mutual TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_all_three_masters() {
-    let c = start(3, &[]).await;
+    let c = common::start_tls(3, 0, &[]).await;
+    let certs = c.certs().expect("certificates");
+    let operator = certs
+        .files(drover_tls::Role::Client, drover_chaos::up::OPERATOR, &[])
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sample = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -137,6 +142,14 @@ async fn prometheus_scrapes_all_three_masters() {
     for (d, a) in defaults.iter().zip(c.addrs()) {
         assert!(config.contains(d), "deploy/prometheus.yml lists {d}");
         config = config.replace(d, &a);
+    }
+    for (file, path) in [
+        ("../.drover/tls/ca.pem", &operator.ca),
+        ("../.drover/tls/client-operator.pem", &operator.cert),
+        ("../.drover/tls/client-operator.key", &operator.key),
+    ] {
+        assert!(config.contains(file), "deploy/prometheus.yml names {file}");
+        config = config.replace(file, &path.display().to_string());
     }
     // Scrape fast so the test is short; the sample keeps the operator's interval.
     config = config.replace("scrape_interval: 15s", "scrape_interval: 1s");

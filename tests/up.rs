@@ -1,5 +1,6 @@
-//! `drover up`: a whole local cluster in child processes that prints its URLs, serves, stops
-//! cleanly on Ctrl-C, and comes back with its data when run again.
+//! `drover up`: a whole local cluster in child processes, mutual TLS on every connection by
+//! default, that prints its URLs, serves, stops cleanly on Ctrl-C, and comes back with its
+//! data when run again; drover's commands reach it after `. .drover/env`.
 
 mod common;
 
@@ -10,6 +11,65 @@ use drover_client::MasterClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The operator's certificate `drover up` issued under `data`.
+fn operator(data: &std::path::Path) -> drover_tls::config::TlsFiles {
+    drover_chaos::cluster::certs::ClusterCerts::open(data)
+        .and_then(|c| c.files(drover_tls::Role::Client, drover_chaos::up::OPERATOR, &[]))
+        .expect("the operator's certificate")
+}
+
+/// A client of the masters as the operator.
+fn masters_client(data: &std::path::Path, addrs: &[String]) -> MasterClient {
+    let tls = drover_tls::LiveTls::fixed(operator(data), drover_tls::Role::Client).unwrap();
+    MasterClient::with_dialer(
+        addrs,
+        drover_client::RetryPolicy::default(),
+        drover_client::channel::Dialer {
+            bind_ip: None,
+            tls: Some(tls.client(&[drover_tls::Role::Master])),
+        },
+    )
+    .unwrap()
+}
+
+/// An HTTPS client of the schedulers as the operator.
+fn schedulers_http(data: &std::path::Path) -> drover_chaos::http::Http {
+    let tls = drover_tls::LiveTls::fixed(operator(data), drover_tls::Role::Client).unwrap();
+    drover_chaos::http::Http::tls(&tls.client(&[drover_tls::Role::Framework])).unwrap()
+}
+
+/// `drover args…` after `. data/env`, as the banner says to: nothing else tells it where
+/// the cluster is or which certificate to present.
+fn drover_after_env(data: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#". "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(data.join("env"))
+        .arg(common::binary())
+        .args(args)
+        .env_remove("DROVER_MASTERS")
+        .env_remove("DROVER_SCHEDULER")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// [`drover_after_env`] to its end: its exit code, stdout and stderr.
+async fn run_after_env(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        drover_after_env(data, args).output(),
+    )
+    .await
+    .expect("the command finishes within 60 s")
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// A base port with base to base+4 free a moment ago: three masters on every second port, two
 /// agents on the ports between.
@@ -112,15 +172,17 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     let text = out.join("\n");
     for port in [scheduler_port, scheduler_port + 1] {
         assert!(
-            text.contains(&format!("http://127.0.0.1:{port}/v2/apps")),
+            text.contains(&format!("https://127.0.0.1:{port}/v2/apps")),
             "{text}"
         );
     }
     assert!(text.contains("Drover is up"), "{text}");
     assert!(text.contains("(leader)"), "{text}");
+    assert!(text.contains("TLS is on"), "{text}");
+    assert!(text.contains("client-operator.pem"), "{text}");
     for port in [base, base + 2, base + 4] {
         assert!(
-            text.contains(&format!("http://127.0.0.1:{port}/metrics")),
+            text.contains(&format!("https://127.0.0.1:{port}/metrics")),
             "{text}"
         );
         assert!(text.contains(&format!("grpc://127.0.0.1:{port}")), "{text}");
@@ -132,25 +194,32 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     for port in [base + 1, base + 3] {
         assert!(text.contains(&format!("grpc://127.0.0.1:{port}")), "{text}");
     }
-    let client = MasterClient::new(&addrs).unwrap();
+    // Nothing answers without a certificate.
+    assert!(
+        MasterClient::new(&addrs)
+            .unwrap()
+            .leader_status()
+            .await
+            .is_err(),
+        "a master answered without a certificate"
+    );
+    let client = masters_client(&data, &addrs);
     client.put("up", "k", b"kept".to_vec()).await.unwrap();
     let cluster_id = client.leader_status().await.unwrap().cluster_id;
 
-    // Its two agents take tasks: `drover run` with nothing but the masters, and the task's
-    // output streamed between its RUNNING and its end.
-    let out = common::cli(&[
-        "run",
-        "--masters",
-        &addrs.join(","),
-        "--",
-        "echo hi; echo oops >&2",
-    ])
-    .await;
-    assert_eq!(
-        out.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
+    // Its two agents take tasks: `drover run` with nothing but the environment the banner
+    // names, and the task's output streamed between its RUNNING and its end.
+    let (code, stdout, stderr) =
+        run_after_env(&data, &["run", "--", "echo hi; echo oops >&2"]).await;
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (get_code, got, get_stderr) =
+        run_after_env(&data, &["store", "--framework", "up", "get", "k"]).await;
+    assert_eq!((get_code, got.trim()), (0, "kept"), "{got}\n{get_stderr}");
+    let out = common::CliOutput {
+        code,
+        stdout,
+        stderr,
+    };
     let lines: Vec<&str> = out.stdout.lines().collect();
     let at = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
     let (running, hi, finished) = (
@@ -165,28 +234,44 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     assert!(out.stderr.lines().any(|l| l == "oops"), "{}", out.stderr);
 
     // Its schedulers keep an app running: POSTed to either (the standby redirects).
+    let to_schedulers = schedulers_http(&data);
     for port in [scheduler_port, scheduler_port + 1] {
-        common::wait_until(
-            "a scheduler is active",
-            Duration::from_secs(30),
-            || async move {
-                let (status, _) = common::scheduler::send(
-                    reqwest::Method::GET,
-                    &format!("127.0.0.1:{port}"),
-                    "/v2/apps",
-                    None,
-                )
-                .await;
+        common::wait_until("a scheduler is active", Duration::from_secs(30), || {
+            let http = to_schedulers.clone();
+            async move {
+                let (status, _) = http
+                    .request_json(
+                        reqwest::Method::GET,
+                        &format!("127.0.0.1:{port}"),
+                        "/v2/apps",
+                        None,
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap_or_else(|e| (0, serde_json::Value::String(e)));
                 (status == 200).then_some(()).ok_or(format!("{status}"))
-            },
-        )
+            }
+        })
         .await
         .expect("scheduler answers");
     }
     let standby = format!("127.0.0.1:{}", scheduler_port + 1);
-    let (status, body) = common::scheduler::send(
+    let send = |method: reqwest::Method, path: &'static str, body: Option<serde_json::Value>| {
+        let (http, standby) = (to_schedulers.clone(), standby.clone());
+        async move {
+            http.request_json(
+                method,
+                &standby,
+                path,
+                body.as_ref(),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|e| (0, serde_json::Value::String(e)))
+        }
+    };
+    let (status, body) = send(
         reqwest::Method::POST,
-        &standby,
         "/v2/apps",
         Some(serde_json::json!({
             "id": "/hello",
@@ -198,11 +283,9 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     .await;
     assert_eq!(status, 201, "{body}");
     common::wait_until("the app runs", Duration::from_secs(60), || {
-        let standby = standby.clone();
+        let send = &send;
         async move {
-            let (_, body) =
-                common::scheduler::send(reqwest::Method::GET, &standby, "/v2/apps/hello", None)
-                    .await;
+            let (_, body) = send(reqwest::Method::GET, "/v2/apps/hello", None).await;
             (body["app"]["tasksRunning"] == 1)
                 .then_some(())
                 .ok_or(format!("{body}"))
@@ -212,13 +295,12 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
     .expect("running");
 
     // `drover task logs` reads its sandbox through its agent.
-    let (_, body) =
-        common::scheduler::send(reqwest::Method::GET, &standby, "/v2/apps/hello/tasks", None).await;
+    let (_, body) = send(reqwest::Method::GET, "/v2/apps/hello/tasks", None).await;
     let task = body["tasks"][0]["id"]
         .as_str()
         .expect("a task id")
         .to_string();
-    let scheduler_url = format!("http://{standby}");
+    let scheduler_url = format!("https://{standby}");
     for (flag, want) in [
         (None, "hello from the app"),
         (Some("--stderr"), "a warning"),
@@ -226,13 +308,12 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
         let mut args = vec!["task", "logs", &task, "--scheduler", &scheduler_url];
         args.extend(flag);
         common::wait_until("the task's output", Duration::from_secs(30), || {
-            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let (args, data) = (args.clone(), data.clone());
             async move {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let out = common::cli(&args).await;
-                (out.code == 0 && out.stdout.lines().any(|l| l == want))
+                let (code, stdout, stderr) = run_after_env(&data, &args).await;
+                (code == 0 && stdout.lines().any(|l| l == want))
                     .then_some(())
-                    .ok_or(format!("{}: {}{}", out.code, out.stdout, out.stderr))
+                    .ok_or(format!("{code}: {stdout}{stderr}"))
             }
         })
         .await
@@ -249,7 +330,7 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
 
     // Again, on the same data: same cluster, same data.
     let (mut child, _) = up(&data, base).await;
-    let client = MasterClient::new(&addrs).unwrap();
+    let client = masters_client(&data, &addrs);
     assert_eq!(client.leader_status().await.unwrap().cluster_id, cluster_id);
     let got = client.get("up", "k").await.unwrap();
     assert_eq!(got.map(|v| v.value), Some(b"kept".to_vec()));
@@ -313,18 +394,11 @@ async fn a_killed_up_leaves_nothing_running_and_a_second_up_names_what_holds_its
     let data = dir.path().join(".drover");
     let base = free_base_port();
     let (mut child, _) = up(&data, base).await;
-    let masters = [base, base + 2, base + 4]
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
 
     // A long task, so that executors and tasks are part of what must go.
-    let mut run = tokio::process::Command::new(common::binary())
-        .args(["run", "--masters", &masters, "--", "sleep 600"])
+    let mut run = drover_after_env(&data, &["run", "--", "sleep 600"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let before = wait_for_processes(&data, "the task runs", Duration::from_secs(30), |p| {

@@ -81,6 +81,11 @@ pub const OWNER_PID_ENV: &str = "DROVER_OWNER_PID";
 
 /// Marks `cmd` as a child this process owns (see [`OWNER_PID_ENV`]).
 pub(crate) fn owned(cmd: &mut Command) -> &mut Command {
+    // An operator's certificate in the caller's environment (`. .drover/env`) is not the
+    // processes' own: they get theirs as flags, or none.
+    for var in ["DROVER_TLS_CERT", "DROVER_TLS_KEY", "DROVER_TLS_CA"] {
+        cmd.env_remove(var);
+    }
     cmd.env(OWNER_PID_ENV, std::process::id().to_string())
 }
 

@@ -55,6 +55,18 @@ impl Http {
         resp.text().await.map_err(|e| e.to_string())
     }
 
+    /// [`request_json`] through this client.
+    pub async fn request_json(
+        &self,
+        method: reqwest::Method,
+        addr: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, serde_json::Value), String> {
+        send_json(&self.client, method, &self.url(addr, path), body, timeout).await
+    }
+
     /// GET `addr` `path`, parsed as JSON.
     pub async fn get_json(&self, addr: &str, path: &str) -> Result<serde_json::Value, String> {
         let body = self.get(addr, path).await?;
@@ -83,9 +95,24 @@ pub async fn request_json(
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<(u16, serde_json::Value), String> {
-    let mut req = client
-        .request(method, format!("http://{addr}{path}"))
-        .timeout(timeout);
+    send_json(
+        client,
+        method,
+        &format!("http://{addr}{path}"),
+        body,
+        timeout,
+    )
+    .await
+}
+
+async fn send_json(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<(u16, serde_json::Value), String> {
+    let mut req = client.request(method, url).timeout(timeout);
     if let Some(b) = body {
         req = req.json(b);
     }

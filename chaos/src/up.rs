@@ -5,6 +5,11 @@
 //! `scheduler_port` (8080, 8081; one active, the other a standby), everything keeps its data under
 //! `base_dir` (`./.drover/`) and logs to files there. Running it again restarts the same
 //! cluster from its data (agents keep their ids).
+//!
+//! TLS is on unless asked otherwise: a CA under `base_dir/tls` issues every process its
+//! certificate (masters, agents, the schedulers as frameworks) and one operator's certificate
+//! (`client-operator`), and `base_dir/env` exports the variables that point drover's commands
+//! at this cluster with it (`. .drover/env`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +38,83 @@ pub struct UpOptions {
     pub schedulers: usize,
     /// The first scheduler's `/v2` port; the others follow it.
     pub scheduler_port: u16,
+    /// Mutual TLS on every connection (the default of `drover up`).
+    pub tls: bool,
+}
+
+/// The operator's certificate `drover up` issues (`client-operator.pem`).
+pub const OPERATOR: &str = "operator";
+/// The schedulers' certificate (`framework-marathon.pem`).
+const SCHEDULER_CERT: &str = "marathon";
+
+/// What the cluster's TLS gives `drover up`: the operator's files, and the flags the
+/// schedulers get.
+struct UpTls {
+    operator: drover_tls::config::TlsFiles,
+    scheduler_flags: Vec<String>,
+}
+
+fn up_tls(cluster: &LocalCluster) -> Result<Option<UpTls>, ClusterError> {
+    let Some(certs) = cluster.certs() else {
+        return Ok(None);
+    };
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let scheduler = certs.files(drover_tls::Role::Framework, SCHEDULER_CERT, &hosts)?;
+    Ok(Some(UpTls {
+        operator: certs.files(drover_tls::Role::Client, OPERATOR, &[])?,
+        scheduler_flags: crate::cluster::certs::flags(&scheduler),
+    }))
+}
+
+/// An HTTP client of the cluster's servers of `roles`, as the operator when TLS is on.
+fn http_as_operator(
+    tls: Option<&UpTls>,
+    roles: &[drover_tls::Role],
+) -> Result<crate::http::Http, ClusterError> {
+    let Some(t) = tls else {
+        return Ok(crate::http::Http::plain());
+    };
+    let failed = |e: String| ClusterError::Io {
+        what: "the operator's certificate".into(),
+        source: std::io::Error::other(e),
+    };
+    let live = drover_tls::LiveTls::fixed(t.operator.clone(), drover_tls::Role::Client)
+        .map_err(|e| failed(e.to_string()))?;
+    crate::http::Http::tls(&live.client(roles)).map_err(failed)
+}
+
+/// `base_dir/env`: the variables that point drover's commands at this cluster (its masters,
+/// its first scheduler, and with TLS the operator's certificate).
+fn write_env(
+    path: &std::path::Path,
+    masters: &str,
+    scheduler: Option<String>,
+    tls: Option<&UpTls>,
+) -> Result<(), ClusterError> {
+    let mut text = format!("export DROVER_MASTERS={masters}\n");
+    if let Some(s) = scheduler {
+        text.push_str(&format!("export DROVER_SCHEDULER={s}\n"));
+    }
+    for (var, file) in tls
+        .map(|t| {
+            vec![
+                ("DROVER_TLS_CERT", t.operator.cert.clone()),
+                ("DROVER_TLS_KEY", t.operator.key.clone()),
+                ("DROVER_TLS_CA", t.operator.ca.clone()),
+            ]
+        })
+        .unwrap_or_default()
+    {
+        let file = std::path::absolute(&file).unwrap_or(file);
+        text.push_str(&format!("export {var}={}\n", file.display()));
+    }
+    if tls.is_none() {
+        text.push_str("unset DROVER_TLS_CERT DROVER_TLS_KEY DROVER_TLS_CA\n");
+    }
+    std::fs::write(path, text).map_err(|source| ClusterError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
 }
 
 /// The schedulers' slots: `count` of them on the ports from `first_port`.
@@ -42,6 +124,7 @@ fn scheduler_slots(
     masters: &str,
     count: usize,
     first_port: u16,
+    flags: &[String],
 ) -> Vec<MarathonScheduler> {
     (0..count)
         .map(|i| {
@@ -51,19 +134,22 @@ fn scheduler_slots(
                 masters,
                 format!("127.0.0.1:{port}"),
                 base_dir.join(format!("scheduler-{i}.log")),
-                &[],
+                flags,
             )
         })
         .collect()
 }
 
-/// Starts the schedulers, and waits until each answers.
-async fn start_schedulers(schedulers: &mut [MarathonScheduler]) -> Result<(), ClusterError> {
+/// Starts the schedulers, and waits until each answers (through `http`).
+async fn start_schedulers(
+    schedulers: &mut [MarathonScheduler],
+    http: &crate::http::Http,
+) -> Result<(), ClusterError> {
     for s in schedulers.iter_mut() {
         s.start()?;
     }
     for s in schedulers.iter() {
-        if s.wait_ready(READY_TIMEOUT).await.is_err() {
+        if s.wait_ready_with(http, READY_TIMEOUT).await.is_err() {
             eprintln!(
                 "scheduler {} did not answer; see {}",
                 s.addr,
@@ -96,8 +182,8 @@ fn check_ports_free(spec: &ClusterSpec) -> Result<(), ClusterError> {
 }
 
 /// The containerizers an agent advertises (its `/state`'s `containerizers` attribute).
-async fn agent_containerizers(addr: &str) -> Option<String> {
-    let state = crate::http::get_json(addr, "/state").await.ok()?;
+async fn agent_containerizers(http: &crate::http::Http, addr: &str) -> Option<String> {
+    let state = http.get_json(addr, "/state").await.ok()?;
     state["attributes"][drover_model::container::CONTAINERIZERS_ATTRIBUTE]
         .as_str()
         .map(str::to_string)
@@ -109,7 +195,19 @@ fn print_banner(
     leader: &StatusReply,
     schedulers: &[MarathonScheduler],
     containerizers: &[Option<String>],
+    tls: Option<&UpTls>,
+    env_file: &std::path::Path,
 ) {
+    let http = if tls.is_some() { "https" } else { "http" };
+    let curl = match tls {
+        Some(t) => format!(
+            "curl --cacert {} --cert {} --key {}",
+            t.operator.ca.display(),
+            t.operator.cert.display(),
+            t.operator.key.display()
+        ),
+        None => "curl".to_string(),
+    };
     println!();
     println!(
         "Drover is up: cluster {}, term {}",
@@ -123,14 +221,14 @@ fn print_banner(
         };
         println!("  master {}  grpc://{}{tag}", m.id, m.addr);
         println!(
-            "            http://{}/health  http://{}/v1/leader  http://{}/metrics",
+            "            {http}://{}/health  {http}://{}/v1/leader  {http}://{}/metrics",
             m.addr, m.addr, m.addr
         );
         println!("            log {}", m.log_path.display());
     }
     for (i, a) in cluster.agents().enumerate() {
         println!(
-            "  agent {}   grpc://{}  http://{}/health",
+            "  agent {}   grpc://{}  {http}://{}/health",
             a.index, a.addr, a.addr
         );
         let containers = match containerizers.get(i).cloned().flatten() {
@@ -151,28 +249,46 @@ fn print_banner(
     }
     for (i, s) in schedulers.iter().enumerate() {
         println!(
-            "  scheduler {i}  http://{}/v2/apps  http://{}/v2/leader  (one active, the others redirect to it)",
+            "  scheduler {i}  {http}://{}/v2/apps  {http}://{}/v2/leader  (one active, the others redirect to it)",
             s.addr, s.addr
         );
         println!("            log {}", s.log.display());
     }
-    let masters = cluster.addrs().join(",");
+    println!();
+    match tls {
+        Some(t) => {
+            println!("TLS is on: every connection is mutual TLS; the operator's certificate is");
+            println!(
+                "  {} (key {}, CA {})",
+                t.operator.cert.display(),
+                t.operator.key.display(),
+                t.operator.ca.display()
+            );
+        }
+        None => println!("TLS is off (--insecure): anyone who reaches these ports may use them."),
+    }
+    println!(
+        "Point drover's commands at this cluster{}:  . {}",
+        if tls.is_some() { " with it" } else { "" },
+        env_file.display()
+    );
     println!();
     if let Some(s) = schedulers.first() {
         println!(
-            "Try:  curl -X POST -H 'Content-Type: application/json' http://{}/v2/apps \\",
+            "Try:  {curl} -X POST -H 'Content-Type: application/json' {http}://{}/v2/apps \\",
             s.addr
         );
         println!(
             r#"        -d '{{"id": "/hello", "cmd": "sleep 1000", "instances": 2, "cpus": 0.1, "mem": 32}}'"#
         );
-        println!("      curl http://{}/v2/apps/hello", s.addr);
+        println!("      {curl} {http}://{}/v2/apps/hello", s.addr);
     }
+    println!("      drover app list");
     println!("      drover run -- 'echo hello from drover'");
-    println!("      curl http://{}/v1/state", leader.leader_addr);
-    println!("      drover store --masters {masters} put greeting hello");
-    println!("      drover store --masters {masters} get greeting");
-    println!("      drover cluster --masters {masters} status");
+    println!("      {curl} {http}://{}/v1/state", leader.leader_addr);
+    println!("      drover store put greeting hello");
+    println!("      drover store get greeting");
+    println!("      drover cluster status");
     println!("Press Ctrl-C to stop.");
 }
 
@@ -186,6 +302,7 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
     );
     spec.master_args = opts.master_args;
     spec.agent_args = opts.agent_args;
+    spec.tls = opts.tls;
     check_ports_free(&spec)?;
     let scheduler_ports: Vec<String> = (0..opts.schedulers)
         .map(|i| opts.scheduler_port.saturating_add(i as u16))
@@ -215,22 +332,51 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         }
     };
     let masters = cluster.addrs().join(",");
+    let tls = match up_tls(&cluster) {
+        Ok(t) => t,
+        Err(e) => {
+            cluster.stop_all(Duration::from_secs(10)).await?;
+            return Err(e);
+        }
+    };
     let mut schedulers = scheduler_slots(
         &binary,
         &opts.base_dir,
         &masters,
         opts.schedulers,
         opts.scheduler_port,
+        tls.as_ref().map_or(&[][..], |t| &t.scheduler_flags),
     );
-    if let Err(e) = start_schedulers(&mut schedulers).await {
-        cluster.stop_all(Duration::from_secs(10)).await?;
-        return Err(e);
+    let started = async {
+        let to_schedulers = http_as_operator(tls.as_ref(), &[drover_tls::Role::Framework])?;
+        start_schedulers(&mut schedulers, &to_schedulers).await?;
+        let to_agents = http_as_operator(tls.as_ref(), &[drover_tls::Role::Agent])?;
+        let mut containerizers = Vec::new();
+        for a in cluster.agents() {
+            containerizers.push(agent_containerizers(&to_agents, &a.addr).await);
+        }
+        let env_file = opts.base_dir.join("env");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let first = schedulers.first().map(|s| format!("{scheme}://{}", s.addr));
+        write_env(&env_file, &masters, first, tls.as_ref())?;
+        Ok::<_, ClusterError>((containerizers, env_file))
     }
-    let mut containerizers = Vec::new();
-    for a in cluster.agents() {
-        containerizers.push(agent_containerizers(&a.addr).await);
-    }
-    print_banner(&cluster, &leader, &schedulers, &containerizers);
+    .await;
+    let (containerizers, env_file) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            cluster.stop_all(Duration::from_secs(10)).await?;
+            return Err(e);
+        }
+    };
+    print_banner(
+        &cluster,
+        &leader,
+        &schedulers,
+        &containerizers,
+        tls.as_ref(),
+        &env_file,
+    );
 
     // Both listeners live for the whole loop: a listener sees only the signals that arrive
     // after it subscribed, so one made afresh each round (`tokio::signal::ctrl_c()`) missed a
