@@ -311,6 +311,7 @@ async fn the_marathon_api_serves_https_to_operators_only() {
     let refused = as_agent
         .client()
         .get(format!("{url}/v2/apps"))
+        .timeout(Duration::from_secs(10))
         .send()
         .await
         .unwrap();

@@ -23,8 +23,11 @@ impl Http {
     /// HTTPS with `tls` (HTTP/1.1: reqwest speaks no HTTP/2 here).
     pub fn tls(tls: &drover_tls::ClientTls) -> Result<Self, String> {
         let config = tls.http1_config().map_err(|e| e.to_string())?;
+        // Never plain HTTP with a certificate in hand: an `http://` URL or a redirect to one
+        // is an error, not a request sent in the clear.
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(config)
+            .https_only(true)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Http {

@@ -83,6 +83,11 @@ fn http_as_operator(
     crate::http::Http::tls(&live.client(roles)).map_err(failed)
 }
 
+/// `s` as one word to a POSIX shell, whatever it holds (spaces, `$`, quotes).
+fn shell_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// `base_dir/env`: the variables that point drover's commands at this cluster (its masters,
 /// its first scheduler, and with TLS the operator's certificate).
 fn write_env(
@@ -91,9 +96,9 @@ fn write_env(
     scheduler: Option<String>,
     tls: Option<&UpTls>,
 ) -> Result<(), ClusterError> {
-    let mut text = format!("export DROVER_MASTERS={masters}\n");
+    let mut text = format!("export DROVER_MASTERS={}\n", shell_quoted(masters));
     if let Some(s) = scheduler {
-        text.push_str(&format!("export DROVER_SCHEDULER={s}\n"));
+        text.push_str(&format!("export DROVER_SCHEDULER={}\n", shell_quoted(&s)));
     }
     for (var, file) in tls
         .map(|t| {
@@ -106,7 +111,8 @@ fn write_env(
         .unwrap_or_default()
     {
         let file = std::path::absolute(&file).unwrap_or(file);
-        text.push_str(&format!("export {var}={}\n", file.display()));
+        let file = file.display().to_string();
+        text.push_str(&format!("export {var}={}\n", shell_quoted(&file)));
     }
     if tls.is_none() {
         text.push_str("unset DROVER_TLS_CERT DROVER_TLS_KEY DROVER_TLS_CA\n");
@@ -426,4 +432,53 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         schedulers_stopped.as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The env file is sourced by a shell: a path with a space, a quote or a `$` is one
+    /// word and runs nothing.
+    #[test]
+    fn the_env_file_gives_the_shell_paths_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a b'c$(touch pwned)");
+        std::fs::create_dir_all(&odd).unwrap();
+        let tls = UpTls {
+            operator: drover_tls::config::TlsFiles {
+                cert: odd.join("client-operator.pem"),
+                key: odd.join("client-operator.key"),
+                ca: odd.join("ca.pem"),
+            },
+            scheduler_flags: Vec::new(),
+        };
+        let env = dir.path().join("env");
+        write_env(
+            &env,
+            "127.0.0.1:5050",
+            Some("https://127.0.0.1:8080".into()),
+            Some(&tls),
+        )
+        .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#". "$1" && printf '%s\n' "$DROVER_TLS_CERT" "$DROVER_SCHEDULER""#)
+            .arg("sh")
+            .arg(&env)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = printed.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                tls.operator.cert.display().to_string().as_str(),
+                "https://127.0.0.1:8080"
+            ]
+        );
+        assert!(!dir.path().join("pwned").exists());
+    }
 }

@@ -61,7 +61,14 @@ impl SchedulerArg {
     /// The HTTP client of the scheduler (HTTPS with the operator's certificate, checking the
     /// scheduler's is a framework's).
     fn http(&self) -> Result<drover_chaos::http::Http, AppsError> {
-        match self.tls()? {
+        let tls = self.tls()?;
+        if tls.is_some() && !self.scheduler.starts_with("https://") {
+            return Err(AppsError::Usage(format!(
+                "--scheduler {}: with a TLS certificate the scheduler's URL is https://",
+                self.scheduler
+            )));
+        }
+        match tls {
             None => Ok(drover_chaos::http::Http::plain()),
             Some(t) => drover_chaos::http::Http::tls(&t.client(&[drover_tls::Role::Framework]))
                 .map_err(|e| AppsError::Usage(format!("TLS: {e}"))),

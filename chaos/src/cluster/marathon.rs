@@ -13,6 +13,9 @@ use super::{io, ClusterError};
 
 /// How long a started scheduler may take to answer `/ping`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one `/ping` of [`MarathonScheduler::wait_ready`] may take (a scheduler that
+/// accepts and then says nothing must not hold the wait past its deadline).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One scheduler process slot: started, killed and started again on the same address.
 pub struct MarathonScheduler {
@@ -81,7 +84,7 @@ impl MarathonScheduler {
         self.child.is_some()
     }
 
-    /// Waits until it answers `/ping`.
+    /// Waits until it answers `/ping` (each try bounded by [`PING_TIMEOUT`]).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), crate::wait::WaitError> {
         self.wait_ready_with(&crate::http::Http::plain(), timeout)
             .await
@@ -97,7 +100,7 @@ impl MarathonScheduler {
         crate::wait::wait_until("the scheduler to answer /ping", timeout, || {
             let (url, client) = (url.clone(), http.client().clone());
             async move {
-                match client.get(&url).send().await {
+                match client.get(&url).timeout(PING_TIMEOUT).send().await {
                     Ok(r) if r.status().is_success() => Ok(()),
                     Ok(r) => Err(r.status().to_string()),
                     Err(e) => Err(e.to_string()),

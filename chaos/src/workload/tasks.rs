@@ -505,7 +505,7 @@ impl Framework {
         // Killing whichever runs, a kill a second at the default rate, outpaced the
         // replacements where a task takes seconds to start (containers on a loaded engine),
         // so all of them might never run at once with the cluster healthy.
-        let all_run = running_long.len() >= self.shape.long_tasks;
+        let all_run = !running_long.is_empty() && running_long.len() >= self.shape.long_tasks;
         if all_run && self.rng.random_range(0..10) < self.shape.kills_per_10 {
             let victim = running_long[self.rng.random_range(0..running_long.len())].clone();
             self.kill(victim);
