@@ -20,6 +20,7 @@ use drover_tls::config::TlsFiles;
 use drover_tls::{LiveTls, Role};
 use tonic::Code;
 
+use common::scheduler::Scheduler;
 use common::{cli, https_get, next, start_tls};
 
 const AGENT_RESOURCES: &str = "cpus:2;mem:1024;disk:512;ports:[31000-31009]";
@@ -251,40 +252,18 @@ async fn the_marathon_api_serves_https_to_operators_only() {
         .unwrap();
     let operator = certs.files(Role::Client, "ops", &[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut scheduler = drover_chaos::cluster::marathon::MarathonScheduler::start_on_free_port(
-        &common::binary(),
-        &c.addrs().join(","),
-        dir.path().join("scheduler.log"),
-        &tls_flags(&framework),
-    )
-    .expect("start drover scheduler");
     let as_operator = drover_chaos::http::Http::tls(
         &LiveTls::fixed(operator.clone(), Role::Client)
             .unwrap()
             .client(&[Role::Framework]),
     )
     .unwrap();
-    let log = || common::log_tail("scheduler", &dir.path().join("scheduler.log"), 40);
-    scheduler
-        .wait_ready_with(&as_operator, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let flags = tls_flags(&framework);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let scheduler =
+        Scheduler::start_with(&c.addrs(), dir.path(), "scheduler", &flags, as_operator).await;
+    scheduler.wait_active(Duration::from_secs(30)).await;
     let addr = scheduler.addr.clone();
-    common::wait_until(
-        "the scheduler to be active",
-        Duration::from_secs(30),
-        || {
-            let (http, addr) = (as_operator.clone(), addr.clone());
-            async move {
-                let leader = http.get_json(&addr, "/v2/leader").await?;
-                (leader["leader"] == addr.as_str())
-                    .then_some(())
-                    .ok_or_else(|| leader.to_string())
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log()));
     let url = format!("https://{addr}");
 
     // Without a certificate: no answer, over HTTPS or plain HTTP.
@@ -323,26 +302,14 @@ async fn the_marathon_api_serves_https_to_operators_only() {
     // The real Marathon client over HTTPS with the operator's certificate.
     if let Some(python) = common::test_python() {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/marathon_client.py");
-        let run = tokio::process::Command::new(&python)
-            .arg(script)
-            .arg(&url)
-            .env("DROVER_TLS_CERT", &operator.cert)
-            .env("DROVER_TLS_KEY", &operator.key)
-            .env("DROVER_TLS_CA", &operator.ca)
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(240), run)
-            .await
-            .expect("the Marathon client's script finishes within 240 s")
-            .expect("run the script");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.starts_with("ok"),
-            "marathon_client.py over TLS failed ({}):\n{stdout}\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            log()
-        );
+        let env = [
+            ("DROVER_TLS_CERT", operator.cert.as_path()),
+            ("DROVER_TLS_KEY", operator.key.as_path()),
+            ("DROVER_TLS_CA", operator.ca.as_path()),
+        ];
+        let stdout =
+            common::run_python_ok_with(&python, script, &[&url], &env, Duration::from_secs(240))
+                .await;
         eprintln!("marathon_client.py over TLS: {}", stdout.trim());
     }
 
@@ -367,7 +334,7 @@ async fn the_marathon_api_serves_https_to_operators_only() {
         cli(&args).await
     };
     let out = run_cli(with_flags(&["app", "add", app.to_str().unwrap(), "--wait"])).await;
-    assert_eq!(out.code, 0, "{}\n{}\n{}", out.stdout, out.stderr, log());
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let out = run_cli(with_flags(&[
         "task",
         "list",
@@ -396,5 +363,4 @@ async fn the_marathon_api_serves_https_to_operators_only() {
     })
     .await
     .unwrap();
-    scheduler.kill().await;
 }

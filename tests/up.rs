@@ -12,22 +12,21 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The operator's certificate `drover up` issued under `data`.
-fn operator(data: &std::path::Path) -> drover_tls::config::TlsFiles {
+/// The operator's certificate `drover up` issued under `data`, loaded.
+fn as_operator(data: &std::path::Path) -> drover_tls::LiveTls {
     drover_chaos::cluster::certs::ClusterCerts::open(data)
-        .and_then(|c| c.files(drover_tls::Role::Client, drover_chaos::up::OPERATOR, &[]))
+        .and_then(|c| c.loaded(drover_tls::Role::Client, drover_chaos::up::OPERATOR))
         .expect("the operator's certificate")
 }
 
 /// A client of the masters as the operator.
 fn masters_client(data: &std::path::Path, addrs: &[String]) -> MasterClient {
-    let tls = drover_tls::LiveTls::fixed(operator(data), drover_tls::Role::Client).unwrap();
     MasterClient::with_dialer(
         addrs,
         drover_client::RetryPolicy::default(),
         drover_client::channel::Dialer {
             bind_ip: None,
-            tls: Some(tls.client(&[drover_tls::Role::Master])),
+            tls: Some(as_operator(data).client(&[drover_tls::Role::Master])),
         },
     )
     .unwrap()
@@ -35,8 +34,8 @@ fn masters_client(data: &std::path::Path, addrs: &[String]) -> MasterClient {
 
 /// An HTTPS client of the schedulers as the operator.
 fn schedulers_http(data: &std::path::Path) -> drover_chaos::http::Http {
-    let tls = drover_tls::LiveTls::fixed(operator(data), drover_tls::Role::Client).unwrap();
-    drover_chaos::http::Http::tls(&tls.client(&[drover_tls::Role::Framework])).unwrap()
+    drover_chaos::http::Http::tls(&as_operator(data).client(&[drover_tls::Role::Framework]))
+        .unwrap()
 }
 
 /// `drover args…` after `. data/env`, as the banner says to: nothing else tells it where
@@ -56,7 +55,7 @@ fn drover_after_env(data: &std::path::Path, args: &[&str]) -> tokio::process::Co
 }
 
 /// [`drover_after_env`] to its end: its exit code, stdout and stderr.
-async fn run_after_env(data: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+async fn run_after_env(data: &std::path::Path, args: &[&str]) -> common::CliOutput {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         drover_after_env(data, args).output(),
@@ -64,11 +63,11 @@ async fn run_after_env(data: &std::path::Path, args: &[&str]) -> (i32, String, S
     .await
     .expect("the command finishes within 60 s")
     .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// A base port with base to base+4 free a moment ago: three masters on every second port, two
@@ -209,17 +208,20 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
 
     // Its two agents take tasks: `drover run` with nothing but the environment the banner
     // names, and the task's output streamed between its RUNNING and its end.
-    let (code, stdout, stderr) =
-        run_after_env(&data, &["run", "--", "echo hi; echo oops >&2"]).await;
-    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let (get_code, got, get_stderr) =
-        run_after_env(&data, &["store", "--framework", "up", "get", "k"]).await;
-    assert_eq!((get_code, got.trim()), (0, "kept"), "{got}\n{get_stderr}");
-    let out = common::CliOutput {
-        code,
-        stdout,
-        stderr,
-    };
+    let out = run_after_env(&data, &["run", "--", "echo hi; echo oops >&2"]).await;
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    let got = run_after_env(&data, &["store", "--framework", "up", "get", "k"]).await;
+    assert_eq!(
+        (got.code, got.stdout.trim()),
+        (0, "kept"),
+        "{}\n{}",
+        got.stdout,
+        got.stderr
+    );
     let lines: Vec<&str> = out.stdout.lines().collect();
     let at = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
     let (running, hi, finished) = (
@@ -310,10 +312,10 @@ async fn up_serves_prints_urls_stops_on_ctrl_c_and_restarts_from_its_data() {
         common::wait_until("the task's output", Duration::from_secs(30), || {
             let (args, data) = (args.clone(), data.clone());
             async move {
-                let (code, stdout, stderr) = run_after_env(&data, &args).await;
-                (code == 0 && stdout.lines().any(|l| l == want))
+                let out = run_after_env(&data, &args).await;
+                (out.code == 0 && out.stdout.lines().any(|l| l == want))
                     .then_some(())
-                    .ok_or(format!("{code}: {stdout}{stderr}"))
+                    .ok_or(format!("{}: {}{}", out.code, out.stdout, out.stderr))
             }
         })
         .await

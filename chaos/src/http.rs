@@ -58,7 +58,9 @@ impl Http {
         resp.text().await.map_err(|e| e.to_string())
     }
 
-    /// [`request_json`] through this client.
+    /// A request with an optional JSON body, bounded by `timeout`: the status and the JSON
+    /// answer (`Null` when the body is not JSON). A request that got no answer (a broken
+    /// connection, the timeout) is an error.
     pub async fn request_json(
         &self,
         method: reqwest::Method,
@@ -67,7 +69,20 @@ impl Http {
         body: Option<&serde_json::Value>,
         timeout: Duration,
     ) -> Result<(u16, serde_json::Value), String> {
-        send_json(&self.client, method, &self.url(addr, path), body, timeout).await
+        let mut req = self
+            .client
+            .request(method, self.url(addr, path))
+            .timeout(timeout);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
     }
 
     /// GET `addr` `path`, parsed as JSON.
@@ -85,47 +100,6 @@ pub async fn get(addr: &str, path: &str) -> Result<String, String> {
 /// GET `http://addr/path`, parsed as JSON.
 pub async fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
     Http::plain().get_json(addr, path).await
-}
-
-/// A request with an optional JSON body, through `client`, bounded by `timeout`: the status
-/// and the JSON answer (`Null` when the body is not JSON). A request that got no answer (a
-/// broken connection, the timeout) is an error.
-pub async fn request_json(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    addr: &str,
-    path: &str,
-    body: Option<&serde_json::Value>,
-    timeout: Duration,
-) -> Result<(u16, serde_json::Value), String> {
-    send_json(
-        client,
-        method,
-        &format!("http://{addr}{path}"),
-        body,
-        timeout,
-    )
-    .await
-}
-
-async fn send_json(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    body: Option<&serde_json::Value>,
-    timeout: Duration,
-) -> Result<(u16, serde_json::Value), String> {
-    let mut req = client.request(method, url).timeout(timeout);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    ))
 }
 
 /// The value of a metric line `name_and_labels VALUE` in a Prometheus exposition.

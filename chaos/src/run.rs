@@ -396,12 +396,13 @@ async fn drive(
 
     save_evidence(&cluster, out, progress).await?;
     keep_logs(&cluster, out);
-    let frameworks = run_frameworks(out, &cluster);
     let cluster_agents = cluster.agent_ids();
     cluster.stop_all(Duration::from_secs(10)).await?;
     if let Some(mut found) = containers {
         // Stopping the cluster removes every container of its agents.
-        let left = crate::containers::of_frameworks(&frameworks).await.ok();
+        let left = crate::containers::of_frameworks(&found.frameworks)
+            .await
+            .ok();
         found.left_after_stop = left.as_ref().map(Vec::len);
         let of_agents: std::collections::BTreeSet<String> =
             left.into_iter().flatten().map(|c| c.agent).collect();

@@ -47,10 +47,12 @@ pub const OPERATOR: &str = "operator";
 /// The schedulers' certificate (`framework-marathon.pem`).
 const SCHEDULER_CERT: &str = "marathon";
 
-/// What the cluster's TLS gives `drover up`: the operator's files, and the flags the
+/// What the cluster's TLS gives `drover up`: the operator's files (for the banner and the env
+/// file) and the same certificate loaded (for `drover up`'s own calls), and the flags the
 /// schedulers get.
 struct UpTls {
     operator: drover_tls::config::TlsFiles,
+    as_operator: drover_tls::LiveTls,
     scheduler_flags: Vec<String>,
 }
 
@@ -62,6 +64,7 @@ fn up_tls(cluster: &LocalCluster) -> Result<Option<UpTls>, ClusterError> {
     let scheduler = certs.files(drover_tls::Role::Framework, SCHEDULER_CERT, &hosts)?;
     Ok(Some(UpTls {
         operator: certs.files(drover_tls::Role::Client, OPERATOR, &[])?,
+        as_operator: certs.loaded(drover_tls::Role::Client, OPERATOR)?,
         scheduler_flags: crate::cluster::certs::flags(&scheduler),
     }))
 }
@@ -74,13 +77,10 @@ fn http_as_operator(
     let Some(t) = tls else {
         return Ok(crate::http::Http::plain());
     };
-    let failed = |e: String| ClusterError::Io {
+    crate::http::Http::tls(&t.as_operator.client(roles)).map_err(|e| ClusterError::Io {
         what: "the operator's certificate".into(),
         source: std::io::Error::other(e),
-    };
-    let live = drover_tls::LiveTls::fixed(t.operator.clone(), drover_tls::Role::Client)
-        .map_err(|e| failed(e.to_string()))?;
-    crate::http::Http::tls(&live.client(roles)).map_err(failed)
+    })
 }
 
 /// `s` as one word to a POSIX shell, whatever it holds (spaces, `$`, quotes).
@@ -94,27 +94,25 @@ fn write_env(
     path: &std::path::Path,
     masters: &str,
     scheduler: Option<String>,
-    tls: Option<&UpTls>,
+    operator: Option<&drover_tls::config::TlsFiles>,
 ) -> Result<(), ClusterError> {
-    let mut text = format!("export DROVER_MASTERS={}\n", shell_quoted(masters));
-    if let Some(s) = scheduler {
-        text.push_str(&format!("export DROVER_SCHEDULER={}\n", shell_quoted(&s)));
+    let mut vars = vec![("DROVER_MASTERS", masters.to_string())];
+    vars.extend(scheduler.map(|s| ("DROVER_SCHEDULER", s)));
+    if let Some(f) = operator {
+        for (var, file) in [
+            ("DROVER_TLS_CERT", &f.cert),
+            ("DROVER_TLS_KEY", &f.key),
+            ("DROVER_TLS_CA", &f.ca),
+        ] {
+            let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            vars.push((var, file.display().to_string()));
+        }
     }
-    for (var, file) in tls
-        .map(|t| {
-            vec![
-                ("DROVER_TLS_CERT", t.operator.cert.clone()),
-                ("DROVER_TLS_KEY", t.operator.key.clone()),
-                ("DROVER_TLS_CA", t.operator.ca.clone()),
-            ]
-        })
-        .unwrap_or_default()
-    {
-        let file = std::path::absolute(&file).unwrap_or(file);
-        let file = file.display().to_string();
-        text.push_str(&format!("export {var}={}\n", shell_quoted(&file)));
-    }
-    if tls.is_none() {
+    let mut text: String = vars
+        .iter()
+        .map(|(var, value)| format!("export {var}={}\n", shell_quoted(value)))
+        .collect();
+    if operator.is_none() {
         text.push_str("unset DROVER_TLS_CERT DROVER_TLS_KEY DROVER_TLS_CA\n");
     }
     std::fs::write(path, text).map_err(|source| ClusterError::Io {
@@ -364,7 +362,12 @@ pub async fn run(opts: UpOptions) -> Result<(), ClusterError> {
         let env_file = opts.base_dir.join("env");
         let scheme = if tls.is_some() { "https" } else { "http" };
         let first = schedulers.first().map(|s| format!("{scheme}://{}", s.addr));
-        write_env(&env_file, &masters, first, tls.as_ref())?;
+        write_env(
+            &env_file,
+            &masters,
+            first,
+            tls.as_ref().map(|t| &t.operator),
+        )?;
         Ok::<_, ClusterError>((containerizers, env_file))
     }
     .await;
@@ -445,20 +448,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let odd = dir.path().join("a b'c$(touch pwned)");
         std::fs::create_dir_all(&odd).unwrap();
-        let tls = UpTls {
-            operator: drover_tls::config::TlsFiles {
-                cert: odd.join("client-operator.pem"),
-                key: odd.join("client-operator.key"),
-                ca: odd.join("ca.pem"),
-            },
-            scheduler_flags: Vec::new(),
+        let operator = drover_tls::config::TlsFiles {
+            cert: odd.join("client-operator.pem"),
+            key: odd.join("client-operator.key"),
+            ca: odd.join("ca.pem"),
         };
         let env = dir.path().join("env");
         write_env(
             &env,
             "127.0.0.1:5050",
             Some("https://127.0.0.1:8080".into()),
-            Some(&tls),
+            Some(&operator),
         )
         .unwrap();
         let out = std::process::Command::new("sh")
@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                tls.operator.cert.display().to_string().as_str(),
+                operator.cert.display().to_string().as_str(),
                 "https://127.0.0.1:8080"
             ]
         );

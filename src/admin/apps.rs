@@ -57,23 +57,6 @@ impl SchedulerArg {
             .transpose()
             .map_err(|e| tls_error(&e))
     }
-
-    /// The HTTP client of the scheduler (HTTPS with the operator's certificate, checking the
-    /// scheduler's is a framework's).
-    fn http(&self) -> Result<drover_chaos::http::Http, AppsError> {
-        let tls = self.tls()?;
-        if tls.is_some() && !self.scheduler.starts_with("https://") {
-            return Err(AppsError::Usage(format!(
-                "--scheduler {}: with a TLS certificate the scheduler's URL is https://",
-                self.scheduler
-            )));
-        }
-        match tls {
-            None => Ok(drover_chaos::http::Http::plain()),
-            Some(t) => drover_chaos::http::Http::tls(&t.client(&[drover_tls::Role::Framework]))
-                .map_err(|e| AppsError::Usage(format!("TLS: {e}"))),
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,11 +158,25 @@ pub(super) struct Api {
 }
 
 impl Api {
+    /// The scheduler's client: HTTPS with the operator's certificate (checking that the
+    /// scheduler's is a framework's) when the TLS flags are given.
     fn new(s: &SchedulerArg) -> Result<Api, AppsError> {
+        let tls = s.tls()?;
+        let http = match &tls {
+            None => drover_chaos::http::Http::plain(),
+            Some(_) if !s.scheduler.starts_with("https://") => {
+                return Err(AppsError::Usage(format!(
+                    "--scheduler {}: with a TLS certificate the scheduler's URL is https://",
+                    s.scheduler
+                )))
+            }
+            Some(t) => drover_chaos::http::Http::tls(&t.client(&[drover_tls::Role::Framework]))
+                .map_err(|e| AppsError::Usage(format!("TLS: {e}")))?,
+        };
         Ok(Api {
             base: s.scheduler.trim_end_matches('/').to_string(),
-            http: s.http()?.client().clone(),
-            tls: s.tls()?,
+            http: http.client().clone(),
+            tls,
         })
     }
 
@@ -554,8 +551,8 @@ pub async fn deployment(s: &SchedulerArg, op: DeploymentOp) -> Result<(), AppsEr
 
 /// Follows the event stream, one line per event, reconnecting (with backoff) when it breaks.
 pub async fn watch(s: &SchedulerArg) -> Result<(), AppsError> {
-    let http = s.http()?.client().clone();
-    let url = format!("{}/v2/events", s.scheduler.trim_end_matches('/'));
+    let Api { base, http, .. } = Api::new(s)?;
+    let url = format!("{base}/v2/events");
     let mut backoff = Duration::from_millis(200);
     loop {
         match http

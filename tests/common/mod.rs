@@ -403,9 +403,21 @@ pub fn test_python() -> Option<String> {
 /// Runs `python script args…` to its end within `timeout`; fails the test with the script's
 /// output unless it exits 0 and its stdout starts with "ok". Returns its stdout.
 pub async fn run_python_ok(python: &str, script: &str, args: &[&str], timeout: Duration) -> String {
+    run_python_ok_with(python, script, args, &[], timeout).await
+}
+
+/// [`run_python_ok`] with `env` added to the script's environment.
+pub async fn run_python_ok_with(
+    python: &str,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+    timeout: Duration,
+) -> String {
     let run = tokio::process::Command::new(python)
         .arg(script)
         .args(args)
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(timeout, run)
@@ -550,17 +562,13 @@ pub async fn start_tls(masters: u64, agents: usize, agent_args: &[&str]) -> Test
 pub async fn https_get(c: &LocalCluster, addr: &str, path: &str) -> Result<(u16, String), String> {
     let certs = c.certs().ok_or("the cluster runs without TLS")?;
     let harness = certs.harness().map_err(|e| e.to_string())?;
-    let config = harness
-        .client(&[drover_tls::Role::Master, drover_tls::Role::Agent])
-        .http1_config()
-        .map_err(|e| e.to_string())?;
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = drover_chaos::http::Http::tls(
+        &harness.client(&[drover_tls::Role::Master, drover_tls::Role::Agent]),
+    )?;
     let resp = http
-        .get(format!("https://{addr}{path}"))
+        .client()
+        .get(http.url(addr, path))
+        .timeout(Duration::from_secs(10))
         .send()
         .await
         .map_err(|e| format!("{addr}{path}: {e}"))?;

@@ -4,12 +4,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use drover_chaos::cluster::marathon::MarathonScheduler;
+use drover_chaos::http::Http;
 use serde_json::Value;
 
 /// A scheduler process; killed on drop, its log printed if the test failed.
 pub struct Scheduler {
     pub addr: String,
     process: MarathonScheduler,
+    /// How the test reaches its `/v2` (HTTPS with an operator's certificate for a scheduler
+    /// with TLS on).
+    http: Http,
 }
 
 impl Drop for Scheduler {
@@ -25,6 +29,18 @@ impl Scheduler {
     /// Starts `drover scheduler` on a free loopback port (log in `dir/<name>.log`) and waits
     /// until it answers `/ping`.
     pub async fn start(masters: &[String], dir: &Path, name: &str, extra: &[&str]) -> Scheduler {
+        Self::start_with(masters, dir, name, extra, Http::plain()).await
+    }
+
+    /// [`start`](Self::start), reaching it through `http` (a scheduler given TLS flags in
+    /// `extra` is reached over HTTPS).
+    pub async fn start_with(
+        masters: &[String],
+        dir: &Path,
+        name: &str,
+        extra: &[&str],
+        http: Http,
+    ) -> Scheduler {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let process = MarathonScheduler::start_on_free_port(
             &super::binary(),
@@ -33,14 +49,17 @@ impl Scheduler {
             &extra,
         )
         .expect("start drover scheduler");
-        process
-            .wait_ready(Duration::from_secs(30))
-            .await
-            .expect("scheduler up");
-        Scheduler {
+        let scheduler = Scheduler {
             addr: process.addr.clone(),
             process,
-        }
+            http,
+        };
+        scheduler
+            .process
+            .wait_ready_with(&scheduler.http, Duration::from_secs(30))
+            .await
+            .expect("scheduler up");
+        scheduler
     }
 
     /// SIGKILLs the process and waits for it.
@@ -52,9 +71,18 @@ impl Scheduler {
     pub async fn wait_active(&self, timeout: Duration) {
         let addr = self.addr.clone();
         super::wait_until("the scheduler to be active", timeout, || {
-            let addr = addr.clone();
+            let (addr, http) = (addr.clone(), self.http.clone());
             async move {
-                let (status, body) = send(reqwest::Method::GET, &addr, "/v2/leader", None).await;
+                let (status, body) = http
+                    .request_json(
+                        reqwest::Method::GET,
+                        &addr,
+                        "/v2/leader",
+                        None,
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap_or_else(|e| (0, Value::String(e)));
                 if status == 200 && body["leader"] == addr.as_str() {
                     Ok(())
                 } else {
@@ -75,14 +103,8 @@ pub async fn send(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    drover_chaos::http::request_json(
-        &reqwest::Client::new(),
-        method,
-        addr,
-        path,
-        body.as_ref(),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap_or_else(|e| (0, Value::String(e)))
+    Http::plain()
+        .request_json(method, addr, path, body.as_ref(), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| (0, Value::String(e)))
 }

@@ -101,16 +101,10 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value), MarathonBenchError> {
-    crate::http::request_json(
-        &reqwest::Client::new(),
-        method,
-        addr,
-        path,
-        body.as_ref(),
-        Duration::from_secs(30),
-    )
-    .await
-    .map_err(MarathonBenchError::Http)
+    crate::http::Http::plain()
+        .request_json(method, addr, path, body.as_ref(), Duration::from_secs(30))
+        .await
+        .map_err(MarathonBenchError::Http)
 }
 
 /// Waits until the scheduler at `addr` is a standby of the one at `active`.

@@ -65,10 +65,11 @@ fn last_states(history: &[Record]) -> BTreeMap<&str, &str> {
 }
 
 pub fn check(ev: &ContainerEvidence, history: &[Record]) -> CheckerResult {
+    let running = ev.after_drain.iter().filter(|c| c.running).count();
     let stats = json!({
         "frameworks": ev.frameworks.len(),
         "containers": ev.after_drain.len(),
-        "running_after_drain": ev.after_drain.iter().filter(|c| c.running).count(),
+        "running_after_drain": running,
         "waited_s": ev.waited_s,
         "left_after_stop": ev.left_after_stop,
     });
@@ -110,7 +111,6 @@ pub fn check(ev: &ContainerEvidence, history: &[Record]) -> CheckerResult {
             bad.push(json!({"problem": "the containers left after the stop could not be listed"}))
         }
     }
-    let running = ev.after_drain.iter().filter(|c| c.running).count();
     let left = match ev.left_after_stop {
         Some(0) => "none".to_string(),
         Some(n) => n.to_string(),

@@ -103,8 +103,14 @@ impl ClusterCerts {
 
     /// The harness's operator certificate, loaded.
     pub fn harness(&self) -> Result<LiveTls, ClusterError> {
-        let files = self.files(Role::Client, HARNESS, &[])?;
-        LiveTls::fixed(files, Role::Client).map_err(|e| tls_error("the harness's certificate", e))
+        self.loaded(Role::Client, HARNESS)
+    }
+
+    /// The certificate of `role` `name` (issued on first use), loaded.
+    pub fn loaded(&self, role: Role, name: &str) -> Result<LiveTls, ClusterError> {
+        let files = self.files(role, name, &[])?;
+        LiveTls::fixed(files, role)
+            .map_err(|e| tls_error(format!("the certificate of {role} {name}"), e))
     }
 }
 

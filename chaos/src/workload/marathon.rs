@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use super::{BoxFuture, Context, Workload, WorkloadError};
 use crate::cluster::marathon::MarathonScheduler;
 use crate::history::Kind;
+use crate::http::Http;
 
 /// The schedulers' framework name (and store namespace).
 const FRAMEWORK_NAME: &str = "chaos-marathon";
@@ -64,13 +65,16 @@ enum Reply {
 }
 
 async fn call(
-    http: &reqwest::Client,
+    http: &Http,
     method: reqwest::Method,
     addr: &str,
     path: &str,
     body: Option<Value>,
 ) -> Reply {
-    match crate::http::request_json(http, method, addr, path, body.as_ref(), CALL_TIMEOUT).await {
+    match http
+        .request_json(method, addr, path, body.as_ref(), CALL_TIMEOUT)
+        .await
+    {
         Ok((status, v)) => Reply::Status(status, v),
         Err(e) => Reply::Lost(e),
     }
@@ -105,7 +109,7 @@ impl Workload for MarathonWorkload {
                 schedulers.push(s);
             }
             let addrs: Vec<String> = schedulers.iter().map(|s| s.addr.clone()).collect();
-            let http = reqwest::Client::new();
+            let http = Http::plain();
             let ops = tokio::spawn(operate(
                 self.clone(),
                 ctx.clone(),
@@ -127,7 +131,7 @@ impl Workload for MarathonWorkload {
 }
 
 /// The active scheduler (the one `/v2/leader` names), asked of each in turn.
-async fn active(http: &reqwest::Client, addrs: &[String]) -> Option<String> {
+async fn active(http: &Http, addrs: &[String]) -> Option<String> {
     for a in addrs {
         if let Reply::Status(200, v) = call(http, reqwest::Method::GET, a, "/v2/leader", None).await
         {
@@ -145,7 +149,7 @@ async fn kill_schedulers(
     shape: &MarathonWorkload,
     ctx: &Context,
     mut schedulers: Vec<MarathonScheduler>,
-    http: &reqwest::Client,
+    http: &Http,
 ) -> Vec<MarathonScheduler> {
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x6d61_7261);
     let mut faults_stopped = ctx.faults_stopped.clone();
@@ -189,12 +193,7 @@ async fn kill_schedulers(
 }
 
 /// Invokes operations at the workload's rate until told to stop.
-async fn operate(
-    shape: Arc<MarathonWorkload>,
-    ctx: Context,
-    addrs: Vec<String>,
-    http: reqwest::Client,
-) {
+async fn operate(shape: Arc<MarathonWorkload>, ctx: Context, addrs: Vec<String>, http: Http) {
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let period = Duration::from_secs_f64((1.0 / ctx.rate.max(0.1)).min(10.0));
     let mut tick = tokio::time::interval(period);
@@ -282,7 +281,7 @@ async fn operate(
 
 /// What the schedulers and the registry say of every app, once they agree or the bound
 /// passes; recorded as `final`.
-async fn final_view(ctx: &Context, addrs: &[String], http: &reqwest::Client) {
+async fn final_view(ctx: &Context, addrs: &[String], http: &Http) {
     let started = Instant::now();
     let mut last = json!(null);
     let mut converged = false;
@@ -312,11 +311,7 @@ async fn final_view(ctx: &Context, addrs: &[String], http: &reqwest::Client) {
 
 /// One look: the apps `/v2` shows (instances, running tasks) and the registry's live tasks of
 /// this workload by app; whether every app runs exactly its instances in both.
-async fn observe(
-    ctx: &Context,
-    addrs: &[String],
-    http: &reqwest::Client,
-) -> Result<(bool, Value), String> {
+async fn observe(ctx: &Context, addrs: &[String], http: &Http) -> Result<(bool, Value), String> {
     let leader = active(http, addrs).await.ok_or("no active scheduler")?;
     let apps = match call(
         http,

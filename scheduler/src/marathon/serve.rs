@@ -165,7 +165,7 @@ pub async fn serve(
         ..drover_serve::ServeConfig::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(drover_serve::serve_router(
+    let mut server = tokio::spawn(drover_serve::serve_router(
         listener,
         edge,
         serve_config,
@@ -197,7 +197,6 @@ pub async fn serve(
     let outcome = process.terms(shutdown).await;
     let _ = stop_tx.send(());
     // Event streams never end by themselves: the server gets a bounded time to drain.
-    let mut server = server;
     if tokio::time::timeout(Duration::from_secs(2), &mut server)
         .await
         .is_err()
