@@ -42,6 +42,8 @@ Prints "ok" and exits 0 when every check held; a failed check raises.
 
 import getpass
 import logging
+import os
+import pwd
 import sys
 import threading
 import time
@@ -389,7 +391,13 @@ def run_pymesos_executor(masters, executor_script):
         "executor_id": {"value": "pymesos-executor"},
         "type": "CUSTOM",
         "name": "a pymesos executor",
-        "command": {"value": f"{sys.executable} {executor_script}", "shell": True},
+        # As the user running the tests: the executor is the test virtualenv's Python,
+        # which the agent's default task user (nobody) may not be able to reach.
+        "command": {
+            "value": f"{sys.executable} {executor_script}",
+            "shell": True,
+            "user": pwd.getpwuid(os.getuid()).pw_name,
+        },
         "resources": TASK_RESOURCES,
     }
 

@@ -619,7 +619,8 @@ async fn pymesos_executor_runs_updates_and_messages_across_an_agent_restart() {
     let Some(python) = common::test_python() else {
         return;
     };
-    let mut c = common::start_with_agents(3, &[], 1, &[], 1).await;
+    // The executor runs as the user running the tests (see the script), root in CI.
+    let mut c = common::start_with_agents(3, &[], 1, &["--allow-root-tasks"], 1).await;
     let (_leader, follower) = leader_and_follower(&c).await;
     let mut script = common::Conversation::start(
         &python,

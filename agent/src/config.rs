@@ -14,6 +14,8 @@ use std::time::Duration;
 use drover_model::container::{DockerPolicy, CONTAINERIZERS_ATTRIBUTE, KNOWN_PARAMETERS};
 use drover_resources::{Attributes, Resources};
 
+use crate::users::UserPolicy;
+
 /// Most simulated agents in one process.
 pub const MAX_SIMULATED: usize = 100_000;
 /// Memory kept for the system, MiB, when detecting `mem`.
@@ -155,6 +157,16 @@ pub struct AgentArgs {
     /// sandbox is always allowed. Default: none.
     #[arg(long, env = "DROVER_AGENT_DOCKER_VOLUME_PATHS", value_delimiter = ',')]
     pub docker_volume_paths: Vec<PathBuf>,
+    /// Whom tasks that name no user run as (default: `nobody` when the agent runs as root;
+    /// an agent not running as root runs every task as itself).
+    #[arg(long, env = "DROVER_AGENT_DEFAULT_TASK_USER")]
+    pub default_task_user: Option<String>,
+    /// The users tasks may run as (default: any that exists on this host, root aside).
+    #[arg(long, env = "DROVER_AGENT_ALLOWED_USERS", value_delimiter = ',')]
+    pub allowed_users: Vec<String>,
+    /// Let tasks run as root (refused otherwise).
+    #[arg(long, env = "DROVER_AGENT_ALLOW_ROOT_TASKS")]
+    pub allow_root_tasks: bool,
     /// Program and arguments that start an executor (default: this program, "executor").
     #[arg(
         long,
@@ -217,6 +229,8 @@ pub struct AgentConfig {
     pub executor_idle_timeout: Duration,
     /// Whether and how to run container tasks (see [`DockerSettings`]).
     pub docker: DockerSettings,
+    /// Whom tasks run as (see [`crate::users`]).
+    pub users: UserPolicy,
 }
 
 /// The Docker containerizer's settings: whether it is wanted (the engine must still answer at
@@ -259,6 +273,7 @@ impl AgentConfig {
             }
         }
         let docker = docker_settings(&args)?;
+        let users = user_policy(&args)?;
         let hostname = hostname(args.hostname)?;
         if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&args.heartbeat_interval_ms) {
             return Err(invalid(
@@ -339,6 +354,7 @@ impl AgentConfig {
             executor_shutdown_grace: args.executor_shutdown_grace,
             executor_idle_timeout: args.executor_idle_timeout,
             docker,
+            users,
         })
     }
 
@@ -515,6 +531,30 @@ fn executor_command(given: &[String]) -> Result<Vec<OsString>, ConfigError> {
     Ok(command)
 }
 
+/// The task user policy of the flags, checked against this host: every name is a user name,
+/// and the default user is one tasks may run as (else every task naming none would fail).
+fn user_policy(args: &AgentArgs) -> Result<UserPolicy, ConfigError> {
+    for u in &args.allowed_users {
+        if let Some(e) = drover_model::limits::user_name_error(u) {
+            return Err(invalid("allowed-users", e));
+        }
+    }
+    if let Some(u) = &args.default_task_user {
+        if let Some(e) = drover_model::limits::user_name_error(u) {
+            return Err(invalid("default-task-user", e));
+        }
+    }
+    let policy = UserPolicy::for_this_process(
+        args.default_task_user.clone(),
+        args.allowed_users.clone(),
+        args.allow_root_tasks,
+    );
+    policy
+        .decide("", &crate::users::HostAccounts)
+        .map_err(|e| invalid("default-task-user", e.to_string()))?;
+    Ok(policy)
+}
+
 fn docker_settings(args: &AgentArgs) -> Result<DockerSettings, ConfigError> {
     let mut wanted = false;
     for c in &args.containerizers {
@@ -667,6 +707,25 @@ mod tests {
         assert_eq!(
             flag_of(&["--work-dir", &wd, "--advertise", "nohost"]),
             "advertise"
+        );
+        assert_eq!(
+            flag_of(&["--work-dir", &wd, "--allowed-users", "a b"]),
+            "allowed-users"
+        );
+        // Root as the default, without --allow-root-tasks (as root), or anyone but the
+        // agent's own user (not as root): every task naming no user would fail.
+        assert_eq!(
+            flag_of(&["--work-dir", &wd, "--default-task-user", "root"]),
+            "default-task-user"
+        );
+        assert_eq!(
+            flag_of(&[
+                "--work-dir",
+                &wd,
+                "--default-task-user",
+                "no-such-user-here"
+            ]),
+            "default-task-user"
         );
     }
 

@@ -125,6 +125,8 @@ pub struct LauncherConfig {
     pub executor_shutdown_grace: Duration,
     /// The Docker engine container tasks run through, when the agent has one.
     pub docker: Option<crate::docker::DockerEngine>,
+    /// Whom tasks run as.
+    pub users: crate::users::UserPolicy,
 }
 
 impl LauncherConfig {
@@ -729,7 +731,12 @@ fn checkpoint_json<T: serde::Serialize>(value: &T, path: PathBuf) -> Result<Vec<
 
 impl Actor {
     /// The `task.json` of `req`, whose directory is `dir`.
-    fn launch_spec_json(&self, req: &RunTask, dir: &TaskDir) -> Result<Vec<u8>, TaskError> {
+    fn launch_spec_json(
+        &self,
+        req: &RunTask,
+        dir: &TaskDir,
+        run_as: Option<crate::users::RunAs>,
+    ) -> Result<Vec<u8>, TaskError> {
         let spec = LaunchSpec {
             version: LAUNCH_SPEC_VERSION,
             agent_id: req.agent_id.clone(),
@@ -738,6 +745,7 @@ impl Actor {
             default_kill_grace_ms: self.config.default_kill_grace.as_millis() as u64,
             cgroups: self.config.cgroups.clone(),
             docker: self.config.docker.clone(),
+            run_as,
         };
         checkpoint_json(&spec, dir.task_json())
     }
@@ -1006,17 +1014,39 @@ impl Actor {
             return;
         }
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
-        let json = match self.launch_spec_json(&req, &dir) {
+        let mut entry = Entry::new(
+            req.agent_id.clone(),
+            req.task.kill_grace_ms.map(Duration::from_millis),
+        );
+        // A container's user is the image's, handed to the engine; a command's is one of
+        // this host's accounts, under the agent's policy.
+        let run_as = match req.task.container {
+            Some(_) => None,
+            None => match self
+                .config
+                .users
+                .decide(&req.task.user, &crate::users::HostAccounts)
+            {
+                Ok(run_as) => run_as,
+                Err(why) => {
+                    // In the table (answered and reported like any other task), but it runs
+                    // nowhere: it fails at once, saying why.
+                    tracing::warn!(task = %key.1, framework = %key.0, error = %why, "refusing the task's user");
+                    entry.preparing = None;
+                    self.insert(key.clone(), entry);
+                    let _ = reply.send(Ok(()));
+                    self.report_later(key, TaskState::Failed, "executor_failed", why.to_string());
+                    return;
+                }
+            },
+        };
+        let json = match self.launch_spec_json(&req, &dir, run_as) {
             Ok(j) => j,
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
             }
         };
-        let mut entry = Entry::new(
-            req.agent_id.clone(),
-            req.task.kill_grace_ms.map(Duration::from_millis),
-        );
         if req.task.container.is_some() {
             entry.container = Some(Some(std::time::Instant::now()));
         }
@@ -1568,6 +1598,7 @@ mod tests {
                 executor_idle_timeout: LauncherConfig::EXECUTOR_IDLE_TIMEOUT,
                 executor_shutdown_grace: LauncherConfig::EXECUTOR_SHUTDOWN_GRACE,
                 docker: None,
+                users: crate::users::UserPolicy::as_agent(),
             },
             updates,
             relay,

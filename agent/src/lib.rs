@@ -61,6 +61,7 @@ pub mod state;
 pub mod status_updates;
 pub mod task;
 pub mod update;
+pub mod users;
 
 /// Test support: a fake master's agent registry. Used by this crate's tests and available to
 /// end-to-end tests elsewhere; not part of the agent.

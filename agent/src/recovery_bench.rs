@@ -57,12 +57,14 @@ pub fn populate(work_dir: &Path, tasks: usize) -> Result<(), CheckpointError> {
                 task_group: None,
                 container: None,
                 arguments: Vec::new(),
+                user: String::new(),
             },
             default_kill_grace_ms: 3000,
             cgroups: CgroupMode::None {
                 reason: "benchmark".into(),
             },
             docker: None,
+            run_as: None,
         };
         let json = serde_json::to_vec(&spec).map_err(|e| CheckpointError::Io {
             path: dir.task_json(),

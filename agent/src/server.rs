@@ -448,6 +448,7 @@ async fn start_real(
             executor_idle_timeout: config.executor_idle_timeout,
             executor_shutdown_grace: config.executor_shutdown_grace,
             docker,
+            users: config.users.clone(),
         },
         updates.clone(),
         relay.clone(),

@@ -483,6 +483,7 @@ mod tests {
             task_group: None,
             container: None,
             arguments: Vec::new(),
+            user: String::new(),
         }
     }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroups::CgroupMode;
 use crate::docker::DockerEngine;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
+use crate::users::RunAs;
 
 /// Longest shell command, bytes.
 pub const MAX_SHELL_BYTES: usize = 64 * 1024;
@@ -89,6 +90,9 @@ pub struct TaskSpec {
     /// A container's entrypoint arguments (Docker's CMD; then `shell` is empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arguments: Vec<String>,
+    /// The user its command named (empty: none; see [`crate::users`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
 }
 
 /// A custom executor as its tasks name it (see `v1::ExecutorInfo`).
@@ -115,6 +119,9 @@ pub struct ExecutorSpec {
     /// The task's resources include the executor's (see `v1::ExecutorInfo.charged`).
     #[serde(default)]
     pub charged: bool,
+    /// The user its command named (empty: none; see [`crate::users`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
 }
 
 impl ExecutorSpec {
@@ -141,6 +148,7 @@ impl ExecutorSpec {
             .as_ref()
             .ok_or_else(|| invalid(field("command"), "missing: set command.shell"))?;
         let (shell, environment) = check_command(command, &field("command"))?;
+        check_user(&command.user, &field("command.user"))?;
         let resources = Resources::from_proto(&e.resources)
             .map_err(|err| invalid(field("resources"), err.to_string()))?;
         let grace = grace_from_seconds(&field("shutdown_grace_seconds"), e.shutdown_grace_seconds)?;
@@ -154,7 +162,16 @@ impl ExecutorSpec {
             shutdown_grace_ms: grace.map(|g| g.as_millis() as u64),
             data: e.data.clone(),
             charged: e.charged,
+            user: command.user.clone(),
         })
+    }
+}
+
+/// Checks the user a command names (empty: none).
+fn check_user(user: &str, field: &str) -> Result<(), InvalidField> {
+    match user {
+        "" => Ok(()),
+        u => drover_model::limits::user_name_error(u).map_or(Ok(()), |e| Err(invalid(field, e))),
     }
 }
 
@@ -309,6 +326,7 @@ impl TaskSpec {
                 &field("command"),
             )
             .map_err(|e| invalid(e.field, e.reason))?;
+            check_user(&c.user, &field("command.user"))?;
         }
         if let Some(c) = &container {
             if executor.is_some() {
@@ -375,6 +393,11 @@ impl TaskSpec {
                 .command
                 .as_ref()
                 .map(|c| c.arguments.clone())
+                .unwrap_or_default(),
+            user: task
+                .command
+                .as_ref()
+                .map(|c| c.user.clone())
                 .unwrap_or_default(),
         })
     }
@@ -519,6 +542,9 @@ pub struct LaunchSpec {
     /// The agent's Docker engine, when it runs containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerEngine>,
+    /// The account the task's command runs as, when not the executor's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
 }
 
 impl LaunchSpec {
@@ -552,6 +578,9 @@ pub struct ExecutorLaunch {
     pub cgroups: CgroupMode,
     /// From a shutdown (SIGTERM to the supervisor) to SIGKILL of the executor's group.
     pub shutdown_grace_ms: u64,
+    /// The account the executor's command runs as, when not the supervisor's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
 }
 
 #[cfg(test)]

@@ -189,6 +189,9 @@ fn config(work_dir: &Path, master: &str, simulate: usize, executor: Vec<String>)
         executor_shutdown_grace: Duration::from_secs(2),
         executor_idle_timeout: Duration::from_secs(1),
         docker: drover_agent::config::DockerSettings::disabled(),
+        // As the test's own user: tasks here name their sandbox by absolute path under a 0700
+        // temporary directory (switching users: tests/users.rs and the executor's tests).
+        users: drover_agent::users::UserPolicy::as_agent(),
     }
 }
 

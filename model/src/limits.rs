@@ -21,6 +21,33 @@ pub fn is_env_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Longest user name a task may run as, bytes (Linux's `LOGIN_NAME_MAX` less the NUL).
+pub const MAX_USER_BYTES: usize = 32;
+
+/// Why `name` cannot name the user a task runs as, if it cannot: 1 to [`MAX_USER_BYTES`]
+/// bytes of letters, digits, `_`, `.` and `-` (a trailing `$` too, as Samba's machine
+/// accounts), not starting with `-` or a digit-only name (those read as numeric ids).
+pub fn user_name_error(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_USER_BYTES {
+        return Some(format!("{name:?}: 1 to {MAX_USER_BYTES} bytes"));
+    }
+    let body = name.strip_suffix('$').unwrap_or(name);
+    if body.is_empty()
+        || name.starts_with('-')
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Some(format!(
+            "{name:?}: a user name is letters, digits, '_', '.' and '-', not starting with '-'"
+        ));
+    }
+    if body.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!("{name:?}: a user name, not a numeric id"));
+    }
+    None
+}
+
 /// Longest task group name (Mesos's LAUNCH_GROUP names its group after its first task, so a
 /// name is as long as a task id may be).
 pub const MAX_TASK_GROUP_BYTES: usize = crate::ids::MAX_ID_BYTES;
@@ -34,6 +61,28 @@ mod tests {
         }
         for bad in ["", "1A", "A-B", "A=B", "é"] {
             assert!(!super::is_env_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_names_are_login_names() {
+        for good in ["nobody", "www-data", "svc.app", "_apt", "host$", "u1"] {
+            assert_eq!(super::user_name_error(good), None, "{good}");
+        }
+        let long = "a".repeat(33);
+        for bad in [
+            "",
+            "-x",
+            "a b",
+            "a/b",
+            "../x",
+            "0",
+            "65534",
+            "$",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(super::user_name_error(bad).is_some(), "{bad}");
         }
     }
 }

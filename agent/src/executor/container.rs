@@ -353,6 +353,8 @@ pub(crate) fn create_body(
     let mut body = ContainerCreateBody {
         image: Some(container.image.clone()),
         working_dir: None,
+        // The command's user is the container's (a `user` parameter, later, wins).
+        user: (!task.user.is_empty()).then(|| task.user.clone()),
         ..Default::default()
     };
     if !task.shell.is_empty() {

@@ -22,6 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::group::signal_group;
+use crate::users::RunAs;
 
 /// Most of a failed check's output kept for its report, bytes (its end).
 const MAX_OUTPUT_BYTES: usize = 512;
@@ -41,6 +42,8 @@ pub enum CheckPlace {
     Sandbox {
         env: BTreeMap<String, String>,
         sandbox: PathBuf,
+        /// The task's user, when it is not the executor's.
+        run_as: Option<RunAs>,
     },
     /// In the task's running container (by id).
     Container { docker: bollard::Docker, id: String },
@@ -53,7 +56,11 @@ pub fn start(spec: HealthCheckSpec, place: CheckPlace) -> mpsc::Receiver<CheckRe
         tokio::time::sleep(spec.delay()).await;
         loop {
             let result = match &place {
-                CheckPlace::Sandbox { env, sandbox } => check_once(&spec, env, sandbox).await,
+                CheckPlace::Sandbox {
+                    env,
+                    sandbox,
+                    run_as,
+                } => check_once(&spec, env, sandbox, run_as.as_ref()).await,
                 CheckPlace::Container { docker, id } => check_in_container(&spec, docker, id).await,
             };
             if tx.send(result).await.is_err() {
@@ -132,11 +139,12 @@ pub async fn check_in_container(
     }
 }
 
-/// Runs the check once on the host, in the task's sandbox.
+/// Runs the check once on the host, in the task's sandbox, as the task's user.
 pub async fn check_once(
     spec: &HealthCheckSpec,
     env: &BTreeMap<String, String>,
     sandbox: &std::path::Path,
+    run_as: Option<&RunAs>,
 ) -> CheckResult {
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
@@ -150,6 +158,9 @@ pub async fn check_once(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(user) = run_as {
+        user.apply(&mut cmd);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -260,10 +271,17 @@ mod tests {
             &spec("test -f ready && test \"$EXTRA\" = x", 5000),
             &env,
             dir.path(),
+            None,
         )
         .await;
         assert!(ok.passed, "{ok:?}");
-        let bad = check_once(&spec("echo not ready; exit 3", 5000), &env, dir.path()).await;
+        let bad = check_once(
+            &spec("echo not ready; exit 3", 5000),
+            &env,
+            dir.path(),
+            None,
+        )
+        .await;
         assert!(!bad.passed);
         assert!(
             bad.detail.contains("3") && bad.detail.contains("not ready"),
@@ -272,7 +290,7 @@ mod tests {
         // The check's own timeout ends it, long before the command would.
         let slow = tokio::time::timeout(
             Duration::from_secs(20),
-            check_once(&spec("sleep 30", 300), &env, dir.path()),
+            check_once(&spec("sleep 30", 300), &env, dir.path(), None),
         )
         .await
         .expect("the check's timeout ended it");
@@ -286,6 +304,7 @@ mod tests {
             ),
             &env,
             dir.path(),
+            None,
         )
         .await;
         assert!(!chatty.passed);
@@ -309,6 +328,7 @@ mod tests {
             CheckPlace::Sandbox {
                 env: BTreeMap::new(),
                 sandbox: dir.path().to_path_buf(),
+                run_as: None,
             },
         );
         for _ in 0..3 {

@@ -52,6 +52,7 @@ use crate::layout::TaskDir;
 use crate::protocol::FromExecutor;
 use crate::task::{LaunchSpec, LAUNCH_SPEC_VERSION};
 use crate::update::{StatusSource, StatusUpdate, TaskState};
+use crate::users::RunAs;
 use drover_model::health::{
     HealthCheckSpec, HealthState, HealthVerdict, REASON_HEALTHY, REASON_UNHEALTHY,
 };
@@ -185,6 +186,10 @@ pub fn environment(spec: &LaunchSpec, sandbox: &std::path::Path) -> BTreeMap<Str
         "PATH".to_string(),
         std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
     );
+    if let Some(user) = &spec.run_as {
+        env.insert("USER".to_string(), user.user.clone());
+        env.insert("LOGNAME".to_string(), user.user.clone());
+    }
     env.extend(spec.task.environment.clone());
     let ports = spec.task.ports();
     for (i, p) in ports.iter().enumerate() {
@@ -518,6 +523,7 @@ pub(crate) async fn run(
         health::CheckPlace::Sandbox {
             env: environment(&spec, &sandbox),
             sandbox,
+            run_as: spec.run_as.clone(),
         }
     });
     let (status, kill) = supervise(
@@ -695,17 +701,25 @@ fn spawn(
 ) -> std::io::Result<tokio::process::Child> {
     let sandbox = dir.sandbox();
     let env = environment(spec, &sandbox);
-    spawn_shell(&spec.task.shell, env, &sandbox, cgroup)
+    spawn_shell(
+        &spec.task.shell,
+        env,
+        &sandbox,
+        cgroup,
+        spec.run_as.as_ref(),
+    )
 }
 
 /// Starts `/bin/sh -c shell` with exactly `env`, in `sandbox` (made if missing) with its
 /// `stdout` and `stderr` there, in a process group of its own and, from its first
-/// instruction, in `cgroup`: how a task's command and a custom executor are started.
+/// instruction, in `cgroup`, as `run_as` when given (the sandbox is then the user's): how a
+/// task's command and a custom executor are started.
 pub(crate) fn spawn_shell<I, K, V>(
     shell: &str,
     env: I,
     sandbox: &std::path::Path,
     cgroup: Option<&TaskCgroup>,
+    run_as: Option<&RunAs>,
 ) -> std::io::Result<tokio::process::Child>
 where
     I: IntoIterator<Item = (K, V)>,
@@ -719,6 +733,10 @@ where
             .append(true)
             .open(sandbox.join(name))
     };
+    let (stdout, stderr) = (output("stdout")?, output("stderr")?);
+    if let Some(user) = run_as {
+        user.prepare_sandbox(sandbox)?;
+    }
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(shell)
@@ -726,8 +744,8 @@ where
         .env_clear()
         .envs(env)
         .stdin(Stdio::null())
-        .stdout(output("stdout")?)
-        .stderr(output("stderr")?)
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0)
         .kill_on_drop(false);
     if let Some(cg) = cgroup {
@@ -737,6 +755,11 @@ where
         unsafe {
             cmd.pre_exec(move || cgroups::join_in_child(&fds));
         }
+    }
+    // After the cgroup's hook, which needs root; the working directory is entered before
+    // any hook runs, so the directories above the sandbox need not be the user's to reach.
+    if let Some(user) = run_as {
+        user.apply(&mut cmd);
     }
     cmd.spawn()
 }

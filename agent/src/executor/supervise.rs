@@ -103,6 +103,7 @@ pub(crate) async fn supervise(
         &launch.environment,
         &dir.sandbox(),
         cgroup.as_ref(),
+        launch.run_as.as_ref(),
     ) {
         Ok(c) => c,
         Err(e) => {

@@ -51,10 +51,12 @@ pub(super) fn launch_spec(
             task_group: None,
             container: None,
             arguments: Vec::new(),
+            user: String::new(),
         },
         default_kill_grace_ms: 3000,
         cgroups,
         docker: None,
+        run_as: None,
     }
 }
 
@@ -200,6 +202,53 @@ async fn a_failing_command_reports_starting_running_failed_with_its_exit_code() 
     let replay =
         checkpoint::read_records::<StatusUpdate>(&s.task_dir.executor_updates_log()).expect("read");
     assert_eq!(replay.records, vec![starting, running, failed]);
+}
+
+/// As root: a task with an account runs as it (uid, gid, no other group), writes in its
+/// sandbox (given to it) though the directories above are root's alone (the test's 0700
+/// temporary directory), and its check runs as it too.
+#[tokio::test]
+async fn a_command_with_an_account_runs_as_it_in_its_own_sandbox() {
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        eprintln!("skipped: no user nobody on this host");
+        return;
+    };
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let mut spec = launch_spec(
+        "id -u; id -g; id -G; echo $USER; echo mine > file && cat file",
+        &[],
+        "cpus:0.1;mem:32",
+        CgroupMode::none("test"),
+    );
+    spec.run_as = Some(crate::users::RunAs {
+        user: "nobody".into(),
+        uid: nobody.uid.as_raw(),
+        gid: nobody.gid.as_raw(),
+    });
+    let s = start(spec).await;
+    let mut agent = Conn::accept(&s.listener).await;
+    let mut last = agent.take().await;
+    while !last.status.state.is_terminal() {
+        last = agent.take().await;
+    }
+    assert_eq!(exit_of(s.executor).await, EXIT_OK);
+    let out = read(&s.task_dir.sandbox().join("stdout"));
+    assert_eq!(last.status.state, TaskState::Finished, "{last:?}\n{out}");
+    let (uid, gid) = (nobody.uid.to_string(), nobody.gid.to_string());
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [uid.as_str(), gid.as_str(), gid.as_str(), "nobody", "mine"],
+        "{out}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(s.task_dir.sandbox()).expect("sandbox");
+    assert_eq!(meta.uid(), nobody.uid.as_raw(), "the sandbox is the user's");
+    // The executor's own files stay root's.
+    let meta = std::fs::metadata(s.task_dir.task_json()).expect("task.json");
+    assert_eq!(meta.uid(), 0);
 }
 
 #[tokio::test]

@@ -362,6 +362,7 @@ mod tests {
                 shutdown_grace_ms: None,
                 data: vec![],
                 charged: true,
+                user: String::new(),
             },
             container_id: "c1".into(),
         };

@@ -360,7 +360,12 @@ impl Actor {
         }
         let exec: ExecKey = (req.framework_id.clone(), executor.executor_id.clone());
         let dir = TaskDir(self.config.layout.task_dir(&key.0, &key.1));
-        let json = match self.launch_spec_json(&req, &dir) {
+        // The executor's command runs as the user it names (its tasks are its business).
+        let run_as = self
+            .config
+            .users
+            .decide(&executor.user, &crate::users::HostAccounts);
+        let json = match self.launch_spec_json(&req, &dir, None) {
             Ok(j) => j,
             Err(e) => return self.not_launched(&key, reply, e),
         };
@@ -382,7 +387,10 @@ impl Actor {
                 exec.1,
                 run.run.container_id()
             )),
-            None => Place::Start,
+            None => match &run_as {
+                Ok(_) => Place::Start,
+                Err(why) => Place::Refuse(why.to_string()),
+            },
         };
         match place {
             Place::Join(run_dir) => {
@@ -448,6 +456,7 @@ impl Actor {
                     json,
                     limits,
                     req.task.clone(),
+                    run_as.ok().flatten(),
                     reply,
                 )
             }
@@ -467,6 +476,7 @@ impl Actor {
         task_json: Vec<u8>,
         limits: drover_resources::Resources,
         task: TaskSpec,
+        run_as: Option<crate::users::RunAs>,
         reply: oneshot::Sender<Result<(), TaskError>>,
     ) {
         let Some(agent_id) = self.tasks.get(&key).map(|e| e.agent_id.clone()) else {
@@ -498,6 +508,7 @@ impl Actor {
             limits,
             cgroups: self.config.cgroups.clone(),
             shutdown_grace_ms: grace.as_millis() as u64,
+            run_as,
         };
         let run_json = match super::checkpoint_json(&launch, run.executor_json()) {
             Ok(j) => j,
@@ -1242,7 +1253,13 @@ impl Actor {
     }
 
     /// Reports a task's end from a later turn of the actor (the caller cannot await).
-    fn report_later(&mut self, key: Key, state: TaskState, reason: &'static str, message: String) {
+    pub(super) fn report_later(
+        &mut self,
+        key: Key,
+        state: TaskState,
+        reason: &'static str,
+        message: String,
+    ) {
         let me = self.me.clone();
         self.waiters.spawn(async move {
             if let Some(tx) = me.upgrade() {
@@ -1330,6 +1347,7 @@ mod tests {
             shutdown_grace_ms: None,
             data: vec![],
             charged: false,
+            user: String::new(),
         };
         let env = environment(
             &spec,

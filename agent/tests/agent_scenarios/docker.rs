@@ -49,6 +49,9 @@ fn container_task(id: &str, image: &str, shell: &str, resources: &str) -> TaskIn
 fn docker_config(work_dir: &Path, master: &str) -> AgentConfig {
     AgentConfig {
         docker: DockerSettings::local(),
+        // As the test's own user: tasks here name their sandbox by absolute path under a 0700
+        // temporary directory (switching users: tests/users.rs and the executor's tests).
+        users: drover_agent::users::UserPolicy::as_agent(),
         // Ended tasks' directories, and their containers, go soon.
         gc_delay: Duration::from_secs(1),
         disk_watch_interval: Duration::from_millis(200),

@@ -309,6 +309,7 @@ fn executor_from_proto(field: &str, e: &v1::ExecutorInfo) -> Result<v1::Executor
     check_arguments(&command.arguments, &command.shell, false, &at("command"))
         .map_err(|e| invalid(&e.field, e.reason))?;
     command_from_proto(&at("command"), command)?;
+    user(&at("command.user"), &command.user)?;
     resources(&at("resources"), &e.resources)?;
     seconds_to_ms(&at("shutdown_grace_seconds"), e.shutdown_grace_seconds)?;
     data(&at("data"), &e.data)?;
@@ -316,6 +317,14 @@ fn executor_from_proto(field: &str, e: &v1::ExecutorInfo) -> Result<v1::Executor
         charged: false,
         ..e.clone()
     })
+}
+
+/// The user a command runs as: empty (the agent's default) or a user name.
+fn user(field: &str, name: &str) -> Result<(), Status> {
+    match name {
+        "" => Ok(()),
+        n => drover_model::limits::user_name_error(n).map_or(Ok(()), |e| Err(invalid(field, e))),
+    }
 }
 
 /// A task to launch, from ACCEPT: a command, or a custom executor of the framework's that
@@ -331,6 +340,7 @@ pub fn task_from_proto(i: usize, t: &v1::TaskInfo) -> Result<TaskSpec, Status> {
             &field("command"),
         )
         .map_err(|e| invalid(&e.field, e.reason))?;
+        user(&field("command.user"), &c.user)?;
     }
     let (command, environment) = match (&t.command, &t.executor) {
         (Some(_), Some(_)) => {
@@ -427,7 +437,13 @@ fn extensions_from_proto(
         )?;
     }
     let container = container.map(ContainerSpec::to_proto);
-    if health_check.is_none() && executor.is_none() && t.data.is_empty() && container.is_none() {
+    let user = t.command.as_ref().is_some_and(|c| !c.user.is_empty());
+    if health_check.is_none()
+        && executor.is_none()
+        && t.data.is_empty()
+        && container.is_none()
+        && !user
+    {
         return Ok(None);
     }
     let kept = v1::TaskInfo {
@@ -436,13 +452,15 @@ fn extensions_from_proto(
         data: t.data.clone(),
         task_group: t.task_group.clone(),
         container,
-        // A container's entrypoint arguments (the registry's command is its shell).
+        // A container's entrypoint arguments and the command's user (the registry's command
+        // is its shell).
         command: t
             .command
             .as_ref()
-            .filter(|c| !c.arguments.is_empty())
+            .filter(|c| !c.arguments.is_empty() || !c.user.is_empty())
             .map(|c| v1::CommandInfo {
                 arguments: c.arguments.clone(),
+                user: c.user.clone(),
                 ..Default::default()
             }),
         ..Default::default()
@@ -501,10 +519,14 @@ pub fn task_to_proto(t: &TaskSpec) -> v1::TaskInfo {
         task_id: t.id.to_string(),
         name: t.name.clone(),
         resources: t.resources.to_proto(),
-        command: extended.executor.is_none().then(|| v1::CommandInfo {
-            shell: t.command.clone(),
-            environment: t.environment.clone().into_iter().collect(),
-            arguments: extended.command.map(|c| c.arguments).unwrap_or_default(),
+        command: extended.executor.is_none().then(|| {
+            let kept = extended.command.unwrap_or_default();
+            v1::CommandInfo {
+                shell: t.command.clone(),
+                environment: t.environment.clone().into_iter().collect(),
+                arguments: kept.arguments,
+                user: kept.user,
+            }
         }),
         kill_grace_seconds: t.kill_grace_ms as f64 / 1000.0,
         health_check: extended.health_check,

@@ -234,6 +234,7 @@ fn command(c: &v1::CommandInfo) -> mesos::CommandInfo {
         shell: Some(shelled),
         arguments: c.arguments.clone(),
         environment: (!variables.is_empty()).then_some(mesos::Environment { variables }),
+        user: (!c.user.is_empty()).then(|| c.user.clone()),
         ..Default::default()
     }
 }

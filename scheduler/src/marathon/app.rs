@@ -952,10 +952,12 @@ impl AppDefinition {
                 }
             }
         }
-        if let Some(user) = &self.user {
-            if user.is_empty() || user.len() > 256 {
-                v.push(Violation::new("/user", "1 to 256 bytes"));
-            }
+        if let Some(e) = self
+            .user
+            .as_deref()
+            .and_then(drover_model::limits::user_name_error)
+        {
+            v.push(Violation::new("/user", e));
         }
     }
 }

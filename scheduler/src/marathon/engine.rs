@@ -1379,6 +1379,9 @@ pub fn task_info(
             shell,
             environment: task_env(app, i).into_iter().collect(),
             arguments,
+            // The agent's default user when the app names none (Marathon's default is the
+            // scheduler's own user; Drover's agents choose a safer one).
+            user: app.user.clone().unwrap_or_default(),
         }),
         kill_grace_seconds: app.task_kill_grace_period_seconds.map_or(0.0, f64::from),
         health_check: command_check(app),

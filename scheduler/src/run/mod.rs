@@ -89,6 +89,11 @@ pub struct RunArgs {
     /// Do not copy the task's stdout and stderr (stdout then holds only the status lines).
     #[arg(long)]
     pub no_output: bool,
+    /// The user the task runs as on its agent (default: the agent's default task user,
+    /// `nobody` on an agent running as root; root only where the agent allows it). With
+    /// `--image`, the container's user.
+    #[arg(long)]
+    pub user: Option<String>,
     /// Run the task as a container of this Docker image (on an agent whose containerizers
     /// include docker); without a COMMAND, the image's own runs.
     #[arg(long, value_name = "IMAGE")]
@@ -278,6 +283,13 @@ impl Plan {
         if args.env.len() > MAX_ENV_VARS {
             return Err(usage("env", format!("at most {MAX_ENV_VARS} variables")));
         }
+        if let Some(e) = args
+            .user
+            .as_deref()
+            .and_then(drover_model::limits::user_name_error)
+        {
+            return Err(usage("user", e));
+        }
         let mut environment = BTreeMap::new();
         for (k, v) in args.env {
             if environment.insert(k.clone(), v).is_some() {
@@ -316,6 +328,7 @@ impl Plan {
                 shell,
                 arguments,
                 environment: environment.into_iter().collect(),
+                user: args.user.unwrap_or_default(),
             },
             kill_grace: args.kill_grace_seconds.map(Duration::from_secs_f64),
             offer_timeout: args.timeout,

@@ -362,6 +362,11 @@ fn command_task(
         command: Some(v1::CommandInfo {
             shell,
             environment,
+            user: t
+                .command
+                .as_ref()
+                .and_then(|c| c.user.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }),
         kill_grace_seconds,
@@ -411,6 +416,7 @@ fn executor_info(field: &str, e: &mesos::ExecutorInfo) -> Result<v1::ExecutorInf
         command: Some(v1::CommandInfo {
             shell,
             environment,
+            user: command.user.clone().unwrap_or_default(),
             ..Default::default()
         }),
         resources: resources(&at("resources"), &e.resources)?,

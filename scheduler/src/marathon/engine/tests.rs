@@ -576,6 +576,21 @@ fn args_are_quoted_for_the_shell() {
 }
 
 #[test]
+fn an_app_s_user_is_its_tasks_and_a_bad_one_is_a_422_at_user() {
+    let r = record(r#"{"id": "/a", "cmd": "id -u", "user": "www-data"}"#, T0);
+    let mut i = Instance::scheduled(&r.app.id, Timestamp(T0));
+    i.incarnation = 1;
+    let t = task_info(&r.app, &i, &"cpus:1".parse().unwrap());
+    assert_eq!(t.command.unwrap().user, "www-data");
+    let r = record(r#"{"id": "/a", "cmd": "id -u"}"#, T0);
+    let t = task_info(&r.app, &i, &"cpus:1".parse().unwrap());
+    assert_eq!(t.command.unwrap().user, "", "none: the agent's default");
+    let e = parse_app(br#"{"id": "/a", "cmd": "x", "user": "../root"}"#).unwrap_err();
+    assert_eq!(e.status, 422);
+    assert!(e.details.iter().any(|v| v.path == "/user"), "{e:?}");
+}
+
+#[test]
 fn a_container_s_args_go_to_its_image_s_entrypoint_and_its_command_check_runs_inside() {
     let r = record(
         r#"{"id": "/a", "args": ["-p", "$PORT0"],
