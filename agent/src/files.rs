@@ -136,7 +136,7 @@ pub async fn download(
     })?;
     let (file, opened, size) = tokio::task::spawn_blocking(move || {
         on_resolved(&layout, &path, |file| {
-            let opened = std::fs::File::open(file).map_err(|e| io_error(&path, e))?;
+            let opened = open_checked(file).map_err(|e| io_error(&path, e))?;
             let meta = opened.metadata().map_err(|e| io_error(&path, e))?;
             if meta.is_dir() {
                 return Err(FilesError::Invalid {
@@ -222,6 +222,26 @@ fn on_resolved<T>(
         Err(FilesError::NotFound(_)) => attempt(),
         done => done,
     }
+}
+
+/// Opens `real`, a path [`resolve`] checked, and checks that the file opened is the one at
+/// that path: a task owns its sandbox, and could swap a checked file or directory for a
+/// symlink out of it between the check and the open (the agent reads as root).
+fn open_checked(real: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(real)?;
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    if opened != real {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the file was moved while it was opened",
+        ));
+    }
+    Ok(f)
 }
 
 /// An I/O error on the file shown as `shown`: a missing file is [`FilesError::NotFound`].
@@ -351,7 +371,7 @@ fn read_range(
     length: u64,
 ) -> Result<ReadReply, FilesError> {
     let io = |e: std::io::Error| io_error(shown, e);
-    let mut f = std::fs::File::open(file).map_err(io)?;
+    let mut f = open_checked(file).map_err(io)?;
     let meta = f.metadata().map_err(io)?;
     if meta.is_dir() {
         return Err(FilesError::Invalid {
@@ -566,6 +586,30 @@ mod tests {
             resolve(&layout, "frameworks/fw/tasks/t2/sandbox/stdout").unwrap_err(),
             FilesError::NotFound("frameworks/fw/tasks/t2/sandbox/stdout".into())
         );
+    }
+
+    #[test]
+    fn a_path_swapped_for_a_link_after_the_check_is_not_opened() {
+        let work = tempfile::tempdir().unwrap();
+        let layout = Layout::new(work.path());
+        let dir = sandbox(&layout, "fw", "t1");
+        let outside = work.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("f"), b"secret").unwrap();
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/f"), b"mine").unwrap();
+        std::fs::write(dir.join("g"), b"mine").unwrap();
+        let file = resolve(&layout, "frameworks/fw/tasks/t1/sandbox/g").unwrap();
+        let nested = resolve(&layout, "frameworks/fw/tasks/t1/sandbox/d/f").unwrap();
+        assert!(open_checked(&file).is_ok() && open_checked(&nested).is_ok());
+        // The task swaps the file, and the directory above the other, for links out.
+        std::fs::remove_file(dir.join("g")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), dir.join("g")).unwrap();
+        std::fs::rename(dir.join("d"), dir.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("d")).unwrap();
+        assert!(open_checked(&file).is_err(), "a link as the file itself");
+        let e = open_checked(&nested).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //!   runs as root), else the agent's own;
 //! - an agent that does not run as root cannot switch users: it runs tasks as itself, and
 //!   refuses a task that names anyone else;
-//! - the user must exist on the agent; root is refused unless `--allow-root-tasks`; a
+//! - the user must exist on the agent; root (uid 0, or gid 0 as its primary group) is
+//!   refused unless `--allow-root-tasks`; a
 //!   non-empty `--allowed-users` must list it.
 //!
 //! A task started as another user keeps the executor (Drover's own, or a custom executor's
@@ -55,7 +56,7 @@ pub struct RunAs {
 pub enum UserRefused {
     #[error("user {user:?} does not exist on this agent")]
     NoSuchUser { user: String },
-    #[error("tasks may not run as root ({user:?}) on this agent: start it with --allow-root-tasks to allow that")]
+    #[error("tasks may not run as root ({user:?}, or in root's group) on this agent: start it with --allow-root-tasks to allow that")]
     Root { user: String },
     #[error("user {user:?} is not in this agent's --allowed-users ({allowed})")]
     NotAllowed { user: String, allowed: String },
@@ -142,7 +143,7 @@ impl UserPolicy {
             .ok_or_else(|| UserRefused::NoSuchUser {
                 user: user.to_string(),
             })?;
-        if uid == 0 && !self.allow_root {
+        if (uid == 0 || gid == 0) && !self.allow_root {
             return Err(UserRefused::Root {
                 user: user.to_string(),
             });
@@ -165,24 +166,30 @@ impl UserPolicy {
 }
 
 impl RunAs {
-    /// Gives `sandbox` and the output files in it to the user, so that the task can write
-    /// there (the files are opened by the root executor and handed over as descriptors, but
-    /// a task also writes beside them).
-    pub fn prepare_sandbox(&self, sandbox: &std::path::Path) -> std::io::Result<()> {
+    /// Gives `sandbox` and its output files (opened already, by the root executor) to the
+    /// user, so that the task can write beside them. Nothing is followed: the sandbox itself
+    /// is changed, not what a link there points to, and the files through their descriptors
+    /// (a task that ran in this sandbox before cannot have the root executor hand it another
+    /// file through a link it planted).
+    pub fn prepare_sandbox(
+        &self,
+        sandbox: &std::path::Path,
+        outputs: &[&std::fs::File],
+    ) -> std::io::Result<()> {
         let (uid, gid) = (
             Some(nix::unistd::Uid::from_raw(self.uid)),
             Some(nix::unistd::Gid::from_raw(self.gid)),
         );
-        for path in [
-            sandbox.to_path_buf(),
-            sandbox.join("stdout"),
-            sandbox.join("stderr"),
-        ] {
-            match nix::unistd::chown(&path, uid, gid) {
-                Ok(()) => {}
-                Err(nix::errno::Errno::ENOENT) if path != sandbox => {}
-                Err(e) => return Err(std::io::Error::from(e)),
-            }
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            sandbox,
+            uid,
+            gid,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)?;
+        for f in outputs {
+            nix::unistd::fchown(f, uid, gid).map_err(std::io::Error::from)?;
         }
         Ok(())
     }
@@ -220,6 +227,7 @@ mod tests {
                 "root" => Some((0, 0)),
                 "nobody" => Some((65534, 65534)),
                 "app" => Some((1000, 1000)),
+                "sync" => Some((4, 0)),
                 _ => None,
             }
         }
@@ -253,6 +261,11 @@ mod tests {
     #[test]
     fn root_is_refused_unless_allowed_and_then_needs_no_switch() {
         let mut p = root_agent();
+        // Root's group is root's too.
+        assert!(matches!(
+            p.decide("sync", &Table),
+            Err(UserRefused::Root { .. })
+        ));
         assert!(matches!(
             p.decide("root", &Table),
             Err(UserRefused::Root { .. })

@@ -253,6 +253,9 @@ pub async fn run(
         "--api".into(),
         api_name(opts.api),
     ];
+    // The tasks workload's commands run as whoever runs this (they write to the run's
+    // directory): root, where the run is root's.
+    spec.agent_args.push("--allow-root-tasks".to_string());
     if opts.containers == Containers::Docker {
         let image = drover_agent::testing::docker_test_image()
             .await

@@ -728,14 +728,17 @@ where
 {
     std::fs::create_dir_all(sandbox)?;
     let output = |name: &str| {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never through a link: a task may have run in this sandbox before, as a user.
         OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(sandbox.join(name))
     };
     let (stdout, stderr) = (output("stdout")?, output("stderr")?);
     if let Some(user) = run_as {
-        user.prepare_sandbox(sandbox)?;
+        user.prepare_sandbox(sandbox, &[&stdout, &stderr])?;
     }
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")

@@ -206,7 +206,7 @@ async fn a_failing_command_reports_starting_running_failed_with_its_exit_code() 
 
 /// As root: a task with an account runs as it (uid, gid, no other group), writes in its
 /// sandbox (given to it) though the directories above are root's alone (the test's 0700
-/// temporary directory), and its check runs as it too.
+/// temporary directory), and its command check runs as it too.
 #[tokio::test]
 async fn a_command_with_an_account_runs_as_it_in_its_own_sandbox() {
     let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
@@ -218,11 +218,21 @@ async fn a_command_with_an_account_runs_as_it_in_its_own_sandbox() {
         return;
     }
     let mut spec = launch_spec(
-        "id -u; id -g; id -G; echo $USER; echo mine > file && cat file",
+        "id -u; id -g; id -G; echo $USER; echo mine > file && cat file; sleep 2",
         &[],
         "cpus:0.1;mem:32",
         CgroupMode::none("test"),
     );
+    // Passes only as the user: the task is reported healthy only if it ran as it.
+    spec.task.health_check = Some(drover_model::health::HealthCheckSpec {
+        delay_ms: 0,
+        interval_ms: 200,
+        timeout_ms: 5000,
+        consecutive_failures: 0,
+        grace_period_ms: 0,
+        command: format!("test \"$(id -u)\" = {}", nobody.uid),
+        environment: Default::default(),
+    });
     spec.run_as = Some(crate::users::RunAs {
         user: "nobody".into(),
         uid: nobody.uid.as_raw(),
@@ -231,10 +241,16 @@ async fn a_command_with_an_account_runs_as_it_in_its_own_sandbox() {
     let s = start(spec).await;
     let mut agent = Conn::accept(&s.listener).await;
     let mut last = agent.take().await;
+    let mut healthy = Vec::new();
     while !last.status.state.is_terminal() {
+        healthy.push(last.status.healthy());
         last = agent.take().await;
     }
     assert_eq!(exit_of(s.executor).await, EXIT_OK);
+    assert!(
+        healthy.contains(&Some(true)) && !healthy.contains(&Some(false)),
+        "the check ran as the user: {healthy:?}"
+    );
     let out = read(&s.task_dir.sandbox().join("stdout"));
     assert_eq!(last.status.state, TaskState::Finished, "{last:?}\n{out}");
     let (uid, gid) = (nobody.uid.to_string(), nobody.gid.to_string());
@@ -246,9 +262,6 @@ async fn a_command_with_an_account_runs_as_it_in_its_own_sandbox() {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(s.task_dir.sandbox()).expect("sandbox");
     assert_eq!(meta.uid(), nobody.uid.as_raw(), "the sandbox is the user's");
-    // The executor's own files stay root's.
-    let meta = std::fs::metadata(s.task_dir.task_json()).expect("task.json");
-    assert_eq!(meta.uid(), 0);
 }
 
 #[tokio::test]

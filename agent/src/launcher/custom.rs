@@ -387,10 +387,13 @@ impl Actor {
                 exec.1,
                 run.run.container_id()
             )),
-            None => match &run_as {
-                Ok(_) => Place::Start,
-                Err(why) => Place::Refuse(why.to_string()),
-            },
+            None => Place::Start,
+        };
+        // Held to the agent's policy now, whether it joins a run or starts one (a run from
+        // before a restart with stricter flags takes no more tasks).
+        let place = match (place, &run_as) {
+            (Place::Join(_) | Place::Start, Err(why)) => Place::Refuse(why.to_string()),
+            (place, _) => place,
         };
         match place {
             Place::Join(run_dir) => {

@@ -245,6 +245,14 @@ pub async fn run_scheduler(
             .image
             .as_deref()
             .map(|image| task_container(image, &args.run_dir)),
+        task_user: match args.image {
+            Some(_) => String::new(),
+            None => nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default(),
+        },
         ctx,
         driver,
         task_res,
@@ -296,6 +304,10 @@ struct Framework {
     launches: PathBuf,
     /// The container every task runs in (`--image`), or none: plain commands.
     container: Option<v1::ContainerInfo>,
+    /// Whom its command tasks run as: whoever runs the chaos run, as their commands append
+    /// to `launches.log` in its directory (agents run with `--allow-root-tasks` for a run
+    /// as root). Empty for containers (their user is the image's).
+    task_user: String,
     /// Tasks waiting for an offer.
     queue: VecDeque<v1::TaskInfo>,
     /// Every task handed to an ACCEPT (ok or unknown), by id.
@@ -392,6 +404,7 @@ impl Framework {
             command: Some(v1::CommandInfo {
                 shell,
                 environment: Default::default(),
+                user: self.task_user.clone(),
                 ..Default::default()
             }),
             kill_grace_seconds: 0.5,
