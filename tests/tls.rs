@@ -364,3 +364,114 @@ async fn the_marathon_api_serves_https_to_operators_only() {
     .await
     .unwrap();
 }
+
+/// A subscription over gRPC to the master at `addr` as the holder of `files` (a framework's
+/// certificate): the framework id SUBSCRIBED gave, and the stream (kept open), or why not.
+async fn subscribe_as(
+    addr: &str,
+    files: &TlsFiles,
+    info: v1::FrameworkInfo,
+) -> Result<(String, tonic::Streaming<v1::Event>), tonic::Status> {
+    let tls = LiveTls::fixed(files.clone(), Role::Framework).unwrap();
+    let channel = Dialer {
+        bind_ip: None,
+        tls: Some(tls.client(&[Role::Master])),
+    }
+    .channel(addr)
+    .unwrap();
+    let mut events = drover_proto::v1::scheduler_client::SchedulerClient::new(channel)
+        .subscribe(v1::SubscribeRequest {
+            framework: Some(info),
+        })
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), events.message())
+        .await
+        .expect("SUBSCRIBED in time")?
+        .and_then(|e| e.event);
+    match first {
+        Some(v1::event::Event::Subscribed(s)) => Ok((s.framework_id, events)),
+        other => panic!("expected SUBSCRIBED, got {other:?}"),
+    }
+}
+
+/// With TLS, a framework's principal is its certificate's name, never one it claims: a
+/// subscription claiming another is refused, and another principal may not take over its
+/// framework (by subscribing with its id), over gRPC and over the Mesos HTTP API.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_framework_s_principal_is_its_certificate_s_name_and_its_framework_its_own() {
+    let c = start_tls(1, 0, &[]).await;
+    let certs = c.certs().expect("certificates");
+    let leader = c
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("a leader")
+        .leader_addr;
+    let a = certs.files(Role::Framework, "fw-a", &[]).unwrap();
+    let b = certs.files(Role::Framework, "fw-b", &[]).unwrap();
+    let info = |principal: &str, id: &str| v1::FrameworkInfo {
+        id: id.into(),
+        name: "owned".into(),
+        principal: principal.into(),
+        failover_timeout_seconds: 600.0,
+        ..Default::default()
+    };
+
+    // Claiming nothing: the principal is the certificate's name, as the registry records it.
+    let (id, _a_events) = subscribe_as(&leader, &a, info("", "")).await.unwrap();
+    let state = common::leader_state(&c).await.unwrap();
+    let recorded = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not in {state}"))
+        .clone();
+    assert_eq!(recorded["principal"], "fw-a", "{recorded}");
+
+    // Claiming another principal: refused, naming both.
+    let e = subscribe_as(&leader, &a, info("admin", ""))
+        .await
+        .expect_err("a claimed principal that is not the certificate's");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("\"admin\"") && e.message().contains("\"fw-a\""),
+        "{e:?}"
+    );
+
+    // Another principal subscribing with fw-a's framework id: refused, over gRPC…
+    let e = subscribe_as(&leader, &b, info("", &id))
+        .await
+        .expect_err("another principal's framework");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("principal \"fw-a\"'s"), "{e:?}");
+    // …and over the Mesos HTTP API (403).
+    let http = drover_chaos::http::Http::tls(
+        &LiveTls::fixed(b.clone(), Role::Framework)
+            .unwrap()
+            .client(&[Role::Master]),
+    )
+    .unwrap();
+    let body = serde_json::json!({
+        "type": "SUBSCRIBE",
+        "framework_id": {"value": id},
+        "subscribe": {"framework_info": {
+            "id": {"value": id}, "name": "owned", "user": "u", "failover_timeout": 600.0}},
+    });
+    let r = http
+        .client()
+        .post(http.url(&leader, "/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("principal \"fw-a\"'s"), "{text}");
+
+    // Its own principal fails over to a new subscription.
+    let (again, _) = subscribe_as(&leader, &a, info("fw-a", &id)).await.unwrap();
+    assert_eq!(again, id);
+}

@@ -44,14 +44,27 @@ impl SchedulerService {
     }
 
     /// Subscribes the framework `info` names, its events going to `events` (SUBSCRIBED first).
-    /// The gRPC and the Mesos HTTP edges both subscribe through here.
+    /// The gRPC and the Mesos HTTP edges both subscribe through here. `authenticated` is the
+    /// caller's principal when the connection proved one (its certificate's name): the
+    /// framework's principal is then that one, and a different one it claims is refused.
     pub async fn subscribe_events(
         &self,
         info: &v1::FrameworkInfo,
         events: EventSender,
+        authenticated: Option<&str>,
     ) -> Result<(), Status> {
         let resubscribe = !info.id.is_empty();
-        let framework = convert::framework_from_proto(info, crate::clock::unix_ms())?;
+        let mut framework = convert::framework_from_proto(info, crate::clock::unix_ms())?;
+        if let Some(principal) = authenticated {
+            if !framework.principal.is_empty() && framework.principal != principal {
+                return Err(Status::permission_denied(format!(
+                    "framework.principal: {:?} is not the authenticated principal {principal:?} \
+                     (the caller's certificate's name)",
+                    framework.principal
+                )));
+            }
+            framework.principal = principal.to_string();
+        }
         self.leader
             .subscribe(events, |reply, stream| Command::Subscribe {
                 framework,
@@ -71,6 +84,15 @@ impl SchedulerService {
             })
             .await
     }
+}
+
+/// The principal a request's connection proved: its TLS certificate's name (none on a
+/// listener without TLS).
+pub fn principal_of<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<drover_tls::Identity>()
+        .map(|who| who.name.clone())
 }
 
 fn caller_from(caller: Option<v1::Caller>) -> Result<Caller, Status> {
@@ -95,12 +117,14 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = principal_of(&request);
         let info = request
             .into_inner()
             .framework
             .ok_or_else(|| invalid("framework", "missing"))?;
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
-        self.subscribe_events(&info, events).await?;
+        self.subscribe_events(&info, events, principal.as_deref())
+            .await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

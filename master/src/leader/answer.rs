@@ -97,6 +97,8 @@ pub enum Refusal {
     },
     NotFound(String),
     FailedPrecondition(String),
+    /// The caller is not who may do it (another principal's framework).
+    PermissionDenied(String),
     InvalidArgument(String),
     ResourceExhausted(String),
     Internal(String),
@@ -125,6 +127,7 @@ pub fn to_status(refusal: Refusal) -> Status {
         }
         Refusal::NotFound(m) => Status::not_found(m),
         Refusal::FailedPrecondition(m) => Status::failed_precondition(m),
+        Refusal::PermissionDenied(m) => Status::permission_denied(m),
         Refusal::InvalidArgument(m) => Status::invalid_argument(m),
         Refusal::ResourceExhausted(m) => Status::resource_exhausted(m),
         Refusal::Internal(m) => Status::internal(m),

@@ -177,6 +177,7 @@ fn status_response(s: &MesosState, st: &Status, framework_id: Option<&str>) -> R
         }
         Code::ResourceExhausted => error(StatusCode::TOO_MANY_REQUESTS, st.message()),
         Code::DeadlineExceeded => error(StatusCode::GATEWAY_TIMEOUT, st.message()),
+        Code::PermissionDenied => error(StatusCode::FORBIDDEN, st.message()),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, st.message()),
     }
 }
@@ -194,7 +195,12 @@ fn refused_response(r: &Refused) -> Response {
 }
 
 /// `POST /api/v1/scheduler`.
-pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    State(s): State<MesosState>,
+    who: Option<axum::Extension<drover_tls::Identity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(r) = s.not_leading(PATH) {
         let subscribing = super::body_media(&headers)
             .and_then(|c| Ok(c.decode::<mesos::scheduler::Call>(&body)?))
@@ -210,7 +216,7 @@ pub async fn handle(State(s): State<MesosState>, headers: HeaderMap, body: Bytes
             Err(e) => return close_unless_ok(e.into_response()),
         };
     if call.r#type == Some(CallType::Subscribe as i32) {
-        return subscribe_call(&s, &headers, call).await;
+        return subscribe_call(&s, &headers, who.as_ref().map(|w| &w.0), call).await;
     }
     close_unless_ok(call_answer(&s, &headers, call).await)
 }
@@ -734,6 +740,7 @@ fn error_stream(accept: ContentType, message: &str) -> Response {
 async fn subscribe_call(
     s: &MesosState,
     headers: &HeaderMap,
+    principal: Option<&drover_tls::Identity>,
     call: mesos::scheduler::Call,
 ) -> Response {
     if headers.contains_key(STREAM_ID_HEADER) {
@@ -769,7 +776,13 @@ async fn subscribe_call(
         Err(e) => return refused_response(&e),
     };
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    if let Err(st) = s.scheduler.service.subscribe_events(&ours, tx).await {
+    let principal = principal.map(|who| who.name.as_str());
+    if let Err(st) = s
+        .scheduler
+        .service
+        .subscribe_events(&ours, tx, principal)
+        .await
+    {
         return match st.code() {
             // No leader that can answer yet (or the write timed out): pause, then 503.
             Code::Unavailable | Code::DeadlineExceeded

@@ -32,6 +32,24 @@ impl Engine {
             );
             return;
         }
+        // A framework is its principal's: another may not take it over (one registered
+        // without a principal, before principals were authenticated, goes to the first).
+        let owner = self
+            .state()
+            .framework(&framework.id)
+            .map(|known| known.principal.clone())
+            .filter(|p| !p.is_empty());
+        if let Some(owner) = owner.filter(|p| *p != framework.principal) {
+            tracing::warn!(framework = %framework.id, owner = %owner, principal = %framework.principal, "refused a subscription: another principal's framework");
+            self.answer(
+                reply,
+                Err(Refusal::PermissionDenied(format!(
+                    "framework.id: framework {} is principal {owner:?}'s, not {:?}'s",
+                    framework.id, framework.principal
+                ))),
+            );
+            return;
+        }
         self.propose(
             ClusterOp::SubscribeFramework(framework.clone()),
             Pending::Subscribed {
@@ -199,6 +217,42 @@ mod tests {
             "the refused subscription's stream is closed"
         );
         assert!(sim.streams.is_empty());
+    }
+
+    #[test]
+    fn another_principal_may_not_take_a_framework_over() {
+        let (mut sim, stream) = one_agent_one_framework();
+        let mut subscribe_as = |principal: &str| {
+            let reply = sim.reply();
+            let call = reply.id();
+            let pipe = Rc::new(RefCell::new(Pipe::default()));
+            sim.offered.insert(StreamKey(call), pipe.clone());
+            let mut record = sim.registry.framework(&stream.framework).unwrap().clone();
+            record.principal = principal.into();
+            sim.command(Command::Subscribe {
+                framework: record,
+                resubscribe: true,
+                stream: StreamKey(call),
+                reply,
+            });
+            sim.settle();
+            (sim.answer(call), pipe)
+        };
+        // Registered without a principal (as before principals were authenticated): the
+        // first to subscribe with one takes it, and it is theirs from then on.
+        let (first, _) = subscribe_as("a");
+        assert_eq!(first, Some(Ok(Answer::Done)));
+        let (other, pipe) = subscribe_as("b");
+        assert!(
+            matches!(&other, Some(Err(Refusal::PermissionDenied(m))) if m.contains("\"a\"'s, not \"b\"'s")),
+            "{other:?}"
+        );
+        assert!(
+            pipe.borrow().ended,
+            "the refused subscription's stream is closed"
+        );
+        let (again, _) = subscribe_as("a");
+        assert_eq!(again, Some(Ok(Answer::Done)));
     }
 
     #[test]
