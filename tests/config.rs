@@ -85,7 +85,10 @@ async fn bad_settings_are_refused_with_the_reason() {
         d,
     ];
     let heartbeat_too_long = [&base[..], &["--heartbeat-ms", "500"]].concat();
-    let cases: [(&[&str], &str); 4] = [
+    let acls = dir.path().join("acls.json");
+    std::fs::write(&acls, r#"{"run_tasks": [{"principals": {"type": "ANY"}}]}"#).unwrap();
+    let acls_missing_users = [&base[..], &["--acls", acls.to_str().unwrap()]].concat();
+    let cases: [(&[&str], &str); 5] = [
         (&["master", "--config", f], "heartbeat_millis"),
         (
             &["master", "--peers", "1=127.0.0.1:1", "--data-dir", d],
@@ -104,12 +107,20 @@ async fn bad_settings_are_refused_with_the_reason() {
             "--peers",
         ),
         (&heartbeat_too_long, "--heartbeat-ms"),
+        // An ACL file that does not parse: the flag and the field at fault.
+        (&acls_missing_users, "--acls"),
     ];
     for (args, needle) in cases {
         let out = cli(args).await;
         assert_eq!(out.code, 2, "{args:?}");
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
     }
+    let out = cli(&acls_missing_users).await;
+    assert!(
+        out.stderr.contains("run_tasks[0].users: missing"),
+        "{}",
+        out.stderr
+    );
 
     // A data directory belongs to one id.
     let port = drover_chaos::cluster::free_port().unwrap();

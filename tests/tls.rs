@@ -475,3 +475,159 @@ async fn a_framework_s_principal_is_its_certificate_s_name_and_its_framework_its
     let (again, _) = subscribe_as(&leader, &a, info("fw-a", &id)).await.unwrap();
     assert_eq!(again, id);
 }
+
+/// The masters' ACL file, rule by rule, over gRPC and the Mesos HTTP API: `fw-a` may register
+/// in role `*` (not `web`) and run tasks as nobody or the agent's default user (not root);
+/// `fw-b` may do neither; the refusals name the action, the principal and the rule.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_acls_allow_each_rule_s_principal_and_deny_another_over_grpc_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let acls = dir.path().join("acls.json");
+    std::fs::write(
+        &acls,
+        r#"{
+          "register_frameworks": [{"principals": {"values": ["fw-a"]}, "roles": {"values": ["*"]}}],
+          "run_tasks": [{"principals": {"values": ["fw-a"]}, "users": {"values": ["nobody", ""]}}]
+        }"#,
+    )
+    .unwrap();
+    let acls = acls.display().to_string();
+    let c =
+        common::start_tls_with(1, &["--acls", &acls], 1, &["--resources", AGENT_RESOURCES]).await;
+    let certs = c.certs().expect("certificates");
+    let leader = c
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("a leader")
+        .leader_addr;
+    let a = certs.files(Role::Framework, "fw-a", &[]).unwrap();
+    let b = certs.files(Role::Framework, "fw-b", &[]).unwrap();
+    let info = |role: &str| v1::FrameworkInfo {
+        name: "acl".into(),
+        role: role.into(),
+        ..Default::default()
+    };
+
+    // register_frameworks over gRPC: its principal in its role; not in another, nor another.
+    let (_id, first) = subscribe_as(&leader, &a, info("*")).await.unwrap();
+    // Gone: its offers are rescinded, for the drivers below.
+    drop(first);
+    for (files, role, who) in [(&a, "web", "fw-a"), (&b, "*", "fw-b")] {
+        let e = subscribe_as(&leader, files, info(role))
+            .await
+            .expect_err("denied by the ACLs");
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let want = format!("principal \"{who}\" may not register a framework in role \"{role}\"");
+        assert!(e.message().contains(&want), "{e:?}");
+    }
+    // …and over the Mesos HTTP API: 403, saying why.
+    let http = drover_chaos::http::Http::tls(
+        &LiveTls::fixed(b.clone(), Role::Framework)
+            .unwrap()
+            .client(&[Role::Master]),
+    )
+    .unwrap();
+    let body = serde_json::json!({
+        "type": "SUBSCRIBE",
+        "subscribe": {"framework_info": {"name": "acl", "user": "u", "role": "*"}},
+    });
+    let r = http
+        .client()
+        .post(http.url(&leader, "/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("principal \"fw-b\" may not register"),
+        "{text}"
+    );
+
+    // run_tasks, over each API: root is refused (gRPC: the ACCEPT; the Mesos API: a
+    // TASK_ERROR for the task), nobody runs.
+    let as_a = LiveTls::fixed(a.clone(), Role::Framework).unwrap();
+    for api in [Api::Grpc, Api::Http] {
+        let options = DriverOptions {
+            api,
+            tls: Some(as_a.client(&[Role::Master])),
+            ..DriverOptions::default()
+        };
+        let (driver, mut events) = Driver::start(
+            std::slice::from_ref(&leader),
+            FrameworkInfo::new("acl"),
+            options,
+        )
+        .unwrap();
+        let task = |id: &str, user: &str| {
+            let mut t = common::shell_task(id, "cpus:0.1;mem:32", "true");
+            if let Some(c) = t.command.as_mut() {
+                c.user = user.into();
+            }
+            t
+        };
+        let offers = common::next_offers(&mut events, Duration::from_secs(30))
+            .await
+            .expect("offers");
+        let root_task = format!("as-root-{api:?}");
+        let refused = driver
+            .accept(
+                &[offers[0].id.clone()],
+                vec![task(&root_task, "root")],
+                None,
+            )
+            .await;
+        match api {
+            Api::Grpc => {
+                let e = refused.expect_err("root is not granted");
+                assert!(
+                    e.to_string().contains("PermissionDenied")
+                        && e.to_string()
+                            .contains("may not run a task as user \"root\""),
+                    "{e}"
+                );
+            }
+            Api::Http => {
+                refused.expect("202: the refusal comes as an update");
+                let status = wait_for_update(&mut events, &root_task).await;
+                assert_eq!(status.state(), v1::TaskState::TaskError, "{status:?}");
+                assert!(
+                    status
+                        .message
+                        .contains("may not run a task as user \"root\""),
+                    "{status:?}"
+                );
+            }
+        }
+        // The refused ACCEPT never reached the offers: the same one is still outstanding.
+        let ok_task = format!("as-nobody-{api:?}");
+        driver
+            .accept(
+                &[offers[0].id.clone()],
+                vec![task(&ok_task, "nobody")],
+                None,
+            )
+            .await
+            .expect("nobody is granted");
+        let status = wait_for_update(&mut events, &ok_task).await;
+        assert_ne!(status.state(), v1::TaskState::TaskError, "{status:?}");
+    }
+}
+
+/// The next update of `task` (acknowledged), within 30 s.
+async fn wait_for_update(
+    events: &mut drover_scheduler::driver::EventStream,
+    task: &str,
+) -> v1::TaskStatus {
+    loop {
+        match next(events, Duration::from_secs(30)).await {
+            Some(DriverEvent::Update(s)) if s.task_id == task => return s,
+            Some(DriverEvent::Error(e)) => panic!("driver error: {e}"),
+            None => panic!("no update of {task}"),
+            _ => continue,
+        }
+    }
+}

@@ -45,6 +45,9 @@ pub struct MasterConfig {
     pub peer_bind_ip: Option<std::net::IpAddr>,
     /// Mutual TLS on every connection, in and out (plain TCP when `None`).
     pub tls: Option<drover_tls::config::TlsFiles>,
+    /// The ACL file (JSON, see `drover_acl`): who may register frameworks in which roles and
+    /// run tasks as which users. `None`: everything is allowed.
+    pub acls: Option<PathBuf>,
     /// The leader's offer cycle: allocation, offers, agent health.
     pub offers: OfferCycleConfig,
 }
@@ -121,6 +124,7 @@ impl MasterConfig {
             catch_up_timeout: Duration::from_secs(60),
             peer_bind_ip: None,
             tls: None,
+            acls: None,
             offers: OfferCycleConfig::default(),
         }
     }
@@ -291,6 +295,11 @@ pub struct MasterArgs {
     pub max_completed_frameworks: u32,
     #[command(flatten)]
     pub tls: drover_tls::TlsArgs,
+    /// An ACL file (JSON): which principals may register frameworks in which roles and run
+    /// tasks as which users; read again on SIGHUP and when it changes. Default: none
+    /// (everything allowed).
+    #[arg(long, env = "DROVER_ACLS")]
+    pub acls: Option<PathBuf>,
 }
 
 /// `drover master --config FILE`: the master's settings in TOML.
@@ -321,6 +330,7 @@ struct MasterFile {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    acls: Option<PathBuf>,
 }
 
 /// A refused configuration.
@@ -397,6 +407,7 @@ impl MasterArgs {
             ("tls_cert", &mut a.tls.tls_cert, f.tls_cert),
             ("tls_key", &mut a.tls.tls_key, f.tls_key),
             ("tls_ca", &mut a.tls.tls_ca, f.tls_ca),
+            ("acls", &mut a.acls, f.acls),
         ] {
             if !explicit(id) && value.is_some() {
                 *slot = value;
@@ -435,6 +446,13 @@ impl MasterArgs {
             flag: "--tls-cert",
             error: e.to_string(),
         })?;
+        if let Some(file) = &a.acls {
+            crate::acl::load(file).map_err(|error| ConfigError::Invalid {
+                flag: "--acls",
+                error,
+            })?;
+        }
+        config.acls = a.acls.clone();
         config.catch_up_timeout = Duration::from_millis(a.catch_up_timeout_ms);
         for (flag, v) in [
             ("--allocation-interval-ms", a.allocation_interval_ms),

@@ -17,6 +17,7 @@
 //! - [`server`]: wires one master process together; [`config`] its settings;
 //!   [`metrics`] every metric it exports; [`clock`] the one place clocks are read.
 
+pub mod acl;
 pub mod allocator;
 pub mod api;
 pub mod bootstrap;

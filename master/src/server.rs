@@ -221,7 +221,12 @@ fn api_routes(
     dialer: PeerDialer,
 ) -> Routes {
     let raft = http.raft.clone();
-    let scheduler = Arc::new(SchedulerService::new(leader.clone()));
+    let acls = match &config.acls {
+        Some(file) => crate::acl::LiveAcls::from_file_or_deny(file.clone()),
+        None => crate::acl::LiveAcls::permissive(),
+    };
+    acls.watch();
+    let scheduler = Arc::new(SchedulerService::new(leader.clone(), acls));
     let mesos = crate::api::mesos::MesosState::new(
         raft.clone(),
         config.id,

@@ -547,6 +547,19 @@ pub async fn remove_task_containers(task_id: &str) {
         .await;
 }
 
+/// [`start_tls`] with arguments for every master too.
+pub async fn start_tls_with(
+    masters: u64,
+    master_args: &[&str],
+    agents: usize,
+    agent_args: &[&str],
+) -> TestCluster {
+    start_agents_with(masters, master_args, agents, agent_args, agents, |spec| {
+        spec.tls = true
+    })
+    .await
+}
+
 /// Starts `masters` masters and `agents` agents (with `agent_args`) with mutual TLS on every
 /// connection (`ClusterSpec::tls`), and waits until the leader has them all active, asked
 /// over HTTPS as the cluster's harness.

@@ -27,11 +27,35 @@ pub const MAX_ACKS_PER_CALL: usize = 1000;
 
 pub struct SchedulerService {
     leader: LeaderHandle,
+    acls: crate::acl::LiveAcls,
 }
 
 impl SchedulerService {
-    pub fn new(leader: LeaderHandle) -> Self {
-        Self { leader }
+    pub fn new(leader: LeaderHandle, acls: crate::acl::LiveAcls) -> Self {
+        Self { leader, acls }
+    }
+
+    /// Whether the caller that proved `principal` may launch `tasks` (each as its command's
+    /// user, or its executor's): the first one the ACLs deny refuses the ACCEPT, naming it.
+    pub fn authorize_launch(
+        &self,
+        principal: Option<&str>,
+        tasks: &[v1::TaskInfo],
+    ) -> Result<(), Status> {
+        for (i, t) in tasks.iter().enumerate() {
+            let user = t
+                .executor
+                .as_ref()
+                .and_then(|e| e.command.as_ref())
+                .or(t.command.as_ref())
+                .map_or("", |c| c.user.as_str());
+            self.acls
+                .authorize(principal, &drover_acl::Action::RunTask { user })
+                .map_err(|st| {
+                    Status::permission_denied(format!("launch[{i}].command.user: {}", st.message()))
+                })?;
+        }
+        Ok(())
     }
 
     async fn call(
@@ -65,6 +89,12 @@ impl SchedulerService {
             }
             framework.principal = principal.to_string();
         }
+        self.acls.authorize(
+            authenticated,
+            &drover_acl::Action::RegisterFramework {
+                role: framework.role.as_str(),
+            },
+        )?;
         self.leader
             .subscribe(events, |reply, stream| Command::Subscribe {
                 framework,
@@ -132,8 +162,10 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<v1::AcceptRequest>,
     ) -> Result<Response<v1::CallReply>, Status> {
+        let principal = principal_of(&request);
         let r = request.into_inner();
         let (offers, tasks) = convert::accept_from_proto(&r.offer_ids, &r.launch)?;
+        self.authorize_launch(principal.as_deref(), &r.launch)?;
         let refuse_ms = refuse_ms("refuse_seconds", r.refuse_seconds)?;
         self.call(
             r.caller,

@@ -635,6 +635,8 @@ fn health_check(field: &str, h: &mesos::HealthCheck) -> Result<v1::HealthCheck, 
 pub const INVALID_OFFERS: &str = "invalid_offers";
 /// Reason of the TASK_ERROR updates the Mesos edge makes for tasks it refuses.
 pub const TASK_INVALID: &str = "task_invalid";
+/// Reason of the TASK_ERROR updates for tasks the ACLs do not let the framework run.
+pub const TASK_UNAUTHORIZED: &str = "task_unauthorized";
 
 /// The Mesos reason for a Drover reason, where there is one.
 fn reason_to_mesos(reason: &str) -> Option<mesos::task_status::Reason> {
@@ -657,6 +659,7 @@ fn reason_to_mesos(reason: &str) -> Option<mesos::task_status::Reason> {
         "container_image_pull_failed" => Reason::ContainerLaunchFailed,
         INVALID_OFFERS => Reason::InvalidOffers,
         TASK_INVALID => Reason::TaskInvalid,
+        TASK_UNAUTHORIZED => Reason::TaskUnauthorized,
         agents::TASK_UNKNOWN_TO_AGENT => Reason::TaskUnknown,
         agents::AGENT_REREGISTERED => Reason::AgentReregistered,
         agents::AGENT_UNREACHABLE | agents::AGENT_REMOVED => Reason::AgentRemoved,

@@ -218,12 +218,13 @@ pub async fn handle(
     if call.r#type == Some(CallType::Subscribe as i32) {
         return subscribe_call(&s, &headers, who.as_ref().map(|w| &w.0), call).await;
     }
-    close_unless_ok(call_answer(&s, &headers, call).await)
+    close_unless_ok(call_answer(&s, &headers, who.map(|w| w.0), call).await)
 }
 
 async fn call_answer(
     s: &MesosState,
     headers: &HeaderMap,
+    who: Option<drover_tls::Identity>,
     call: mesos::scheduler::Call,
 ) -> Response {
     let framework_id = match call.framework_id.as_ref() {
@@ -252,7 +253,7 @@ async fn call_answer(
         framework_id: framework_id.clone(),
         stream_id,
     };
-    match dispatch(s, caller, call).await {
+    match dispatch(s, caller, who, call).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(CallError::Refused(r)) => refused_response(&r),
         Err(CallError::Status(st)) => status_response(s, &st, Some(&framework_id)),
@@ -263,6 +264,7 @@ async fn call_answer(
 async fn dispatch(
     s: &MesosState,
     caller: v1::Caller,
+    who: Option<drover_tls::Identity>,
     call: mesos::scheduler::Call,
 ) -> Result<(), CallError> {
     let svc = &s.scheduler.service;
@@ -271,7 +273,7 @@ async fn dispatch(
         .and_then(|t| CallType::try_from(t).ok())
         .unwrap_or(CallType::Unknown);
     match kind {
-        CallType::Accept => accept(s, caller, member(&call.accept, "accept")?).await,
+        CallType::Accept => accept(s, caller, who, member(&call.accept, "accept")?).await,
         CallType::Decline => {
             let d = member(&call.decline, "decline")?;
             if d.offer_ids.is_empty() {
@@ -551,6 +553,7 @@ fn launch_group(
 async fn accept(
     s: &MesosState,
     caller: v1::Caller,
+    who: Option<drover_tls::Identity>,
     a: &mesos::scheduler::call::Accept,
 ) -> Result<(), CallError> {
     let offer_ids: Vec<String> = a.offer_ids.iter().map(|o| o.value.clone()).collect();
@@ -577,14 +580,17 @@ async fn accept(
         .await
         .map(drop)
     } else {
-        svc.accept(Request::new(v1::AcceptRequest {
+        // As the caller: the gRPC edge's ACL check sees who it is.
+        let mut request = Request::new(v1::AcceptRequest {
             caller: Some(caller.clone()),
             offer_ids,
             launch: launch.clone(),
             refuse_seconds: refuse,
-        }))
-        .await
-        .map(drop)
+        });
+        if let Some(who) = who {
+            request.extensions_mut().insert(who);
+        }
+        svc.accept(request).await.map(drop)
     };
     let mut told: Vec<v1::Event> = invalid
         .iter()
@@ -627,6 +633,19 @@ fn accept_outcome(
                     .iter()
                     .map(|t| edge_update(&t.task_id, state, convert::INVALID_OFFERS, st.message())),
             );
+            Ok(())
+        }
+        // A task the ACLs do not let the caller run: every task of the ACCEPT is refused,
+        // as Mesos refuses an unauthorized task (REASON_TASK_UNAUTHORIZED).
+        Err(st) if st.code() == Code::PermissionDenied => {
+            told.extend(launch.iter().map(|t| {
+                edge_update(
+                    &t.task_id,
+                    v1::TaskState::TaskError,
+                    convert::TASK_UNAUTHORIZED,
+                    st.message(),
+                )
+            }));
             Ok(())
         }
         // The tasks do not fit the offers, or repeat a live task's id.
