@@ -401,14 +401,7 @@ async fn subscribe_as(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_framework_s_principal_is_its_certificate_s_name_and_its_framework_its_own() {
     let c = start_tls(1, 0, &[]).await;
-    let certs = c.certs().expect("certificates");
-    let leader = c
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("a leader")
-        .leader_addr;
-    let a = certs.files(Role::Framework, "fw-a", &[]).unwrap();
-    let b = certs.files(Role::Framework, "fw-b", &[]).unwrap();
+    let (leader, a, b) = leader_and_two_frameworks(&c).await;
     let info = |principal: &str, id: &str| v1::FrameworkInfo {
         id: id.into(),
         name: "owned".into(),
@@ -446,28 +439,13 @@ async fn a_framework_s_principal_is_its_certificate_s_name_and_its_framework_its
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("principal \"fw-a\"'s"), "{e:?}");
     // …and over the Mesos HTTP API (403).
-    let http = drover_chaos::http::Http::tls(
-        &LiveTls::fixed(b.clone(), Role::Framework)
-            .unwrap()
-            .client(&[Role::Master]),
-    )
-    .unwrap();
     let body = serde_json::json!({
         "type": "SUBSCRIBE",
         "framework_id": {"value": id},
         "subscribe": {"framework_info": {
             "id": {"value": id}, "name": "owned", "user": "u", "failover_timeout": 600.0}},
     });
-    let r = http
-        .client()
-        .post(http.url(&leader, "/api/v1/scheduler"))
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
+    let (status, text) = mesos_call_as(&leader, &b, &body).await;
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("principal \"fw-a\"'s"), "{text}");
 
@@ -494,14 +472,7 @@ async fn the_acls_allow_each_rule_s_principal_and_deny_another_over_grpc_and_htt
     let acls = acls.display().to_string();
     let c =
         common::start_tls_with(1, &["--acls", &acls], 1, &["--resources", AGENT_RESOURCES]).await;
-    let certs = c.certs().expect("certificates");
-    let leader = c
-        .wait_for_leader(Duration::from_secs(30))
-        .await
-        .expect("a leader")
-        .leader_addr;
-    let a = certs.files(Role::Framework, "fw-a", &[]).unwrap();
-    let b = certs.files(Role::Framework, "fw-b", &[]).unwrap();
+    let (leader, a, b) = leader_and_two_frameworks(&c).await;
     let info = |role: &str| v1::FrameworkInfo {
         name: "acl".into(),
         role: role.into(),
@@ -521,26 +492,11 @@ async fn the_acls_allow_each_rule_s_principal_and_deny_another_over_grpc_and_htt
         assert!(e.message().contains(&want), "{e:?}");
     }
     // …and over the Mesos HTTP API: 403, saying why.
-    let http = drover_chaos::http::Http::tls(
-        &LiveTls::fixed(b.clone(), Role::Framework)
-            .unwrap()
-            .client(&[Role::Master]),
-    )
-    .unwrap();
     let body = serde_json::json!({
         "type": "SUBSCRIBE",
         "subscribe": {"framework_info": {"name": "acl", "user": "u", "role": "*"}},
     });
-    let r = http
-        .client()
-        .post(http.url(&leader, "/api/v1/scheduler"))
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
+    let (status, text) = mesos_call_as(&leader, &b, &body).await;
     assert_eq!(status, 403, "{text}");
     assert!(
         text.contains("principal \"fw-b\" may not register"),
@@ -630,4 +586,38 @@ async fn wait_for_update(
             _ => continue,
         }
     }
+}
+
+/// A Mesos scheduler API call (JSON) to the master at `addr` over HTTPS as the holder of
+/// `files` (a framework's certificate): the answer's status and body.
+async fn mesos_call_as(addr: &str, files: &TlsFiles, body: &serde_json::Value) -> (u16, String) {
+    let http = drover_chaos::http::Http::tls(
+        &LiveTls::fixed(files.clone(), Role::Framework)
+            .unwrap()
+            .client(&[Role::Master]),
+    )
+    .unwrap();
+    let r = http
+        .client()
+        .post(http.url(addr, "/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// The leader's address, and the certificates of two frameworks, `fw-a` and `fw-b`.
+async fn leader_and_two_frameworks(c: &drover_chaos::LocalCluster) -> (String, TlsFiles, TlsFiles) {
+    let certs = c.certs().expect("certificates");
+    let leader = c
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("a leader")
+        .leader_addr;
+    let a = certs.files(Role::Framework, "fw-a", &[]).unwrap();
+    let b = certs.files(Role::Framework, "fw-b", &[]).unwrap();
+    (leader, a, b)
 }
