@@ -469,6 +469,7 @@ async fn the_acls_allow_each_rule_s_principal_and_deny_another_over_grpc_and_htt
         }"#,
     )
     .unwrap();
+    let acls_path = acls.clone();
     let acls = acls.display().to_string();
     let c =
         common::start_tls_with(1, &["--acls", &acls], 1, &["--resources", AGENT_RESOURCES]).await;
@@ -571,6 +572,31 @@ async fn the_acls_allow_each_rule_s_principal_and_deny_another_over_grpc_and_htt
         let status = wait_for_update(&mut events, &ok_task).await;
         assert_ne!(status.state(), v1::TaskState::TaskError, "{status:?}");
     }
+
+    // The file is read again when it changes (replaced whole, as an operator should): fw-b,
+    // denied above, is granted without a restart.
+    let next_file = dir.path().join("acls.json.new");
+    std::fs::write(
+        &next_file,
+        r#"{"register_frameworks": [{"principals": {"values": ["fw-a", "fw-b"]}, "roles": {"type": "ANY"}}]}"#,
+    )
+    .unwrap();
+    std::fs::rename(&next_file, &acls_path).unwrap();
+    common::wait_until(
+        "fw-b granted by the new file",
+        Duration::from_secs(20),
+        || {
+            let (leader, b) = (leader.clone(), b.clone());
+            async move {
+                subscribe_as(&leader, &b, info("*"))
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// The next update of `task` (acknowledged), within 30 s.

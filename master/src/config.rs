@@ -46,8 +46,8 @@ pub struct MasterConfig {
     /// Mutual TLS on every connection, in and out (plain TCP when `None`).
     pub tls: Option<drover_tls::config::TlsFiles>,
     /// The ACL file (JSON, see `drover_acl`): who may register frameworks in which roles and
-    /// run tasks as which users. `None`: everything is allowed.
-    pub acls: Option<PathBuf>,
+    /// run tasks as which users, read once at start. `None`: everything is allowed.
+    pub acls: Option<crate::acl::AclFile>,
     /// The leader's offer cycle: allocation, offers, agent health.
     pub offers: OfferCycleConfig,
 }
@@ -446,13 +446,15 @@ impl MasterArgs {
             flag: "--tls-cert",
             error: e.to_string(),
         })?;
-        if let Some(file) = &a.acls {
-            crate::acl::load(file).map_err(|error| ConfigError::Invalid {
+        config.acls = a
+            .acls
+            .as_deref()
+            .map(crate::acl::AclFile::load)
+            .transpose()
+            .map_err(|error| ConfigError::Invalid {
                 flag: "--acls",
                 error,
             })?;
-        }
-        config.acls = a.acls.clone();
         config.catch_up_timeout = Duration::from_millis(a.catch_up_timeout_ms);
         for (flag, v) in [
             ("--allocation-interval-ms", a.allocation_interval_ms),

@@ -222,10 +222,9 @@ fn api_routes(
 ) -> Routes {
     let raft = http.raft.clone();
     let acls = match &config.acls {
-        Some(file) => crate::acl::LiveAcls::from_file_or_deny(file.clone()),
+        Some(file) => crate::acl::LiveAcls::watch(file.clone()),
         None => crate::acl::LiveAcls::permissive(),
     };
-    acls.watch();
     let scheduler = Arc::new(SchedulerService::new(leader.clone(), acls));
     let mesos = crate::api::mesos::MesosState::new(
         raft.clone(),
