@@ -13,7 +13,8 @@
 //! - `resources-safe` (3): on every agent, outstanding offers plus live tasks fit in its total,
 //!   in every sampled committed state and every final one (ports included: none twice).
 //! - `no-double-launch` (4): a task id was launched at most once (its command ran once); an
-//!   offer was consumed by at most one successful ACCEPT.
+//!   offer was consumed by at most one successful ACCEPT (one whose tasks were all dropped
+//!   for invalid offers consumed none).
 //! - `liveness-after-heal` (5): after the last heal, every long task the framework wants is
 //!   RUNNING within the bound, and by the end it knows a terminal state for every task.
 
@@ -398,6 +399,26 @@ fn cite_brief(r: &Record) -> serde_json::Value {
     json!({"index": r.index, "time_s": r.time_ns as f64 / 1e9, "node": r.value["node"]})
 }
 
+/// Reason of the updates the Mesos HTTP API sends for the tasks of an ACCEPT it refused
+/// because its offers were gone (as the scheduler driver names it).
+const INVALID_OFFERS: &str = "invalid_offers";
+
+/// The tasks a scheduler was told were never launched because their ACCEPT's offers were gone
+/// (TASK_DROPPED, or TASK_LOST for a framework that is not partition-aware).
+fn refused_for_invalid_offers(history: &[Record]) -> BTreeSet<&str> {
+    received(history)
+        .into_iter()
+        .filter(|r| {
+            r.value["reason"] == INVALID_OFFERS
+                && matches!(
+                    r.value["state"].as_str(),
+                    Some("TASK_DROPPED" | "TASK_LOST")
+                )
+        })
+        .filter_map(|r| r.value["task"].as_str())
+        .collect()
+}
+
 /// Invariant 4.
 pub fn no_double_launch(ev: &Evidence) -> CheckerResult {
     let mut bad = Vec::new();
@@ -413,9 +434,22 @@ pub fn no_double_launch(ev: &Evidence) -> CheckerResult {
             bad.push(json!({"why": "the task's command ran more than once", "task": task, "agents": agents}));
         }
     }
+    let refused = refused_for_invalid_offers(&ev.history);
     let mut consumed: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for p in pairs(&ev.history, is_call_process) {
         if p.invoke.f != "accept" || p.outcome() != Kind::Ok {
+            continue;
+        }
+        // The Mesos HTTP API answers every well-formed ACCEPT 202 and refuses one on offers
+        // that are gone afterwards, through its tasks' updates: such an ACCEPT consumed
+        // nothing.
+        let tasks: Vec<&str> = p.invoke.value["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
+        if !tasks.is_empty() && tasks.iter().all(|t| refused.contains(t)) {
             continue;
         }
         for o in p.invoke.value["offers"].as_array().into_iter().flatten() {

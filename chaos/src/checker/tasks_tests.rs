@@ -296,6 +296,60 @@ fn a_task_launched_twice_and_an_offer_consumed_twice_are_caught() {
     assert_eq!(r.counterexamples[0]["offer"], "o-2");
 }
 
+/// Over the Mesos HTTP API, a second ACCEPT of a consumed offer is answered 202 and refused
+/// through its tasks' updates (TASK_DROPPED, REASON_INVALID_OFFERS): it consumed nothing. One
+/// with a task that was not refused so did.
+#[test]
+fn an_accept_whose_tasks_were_all_dropped_for_invalid_offers_consumed_no_offer() {
+    let second_accept = |ev: &mut Evidence, tasks: serde_json::Value| {
+        let value = json!({"offers": ["o-2"], "tasks": tasks});
+        for (kind, t) in [(Kind::Invoke, 10), (Kind::Ok, 11)] {
+            ev.history.push(Record {
+                index: 1000 + t,
+                process: "tasks-op-99".into(),
+                kind,
+                f: "accept".into(),
+                value: value.clone(),
+                time_ns: u64::MAX / 4 + t,
+                error: None,
+            });
+        }
+    };
+    let dropped = |ev: &mut Evidence, task: &str, state: &str, reason: &str, t: u64| {
+        ev.history.push(Record {
+            index: 1100 + t,
+            process: "tasks".into(),
+            kind: Kind::Info,
+            f: "update".into(),
+            value: json!({"task": task, "state": state, "uuid": format!("u-drop-{t}"),
+                          "reason": reason}),
+            time_ns: u64::MAX / 4 + 100 + t,
+            error: None,
+        });
+    };
+
+    let mut ev = generated(6, 3);
+    second_accept(&mut ev, json!(["short-98", "short-99"]));
+    dropped(&mut ev, "short-98", "TASK_DROPPED", "invalid_offers", 1);
+    dropped(&mut ev, "short-99", "TASK_LOST", "invalid_offers", 2);
+    let r = no_double_launch(&ev);
+    assert_eq!(r.valid, Validity::Valid, "{r:?}");
+
+    // One of its tasks was not refused: the offer was consumed twice.
+    let mut ev = generated(6, 3);
+    second_accept(&mut ev, json!(["short-98", "short-99"]));
+    dropped(&mut ev, "short-98", "TASK_DROPPED", "invalid_offers", 1);
+    let r = no_double_launch(&ev);
+    assert_eq!(r.valid, Validity::Invalid);
+    assert_eq!(r.counterexamples[0]["offer"], "o-2");
+
+    // Dropped for another reason is not a refusal of the ACCEPT.
+    let mut ev = generated(6, 3);
+    second_accept(&mut ev, json!(["short-99"]));
+    dropped(&mut ev, "short-99", "TASK_DROPPED", "executor_failed", 1);
+    assert_eq!(no_double_launch(&ev).valid, Validity::Invalid);
+}
+
 #[test]
 fn long_tasks_that_never_run_again_after_the_heal_are_caught() {
     let mut ev = generated(6, 3);
