@@ -2,7 +2,8 @@
 # Installs what building, running and testing Drover needs and this machine lacks:
 # a C/C++ toolchain and libclang (RocksDB and its Rust bindings are built from source),
 # Prometheus (promtool checks the metrics exposition; the server is used by one test), and a
-# static busybox (the container tests' image is made from it with `docker import`).
+# static busybox (the container tests' image is made from it with `docker import`), and the
+# cargo tools the test command runs (cargo-deny, cargo-fuzz).
 # protoc needs nothing: the build uses a vendored one. Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
@@ -50,6 +51,17 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# Cargo tools the test command runs: cargo-deny (licences, duplicate versions, sources) and
+# cargo-fuzz (the fuzz smoke run). Pinned; built once into ~/.cargo/bin.
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0.20.2$'; then
+  echo "setup: installing cargo-deny" >&2
+  cargo install --locked --quiet cargo-deny@0.20.2
+fi
+if ! cargo fuzz --version 2>/dev/null | grep -q '0.13.2'; then
+  echo "setup: installing cargo-fuzz" >&2
+  cargo install --locked --quiet cargo-fuzz@0.13.2
+fi
 
 # The real Marathon client the tests drive (marathon-python from PyPI, unchanged), in a
 # virtualenv outside the work tree. Pinned versions: the test proves compatibility with these.

@@ -140,7 +140,7 @@ pub enum UpdateError {
 /// One line of `updates.log`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
-enum Record {
+pub enum Record {
     Update { update: StatusUpdate },
     Acked { uuid: Uuid },
     Dropped { uuid: Uuid, reason: String },

@@ -23,10 +23,9 @@ use crate::users::RunAs;
 
 /// Longest shell command, bytes.
 pub const MAX_SHELL_BYTES: usize = 64 * 1024;
-/// Most environment variables a task may set.
-pub const MAX_ENV_VARS: usize = 256;
-/// Longest environment (names and values together), bytes.
-pub const MAX_ENV_BYTES: usize = 64 * 1024;
+/// Most environment variables a task may set, and its largest environment (names and values
+/// together), bytes: the master's bounds.
+pub use drover_model::limits::{MAX_ENV_TOTAL_BYTES as MAX_ENV_BYTES, MAX_ENV_VARS};
 /// Longest task name, bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest opaque `data` of a task or an executor, bytes.

@@ -137,6 +137,7 @@ impl MasterConfig {
             .unwrap_or_else(|| self.listen.to_string())
     }
 
+    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
     pub(crate) fn raft_config(&self) -> openraft::Config {
         openraft::Config {
             cluster_name: "drover".into(),

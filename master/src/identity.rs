@@ -11,11 +11,15 @@
 //! `node` column family before they are used.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+#[cfg(feature = "durable")]
+use std::sync::Arc;
+use std::sync::{Mutex, OnceLock};
 
+#[cfg(feature = "durable")]
 use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "durable")]
 use crate::db::{self, CF_NODE};
 
 /// A master replica's id in the Raft group.
@@ -47,29 +51,57 @@ pub enum IdentityError {
     WrongId { stored: MasterId, given: MasterId },
     #[error("this replica belongs to cluster {ours}; refusing to join cluster {theirs}")]
     OtherCluster { ours: ClusterId, theirs: ClusterId },
+    #[cfg(feature = "durable")]
     #[error("RocksDB: {0}")]
     Db(#[from] rocksdb::Error),
     #[error("corrupt identity record {key}: {reason}")]
     Corrupt { key: &'static str, reason: String },
 }
 
+#[cfg(feature = "durable")]
 const KEY_NODE_ID: &[u8] = b"node_id";
+#[cfg(feature = "durable")]
 const KEY_INCARNATION: &[u8] = b"incarnation";
+#[cfg(feature = "durable")]
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// Persists (synced) the cluster id a replica adopts, before the adoption is used.
+pub type PersistClusterId = Box<dyn Fn(&ClusterId) -> Result<(), IdentityError> + Send + Sync>;
 
 /// This replica's identity, shared by the Raft transport (which checks every request against
 /// it) and the bootstrap logic (which sets the cluster id).
 pub struct Identity {
-    db: Arc<DB>,
     node_id: MasterId,
     incarnation: Incarnation,
     cluster_id: OnceLock<ClusterId>,
     /// Serialises adoption of the cluster id so that it is persisted exactly once.
     adopt: Mutex<()>,
+    persist: PersistClusterId,
 }
 
 impl Identity {
+    /// An identity loaded from wherever `persist` writes (see [`Identity::load_or_create`]).
+    pub fn new(
+        node_id: MasterId,
+        incarnation: Incarnation,
+        cluster_id: Option<ClusterId>,
+        persist: PersistClusterId,
+    ) -> Self {
+        let cell = OnceLock::new();
+        if let Some(id) = cluster_id {
+            let _ = cell.set(id);
+        }
+        Self {
+            node_id,
+            incarnation,
+            cluster_id: cell,
+            adopt: Mutex::new(()),
+            persist,
+        }
+    }
+
     /// Loads the identity from `db`, creating it on a fresh data directory.
+    #[cfg(feature = "durable")]
     pub fn load_or_create(db: Arc<DB>, node_id: MasterId) -> Result<Self, IdentityError> {
         let cf = db::cf(&db, CF_NODE);
         let stored_id = db.get_cf(cf, KEY_NODE_ID)?;
@@ -102,21 +134,25 @@ impl Identity {
                 inc
             }
         };
-        let cluster_id = OnceLock::new();
-        if let Some(raw) = db.get_cf(cf, KEY_CLUSTER_ID)? {
-            let id = String::from_utf8(raw).map_err(|e| IdentityError::Corrupt {
-                key: "cluster_id",
-                reason: e.to_string(),
-            })?;
-            let _ = cluster_id.set(ClusterId(id));
-        }
-        Ok(Self {
-            db,
-            node_id,
-            incarnation,
-            cluster_id,
-            adopt: Mutex::new(()),
-        })
+        let cluster_id = match db.get_cf(cf, KEY_CLUSTER_ID)? {
+            Some(raw) => Some(ClusterId(String::from_utf8(raw).map_err(|e| {
+                IdentityError::Corrupt {
+                    key: "cluster_id",
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
+        let persist: PersistClusterId = Box::new(move |id: &ClusterId| {
+            db.put_cf_opt(
+                db::cf(&db, CF_NODE),
+                KEY_CLUSTER_ID,
+                id.0.as_bytes(),
+                &db::synced(),
+            )?;
+            Ok(())
+        });
+        Ok(Self::new(node_id, incarnation, cluster_id, persist))
     }
 
     pub fn node_id(&self) -> MasterId {
@@ -145,14 +181,13 @@ impl Identity {
                 theirs: id.clone(),
             });
         }
-        let cf = db::cf(&self.db, CF_NODE);
-        self.db
-            .put_cf_opt(cf, KEY_CLUSTER_ID, id.0.as_bytes(), &db::synced())?;
+        (self.persist)(id)?;
         let _ = self.cluster_id.set(id.clone());
         Ok(())
     }
 }
 
+#[cfg(feature = "durable")]
 fn decode_u64(raw: &[u8], key: &'static str) -> Result<u64, IdentityError> {
     let arr: [u8; 8] = raw.try_into().map_err(|_| IdentityError::Corrupt {
         key,
@@ -161,7 +196,7 @@ fn decode_u64(raw: &[u8], key: &'static str) -> Result<u64, IdentityError> {
     Ok(u64::from_be_bytes(arr))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "durable"))]
 mod tests {
     use super::*;
 

@@ -23,7 +23,9 @@ pub mod api;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "durable")]
 pub mod db;
+#[cfg(feature = "durable")]
 pub mod format;
 pub mod identity;
 pub mod ids;
@@ -34,7 +36,9 @@ pub mod raft;
 pub mod registry;
 pub mod replica_error;
 pub mod replicated;
+#[cfg(feature = "durable")]
 pub mod server;
 
 pub use config::{parse_peers, MasterConfig};
+#[cfg(feature = "durable")]
 pub use server::{run, MasterError};

@@ -1,12 +1,25 @@
 //! The bounds of a task's definition that every part checks alike: the master refuses a task
 //! beyond them (naming the field), and schedulers refuse it before it gets there.
 
+/// Most tasks one ACCEPT may launch.
+pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
+/// Most offers one ACCEPT may name.
+pub const MAX_OFFERS_PER_ACCEPT: usize = 100;
+
 /// Longest shell command, bytes.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Most environment variables per task.
 pub const MAX_ENV_VARS: usize = 256;
 /// Longest environment variable name or value, bytes.
 pub const MAX_ENV_BYTES: usize = 16 * 1024;
+/// Largest environment of a task, its names and values together, bytes (the agent refuses a
+/// larger one, so the master and the schedulers do first).
+pub const MAX_ENV_TOTAL_BYTES: usize = 64 * 1024;
+
+/// The size of an environment as [`MAX_ENV_TOTAL_BYTES`] counts it.
+pub fn env_total_bytes<'a>(env: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
+    env.into_iter().map(|(k, v)| k.len() + v.len()).sum()
+}
 /// Longest opaque `data` of a task or a custom executor, bytes.
 pub const MAX_EXECUTOR_DATA_BYTES: usize = 64 * 1024;
 /// Longest message between a framework and one of its custom executors, bytes.

@@ -61,6 +61,63 @@ fn versioned(v: &Versioned) -> VersionedValue {
     }
 }
 
+/// The write a PUT asks for, its fields checked.
+pub fn put_op(req: PutRequest) -> Result<StoreOp, Status> {
+    Ok(StoreOp::Put {
+        framework: framework(&req.framework)?,
+        key: key(&req.key)?,
+        value: value("value", req.value)?,
+    })
+}
+
+/// The write a DELETE asks for, its fields checked.
+pub fn delete_op(req: DeleteRequest) -> Result<StoreOp, Status> {
+    Ok(StoreOp::Delete {
+        framework: framework(&req.framework)?,
+        key: key(&req.key)?,
+    })
+}
+
+/// The write a COMPARE_AND_SET asks for, its fields checked.
+pub fn compare_and_set_op(req: CompareAndSetRequest) -> Result<StoreOp, Status> {
+    let expected = match req.expected {
+        None => {
+            return Err(Status::invalid_argument(
+                "expected: missing; set expected_value, expected_version or expected_absent",
+            ))
+        }
+        Some(Expected::ExpectedValue(v)) => Expectation::Value(value("expected_value", v)?),
+        Some(Expected::ExpectedVersion(v)) => Expectation::Version(v),
+        Some(Expected::ExpectedAbsent(true)) => Expectation::Absent,
+        Some(Expected::ExpectedAbsent(false)) => {
+            return Err(Status::invalid_argument(
+                "expected_absent: must be true when set",
+            ))
+        }
+    };
+    Ok(StoreOp::CompareAndSet {
+        framework: framework(&req.framework)?,
+        key: key(&req.key)?,
+        expected,
+        new_value: value("new_value", req.new_value)?,
+    })
+}
+
+/// The namespace and the page size (100 when unset) a LIST asks for.
+pub fn list_query(req: &ListRequest) -> Result<(FrameworkName, usize), Status> {
+    let limit = if req.limit == 0 {
+        100
+    } else {
+        req.limit as usize
+    };
+    Ok((framework(&req.framework)?, limit))
+}
+
+/// The namespace and key a GET asks for.
+pub fn get_query(req: &GetRequest) -> Result<(FrameworkName, StoreKey), Status> {
+    Ok((framework(&req.framework)?, key(&req.key)?))
+}
+
 /// Counts the call by its outcome and passes the result through.
 fn counted<T>(op: &'static str, r: Result<T, Status>, ok: &'static str) -> Result<T, Status> {
     let outcome = match &r {
@@ -101,8 +158,7 @@ impl StoreService {
 impl FrameworkStore for StoreService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let r = async {
-            let req = request.into_inner();
-            let (f, k) = (framework(&req.framework)?, key(&req.key)?);
+            let (f, k) = get_query(&request.into_inner())?;
             let state = self.replicated.read().await?;
             Ok(GetReply {
                 entry: state.registry.store().get(&f, &k).map(versioned),
@@ -114,12 +170,7 @@ impl FrameworkStore for StoreService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutReply>, Status> {
         let r = async {
-            let req = request.into_inner();
-            let op = StoreOp::Put {
-                framework: framework(&req.framework)?,
-                key: key(&req.key)?,
-                value: value("value", req.value)?,
-            };
+            let op = put_op(request.into_inner())?;
             match self.write(op).await? {
                 StoreOutcome::Put { version } => Ok(PutReply { version }),
                 other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
@@ -134,11 +185,7 @@ impl FrameworkStore for StoreService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteReply>, Status> {
         let r = async {
-            let req = request.into_inner();
-            let op = StoreOp::Delete {
-                framework: framework(&req.framework)?,
-                key: key(&req.key)?,
-            };
+            let op = delete_op(request.into_inner())?;
             match self.write(op).await? {
                 StoreOutcome::Delete { existed } => Ok(DeleteReply { existed }),
                 other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
@@ -153,26 +200,7 @@ impl FrameworkStore for StoreService {
         request: Request<CompareAndSetRequest>,
     ) -> Result<Response<CompareAndSetReply>, Status> {
         let r = async {
-            let req = request.into_inner();
-            let expected = match req.expected {
-                None => return Err(Status::invalid_argument(
-                    "expected: missing; set expected_value, expected_version or expected_absent",
-                )),
-                Some(Expected::ExpectedValue(v)) => Expectation::Value(value("expected_value", v)?),
-                Some(Expected::ExpectedVersion(v)) => Expectation::Version(v),
-                Some(Expected::ExpectedAbsent(true)) => Expectation::Absent,
-                Some(Expected::ExpectedAbsent(false)) => {
-                    return Err(Status::invalid_argument(
-                        "expected_absent: must be true when set",
-                    ))
-                }
-            };
-            let op = StoreOp::CompareAndSet {
-                framework: framework(&req.framework)?,
-                key: key(&req.key)?,
-                expected,
-                new_value: value("new_value", req.new_value)?,
-            };
+            let op = compare_and_set_op(request.into_inner())?;
             match self.write(op).await? {
                 StoreOutcome::CompareAndSet {
                     succeeded,
@@ -197,13 +225,8 @@ impl FrameworkStore for StoreService {
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
         let r = async {
             let req = request.into_inner();
-            let f = framework(&req.framework)?;
+            let (f, limit) = list_query(&req)?;
             let state = self.replicated.read().await?;
-            let limit = if req.limit == 0 {
-                100
-            } else {
-                req.limit as usize
-            };
             let (keys, truncated) = state.registry.store().list(&f, &req.start_after, limit);
             Ok(ListReply {
                 keys: keys.into_iter().map(String::from).collect(),

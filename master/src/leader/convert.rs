@@ -22,7 +22,9 @@ use crate::registry::TaskState;
 /// Longest name, principal, hostname, reason or address accepted, bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest shell command; most environment variables per task, and the longest name or value.
-pub use drover_model::limits::{MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS};
+pub use drover_model::limits::{
+    MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VARS,
+};
 /// Longest status message kept, bytes (longer ones are cut, not refused).
 pub use drover_model::status::MAX_MESSAGE_BYTES;
 /// Longest failover timeout or refuse filter accepted: a week.
@@ -283,6 +285,12 @@ fn command_or_environment(
             ));
         }
         environment.insert(k.clone(), v.clone());
+    }
+    if drover_model::limits::env_total_bytes(&environment) > MAX_ENV_TOTAL_BYTES {
+        return Err(invalid(
+            &field("environment"),
+            format!("larger than {MAX_ENV_TOTAL_BYTES} bytes (names and values together)"),
+        ));
     }
     Ok((command.shell.clone(), environment))
 }
@@ -854,6 +862,30 @@ mod tests {
             data: b"task data".to_vec(),
             ..good_task()
         }
+    }
+
+    /// Each variable within its bound, the whole over what the agent takes: refused here, not
+    /// committed and then refused by the agent.
+    #[test]
+    fn an_environment_larger_than_the_agent_takes_is_refused_naming_it() {
+        let with_env = |vars: usize, value_bytes: usize| {
+            let mut t = good_task();
+            if let Some(c) = t.command.as_mut() {
+                c.environment = (0..vars)
+                    .map(|i| (format!("V{i}"), "x".repeat(value_bytes)))
+                    .collect();
+            }
+            t
+        };
+        assert!(task_from_proto(0, &with_env(3, MAX_ENV_BYTES)).is_ok());
+        let e = task_from_proto(0, &with_env(5, MAX_ENV_BYTES)).expect_err("80 KiB");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("launch[0].command.environment")
+                && e.message().contains(&MAX_ENV_TOTAL_BYTES.to_string()),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]

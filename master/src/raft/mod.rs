@@ -17,6 +17,7 @@
 
 pub mod background;
 pub mod codec;
+#[cfg(feature = "durable")]
 pub mod log_store;
 pub mod network;
 pub mod service;
@@ -92,7 +93,7 @@ pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
 pub type StorageError = openraft::StorageError<MasterId>;
 pub type RaftMetrics = openraft::RaftMetrics<MasterId, MasterNode>;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "durable"))]
 mod storage_suite {
     //! openraft's storage conformance suite against the RocksDB log store and the snapshot-file
     //! state machine, each test on a fresh temporary directory.

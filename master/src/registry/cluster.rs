@@ -28,10 +28,8 @@ use drover_model::task_state::{IllegalTransition, TaskState};
 
 pub use agents::{ReportedTask, MAX_REPORTED_TASKS};
 
-/// Most tasks one ACCEPT may launch.
-pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
-/// Most offers one ACCEPT may name.
-pub const MAX_OFFERS_PER_ACCEPT: usize = 100;
+/// Most tasks and offers one ACCEPT may name (the framework driver holds to them too).
+pub use drover_model::limits::{MAX_OFFERS_PER_ACCEPT, MAX_TASKS_PER_ACCEPT};
 /// Status updates kept per task: the oldest acknowledged one makes room for a new one; with
 /// all of them unacknowledged, a new update is refused.
 pub const MAX_UPDATES_PER_TASK: usize = 32;

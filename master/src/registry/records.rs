@@ -175,9 +175,9 @@ impl Builder {
 }
 
 /// The registry `registry` becomes once written as records, encoded, decoded and gathered
-/// again: what a replica loading a snapshot of it holds. For tests.
-#[cfg(test)]
-pub(crate) fn reloaded(registry: &Registry) -> Registry {
+/// again: what a replica loading a snapshot of it holds. For tests and the fuzz targets: it
+/// panics if a record does not survive the trip.
+pub fn reloaded(registry: &Registry) -> Registry {
     let mut builder = Builder::default();
     for record in registry.records() {
         let bytes = postcard::to_stdvec(&record).expect("encode");

@@ -243,11 +243,18 @@ impl Driver {
         tasks: Vec<TaskInfo>,
         refuse_seconds: Option<f64>,
     ) -> Result<(), DriverError> {
+        use drover_model::limits::{MAX_OFFERS_PER_ACCEPT, MAX_TASKS_PER_ACCEPT};
         check_ids("offer_ids", offer_ids.len())?;
-        if tasks.len() > MAX_IDS_PER_CALL {
+        if offer_ids.len() > MAX_OFFERS_PER_ACCEPT {
+            return Err(DriverError::InvalidArgument {
+                field: "offer_ids",
+                reason: format!("at most {MAX_OFFERS_PER_ACCEPT} per ACCEPT"),
+            });
+        }
+        if tasks.len() > MAX_TASKS_PER_ACCEPT {
             return Err(DriverError::InvalidArgument {
                 field: "tasks",
-                reason: format!("at most {MAX_IDS_PER_CALL} per ACCEPT"),
+                reason: format!("at most {MAX_TASKS_PER_ACCEPT} per ACCEPT"),
             });
         }
         check_refuse(refuse_seconds)?;

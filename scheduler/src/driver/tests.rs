@@ -62,6 +62,41 @@ async fn calls_before_subscribed_fail_with_not_subscribed() {
     driver.stop().await;
 }
 
+/// The master's bounds on an ACCEPT are the driver's: refused before anything is sent.
+#[tokio::test]
+async fn an_accept_over_the_master_s_bounds_is_refused_before_it_is_sent() {
+    let (driver, _events) = Driver::start(
+        &["127.0.0.1:1".to_string()],
+        FrameworkInfo::new("t"),
+        fast_options(),
+    )
+    .expect("start");
+    let offers: Vec<OfferId> = (0..=drover_model::limits::MAX_OFFERS_PER_ACCEPT)
+        .map(|i| OfferId::from(format!("o{i}").as_str()))
+        .collect();
+    let r = driver.accept(&offers, vec![], None).await.unwrap_err();
+    assert!(
+        matches!(
+            r,
+            DriverError::InvalidArgument {
+                field: "offer_ids",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let tasks = vec![TaskInfo::default(); drover_model::limits::MAX_TASKS_PER_ACCEPT + 1];
+    let r = driver
+        .accept(&[OfferId::from("o1")], tasks, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(r, DriverError::InvalidArgument { field: "tasks", .. }),
+        "{r:?}"
+    );
+    driver.stop().await;
+}
+
 #[tokio::test]
 async fn subscribes_stamps_calls_and_forwards_events() {
     let fake = FakeMaster::start(FakeConfig::default()).await;

@@ -28,7 +28,9 @@ use super::time::Timestamp;
 pub const MAX_INSTANCES: u32 = 100_000;
 /// Longest `cmd` (and all of `args` together); most environment variables (and labels), and
 /// the longest name or value of either: what the master accepts for a task.
-pub use drover_model::limits::{MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS};
+pub use drover_model::limits::{
+    MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_ENV_TOTAL_BYTES, MAX_ENV_VARS,
+};
 /// Most constraints, port definitions and health checks.
 pub const MAX_LIST: usize = 64;
 
@@ -754,6 +756,13 @@ impl AppDefinition {
                     ));
                 }
             }
+        }
+        let total = drover_model::limits::env_total_bytes(&self.env);
+        if total > MAX_ENV_TOTAL_BYTES {
+            v.push(Violation::new(
+                "/env",
+                format!("{total} bytes: at most {MAX_ENV_TOTAL_BYTES} (names and values together)"),
+            ));
         }
         for k in self.env.keys() {
             if k.contains('=') {

@@ -445,9 +445,9 @@ fn partition_aware(s: &MesosState, framework_id: &str) -> bool {
 }
 
 /// An ACCEPT's LAUNCH operations: the tasks Drover runs, and those it refuses (id, why).
-type Launch = (Vec<v1::TaskInfo>, Vec<(String, String)>);
+pub type Launch = (Vec<v1::TaskInfo>, Vec<(String, String)>);
 
-fn launch_of(a: &mesos::scheduler::call::Accept) -> Result<Launch, Refused> {
+pub fn launch_of(a: &mesos::scheduler::call::Accept) -> Result<Launch, Refused> {
     use mesos::offer::operation::Type as Op;
     let (mut launch, mut invalid) = (Vec::new(), Vec::new());
     for (i, op) in a.operations.iter().enumerate() {

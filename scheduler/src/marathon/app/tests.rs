@@ -272,6 +272,22 @@ fn an_oversized_command_is_refused() {
     assert_eq!(e.details[0].path, "/cmd");
 }
 
+/// Every variable within its bound, the whole over what an agent takes: 422 at `/env`.
+#[test]
+fn an_oversized_environment_is_refused() {
+    let env: serde_json::Map<String, serde_json::Value> = (0..5)
+        .map(|i| (format!("V{i}"), "x".repeat(MAX_ENV_BYTES).into()))
+        .collect();
+    let body = serde_json::json!({"id": "/a", "cmd": "x", "env": env}).to_string();
+    let e = parse(&body).unwrap_err();
+    assert_eq!(e.status, 422);
+    assert!(
+        e.details.iter().any(|d| d.path == "/env"),
+        "{:?}",
+        e.details
+    );
+}
+
 #[test]
 fn a_docker_app_on_the_bridge_publishes_its_mapped_ports() {
     let app = parse(
